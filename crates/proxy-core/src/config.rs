@@ -1,0 +1,285 @@
+//! The validated configuration the data plane runs on.
+//!
+//! These types are what is left once `proxy-bin` has parsed and checked an Envoy v3 bootstrap:
+//! every value here is already known to be valid (addresses parsed, regexes compiled, clusters
+//! referenced by routes exist), so the data plane never re-validates. They carry no serde
+//! derives on purpose: the on-disk format (and its field paths) is `proxy-bin`'s concern.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, StatusCode};
+use regex::Regex;
+
+/// Everything one generation serves.
+#[derive(Clone, Debug, Default)]
+pub struct Bootstrap {
+    pub admin: Option<Admin>,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+}
+
+/// The admin interface (`admin.address`).
+#[derive(Clone, Debug)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+/// `static_resources.listeners[]`.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    /// Soft limit on bytes buffered per connection, each direction (Envoy default 1 MiB).
+    pub per_connection_buffer_limit_bytes: u32,
+    pub http: HttpConnectionManager,
+}
+
+/// Which HTTP codec a listener speaks downstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CodecType {
+    /// HTTP/1.1, or HTTP/2 when the client opens with the h2c prior-knowledge preface.
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// The `envoy.filters.network.http_connection_manager` filter of a listener.
+#[derive(Clone, Debug)]
+pub struct HttpConnectionManager {
+    pub stat_prefix: String,
+    pub codec_type: CodecType,
+    pub generate_request_id: bool,
+    pub use_remote_address: bool,
+    /// `common_http_protocol_options.idle_timeout`: a connection with no active stream for this
+    /// long is closed (Envoy default 1 h). `None`: disabled.
+    pub idle_timeout: Option<Duration>,
+    /// `stream_idle_timeout` (Envoy default 5 min). `None`: disabled.
+    pub stream_idle_timeout: Option<Duration>,
+    /// `request_timeout`: the whole request must have been received by then. `None`: disabled.
+    pub request_timeout: Option<Duration>,
+    /// `upgrade_configs[].upgrade_type` that are allowed, lower-cased (e.g. `websocket`).
+    pub upgrade_types: Vec<String>,
+    pub access_logs: Vec<AccessLog>,
+    pub route_config: RouteConfig,
+    /// `envoy.filters.http.router`'s `suppress_envoy_headers`.
+    pub suppress_envoy_headers: bool,
+}
+
+/// One `access_log` entry.
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    pub sink: AccessLogSink,
+    /// `log_format.text_format_source.inline_string` (or the older `format`); `None` means
+    /// Envoy's default format.
+    pub format: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogSink {
+    File(PathBuf),
+    Stdout,
+    Stderr,
+}
+
+/// `route_config`.
+#[derive(Clone, Debug, Default)]
+pub struct RouteConfig {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    /// As written: `*`, `example.com`, `*.example.com`, `example.*`, optionally with `:port`.
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+}
+
+#[derive(Clone, Debug)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    /// `match.case_sensitive` (default true) for prefix and path.
+    pub case_sensitive: bool,
+    /// All must match.
+    pub headers: Vec<HeaderMatcher>,
+}
+
+#[derive(Clone, Debug)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    /// Must match the whole path (without the query string), as Envoy's `safe_regex`.
+    Regex(Regex),
+}
+
+#[derive(Clone, Debug)]
+pub struct HeaderMatcher {
+    pub name: HeaderName,
+    pub kind: HeaderMatchKind,
+    pub invert: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum HeaderMatchKind {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    /// Must match the whole value.
+    Regex(Regex),
+    /// `present_match: true` (header present) or `false` (absent).
+    Present(bool),
+}
+
+#[derive(Clone, Debug)]
+pub enum RouteAction {
+    Forward(ForwardAction),
+    Direct(DirectResponse),
+    Redirect(Redirect),
+}
+
+/// `route` action: send to a cluster.
+#[derive(Clone, Debug)]
+pub struct ForwardAction {
+    pub cluster: String,
+    pub prefix_rewrite: Option<String>,
+    pub host_rewrite_literal: Option<String>,
+    /// Whole-response timeout (Envoy default 15 s); `None`: disabled (`0s`).
+    pub timeout: Option<Duration>,
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RetryPolicy {
+    pub retry_on: RetryOn,
+    /// Envoy default 1.
+    pub num_retries: u32,
+    pub per_try_timeout: Option<Duration>,
+    /// `retriable_status_codes`, used with `retriable-status-codes`.
+    pub retriable_status_codes: Vec<u16>,
+}
+
+/// The `retry_on` conditions Baton implements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// `5xx`: any 5xx response, connect failure, reset.
+    pub five_xx: bool,
+    /// `gateway-error`: 502, 503, 504, connect failure, reset.
+    pub gateway_error: bool,
+    /// `connect-failure`.
+    pub connect_failure: bool,
+    /// `reset`: upstream reset or disconnect before response headers.
+    pub reset: bool,
+    /// `retriable-4xx`: 409.
+    pub retriable_4xx: bool,
+    /// `refused-stream`: HTTP/2 REFUSED_STREAM.
+    pub refused_stream: bool,
+    /// `retriable-status-codes`.
+    pub retriable_status_codes: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct DirectResponse {
+    pub status: StatusCode,
+    pub body: Option<bytes::Bytes>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Redirect {
+    pub scheme_redirect: Option<String>,
+    pub host_redirect: Option<String>,
+    pub port_redirect: Option<u16>,
+    pub path_redirect: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    /// 301 (default), 302, 303, 307 or 308.
+    pub response_code: StatusCode,
+    pub strip_query: bool,
+}
+
+/// `static_resources.clusters[]`.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub discovery: Discovery,
+    /// Envoy default 5 s.
+    pub connect_timeout: Duration,
+    pub lb_policy: LbPolicy,
+    pub endpoints: Vec<Endpoint>,
+    pub dns_lookup_family: DnsLookupFamily,
+    /// Envoy default 5 s.
+    pub dns_refresh_rate: Duration,
+    pub circuit_breakers: Thresholds,
+    pub per_connection_buffer_limit_bytes: u32,
+    /// Upstream speaks HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    pub http2: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    Static,
+    StrictDns,
+    LogicalDns,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DnsLookupFamily {
+    /// Envoy's AUTO: IPv6 preferred, IPv4 fallback.
+    #[default]
+    Auto,
+    V4Only,
+    V6Only,
+    V4Preferred,
+    All,
+}
+
+/// One `lb_endpoints[]` entry. `host` is an IP literal for STATIC clusters, a DNS name (or IP)
+/// otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    /// `load_balancing_weight`, default 1.
+    pub weight: u32,
+}
+
+/// `circuit_breakers.thresholds[]` at the DEFAULT priority (Envoy defaults 1024 each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
+}
+
+/// Envoy's default `per_connection_buffer_limit_bytes`.
+pub const DEFAULT_BUFFER_LIMIT: u32 = 1024 * 1024;
