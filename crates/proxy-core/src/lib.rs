@@ -8,4 +8,5 @@
 //! never decides when a generation starts or stops — that is `proxy-bin`'s.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod config;
