@@ -225,10 +225,10 @@ struct Args {
     /// Inline YAML bootstrap; merged over --config-path
     #[arg(long, value_name = "YAML")]
     config_yaml: Option<String>,
-    /// serve (default) or validate (check the configuration and exit)
+    /// serve, or validate (check the configuration and exit)
     #[arg(long, value_name = "MODE", default_value = "serve", value_parser = parse_mode)]
     mode: Mode,
-    /// trace, debug, info (default), warning/warn, error, critical or off
+    /// trace, debug, info, warning (or warn), error, critical or off
     #[arg(short = 'l', long, value_name = "LEVEL", default_value = "info", value_parser = parse_log_level)]
     log_level: LogLevel,
     /// Write logs to this file (reopened on SIGUSR1) instead of stderr
@@ -275,7 +275,7 @@ struct Args {
         default_value_t = 900
     )]
     parent_shutdown_time_s: u64,
-    /// gradual (default) or immediate
+    /// How listeners drain during a hot restart: gradual or immediate
     #[arg(long, value_name = "STRATEGY", default_value = "gradual", value_parser = parse_drain_strategy)]
     drain_strategy: DrainStrategy,
     /// Disable hot restart
