@@ -3,6 +3,9 @@
 //! sequence.
 #![forbid(unsafe_code)]
 
+mod cli;
+mod logging;
+
 fn main() {
     println!("baton {}", env!("CARGO_PKG_VERSION"));
 }

@@ -318,3 +318,15 @@ fn open_error_names_the_path() {
     assert!(err.contains("no-such-dir"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn full_queue_drops_and_counts_without_blocking() {
+    let (w, rx) = AccessLogWriter::undrained(2);
+    for i in 0..5 {
+        w.write_line(format!("{i}\n"));
+    }
+    assert_eq!(w.dropped(), 3);
+    assert_eq!(rx.try_iter().count(), 2);
+    w.write_line("again\n".into());
+    assert_eq!(w.dropped(), 3);
+}

@@ -47,7 +47,7 @@ impl SinkKey {
     }
 }
 
-enum Msg {
+pub(super) enum Msg {
     Line(String),
     /// Wakes the thread so it notices a pending reopen.
     Wake,
@@ -281,5 +281,17 @@ impl AccessLogWriter {
     #[cfg(test)]
     pub(super) fn same_sink(&self, other: &AccessLogWriter) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// A handle whose queue nobody drains (no thread), for exercising the overflow path.
+    #[cfg(test)]
+    pub(super) fn undrained(capacity: usize) -> (AccessLogWriter, Receiver<Msg>) {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let shared = Arc::new(Shared {
+            tx: Some(tx),
+            counters: Arc::new(Counters::default()),
+            thread: None,
+        });
+        (AccessLogWriter { shared }, rx)
     }
 }
