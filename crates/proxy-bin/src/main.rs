@@ -3,6 +3,8 @@
 //! sequence.
 #![forbid(unsafe_code)]
 
+mod config;
+
 fn main() {
     println!("baton {}", env!("CARGO_PKG_VERSION"));
 }
