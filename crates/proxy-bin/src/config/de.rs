@@ -123,7 +123,7 @@ pub(crate) struct Int<T>(pub T);
 
 impl<'de, T> Deserialize<'de> for Int<T>
 where
-    T: TryFrom<i128> + fmt::Display,
+    T: TryFrom<i128>,
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<T>(PhantomData<T>);

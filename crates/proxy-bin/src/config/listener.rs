@@ -314,13 +314,15 @@ fn router(filters: Vec<raw::HttpFilter>, path: &str) -> Result<bool, ConfigError
                 }
             }
             None if f.name == "envoy.filters.http.router" => {}
-            None => return Err(ConfigError::new(
-                join(&p, "name"),
-                format!(
+            None => {
+                return Err(ConfigError::new(
+                    join(&p, "name"),
+                    format!(
                     "unsupported HTTP filter `{}`; Baton supports only envoy.filters.http.router",
                     f.name
                 ),
-            )),
+                ))
+            }
         }
         if i + 1 != n {
             return Err(ConfigError::new(

@@ -123,16 +123,23 @@ pub fn load(config_path: Option<&Path>, config_yaml: Option<&str>) -> Result<Loa
                 .extension()
                 .is_some_and(|x| x.eq_ignore_ascii_case("json"));
             let origin = p.display().to_string();
-            Some(if is_json {
+            let mut v = if is_json {
                 source::parse_json(&text, &origin)?
             } else {
                 source::parse_yaml(&text, &origin)?
-            })
+            };
+            // Before merging, so `portValue` in one and `port_value` in the other meet.
+            source::snake_case_keys(&mut v, "")?;
+            Some(v)
         }
         None => None,
     };
     let overlay = match config_yaml {
-        Some(text) => Some(source::parse_yaml(text, "--config-yaml")?),
+        Some(text) => {
+            let mut v = source::parse_yaml(text, "--config-yaml")?;
+            source::snake_case_keys(&mut v, "")?;
+            Some(v)
+        }
         None => None,
     };
     let merged = match (base, overlay) {
@@ -159,11 +166,12 @@ pub fn parse_str(text: &str) -> Result<Loaded, ConfigErrors> {
 }
 
 fn from_value(value: serde_json::Value) -> Result<Loaded, ConfigErrors> {
-    let value = match value {
+    let mut value = match value {
         // An empty document is an empty bootstrap, as an empty proto message.
         serde_json::Value::Null => serde_json::Value::Object(Default::default()),
         v => v,
     };
+    source::snake_case_keys(&mut value, "")?;
     let bootstrap = convert(value.clone())?;
     Ok(Loaded {
         bootstrap,

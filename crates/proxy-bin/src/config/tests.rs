@@ -474,6 +474,26 @@ fn semantic_errors_are_all_collected() {
 }
 
 #[test]
+fn camel_case_field_names_are_accepted() {
+    let text = QUICKSTART
+        .replace("port_value", "portValue")
+        .replace("stat_prefix", "statPrefix")
+        .replace("dns_lookup_family", "dnsLookupFamily");
+    let b = parse_str(&text).unwrap_or_else(|e| panic!("{e}")).bootstrap;
+    assert_eq!(b.listeners[0].address.port(), 10000);
+    assert_eq!(b.listeners[0].http.stat_prefix, "ingress_http");
+    assert_eq!(b.clusters[0].dns_lookup_family, DnsLookupFamily::V4Only);
+    // Overlay in one spelling over a file in the other.
+    let path = temp_file("camel.yaml", QUICKSTART);
+    let overlay = "admin: {address: {socketAddress: {portValue: 9903}}}";
+    let b = load(Some(&path), Some(overlay))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bootstrap;
+    assert_eq!(b.admin.map(|a| a.address.port()), Some(9903));
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
 fn display_formats() {
     let e = ConfigError::new("a.b", "bad");
     assert_eq!(e.to_string(), "a.b: bad");
@@ -578,6 +598,20 @@ fn garbage_and_truncated_input_never_panics() {
         }
         let _ = parse_str(&s);
     }
+    // Deep nesting is refused, not a stack overflow.
+    assert!(parse_str(&format!("{}{}", "[".repeat(100_000), "]".repeat(100_000))).is_err());
+    assert!(parse_str(&format!(
+        "a: {}1{}",
+        "{b: ".repeat(10_000),
+        "}".repeat(10_000)
+    ))
+    .is_err());
+    let deep_json = temp_file(
+        "deep.json",
+        &format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+    );
+    assert!(load(Some(&deep_json), None).is_err());
+    let _ = std::fs::remove_file(deep_json);
     // Wrong types everywhere the model has structure.
     for v in [
         json!(null),
