@@ -91,10 +91,6 @@ impl Errors {
         self.0.push(ConfigError::new(path, message));
     }
 
-    pub(crate) fn add(&mut self, e: ConfigError) {
-        self.0.push(e);
-    }
-
     /// Keeps `Ok` values, records `Err`s.
     pub(crate) fn take<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
         match r {
