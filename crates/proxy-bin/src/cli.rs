@@ -6,7 +6,6 @@
 //! (`baton: error: ... (see --help)`) with exit code 1; `--help`, `--version` and
 //! `--hot-restart-version` print to stdout and exit 0.
 // Wired up by main in the integration commit.
-#![allow(dead_code)]
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -2,7 +2,6 @@
 //! (timestamp, level, target, message) to stderr or to `--log-path`, and the handle that reopens
 //! that file when SIGUSR1 asks for log rotation.
 // Wired up by main in the integration commit.
-#![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};

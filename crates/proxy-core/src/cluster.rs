@@ -369,6 +369,39 @@ impl WorkerLb {
     }
 }
 
+impl crate::admin::ClusterStatusSource for ClusterManager {
+    fn clusters(&self) -> Vec<crate::admin::ClusterStatus> {
+        self.clusters
+            .iter()
+            .map(|c| crate::admin::ClusterStatus {
+                name: c.config.name.clone(),
+                thresholds: c.config.circuit_breakers,
+                added_via_api: false,
+                hosts: c
+                    .hosts()
+                    .hosts
+                    .iter()
+                    .map(|h| {
+                        let s = &h.stats;
+                        crate::admin::HostStatus {
+                            address: h.addr,
+                            hostname: h.hostname.clone(),
+                            weight: h.weight,
+                            healthy: true,
+                            cx_active: s.cx_active.load(Ordering::Relaxed),
+                            cx_connect_fail: s.cx_connect_fail.load(Ordering::Relaxed),
+                            rq_active: s.rq_active.load(Ordering::Relaxed),
+                            rq_total: s.rq_total.load(Ordering::Relaxed),
+                            rq_error: s.rq_error.load(Ordering::Relaxed),
+                            rq_success: s.rq_success.load(Ordering::Relaxed),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
 fn weighted_random(set: &HostSet) -> usize {
     let total: u64 = set.hosts.iter().map(|h| u64::from(h.weight)).sum();
     let mut r = fastrand::u64(..total.max(1));

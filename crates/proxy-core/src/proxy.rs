@@ -65,6 +65,11 @@ pub async fn handle(
         log: None,
         bytes_received: Rc::new(Cell::new(0)),
     });
+    let mut req = req;
+    if l.config.http.generate_request_id && !req.headers().contains_key(&X_REQUEST_ID) {
+        req.headers_mut()
+            .insert(X_REQUEST_ID.clone(), new_request_id());
+    }
     if let Some(logs) = l.access_logs.as_ref() {
         tracker.log = Some(logs.capture(&req, &c));
     }
@@ -288,9 +293,6 @@ async fn forward(
     let hcm = &l.config.http;
     let cfg = &f.config;
     prepare_request_headers(&mut parts.headers, c.remote, hcm.use_remote_address, false);
-    if hcm.generate_request_id && !parts.headers.contains_key(&X_REQUEST_ID) {
-        parts.headers.insert(X_REQUEST_ID.clone(), new_request_id());
-    }
     let per_try = policy.and_then(|p| p.per_try_timeout);
     if !hcm.suppress_envoy_headers {
         if let Some(t) = per_try.or(cfg.timeout) {
