@@ -22,6 +22,36 @@
 //! task (accept loops, background tasks), a [`Conn`] per downstream connection, and [`Release`]
 //! tokens for work that outlives its connection (tunnels, long transfers).
 //!
+//! ```
+//! use std::time::Duration;
+//! use drain::{Config, Direction, Scope, Strategy};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let (signal, watch) = drain::new(Config::new(Strategy::Gradual, Duration::from_secs(600)));
+//! // Per accepted connection (the accept loop holds `watch`):
+//! let mut conn = watch.connection(Direction::Unspecified);
+//! let service_side = conn.clone(); // asks `drain_close()` before each response
+//! let task = tokio::spawn(async move {
+//!     // ... select! this against the connection's own future ...
+//!     conn.close_requested().await; // then: graceful close, and drop `conn` when done
+//! });
+//! drop(watch);
+//!
+//! // The owner, on a restart or SIGTERM:
+//! let control = signal.control();
+//! control.stop_accepting(Scope::All);
+//! control.start_drain(Scope::All);
+//! let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+//! if service_side.drain_close() {
+//!     // HTTP/1: this response carries `Connection: close`.
+//! }
+//! drop(service_side);
+//! task.await.unwrap();
+//! assert_eq!(signal.wait_released(deadline).await, drain::Outcome::Released);
+//! # }
+//! ```
+//!
 //! It must never touch a socket, speak a protocol (no HTTP, no `Connection: close`, no GOAWAY:
 //! those live in `proxy-core`, which asks this crate what to do), spawn a task, read a signal or
 //! sleep for a fixed time: every phase ends on an event or a deadline. Time is tokio's, so

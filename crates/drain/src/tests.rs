@@ -21,6 +21,16 @@ fn fresh_yes(watch: &Watch, n: usize) -> usize {
         .count()
 }
 
+#[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Signal>();
+    send_sync::<Control>();
+    send_sync::<Watch>();
+    send_sync::<Conn>();
+    send_sync::<Release>();
+}
+
 // --- the pure rules ---
 
 #[test]
