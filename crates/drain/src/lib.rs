@@ -1,95 +1,180 @@
-//! drain: how a generation stops. A [`Signal`] held by the owner of a generation, and a
-//! [`Watch`] per connection that tells the connection when to start closing gracefully; the
-//! owner then waits until every watch has been released.
+//! drain: how a generation stops taking traffic, and how it knows it has stopped.
 //!
-//! The crate knows nothing of sockets or HTTP: the per-protocol closing (HTTP/1 `Connection:
-//! close`, HTTP/2 GOAWAY) lives in `proxy-core`, which is handed a [`Watch`].
+//! The crate owns the *decisions* of a drain and nothing else:
+//!
+//! - **when each connection is asked to close**, with Envoy's two strategies: [`Strategy::Gradual`]
+//!   (the chance that a connection asked at a natural point — e.g. about to write a response —
+//!   must close rises linearly from 0 to 1 over the drain time, and each connection also gets
+//!   its own "close by" moment spread uniformly over the window, so idle connections are closed
+//!   spread out too) and [`Strategy::Immediate`] (every connection at once; a drain time of
+//!   zero behaves the same);
+//! - **when listeners stop accepting**, a signal distinct from "close connections" (Envoy's
+//!   `/drain_listeners`, with `?graceful` and `?inboundonly`);
+//! - **the health-check-failed state** (Envoy's `/healthcheck/fail`): listeners keep accepting
+//!   and every "should I close now?" answers yes;
+//! - **when the generation is done**: every connection, listener task and other piece of work
+//!   holds a `#[must_use]` release token, and [`Signal::released`] completes once every token is
+//!   gone; the generation's [`Phase`] is broadcast on a tokio `watch` so tests and the admin
+//!   interface wait on phases, never on sleeps.
+//!
+//! The token shape: a [`Signal`] held by the owner of a generation (`proxy-bin`), a [`Control`]
+//! handle for whoever else may start a drain (the admin interface), a [`Watch`] cloned into each
+//! task (accept loops, background tasks), a [`Conn`] per downstream connection, and [`Release`]
+//! tokens for work that outlives its connection (tunnels, long transfers).
+//!
+//! ```
+//! use std::time::Duration;
+//! use drain::{Config, Direction, Scope, Strategy};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let (signal, watch) = drain::new(Config::new(Strategy::Gradual, Duration::from_secs(600)));
+//! // Per accepted connection (the accept loop holds `watch`):
+//! let mut conn = watch.connection(Direction::Unspecified);
+//! let service_side = conn.clone(); // asks `drain_close()` before each response
+//! let task = tokio::spawn(async move {
+//!     // ... select! this against the connection's own future ...
+//!     conn.close_requested().await; // then: graceful close, and drop `conn` when done
+//! });
+//! drop(watch);
+//!
+//! // The owner, on a restart or SIGTERM:
+//! let control = signal.control();
+//! control.stop_accepting(Scope::All);
+//! control.start_drain(Scope::All);
+//! let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+//! if service_side.drain_close() {
+//!     // HTTP/1: this response carries `Connection: close`.
+//! }
+//! drop(service_side);
+//! task.await.unwrap();
+//! assert_eq!(signal.wait_released(deadline).await, drain::Outcome::Released);
+//! # }
+//! ```
+//!
+//! It must never touch a socket, speak a protocol (no HTTP, no `Connection: close`, no GOAWAY:
+//! those live in `proxy-core`, which asks this crate what to do), spawn a task, read a signal or
+//! sleep for a fixed time: every phase ends on an event or a deadline. Time is tokio's, so
+//! everything is deterministic under `tokio::time::pause()`, and the randomness comes from a
+//! seedable [`Config::seed`].
 #![forbid(unsafe_code)]
 
-use tokio::sync::{mpsc, watch};
+mod conn;
+mod phase;
+mod shared;
+mod signal;
+mod watch;
 
-/// Held by whoever decides that the generation drains. Dropping it without calling
-/// [`Signal::drain`] never starts a drain.
-#[derive(Debug)]
-pub struct Signal {
-    /// The other ends are every [`Watch`]; a send tells them all to close.
-    tx: watch::Sender<bool>,
-    /// Never sent on; each [`Watch`] holds a sender clone, so `recv` returning `None` means
-    /// every watch was dropped.
-    released_rx: mpsc::Receiver<()>,
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use conn::Conn;
+pub use phase::{Counts, Phase};
+pub use signal::{Control, Outcome, Signal};
+pub use watch::{Release, Watch};
+
+use shared::Shared;
+
+/// Envoy's `--drain-strategy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// The chance that a connection is asked to close rises linearly from 0 at the start of the
+    /// drain to 1 at its end (`--drain-time-s` later).
+    Gradual,
+    /// Every connection is asked to close as soon as the drain starts.
+    Immediate,
 }
 
-/// Cloned into every task that must finish before the generation exits.
-#[derive(Clone, Debug)]
-pub struct Watch {
-    rx: watch::Receiver<bool>,
-    /// Keeps the [`Signal`]'s receiver open until this watch is dropped.
-    _released: mpsc::Sender<()>,
+/// How a generation drains: fixed when the [`Signal`] is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `--drain-strategy`.
+    pub strategy: Strategy,
+    /// `--drain-time-s`: the window over which connections are asked to close. Zero asks every
+    /// connection at once, whatever the strategy.
+    pub drain_time: Duration,
+    /// Seed for the draws of the gradual strategy; `None` seeds from the process's entropy.
+    /// Tests set it so that runs are reproducible.
+    pub seed: Option<u64>,
 }
 
-/// Create a connected signal and watch.
+/// Which listeners a drain or a stop applies to (Envoy's `/drain_listeners?inboundonly`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Only listeners whose `traffic_direction` is `INBOUND`, and their connections.
+    InboundOnly,
+    /// Every listener and connection.
+    All,
+}
+
+/// A listener's `traffic_direction`, which decides whether an inbound-only drain applies to it
+/// and to its connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Direction {
+    #[default]
+    Unspecified,
+    Inbound,
+    Outbound,
+}
+
+/// Create a drain for one generation: the owner's [`Signal`] and a first [`Watch`].
+pub fn new(config: Config) -> (Signal, Watch) {
+    let shared = Arc::new(Shared::new(config));
+    let watch = Watch::new(shared.clone());
+    (Signal::new(shared), watch)
+}
+
+/// Create a drain that asks every connection to close at once (drain time zero): the behaviour
+/// of this crate before strategies existed, kept for callers that need no window (e.g. the
+/// admin listener).
 pub fn channel() -> (Signal, Watch) {
-    let (tx, rx) = watch::channel(false);
-    let (released_tx, released_rx) = mpsc::channel(1);
-    (
-        Signal { tx, released_rx },
-        Watch {
-            rx,
-            _released: released_tx,
-        },
-    )
+    new(Config::immediate())
 }
 
-// === impl Signal ===
+// === impl Config ===
 
-impl Signal {
-    /// Tell every watch to drain, then wait until all of them have been dropped. The caller
-    /// bounds this with the drain deadline.
-    pub async fn drain(mut self) {
-        let _ = self.tx.send(true);
-        // `recv` only returns `None` once every sender (one per live watch) is gone.
-        while self.released_rx.recv().await.is_some() {}
+impl Config {
+    /// A drain with the given strategy and window, seeded from the process's entropy.
+    pub fn new(strategy: Strategy, drain_time: Duration) -> Self {
+        Self {
+            strategy,
+            drain_time,
+            seed: None,
+        }
     }
-}
 
-impl Signal {
-    /// Tell every watch to drain without waiting for them.
-    pub fn drain_now(self) {
-        let _ = self.tx.send(true);
+    /// Every connection asked at once.
+    pub fn immediate() -> Self {
+        Self::new(Strategy::Immediate, Duration::ZERO)
+    }
+
+    /// The same configuration with reproducible draws.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
     }
 }
 
-// === impl Watch ===
+// === impl Scope ===
 
-impl Watch {
-    /// Completes once a drain has been signalled (or the signal was dropped).
-    pub async fn signaled(&mut self) {
-        let _ = self.rx.wait_for(|draining| *draining).await;
+impl Scope {
+    /// Whether a drain or stop of this scope applies to a listener with `direction`.
+    pub fn applies_to(self, direction: Direction) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::InboundOnly => direction == Direction::Inbound,
+        }
     }
 
-    /// True once a drain has been signalled.
-    pub fn is_draining(&self) -> bool {
-        *self.rx.borrow()
+    fn index(self) -> usize {
+        match self {
+            Scope::InboundOnly => 0,
+            Scope::All => 1,
+        }
     }
+
+    const EACH: [Scope; 2] = [Scope::InboundOnly, Scope::All];
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn drain_waits_for_every_watch() {
-        let (signal, watch) = channel();
-        let mut w2 = watch.clone();
-        let task = tokio::spawn(async move {
-            w2.signaled().await;
-            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-            drop(w2);
-        });
-        drop(watch);
-        let start = tokio::time::Instant::now();
-        signal.drain().await;
-        assert!(start.elapsed() >= std::time::Duration::from_secs(3));
-        task.await.unwrap();
-    }
-}
+mod tests;
