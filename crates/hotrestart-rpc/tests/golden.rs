@@ -436,7 +436,7 @@ fn corrupted_bytes_never_panic() {
 
 #[test]
 fn random_bytes_are_typed_errors() {
-    let mut rng = fastrand::Rng::with_seed(0x6261_746f_6e);
+    let mut rng = fastrand::Rng::with_seed(0x0062_6174_6f6e);
     for _ in 0..20_000 {
         let len = rng.usize(0..64);
         let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
