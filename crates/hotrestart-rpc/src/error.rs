@@ -90,8 +90,9 @@ pub enum Error {
     #[error("could not accept listen sockets: {reason}")]
     BadBatch { reason: String },
 
-    /// The other side refused the handshake (version mismatch, wrong epoch ...).
-    #[error("could not hot restart: the parent refused: {reason:?}: {detail}")]
+    /// The handshake was refused (version mismatch, wrong epoch ...): on the child, by its parent;
+    /// on the parent, the refusal it sent.
+    #[error("could not hot restart: handshake refused ({reason:?}): {detail}")]
     Refused {
         reason: RefusalReason,
         detail: String,

@@ -115,8 +115,11 @@ fn read_exact(
         ) {
             Ok(msg) => {
                 let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
-                // With MSG_CTRUNC nix refuses to walk the (partial) control buffer; the error
-                // below drops the connection. Otherwise take ownership of every fd right away.
+                // With MSG_CTRUNC nix refuses to walk the partial control buffer, so fds the kernel
+                // installed before truncating cannot be taken (they stay open until exit); the
+                // error below drops the connection. The buffer holds SCM_MAX_FD fds and we never
+                // ask for credentials or security labels, so a Linux peer cannot cause this.
+                // Otherwise take ownership of every fd right away.
                 if let Ok(cmsgs) = msg.cmsgs() {
                     for cmsg in cmsgs {
                         if let ControlMessageOwned::ScmRights(raw) = cmsg {

@@ -16,6 +16,48 @@
 //! `spawn_blocking`), never on a data-plane thread. Peers are authenticated with SO_PEERCRED (same
 //! uid, or root).
 //!
+//! # Example
+//!
+//! ```no_run
+//! use std::os::fd::{AsFd, BorrowedFd};
+//! use std::sync::atomic::AtomicBool;
+//! use std::time::Duration;
+//! use hotrestart_rpc::*;
+//!
+//! // Parent (epoch K), on its own thread.
+//! struct Parent { sockets: Vec<(SocketManifest, std::net::TcpListener)> }
+//! impl ParentHandler for Parent {
+//!     fn state(&mut self) -> ParentState {
+//!         ParentState { epoch: 0, pid: std::process::id(), ..Default::default() }
+//!     }
+//!     fn listen_sockets(&mut self, req: &ListenSocketsRequest)
+//!         -> Result<Vec<(SocketManifest, BorrowedFd<'_>)>, String> {
+//!         Ok(self.sockets.iter()
+//!             .filter(|(m, _)| req.all || req.wanted.iter().any(|w| w.address == m.address))
+//!             .map(|(m, l)| (m.clone(), l.as_fd()))
+//!             .collect())
+//!     }
+//!     fn drain_listeners(&mut self) -> Result<(), String> { Ok(()) }
+//!     fn terminate(&mut self) -> Result<(), String> { Ok(()) }
+//! }
+//! # fn main() -> Result<()> {
+//! let listener = Listener::bind(&Endpoint::for_epoch(1, 0))?;
+//! let stop = AtomicBool::new(false);
+//! let mut parent = Parent { sockets: Vec::new() };
+//! let _exit = serve(&listener, &mut parent, &ServeOptions::new("v1"), &stop);
+//!
+//! // Child (epoch K+1).
+//! let timeout = Duration::from_secs(5);
+//! let conn = connect(&Endpoint::for_epoch(1, 0), timeout)?;
+//! let mut client = Client::handshake(conn, negotiate::hello("v1", 1, std::process::id()), timeout)?;
+//! let sockets = client.request_listen_sockets(ListenSocketsRequest { wanted: vec![], all: true })?;
+//! // ... start serving on `sockets` (manifest, OwnedFd) pairs, then:
+//! client.drain_listeners()?;
+//! # drop(sockets);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! What this crate must never do: decide when a restart happens, bind data-plane sockets, start a
 //! runtime, or know about HTTP. That is `proxy-bin`'s.
 //!
