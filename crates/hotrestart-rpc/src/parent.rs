@@ -1,0 +1,312 @@
+//! The parent's side (epoch K): answer one child's session with [`serve_one`], or keep a listener
+//! answering children with [`serve`], delegating every decision to a [`ParentHandler`].
+//!
+//! Failures of a session (a broken, slow, foreign or refused peer) are logged and end that session
+//! only: they never panic and never touch the handler beyond what the child asked for, so the
+//! serving generation is unaffected.
+
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::conn::{Conn, Listener};
+use crate::error::{Error, Result};
+use crate::manifest;
+use crate::negotiate;
+use crate::pb::envelope::Body;
+use crate::pb::{
+    Envelope, ListenSocketsReply, ListenSocketsRequest, ParentState, RefusalReason, SocketManifest,
+    StatsSnapshot, StatusReply, UnknownMessage,
+};
+
+/// What the parent generation does when its child asks. Implemented by the binary.
+pub trait ParentHandler {
+    /// The state reported to the child in the handshake.
+    fn state(&mut self) -> ParentState;
+
+    /// The listen sockets to hand over for `request`, each with its manifest entry. The fds stay
+    /// the handler's: they are duplicated into the child by the kernel and the handler's copies
+    /// stay open (closing them is the drain's business). `Err` is sent to the child as a failed
+    /// status.
+    fn listen_sockets(
+        &mut self,
+        request: &ListenSocketsRequest,
+    ) -> Result<Vec<(SocketManifest, BorrowedFd<'_>)>, String>;
+
+    /// Stop accepting; keep serving open connections. Must not block for the drain itself.
+    fn drain_listeners(&mut self) -> Result<(), String>;
+
+    /// The child asks this generation to exit. Start it, but do not exit the process here: the
+    /// reply is sent first, then [`serve_one`] returns [`SessionEnd::Terminated`].
+    fn terminate(&mut self) -> Result<(), String>;
+
+    /// A stats snapshot for the child, if this generation offers one.
+    fn stats(&mut self) -> Option<StatsSnapshot> {
+        None
+    }
+}
+
+/// Settings of the parent's side.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// This generation's `--hot-restart-version`; a child must send the same.
+    pub hot_restart_version: String,
+    /// Longest wait for the child's next request; past it the session ends.
+    pub idle_timeout: Duration,
+    /// Longest wait for one send, and for a batch's ack.
+    pub io_timeout: Duration,
+    /// How often [`serve`] looks at its stop flag while no child connects.
+    pub accept_poll: Duration,
+}
+
+/// How a session ended without error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// The child disconnected.
+    PeerClosed,
+    /// The child asked this generation to terminate, and the handler agreed.
+    Terminated,
+}
+
+/// Why [`serve`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServeExit {
+    /// The stop flag was set.
+    Stopped,
+    /// A child asked this generation to terminate.
+    Terminated,
+}
+
+// === impl ServeOptions ===
+
+impl ServeOptions {
+    /// Options with the given hot restart version and default timeouts (idle 60 s, io 5 s).
+    pub fn new(hot_restart_version: impl Into<String>) -> Self {
+        Self {
+            hot_restart_version: hot_restart_version.into(),
+            idle_timeout: Duration::from_secs(60),
+            io_timeout: Duration::from_secs(5),
+            accept_poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Accepts children on `listener` one at a time until `stop` is set or a child terminates this
+/// generation. Each session's failure is logged and the next child is accepted.
+pub fn serve(
+    listener: &Listener,
+    handler: &mut impl ParentHandler,
+    opts: &ServeOptions,
+    stop: &AtomicBool,
+) -> ServeExit {
+    while !stop.load(Ordering::Acquire) {
+        let conn = match listener.accept(opts.accept_poll) {
+            Ok(conn) => conn,
+            Err(e) if e.is_timeout() => continue,
+            Err(e) => {
+                // Refused peers are logged by accept; anything else is logged here.
+                if !matches!(e, Error::PeerRefused { .. }) {
+                    tracing::warn!(error = %e, "hot restart accept failed");
+                }
+                continue;
+            }
+        };
+        if let Ok(SessionEnd::Terminated) = serve_one(conn, handler, opts) {
+            return ServeExit::Terminated;
+        }
+    }
+    ServeExit::Stopped
+}
+
+/// Answers one child's requests until it disconnects, terminates this generation, or fails.
+/// The first message must be a Hello; a refused handshake is answered, then the session ends with
+/// [`Error::Refused`]. Errors are logged here as well as returned.
+pub fn serve_one(
+    mut conn: Conn,
+    handler: &mut impl ParentHandler,
+    opts: &ServeOptions,
+) -> Result<SessionEnd> {
+    let span = tracing::info_span!("hotrestart_child", child.pid = conn.peer().pid);
+    let _enter = span.enter();
+    let result = session(&mut conn, handler, opts);
+    match &result {
+        Ok(end) => tracing::info!(?end, "hot restart session ended"),
+        Err(e) => tracing::warn!(error = %e, "hot restart session dropped"),
+    }
+    result
+}
+
+fn session(
+    conn: &mut Conn,
+    handler: &mut impl ParentHandler,
+    opts: &ServeOptions,
+) -> Result<SessionEnd> {
+    handshake(conn, handler, opts)?;
+    loop {
+        let (msg, fds) = match conn.recv(opts.idle_timeout) {
+            Ok(m) => m,
+            Err(e) if e.is_clean_close() => return Ok(SessionEnd::PeerClosed),
+            Err(e) => return Err(e),
+        };
+        let id = msg.id;
+        if !fds.is_empty() {
+            // A request never carries fds; they are closed by dropping them.
+            drop(fds);
+            reply_status(conn, id, Err("requests carry no fds".into()), opts)?;
+            continue;
+        }
+        match msg.body {
+            Some(Body::ListenSocketsRequest(req)) => send_sockets(conn, id, &req, handler, opts)?,
+            Some(Body::DrainListeners(_)) => {
+                tracing::info!("child asks this generation to drain");
+                let result = handler.drain_listeners();
+                reply_status(conn, id, result, opts)?;
+            }
+            Some(Body::Terminate(_)) => {
+                tracing::info!("child asks this generation to terminate");
+                let result = handler.terminate();
+                let ok = result.is_ok();
+                reply_status(conn, id, result, opts)?;
+                if ok {
+                    return Ok(SessionEnd::Terminated);
+                }
+            }
+            Some(Body::StatsRequest(_)) => match handler.stats() {
+                Some(s) => send(conn, id, Body::StatsSnapshot(s), opts)?,
+                None => send(
+                    conn,
+                    id,
+                    Body::UnknownMessage(UnknownMessage {
+                        detail: "this generation offers no stats".into(),
+                    }),
+                    opts,
+                )?,
+            },
+            Some(Body::Hello(_)) => reply_status(conn, id, Err("already greeted".into()), opts)?,
+            Some(other) => {
+                let kind = other.kind();
+                reply_status(conn, id, Err(format!("{kind} is not a request")), opts)?;
+            }
+            None => {
+                tracing::debug!(id, "unknown request from the child");
+                send(
+                    conn,
+                    id,
+                    Body::UnknownMessage(UnknownMessage {
+                        detail: "unknown request".into(),
+                    }),
+                    opts,
+                )?;
+            }
+        }
+    }
+}
+
+fn handshake(conn: &mut Conn, handler: &mut impl ParentHandler, opts: &ServeOptions) -> Result<()> {
+    let (msg, fds) = conn.recv(opts.io_timeout)?;
+    drop(fds);
+    let reply = match &msg.body {
+        Some(Body::Hello(hello)) => {
+            tracing::info!(
+                child.epoch = hello.epoch,
+                child.protocol_version = hello.protocol_version,
+                "hot restart hello"
+            );
+            negotiate::answer_hello(&opts.hot_restart_version, &handler.state(), hello)
+        }
+        _ => negotiate::refuse(
+            &opts.hot_restart_version,
+            RefusalReason::NotHello,
+            format!("first message must be hello, got {}", msg.kind()),
+        ),
+    };
+    let accepted = reply.accepted;
+    let reason = reply.reason();
+    let detail = reply.detail.clone();
+    send(conn, msg.id, Body::HelloReply(reply), opts)?;
+    if accepted {
+        Ok(())
+    } else {
+        Err(Error::Refused { reason, detail })
+    }
+}
+
+fn send_sockets(
+    conn: &mut Conn,
+    id: u64,
+    request: &ListenSocketsRequest,
+    handler: &mut impl ParentHandler,
+    opts: &ServeOptions,
+) -> Result<()> {
+    let sockets = match handler.listen_sockets(request) {
+        Ok(s) => s,
+        Err(e) => return reply_status(conn, id, Err(e), opts),
+    };
+    let total = u32::try_from(sockets.len()).map_err(|_| Error::TooManyFds {
+        count: sockets.len(),
+        max: u32::MAX as usize,
+    })?;
+    let batches = manifest::batches(&sockets);
+    let batch_count = u32::try_from(batches.len()).unwrap_or(u32::MAX);
+    tracing::info!(
+        sockets = sockets.len(),
+        batches = batch_count,
+        "handing over listen sockets"
+    );
+    for (index, batch) in (0u32..).zip(batches) {
+        let reply = ListenSocketsReply {
+            batch_index: index,
+            batch_count,
+            total_sockets: total,
+            sockets: batch.iter().map(|(m, _)| m.clone()).collect(),
+        };
+        let fds: Vec<BorrowedFd<'_>> = batch.iter().map(|(_, fd)| *fd).collect();
+        conn.send(
+            &Envelope::new(id, Body::ListenSocketsReply(reply)),
+            &fds,
+            opts.io_timeout,
+        )?;
+        let (ack, ack_fds) = conn.recv(opts.io_timeout)?;
+        drop(ack_fds);
+        match ack.body {
+            Some(Body::BatchAck(a)) if ack.id == id && a.batch_index == index => {}
+            Some(Body::BatchAck(a)) => {
+                return Err(Error::BadBatch {
+                    reason: format!(
+                        "ack for batch {} of request {}, expected batch {index} of request {id}",
+                        a.batch_index, ack.id
+                    ),
+                })
+            }
+            other => {
+                return Err(Error::UnexpectedMessage {
+                    expected: "batch_ack",
+                    got: other.as_ref().map_or("none", Body::kind),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reply_status(
+    conn: &mut Conn,
+    id: u64,
+    result: Result<(), String>,
+    opts: &ServeOptions,
+) -> Result<()> {
+    let status = match result {
+        Ok(()) => StatusReply {
+            ok: true,
+            error: String::new(),
+        },
+        Err(error) => StatusReply { ok: false, error },
+    };
+    send(conn, id, Body::StatusReply(status), opts)
+}
+
+fn send(conn: &mut Conn, id: u64, body: Body, opts: &ServeOptions) -> Result<()> {
+    conn.send(&Envelope::new(id, body), &[], opts.io_timeout)
+}
