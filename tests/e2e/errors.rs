@@ -179,3 +179,19 @@ async fn direct_responses_and_redirects() {
         .wait_stat("http.ingress_http.rq_direct_response", 2)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_error_responses_pass_through_unchanged() {
+    let up = Upstream::fixed(500, "upstream's own error").await;
+    let config = Config::new()
+        .route(route("/", "err", json!({})))
+        .cluster(cluster("err", &[up.port()]))
+        .render();
+    let baton = Baton::start(&config).await;
+    let r = get(baton.addr(), "/x").await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.text(), "upstream's own error");
+    assert!(r.header("x-envoy-upstream-service-time").is_some());
+    baton.wait_stat("cluster.err.upstream_rq_500", 1).await;
+    baton.wait_stat("http.ingress_http.downstream_rq_5xx", 1).await;
+}
