@@ -27,7 +27,9 @@ async fn ready_and_server_info() {
     assert_eq!(v["state"], "LIVE");
     assert!(v["version"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
     assert!(v["hot_restart_version"].is_string(), "{v}");
-    assert!(v["uptime_current_epoch"].as_str().is_some_and(|s| s.ends_with('s')));
+    assert!(v["uptime_current_epoch"]
+        .as_str()
+        .is_some_and(|s| s.ends_with('s')));
     assert!(v["uptime_all_epochs"].is_string());
     let opts = &v["command_line_options"];
     assert_eq!(opts["concurrency"], 2);
@@ -36,7 +38,9 @@ async fn ready_and_server_info() {
         opts["config_path"].as_str(),
         Some(baton.config_path.to_str().unwrap())
     );
-    assert!(opts["base_id"].as_str().is_some_and(|s| s.parse::<u32>().is_ok()));
+    assert!(opts["base_id"]
+        .as_str()
+        .is_some_and(|s| s.parse::<u32>().is_ok()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +54,9 @@ async fn stats_count_requests_in_text_and_prometheus() {
         .wait_stat("http.ingress_http.downstream_rq_total", N)
         .await;
     baton.wait_stat("cluster.echo.upstream_rq_200", N).await;
-    baton.wait_stat("http.ingress_http.downstream_rq_2xx", N).await;
+    baton
+        .wait_stat("http.ingress_http.downstream_rq_2xx", N)
+        .await;
     let (_, text) = baton.admin_get("/stats").await;
     assert!(text.contains(&format!("http.ingress_http.downstream_rq_total: {N}\n")));
 
@@ -77,12 +83,24 @@ async fn stats_count_requests_in_text_and_prometheus() {
 
     let (_, clusters) = baton.admin_get("/clusters").await;
     let host = format!("echo::127.0.0.1:{}", up.port());
-    assert!(clusters.contains(&format!("{host}::health_flags::healthy")), "{clusters}");
-    assert!(clusters.contains(&format!("{host}::rq_total::{N}")), "{clusters}");
-    assert!(clusters.contains(&format!("{host}::rq_success::{N}")), "{clusters}");
+    assert!(
+        clusters.contains(&format!("{host}::health_flags::healthy")),
+        "{clusters}"
+    );
+    assert!(
+        clusters.contains(&format!("{host}::rq_total::{N}")),
+        "{clusters}"
+    );
+    assert!(
+        clusters.contains(&format!("{host}::rq_success::{N}")),
+        "{clusters}"
+    );
 
     let (_, listeners) = baton.admin_get("/listeners").await;
-    assert_eq!(listeners.trim(), format!("listener_0::127.0.0.1:{}", baton.listen));
+    assert_eq!(
+        listeners.trim(),
+        format!("listener_0::127.0.0.1:{}", baton.listen)
+    );
 
     let (status, dump) = baton.admin_get("/config_dump").await;
     assert_eq!(status, 200);

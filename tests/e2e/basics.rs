@@ -18,7 +18,11 @@ fn basics_config(echo: &Upstream, extra_router: Option<bool>) -> String {
     let mut c = Config::new()
         .hcm("use_remote_address", json!(true))
         .route(route("/rw/", "echo", json!({"prefix_rewrite": "/new/"})))
-        .route(route("/hr/", "echo", json!({"host_rewrite_literal": "rewritten.example"})))
+        .route(route(
+            "/hr/",
+            "echo",
+            json!({"host_rewrite_literal": "rewritten.example"}),
+        ))
         .route(route("/", "echo", json!({})))
         .cluster(cluster("echo", &[echo.port()]));
     if let Some(s) = extra_router {

@@ -39,7 +39,11 @@ const HCM: &str = "/static_resources/listeners/0/filter_chains/0/filters/0/typed
 
 fn set(mut v: Value, ptr: &str, new: Value) -> Value {
     let (parent, key) = ptr.rsplit_once('/').unwrap();
-    v.pointer_mut(parent).unwrap().as_object_mut().unwrap().insert(key.to_owned(), new);
+    v.pointer_mut(parent)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .insert(key.to_owned(), new);
     v
 }
 
@@ -67,25 +71,99 @@ fn validate_rejects_bad_configs_naming_the_field_and_binds_nothing() {
     let c0 = "/static_resources/clusters/0";
     let r0 = format!("{HCM}/route_config/virtual_hosts/0/routes/0");
     let table: Vec<(&str, Value, &str)> = vec![
-        ("unsupported cluster field", set(base.clone(), &format!("{c0}/health_checks"), json!([])), "static_resources.clusters[0].health_checks"),
-        ("unknown cluster in route", set(base.clone(), &format!("{r0}/route/cluster"), json!("nope")), "virtual_hosts[0].routes[0].route.cluster"),
-        ("bad duration", set(base.clone(), &format!("{c0}/connect_timeout"), json!("5")), "static_resources.clusters[0].connect_timeout"),
-        ("negative duration", set(base.clone(), &format!("{HCM}/stream_idle_timeout"), json!("-1s")), "typed_config.stream_idle_timeout"),
-        ("bad lb_policy", set(base.clone(), &format!("{c0}/lb_policy"), json!("MAGLEV")), "static_resources.clusters[0].lb_policy"),
-        ("bad listen address", set(base.clone(), "/static_resources/listeners/0/address/socket_address/address", json!("1.2.3")), "static_resources.listeners[0].address.socket_address.address"),
-        ("port out of range", set(base.clone(), "/admin/address/socket_address/port_value", json!(70000)), "admin.address.socket_address.port_value"),
-        ("bad regex", set(base.clone(), &format!("{r0}/match"), json!({"safe_regex": {"regex": "("}})), "routes[0].match.safe_regex.regex"),
-        ("bad retry_on", set(base.clone(), &format!("{r0}/route/retry_policy"), json!({"retry_on": "5xx,magic"})), "route.retry_policy.retry_on"),
-        ("unknown top-level field", set(base.clone(), "/layered_runtime", json!({})), "layered_runtime"),
-        ("unsupported http filter", set(base.clone(), &format!("{HCM}/http_filters"), json!([{"name": "envoy.filters.http.cors", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}])), "http_filters[0]"),
+        (
+            "unsupported cluster field",
+            set(base.clone(), &format!("{c0}/health_checks"), json!([])),
+            "static_resources.clusters[0].health_checks",
+        ),
+        (
+            "unknown cluster in route",
+            set(base.clone(), &format!("{r0}/route/cluster"), json!("nope")),
+            "virtual_hosts[0].routes[0].route.cluster",
+        ),
+        (
+            "bad duration",
+            set(base.clone(), &format!("{c0}/connect_timeout"), json!("5")),
+            "static_resources.clusters[0].connect_timeout",
+        ),
+        (
+            "negative duration",
+            set(
+                base.clone(),
+                &format!("{HCM}/stream_idle_timeout"),
+                json!("-1s"),
+            ),
+            "typed_config.stream_idle_timeout",
+        ),
+        (
+            "bad lb_policy",
+            set(base.clone(), &format!("{c0}/lb_policy"), json!("MAGLEV")),
+            "static_resources.clusters[0].lb_policy",
+        ),
+        (
+            "bad listen address",
+            set(
+                base.clone(),
+                "/static_resources/listeners/0/address/socket_address/address",
+                json!("1.2.3"),
+            ),
+            "static_resources.listeners[0].address.socket_address.address",
+        ),
+        (
+            "port out of range",
+            set(
+                base.clone(),
+                "/admin/address/socket_address/port_value",
+                json!(70000),
+            ),
+            "admin.address.socket_address.port_value",
+        ),
+        (
+            "bad regex",
+            set(
+                base.clone(),
+                &format!("{r0}/match"),
+                json!({"safe_regex": {"regex": "("}}),
+            ),
+            "routes[0].match.safe_regex.regex",
+        ),
+        (
+            "bad retry_on",
+            set(
+                base.clone(),
+                &format!("{r0}/route/retry_policy"),
+                json!({"retry_on": "5xx,magic"}),
+            ),
+            "route.retry_policy.retry_on",
+        ),
+        (
+            "unknown top-level field",
+            set(base.clone(), "/layered_runtime", json!({})),
+            "layered_runtime",
+        ),
+        (
+            "unsupported http filter",
+            set(
+                base.clone(),
+                &format!("{HCM}/http_filters"),
+                json!([{"name": "envoy.filters.http.cors", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}]),
+            ),
+            "http_filters[0]",
+        ),
     ];
     assert!(table.len() >= 8);
     for (i, (what, value, want)) in table.into_iter().enumerate() {
         let (status, stdout, stderr) = validate(&dir, &format!("bad{i}.json"), &value.to_string());
-        assert_eq!(status.code(), Some(1), "{what}: stdout {stdout:?} stderr {stderr:?}");
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "{what}: stdout {stdout:?} stderr {stderr:?}"
+        );
         assert!(stdout.is_empty(), "{what}: {stdout}");
         assert!(
-            stderr.lines().any(|l| l.starts_with("baton: error: ") && l.contains(want)),
+            stderr
+                .lines()
+                .any(|l| l.starts_with("baton: error: ") && l.contains(want)),
             "{what}: stderr does not name `{want}`:\n{stderr}"
         );
         assert!(!stderr.contains("bind"), "{what}: {stderr}");

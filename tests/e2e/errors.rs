@@ -73,7 +73,12 @@ async fn connection_refused_is_503_connection_failure() {
     assert!(body.contains(PREFIX), "{body}");
     assert!(body.contains("connection failure"), "{body}");
     assert!(resp.header("x-envoy-upstream-service-time").is_none());
-    assert!(f.baton.stat("cluster.refused.upstream_cx_connect_fail").await >= Some(1));
+    assert!(
+        f.baton
+            .stat("cluster.refused.upstream_cx_connect_fail")
+            .await
+            >= Some(1)
+    );
     let _ = f.refused_port;
 }
 
@@ -107,7 +112,9 @@ async fn upstream_timeout_is_504() {
         took >= Duration::from_millis(450) && took < Duration::from_secs(3),
         "504 after {took:?}"
     );
-    f.baton.wait_stat("cluster.silent.upstream_rq_timeout", 1).await;
+    f.baton
+        .wait_stat("cluster.silent.upstream_rq_timeout", 1)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +135,11 @@ async fn circuit_breaker_overflow_is_503() {
     assert!(body.contains(PREFIX) && body.contains("overflow"), "{body}");
     let first = within(5, "first request", first).await.unwrap();
     assert_eq!(first.status, 200);
-    assert_eq!(f.slow.hits(), 1, "the overflowing request reached the upstream");
+    assert_eq!(
+        f.slow.hits(),
+        1,
+        "the overflowing request reached the upstream"
+    );
     f.baton
         .wait_stat("cluster.cb.upstream_rq_pending_overflow", 1)
         .await;
@@ -193,5 +204,7 @@ async fn upstream_error_responses_pass_through_unchanged() {
     assert_eq!(r.text(), "upstream's own error");
     assert!(r.header("x-envoy-upstream-service-time").is_some());
     baton.wait_stat("cluster.err.upstream_rq_500", 1).await;
-    baton.wait_stat("http.ingress_http.downstream_rq_5xx", 1).await;
+    baton
+        .wait_stat("http.ingress_http.downstream_rq_5xx", 1)
+        .await;
 }

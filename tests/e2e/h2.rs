@@ -50,7 +50,11 @@ async fn h2_downstream_to_h1_and_h2_upstreams_with_50_concurrent_streams() {
     assert_eq!(seen2.len(), 25);
     for s in &seen1 {
         assert_eq!(s.version, Version::HTTP_11);
-        assert_eq!(s.header("host"), Some("svc.example"), "authority becomes Host");
+        assert_eq!(
+            s.header("host"),
+            Some("svc.example"),
+            "authority becomes Host"
+        );
         assert_eq!(s.method, http::Method::POST);
     }
     for s in &seen2 {
@@ -65,7 +69,12 @@ async fn h2_downstream_to_h1_and_h2_upstreams_with_50_concurrent_streams() {
     baton
         .wait_stat("http.ingress_http.downstream_rq_http2_total", 50)
         .await;
-    assert_eq!(baton.stat("http.ingress_http.downstream_cx_http2_total").await, Some(1));
+    assert_eq!(
+        baton
+            .stat("http.ingress_http.downstream_cx_http2_total")
+            .await,
+        Some(1)
+    );
     // HTTP/2 upstream streams are multiplexed: far fewer connections than requests.
     assert!(up2.conns() <= 2, "h2 upstream connections: {}", up2.conns());
 }

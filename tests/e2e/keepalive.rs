@@ -16,7 +16,10 @@ async fn fifty_sequential(up: &Upstream, pause: Duration) {
     let mut c = H1::connect(baton.addr()).await.unwrap();
     let mut statuses = Vec::new();
     for i in 0..50 {
-        let r = c.send(get_req("test.local", &format!("/k{i}"))).await.unwrap();
+        let r = c
+            .send(get_req("test.local", &format!("/k{i}")))
+            .await
+            .unwrap();
         statuses.push(r.status);
         tokio::time::sleep(pause).await;
     }
@@ -52,5 +55,9 @@ async fn upstream_silently_closing_without_pause() {
 async fn upstream_closing_idle_connections() {
     let up = Upstream::idle_closer(Duration::from_millis(50)).await;
     fifty_sequential(&up, Duration::from_millis(60)).await;
-    assert!(up.conns() >= 25, "idle connections were reused: {}", up.conns());
+    assert!(
+        up.conns() >= 25,
+        "idle connections were reused: {}",
+        up.conns()
+    );
 }

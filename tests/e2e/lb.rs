@@ -10,7 +10,10 @@ async fn names(baton: &Baton, n: usize) -> Vec<String> {
     let mut c = H1::connect(baton.addr()).await.unwrap();
     let mut out = Vec::new();
     for i in 0..n {
-        let r = c.send(get_req("test.local", &format!("/n{i}"))).await.unwrap();
+        let r = c
+            .send(get_req("test.local", &format!("/n{i}")))
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
         out.push(r.header("x-upstream").unwrap_or("?").to_owned());
     }
@@ -48,7 +51,10 @@ async fn weights_one_to_three() {
     let nb = got.iter().filter(|n| *n == "b").count();
     assert_eq!((na, nb), (10, 30), "{got:?}");
     // Smooth: never more than three b in a row.
-    assert!(got.windows(4).all(|w| w.iter().any(|n| n == "a")), "{got:?}");
+    assert!(
+        got.windows(4).all(|w| w.iter().any(|n| n == "a")),
+        "{got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +80,10 @@ async fn strict_dns_localhost_resolves_and_serves() {
     assert_eq!(r.header("x-upstream"), Some("dns"));
     let (_, clusters) = baton.admin_get("/clusters").await;
     assert!(
-        clusters.contains(&format!("dns::127.0.0.1:{}::hostname::localhost", up.port())),
+        clusters.contains(&format!(
+            "dns::127.0.0.1:{}::hostname::localhost",
+            up.port()
+        )),
         "{clusters}"
     );
 }

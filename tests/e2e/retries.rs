@@ -39,7 +39,9 @@ async fn five_xx_is_retried_up_to_num_retries() {
     assert_eq!(r.status, 503);
     assert_eq!(r.text(), "try again", "the upstream's own 503 is passed on");
     assert_eq!(flakier.hits(), 2);
-    baton.wait_stat("cluster.flakier.upstream_rq_retry", 1).await;
+    baton
+        .wait_stat("cluster.flakier.upstream_rq_retry", 1)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +60,10 @@ async fn connect_failure_is_retried_on_another_endpoint() {
     let baton = Baton::start(&config).await;
     let mut c = H1::connect(baton.addr()).await.unwrap();
     for i in 0..10 {
-        let r = c.send(get_req("test.local", &format!("/r{i}"))).await.unwrap();
+        let r = c
+            .send(get_req("test.local", &format!("/r{i}")))
+            .await
+            .unwrap();
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
         assert_eq!(r.header("x-upstream"), Some("alive"));
     }
@@ -68,6 +73,9 @@ async fn connect_failure_is_retried_on_another_endpoint() {
         .await
         .unwrap_or(0);
     assert!(fails >= 1, "the dead endpoint was never tried");
-    let retries = baton.stat("cluster.pair.upstream_rq_retry").await.unwrap_or(0);
+    let retries = baton
+        .stat("cluster.pair.upstream_rq_retry")
+        .await
+        .unwrap_or(0);
     assert_eq!(retries, fails, "each connect failure was retried once");
 }

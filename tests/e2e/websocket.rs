@@ -14,7 +14,12 @@ async fn read_head(s: &mut TcpStream) -> String {
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         let n = s.read(&mut b).await.expect("read head");
-        assert_eq!(n, 1, "connection closed in the head: {:?}", String::from_utf8_lossy(&head));
+        assert_eq!(
+            n,
+            1,
+            "connection closed in the head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(b[0]);
     }
     String::from_utf8_lossy(&head).into_owned()

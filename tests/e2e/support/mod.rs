@@ -41,10 +41,7 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(what: &str) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!(
-            "baton-e2e-{}-{n}-{what}",
-            std::process::id()
-        ));
+        let p = std::env::temp_dir().join(format!("baton-e2e-{}-{n}-{what}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("create temp dir");
         Self(p)

@@ -51,7 +51,8 @@ pub struct State {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler = Arc<dyn Fn(Request<Incoming>, Arc<State>) -> BoxFuture<Response<Body>> + Send + Sync>;
+type Handler =
+    Arc<dyn Fn(Request<Incoming>, Arc<State>) -> BoxFuture<Response<Body>> + Send + Sync>;
 
 /// A running upstream.
 #[derive(Debug)]
@@ -96,7 +97,9 @@ impl Upstream {
     }
 
     async fn serve(proto: Proto, handler: Handler) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let state = Arc::new(State::default());
         let st = state.clone();
@@ -228,7 +231,9 @@ impl Upstream {
         F: Fn(TcpStream, Arc<State>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let state = Arc::new(State::default());
         let st = state.clone();
