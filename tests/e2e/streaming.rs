@@ -150,3 +150,28 @@ async fn slow_response_arrives_progressively() {
     assert_eq!(String::from_utf8(all).unwrap(), want);
     assert!(frames >= 5, "only {frames} frames: chunks were coalesced");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_going_away_mid_response_releases_the_upstream_request() {
+    let (_echo, baton) = start().await;
+    let mut c = H1::connect(baton.addr()).await.unwrap();
+    let resp = c
+        .send_streaming(get_req("test.local", "/slow/200"))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    within(5, "first chunk", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    baton.wait_stat("cluster.echo.upstream_rq_active", 1).await;
+    drop(body);
+    drop(c);
+    // The abandoned request is accounted for and frees its slot long before the upstream
+    // would have finished (200 chunks take 10 s; the wait is bounded at 5 s).
+    baton.wait_stat("cluster.echo.upstream_rq_active", 0).await;
+    baton
+        .wait_stat("http.ingress_http.downstream_rq_active", 0)
+        .await;
+    assert_eq!(get(baton.addr(), "/after").await.status, 200);
+}
