@@ -12,6 +12,11 @@ mod serve;
 use std::io::Write as _;
 use std::process::ExitCode;
 
+/// mimalloc's thread-local free lists suit a thread-per-core proxy that allocates and frees
+/// small request objects on the same thread; measured faster than glibc malloc under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let opts = match cli::parse(std::env::args_os()) {
         cli::Parsed::Run(opts) => opts,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -92,13 +93,12 @@ async fn route(
     req: Request<Incoming>,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
-    let authority = authority_of(&req).to_owned();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let Some(route) = l.router.route(&authority, &path, req.headers()) else {
+    let route = {
+        let authority = authority_of(&req);
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        l.router.route(authority, path, req.headers())
+    };
+    let Some(route) = route else {
         l.http_stats.no_route.inc();
         tracker.flag = Some("NR");
         return local_reply(StatusCode::NOT_FOUND, Bytes::new());
@@ -113,9 +113,10 @@ async fn route(
         }
         Action::Redirect(_) => {
             l.http_stats.rq_redirect.inc();
-            redirect(route, &authority, &path)
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            redirect(route, authority_of(&req), path)
         }
-        Action::Forward(f) => forward(l, w, c, route, f, req, &authority, tracker).await,
+        Action::Forward(f) => forward(l, w, c, route, f, req, tracker).await,
     }
 }
 
@@ -227,7 +228,6 @@ async fn forward(
     route: &Route,
     f: &Forward,
     mut req: Request<Incoming>,
-    authority: &str,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
     let Some(cluster) = w.clusters.get(f.cluster).cloned() else {
@@ -253,7 +253,6 @@ async fn forward(
             f,
             &cluster,
             req,
-            authority,
             on_downstream_upgrade,
             tracker,
         )
@@ -308,13 +307,12 @@ async fn forward(
         &parts.uri,
         &mut parts.headers,
     );
-    let upstream_authority = cfg.host_rewrite_literal.as_deref().unwrap_or(authority);
-    let uri = upstream_uri(cluster.config.http2, upstream_authority, &path);
-    if cluster.config.http2 {
-        parts.headers.remove(header::HOST);
-    } else if let Ok(v) = HeaderValue::from_str(upstream_authority) {
-        parts.headers.insert(header::HOST, v);
-    }
+    let uri = set_upstream_authority(
+        &mut parts,
+        cluster.config.http2,
+        cfg.host_rewrite_literal.as_deref(),
+        path,
+    );
     let version = if cluster.config.http2 {
         Version::HTTP_2
     } else {
@@ -343,7 +341,7 @@ async fn forward(
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri.clone();
         *up.version_mut() = version;
-        *up.headers_mut() = if attempt >= max_attempts && replay.is_none() {
+        *up.headers_mut() = if attempt >= max_attempts {
             std::mem::take(&mut parts.headers)
         } else {
             parts.headers.clone()
@@ -645,47 +643,88 @@ fn prepare_request_headers(
 }
 
 /// The upstream path after `prefix_rewrite`; the original goes in `x-envoy-original-path`.
-fn rewrite_path(route: &Route, rewrite: Option<&str>, uri: &Uri, h: &mut HeaderMap) -> String {
-    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+fn rewrite_path(
+    route: &Route,
+    rewrite: Option<&str>,
+    uri: &Uri,
+    h: &mut HeaderMap,
+) -> PathAndQuery {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let (Some(rw), Some(prefix)) = (rewrite, route.prefix()) else {
-        return pq.to_owned();
+        return original;
     };
+    let pq = original.as_str();
     if let Ok(v) = HeaderValue::from_str(pq) {
         h.insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
     }
     let rest = pq.get(prefix.len()..).unwrap_or("");
     let mut out = String::with_capacity(rw.len() + rest.len() + 1);
+    if !rw.starts_with('/') {
+        out.push('/');
+    }
     out.push_str(rw);
     out.push_str(rest);
-    if !out.starts_with('/') {
-        out.insert(0, '/');
-    }
-    out
+    PathAndQuery::try_from(out).unwrap_or(original)
 }
 
-fn upstream_uri(http2: bool, authority: &str, path: &str) -> Uri {
+/// Point the request at the upstream: origin-form URI and `Host` for HTTP/1.1, absolute URI
+/// (`:authority`) and no `Host` for HTTP/2. `host_rewrite` replaces the downstream authority.
+fn set_upstream_authority(
+    parts: &mut http::request::Parts,
+    http2: bool,
+    host_rewrite: Option<&str>,
+    path: PathAndQuery,
+) -> Uri {
+    let mut uri = http::uri::Parts::default();
+    uri.path_and_query = Some(path);
     if http2 {
-        let full = format!("http://{authority}{path}");
-        if let Ok(u) = full.parse() {
-            return u;
+        let authority = match host_rewrite {
+            Some(h) => Authority::try_from(h).ok(),
+            None => parts.uri.authority().cloned().or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            }),
+        };
+        parts.headers.remove(header::HOST);
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority.unwrap_or_else(|| Authority::from_static("localhost")));
+    } else if let Some(h) = host_rewrite {
+        if let Ok(v) = HeaderValue::from_str(h) {
+            parts.headers.insert(header::HOST, v);
+        }
+    } else if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
         }
     }
-    path.parse().unwrap_or_else(|_| Uri::from_static("/"))
+    Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// A random UUID v4 for `x-request-id`.
 fn new_request_id() -> HeaderValue {
-    let a = fastrand::u64(..);
-    let b = fastrand::u64(..);
-    let s = format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        ((b >> 48) & 0x3fff) | 0x8000,
-        b & 0xffff_ffff_ffff
-    );
-    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = fastrand::u128(..);
+    // Version 4 and the RFC 4122 variant.
+    bits = (bits & !(0xf << 76)) | (0x4 << 76);
+    bits = (bits & !(0x3 << 62)) | (0x2 << 62);
+    let mut out = [0u8; 36];
+    let mut nibble = 0;
+    for (i, byte) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *byte = b'-';
+            continue;
+        }
+        *byte = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
+        nibble += 1;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Forward a protocol switch (WebSocket): a dedicated upstream connection, and once both sides
@@ -699,7 +738,6 @@ async fn tunnel(
     f: &Forward,
     cluster: &Arc<Cluster>,
     req: Request<Incoming>,
-    authority: &str,
     on_downstream: hyper::upgrade::OnUpgrade,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
@@ -716,14 +754,12 @@ async fn tunnel(
         &parts.uri,
         &mut parts.headers,
     );
-    let upstream_authority = f
-        .config
-        .host_rewrite_literal
-        .as_deref()
-        .unwrap_or(authority);
-    if let Ok(v) = HeaderValue::from_str(upstream_authority) {
-        parts.headers.insert(header::HOST, v);
-    }
+    let uri = set_upstream_authority(
+        &mut parts,
+        false,
+        f.config.host_rewrite_literal.as_deref(),
+        path,
+    );
     let host = {
         let set = cluster.hosts();
         w.lb.pick(f.cluster, cluster, &set)
@@ -739,7 +775,7 @@ async fn tunnel(
     };
     let mut up = Request::new(ProxyBody::stream(body).count_into(tracker.bytes_received.clone()));
     *up.method_mut() = parts.method;
-    *up.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    *up.uri_mut() = uri;
     *up.headers_mut() = parts.headers;
     let mut resp = match sender.send_request(up).await {
         Ok(r) => r,
