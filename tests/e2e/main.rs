@@ -1,1 +1,17 @@
 //! End-to-end tests: run the real `baton` binary against real upstreams on 127.0.0.1.
+//!
+//! Each test starts its own Baton (fresh ports, temp dir, unique base ID) and its own in-process
+//! upstreams, bounds every wait, and kills what it started by pid.
+
+mod support;
+
+mod admin;
+mod basics;
+mod cli;
+mod errors;
+mod h2;
+mod keepalive;
+mod lb;
+mod retries;
+mod streaming;
+mod websocket;

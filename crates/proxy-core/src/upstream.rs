@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +37,9 @@ pub struct Pools {
 struct HostPool {
     idle: Vec<http1::SendRequest<ProxyBody>>,
     h2: Option<http2::SendRequest<ProxyBody>>,
+    /// Held while an HTTP/2 connection is being opened, so that requests arriving meanwhile
+    /// wait for it and share it instead of each opening their own.
+    h2_connecting: Rc<tokio::sync::Mutex<()>>,
 }
 
 /// A connection ready for one request.
@@ -73,6 +77,14 @@ impl Pools {
     ) -> Result<Checkout, UpstreamFailure> {
         let key = (cidx, host.addr);
         if cluster.config.http2 {
+            let connecting = self
+                .hosts
+                .borrow_mut()
+                .entry(key)
+                .or_default()
+                .h2_connecting
+                .clone();
+            let _one_connect = connecting.lock().await;
             let existing = self
                 .hosts
                 .borrow()
