@@ -4,7 +4,6 @@
 
 use std::cell::Cell;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,20 +23,18 @@ use crate::body::{Finish, ProxyBody};
 use crate::cluster::{Cluster, Host};
 use crate::config::RetryPolicy;
 use crate::error::UpstreamFailure;
+use crate::headers::{
+    new_request_id, prepare_request_headers, strip_hop_by_hop, upgrade_type, X_REQUEST_ID,
+};
 use crate::router::{Action, Forward, Route};
 use crate::server::{ConnCtx, ListenerShared, Worker};
 use crate::upstream::{self, Conn, SendError};
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
     HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
     HeaderName::from_static("x-envoy-upstream-service-time");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Serve one request. Never fails: every error becomes Envoy's local reply.
 pub async fn handle(
@@ -572,76 +569,6 @@ fn retriable_failure(p: &RetryPolicy, f: UpstreamFailure) -> bool {
     }
 }
 
-/// The upgrade a request asks for (`Connection: upgrade` + `Upgrade: <type>`).
-fn upgrade_type(h: &HeaderMap) -> Option<&str> {
-    let up = h.get(header::UPGRADE)?.to_str().ok()?;
-    let conn_has_upgrade = h.get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
-    });
-    conn_has_upgrade.then_some(up)
-}
-
-/// Remove hop-by-hop headers (RFC 9110 §7.6.1), keeping `Connection: upgrade` and `Upgrade`
-/// for a protocol switch.
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| {
-                let t = t.trim();
-                if keep_upgrade && t.eq_ignore_ascii_case("upgrade") {
-                    return None;
-                }
-                HeaderName::from_bytes(t.as_bytes()).ok()
-            })
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
-        if !keep_upgrade {
-            h.remove(header::CONNECTION);
-        }
-    }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(header::TRANSFER_ENCODING);
-    if !keep_upgrade {
-        h.remove(header::UPGRADE);
-    }
-    if let Some(te) = h.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            h.remove(header::TE);
-        }
-    }
-}
-
-fn prepare_request_headers(
-    h: &mut HeaderMap,
-    remote: SocketAddr,
-    use_remote_address: bool,
-    keep_upgrade: bool,
-) {
-    strip_hop_by_hop(h, keep_upgrade);
-    if use_remote_address {
-        let ip = remote.ip().to_string();
-        let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip,
-        };
-        if let Ok(v) = HeaderValue::try_from(value) {
-            h.insert(X_FORWARDED_FOR.clone(), v);
-        }
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    } else if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
-}
-
 /// The upstream path after `prefix_rewrite`; the original goes in `x-envoy-original-path`.
 fn rewrite_path(
     route: &Route,
@@ -705,26 +632,6 @@ fn set_upstream_authority(
         }
     }
     Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-/// A random UUID v4 for `x-request-id`.
-fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut bits = fastrand::u128(..);
-    // Version 4 and the RFC 4122 variant.
-    bits = (bits & !(0xf << 76)) | (0x4 << 76);
-    bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    let mut out = [0u8; 36];
-    let mut nibble = 0;
-    for (i, byte) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *byte = b'-';
-            continue;
-        }
-        *byte = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
-        nibble += 1;
-    }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Forward a protocol switch (WebSocket): a dedicated upstream connection, and once both sides
