@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod listen;
 mod logging;
+mod restart;
 mod serve;
 
 use std::io::Write as _;

@@ -1,14 +1,17 @@
-//! `--mode serve`: build everything from the validated configuration, bind, start the workers
-//! and the admin interface, then map signals until the generation drains and exits.
+//! `--mode serve`: build everything from the validated configuration, take over from the
+//! previous generation (or bind), start the workers and the admin interface, then map signals
+//! and restart requests until the generation drains and exits.
 //!
-//! Order matters for a production proxy: every listen socket is bound and every cluster resolved
-//! before the first connection is accepted, so a bad address fails the start (exit 1) instead
-//! of half-serving.
+//! Order matters for a production proxy: every listen socket is bound or inherited and every
+//! cluster resolved before the first connection is accepted, so a bad configuration or address
+//! fails the start (exit 1) without disturbing a running generation.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
+use parking_lot::Mutex;
 use proxy_core::admin::{self, AdminState, ListenerStatus, ServerInfo, ServerState};
 use proxy_core::cluster::ClusterManager;
 use proxy_core::server::Dataplane;
@@ -16,40 +19,90 @@ use shm_stats::Store;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
-use crate::cli::Options;
+use crate::cli::{DrainStrategy, Options};
 use crate::config::Loaded;
 use crate::listen;
 use crate::logging::LogHandle;
+use crate::restart::{self, Inherited, ParentEvent, Phase};
+
+/// On SIGTERM/SIGINT with a short `--drain-time-s`, requests already in flight still get this
+/// long to finish.
+const MIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often the restart status refreshes the count of connections left while draining.
+const DRAIN_STATUS_PERIOD: Duration = Duration::from_secs(1);
 
 /// Why the generation stopped serving.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Terminate,
     Interrupt,
     Quit,
+    /// The next generation serves and asked this one to drain.
+    Restart,
 }
 
-/// Serve until SIGTERM, SIGINT or `POST /quitquitquit`, then drain (bounded by
-/// `--drain-time-s`) and return.
+/// Serve until SIGTERM, SIGINT, `POST /quitquitquit` or a successor's drain request, then drain
+/// and return.
 pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> {
+    let (status, status_rx) = restart::Status::new(opts.restart_epoch);
+    status.set_phase(Phase::Validating);
     let store = Store::new();
     let bootstrap = loaded.bootstrap;
     let clusters = Arc::new(ClusterManager::new(&bootstrap.clusters, &store));
     let dataplane = Dataplane::new(&bootstrap, clusters.clone(), &store)
         .context("could not build the data plane")?;
+
+    // Everything this generation listens on, as (name, address).
+    let mut wanted: Vec<(String, SocketAddr)> = bootstrap
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.address))
+        .collect();
+    if let Some(a) = &bootstrap.admin {
+        wanted.push(("admin".to_owned(), a.address));
+    }
+    status.set_phase(Phase::TakingSockets);
+    let (epoch, mut inherited) = if opts.disable_hot_restart {
+        (
+            opts.restart_epoch,
+            Inherited {
+                sockets: Default::default(),
+                chain_started: SystemTime::now(),
+                parent: None,
+            },
+        )
+    } else {
+        restart::take_over(&opts, &wanted)?
+    };
+    if let Some(p) = inherited.parent.as_ref().map(|c| c.parent().clone()) {
+        status.set_parent(p.pid, p.epoch);
+    }
+    let mut take_or_bind = |name: &str, addr: SocketAddr| match inherited.sockets.remove(&addr) {
+        Some(s) => {
+            s.set_nonblocking(true)
+                .with_context(|| format!("could not use the inherited socket for {addr}"))?;
+            Ok(s)
+        }
+        None => listen::bind_tcp(addr).with_context(|| format!("could not start listener '{name}'")),
+    };
     let sockets = bootstrap
         .listeners
         .iter()
-        .map(|l| {
-            listen::bind_tcp(l.address)
-                .with_context(|| format!("could not start listener '{}'", l.name))
-        })
+        .map(|l| take_or_bind(&l.name, l.address))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let admin_socket = bootstrap
         .admin
         .as_ref()
-        .map(|a| listen::bind_tcp(a.address).context("could not start the admin listener"))
+        .map(|a| take_or_bind("admin", a.address).context("could not start the admin listener"))
         .transpose()?;
+    // Inherited sockets this configuration no longer uses are closed here; the parent closes
+    // its own copies when it drains.
+    drop(inherited.sockets);
+    let restart_listener = if opts.disable_hot_restart {
+        None
+    } else {
+        Some(restart::bind_restart_socket(&opts, epoch)?)
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -57,10 +110,19 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
         .enable_all()
         .build()
         .context("could not start the main runtime")?;
-    rt.block_on(async move {
+    let chain_started = inherited.chain_started;
+    let parent = inherited.parent.take();
+    let status_main = status.clone();
+    let result = rt.block_on(async move {
+        let status = status_main;
         let epoch_started = Instant::now();
         let (state_tx, state_rx) = watch::channel(ServerState::Initializing);
-        let (drain_signal, drain_watch) = drain::channel();
+        let strategy = match opts.drain_strategy {
+            DrainStrategy::Gradual => drain::Strategy::Gradual,
+            DrainStrategy::Immediate => drain::Strategy::Immediate,
+        };
+        let (drain_signal, drain_watch) = drain::new(drain::Config::new(strategy, opts.drain_time));
+        let control = drain_signal.control();
         let (admin_signal, admin_watch) = drain::channel();
         let mut term = signal(SignalKind::terminate()).context("could not handle SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("could not handle SIGINT")?;
@@ -68,19 +130,21 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
         let mut hup = signal(SignalKind::hangup()).context("could not handle SIGHUP")?;
 
         let (quit_tx, mut quit_rx) = mpsc::channel(1);
-        if let Some(sock) = admin_socket {
-            let listener = tokio::net::TcpListener::from_std(sock)
-                .context("could not use the admin socket")?;
+        if let Some(sock) = &admin_socket {
+            let listener = tokio::net::TcpListener::from_std(
+                sock.try_clone().context("could not use the admin socket")?,
+            )
+            .context("could not use the admin socket")?;
             let state = Arc::new(AdminState {
                 stats: store.clone(),
                 server: ServerInfo {
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                     hot_restart_version: opts.hot_restart_version(),
                     command_line_options: opts.to_json(),
-                    epoch: opts.restart_epoch,
+                    epoch,
                     concurrency: u32::try_from(opts.concurrency).unwrap_or(u32::MAX),
                     epoch_started,
-                    chain_started: SystemTime::now(),
+                    chain_started,
                 },
                 state: state_rx.clone(),
                 config_dump: loaded.effective,
@@ -94,6 +158,8 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
                     .collect(),
                 clusters: clusters.clone(),
                 quit: quit_tx,
+                drain: Some(control.clone()),
+                hot_restart: status_rx,
             });
             tokio::spawn(admin::serve(listener, state, admin_watch));
         } else {
@@ -104,57 +170,150 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
         clusters.resolve_all().await;
         tokio::spawn(clusters.clone().run_dns_refresh(drain_watch.clone()));
         let workers = dataplane
-            .spawn_workers(sockets, opts.concurrency, drain_watch)
+            .spawn_workers(&sockets, opts.concurrency, drain_watch)
             .context("could not start workers")?;
         let _ = state_tx.send(ServerState::Live);
+        status.set_phase(Phase::Serving);
         tracing::info!(
             listeners = bootstrap.listeners.len(),
             clusters = bootstrap.clusters.len(),
             concurrency = opts.concurrency,
-            epoch = opts.restart_epoch,
+            epoch,
             "baton is serving"
         );
+
+        // Answer a future child; this generation's own parent drains from now on.
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let grandparent = Arc::new(Mutex::new(None));
+        let mut named: Vec<(SocketAddr, String, std::net::TcpListener)> = bootstrap
+            .listeners
+            .iter()
+            .zip(sockets)
+            .map(|(l, s)| (l.address, l.name.clone(), s))
+            .collect();
+        if let (Some(a), Some(s)) = (&bootstrap.admin, admin_socket) {
+            named.push((a.address, "admin".to_owned(), s));
+        }
+        let _parent_side = match restart_listener {
+            Some(listener) => Some(restart::spawn_parent_side(
+                listener,
+                &opts,
+                epoch,
+                chain_started,
+                named,
+                events_tx,
+                grandparent.clone(),
+            )?),
+            None => None,
+        };
+        if let Some(mut parent) = parent {
+            let gp = grandparent.clone();
+            tokio::task::spawn_blocking(move || match parent.drain_listeners() {
+                Ok(()) => {
+                    tracing::info!("the previous generation is draining");
+                    *gp.lock() = Some(parent);
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "could not tell the previous generation to drain; both serve until it stops"
+                ),
+            });
+        }
 
         let stop = loop {
             tokio::select! {
                 _ = term.recv() => break Stop::Terminate,
                 _ = int.recv() => break Stop::Interrupt,
                 Some(_) = quit_rx.recv() => break Stop::Quit,
-                _ = usr1.recv() => {
-                    tracing::info!("SIGUSR1: reopening logs");
-                    if let Err(e) = log.reopen() {
-                        tracing::error!("could not reopen the log file: {e:#}");
+                Some(ev) = events.recv() => match ev {
+                    ParentEvent::DrainListeners => break Stop::Restart,
+                    ParentEvent::Terminate => {
+                        tracing::info!("asked to terminate by the next generation");
+                        status.set_phase(Phase::Terminated);
+                        return Ok(());
                     }
-                    for l in dataplane.listeners() {
-                        if let Some(logs) = &l.access_logs {
-                            logs.reopen();
-                        }
-                    }
-                }
+                },
+                _ = usr1.recv() => reopen_logs(&log, &dataplane),
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP ignored: restarts are started with --restart-epoch");
                 }
             }
         };
+
+        // Drain: stop accepting, ask connections to close over the drain time, and exit as
+        // soon as the last one has gone (or at the deadline).
+        let started = SystemTime::now();
+        let budget = if stop == Stop::Restart {
+            opts.parent_shutdown_time
+        } else {
+            opts.drain_time.max(MIN_SHUTDOWN_GRACE)
+        };
         tracing::info!(
             ?stop,
             drain_time_s = opts.drain_time.as_secs(),
-            "draining: no new connections, finishing open requests"
+            deadline_s = budget.as_secs(),
+            "draining: no new connections, finishing open ones"
         );
         let _ = state_tx.send(ServerState::Draining);
-        let drained = tokio::time::timeout(opts.drain_time, drain_signal.drain())
-            .await
-            .is_ok();
-        if drained {
-            // Every connection has closed: the workers are finishing.
-            tokio::task::spawn_blocking(move || workers.join())
-                .await
-                .ok();
-            tracing::info!("drained; exiting");
-        } else {
-            tracing::warn!("drain time elapsed with connections still open; closing them");
-        }
+        status.set_phase(Phase::Draining);
+        control.stop_accepting(drain::Scope::All);
+        control.start_drain(drain::Scope::All);
         admin_signal.drain_now();
+        let deadline = tokio::time::Instant::now() + budget;
+        let released = drain_signal.wait_released(deadline);
+        tokio::pin!(released);
+        let mut tick = tokio::time::interval(DRAIN_STATUS_PERIOD);
+        let outcome = loop {
+            tokio::select! {
+                o = &mut released => break Some(o),
+                Some(ParentEvent::Terminate) = events.recv() => {
+                    tracing::info!("asked to terminate by the next generation while draining");
+                    break None;
+                }
+                _ = term.recv() => break None,
+                _ = int.recv() => break None,
+                _ = usr1.recv() => reopen_logs(&log, &dataplane),
+                _ = tick.tick() => {
+                    status.set_drain(started, started + budget, control.counts().remaining);
+                }
+            }
+        };
+        match outcome {
+            Some(drain::Outcome::Released) => {
+                // Every connection has closed: the workers are finishing.
+                tokio::task::spawn_blocking(move || workers.join()).await.ok();
+                tracing::info!(
+                    lived_ms = started.elapsed().map_or(0, |d| d.as_millis()),
+                    "drained; exiting"
+                );
+            }
+            Some(drain::Outcome::TimedOut { remaining }) => {
+                tracing::warn!(remaining, "drain deadline passed with connections open; closing them");
+            }
+            None => tracing::info!(
+                remaining = control.counts().remaining,
+                "ending now; closing the connections left"
+            ),
+        }
+        status.set_phase(Phase::Terminated);
         Ok(())
-    })
+    });
+    if let Err(e) = &result {
+        status.set_phase(Phase::Failed(format!("{e:#}")));
+    }
+    // Worker threads still serving connections past the deadline end with the process.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+fn reopen_logs(log: &LogHandle, dataplane: &Dataplane) {
+    tracing::info!("SIGUSR1: reopening logs");
+    if let Err(e) = log.reopen() {
+        tracing::error!("could not reopen the log file: {e:#}");
+    }
+    for l in dataplane.listeners() {
+        if let Some(logs) = &l.access_logs {
+            logs.reopen();
+        }
+    }
 }

@@ -144,6 +144,12 @@ pub struct AdminState {
     pub clusters: Arc<dyn ClusterStatusSource>,
     /// `POST /quitquitquit` sends one [`QuitRequest`] here after answering.
     pub quit: tokio::sync::mpsc::Sender<QuitRequest>,
+    /// The generation's drain control, for `/drain_listeners` and `/healthcheck/{fail,ok}`;
+    /// `None` where nothing drains (tests).
+    pub drain: Option<drain::Control>,
+    /// This generation's hot-restart status (phase with timestamps, peers), published by its
+    /// owner; shown at `/hot_restart_status` and in `/server_info`.
+    pub hot_restart: tokio::sync::watch::Receiver<serde_json::Value>,
 }
 
 impl fmt::Debug for AdminState {

@@ -53,6 +53,42 @@ impl ServerIo {
         }
     }
 
+    /// Yield `bytes` before anything not yet read (bytes hyper had read but not parsed).
+    pub fn prepend(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.prefix.is_empty() {
+            self.prefix = bytes;
+        } else {
+            let mut joined = BytesMut::with_capacity(bytes.len() + self.prefix.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.prefix);
+            self.prefix = joined.freeze();
+        }
+    }
+
+    /// Whether the peer has sent bytes nobody has read yet: bytes already buffered here, or
+    /// bytes waiting in the socket (read without blocking and kept for the next reader).
+    pub fn take_pending(&mut self) -> io::Result<bool> {
+        if !self.prefix.is_empty() {
+            return Ok(true);
+        }
+        let mut buf = BytesMut::with_capacity(4096);
+        buf.resize(4096, 0);
+        match self.inner.try_read(&mut buf) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                buf.truncate(n);
+                self.counts.rx.fetch_add(n as u64, Ordering::Relaxed);
+                self.prefix = buf.freeze();
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The byte counts, readable after the IO has been handed to hyper.
     pub fn counts(&self) -> Arc<IoCounts> {
         self.counts.clone()

@@ -79,6 +79,12 @@ pub async fn handle(
     if !c.http2 {
         *resp.version_mut() = Version::HTTP_11;
     }
+    // Draining (or failing health checks): HTTP/1.1 responses close their connection; for
+    // HTTP/2 a yes wakes the connection, which sends GOAWAY.
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS && c.drain.drain_close() && !c.http2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(parts, body.on_finish(tracker)))
 }
@@ -224,7 +230,7 @@ async fn forward(
     c: &Rc<ConnCtx>,
     route: &Route,
     f: &Forward,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
     let Some(cluster) = w.clusters.get(f.cluster).cloned() else {
@@ -241,7 +247,6 @@ async fn forward(
             l.http_stats.upgrade_failed.inc();
             return local_reply(StatusCode::FORBIDDEN, Bytes::from_static(b"upgrade failed"));
         }
-        let on_downstream_upgrade = hyper::upgrade::on(&mut req);
         return tunnel(
             l,
             w,
@@ -250,7 +255,6 @@ async fn forward(
             f,
             &cluster,
             req,
-            on_downstream_upgrade,
             tracker,
         )
         .await;
@@ -645,7 +649,6 @@ async fn tunnel(
     f: &Forward,
     cluster: &Arc<Cluster>,
     req: Request<Incoming>,
-    on_downstream: hyper::upgrade::OnUpgrade,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
@@ -700,6 +703,9 @@ async fn tunnel(
         return Response::from_parts(rparts, ProxyBody::stream(rbody));
     }
     let on_upstream = hyper::upgrade::on(&mut resp);
+    // hyper hands the downstream socket back once it has written the 101.
+    let (tx, on_downstream) = tokio::sync::oneshot::channel();
+    *c.upgrade.borrow_mut() = Some(tx);
     let hs_active = l.http_stats.downstream_cx_upgrades_active.clone();
     l.http_stats.downstream_cx_upgrades_total.inc();
     // The tunnel keeps the connection context (and so the generation's drain) alive.
@@ -707,9 +713,10 @@ async fn tunnel(
     tokio::task::spawn_local(async move {
         let _attempt = attempt;
         let (down, up) = futures_util::future::join(on_downstream, on_upstream).await;
-        if let (Ok(down), Ok(up)) = (down, up) {
+        if let (Ok(crate::server::Upgraded { mut io, read_buf }), Ok(up)) = (down, up) {
             hs_active.inc();
-            let mut down = TokioIo::new(down);
+            io.prepend(read_buf);
+            let mut down = io;
             let mut up = TokioIo::new(up);
             let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
             hs_active.dec();

@@ -6,7 +6,7 @@
 //! Nothing here is shared across workers but read-only configuration, stats handles and the
 //! cluster manager; upstream pools and balancer state are per worker.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,7 +22,8 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use shm_stats::Store;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::body::ProxyBody;
 use crate::cluster::{ClusterManager, WorkerLb};
@@ -66,8 +67,20 @@ pub struct ConnCtx {
     pub last_active: Cell<Instant>,
     /// Keeps the worker alive while this connection (or a tunnel spawned from it) lives.
     _alive: mpsc::Sender<()>,
-    /// Keeps the generation's drain waiting while this connection lives.
-    _drain: drain::Watch,
+    /// This connection's drain handle: asks it to close, and (as a token) keeps the
+    /// generation's drain waiting while the connection or a tunnel spawned from it lives.
+    pub drain: drain::Conn,
+    /// Set by a tunnel whose upstream switched protocols: once hyper has written the 101, the
+    /// connection's driver hands the downstream socket (and bytes read past the request) here.
+    pub upgrade: RefCell<Option<oneshot::Sender<Upgraded>>>,
+}
+
+/// A downstream HTTP/1.1 connection taken back from hyper after a protocol switch.
+#[derive(Debug)]
+pub struct Upgraded {
+    pub io: ServerIo,
+    /// Bytes the client sent after its upgrade request, already read by hyper.
+    pub read_buf: Bytes,
 }
 
 /// What an access log needs of a request, captured before the request is forwarded.
@@ -139,14 +152,14 @@ impl Dataplane {
     /// connection has closed.
     pub fn spawn_workers(
         &self,
-        sockets: Vec<std::net::TcpListener>,
+        sockets: &[std::net::TcpListener],
         concurrency: usize,
         drain: drain::Watch,
     ) -> Result<Workers, BuildError> {
         let mut handles = Vec::with_capacity(concurrency);
         for index in 0..concurrency.max(1) {
             let mut mine = Vec::with_capacity(sockets.len());
-            for (l, s) in self.listeners.iter().zip(&sockets) {
+            for (l, s) in self.listeners.iter().zip(sockets) {
                 let sock = s.try_clone().map_err(|source| BuildError::Listener {
                     listener: l.config.name.clone(),
                     source,
@@ -244,7 +257,7 @@ async fn accept_loop(
     loop {
         tokio::select! {
             biased;
-            _ = drain.signaled() => break,
+            _ = drain.accept_stopped(drain::Direction::Unspecified) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     tokio::task::spawn_local(serve_conn(
@@ -290,44 +303,22 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
     }
 }
 
-/// A hyper server connection that can be asked to close gracefully.
-trait GracefulConn: Future<Output = Result<(), hyper::Error>> {
-    fn graceful(self: Pin<&mut Self>);
-}
-
-impl<I, S> GracefulConn for http1::UpgradeableConnection<I, S>
-where
-    S: hyper::service::HttpService<Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S::ResBody: http_body::Body + 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn graceful(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, E> GracefulConn for http2::Connection<I, S, E>
-where
-    S: hyper::service::HttpService<Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    S::ResBody: http_body::Body + 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn graceful(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
+/// How long a connection accepted just before a drain may take to send its first bytes.
+const DRAIN_FIRST_BYTES_GRACE: Duration = Duration::from_secs(1);
+/// An idle keep-alive connection asked to close is closed only once it has been idle this
+/// long, so a client's next request is not met by a close it could not see coming.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(100);
+/// After a close, bytes still arriving are read and discarded for this long (lingering close),
+/// so the peer gets our last response rather than a reset.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_MAX_BYTES: usize = 256 * 1024;
 
 async fn serve_conn(
     l: Arc<ListenerShared>,
     w: Rc<Worker>,
     stream: TcpStream,
     remote: SocketAddr,
-    mut drain: drain::Watch,
+    drain: drain::Watch,
     alive: mpsc::Sender<()>,
 ) {
     let opened = Instant::now();
@@ -339,16 +330,28 @@ async fn serve_conn(
     hs.downstream_cx_active.inc();
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(l.config.address);
+    let mut dconn = drain.connection(drain::Direction::Unspecified);
+    drop(drain);
     let hcm = &l.config.http;
     let sniffed = match hcm.codec_type {
         CodecType::Http1 => Some((ServerIo::new(stream, Bytes::new()), Sniffed::Http1)),
         CodecType::Http2 => Some((ServerIo::new(stream, Bytes::new()), Sniffed::Http2)),
         CodecType::Auto => {
             let wait = hcm.idle_timeout.unwrap_or(Duration::from_secs(3600));
-            tokio::select! {
-                r = tokio::time::timeout(wait, ServerIo::sniff(stream)) => r.ok().and_then(Result::ok).flatten(),
-                _ = drain.signaled() => None,
-            }
+            let sniff = tokio::time::timeout(wait, ServerIo::sniff(stream));
+            tokio::pin!(sniff);
+            let r = tokio::select! {
+                r = &mut sniff => r,
+                _ = dconn.close_requested() => {
+                    // Draining before the first byte: give a request already on its way a
+                    // moment to arrive rather than closing under it.
+                    match tokio::time::timeout(DRAIN_FIRST_BYTES_GRACE, &mut sniff).await {
+                        Ok(r) => r,
+                        Err(_) => Ok(Ok(None)),
+                    }
+                }
+            };
+            r.ok().and_then(Result::ok).flatten()
         }
     };
     if let Some((io, proto)) = sniffed {
@@ -360,7 +363,8 @@ async fn serve_conn(
             active: Cell::new(0),
             last_active: Cell::new(Instant::now()),
             _alive: alive,
-            _drain: drain.clone(),
+            drain: dconn,
+            upgrade: RefCell::new(None),
         });
         let svc = Svc {
             l: l.clone(),
@@ -371,23 +375,14 @@ async fn serve_conn(
             Sniffed::Http1 => {
                 hs.downstream_cx_http1_total.inc();
                 hs.downstream_cx_http1_active.inc();
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(None)
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(io), svc)
-                    .with_upgrades();
-                let r = drive(conn, &l, &ctx, &mut drain).await;
+                let r = serve_http1(io, svc, &l, &ctx).await;
                 hs.downstream_cx_http1_active.dec();
                 r
             }
             Sniffed::Http2 => {
                 hs.downstream_cx_http2_total.inc();
                 hs.downstream_cx_http2_active.inc();
-                let conn = http2::Builder::new(LocalExec)
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(io), svc);
-                let r = drive(conn, &l, &ctx, &mut drain).await;
+                let r = serve_http2(io, svc, &l, &ctx).await;
                 hs.downstream_cx_http2_active.dec();
                 r
             }
@@ -412,27 +407,126 @@ async fn serve_conn(
     hs.downstream_cx_length_ms.record(length);
 }
 
-/// Run a connection to its end, closing it gracefully when the generation drains or when it
-/// has had no request for the idle timeout.
-async fn drive<C: GracefulConn>(
-    conn: C,
+fn h1_builder() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
+    b
+}
+
+/// Serve an HTTP/1.1 connection. hyper is polled without its own shutdown so that the socket
+/// comes back to us at the end: for a protocol switch (handed to the tunnel), for a request
+/// that raced an idle close (served once more), and for a lingering close.
+async fn serve_http1(
+    io: ServerIo,
+    svc: Svc,
     l: &ListenerShared,
     ctx: &ConnCtx,
-    drain: &mut drain::Watch,
 ) -> Result<(), hyper::Error> {
+    let mut conn = h1_builder().serve_connection(TokioIo::new(io), svc.clone());
     let idle = l.config.http.idle_timeout;
     let far = Duration::from_secs(365 * 24 * 3600);
     let idle_sleep = tokio::time::sleep(idle.unwrap_or(far));
-    tokio::pin!(conn);
     tokio::pin!(idle_sleep);
+    let mut drain = ctx.drain.clone();
+    let mut asked = false;
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            _ = drain.close_requested(), if !asked => {
+                // Every response from now on carries `Connection: close` (drain_close() is
+                // sticky); an idle connection is closed once it has been idle for the grace.
+                asked = true;
+                l.http_stats.downstream_cx_drain_close.inc();
+                let since = ctx.last_active.get().elapsed();
+                let wait = DRAIN_IDLE_GRACE.saturating_sub(since);
+                idle_sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
+            _ = idle_sleep.as_mut(), if !closing && (asked || idle.is_some()) => {
+                let limit = if asked { DRAIN_IDLE_GRACE } else { idle.unwrap_or(far) };
+                let since = ctx.last_active.get().elapsed();
+                if ctx.active.get() == 0 && since >= limit {
+                    closing = true;
+                    if !asked {
+                        l.http_stats.downstream_cx_idle_timeout.inc();
+                    }
+                    std::pin::Pin::new(&mut conn).graceful_shutdown();
+                } else {
+                    let next = if ctx.active.get() == 0 { limit - since } else { limit };
+                    idle_sleep.as_mut().reset(tokio::time::Instant::now() + next);
+                }
+            }
+        }
+    };
+    result?;
+    let parts = conn.into_parts();
+    let mut io = parts.io.into_inner();
+    if let Some(tx) = ctx.upgrade.borrow_mut().take() {
+        let _ = tx.send(Upgraded {
+            io,
+            read_buf: parts.read_buf,
+        });
+        return Ok(());
+    }
+    // A request that arrived as we closed an idle connection is answered, with
+    // `Connection: close`, instead of being lost.
+    io.prepend(parts.read_buf);
+    if closing && io.take_pending().unwrap_or(false) {
+        l.http_stats.downstream_cx_drain_rescued.inc();
+        let mut b = h1_builder();
+        b.keep_alive(false);
+        let mut again = b.serve_connection(TokioIo::new(io), svc);
+        std::future::poll_fn(|cx| again.poll_without_shutdown(cx)).await?;
+        io = again.into_parts().io.into_inner();
+    }
+    linger_close(io).await;
+    Ok(())
+}
+
+/// Close our side, then read and discard what the peer still sends for a short while, so that
+/// our last response is not destroyed by a reset.
+async fn linger_close(mut io: ServerIo) {
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    while total < LINGER_MAX_BYTES {
+        match tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+}
+
+/// Serve an HTTP/2 connection; a drain sends GOAWAY and keeps reading until every open
+/// stream has finished.
+async fn serve_http2(
+    io: ServerIo,
+    svc: Svc,
+    l: &ListenerShared,
+    ctx: &ConnCtx,
+) -> Result<(), hyper::Error> {
+    let conn = http2::Builder::new(LocalExec)
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let idle = l.config.http.idle_timeout;
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let idle_sleep = tokio::time::sleep(idle.unwrap_or(far));
+    tokio::pin!(idle_sleep);
+    let mut drain = ctx.drain.clone();
     let mut closing = false;
     loop {
         tokio::select! {
             r = conn.as_mut() => return r,
-            _ = drain.signaled(), if !closing => {
+            _ = drain.close_requested(), if !closing => {
                 closing = true;
                 l.http_stats.downstream_cx_drain_close.inc();
-                conn.as_mut().graceful();
+                conn.as_mut().graceful_shutdown();
             }
             _ = idle_sleep.as_mut(), if !closing && idle.is_some() => {
                 let idle = idle.unwrap_or(far);
@@ -440,7 +534,7 @@ async fn drive<C: GracefulConn>(
                 if ctx.active.get() == 0 && since >= idle {
                     closing = true;
                     l.http_stats.downstream_cx_idle_timeout.inc();
-                    conn.as_mut().graceful();
+                    conn.as_mut().graceful_shutdown();
                 } else {
                     let next = if ctx.active.get() == 0 { idle - since } else { idle };
                     idle_sleep.as_mut().reset(tokio::time::Instant::now() + next);

@@ -24,6 +24,8 @@ pub struct HttpStats {
     pub downstream_cx_protocol_error: Counter,
     pub downstream_cx_idle_timeout: Counter,
     pub downstream_cx_drain_close: Counter,
+    /// A request that arrived as an idle connection was being closed, answered anyway.
+    pub downstream_cx_drain_rescued: Counter,
     pub downstream_cx_rx_bytes_total: Counter,
     pub downstream_cx_tx_bytes_total: Counter,
     pub downstream_cx_upgrades_total: Counter,
@@ -149,6 +151,7 @@ impl HttpStats {
                 downstream_cx_protocol_error: counter,
                 downstream_cx_idle_timeout: counter,
                 downstream_cx_drain_close: counter,
+            downstream_cx_drain_rescued: counter,
                 downstream_cx_rx_bytes_total: counter,
                 downstream_cx_tx_bytes_total: counter,
                 downstream_cx_upgrades_total: counter,

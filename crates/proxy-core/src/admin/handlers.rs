@@ -44,8 +44,28 @@ const ENDPOINTS: &[Endpoint] = &[
         mutates: false,
     },
     Endpoint {
+        path: "/drain_listeners",
+        help: "stop accepting; ?graceful drains connections first, ?inboundonly limits it to inbound listeners (POST)",
+        mutates: true,
+    },
+    Endpoint {
+        path: "/healthcheck/fail",
+        help: "fail health checks: responses close their connections, /ready answers 503 (POST)",
+        mutates: true,
+    },
+    Endpoint {
+        path: "/healthcheck/ok",
+        help: "pass health checks again (POST)",
+        mutates: true,
+    },
+    Endpoint {
         path: "/help",
         help: "this list of admin endpoints",
+        mutates: false,
+    },
+    Endpoint {
+        path: "/hot_restart_status",
+        help: "this generation's restart phase, timestamps and peers as JSON",
         mutates: false,
     },
     Endpoint {
@@ -94,7 +114,18 @@ pub(super) struct Ctx {
 
 impl Ctx {
     fn server_state(&self) -> ServerState {
-        *self.state.state.borrow()
+        let state = *self.state.state.borrow();
+        // Failing health checks reads as draining, as Envoy's /ready and server.state do.
+        if state == ServerState::Live
+            && self
+                .state
+                .drain
+                .as_ref()
+                .is_some_and(drain::Control::health_check_failed)
+        {
+            return ServerState::Draining;
+        }
+        state
     }
 
     /// Bring the `server.*` gauges up to date before stats are read.
@@ -219,8 +250,38 @@ pub(super) fn handle(
         }
         "/server_info" => {
             ctx.refresh();
-            let body = server_info_json(&ctx.state.server, ctx.server_state());
+            let body = server_info_json(
+                &ctx.state.server,
+                ctx.server_state(),
+                &ctx.state.hot_restart.borrow(),
+            );
             respond(StatusCode::OK, JSON, body)
+        }
+        "/hot_restart_status" => {
+            let status = ctx.state.hot_restart.borrow().clone();
+            respond(StatusCode::OK, JSON, pretty(&status))
+        }
+        "/drain_listeners" | "/healthcheck/fail" | "/healthcheck/ok" => {
+            let Some(control) = ctx.state.drain.as_ref() else {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this server has no drain control\n".to_owned(),
+                );
+            };
+            match endpoint.path {
+                "/drain_listeners" => {
+                    let flag = |k: &str| params.iter().any(|(key, _)| key == k);
+                    let scope = if flag("inboundonly") {
+                        drain::Scope::InboundOnly
+                    } else {
+                        drain::Scope::All
+                    };
+                    control.drain_listeners(scope, flag("graceful"));
+                }
+                "/healthcheck/fail" => control.set_health_check_failed(true),
+                _ => control.set_health_check_failed(false),
+            }
+            text(StatusCode::OK, "OK\n".to_owned())
         }
         "/hot_restart_version" => text(
             StatusCode::OK,

@@ -60,7 +60,11 @@ impl ServerStats {
 
 /// `/server_info` (`admin.v3.ServerInfo`), pretty-printed. Durations use protobuf's JSON form
 /// (`"123s"`).
-pub(super) fn server_info_json(info: &ServerInfo, state: ServerState) -> String {
+pub(super) fn server_info_json(
+    info: &ServerInfo,
+    state: ServerState,
+    hot_restart: &Json,
+) -> String {
     let current = info.epoch_started.elapsed().as_secs();
     // The chain cannot have started after this epoch; a clock stepped backwards must not make
     // it look so.
@@ -87,6 +91,7 @@ pub(super) fn server_info_json(info: &ServerInfo, state: ServerState) -> String 
             "id": opt("service_node"),
             "cluster": opt("service_cluster"),
         },
+        "hot_restart": hot_restart,
     }))
 }
 
@@ -150,7 +155,7 @@ mod tests {
     #[test]
     fn server_info_shape() -> Result<(), Box<dyn std::error::Error>> {
         let info = info().ok_or("clock too close to its origin")?;
-        let v: Json = serde_json::from_str(&server_info_json(&info, ServerState::Live))?;
+        let v: Json = serde_json::from_str(&server_info_json(&info, ServerState::Live, &Json::Null))?;
         assert_eq!(v["version"], "abc/0.1.0/Clean/RELEASE/rustls");
         assert_eq!(v["state"], "LIVE");
         assert_eq!(v["hot_restart_version"], "baton.1");

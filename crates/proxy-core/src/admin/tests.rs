@@ -50,6 +50,8 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
         added_via_api: false,
     }];
     let state = Arc::new(AdminState {
+        drain: None,
+        hot_restart: tokio::sync::watch::channel(serde_json::Value::Null).1,
         stats: stats.clone(),
         server: ServerInfo {
             version: "test/0.1.0/Clean/DEBUG/rustls".to_owned(),
