@@ -6,13 +6,13 @@
 //! of half-serving.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use proxy_core::admin::{self, AdminState, ListenerStatus, ServerInfo, ServerState};
 use proxy_core::cluster::ClusterManager;
 use proxy_core::server::Dataplane;
-use shm_stats::Store;
+use shm_stats::{Backing, OpenMode, Region, RegionOptions, Store};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
@@ -32,7 +32,10 @@ enum Stop {
 /// Serve until SIGTERM, SIGINT or `POST /quitquitquit`, then drain (bounded by
 /// `--drain-time-s`) and return.
 pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> {
-    let store = Store::new();
+    let store = open_store(&opts)?;
+    // Leaves the region when serving ends (the region's drop would too, but only once every
+    // clone held by tasks is gone).
+    let store_at_exit = store.clone();
     let bootstrap = loaded.bootstrap;
     let clusters = Arc::new(ClusterManager::new(&bootstrap.clusters, &store));
     let dataplane = Dataplane::new(&bootstrap, clusters.clone(), &store)
@@ -80,7 +83,7 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
                     epoch: opts.restart_epoch,
                     concurrency: u32::try_from(opts.concurrency).unwrap_or(u32::MAX),
                     epoch_started,
-                    chain_started: SystemTime::now(),
+                    chain_started: store.chain_created().unwrap_or_else(SystemTime::now),
                 },
                 state: state_rx.clone(),
                 config_dump: loaded.effective,
@@ -155,6 +158,87 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
             tracing::warn!("drain time elapsed with connections still open; closing them");
         }
         admin_signal.drain_now();
-        Ok(())
-    })
+        anyhow::Ok(())
+    })?;
+    match store_at_exit.detach() {
+        Ok(Some(shm_stats::Detached::Removed)) => {
+            tracing::info!("last generation out: removed the stats region");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
+    Ok(())
+}
+
+/// Envoy's gauges that describe one process ("never import" in Envoy's hot restart): during a
+/// restart they show the newest generation's value, not the sum of both.
+const NEWEST_GENERATION_GAUGES: &[&str] = &[
+    "server.uptime",
+    "server.live",
+    "server.state",
+    "server.concurrency",
+    "server.hot_restart_epoch",
+    "server.version",
+];
+
+/// The stats store of this generation: the chain's shared region for `--base-id` (created by
+/// epoch 0, attached to by later epochs), sized by `--max-stats` and `--max-obj-name-len`.
+///
+/// With `--disable-hot-restart` the stats stay in process memory, as Envoy's did (its
+/// shared-memory stats were part of hot restart): such an instance occupies no base id, so many
+/// can run on one host without `--base-id`, and `baton stats` cannot see it.
+fn open_store(opts: &Options) -> anyhow::Result<Store> {
+    if opts.disable_hot_restart {
+        return Ok(Store::new());
+    }
+    let region_opts = |base_id: u32, mode: OpenMode| RegionOptions {
+        backing: opts
+            .hot_restart_file
+            .clone()
+            .map_or_else(|| Backing::for_base_id(base_id), Backing::File),
+        base_id,
+        epoch: opts.restart_epoch,
+        mode,
+        max_stats: opts.max_stats,
+        max_obj_name_len: opts.max_obj_name_len,
+        lock_timeout: Duration::from_millis(50),
+        attach_timeout: Duration::from_secs(5),
+    };
+    let (region, base_id) = if opts.use_dynamic_base_id {
+        // The CLI allows this only with epoch 0. A base id taken between the look-up and the
+        // create is refused by the create: try the next one.
+        let mut next = opts.base_id;
+        loop {
+            let id = shm_stats::pick_free_base_id(next, next.saturating_add(10_000))?;
+            match Region::open(region_opts(id, OpenMode::Create)) {
+                Ok(r) => break (r, id),
+                Err(shm_stats::Error::ChainLive { .. }) if id < u32::MAX => next = id + 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    } else if opts.restart_epoch == 0 {
+        (
+            Region::open(region_opts(opts.base_id, OpenMode::Create))?,
+            opts.base_id,
+        )
+    } else {
+        match Region::open(region_opts(opts.base_id, OpenMode::Attach)) {
+            Err(shm_stats::Error::NoRegion { .. }) if opts.skip_hot_restart_on_no_parent => (
+                Region::open(region_opts(opts.base_id, OpenMode::Create))?,
+                opts.base_id,
+            ),
+            other => (other?, opts.base_id),
+        }
+    };
+    if let Some(path) = &opts.base_id_path {
+        std::fs::write(path, base_id.to_string())
+            .with_context(|| format!("could not write the base id to {}", path.display()))?;
+    }
+    tracing::info!(
+        region = region.path(),
+        base_id,
+        epoch = opts.restart_epoch,
+        "stats in the shared region"
+    );
+    Ok(Store::with_region(region, NEWEST_GENERATION_GAUGES))
 }
