@@ -1,6 +1,6 @@
 //! baton: the binary. Parses the command line and the Envoy bootstrap, binds (or inherits) listen
 //! sockets, starts the data plane and the admin interface, maps signals, and runs the restart
-//! sequence.
+//! sequence. `baton stats ...` (see `stats_cmd`) inspects a running chain instead.
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -9,6 +9,7 @@ mod listen;
 mod logging;
 mod restart;
 mod serve;
+mod stats_cmd;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -19,7 +20,11 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let opts = match cli::parse(std::env::args_os()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "stats") {
+        return stats_cmd::main(&args[2..]);
+    }
+    let opts = match cli::parse(args) {
         cli::Parsed::Run(opts) => opts,
         cli::Parsed::Exit {
             code,

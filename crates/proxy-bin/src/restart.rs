@@ -122,7 +122,9 @@ impl Status {
         if let Phase::Failed(reason) = &phase {
             inner.last_failure = Some(reason.clone());
         }
-        inner.phases.push((phase.name().to_owned(), unix_ms(SystemTime::now())));
+        inner
+            .phases
+            .push((phase.name().to_owned(), unix_ms(SystemTime::now())));
         self.publish(&inner);
     }
 
@@ -165,6 +167,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 /// The restart socket of generation `epoch` of this chain.
 pub fn endpoint(opts: &Options, epoch: u32) -> Endpoint {
     if let Some(file) = &opts.hot_restart_file {
+        // One socket for the whole chain: the newest generation listens on it.
         return Endpoint::path(file.clone(), Some(opts.socket_mode));
     }
     let base_id = u64::from(opts.base_id);
@@ -183,10 +186,12 @@ pub fn endpoint(opts: &Options, epoch: u32) -> Endpoint {
 }
 
 /// As a child: find the parent, negotiate, and take the listen sockets for `wanted`.
-/// Returns the epoch this generation runs as and what it inherited. With no parent to take
-/// over from, epoch 0 (or `--skip-hot-restart-on-no-parent`, or a `--hot-restart-file` nobody
-/// listens on) starts the chain cold.
-pub fn take_over(opts: &Options, wanted: &[(String, SocketAddr)]) -> anyhow::Result<(u32, Inherited)> {
+/// Returns the epoch this generation runs as and what it inherited. Epoch 0 (or
+/// `--skip-hot-restart-on-no-parent` with no parent) starts the chain cold.
+pub fn take_over(
+    opts: &Options,
+    wanted: &[(String, SocketAddr)],
+) -> anyhow::Result<(u32, Inherited)> {
     let cold = |epoch| {
         (
             epoch,
@@ -197,22 +202,13 @@ pub fn take_over(opts: &Options, wanted: &[(String, SocketAddr)]) -> anyhow::Res
             },
         )
     };
-    let (parent_endpoint, hello_epoch) = if opts.hot_restart_file.is_some() {
-        // Epoch-free flow: whoever listens on the file is the parent; epoch 0 in the hello
-        // asks the parent to assign ours.
-        (endpoint(opts, 0), 0)
-    } else if opts.restart_epoch == 0 {
+    if opts.restart_epoch == 0 {
         return Ok(cold(0));
-    } else {
-        (endpoint(opts, opts.restart_epoch - 1), opts.restart_epoch)
-    };
+    }
+    let parent_endpoint = endpoint(opts, opts.restart_epoch - 1);
     let conn = match hotrestart_rpc::connect(&parent_endpoint, RPC_TIMEOUT) {
         Ok(c) => c,
         Err(e) if e.is_no_peer() => {
-            if opts.hot_restart_file.is_some() {
-                tracing::info!("no generation listens on the hot restart file: starting the chain");
-                return Ok(cold(0));
-            }
             if opts.skip_hot_restart_on_no_parent {
                 tracing::warn!(
                     epoch = opts.restart_epoch,
@@ -229,15 +225,15 @@ pub fn take_over(opts: &Options, wanted: &[(String, SocketAddr)]) -> anyhow::Res
         }
         Err(e) => return Err(e).context("could not connect to the parent generation"),
     };
-    let hello = negotiate::hello(&opts.hot_restart_version(), hello_epoch, std::process::id());
+    let hello = negotiate::hello(
+        &opts.hot_restart_version(),
+        opts.restart_epoch,
+        std::process::id(),
+    );
     let mut client = Client::handshake(conn, hello, RPC_TIMEOUT)
         .context("the parent generation refused the hot restart")?;
     let parent = client.parent().clone();
-    let epoch = if hello_epoch == 0 {
-        parent.epoch + 1
-    } else {
-        hello_epoch
-    };
+    let epoch = opts.restart_epoch;
     let request = ListenSocketsRequest {
         wanted: wanted
             .iter()
@@ -310,7 +306,8 @@ impl ParentHandler for Handler {
         if let Some(mut old) = self.grandparent.lock().take() {
             tracing::info!("a new generation is starting: ending the generation still draining");
             if let Err(e) = old.terminate() {
-                tracing::warn!(error = %e, "could not end the draining generation");
+                // Usually it has already drained and exited.
+                tracing::debug!(error = %e, "could not end the draining generation");
             }
         }
         self.state.clone()
@@ -323,11 +320,10 @@ impl ParentHandler for Handler {
         let mut out = Vec::new();
         for (addr, name, sock) in &self.sockets {
             let wanted = request.all
-                || request.wanted.iter().any(|w| {
-                    w.address
-                        .parse::<SocketAddr>()
-                        .is_ok_and(|a| a == *addr)
-                });
+                || request
+                    .wanted
+                    .iter()
+                    .any(|w| w.address.parse::<SocketAddr>().is_ok_and(|a| a == *addr));
             if !wanted {
                 continue;
             }
@@ -431,4 +427,21 @@ impl Drop for ParentSide {
         self.stop.store(true, Ordering::Release);
         drop(self.thread.take());
     }
+}
+
+/// With `--hot-restart-file` there is no `--restart-epoch`: this generation's epoch is one past
+/// the newest live generation attached to the chain's stats region, or 0 when none is (a stale
+/// file left by a crashed chain is not trusted).
+pub fn epoch_from_chain(backing: &shm_stats::Backing) -> u32 {
+    shm_stats::RegionView::open(backing)
+        .ok()
+        .and_then(|view| {
+            view.read()
+                .generations
+                .iter()
+                .filter(|g| g.live)
+                .map(|g| g.epoch)
+                .max()
+        })
+        .map_or(0, |e| e.saturating_add(1))
 }

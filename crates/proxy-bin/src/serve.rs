@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use proxy_core::admin::{self, AdminState, ListenerStatus, ServerInfo, ServerState};
 use proxy_core::cluster::ClusterManager;
 use proxy_core::server::Dataplane;
-use shm_stats::Store;
+use shm_stats::{Backing, OpenMode, Region, RegionOptions, Store};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
@@ -43,10 +43,16 @@ enum Stop {
 
 /// Serve until SIGTERM, SIGINT, `POST /quitquitquit` or a successor's drain request, then drain
 /// and return.
-pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> {
+pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> {
+    if opts.hot_restart_file.is_some() && !opts.disable_hot_restart {
+        opts.restart_epoch = restart::epoch_from_chain(&stats_backing(&opts, opts.base_id));
+    }
     let (status, status_rx) = restart::Status::new(opts.restart_epoch);
     status.set_phase(Phase::Validating);
-    let store = Store::new();
+    let store = open_store(&opts)?;
+    // Leaves the region when serving ends (the region's drop would too, but only once every
+    // clone held by tasks is gone).
+    let store_at_exit = store.clone();
     let bootstrap = loaded.bootstrap;
     let clusters = Arc::new(ClusterManager::new(&bootstrap.clusters, &store));
     let dataplane = Dataplane::new(&bootstrap, clusters.clone(), &store)
@@ -83,7 +89,9 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
                 .with_context(|| format!("could not use the inherited socket for {addr}"))?;
             Ok(s)
         }
-        None => listen::bind_tcp(addr).with_context(|| format!("could not start listener '{name}'")),
+        None => {
+            listen::bind_tcp(addr).with_context(|| format!("could not start listener '{name}'"))
+        }
     };
     let sockets = bootstrap
         .listeners
@@ -110,7 +118,7 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
         .enable_all()
         .build()
         .context("could not start the main runtime")?;
-    let chain_started = inherited.chain_started;
+    let chain_started = store.chain_created().unwrap_or(inherited.chain_started);
     let parent = inherited.parent.take();
     let status_main = status.clone();
     let result = rt.block_on(async move {
@@ -281,14 +289,19 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
         match outcome {
             Some(drain::Outcome::Released) => {
                 // Every connection has closed: the workers are finishing.
-                tokio::task::spawn_blocking(move || workers.join()).await.ok();
+                tokio::task::spawn_blocking(move || workers.join())
+                    .await
+                    .ok();
                 tracing::info!(
                     lived_ms = started.elapsed().map_or(0, |d| d.as_millis()),
                     "drained; exiting"
                 );
             }
             Some(drain::Outcome::TimedOut { remaining }) => {
-                tracing::warn!(remaining, "drain deadline passed with connections open; closing them");
+                tracing::warn!(
+                    remaining,
+                    "drain deadline passed with connections open; closing them"
+                );
             }
             None => tracing::info!(
                 remaining = control.counts().remaining,
@@ -303,6 +316,13 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
     }
     // Worker threads still serving connections past the deadline end with the process.
     rt.shutdown_timeout(Duration::from_millis(100));
+    match store_at_exit.detach() {
+        Ok(Some(shm_stats::Detached::Removed)) => {
+            tracing::info!("last generation out: removed the stats region");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
     result
 }
 
@@ -315,5 +335,88 @@ fn reopen_logs(log: &LogHandle, dataplane: &Dataplane) {
         if let Some(logs) = &l.access_logs {
             logs.reopen();
         }
+    }
+}
+
+/// Envoy's gauges that describe one process ("never import" in Envoy's hot restart): during a
+/// restart they show the newest generation's value, not the sum of both.
+const NEWEST_GENERATION_GAUGES: &[&str] = &[
+    "server.uptime",
+    "server.live",
+    "server.state",
+    "server.concurrency",
+    "server.hot_restart_epoch",
+    "server.version",
+];
+
+/// The stats store of this generation: the chain's shared region for `--base-id` (created by
+/// epoch 0, attached to by later epochs), sized by `--max-stats` and `--max-obj-name-len`.
+///
+/// With `--disable-hot-restart` the stats stay in process memory, as Envoy's did (its
+/// shared-memory stats were part of hot restart): such an instance occupies no base id, so many
+/// can run on one host without `--base-id`, and `baton stats` cannot see it.
+fn open_store(opts: &Options) -> anyhow::Result<Store> {
+    if opts.disable_hot_restart {
+        return Ok(Store::new());
+    }
+    let region_opts = |base_id: u32, mode: OpenMode| RegionOptions {
+        backing: stats_backing(opts, base_id),
+        base_id,
+        epoch: opts.restart_epoch,
+        mode,
+        max_stats: opts.max_stats,
+        max_obj_name_len: opts.max_obj_name_len,
+        lock_timeout: Duration::from_millis(50),
+        attach_timeout: Duration::from_secs(5),
+    };
+    let (region, base_id) = if opts.use_dynamic_base_id {
+        // The CLI allows this only with epoch 0. A base id taken between the look-up and the
+        // create is refused by the create: try the next one.
+        let mut next = opts.base_id;
+        loop {
+            let id = shm_stats::pick_free_base_id(next, next.saturating_add(10_000))?;
+            match Region::open(region_opts(id, OpenMode::Create)) {
+                Ok(r) => break (r, id),
+                Err(shm_stats::Error::ChainLive { .. }) if id < u32::MAX => next = id + 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    } else if opts.restart_epoch == 0 {
+        (
+            Region::open(region_opts(opts.base_id, OpenMode::Create))?,
+            opts.base_id,
+        )
+    } else {
+        match Region::open(region_opts(opts.base_id, OpenMode::Attach)) {
+            Err(shm_stats::Error::NoRegion { .. }) if opts.skip_hot_restart_on_no_parent => (
+                Region::open(region_opts(opts.base_id, OpenMode::Create))?,
+                opts.base_id,
+            ),
+            other => (other?, opts.base_id),
+        }
+    };
+    if let Some(path) = &opts.base_id_path {
+        std::fs::write(path, base_id.to_string())
+            .with_context(|| format!("could not write the base id to {}", path.display()))?;
+    }
+    tracing::info!(
+        region = region.path(),
+        base_id,
+        epoch = opts.restart_epoch,
+        "stats in the shared region"
+    );
+    Ok(Store::with_region(region, NEWEST_GENERATION_GAUGES))
+}
+
+/// Where the chain's stats live: `/dev/shm/baton_<base-id>`, or beside the `--hot-restart-file`
+/// socket (`<file>.stats`) for a chain that is named by its file.
+fn stats_backing(opts: &Options, base_id: u32) -> Backing {
+    match &opts.hot_restart_file {
+        Some(file) => {
+            let mut path = file.clone().into_os_string();
+            path.push(".stats");
+            Backing::File(path.into())
+        }
+        None => Backing::for_base_id(base_id),
     }
 }

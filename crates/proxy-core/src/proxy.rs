@@ -247,17 +247,7 @@ async fn forward(
             l.http_stats.upgrade_failed.inc();
             return local_reply(StatusCode::FORBIDDEN, Bytes::from_static(b"upgrade failed"));
         }
-        return tunnel(
-            l,
-            w,
-            c,
-            route,
-            f,
-            &cluster,
-            req,
-            tracker,
-        )
-        .await;
+        return tunnel(l, w, c, route, f, &cluster, req, tracker).await;
     }
 
     let (mut parts, body) = req.into_parts();

@@ -151,7 +151,7 @@ impl HttpStats {
                 downstream_cx_protocol_error: counter,
                 downstream_cx_idle_timeout: counter,
                 downstream_cx_drain_close: counter,
-            downstream_cx_drain_rescued: counter,
+                downstream_cx_drain_rescued: counter,
                 downstream_cx_rx_bytes_total: counter,
                 downstream_cx_tx_bytes_total: counter,
                 downstream_cx_upgrades_total: counter,

@@ -1,60 +1,56 @@
-//! shm-stats: Baton's statistics — counters, gauges and histograms allocated by name — and, with
-//! the shared-memory issue, the only crate that maps shared memory, so that every generation of a
-//! restart chain adds to the same values.
+//! shm-stats: Baton's statistics — counters, gauges and histograms allocated by name — and the
+//! only crate that maps shared memory.
 //!
-//! Today the values live in process memory behind the API the shared-memory region will back:
-//! callers resolve a name once to a cheap handle ([`Counter`], [`Gauge`], [`Histogram`]) and the
-//! hot path only touches an atomic. Readers take a [`Store::snapshot`]. This crate never knows
-//! what a stat means (no HTTP, no Envoy naming rules): callers pick the names.
-#![forbid(unsafe_code)]
+//! Every generation of a restart chain maps one region, named from `--base-id`
+//! (`/dev/shm/baton_<base-id>`, mode 0600), so that counters keep counting across hot restarts,
+//! gauges stay exact while two generations run (each keeps its own share; a generation that
+//! exits takes its share with it) and histograms keep their buckets. Callers resolve a name once
+//! to a cheap handle ([`Counter`], [`Gauge`], [`Histogram`]); the hot path is one atomic
+//! instruction on the mapped memory. Readers take a [`Store::snapshot`], or map the region
+//! read-only from outside the chain ([`RegionView`], `baton stats`) without any lock.
+//!
+//! The story of a chain: epoch 0 creates the region ([`OpenMode::Create`]; a region left by a
+//! crashed chain is reclaimed, one of a live chain refused naming its pid); each hot restart
+//! attaches as a new generation ([`OpenMode::Attach`]); every generation proves it is alive by an
+//! OFD lock it holds on the region's file; the last one to detach removes the region, deciding
+//! so under the region's robust mutex so an attach racing with it is never lost.
+//!
+//! This crate never knows what a stat means (no HTTP, no Envoy naming rules, no flags): callers
+//! pick the names and pass the capacities in. It must never block a request on another process:
+//! the region lock is taken with a timeout on every path that can serve requests.
+//!
+//! Unsafe code is denied at the crate root and allowed in exactly one module, `sys` (atomics over
+//! the mapping, the hot-path cell, the pthread mutex); every block there states its invariant.
+#![deny(unsafe_code)]
 
-use std::collections::HashMap;
-use std::fmt;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+mod error;
+mod layout;
+mod region;
+mod shm;
+mod store;
+#[allow(unsafe_code)]
+mod sys;
+mod view;
 
-use parking_lot::RwLock;
+pub use error::Error;
+pub use layout::{
+    encode_header, Layout, HEADER_SIZE, LAYOUT_VERSION, MAX_GENERATIONS, MAX_STAT_SUFFIX_LEN,
+};
+pub use region::{
+    pick_free_base_id, Detached, GenerationInfo, OpenMode, Region, RegionOptions,
+    DEFAULT_MAX_OBJ_NAME_LEN, DEFAULT_MAX_STATS,
+};
+pub use shm::Backing;
+pub use store::{Counter, Gauge, Histogram, Store, OVERFLOW_COUNTER};
+pub use view::{RegionReport, RegionView, StatRecord};
 
 /// Upper bounds, in milliseconds, of the histogram buckets (Envoy's default set). Values above
-/// the last bound only count in `+Inf`.
+/// the last bound only count in `+Inf`. Part of the region layout: changing them is a new
+/// layout version.
 pub const HISTOGRAM_BUCKETS_MS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
-
-/// The registry of every stat of a process. Cloning shares it.
-#[derive(Clone, Default)]
-pub struct Store {
-    inner: Arc<RwLock<Registry>>,
-}
-
-#[derive(Default)]
-struct Registry {
-    counters: HashMap<String, Counter>,
-    gauges: HashMap<String, Gauge>,
-    histograms: HashMap<String, Histogram>,
-}
-
-/// A monotonically increasing count. Cloning shares the value.
-#[derive(Clone, Default)]
-pub struct Counter(Arc<AtomicU64>);
-
-/// A value that goes up and down (connections open, ...). Cloning shares the value.
-#[derive(Clone, Default)]
-pub struct Gauge(Arc<AtomicI64>);
-
-/// A distribution of durations with fixed buckets ([`HISTOGRAM_BUCKETS_MS`]).
-#[derive(Clone, Default)]
-pub struct Histogram(Arc<HistogramCells>);
-
-#[derive(Default)]
-struct HistogramCells {
-    /// One cell per bound in [`HISTOGRAM_BUCKETS_MS`], plus one for values above the last.
-    buckets: [AtomicU64; HISTOGRAM_BUCKETS_MS.len() + 1],
-    count: AtomicU64,
-    /// Sum in microseconds, so that sub-millisecond samples are not lost.
-    sum_us: AtomicU64,
-}
 
 /// A histogram's values at one moment.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,189 +75,7 @@ pub struct Snapshot {
     pub stats: Vec<(String, Value)>,
 }
 
-// === impl Store ===
-
-impl Store {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The counter named `name`, created at zero on first use.
-    pub fn counter(&self, name: &str) -> Counter {
-        if let Some(c) = self.inner.read().counters.get(name) {
-            return c.clone();
-        }
-        self.inner
-            .write()
-            .counters
-            .entry(name.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    /// The gauge named `name`, created at zero on first use.
-    pub fn gauge(&self, name: &str) -> Gauge {
-        if let Some(g) = self.inner.read().gauges.get(name) {
-            return g.clone();
-        }
-        self.inner
-            .write()
-            .gauges
-            .entry(name.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    /// The histogram named `name`, created empty on first use.
-    pub fn histogram(&self, name: &str) -> Histogram {
-        if let Some(h) = self.inner.read().histograms.get(name) {
-            return h.clone();
-        }
-        self.inner
-            .write()
-            .histograms
-            .entry(name.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    /// Every stat, sorted by name.
-    pub fn snapshot(&self) -> Snapshot {
-        let reg = self.inner.read();
-        let mut stats =
-            Vec::with_capacity(reg.counters.len() + reg.gauges.len() + reg.histograms.len());
-        stats.extend(
-            reg.counters
-                .iter()
-                .map(|(n, c)| (n.clone(), Value::Counter(c.value()))),
-        );
-        stats.extend(
-            reg.gauges
-                .iter()
-                .map(|(n, g)| (n.clone(), Value::Gauge(g.value()))),
-        );
-        stats.extend(
-            reg.histograms
-                .iter()
-                .map(|(n, h)| (n.clone(), Value::Histogram(h.snapshot()))),
-        );
-        drop(reg);
-        stats.sort_by(|a, b| a.0.cmp(&b.0));
-        Snapshot { stats }
-    }
-}
-
-impl fmt::Debug for Store {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reg = self.inner.read();
-        f.debug_struct("Store")
-            .field("counters", &reg.counters.len())
-            .field("gauges", &reg.gauges.len())
-            .field("histograms", &reg.histograms.len())
-            .finish()
-    }
-}
-
-// === impl Counter ===
-
-impl Counter {
-    #[inline]
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    #[inline]
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn value(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl fmt::Debug for Counter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Counter").field(&self.value()).finish()
-    }
-}
-
-// === impl Gauge ===
-
-impl Gauge {
-    #[inline]
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    #[inline]
-    pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    #[inline]
-    pub fn add(&self, n: i64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-
-    pub fn value(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl fmt::Debug for Gauge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Gauge").field(&self.value()).finish()
-    }
-}
-
-// === impl Histogram ===
-
-impl Histogram {
-    /// Record one sample of `ms` milliseconds.
-    #[inline]
-    pub fn record_ms(&self, ms: f64) {
-        let idx = HISTOGRAM_BUCKETS_MS
-            .iter()
-            .position(|bound| ms <= *bound)
-            .unwrap_or(HISTOGRAM_BUCKETS_MS.len());
-        self.0.buckets[idx].fetch_add(1, Ordering::Relaxed);
-        self.0.count.fetch_add(1, Ordering::Relaxed);
-        self.0
-            .sum_us
-            .fetch_add((ms * 1000.0).max(0.0) as u64, Ordering::Relaxed);
-    }
-
-    /// Record one sample of `d`.
-    #[inline]
-    pub fn record(&self, d: std::time::Duration) {
-        self.record_ms(d.as_secs_f64() * 1000.0);
-    }
-
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut cumulative = Vec::with_capacity(HISTOGRAM_BUCKETS_MS.len());
-        let mut acc = 0;
-        for cell in &self.0.buckets[..HISTOGRAM_BUCKETS_MS.len()] {
-            acc += cell.load(Ordering::Relaxed);
-            cumulative.push(acc);
-        }
-        HistogramSnapshot {
-            cumulative,
-            count: self.0.count.load(Ordering::Relaxed),
-            sum_ms: self.0.sum_us.load(Ordering::Relaxed) as f64 / 1000.0,
-        }
-    }
-}
-
-impl fmt::Debug for Histogram {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Histogram").field(&self.snapshot()).finish()
-    }
-}
+// === impl HistogramSnapshot ===
 
 impl HistogramSnapshot {
     /// The value below which `q` (0..=1) of the samples fall, interpolated within its bucket.
@@ -286,7 +100,10 @@ impl HistogramSnapshot {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
     use super::*;
 
     #[test]

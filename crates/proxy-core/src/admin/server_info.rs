@@ -155,7 +155,8 @@ mod tests {
     #[test]
     fn server_info_shape() -> Result<(), Box<dyn std::error::Error>> {
         let info = info().ok_or("clock too close to its origin")?;
-        let v: Json = serde_json::from_str(&server_info_json(&info, ServerState::Live, &Json::Null))?;
+        let v: Json =
+            serde_json::from_str(&server_info_json(&info, ServerState::Live, &Json::Null))?;
         assert_eq!(v["version"], "abc/0.1.0/Clean/RELEASE/rustls");
         assert_eq!(v["state"], "LIVE");
         assert_eq!(v["hot_restart_version"], "baton.1");

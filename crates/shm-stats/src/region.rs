@@ -1,0 +1,730 @@
+//! region: one generation's membership of a chain's shared stats region — creating it (epoch 0,
+//! reclaiming a dead chain's), attaching to it (epoch > 0), allocating slots by name, and
+//! leaving it (the last generation out unlinks it).
+//!
+//! Attach, detach and allocation happen under the region's robust mutex; reads never lock: a
+//! slot is written completely, then its state is stored with `Release`, then the published-slot
+//! count is advanced with `Release`, so a reader that loads the count with `Acquire` sees whole
+//! slots only.
+//!
+//! Who holds what: the [`Region`] owns the file whose open file description carries this
+//! generation's liveness lock (released on detach or when the process dies) and an `Arc` of the
+//! mapping, which every handle from this region also holds; the mapping is unmapped when the last
+//! of them drops, whether or not the name is still linked.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use memmap2::MmapOptions;
+use parking_lot::Mutex;
+
+use crate::error::Error;
+use crate::layout::{self, HeaderError, Kind, Layout, Words, MAX_GENERATIONS};
+use crate::shm::{self, Backing};
+use crate::sys::{Cell, LockFailure, Locked, RwMapping};
+use crate::view;
+
+/// Envoy's old default for `--max-stats`.
+pub const DEFAULT_MAX_STATS: u64 = 16_384;
+/// Envoy's old default for `--max-obj-name-len`.
+pub const DEFAULT_MAX_OBJ_NAME_LEN: u64 = 60;
+
+/// How a generation joins its chain's region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Epoch 0: create the region. A region left by a chain with no live generation is
+    /// reclaimed; one with a live generation is refused, naming its pid.
+    Create,
+    /// Epoch > 0: attach to the existing region as a new generation.
+    Attach,
+}
+
+/// Everything [`Region::open`] needs.
+#[derive(Clone, Debug)]
+pub struct RegionOptions {
+    pub backing: Backing,
+    /// For messages only.
+    pub base_id: u32,
+    pub epoch: u32,
+    pub mode: OpenMode,
+    pub max_stats: u64,
+    pub max_obj_name_len: u64,
+    /// Longest wait for the region lock on a path that serves requests (allocating a stat the
+    /// first time it is used); past it the stat falls back to process memory.
+    pub lock_timeout: Duration,
+    /// Longest wait for the region lock while attaching or detaching.
+    pub attach_timeout: Duration,
+}
+
+/// A generation's entry in the region's table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenerationInfo {
+    /// Index in the table (also the byte its liveness lock covers).
+    pub slot: usize,
+    pub epoch: u32,
+    pub pid: u32,
+    /// Owner-defined state (e.g. the server state), set with [`Region::set_phase`].
+    pub phase: u32,
+    pub attached: SystemTime,
+    /// Order of attachment over the chain's life (1 for the first generation).
+    pub seq: u64,
+    /// Whether its liveness lock is held (false: it died without detaching).
+    pub live: bool,
+}
+
+/// What [`Region::detach`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detached {
+    /// Other generations remain; the region stays.
+    Remaining,
+    /// This was the last generation: the region's name was removed.
+    Removed,
+    /// Already detached.
+    Already,
+}
+
+/// Why a stat could not get a slot (it then lives in process memory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AllocError {
+    Full,
+    NameTooLong,
+    Lock(String),
+}
+
+/// One generation's attachment to a region.
+#[derive(Debug)]
+pub struct Region {
+    backing: Backing,
+    path: String,
+    base_id: u32,
+    epoch: u32,
+    /// The backing object, opened read-write. Its open file description holds the OFD lock on
+    /// byte `generation` for as long as this generation is attached; closing it (drop) or the
+    /// process dying releases the lock.
+    file: File,
+    map: Arc<RwMapping>,
+    layout: Layout,
+    generation: usize,
+    lock_timeout: Duration,
+    attach_timeout: Duration,
+    index: Mutex<Index>,
+    detached: AtomicBool,
+}
+
+/// This process's name → slot index, caught up lazily with the published slots.
+#[derive(Debug, Default)]
+struct Index {
+    by_name: HashMap<(Kind, String), u32>,
+    scanned: u32,
+}
+
+/// The region's mutex, held; released on drop. `!Send`: a pthread mutex must be unlocked by the
+/// thread that locked it.
+struct Guard<'a> {
+    map: &'a RwMapping,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.map.mutex_unlock(layout::OFF_MUTEX);
+    }
+}
+
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn from_unix_ns(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+fn header_error(path: &str, e: HeaderError) -> Error {
+    match e {
+        HeaderError::Version(found) => Error::Version {
+            path: path.to_owned(),
+            found,
+            expected: layout::LAYOUT_VERSION,
+        },
+        HeaderError::Magic(m) => Error::Corrupt {
+            path: path.to_owned(),
+            what: format!("magic {m:#018x}"),
+        },
+        HeaderError::TooShort(n) => Error::Corrupt {
+            path: path.to_owned(),
+            what: format!("{n} bytes, shorter than a header"),
+        },
+        HeaderError::NotReady => Error::Corrupt {
+            path: path.to_owned(),
+            what: "never finished initialising".to_owned(),
+        },
+        HeaderError::Inconsistent(what) => Error::Corrupt {
+            path: path.to_owned(),
+            what: format!("inconsistent {what}"),
+        },
+    }
+}
+
+/// The table indexes whose liveness byte another open file description holds.
+pub(crate) fn live_slots(file: &File) -> io::Result<Vec<usize>> {
+    let mut live = Vec::new();
+    for g in 0..MAX_GENERATIONS {
+        if shm::byte_locked_by_other(file, g)? {
+            live.push(g);
+        }
+    }
+    Ok(live)
+}
+
+/// "pid 12, pid 40" for the live slots of the region in `file`, as far as its header tells.
+fn holders(file: &File, live: &[usize]) -> String {
+    let pids = MmapOptions::new()
+        .map_raw_read_only(file)
+        .ok()
+        .map(crate::sys::RoMapping::new)
+        .filter(|m| {
+            m.len() >= layout::HEADER_SIZE && m.load_u64(layout::OFF_MAGIC) == layout::MAGIC
+        })
+        .map(|m| {
+            live.iter()
+                .map(|g| m.load_u32(layout::generation_offset(*g) + layout::GEN_PID))
+                .collect::<Vec<_>>()
+        });
+    match pids {
+        Some(pids) if pids.iter().all(|p| *p != 0) && !pids.is_empty() => pids
+            .iter()
+            .map(|p| format!("pid {p}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "held by a process that is still starting; pid not yet recorded".to_owned(),
+    }
+}
+
+// === impl Region ===
+
+impl Region {
+    /// Join (or create) the region described by `opts`.
+    pub fn open(opts: RegionOptions) -> Result<Region, Error> {
+        let layout =
+            Layout::new(opts.max_stats, opts.max_obj_name_len).map_err(|_| Error::TooLarge {
+                max_stats: opts.max_stats,
+                max_obj_name_len: opts.max_obj_name_len,
+                limit: layout::MAX_REGION_BYTES,
+            })?;
+        match opts.mode {
+            OpenMode::Create => Self::create(opts, layout),
+            OpenMode::Attach => Self::attach(opts, layout),
+        }
+    }
+
+    fn create(opts: RegionOptions, layout: Layout) -> Result<Region, Error> {
+        let path = opts.backing.display();
+        for _ in 0..4 {
+            match opts.backing.create_excl() {
+                Ok(file) => {
+                    return Self::init_new(file, &opts, layout).inspect_err(|_| {
+                        let _ = opts.backing.unlink();
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create", &path, e)),
+            }
+            let file = match opts.backing.open(true) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("open", &path, e)),
+            };
+            let live = live_slots(&file).map_err(|e| Error::io("check the owners of", &path, e))?;
+            if !live.is_empty() {
+                return Err(Error::ChainLive {
+                    base_id: opts.base_id,
+                    path,
+                    holders: holders(&file, &live),
+                });
+            }
+            // Nobody alive holds it. Claim the right to reclaim it (byte 0) so two epoch-0
+            // starters cannot both unlink and recreate, then re-check.
+            let won = shm::try_lock_byte(&file, 0).map_err(|e| Error::io("lock", &path, e))?;
+            let live = live_slots(&file).map_err(|e| Error::io("check the owners of", &path, e))?;
+            if !won || !live.is_empty() {
+                return Err(Error::ChainLive {
+                    base_id: opts.base_id,
+                    path,
+                    holders: holders(&file, &live),
+                });
+            }
+            tracing::warn!(
+                region = %path,
+                "reclaiming the stats region of a chain that is no longer running"
+            );
+            opts.backing
+                .unlink()
+                .map_err(|e| Error::io("remove", &path, e))?;
+        }
+        Err(Error::Busy { path })
+    }
+
+    /// Size, map and initialise a region this process just created, as generation 0.
+    fn init_new(file: File, opts: &RegionOptions, layout: Layout) -> Result<Region, Error> {
+        let path = opts.backing.display();
+        if !shm::try_lock_byte(&file, 0).map_err(|e| Error::io("lock", &path, e))? {
+            return Err(Error::ChainLive {
+                base_id: opts.base_id,
+                path,
+                holders: "another process is reclaiming it".to_owned(),
+            });
+        }
+        file.set_len(layout.total_size)
+            .map_err(|e| Error::io("size", &path, e))?;
+        let map = MmapOptions::new()
+            .len(layout.total_len())
+            .map_raw(&file)
+            .map_err(|e| Error::io("map", &path, e))?;
+        let map = Arc::new(RwMapping::new(map));
+        let now = SystemTime::now();
+        for f in layout::initial_fields(&layout, unix_ns(now)) {
+            match f {
+                layout::Field::U32(layout::OFF_READY, _) => {}
+                layout::Field::U32(off, v) => map.u32_at(off).store(v, Ordering::Relaxed),
+                layout::Field::U64(off, v) => map.u64_at(off).store(v, Ordering::Relaxed),
+            }
+        }
+        map.mutex_init(layout::OFF_MUTEX)
+            .map_err(|rc| Error::Lock {
+                path: path.clone(),
+                timeout: Duration::ZERO,
+                why: format!(
+                    "pthread_mutex_init failed: {}",
+                    io::Error::from_raw_os_error(rc)
+                ),
+            })?;
+        map.u64_at(layout::OFF_ATTACH_SEQ)
+            .store(1, Ordering::Relaxed);
+        write_generation(&map, 0, opts.epoch, 1, now);
+        // Publishes every field above.
+        map.u32_at(layout::OFF_READY).store(1, Ordering::Release);
+        Ok(Self::new(file, map, layout, 0, opts))
+    }
+
+    fn attach(opts: RegionOptions, layout: Layout) -> Result<Region, Error> {
+        let path = opts.backing.display();
+        for _ in 0..3 {
+            let file = match opts.backing.open(true) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::NoRegion { path })
+                }
+                Err(e) => return Err(Error::io("open", &path, e)),
+            };
+            let map = Arc::new(map_ready(&file, &path, opts.attach_timeout)?);
+            let len = map.len() as u64;
+            let theirs = layout::decode_header(&*map, len).map_err(|e| header_error(&path, e))?;
+            if theirs != layout {
+                return Err(Error::Capacity {
+                    path,
+                    region_max_stats: theirs.max_stats,
+                    region_max_obj_name_len: theirs.max_obj_name_len(),
+                    max_stats: opts.max_stats,
+                    max_obj_name_len: opts.max_obj_name_len,
+                });
+            }
+            let guard = lock(&map, &path, opts.attach_timeout)?;
+            if map.u32_at(layout::OFF_CLOSED).load(Ordering::Acquire) != 0 {
+                // The last generation is removing it: start over on the name.
+                drop(guard);
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            reap(&map, &layout, &file, None);
+            for g in 0..MAX_GENERATIONS {
+                let base = layout::generation_offset(g);
+                if map.u32_at(base + layout::GEN_STATE).load(Ordering::Acquire)
+                    == layout::GEN_ATTACHED
+                    && map.u32_at(base + layout::GEN_EPOCH).load(Ordering::Relaxed) == opts.epoch
+                {
+                    return Err(Error::EpochTaken {
+                        path,
+                        epoch: opts.epoch,
+                        pid: map.u32_at(base + layout::GEN_PID).load(Ordering::Relaxed),
+                    });
+                }
+            }
+            let mut claimed = None;
+            for g in 0..MAX_GENERATIONS {
+                let state = map
+                    .u32_at(layout::generation_offset(g) + layout::GEN_STATE)
+                    .load(Ordering::Acquire);
+                if state == layout::GEN_FREE
+                    && shm::try_lock_byte(&file, g).map_err(|e| Error::io("lock", &path, e))?
+                {
+                    claimed = Some(g);
+                    break;
+                }
+            }
+            let Some(g) = claimed else {
+                return Err(Error::NoGenerationSlot {
+                    path,
+                    slots: MAX_GENERATIONS,
+                });
+            };
+            zero_gauge_column(&map, &layout, g);
+            let seq = map
+                .u64_at(layout::OFF_ATTACH_SEQ)
+                .fetch_add(1, Ordering::AcqRel)
+                + 1;
+            write_generation(&map, g, opts.epoch, seq, SystemTime::now());
+            drop(guard);
+            return Ok(Self::new(file, map, layout, g, &opts));
+        }
+        Err(Error::NoRegion { path })
+    }
+
+    fn new(
+        file: File,
+        map: Arc<RwMapping>,
+        layout: Layout,
+        generation: usize,
+        opts: &RegionOptions,
+    ) -> Region {
+        Region {
+            path: opts.backing.display(),
+            backing: opts.backing.clone(),
+            base_id: opts.base_id,
+            epoch: opts.epoch,
+            file,
+            map,
+            layout,
+            generation,
+            lock_timeout: opts.lock_timeout,
+            attach_timeout: opts.attach_timeout,
+            index: Mutex::new(Index::default()),
+            detached: AtomicBool::new(false),
+        }
+    }
+
+    pub fn base_id(&self) -> u32 {
+        self.base_id
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Index of this generation in the region's table.
+    pub fn generation_slot(&self) -> usize {
+        self.generation
+    }
+
+    /// Where the region lives (for messages).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// When the chain's first generation created the region (Envoy's `uptime_all_epochs` counts
+    /// from here).
+    pub fn chain_created(&self) -> SystemTime {
+        from_unix_ns(
+            self.map
+                .u64_at(layout::OFF_CREATED_NS)
+                .load(Ordering::Relaxed),
+        )
+    }
+
+    /// Slots in use and slots in all.
+    pub fn usage(&self) -> (u32, u32) {
+        (
+            self.map.u32_at(layout::OFF_USED).load(Ordering::Acquire),
+            self.layout.max_stats,
+        )
+    }
+
+    /// Publish this generation's owner-defined state in the table (e.g. its server state).
+    pub fn set_phase(&self, phase: u32) {
+        self.map
+            .u32_at(layout::generation_offset(self.generation) + layout::GEN_PHASE)
+            .store(phase, Ordering::Release);
+    }
+
+    /// The generation table; `live` is checked through the liveness locks.
+    pub fn generations(&self) -> Vec<GenerationInfo> {
+        view::generations(&*self.map, |g| {
+            g == self.generation && !self.detached.load(Ordering::Acquire)
+                || shm::byte_locked_by_other(&self.file, g).unwrap_or(false)
+        })
+    }
+
+    /// Remove the entries (and gauge shares) of generations that died without detaching. Called
+    /// by every attach; the hot restart code may call it when it sees a parent die. Returns how
+    /// many were removed, or the lock error.
+    pub fn reap_dead_generations(&self) -> Result<usize, Error> {
+        let guard = lock(&self.map, &self.path, self.attach_timeout)?;
+        let n = reap(&self.map, &self.layout, &self.file, Some(self.generation));
+        drop(guard);
+        Ok(n)
+    }
+
+    /// Leave the chain: remove this generation's gauge share and entry; if no other generation
+    /// is alive (checked under the lock, so one attaching meanwhile is seen), unlink the region.
+    pub fn detach(&self) -> Result<Detached, Error> {
+        if self.detached.swap(true, Ordering::AcqRel) {
+            return Ok(Detached::Already);
+        }
+        let guard = match lock(&self.map, &self.path, self.attach_timeout) {
+            Ok(g) => g,
+            Err(e) => {
+                // Give up liveness anyway: the next attach or epoch 0 cleans up after us.
+                let _ = shm::unlock_byte(&self.file, self.generation);
+                return Err(e);
+            }
+        };
+        zero_gauge_column(&self.map, &self.layout, self.generation);
+        self.map
+            .u32_at(layout::generation_offset(self.generation) + layout::GEN_STATE)
+            .store(layout::GEN_FREE, Ordering::Release);
+        let others = (0..MAX_GENERATIONS)
+            .filter(|g| *g != self.generation)
+            .any(|g| shm::byte_locked_by_other(&self.file, g).unwrap_or(true));
+        let outcome = if others {
+            Detached::Remaining
+        } else {
+            self.map
+                .u32_at(layout::OFF_CLOSED)
+                .store(1, Ordering::Release);
+            if let Err(e) = self.backing.unlink() {
+                tracing::warn!(region = %self.path, "could not remove the stats region: {e}");
+            }
+            Detached::Removed
+        };
+        drop(guard);
+        let _ = shm::unlock_byte(&self.file, self.generation);
+        Ok(outcome)
+    }
+
+    /// The slot of `name` as `kind`, allocating it if no generation has yet.
+    pub(crate) fn find_or_alloc(&self, kind: Kind, name: &str) -> Result<u32, AllocError> {
+        if name.len() > self.layout.name_cap as usize {
+            return Err(AllocError::NameTooLong);
+        }
+        let key = (kind, name.to_owned());
+        {
+            let mut idx = self.index.lock();
+            self.catch_up(&mut idx);
+            if let Some(i) = idx.by_name.get(&key) {
+                return Ok(*i);
+            }
+        }
+        let guard = lock(&self.map, &self.path, self.lock_timeout)
+            .map_err(|e| AllocError::Lock(e.to_string()))?;
+        let mut idx = self.index.lock();
+        self.catch_up(&mut idx);
+        if let Some(i) = idx.by_name.get(&key) {
+            return Ok(*i);
+        }
+        let used = self.map.u32_at(layout::OFF_USED).load(Ordering::Acquire);
+        if used >= self.layout.max_stats {
+            return Err(AllocError::Full);
+        }
+        let base = self.layout.slot_offset(used);
+        let m = &self.map;
+        m.u32_at(base + layout::SLOT_KIND)
+            .store(kind.code(), Ordering::Relaxed);
+        m.u32_at(base + layout::SLOT_NAME_LEN)
+            .store(name.len() as u32, Ordering::Relaxed);
+        for (i, b) in name.bytes().enumerate() {
+            m.u8_at(base + layout::SLOT_NAME + i)
+                .store(b, Ordering::Relaxed);
+        }
+        for w in 0..layout::VALUE_WORDS {
+            m.u64_at(self.layout.value_offset(used, w))
+                .store(0, Ordering::Relaxed);
+        }
+        m.u32_at(base + layout::SLOT_STATE)
+            .store(layout::SLOT_PUBLISHED, Ordering::Release);
+        m.u32_at(layout::OFF_USED)
+            .store(used + 1, Ordering::Release);
+        drop(guard);
+        idx.by_name.insert(key, used);
+        idx.scanned = idx.scanned.max(used + 1);
+        Ok(used)
+    }
+
+    fn catch_up(&self, idx: &mut Index) {
+        let used = self.map.u32_at(layout::OFF_USED).load(Ordering::Acquire);
+        for i in idx.scanned..used {
+            if let Some((kind, name)) = view::slot_key(&*self.map, &self.layout, i) {
+                idx.by_name.entry((kind, name)).or_insert(i);
+            }
+        }
+        idx.scanned = idx.scanned.max(used);
+    }
+
+    pub(crate) fn counter_cell<T: crate::sys::Shared>(&self, slot: u32) -> Cell<T> {
+        self.map.cell(self.layout.value_offset(slot, 0))
+    }
+
+    pub(crate) fn gauge_cell(&self, slot: u32) -> Cell<std::sync::atomic::AtomicI64> {
+        self.map
+            .cell(self.layout.value_offset(slot, self.generation))
+    }
+
+    /// Every published stat, with gauges merged over the live generations.
+    pub(crate) fn read(&self) -> Vec<view::StatRecord> {
+        let gens = self.generations();
+        view::read_stats(&*self.map, &self.layout, &gens)
+    }
+}
+
+#[cfg(test)]
+impl Region {
+    /// Take the region lock and never release it (a test helper process then stops or dies).
+    pub(crate) fn hold_lock_forever(&self) -> Result<(), Error> {
+        std::mem::forget(lock(&self.map, &self.path, self.attach_timeout)?);
+        Ok(())
+    }
+
+    pub(crate) fn mapping(&self) -> &RwMapping {
+        &self.map
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach() {
+            tracing::warn!(region = %self.path, "could not detach from the stats region: {e}");
+        }
+    }
+}
+
+/// Map `file` once its creator has published the header (bounded wait).
+fn map_ready(file: &File, path: &str, timeout: Duration) -> Result<RwMapping, Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", path, e))?
+            .len();
+        if len >= layout::HEADER_SIZE as u64 {
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            let map = MmapOptions::new()
+                .len(len)
+                .map_raw(file)
+                .map_err(|e| Error::io("map", path, e))?;
+            let map = RwMapping::new(map);
+            if map.load_u32(layout::OFF_READY) == 1 {
+                return Ok(map);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(header_error(path, HeaderError::NotReady));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn lock<'a>(map: &'a RwMapping, path: &str, timeout: Duration) -> Result<Guard<'a>, Error> {
+    let why = match map.mutex_lock(layout::OFF_MUTEX, timeout) {
+        Ok(Locked::Clean) => {
+            return Ok(Guard {
+                map,
+                _not_send: PhantomData,
+            })
+        }
+        Ok(Locked::OwnerDied) => {
+            tracing::warn!(
+                region = %path,
+                "the previous holder of the stats region lock died holding it; recovered"
+            );
+            return Ok(Guard {
+                map,
+                _not_send: PhantomData,
+            });
+        }
+        Err(LockFailure::Timeout) => "timed out (is the holder stopped?)".to_owned(),
+        Err(LockFailure::NotRecoverable) => "the lock is not recoverable".to_owned(),
+        Err(LockFailure::Os(rc)) => io::Error::from_raw_os_error(rc).to_string(),
+    };
+    Err(Error::Lock {
+        path: path.to_owned(),
+        timeout,
+        why,
+    })
+}
+
+fn write_generation(map: &RwMapping, g: usize, epoch: u32, seq: u64, now: SystemTime) {
+    let base = layout::generation_offset(g);
+    map.u32_at(base + layout::GEN_EPOCH)
+        .store(epoch, Ordering::Relaxed);
+    map.u32_at(base + layout::GEN_PID)
+        .store(std::process::id(), Ordering::Relaxed);
+    map.u32_at(base + layout::GEN_PHASE)
+        .store(0, Ordering::Relaxed);
+    map.u64_at(base + layout::GEN_ATTACHED_NS)
+        .store(unix_ns(now), Ordering::Relaxed);
+    map.u64_at(base + layout::GEN_SEQ)
+        .store(seq, Ordering::Relaxed);
+    map.u32_at(base + layout::GEN_STATE)
+        .store(layout::GEN_ATTACHED, Ordering::Release);
+}
+
+/// Set generation `g`'s share of every gauge to zero (under the lock).
+fn zero_gauge_column(map: &RwMapping, layout: &Layout, g: usize) {
+    let used = map.u32_at(layout::OFF_USED).load(Ordering::Acquire);
+    for i in 0..used {
+        let kind = Kind::from_code(
+            map.u32_at(layout.slot_offset(i) + layout::SLOT_KIND)
+                .load(Ordering::Relaxed),
+        );
+        if matches!(kind, Some(Kind::Gauge | Kind::GaugeNewest)) {
+            map.u64_at(layout.value_offset(i, g))
+                .store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Free the entries of attached generations whose liveness lock nobody holds (under the lock).
+fn reap(map: &RwMapping, layout: &Layout, file: &File, own: Option<usize>) -> usize {
+    let mut n = 0;
+    for g in 0..MAX_GENERATIONS {
+        if Some(g) == own {
+            continue;
+        }
+        let base = layout::generation_offset(g);
+        if map.u32_at(base + layout::GEN_STATE).load(Ordering::Acquire) != layout::GEN_ATTACHED {
+            continue;
+        }
+        if shm::byte_locked_by_other(file, g).unwrap_or(true) {
+            continue;
+        }
+        tracing::info!(
+            epoch = map.u32_at(base + layout::GEN_EPOCH).load(Ordering::Relaxed),
+            pid = map.u32_at(base + layout::GEN_PID).load(Ordering::Relaxed),
+            "a generation left the stats region without detaching; removing its gauge share"
+        );
+        zero_gauge_column(map, layout, g);
+        map.u32_at(base + layout::GEN_STATE)
+            .store(layout::GEN_FREE, Ordering::Release);
+        n += 1;
+    }
+    n
+}
+
+/// The first base id in `first..=last` whose region does not exist. The caller still creates it
+/// with [`OpenMode::Create`], which refuses a live chain, so a race only costs a retry.
+pub fn pick_free_base_id(first: u32, last: u32) -> Result<u32, Error> {
+    for id in first..=last {
+        let backing = Backing::for_base_id(id);
+        match backing.exists() {
+            Ok(false) => return Ok(id),
+            Ok(true) => {}
+            Err(e) => return Err(Error::io("look for", &backing.display(), e)),
+        }
+    }
+    Err(Error::NoFreeBaseId { first, last })
+}
