@@ -115,6 +115,8 @@ pub struct Baton {
     /// The admin port (`{{ADMIN}}`).
     pub admin: u16,
     pub config_path: PathBuf,
+    /// Its `--base-id`: names its stats region, removed on drop after a SIGKILL.
+    pub base_id: u32,
 }
 
 impl Baton {
@@ -145,11 +147,11 @@ impl Baton {
         std::fs::write(&config_path, text).expect("write config");
         let out = std::fs::File::create(dir.file("stdout")).expect("stdout file");
         let err = std::fs::File::create(dir.file("stderr")).expect("stderr file");
-        let base_id = unique_base_id().to_string();
+        let base_id = unique_base_id();
         let child = Command::new(BATON)
             .arg("-c")
             .arg(&config_path)
-            .args(["--concurrency", "2", "--base-id", &base_id])
+            .args(["--concurrency", "2", "--base-id", &base_id.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(out)
@@ -157,6 +159,7 @@ impl Baton {
             .spawn()
             .expect("spawn baton");
         Self {
+            base_id,
             child: Some(child),
             dir,
             listen,
@@ -284,6 +287,8 @@ impl Drop for Baton {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A killed chain cannot remove its stats region itself.
+        let _ = std::fs::remove_file(format!("/dev/shm/baton_{}", self.base_id));
     }
 }
 
