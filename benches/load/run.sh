@@ -160,6 +160,7 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RECORDS="$WORK/records.jsonl"
 : >"$RECORDS"
 PIDS=()
+FAILED=()
 
 descendants() { # prints every descendant pid of $1, found by parent pid (never by name)
   local c
@@ -470,7 +471,10 @@ run_h2() { # run_h2 PROXY PORT
 measure() { # measure PROXY PID PORT H2_PORT ROOT_ROLE CHILD_ROLE VERSION
   local proxy=$1 pid=$2 port=$3 h2port=$4 role0=$5 role1=$6 version=$7 n idle after
   if ! wait_ready "$pid" "http://127.0.0.1:$port/"; then
-    skip "$proxy" all "not ready within ${READY_TIMEOUT}s (log: $(tail -n 5 "$WORK/$proxy.log" | tr '\n' ' '))"
+    local why="no 200 within ${READY_TIMEOUT}s"
+    alive "$pid" || why="exited before serving"
+    FAILED+=("$proxy")
+    skip "$proxy" all "$why (log: $(tail -n 5 "$WORK/$proxy.log" | tr '\n' ' '))"
     stop_tree "$pid"
     return 0
   fi
@@ -553,3 +557,7 @@ fi
 stop_tree "$ORIGIN_PID"
 echo
 python3 "$HERE/report.py" "$RECORDS" "$OUT"
+if ((${#FAILED[@]})); then
+  log "did not come up: ${FAILED[*]}"
+  exit 3
+fi
