@@ -34,6 +34,7 @@ usage: benches/load/run.sh [--duration SECS] [--connections N] [--only LIST] [--
   --out FILE        where to write the results JSON (default: \$TMPDIR/baton-load-<time>.json)
   --keep            keep the work dir (configs, logs, raw tool output) for inspection
 Env: ENVOY_BIN=PATH to use a specific envoy binary.
+Exit status: 0 ok; 3 a selected proxy did not come up (still reported); 1 setup error.
 EOF
 }
 
