@@ -510,8 +510,10 @@ wait_ready "$ORIGIN_PID" "http://127.0.0.1:$ORIGIN_PORT/" ||
   die "origin nginx did not come up: $(cat "$WORK/origin.log" "$WORK/origin/error.log" 2>/dev/null)"
 [[ $(body_len "http://127.0.0.1:$ORIGIN_PORT/") -eq 100 ]] || die "origin body is not 100 bytes"
 
-record "$(python3 -c 'import json,sys; print(json.dumps({"type":"meta","duration_s":int(sys.argv[1]),"connections":int(sys.argv[2]),"runs":int(sys.argv[3]),"warmup_s":int(sys.argv[4]),"h2_clients":int(sys.argv[5]),"h2_streams":int(sys.argv[6]),"started":sys.argv[7],"nproc":int(sys.argv[8]),"kernel":sys.argv[9]}))' \
-  "$DURATION" "$CONNECTIONS" "$RUNS" "$WARMUP" "$H2_CLIENTS" "$H2_STREAMS" "$STAMP" "$(nproc)" "$(uname -r)")"
+record "$(python3 -c 'import json,sys; print(json.dumps({"type":"meta","duration_s":int(sys.argv[1]),"connections":int(sys.argv[2]),"runs":int(sys.argv[3]),"warmup_s":int(sys.argv[4]),"h2_clients":int(sys.argv[5]),"h2_streams":int(sys.argv[6]),"started":sys.argv[7],"nproc":int(sys.argv[8]),"kernel":sys.argv[9],"loadavg_at_start":sys.argv[10]}))' \
+  "$DURATION" "$CONNECTIONS" "$RUNS" "$WARMUP" "$H2_CLIENTS" "$H2_STREAMS" "$STAMP" "$(nproc)" "$(uname -r)" \
+  "$(cut -d' ' -f1-3 /proc/loadavg)")"
+log "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (a busy machine skews every figure)"
 
 if wants baton; then
   BATON_FLAGS=(--concurrency 1)
