@@ -52,6 +52,13 @@ impl Signal {
     }
 }
 
+impl Signal {
+    /// Tell every watch to drain without waiting for them.
+    pub fn drain_now(self) {
+        let _ = self.tx.send(true);
+    }
+}
+
 // === impl Watch ===
 
 impl Watch {

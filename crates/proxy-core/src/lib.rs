@@ -8,4 +8,30 @@
 //! never decides when a generation starts or stops — that is `proxy-bin`'s.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod cluster;
 pub mod config;
+pub mod error;
+pub mod io;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod stats;
+pub mod upstream;
+
+/// Runs hyper's background tasks (HTTP/2 streams, client connections) on the current worker
+/// thread: nothing hyper spawns needs to be `Send`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}

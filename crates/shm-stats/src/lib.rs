@@ -18,8 +18,8 @@ use parking_lot::RwLock;
 /// Upper bounds, in milliseconds, of the histogram buckets (Envoy's default set). Values above
 /// the last bound only count in `+Inf`.
 pub const HISTOGRAM_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// The registry of every stat of a process. Cloning shares it.
@@ -128,9 +128,8 @@ impl Store {
     /// Every stat, sorted by name.
     pub fn snapshot(&self) -> Snapshot {
         let reg = self.inner.read();
-        let mut stats = Vec::with_capacity(
-            reg.counters.len() + reg.gauges.len() + reg.histograms.len(),
-        );
+        let mut stats =
+            Vec::with_capacity(reg.counters.len() + reg.gauges.len() + reg.histograms.len());
         stats.extend(
             reg.counters
                 .iter()
@@ -310,8 +309,8 @@ mod tests {
         };
         assert_eq!(h.count, 2);
         assert_eq!(h.cumulative[2], 1); // <= 5 ms
-        assert_eq!(h.cumulative[13], 1); // <= 60000 ms
-        assert_eq!(h.cumulative[14], 2); // <= 300000 ms
+        assert_eq!(h.cumulative[14], 1); // <= 60000 ms
+        assert_eq!(h.cumulative[15], 2); // <= 300000 ms
         assert!((h.sum_ms - 70003.0).abs() < 0.01);
     }
 

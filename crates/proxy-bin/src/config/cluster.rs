@@ -1,0 +1,230 @@
+//! Validation of `static_resources.clusters[]`: discovery type, endpoints, load balancing, DNS
+//! settings, circuit breakers and the upstream HTTP protocol options.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use proxy_core::config::{
+    Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Thresholds, DEFAULT_BUFFER_LIMIT,
+};
+use serde_json::Value;
+
+use super::de::{self, join};
+use super::raw;
+use super::{ConfigError, Errors};
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
+
+/// Validates one cluster; records errors and returns `None` if any.
+pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Cluster> {
+    let raw: raw::Cluster = errs.take(de::decode(value, path))?;
+    let before = errs.0.len();
+    if raw.name.is_empty() {
+        errs.push(join(path, "name"), "must not be empty");
+    }
+    let discovery = match raw.kind {
+        None | Some(raw::DiscoveryType::Static) => Discovery::Static,
+        Some(raw::DiscoveryType::StrictDns) => Discovery::StrictDns,
+        Some(raw::DiscoveryType::LogicalDns) => Discovery::LogicalDns,
+    };
+    let connect_timeout = raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
+    if connect_timeout.is_zero() {
+        errs.push(join(path, "connect_timeout"), "must be greater than 0s");
+    }
+    let dns_refresh_rate = raw
+        .dns_refresh_rate
+        .map_or(DEFAULT_DNS_REFRESH_RATE, |d| d.0);
+    if dns_refresh_rate < Duration::from_millis(1) {
+        errs.push(join(path, "dns_refresh_rate"), "must be at least 1ms");
+    }
+    let lb_policy = match raw.lb_policy {
+        None | Some(raw::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
+        Some(raw::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
+        Some(raw::LbPolicy::Random) => LbPolicy::Random,
+    };
+    let dns_lookup_family = match raw.dns_lookup_family {
+        None | Some(raw::DnsLookupFamily::Auto) => DnsLookupFamily::Auto,
+        Some(raw::DnsLookupFamily::V4Only) => DnsLookupFamily::V4Only,
+        Some(raw::DnsLookupFamily::V6Only) => DnsLookupFamily::V6Only,
+        Some(raw::DnsLookupFamily::V4Preferred) => DnsLookupFamily::V4Preferred,
+        Some(raw::DnsLookupFamily::All) => DnsLookupFamily::All,
+    };
+
+    let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
+    let circuit_breakers = thresholds(raw.circuit_breakers, &join(path, "circuit_breakers"), errs);
+    let mut http2 = false;
+    for (key, v) in raw.typed_extension_protocol_options {
+        let p = format!("{path}.typed_extension_protocol_options.{key}");
+        if key != raw::HTTP_OPTIONS_KEY {
+            errs.push(
+                p,
+                format!(
+                    "unsupported protocol options; Baton supports only {}",
+                    raw::HTTP_OPTIONS_KEY
+                ),
+            );
+            continue;
+        }
+        if let Some(o) = errs.take(de::any::<raw::HttpProtocolOptions>(
+            v,
+            &p,
+            raw::HTTP_OPTIONS_TYPE,
+        )) {
+            let e = o.explicit_http_config;
+            match (e.http_protocol_options, e.http2_protocol_options) {
+                (Some(_), None) => http2 = false,
+                (None, Some(_)) => http2 = true,
+                _ => errs.push(
+                    join(&p, "explicit_http_config"),
+                    "needs exactly one of `http_protocol_options: {}` and `http2_protocol_options: {}`",
+                ),
+            }
+        }
+    }
+
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(Cluster {
+        name: raw.name,
+        discovery,
+        connect_timeout,
+        lb_policy,
+        endpoints,
+        dns_lookup_family,
+        dns_refresh_rate,
+        circuit_breakers,
+        per_connection_buffer_limit_bytes: raw
+            .per_connection_buffer_limit_bytes
+            .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0),
+        http2,
+    })
+}
+
+fn endpoints(
+    la: Option<raw::LoadAssignment>,
+    discovery: Discovery,
+    path: &str,
+    errs: &mut Errors,
+) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    let la_path = join(path, "load_assignment");
+    let Some(la) = la else {
+        if discovery == Discovery::LogicalDns {
+            errs.push(la_path, "a LOGICAL_DNS cluster needs exactly one endpoint");
+        }
+        return out;
+    };
+    if la.cluster_name.is_empty() {
+        errs.push(join(&la_path, "cluster_name"), "must not be empty");
+    }
+    // Counted as written, so a bad endpoint is not also reported as a missing one.
+    let mut count = 0;
+    for (i, loc) in la.endpoints.into_iter().enumerate() {
+        for (j, lb) in loc.lb_endpoints.into_iter().enumerate() {
+            count += 1;
+            let p = format!("{la_path}.endpoints[{i}].lb_endpoints[{j}]");
+            if let Some(e) = errs.take(endpoint(lb, discovery, &p)) {
+                out.push(e);
+            }
+        }
+    }
+    if discovery == Discovery::LogicalDns && count != 1 {
+        errs.push(
+            join(&la_path, "endpoints"),
+            format!("a LOGICAL_DNS cluster needs exactly one endpoint, found {count}"),
+        );
+    }
+    out
+}
+
+fn endpoint(
+    lb: raw::LbEndpoint,
+    discovery: Discovery,
+    path: &str,
+) -> Result<Endpoint, ConfigError> {
+    let sa_path = join(path, "endpoint.address.socket_address");
+    let sa = &lb.endpoint.address.socket_address;
+    let host = sa.address.clone();
+    let addr_path = join(&sa_path, "address");
+    if discovery == Discovery::Static {
+        if host.parse::<IpAddr>().is_err() {
+            return Err(ConfigError::new(
+                addr_path,
+                format!("`{host}` is not an IP address literal, which a STATIC cluster needs (use STRICT_DNS or LOGICAL_DNS for names)"),
+            ));
+        }
+    } else if host.parse::<IpAddr>().is_err() && !is_dns_name(&host) {
+        return Err(ConfigError::new(
+            addr_path,
+            format!("`{host}` is neither an IP address nor a valid DNS name"),
+        ));
+    }
+    let port = super::listener::port(sa, &sa_path)?;
+    if port == 0 {
+        return Err(ConfigError::new(
+            join(&sa_path, "port_value"),
+            "an upstream endpoint needs a port in 1..=65535",
+        ));
+    }
+    let weight = lb.load_balancing_weight.map_or(1, |w| w.0);
+    if weight == 0 {
+        return Err(ConfigError::new(
+            join(path, "load_balancing_weight"),
+            "must be at least 1",
+        ));
+    }
+    Ok(Endpoint { host, port, weight })
+}
+
+/// Letters, digits, `-` and `_` in dot-separated labels of 1..=63 bytes, 253 bytes at most.
+fn is_dns_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn thresholds(cb: Option<raw::CircuitBreakers>, path: &str, errs: &mut Errors) -> Thresholds {
+    let mut t = Thresholds::default();
+    let Some(cb) = cb else { return t };
+    if cb.thresholds.len() > 1 {
+        errs.push(
+            format!("{path}.thresholds[1]"),
+            "only one thresholds entry (priority DEFAULT) is supported",
+        );
+    }
+    if let Some(raw) = cb.thresholds.into_iter().next() {
+        let d = Thresholds::default();
+        t = Thresholds {
+            max_connections: raw.max_connections.map_or(d.max_connections, |v| v.0),
+            max_pending_requests: raw
+                .max_pending_requests
+                .map_or(d.max_pending_requests, |v| v.0),
+            max_requests: raw.max_requests.map_or(d.max_requests, |v| v.0),
+            max_retries: raw.max_retries.map_or(d.max_retries, |v| v.0),
+        };
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_dns_name;
+
+    #[test]
+    fn dns_names() {
+        for ok in ["localhost", "a.b.c", "svc_1.example.com.", "x-y"] {
+            assert!(is_dns_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "a..b", "a b", "a/b", &"x".repeat(64), "é.com"] {
+            assert!(!is_dns_name(bad), "{bad}");
+        }
+    }
+}

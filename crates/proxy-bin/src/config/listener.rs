@@ -1,0 +1,335 @@
+//! Validation of `static_resources.listeners[]`: addresses, the single filter chain, the HTTP
+//! connection manager (timeouts, access logs, the router filter); `route_config` is delegated to
+//! [`super::route`].
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use proxy_core::config::{
+    AccessLog, AccessLogSink, CodecType, HttpConnectionManager, Listener, DEFAULT_BUFFER_LIMIT,
+};
+use serde_json::Value;
+
+use super::de::{self, join};
+use super::raw;
+use super::{ConfigError, Errors};
+
+/// Envoy's default `common_http_protocol_options.idle_timeout`.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default `stream_idle_timeout`.
+const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A port as written (`port_value`), checked to be in range; absent means 0.
+pub(crate) fn port(raw: &raw::SocketAddress, path: &str) -> Result<u16, ConfigError> {
+    let v = raw.port_value.map_or(0, |p| p.0);
+    u16::try_from(v).map_err(|_| {
+        ConfigError::new(
+            join(path, "port_value"),
+            format!("port {v} is out of range 0..=65535"),
+        )
+    })
+}
+
+/// A listening address: an IPv4 or IPv6 literal (no brackets) and a port (0 = any free port).
+pub(crate) fn socket_address(
+    raw: &raw::SocketAddress,
+    path: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let ip: IpAddr = raw.address.parse().map_err(|_| {
+        ConfigError::new(
+            join(path, "address"),
+            format!(
+                "`{}` is not an IPv4 or IPv6 address literal (write IPv6 without brackets)",
+                raw.address
+            ),
+        )
+    })?;
+    Ok(SocketAddr::new(ip, port(raw, path)?))
+}
+
+/// Validates one listener; records errors and returns `None` if any.
+pub(crate) fn listener(
+    value: Value,
+    path: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
+) -> Option<Listener> {
+    let raw: raw::Listener = errs.take(de::decode(value, path))?;
+    let before = errs.0.len();
+    if raw.name.is_empty() {
+        errs.push(join(path, "name"), "must not be empty");
+    }
+    let address = errs.take(socket_address(
+        &raw.address.socket_address,
+        &join(path, "address.socket_address"),
+    ));
+    let per_connection_buffer_limit_bytes = raw
+        .per_connection_buffer_limit_bytes
+        .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0);
+
+    let chains_path = join(path, "filter_chains");
+    let mut http = None;
+    match raw.filter_chains.len() {
+        0 => errs.push(chains_path, "a listener needs exactly one filter chain"),
+        1 => {
+            let chain_path = format!("{chains_path}[0]");
+            let filters_path = join(&chain_path, "filters");
+            let mut filters = raw.filter_chains.into_iter().flat_map(|c| c.filters);
+            match (filters.next(), filters.next()) {
+                (Some(f), None) => {
+                    http = http_filter(f, &format!("{filters_path}[0]"), clusters, errs);
+                }
+                (None, _) => errs.push(
+                    filters_path,
+                    "the filter chain needs exactly one filter, envoy.filters.network.http_connection_manager",
+                ),
+                (Some(_), Some(_)) => errs.push(
+                    format!("{filters_path}[1]"),
+                    "unsupported: Baton supports exactly one network filter, the HTTP connection manager",
+                ),
+            }
+        }
+        _ => errs.push(
+            format!("{chains_path}[1]"),
+            "unsupported: Baton supports exactly one filter chain per listener",
+        ),
+    }
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(Listener {
+        name: raw.name,
+        address: address?,
+        per_connection_buffer_limit_bytes,
+        http: http?,
+    })
+}
+
+fn http_filter(
+    f: raw::Filter,
+    path: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
+) -> Option<HttpConnectionManager> {
+    let tc_path = join(path, "typed_config");
+    let Some(tc) = f.typed_config else {
+        errs.push(
+            tc_path,
+            format!(
+                "required field is missing (filter `{}`; Baton supports only envoy.filters.network.http_connection_manager)",
+                f.name
+            ),
+        );
+        return None;
+    };
+    let raw: raw::HttpConnectionManager = errs.take(de::any(tc, &tc_path, raw::HCM_TYPE))?;
+    hcm(raw, &tc_path, clusters, errs)
+}
+
+fn hcm(
+    raw: raw::HttpConnectionManager,
+    path: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
+) -> Option<HttpConnectionManager> {
+    let before = errs.0.len();
+    if raw.stat_prefix.is_empty() {
+        errs.push(join(path, "stat_prefix"), "must not be empty");
+    }
+    let codec_type = match raw.codec_type {
+        None | Some(raw::CodecType::Auto) => CodecType::Auto,
+        Some(raw::CodecType::Http1) => CodecType::Http1,
+        Some(raw::CodecType::Http2) => CodecType::Http2,
+    };
+    let idle_timeout = match raw
+        .common_http_protocol_options
+        .and_then(|o| o.idle_timeout)
+    {
+        None => Some(DEFAULT_IDLE_TIMEOUT),
+        Some(d) => d.nonzero(),
+    };
+    let stream_idle_timeout = match raw.stream_idle_timeout {
+        None => Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        Some(d) => d.nonzero(),
+    };
+    let request_timeout = raw.request_timeout.and_then(|d| d.nonzero());
+
+    let mut upgrade_types: Vec<String> = Vec::new();
+    for (i, u) in raw.upgrade_configs.iter().enumerate() {
+        let t = u.upgrade_type.to_ascii_lowercase();
+        let p = format!("{path}.upgrade_configs[{i}].upgrade_type");
+        if t.is_empty() || !t.bytes().all(is_token_byte) {
+            errs.push(p, "must be a non-empty HTTP token such as `websocket`");
+        } else if upgrade_types.contains(&t) {
+            errs.push(p, format!("duplicate upgrade type `{t}`"));
+        } else {
+            upgrade_types.push(t);
+        }
+    }
+
+    let mut access_logs = Vec::new();
+    for (i, a) in raw.access_log.into_iter().enumerate() {
+        if let Some(l) = errs.take(access_log(a, &format!("{path}.access_log[{i}]"))) {
+            access_logs.push(l);
+        }
+    }
+
+    let route_config = super::route::route_config(
+        raw.route_config,
+        &join(path, "route_config"),
+        clusters,
+        errs,
+    );
+    let suppress_envoy_headers = errs.take(router(raw.http_filters, &join(path, "http_filters")));
+
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(HttpConnectionManager {
+        stat_prefix: raw.stat_prefix,
+        codec_type,
+        generate_request_id: raw.generate_request_id.unwrap_or(true),
+        use_remote_address: raw.use_remote_address.unwrap_or(false),
+        idle_timeout,
+        stream_idle_timeout,
+        request_timeout,
+        upgrade_types,
+        access_logs,
+        route_config: route_config?,
+        suppress_envoy_headers: suppress_envoy_headers?,
+    })
+}
+
+/// RFC 9110 token characters.
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, ConfigError> {
+    let tc_path = join(path, "typed_config");
+    let tc = raw.typed_config.ok_or_else(|| {
+        ConfigError::new(
+            &tc_path,
+            "required field is missing (FileAccessLog, StdoutAccessLog or StderrAccessLog)",
+        )
+    })?;
+    let (url, rest) = de::split_any(tc, &tc_path)?;
+    match url.as_str() {
+        raw::FILE_LOG_TYPE => {
+            let f: raw::FileAccessLog = de::decode(rest, &tc_path)?;
+            if f.path.is_empty() {
+                return Err(ConfigError::new(
+                    join(&tc_path, "path"),
+                    "must not be empty",
+                ));
+            }
+            let format = match (f.format, f.log_format) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        join(&tc_path, "format"),
+                        "give either `format` or `log_format`, not both",
+                    ))
+                }
+                (Some(s), None) => Some(s),
+                (None, Some(lf)) => log_format(lf, &join(&tc_path, "log_format"))?,
+                (None, None) => None,
+            };
+            Ok(AccessLog {
+                sink: AccessLogSink::File(PathBuf::from(f.path)),
+                format,
+            })
+        }
+        raw::STDOUT_LOG_TYPE | raw::STDERR_LOG_TYPE => {
+            let s: raw::StreamAccessLog = de::decode(rest, &tc_path)?;
+            let format = match s.log_format {
+                Some(lf) => log_format(lf, &join(&tc_path, "log_format"))?,
+                None => None,
+            };
+            let sink = if url == raw::STDOUT_LOG_TYPE {
+                AccessLogSink::Stdout
+            } else {
+                AccessLogSink::Stderr
+            };
+            Ok(AccessLog { sink, format })
+        }
+        other => Err(ConfigError::new(
+            join(&tc_path, "@type"),
+            format!(
+                "unsupported access logger `{other}`; Baton supports {}, {} and {}",
+                raw::FILE_LOG_TYPE,
+                raw::STDOUT_LOG_TYPE,
+                raw::STDERR_LOG_TYPE
+            ),
+        )),
+    }
+}
+
+fn log_format(
+    raw: raw::SubstitutionFormatString,
+    path: &str,
+) -> Result<Option<String>, ConfigError> {
+    match (raw.text_format, raw.text_format_source) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            path,
+            "give either `text_format` or `text_format_source`, not both",
+        )),
+        (Some(s), None) => Ok(Some(s)),
+        (None, Some(src)) => Ok(Some(src.inline_string)),
+        (None, None) => Err(ConfigError::new(
+            join(path, "text_format_source"),
+            "required field is missing",
+        )),
+    }
+}
+
+/// Checks the HTTP filter list is exactly the router; returns its `suppress_envoy_headers`.
+fn router(filters: Vec<raw::HttpFilter>, path: &str) -> Result<bool, ConfigError> {
+    let n = filters.len();
+    let mut suppress = false;
+    if n == 0 {
+        return Err(ConfigError::new(
+            path,
+            "must contain the router filter, envoy.filters.http.router",
+        ));
+    }
+    for (i, f) in filters.into_iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        match f.typed_config {
+            Some(tc) => {
+                let tc_path = join(&p, "typed_config");
+                let (url, rest) = de::split_any(tc, &tc_path)?;
+                if url == raw::ROUTER_TYPE {
+                    let r: raw::Router = de::decode(rest, &tc_path)?;
+                    suppress = r.suppress_envoy_headers.unwrap_or(false);
+                } else {
+                    return Err(ConfigError::new(
+                        join(&tc_path, "@type"),
+                        format!(
+                            "unsupported HTTP filter `{url}`; Baton supports only the router ({})",
+                            raw::ROUTER_TYPE
+                        ),
+                    ));
+                }
+            }
+            None if f.name == "envoy.filters.http.router" => {}
+            None => {
+                return Err(ConfigError::new(
+                    join(&p, "name"),
+                    format!(
+                    "unsupported HTTP filter `{}`; Baton supports only envoy.filters.http.router",
+                    f.name
+                ),
+                ))
+            }
+        }
+        if i + 1 != n {
+            return Err(ConfigError::new(
+                p,
+                "the router must be the last (and only) HTTP filter",
+            ));
+        }
+    }
+    Ok(suppress)
+}

@@ -1,0 +1,439 @@
+//! The on-disk shape of the Envoy v3 bootstrap subset Baton implements, as serde structs that
+//! reject every field they do not list. Fields holding a `google.protobuf.Any` (and the entries
+//! of the two top-level lists) stay `serde_json::Value` here and are decoded separately, so one
+//! bad listener or cluster does not hide the errors of the others.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::de::{Dur, Empty, Int};
+
+pub(crate) const HCM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+pub(crate) const ROUTER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+pub(crate) const FILE_LOG_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+pub(crate) const STDOUT_LOG_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+pub(crate) const STDERR_LOG_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
+pub(crate) const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+pub(crate) const HTTP_OPTIONS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Bootstrap {
+    pub admin: Option<Admin>,
+    pub static_resources: Option<StaticResources>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admin {
+    pub address: Option<Address>,
+    pub access_log_path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StaticResources {
+    #[serde(default)]
+    pub listeners: Vec<Value>,
+    #[serde(default)]
+    pub clusters: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Address {
+    pub socket_address: SocketAddress,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SocketAddress {
+    pub address: String,
+    pub port_value: Option<Int<i64>>,
+    #[allow(dead_code)] // only TCP parses
+    pub protocol: Option<Protocol>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listeners and the HTTP connection manager.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Listener {
+    pub name: String,
+    pub address: Address,
+    pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
+    #[serde(default)]
+    pub filter_chains: Vec<FilterChain>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilterChain {
+    /// Informational only.
+    #[allow(dead_code)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Filter {
+    pub name: String,
+    pub typed_config: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) enum CodecType {
+    #[serde(rename = "AUTO")]
+    Auto,
+    #[serde(rename = "HTTP1")]
+    Http1,
+    #[serde(rename = "HTTP2")]
+    Http2,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpConnectionManager {
+    pub stat_prefix: String,
+    pub codec_type: Option<CodecType>,
+    pub generate_request_id: Option<bool>,
+    pub use_remote_address: Option<bool>,
+    pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
+    pub stream_idle_timeout: Option<Dur>,
+    pub request_timeout: Option<Dur>,
+    #[serde(default)]
+    pub upgrade_configs: Vec<UpgradeConfig>,
+    #[serde(default)]
+    pub access_log: Vec<AccessLog>,
+    pub route_config: RouteConfiguration,
+    #[serde(default)]
+    pub http_filters: Vec<HttpFilter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommonHttpProtocolOptions {
+    pub idle_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpgradeConfig {
+    pub upgrade_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccessLog {
+    /// Informational: the `@type` of `typed_config` decides the logger.
+    #[allow(dead_code)]
+    pub name: Option<String>,
+    pub typed_config: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAccessLog {
+    pub path: String,
+    pub format: Option<String>,
+    pub log_format: Option<SubstitutionFormatString>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamAccessLog {
+    pub log_format: Option<SubstitutionFormatString>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubstitutionFormatString {
+    pub text_format: Option<String>,
+    pub text_format_source: Option<DataSource>,
+}
+
+/// `config.core.v3.DataSource`, inline strings only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DataSource {
+    pub inline_string: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpFilter {
+    pub name: String,
+    pub typed_config: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Router {
+    pub suppress_envoy_headers: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteConfiguration {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VirtualHost {
+    pub name: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Route {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    pub route: Option<RouteAction>,
+    pub direct_response: Option<DirectResponse>,
+    pub redirect: Option<Redirect>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteMatch {
+    pub prefix: Option<String>,
+    pub path: Option<String>,
+    pub safe_regex: Option<RegexMatcher>,
+    pub case_sensitive: Option<bool>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatcher>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegexMatcher {
+    #[allow(dead_code)] // only the empty form parses
+    pub google_re2: Option<Empty>,
+    pub regex: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderMatcher {
+    pub name: String,
+    pub string_match: Option<StringMatcher>,
+    pub exact_match: Option<String>,
+    pub prefix_match: Option<String>,
+    pub suffix_match: Option<String>,
+    pub contains_match: Option<String>,
+    pub safe_regex_match: Option<RegexMatcher>,
+    pub present_match: Option<bool>,
+    pub invert_match: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StringMatcher {
+    pub exact: Option<String>,
+    pub prefix: Option<String>,
+    pub suffix: Option<String>,
+    pub contains: Option<String>,
+    pub safe_regex: Option<RegexMatcher>,
+    pub ignore_case: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteAction {
+    pub cluster: String,
+    pub prefix_rewrite: Option<String>,
+    pub host_rewrite_literal: Option<String>,
+    pub timeout: Option<Dur>,
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryPolicy {
+    pub retry_on: Option<String>,
+    pub num_retries: Option<Int<u32>>,
+    pub per_try_timeout: Option<Dur>,
+    #[serde(default)]
+    pub retriable_status_codes: Vec<Int<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DirectResponse {
+    pub status: Int<u32>,
+    pub body: Option<DataSource>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) enum RedirectCode {
+    #[serde(rename = "MOVED_PERMANENTLY")]
+    MovedPermanently,
+    #[serde(rename = "FOUND")]
+    Found,
+    #[serde(rename = "SEE_OTHER")]
+    SeeOther,
+    #[serde(rename = "TEMPORARY_REDIRECT")]
+    TemporaryRedirect,
+    #[serde(rename = "PERMANENT_REDIRECT")]
+    PermanentRedirect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Redirect {
+    pub scheme_redirect: Option<String>,
+    pub https_redirect: Option<bool>,
+    pub host_redirect: Option<String>,
+    pub port_redirect: Option<Int<u32>>,
+    pub path_redirect: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    pub response_code: Option<RedirectCode>,
+    pub strip_query: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clusters.
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) enum DiscoveryType {
+    #[serde(rename = "STATIC")]
+    Static,
+    #[serde(rename = "STRICT_DNS")]
+    StrictDns,
+    #[serde(rename = "LOGICAL_DNS")]
+    LogicalDns,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) enum LbPolicy {
+    #[serde(rename = "ROUND_ROBIN")]
+    RoundRobin,
+    #[serde(rename = "LEAST_REQUEST")]
+    LeastRequest,
+    #[serde(rename = "RANDOM")]
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) enum DnsLookupFamily {
+    #[serde(rename = "AUTO")]
+    Auto,
+    #[serde(rename = "V4_ONLY")]
+    V4Only,
+    #[serde(rename = "V6_ONLY")]
+    V6Only,
+    #[serde(rename = "V4_PREFERRED")]
+    V4Preferred,
+    #[serde(rename = "ALL")]
+    All,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cluster {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Option<DiscoveryType>,
+    pub connect_timeout: Option<Dur>,
+    pub lb_policy: Option<LbPolicy>,
+    pub load_assignment: Option<LoadAssignment>,
+    pub dns_lookup_family: Option<DnsLookupFamily>,
+    pub dns_refresh_rate: Option<Dur>,
+    pub circuit_breakers: Option<CircuitBreakers>,
+    pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
+    #[serde(default)]
+    pub typed_extension_protocol_options: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoadAssignment {
+    pub cluster_name: String,
+    #[serde(default)]
+    pub endpoints: Vec<LocalityLbEndpoints>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LocalityLbEndpoints {
+    #[serde(default)]
+    pub lb_endpoints: Vec<LbEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LbEndpoint {
+    pub endpoint: Endpoint,
+    pub load_balancing_weight: Option<Int<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Endpoint {
+    pub address: Address,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CircuitBreakers {
+    #[serde(default)]
+    pub thresholds: Vec<Thresholds>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) enum Priority {
+    #[serde(rename = "DEFAULT")]
+    Default,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Thresholds {
+    #[allow(dead_code)] // only DEFAULT parses
+    pub priority: Option<Priority>,
+    pub max_connections: Option<Int<u32>>,
+    pub max_pending_requests: Option<Int<u32>>,
+    pub max_requests: Option<Int<u32>>,
+    pub max_retries: Option<Int<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpProtocolOptions {
+    pub explicit_http_config: ExplicitHttpConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExplicitHttpConfig {
+    pub http_protocol_options: Option<Empty>,
+    pub http2_protocol_options: Option<Empty>,
+}

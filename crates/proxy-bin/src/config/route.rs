@@ -1,0 +1,464 @@
+//! Validation of an HTTP connection manager's `route_config`: virtual hosts and their domains,
+//! route matches (path, headers, regexes) and the three route actions.
+
+use std::collections::{HashMap, HashSet};
+
+use http::{HeaderName, StatusCode};
+use proxy_core::config::{
+    DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch, Redirect, RetryOn,
+    RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+};
+use regex::Regex;
+
+use super::de::join;
+use super::raw;
+use super::{ConfigError, Errors};
+
+/// Envoy's default route `timeout`.
+const DEFAULT_ROUTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// Bound on a compiled regex's size, so a hostile pattern cannot take much memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+pub(crate) fn route_config(
+    raw: raw::RouteConfiguration,
+    path: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
+) -> Option<RouteConfig> {
+    let before = errs.0.len();
+    let mut virtual_hosts = Vec::new();
+    // lower-cased domain → name of the virtual host that has it
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (i, vh) in raw.virtual_hosts.into_iter().enumerate() {
+        let vh_path = format!("{path}.virtual_hosts[{i}]");
+        if vh.name.is_empty() {
+            errs.push(join(&vh_path, "name"), "must not be empty");
+        }
+        if vh.domains.is_empty() {
+            errs.push(join(&vh_path, "domains"), "needs at least one domain");
+        }
+        for (j, d) in vh.domains.iter().enumerate() {
+            let d_path = format!("{vh_path}.domains[{j}]");
+            if let Err(m) = check_domain(d) {
+                errs.push(d_path, m);
+                continue;
+            }
+            if let Some(other) = seen.insert(d.to_ascii_lowercase(), vh.name.clone()) {
+                errs.push(
+                    d_path,
+                    format!("duplicate domain `{d}` (also in virtual host `{other}`); domains must be unique within a route_config"),
+                );
+            }
+        }
+        let mut routes = Vec::new();
+        for (k, r) in vh.routes.into_iter().enumerate() {
+            if let Some(r) = route(r, &format!("{vh_path}.routes[{k}]"), clusters, errs) {
+                routes.push(r);
+            }
+        }
+        virtual_hosts.push(VirtualHost {
+            name: vh.name,
+            domains: vh.domains,
+            routes,
+        });
+    }
+    (errs.0.len() == before).then(|| RouteConfig {
+        name: raw.name.unwrap_or_default(),
+        virtual_hosts,
+    })
+}
+
+/// Envoy's domain forms: `*`, `*suffix`, `prefix*`, or an exact name; optionally `:port`.
+fn check_domain(d: &str) -> Result<(), String> {
+    if d.is_empty() {
+        return Err("a domain must not be empty".into());
+    }
+    if d.bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(format!(
+            "domain `{d}` contains whitespace or control characters"
+        ));
+    }
+    let stars = d.matches('*').count();
+    let ok = stars == 0 || d == "*" || (stars == 1 && (d.starts_with('*') || d.ends_with('*')));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid wildcard domain `{d}`: only `*`, `*suffix` and `prefix*` are allowed"
+        ))
+    }
+}
+
+fn route(
+    raw: raw::Route,
+    path: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
+) -> Option<Route> {
+    let matcher = route_match(raw.matcher, &join(path, "match"), errs);
+    let action = match (raw.route, raw.direct_response, raw.redirect) {
+        (Some(a), None, None) => forward(a, &join(path, "route"), clusters, errs),
+        (None, Some(d), None) => errs.take(direct(d, &join(path, "direct_response"))),
+        (None, None, Some(r)) => errs.take(redirect(r, &join(path, "redirect"))),
+        (None, None, None) => {
+            errs.push(
+                path,
+                "needs an action: one of `route`, `direct_response`, `redirect`",
+            );
+            None
+        }
+        _ => {
+            errs.push(
+                path,
+                "has more than one action: give exactly one of `route`, `direct_response`, `redirect`",
+            );
+            None
+        }
+    };
+    Some(Route {
+        name: raw.name.unwrap_or_default(),
+        matcher: matcher?,
+        action: action?,
+    })
+}
+
+/// Compiles a regex that must match the whole input (anchored), as Envoy's `safe_regex`.
+pub(crate) fn compile_regex(raw: &raw::RegexMatcher, path: &str) -> Result<Regex, ConfigError> {
+    let build = |pattern: &str| {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+    };
+    // Checked on its own first: wrapping can turn an invalid pattern such as `a)|(b` valid.
+    build(&raw.regex)
+        .and_then(|_| build(&format!("^(?:{})$", raw.regex)))
+        .map_err(|e| {
+            let msg = e.to_string().replace('\n', " ");
+            ConfigError::new(
+                join(path, "regex"),
+                format!(
+                    "invalid regex: {}",
+                    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+                ),
+            )
+        })
+}
+
+fn route_match(raw: raw::RouteMatch, path: &str, errs: &mut Errors) -> Option<RouteMatch> {
+    let before = errs.0.len();
+    let path_match = match (raw.prefix, raw.path, raw.safe_regex) {
+        (Some(p), None, None) => Some(PathMatch::Prefix(p)),
+        (None, Some(p), None) => Some(PathMatch::Exact(p)),
+        (None, None, Some(r)) => errs
+            .take(compile_regex(&r, &join(path, "safe_regex")))
+            .map(PathMatch::Regex),
+        _ => {
+            errs.push(path, "needs exactly one of `prefix`, `path`, `safe_regex`");
+            None
+        }
+    };
+    let mut headers = Vec::new();
+    for (i, h) in raw.headers.into_iter().enumerate() {
+        if let Some(h) = errs.take(header_matcher(h, &format!("{path}.headers[{i}]"))) {
+            headers.push(h);
+        }
+    }
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(RouteMatch {
+        path: path_match?,
+        case_sensitive: raw.case_sensitive.unwrap_or(true),
+        headers,
+    })
+}
+
+fn header_matcher(raw: raw::HeaderMatcher, path: &str) -> Result<HeaderMatcher, ConfigError> {
+    let name_path = join(path, "name");
+    if raw.name.starts_with(':') {
+        return Err(ConfigError::new(
+            name_path,
+            format!(
+                "pseudo-header `{}` is not supported in header matchers",
+                raw.name
+            ),
+        ));
+    }
+    let name = HeaderName::from_bytes(raw.name.as_bytes()).map_err(|_| {
+        ConfigError::new(
+            name_path,
+            format!("`{}` is not a valid header name", raw.name),
+        )
+    })?;
+    let mut kinds: Vec<(&str, HeaderMatchKind)> = Vec::new();
+    if let Some(s) = raw.string_match {
+        kinds.push((
+            "string_match",
+            string_matcher(s, &join(path, "string_match"))?,
+        ));
+    }
+    let legacy = [
+        ("exact_match", raw.exact_match.map(HeaderMatchKind::Exact)),
+        (
+            "prefix_match",
+            raw.prefix_match.map(HeaderMatchKind::Prefix),
+        ),
+        (
+            "suffix_match",
+            raw.suffix_match.map(HeaderMatchKind::Suffix),
+        ),
+        (
+            "contains_match",
+            raw.contains_match.map(HeaderMatchKind::Contains),
+        ),
+        (
+            "present_match",
+            raw.present_match.map(HeaderMatchKind::Present),
+        ),
+    ];
+    for (field, k) in legacy {
+        if let Some(k) = k {
+            kinds.push((field, k));
+        }
+    }
+    if let Some(r) = raw.safe_regex_match {
+        let re = compile_regex(&r, &join(path, "safe_regex_match"))?;
+        kinds.push(("safe_regex_match", HeaderMatchKind::Regex(re)));
+    }
+    let kind = match kinds.len() {
+        // Envoy: no match specifier means "the header is present".
+        0 => HeaderMatchKind::Present(true),
+        1 => kinds.remove(0).1,
+        _ => {
+            return Err(ConfigError::new(
+                join(path, kinds[1].0),
+                format!(
+                    "conflicts with `{}`: give exactly one header match specifier",
+                    kinds[0].0
+                ),
+            ))
+        }
+    };
+    Ok(HeaderMatcher {
+        name,
+        kind,
+        invert: raw.invert_match.unwrap_or(false),
+    })
+}
+
+fn string_matcher(raw: raw::StringMatcher, path: &str) -> Result<HeaderMatchKind, ConfigError> {
+    if raw.ignore_case == Some(true) {
+        return Err(ConfigError::new(
+            join(path, "ignore_case"),
+            "unsupported value: Baton does not implement case-insensitive header matching",
+        ));
+    }
+    let mut kinds: Vec<(&str, HeaderMatchKind)> = Vec::new();
+    let plain = [
+        ("exact", raw.exact.map(HeaderMatchKind::Exact)),
+        ("prefix", raw.prefix.map(HeaderMatchKind::Prefix)),
+        ("suffix", raw.suffix.map(HeaderMatchKind::Suffix)),
+        ("contains", raw.contains.map(HeaderMatchKind::Contains)),
+    ];
+    for (field, k) in plain {
+        if let Some(k) = k {
+            kinds.push((field, k));
+        }
+    }
+    if let Some(r) = raw.safe_regex {
+        let re = compile_regex(&r, &join(path, "safe_regex"))?;
+        kinds.push(("safe_regex", HeaderMatchKind::Regex(re)));
+    }
+    match kinds.len() {
+        1 => Ok(kinds.remove(0).1),
+        0 => Err(ConfigError::new(
+            path,
+            "needs one of `exact`, `prefix`, `suffix`, `contains`, `safe_regex`",
+        )),
+        _ => Err(ConfigError::new(
+            join(path, kinds[1].0),
+            format!("conflicts with `{}`: give exactly one", kinds[0].0),
+        )),
+    }
+}
+
+/// A string that will be written into a header or path: no CR, LF or NUL.
+fn check_header_safe(s: &str, path: &str) -> Result<(), ConfigError> {
+    if s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        Err(ConfigError::new(
+            path,
+            "must not contain CR, LF or NUL characters",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn forward(
+    raw: raw::RouteAction,
+    path: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
+) -> Option<RouteAction> {
+    let before = errs.0.len();
+    if !clusters.contains(&raw.cluster) {
+        errs.push(
+            join(path, "cluster"),
+            format!(
+                "unknown cluster `{}` (not in static_resources.clusters)",
+                raw.cluster
+            ),
+        );
+    }
+    if let Some(p) = &raw.prefix_rewrite {
+        errs.take(check_header_safe(p, &join(path, "prefix_rewrite")));
+    }
+    if let Some(h) = &raw.host_rewrite_literal {
+        if h.is_empty() {
+            errs.push(join(path, "host_rewrite_literal"), "must not be empty");
+        } else {
+            errs.take(check_header_safe(h, &join(path, "host_rewrite_literal")));
+        }
+    }
+    let retry_policy = match raw.retry_policy {
+        Some(r) => Some(retry_policy(r, &join(path, "retry_policy"), errs)?),
+        None => None,
+    };
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(RouteAction::Forward(ForwardAction {
+        cluster: raw.cluster,
+        prefix_rewrite: raw.prefix_rewrite,
+        host_rewrite_literal: raw.host_rewrite_literal,
+        timeout: match raw.timeout {
+            None => Some(DEFAULT_ROUTE_TIMEOUT),
+            Some(d) => d.nonzero(),
+        },
+        retry_policy,
+    }))
+}
+
+fn retry_policy(raw: raw::RetryPolicy, path: &str, errs: &mut Errors) -> Option<RetryPolicy> {
+    let before = errs.0.len();
+    let mut on = RetryOn::default();
+    for cond in raw.retry_on.as_deref().unwrap_or("").split(',') {
+        match cond.trim() {
+            "" => {}
+            "5xx" => on.five_xx = true,
+            "gateway-error" => on.gateway_error = true,
+            "connect-failure" => on.connect_failure = true,
+            "reset" => on.reset = true,
+            "retriable-4xx" => on.retriable_4xx = true,
+            "refused-stream" => on.refused_stream = true,
+            "retriable-status-codes" => on.retriable_status_codes = true,
+            other => errs.push(
+                join(path, "retry_on"),
+                format!("unsupported retry condition `{other}`; Baton supports 5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, retriable-status-codes"),
+            ),
+        }
+    }
+    let mut codes = Vec::new();
+    for (i, c) in raw.retriable_status_codes.iter().enumerate() {
+        match u16::try_from(c.0) {
+            Ok(code) if (100..=599).contains(&code) => codes.push(code),
+            _ => errs.push(
+                format!("{path}.retriable_status_codes[{i}]"),
+                format!("{} is not an HTTP status code (100..=599)", c.0),
+            ),
+        }
+    }
+    (errs.0.len() == before).then(|| RetryPolicy {
+        retry_on: on,
+        num_retries: raw.num_retries.map_or(1, |n| n.0),
+        per_try_timeout: raw.per_try_timeout.and_then(|d| d.nonzero()),
+        retriable_status_codes: codes,
+    })
+}
+
+fn direct(raw: raw::DirectResponse, path: &str) -> Result<RouteAction, ConfigError> {
+    let code = raw.status.0;
+    let status = u16::try_from(code)
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| {
+            ConfigError::new(
+                join(path, "status"),
+                format!("status {code} is out of range 200..=599"),
+            )
+        })?;
+    Ok(RouteAction::Direct(DirectResponse {
+        status,
+        body: raw
+            .body
+            .map(|b| bytes::Bytes::from(b.inline_string.into_bytes())),
+    }))
+}
+
+fn redirect(raw: raw::Redirect, path: &str) -> Result<RouteAction, ConfigError> {
+    let scheme_redirect = match (raw.scheme_redirect, raw.https_redirect) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                join(path, "https_redirect"),
+                "give either `scheme_redirect` or `https_redirect`, not both",
+            ))
+        }
+        (Some(s), None) => {
+            let valid = s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+            if !valid {
+                return Err(ConfigError::new(
+                    join(path, "scheme_redirect"),
+                    format!("`{s}` is not a URL scheme"),
+                ));
+            }
+            Some(s.to_ascii_lowercase())
+        }
+        (None, Some(true)) => Some("https".to_owned()),
+        (None, Some(false)) | (None, None) => None,
+    };
+    if let Some(h) = &raw.host_redirect {
+        check_header_safe(h, &join(path, "host_redirect"))?;
+    }
+    let port_redirect = match raw.port_redirect.map(|p| p.0) {
+        None | Some(0) => None,
+        Some(p) => Some(u16::try_from(p).map_err(|_| {
+            ConfigError::new(
+                join(path, "port_redirect"),
+                format!("port {p} is out of range 1..=65535"),
+            )
+        })?),
+    };
+    if raw.path_redirect.is_some() && raw.prefix_rewrite.is_some() {
+        return Err(ConfigError::new(
+            join(path, "prefix_rewrite"),
+            "give either `path_redirect` or `prefix_rewrite`, not both",
+        ));
+    }
+    if let Some(p) = &raw.path_redirect {
+        check_header_safe(p, &join(path, "path_redirect"))?;
+    }
+    if let Some(p) = &raw.prefix_rewrite {
+        check_header_safe(p, &join(path, "prefix_rewrite"))?;
+    }
+    let response_code = match raw.response_code {
+        None | Some(raw::RedirectCode::MovedPermanently) => StatusCode::MOVED_PERMANENTLY,
+        Some(raw::RedirectCode::Found) => StatusCode::FOUND,
+        Some(raw::RedirectCode::SeeOther) => StatusCode::SEE_OTHER,
+        Some(raw::RedirectCode::TemporaryRedirect) => StatusCode::TEMPORARY_REDIRECT,
+        Some(raw::RedirectCode::PermanentRedirect) => StatusCode::PERMANENT_REDIRECT,
+    };
+    Ok(RouteAction::Redirect(Redirect {
+        scheme_redirect,
+        host_redirect: raw.host_redirect,
+        port_redirect,
+        path_redirect: raw.path_redirect,
+        prefix_rewrite: raw.prefix_rewrite,
+        response_code,
+        strip_query: raw.strip_query.unwrap_or(false),
+    }))
+}

@@ -1,0 +1,117 @@
+//! A listener's access logs: what a request's log line needs is captured when the request
+//! arrives, and the line is formatted and handed to the sink's writer thread once the response
+//! has ended.
+
+use std::time::{Duration, SystemTime};
+
+use http::Request;
+
+use crate::access_log::{AccessLogWriter, Format, Record};
+use crate::config::AccessLog;
+use crate::error::BuildError;
+use crate::server::{ConnCtx, LogCapture};
+
+/// Every access log of one listener.
+#[derive(Debug)]
+pub struct AccessLogs {
+    sinks: Vec<(Format, AccessLogWriter)>,
+}
+
+/// The parts of a finished request that are not in its [`LogCapture`].
+#[derive(Debug)]
+pub struct Outcome<'a> {
+    pub status: u16,
+    pub flags: &'a str,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration: Duration,
+}
+
+// === impl AccessLogs ===
+
+impl AccessLogs {
+    /// Open every configured log; `None` when there is none, so requests capture nothing.
+    pub fn open(configs: &[AccessLog]) -> Result<Option<Self>, BuildError> {
+        if configs.is_empty() {
+            return Ok(None);
+        }
+        let sinks = configs
+            .iter()
+            .map(|c| {
+                let format = match &c.format {
+                    Some(f) => {
+                        Format::parse(f).map_err(|e| BuildError::AccessLog(e.to_string()))?
+                    }
+                    None => Format::envoy_default(),
+                };
+                let writer = AccessLogWriter::open(&c.sink)
+                    .map_err(|e| BuildError::AccessLog(e.to_string()))?;
+                Ok((format, writer))
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        Ok(Some(Self { sinks }))
+    }
+
+    /// Reopen every file sink (log rotation).
+    pub fn reopen(&self) {
+        for (_, w) in &self.sinks {
+            w.reopen();
+        }
+    }
+
+    pub fn capture<B>(&self, req: &Request<B>, _c: &ConnCtx) -> Box<LogCapture> {
+        Box::new(LogCapture {
+            start_time: SystemTime::now(),
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            authority: req
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned)
+                }),
+            version: req.version(),
+            request_headers: req.headers().clone(),
+            response_headers: None,
+            route_name: None,
+            upstream_host: None,
+            upstream_cluster: None,
+        })
+    }
+
+    pub fn write(&self, cap: &LogCapture, c: &ConnCtx, o: &Outcome<'_>) {
+        let rec = Record {
+            start_time: cap.start_time,
+            method: &cap.method,
+            path: &cap.path,
+            authority: cap.authority.as_deref(),
+            version: cap.version,
+            request_headers: &cap.request_headers,
+            response_headers: cap.response_headers.as_ref(),
+            response_code: o.status,
+            response_flags: o.flags,
+            response_code_details: "-",
+            bytes_received: o.bytes_received,
+            bytes_sent: o.bytes_sent,
+            duration: o.duration,
+            upstream_host: cap.upstream_host,
+            upstream_cluster: cap.upstream_cluster.as_deref(),
+            route_name: cap.route_name.as_deref(),
+            downstream_remote: c.remote,
+            downstream_local: c.local,
+            upstream_transport_failure_reason: None,
+        };
+        for (format, writer) in &self.sinks {
+            let mut line = String::with_capacity(256);
+            format.write(&rec, &mut line);
+            writer.write_line(line);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The admin interface: Baton's Envoy-compatible admin HTTP server (`/stats`,
+//! `/stats/prometheus`, `/server_info`, `/ready`, `/clusters`, `/listeners`, `/config_dump`,
+//! `/hot_restart_version`, `/quitquitquit`) and the `server.*` stats it keeps current.
+//!
+//! This module owns the admin's view of the process ([`AdminState`]), the formatting of every
+//! admin response and the admin's accept loop ([`serve`]). It reads the stats store and the
+//! cluster status the data plane exposes through [`ClusterStatusSource`]; it never changes the
+//! data plane. A quit request only reaches the owner of the process through
+//! [`AdminState::quit`]: deciding to shut down is not the admin's.
+
+mod clusters;
+mod handlers;
+mod prometheus;
+mod server;
+mod server_info;
+mod stats_format;
+mod tags;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::config::Thresholds;
+
+pub use server::serve;
+pub use server_info::ServerStats;
+pub use tags::{extract_tags, TaggedName};
+
+/// Where the server is in its life, with Envoy's names (`/ready`, `/server_info`) and Envoy's
+/// `server.state` gauge values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServerState {
+    PreInitializing,
+    Initializing,
+    Live,
+    Draining,
+}
+
+impl ServerState {
+    /// Envoy's name of the state (`admin.v3.ServerInfo.State`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::PreInitializing => "PRE_INITIALIZING",
+            ServerState::Initializing => "INITIALIZING",
+            ServerState::Live => "LIVE",
+            ServerState::Draining => "DRAINING",
+        }
+    }
+
+    /// The value of Envoy's `server.state` gauge for this state.
+    pub fn gauge_value(self) -> i64 {
+        match self {
+            ServerState::Live => 0,
+            ServerState::Draining => 1,
+            ServerState::PreInitializing => 2,
+            ServerState::Initializing => 3,
+        }
+    }
+}
+
+impl fmt::Display for ServerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What `/server_info` reports about this process and its restart chain.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    /// The build's version string (Envoy: `<sha>/<version>/<status>/<build type>/<ssl>`).
+    pub version: String,
+    /// The hot restart compatibility version (`/hot_restart_version`).
+    pub hot_restart_version: String,
+    /// The command line options as JSON, with Envoy's snake_case field names. `service_node`
+    /// and `service_cluster` (strings) fill `/server_info`'s `node`.
+    pub command_line_options: serde_json::Value,
+    /// This process's hot restart epoch.
+    pub epoch: u32,
+    /// Worker threads (`--concurrency`).
+    pub concurrency: u32,
+    /// When this epoch started (`uptime_current_epoch`, `server.uptime`).
+    pub epoch_started: Instant,
+    /// When the first epoch of the restart chain started (`uptime_all_epochs`).
+    pub chain_started: SystemTime,
+}
+
+/// One listener as `/listeners` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+/// One upstream host as `/clusters` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostStatus {
+    pub address: SocketAddr,
+    pub hostname: String,
+    pub weight: u32,
+    pub healthy: bool,
+    pub cx_active: u64,
+    pub cx_connect_fail: u64,
+    pub rq_active: u64,
+    pub rq_total: u64,
+    pub rq_error: u64,
+    pub rq_success: u64,
+}
+
+/// One cluster as `/clusters` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub name: String,
+    /// The default-priority circuit breaker thresholds.
+    pub thresholds: Thresholds,
+    pub hosts: Vec<HostStatus>,
+    pub added_via_api: bool,
+}
+
+/// Gives the admin the current state of every cluster; implemented by the data plane.
+pub trait ClusterStatusSource: Send + Sync + 'static {
+    fn clusters(&self) -> Vec<ClusterStatus>;
+}
+
+/// A fixed list of clusters, for a process without a live data plane (and for tests).
+impl ClusterStatusSource for Vec<ClusterStatus> {
+    fn clusters(&self) -> Vec<ClusterStatus> {
+        self.clone()
+    }
+}
+
+/// Sent on [`AdminState::quit`] when `POST /quitquitquit` is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuitRequest;
+
+/// Everything the admin server reads to answer requests.
+pub struct AdminState {
+    pub stats: shm_stats::Store,
+    pub server: ServerInfo,
+    pub state: tokio::sync::watch::Receiver<ServerState>,
+    /// The bootstrap as JSON (`/config_dump`).
+    pub config_dump: serde_json::Value,
+    pub listeners: Vec<ListenerStatus>,
+    pub clusters: Arc<dyn ClusterStatusSource>,
+    /// `POST /quitquitquit` sends one [`QuitRequest`] here after answering.
+    pub quit: tokio::sync::mpsc::Sender<QuitRequest>,
+}
+
+impl fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminState")
+            .field("stats", &self.stats)
+            .field("server", &self.server)
+            .field("state", &*self.state.borrow())
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

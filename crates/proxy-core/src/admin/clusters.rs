@@ -1,0 +1,176 @@
+//! `/clusters` and `/listeners` in Envoy's text and JSON forms.
+//!
+//! Baton has no localities, priorities other than the default, or outlier detection, so the
+//! fields Envoy prints for those carry the values Envoy prints when they are not configured
+//! (empty zone, priority 0, success rate -1). High-priority circuit breakers are not
+//! configurable in Baton, so they are Envoy's defaults.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use serde_json::{json, Value as Json};
+
+use super::{ClusterStatus, HostStatus, ListenerStatus};
+use crate::config::Thresholds;
+
+/// The per-host stats, in the name order Envoy prints them, as (name, value, is gauge).
+fn host_stats(h: &HostStatus) -> [(&'static str, u64, bool); 6] {
+    [
+        ("cx_active", h.cx_active, true),
+        ("cx_connect_fail", h.cx_connect_fail, false),
+        ("rq_active", h.rq_active, true),
+        ("rq_error", h.rq_error, false),
+        ("rq_success", h.rq_success, false),
+        ("rq_total", h.rq_total, false),
+    ]
+}
+
+/// Envoy's `health_flags` text: `healthy`, or the failure flag.
+fn health_flags(h: &HostStatus) -> &'static str {
+    if h.healthy {
+        "healthy"
+    } else {
+        "/failed_active_hc"
+    }
+}
+
+fn write_thresholds(out: &mut String, cluster: &str, priority: &str, t: &Thresholds) {
+    for (name, v) in [
+        ("max_connections", t.max_connections),
+        ("max_pending_requests", t.max_pending_requests),
+        ("max_requests", t.max_requests),
+        ("max_retries", t.max_retries),
+    ] {
+        let _ = writeln!(out, "{cluster}::{priority}::{name}::{v}");
+    }
+}
+
+/// Envoy's `/clusters` text form.
+pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
+    let mut out = String::new();
+    for c in clusters {
+        let name = &c.name;
+        let _ = writeln!(out, "{name}::observability_name::{name}");
+        write_thresholds(&mut out, name, "default_priority", &c.thresholds);
+        write_thresholds(&mut out, name, "high_priority", &Thresholds::default());
+        let _ = writeln!(out, "{name}::added_via_api::{}", c.added_via_api);
+        for h in &c.hosts {
+            let host = format!("{name}::{}", h.address);
+            for (stat, v, _) in host_stats(h) {
+                let _ = writeln!(out, "{host}::{stat}::{v}");
+            }
+            let _ = writeln!(out, "{host}::hostname::{}", h.hostname);
+            let _ = writeln!(out, "{host}::health_flags::{}", health_flags(h));
+            let _ = writeln!(out, "{host}::weight::{}", h.weight);
+            let _ = writeln!(out, "{host}::region::");
+            let _ = writeln!(out, "{host}::zone::");
+            let _ = writeln!(out, "{host}::sub_zone::");
+            let _ = writeln!(out, "{host}::canary::false");
+            let _ = writeln!(out, "{host}::priority::0");
+            let _ = writeln!(out, "{host}::success_rate::-1");
+            let _ = writeln!(out, "{host}::local_origin_success_rate::-1");
+        }
+    }
+    out
+}
+
+/// `{"socket_address":{"address","port_value"}}` (Envoy's `config.core.v3.Address`).
+fn socket_address(addr: SocketAddr) -> Json {
+    json!({
+        "socket_address": {
+            "address": addr.ip().to_string(),
+            "port_value": addr.port(),
+        }
+    })
+}
+
+fn thresholds_json(t: &Thresholds, priority: Option<&str>) -> Json {
+    let mut v = json!({
+        "max_connections": t.max_connections,
+        "max_pending_requests": t.max_pending_requests,
+        "max_requests": t.max_requests,
+        "max_retries": t.max_retries,
+    });
+    if let (Some(p), Some(obj)) = (priority, v.as_object_mut()) {
+        obj.insert("priority".to_owned(), Json::from(p));
+    }
+    v
+}
+
+fn host_json(h: &HostStatus) -> Json {
+    // Envoy's `admin.v3.SimpleMetric`: uint64 values are strings in proto3 JSON.
+    let stats: Vec<Json> = host_stats(h)
+        .iter()
+        .map(|(name, v, gauge)| {
+            json!({
+                "name": name,
+                "type": if *gauge { "GAUGE" } else { "COUNTER" },
+                "value": v.to_string(),
+            })
+        })
+        .collect();
+    let mut health = json!({ "eds_health_status": "HEALTHY" });
+    if !h.healthy {
+        if let Some(obj) = health.as_object_mut() {
+            obj.insert("failed_active_health_check".to_owned(), Json::Bool(true));
+        }
+    }
+    json!({
+        "address": socket_address(h.address),
+        "stats": stats,
+        "health_status": health,
+        "weight": h.weight,
+        "hostname": h.hostname,
+        "locality": {},
+    })
+}
+
+/// Envoy's `/clusters?format=json` (`admin.v3.Clusters`), pretty-printed.
+pub(super) fn clusters_json(clusters: &[ClusterStatus]) -> String {
+    let statuses: Vec<Json> = clusters
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "observability_name": c.name,
+                "added_via_api": c.added_via_api,
+                "circuit_breakers": {
+                    "thresholds": [
+                        thresholds_json(&c.thresholds, None),
+                        thresholds_json(&Thresholds::default(), Some("HIGH")),
+                    ]
+                },
+                "host_statuses": c.hosts.iter().map(host_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    pretty(&json!({ "cluster_statuses": statuses }))
+}
+
+/// Envoy's `/listeners` text form: `name::address` per line.
+pub(super) fn listeners_text(listeners: &[ListenerStatus]) -> String {
+    let mut out = String::new();
+    for l in listeners {
+        let _ = writeln!(out, "{}::{}", l.name, l.address);
+    }
+    out
+}
+
+/// Envoy's `/listeners?format=json` (`admin.v3.Listeners`), pretty-printed.
+pub(super) fn listeners_json(listeners: &[ListenerStatus]) -> String {
+    let statuses: Vec<Json> = listeners
+        .iter()
+        .map(|l| json!({ "name": l.name, "local_address": socket_address(l.address) }))
+        .collect();
+    pretty(&json!({ "listener_statuses": statuses }))
+}
+
+/// `v` pretty-printed with a final newline.
+pub(super) fn pretty(v: &Json) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! Unit tests of [`super`].
+
+use super::*;
+
+fn sample() -> Vec<ClusterStatus> {
+    vec![ClusterStatus {
+        name: "backend".to_owned(),
+        thresholds: Thresholds {
+            max_connections: 100,
+            max_pending_requests: 200,
+            max_requests: 300,
+            max_retries: 4,
+        },
+        hosts: vec![
+            HostStatus {
+                address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                hostname: "app1".to_owned(),
+                weight: 1,
+                healthy: true,
+                cx_active: 2,
+                cx_connect_fail: 3,
+                rq_active: 1,
+                rq_total: 40,
+                rq_error: 5,
+                rq_success: 35,
+            },
+            HostStatus {
+                address: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 9090)),
+                hostname: String::new(),
+                weight: 3,
+                healthy: false,
+                cx_active: 0,
+                cx_connect_fail: 0,
+                rq_active: 0,
+                rq_total: 0,
+                rq_error: 0,
+                rq_success: 0,
+            },
+        ],
+        added_via_api: false,
+    }]
+}
+
+#[test]
+fn clusters_text_form() {
+    let out = clusters_text(&sample());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "backend::observability_name::backend");
+    assert_eq!(lines[1], "backend::default_priority::max_connections::100");
+    assert_eq!(
+        lines[2],
+        "backend::default_priority::max_pending_requests::200"
+    );
+    assert_eq!(lines[3], "backend::default_priority::max_requests::300");
+    assert_eq!(lines[4], "backend::default_priority::max_retries::4");
+    assert_eq!(lines[5], "backend::high_priority::max_connections::1024");
+    assert_eq!(lines[8], "backend::high_priority::max_retries::3");
+    assert_eq!(lines[9], "backend::added_via_api::false");
+    let host1: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("backend::127.0.0.1:8080::"))
+        .collect();
+    assert_eq!(
+        &host1[..9],
+        [
+            "backend::127.0.0.1:8080::cx_active::2",
+            "backend::127.0.0.1:8080::cx_connect_fail::3",
+            "backend::127.0.0.1:8080::rq_active::1",
+            "backend::127.0.0.1:8080::rq_error::5",
+            "backend::127.0.0.1:8080::rq_success::35",
+            "backend::127.0.0.1:8080::rq_total::40",
+            "backend::127.0.0.1:8080::hostname::app1",
+            "backend::127.0.0.1:8080::health_flags::healthy",
+            "backend::127.0.0.1:8080::weight::1",
+        ]
+    );
+    assert!(lines.contains(&"backend::[::1]:9090::health_flags::/failed_active_hc"));
+    assert!(lines.contains(&"backend::[::1]:9090::weight::3"));
+    assert!(clusters_text(&[]).is_empty());
+}
+
+#[test]
+fn clusters_json_form() -> Result<(), Box<dyn std::error::Error>> {
+    let v: Json = serde_json::from_str(&clusters_json(&sample()))?;
+    let c = &v["cluster_statuses"][0];
+    assert_eq!(c["name"], "backend");
+    assert_eq!(c["added_via_api"], false);
+    assert_eq!(
+        c["circuit_breakers"]["thresholds"][0]["max_connections"],
+        100
+    );
+    assert_eq!(c["circuit_breakers"]["thresholds"][1]["priority"], "HIGH");
+    let h = &c["host_statuses"][0];
+    assert_eq!(
+        h["address"],
+        json!({"socket_address": {"address": "127.0.0.1", "port_value": 8080}})
+    );
+    assert_eq!(h["health_status"], json!({"eds_health_status": "HEALTHY"}));
+    assert_eq!(h["weight"], 1);
+    assert_eq!(h["hostname"], "app1");
+    let stats = h["stats"].as_array().ok_or("no stats")?;
+    assert!(stats.contains(&json!({"name": "rq_total", "type": "COUNTER", "value": "40"})));
+    assert!(stats.contains(&json!({"name": "cx_active", "type": "GAUGE", "value": "2"})));
+    let h2 = &c["host_statuses"][1];
+    assert_eq!(h2["address"]["socket_address"]["address"], "::1");
+    assert_eq!(h2["health_status"]["failed_active_health_check"], true);
+    Ok(())
+}
+
+#[test]
+fn listeners_forms() -> Result<(), Box<dyn std::error::Error>> {
+    let listeners = vec![
+        ListenerStatus {
+            name: "listener_0".to_owned(),
+            address: "0.0.0.0:10000".parse()?,
+        },
+        ListenerStatus {
+            name: "v6".to_owned(),
+            address: "[::1]:10001".parse()?,
+        },
+    ];
+    assert_eq!(
+        listeners_text(&listeners),
+        "listener_0::0.0.0.0:10000\nv6::[::1]:10001\n"
+    );
+    let v: Json = serde_json::from_str(&listeners_json(&listeners))?;
+    assert_eq!(
+        v,
+        json!({"listener_statuses": [
+            {"name": "listener_0", "local_address": {"socket_address": {"address": "0.0.0.0", "port_value": 10000}}},
+            {"name": "v6", "local_address": {"socket_address": {"address": "::1", "port_value": 10001}}},
+        ]})
+    );
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! `/server_info` and Envoy's `server.*` gauges that describe the process (uptime, state,
+//! concurrency, hot restart epoch, version). `server.total_connections` and the other traffic
+//! stats are the data plane's, not these.
+
+use std::time::{Instant, SystemTime};
+
+use serde_json::{json, Value as Json};
+use shm_stats::{Gauge, Store};
+
+use super::clusters::pretty;
+use super::{ServerInfo, ServerState};
+
+/// Envoy's `server.*` gauges about the process, registered in a store.
+#[derive(Debug)]
+pub struct ServerStats {
+    epoch_started: Instant,
+    uptime: Gauge,
+    live: Gauge,
+    state: Gauge,
+    concurrency: Gauge,
+    hot_restart_epoch: Gauge,
+    version: Gauge,
+}
+
+/// `major*10000 + minor*100 + patch` of this crate's version: Envoy's `server.version` is a
+/// number, and this one grows with every release.
+fn version_number() -> i64 {
+    let part = |s: &str| s.parse::<i64>().unwrap_or(0);
+    part(env!("CARGO_PKG_VERSION_MAJOR")) * 10_000
+        + part(env!("CARGO_PKG_VERSION_MINOR")) * 100
+        + part(env!("CARGO_PKG_VERSION_PATCH"))
+}
+
+impl ServerStats {
+    /// Register the gauges in `store` and set the ones that never change.
+    pub fn new(store: &Store, info: &ServerInfo) -> Self {
+        let stats = ServerStats {
+            epoch_started: info.epoch_started,
+            uptime: store.gauge("server.uptime"),
+            live: store.gauge("server.live"),
+            state: store.gauge("server.state"),
+            concurrency: store.gauge("server.concurrency"),
+            hot_restart_epoch: store.gauge("server.hot_restart_epoch"),
+            version: store.gauge("server.version"),
+        };
+        stats.concurrency.set(i64::from(info.concurrency));
+        stats.hot_restart_epoch.set(i64::from(info.epoch));
+        stats.version.set(version_number());
+        stats
+    }
+
+    /// Bring the changing gauges (uptime, live, state) up to date.
+    pub fn refresh(&self, state: ServerState) {
+        let uptime = self.epoch_started.elapsed().as_secs();
+        self.uptime.set(i64::try_from(uptime).unwrap_or(i64::MAX));
+        self.live.set(i64::from(state == ServerState::Live));
+        self.state.set(state.gauge_value());
+    }
+}
+
+/// `/server_info` (`admin.v3.ServerInfo`), pretty-printed. Durations use protobuf's JSON form
+/// (`"123s"`).
+pub(super) fn server_info_json(info: &ServerInfo, state: ServerState) -> String {
+    let current = info.epoch_started.elapsed().as_secs();
+    // The chain cannot have started after this epoch; a clock stepped backwards must not make
+    // it look so.
+    let all = SystemTime::now()
+        .duration_since(info.chain_started)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .max(current);
+    let opt = |key: &str| {
+        info.command_line_options
+            .get(key)
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    pretty(&json!({
+        "version": info.version,
+        "state": state.as_str(),
+        "hot_restart_version": info.hot_restart_version,
+        "command_line_options": info.command_line_options,
+        "uptime_current_epoch": format!("{current}s"),
+        "uptime_all_epochs": format!("{all}s"),
+        "node": {
+            "id": opt("service_node"),
+            "cluster": opt("service_cluster"),
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use shm_stats::Value;
+
+    use super::*;
+
+    fn info() -> Option<ServerInfo> {
+        Some(ServerInfo {
+            version: "abc/0.1.0/Clean/RELEASE/rustls".to_owned(),
+            hot_restart_version: "baton.1".to_owned(),
+            command_line_options: json!({"service_node": "n1", "service_cluster": "c1", "concurrency": 2}),
+            epoch: 3,
+            concurrency: 2,
+            epoch_started: Instant::now().checked_sub(Duration::from_secs(12))?,
+            chain_started: SystemTime::now().checked_sub(Duration::from_secs(100))?,
+        })
+    }
+
+    fn gauge(store: &Store, name: &str) -> Option<i64> {
+        store
+            .snapshot()
+            .stats
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| match v {
+                Value::Gauge(g) => Some(g),
+                _ => None,
+            })
+    }
+
+    #[test]
+    fn server_stats_follow_state() -> Result<(), &'static str> {
+        let store = Store::new();
+        let info = info().ok_or("clock too close to its origin")?;
+        let stats = ServerStats::new(&store, &info);
+        stats.refresh(ServerState::Initializing);
+        assert_eq!(gauge(&store, "server.state"), Some(3));
+        assert_eq!(gauge(&store, "server.live"), Some(0));
+        assert!(gauge(&store, "server.uptime").is_some_and(|u| u >= 12));
+        stats.refresh(ServerState::Live);
+        assert_eq!(gauge(&store, "server.state"), Some(0));
+        assert_eq!(gauge(&store, "server.live"), Some(1));
+        stats.refresh(ServerState::Draining);
+        assert_eq!(gauge(&store, "server.state"), Some(1));
+        assert_eq!(gauge(&store, "server.live"), Some(0));
+        stats.refresh(ServerState::PreInitializing);
+        assert_eq!(gauge(&store, "server.state"), Some(2));
+        assert_eq!(gauge(&store, "server.concurrency"), Some(2));
+        assert_eq!(gauge(&store, "server.hot_restart_epoch"), Some(3));
+        // 0.1.0 → 100.
+        assert_eq!(gauge(&store, "server.version"), Some(version_number()));
+        assert!(version_number() > 0);
+        Ok(())
+    }
+
+    #[test]
+    fn server_info_shape() -> Result<(), Box<dyn std::error::Error>> {
+        let info = info().ok_or("clock too close to its origin")?;
+        let v: Json = serde_json::from_str(&server_info_json(&info, ServerState::Live))?;
+        assert_eq!(v["version"], "abc/0.1.0/Clean/RELEASE/rustls");
+        assert_eq!(v["state"], "LIVE");
+        assert_eq!(v["hot_restart_version"], "baton.1");
+        assert_eq!(v["command_line_options"]["concurrency"], 2);
+        assert_eq!(v["node"], json!({"id": "n1", "cluster": "c1"}));
+        let secs = |key: &str| {
+            v[key]
+                .as_str()
+                .and_then(|s| s.strip_suffix('s'))
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        assert!(secs("uptime_current_epoch").is_some_and(|s| (12..100).contains(&s)));
+        assert!(secs("uptime_all_epochs").is_some_and(|s| s >= 100));
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! The body type every proxied message uses, in both directions: a streamed hyper body, a
+//! fixed buffer (local replies, replayable retries) or nothing — counting the bytes that pass
+//! and telling a [`Finish`] hook when the stream ends or is dropped.
+//!
+//! Frames are passed through one at a time, so backpressure is hyper's: nothing is buffered
+//! beyond the frame in hand.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Called once when a body ends (`complete`) or is dropped before its end.
+pub trait Finish {
+    fn finish(self: Box<Self>, bytes: u64, complete: bool);
+}
+
+/// A proxied body. `!Send`: it lives on one worker thread.
+pub struct ProxyBody {
+    kind: Kind,
+    bytes: u64,
+    /// Shared with whoever needs the running count (the access log of the other direction).
+    counter: Option<Rc<Cell<u64>>>,
+    finish: Option<Box<dyn Finish>>,
+}
+
+enum Kind {
+    Empty,
+    Full(Option<Bytes>),
+    Stream(Incoming),
+}
+
+// === impl ProxyBody ===
+
+impl ProxyBody {
+    pub fn empty() -> Self {
+        Self::with_kind(Kind::Empty)
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let b = bytes.into();
+        if b.is_empty() {
+            Self::empty()
+        } else {
+            Self::with_kind(Kind::Full(Some(b)))
+        }
+    }
+
+    pub fn stream(body: Incoming) -> Self {
+        Self::with_kind(Kind::Stream(body))
+    }
+
+    fn with_kind(kind: Kind) -> Self {
+        Self {
+            kind,
+            bytes: 0,
+            counter: None,
+            finish: None,
+        }
+    }
+
+    /// Add every data byte that passes to `counter` too.
+    pub fn count_into(mut self, counter: Rc<Cell<u64>>) -> Self {
+        self.counter = Some(counter);
+        self
+    }
+
+    /// Run `finish` when the body ends or is dropped. An empty body finishes once hyper sees
+    /// its end (or drops it).
+    pub fn on_finish(mut self, finish: Box<dyn Finish>) -> Self {
+        self.finish = Some(finish);
+        self
+    }
+
+    fn done(&mut self, complete: bool) {
+        if let Some(f) = self.finish.take() {
+            f.finish(self.bytes, complete);
+        }
+    }
+
+    fn add(&mut self, n: usize) {
+        self.bytes += n as u64;
+        if let Some(c) = &self.counter {
+            c.set(c.get() + n as u64);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Stream(s) => Pin::new(s).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.add(d.len());
+                }
+                if this.is_end_stream() {
+                    this.done(true);
+                }
+            }
+            Poll::Ready(None) => this.done(true),
+            Poll::Ready(Some(Err(_))) => this.done(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(b) => b.is_none(),
+            Kind::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        let complete = self.is_end_stream();
+        self.done(complete);
+    }
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Empty => "empty",
+            Kind::Full(_) => "full",
+            Kind::Stream(_) => "stream",
+        };
+        f.debug_struct("ProxyBody")
+            .field("kind", &kind)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    struct Record(Rc<Cell<Option<(u64, bool)>>>);
+    impl Finish for Record {
+        fn finish(self: Box<Self>, bytes: u64, complete: bool) {
+            self.0.set(Some((bytes, complete)));
+        }
+    }
+
+    #[tokio::test]
+    async fn full_body_counts_and_finishes_once() {
+        let seen = Rc::new(Cell::new(None));
+        let counter = Rc::new(Cell::new(0));
+        let body = ProxyBody::full("hello")
+            .count_into(counter.clone())
+            .on_finish(Box::new(Record(seen.clone())));
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"hello");
+        assert_eq!(seen.get(), Some((5, true)));
+        assert_eq!(counter.get(), 5);
+    }
+
+    #[test]
+    fn dropped_early_is_incomplete() {
+        let seen = Rc::new(Cell::new(None));
+        drop(ProxyBody::full("x").on_finish(Box::new(Record(seen.clone()))));
+        assert_eq!(seen.get(), Some((0, false)));
+        let seen = Rc::new(Cell::new(None));
+        drop(ProxyBody::empty().on_finish(Box::new(Record(seen.clone()))));
+        assert_eq!(seen.get(), Some((0, true)));
+    }
+}

@@ -1,0 +1,832 @@
+//! One downstream request, end to end: route it, answer it locally (direct response, redirect,
+//! Envoy's error replies) or forward it to a cluster with retries and timeouts, and account for
+//! it in stats once its response has been fully sent.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+
+use crate::body::{Finish, ProxyBody};
+use crate::cluster::{Cluster, Host};
+use crate::config::RetryPolicy;
+use crate::error::UpstreamFailure;
+use crate::router::{Action, Forward, Route};
+use crate::server::{ConnCtx, ListenerShared, Worker};
+use crate::upstream::{self, Conn, SendError};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Serve one request. Never fails: every error becomes Envoy's local reply.
+pub async fn handle(
+    l: Arc<ListenerShared>,
+    w: Rc<Worker>,
+    c: Rc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let hs = &l.http_stats;
+    hs.downstream_rq_total.inc();
+    if c.http2 {
+        hs.downstream_rq_http2_total.inc();
+    } else {
+        hs.downstream_rq_http1_total.inc();
+    }
+    hs.downstream_rq_active.inc();
+    c.active.set(c.active.get() + 1);
+    let mut tracker = Box::new(Tracker {
+        l: l.clone(),
+        w: w.clone(),
+        c: c.clone(),
+        start: Instant::now(),
+        status: 0,
+        flag: None,
+        upstream: None,
+        log: None,
+        bytes_received: Rc::new(Cell::new(0)),
+    });
+    let mut req = req;
+    if l.config.http.generate_request_id && !req.headers().contains_key(&X_REQUEST_ID) {
+        req.headers_mut()
+            .insert(X_REQUEST_ID.clone(), new_request_id());
+    }
+    if let Some(logs) = l.access_logs.as_ref() {
+        tracker.log = Some(logs.capture(&req, &c));
+    }
+    let mut resp = route(&l, &w, &c, req, &mut tracker).await;
+    tracker.status = resp.status().as_u16();
+    if let Some(log) = tracker.log.as_mut() {
+        log.response_headers = Some(resp.headers().clone());
+    }
+    if !c.http2 {
+        *resp.version_mut() = Version::HTTP_11;
+    }
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(parts, body.on_finish(tracker)))
+}
+
+async fn route(
+    l: &Arc<ListenerShared>,
+    w: &Rc<Worker>,
+    c: &Rc<ConnCtx>,
+    req: Request<Incoming>,
+    tracker: &mut Tracker,
+) -> Response<ProxyBody> {
+    let authority = authority_of(&req).to_owned();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let Some(route) = l.router.route(&authority, &path, req.headers()) else {
+        l.http_stats.no_route.inc();
+        tracker.flag = Some("NR");
+        return local_reply(StatusCode::NOT_FOUND, Bytes::new());
+    };
+    if let Some(log) = tracker.log.as_mut() {
+        log.route_name = Some(route.name.clone());
+    }
+    match &route.action {
+        Action::Direct(d) => {
+            l.http_stats.rq_direct_response.inc();
+            local_reply(d.status, d.body.clone().unwrap_or_default())
+        }
+        Action::Redirect(_) => {
+            l.http_stats.rq_redirect.inc();
+            redirect(route, &authority, &path)
+        }
+        Action::Forward(f) => forward(l, w, c, route, f, req, &authority, tracker).await,
+    }
+}
+
+/// The request's authority: `:authority` (HTTP/2, absolute-form) or `Host`.
+fn authority_of(req: &Request<Incoming>) -> &str {
+    if let Some(a) = req.uri().authority() {
+        return a.as_str();
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+/// A reply Baton makes itself.
+pub fn local_reply(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = status;
+    if !body.is_empty() {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        *resp.body_mut() = ProxyBody::full(body);
+    }
+    resp
+}
+
+fn failure_reply(f: UpstreamFailure, tracker: &mut Tracker) -> Response<ProxyBody> {
+    tracker.flag = Some(f.flag());
+    local_reply(f.status(), Bytes::from_static(f.body().as_bytes()))
+}
+
+fn redirect(route: &Route, authority: &str, path_and_query: &str) -> Response<ProxyBody> {
+    let Action::Redirect(r) = &route.action else {
+        return local_reply(StatusCode::INTERNAL_SERVER_ERROR, Bytes::new());
+    };
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let (orig_host, orig_port) = split_host_port(authority);
+    let scheme = r.scheme_redirect.as_deref().unwrap_or("http");
+    let host = r.host_redirect.as_deref().unwrap_or(orig_host);
+    let port = match (r.port_redirect, &r.host_redirect) {
+        (Some(p), _) => Some(p.to_string()),
+        (None, Some(_)) => None,
+        (None, None) => orig_port.map(str::to_owned),
+    };
+    let mut new_path = String::with_capacity(path_and_query.len() + 16);
+    let mut query = query.map(str::to_owned);
+    if let Some(p) = &r.path_redirect {
+        match p.split_once('?') {
+            Some((pp, q)) => {
+                new_path.push_str(pp);
+                query = Some(q.to_owned());
+            }
+            None => new_path.push_str(p),
+        }
+    } else if let (Some(rw), Some(prefix)) = (&r.prefix_rewrite, route.prefix()) {
+        new_path.push_str(rw);
+        new_path.push_str(&path[prefix.len().min(path.len())..]);
+    } else {
+        new_path.push_str(path);
+    }
+    let mut location = format!("{scheme}://{host}");
+    if let Some(port) = port {
+        location.push(':');
+        location.push_str(&port);
+    }
+    location.push_str(&new_path);
+    if let (false, Some(q)) = (r.strip_query, query) {
+        if !q.is_empty() {
+            location.push('?');
+            location.push_str(&q);
+        }
+    }
+    let mut resp = local_reply(r.response_code, Bytes::new());
+    match HeaderValue::try_from(location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+            resp
+        }
+        Err(_) => local_reply(StatusCode::BAD_REQUEST, Bytes::new()),
+    }
+}
+
+/// Split `host[:port]` (IPv6 literals in brackets).
+fn split_host_port(authority: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            let host = &authority[..end + 2];
+            let port = rest[end + 1..].strip_prefix(':');
+            return (host, port);
+        }
+        return (authority, None);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (authority, None),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    l: &Arc<ListenerShared>,
+    w: &Rc<Worker>,
+    c: &Rc<ConnCtx>,
+    route: &Route,
+    f: &Forward,
+    mut req: Request<Incoming>,
+    authority: &str,
+    tracker: &mut Tracker,
+) -> Response<ProxyBody> {
+    let Some(cluster) = w.clusters.get(f.cluster).cloned() else {
+        return failure_reply(UpstreamFailure::NoHealthyUpstream, tracker);
+    };
+    if let Some(kind) = upgrade_type(req.headers()) {
+        let allowed = !c.http2
+            && l.config
+                .http
+                .upgrade_types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(kind));
+        if !allowed {
+            l.http_stats.upgrade_failed.inc();
+            return local_reply(StatusCode::FORBIDDEN, Bytes::from_static(b"upgrade failed"));
+        }
+        let on_downstream_upgrade = hyper::upgrade::on(&mut req);
+        return tunnel(
+            l,
+            w,
+            c,
+            route,
+            f,
+            &cluster,
+            req,
+            authority,
+            on_downstream_upgrade,
+            tracker,
+        )
+        .await;
+    }
+
+    let (mut parts, body) = req.into_parts();
+    let policy = f.config.retry_policy.as_ref();
+    let buffer_limit = u64::from(l.config.per_connection_buffer_limit_bytes);
+    // A body is replayable (so the request may be retried) when it is empty, or small enough
+    // to buffer whole within the connection's buffer limit.
+    let mut replay: Option<Bytes> = None;
+    let mut stream_body: Option<ProxyBody> = None;
+    if body.is_end_stream() {
+        replay = Some(Bytes::new());
+    } else if policy.is_some_and(|p| p.num_retries > 0)
+        && body.size_hint().exact().is_some_and(|n| n <= buffer_limit)
+    {
+        match body.collect().await {
+            Ok(collected) => {
+                let b = collected.to_bytes();
+                tracker
+                    .bytes_received
+                    .set(tracker.bytes_received.get() + b.len() as u64);
+                replay = Some(b);
+            }
+            Err(_) => {
+                l.http_stats.downstream_rq_rx_reset.inc();
+                tracker.flag = Some("DC");
+                return local_reply(StatusCode::BAD_REQUEST, Bytes::new());
+            }
+        }
+    } else {
+        stream_body = Some(ProxyBody::stream(body).count_into(tracker.bytes_received.clone()));
+    }
+
+    let hcm = &l.config.http;
+    let cfg = &f.config;
+    prepare_request_headers(&mut parts.headers, c.remote, hcm.use_remote_address, false);
+    let per_try = policy.and_then(|p| p.per_try_timeout);
+    if !hcm.suppress_envoy_headers {
+        if let Some(t) = per_try.or(cfg.timeout) {
+            parts.headers.insert(
+                X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
+                HeaderValue::from(t.as_millis() as u64),
+            );
+        }
+    }
+    let path = rewrite_path(
+        route,
+        cfg.prefix_rewrite.as_deref(),
+        &parts.uri,
+        &mut parts.headers,
+    );
+    let upstream_authority = cfg.host_rewrite_literal.as_deref().unwrap_or(authority);
+    let uri = upstream_uri(cluster.config.http2, upstream_authority, &path);
+    if cluster.config.http2 {
+        parts.headers.remove(header::HOST);
+    } else if let Ok(v) = HeaderValue::from_str(upstream_authority) {
+        parts.headers.insert(header::HOST, v);
+    }
+    let version = if cluster.config.http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+
+    let max_attempts = if replay.is_some() {
+        1 + policy.map_or(0, |p| p.num_retries)
+    } else {
+        1
+    };
+    let deadline = cfg.timeout.map(|t| tokio::time::Instant::now() + t);
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    let mut attempt = 0;
+    let mut stale_retry_used = false;
+    loop {
+        attempt += 1;
+        let body = match &replay {
+            Some(b) => ProxyBody::full(b.clone()),
+            None => stream_body.take().unwrap_or_else(ProxyBody::empty),
+        };
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri.clone();
+        *up.version_mut() = version;
+        *up.headers_mut() = if attempt >= max_attempts && replay.is_none() {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+
+        let outcome = attempt_once(w, f.cluster, &cluster, up, deadline, per_try).await;
+        match outcome {
+            Ok(done) => {
+                let status = done.response.status().as_u16();
+                cluster.stats.response(status, &w.codes[f.cluster]);
+                if attempt < max_attempts && policy.is_some_and(|p| retriable_status(p, status)) {
+                    cluster.stats.upstream_rq_retry.inc();
+                    continue;
+                }
+                if attempt > 1 {
+                    cluster.stats.upstream_rq_retry_success.inc();
+                }
+                let AttemptDone {
+                    response,
+                    conn,
+                    sent_at,
+                    attempt,
+                } = done;
+                let service_time = sent_at.elapsed();
+                let (mut rparts, rbody) = response.into_parts();
+                strip_hop_by_hop(&mut rparts.headers, false);
+                if !hcm.suppress_envoy_headers {
+                    rparts.headers.insert(
+                        X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+                        HeaderValue::from(service_time.as_millis() as u64),
+                    );
+                }
+                if let Some(log) = tracker.log.as_mut() {
+                    log.upstream_host = Some(attempt.host.addr);
+                    log.upstream_cluster = Some(f.cluster_name.clone());
+                }
+                tracker.upstream = Some(attempt.into_track(conn));
+                return Response::from_parts(rparts, ProxyBody::stream(rbody));
+            }
+            Err((failure, reused)) => {
+                if failure == UpstreamFailure::Timeout {
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        cluster.stats.upstream_rq_timeout.inc();
+                        l.http_stats.downstream_rq_timeout.inc();
+                        return failure_reply(failure, tracker);
+                    }
+                    cluster.stats.upstream_rq_per_try_timeout.inc();
+                }
+                // A reused keep-alive connection the upstream closed as we wrote to it: an
+                // idempotent request with a replayable body goes once more on a new connection.
+                if reused
+                    && failure == UpstreamFailure::Reset
+                    && idempotent
+                    && replay.is_some()
+                    && !stale_retry_used
+                {
+                    stale_retry_used = true;
+                    attempt -= 1;
+                    continue;
+                }
+                if attempt < max_attempts && policy.is_some_and(|p| retriable_failure(p, failure)) {
+                    cluster.stats.upstream_rq_retry.inc();
+                    continue;
+                }
+                return failure_reply(failure, tracker);
+            }
+        }
+    }
+}
+
+/// One try at the upstream: host selection, circuit breakers, a connection, the send, and the
+/// wait for response headers within the deadline.
+struct Attempt {
+    cluster: Arc<Cluster>,
+    host: Arc<Host>,
+    cidx: usize,
+    done: bool,
+}
+
+struct AttemptDone {
+    response: Response<Incoming>,
+    conn: Conn,
+    sent_at: Instant,
+    attempt: Attempt,
+}
+
+/// What the tracker keeps of the upstream side until the response body is done.
+struct UpstreamTrack {
+    attempt: Attempt,
+    /// An HTTP/1.1 connection to return to the pool once the response body has been read.
+    checkin: Option<http1::SendRequest<ProxyBody>>,
+}
+
+// === impl Attempt ===
+
+impl Attempt {
+    fn start(cluster: Arc<Cluster>, host: Arc<Host>, cidx: usize) -> Self {
+        cluster.stats.upstream_rq_total.inc();
+        cluster.stats.upstream_rq_active.inc();
+        host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
+        host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
+        Self {
+            cluster,
+            host,
+            cidx,
+            done: false,
+        }
+    }
+
+    fn into_track(self, conn: Conn) -> UpstreamTrack {
+        UpstreamTrack {
+            checkin: match conn {
+                Conn::H1(s) => Some(s),
+                Conn::H2(_) => None,
+            },
+            attempt: self,
+        }
+    }
+
+    /// Account for the end of this attempt.
+    fn finish(&mut self, success: bool) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        self.cluster.stats.upstream_rq_active.dec();
+        self.cluster.stats.upstream_rq_completed.inc();
+        self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+        if success {
+            self.host.stats.rq_success.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+async fn attempt_once(
+    w: &Rc<Worker>,
+    cidx: usize,
+    cluster: &Arc<Cluster>,
+    mut req: Request<ProxyBody>,
+    deadline: Option<tokio::time::Instant>,
+    per_try: Option<Duration>,
+) -> Result<AttemptDone, (UpstreamFailure, bool)> {
+    let max_rq = i64::from(cluster.config.circuit_breakers.max_requests);
+    if cluster.stats.upstream_rq_active.value() >= max_rq {
+        cluster.stats.upstream_rq_pending_overflow.inc();
+        return Err((UpstreamFailure::Overflow, false));
+    }
+    let host = {
+        let set = cluster.hosts();
+        w.lb.pick(cidx, cluster, &set)
+    };
+    let Some(host) = host else {
+        cluster.stats.upstream_cx_none_healthy.inc();
+        return Err((UpstreamFailure::NoHealthyUpstream, false));
+    };
+    let attempt = Attempt::start(cluster.clone(), host.clone(), cidx);
+    let try_deadline = match (deadline, per_try) {
+        (Some(d), Some(p)) => Some(d.min(tokio::time::Instant::now() + p)),
+        (Some(d), None) => Some(d),
+        (None, Some(p)) => Some(tokio::time::Instant::now() + p),
+        (None, None) => None,
+    };
+    let work = async {
+        let mut stale_tries = 0;
+        loop {
+            let mut co = w
+                .pools
+                .checkout(cidx, cluster, &host)
+                .await
+                .map_err(|f| (f, false))?;
+            let sent_at = Instant::now();
+            match co.conn.send(req).await {
+                Ok(resp) => return Ok((resp, co.conn, sent_at)),
+                Err(SendError::NotSent(r)) if stale_tries < 3 => {
+                    stale_tries += 1;
+                    req = *r;
+                }
+                Err(SendError::NotSent(_)) => return Err((UpstreamFailure::Reset, co.reused)),
+                Err(SendError::Failed(f)) => return Err((f, co.reused)),
+            }
+        }
+    };
+    let res = match try_deadline {
+        Some(d) => match tokio::time::timeout_at(d, work).await {
+            Ok(r) => r,
+            Err(_) => Err((UpstreamFailure::Timeout, false)),
+        },
+        None => work.await,
+    };
+    match res {
+        Ok((response, conn, sent_at)) => Ok(AttemptDone {
+            response,
+            conn,
+            sent_at,
+            attempt,
+        }),
+        Err(e) => {
+            if e.0 == UpstreamFailure::Reset {
+                cluster.stats.upstream_rq_rx_reset.inc();
+            }
+            Err(e)
+        }
+    }
+}
+
+fn retriable_status(p: &RetryPolicy, status: u16) -> bool {
+    let r = p.retry_on;
+    (r.five_xx && status >= 500)
+        || (r.gateway_error && (502..=504).contains(&status))
+        || (r.retriable_4xx && status == 409)
+        || (r.retriable_status_codes && p.retriable_status_codes.contains(&status))
+}
+
+fn retriable_failure(p: &RetryPolicy, f: UpstreamFailure) -> bool {
+    let r = p.retry_on;
+    match f {
+        UpstreamFailure::ConnectFailure => r.five_xx || r.gateway_error || r.connect_failure,
+        UpstreamFailure::Reset => r.five_xx || r.gateway_error || r.reset,
+        UpstreamFailure::ProtocolError | UpstreamFailure::Timeout => r.five_xx || r.gateway_error,
+        UpstreamFailure::NoHealthyUpstream | UpstreamFailure::Overflow => false,
+    }
+}
+
+/// The upgrade a request asks for (`Connection: upgrade` + `Upgrade: <type>`).
+fn upgrade_type(h: &HeaderMap) -> Option<&str> {
+    let up = h.get(header::UPGRADE)?.to_str().ok()?;
+    let conn_has_upgrade = h.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    conn_has_upgrade.then_some(up)
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), keeping `Connection: upgrade` and `Upgrade`
+/// for a protocol switch.
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| {
+                let t = t.trim();
+                if keep_upgrade && t.eq_ignore_ascii_case("upgrade") {
+                    return None;
+                }
+                HeaderName::from_bytes(t.as_bytes()).ok()
+            })
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+        if !keep_upgrade {
+            h.remove(header::CONNECTION);
+        }
+    }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(header::TRANSFER_ENCODING);
+    if !keep_upgrade {
+        h.remove(header::UPGRADE);
+    }
+    if let Some(te) = h.get(header::TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            h.remove(header::TE);
+        }
+    }
+}
+
+fn prepare_request_headers(
+    h: &mut HeaderMap,
+    remote: SocketAddr,
+    use_remote_address: bool,
+    keep_upgrade: bool,
+) {
+    strip_hop_by_hop(h, keep_upgrade);
+    if use_remote_address {
+        let ip = remote.ip().to_string();
+        let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip,
+        };
+        if let Ok(v) = HeaderValue::try_from(value) {
+            h.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    } else if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+}
+
+/// The upstream path after `prefix_rewrite`; the original goes in `x-envoy-original-path`.
+fn rewrite_path(route: &Route, rewrite: Option<&str>, uri: &Uri, h: &mut HeaderMap) -> String {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    let (Some(rw), Some(prefix)) = (rewrite, route.prefix()) else {
+        return pq.to_owned();
+    };
+    if let Ok(v) = HeaderValue::from_str(pq) {
+        h.insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
+    }
+    let rest = pq.get(prefix.len()..).unwrap_or("");
+    let mut out = String::with_capacity(rw.len() + rest.len() + 1);
+    out.push_str(rw);
+    out.push_str(rest);
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    out
+}
+
+fn upstream_uri(http2: bool, authority: &str, path: &str) -> Uri {
+    if http2 {
+        let full = format!("http://{authority}{path}");
+        if let Ok(u) = full.parse() {
+            return u;
+        }
+    }
+    path.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// A random UUID v4 for `x-request-id`.
+fn new_request_id() -> HeaderValue {
+    let a = fastrand::u64(..);
+    let b = fastrand::u64(..);
+    let s = format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0x0fff,
+        ((b >> 48) & 0x3fff) | 0x8000,
+        b & 0xffff_ffff_ffff
+    );
+    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Forward a protocol switch (WebSocket): a dedicated upstream connection, and once both sides
+/// have switched, bytes copied both ways until either closes.
+#[allow(clippy::too_many_arguments)]
+async fn tunnel(
+    l: &Arc<ListenerShared>,
+    w: &Rc<Worker>,
+    c: &Rc<ConnCtx>,
+    route: &Route,
+    f: &Forward,
+    cluster: &Arc<Cluster>,
+    req: Request<Incoming>,
+    authority: &str,
+    on_downstream: hyper::upgrade::OnUpgrade,
+    tracker: &mut Tracker,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    prepare_request_headers(
+        &mut parts.headers,
+        c.remote,
+        l.config.http.use_remote_address,
+        true,
+    );
+    let path = rewrite_path(
+        route,
+        f.config.prefix_rewrite.as_deref(),
+        &parts.uri,
+        &mut parts.headers,
+    );
+    let upstream_authority = f
+        .config
+        .host_rewrite_literal
+        .as_deref()
+        .unwrap_or(authority);
+    if let Ok(v) = HeaderValue::from_str(upstream_authority) {
+        parts.headers.insert(header::HOST, v);
+    }
+    let host = {
+        let set = cluster.hosts();
+        w.lb.pick(f.cluster, cluster, &set)
+    };
+    let Some(host) = host else {
+        cluster.stats.upstream_cx_none_healthy.inc();
+        return failure_reply(UpstreamFailure::NoHealthyUpstream, tracker);
+    };
+    let attempt = Attempt::start(cluster.clone(), host.clone(), f.cluster);
+    let mut sender = match upstream::connect_h1(cluster, &host, true).await {
+        Ok(s) => s,
+        Err(e) => return failure_reply(e, tracker),
+    };
+    let mut up = Request::new(ProxyBody::stream(body).count_into(tracker.bytes_received.clone()));
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    *up.headers_mut() = parts.headers;
+    let mut resp = match sender.send_request(up).await {
+        Ok(r) => r,
+        Err(e) => return failure_reply(upstream::classify(&e), tracker),
+    };
+    let status = resp.status();
+    cluster.stats.response(status.as_u16(), &w.codes[f.cluster]);
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers, false);
+        tracker.upstream = Some(UpstreamTrack {
+            attempt,
+            checkin: None,
+        });
+        return Response::from_parts(rparts, ProxyBody::stream(rbody));
+    }
+    let on_upstream = hyper::upgrade::on(&mut resp);
+    let hs_active = l.http_stats.downstream_cx_upgrades_active.clone();
+    l.http_stats.downstream_cx_upgrades_total.inc();
+    // The tunnel keeps the connection context (and so the generation's drain) alive.
+    let conn = c.clone();
+    tokio::task::spawn_local(async move {
+        let _attempt = attempt;
+        let (down, up) = futures_util::future::join(on_downstream, on_upstream).await;
+        if let (Ok(down), Ok(up)) = (down, up) {
+            hs_active.inc();
+            let mut down = TokioIo::new(down);
+            let mut up = TokioIo::new(up);
+            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            hs_active.dec();
+        }
+        drop(conn);
+    });
+    let (mut rparts, _) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers, true);
+    Response::from_parts(rparts, ProxyBody::empty())
+}
+
+/// Accounts for one request when its response body ends (or is dropped): stats, the upstream
+/// connection's return to the pool, the access log.
+pub(crate) struct Tracker {
+    l: Arc<ListenerShared>,
+    w: Rc<Worker>,
+    c: Rc<ConnCtx>,
+    start: Instant,
+    status: u16,
+    flag: Option<&'static str>,
+    upstream: Option<UpstreamTrack>,
+    log: Option<Box<crate::server::LogCapture>>,
+    bytes_received: Rc<Cell<u64>>,
+}
+
+impl Finish for Tracker {
+    fn finish(mut self: Box<Self>, bytes_sent: u64, complete: bool) {
+        let hs = &self.l.http_stats;
+        hs.downstream_rq_active.dec();
+        hs.downstream_rq_completed.inc();
+        hs.response_class(self.status);
+        let elapsed = self.start.elapsed();
+        hs.downstream_rq_time.record(elapsed);
+        self.c.active.set(self.c.active.get().saturating_sub(1));
+        self.c.last_active.set(Instant::now());
+        let mut flag = self.flag;
+        if let Some(mut up) = self.upstream.take() {
+            let a = &mut up.attempt;
+            a.cluster.stats.upstream_rq_time.record(elapsed);
+            a.finish(complete && self.status < 500);
+            if complete {
+                if let Some(s) = up.checkin.take() {
+                    self.w.pools.checkin(a.cidx, a.host.addr, s);
+                }
+            } else if flag.is_none() {
+                flag = Some("DC");
+            }
+        }
+        if let (Some(log), Some(logs)) = (self.log.take(), self.l.access_logs.as_ref()) {
+            logs.write(
+                &log,
+                &self.c,
+                &crate::access::Outcome {
+                    status: self.status,
+                    flags: flag.unwrap_or("-"),
+                    bytes_received: self.bytes_received.get(),
+                    bytes_sent,
+                    duration: elapsed,
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Route selection: a virtual host by the request's authority, then the first route whose match
+//! accepts the request — Envoy's order and rules, compiled once per configuration.
+
+use std::collections::HashMap;
+
+use http::HeaderMap;
+use regex::Regex;
+
+use crate::config::{
+    DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch, Redirect,
+    RouteAction, RouteConfig,
+};
+use crate::error::BuildError;
+
+/// A compiled `route_config`, shared by every worker.
+#[derive(Debug)]
+pub struct Router {
+    exact: HashMap<String, usize>,
+    /// `*.example.com` → `.example.com`, longest first.
+    suffixes: Vec<(String, usize)>,
+    /// `example.*` → `example.`, longest first.
+    prefixes: Vec<(String, usize)>,
+    any: Option<usize>,
+    vhosts: Vec<VirtualHost>,
+}
+
+#[derive(Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    routes: Vec<Route>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    path: CompiledPath,
+    case_sensitive: bool,
+    headers: Vec<CompiledHeader>,
+    pub action: Action,
+}
+
+#[derive(Debug)]
+enum CompiledPath {
+    Prefix(String),
+    Exact(String),
+    /// Anchored at both ends.
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+struct CompiledHeader {
+    name: http::HeaderName,
+    kind: CompiledHeaderKind,
+    invert: bool,
+}
+
+#[derive(Debug)]
+enum CompiledHeaderKind {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    Regex(Regex),
+    Present(bool),
+}
+
+/// What to do with a matched request.
+#[derive(Debug)]
+pub enum Action {
+    Forward(Forward),
+    Direct(DirectResponse),
+    Redirect(Redirect),
+}
+
+/// A `route` action with its cluster resolved to an index of the cluster manager.
+#[derive(Debug)]
+pub struct Forward {
+    pub cluster: usize,
+    pub cluster_name: String,
+    pub config: ForwardAction,
+}
+
+// === impl Router ===
+
+impl Router {
+    /// Compile `cfg`; `cluster_index` resolves a cluster name.
+    pub fn new(
+        cfg: &RouteConfig,
+        cluster_index: impl Fn(&str) -> Option<usize>,
+    ) -> Result<Self, BuildError> {
+        let mut router = Router {
+            exact: HashMap::new(),
+            suffixes: Vec::new(),
+            prefixes: Vec::new(),
+            any: None,
+            vhosts: Vec::with_capacity(cfg.virtual_hosts.len()),
+        };
+        for (vi, vh) in cfg.virtual_hosts.iter().enumerate() {
+            for domain in &vh.domains {
+                let domain = domain.to_ascii_lowercase();
+                if domain == "*" {
+                    router.any.get_or_insert(vi);
+                } else if let Some(suffix) = domain.strip_prefix('*') {
+                    router.suffixes.push((suffix.to_owned(), vi));
+                } else if let Some(prefix) = domain.strip_suffix('*') {
+                    router.prefixes.push((prefix.to_owned(), vi));
+                } else {
+                    router.exact.entry(domain).or_insert(vi);
+                }
+            }
+            let mut routes = Vec::with_capacity(vh.routes.len());
+            for r in &vh.routes {
+                routes.push(compile_route(r, &cluster_index)?);
+            }
+            router.vhosts.push(VirtualHost {
+                name: vh.name.clone(),
+                routes,
+            });
+        }
+        router
+            .suffixes
+            .sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        router
+            .prefixes
+            .sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        Ok(router)
+    }
+
+    /// The virtual host serving `authority` (compared case-insensitively, port included, as
+    /// Envoy does by default).
+    pub fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        let idx = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.lookup(&authority.to_ascii_lowercase())
+        } else {
+            self.lookup(authority)
+        }?;
+        self.vhosts.get(idx)
+    }
+
+    fn lookup(&self, host: &str) -> Option<usize> {
+        if let Some(i) = self.exact.get(host) {
+            return Some(*i);
+        }
+        // A wildcard stands for at least one character.
+        for (suffix, i) in &self.suffixes {
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                return Some(*i);
+            }
+        }
+        for (prefix, i) in &self.prefixes {
+            if host.len() > prefix.len() && host.starts_with(prefix.as_str()) {
+                return Some(*i);
+            }
+        }
+        self.any
+    }
+
+    /// The first matching route for a request with `authority`, `path` (may carry a query) and
+    /// `headers`.
+    pub fn route(&self, authority: &str, path: &str, headers: &HeaderMap) -> Option<&Route> {
+        self.virtual_host(authority)?.route(path, headers)
+    }
+}
+
+// === impl VirtualHost ===
+
+impl VirtualHost {
+    pub fn route(&self, path_and_query: &str, headers: &HeaderMap) -> Option<&Route> {
+        let path = path_and_query
+            .split_once('?')
+            .map_or(path_and_query, |(p, _)| p);
+        self.routes.iter().find(|r| r.matches(path, headers))
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// The matched prefix, for `prefix_rewrite`; `None` for path and regex matches.
+    pub fn prefix(&self) -> Option<&str> {
+        match &self.path {
+            CompiledPath::Prefix(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
+        let path_ok = match &self.path {
+            CompiledPath::Prefix(p) => {
+                path.len() >= p.len()
+                    && if self.case_sensitive {
+                        path.as_bytes().starts_with(p.as_bytes())
+                    } else {
+                        path.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+                    }
+            }
+            CompiledPath::Exact(p) => {
+                if self.case_sensitive {
+                    path == p
+                } else {
+                    path.eq_ignore_ascii_case(p)
+                }
+            }
+            CompiledPath::Regex(re) => re.is_match(path),
+        };
+        path_ok && self.headers.iter().all(|h| h.matches(headers))
+    }
+}
+
+impl CompiledHeader {
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        let value = headers.get(&self.name).map(|v| v.to_str().unwrap_or(""));
+        let result = match (&self.kind, value) {
+            (CompiledHeaderKind::Present(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (CompiledHeaderKind::Exact(s), Some(v)) => v == s,
+            (CompiledHeaderKind::Prefix(s), Some(v)) => v.starts_with(s.as_str()),
+            (CompiledHeaderKind::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
+            (CompiledHeaderKind::Contains(s), Some(v)) => v.contains(s.as_str()),
+            (CompiledHeaderKind::Regex(re), Some(v)) => re.is_match(v),
+        };
+        result != self.invert
+    }
+}
+
+fn anchored(re: &Regex) -> Result<Regex, BuildError> {
+    Regex::new(&format!("^(?:{})$", re.as_str())).map_err(|e| BuildError::Regex {
+        regex: re.as_str().to_owned(),
+        source: e,
+    })
+}
+
+fn compile_route(
+    r: &crate::config::Route,
+    cluster_index: &impl Fn(&str) -> Option<usize>,
+) -> Result<Route, BuildError> {
+    let path = match &r.matcher.path {
+        PathMatch::Prefix(p) => CompiledPath::Prefix(p.clone()),
+        PathMatch::Exact(p) => CompiledPath::Exact(p.clone()),
+        PathMatch::Regex(re) => CompiledPath::Regex(anchored(re)?),
+    };
+    let headers = r
+        .matcher
+        .headers
+        .iter()
+        .map(|h: &HeaderMatcher| {
+            let kind = match &h.kind {
+                HeaderMatchKind::Exact(s) => CompiledHeaderKind::Exact(s.clone()),
+                HeaderMatchKind::Prefix(s) => CompiledHeaderKind::Prefix(s.clone()),
+                HeaderMatchKind::Suffix(s) => CompiledHeaderKind::Suffix(s.clone()),
+                HeaderMatchKind::Contains(s) => CompiledHeaderKind::Contains(s.clone()),
+                HeaderMatchKind::Regex(re) => CompiledHeaderKind::Regex(anchored(re)?),
+                HeaderMatchKind::Present(p) => CompiledHeaderKind::Present(*p),
+            };
+            Ok(CompiledHeader {
+                name: h.name.clone(),
+                kind,
+                invert: h.invert,
+            })
+        })
+        .collect::<Result<Vec<_>, BuildError>>()?;
+    let action = match &r.action {
+        RouteAction::Forward(f) => Action::Forward(Forward {
+            cluster: cluster_index(&f.cluster).ok_or_else(|| BuildError::UnknownCluster {
+                cluster: f.cluster.clone(),
+            })?,
+            cluster_name: f.cluster.clone(),
+            config: f.clone(),
+        }),
+        RouteAction::Direct(d) => Action::Direct(d.clone()),
+        RouteAction::Redirect(rd) => Action::Redirect(rd.clone()),
+    };
+    Ok(Route {
+        name: r.name.clone(),
+        path,
+        case_sensitive: r.matcher.case_sensitive,
+        headers,
+        action,
+    })
+}
+
+#[cfg(test)]
+mod tests;

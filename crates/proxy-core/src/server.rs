@@ -1,0 +1,451 @@
+//! Workers and downstream connections: one thread per worker, each with a current-thread tokio
+//! runtime, accepting on every listener's (shared, already bound) socket and serving each
+//! connection with hyper — HTTP/1.1, HTTP/2 with prior knowledge, or either by sniffing the
+//! preface — until it closes, idles out, or the generation drains.
+//!
+//! Nothing here is shared across workers but read-only configuration, stats handles and the
+//! cluster manager; upstream pools and balancer state are per worker.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use shm_stats::Store;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::body::ProxyBody;
+use crate::cluster::{ClusterManager, WorkerLb};
+use crate::config::{self, Bootstrap, CodecType};
+use crate::error::BuildError;
+use crate::io::{ServerIo, Sniffed};
+use crate::router::Router;
+use crate::stats::{CodeCounters, HttpStats, ListenerStats};
+use crate::upstream::Pools;
+use crate::LocalExec;
+
+/// A listener's read-only state, shared by every worker.
+#[derive(Debug)]
+pub struct ListenerShared {
+    pub config: config::Listener,
+    pub router: Router,
+    pub http_stats: HttpStats,
+    pub listener_stats: ListenerStats,
+    pub access_logs: Option<crate::access::AccessLogs>,
+}
+
+/// One worker thread's state. `!Send`: it never leaves its thread.
+#[derive(Debug)]
+pub struct Worker {
+    pub clusters: Arc<ClusterManager>,
+    pub lb: WorkerLb,
+    pub pools: Pools,
+    /// `upstream_rq_<code>` counters per cluster index.
+    pub codes: Vec<CodeCounters>,
+}
+
+/// One downstream connection, shared by the requests on it.
+#[derive(Debug)]
+pub struct ConnCtx {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub http2: bool,
+    /// Requests whose response has not finished.
+    pub active: Cell<usize>,
+    /// When the last request finished (or the connection opened).
+    pub last_active: Cell<Instant>,
+    /// Keeps the worker alive while this connection (or a tunnel spawned from it) lives.
+    _alive: mpsc::Sender<()>,
+    /// Keeps the generation's drain waiting while this connection lives.
+    _drain: drain::Watch,
+}
+
+/// What an access log needs of a request, captured before the request is forwarded.
+#[derive(Debug)]
+pub struct LogCapture {
+    pub start_time: SystemTime,
+    pub method: Method,
+    pub path: String,
+    pub authority: Option<String>,
+    pub version: Version,
+    pub request_headers: HeaderMap,
+    pub response_headers: Option<HeaderMap>,
+    pub route_name: Option<String>,
+    pub upstream_host: Option<SocketAddr>,
+    pub upstream_cluster: Option<String>,
+}
+
+/// The data plane of one generation, built from a validated configuration.
+#[derive(Debug)]
+pub struct Dataplane {
+    listeners: Vec<Arc<ListenerShared>>,
+    clusters: Arc<ClusterManager>,
+}
+
+/// The running worker threads.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+// === impl Dataplane ===
+
+impl Dataplane {
+    pub fn new(
+        bootstrap: &Bootstrap,
+        clusters: Arc<ClusterManager>,
+        store: &Store,
+    ) -> Result<Self, BuildError> {
+        let listeners = bootstrap
+            .listeners
+            .iter()
+            .map(|lc| {
+                let router = Router::new(&lc.http.route_config, |name| clusters.index(name))?;
+                let access_logs = crate::access::AccessLogs::open(&lc.http.access_logs)?;
+                Ok(Arc::new(ListenerShared {
+                    router,
+                    http_stats: HttpStats::new(store, &lc.http.stat_prefix),
+                    listener_stats: ListenerStats::new(store, &lc.address),
+                    access_logs,
+                    config: lc.clone(),
+                }))
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        store
+            .gauge("listener_manager.total_listeners_active")
+            .set(listeners.len() as i64);
+        Ok(Self {
+            listeners,
+            clusters,
+        })
+    }
+
+    pub fn listeners(&self) -> &[Arc<ListenerShared>] {
+        &self.listeners
+    }
+
+    /// Start `concurrency` workers serving `sockets` (one per listener, in configuration
+    /// order). Each worker stops accepting when `drain` fires and exits once its last
+    /// connection has closed.
+    pub fn spawn_workers(
+        &self,
+        sockets: Vec<std::net::TcpListener>,
+        concurrency: usize,
+        drain: drain::Watch,
+    ) -> Result<Workers, BuildError> {
+        let mut handles = Vec::with_capacity(concurrency);
+        for index in 0..concurrency.max(1) {
+            let mut mine = Vec::with_capacity(sockets.len());
+            for (l, s) in self.listeners.iter().zip(&sockets) {
+                let sock = s.try_clone().map_err(|source| BuildError::Listener {
+                    listener: l.config.name.clone(),
+                    source,
+                })?;
+                sock.set_nonblocking(true)
+                    .map_err(|source| BuildError::Listener {
+                        listener: l.config.name.clone(),
+                        source,
+                    })?;
+                mine.push((l.clone(), sock));
+            }
+            let clusters = self.clusters.clone();
+            let drain = drain.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("baton-worker-{index}"))
+                .spawn(move || run_worker(index, clusters, mine, drain))
+                .map_err(|source| BuildError::Worker { index, source })?;
+            handles.push(handle);
+        }
+        Ok(Workers { handles })
+    }
+}
+
+// === impl Workers ===
+
+impl Workers {
+    /// Wait for every worker thread to exit.
+    pub fn join(self) {
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run_worker(
+    index: usize,
+    clusters: Arc<ClusterManager>,
+    listeners: Vec<(Arc<ListenerShared>, std::net::TcpListener)>,
+    drain: drain::Watch,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "could not start worker runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let worker = Rc::new(Worker {
+            lb: WorkerLb::new(&clusters),
+            pools: Pools::default(),
+            codes: clusters
+                .clusters()
+                .iter()
+                .map(|_| CodeCounters::default())
+                .collect(),
+            clusters,
+        });
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        for (l, sock) in listeners {
+            match TcpListener::from_std(sock) {
+                Ok(listener) => {
+                    tokio::task::spawn_local(accept_loop(
+                        l,
+                        worker.clone(),
+                        listener,
+                        drain.clone(),
+                        alive_tx.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(worker = index, listener = %l.config.name, error = %e, "could not register listen socket");
+                }
+            }
+        }
+        drop(alive_tx);
+        drop(drain);
+        // `None` once every accept loop, connection and tunnel has ended.
+        let _ = alive_rx.recv().await;
+        tracing::debug!(worker = index, "worker finished");
+    });
+}
+
+async fn accept_loop(
+    l: Arc<ListenerShared>,
+    w: Rc<Worker>,
+    listener: TcpListener,
+    mut drain: drain::Watch,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = drain.signaled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    tokio::task::spawn_local(serve_conn(
+                        l.clone(),
+                        w.clone(),
+                        stream,
+                        remote,
+                        drain.clone(),
+                        alive.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of fds or buffers: back off briefly instead of spinning.
+                    tracing::warn!(listener = %l.config.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    tracing::debug!(listener = %l.config.name, "stopped accepting");
+}
+
+/// The per-connection hyper service: each request goes to [`crate::proxy::handle`].
+#[derive(Clone)]
+struct Svc {
+    l: Arc<ListenerShared>,
+    w: Rc<Worker>,
+    c: Rc<ConnCtx>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Svc {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>>>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(crate::proxy::handle(
+            self.l.clone(),
+            self.w.clone(),
+            self.c.clone(),
+            req,
+        ))
+    }
+}
+
+/// A hyper server connection that can be asked to close gracefully.
+trait GracefulConn: Future<Output = Result<(), hyper::Error>> {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConn for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> GracefulConn for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+async fn serve_conn(
+    l: Arc<ListenerShared>,
+    w: Rc<Worker>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    mut drain: drain::Watch,
+    alive: mpsc::Sender<()>,
+) {
+    let opened = Instant::now();
+    let ls = &l.listener_stats;
+    let hs = &l.http_stats;
+    ls.downstream_cx_total.inc();
+    ls.downstream_cx_active.inc();
+    hs.downstream_cx_total.inc();
+    hs.downstream_cx_active.inc();
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(l.config.address);
+    let hcm = &l.config.http;
+    let sniffed = match hcm.codec_type {
+        CodecType::Http1 => Some((ServerIo::new(stream, Bytes::new()), Sniffed::Http1)),
+        CodecType::Http2 => Some((ServerIo::new(stream, Bytes::new()), Sniffed::Http2)),
+        CodecType::Auto => {
+            let wait = hcm.idle_timeout.unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                r = tokio::time::timeout(wait, ServerIo::sniff(stream)) => r.ok().and_then(Result::ok).flatten(),
+                _ = drain.signaled() => None,
+            }
+        }
+    };
+    if let Some((io, proto)) = sniffed {
+        let counts = io.counts();
+        let ctx = Rc::new(ConnCtx {
+            remote,
+            local,
+            http2: proto == Sniffed::Http2,
+            active: Cell::new(0),
+            last_active: Cell::new(Instant::now()),
+            _alive: alive,
+            _drain: drain.clone(),
+        });
+        let svc = Svc {
+            l: l.clone(),
+            w,
+            c: ctx.clone(),
+        };
+        let result = match proto {
+            Sniffed::Http1 => {
+                hs.downstream_cx_http1_total.inc();
+                hs.downstream_cx_http1_active.inc();
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(None)
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(io), svc)
+                    .with_upgrades();
+                let r = drive(conn, &l, &ctx, &mut drain).await;
+                hs.downstream_cx_http1_active.dec();
+                r
+            }
+            Sniffed::Http2 => {
+                hs.downstream_cx_http2_total.inc();
+                hs.downstream_cx_http2_active.inc();
+                let conn = http2::Builder::new(LocalExec)
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(io), svc);
+                let r = drive(conn, &l, &ctx, &mut drain).await;
+                hs.downstream_cx_http2_active.dec();
+                r
+            }
+        };
+        if let Err(e) = result {
+            if e.is_parse() || e.is_parse_too_large() {
+                hs.downstream_cx_protocol_error.inc();
+            }
+            tracing::debug!(%remote, error = %e, "downstream connection ended with an error");
+        }
+        hs.downstream_cx_rx_bytes_total
+            .add(counts.rx.load(std::sync::atomic::Ordering::Relaxed));
+        hs.downstream_cx_tx_bytes_total
+            .add(counts.tx.load(std::sync::atomic::Ordering::Relaxed));
+    }
+    let length = opened.elapsed();
+    ls.downstream_cx_active.dec();
+    ls.downstream_cx_destroy.inc();
+    ls.downstream_cx_length_ms.record(length);
+    hs.downstream_cx_active.dec();
+    hs.downstream_cx_destroy.inc();
+    hs.downstream_cx_length_ms.record(length);
+}
+
+/// Run a connection to its end, closing it gracefully when the generation drains or when it
+/// has had no request for the idle timeout.
+async fn drive<C: GracefulConn>(
+    conn: C,
+    l: &ListenerShared,
+    ctx: &ConnCtx,
+    drain: &mut drain::Watch,
+) -> Result<(), hyper::Error> {
+    let idle = l.config.http.idle_timeout;
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let idle_sleep = tokio::time::sleep(idle.unwrap_or(far));
+    tokio::pin!(conn);
+    tokio::pin!(idle_sleep);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = drain.signaled(), if !closing => {
+                closing = true;
+                l.http_stats.downstream_cx_drain_close.inc();
+                conn.as_mut().graceful();
+            }
+            _ = idle_sleep.as_mut(), if !closing && idle.is_some() => {
+                let idle = idle.unwrap_or(far);
+                let since = ctx.last_active.get().elapsed();
+                if ctx.active.get() == 0 && since >= idle {
+                    closing = true;
+                    l.http_stats.downstream_cx_idle_timeout.inc();
+                    conn.as_mut().graceful();
+                } else {
+                    let next = if ctx.active.get() == 0 { idle - since } else { idle };
+                    idle_sleep.as_mut().reset(tokio::time::Instant::now() + next);
+                }
+            }
+        }
+    }
+}

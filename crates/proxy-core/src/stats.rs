@@ -1,0 +1,310 @@
+//! Envoy-named stat handles for the data plane, resolved once per listener and cluster so the
+//! request path only touches atomics.
+//!
+//! Names follow Envoy's (`http.<stat_prefix>.downstream_rq_total`,
+//! `listener.<address>.downstream_cx_total`, `cluster.<name>.upstream_rq_total`, …) so existing
+//! dashboards and the admin's Prometheus tag extraction work unchanged.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use shm_stats::{Counter, Gauge, Histogram, Store};
+
+/// `http.<stat_prefix>.*`: one per HTTP connection manager (listener).
+#[derive(Debug)]
+pub struct HttpStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_active: Gauge,
+    pub downstream_cx_http1_total: Counter,
+    pub downstream_cx_http1_active: Gauge,
+    pub downstream_cx_http2_total: Counter,
+    pub downstream_cx_http2_active: Gauge,
+    pub downstream_cx_destroy: Counter,
+    pub downstream_cx_protocol_error: Counter,
+    pub downstream_cx_idle_timeout: Counter,
+    pub downstream_cx_drain_close: Counter,
+    pub downstream_cx_rx_bytes_total: Counter,
+    pub downstream_cx_tx_bytes_total: Counter,
+    pub downstream_cx_upgrades_total: Counter,
+    pub downstream_cx_upgrades_active: Gauge,
+    pub downstream_cx_length_ms: Histogram,
+    pub downstream_rq_total: Counter,
+    pub downstream_rq_http1_total: Counter,
+    pub downstream_rq_http2_total: Counter,
+    pub downstream_rq_active: Gauge,
+    pub downstream_rq_completed: Counter,
+    pub downstream_rq_1xx: Counter,
+    pub downstream_rq_2xx: Counter,
+    pub downstream_rq_3xx: Counter,
+    pub downstream_rq_4xx: Counter,
+    pub downstream_rq_5xx: Counter,
+    pub downstream_rq_timeout: Counter,
+    pub downstream_rq_idle_timeout: Counter,
+    pub downstream_rq_rx_reset: Counter,
+    pub downstream_rq_time: Histogram,
+    pub no_route: Counter,
+    pub rq_direct_response: Counter,
+    pub rq_redirect: Counter,
+    pub upgrade_failed: Counter,
+}
+
+/// `listener.<address>.*`.
+#[derive(Debug)]
+pub struct ListenerStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_active: Gauge,
+    pub downstream_cx_destroy: Counter,
+    pub downstream_cx_length_ms: Histogram,
+}
+
+/// `cluster.<name>.*`.
+#[derive(Debug)]
+pub struct ClusterStats {
+    pub upstream_cx_total: Counter,
+    pub upstream_cx_active: Gauge,
+    pub upstream_cx_http1_total: Counter,
+    pub upstream_cx_http2_total: Counter,
+    pub upstream_cx_connect_fail: Counter,
+    pub upstream_cx_connect_timeout: Counter,
+    pub upstream_cx_overflow: Counter,
+    pub upstream_cx_destroy: Counter,
+    pub upstream_cx_none_healthy: Counter,
+    pub upstream_cx_connect_ms: Histogram,
+    pub upstream_cx_rx_bytes_total: Counter,
+    pub upstream_cx_tx_bytes_total: Counter,
+    pub upstream_rq_total: Counter,
+    pub upstream_rq_active: Gauge,
+    pub upstream_rq_completed: Counter,
+    pub upstream_rq_pending_overflow: Counter,
+    pub upstream_rq_timeout: Counter,
+    pub upstream_rq_per_try_timeout: Counter,
+    pub upstream_rq_rx_reset: Counter,
+    pub upstream_rq_retry: Counter,
+    pub upstream_rq_retry_success: Counter,
+    pub upstream_rq_retry_overflow: Counter,
+    pub upstream_rq_1xx: Counter,
+    pub upstream_rq_2xx: Counter,
+    pub upstream_rq_3xx: Counter,
+    pub upstream_rq_4xx: Counter,
+    pub upstream_rq_5xx: Counter,
+    pub upstream_rq_time: Histogram,
+    pub membership_total: Gauge,
+    pub membership_healthy: Gauge,
+    pub membership_change: Counter,
+    pub update_attempt: Counter,
+    pub update_success: Counter,
+    pub update_failure: Counter,
+    /// `cluster.<name>.upstream_rq_<code>` handles, created on first use.
+    prefix: String,
+    store: Store,
+}
+
+/// Per-worker cache of `upstream_rq_<code>` counters, so the shared registry is consulted once
+/// per code and worker rather than once per response.
+#[derive(Debug, Default)]
+pub struct CodeCounters {
+    by_code: RefCell<HashMap<u16, Counter>>,
+}
+
+/// The component of a listener's stat names: `127.0.0.1_10000`, `[__1]_10000`.
+pub fn listener_stat_name(addr: &SocketAddr) -> String {
+    addr.to_string().replace(':', "_")
+}
+
+macro_rules! stat_struct {
+    ($store:expr, $prefix:expr, $ty:ident { $($field:ident : $kind:ident),* $(,)? } $(, $extra:ident : $val:expr)*) => {
+        $ty {
+            $($field: stat_struct!(@make $store, $prefix, $field, $kind),)*
+            $($extra: $val,)*
+        }
+    };
+    (@make $store:expr, $prefix:expr, $field:ident, counter) => {
+        $store.counter(&format!("{}.{}", $prefix, stringify!($field)))
+    };
+    (@make $store:expr, $prefix:expr, $field:ident, gauge) => {
+        $store.gauge(&format!("{}.{}", $prefix, stringify!($field)))
+    };
+    (@make $store:expr, $prefix:expr, $field:ident, histogram) => {
+        $store.histogram(&format!("{}.{}", $prefix, stringify!($field)))
+    };
+}
+
+// === impl HttpStats ===
+
+impl HttpStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("http.{stat_prefix}");
+        stat_struct!(
+            store,
+            p,
+            HttpStats {
+                downstream_cx_total: counter,
+                downstream_cx_active: gauge,
+                downstream_cx_http1_total: counter,
+                downstream_cx_http1_active: gauge,
+                downstream_cx_http2_total: counter,
+                downstream_cx_http2_active: gauge,
+                downstream_cx_destroy: counter,
+                downstream_cx_protocol_error: counter,
+                downstream_cx_idle_timeout: counter,
+                downstream_cx_drain_close: counter,
+                downstream_cx_rx_bytes_total: counter,
+                downstream_cx_tx_bytes_total: counter,
+                downstream_cx_upgrades_total: counter,
+                downstream_cx_upgrades_active: gauge,
+                downstream_cx_length_ms: histogram,
+                downstream_rq_total: counter,
+                downstream_rq_http1_total: counter,
+                downstream_rq_http2_total: counter,
+                downstream_rq_active: gauge,
+                downstream_rq_completed: counter,
+                downstream_rq_1xx: counter,
+                downstream_rq_2xx: counter,
+                downstream_rq_3xx: counter,
+                downstream_rq_4xx: counter,
+                downstream_rq_5xx: counter,
+                downstream_rq_timeout: counter,
+                downstream_rq_idle_timeout: counter,
+                downstream_rq_rx_reset: counter,
+                downstream_rq_time: histogram,
+                no_route: counter,
+                rq_direct_response: counter,
+                rq_redirect: counter,
+                upgrade_failed: counter,
+            }
+        )
+    }
+
+    /// Count a response sent downstream by its class.
+    pub fn response_class(&self, status: u16) {
+        match status / 100 {
+            1 => self.downstream_rq_1xx.inc(),
+            2 => self.downstream_rq_2xx.inc(),
+            3 => self.downstream_rq_3xx.inc(),
+            4 => self.downstream_rq_4xx.inc(),
+            _ => self.downstream_rq_5xx.inc(),
+        }
+    }
+}
+
+// === impl ListenerStats ===
+
+impl ListenerStats {
+    pub fn new(store: &Store, addr: &SocketAddr) -> Self {
+        let p = format!("listener.{}", listener_stat_name(addr));
+        stat_struct!(
+            store,
+            p,
+            ListenerStats {
+                downstream_cx_total: counter,
+                downstream_cx_active: gauge,
+                downstream_cx_destroy: counter,
+                downstream_cx_length_ms: histogram,
+            }
+        )
+    }
+}
+
+// === impl ClusterStats ===
+
+impl ClusterStats {
+    pub fn new(store: &Store, cluster: &str) -> Self {
+        let p = format!("cluster.{cluster}");
+        stat_struct!(store, p, ClusterStats {
+            upstream_cx_total: counter,
+            upstream_cx_active: gauge,
+            upstream_cx_http1_total: counter,
+            upstream_cx_http2_total: counter,
+            upstream_cx_connect_fail: counter,
+            upstream_cx_connect_timeout: counter,
+            upstream_cx_overflow: counter,
+            upstream_cx_destroy: counter,
+            upstream_cx_none_healthy: counter,
+            upstream_cx_connect_ms: histogram,
+            upstream_cx_rx_bytes_total: counter,
+            upstream_cx_tx_bytes_total: counter,
+            upstream_rq_total: counter,
+            upstream_rq_active: gauge,
+            upstream_rq_completed: counter,
+            upstream_rq_pending_overflow: counter,
+            upstream_rq_timeout: counter,
+            upstream_rq_per_try_timeout: counter,
+            upstream_rq_rx_reset: counter,
+            upstream_rq_retry: counter,
+            upstream_rq_retry_success: counter,
+            upstream_rq_retry_overflow: counter,
+            upstream_rq_1xx: counter,
+            upstream_rq_2xx: counter,
+            upstream_rq_3xx: counter,
+            upstream_rq_4xx: counter,
+            upstream_rq_5xx: counter,
+            upstream_rq_time: histogram,
+            membership_total: gauge,
+            membership_healthy: gauge,
+            membership_change: counter,
+            update_attempt: counter,
+            update_success: counter,
+            update_failure: counter,
+        }, prefix: p.clone(), store: store.clone())
+    }
+
+    /// Count a response received from upstream: its class and its exact code.
+    pub fn response(&self, status: u16, codes: &CodeCounters) {
+        match status / 100 {
+            1 => self.upstream_rq_1xx.inc(),
+            2 => self.upstream_rq_2xx.inc(),
+            3 => self.upstream_rq_3xx.inc(),
+            4 => self.upstream_rq_4xx.inc(),
+            _ => self.upstream_rq_5xx.inc(),
+        }
+        let mut map = codes.by_code.borrow_mut();
+        map.entry(status)
+            .or_insert_with(|| {
+                self.store
+                    .counter(&format!("{}.upstream_rq_{status}", self.prefix))
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_envoy() {
+        let store = Store::new();
+        let h = HttpStats::new(&store, "ingress_http");
+        h.downstream_rq_total.inc();
+        let c = ClusterStats::new(&store, "backend");
+        let codes = CodeCounters::default();
+        c.response(503, &codes);
+        c.response(503, &codes);
+        let l = ListenerStats::new(&store, &"[::1]:10000".parse().unwrap());
+        l.downstream_cx_total.inc();
+        let snap = store.snapshot();
+        let get = |n: &str| {
+            snap.stats
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get("http.ingress_http.downstream_rq_total"),
+            Some(shm_stats::Value::Counter(1))
+        );
+        assert_eq!(
+            get("cluster.backend.upstream_rq_503"),
+            Some(shm_stats::Value::Counter(2))
+        );
+        assert_eq!(
+            get("cluster.backend.upstream_rq_5xx"),
+            Some(shm_stats::Value::Counter(2))
+        );
+        assert_eq!(
+            get("listener.[__1]_10000.downstream_cx_total"),
+            Some(shm_stats::Value::Counter(1))
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! Per-worker upstream connections: a pool of idle HTTP/1.1 connections and one multiplexed
+//! HTTP/2 connection per host, opened with the cluster's connect timeout and circuit breakers.
+//!
+//! Pools are `!Send` and belong to one worker thread, so checkout and checkin never take a lock.
+//! A request that hyper hands back unsent (the pooled connection closed under it) is sent on
+//! another connection; it never surfaces as an error.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::ProxyBody;
+use crate::cluster::{Cluster, Host};
+use crate::error::UpstreamFailure;
+use crate::LocalExec;
+
+/// Idle HTTP/1.1 connections kept per host and worker; more are closed when returned.
+const MAX_IDLE_PER_HOST: usize = 256;
+
+/// One worker's upstream connections, keyed by cluster index and host address.
+#[derive(Debug, Default)]
+pub struct Pools {
+    hosts: RefCell<HashMap<(usize, SocketAddr), HostPool>>,
+}
+
+#[derive(Debug, Default)]
+struct HostPool {
+    idle: Vec<http1::SendRequest<ProxyBody>>,
+    h2: Option<http2::SendRequest<ProxyBody>>,
+}
+
+/// A connection ready for one request.
+#[derive(Debug)]
+pub enum Conn {
+    H1(http1::SendRequest<ProxyBody>),
+    H2(http2::SendRequest<ProxyBody>),
+}
+
+/// A checked-out connection and whether it had served a request before (a reused connection
+/// may have been closed by the upstream while idle).
+#[derive(Debug)]
+pub struct Checkout {
+    pub conn: Conn,
+    pub reused: bool,
+}
+
+/// Why a send failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// Hyper did not write the request: it is handed back to be sent elsewhere.
+    NotSent(Box<Request<ProxyBody>>),
+    Failed(UpstreamFailure),
+}
+
+// === impl Pools ===
+
+impl Pools {
+    /// A ready connection to `host`: an idle pooled one, the shared HTTP/2 one, or a new one.
+    pub async fn checkout(
+        &self,
+        cidx: usize,
+        cluster: &Arc<Cluster>,
+        host: &Arc<Host>,
+    ) -> Result<Checkout, UpstreamFailure> {
+        let key = (cidx, host.addr);
+        if cluster.config.http2 {
+            let existing = self
+                .hosts
+                .borrow()
+                .get(&key)
+                .and_then(|p| p.h2.clone())
+                .filter(|s| !s.is_closed());
+            if let Some(s) = existing {
+                return Ok(Checkout {
+                    conn: Conn::H2(s),
+                    reused: true,
+                });
+            }
+            let s = connect_h2(cluster, host).await?;
+            self.hosts.borrow_mut().entry(key).or_default().h2 = Some(s.clone());
+            return Ok(Checkout {
+                conn: Conn::H2(s),
+                reused: false,
+            });
+        }
+        loop {
+            let candidate = self
+                .hosts
+                .borrow_mut()
+                .get_mut(&key)
+                .and_then(|p| p.idle.pop());
+            let Some(mut s) = candidate else { break };
+            if s.is_closed() {
+                continue;
+            }
+            if s.is_ready() || s.ready().await.is_ok() {
+                return Ok(Checkout {
+                    conn: Conn::H1(s),
+                    reused: true,
+                });
+            }
+        }
+        let s = connect_h1(cluster, host, false).await?;
+        Ok(Checkout {
+            conn: Conn::H1(s),
+            reused: false,
+        })
+    }
+
+    /// Return an HTTP/1.1 connection whose response has been read to its end.
+    pub fn checkin(&self, cidx: usize, addr: SocketAddr, s: http1::SendRequest<ProxyBody>) {
+        if s.is_closed() {
+            return;
+        }
+        let mut hosts = self.hosts.borrow_mut();
+        let pool = hosts.entry((cidx, addr)).or_default();
+        if pool.idle.len() < MAX_IDLE_PER_HOST {
+            pool.idle.push(s);
+        }
+    }
+}
+
+// === impl Conn ===
+
+impl Conn {
+    /// Send `req`; a request hyper did not write comes back as [`SendError::NotSent`].
+    pub async fn send(&mut self, req: Request<ProxyBody>) -> Result<Response<Incoming>, SendError> {
+        let res = match self {
+            Conn::H1(s) => s.try_send_request(req).await,
+            Conn::H2(s) => s.try_send_request(req).await,
+        };
+        res.map_err(|mut e| match e.take_message() {
+            Some(req) => SendError::NotSent(Box::new(req)),
+            None => SendError::Failed(classify(e.error())),
+        })
+    }
+}
+
+/// Map a hyper client error to Envoy's failure classes.
+pub fn classify(e: &hyper::Error) -> UpstreamFailure {
+    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        UpstreamFailure::ProtocolError
+    } else if e.is_timeout() {
+        UpstreamFailure::Timeout
+    } else {
+        UpstreamFailure::Reset
+    }
+}
+
+/// Open a TCP connection to `host` within the cluster's connect timeout and circuit breaker.
+async fn connect_tcp(cluster: &Cluster, host: &Host) -> Result<TcpStream, UpstreamFailure> {
+    let stats = &cluster.stats;
+    let max = i64::from(cluster.config.circuit_breakers.max_connections);
+    if stats.upstream_cx_active.value() >= max {
+        stats.upstream_cx_overflow.inc();
+        return Err(UpstreamFailure::Overflow);
+    }
+    let started = Instant::now();
+    let res = tokio::time::timeout(
+        cluster.config.connect_timeout,
+        TcpStream::connect(host.addr),
+    )
+    .await;
+    let stream = match res {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(cluster = %cluster.config.name, host = %host.addr, error = %e, "upstream connect failed");
+            stats.upstream_cx_connect_fail.inc();
+            host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            return Err(UpstreamFailure::ConnectFailure);
+        }
+        Err(_) => {
+            stats.upstream_cx_connect_timeout.inc();
+            stats.upstream_cx_connect_fail.inc();
+            host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            return Err(UpstreamFailure::ConnectFailure);
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    stats.upstream_cx_connect_ms.record(started.elapsed());
+    stats.upstream_cx_total.inc();
+    Ok(stream)
+}
+
+/// Track an upstream connection's life in the cluster's and host's stats.
+struct CxGuard {
+    cluster: Arc<Cluster>,
+    host: Arc<Host>,
+}
+
+impl CxGuard {
+    fn new(cluster: Arc<Cluster>, host: Arc<Host>) -> Self {
+        cluster.stats.upstream_cx_active.inc();
+        host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
+        host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
+        Self { cluster, host }
+    }
+}
+
+impl Drop for CxGuard {
+    fn drop(&mut self) {
+        self.cluster.stats.upstream_cx_active.dec();
+        self.cluster.stats.upstream_cx_destroy.inc();
+        self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Open an HTTP/1.1 connection. `upgrades`: the connection may switch protocols (WebSocket).
+pub async fn connect_h1(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    upgrades: bool,
+) -> Result<http1::SendRequest<ProxyBody>, UpstreamFailure> {
+    let stream = connect_tcp(cluster, host).await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake::<_, ProxyBody>(TokioIo::new(stream))
+        .await
+        .map_err(|e| classify(&e))?;
+    cluster.stats.upstream_cx_http1_total.inc();
+    let guard = CxGuard::new(cluster.clone(), host.clone());
+    if upgrades {
+        tokio::task::spawn_local(async move {
+            let _ = conn.with_upgrades().await;
+            drop(guard);
+        });
+    } else {
+        tokio::task::spawn_local(async move {
+            let _ = conn.await;
+            drop(guard);
+        });
+    }
+    Ok(sender)
+}
+
+async fn connect_h2(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+) -> Result<http2::SendRequest<ProxyBody>, UpstreamFailure> {
+    let stream = connect_tcp(cluster, host).await?;
+    let (sender, conn) = http2::Builder::new(LocalExec)
+        .timer(TokioTimer::new())
+        .handshake::<_, ProxyBody>(TokioIo::new(stream))
+        .await
+        .map_err(|e| classify(&e))?;
+    cluster.stats.upstream_cx_http2_total.inc();
+    let guard = CxGuard::new(cluster.clone(), host.clone());
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+        drop(guard);
+    });
+    Ok(sender)
+}
