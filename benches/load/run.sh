@@ -528,6 +528,8 @@ if wants baton; then
   else
     log "baton --help does not list --disable-hot-restart; not passing it"
   fi
+  # Same log level as Envoy gets below, so neither pays for info logging.
+  if grep -q -- '--log-level' <<<"$BATON_HELP"; then BATON_FLAGS+=(--log-level warn); fi
   start_bg baton "$BATON_BIN" -c "$WORK/baton.yaml" "${BATON_FLAGS[@]}"
   measure baton "$LAST_PID" "$BATON_PORT" "$BATON_PORT" main worker \
     "$("$BATON_BIN" --version 2>&1 | head -n 1 || true)"
