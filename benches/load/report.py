@@ -109,7 +109,7 @@ def fmt_rss(proc_list, key):
         return "-", ""
     total = sum(vals) / 1024.0
     if len(proc_list) == 1:
-        return f"{total:.1f}", ""
+        return f"{total:.1f}", f"(1 process, {proc_list[0].get('threads', '?')} threads)"
     detail = " + ".join(f"{p['role']} {p.get(key, 0) / 1024.0:.1f}" for p in proc_list)
     return f"{total:.1f}", f"({detail})"
 

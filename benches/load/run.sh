@@ -252,7 +252,7 @@ wait_ready() { # wait_ready PID URL [curl args...]: polls for a 200 for at most 
 body_len() { curl -s --max-time 2 "$@" 2>/dev/null | wc -c; }
 
 rss_json() { # rss_json ROOT_PID ROLE_OF_ROOT ROLE_OF_CHILDREN KEY: JSON list of processes + RSS
-  local root=$1 role0=$2 role1=$3 pids p first=1 rss comm role
+  local root=$1 role0=$2 role1=$3 pids p first=1 rss comm role threads
   mapfile -t pids < <(
     echo "$root"
     descendants "$root"
@@ -262,11 +262,14 @@ rss_json() { # rss_json ROOT_PID ROLE_OF_ROOT ROLE_OF_CHILDREN KEY: JSON list of
     rss=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2>/dev/null) || rss=""
     [[ -n $rss ]] || continue
     comm=$(cat "/proc/$p/comm" 2>/dev/null || echo "?")
+    threads=$(awk '/^Threads:/{print $2}' "/proc/$p/status" 2>/dev/null) || threads=""
+    [[ -n $threads ]] || threads=0
     role=$role1
     [[ $p == "$root" ]] && role=$role0
     ((first)) || printf ','
     first=0
-    printf '{"pid":%s,"role":"%s","comm":"%s","%s":%s}' "$p" "$role" "$comm" "$4" "$rss"
+    printf '{"pid":%s,"role":"%s","comm":"%s","threads":%s,"%s":%s}' "$p" "$role" "$comm" \
+      "$threads" "$4" "$rss"
   done
   printf ']'
 }
