@@ -348,6 +348,8 @@ async fn forward(
     );
     let mut attempt = 0;
     let mut stale_retry_used = false;
+    // Held while a retry is under way (the cluster's `max_retries` breaker).
+    let mut _retry_guard: Option<crate::cluster::RetryGuard> = None;
     loop {
         attempt += 1;
         let body = match &replay {
@@ -378,8 +380,11 @@ async fn forward(
                 let status = done.response.status().as_u16();
                 cluster.stats.response(status, &w.codes[f.cluster]);
                 if attempt < max_attempts && policy.is_some_and(|p| retriable_status(p, status)) {
-                    cluster.stats.upstream_rq_retry.inc();
-                    continue;
+                    if let Some(g) = cluster.try_retry() {
+                        _retry_guard = Some(g);
+                        cluster.stats.upstream_rq_retry.inc();
+                        continue;
+                    }
                 }
                 if attempt > 1 {
                     cluster.stats.upstream_rq_retry_success.inc();
@@ -434,8 +439,11 @@ async fn forward(
                     continue;
                 }
                 if attempt < max_attempts && policy.is_some_and(|p| retriable_failure(p, failure)) {
-                    cluster.stats.upstream_rq_retry.inc();
-                    continue;
+                    if let Some(g) = cluster.try_retry() {
+                        _retry_guard = Some(g);
+                        cluster.stats.upstream_rq_retry.inc();
+                        continue;
+                    }
                 }
                 return failure_reply(failure, tracker);
             }

@@ -234,6 +234,7 @@ pub async fn connect_h1(
 ) -> Result<http1::SendRequest<ProxyBody>, UpstreamFailure> {
     let stream = connect_tcp(cluster, host).await?;
     let (sender, conn) = http1::Builder::new()
+        .max_buf_size((cluster.config.per_connection_buffer_limit_bytes as usize).max(8192))
         .handshake::<_, ProxyBody>(TokioIo::new(stream))
         .await
         .map_err(|e| classify(&e))?;
