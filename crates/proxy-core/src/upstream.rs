@@ -97,6 +97,7 @@ impl Pools {
                     reused: true,
                 });
             }
+            let _pending = Pending::enter(cluster)?;
             let s = connect_h2(cluster, host).await?;
             self.hosts.borrow_mut().entry(key).or_default().h2 = Some(s.clone());
             return Ok(Checkout {
@@ -121,6 +122,7 @@ impl Pools {
                 });
             }
         }
+        let _pending = Pending::enter(cluster)?;
         let s = connect_h1(cluster, host, false).await?;
         Ok(Checkout {
             conn: Conn::H1(s),
@@ -201,6 +203,30 @@ async fn connect_tcp(cluster: &Cluster, host: &Host) -> Result<TcpStream, Upstre
     stats.upstream_cx_connect_ms.record(started.elapsed());
     stats.upstream_cx_total.inc();
     Ok(stream)
+}
+
+/// A request waiting for a new upstream connection, bounded by the cluster's
+/// `max_pending_requests`.
+struct Pending<'a>(&'a Cluster);
+
+impl<'a> Pending<'a> {
+    fn enter(cluster: &'a Cluster) -> Result<Self, UpstreamFailure> {
+        let stats = &cluster.stats;
+        let max = i64::from(cluster.config.circuit_breakers.max_pending_requests);
+        if stats.upstream_rq_pending_active.value() >= max {
+            stats.upstream_rq_pending_overflow.inc();
+            return Err(UpstreamFailure::Overflow);
+        }
+        stats.upstream_rq_pending_total.inc();
+        stats.upstream_rq_pending_active.inc();
+        Ok(Self(cluster))
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.stats.upstream_rq_pending_active.dec();
+    }
 }
 
 /// Track an upstream connection's life in the cluster's and host's stats.
