@@ -1,6 +1,6 @@
 //! Header handling on the request path: hop-by-hop removal (RFC 9110 §7.6.1), the
 //! `x-forwarded-*` headers, request ids and upgrade detection. Pure functions over a
-//! [`HeaderMap`], benchmarked in `benches/route_match.rs`.
+//! [`HeaderMap`], benchmarked in `benches/headers.rs`.
 
 use std::net::SocketAddr;
 
@@ -102,4 +102,92 @@ pub fn new_request_id() -> HeaderValue {
         nibble += 1;
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn strip_removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("host", "a"),
+            ("connection", "Keep-Alive, X-Hop ,, bad name, upgrade"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+            ("x-end", "2"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("host", "a"), ("x-end", "2")]));
+    }
+
+    #[test]
+    fn strip_keeps_upgrade_and_te_trailers() {
+        let mut h = map(&[
+            ("connection", "x-hop, Upgrade"),
+            ("x-hop", "1"),
+            ("upgrade", "websocket"),
+            ("te", "Trailers"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h,
+            map(&[
+                ("connection", "x-hop, Upgrade"),
+                ("upgrade", "websocket"),
+                ("te", "Trailers"),
+            ])
+        );
+        assert_eq!(upgrade_type(&h), Some("websocket"));
+    }
+
+    #[test]
+    fn strip_without_keep_upgrade_removes_upgrade_named_in_connection() {
+        let mut h = map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("te", "trailers")]));
+    }
+
+    #[test]
+    fn prepare_appends_remote_address_and_sets_proto() {
+        let remote: SocketAddr = ([192, 0, 2, 1], 4000).into();
+        let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("connection", "close")]);
+        prepare_request_headers(&mut h, remote, true, false);
+        assert_eq!(
+            h,
+            map(&[
+                ("x-forwarded-for", "203.0.113.9, 192.0.2.1"),
+                ("x-forwarded-proto", "http"),
+            ])
+        );
+        let mut h = map(&[("x-forwarded-proto", "https")]);
+        prepare_request_headers(&mut h, remote, false, false);
+        assert_eq!(h, map(&[("x-forwarded-proto", "https")]));
+    }
+
+    #[test]
+    fn request_id_is_a_uuid_v4() {
+        let id = new_request_id();
+        let s = id.to_str().unwrap_or_default();
+        assert_eq!(s.len(), 36);
+        assert_eq!(s.as_bytes()[14], b'4');
+        assert!(matches!(s.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
+        assert_ne!(new_request_id(), id);
+    }
 }
