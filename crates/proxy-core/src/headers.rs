@@ -2,6 +2,7 @@
 //! `x-forwarded-*` headers, request ids and upgrade detection. Pure functions over a
 //! [`HeaderMap`], benchmarked in `benches/headers.rs`.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -27,21 +28,14 @@ pub fn upgrade_type(h: &HeaderMap) -> Option<&str> {
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), keeping `Connection: upgrade` and `Upgrade`
 /// for a protocol switch.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| {
-                let t = t.trim();
-                if keep_upgrade && t.eq_ignore_ascii_case("upgrade") {
-                    return None;
-                }
-                HeaderName::from_bytes(t.as_bytes()).ok()
-            })
-            .collect();
-        for n in named {
-            h.remove(n);
+    // A clone of the value is a reference count, not a copy; removing by `&str` looks the name
+    // up case-insensitively without building a `HeaderName` (an allocation for custom names).
+    if let Some(conn) = h.get(header::CONNECTION).cloned() {
+        for t in conn.to_str().unwrap_or("").split(',') {
+            let t = t.trim();
+            if !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")) {
+                h.remove(t);
+            }
         }
         if !keep_upgrade {
             h.remove(header::CONNECTION);
@@ -70,11 +64,18 @@ pub fn prepare_request_headers(
 ) {
     strip_hop_by_hop(h, keep_upgrade);
     if use_remote_address {
-        let ip = remote.ip().to_string();
-        let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip,
-        };
+        let prev = h
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| !p.is_empty());
+        // One allocation: 39 bytes is the longest IPv6 address text.
+        let mut value = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+        if let Some(prev) = prev {
+            value.push_str(prev);
+            value.push_str(", ");
+        }
+        // Writing to a `String` cannot fail.
+        let _ = write!(value, "{}", remote.ip());
         if let Ok(v) = HeaderValue::try_from(value) {
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
@@ -173,6 +174,16 @@ mod tests {
             h,
             map(&[
                 ("x-forwarded-for", "203.0.113.9, 192.0.2.1"),
+                ("x-forwarded-proto", "http"),
+            ])
+        );
+        let v6: SocketAddr = "[2001:db8::ff00:42:8329]:443".parse().unwrap_or(remote);
+        let mut h = map(&[("x-forwarded-for", "")]);
+        prepare_request_headers(&mut h, v6, true, false);
+        assert_eq!(
+            h,
+            map(&[
+                ("x-forwarded-for", "2001:db8::ff00:42:8329"),
                 ("x-forwarded-proto", "http"),
             ])
         );
