@@ -1,0 +1,1 @@
+//! Drain per protocol across a restart.
