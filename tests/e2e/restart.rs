@@ -108,6 +108,16 @@ async fn restarts_under_load(
     );
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.errors);
     assert!(report.ok > u64::from(n) * 20);
+    assert_eq!(
+        report.statuses.keys().copied().collect::<Vec<_>>(),
+        vec![200]
+    );
+    for k in 0..=n {
+        assert!(
+            report.bodies.contains_key(&expect(k)),
+            "epoch {k} never answered"
+        );
+    }
     // The counters continued across every generation.
     let total = current
         .stat("http.ingress_http.downstream_rq_total")
