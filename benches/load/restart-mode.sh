@@ -5,7 +5,8 @@
 # --parent-shutdown-time-s 3), nginx by SIGHUP to its master. Prints the errors (wrk socket errors
 # + non-2xx, h2load failed/errored), the requests served against a run of the same length with no
 # restart, and for Baton the time from starting epoch K+1 to it serving and how long epoch K lived
-# after that (from the "restart phase" log lines).
+# after that (from the "restart phase" log lines). Note: h2load does not reconnect after a GOAWAY,
+# so its "served" column under restarts mostly measures how soon its connections were closed.
 
 RESTART_DRAIN_S=1
 RESTART_PARENT_S=3
@@ -77,7 +78,8 @@ stop_gens() {
   local p
   for p in "${GEN_PIDS[@]}"; do alive "$p" && stop_tree "$p"; done
   GEN_PIDS=()
-  rm -f "/dev/shm/baton_$RBATON_ID"
+  # A chain ended by signals may leave its shared memory behind.
+  rm -f "/dev/shm/baton_$RBATON_ID" "/dev/shm/envoy_shared_memory_$((RENVOY_ID * 10))"
 }
 
 # restart_run PROXY TOOL RESTARTS: one run; prints "requests errors".
