@@ -20,6 +20,9 @@ H2_STREAMS=10
 READY_TIMEOUT=10
 KEEP=0
 OUT=""
+RESTART=0
+RESTARTS=10
+INTERVAL=2
 
 usage() {
   cat <<EOF
@@ -33,6 +36,9 @@ usage: benches/load/run.sh [--duration SECS] [--connections N] [--only LIST] [--
   --warmup SECS     warm-up before each measured run (default $WARMUP)
   --out FILE        where to write the results JSON (default: \$TMPDIR/baton-load-<time>.json)
   --keep            keep the work dir (configs, logs, raw tool output) for inspection
+  --restart         restart mode (benches/load/restart-mode.sh): restart each proxy under load
+  --restarts N      restarts per run in restart mode (default $RESTARTS)
+  --interval SECS   seconds between restarts in restart mode (default $INTERVAL)
 Env: ENVOY_BIN=PATH to use a specific envoy binary.
 Exit status: 0 ok; 3 a selected proxy did not come up (still reported); 1 setup error.
 EOF
@@ -61,12 +67,17 @@ while [[ $# -gt 0 ]]; do
     --out) OUT=${2:?}; shift 2 ;;
     --out=*) OUT=${1#*=}; shift ;;
     --keep) KEEP=1; shift ;;
+    --restart) RESTART=1; shift ;;
+    --restarts) RESTARTS=${2:?}; shift 2 ;;
+    --restarts=*) RESTARTS=${1#*=}; shift ;;
+    --interval) INTERVAL=${2:?}; shift 2 ;;
+    --interval=*) INTERVAL=${1#*=}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
 done
 
-for v in DURATION CONNECTIONS RUNS WARMUP; do
+for v in DURATION CONNECTIONS RUNS WARMUP RESTARTS INTERVAL; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v,,} must be a whole number, got '${!v}'"
 done
 ((DURATION >= 1)) || die "--duration must be at least 1"
@@ -517,6 +528,14 @@ record "$(python3 -c 'import json,sys; print(json.dumps({"type":"meta","duration
   "$DURATION" "$CONNECTIONS" "$RUNS" "$WARMUP" "$H2_CLIENTS" "$H2_STREAMS" "$STAMP" "$(nproc)" "$(uname -r)" \
   "$(cut -d' ' -f1-3 /proc/loadavg)")"
 log "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (a busy machine skews every figure)"
+
+if ((RESTART)); then
+  # shellcheck source=benches/load/restart-mode.sh
+  source "$HERE/restart-mode.sh"
+  restart_mode
+  stop_tree "$ORIGIN_PID"
+  exit 0
+fi
 
 if wants baton; then
   BATON_FLAGS=(--concurrency 1)
