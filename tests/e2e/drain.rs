@@ -428,11 +428,8 @@ async fn healthcheck_fail_asks_clients_to_close_and_fails_ready() {
     }
 }
 
-// BUG (kept, ignored so the suite stays green): after `POST /drain_listeners` the accept
-// loops stop but the listen socket stays open (the restart side keeps a copy for a future
-// child, serve.rs `named`/restart.rs `Handler::sockets`), so the kernel still completes
-// handshakes into a backlog nobody accepts: clients connect and hang until their own timeout.
-#[ignore = "bug: /drain_listeners leaves the listen socket open (clients hang instead of refused)"]
+// After `POST /drain_listeners` nothing accepts on the listener: its sockets are closed (the
+// restart side's copy included), so clients are refused rather than left hanging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_listeners_stops_accepting_while_admin_answers() {
     let echo = Upstream::echo("e").await;
