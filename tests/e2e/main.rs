@@ -12,6 +12,7 @@ mod errors;
 mod h2;
 mod keepalive;
 mod lb;
+mod restarter;
 mod retries;
 mod streaming;
 mod websocket;
