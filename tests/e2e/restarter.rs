@@ -73,6 +73,17 @@ impl Chain {
         baton_args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_with_id(config, restarter_args, baton_args, env, |_| {})
+    }
+
+    /// As [`Chain::start`], calling `before` with the base id before spawning.
+    fn start_with_id(
+        config: &str,
+        restarter_args: &[&str],
+        baton_args: &[&str],
+        env: &[(&str, &str)],
+        before: impl FnOnce(u32),
+    ) -> Self {
         let dir = TempDir::new("restarter");
         let listen = free_port();
         let admin = free_port();
@@ -82,6 +93,7 @@ impl Chain {
             .replace("{{ADMIN}}", &admin.to_string());
         std::fs::write(&config_path, text).expect("write config");
         let base_id = base_id();
+        before(base_id);
         let out = std::fs::File::create(dir.file("stdout")).expect("stdout");
         let err = std::fs::File::create(dir.file("stderr")).expect("stderr");
         let child = Command::new(BATON)
@@ -206,11 +218,23 @@ impl Chain {
             .copied()
             .collect()
     }
+
+    /// The restarter's children right now, from /proc (also those `status` never reported).
+    fn child_pids(&self) -> Vec<u32> {
+        let pid = self.pid();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
 }
 
 impl Drop for Chain {
     fn drop(&mut self) {
-        for pid in self.seen_pids() {
+        let mut pids = self.seen_pids();
+        pids.extend(self.child_pids());
+        for pid in pids {
             signal(pid, Signal::SIGKILL);
         }
         if let Some(mut c) = self.child.take() {
@@ -628,4 +652,60 @@ async fn an_envoy_style_restarter_script_drives_baton() {
         assert!(!alive(*pid), "pid {pid} still alive");
     }
     assert!(!shm_path(id).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamic_base_id_is_passed_to_later_epochs() {
+    let echo = Upstream::echo("e").await;
+    let id_file = TempDir::new("dynamic-id");
+    let path = id_file.file("base_id");
+    let path_arg = path.display().to_string();
+    let mut chain = Chain::start_with_id(
+        &config(&echo),
+        &[],
+        &["--use-dynamic-base-id", "--base-id-path", &path_arg],
+        &[],
+        |id| {
+            // Taken: the chain must choose another id, and later epochs must be told it.
+            std::fs::write(shm_path(id), b"").expect("placeholder region");
+        },
+    );
+    let taken = chain.base_id;
+    struct Placeholder(u32);
+    impl Drop for Placeholder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(shm_path(self.0));
+        }
+    }
+    let _placeholder = Placeholder(taken);
+    let until = Instant::now() + Duration::from_secs(15);
+    let chosen: u32 = loop {
+        if let Some(id) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break id;
+        }
+        assert!(
+            Instant::now() < until,
+            "no base id written\n{}",
+            chain.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The harness addresses the chain by the id it was started from; the chosen one is what
+    // names the region and the sockets.
+    assert_ne!(chosen, taken);
+    chain.base_id = chosen;
+    chain.wait_serving_epoch(0, true).await;
+    for epoch in 1..=2 {
+        let (code, _, err) = chain.reload();
+        assert_eq!(code, Some(0), "{err}\n{}", chain.stderr());
+        chain.wait_serving_epoch(epoch, true).await;
+    }
+    assert_eq!(get(local(chain.listen), "/x").await.status, 200);
+    signal(chain.pid(), Signal::SIGTERM);
+    let st = chain.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", chain.stderr());
+    assert!(!shm_path(chosen).exists());
 }
