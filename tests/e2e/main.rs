@@ -14,6 +14,7 @@ mod h2;
 mod keepalive;
 mod lb;
 mod restart;
+mod restarter;
 mod retries;
 mod streaming;
 mod timeouts;

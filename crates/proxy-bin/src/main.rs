@@ -1,13 +1,17 @@
 //! baton: the binary. Parses the command line and the Envoy bootstrap, binds (or inherits) listen
 //! sockets, starts the data plane and the admin interface, maps signals, and runs the restart
-//! sequence. `baton stats ...` (see `stats_cmd`) inspects a running chain instead.
+//! sequence. `baton stats ...` (see `stats_cmd`) inspects a running chain instead; `baton
+//! restarter ...` (see `restarter`) supervises a chain, and `baton reload`/`baton status` (see
+//! `ctl`) talk to that restarter.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod config;
+mod ctl;
 mod listen;
 mod logging;
 mod restart;
+mod restarter;
 mod serve;
 mod stats_cmd;
 
@@ -23,6 +27,12 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "stats") {
         return stats_cmd::main(&args[2..]);
+    }
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("restarter") => return restarter::main(&args[2..], args.first()),
+        Some("reload") => return ctl::reload_main(&args[2..]),
+        Some("status") => return ctl::status_main(&args[2..]),
+        _ => {}
     }
     let opts = match cli::parse(args) {
         cli::Parsed::Run(opts) => opts,

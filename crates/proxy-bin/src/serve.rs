@@ -49,7 +49,7 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
     }
     let (status, status_rx) = restart::Status::new(opts.restart_epoch);
     status.set_phase(Phase::Validating);
-    let store = open_store(&opts)?;
+    let store = open_store(&mut opts)?;
     // Leaves the region when serving ends (the region's drop would too, but only once every
     // clone held by tasks is gone).
     let store_at_exit = store.clone();
@@ -374,7 +374,7 @@ const NEWEST_GENERATION_GAUGES: &[&str] = &[
 /// With `--disable-hot-restart` the stats stay in process memory, as Envoy's did (its
 /// shared-memory stats were part of hot restart): such an instance occupies no base id, so many
 /// can run on one host without `--base-id`, and `baton stats` cannot see it.
-fn open_store(opts: &Options) -> anyhow::Result<Store> {
+fn open_store(opts: &mut Options) -> anyhow::Result<Store> {
     if opts.disable_hot_restart {
         return Ok(Store::new());
     }
@@ -418,6 +418,9 @@ fn open_store(opts: &Options) -> anyhow::Result<Store> {
         std::fs::write(path, base_id.to_string())
             .with_context(|| format!("could not write the base id to {}", path.display()))?;
     }
+    // With --use-dynamic-base-id the restart socket is named from the chosen id too, so that a
+    // later epoch given `--base-id <chosen>` finds this generation.
+    opts.base_id = base_id;
     tracing::info!(
         region = region.path(),
         base_id,

@@ -1,0 +1,214 @@
+//! One generation as the restarter sees it: the `baton` child process it started, its stderr
+//! (forwarded line by line to the restarter's own stderr, with the last lines kept for failure
+//! reports), readiness (the child's `baton is serving` log line), and its exit.
+//!
+//! Each child has one task that reads its stderr to the end and only then reaps it, so the
+//! supervisor always sees `Serving` before `Exited` for the same child.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+
+/// The line `serve` logs once every listener accepts (see `serve::run`).
+pub const SERVING_MARKER: &str = "baton is serving";
+/// Lines of a child's stderr kept for its failure report.
+const TAIL_LINES: usize = 40;
+/// Longest line kept in the tail (a line is still forwarded whole).
+const TAIL_LINE_BYTES: usize = 4096;
+
+/// The last lines a child wrote to stderr.
+pub type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// What happened to a child.
+#[derive(Debug)]
+pub enum ChildEvent {
+    /// It logged that it serves.
+    Serving { pid: u32 },
+    /// It exited (`status` describes how).
+    Exited { pid: u32, status: ExitStatus },
+}
+
+/// A generation the restarter started and has not yet seen exit.
+#[derive(Debug)]
+pub struct Generation {
+    pub epoch: u32,
+    pub pid: u32,
+    /// Each phase it went through (`starting`, `serving`, `draining`, `stopping`), oldest first.
+    pub phases: Vec<(&'static str, SystemTime)>,
+    pub tail: Tail,
+    /// When a newer generation took over and this one started draining.
+    pub drain_started: Option<SystemTime>,
+}
+
+impl Generation {
+    pub fn phase(&self) -> &'static str {
+        self.phases.last().map_or("starting", |p| p.0)
+    }
+
+    pub fn enter(&mut self, phase: &'static str) {
+        if self.phase() != phase || self.phases.is_empty() {
+            self.phases.push((phase, SystemTime::now()));
+        }
+    }
+}
+
+/// Starts `program args...` as generation `epoch` (`--restart-epoch` and `RESTART_EPOCH` set),
+/// stdin closed, stdout shared, stderr watched. Events about it arrive on `events`.
+pub fn spawn(
+    program: &OsString,
+    args: &[OsString],
+    epoch: u32,
+    events: mpsc::UnboundedSender<ChildEvent>,
+) -> std::io::Result<Generation> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .arg("--restart-epoch")
+        .arg(epoch.to_string())
+        .env("RESTART_EPOCH", epoch.to_string())
+        // The restarter is the service's main process: children must not talk to systemd.
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false)
+        .spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| std::io::Error::other("the child exited before its pid was known"))?;
+    let tail: Tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let stderr = child.stderr.take();
+    let task_tail = tail.clone();
+    tokio::spawn(async move {
+        if let Some(stderr) = stderr {
+            watch_stderr(stderr, pid, &task_tail, &events).await;
+        }
+        let status = match child.wait().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(pid, "could not wait for the child: {e}");
+                return;
+            }
+        };
+        let _ = events.send(ChildEvent::Exited { pid, status });
+    });
+    Ok(Generation {
+        epoch,
+        pid,
+        phases: vec![("starting", SystemTime::now())],
+        tail,
+        drain_started: None,
+    })
+}
+
+async fn watch_stderr(
+    stderr: tokio::process::ChildStderr,
+    pid: u32,
+    tail: &Tail,
+    events: &mpsc::UnboundedSender<ChildEvent>,
+) {
+    let mut reader = tokio::io::BufReader::new(stderr);
+    let mut out = tokio::io::stderr();
+    let mut buf = Vec::new();
+    let mut serving = false;
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        // Forwarding is best effort: a closed stderr must not stop the watch.
+        let _ = out.write_all(&buf).await;
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end();
+        if !serving && line.contains(SERVING_MARKER) {
+            serving = true;
+            let _ = events.send(ChildEvent::Serving { pid });
+        }
+        let mut kept = tail.lock();
+        if kept.len() == TAIL_LINES {
+            kept.pop_front();
+        }
+        kept.push_back(truncate(line, TAIL_LINE_BYTES));
+    }
+    let _ = out.flush().await;
+}
+
+fn truncate(line: &str, max: usize) -> String {
+    if line.len() <= max {
+        return line.to_owned();
+    }
+    let mut end = max;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &line[..end])
+}
+
+/// Why a child that never served stopped: its `baton: error:` lines (the reason `main`
+/// prints), or else its last few lines, after how it exited.
+pub fn failure_reason(epoch: u32, pid: u32, status: &ExitStatus, tail: &[String]) -> String {
+    let errors: Vec<&str> = tail
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("baton: error:"))
+        .collect();
+    let shown: Vec<&str> = if errors.is_empty() {
+        let from = tail.len().saturating_sub(5);
+        tail[from..].iter().map(String::as_str).collect()
+    } else {
+        errors
+    };
+    let mut reason = format!(
+        "epoch {epoch} (pid {pid}) {} before serving",
+        describe(status)
+    );
+    if shown.is_empty() {
+        reason.push_str(" (it wrote nothing to stderr)");
+    } else {
+        reason.push_str(":\n");
+        reason.push_str(&shown.join("\n"));
+    }
+    reason
+}
+
+/// "exited with status 1", "was killed by signal 9".
+pub fn describe(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        (None, None) => "exited".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt as _;
+
+    #[test]
+    fn reasons_prefer_the_error_lines() {
+        let tail = vec![
+            "2026-01-01T00:00:00Z  INFO baton: restart phase".to_owned(),
+            "baton: error: static_resources.clusters[0].name: missing field".to_owned(),
+        ];
+        let r = failure_reason(3, 99, &ExitStatus::from_raw(1 << 8), &tail);
+        assert_eq!(
+            r,
+            "epoch 3 (pid 99) exited with status 1 before serving:\n\
+             baton: error: static_resources.clusters[0].name: missing field"
+        );
+        let r = failure_reason(3, 99, &ExitStatus::from_raw(9), &[]);
+        assert_eq!(
+            r,
+            "epoch 3 (pid 99) was killed by signal 9 before serving (it wrote nothing to stderr)"
+        );
+        assert_eq!(truncate("ééé", 3), "é...");
+    }
+}
