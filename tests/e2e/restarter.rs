@@ -26,6 +26,12 @@ fn base_id() -> u32 {
     (std::process::id() % 4_000) * 1_000 + 4_000_000 + NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A base id whose successor no other test takes: `--use-dynamic-base-id` picks the next free
+/// id after a taken one, and must not land on another test's chain running in parallel.
+fn isolated_base_id() -> u32 {
+    base_id() + 500
+}
+
 fn signal(pid: u32, sig: Signal) {
     let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap_or(0)), sig);
 }
@@ -92,7 +98,11 @@ impl Chain {
             .replace("{{LISTEN}}", &listen.to_string())
             .replace("{{ADMIN}}", &admin.to_string());
         std::fs::write(&config_path, text).expect("write config");
-        let base_id = base_id();
+        let base_id = if baton_args.contains(&"--use-dynamic-base-id") {
+            isolated_base_id()
+        } else {
+            base_id()
+        };
         before(base_id);
         let out = std::fs::File::create(dir.file("stdout")).expect("stdout");
         let err = std::fs::File::create(dir.file("stderr")).expect("stderr");
@@ -708,4 +718,13 @@ async fn a_dynamic_base_id_is_passed_to_later_epochs() {
     let st = chain.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", chain.stderr());
     assert!(!shm_path(chosen).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_does_not_depend_on_the_log_level() {
+    // With `-l error` the child never logs "baton is serving": readiness comes from its
+    // READY=1 datagram to the socket the restarter names in BATON_READY_SOCKET.
+    let echo = Upstream::echo("e").await;
+    let chain = Chain::start(&config(&echo), &[], &["-l", "error"], &[]);
+    chain.wait_serving_epoch(0, true).await;
 }

@@ -183,6 +183,7 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
             .context("could not start workers")?;
         let _ = state_tx.send(ServerState::Live);
         status.set_phase(Phase::Serving);
+        notify_ready();
         tracing::info!(
             listeners = bootstrap.listeners.len(),
             clusters = bootstrap.clusters.len(),
@@ -440,5 +441,25 @@ fn stats_backing(opts: &Options, base_id: u32) -> Backing {
             Backing::File(path.into())
         }
         None => Backing::for_base_id(base_id),
+    }
+}
+
+/// Tell a supervising `baton restarter` that this generation serves: a `READY=1` datagram to
+/// the abstract socket it named in `BATON_READY_SOCKET`, independent of log level and log file.
+fn notify_ready() {
+    use std::os::linux::net::SocketAddrExt as _;
+    let Some(name) = std::env::var_os("BATON_READY_SOCKET") else {
+        return;
+    };
+    let sent = std::os::unix::net::SocketAddr::from_abstract_name(name.as_encoded_bytes())
+        .and_then(|addr| {
+            let sock = std::os::unix::net::UnixDatagram::unbound()?;
+            sock.send_to_addr(
+                format!("READY=1 PID={}", std::process::id()).as_bytes(),
+                &addr,
+            )
+        });
+    if let Err(e) = sent {
+        tracing::warn!("could not tell the restarter that this generation serves: {e}");
     }
 }

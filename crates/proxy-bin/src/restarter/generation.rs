@@ -1,6 +1,11 @@
 //! One generation as the restarter sees it: the `baton` child process it started, its stderr
 //! (forwarded line by line to the restarter's own stderr, with the last lines kept for failure
-//! reports), readiness (the child's `baton is serving` log line), and its exit.
+//! reports), readiness, and its exit.
+//!
+//! Readiness arrives as a `READY=1` datagram on a socket the restarter binds for each child and
+//! names in the child's environment ([`READY_SOCKET_ENV`]), whatever the child's log level or
+//! log file; the `baton is serving` log line on stderr is also accepted (a binary that predates
+//! the socket).
 //!
 //! Each child has one task that reads its stderr to the end and only then reaps it, so the
 //! supervisor always sees `Serving` before `Exited` for the same child.
@@ -17,6 +22,9 @@ use tokio::sync::mpsc;
 
 /// The line `serve` logs once every listener accepts (see `serve::run`).
 pub const SERVING_MARKER: &str = "baton is serving";
+/// The environment variable naming the abstract datagram socket a child sends `READY=1` to
+/// once it serves (see `serve::notify_ready`).
+pub const READY_SOCKET_ENV: &str = "BATON_READY_SOCKET";
 /// Lines of a child's stderr kept for its failure report.
 const TAIL_LINES: usize = 40;
 /// Longest line kept in the tail (a line is still forwarded whole).
@@ -66,11 +74,24 @@ pub fn spawn(
     epoch: u32,
     events: mpsc::UnboundedSender<ChildEvent>,
 ) -> std::io::Result<Generation> {
+    let ready_name = format!(
+        "baton_ready_{}_{epoch}_{}",
+        std::process::id(),
+        READY_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let ready = {
+        use std::os::linux::net::SocketAddrExt as _;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(ready_name.as_bytes())?;
+        let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
+        sock.set_nonblocking(true)?;
+        tokio::net::UnixDatagram::from_std(sock)?
+    };
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .arg("--restart-epoch")
         .arg(epoch.to_string())
         .env("RESTART_EPOCH", epoch.to_string())
+        .env(READY_SOCKET_ENV, &ready_name)
         // The restarter is the service's main process: children must not talk to systemd.
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
@@ -86,7 +107,7 @@ pub fn spawn(
     let task_tail = tail.clone();
     tokio::spawn(async move {
         if let Some(stderr) = stderr {
-            watch_stderr(stderr, pid, &task_tail, &events).await;
+            watch_stderr(stderr, ready, pid, &task_tail, &events).await;
         }
         let status = match child.wait().await {
             Ok(s) => s,
@@ -106,8 +127,17 @@ pub fn spawn(
     })
 }
 
+/// Distinguishes the ready sockets of one restarter's children.
+static READY_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn is_ready_datagram(d: &[u8]) -> bool {
+    d.split(|b| *b == b'\n' || *b == b' ')
+        .any(|f| f == b"READY=1")
+}
+
 async fn watch_stderr(
     stderr: tokio::process::ChildStderr,
+    ready: tokio::net::UnixDatagram,
     pid: u32,
     tail: &Tail,
     events: &mpsc::UnboundedSender<ChildEvent>,
@@ -115,12 +145,24 @@ async fn watch_stderr(
     let mut reader = tokio::io::BufReader::new(stderr);
     let mut out = tokio::io::stderr();
     let mut buf = Vec::new();
+    let mut dgram = [0u8; 256];
     let mut serving = false;
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        tokio::select! {
+            r = reader.read_until(b'\n', &mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            r = ready.recv(&mut dgram), if !serving => {
+                if let Ok(n) = r {
+                    if is_ready_datagram(&dgram[..n]) {
+                        serving = true;
+                        let _ = events.send(ChildEvent::Serving { pid });
+                    }
+                }
+                continue;
+            }
         }
         // Forwarding is best effort: a closed stderr must not stop the watch.
         let _ = out.write_all(&buf).await;
@@ -135,6 +177,14 @@ async fn watch_stderr(
             kept.pop_front();
         }
         kept.push_back(truncate(line, TAIL_LINE_BYTES));
+    }
+    // A child that served and exited at once: its datagram is still queued.
+    if !serving {
+        if let Ok(n) = ready.try_recv(&mut dgram) {
+            if is_ready_datagram(&dgram[..n]) {
+                let _ = events.send(ChildEvent::Serving { pid });
+            }
+        }
     }
     let _ = out.flush().await;
 }
