@@ -61,13 +61,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Prepare a request's headers for the upstream: hop-by-hop removed, `x-forwarded-for` (with
-/// `use_remote_address`, the peer appended) and `x-forwarded-proto`.
+/// `use_remote_address`, the peer appended) and `x-forwarded-proto` (`https` when the
+/// downstream connection is TLS).
 pub fn prepare_request_headers(
     h: &mut HeaderMap,
     remote: SocketAddr,
     use_remote_address: bool,
     keep_upgrade: bool,
+    tls: bool,
 ) {
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     strip_hop_by_hop(h, keep_upgrade);
     if use_remote_address {
         let ip = remote.ip().to_string();
@@ -78,9 +81,9 @@ pub fn prepare_request_headers(
         if let Ok(v) = HeaderValue::try_from(value) {
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_PROTO.clone(), proto);
     } else if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_PROTO.clone(), proto);
     }
 }
 

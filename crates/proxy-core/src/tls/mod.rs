@@ -129,8 +129,14 @@ pub struct ListenerTls {
 
 /// The cipher suites rustls (ring) implements, by Envoy's (BoringSSL's) name.
 const SUITES: &[(&str, CipherSuite)] = &[
-    ("TLS_AES_128_GCM_SHA256", CipherSuite::TLS13_AES_128_GCM_SHA256),
-    ("TLS_AES_256_GCM_SHA384", CipherSuite::TLS13_AES_256_GCM_SHA384),
+    (
+        "TLS_AES_128_GCM_SHA256",
+        CipherSuite::TLS13_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_AES_256_GCM_SHA384",
+        CipherSuite::TLS13_AES_256_GCM_SHA384,
+    ),
     (
         "TLS_CHACHA20_POLY1305_SHA256",
         CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
@@ -193,7 +199,9 @@ fn provider(common: &CommonSpec) -> Result<CryptoProvider, TlsError> {
     }
     // As Envoy (BoringSSL), `cipher_suites` governs TLS 1.2; TLS 1.3's suites are always on
     // unless some are named explicitly.
-    let names_13 = wanted.iter().any(|s| suite_name(*s).is_some_and(|n| n.starts_with("TLS_")));
+    let names_13 = wanted
+        .iter()
+        .any(|s| suite_name(*s).is_some_and(|n| n.starts_with("TLS_")));
     p.cipher_suites.retain(|s| {
         let c = s.suite();
         wanted.contains(&c) || (!names_13 && matches!(s, rustls::SupportedCipherSuite::Tls13(_)))
@@ -321,7 +329,9 @@ fn certified_key(
                 .map_or(0, |d| d.as_secs());
             return Err(TlsError::new(
                 describe(&spec.certificate_chain, &chain_field),
-                format!("certificate has expired (notAfter is {secs} seconds after the Unix epoch)"),
+                format!(
+                    "certificate has expired (notAfter is {secs} seconds after the Unix epoch)"
+                ),
             ));
         }
         Some(_) => {}
@@ -389,12 +399,10 @@ pub fn server_config(spec: &ServerSpec, now: SystemTime) -> Result<ServerTls, Tl
                 .map_err(|e| TlsError::new(ca_field, format!("could not build verifier: {e}")))?;
             builder.with_client_cert_verifier(v)
         }
-        None if spec.require_client_certificate => {
-            return Err(TlsError::new(
-                "require_client_certificate",
-                "needs common_tls_context.validation_context.trusted_ca to verify client certificates",
-            ))
-        }
+        None if spec.require_client_certificate => return Err(TlsError::new(
+            "require_client_certificate",
+            "needs common_tls_context.validation_context.trusted_ca to verify client certificates",
+        )),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(MultiCert(keys)));
@@ -442,7 +450,9 @@ pub fn client_config(spec: &ClientSpec, now: SystemTime) -> Result<ClientTls, Tl
             })?;
             builder
                 .with_client_auth_cert(ck.cert.clone(), key)
-                .map_err(|e| TlsError::new(field, format!("could not use client certificate: {e}")))?
+                .map_err(|e| {
+                    TlsError::new(field, format!("could not use client certificate: {e}"))
+                })?
         }
         _ => {
             return Err(TlsError::new(
@@ -458,7 +468,10 @@ pub fn client_config(spec: &ClientSpec, now: SystemTime) -> Result<ClientTls, Tl
         .collect();
     if let Some(sni) = &spec.sni {
         if ServerName::try_from(sni.as_str()).is_err() {
-            return Err(TlsError::new("sni", format!("`{sni}` is not a valid server name")));
+            return Err(TlsError::new(
+                "sni",
+                format!("`{sni}` is not a valid server name"),
+            ));
         }
     }
     Ok(ClientTls {
@@ -526,7 +539,7 @@ impl ListenerTls {
             if let Some(c) = self
                 .chains
                 .iter()
-                .find(|c| c.server_names.iter().any(|n| *n == name))
+                .find(|c| c.server_names.contains(&name))
             {
                 return Some(c);
             }

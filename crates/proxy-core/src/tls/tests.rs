@@ -54,7 +54,10 @@ fn inline(p: &Pair) -> ServerSpec {
 #[test]
 fn builds_from_inline_pem_with_alpn() {
     let tls = server_config(&inline(&self_signed("a.test")), SystemTime::now()).unwrap();
-    assert_eq!(tls.config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    assert_eq!(
+        tls.config.alpn_protocols,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
 }
 
 #[test]
@@ -121,7 +124,10 @@ fn reads_files() {
 #[test]
 fn garbage_pem_is_refused() {
     let a = self_signed("a.test");
-    let s = spec(PemSource::Inline("nothing here".into()), PemSource::Inline(a.key));
+    let s = spec(
+        PemSource::Inline("nothing here".into()),
+        PemSource::Inline(a.key),
+    );
     let e = server_config(&s, SystemTime::now()).unwrap_err();
     assert!(e.message.contains("no PEM CERTIFICATE"), "{e}");
 }
