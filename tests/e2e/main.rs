@@ -14,4 +14,5 @@ mod keepalive;
 mod lb;
 mod retries;
 mod streaming;
+mod tls;
 mod websocket;

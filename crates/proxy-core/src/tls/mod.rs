@@ -536,11 +536,7 @@ impl ListenerTls {
     /// `*.suffix` wildcard, then the chain without server names.
     pub fn select(&self, sni: Option<&str>) -> Option<&TlsChain> {
         if let Some(name) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) {
-            if let Some(c) = self
-                .chains
-                .iter()
-                .find(|c| c.server_names.contains(&name))
-            {
+            if let Some(c) = self.chains.iter().find(|c| c.server_names.contains(&name)) {
                 return Some(c);
             }
             let mut best: Option<(&TlsChain, usize)> = None;
