@@ -283,10 +283,16 @@ pub struct ParentSide {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The listen sockets a generation owns (its workers hold duplicates), by address and name:
+/// kept for a successor to take over, and closed when the generation stops accepting, so a
+/// socket nobody accepts on refuses connections instead of queueing them.
+pub type OwnedSockets = Arc<Mutex<Vec<(SocketAddr, String, std::net::TcpListener)>>>;
+
 struct Handler {
     state: ParentState,
-    /// The listen sockets this generation owns (workers hold duplicates), by address.
-    sockets: Vec<(SocketAddr, String, std::net::TcpListener)>,
+    sockets: OwnedSockets,
+    /// Duplicates lent to the child in the last hand-over (the reply borrows from them).
+    lent: Vec<(SocketManifest, std::net::TcpListener)>,
     /// Addresses the child took; the others are closed when the drain starts.
     taken: Vec<SocketAddr>,
     events: mpsc::UnboundedSender<ParentEvent>,
@@ -317,8 +323,8 @@ impl ParentHandler for Handler {
         &mut self,
         request: &ListenSocketsRequest,
     ) -> Result<Vec<(SocketManifest, BorrowedFd<'_>)>, String> {
-        let mut out = Vec::new();
-        for (addr, name, sock) in &self.sockets {
+        self.lent.clear();
+        for (addr, name, sock) in self.sockets.lock().iter() {
             let wanted = request.all
                 || request
                     .wanted
@@ -327,10 +333,13 @@ impl ParentHandler for Handler {
             if !wanted {
                 continue;
             }
+            let dup = sock
+                .try_clone()
+                .map_err(|e| format!("could not duplicate the socket for {addr}: {e}"))?;
             if !self.taken.contains(addr) {
                 self.taken.push(*addr);
             }
-            out.push((
+            self.lent.push((
                 SocketManifest {
                     address: addr.to_string(),
                     socket_type: SocketType::Tcp as i32,
@@ -338,16 +347,20 @@ impl ParentHandler for Handler {
                     options: None,
                     name: name.clone(),
                 },
-                sock.as_fd(),
+                dup,
             ));
         }
-        Ok(out)
+        Ok(self
+            .lent
+            .iter()
+            .map(|(m, sock)| (m.clone(), sock.as_fd()))
+            .collect())
     }
 
     fn drain_listeners(&mut self) -> Result<(), String> {
-        // Sockets nobody took over stop queueing connections now.
-        let taken = self.taken.clone();
-        self.sockets.retain(|(addr, _, _)| taken.contains(addr));
+        // The child holds its own copies now; this generation's are closed when it stops
+        // accepting (see `OwnedSockets`).
+        self.lent.clear();
         self.state.draining = true;
         self.events
             .send(ParentEvent::DrainListeners)
@@ -386,7 +399,7 @@ pub fn spawn_parent_side(
     opts: &Options,
     epoch: u32,
     chain_started: SystemTime,
-    sockets: Vec<(SocketAddr, String, std::net::TcpListener)>,
+    sockets: OwnedSockets,
     events: mpsc::UnboundedSender<ParentEvent>,
     grandparent: Arc<Mutex<Option<Client>>>,
 ) -> anyhow::Result<ParentSide> {
@@ -401,6 +414,7 @@ pub fn spawn_parent_side(
             draining: false,
         },
         sockets,
+        lent: Vec::new(),
         taken: Vec::new(),
         events,
         grandparent,

@@ -177,6 +177,7 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
         // Clusters are resolved before the first request can arrive.
         clusters.resolve_all().await;
         tokio::spawn(clusters.clone().run_dns_refresh(drain_watch.clone()));
+        let stop_watch = drain_watch.clone();
         let workers = dataplane
             .spawn_workers(&sockets, opts.concurrency, drain_watch)
             .context("could not start workers")?;
@@ -201,6 +202,24 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
             .collect();
         if let (Some(a), Some(s)) = (&bootstrap.admin, admin_socket) {
             named.push((a.address, "admin".to_owned(), s));
+        }
+        let named: restart::OwnedSockets = Arc::new(Mutex::new(named));
+        {
+            // Once this generation stops accepting (a successor serves, /drain_listeners, a
+            // shutdown), nothing accepts on its sockets: close them so new connections are
+            // refused (or go to the successor's copies) rather than queue unanswered.
+            let named = named.clone();
+            let mut w = stop_watch;
+            let draining = store.gauge("listener_manager.total_listeners_draining");
+            let active = store.gauge("listener_manager.total_listeners_active");
+            let listeners = bootstrap.listeners.len() as i64;
+            tokio::spawn(async move {
+                w.accept_stopped(drain::Direction::Unspecified).await;
+                drop(w);
+                named.lock().clear();
+                active.set(0);
+                draining.set(listeners);
+            });
         }
         let _parent_side = match restart_listener {
             Some(listener) => Some(restart::spawn_parent_side(

@@ -6,9 +6,13 @@
 //! beyond the frame in hand.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -19,9 +23,38 @@ pub trait Finish {
     fn finish(self: Box<Self>, bytes: u64, complete: bool);
 }
 
+/// The error a proxied body ends with: the peer's, or one of its timeouts.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Timeouts of a streamed body: no frame for `idle` (Envoy's `stream_idle_timeout`), or not
+/// finished by `deadline` (`request_timeout`). The timer is only armed while the body waits,
+/// so a body that is already there costs no timer.
+#[derive(Debug)]
+pub struct BodyTimers {
+    idle: Option<Duration>,
+    deadline: Option<Instant>,
+    last_frame: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Set when a timeout ended the body, for the owner to answer 408 / count it.
+    pub fired: Rc<Cell<Option<BodyTimeout>>>,
+}
+
+/// Which timeout ended a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyTimeout {
+    Idle,
+    Deadline,
+}
+
+/// A body's timeout, as an error hyper passes on.
+#[derive(Debug, thiserror::Error)]
+#[error("could not finish the stream: {0:?} timeout")]
+pub struct TimeoutError(pub BodyTimeout);
+
 /// A proxied body. `!Send`: it lives on one worker thread.
 pub struct ProxyBody {
     kind: Kind,
+    timers: Option<Box<BodyTimers>>,
     bytes: u64,
     /// Shared with whoever needs the running count (the access log of the other direction).
     counter: Option<Rc<Cell<u64>>>,
@@ -57,6 +90,7 @@ impl ProxyBody {
     fn with_kind(kind: Kind) -> Self {
         Self {
             kind,
+            timers: None,
             bytes: 0,
             counter: None,
             finish: None,
@@ -67,6 +101,26 @@ impl ProxyBody {
     pub fn count_into(mut self, counter: Rc<Cell<u64>>) -> Self {
         self.counter = Some(counter);
         self
+    }
+
+    /// End the body with an error when it has no frame for `idle` or is not done by
+    /// `deadline`; which one fired is recorded in the returned cell.
+    pub fn with_timeouts(
+        mut self,
+        idle: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> (Self, Rc<Cell<Option<BodyTimeout>>>) {
+        let fired = Rc::new(Cell::new(None));
+        if (idle.is_some() || deadline.is_some()) && !self.is_end_stream() {
+            self.timers = Some(Box::new(BodyTimers {
+                idle,
+                deadline,
+                last_frame: Instant::now(),
+                sleep: None,
+                fired: fired.clone(),
+            }));
+        }
+        (self, fired)
     }
 
     /// Run `finish` when the body ends or is dropped. An empty body finishes once hyper sees
@@ -92,18 +146,32 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let polled = match &mut this.kind {
+        let mut polled: Poll<Option<Result<Frame<Bytes>, BodyError>>> = match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Stream(s) => Pin::new(s).poll_frame(cx),
+            Kind::Stream(s) => Pin::new(s)
+                .poll_frame(cx)
+                .map(|r| r.map(|f| f.map_err(BodyError::from))),
         };
+        if let Some(t) = this.timers.as_mut() {
+            match &polled {
+                Poll::Pending => {
+                    if let Some(which) = t.poll_expired(cx) {
+                        t.fired.set(Some(which));
+                        polled = Poll::Ready(Some(Err(Box::new(TimeoutError(which)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(_))) => t.last_frame = Instant::now(),
+                Poll::Ready(_) => {}
+            }
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
@@ -134,6 +202,31 @@ impl Body for ProxyBody {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Stream(s) => s.size_hint(),
         }
+    }
+}
+
+// === impl BodyTimers ===
+
+impl BodyTimers {
+    /// Arm (or re-arm) the timer for the earliest timeout; `Some` once one has passed.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<BodyTimeout> {
+        let idle_at = self.idle.map(|d| self.last_frame + d);
+        let (at, which) = match (idle_at, self.deadline) {
+            (Some(i), Some(d)) if d <= i => (d, BodyTimeout::Deadline),
+            (Some(i), _) => (i, BodyTimeout::Idle),
+            (None, Some(d)) => (d, BodyTimeout::Deadline),
+            (None, None) => return None,
+        };
+        let sleep = match &mut self.sleep {
+            Some(s) => {
+                if s.deadline() != at {
+                    s.as_mut().reset(at);
+                }
+                s
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        sleep.as_mut().poll(cx).is_ready().then_some(which)
     }
 }
 

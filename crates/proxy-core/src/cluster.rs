@@ -33,7 +33,14 @@ pub struct Cluster {
     /// `cluster.<name>.ssl.*`, for a cluster with an upstream TLS context.
     pub ssl: Option<crate::tls::SslStats>,
     hosts: ArcSwap<HostSet>,
+    /// Retries under way across every worker (the `max_retries` circuit breaker).
+    retries_active: AtomicU64,
 }
+
+/// A retry admitted by the cluster's `max_retries` breaker; dropping it ends the retry.
+#[derive(Debug)]
+#[must_use]
+pub struct RetryGuard(Arc<Cluster>);
 
 /// The hosts of a cluster at one moment. Replaced as a whole, never mutated.
 #[derive(Debug, Default)]
@@ -99,6 +106,7 @@ impl ClusterManager {
                         .map(|_| crate::tls::SslStats::new(store, &format!("cluster.{}", c.name))),
                     config: c.clone(),
                     hosts: ArcSwap::from_pointee(HostSet::default()),
+                    retries_active: AtomicU64::new(0),
                 };
                 if c.discovery == Discovery::Static {
                     let addrs = c
@@ -171,6 +179,24 @@ impl ClusterManager {
 // === impl Cluster ===
 
 impl Cluster {
+    /// Admit one more retry unless `max_retries` are already under way (then counted as
+    /// `upstream_rq_retry_overflow`).
+    pub fn try_retry(self: &Arc<Self>) -> Option<RetryGuard> {
+        let max = u64::from(self.config.circuit_breakers.max_retries);
+        let admitted = self
+            .retries_active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            Some(RetryGuard(self.clone()))
+        } else {
+            self.stats.upstream_rq_retry_overflow.inc();
+            None
+        }
+    }
+
     /// The current hosts.
     pub fn hosts(&self) -> arc_swap::Guard<Arc<HostSet>> {
         self.hosts.load()
@@ -375,6 +401,12 @@ impl WorkerLb {
     }
 }
 
+impl Drop for RetryGuard {
+    fn drop(&mut self) {
+        self.0.retries_active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl crate::admin::ClusterStatusSource for ClusterManager {
     fn clusters(&self) -> Vec<crate::admin::ClusterStatus> {
         self.clusters
@@ -505,6 +537,22 @@ mod tests {
         let c = cm.get(cm.index("c").unwrap()).unwrap();
         assert_eq!(c.hosts().hosts.len(), 2);
         assert_eq!(c.stats.membership_total.value(), 2);
+    }
+
+    #[test]
+    fn max_retries_breaker_admits_up_to_the_limit() {
+        let store = Store::new();
+        let mut cfg = cluster(LbPolicy::RoundRobin, &[("127.0.0.1", 1, 1)]);
+        cfg.circuit_breakers.max_retries = 2;
+        let cm = ClusterManager::new(&[cfg], &store);
+        let c = cm.get(0).unwrap();
+        let a = c.try_retry().expect("first retry");
+        let b = c.try_retry().expect("second retry");
+        assert!(c.try_retry().is_none());
+        assert_eq!(c.stats.upstream_rq_retry_overflow.value(), 1);
+        drop(a);
+        assert!(c.try_retry().is_some());
+        drop(b);
     }
 
     #[tokio::test]

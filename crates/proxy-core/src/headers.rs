@@ -1,7 +1,8 @@
 //! Header handling on the request path: hop-by-hop removal (RFC 9110 §7.6.1), the
 //! `x-forwarded-*` headers, request ids and upgrade detection. Pure functions over a
-//! [`HeaderMap`], benchmarked in `benches/route_match.rs`.
+//! [`HeaderMap`], benchmarked in `benches/headers.rs`.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -27,21 +28,29 @@ pub fn upgrade_type(h: &HeaderMap) -> Option<&str> {
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), keeping `Connection: upgrade` and `Upgrade`
 /// for a protocol switch.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| {
-                let t = t.trim();
-                if keep_upgrade && t.eq_ignore_ascii_case("upgrade") {
-                    return None;
-                }
-                HeaderName::from_bytes(t.as_bytes()).ok()
-            })
-            .collect();
-        for n in named {
-            h.remove(n);
+    // Most messages carry none: one pass over the names is cheaper than six hashed removals.
+    let any = h.keys().any(|k| {
+        matches!(
+            k.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "upgrade"
+                | "te"
+        )
+    });
+    if !any {
+        return;
+    }
+    // A clone of the value is a reference count, not a copy; removing by `&str` looks the name
+    // up case-insensitively without building a `HeaderName` (an allocation for custom names).
+    if let Some(conn) = h.get(header::CONNECTION).cloned() {
+        for t in conn.to_str().unwrap_or("").split(',') {
+            let t = t.trim();
+            if !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")) {
+                h.remove(t);
+            }
         }
         if !keep_upgrade {
             h.remove(header::CONNECTION);
@@ -73,11 +82,18 @@ pub fn prepare_request_headers(
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     strip_hop_by_hop(h, keep_upgrade);
     if use_remote_address {
-        let ip = remote.ip().to_string();
-        let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip,
-        };
+        let prev = h
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| !p.is_empty());
+        // One allocation: 39 bytes is the longest IPv6 address text.
+        let mut value = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+        if let Some(prev) = prev {
+            value.push_str(prev);
+            value.push_str(", ");
+        }
+        // Writing to a `String` cannot fail.
+        let _ = write!(value, "{}", remote.ip());
         if let Ok(v) = HeaderValue::try_from(value) {
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
@@ -105,4 +121,112 @@ pub fn new_request_id() -> HeaderValue {
         nibble += 1;
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn strip_removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("host", "a"),
+            ("connection", "Keep-Alive, X-Hop ,, bad name, upgrade"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+            ("x-end", "2"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("host", "a"), ("x-end", "2")]));
+    }
+
+    #[test]
+    fn strip_keeps_upgrade_and_te_trailers() {
+        let mut h = map(&[
+            ("connection", "x-hop, Upgrade"),
+            ("x-hop", "1"),
+            ("upgrade", "websocket"),
+            ("te", "Trailers"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h,
+            map(&[
+                ("connection", "x-hop, Upgrade"),
+                ("upgrade", "websocket"),
+                ("te", "Trailers"),
+            ])
+        );
+        assert_eq!(upgrade_type(&h), Some("websocket"));
+    }
+
+    #[test]
+    fn strip_without_keep_upgrade_removes_upgrade_named_in_connection() {
+        let mut h = map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("te", "trailers")]));
+    }
+
+    #[test]
+    fn prepare_appends_remote_address_and_sets_proto() {
+        let remote: SocketAddr = ([192, 0, 2, 1], 4000).into();
+        let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("connection", "close")]);
+        prepare_request_headers(&mut h, remote, true, false, false);
+        assert_eq!(
+            h,
+            map(&[
+                ("x-forwarded-for", "203.0.113.9, 192.0.2.1"),
+                ("x-forwarded-proto", "http"),
+            ])
+        );
+        let v6: SocketAddr = "[2001:db8::ff00:42:8329]:443".parse().unwrap_or(remote);
+        let mut h = map(&[("x-forwarded-for", "")]);
+        prepare_request_headers(&mut h, v6, true, false, false);
+        assert_eq!(
+            h,
+            map(&[
+                ("x-forwarded-for", "2001:db8::ff00:42:8329"),
+                ("x-forwarded-proto", "http"),
+            ])
+        );
+        let mut h = map(&[("x-forwarded-proto", "https")]);
+        prepare_request_headers(&mut h, remote, false, false, false);
+        assert_eq!(h, map(&[("x-forwarded-proto", "https")]));
+        // Over TLS, with use_remote_address, Baton sets the scheme it saw.
+        let mut h = map(&[("x-forwarded-proto", "http")]);
+        prepare_request_headers(&mut h, remote, true, false, true);
+        assert_eq!(
+            h,
+            map(&[
+                ("x-forwarded-for", "192.0.2.1"),
+                ("x-forwarded-proto", "https"),
+            ])
+        );
+    }
+
+    #[test]
+    fn request_id_is_a_uuid_v4() {
+        let id = new_request_id();
+        let s = id.to_str().unwrap_or_default();
+        assert_eq!(s.len(), 36);
+        assert_eq!(s.as_bytes()[14], b'4');
+        assert!(matches!(s.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
+        assert_ne!(new_request_id(), id);
+    }
 }

@@ -62,6 +62,7 @@ pub async fn handle(
         upstream: None,
         log: None,
         bytes_received: Rc::new(Cell::new(0)),
+        response_timed_out: None,
     });
     let mut req = req;
     if l.config.http.generate_request_id && !req.headers().contains_key(&X_REQUEST_ID) {
@@ -146,6 +147,16 @@ pub fn local_reply(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
         *resp.body_mut() = ProxyBody::full(body);
     }
     resp
+}
+
+/// The request was not received in full within `request_timeout` (Envoy: 408).
+fn request_timeout_reply(l: &ListenerShared, tracker: &mut Tracker) -> Response<ProxyBody> {
+    l.http_stats.downstream_rq_timeout.inc();
+    tracker.flag = Some("DT");
+    local_reply(
+        StatusCode::REQUEST_TIMEOUT,
+        Bytes::from_static(b"request timeout"),
+    )
 }
 
 fn failure_reply(f: UpstreamFailure, tracker: &mut Tracker) -> Response<ProxyBody> {
@@ -255,14 +266,26 @@ async fn forward(
     let buffer_limit = u64::from(l.config.per_connection_buffer_limit_bytes);
     // A body is replayable (so the request may be retried) when it is empty, or small enough
     // to buffer whole within the connection's buffer limit.
+    let hcm = &l.config.http;
+    let request_deadline = hcm
+        .request_timeout
+        .map(|t| tokio::time::Instant::from_std(tracker.start) + t);
     let mut replay: Option<Bytes> = None;
     let mut stream_body: Option<ProxyBody> = None;
+    let mut request_timed_out = Rc::new(Cell::new(None));
     if body.is_end_stream() {
         replay = Some(Bytes::new());
     } else if policy.is_some_and(|p| p.num_retries > 0)
         && body.size_hint().exact().is_some_and(|n| n <= buffer_limit)
     {
-        match body.collect().await {
+        let collected = match request_deadline {
+            Some(d) => match tokio::time::timeout_at(d, body.collect()).await {
+                Ok(r) => r,
+                Err(_) => return request_timeout_reply(l, tracker),
+            },
+            None => body.collect().await,
+        };
+        match collected {
             Ok(collected) => {
                 let b = collected.to_bytes();
                 tracker
@@ -277,10 +300,13 @@ async fn forward(
             }
         }
     } else {
-        stream_body = Some(ProxyBody::stream(body).count_into(tracker.bytes_received.clone()));
+        let (b, fired) = ProxyBody::stream(body)
+            .count_into(tracker.bytes_received.clone())
+            .with_timeouts(hcm.stream_idle_timeout, request_deadline);
+        stream_body = Some(b);
+        request_timed_out = fired;
     }
 
-    let hcm = &l.config.http;
     let cfg = &f.config;
     prepare_request_headers(
         &mut parts.headers,
@@ -328,6 +354,8 @@ async fn forward(
     );
     let mut attempt = 0;
     let mut stale_retry_used = false;
+    // Held while a retry is under way (the cluster's `max_retries` breaker).
+    let mut _retry_guard: Option<crate::cluster::RetryGuard> = None;
     loop {
         attempt += 1;
         let body = match &replay {
@@ -344,14 +372,25 @@ async fn forward(
             parts.headers.clone()
         };
 
-        let outcome = attempt_once(w, f.cluster, &cluster, up, deadline, per_try).await;
+        let outcome = attempt_once(
+            w,
+            f.cluster,
+            &cluster,
+            up,
+            deadline,
+            per_try.or(hcm.stream_idle_timeout),
+        )
+        .await;
         match outcome {
             Ok(done) => {
                 let status = done.response.status().as_u16();
                 cluster.stats.response(status, &w.codes[f.cluster]);
                 if attempt < max_attempts && policy.is_some_and(|p| retriable_status(p, status)) {
-                    cluster.stats.upstream_rq_retry.inc();
-                    continue;
+                    if let Some(g) = cluster.try_retry() {
+                        _retry_guard = Some(g);
+                        cluster.stats.upstream_rq_retry.inc();
+                        continue;
+                    }
                 }
                 if attempt > 1 {
                     cluster.stats.upstream_rq_retry_success.inc();
@@ -375,10 +414,16 @@ async fn forward(
                     log.upstream_host = Some(attempt.host.addr);
                     log.upstream_cluster = Some(f.cluster_name.clone());
                 }
+                let (body, fired) =
+                    ProxyBody::stream(rbody).with_timeouts(hcm.stream_idle_timeout, None);
+                tracker.response_timed_out = Some(fired);
                 tracker.upstream = Some(attempt.into_track(conn));
-                return Response::from_parts(rparts, ProxyBody::stream(rbody));
+                return Response::from_parts(rparts, body);
             }
             Err((failure, reused)) => {
+                if request_timed_out.get().is_some() {
+                    return request_timeout_reply(l, tracker);
+                }
                 if failure == UpstreamFailure::Timeout {
                     if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                         cluster.stats.upstream_rq_timeout.inc();
@@ -400,8 +445,11 @@ async fn forward(
                     continue;
                 }
                 if attempt < max_attempts && policy.is_some_and(|p| retriable_failure(p, failure)) {
-                    cluster.stats.upstream_rq_retry.inc();
-                    continue;
+                    if let Some(g) = cluster.try_retry() {
+                        _retry_guard = Some(g);
+                        cluster.stats.upstream_rq_retry.inc();
+                        continue;
+                    }
                 }
                 return failure_reply(failure, tracker);
             }
@@ -737,6 +785,8 @@ pub(crate) struct Tracker {
     upstream: Option<UpstreamTrack>,
     log: Option<Box<crate::server::LogCapture>>,
     bytes_received: Rc<Cell<u64>>,
+    /// Set if the response body was ended by `stream_idle_timeout`.
+    response_timed_out: Option<Rc<Cell<Option<crate::body::BodyTimeout>>>>,
 }
 
 impl Finish for Tracker {
@@ -750,6 +800,14 @@ impl Finish for Tracker {
         self.c.active.set(self.c.active.get().saturating_sub(1));
         self.c.last_active.set(Instant::now());
         let mut flag = self.flag;
+        if self
+            .response_timed_out
+            .as_ref()
+            .is_some_and(|f| f.get().is_some())
+        {
+            hs.downstream_rq_idle_timeout.inc();
+            flag = Some("SI");
+        }
         if let Some(mut up) = self.upstream.take() {
             let a = &mut up.attempt;
             a.cluster.stats.upstream_rq_time.record(elapsed);

@@ -500,10 +500,16 @@ async fn tls_accept(
     }
 }
 
-fn h1_builder() -> http1::Builder {
+/// hyper's smallest read buffer limit.
+const MIN_BUF: usize = 8192;
+
+/// HTTP/1.1 server settings; `buffer_limit` (the listener's
+/// `per_connection_buffer_limit_bytes`) caps what hyper buffers while reading a message head.
+fn h1_builder(buffer_limit: u32) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(None)
+        .max_buf_size((buffer_limit as usize).max(MIN_BUF))
         .keep_alive(true);
     b
 }
@@ -517,7 +523,8 @@ async fn serve_http1(
     l: &ListenerShared,
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {
-    let mut conn = h1_builder().serve_connection(TokioIo::new(io), svc.clone());
+    let mut conn = h1_builder(l.config.per_connection_buffer_limit_bytes)
+        .serve_connection(TokioIo::new(io), svc.clone());
     let idle = l.config.http.idle_timeout;
     let far = Duration::from_secs(365 * 24 * 3600);
     let idle_sleep = tokio::time::sleep(idle.unwrap_or(far));
@@ -568,7 +575,7 @@ async fn serve_http1(
     io.prepend(parts.read_buf);
     if closing && io.take_pending().unwrap_or(false) {
         l.http_stats.downstream_cx_drain_rescued.inc();
-        let mut b = h1_builder();
+        let mut b = h1_builder(l.config.per_connection_buffer_limit_bytes);
         b.keep_alive(false);
         let mut again = b.serve_connection(TokioIo::new(io), svc);
         std::future::poll_fn(|cx| again.poll_without_shutdown(cx)).await?;

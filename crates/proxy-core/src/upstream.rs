@@ -99,6 +99,7 @@ impl Pools {
                     reused: true,
                 });
             }
+            let _pending = Pending::enter(cluster)?;
             let s = connect_h2(cluster, host).await?;
             self.hosts.borrow_mut().entry(key).or_default().h2 = Some(s.clone());
             return Ok(Checkout {
@@ -123,6 +124,7 @@ impl Pools {
                 });
             }
         }
+        let _pending = Pending::enter(cluster)?;
         let s = connect_h1(cluster, host, false).await?;
         Ok(Checkout {
             conn: Conn::H1(s),
@@ -203,6 +205,30 @@ async fn connect_tcp(cluster: &Cluster, host: &Host) -> Result<TcpStream, Upstre
     stats.upstream_cx_connect_ms.record(started.elapsed());
     stats.upstream_cx_total.inc();
     Ok(stream)
+}
+
+/// A request waiting for a new upstream connection, bounded by the cluster's
+/// `max_pending_requests`.
+struct Pending<'a>(&'a Cluster);
+
+impl<'a> Pending<'a> {
+    fn enter(cluster: &'a Cluster) -> Result<Self, UpstreamFailure> {
+        let stats = &cluster.stats;
+        let max = i64::from(cluster.config.circuit_breakers.max_pending_requests);
+        if stats.upstream_rq_pending_active.value() >= max {
+            stats.upstream_rq_pending_overflow.inc();
+            return Err(UpstreamFailure::Overflow);
+        }
+        stats.upstream_rq_pending_total.inc();
+        stats.upstream_rq_pending_active.inc();
+        Ok(Self(cluster))
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.stats.upstream_rq_pending_active.dec();
+    }
 }
 
 /// Track an upstream connection's life in the cluster's and host's stats.
@@ -305,6 +331,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::Builder::new()
+        .max_buf_size((cluster.config.per_connection_buffer_limit_bytes as usize).max(8192))
         .handshake::<_, ProxyBody>(TokioIo::new(stream))
         .await
         .map_err(|e| classify(&e))?;

@@ -3,6 +3,8 @@
 
 pub mod client;
 pub mod config;
+pub mod load;
+pub mod restart;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub use client::*;
 pub use config::*;
+pub use load::*;
 pub use upstream::*;
 
 /// The baton binary Cargo built for this test target.
@@ -117,6 +120,10 @@ pub struct Baton {
     pub config_path: PathBuf,
     /// Its `--base-id`: names its stats region, removed on drop after a SIGKILL.
     pub base_id: u32,
+    /// Its `--restart-epoch` (0 unless started by [`Baton::restart`]).
+    pub epoch: u32,
+    /// Shared by every generation of one chain: the last one dropped removes the stats region.
+    chain: std::sync::Arc<()>,
 }
 
 impl Baton {
@@ -165,6 +172,8 @@ impl Baton {
             listen,
             admin,
             config_path,
+            epoch: 0,
+            chain: std::sync::Arc::new(()),
         }
     }
 
@@ -287,7 +296,11 @@ impl Drop for Baton {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // A killed chain cannot remove its stats region itself.
+        // A killed chain cannot remove its stats region itself; while another generation of the
+        // chain is still held by the test, the region is its.
+        if std::sync::Arc::strong_count(&self.chain) > 1 {
+            return;
+        }
         let _ = std::fs::remove_file(format!("/dev/shm/baton_{}", self.base_id));
     }
 }

@@ -1,0 +1,169 @@
+# benches/load/restart-mode.sh: the `--restart` mode of run.sh (sourced by it, not run alone).
+# Under wrk keep-alive, wrk Connection: close and h2load (Baton and Envoy), each proxy is
+# restarted RESTARTS times INTERVAL s apart: Baton by hot restart (same --base-id, the next
+# --restart-epoch), Envoy by its hot restart (same flags, --drain-time-s 1
+# --parent-shutdown-time-s 3), nginx by SIGHUP to its master. Prints the errors (wrk socket errors
+# + non-2xx, h2load failed/errored), the requests served against a run of the same length with no
+# restart, and for Baton the time from starting epoch K+1 to it serving and how long epoch K lived
+# after that (from the "restart phase" log lines). Note: h2load does not reconnect after a GOAWAY,
+# so its "served" column under restarts mostly measures how soon its connections were closed.
+
+RESTART_DRAIN_S=1
+RESTART_PARENT_S=3
+
+# parse_load TOOL FILE: "requests errors"
+parse_load() {
+  python3 - "$1" "$2" <<'EOF'
+import re, sys
+tool, text = sys.argv[1], open(sys.argv[2]).read()
+if tool == "wrk":
+    m = re.search(r"(\d+) requests in", text)
+    req = int(m.group(1)) if m else 0
+    err = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        err += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        err += int(m.group(1))
+    print(req, err)
+else:
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text)
+    if m:
+        g = [int(x) for x in m.groups()]
+        print(g[3], g[4] + g[5] + g[6])
+    else:
+        print(0, -1)
+EOF
+}
+
+# load_bg TOOL PORT SECS OUT: the load generator in the background on CPU 1 (LOAD_PID).
+load_bg() {
+  local tool=$1 port=$2 secs=$3 out=$4 url="http://127.0.0.1:$2/"
+  case "$tool" in
+    wrk-keepalive) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${secs}s" "$url" >"$out" 2>&1 & ;;
+    wrk-close) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${secs}s" -H 'Connection: close' "$url" >"$out" 2>&1 & ;;
+    h2load) taskset -c 1 h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$secs" "$url" >"$out" 2>&1 & ;;
+  esac
+  LOAD_PID=$!
+}
+
+RBATON_ID=$((RANDOM % 1000 + 3000))
+RENVOY_ID=$((RANDOM % 1000 + 4000))
+declare -a GEN_PIDS=()
+
+# start_gen PROXY EPOCH: start one generation (or the nginx master); its pid in LAST_PID.
+start_gen() {
+  local proxy=$1 epoch=$2
+  case "$proxy" in
+    baton)
+      start_bg "baton-e$epoch" "$BATON_BIN" -c "$WORK/baton.yaml" --concurrency 1 \
+        --base-id "$RBATON_ID" --restart-epoch "$epoch" --drain-time-s "$RESTART_DRAIN_S" \
+        --parent-shutdown-time-s "$RESTART_PARENT_S" --log-level info ;;
+    envoy)
+      start_bg "envoy-e$epoch" "$ENVOY" -c "$WORK/envoy.yaml" --concurrency 1 \
+        --base-id "$RENVOY_ID" --restart-epoch "$epoch" --drain-time-s "$RESTART_DRAIN_S" \
+        --parent-shutdown-time-s "$RESTART_PARENT_S" --log-level warn ;;
+    nginx)
+      start_bg nginx nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx.conf" ;;
+  esac
+  GEN_PIDS+=("$LAST_PID")
+}
+
+proxy_port() {
+  case "$1" in baton) echo "$BATON_PORT" ;; envoy) echo "$ENVOY_PORT" ;; nginx) echo "$NGINX_PORT" ;; esac
+}
+
+stop_gens() {
+  local p
+  for p in "${GEN_PIDS[@]}"; do alive "$p" && stop_tree "$p"; done
+  GEN_PIDS=()
+  # A chain ended by signals may leave its shared memory behind.
+  rm -f "/dev/shm/baton_$RBATON_ID" "/dev/shm/envoy_shared_memory_$((RENVOY_ID * 10))"
+}
+
+# restart_run PROXY TOOL RESTARTS: one run; prints "requests errors".
+restart_run() {
+  local proxy=$1 tool=$2 n=$3 port secs out master k
+  port=$(proxy_port "$proxy")
+  secs=$((RESTARTS * INTERVAL + 2))
+  out="$WORK/restart-$proxy-$tool-$n.txt"
+  rm -f "$WORK"/baton-e*.log
+  start_gen "$proxy" 0
+  master=$LAST_PID
+  wait_ready "$master" "http://127.0.0.1:$port/" || { echo "0 -1"; stop_gens; return; }
+  load_bg "$tool" "$port" "$secs" "$out"
+  sleep 1
+  for ((k = 1; k <= n; k++)); do
+    case "$proxy" in
+      nginx) kill -HUP "$master" ;;
+      *) start_gen "$proxy" "$k" ;;
+    esac
+    sleep "$INTERVAL"
+  done
+  wait "$LOAD_PID" || true
+  [[ $proxy == baton && $n -gt 0 ]] && baton_timings "$n" >>"$WORK/baton-timings.txt"
+  stop_gens
+  parse_load "${tool%%-*}" "$out"
+}
+
+# baton_timings N: per epoch K+1, ms from "starting" to "serving", and ms epoch K lived after.
+baton_timings() {
+  python3 - "$WORK" "$1" <<'EOF'
+import re, sys, datetime
+work, n = sys.argv[1], int(sys.argv[2])
+def phases(k):
+    out = {}
+    try:
+        for line in open(f"{work}/baton-e{k}.log"):
+            m = re.match(r"(\S+Z) .*restart phase epoch=\d+ phase=\"(\w+)\"", line)
+            if m:
+                t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+                out.setdefault(m.group(2), t)
+    except OSError:
+        pass
+    return out
+serve, lived = [], []
+for k in range(1, n + 1):
+    cur, old = phases(k), phases(k - 1)
+    if "starting" in cur and "serving" in cur:
+        serve.append((cur["serving"] - cur["starting"]) * 1000)
+        if "terminated" in old:
+            lived.append((old["terminated"] - cur["serving"]) * 1000)
+print(" ".join(f"{x:.1f}" for x in serve), "|", " ".join(f"{x:.1f}" for x in lived))
+EOF
+}
+
+restart_mode() {
+  local proxies=() tools proxy tool base got
+  wants baton && proxies+=(baton)
+  wants envoy && [[ -n $ENVOY ]] && proxies+=(envoy)
+  wants nginx && proxies+=(nginx)
+  : >"$WORK/baton-timings.txt"
+  printf '\n%-7s %-14s %9s %9s %9s %9s\n' proxy load restarts errors served "vs-none"
+  for proxy in "${proxies[@]}"; do
+    tools=(wrk-keepalive wrk-close)
+    [[ $proxy != nginx ]] && tools+=(h2load)
+    for tool in "${tools[@]}"; do
+      log "restart mode: $proxy $tool: no-restart run, then $RESTARTS restarts ${INTERVAL}s apart"
+      read -r base _ <<<"$(restart_run "$proxy" "$tool" 0)"
+      read -r got err <<<"$(restart_run "$proxy" "$tool" "$RESTARTS")"
+      printf '%-7s %-14s %9s %9s %9s %8s%%\n' "$proxy" "$tool" "$RESTARTS" "$err" "$got" \
+        "$(python3 -c "import sys; b,g=int(sys.argv[1]),int(sys.argv[2]); print(f'{(g-b)*100/b:+.1f}' if b else 'n/a')" "$base" "$got")"
+    done
+  done
+  if [[ -s $WORK/baton-timings.txt ]]; then
+    python3 - "$WORK/baton-timings.txt" <<'EOF'
+import statistics, sys
+serve, lived = [], []
+for line in open(sys.argv[1]):
+    a, _, b = line.partition("|")
+    serve += [float(x) for x in a.split()]
+    lived += [float(x) for x in b.split()]
+def fmt(xs):
+    return f"median {statistics.median(xs):.1f} ms, max {max(xs):.1f} ms (n={len(xs)})" if xs else "n/a"
+print(f"\nbaton: epoch K+1 start -> serving: {fmt(serve)}")
+print(f"baton: epoch K lived after K+1 served: {fmt(lived)}")
+EOF
+  fi
+}
