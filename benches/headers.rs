@@ -122,13 +122,13 @@ fn bench_plain(c: &mut Criterion) {
         &mut g,
         "prepare_request_headers/use_remote_address",
         &h,
-        |h| prepare_request_headers(h, REMOTE, true, false),
+        |h| prepare_request_headers(h, REMOTE, true, false, false),
     );
     bench_mut(
         &mut g,
         "prepare_request_headers/no_remote_address",
         &h,
-        |h| prepare_request_headers(h, REMOTE, false, false),
+        |h| prepare_request_headers(h, REMOTE, false, false, false),
     );
     g.bench_function("upgrade_type/none", |b| {
         b.iter(|| upgrade_type(black_box(&h)))
@@ -151,7 +151,7 @@ fn bench_hop_by_hop(c: &mut Criterion) {
         &mut g,
         "prepare_request_headers/use_remote_address",
         &h,
-        |h| prepare_request_headers(h, REMOTE, true, false),
+        |h| prepare_request_headers(h, REMOTE, true, false, false),
     );
     g.bench_function("upgrade_type/none", |b| {
         b.iter(|| upgrade_type(black_box(&h)))
@@ -163,7 +163,7 @@ fn bench_websocket(c: &mut Criterion) {
     let h = websocket();
     assert_eq!(upgrade_type(&h), Some("websocket"));
     let mut prepared = h.clone();
-    prepare_request_headers(&mut prepared, REMOTE, true, true);
+    prepare_request_headers(&mut prepared, REMOTE, true, true, false);
     assert_eq!(upgrade_type(&prepared), Some("websocket"));
     assert_eq!(
         prepared.get(&X_FORWARDED_FOR),
@@ -178,7 +178,7 @@ fn bench_websocket(c: &mut Criterion) {
         &mut g,
         "prepare_request_headers/use_remote_address",
         &h,
-        |h| prepare_request_headers(h, REMOTE, true, true),
+        |h| prepare_request_headers(h, REMOTE, true, true, false),
     );
     g.bench_function("upgrade_type/websocket", |b| {
         b.iter(|| upgrade_type(black_box(&h)))

@@ -18,4 +18,5 @@ mod restarter;
 mod retries;
 mod streaming;
 mod timeouts;
+mod tls;
 mod websocket;

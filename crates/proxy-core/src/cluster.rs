@@ -30,6 +30,8 @@ pub struct ClusterManager {
 pub struct Cluster {
     pub config: config::Cluster,
     pub stats: ClusterStats,
+    /// `cluster.<name>.ssl.*`, for a cluster with an upstream TLS context.
+    pub ssl: Option<crate::tls::SslStats>,
     hosts: ArcSwap<HostSet>,
     /// Retries under way across every worker (the `max_retries` circuit breaker).
     retries_active: AtomicU64,
@@ -98,6 +100,10 @@ impl ClusterManager {
                 by_name.insert(c.name.clone(), i);
                 let cluster = Cluster {
                     stats: ClusterStats::new(store, &c.name),
+                    ssl: c
+                        .tls
+                        .as_ref()
+                        .map(|_| crate::tls::SslStats::new(store, &format!("cluster.{}", c.name))),
                     config: c.clone(),
                     hosts: ArcSwap::from_pointee(HostSet::default()),
                     retries_active: AtomicU64::new(0),
@@ -470,6 +476,7 @@ mod tests {
             dns_refresh_rate: Duration::from_secs(5),
             circuit_breakers: Thresholds::default(),
             per_connection_buffer_limit_bytes: config::DEFAULT_BUFFER_LIMIT,
+            tls: None,
             http2: false,
         }
     }

@@ -34,6 +34,9 @@ pub struct Listener {
     /// Soft limit on bytes buffered per connection, each direction (Envoy default 1 MiB).
     pub per_connection_buffer_limit_bytes: u32,
     pub http: HttpConnectionManager,
+    /// The filter chains' TLS contexts (`transport_socket` `envoy.transport_sockets.tls`);
+    /// `None`: cleartext. Every chain shares `http`.
+    pub tls: Option<crate::tls::ListenerTls>,
 }
 
 /// Which HTTP codec a listener speaks downstream.
@@ -221,8 +224,10 @@ pub struct Cluster {
     pub dns_refresh_rate: Duration,
     pub circuit_breakers: Thresholds,
     pub per_connection_buffer_limit_bytes: u32,
-    /// Upstream speaks HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    /// Upstream speaks HTTP/2 (prior knowledge, or by ALPN over TLS) instead of HTTP/1.1.
     pub http2: bool,
+    /// `transport_socket` `envoy.transport_sockets.tls` (`UpstreamTlsContext`); `None`: cleartext.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

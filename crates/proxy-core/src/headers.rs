@@ -70,13 +70,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Prepare a request's headers for the upstream: hop-by-hop removed, `x-forwarded-for` (with
-/// `use_remote_address`, the peer appended) and `x-forwarded-proto`.
+/// `use_remote_address`, the peer appended) and `x-forwarded-proto` (`https` when the
+/// downstream connection is TLS).
 pub fn prepare_request_headers(
     h: &mut HeaderMap,
     remote: SocketAddr,
     use_remote_address: bool,
     keep_upgrade: bool,
+    tls: bool,
 ) {
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     strip_hop_by_hop(h, keep_upgrade);
     if use_remote_address {
         let prev = h
@@ -94,9 +97,9 @@ pub fn prepare_request_headers(
         if let Ok(v) = HeaderValue::try_from(value) {
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_PROTO.clone(), proto);
     } else if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_PROTO.clone(), proto);
     }
 }
 
@@ -184,7 +187,7 @@ mod tests {
     fn prepare_appends_remote_address_and_sets_proto() {
         let remote: SocketAddr = ([192, 0, 2, 1], 4000).into();
         let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("connection", "close")]);
-        prepare_request_headers(&mut h, remote, true, false);
+        prepare_request_headers(&mut h, remote, true, false, false);
         assert_eq!(
             h,
             map(&[
@@ -194,7 +197,7 @@ mod tests {
         );
         let v6: SocketAddr = "[2001:db8::ff00:42:8329]:443".parse().unwrap_or(remote);
         let mut h = map(&[("x-forwarded-for", "")]);
-        prepare_request_headers(&mut h, v6, true, false);
+        prepare_request_headers(&mut h, v6, true, false, false);
         assert_eq!(
             h,
             map(&[
@@ -203,8 +206,18 @@ mod tests {
             ])
         );
         let mut h = map(&[("x-forwarded-proto", "https")]);
-        prepare_request_headers(&mut h, remote, false, false);
+        prepare_request_headers(&mut h, remote, false, false, false);
         assert_eq!(h, map(&[("x-forwarded-proto", "https")]));
+        // Over TLS, with use_remote_address, Baton sets the scheme it saw.
+        let mut h = map(&[("x-forwarded-proto", "http")]);
+        prepare_request_headers(&mut h, remote, true, false, true);
+        assert_eq!(
+            h,
+            map(&[
+                ("x-forwarded-for", "192.0.2.1"),
+                ("x-forwarded-proto", "https"),
+            ])
+        );
     }
 
     #[test]

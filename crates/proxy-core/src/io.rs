@@ -1,5 +1,6 @@
 //! The downstream socket as hyper sees it: bytes already read (while telling HTTP/2's
-//! preface from HTTP/1) are yielded first, then the TCP stream; bytes each way are counted.
+//! preface from HTTP/1) are yielded first, then the stream — plain TCP or TLS over TCP; bytes
+//! each way are counted (for TLS: the decrypted bytes).
 //!
 //! The same shape will carry a connection handed over from an older generation with bytes it
 //! had read but not parsed.
@@ -13,15 +14,24 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A TCP stream with a prefix of already-read bytes.
+/// A downstream connection's transport. The TLS state is boxed so the plain variant stays
+/// small; dispatch is one branch per read or write.
+#[derive(Debug)]
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A stream with a prefix of already-read bytes.
 #[derive(Debug)]
 pub struct ServerIo {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: Stream,
     /// Shared with the connection's owner, which reads the totals once hyper is done.
     counts: Arc<IoCounts>,
 }
@@ -43,7 +53,7 @@ pub enum Sniffed {
 // === impl ServerIo ===
 
 impl ServerIo {
-    pub fn new(inner: TcpStream, prefix: Bytes) -> Self {
+    pub fn new(inner: Stream, prefix: Bytes) -> Self {
         let counts = Arc::new(IoCounts::default());
         counts.rx.store(prefix.len() as u64, Ordering::Relaxed);
         Self {
@@ -76,17 +86,30 @@ impl ServerIo {
         }
         let mut buf = BytesMut::with_capacity(4096);
         buf.resize(4096, 0);
-        match self.inner.try_read(&mut buf) {
-            Ok(0) => Ok(false),
-            Ok(n) => {
-                buf.truncate(n);
-                self.counts.rx.fetch_add(n as u64, Ordering::Relaxed);
-                self.prefix = buf.freeze();
-                Ok(true)
+        let n = match &mut self.inner {
+            Stream::Plain(s) => match s.try_read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            },
+            Stream::Tls(s) => {
+                // One read without waiting: whatever TLS has decrypted or can decrypt now.
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut rb = ReadBuf::new(&mut buf);
+                match Pin::new(s.as_mut()).poll_read(&mut cx, &mut rb) {
+                    Poll::Ready(Ok(())) => rb.filled().len(),
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => return Ok(false),
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
+        };
+        if n == 0 {
+            return Ok(false);
         }
+        buf.truncate(n);
+        self.counts.rx.fetch_add(n as u64, Ordering::Relaxed);
+        self.prefix = buf.freeze();
+        Ok(true)
     }
 
     /// The byte counts, readable after the IO has been handed to hyper.
@@ -96,7 +119,7 @@ impl ServerIo {
 
     /// Read until the first bytes tell HTTP/2 prior knowledge from HTTP/1. Returns `None` when
     /// the peer closed before sending anything.
-    pub async fn sniff(mut inner: TcpStream) -> io::Result<Option<(Self, Sniffed)>> {
+    pub async fn sniff(mut inner: Stream) -> io::Result<Option<(Self, Sniffed)>> {
         let mut buf = BytesMut::with_capacity(4096);
         loop {
             if inner.read_buf(&mut buf).await? == 0 {
@@ -116,6 +139,84 @@ impl ServerIo {
         }
     }
 }
+
+// === impl Stream ===
+
+impl Stream {
+    /// The TLS session, when this is a TLS connection.
+    pub fn tls(&self) -> Option<&rustls::ServerConnection> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(s) => Some(s.get_ref().1),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    #[inline]
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+// === impl ServerIo (IO) ===
 
 impl AsyncRead for ServerIo {
     fn poll_read(
@@ -200,7 +301,7 @@ mod tests {
             c.write_all(&H2_PREFACE[5..]).await.unwrap();
             c
         });
-        let (mut io, kind) = ServerIo::sniff(s).await.unwrap().unwrap();
+        let (mut io, kind) = ServerIo::sniff(Stream::Plain(s)).await.unwrap().unwrap();
         assert_eq!(kind, Sniffed::Http2);
         let mut got = vec![0; H2_PREFACE.len()];
         io.read_exact(&mut got).await.unwrap();
@@ -212,7 +313,7 @@ mod tests {
     async fn sniffs_http1_and_replays_prefix() {
         let (mut c, s) = pair().await;
         c.write_all(b"POST / HTTP/1.1\r\n").await.unwrap();
-        let (mut io, kind) = ServerIo::sniff(s).await.unwrap().unwrap();
+        let (mut io, kind) = ServerIo::sniff(Stream::Plain(s)).await.unwrap().unwrap();
         assert_eq!(kind, Sniffed::Http1);
         let mut got = vec![0; 4];
         io.read_exact(&mut got).await.unwrap();
@@ -220,6 +321,6 @@ mod tests {
         drop(c);
         let (c2, s2) = pair().await;
         drop(c2);
-        assert!(ServerIo::sniff(s2).await.unwrap().is_none());
+        assert!(ServerIo::sniff(Stream::Plain(s2)).await.unwrap().is_none());
     }
 }

@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod stats;
+pub mod tls;
 pub mod upstream;
 
 /// Runs hyper's background tasks (HTTP/2 streams, client connections) on the current worker

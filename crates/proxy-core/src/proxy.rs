@@ -308,7 +308,13 @@ async fn forward(
     }
 
     let cfg = &f.config;
-    prepare_request_headers(&mut parts.headers, c.remote, hcm.use_remote_address, false);
+    prepare_request_headers(
+        &mut parts.headers,
+        c.remote,
+        hcm.use_remote_address,
+        false,
+        c.tls,
+    );
     let per_try = policy.and_then(|p| p.per_try_timeout);
     if !hcm.suppress_envoy_headers {
         if let Some(t) = per_try.or(cfg.timeout) {
@@ -695,6 +701,7 @@ async fn tunnel(
         c.remote,
         l.config.http.use_remote_address,
         true,
+        c.tls,
     );
     let path = rewrite_path(
         route,

@@ -29,9 +29,10 @@ use crate::body::ProxyBody;
 use crate::cluster::{ClusterManager, WorkerLb};
 use crate::config::{self, Bootstrap, CodecType};
 use crate::error::BuildError;
-use crate::io::{ServerIo, Sniffed};
+use crate::io::{ServerIo, Sniffed, Stream};
 use crate::router::Router;
 use crate::stats::{CodeCounters, HttpStats, ListenerStats};
+use crate::tls::{ListenerTls, SslStats};
 use crate::upstream::Pools;
 use crate::LocalExec;
 
@@ -43,6 +44,17 @@ pub struct ListenerShared {
     pub http_stats: HttpStats,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<crate::access::AccessLogs>,
+    /// Set when the listener terminates TLS.
+    pub tls: Option<TlsListener>,
+}
+
+/// A TLS listener's filter chains and its `listener.<address>.ssl.*` stats.
+#[derive(Debug)]
+pub struct TlsListener {
+    pub chains: ListenerTls,
+    pub stats: SslStats,
+    /// `listener.<address>.no_filter_chain_match`: no chain for the client's SNI.
+    pub no_filter_chain_match: shm_stats::Counter,
 }
 
 /// One worker thread's state. `!Send`: it never leaves its thread.
@@ -61,6 +73,8 @@ pub struct ConnCtx {
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub http2: bool,
+    /// The connection is TLS.
+    pub tls: bool,
     /// Requests whose response has not finished.
     pub active: Cell<usize>,
     /// When the last request finished (or the connection opened).
@@ -125,7 +139,16 @@ impl Dataplane {
             .map(|lc| {
                 let router = Router::new(&lc.http.route_config, |name| clusters.index(name))?;
                 let access_logs = crate::access::AccessLogs::open(&lc.http.access_logs)?;
+                let tls = lc.tls.as_ref().map(|chains| {
+                    let p = format!("listener.{}", crate::stats::listener_stat_name(&lc.address));
+                    TlsListener {
+                        chains: chains.clone(),
+                        stats: SslStats::new(store, &p),
+                        no_filter_chain_match: store.counter(&format!("{p}.no_filter_chain_match")),
+                    }
+                });
                 Ok(Arc::new(ListenerShared {
+                    tls,
                     router,
                     http_stats: HttpStats::new(store, &lc.http.stat_prefix),
                     listener_stats: ListenerStats::new(store, &lc.address),
@@ -333,12 +356,35 @@ async fn serve_conn(
     let mut dconn = drain.connection(drain::Direction::Unspecified);
     drop(drain);
     let hcm = &l.config.http;
-    let sniffed = match hcm.codec_type {
-        CodecType::Http1 => Some((ServerIo::new(stream, Bytes::new()), Sniffed::Http1)),
-        CodecType::Http2 => Some((ServerIo::new(stream, Bytes::new()), Sniffed::Http2)),
-        CodecType::Auto => {
-            let wait = hcm.idle_timeout.unwrap_or(Duration::from_secs(3600));
-            let sniff = tokio::time::timeout(wait, ServerIo::sniff(stream));
+    let first_bytes_wait = hcm.idle_timeout.unwrap_or(Duration::from_secs(3600));
+    let (stream, alpn) = match &l.tls {
+        None => (Stream::Plain(stream), None),
+        Some(t) => {
+            let wait = TLS_HANDSHAKE_TIMEOUT.min(first_bytes_wait);
+            match tokio::time::timeout(wait, tls_accept(t, stream)).await {
+                Ok(Some(s)) => {
+                    let alpn = match s.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Some(Sniffed::Http2),
+                        Some(b"http/1.1") => Some(Sniffed::Http1),
+                        _ => None,
+                    };
+                    (Stream::Tls(Box::new(s)), alpn)
+                }
+                Ok(None) => return close_unserved(&l, opened),
+                Err(_) => {
+                    t.stats.connection_error.inc();
+                    return close_unserved(&l, opened);
+                }
+            }
+        }
+    };
+    let tls = matches!(stream, Stream::Tls(_));
+    let sniffed = match (alpn, hcm.codec_type) {
+        (Some(proto), _) => Some((ServerIo::new(stream, Bytes::new()), proto)),
+        (None, CodecType::Http1) => Some((ServerIo::new(stream, Bytes::new()), Sniffed::Http1)),
+        (None, CodecType::Http2) => Some((ServerIo::new(stream, Bytes::new()), Sniffed::Http2)),
+        (None, CodecType::Auto) => {
+            let sniff = tokio::time::timeout(first_bytes_wait, ServerIo::sniff(stream));
             tokio::pin!(sniff);
             let r = tokio::select! {
                 r = &mut sniff => r,
@@ -360,6 +406,7 @@ async fn serve_conn(
             remote,
             local,
             http2: proto == Sniffed::Http2,
+            tls,
             active: Cell::new(0),
             last_active: Cell::new(Instant::now()),
             _alive: alive,
@@ -398,13 +445,59 @@ async fn serve_conn(
         hs.downstream_cx_tx_bytes_total
             .add(counts.tx.load(std::sync::atomic::Ordering::Relaxed));
     }
+    close_unserved(&l, opened);
+}
+
+/// Count a downstream connection's end.
+fn close_unserved(l: &ListenerShared, opened: Instant) {
     let length = opened.elapsed();
+    let ls = &l.listener_stats;
+    let hs = &l.http_stats;
     ls.downstream_cx_active.dec();
     ls.downstream_cx_destroy.inc();
     ls.downstream_cx_length_ms.record(length);
     hs.downstream_cx_active.dec();
     hs.downstream_cx_destroy.inc();
     hs.downstream_cx_length_ms.record(length);
+}
+
+/// How long a TLS client may take to complete its handshake (bounded by the idle timeout).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read the ClientHello, pick the filter chain for its SNI, and complete the handshake with
+/// that chain's context. `None` (counted) when no chain matches or the handshake fails.
+async fn tls_accept(
+    t: &TlsListener,
+    stream: TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let acceptor =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match acceptor.await {
+        Ok(s) => s,
+        Err(e) => {
+            t.stats.record_error(&e);
+            return None;
+        }
+    };
+    let Some(chain) = t.chains.select(start.client_hello().server_name()) else {
+        t.no_filter_chain_match.inc();
+        return None;
+    };
+    match start.into_stream(chain.tls.config.clone()).await {
+        Ok(s) => {
+            let conn = s.get_ref().1;
+            t.stats.record_handshake(
+                conn,
+                conn.peer_certificates().is_some_and(|c| !c.is_empty()),
+            );
+            Some(s)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            t.stats.record_error(&e);
+            None
+        }
+    }
 }
 
 /// hyper's smallest read buffer limit.

@@ -1,5 +1,6 @@
 //! Per-worker upstream connections: a pool of idle HTTP/1.1 connections and one multiplexed
-//! HTTP/2 connection per host, opened with the cluster's connect timeout and circuit breakers.
+//! HTTP/2 connection per host, opened with the cluster's connect timeout and circuit breakers,
+//! over TLS when the cluster has an upstream TLS context.
 //!
 //! Pools are `!Send` and belong to one worker thread, so checkout and checkin never take a lock.
 //! A request that hyper hands back unsent (the pooled connection closed under it) is sent on
@@ -17,6 +18,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
@@ -252,6 +254,57 @@ impl Drop for CxGuard {
     }
 }
 
+/// Complete the TLS handshake of an upstream connection, counting it in `cluster.<name>.ssl.*`.
+/// The server name is the context's `sni`, else the endpoint's DNS name; an IP-literal host
+/// sends no SNI.
+async fn connect_tls(
+    cluster: &Cluster,
+    host: &Host,
+    tls: &crate::tls::ClientTls,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamFailure> {
+    use rustls::pki_types::ServerName;
+    let name = tls.sni.as_deref().unwrap_or(&host.hostname);
+    let server_name = match ServerName::try_from(name.to_owned()) {
+        Ok(n) => n,
+        Err(_) => ServerName::IpAddress(host.addr.ip().into()),
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let res = tokio::time::timeout(
+        cluster.config.connect_timeout,
+        connector.connect(server_name, stream),
+    )
+    .await;
+    let ssl = cluster.ssl.as_ref();
+    match res {
+        Ok(Ok(s)) => {
+            if let Some(ssl) = ssl {
+                // Upstream, the peer is the server: it always presents a certificate.
+                ssl.record_handshake(s.get_ref().1, true);
+            }
+            Ok(s)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(cluster = %cluster.config.name, host = %host.addr, error = %e, "upstream TLS handshake failed");
+            if let Some(ssl) = ssl {
+                ssl.record_error(&e);
+            }
+            cluster.stats.upstream_cx_connect_fail.inc();
+            host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            Err(UpstreamFailure::ConnectFailure)
+        }
+        Err(_) => {
+            if let Some(ssl) = ssl {
+                ssl.connection_error.inc();
+            }
+            cluster.stats.upstream_cx_connect_timeout.inc();
+            cluster.stats.upstream_cx_connect_fail.inc();
+            host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            Err(UpstreamFailure::ConnectFailure)
+        }
+    }
+}
+
 /// Open an HTTP/1.1 connection. `upgrades`: the connection may switch protocols (WebSocket).
 pub async fn connect_h1(
     cluster: &Arc<Cluster>,
@@ -259,6 +312,24 @@ pub async fn connect_h1(
     upgrades: bool,
 ) -> Result<http1::SendRequest<ProxyBody>, UpstreamFailure> {
     let stream = connect_tcp(cluster, host).await?;
+    match &cluster.config.tls {
+        None => handshake_h1(cluster, host, upgrades, stream).await,
+        Some(tls) => {
+            let s = connect_tls(cluster, host, tls, stream).await?;
+            handshake_h1(cluster, host, upgrades, s).await
+        }
+    }
+}
+
+async fn handshake_h1<IO>(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    upgrades: bool,
+    stream: IO,
+) -> Result<http1::SendRequest<ProxyBody>, UpstreamFailure>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = http1::Builder::new()
         .max_buf_size((cluster.config.per_connection_buffer_limit_bytes as usize).max(8192))
         .handshake::<_, ProxyBody>(TokioIo::new(stream))
@@ -285,6 +356,23 @@ async fn connect_h2(
     host: &Arc<Host>,
 ) -> Result<http2::SendRequest<ProxyBody>, UpstreamFailure> {
     let stream = connect_tcp(cluster, host).await?;
+    match &cluster.config.tls {
+        None => handshake_h2(cluster, host, stream).await,
+        Some(tls) => {
+            let s = connect_tls(cluster, host, tls, stream).await?;
+            handshake_h2(cluster, host, s).await
+        }
+    }
+}
+
+async fn handshake_h2<IO>(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    stream: IO,
+) -> Result<http2::SendRequest<ProxyBody>, UpstreamFailure>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let (sender, conn) = http2::Builder::new(LocalExec)
         .timer(TokioTimer::new())
         .handshake::<_, ProxyBody>(TokioIo::new(stream))

@@ -1,5 +1,5 @@
 //! Validation of `static_resources.clusters[]`: discovery type, endpoints, load balancing, DNS
-//! settings, circuit breakers and the upstream HTTP protocol options.
+//! settings, circuit breakers, the upstream HTTP protocol options and the upstream TLS context.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -54,6 +54,7 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
     let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
     let circuit_breakers = thresholds(raw.circuit_breakers, &join(path, "circuit_breakers"), errs);
     let mut http2 = false;
+    let mut explicit_http = false;
     for (key, v) in raw.typed_extension_protocol_options {
         let p = format!("{path}.typed_extension_protocol_options.{key}");
         if key != raw::HTTP_OPTIONS_KEY {
@@ -72,6 +73,7 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
             raw::HTTP_OPTIONS_TYPE,
         )) {
             let e = o.explicit_http_config;
+            explicit_http = true;
             match (e.http_protocol_options, e.http2_protocol_options) {
                 (Some(_), None) => http2 = false,
                 (None, Some(_)) => http2 = true,
@@ -83,10 +85,25 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
         }
     }
 
+    let tls = raw.transport_socket.and_then(|ts| {
+        errs.take(super::tls::upstream(
+            ts,
+            &join(path, "transport_socket"),
+            http2,
+        ))
+    });
+    // ALPN offering h2 first, with no explicit protocol options, asks for HTTP/2.
+    if let Some(t) = &tls {
+        if !explicit_http && t.config.alpn_protocols.first().is_some_and(|p| p == b"h2") {
+            http2 = true;
+        }
+    }
+
     if errs.0.len() != before {
         return None;
     }
     Some(Cluster {
+        tls,
         name: raw.name,
         discovery,
         connect_timeout,

@@ -1,6 +1,7 @@
-//! Validation of `static_resources.listeners[]`: addresses, the single filter chain, the HTTP
+//! Validation of `static_resources.listeners[]`: addresses, the filter chains (one cleartext
+//! chain, or TLS chains chosen by SNI that all share one HTTP connection manager), the HTTP
 //! connection manager (timeouts, access logs, the router filter); `route_config` is delegated to
-//! [`super::route`].
+//! [`super::route`], TLS contexts to [`super::tls`].
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -10,6 +11,7 @@ use std::time::Duration;
 use proxy_core::config::{
     AccessLog, AccessLogSink, CodecType, HttpConnectionManager, Listener, DEFAULT_BUFFER_LIMIT,
 };
+use proxy_core::tls::{ListenerTls, TlsChain};
 use serde_json::Value;
 
 use super::de::{self, join};
@@ -69,20 +71,34 @@ pub(crate) fn listener(
         .per_connection_buffer_limit_bytes
         .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0);
 
+    for (i, f) in raw.listener_filters.into_iter().enumerate() {
+        errs.take(super::tls::listener_filter(
+            f,
+            &format!("{path}.listener_filters[{i}]"),
+        ));
+    }
+
     let chains_path = join(path, "filter_chains");
     let mut http = None;
-    match raw.filter_chains.len() {
-        0 => errs.push(chains_path, "a listener needs exactly one filter chain"),
-        1 => {
-            let chain_path = format!("{chains_path}[0]");
-            let filters_path = join(&chain_path, "filters");
-            let mut filters = raw.filter_chains.into_iter().flat_map(|c| c.filters);
+    let mut tls_chains: Vec<TlsChain> = Vec::new();
+    let mut plain_chains = 0;
+    let mut defaults = 0;
+    let mut names_seen: HashSet<String> = HashSet::new();
+    if raw.filter_chains.is_empty() {
+        errs.push(&chains_path, "a listener needs at least one filter chain");
+    }
+    let first_filters = raw.filter_chains.first().map(|c| c.filters.clone());
+    for (ci, chain) in raw.filter_chains.into_iter().enumerate() {
+        let chain_path = format!("{chains_path}[{ci}]");
+        let filters_path = join(&chain_path, "filters");
+        if ci == 0 {
+            let mut filters = chain.filters.into_iter();
             match (filters.next(), filters.next()) {
                 (Some(f), None) => {
                     http = http_filter(f, &format!("{filters_path}[0]"), clusters, errs);
                 }
                 (None, _) => errs.push(
-                    filters_path,
+                    &filters_path,
                     "the filter chain needs exactly one filter, envoy.filters.network.http_connection_manager",
                 ),
                 (Some(_), Some(_)) => errs.push(
@@ -90,12 +106,81 @@ pub(crate) fn listener(
                     "unsupported: Baton supports exactly one network filter, the HTTP connection manager",
                 ),
             }
+        } else if first_filters.as_ref() != Some(&chain.filters) {
+            errs.push(
+                &filters_path,
+                "unsupported: every filter chain of a listener must carry the same filters as filter_chains[0] (Baton runs one HTTP connection manager per listener)",
+            );
         }
-        _ => errs.push(
-            format!("{chains_path}[1]"),
-            "unsupported: Baton supports exactly one filter chain per listener",
-        ),
+        let fcm = chain.filter_chain_match.unwrap_or_default();
+        let fcm_path = join(&chain_path, "filter_chain_match");
+        let mut server_names = Vec::with_capacity(fcm.server_names.len());
+        for (ni, n) in fcm.server_names.iter().enumerate() {
+            let np = format!("{fcm_path}.server_names[{ni}]");
+            let lower = n.trim_end_matches('.').to_ascii_lowercase();
+            let bare = lower.strip_prefix("*.").unwrap_or(&lower);
+            if bare.is_empty() || bare.contains('*') || !bare.bytes().all(is_server_name_byte) {
+                errs.push(
+                    np,
+                    format!("`{n}` is not a server name or `*.suffix` wildcard"),
+                );
+            } else if !names_seen.insert(lower.clone()) {
+                errs.push(
+                    np,
+                    format!("server name `{n}` is matched by another filter chain"),
+                );
+            } else {
+                server_names.push(lower);
+            }
+        }
+        let is_tls = chain.transport_socket.is_some();
+        if is_tls && fcm.server_names.is_empty() {
+            defaults += 1;
+            if defaults > 1 {
+                errs.push(
+                    &chain_path,
+                    "only one filter chain may omit filter_chain_match.server_names (the default chain)",
+                );
+            }
+        }
+        match fcm.transport_protocol.as_deref() {
+            None => {}
+            Some("tls") if is_tls => {}
+            Some("raw_buffer") if !is_tls => {}
+            Some(other) => errs.push(
+                join(&fcm_path, "transport_protocol"),
+                format!(
+                    "unsupported value `{other}`: use `tls` on a chain with a TLS transport_socket, `raw_buffer` on one without"
+                ),
+            ),
+        }
+        match chain.transport_socket {
+            Some(ts) => {
+                if let Some(tls) = errs.take(super::tls::downstream(
+                    ts,
+                    &join(&chain_path, "transport_socket"),
+                )) {
+                    tls_chains.push(TlsChain { server_names, tls });
+                }
+            }
+            None => {
+                plain_chains += 1;
+                if !fcm.server_names.is_empty() {
+                    errs.push(
+                        join(&fcm_path, "server_names"),
+                        "matching on server names needs a TLS transport_socket on this chain",
+                    );
+                }
+            }
+        }
     }
+    if plain_chains > 0 && (plain_chains > 1 || !tls_chains.is_empty()) {
+        errs.push(
+            &chains_path,
+            "unsupported: a listener has either one cleartext filter chain or only TLS filter chains",
+        );
+    }
+    let tls = (!tls_chains.is_empty()).then(|| ListenerTls { chains: tls_chains });
     if errs.0.len() != before {
         return None;
     }
@@ -104,6 +189,7 @@ pub(crate) fn listener(
         address: address?,
         per_connection_buffer_limit_bytes,
         http: http?,
+        tls,
     })
 }
 
@@ -200,6 +286,11 @@ fn hcm(
         route_config: route_config?,
         suppress_envoy_headers: suppress_envoy_headers?,
     })
+}
+
+/// Letters, digits, `-`, `_` and `.` (SNI host names).
+fn is_server_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
 }
 
 /// RFC 9110 token characters.

@@ -4,7 +4,7 @@
 //!
 //! The pipeline is: text → `serde_json::Value` ([`source`]) → raw serde structs with
 //! `deny_unknown_fields` ([`raw`], decoded piecewise by [`de`] so errors carry full paths) →
-//! semantic checks and conversion ([`listener`], [`route`], [`cluster`]).
+//! semantic checks and conversion ([`listener`], [`route`], [`cluster`], [`tls`]).
 
 mod cluster;
 mod de;
@@ -12,6 +12,7 @@ mod listener;
 mod raw;
 mod route;
 mod source;
+mod tls;
 
 use std::fmt;
 use std::path::Path;

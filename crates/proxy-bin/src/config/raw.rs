@@ -78,6 +78,8 @@ pub(crate) struct Listener {
     pub address: Address,
     pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
     #[serde(default)]
+    pub listener_filters: Vec<super::tls::ListenerFilter>,
+    #[serde(default)]
     pub filter_chains: Vec<FilterChain>,
 }
 
@@ -87,11 +89,22 @@ pub(crate) struct FilterChain {
     /// Informational only.
     #[allow(dead_code)]
     pub name: Option<String>,
+    pub filter_chain_match: Option<FilterChainMatch>,
     #[serde(default)]
     pub filters: Vec<Filter>,
+    pub transport_socket: Option<super::tls::TransportSocket>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilterChainMatch {
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    /// `tls` (with a TLS transport socket) or `raw_buffer` (without).
+    pub transport_protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Filter {
     pub name: String,
@@ -371,6 +384,7 @@ pub(crate) struct Cluster {
     pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
     #[serde(default)]
     pub typed_extension_protocol_options: BTreeMap<String, Value>,
+    pub transport_socket: Option<super::tls::TransportSocket>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# benches/load/tls.sh: TLS termination, Baton against nginx, with the same ECDSA P-256
+# certificate, one worker each, in front of the same cleartext nginx origin (100-byte body).
+# Proxies and origin are pinned to CPU 0, wrk to CPU 1. Measures:
+#   keep-alive  HTTPS requests/s on long-lived TLS connections (wrk, HTTP/1.1);
+#   handshakes  new TLS connections/s: every request on a new connection (wrk with
+#               `Connection: close`; wrk does not resume sessions, so each is a full handshake).
+# Prints a table with Baton/nginx ratios. Only 127.0.0.1 is used; every process started is
+# stopped by pid on exit.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+
+DURATION=10
+CONNECTIONS=50
+WARMUP=2
+BATON_BIN=""
+KEEP=0
+READY_TIMEOUT=10
+
+usage() {
+  cat <<EOF
+usage: benches/load/tls.sh [--duration SECS] [--connections N] [--warmup SECS] [--baton PATH] [--keep]
+  --duration SECS   measured time of each wrk run (default $DURATION)
+  --connections N   wrk connections (default $CONNECTIONS)
+  --warmup SECS     warm-up before each measured run (default $WARMUP)
+  --baton PATH      use this baton binary instead of building it (cargo build --release)
+  --keep            keep the work dir (configs, logs, wrk output)
+EOF
+}
+die() {
+  printf '[tls] error: %s\n' "$*" >&2
+  exit 1
+}
+log() { printf '[tls] %s\n' "$*" >&2; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --duration) DURATION=${2:?}; shift 2 ;;
+    --connections) CONNECTIONS=${2:?}; shift 2 ;;
+    --warmup) WARMUP=${2:?}; shift 2 ;;
+    --baton) BATON_BIN=${2:?}; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+for v in DURATION CONNECTIONS WARMUP; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v,,} must be a whole number, got '${!v}'"
+done
+
+export PATH="$PATH:/usr/sbin:/sbin"
+for c in nginx wrk openssl curl python3 taskset; do
+  command -v "$c" >/dev/null 2>&1 || die "$c is needed (Debian: nginx-light, wrk, openssl, curl, python3, util-linux)"
+done
+nginx -V 2>&1 | grep -q -- '--with-http_ssl_module' || die "this nginx has no ssl module"
+
+if [[ -z $BATON_BIN ]]; then
+  log "building baton (cargo build --release -p proxy-bin)"
+  (cd "$REPO" && cargo build --release -q -p proxy-bin) || die "cargo build failed"
+  BATON_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/baton"
+fi
+[[ -x $BATON_BIN ]] || die "baton binary not found: $BATON_BIN"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-tls.XXXXXX")
+PIDS=()
+alive() {
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $st && $st != Z ]]
+}
+descendants() {
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null || true); do
+    echo "$c"
+    descendants "$c"
+  done
+}
+stop_pids() {
+  local p any i
+  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+  for ((i = 0; i < 50; i++)); do
+    any=0
+    for p in "$@"; do alive "$p" && any=1; done
+    ((any)) || break
+    sleep 0.1
+  done
+  for p in "$@"; do kill -KILL "$p" 2>/dev/null || true; done
+  for p in "$@"; do wait "$p" 2>/dev/null || true; done
+}
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  local p all=()
+  for p in "${PIDS[@]}"; do
+    all+=("$p")
+    mapfile -t -O "${#all[@]}" all < <(descendants "$p")
+  done
+  ((${#all[@]})) && stop_pids "${all[@]}"
+  if [[ $KEEP -eq 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start_bg() { # start_bg NAME CMD...: on CPU 0, output to $WORK/NAME.log; pid in LAST_PID
+  local name=$1
+  shift
+  taskset -c 0 "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+read -r ORIGIN_PORT BATON_PORT BATON_ADMIN NGINX_PORT <<<"$(python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(4):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+)"
+wait_ready() { # wait_ready PID URL [curl args]
+  local pid=$1 url=$2 deadline code
+  shift 2
+  deadline=$(($(date +%s) + READY_TIMEOUT))
+  while (($(date +%s) < deadline)); do
+    alive "$pid" || return 1
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url" 2>/dev/null) || true
+    [[ $code == 200 ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+log "work dir: $WORK; ports origin=$ORIGIN_PORT baton=$BATON_PORT nginx=$NGINX_PORT"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" >/dev/null 2>&1 || die "openssl could not make a certificate"
+
+BODY=$(printf 'x%.0s' $(seq 1 99))
+mkdir -p "$WORK/origin" "$WORK/nginx"
+cat >"$WORK/origin.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/origin/nginx.pid;
+error_log $WORK/origin/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/origin/body;
+  proxy_temp_path $WORK/origin/proxy;
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
+    location / { default_type text/plain; return 200 "$BODY\n"; }
+  }
+}
+EOF
+cat >"$WORK/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  keepalive_requests 100000;
+  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl backlog=4096;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+cat >"$WORK/baton.yaml" <<EOF
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: $BATON_ADMIN } }
+static_resources:
+  listeners:
+  - name: ingress
+    address: { socket_address: { address: 127.0.0.1, port_value: $BATON_PORT } }
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: $WORK/cert.pem }
+              private_key: { filename: $WORK/key.pem }
+            alpn_protocols: [h2, http/1.1]
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          route_config:
+            virtual_hosts:
+            - name: origin
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: origin }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: origin
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: origin
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $ORIGIN_PORT } } }
+EOF
+
+start_bg origin nginx -c "$WORK/origin.conf" -p "$WORK/origin"
+wait_ready "$LAST_PID" "http://127.0.0.1:$ORIGIN_PORT/" || die "origin did not start"
+
+declare -A RESULT=()
+measure() { # measure PROXY PORT: keep-alive and handshake rates into RESULT
+  local proxy=$1 port=$2 url out mode
+  url="https://127.0.0.1:$port/"
+  for mode in keepalive handshake; do
+    local hdr=()
+    [[ $mode == handshake ]] && hdr=(-H "Connection: close")
+    timeout $((WARMUP + 30)) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${hdr[@]}" "$url" \
+      >/dev/null 2>&1 || true
+    out="$WORK/wrk-$proxy-$mode.txt"
+    timeout $((DURATION + 30)) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "${hdr[@]}" \
+      "$url" >"$out" 2>&1 || die "wrk failed against $proxy: $(tail -n 3 "$out" | tr '\n' ' ')"
+    RESULT[$proxy.$mode]=$(awk '/^Requests\/sec:/{print $2}' "$out")
+    RESULT[$proxy.$mode.errors]=$(awk '/Socket errors|Non-2xx/{print}' "$out" | tr '\n' ' ')
+    log "$proxy $mode: ${RESULT[$proxy.$mode]} req/s ${RESULT[$proxy.$mode.errors]}"
+  done
+}
+
+start_bg baton "$BATON_BIN" -c "$WORK/baton.yaml" --concurrency 1 \
+  --use-dynamic-base-id
+BATON_PID=$LAST_PID
+wait_ready "$BATON_PID" "https://127.0.0.1:$BATON_PORT/" -k || die "baton did not start: $(tail -n 5 "$WORK/baton.log")"
+measure baton "$BATON_PORT"
+TLS_STATS=$(curl -s "http://127.0.0.1:$BATON_ADMIN/stats" | grep -E '\.ssl\.(handshake|connection_error|versions|ciphers)' | grep -v ': 0$' || true)
+stop_pids "$BATON_PID"
+
+start_bg nginx nginx -c "$WORK/nginx.conf" -p "$WORK/nginx"
+NGINX_PID=$LAST_PID
+wait_ready "$NGINX_PID" "https://127.0.0.1:$NGINX_PORT/" -k || die "nginx did not start"
+measure nginx "$NGINX_PORT"
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1] or 0),float(sys.argv[2] or 0); print(f'{a/b:.2f}x' if b else '-')" "$1" "$2"; }
+printf '\nTLS (ECDSA P-256, %s connections, %ss, one worker each)\n' "$CONNECTIONS" "$DURATION"
+printf '%-12s %14s %14s %10s\n' mode baton nginx ratio
+for mode in keepalive handshake; do
+  printf '%-12s %14s %14s %10s\n' "$mode" "${RESULT[baton.$mode]}" "${RESULT[nginx.$mode]}" \
+    "$(ratio "${RESULT[baton.$mode]}" "${RESULT[nginx.$mode]}")"
+done
+printf '\nbaton TLS stats:\n%s\n' "$TLS_STATS"

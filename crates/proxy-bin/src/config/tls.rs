@@ -1,0 +1,278 @@
+//! Validation of TLS settings: a filter chain's or a cluster's `transport_socket`
+//! (`envoy.transport_sockets.tls` with a `DownstreamTlsContext` / `UpstreamTlsContext`), and the
+//! listener filter `envoy.filters.listener.tls_inspector`. The raw shapes live here rather than
+//! in [`super::raw`] because nothing else uses them; the contexts are built (files read, keys
+//! checked against certificates, expiry checked) by [`proxy_core::tls`], so `--mode validate`
+//! catches every problem a start would.
+
+use std::time::SystemTime;
+
+use proxy_core::tls::{
+    self, CertSpec, ClientSpec, ClientTls, CommonSpec, PemSource, ServerSpec, ServerTls, TlsVersion,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::de::{self, join};
+use super::ConfigError;
+
+pub(crate) const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+pub(crate) const DOWNSTREAM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+pub(crate) const UPSTREAM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+pub(crate) const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+pub(crate) const TLS_INSPECTOR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+
+/// `transport_socket` of a filter chain or cluster.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TransportSocket {
+    pub name: String,
+    pub typed_config: Option<Value>,
+}
+
+/// `listener_filters[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerFilter {
+    pub name: String,
+    pub typed_config: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DownstreamTlsContext {
+    common_tls_context: Option<CommonTlsContext>,
+    require_client_certificate: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamTlsContext {
+    common_tls_context: Option<CommonTlsContext>,
+    sni: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonTlsContext {
+    #[serde(default)]
+    tls_certificates: Vec<TlsCertificate>,
+    #[serde(default)]
+    alpn_protocols: Vec<String>,
+    tls_params: Option<TlsParams>,
+    validation_context: Option<ValidationContext>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsCertificate {
+    certificate_chain: Option<FileOrInline>,
+    private_key: Option<FileOrInline>,
+}
+
+/// `config.core.v3.DataSource` with `filename` or `inline_string`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOrInline {
+    filename: Option<String>,
+    inline_string: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsParams {
+    tls_minimum_protocol_version: Option<Protocol>,
+    tls_maximum_protocol_version: Option<Protocol>,
+    #[serde(default)]
+    cipher_suites: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+enum Protocol {
+    #[serde(rename = "TLS_AUTO")]
+    Auto,
+    #[serde(rename = "TLSv1_0")]
+    V1_0,
+    #[serde(rename = "TLSv1_1")]
+    V1_1,
+    #[serde(rename = "TLSv1_2")]
+    V1_2,
+    #[serde(rename = "TLSv1_3")]
+    V1_3,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidationContext {
+    trusted_ca: Option<FileOrInline>,
+}
+
+/// Checks one `listener_filters[]` entry is the TLS inspector (which Baton does not need as a
+/// separate step: the handshake reads the SNI itself).
+pub(crate) fn listener_filter(f: ListenerFilter, path: &str) -> Result<(), ConfigError> {
+    if let Some(tc) = f.typed_config {
+        let _: Empty = de::any(tc, &join(path, "typed_config"), TLS_INSPECTOR_TYPE)?;
+        return Ok(());
+    }
+    if f.name == TLS_INSPECTOR {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            join(path, "name"),
+            format!(
+                "unsupported listener filter `{}`; Baton supports only {TLS_INSPECTOR}",
+                f.name
+            ),
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// The TLS context of a filter chain's `transport_socket`.
+pub(crate) fn downstream(ts: TransportSocket, path: &str) -> Result<ServerTls, ConfigError> {
+    let tc_path = join(path, "typed_config");
+    let tc = socket_config(ts, path, &tc_path)?;
+    let raw: DownstreamTlsContext = de::any(tc, &tc_path, DOWNSTREAM_TYPE)?;
+    let spec = ServerSpec {
+        common: common(raw.common_tls_context, &tc_path)?,
+        require_client_certificate: raw.require_client_certificate.unwrap_or(false),
+    };
+    tls::server_config(&spec, SystemTime::now())
+        .map_err(|e| ConfigError::new(join(&tc_path, &e.field), e.message))
+}
+
+/// The TLS context of a cluster's `transport_socket`. `http2`: the cluster is configured for
+/// HTTP/2, so `h2` is offered by ALPN when `alpn_protocols` is empty (as Envoy).
+pub(crate) fn upstream(
+    ts: TransportSocket,
+    path: &str,
+    http2: bool,
+) -> Result<ClientTls, ConfigError> {
+    let tc_path = join(path, "typed_config");
+    let tc = socket_config(ts, path, &tc_path)?;
+    let raw: UpstreamTlsContext = de::any(tc, &tc_path, UPSTREAM_TYPE)?;
+    let mut common = common(raw.common_tls_context, &tc_path)?;
+    if http2 && common.alpn_protocols.is_empty() {
+        common.alpn_protocols.push("h2".to_owned());
+    }
+    let spec = ClientSpec {
+        common,
+        sni: raw.sni.filter(|s| !s.is_empty()),
+    };
+    tls::client_config(&spec, SystemTime::now())
+        .map_err(|e| ConfigError::new(join(&tc_path, &e.field), e.message))
+}
+
+fn socket_config(ts: TransportSocket, path: &str, tc_path: &str) -> Result<Value, ConfigError> {
+    if ts.name != TLS_SOCKET && ts.name != "tls" {
+        if ts.name == "envoy.transport_sockets.raw_buffer" {
+            return Err(ConfigError::new(
+                join(path, "name"),
+                "unsupported: omit transport_socket for cleartext",
+            ));
+        }
+        return Err(ConfigError::new(
+            join(path, "name"),
+            format!(
+                "unsupported transport socket `{}`; Baton supports only {TLS_SOCKET}",
+                ts.name
+            ),
+        ));
+    }
+    ts.typed_config
+        .ok_or_else(|| ConfigError::new(tc_path, "required field is missing"))
+}
+
+fn common(raw: Option<CommonTlsContext>, path: &str) -> Result<CommonSpec, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(CommonSpec::default());
+    };
+    let path = join(path, "common_tls_context");
+    let mut out = CommonSpec::default();
+    for (i, c) in raw.tls_certificates.into_iter().enumerate() {
+        let p = format!("{path}.tls_certificates[{i}]");
+        let certificate_chain = source(c.certificate_chain, &join(&p, "certificate_chain"))?;
+        let private_key = source(c.private_key, &join(&p, "private_key"))?;
+        out.tls_certificates.push(CertSpec {
+            certificate_chain,
+            private_key,
+        });
+    }
+    for (i, a) in raw.alpn_protocols.iter().enumerate() {
+        if a.is_empty() || a.len() > 255 {
+            return Err(ConfigError::new(
+                format!("{path}.alpn_protocols[{i}]"),
+                "an ALPN protocol name is 1 to 255 bytes",
+            ));
+        }
+    }
+    out.alpn_protocols = raw.alpn_protocols;
+    if let Some(p) = raw.tls_params {
+        let pp = join(&path, "tls_params");
+        out.min_version = version(
+            p.tls_minimum_protocol_version,
+            &join(&pp, "tls_minimum_protocol_version"),
+        )?;
+        out.max_version = version(
+            p.tls_maximum_protocol_version,
+            &join(&pp, "tls_maximum_protocol_version"),
+        )?;
+        // `[A|B]` is BoringSSL's equal-preference group; rustls keeps the listed order.
+        for s in p.cipher_suites {
+            let inner = s.trim_start_matches('[').trim_end_matches(']');
+            out.cipher_suites
+                .extend(inner.split('|').map(|n| n.trim().to_owned()));
+        }
+    }
+    if let Some(v) = raw.validation_context {
+        if let Some(ca) = v.trusted_ca {
+            out.trusted_ca = Some(source(
+                Some(ca),
+                &join(&path, "validation_context.trusted_ca"),
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+fn version(p: Option<Protocol>, path: &str) -> Result<Option<TlsVersion>, ConfigError> {
+    match p {
+        None | Some(Protocol::Auto) => Ok(None),
+        Some(Protocol::V1_2) => Ok(Some(TlsVersion::V1_2)),
+        Some(Protocol::V1_3) => Ok(Some(TlsVersion::V1_3)),
+        Some(Protocol::V1_0 | Protocol::V1_1) => Err(ConfigError::new(
+            path,
+            "unsupported value: rustls implements TLSv1_2 and TLSv1_3 only",
+        )),
+    }
+}
+
+fn source(raw: Option<FileOrInline>, path: &str) -> Result<PemSource, ConfigError> {
+    match raw {
+        Some(FileOrInline {
+            filename: Some(f),
+            inline_string: None,
+        }) if !f.is_empty() => Ok(PemSource::File(f.into())),
+        Some(FileOrInline {
+            filename: None,
+            inline_string: Some(s),
+        }) => Ok(PemSource::Inline(s)),
+        Some(FileOrInline {
+            filename: Some(_),
+            inline_string: Some(_),
+        }) => Err(ConfigError::new(
+            path,
+            "give either `filename` or `inline_string`, not both",
+        )),
+        _ => Err(ConfigError::new(
+            join(path, "filename"),
+            "required field is missing (or give `inline_string`)",
+        )),
+    }
+}
