@@ -18,11 +18,6 @@ mod stats_cmd;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-/// mimalloc's thread-local free lists suit a thread-per-core proxy that allocates and frees
-/// small request objects on the same thread; measured faster than glibc malloc under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "stats") {
