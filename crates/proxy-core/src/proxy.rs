@@ -258,7 +258,8 @@ async fn forward(
             l.http_stats.upgrade_failed.inc();
             return local_reply(StatusCode::FORBIDDEN, Bytes::from_static(b"upgrade failed"));
         }
-        return tunnel(l, w, c, route, f, &cluster, req, tracker).await;
+        // Boxed: the rare upgrade path must not grow every request's future.
+        return Box::pin(tunnel(l, w, c, route, f, &cluster, req, tracker)).await;
     }
 
     let (mut parts, body) = req.into_parts();

@@ -100,7 +100,7 @@ impl Pools {
                 });
             }
             let _pending = Pending::enter(cluster)?;
-            let s = connect_h2(cluster, host).await?;
+            let s = Box::pin(connect_h2(cluster, host)).await?;
             self.hosts.borrow_mut().entry(key).or_default().h2 = Some(s.clone());
             return Ok(Checkout {
                 conn: Conn::H2(s),
@@ -125,7 +125,7 @@ impl Pools {
             }
         }
         let _pending = Pending::enter(cluster)?;
-        let s = connect_h1(cluster, host, false).await?;
+        let s = Box::pin(connect_h1(cluster, host, false)).await?;
         Ok(Checkout {
             conn: Conn::H1(s),
             reused: false,
