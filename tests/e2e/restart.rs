@@ -380,3 +380,56 @@ async fn no_descriptor_of_a_generation_leaks_into_the_next() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_restart_file_chain_takes_epochs_in_turn_and_never_overlaps_three() {
+    within(30, "--hot-restart-file chain", async {
+        let dir = TempDir::new("hrfile");
+        let file = dir.file("restart.sock").display().to_string();
+        let extra = ["--hot-restart-file", file.as_str()];
+        let mut g0 = Baton::start_with(&direct("g0"), &extra).await;
+        // An idle client keeps g0 draining (gradual over the default 600 s).
+        let _held = hold_idle(g0.addr()).await;
+        let mut g1 = g0.restart(&direct("g1"), &extra);
+        g1.wait_serving().await;
+        let (_, status) = g1.admin_get("/hot_restart_status").await;
+        let v: Value = serde_json::from_str(&status).expect("status json");
+        assert_eq!(v["epoch"], 1, "the epoch comes from the chain: {v}");
+        assert_eq!(
+            v["parent"]["pid"].as_u64(),
+            Some(u64::from(g0.pid())),
+            "{v}"
+        );
+        wait_draining(&g0).await;
+        assert!(g0.exited().is_none(), "g0 still drains its idle client");
+        assert!(
+            std::path::Path::new(&format!("{file}.stats")).exists(),
+            "stats live beside the socket"
+        );
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&file)
+                .expect("socket file")
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "--socket-mode's default applies to the file"
+            );
+        }
+        // A third generation ends the one still draining first.
+        let mut g2 = g1.restart(&direct("g2"), &extra);
+        g2.wait_serving().await;
+        assert!(
+            gone(&mut g0, Duration::from_secs(5)).await.is_some(),
+            "g0 was not ended when g2 started:\n{}",
+            g0.stderr()
+        );
+        let (_, status) = g2.admin_get("/hot_restart_status").await;
+        let v: Value = serde_json::from_str(&status).expect("status json");
+        assert_eq!(v["epoch"], 2, "{v}");
+        assert_eq!(get(g2.addr(), "/").await.text(), "g2");
+    })
+    .await;
+}

@@ -446,7 +446,9 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Parsed {
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX).max(1),
             None => std::thread::available_parallelism().map_or(1, usize::from),
         },
-        socket_mode: if args.socket_path.starts_with('@') {
+        // Envoy reports 0 for an abstract socket; a `--hot-restart-file` is a filesystem
+        // socket and keeps the mode.
+        socket_mode: if args.socket_path.starts_with('@') && args.hot_restart_file.is_none() {
             0
         } else {
             args.socket_mode
