@@ -16,6 +16,7 @@ mod lb;
 mod restart;
 mod restarter;
 mod retries;
+mod stats;
 mod streaming;
 mod timeouts;
 mod tls;

@@ -137,8 +137,22 @@ fn a_peer_of_another_uid_is_refused() {
         unreachable!()
     };
     let listener = Listener::bind(&endpoint).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let child = Command::new(exe)
+    // The test binary may sit under a directory uid 65534 cannot enter (a 0700 checkout or
+    // temp dir): run a world-readable copy of it from the system temp dir.
+    let exe = std::env::temp_dir().join(format!("hotrestart-rpc-uid-test-{}", std::process::id()));
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _copy = RemoveOnDrop(exe.clone());
+    let child = Command::new(&exe)
         .args(["--exact", "a_peer_of_another_uid_is_refused", "--nocapture"])
         .env(CONNECT_ENV, String::from_utf8(name.clone()).unwrap())
         .current_dir("/")

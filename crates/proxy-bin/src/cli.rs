@@ -192,9 +192,12 @@ impl Options {
 /// if theirs are equal. It covers the generation-to-generation protocol and the shared region's
 /// layout, which the two stats capacities determine.
 pub fn hot_restart_version(max_stats: u64, max_obj_name_len: u64) -> String {
+    // Restart protocol, stats region layout, then the region's capacities: two binaries can
+    // hand over to each other exactly when these agree.
     format!(
-        "baton.{}.{max_stats}.{max_obj_name_len}",
-        hotrestart_rpc::PROTOCOL_VERSION
+        "baton.{}.{}.{max_stats}.{max_obj_name_len}",
+        hotrestart_rpc::PROTOCOL_VERSION,
+        shm_stats::LAYOUT_VERSION
     )
 }
 

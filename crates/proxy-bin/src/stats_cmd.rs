@@ -13,8 +13,8 @@
 //! * `json`: Envoy's `/stats?format=json` object, plus `"generations"` (each attached
 //!   generation: epoch, pid, liveness, phase) and, for gauges, `"shares"` (each live
 //!   generation's part of the value).
-//! * `prometheus` is refused (exit 2): the Prometheus writer is private to
-//!   `proxy_core::admin`; use the admin's `/stats/prometheus`.
+//! * `prometheus`: Envoy's Prometheus text, as the admin's `/stats/prometheus` (one writer for
+//!   both).
 //! * `--watch SECONDS` prints again every SECONDS (a blank line between rounds) until
 //!   interrupted.
 //!
@@ -77,6 +77,7 @@ struct Args {
 enum Format {
     Text,
     Json,
+    Prometheus,
 }
 
 /// Run `baton stats` with the arguments after `stats`.
@@ -93,15 +94,11 @@ pub fn main(args: &[OsString]) -> ExitCode {
     let format = match args.format.as_str() {
         "text" => Format::Text,
         "json" => Format::Json,
-        "prometheus" => {
-            eprintln!(
-                "baton stats: error: --format prometheus is not available here (the Prometheus \
-                 writer belongs to the admin interface); use the admin's /stats/prometheus"
-            );
-            return ExitCode::from(EXIT_USAGE);
-        }
+        "prometheus" => Format::Prometheus,
         other => {
-            eprintln!("baton stats: error: unknown --format {other:?}; expected text or json");
+            eprintln!(
+                "baton stats: error: unknown --format {other:?}; expected text, json or prometheus"
+            );
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -127,6 +124,9 @@ pub fn main(args: &[OsString]) -> ExitCode {
         let out = match format {
             Format::Text => render_text(&report, filter.as_ref()),
             Format::Json => render_json(&report, filter.as_ref()),
+            Format::Prometheus => {
+                proxy_core::admin::render_prometheus(&report.snapshot(), filter.clone())
+            }
         };
         let mut stdout = std::io::stdout().lock();
         if stdout

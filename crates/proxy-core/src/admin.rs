@@ -27,6 +27,16 @@ pub use server::serve;
 pub use server_info::ServerStats;
 pub use tags::{extract_tags, TaggedName};
 
+/// Envoy's Prometheus text for `snapshot` (as `/stats/prometheus`), limited to names `filter`
+/// matches; for readers outside the admin interface (`baton stats`).
+pub fn render_prometheus(snapshot: &shm_stats::Snapshot, filter: Option<regex::Regex>) -> String {
+    let params = stats_format::StatsParams {
+        filter,
+        used_only: false,
+    };
+    prometheus::render(snapshot, &params)
+}
+
 /// Where the server is in its life, with Envoy's names (`/ready`, `/server_info`) and Envoy's
 /// `server.state` gauge values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

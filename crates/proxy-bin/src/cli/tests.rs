@@ -276,7 +276,7 @@ fn argument_table() {
         (&["--version"], Print("baton version: ")),
         (&["--help"], Print("--config-path")),
         (&["-h"], Print("Usage: baton")),
-        (&["--hot-restart-version"], Print("baton.1.16384.60\n")),
+        (&["--hot-restart-version"], Print("baton.1.1.16384.60\n")),
         (
             &[
                 "--hot-restart-version",
@@ -285,7 +285,7 @@ fn argument_table() {
                 "--max-obj-name-len",
                 "70",
             ],
-            Print("baton.1.10.70\n"),
+            Print("baton.1.1.10.70\n"),
         ),
         (
             &["--hot-restart-version", "--disable-hot-restart"],

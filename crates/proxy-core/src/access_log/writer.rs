@@ -108,6 +108,15 @@ enum Out {
 }
 
 impl Out {
+    /// Room left in the buffer before it must be written out.
+    fn spare(&self) -> usize {
+        match self {
+            Out::File(w) => w.capacity() - w.buffer().len(),
+            Out::Stdout(w) => w.capacity() - w.buffer().len(),
+            Out::Stderr(w) => w.capacity() - w.buffer().len(),
+        }
+    }
+
     fn writer(&mut self) -> &mut dyn Write {
         match self {
             Out::File(w) => w,
@@ -139,6 +148,11 @@ impl Worker {
     }
 
     fn write(&mut self, line: &str) {
+        // The buffer only ever holds whole lines, and goes out in one `write` to an `O_APPEND`
+        // file: lines of two generations sharing the file never interleave mid-line.
+        if line.len() > self.out.spare() {
+            self.flush();
+        }
         let r = self.out.writer().write_all(line.as_bytes());
         self.note(r, "write");
     }
