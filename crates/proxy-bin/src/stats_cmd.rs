@@ -30,7 +30,6 @@
 //! | 5    | permission denied (the region belongs to another user)               |
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -122,7 +121,9 @@ pub fn main(args: &[OsString]) -> ExitCode {
             }
         };
         let out = match format {
-            Format::Text => render_text(&report, filter.as_ref()),
+            Format::Text => {
+                proxy_core::admin::render_stats_text(&report.snapshot(), filter.clone())
+            }
             Format::Json => render_json(&report, filter.as_ref()),
             Format::Prometheus => {
                 proxy_core::admin::render_prometheus(&report.snapshot(), filter.clone())
@@ -166,42 +167,6 @@ fn selected<'a>(
         .stats
         .iter()
         .filter(move |r| filter.is_none_or(|f| f.is_match(&r.name)))
-}
-
-/// Envoy's `/stats` text form (see the module doc).
-fn render_text(report: &RegionReport, filter: Option<&Regex>) -> String {
-    let mut out = String::new();
-    let mut histograms = Vec::new();
-    for r in selected(report, filter) {
-        match &r.value {
-            Value::Counter(v) => {
-                let _ = writeln!(out, "{}: {v}", r.name);
-            }
-            Value::Gauge(v) => {
-                let _ = writeln!(out, "{}: {v}", r.name);
-            }
-            Value::Histogram(h) => histograms.push((&r.name, h)),
-        }
-    }
-    for (name, h) in histograms {
-        if h.count == 0 {
-            let _ = writeln!(out, "{name}: No recorded values");
-            continue;
-        }
-        let _ = write!(out, "{name}:");
-        for p in QUANTILES {
-            match h.quantile(p / 100.0) {
-                Some(v) => {
-                    let _ = write!(out, " P{p}({v},{v})");
-                }
-                None => {
-                    let _ = write!(out, " P{p}(nan,nan)");
-                }
-            }
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// Envoy's `/stats?format=json` object plus the generations and gauge shares.

@@ -27,6 +27,16 @@ pub use server::serve;
 pub use server_info::ServerStats;
 pub use tags::{extract_tags, TaggedName};
 
+/// Envoy's `/stats` text for `snapshot` (`name: value` lines, histograms last), limited to
+/// names `filter` matches; for readers outside the admin interface (`baton stats`).
+pub fn render_stats_text(snapshot: &shm_stats::Snapshot, filter: Option<regex::Regex>) -> String {
+    let params = stats_format::StatsParams {
+        filter,
+        used_only: false,
+    };
+    stats_format::render_text(snapshot, &params)
+}
+
 /// Envoy's Prometheus text for `snapshot` (as `/stats/prometheus`), limited to names `filter`
 /// matches; for readers outside the admin interface (`baton stats`).
 pub fn render_prometheus(snapshot: &shm_stats::Snapshot, filter: Option<regex::Regex>) -> String {
