@@ -5,9 +5,10 @@
 //!
 //! It behaves as a careful real client does: a response with `Connection: close` (or an HTTP/2
 //! GOAWAY) retires the connection before the next request, and a request hyper reports as never
-//! written ("connection was not ready") is retried on a new connection and counted apart in
-//! [`Report::unsent_retries`]. Every other error after a request was handed to the connection is
-//! a failure.
+//! written ("connection was not ready"), or an HTTP/2 stream the server refused with a graceful
+//! GOAWAY (above its last stream id, so not processed: RFC 9113 §6.8), is retried on a new
+//! connection and counted apart in [`Report::unsent_retries`]. Every other error after a request
+//! was handed to the connection is a failure.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -376,7 +377,11 @@ impl Worker {
                                 Ok(resp) => Resp::read(resp).await.map_err(|e| (e, false)),
                                 Err(mut e) => {
                                     let unsent = e.take_message().is_some();
-                                    Err((Box::new(e.into_error()) as BoxError, unsent))
+                                    let err = e.into_error();
+                                    // A stream above a graceful GOAWAY's last stream id was not
+                                    // processed (RFC 9113 §6.8): real clients send it again.
+                                    let refused = refused_by_goaway(&err);
+                                    Err((Box::new(err) as BoxError, unsent || refused))
                                 }
                             }
                         };
@@ -427,4 +432,11 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether `e` is the refusal of an HTTP/2 stream by a graceful (NO_ERROR) GOAWAY from the
+/// server: the stream was above the GOAWAY's last stream id and was never processed.
+fn refused_by_goaway(e: &hyper::Error) -> bool {
+    let text = format!("{e:?}");
+    text.contains("GoAway(") && text.contains("NO_ERROR") && text.contains("Remote")
 }
