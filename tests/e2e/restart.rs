@@ -433,3 +433,23 @@ async fn hot_restart_file_chain_takes_epochs_in_turn_and_never_overlaps_three() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_generation_counts_its_parents_connections() {
+    within(20, "parent connections", async {
+        let mut k = Baton::start(&direct("k")).await;
+        // Gradual over 600 s: the idle connection stays with the draining parent.
+        let _held = hold_idle(k.addr()).await;
+        let mut next = k.restart(&direct("k1"), &[]);
+        next.wait_serving().await;
+        wait_draining(&k).await;
+        assert!(k.exited().is_none());
+        assert_eq!(next.stat("server.hot_restart_generation").await, Some(1));
+        assert_eq!(next.stat("server.parent_connections").await, Some(1));
+        assert_eq!(next.stat("server.total_connections").await, Some(1));
+        // Once the parent is gone, so are its connections.
+        k.kill();
+        next.wait_stat("server.parent_connections", 0).await;
+    })
+    .await;
+}

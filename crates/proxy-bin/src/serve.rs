@@ -366,6 +366,8 @@ const NEWEST_GENERATION_GAUGES: &[&str] = &[
     "server.state",
     "server.concurrency",
     "server.hot_restart_epoch",
+    "server.hot_restart_generation",
+    "server.parent_connections",
     "server.version",
 ];
 

@@ -349,6 +349,7 @@ async fn serve_conn(
     let hs = &l.http_stats;
     ls.downstream_cx_total.inc();
     ls.downstream_cx_active.inc();
+    ls.server_total_connections.inc();
     hs.downstream_cx_total.inc();
     hs.downstream_cx_active.inc();
     let _ = stream.set_nodelay(true);
@@ -454,6 +455,7 @@ fn close_unserved(l: &ListenerShared, opened: Instant) {
     let ls = &l.listener_stats;
     let hs = &l.http_stats;
     ls.downstream_cx_active.dec();
+    ls.server_total_connections.dec();
     ls.downstream_cx_destroy.inc();
     ls.downstream_cx_length_ms.record(length);
     hs.downstream_cx_active.dec();

@@ -54,6 +54,8 @@ pub struct HttpStats {
 /// `listener.<address>.*`.
 #[derive(Debug)]
 pub struct ListenerStats {
+    /// `server.total_connections`: this generation's share is its open downstream connections.
+    pub server_total_connections: Gauge,
     pub downstream_cx_total: Counter,
     pub downstream_cx_active: Gauge,
     pub downstream_cx_destroy: Counter,
@@ -206,7 +208,8 @@ impl ListenerStats {
                 downstream_cx_active: gauge,
                 downstream_cx_destroy: counter,
                 downstream_cx_length_ms: histogram,
-            }
+            },
+            server_total_connections: store.gauge("server.total_connections")
         )
     }
 }

@@ -19,7 +19,13 @@ pub struct ServerStats {
     state: Gauge,
     concurrency: Gauge,
     hot_restart_epoch: Gauge,
+    hot_restart_generation: Gauge,
     version: Gauge,
+    /// Each generation's share is its own open connections (the data plane keeps it); the
+    /// region sums the shares of every live generation.
+    total_connections: Gauge,
+    parent_connections: Gauge,
+    store: Store,
 }
 
 /// `major*10000 + minor*100 + patch` of this crate's version: Envoy's `server.version` is a
@@ -41,10 +47,16 @@ impl ServerStats {
             state: store.gauge("server.state"),
             concurrency: store.gauge("server.concurrency"),
             hot_restart_epoch: store.gauge("server.hot_restart_epoch"),
+            hot_restart_generation: store.gauge("server.hot_restart_generation"),
             version: store.gauge("server.version"),
+            total_connections: store.gauge("server.total_connections"),
+            parent_connections: store.gauge("server.parent_connections"),
+            store: store.clone(),
         };
         stats.concurrency.set(i64::from(info.concurrency));
         stats.hot_restart_epoch.set(i64::from(info.epoch));
+        // Baton's epochs are already counted from the chain's start.
+        stats.hot_restart_generation.set(i64::from(info.epoch));
         stats.version.set(version_number());
         stats
     }
@@ -55,6 +67,21 @@ impl ServerStats {
         self.uptime.set(i64::try_from(uptime).unwrap_or(i64::MAX));
         self.live.set(i64::from(state == ServerState::Live));
         self.state.set(state.gauge_value());
+        // Connections of the older generations still draining: every generation's share of
+        // `server.total_connections` but this one's.
+        let total = self
+            .store
+            .snapshot()
+            .stats
+            .iter()
+            .find(|(name, _)| name == "server.total_connections")
+            .and_then(|(_, v)| match v {
+                shm_stats::Value::Gauge(g) => Some(*g),
+                _ => None,
+            })
+            .unwrap_or(0);
+        self.parent_connections
+            .set((total - self.total_connections.value()).max(0));
     }
 }
 
