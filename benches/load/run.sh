@@ -19,6 +19,7 @@ H2_CLIENTS=10
 H2_STREAMS=10
 READY_TIMEOUT=10
 KEEP=0
+BATON_SHM=0
 OUT=""
 RESTART=0
 RESTARTS=10
@@ -36,6 +37,8 @@ usage: benches/load/run.sh [--duration SECS] [--connections N] [--only LIST] [--
   --warmup SECS     warm-up before each measured run (default $WARMUP)
   --out FILE        where to write the results JSON (default: \$TMPDIR/baton-load-<time>.json)
   --keep            keep the work dir (configs, logs, raw tool output) for inspection
+  --baton-shm-stats run Baton with hot restart on (stats in the shared-memory region) instead of
+                    --disable-hot-restart (stats in process memory): compare the two runs
   --restart         restart mode (benches/load/restart-mode.sh): restart each proxy under load
   --restarts N      restarts per run in restart mode (default $RESTARTS)
   --interval SECS   seconds between restarts in restart mode (default $INTERVAL)
@@ -67,6 +70,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT=${2:?}; shift 2 ;;
     --out=*) OUT=${1#*=}; shift ;;
     --keep) KEEP=1; shift ;;
+    --baton-shm-stats) BATON_SHM=1; shift ;;
     --restart) RESTART=1; shift ;;
     --restarts) RESTARTS=${2:?}; shift 2 ;;
     --restarts=*) RESTARTS=${1#*=}; shift ;;
@@ -545,7 +549,9 @@ if wants baton; then
   else
     log "baton --help does not list --base-id; not passing it"
   fi
-  if grep -q -- '--disable-hot-restart' <<<"$BATON_HELP"; then
+  if ((BATON_SHM)); then
+    log "baton keeps hot restart on: stats in the shared-memory region"
+  elif grep -q -- '--disable-hot-restart' <<<"$BATON_HELP"; then
     BATON_FLAGS+=(--disable-hot-restart)
   else
     log "baton --help does not list --disable-hot-restart; not passing it"
