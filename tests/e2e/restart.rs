@@ -276,6 +276,10 @@ async fn restart_epoch_without_a_parent_is_an_error_unless_skipped() {
     assert_eq!(get(cold.addr(), "/").await.text(), "cold");
 }
 
+/// Restart flags that keep connections with the draining parent (as Envoy): for tests of the
+/// parent's side of a drain.
+const DRAIN_ONLY: &[&str] = &["--disable-connection-handover"];
+
 /// Hold a connection to `addr` open on epoch K (keep-alive, idle).
 async fn hold_idle(addr: std::net::SocketAddr) -> H1 {
     let mut c = H1::connect(addr).await.expect("connect");
@@ -299,7 +303,7 @@ async fn parent_killed_mid_drain_leaves_the_child_serving() {
         // Gradual over 600 s: the idle connection is not asked to close for a long while.
         let mut k = Baton::start(&direct("k")).await;
         let _held = hold_idle(k.addr()).await;
-        let mut next = k.restart(&direct("k1"), &[]);
+        let mut next = k.restart(&direct("k1"), DRAIN_ONLY);
         next.wait_serving().await;
         wait_draining(&k).await;
         let load = Load::start(
@@ -342,7 +346,8 @@ async fn no_descriptor_of_a_generation_leaks_into_the_next() {
         // K's sockets before the restart: once it drains it closes its copies.
         let theirs: BTreeSet<u64> = socket_inodes(k.pid()).into_iter().collect();
         let base = theirs.len();
-        let mut next = k.restart(&direct("k1"), &[]);
+        // Without the hand-over (which shares the moved connection's socket on purpose).
+        let mut next = k.restart(&direct("k1"), DRAIN_ONLY);
         next.wait_serving().await;
         let ours: BTreeSet<u64> = socket_inodes(next.pid()).into_iter().collect();
         let shared: Vec<_> = ours.intersection(&theirs).collect();
@@ -390,7 +395,8 @@ async fn hot_restart_file_chain_takes_epochs_in_turn_and_never_overlaps_three() 
         let mut g0 = Baton::start_with(&direct("g0"), &extra).await;
         // An idle client keeps g0 draining (gradual over the default 600 s).
         let _held = hold_idle(g0.addr()).await;
-        let mut g1 = g0.restart(&direct("g1"), &extra);
+        let drain_only = [extra[0], extra[1], DRAIN_ONLY[0]];
+        let mut g1 = g0.restart(&direct("g1"), &drain_only);
         g1.wait_serving().await;
         let (_, status) = g1.admin_get("/hot_restart_status").await;
         let v: Value = serde_json::from_str(&status).expect("status json");
@@ -440,7 +446,7 @@ async fn the_new_generation_counts_its_parents_connections() {
         let mut k = Baton::start(&direct("k")).await;
         // Gradual over 600 s: the idle connection stays with the draining parent.
         let _held = hold_idle(k.addr()).await;
-        let mut next = k.restart(&direct("k1"), &[]);
+        let mut next = k.restart(&direct("k1"), DRAIN_ONLY);
         next.wait_serving().await;
         wait_draining(&k).await;
         assert!(k.exited().is_none());

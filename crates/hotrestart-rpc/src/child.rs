@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use crate::conn::Conn;
 use crate::error::{Error, Result};
+use crate::manifest;
 use crate::manifest::BatchAssembler;
 use crate::negotiate;
 use crate::pb::envelope::Body;
 use crate::pb::{
-    BatchAck, DrainListeners, Envelope, Hello, ListenSocketsRequest, ParentState, SocketManifest,
-    StatsRequest, StatsSnapshot, Terminate,
+    BatchAck, ConnectionsAck, ConnectionsBatch, DrainListeners, Envelope, Hello,
+    ListenSocketsRequest, ParentState, SocketManifest, StatsRequest, StatsSnapshot,
+    TakeConnections, Terminate,
 };
 
 /// A child's accepted session with its parent. Owns the connection; dropping it disconnects,
@@ -94,11 +96,58 @@ impl Client {
         }
     }
 
-    /// Tells the parent to stop accepting (it keeps serving its open connections).
-    pub fn drain_listeners(&mut self) -> Result<()> {
+    /// Tells the parent to stop accepting (it keeps serving its open connections). With
+    /// `handover` the parent keeps the connections it could hand over open for
+    /// [`Client::take_connections`].
+    pub fn drain_listeners(&mut self, handover: bool) -> Result<()> {
         self.status_call(
             "tell the parent to drain",
-            Body::DrainListeners(DrainListeners {}),
+            Body::DrainListeners(DrainListeners {
+                handover_connections: handover,
+            }),
+        )
+    }
+
+    /// Asks for connections that have reached an idle point; the parent may wait up to `wait`
+    /// (which must be shorter than this client's timeout) before answering with an empty batch.
+    /// The fds are checked against the batch (one per HTTP/1 connection, two per tunnel). Every
+    /// batch must be answered with [`Client::ack_connections`], even an empty one.
+    pub fn take_connections(
+        &mut self,
+        max_fds: u32,
+        wait: Duration,
+    ) -> Result<(ConnectionsBatch, Vec<OwnedFd>)> {
+        const OP: &str = "take connections";
+        let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+        let id = self.send(Body::TakeConnections(TakeConnections { max_fds, wait_ms }))?;
+        let (reply, fds) = self.conn.recv(self.timeout + wait)?;
+        check_id(id, &reply)?;
+        let batch = match reply.body {
+            Some(Body::ConnectionsBatch(b)) => b,
+            other => {
+                drop(fds);
+                return Err(status_error(OP, "connections_batch", other));
+            }
+        };
+        let expected = manifest::connection_fds(&batch)?;
+        if expected != fds.len() || fds.len() > max_fds as usize {
+            return Err(Error::BadBatch {
+                reason: format!(
+                    "{} connections need {expected} fds, the frame carried {} (at most {max_fds} \
+                     asked)",
+                    batch.connections.len(),
+                    fds.len()
+                ),
+            });
+        }
+        Ok((batch, fds))
+    }
+
+    /// Tells the parent which connections of the last batch this generation took.
+    pub fn ack_connections(&mut self, taken: Vec<bool>) -> Result<()> {
+        self.status_call(
+            "acknowledge connections",
+            Body::ConnectionsAck(ConnectionsAck { taken }),
         )
     }
 

@@ -8,7 +8,10 @@
 //!    parent's state (chain start, epoch, pid).
 //! 2. `ListenSocketsRequest` → `ListenSocketsReply` batches of at most 253 fds (SCM_RIGHTS), each
 //!    with a manifest entry per fd and acknowledged by the child before the next ([`manifest`]).
-//! 3. `DrainListeners` → `StatusReply`, later `Terminate` → `StatusReply`.
+//! 3. `DrainListeners` → `StatusReply`; with `handover_connections`, then `TakeConnections` →
+//!    `ConnectionsBatch` (live connections at an idle point, their sockets by SCM_RIGHTS) and
+//!    `ConnectionsAck` → `StatusReply`, repeated until the parent has nothing left to hand over.
+//! 4. `Terminate` → `StatusReply`.
 //!
 //! The core ([`frame`], [`negotiate`], [`manifest`], [`pb`]) is pure functions over bytes: no
 //! sockets, no clock. [`Listener`], [`Conn`], [`connect`], [`Client`] and [`serve_one`] add
@@ -23,6 +26,7 @@
 //! use std::sync::atomic::AtomicBool;
 //! use std::time::Duration;
 //! use hotrestart_rpc::*;
+//! use hotrestart_rpc::pb::DrainListeners;
 //!
 //! // Parent (epoch K), on its own thread.
 //! struct Parent { sockets: Vec<(SocketManifest, std::net::TcpListener)> }
@@ -37,7 +41,7 @@
 //!             .map(|(m, l)| (m.clone(), l.as_fd()))
 //!             .collect())
 //!     }
-//!     fn drain_listeners(&mut self) -> Result<(), String> { Ok(()) }
+//!     fn drain_listeners(&mut self, _: &DrainListeners) -> Result<(), String> { Ok(()) }
 //!     fn terminate(&mut self) -> Result<(), String> { Ok(()) }
 //! }
 //! # fn main() -> Result<()> {
@@ -52,7 +56,7 @@
 //! let mut client = Client::handshake(conn, negotiate::hello("v1", 1, std::process::id()), timeout)?;
 //! let sockets = client.request_listen_sockets(ListenSocketsRequest { wanted: vec![], all: true })?;
 //! // ... start serving on `sockets` (manifest, OwnedFd) pairs, then:
-//! client.drain_listeners()?;
+//! client.drain_listeners(false)?;
 //! # drop(sockets);
 //! # Ok(())
 //! # }
@@ -83,8 +87,9 @@ pub use error::{Error, Result};
 pub use parent::{serve, serve_one, ParentHandler, ServeExit, ServeOptions, SessionEnd};
 pub use pb::envelope::Body;
 pub use pb::{
-    Envelope, Hello, HelloReply, ListenSocketsReply, ListenSocketsRequest, ParentState,
-    RefusalReason, SocketManifest, SocketOptions, SocketType, StatsSnapshot, WantedSocket,
+    ConnectionKind, ConnectionsAck, ConnectionsBatch, Envelope, Hello, HelloReply,
+    ListenSocketsReply, ListenSocketsRequest, MovedConnection, ParentState, RefusalReason,
+    SocketManifest, SocketOptions, SocketType, StatsSnapshot, TakeConnections, WantedSocket,
 };
 
 /// Version of the generation-to-generation protocol. A peer speaking another version is refused

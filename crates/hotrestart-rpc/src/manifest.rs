@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::frame::MAX_FDS_PER_FRAME;
-use crate::pb::{ListenSocketsReply, SocketManifest, SocketType};
+use crate::pb::{ConnectionKind, ConnectionsBatch, ListenSocketsReply, SocketManifest, SocketType};
 
 /// Splits `items` into batches of at most [`MAX_FDS_PER_FRAME`]. No items still makes one (empty)
 /// batch, so a request always gets an answer.
@@ -123,6 +123,33 @@ impl BatchAssembler {
         }
         Ok(last)
     }
+}
+
+/// How many fds a handed-over connection of `kind` travels with: its downstream socket, and for a
+/// tunnel its upstream socket after it. `None` for a kind this build does not know.
+pub fn fds_of_kind(kind: i32) -> Option<usize> {
+    match ConnectionKind::try_from(kind) {
+        Ok(ConnectionKind::Http1) => Some(1),
+        Ok(ConnectionKind::Tunnel) => Some(2),
+        Ok(ConnectionKind::Unspecified) | Err(_) => None,
+    }
+}
+
+/// The fds `batch` must come with, in total; an unknown kind is an invalid manifest (its fd
+/// layout cannot be known, so the whole batch is refused).
+pub fn connection_fds(batch: &ConnectionsBatch) -> Result<usize> {
+    batch
+        .connections
+        .iter()
+        .enumerate()
+        .try_fold(0usize, |total, (index, c)| {
+            fds_of_kind(c.kind)
+                .map(|n| total + n)
+                .ok_or_else(|| Error::InvalidManifest {
+                    index,
+                    reason: format!("unknown connection kind {}", c.kind),
+                })
+        })
 }
 
 fn bad(reason: String) -> Error {

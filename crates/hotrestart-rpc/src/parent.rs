@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use crate::conn::{Conn, Listener};
 use crate::error::{Error, Result};
+use crate::frame;
 use crate::manifest;
 use crate::negotiate;
 use crate::pb::envelope::Body;
 use crate::pb::{
-    Envelope, ListenSocketsReply, ListenSocketsRequest, ParentState, RefusalReason, SocketManifest,
-    StatsSnapshot, StatusReply, UnknownMessage,
+    ConnectionsAck, ConnectionsBatch, DrainListeners, Envelope, ListenSocketsReply,
+    ListenSocketsRequest, ParentState, RefusalReason, SocketManifest, StatsSnapshot, StatusReply,
+    TakeConnections, UnknownMessage,
 };
 
 /// What the parent generation does when its child asks. Implemented by the binary.
@@ -34,7 +36,9 @@ pub trait ParentHandler {
     ) -> Result<Vec<(SocketManifest, BorrowedFd<'_>)>, String>;
 
     /// Stop accepting; keep serving open connections. Must not block for the drain itself.
-    fn drain_listeners(&mut self) -> Result<(), String>;
+    /// With `request.handover_connections` the child will ask for this generation's live
+    /// connections next ([`ParentHandler::take_connections`]).
+    fn drain_listeners(&mut self, request: &DrainListeners) -> Result<(), String>;
 
     /// The child asks this generation to exit. Start it, but do not exit the process here: the
     /// reply is sent first, then [`serve_one`] returns [`SessionEnd::Terminated`].
@@ -44,6 +48,29 @@ pub trait ParentHandler {
     fn stats(&mut self) -> Option<StatsSnapshot> {
         None
     }
+
+    /// Connections to hand over for `request`: a batch (possibly empty; may wait up to
+    /// `request.wait_ms` for one) and the fds of its connections in order, at most
+    /// `request.max_fds`. The fds stay the handler's until [`ParentHandler::connections_ack`]
+    /// says which the child took. `Err` is sent to the child as a failed status.
+    fn take_connections(
+        &mut self,
+        request: &TakeConnections,
+    ) -> Result<(ConnectionsBatch, Vec<BorrowedFd<'_>>), String> {
+        let _ = request;
+        Err("this generation does not hand over connections".into())
+    }
+
+    /// The child's answer to the last batch: which connections it took. Also called with
+    /// nothing taken when the batch could not be delivered.
+    fn connections_ack(&mut self, ack: &ConnectionsAck) -> Result<(), String> {
+        let _ = ack;
+        Ok(())
+    }
+
+    /// The session with the child ended (disconnect, error, refusal or termination). Anything
+    /// handed out but not acknowledged is the handler's again.
+    fn session_ended(&mut self) {}
 }
 
 /// Settings of the parent's side.
@@ -131,6 +158,7 @@ pub fn serve_one(
     let span = tracing::info_span!("hotrestart_child", child.pid = conn.peer().pid);
     let _enter = span.enter();
     let result = session(&mut conn, handler, opts);
+    handler.session_ended();
     match &result {
         Ok(end) => tracing::info!(?end, "hot restart session ended"),
         Err(e) => tracing::warn!(error = %e, "hot restart session dropped"),
@@ -159,9 +187,17 @@ fn session(
         }
         match msg.body {
             Some(Body::ListenSocketsRequest(req)) => send_sockets(conn, id, &req, handler, opts)?,
-            Some(Body::DrainListeners(_)) => {
-                tracing::info!("child asks this generation to drain");
-                let result = handler.drain_listeners();
+            Some(Body::DrainListeners(req)) => {
+                tracing::info!(
+                    handover = req.handover_connections,
+                    "child asks this generation to drain"
+                );
+                let result = handler.drain_listeners(&req);
+                reply_status(conn, id, result, opts)?;
+            }
+            Some(Body::TakeConnections(req)) => send_connections(conn, id, &req, handler, opts)?,
+            Some(Body::ConnectionsAck(ack)) => {
+                let result = handler.connections_ack(&ack);
                 reply_status(conn, id, result, opts)?;
             }
             Some(Body::Terminate(_)) => {
@@ -287,6 +323,39 @@ fn send_sockets(
                 })
             }
         }
+    }
+    Ok(())
+}
+
+fn send_connections(
+    conn: &mut Conn,
+    id: u64,
+    request: &TakeConnections,
+    handler: &mut impl ParentHandler,
+    opts: &ServeOptions,
+) -> Result<()> {
+    let sent = match handler.take_connections(request) {
+        Ok((batch, fds)) => {
+            let max = (request.max_fds as usize).min(frame::MAX_FDS_PER_FRAME);
+            if fds.len() > max {
+                Err(Error::TooManyFds {
+                    count: fds.len(),
+                    max,
+                })
+            } else {
+                conn.send(
+                    &Envelope::new(id, Body::ConnectionsBatch(batch)),
+                    &fds,
+                    opts.io_timeout,
+                )
+            }
+        }
+        Err(e) => return reply_status(conn, id, Err(e), opts),
+    };
+    if let Err(e) = sent {
+        // Not delivered: the connections stay this generation's.
+        let _ = handler.connections_ack(&ConnectionsAck { taken: Vec::new() });
+        return Err(e);
     }
     Ok(())
 }

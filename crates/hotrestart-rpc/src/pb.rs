@@ -41,6 +41,9 @@ impl Body {
             Body::UnknownMessage(_) => "unknown_message",
             Body::StatsRequest(_) => "stats_request",
             Body::StatsSnapshot(_) => "stats_snapshot",
+            Body::TakeConnections(_) => "take_connections",
+            Body::ConnectionsBatch(_) => "connections_batch",
+            Body::ConnectionsAck(_) => "connections_ack",
         }
     }
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use hotrestart_rpc::frame::{self, FrameHeader, HEADER_LEN, MAGIC};
 use hotrestart_rpc::negotiate;
 use hotrestart_rpc::pb::{
-    BatchAck, DrainListeners, StatsRequest, StatusReply, Terminate, UnknownMessage,
+    BatchAck, ConnectionKind, ConnectionsAck, ConnectionsBatch, DrainListeners, MovedConnection,
+    StatsRequest, StatusReply, TakeConnections, Terminate, UnknownMessage,
 };
 use hotrestart_rpc::{
     Body, Envelope, Error, Hello, HelloReply, ListenSocketsReply, ListenSocketsRequest,
@@ -151,7 +152,77 @@ fn samples() -> Vec<(&'static str, Envelope, usize)> {
         ),
         (
             "drain_listeners",
-            Envelope::new(3, Body::DrainListeners(DrainListeners {})),
+            // What a child without connection handover sends (and an older child sent).
+            Envelope::new(
+                3,
+                Body::DrainListeners(DrainListeners {
+                    handover_connections: false,
+                }),
+            ),
+            0,
+        ),
+        (
+            "drain_listeners_handover",
+            Envelope::new(
+                3,
+                Body::DrainListeners(DrainListeners {
+                    handover_connections: true,
+                }),
+            ),
+            0,
+        ),
+        (
+            "take_connections",
+            Envelope::new(
+                7,
+                Body::TakeConnections(TakeConnections {
+                    max_fds: 253,
+                    wait_ms: 200,
+                }),
+            ),
+            0,
+        ),
+        (
+            "connections_batch",
+            Envelope::new(
+                7,
+                Body::ConnectionsBatch(ConnectionsBatch {
+                    connections: vec![
+                        MovedConnection {
+                            kind: ConnectionKind::Http1.into(),
+                            listener_address: "127.0.0.1:10000".into(),
+                            peer_address: "127.0.0.1:40000".into(),
+                            read_buf: b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec(),
+                            idle_ms: 250,
+                            requests: 17,
+                            upstream_address: String::new(),
+                            cluster: String::new(),
+                        },
+                        MovedConnection {
+                            kind: ConnectionKind::Tunnel.into(),
+                            listener_address: "[::1]:10000".into(),
+                            peer_address: "[::1]:40001".into(),
+                            read_buf: Vec::new(),
+                            idle_ms: 3,
+                            requests: 1,
+                            upstream_address: "127.0.0.1:8080".into(),
+                            cluster: "ws".into(),
+                        },
+                    ],
+                    more: true,
+                    still_open: 42,
+                }),
+            ),
+            3,
+        ),
+        (
+            "connections_ack",
+            Envelope::new(
+                8,
+                Body::ConnectionsAck(ConnectionsAck {
+                    taken: vec![true, false],
+                }),
+            ),
             0,
         ),
         (
@@ -243,6 +314,9 @@ fn every_body_kind_has_a_fixture() {
         "unknown_message",
         "stats_request",
         "stats_snapshot",
+        "take_connections",
+        "connections_batch",
+        "connections_ack",
     ];
     assert_eq!(kinds, expected.into_iter().collect());
 }

@@ -94,9 +94,9 @@ fn hands_over_600_listen_sockets_in_batches() {
     );
 
     assert!(matches!(client.stats(), Err(Error::NotSupported { .. })));
-    client.drain_listeners().unwrap();
+    client.drain_listeners(false).unwrap();
     assert!(matches!(
-        client.drain_listeners(),
+        client.drain_listeners(false),
         Err(Error::Remote { .. })
     ));
     client.terminate().unwrap();

@@ -126,6 +126,10 @@ pub struct Options {
     pub disable_hot_restart: bool,
     pub skip_hot_restart_on_no_parent: bool,
     pub skip_hot_restart_parent_stats: bool,
+    /// Baton only: drain every connection on a hot restart instead of handing idle HTTP/1.1
+    /// keep-alive connections and idle upgrade tunnels to the next generation (Envoy's
+    /// behaviour).
+    pub disable_connection_handover: bool,
     /// Hot restart RPC socket; a leading `@` means the Linux abstract namespace.
     pub socket_path: String,
     /// Permission bits for a filesystem `socket_path`; 0 for an abstract one (as Envoy).
@@ -171,6 +175,7 @@ impl Options {
             "socket_mode": self.socket_mode,
             "skip_hot_restart_on_no_parent": self.skip_hot_restart_on_no_parent,
             "skip_hot_restart_parent_stats": self.skip_hot_restart_parent_stats,
+            "disable_connection_handover": self.disable_connection_handover,
             "hot_restart_file": path(&self.hot_restart_file),
             "max_stats": self.max_stats.to_string(),
             "max_obj_name_len": self.max_obj_name_len.to_string(),
@@ -292,6 +297,10 @@ struct Args {
     /// On a hot restart, do not copy the parent's stats
     #[arg(long)]
     skip_hot_restart_parent_stats: bool,
+    /// On a hot restart, drain every connection instead of handing idle HTTP/1.1 keep-alive
+    /// connections and idle WebSocket tunnels to the next generation
+    #[arg(long)]
+    disable_connection_handover: bool,
     /// Hot restart socket (a leading @ is the abstract namespace)
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET_PATH)]
     socket_path: String,
@@ -471,6 +480,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Parsed {
         disable_hot_restart: args.disable_hot_restart,
         skip_hot_restart_on_no_parent: args.skip_hot_restart_on_no_parent,
         skip_hot_restart_parent_stats: args.skip_hot_restart_parent_stats,
+        disable_connection_handover: args.disable_connection_handover,
         socket_path: args.socket_path,
         hot_restart_file: args.hot_restart_file,
         service_cluster: args.service_cluster,

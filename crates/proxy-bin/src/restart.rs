@@ -20,10 +20,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use hotrestart_rpc::pb::{
-    ListenSocketsRequest, ParentState, SocketManifest, SocketType, WantedSocket,
+    ConnectionKind, ConnectionsAck, ConnectionsBatch, DrainListeners, ListenSocketsRequest,
+    MovedConnection, ParentState, SocketManifest, SocketType, TakeConnections, WantedSocket,
 };
 use hotrestart_rpc::{negotiate, Client, Endpoint, Listener, ParentHandler, ServeOptions};
 use parking_lot::Mutex;
+use proxy_core::handover::{self, Handover, Offer};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -58,6 +60,7 @@ struct StatusInner {
     phases: Vec<(String, u64)>,
     parent: Option<(u32, u32)>,
     drain: Option<serde_json::Value>,
+    handover: Option<serde_json::Value>,
     last_failure: Option<String>,
 }
 
@@ -109,6 +112,7 @@ impl Status {
                 phases: Vec::new(),
                 parent: None,
                 drain: None,
+                handover: None,
                 last_failure: None,
             }),
         });
@@ -144,6 +148,16 @@ impl Status {
         self.publish(&inner);
     }
 
+    /// Connections taken from the previous generation (moved) and left with it (refused).
+    pub fn set_handover(&self, moved: usize, refused: usize) {
+        let mut inner = self.inner.lock();
+        inner.handover = Some(json!({
+            "connections_received": moved,
+            "connections_refused": refused,
+        }));
+        self.publish(&inner);
+    }
+
     fn publish(&self, inner: &StatusInner) {
         let phase = inner.phases.last().map_or("starting", |p| p.0.as_str());
         let value = json!({
@@ -153,6 +167,7 @@ impl Status {
             "phases": inner.phases.iter().map(|(p, at)| json!({"phase": p, "at_unix_ms": at})).collect::<Vec<_>>(),
             "parent": inner.parent.map(|(pid, epoch)| json!({"pid": pid, "epoch": epoch})),
             "drain": inner.drain,
+            "handover": inner.handover,
             "last_failure": inner.last_failure,
         });
         self.tx.send_replace(value);
@@ -299,6 +314,14 @@ struct Handler {
     /// This generation's own parent while it still drains: ended when a grandchild arrives, so
     /// no more than three generations ever overlap.
     grandparent: Arc<Mutex<Option<Client>>>,
+    /// Live connections for the child.
+    handover: Handover,
+    /// The last batch handed to the child, until it answers.
+    offered: Vec<Offer>,
+    /// The last batch told the child there is no more: once it is answered, the hand-over
+    /// ends (a connection that becomes movable later is drained instead, as no one will come
+    /// for it).
+    last_batch: bool,
 }
 
 impl std::fmt::Debug for ParentSide {
@@ -357,11 +380,18 @@ impl ParentHandler for Handler {
             .collect())
     }
 
-    fn drain_listeners(&mut self) -> Result<(), String> {
+    fn drain_listeners(&mut self, request: &DrainListeners) -> Result<(), String> {
         // The child holds its own copies now; this generation's are closed when it stops
         // accepting (see `OwnedSockets`).
         self.lent.clear();
         self.state.draining = true;
+        // Before the drain starts, so no connection that can move is asked to close.
+        if request.handover_connections && self.handover.activate() {
+            tracing::info!(
+                open = self.handover.open(),
+                "handing live connections to the next generation"
+            );
+        }
         self.events
             .send(ParentEvent::DrainListeners)
             .map_err(|_| "this generation is shutting down".to_owned())
@@ -372,6 +402,185 @@ impl ParentHandler for Handler {
             .send(ParentEvent::Terminate)
             .map_err(|_| "this generation is shutting down".to_owned())
     }
+
+    fn take_connections(
+        &mut self,
+        request: &TakeConnections,
+    ) -> Result<(ConnectionsBatch, Vec<BorrowedFd<'_>>), String> {
+        if self.handover.mode() != handover::Mode::Active {
+            return Err(if self.handover.enabled() {
+                "this generation is not handing over connections (no drain with hand-over asked)"
+                    .to_owned()
+            } else {
+                "this generation does not hand over connections (--disable-connection-handover)"
+                    .to_owned()
+            });
+        }
+        // A batch never answered stays here.
+        for offer in self.offered.drain(..) {
+            offer.settle(false);
+        }
+        let max_fds = (request.max_fds as usize).min(hotrestart_rpc::frame::MAX_FDS_PER_FRAME);
+        let wait = Duration::from_millis(u64::from(request.wait_ms)).min(MAX_TAKE_WAIT);
+        self.offered = self.handover.take(max_fds, wait);
+        let open = self.handover.open() as u64;
+        let more = open > self.offered.len() as u64;
+        self.last_batch = !more;
+        let batch = ConnectionsBatch {
+            connections: self
+                .offered
+                .iter()
+                .map(|o| moved_connection(&o.conn))
+                .collect(),
+            more,
+            still_open: open,
+        };
+        let fds = self
+            .offered
+            .iter()
+            .flat_map(|o| o.conn.fds.iter().map(AsFd::as_fd))
+            .collect();
+        Ok((batch, fds))
+    }
+
+    fn connections_ack(&mut self, ack: &ConnectionsAck) -> Result<(), String> {
+        let mut taken = 0;
+        for (i, offer) in self.offered.drain(..).enumerate() {
+            let yes = ack.taken.get(i).copied().unwrap_or(false);
+            taken += usize::from(yes);
+            offer.settle(yes);
+        }
+        if taken > 0 {
+            tracing::debug!(taken, "connections taken by the next generation");
+        }
+        if self.last_batch {
+            tracing::info!(
+                left = self.handover.open(),
+                "connection hand-over complete; draining what could not move"
+            );
+            self.handover.end();
+        }
+        Ok(())
+    }
+
+    fn session_ended(&mut self) {
+        for offer in self.offered.drain(..) {
+            offer.settle(false);
+        }
+        if self.handover.mode() == handover::Mode::Active {
+            // The child is gone (done, or failed): nothing more moves; what is left drains.
+            tracing::info!(
+                left = self.handover.open(),
+                "connection hand-over ended; draining the connections left"
+            );
+            self.handover.end();
+        }
+    }
+}
+
+/// Longest a parent holds a take-connections request waiting for a connection to move.
+const MAX_TAKE_WAIT: Duration = Duration::from_secs(1);
+
+fn moved_connection(c: &handover::Leaving) -> MovedConnection {
+    let (upstream, cluster) = c
+        .upstream
+        .as_ref()
+        .map(|(a, n)| (a.to_string(), n.clone()))
+        .unwrap_or_default();
+    MovedConnection {
+        kind: match c.kind {
+            handover::Kind::Http1 => ConnectionKind::Http1,
+            handover::Kind::Tunnel => ConnectionKind::Tunnel,
+        }
+        .into(),
+        listener_address: c.listener.to_string(),
+        peer_address: c.peer.to_string(),
+        read_buf: c.read_buf.to_vec(),
+        idle_ms: u64::try_from(c.idle.as_millis()).unwrap_or(u64::MAX),
+        requests: c.requests,
+        upstream_address: upstream,
+        cluster,
+    }
+}
+
+/// How long a child waits for its parent to have a connection ready before asking again.
+const TAKE_WAIT: Duration = Duration::from_millis(500);
+
+/// As a child that serves: take the parent's live connections batch by batch and serve them
+/// here, until the parent has none left, refuses, or goes away. Runs on a blocking thread; the
+/// client is shared with the three-generation rule, which may take it (ending this loop).
+pub fn receive_connections(
+    parent: &Mutex<Option<Client>>,
+    adopter: &proxy_core::server::Adopter,
+) -> (usize, usize) {
+    let (mut moved, mut refused) = (0, 0);
+    loop {
+        let mut guard = parent.lock();
+        let Some(client) = guard.as_mut() else { break };
+        let (batch, fds) = match client
+            .take_connections(hotrestart_rpc::frame::MAX_FDS_PER_FRAME as u32, TAKE_WAIT)
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::info!(error = %e, "not taking connections from the previous generation");
+                break;
+            }
+        };
+        let mut fds = fds.into_iter();
+        let mut arriving = Vec::with_capacity(batch.connections.len());
+        let mut taken = Vec::with_capacity(batch.connections.len());
+        for c in &batch.connections {
+            let n = hotrestart_rpc::manifest::fds_of_kind(c.kind).unwrap_or(0);
+            let socks: Vec<_> = fds.by_ref().take(n).collect();
+            let conn =
+                arriving_connection(c, socks).filter(|a| adopter.accepts(a.listener, a.kind));
+            taken.push(conn.is_some());
+            arriving.push(conn);
+        }
+        // Acknowledged before anything is read from them: until the parent has the answer, the
+        // connections are its (it resumes them if this generation dies first).
+        if let Err(e) = client.ack_connections(taken) {
+            tracing::warn!(error = %e, "could not acknowledge connections; the previous generation keeps them");
+            break;
+        }
+        drop(guard);
+        for conn in arriving {
+            let Some(conn) = conn else {
+                refused += 1;
+                continue;
+            };
+            if adopter.adopt(conn) {
+                moved += 1;
+            } else {
+                tracing::warn!("this generation stopped serving; a taken connection is closed");
+            }
+        }
+        if !batch.more {
+            break;
+        }
+    }
+    (moved, refused)
+}
+
+fn arriving_connection(
+    c: &MovedConnection,
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> Option<handover::Arriving> {
+    let kind = match c.kind() {
+        ConnectionKind::Http1 => handover::Kind::Http1,
+        ConnectionKind::Tunnel => handover::Kind::Tunnel,
+        ConnectionKind::Unspecified => return None,
+    };
+    let listener: SocketAddr = c.listener_address.parse().ok()?;
+    Some(handover::Arriving {
+        kind,
+        listener,
+        read_buf: bytes::Bytes::copy_from_slice(&c.read_buf),
+        idle: Duration::from_millis(c.idle_ms),
+        requests: c.requests,
+        cluster: c.cluster.clone(),
+        fds,
+    })
 }
 
 /// Bind this generation's restart socket (before serving, so a clash fails the start).
@@ -402,6 +611,7 @@ pub fn spawn_parent_side(
     sockets: OwnedSockets,
     events: mpsc::UnboundedSender<ParentEvent>,
     grandparent: Arc<Mutex<Option<Client>>>,
+    handover: Handover,
 ) -> anyhow::Result<ParentSide> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut handler = Handler {
@@ -418,6 +628,9 @@ pub fn spawn_parent_side(
         taken: Vec::new(),
         events,
         grandparent,
+        handover,
+        offered: Vec::new(),
+        last_batch: false,
     };
     let serve_opts = ServeOptions::new(opts.hot_restart_version());
     let stop_flag = stop.clone();

@@ -55,8 +55,15 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
     let store_at_exit = store.clone();
     let bootstrap = loaded.bootstrap;
     let clusters = Arc::new(ClusterManager::new(&bootstrap.clusters, &store));
+    // Live connections move to the next generation on a restart unless turned off (or there is
+    // no hot restart at all).
+    let handover = proxy_core::handover::Handover::new(
+        !opts.disable_connection_handover && !opts.disable_hot_restart,
+        &store,
+    );
     let dataplane = Dataplane::new(&bootstrap, clusters.clone(), &store)
-        .context("could not build the data plane")?;
+        .context("could not build the data plane")?
+        .with_handover(handover.clone());
 
     // Everything this generation listens on, as (name, address).
     let mut wanted: Vec<(String, SocketAddr)> = bootstrap
@@ -231,15 +238,30 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
                 named,
                 events_tx,
                 grandparent.clone(),
+                handover.clone(),
             )?),
             None => None,
         };
         if let Some(mut parent) = parent {
             let gp = grandparent.clone();
-            tokio::task::spawn_blocking(move || match parent.drain_listeners() {
+            let take = handover.enabled();
+            let adopter = workers.adopter();
+            let status = status.clone();
+            tokio::task::spawn_blocking(move || match parent.drain_listeners(take) {
                 Ok(()) => {
                     tracing::info!("the previous generation is draining");
                     *gp.lock() = Some(parent);
+                    if take {
+                        let started = Instant::now();
+                        let (moved, refused) = restart::receive_connections(&gp, &adopter);
+                        tracing::info!(
+                            moved,
+                            refused,
+                            took_ms = started.elapsed().as_millis(),
+                            "took live connections from the previous generation"
+                        );
+                        status.set_handover(moved, refused);
+                    }
                 }
                 Err(e) => tracing::error!(
                     error = %e,

@@ -112,6 +112,27 @@ impl ServerIo {
         Ok(true)
     }
 
+    /// Bytes yielded before the stream's own (what [`ServerIo::prepend`] put back and nobody
+    /// has read yet), taken out.
+    pub fn take_prefix(&mut self) -> Bytes {
+        std::mem::take(&mut self.prefix)
+    }
+
+    /// A duplicate of the socket, for a connection that moves to another generation: only a
+    /// cleartext connection can (a TLS session's state lives in this process).
+    pub fn dup_plain_socket(&self) -> Option<io::Result<std::os::fd::OwnedFd>> {
+        use std::os::fd::AsFd as _;
+        match &self.inner {
+            Stream::Plain(s) => Some(s.as_fd().try_clone_to_owned()),
+            Stream::Tls(_) => None,
+        }
+    }
+
+    /// True for a cleartext connection.
+    pub fn is_plain(&self) -> bool {
+        matches!(self.inner, Stream::Plain(_))
+    }
+
     /// The byte counts, readable after the IO has been handed to hyper.
     pub fn counts(&self) -> Arc<IoCounts> {
         self.counts.clone()

@@ -15,6 +15,7 @@ pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod handover;
 pub mod headers;
 pub mod io;
 pub mod proxy;
@@ -22,6 +23,7 @@ pub mod router;
 pub mod server;
 pub mod stats;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 /// Runs hyper's background tasks (HTTP/2 streams, client connections) on the current worker

@@ -17,7 +17,6 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 
 use crate::body::{Finish, ProxyBody};
 use crate::cluster::{Cluster, Host};
@@ -52,6 +51,7 @@ pub async fn handle(
     }
     hs.downstream_rq_active.inc();
     c.active.set(c.active.get() + 1);
+    c.requests.set(c.requests.get() + 1);
     let mut tracker = Box::new(Tracker {
         l: l.clone(),
         w: w.clone(),
@@ -80,9 +80,14 @@ pub async fn handle(
     if !c.http2 {
         *resp.version_mut() = Version::HTTP_11;
     }
-    // Draining (or failing health checks): HTTP/1.1 responses close their connection; for
-    // HTTP/2 a yes wakes the connection, which sends GOAWAY.
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS && c.drain.drain_close() && !c.http2 {
+    // Draining (or failing health checks): HTTP/1.1 responses close their connection — unless
+    // it moves to the next generation at its next idle point; for HTTP/2 a yes wakes the
+    // connection, which sends GOAWAY.
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS
+        && c.drain.drain_close()
+        && !c.http2
+        && !(c.movable.get() && w.handover.mode() == crate::handover::Mode::Active)
+    {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -756,15 +761,21 @@ async fn tunnel(
     l.http_stats.downstream_cx_upgrades_total.inc();
     // The tunnel keeps the connection context (and so the generation's drain) alive.
     let conn = c.clone();
+    let handover = w.handover.clone();
+    let info = crate::tunnel::TunnelInfo {
+        listener: l.config.address,
+        peer: c.remote,
+        upstream: attempt.host.addr,
+        cluster: cluster.config.name.clone(),
+        requests: c.requests.get(),
+    };
     tokio::task::spawn_local(async move {
         let _attempt = attempt;
         let (down, up) = futures_util::future::join(on_downstream, on_upstream).await;
         if let (Ok(crate::server::Upgraded { mut io, read_buf }), Ok(up)) = (down, up) {
             hs_active.inc();
             io.prepend(read_buf);
-            let mut down = io;
-            let mut up = TokioIo::new(up);
-            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            crate::tunnel::run(io, up, &handover, info).await;
             hs_active.dec();
         }
         drop(conn);
@@ -798,8 +809,14 @@ impl Finish for Tracker {
         hs.response_class(self.status);
         let elapsed = self.start.elapsed();
         hs.downstream_rq_time.record(elapsed);
-        self.c.active.set(self.c.active.get().saturating_sub(1));
+        let active = self.c.active.get().saturating_sub(1);
+        self.c.active.set(active);
         self.c.last_active.set(Instant::now());
+        if active == 0 {
+            if let Some(waker) = self.c.idle_waker.take() {
+                waker.wake();
+            }
+        }
         let mut flag = self.flag;
         if self
             .response_timed_out

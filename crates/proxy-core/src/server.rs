@@ -12,7 +12,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -29,6 +31,7 @@ use crate::body::ProxyBody;
 use crate::cluster::{ClusterManager, WorkerLb};
 use crate::config::{self, Bootstrap, CodecType};
 use crate::error::BuildError;
+use crate::handover::{Arriving, Handover, Kind, Leaving, Mode};
 use crate::io::{ServerIo, Sniffed, Stream};
 use crate::router::Router;
 use crate::stats::{CodeCounters, HttpStats, ListenerStats};
@@ -65,6 +68,8 @@ pub struct Worker {
     pub pools: Pools,
     /// `upstream_rq_<code>` counters per cluster index.
     pub codes: Vec<CodeCounters>,
+    /// This generation's hand-over of live connections to its successor.
+    pub handover: Handover,
 }
 
 /// One downstream connection, shared by the requests on it.
@@ -79,6 +84,13 @@ pub struct ConnCtx {
     pub active: Cell<usize>,
     /// When the last request finished (or the connection opened).
     pub last_active: Cell<Instant>,
+    /// Requests received on this connection (in any generation).
+    pub requests: Cell<u64>,
+    /// Woken when `active` drops to zero (a connection waiting for an idle point).
+    pub idle_waker: RefCell<Option<Waker>>,
+    /// The connection may move to the next generation at its next idle point (so a drain does
+    /// not ask it to close while a successor takes connections).
+    pub movable: Cell<bool>,
     /// Keeps the worker alive while this connection (or a tunnel spawned from it) lives.
     _alive: mpsc::Sender<()>,
     /// This connection's drain handle: asks it to close, and (as a token) keeps the
@@ -117,12 +129,23 @@ pub struct LogCapture {
 pub struct Dataplane {
     listeners: Vec<Arc<ListenerShared>>,
     clusters: Arc<ClusterManager>,
+    handover: Handover,
 }
 
 /// The running worker threads.
 #[derive(Debug)]
 pub struct Workers {
     handles: Vec<std::thread::JoinHandle<()>>,
+    adopter: Adopter,
+}
+
+/// Gives connections arriving from the previous generation to the workers, round robin.
+#[derive(Clone, Debug)]
+pub struct Adopter {
+    workers: Vec<mpsc::UnboundedSender<Arriving>>,
+    next: Arc<AtomicUsize>,
+    /// Listeners that can serve a moved connection: cleartext, HTTP/1 allowed.
+    adoptable: Vec<SocketAddr>,
 }
 
 // === impl Dataplane ===
@@ -163,7 +186,19 @@ impl Dataplane {
         Ok(Self {
             listeners,
             clusters,
+            handover: Handover::new(false, store),
         })
+    }
+
+    /// Hand live connections to the next generation through `handover` (instead of draining
+    /// them all).
+    pub fn with_handover(mut self, handover: Handover) -> Self {
+        self.handover = handover;
+        self
+    }
+
+    pub fn handover(&self) -> &Handover {
+        &self.handover
     }
 
     pub fn listeners(&self) -> &[Arc<ListenerShared>] {
@@ -180,7 +215,10 @@ impl Dataplane {
         drain: drain::Watch,
     ) -> Result<Workers, BuildError> {
         let mut handles = Vec::with_capacity(concurrency);
+        let mut senders = Vec::with_capacity(concurrency);
         for index in 0..concurrency.max(1) {
+            let (adopt_tx, adopt_rx) = mpsc::unbounded_channel();
+            senders.push(adopt_tx);
             let mut mine = Vec::with_capacity(sockets.len());
             for (l, s) in self.listeners.iter().zip(sockets) {
                 let sock = s.try_clone().map_err(|source| BuildError::Listener {
@@ -196,13 +234,27 @@ impl Dataplane {
             }
             let clusters = self.clusters.clone();
             let drain = drain.clone();
+            let handover = self.handover.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("baton-worker-{index}"))
-                .spawn(move || run_worker(index, clusters, mine, drain))
+                .spawn(move || run_worker(index, clusters, handover, mine, adopt_rx, drain))
                 .map_err(|source| BuildError::Worker { index, source })?;
             handles.push(handle);
         }
-        Ok(Workers { handles })
+        let adoptable = self
+            .listeners
+            .iter()
+            .filter(|l| l.tls.is_none() && l.config.http.codec_type != CodecType::Http2)
+            .map(|l| l.config.address)
+            .collect();
+        Ok(Workers {
+            handles,
+            adopter: Adopter {
+                workers: senders,
+                next: Arc::new(AtomicUsize::new(0)),
+                adoptable,
+            },
+        })
     }
 }
 
@@ -215,12 +267,45 @@ impl Workers {
             let _ = h.join();
         }
     }
+
+    /// Where connections arriving from the previous generation go.
+    pub fn adopter(&self) -> Adopter {
+        self.adopter.clone()
+    }
+}
+
+// === impl Adopter ===
+
+impl Adopter {
+    /// Whether a connection of `kind` accepted on `listener` (its configured address) can be
+    /// served here: the listener exists in this configuration, is cleartext and speaks HTTP/1.
+    pub fn accepts(&self, listener: SocketAddr, kind: Kind) -> bool {
+        let _ = kind;
+        self.adoptable.contains(&listener)
+    }
+
+    /// Serve `conn` on the next worker. False (the connection is closed) when no worker takes
+    /// connections any more (this generation is draining).
+    pub fn adopt(&self, conn: Arriving) -> bool {
+        let n = self.workers.len();
+        let mut conn = conn;
+        for _ in 0..n {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+            match self.workers[i].send(conn) {
+                Ok(()) => return true,
+                Err(e) => conn = e.0,
+            }
+        }
+        false
+    }
 }
 
 fn run_worker(
     index: usize,
     clusters: Arc<ClusterManager>,
+    handover: Handover,
     listeners: Vec<(Arc<ListenerShared>, std::net::TcpListener)>,
+    adopt_rx: mpsc::UnboundedReceiver<Arriving>,
     drain: drain::Watch,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -244,8 +329,16 @@ fn run_worker(
                 .map(|_| CodeCounters::default())
                 .collect(),
             clusters,
+            handover,
         });
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        tokio::task::spawn_local(adopt_loop(
+            listeners.iter().map(|(l, _)| l.clone()).collect(),
+            worker.clone(),
+            adopt_rx,
+            drain.clone(),
+            alive_tx.clone(),
+        ));
         for (l, sock) in listeners {
             match TcpListener::from_std(sock) {
                 Ok(listener) => {
@@ -301,6 +394,116 @@ async fn accept_loop(
         }
     }
     tracing::debug!(listener = %l.config.name, "stopped accepting");
+}
+
+/// Serves connections arriving from the previous generation on this worker until it stops
+/// accepting.
+async fn adopt_loop(
+    listeners: Vec<Arc<ListenerShared>>,
+    w: Rc<Worker>,
+    mut arrivals: mpsc::UnboundedReceiver<Arriving>,
+    mut drain: drain::Watch,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = drain.accept_stopped(drain::Direction::Unspecified) => break,
+            conn = arrivals.recv() => match conn {
+                Some(conn) => match listeners.iter().find(|l| l.config.address == conn.listener) {
+                    Some(l) => {
+                        tokio::task::spawn_local(serve_arriving(
+                            l.clone(),
+                            w.clone(),
+                            conn,
+                            drain.clone(),
+                            alive.clone(),
+                        ));
+                    }
+                    None => tracing::warn!(listener = %conn.listener, "a connection arrived for a listener this generation does not have; closing it"),
+                },
+                None => break,
+            },
+        }
+    }
+}
+
+/// Serve a connection taken over from the previous generation, as if it had been accepted
+/// here (without counting it as a new connection).
+async fn serve_arriving(
+    l: Arc<ListenerShared>,
+    w: Rc<Worker>,
+    conn: Arriving,
+    drain: drain::Watch,
+    alive: mpsc::Sender<()>,
+) {
+    w.handover.count_received();
+    let mut streams = Vec::with_capacity(conn.fds.len());
+    for fd in conn.fds {
+        let std = std::net::TcpStream::from(fd);
+        let stream = std
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(std));
+        match stream {
+            Ok(s) => streams.push(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not use a socket from the previous generation");
+                return;
+            }
+        }
+    }
+    let mut streams = streams.into_iter();
+    let Some(down) = streams.next() else { return };
+    let Ok(remote) = down.peer_addr() else {
+        // The client has gone meanwhile.
+        return;
+    };
+    let local = down.local_addr().unwrap_or(l.config.address);
+    let opened = Instant::now();
+    let ls = &l.listener_stats;
+    let hs = &l.http_stats;
+    ls.downstream_cx_active.inc();
+    ls.server_total_connections.inc();
+    hs.downstream_cx_active.inc();
+    let dconn = drain.connection(drain::Direction::Unspecified);
+    drop(drain);
+    match (conn.kind, streams.next()) {
+        (Kind::Http1, None) => {
+            let io = ServerIo::new(Stream::Plain(down), conn.read_buf);
+            let start = Started {
+                remote,
+                local,
+                tls: false,
+                drain: dconn,
+                alive,
+                idle: conn.idle,
+                requests: conn.requests,
+                fresh: false,
+            };
+            serve_sniffed(&l, w, io, Sniffed::Http1, start).await;
+        }
+        (Kind::Tunnel, Some(up)) => {
+            let info = crate::tunnel::TunnelInfo {
+                listener: l.config.address,
+                peer: remote,
+                upstream: up.peer_addr().unwrap_or(l.config.address),
+                cluster: conn.cluster,
+                requests: conn.requests,
+            };
+            hs.downstream_cx_upgrades_active.inc();
+            crate::tunnel::run_plain(
+                ServerIo::new(Stream::Plain(down), conn.read_buf),
+                ServerIo::new(Stream::Plain(up), Bytes::new()),
+                &w.handover,
+                info,
+            )
+            .await;
+            hs.downstream_cx_upgrades_active.dec();
+            drop((dconn, alive));
+        }
+        _ => tracing::warn!("a connection arrived with the wrong number of sockets; closing it"),
+    }
+    close_unserved(&l, opened);
 }
 
 /// The per-connection hyper service: each request goes to [`crate::proxy::handle`].
@@ -402,51 +605,93 @@ async fn serve_conn(
         }
     };
     if let Some((io, proto)) = sniffed {
-        let counts = io.counts();
-        let ctx = Rc::new(ConnCtx {
+        let start = Started {
             remote,
             local,
-            http2: proto == Sniffed::Http2,
             tls,
-            active: Cell::new(0),
-            last_active: Cell::new(Instant::now()),
-            _alive: alive,
             drain: dconn,
-            upgrade: RefCell::new(None),
-        });
-        let svc = Svc {
-            l: l.clone(),
-            w,
-            c: ctx.clone(),
+            alive,
+            idle: Duration::ZERO,
+            requests: 0,
+            fresh: true,
         };
-        let result = match proto {
-            Sniffed::Http1 => {
-                hs.downstream_cx_http1_total.inc();
-                hs.downstream_cx_http1_active.inc();
-                let r = serve_http1(io, svc, &l, &ctx).await;
-                hs.downstream_cx_http1_active.dec();
-                r
-            }
-            Sniffed::Http2 => {
-                hs.downstream_cx_http2_total.inc();
-                hs.downstream_cx_http2_active.inc();
-                let r = serve_http2(io, svc, &l, &ctx).await;
-                hs.downstream_cx_http2_active.dec();
-                r
-            }
-        };
-        if let Err(e) = result {
-            if e.is_parse() || e.is_parse_too_large() {
-                hs.downstream_cx_protocol_error.inc();
-            }
-            tracing::debug!(%remote, error = %e, "downstream connection ended with an error");
-        }
-        hs.downstream_cx_rx_bytes_total
-            .add(counts.rx.load(std::sync::atomic::Ordering::Relaxed));
-        hs.downstream_cx_tx_bytes_total
-            .add(counts.tx.load(std::sync::atomic::Ordering::Relaxed));
+        serve_sniffed(&l, w, io, proto, start).await;
     }
     close_unserved(&l, opened);
+}
+
+/// What a connection starts with once its protocol is known.
+struct Started {
+    remote: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
+    drain: drain::Conn,
+    alive: mpsc::Sender<()>,
+    /// How long it has been idle (a connection from the previous generation).
+    idle: Duration,
+    requests: u64,
+    /// Accepted here (counted in the `*_total` connection counters), not taken over.
+    fresh: bool,
+}
+
+async fn serve_sniffed(
+    l: &Arc<ListenerShared>,
+    w: Rc<Worker>,
+    io: ServerIo,
+    proto: Sniffed,
+    start: Started,
+) {
+    let hs = &l.http_stats;
+    let counts = io.counts();
+    let remote = start.remote;
+    let now = Instant::now();
+    let ctx = Rc::new(ConnCtx {
+        remote,
+        local: start.local,
+        http2: proto == Sniffed::Http2,
+        tls: start.tls,
+        active: Cell::new(0),
+        last_active: Cell::new(now.checked_sub(start.idle).unwrap_or(now)),
+        requests: Cell::new(start.requests),
+        idle_waker: RefCell::new(None),
+        movable: Cell::new(false),
+        _alive: start.alive,
+        drain: start.drain,
+        upgrade: RefCell::new(None),
+    });
+    let svc = Svc {
+        l: l.clone(),
+        w,
+        c: ctx.clone(),
+    };
+    let result = match proto {
+        Sniffed::Http1 => {
+            if start.fresh {
+                hs.downstream_cx_http1_total.inc();
+            }
+            hs.downstream_cx_http1_active.inc();
+            let r = serve_http1(io, svc, l, &ctx).await;
+            hs.downstream_cx_http1_active.dec();
+            r
+        }
+        Sniffed::Http2 => {
+            hs.downstream_cx_http2_total.inc();
+            hs.downstream_cx_http2_active.inc();
+            let r = serve_http2(io, svc, l, &ctx).await;
+            hs.downstream_cx_http2_active.dec();
+            r
+        }
+    };
+    if let Err(e) = result {
+        if e.is_parse() || e.is_parse_too_large() {
+            hs.downstream_cx_protocol_error.inc();
+        }
+        tracing::debug!(%remote, error = %e, "downstream connection ended with an error");
+    }
+    hs.downstream_cx_rx_bytes_total
+        .add(counts.rx.load(std::sync::atomic::Ordering::Relaxed));
+    hs.downstream_cx_tx_bytes_total
+        .add(counts.tx.load(std::sync::atomic::Ordering::Relaxed));
 }
 
 /// Count a downstream connection's end.
@@ -516,28 +761,124 @@ fn h1_builder(buffer_limit: u32) -> http1::Builder {
     b
 }
 
+/// How hyper's session on an HTTP/1.1 connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum H1End {
+    /// The client closed, an error, or a protocol switch.
+    Done,
+    /// We closed it (idle timeout, drain): a request racing the close may be waiting.
+    Closing,
+    /// Stopped at an idle point for the next generation to take it.
+    Handover,
+}
+
 /// Serve an HTTP/1.1 connection. hyper is polled without its own shutdown so that the socket
-/// comes back to us at the end: for a protocol switch (handed to the tunnel), for a request
-/// that raced an idle close (served once more), and for a lingering close.
+/// comes back to us at the end: for a protocol switch (handed to the tunnel), for the next
+/// generation (moved at an idle point), for a request that raced an idle close (served once
+/// more), and for a lingering close.
 async fn serve_http1(
     io: ServerIo,
     svc: Svc,
     l: &ListenerShared,
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {
-    let mut conn = h1_builder(l.config.per_connection_buffer_limit_bytes)
-        .serve_connection(TokioIo::new(io), svc.clone());
+    let handover = svc.w.handover.clone();
+    let mut reg = if io.is_plain() {
+        handover.register()
+    } else {
+        None
+    };
+    let mut io = io;
+    loop {
+        ctx.movable.set(reg.is_some());
+        let mut conn = h1_builder(l.config.per_connection_buffer_limit_bytes)
+            .serve_connection(TokioIo::new(io), svc.clone());
+        let end = drive_h1(&mut conn, l, ctx, reg.is_some().then_some(&handover)).await?;
+        let parts = conn.into_parts();
+        io = parts.io.into_inner();
+        if let Some(tx) = ctx.upgrade.borrow_mut().take() {
+            ctx.movable.set(false);
+            drop(reg);
+            let _ = tx.send(Upgraded {
+                io,
+                read_buf: parts.read_buf,
+            });
+            return Ok(());
+        }
+        if end == H1End::Handover {
+            match offer_h1(&handover, &mut io, parts.read_buf, l, ctx).await {
+                // The next generation serves it from here on; our copy of the socket closes
+                // without a FIN (theirs keeps it open).
+                None => return Ok(()),
+                Some(read_buf) => {
+                    // Not taken: it stays here, served and drained as usual.
+                    io.prepend(read_buf);
+                    reg = None;
+                    continue;
+                }
+            }
+        }
+        drop(reg);
+        // A request that arrived as we closed an idle connection is answered, with
+        // `Connection: close`, instead of being lost.
+        io.prepend(parts.read_buf);
+        if end == H1End::Closing && io.take_pending().unwrap_or(false) {
+            l.http_stats.downstream_cx_drain_rescued.inc();
+            let mut b = h1_builder(l.config.per_connection_buffer_limit_bytes);
+            b.keep_alive(false);
+            let mut again = b.serve_connection(TokioIo::new(io), svc);
+            std::future::poll_fn(|cx| again.poll_without_shutdown(cx)).await?;
+            io = again.into_parts().io.into_inner();
+        }
+        linger_close(io).await;
+        return Ok(());
+    }
+}
+
+type H1Conn = http1::Connection<TokioIo<ServerIo>, Svc>;
+
+/// Poll hyper until the connection ends, closing it when it idles out or a drain asks, or
+/// (with `handover`, while a successor takes connections) stopping it at its next idle point.
+async fn drive_h1(
+    conn: &mut H1Conn,
+    l: &ListenerShared,
+    ctx: &ConnCtx,
+    handover: Option<&Handover>,
+) -> Result<H1End, hyper::Error> {
     let idle = l.config.http.idle_timeout;
     let far = Duration::from_secs(365 * 24 * 3600);
-    let idle_sleep = tokio::time::sleep(idle.unwrap_or(far));
+    let since = ctx.last_active.get().elapsed();
+    let idle_sleep = tokio::time::sleep(idle.unwrap_or(far).saturating_sub(since));
     tokio::pin!(idle_sleep);
     let mut drain = ctx.drain.clone();
+    let mut modes = handover.map(Handover::subscribe);
     let mut asked = false;
-    let mut closing = false;
-    let result = loop {
+    let mut end = H1End::Done;
+    loop {
+        let moving = modes
+            .as_mut()
+            .is_some_and(|m| *m.borrow_and_update() == Mode::Active);
+        if moving && end == H1End::Done && ctx.active.get() == 0 {
+            // An idle point: hyper finishes what it is writing, reads nothing more, and gives
+            // the socket back with any bytes it read but did not parse.
+            end = H1End::Handover;
+            Pin::new(&mut *conn).graceful_shutdown();
+        }
+        let open = end == H1End::Done;
         tokio::select! {
-            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-            _ = drain.close_requested(), if !asked => {
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                r?;
+                return Ok(end);
+            }
+            changed = async { modes.as_mut()?.changed().await.ok() }, if modes.is_some() && open => {
+                if changed.is_none() || modes.as_ref().is_some_and(|m| *m.borrow() == Mode::Ended) {
+                    // No successor will take it: drained as usual from here.
+                    modes = None;
+                    ctx.movable.set(false);
+                }
+            }
+            _ = idle_point(ctx), if moving && open => {}
+            _ = drain.close_requested(), if !asked && !moving && open => {
                 // Every response from now on carries `Connection: close` (drain_close() is
                 // sticky); an idle connection is closed once it has been idle for the grace.
                 asked = true;
@@ -546,45 +887,74 @@ async fn serve_http1(
                 let wait = DRAIN_IDLE_GRACE.saturating_sub(since);
                 idle_sleep.as_mut().reset(tokio::time::Instant::now() + wait);
             }
-            _ = idle_sleep.as_mut(), if !closing && (asked || idle.is_some()) => {
+            _ = idle_sleep.as_mut(), if open && !moving && (asked || idle.is_some()) => {
                 let limit = if asked { DRAIN_IDLE_GRACE } else { idle.unwrap_or(far) };
                 let since = ctx.last_active.get().elapsed();
                 if ctx.active.get() == 0 && since >= limit {
-                    closing = true;
+                    end = H1End::Closing;
                     if !asked {
                         l.http_stats.downstream_cx_idle_timeout.inc();
                     }
-                    std::pin::Pin::new(&mut conn).graceful_shutdown();
+                    Pin::new(&mut *conn).graceful_shutdown();
                 } else {
                     let next = if ctx.active.get() == 0 { limit - since } else { limit };
                     idle_sleep.as_mut().reset(tokio::time::Instant::now() + next);
                 }
             }
         }
+    }
+}
+
+/// Completes once no request is in progress on the connection.
+fn idle_point(ctx: &ConnCtx) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        if ctx.active.get() == 0 {
+            Poll::Ready(())
+        } else {
+            *ctx.idle_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+}
+
+/// Offer an HTTP/1.1 connection stopped at an idle point to the next generation. `None` when
+/// it was taken; otherwise the bytes read past the last request, to serve here.
+async fn offer_h1(
+    handover: &Handover,
+    io: &mut ServerIo,
+    read_buf: Bytes,
+    l: &ListenerShared,
+    ctx: &ConnCtx,
+) -> Option<Bytes> {
+    // Bytes hyper read but did not parse come first, then any our IO still held.
+    let held = io.take_prefix();
+    let read_buf = if held.is_empty() {
+        read_buf
+    } else {
+        let mut b = bytes::BytesMut::with_capacity(read_buf.len() + held.len());
+        b.extend_from_slice(&read_buf);
+        b.extend_from_slice(&held);
+        b.freeze()
     };
-    result?;
-    let parts = conn.into_parts();
-    let mut io = parts.io.into_inner();
-    if let Some(tx) = ctx.upgrade.borrow_mut().take() {
-        let _ = tx.send(Upgraded {
-            io,
-            read_buf: parts.read_buf,
-        });
-        return Ok(());
+    let fd = match io.dup_plain_socket() {
+        Some(Ok(fd)) => fd,
+        _ => return Some(read_buf),
+    };
+    let leaving = Leaving {
+        kind: Kind::Http1,
+        listener: l.config.address,
+        peer: ctx.remote,
+        read_buf: read_buf.clone(),
+        idle: ctx.last_active.get().elapsed(),
+        requests: ctx.requests.get(),
+        upstream: None,
+        fds: vec![fd],
+    };
+    if handover.offer(leaving).await {
+        None
+    } else {
+        Some(read_buf)
     }
-    // A request that arrived as we closed an idle connection is answered, with
-    // `Connection: close`, instead of being lost.
-    io.prepend(parts.read_buf);
-    if closing && io.take_pending().unwrap_or(false) {
-        l.http_stats.downstream_cx_drain_rescued.inc();
-        let mut b = h1_builder(l.config.per_connection_buffer_limit_bytes);
-        b.keep_alive(false);
-        let mut again = b.serve_connection(TokioIo::new(io), svc);
-        std::future::poll_fn(|cx| again.poll_without_shutdown(cx)).await?;
-        io = again.into_parts().io.into_inner();
-    }
-    linger_close(io).await;
-    Ok(())
 }
 
 /// Close our side, then read and discard what the peer still sends for a short while, so that

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hotrestart_rpc::pb::DrainListeners;
 use hotrestart_rpc::{
     serve, Endpoint, ListenSocketsRequest, Listener, ParentHandler, ParentState, ServeExit,
     ServeOptions, SocketManifest, SocketType,
@@ -98,7 +99,7 @@ impl ParentHandler for TestParent {
             .collect())
     }
 
-    fn drain_listeners(&mut self) -> Result<(), String> {
+    fn drain_listeners(&mut self, _request: &DrainListeners) -> Result<(), String> {
         if self.drained.swap(true, Ordering::AcqRel) {
             return Err("already draining".into());
         }

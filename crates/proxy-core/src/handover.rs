@@ -1,0 +1,387 @@
+//! Live connections moving from a draining generation to its successor: cleartext HTTP/1.1
+//! keep-alive connections between requests and upgrade tunnels idle in both directions.
+//!
+//! This module owns the meeting point between the data plane and whoever carries the sockets
+//! (`proxy-bin`, over the hot restart socket): it knows nothing of the wire.
+//!
+//! Leaving (the old generation): once [`Handover::activate`] is called, every eligible connection
+//! stops at its next idle point and [`Handover::offer`]s duplicates of its sockets with what
+//! the successor needs to continue (bytes read but not parsed, idle time, request count). The
+//! carrier [`Handover::take`]s offers in batches and [`Offer::settle`]s each with the
+//! successor's answer: taken, and the connection's task drops its copy without a FIN (the
+//! successor's copy keeps the socket open); not taken (or the carrier failed), and the
+//! connection resumes here, drained like any other. A connection is *registered* while it could
+//! still be handed over, so the carrier knows when nothing is left ([`Handover::open`]).
+//!
+//! Arriving (the new generation): the carrier turns what it received into [`Arriving`]
+//! connections and passes them to [`crate::server::Adopter::adopt`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shm_stats::{Counter, Store};
+use tokio::sync::{oneshot, watch};
+
+/// Where this generation's hand-over is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Not (yet) handing over: connections are served and drained as usual.
+    Off,
+    /// A successor takes connections: eligible ones stop at their next idle point and move.
+    Active,
+    /// The successor is gone or done: what is left is drained as usual.
+    Ended,
+}
+
+/// What kind of connection moves, which decides its sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// HTTP/1.1 between requests: the downstream socket.
+    Http1,
+    /// An upgrade tunnel idle both ways: the downstream socket, then the upstream one.
+    Tunnel,
+}
+
+/// A connection offered to the successor.
+#[derive(Debug)]
+pub struct Leaving {
+    pub kind: Kind,
+    /// The listener that accepted it (its configured address).
+    pub listener: SocketAddr,
+    pub peer: SocketAddr,
+    /// Bytes read from the client but not parsed (HTTP/1 only).
+    pub read_buf: Bytes,
+    /// How long it had been idle.
+    pub idle: Duration,
+    /// Requests served on it so far.
+    pub requests: u64,
+    /// A tunnel's upstream peer and cluster.
+    pub upstream: Option<(SocketAddr, String)>,
+    /// Duplicates of its sockets, downstream first.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// A connection arriving from the previous generation, with its sockets.
+#[derive(Debug)]
+pub struct Arriving {
+    pub kind: Kind,
+    pub listener: SocketAddr,
+    pub read_buf: Bytes,
+    pub idle: Duration,
+    pub requests: u64,
+    pub cluster: String,
+    /// Downstream first, then (tunnel) upstream.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// An offered connection waiting for the successor's answer.
+#[derive(Debug)]
+pub struct Offer {
+    pub conn: Leaving,
+    reply: oneshot::Sender<bool>,
+}
+
+/// This generation's hand-over state, shared by its workers and the carrier. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Handover {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    enabled: bool,
+    mode: watch::Sender<Mode>,
+    queue: Mutex<VecDeque<Offer>>,
+    /// Signalled when an offer is queued, a registration ends or the mode changes.
+    ready: Condvar,
+    open: AtomicUsize,
+    handed_over: Counter,
+    received: Counter,
+}
+
+/// An eligible connection's place in [`Handover::open`]; dropped when it closes, moves, or
+/// can no longer move.
+#[derive(Debug)]
+pub struct Registration {
+    inner: Arc<Inner>,
+}
+
+// === impl Handover ===
+
+impl Handover {
+    /// `enabled: false` (`--disable-connection-handover`) never activates: every connection is
+    /// drained. Counts in `server.connections_handed_over` and `server.connections_received`.
+    pub fn new(enabled: bool, store: &Store) -> Self {
+        let (mode, _) = watch::channel(Mode::Off);
+        Self {
+            inner: Arc::new(Inner {
+                enabled,
+                mode,
+                queue: Mutex::new(VecDeque::new()),
+                ready: Condvar::new(),
+                open: AtomicUsize::new(0),
+                handed_over: store.counter("server.connections_handed_over"),
+                received: store.counter("server.connections_received"),
+            }),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    /// A successor will take connections. False (nothing changes) when disabled or ended.
+    pub fn activate(&self) -> bool {
+        if !self.inner.enabled {
+            return false;
+        }
+        let changed = self.inner.mode.send_if_modified(|m| {
+            if *m == Mode::Off {
+                *m = Mode::Active;
+                true
+            } else {
+                false
+            }
+        });
+        self.inner.ready.notify_all();
+        changed || self.mode() == Mode::Active
+    }
+
+    /// No successor will take more: queued offers are refused and every connection still here
+    /// is drained as usual.
+    pub fn end(&self) {
+        self.inner.mode.send_replace(Mode::Ended);
+        let queued: Vec<Offer> = self.queue().drain(..).collect();
+        for offer in queued {
+            offer.settle(false);
+        }
+        self.inner.ready.notify_all();
+    }
+
+    pub fn mode(&self) -> Mode {
+        *self.inner.mode.borrow()
+    }
+
+    /// Changes of [`Handover::mode`].
+    pub fn subscribe(&self) -> watch::Receiver<Mode> {
+        self.inner.mode.subscribe()
+    }
+
+    /// Registers an eligible connection; `None` when connections cannot move (disabled, or
+    /// ended).
+    pub fn register(&self) -> Option<Registration> {
+        if !self.inner.enabled || self.mode() == Mode::Ended {
+            return None;
+        }
+        self.inner.open.fetch_add(1, Ordering::AcqRel);
+        Some(Registration {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Registered connections still here (queued offers included).
+    pub fn open(&self) -> usize {
+        self.inner.open.load(Ordering::Acquire)
+    }
+
+    /// Offers `conn` to the successor and waits for the answer: true when taken (the caller
+    /// drops its copy of the sockets without shutting them down), false when it stays here.
+    pub async fn offer(&self, conn: Leaving) -> bool {
+        if self.mode() != Mode::Active {
+            return false;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue().push_back(Offer { conn, reply });
+        self.inner.ready.notify_all();
+        // `end()` may have run between the mode check and the push: it drained the queue
+        // before our offer was in it, so refuse it here.
+        if self.mode() != Mode::Active {
+            let mine: Vec<Offer> = self.queue().drain(..).collect();
+            for offer in mine {
+                offer.settle(false);
+            }
+        }
+        let taken = answer.await.unwrap_or(false);
+        if taken {
+            self.inner.handed_over.inc();
+        }
+        taken
+    }
+
+    /// The carrier's side (blocking; not on a data-plane thread): offers whose sockets add up
+    /// to at most `max_fds`, waiting up to `wait` for a first one. Returns early (possibly
+    /// empty) when nothing registered is left or the hand-over is no longer active.
+    pub fn take(&self, max_fds: usize, wait: Duration) -> Vec<Offer> {
+        let deadline = Instant::now() + wait;
+        let mut queue = self.queue();
+        loop {
+            if !queue.is_empty() || self.open() == 0 || self.mode() != Mode::Active {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            queue = match self.inner.ready.wait_timeout(queue, left) {
+                Ok((q, _)) => q,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        let mut out = Vec::new();
+        let mut fds = 0;
+        while let Some(offer) = queue.front() {
+            let n = offer.conn.fds.len();
+            if fds + n > max_fds {
+                break;
+            }
+            fds += n;
+            out.extend(queue.pop_front());
+        }
+        out
+    }
+
+    /// Counts a connection taken from the previous generation.
+    pub fn count_received(&self) {
+        self.inner.received.inc();
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Offer>> {
+        // A panic while holding the lock cannot leave the queue inconsistent (push/pop only).
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+// === impl Offer ===
+
+impl Offer {
+    /// The successor's answer: `true` if it took the connection.
+    pub fn settle(self, taken: bool) {
+        let _ = self.reply.send(taken);
+    }
+}
+
+// === impl Registration ===
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.inner.open.fetch_sub(1, Ordering::AcqRel);
+        self.inner.ready.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaving(fds: usize) -> Leaving {
+        Leaving {
+            kind: if fds == 2 { Kind::Tunnel } else { Kind::Http1 },
+            listener: "127.0.0.1:1".parse().unwrap(),
+            peer: "127.0.0.1:2".parse().unwrap(),
+            read_buf: Bytes::new(),
+            idle: Duration::ZERO,
+            requests: 0,
+            upstream: None,
+            fds: (0..fds)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().into())
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn offers_wait_for_the_answer_and_batches_respect_max_fds() {
+        let store = Store::new();
+        let h = Handover::new(true, &store);
+        let regs: Vec<_> = (0..3).map(|_| h.register().unwrap()).collect();
+        assert_eq!(h.open(), 3);
+        assert!(!h.offer(leaving(1)).await, "not active yet: stays");
+        assert!(h.activate());
+        let a = tokio::spawn({
+            let h = h.clone();
+            async move { h.offer(leaving(1)).await }
+        });
+        let b = tokio::spawn({
+            let h = h.clone();
+            async move { h.offer(leaving(2)).await }
+        });
+        let taker = h.clone();
+        let batch = tokio::task::spawn_blocking(move || {
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                got.extend(taker.take(3, Duration::from_secs(5)));
+            }
+            got
+        })
+        .await
+        .unwrap();
+        assert_eq!(batch.iter().map(|o| o.conn.fds.len()).sum::<usize>(), 3);
+        let mut it = batch.into_iter();
+        it.next().unwrap().settle(true);
+        it.next().unwrap().settle(false);
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert!(a != b, "one taken, one refused");
+        assert_eq!(store.counter("server.connections_handed_over").value(), 1);
+        drop(regs);
+        assert_eq!(h.open(), 0);
+        // Nothing registered: take returns at once.
+        let started = Instant::now();
+        assert!(h.take(253, Duration::from_secs(30)).is_empty());
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn ending_refuses_what_is_queued_and_what_comes_later() {
+        let store = Store::new();
+        let h = Handover::new(true, &store);
+        let _reg = h.register().unwrap();
+        h.activate();
+        let pending = tokio::spawn({
+            let h = h.clone();
+            async move { h.offer(leaving(1)).await }
+        });
+        while h.queue().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        h.end();
+        assert!(!pending.await.unwrap());
+        assert!(!h.offer(leaving(1)).await);
+        assert!(h.register().is_none());
+        assert!(!h.activate(), "ended stays ended");
+    }
+
+    #[test]
+    fn disabled_never_activates_or_registers() {
+        let h = Handover::new(false, &Store::new());
+        assert!(!h.activate());
+        assert!(h.register().is_none());
+        assert_eq!(h.mode(), Mode::Off);
+    }
+
+    #[test]
+    fn a_dropped_offer_counts_as_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let h = Handover::new(true, &Store::new());
+        let _reg = h.register().unwrap();
+        h.activate();
+        let taker = h.clone();
+        let t = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.is_empty() {
+                got = taker.take(253, Duration::from_secs(5));
+            }
+            drop(got);
+        });
+        assert!(!rt.block_on(h.offer(leaving(1))));
+        t.join().unwrap();
+    }
+}

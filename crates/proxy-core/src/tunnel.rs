@@ -1,0 +1,349 @@
+//! Upgrade tunnels (WebSocket and the like) once both sides have switched protocols: bytes are
+//! copied both ways until both have finished, and — when both ends are cleartext TCP — a tunnel
+//! idle in both directions can move to the next generation with its two sockets.
+//!
+//! The copy is our own rather than `tokio::io::copy_bidirectional` because the hand-over needs
+//! to know that no byte is held in either direction's buffer at the moment the sockets leave.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::handover::{Handover, Kind, Leaving, Mode};
+use crate::io::{ServerIo, Stream};
+
+const BUF: usize = 16 * 1024;
+
+/// Who a tunnel belongs to, for a hand-over's manifest.
+#[derive(Debug, Clone)]
+pub struct TunnelInfo {
+    pub listener: SocketAddr,
+    pub peer: SocketAddr,
+    pub upstream: SocketAddr,
+    pub cluster: String,
+    pub requests: u64,
+}
+
+/// How a tunnel ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Both directions finished (or failed).
+    Closed,
+    /// It moved to the next generation.
+    HandedOver,
+}
+
+/// Copy between the downstream connection and hyper's upgraded upstream connection. A
+/// cleartext upstream is unwrapped to its socket so the tunnel may move; any other is copied
+/// as it is.
+pub async fn run(down: ServerIo, up: Upgraded, handover: &Handover, info: TunnelInfo) -> Ended {
+    match up.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let up = ServerIo::new(Stream::Plain(parts.io.into_inner()), parts.read_buf);
+            run_plain(down, up, handover, info).await
+        }
+        Err(up) => {
+            let mut down = down;
+            let mut up = TokioIo::new(up);
+            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            Ended::Closed
+        }
+    }
+}
+
+/// Copy between two sockets; when both are cleartext and a successor takes connections, stop
+/// at a moment both directions are idle and offer them.
+pub async fn run_plain(
+    mut down: ServerIo,
+    mut up: ServerIo,
+    handover: &Handover,
+    info: TunnelInfo,
+) -> Ended {
+    let mut reg = if down.is_plain() && up.is_plain() {
+        handover.register()
+    } else {
+        None
+    };
+    let mut modes = handover.subscribe();
+    let mut to_up = Pump::new();
+    let mut to_down = Pump::new();
+    let mut last_active = Instant::now();
+    loop {
+        let moving = reg.is_some() && *modes.borrow_and_update() == Mode::Active;
+        let stop = tokio::select! {
+            r = poll_fn(|cx| pump_both(cx, &mut down, &mut up, &mut to_up, &mut to_down, moving, &mut last_active)) => r,
+            changed = modes.changed(), if reg.is_some() => {
+                if changed.is_err() || *modes.borrow() == Mode::Ended {
+                    reg = None;
+                }
+                continue;
+            }
+        };
+        match stop {
+            Stop::Finished => return Ended::Closed,
+            Stop::Idle => {
+                if offer(&mut down, &mut up, handover, &info, last_active.elapsed()).await {
+                    return Ended::HandedOver;
+                }
+                // Not taken: it stays, and is not offered again.
+                reg = None;
+            }
+        }
+    }
+}
+
+async fn offer(
+    down: &mut ServerIo,
+    up: &mut ServerIo,
+    handover: &Handover,
+    info: &TunnelInfo,
+    idle: Duration,
+) -> bool {
+    // Idle means both pumps had read everything their source had yielded, prefixes included.
+    let (dp, upp) = (down.take_prefix(), up.take_prefix());
+    if !dp.is_empty() || !upp.is_empty() {
+        down.prepend(dp);
+        up.prepend(upp);
+        return false;
+    }
+    let fds = match (down.dup_plain_socket(), up.dup_plain_socket()) {
+        (Some(Ok(d)), Some(Ok(u))) => vec![d, u],
+        _ => return false,
+    };
+    handover
+        .offer(Leaving {
+            kind: Kind::Tunnel,
+            listener: info.listener,
+            peer: info.peer,
+            read_buf: Bytes::new(),
+            idle,
+            requests: info.requests,
+            upstream: Some((info.upstream, info.cluster.clone())),
+            fds,
+        })
+        .await
+}
+
+enum Stop {
+    Finished,
+    Idle,
+}
+
+fn pump_both(
+    cx: &mut Context<'_>,
+    down: &mut ServerIo,
+    up: &mut ServerIo,
+    to_up: &mut Pump,
+    to_down: &mut Pump,
+    moving: bool,
+    last_active: &mut Instant,
+) -> Poll<Stop> {
+    let moved = to_up.moved + to_down.moved;
+    let a = to_up.poll(cx, Pin::new(&mut *down), Pin::new(&mut *up));
+    let b = to_down.poll(cx, Pin::new(&mut *up), Pin::new(&mut *down));
+    if to_up.moved + to_down.moved != moved {
+        *last_active = Instant::now();
+    }
+    match (a, b) {
+        (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) => return Poll::Ready(Stop::Finished),
+        (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(Stop::Finished),
+        _ => {}
+    }
+    if moving && to_up.is_idle() && to_down.is_idle() {
+        return Poll::Ready(Stop::Idle);
+    }
+    Poll::Pending
+}
+
+/// One direction of the copy: read into the buffer, write it out, flush; on EOF, shut the
+/// writer down.
+struct Pump {
+    buf: Box<[u8]>,
+    pos: usize,
+    cap: usize,
+    eof: bool,
+    flushed: bool,
+    done: bool,
+    moved: u64,
+}
+
+impl Pump {
+    fn new() -> Self {
+        Self {
+            buf: vec![0; BUF].into_boxed_slice(),
+            pos: 0,
+            cap: 0,
+            eof: false,
+            flushed: true,
+            done: false,
+            moved: 0,
+        }
+    }
+
+    /// Nothing held: the buffer is empty, flushed, and the source has not ended.
+    fn is_idle(&self) -> bool {
+        self.pos == self.cap && self.flushed && !self.eof
+    }
+
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.pos == self.cap && !self.eof {
+                let mut rb = ReadBuf::new(&mut self.buf);
+                match reader.as_mut().poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            self.eof = true;
+                        } else {
+                            self.pos = 0;
+                            self.cap = n;
+                            self.moved += n as u64;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        if !self.flushed {
+                            ready!(writer.as_mut().poll_flush(cx))?;
+                            self.flushed = true;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while self.pos < self.cap {
+                let n = ready!(writer
+                    .as_mut()
+                    .poll_write(cx, &self.buf[self.pos..self.cap]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.pos += n;
+                self.flushed = false;
+            }
+            if self.eof {
+                ready!(writer.as_mut().poll_flush(cx))?;
+                self.flushed = true;
+                ready!(writer.as_mut().poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (c, s)
+    }
+
+    fn info() -> TunnelInfo {
+        TunnelInfo {
+            listener: "127.0.0.1:1".parse().unwrap(),
+            peer: "127.0.0.1:2".parse().unwrap(),
+            upstream: "127.0.0.1:3".parse().unwrap(),
+            cluster: "c".into(),
+            requests: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn copies_both_ways_and_half_closes() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (mut client, down) = pair(&l).await;
+        let (mut origin, up) = pair(&l).await;
+        let h = Handover::new(true, &shm_stats::Store::new());
+        let t = tokio::spawn(async move {
+            run_plain(
+                ServerIo::new(Stream::Plain(down), Bytes::from_static(b"pre:")),
+                ServerIo::new(Stream::Plain(up), Bytes::new()),
+                &h,
+                info(),
+            )
+            .await
+        });
+        client.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 9];
+        origin.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pre:hello");
+        origin.write_all(b"back").await.unwrap();
+        let mut buf = [0u8; 4];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"back");
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        origin.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        origin.shutdown().await.unwrap();
+        assert_eq!(t.await.unwrap(), Ended::Closed);
+    }
+
+    #[tokio::test]
+    async fn an_idle_tunnel_is_offered_and_a_refused_one_keeps_copying() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (mut client, down) = pair(&l).await;
+        let (mut origin, up) = pair(&l).await;
+        let h = Handover::new(true, &shm_stats::Store::new());
+        let h2 = h.clone();
+        let t = tokio::task::spawn(async move {
+            run_plain(
+                ServerIo::new(Stream::Plain(down), Bytes::new()),
+                ServerIo::new(Stream::Plain(up), Bytes::new()),
+                &h2,
+                info(),
+            )
+            .await
+        });
+        while h.open() == 0 {
+            tokio::task::yield_now().await;
+        }
+        h.activate();
+        let taker = h.clone();
+        let offer = tokio::task::spawn_blocking(move || loop {
+            let mut got = taker.take(253, Duration::from_secs(5));
+            if let Some(o) = got.pop() {
+                return o;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(offer.conn.kind, Kind::Tunnel);
+        assert_eq!(offer.conn.fds.len(), 2);
+        offer.settle(false);
+        // Refused: still copying, and not offered again.
+        client.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        origin.read_exact(&mut b).await.unwrap();
+        assert_eq!(h.open(), 0);
+        drop(client);
+        drop(origin);
+        assert_eq!(t.await.unwrap(), Ended::Closed);
+    }
+}
