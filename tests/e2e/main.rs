@@ -11,6 +11,7 @@ mod cli;
 mod drain;
 mod errors;
 mod h2;
+mod handover;
 mod keepalive;
 mod lb;
 mod restart;

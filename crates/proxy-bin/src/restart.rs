@@ -537,6 +537,15 @@ pub fn receive_connections(
             taken.push(conn.is_some());
             arriving.push(conn);
         }
+        if !batch.connections.is_empty() {
+            if let Some(delay) = ack_delay() {
+                tracing::warn!(
+                    delay_ms = delay.as_millis(),
+                    "holding the acknowledgement of taken connections ({ACK_DELAY_ENV}, for tests)"
+                );
+                std::thread::sleep(delay);
+            }
+        }
         // Acknowledged before anything is read from them: until the parent has the answer, the
         // connections are its (it resumes them if this generation dies first).
         if let Err(e) = client.ack_connections(taken) {
@@ -560,6 +569,18 @@ pub fn receive_connections(
         }
     }
     (moved, refused)
+}
+
+/// Fault injection for tests of a failed hand-over: the child holds each batch this long
+/// before acknowledging it (so a test can kill it in between).
+const ACK_DELAY_ENV: &str = "BATON_HANDOVER_ACK_DELAY_MS";
+
+fn ack_delay() -> Option<Duration> {
+    std::env::var(ACK_DELAY_ENV)
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_millis)
 }
 
 fn arriving_connection(

@@ -21,6 +21,21 @@ impl Baton {
     /// Start `baton -c <config> --concurrency 2 --base-id <this chain's> --restart-epoch <epoch>
     /// <extra>` on this generation's ports, without waiting.
     pub fn spawn_epoch(&self, epoch: u32, config: &str, extra: &[&str]) -> Baton {
+        self.spawn_epoch_env(epoch, config, extra, &[])
+    }
+
+    /// As [`Baton::restart`] with environment variables set for the new generation.
+    pub fn restart_env(&self, config: &str, extra: &[&str], env: &[(&str, &str)]) -> Baton {
+        self.spawn_epoch_env(self.epoch + 1, config, extra, env)
+    }
+
+    fn spawn_epoch_env(
+        &self,
+        epoch: u32,
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Baton {
         let dir = TempDir::new("baton-next");
         let text = config
             .replace("{{LISTEN}}", &self.listen.to_string())
@@ -36,6 +51,7 @@ impl Baton {
             .args(["--concurrency", "2", "--base-id", &self.base_id.to_string()])
             .args(["--restart-epoch", &epoch.to_string()])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
