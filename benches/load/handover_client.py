@@ -29,8 +29,10 @@ import json
 import os
 import random
 import resource
+import socket
 import struct
 import sys
+import threading
 import time
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: handover-client\r\n\r\n"
@@ -68,13 +70,17 @@ class Http1(asyncio.Protocol):
         if parsed is not None:
             status, headers, used = parsed
             del self.buf[:used]
-            if "close" in headers.get("connection", "").lower():
-                self.server_said_close = True
             w, self.waiter = self.waiter, None
             if not w.done():
                 w.set_result(status)
+            if "close" in headers.get("connection", "").lower():
+                # As clients do: this connection is done; close our side now.
+                self.server_said_close = True
+                self.transport.close()
 
     def connection_lost(self, exc):
+        if self.closed_at is not None:  # already seen by peer_closed()
+            return
         self.closed_at = now()
         if self.server_said_close:
             self.close_how = "after-connection-close"
@@ -89,12 +95,36 @@ class Http1(asyncio.Protocol):
         """Status code of one GET /; raises on timeout or close."""
         if self.closed_at is not None:
             raise ConnectionError("already closed")
+        how = peer_closed(self.transport)
+        if how:
+            # The server closed it while idle; the loop has not read that yet. A client that
+            # watches its idle connections (most do) would not send on it: not an error.
+            self.closed_at, self.close_how, self.close_idle = now(), how, True
+            raise IdleClosed(how)
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(REQUEST)
         try:
             return await asyncio.wait_for(asyncio.shield(self.waiter), timeout)
         finally:
             self.waiter = None
+
+
+class IdleClosed(ConnectionError):
+    """The server had closed the connection before the client sent on it."""
+
+
+def peer_closed(transport):
+    """"fin" or "reset" when the peer's close already waits in the kernel, else None."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as s:
+            return "fin" if s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"" else None
+    except BlockingIOError:
+        return None
+    except OSError:
+        return "reset"
 
 
 def parse_response(buf):
@@ -285,42 +315,44 @@ def dechunk(data):
         pos = eol + 2 + size + 2
 
 
-async def server_info(port):
-    """(restart_epoch, state) from the admin's /server_info, or None."""
+def server_info(port):
+    """(restart_epoch, state) from the admin's /server_info, or None (blocking, short timeouts)."""
     try:
-        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 0.5)
-    except (OSError, asyncio.TimeoutError):
-        return None
-    try:
-        # HTTP/1.1 (Envoy's admin refuses 1.0); the answer may be chunked.
-        w.write(b"GET /server_info HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        data = await asyncio.wait_for(r.read(), 1.0)
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as c:
+            # HTTP/1.1 (Envoy's admin refuses 1.0); the answer may be chunked.
+            c.sendall(b"GET /server_info HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            c.settimeout(1.0)
+            data = b""
+            while True:
+                got = c.recv(65536)
+                if not got:
+                    break
+                data += got
         head, _, body = data.partition(b"\r\n\r\n")
         if b"chunked" in head.lower():
             body = dechunk(body)
         body = json.loads(body)
         epoch = int(body.get("command_line_options", {}).get("restart_epoch", -1))
         return epoch, body.get("state")
-    except (OSError, ValueError, IndexError, AttributeError, asyncio.TimeoutError):
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
-    finally:
-        w.close()
 
 
-async def monitor(args, marks):
-    """Fills marks["cutover"] and marks["old_exit"] (wall-clock seconds)."""
+def monitor(args, marks):
+    """Thread: fills marks["cutover"] and marks["old_exit"] (wall-clock seconds). A thread, not a
+    task, so that the event loop's work (thousands of probes) does not delay the observations."""
     deadline = marks["go"] + args.exit_timeout
     while now() < deadline:
         if "old_exit" not in marks and pid_gone(args.old_pid):
             marks["old_exit"] = now()
         if "cutover" not in marks:
-            info = await server_info(args.admin)
+            info = server_info(args.admin)
             marks["last_admin_info"] = info
             if info and info[0] == args.epoch and info[1] == "LIVE":
                 marks["cutover"] = now()
         if "cutover" in marks and "old_exit" in marks:
             return
-        await asyncio.sleep(0.005)
+        time.sleep(0.005)
 
 
 async def probe_round(https, wss, stats, tag, spread, timeout):
@@ -337,6 +369,8 @@ async def probe_round(https, wss, stats, tag, spread, timeout):
                 st["last_round"] = tag
                 if p.server_said_close:
                     st["state"], st["why"] = "closed", f"{tag}: Connection: close"
+        except IdleClosed as e:
+            st["state"], st["why"] = "closed", f"{tag}: closed while idle ({e})"
         except (ConnectionError, OSError, asyncio.TimeoutError) as e:
             st["state"], st["why"] = "error", f"{tag}: {type(e).__name__}: {e}"
 
@@ -409,10 +443,11 @@ async def main(args):
         "http": [{"state": "open", "answered": 0, "last_round": None, "why": None} for _ in https],
         "ws": [{"state": "alive", "answered": 0, "last_round": None, "why": None} for _ in wss],
     }
-    mon = asyncio.create_task(monitor(args, marks))
+    mon = threading.Thread(target=monitor, args=(args, marks), daemon=True)
+    mon.start()
     rounds = ["starting"]
     await probe_round(https, wss, stats, "starting", args.spread, args.timeout)
-    while "cutover" not in marks and not mon.done():
+    while "cutover" not in marks and mon.is_alive():
         await asyncio.sleep(0.01)
     if "cutover" in marks:
         for k in range(args.rounds):
@@ -423,7 +458,8 @@ async def main(args):
             settle(https, stats["http"], "closed")
             settle(wss, stats["ws"], "cut")
             await probe_round(https, wss, stats, tag, args.spread, args.timeout)
-    await mon
+    while mon.is_alive():
+        await asyncio.sleep(0.01)
     await asyncio.sleep(args.final_delay)
     settle(https, stats["http"], "closed")
     settle(wss, stats["ws"], "cut")
