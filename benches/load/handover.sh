@@ -277,6 +277,7 @@ stop_gens() {
   # A chain ended by signals may leave its shared memory behind.
   rm -f "/dev/shm/baton_$BATON_ID" "/dev/shm/envoy_shared_memory_$((ENVOY_ID * 10))"
 }
+cleanup_hook() { rm -f "/dev/shm/baton_$BATON_ID" "/dev/shm/envoy_shared_memory_$((ENVOY_ID * 10))"; }
 record_fail() { # record_fail CASE REASON
   log "case $1 FAILED: $2"
   FAILED+=("$1")

@@ -401,6 +401,8 @@ def settle(conns, stats, idle_state):
 def bucket(t, marks):
     if t is None:
         return None
+    if abs(t - marks.get("old_exit", float("inf"))) < 0.05:
+        return "at-old-exit"  # within 50 ms: its sockets closed as it exited
     if t < marks.get("cutover", float("inf")):
         return "before-cutover"
     if t < marks.get("old_exit", float("inf")):

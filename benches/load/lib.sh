@@ -3,7 +3,8 @@
 # (bind-probe of port 0 on 127.0.0.1), starting processes in the background and stopping every
 # one of them by pid (TERM, KILL after 5 s) on any exit, readiness polling.
 # The sourcing script provides: WORK (work dir, removed on exit unless KEEP=1), KEEP, PIDS (array
-# of started pids), READY_TIMEOUT (seconds), and calls install_cleanup once WORK exists.
+# of started pids), READY_TIMEOUT (seconds), and calls install_cleanup once WORK exists; it may
+# define cleanup_hook, run on exit once every process is stopped.
 # shellcheck shell=bash
 
 LOG_TAG=${LOG_TAG:-load}
@@ -105,6 +106,7 @@ cleanup() {
     mapfile -t -O "${#all[@]}" all < <(descendants "$p")
   done
   ((${#all[@]})) && stop_pids "${all[@]}"
+  if declare -F cleanup_hook >/dev/null; then cleanup_hook; fi
   if [[ $KEEP -eq 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
   exit "$rc"
 }
