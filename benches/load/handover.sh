@@ -436,10 +436,14 @@ for r in rows:
           f"{r['final_answered_http']} keep-alive, {r['final_answered_ws']} WebSockets")
     if r.get("keepalive_closed_detail"):
         print(f"  keep-alive closed (when/how): {r['keepalive_closed_detail']}")
+    if r.get("keepalive_closed_ms_after_cutover"):
+        print(f"  keep-alive closes, ms after cutover: {r['keepalive_closed_ms_after_cutover']}")
     if r.get("keepalive_error_samples"):
         print(f"  keep-alive errors: {'; '.join(r['keepalive_error_samples'])}")
     if r.get("ws_cut_detail"):
         print(f"  WebSockets cut (when/how): {r['ws_cut_detail']}")
+    if r.get("ws_cut_ms_after_cutover"):
+        print(f"  WebSocket cuts, ms after cutover: {r['ws_cut_ms_after_cutover']}")
     if r.get("ws_cut_samples"):
         print(f"  WebSocket cuts: {'; '.join(r['ws_cut_samples'])}")
     if r.get("old_exit") is None:

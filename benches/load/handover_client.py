@@ -481,6 +481,19 @@ async def main(args):
                 h[key] = h.get(key, 0) + 1
         return h
 
+    def close_times(conns, sts, states):
+        """ms after cutover at which those connections closed: min, median, max."""
+        if "cutover" not in marks:
+            return None
+        ts = sorted(
+            (p.closed_at - marks["cutover"]) * 1000
+            for p, s in zip(conns, sts)
+            if s["state"] in states and p.closed_at is not None
+        )
+        if not ts:
+            return None
+        return {"min": round(ts[0], 1), "median": round(ts[len(ts) // 2], 1), "max": round(ts[-1], 1)}
+
     errors = [s["why"] for s in stats["http"] if s["state"] == "error"]
     cuts = [s["why"] for s in stats["ws"] if s["state"] == "cut"]
     out.update(
@@ -495,6 +508,8 @@ async def main(args):
             "ws_alive": count(stats["ws"], "alive"),
             "ws_cut": len(cuts),
             "ws_cut_detail": close_hist(wss, stats["ws"], "cut"),
+            "keepalive_closed_ms_after_cutover": close_times(https, stats["http"], ("closed", "error")),
+            "ws_cut_ms_after_cutover": close_times(wss, stats["ws"], ("cut",)),
             "ws_cut_samples": sorted(set(cuts))[:5],
             "final_answered_http": sum(1 for s in stats["http"] if s["last_round"] == "final"),
             "final_answered_ws": sum(1 for s in stats["ws"] if s["last_round"] == "final"),
