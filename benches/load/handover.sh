@@ -366,7 +366,7 @@ run_case() { # run_case CASE
   local t0
   t0=$(date +%s.%N)
   start_gen "$cs" 1
-  echo "$t0" >"$go.tmp"
+  echo "$t0 $LAST_PID" >"$go.tmp"
   mv "$go.tmp" "$go"
   log "case $cs: generation 1 started; the client probes until the old generation exits" \
     "(at most $((parent + 30)) s)"
@@ -387,6 +387,11 @@ res.update({"case": case, "parent_shutdown_time_s": int(parent), "counters": jso
 res.update(json.loads(timings))
 print(json.dumps(res))
 EOF
+  if ! python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if "failed" not in r and r.get("cutover") else 1)' \
+    "$(tail -n 1 "$RESULTS")"; then
+    log "case $cs: no result, or generation 1 never served (logs: $WORK/$cs-e1.log, $WORK/$cs.client.log)"
+    FAILED+=("$cs")
+  fi
   stop_gens
   local p keep=()
   for p in "${PIDS[@]}"; do [[ $p == "$client_pid" ]] || keep+=("$p"); done
@@ -432,7 +437,7 @@ for r in rows:
     print(f"  opened {r['keepalive_opened']}/{r['keepalive_wanted']} keep-alive, "
           f"{r['websockets_opened']}/{r['websockets_wanted']} WebSockets in {r['setup_s']} s"
           f" (setup errors {r['setup_errors']}{': ' + '; '.join(r['setup_error_samples']) if r['setup_error_samples'] else ''})")
-    print(f"  answered in the final round (after the old generation exited): "
+    print(f"  answered in the final round (after the old generation exited, or the wait ended): "
           f"{r['final_answered_http']} keep-alive, {r['final_answered_ws']} WebSockets")
     if r.get("keepalive_closed_detail"):
         print(f"  keep-alive closed (when/how): {r['keepalive_closed_detail']}")
@@ -446,6 +451,9 @@ for r in rows:
         print(f"  WebSocket cuts, ms after cutover: {r['ws_cut_ms_after_cutover']}")
     if r.get("ws_cut_samples"):
         print(f"  WebSocket cuts: {'; '.join(r['ws_cut_samples'])}")
+    if r.get("cutover") is None:
+        why = " (it exited)" if r.get("new_generation_exited_before_serving") else ""
+        print(f"  generation 1 never reported restart epoch 1 and LIVE on the admin's /server_info{why}")
     if r.get("old_exit") is None:
         print(f"  the old generation had not exited when the client stopped waiting")
     if "log_start_to_serving_ms" in r:

@@ -12,6 +12,9 @@ cutover + 0, 0.5, 1, 1.5, 2 s (each connection at a random moment of the round, 
 spread) and a final round once the old generation exited (or --exit-timeout passed). A probe is
 one more request on the same TCP connection, or one more echo on the same WebSocket.
 
+The script writes "<start time> <pid of the new generation>" to GO_FILE; a new generation that
+exits before it serves ends the wait.
+
 Every keep-alive connection ends up as one of:
   open    every probe answered on the same TCP connection (moved, or still served by the old
           generation), still open at the end;
@@ -345,6 +348,9 @@ def monitor(args, marks):
     while now() < deadline:
         if "old_exit" not in marks and pid_gone(args.old_pid):
             marks["old_exit"] = now()
+        if "cutover" not in marks and "new_pid" in marks and pid_gone(marks["new_pid"]):
+            marks["new_failed"] = now()  # the new generation exited before it served
+            return
         if "cutover" not in marks:
             info = server_info(args.admin)
             marks["last_admin_info"] = info
@@ -436,10 +442,12 @@ async def main(args):
             print(json.dumps(out))
             return 1
     marks = {"go": now()}
-    try:  # the script writes the time it started the new generation
+    try:  # the script writes the time it started the new generation, and its pid
         with open(args.go_file) as f:
-            marks["go"] = min(marks["go"], float(f.read().strip()))
-    except (OSError, ValueError):
+            fields = f.read().split()
+        marks["go"] = min(marks["go"], float(fields[0]))
+        marks["new_pid"] = int(fields[1])
+    except (OSError, ValueError, IndexError):
         pass
     stats = {
         "http": [{"state": "open", "answered": 0, "last_round": None, "why": None} for _ in https],
@@ -517,6 +525,7 @@ async def main(args):
             "cutover": marks.get("cutover"),
             "old_exit": marks.get("old_exit"),
             "last_admin_info": marks.get("last_admin_info"),
+            "new_generation_exited_before_serving": "new_failed" in marks,
         }
     )
     if marks.get("cutover") and marks.get("old_exit"):
