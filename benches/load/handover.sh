@@ -312,8 +312,12 @@ EOF
 }
 
 # baton_counters: JSON of the handover counters from the new generation's admin /stats.
+# Falls back to `baton stats --base-id` (the shared region) when the admin does not answer.
 baton_counters() {
-  curl -s --max-time 5 "http://127.0.0.1:$BATON_ADMIN/stats" 2>/dev/null | python3 -c '
+  {
+    curl -sf --max-time 5 "http://127.0.0.1:$BATON_ADMIN/stats" 2>/dev/null ||
+      timeout 10 "$BATON_BIN" stats --base-id "$BATON_ID" 2>/dev/null || true
+  } | python3 -c '
 import json, sys
 want = ("server.connections_handed_over", "server.connections_received",
         "server.total_connections", "server.parent_connections")
