@@ -11,6 +11,9 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+LOG_TAG=tls
+# shellcheck source=benches/load/lib.sh
+source "$HERE/lib.sh"
 
 DURATION=10
 CONNECTIONS=50
@@ -29,11 +32,6 @@ usage: benches/load/tls.sh [--duration SECS] [--connections N] [--warmup SECS] [
   --keep            keep the work dir (configs, logs, wrk output)
 EOF
 }
-die() {
-  printf '[tls] error: %s\n' "$*" >&2
-  exit 1
-}
-log() { printf '[tls] %s\n' "$*" >&2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -50,7 +48,6 @@ for v in DURATION CONNECTIONS WARMUP; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v,,} must be a whole number, got '${!v}'"
 done
 
-export PATH="$PATH:/usr/sbin:/sbin"
 for c in nginx wrk openssl curl python3 taskset; do
   command -v "$c" >/dev/null 2>&1 || die "$c is needed (Debian: nginx-light, wrk, openssl, curl, python3, util-linux)"
 done
@@ -65,76 +62,8 @@ fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-tls.XXXXXX")
 PIDS=()
-alive() {
-  local st
-  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $st && $st != Z ]]
-}
-descendants() {
-  local c
-  for c in $(pgrep -P "$1" 2>/dev/null || true); do
-    echo "$c"
-    descendants "$c"
-  done
-}
-stop_pids() {
-  local p any i
-  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
-  for ((i = 0; i < 50; i++)); do
-    any=0
-    for p in "$@"; do alive "$p" && any=1; done
-    ((any)) || break
-    sleep 0.1
-  done
-  for p in "$@"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "$@"; do wait "$p" 2>/dev/null || true; done
-}
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  local p all=()
-  for p in "${PIDS[@]}"; do
-    all+=("$p")
-    mapfile -t -O "${#all[@]}" all < <(descendants "$p")
-  done
-  ((${#all[@]})) && stop_pids "${all[@]}"
-  if [[ $KEEP -eq 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-start_bg() { # start_bg NAME CMD...: on CPU 0, output to $WORK/NAME.log; pid in LAST_PID
-  local name=$1
-  shift
-  taskset -c 0 "$@" >"$WORK/$name.log" 2>&1 </dev/null &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID")
-}
-read -r ORIGIN_PORT BATON_PORT BATON_ADMIN NGINX_PORT <<<"$(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(4):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)"
-wait_ready() { # wait_ready PID URL [curl args]
-  local pid=$1 url=$2 deadline code
-  shift 2
-  deadline=$(($(date +%s) + READY_TIMEOUT))
-  while (($(date +%s) < deadline)); do
-    alive "$pid" || return 1
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url" 2>/dev/null) || true
-    [[ $code == 200 ]] && return 0
-    sleep 0.1
-  done
-  return 1
-}
+install_cleanup
+read -r ORIGIN_PORT BATON_PORT BATON_ADMIN NGINX_PORT <<<"$(free_ports 4)"
 
 log "work dir: $WORK; ports origin=$ORIGIN_PORT baton=$BATON_PORT nginx=$NGINX_PORT"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
