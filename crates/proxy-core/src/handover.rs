@@ -16,11 +16,14 @@
 //! Arriving (the new generation): the carrier turns what it received into [`Arriving`]
 //! connections and passes them to [`crate::server::Adopter::adopt`].
 
-use std::collections::VecDeque;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -256,6 +259,101 @@ impl Handover {
             .queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One worker thread's copy of [`Handover::mode`], for its connections: a connection waiting for
+/// the mode to change costs a `Cell` read per poll (a watch receiver each would cost a lock),
+/// and registers its waker once.
+#[derive(Debug)]
+pub struct WorkerModes {
+    mode: Cell<Mode>,
+    next_id: Cell<u64>,
+    waiting: RefCell<HashMap<u64, Waker>>,
+}
+
+/// A connection's registration with its worker's [`WorkerModes`]; removed on drop.
+#[derive(Debug)]
+pub struct ModeWaiter {
+    modes: Rc<WorkerModes>,
+    id: u64,
+    registered: Cell<bool>,
+}
+
+// === impl WorkerModes ===
+
+impl WorkerModes {
+    pub fn new(handover: &Handover) -> Rc<Self> {
+        Rc::new(Self {
+            mode: Cell::new(handover.mode()),
+            next_id: Cell::new(0),
+            waiting: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Keeps this copy in step with `handover` (a task on the worker's thread; runs until the
+    /// runtime ends).
+    pub async fn follow(self: Rc<Self>, handover: Handover) {
+        let mut rx = handover.subscribe();
+        loop {
+            let mode = *rx.borrow_and_update();
+            if mode != self.mode.get() {
+                self.mode.set(mode);
+                for waker in self.waiting.borrow().values() {
+                    waker.wake_by_ref();
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode.get()
+    }
+
+    pub fn waiter(self: &Rc<Self>) -> ModeWaiter {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        ModeWaiter {
+            modes: self.clone(),
+            id,
+            registered: Cell::new(false),
+        }
+    }
+}
+
+// === impl ModeWaiter ===
+
+impl ModeWaiter {
+    pub fn mode(&self) -> Mode {
+        self.modes.mode.get()
+    }
+
+    /// Ready with the mode once it differs from `seen`. The task's waker is kept from the first
+    /// poll (a task's waker does not change between polls).
+    pub fn poll_change(&self, cx: &mut Context<'_>, seen: Mode) -> Poll<Mode> {
+        let now = self.modes.mode.get();
+        if now != seen {
+            return Poll::Ready(now);
+        }
+        if !self.registered.get() {
+            self.registered.set(true);
+            self.modes
+                .waiting
+                .borrow_mut()
+                .insert(self.id, cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for ModeWaiter {
+    fn drop(&mut self) {
+        if self.registered.get() {
+            self.modes.waiting.borrow_mut().remove(&self.id);
+        }
     }
 }
 

@@ -86,7 +86,7 @@ pub async fn handle(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS
         && c.drain.drain_close()
         && !c.http2
-        && !(c.movable.get() && w.handover.mode() == crate::handover::Mode::Active)
+        && !(c.movable.get() && w.modes.mode() == crate::handover::Mode::Active)
     {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -31,7 +31,7 @@ use crate::body::ProxyBody;
 use crate::cluster::{ClusterManager, WorkerLb};
 use crate::config::{self, Bootstrap, CodecType};
 use crate::error::BuildError;
-use crate::handover::{Arriving, Handover, Kind, Leaving, Mode};
+use crate::handover::{Arriving, Handover, Kind, Leaving, Mode, WorkerModes};
 use crate::io::{ServerIo, Sniffed, Stream};
 use crate::router::Router;
 use crate::stats::{CodeCounters, HttpStats, ListenerStats};
@@ -70,6 +70,8 @@ pub struct Worker {
     pub codes: Vec<CodeCounters>,
     /// This generation's hand-over of live connections to its successor.
     pub handover: Handover,
+    /// This thread's copy of the hand-over's mode, which its connections wait on.
+    pub modes: Rc<WorkerModes>,
 }
 
 /// One downstream connection, shared by the requests on it.
@@ -329,8 +331,10 @@ fn run_worker(
                 .map(|_| CodeCounters::default())
                 .collect(),
             clusters,
+            modes: WorkerModes::new(&handover),
             handover,
         });
+        tokio::task::spawn_local(worker.modes.clone().follow(worker.handover.clone()));
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         tokio::task::spawn_local(adopt_loop(
             listeners.iter().map(|(l, _)| l.clone()).collect(),
@@ -793,7 +797,8 @@ async fn serve_http1(
         ctx.movable.set(reg.is_some());
         let mut conn = h1_builder(l.config.per_connection_buffer_limit_bytes)
             .serve_connection(TokioIo::new(io), svc.clone());
-        let end = drive_h1(&mut conn, l, ctx, reg.is_some().then_some(&handover)).await?;
+        let waiter = reg.as_ref().map(|_| svc.w.modes.waiter());
+        let end = drive_h1(&mut conn, l, ctx, waiter).await?;
         let parts = conn.into_parts();
         io = parts.io.into_inner();
         if let Some(tx) = ctx.upgrade.borrow_mut().take() {
@@ -843,7 +848,7 @@ async fn drive_h1(
     conn: &mut H1Conn,
     l: &ListenerShared,
     ctx: &ConnCtx,
-    handover: Option<&Handover>,
+    mut modes: Option<crate::handover::ModeWaiter>,
 ) -> Result<H1End, hyper::Error> {
     let idle = l.config.http.idle_timeout;
     let far = Duration::from_secs(365 * 24 * 3600);
@@ -851,13 +856,11 @@ async fn drive_h1(
     let idle_sleep = tokio::time::sleep(idle.unwrap_or(far).saturating_sub(since));
     tokio::pin!(idle_sleep);
     let mut drain = ctx.drain.clone();
-    let mut modes = handover.map(Handover::subscribe);
     let mut asked = false;
     let mut end = H1End::Done;
     loop {
-        let moving = modes
-            .as_mut()
-            .is_some_and(|m| *m.borrow_and_update() == Mode::Active);
+        let mode = modes.as_ref().map_or(Mode::Off, |m| m.mode());
+        let moving = mode == Mode::Active;
         if moving && end == H1End::Done && ctx.active.get() == 0 {
             // An idle point: hyper finishes what it is writing, reads nothing more, and gives
             // the socket back with any bytes it read but did not parse.
@@ -870,8 +873,11 @@ async fn drive_h1(
                 r?;
                 return Ok(end);
             }
-            changed = async { modes.as_mut()?.changed().await.ok() }, if modes.is_some() && open => {
-                if changed.is_none() || modes.as_ref().is_some_and(|m| *m.borrow() == Mode::Ended) {
+            changed = std::future::poll_fn(|cx| match &modes {
+                Some(m) => m.poll_change(cx, mode),
+                None => Poll::Pending,
+            }), if modes.is_some() && open => {
+                if changed == Mode::Ended {
                     // No successor will take it: drained as usual from here.
                     modes = None;
                     ctx.movable.set(false);
