@@ -142,9 +142,9 @@ restart_mode() {
   : >"$WORK/baton-timings.txt"
   printf '\n%-7s %-14s %9s %9s %9s %9s\n' proxy load restarts errors served "vs-none"
   for proxy in "${proxies[@]}"; do
-    tools=(wrk-keepalive wrk-close)
-    [[ $proxy != nginx ]] && tools+=(h2load)
+    read -r -a tools <<<"${RESTART_TOOLS:-wrk-keepalive wrk-close h2load}"
     for tool in "${tools[@]}"; do
+      [[ $proxy == nginx && $tool == h2load ]] && continue
       log "restart mode: $proxy $tool: no-restart run, then $RESTARTS restarts ${INTERVAL}s apart"
       read -r base _ <<<"$(restart_run "$proxy" "$tool" 0)"
       read -r got err <<<"$(restart_run "$proxy" "$tool" "$RESTARTS")"
