@@ -1,21 +1,43 @@
 # benches/load/restart-mode.sh: the `--restart` mode of run.sh (sourced by it, not run alone).
 # Under wrk keep-alive, wrk Connection: close and h2load (Baton and Envoy), each proxy is
 # restarted RESTARTS times INTERVAL s apart: Baton by hot restart (same --base-id, the next
-# --restart-epoch), Envoy by its hot restart (same flags, --drain-time-s 1
-# --parent-shutdown-time-s 3), nginx by SIGHUP to its master. Prints the errors (wrk socket errors
-# + non-2xx, h2load failed/errored), the requests served against a run of the same length with no
-# restart, and for Baton the time from starting epoch K+1 to it serving and how long epoch K lived
-# after that (from the "restart phase" log lines). Note: h2load does not reconnect after a GOAWAY,
-# so its "served" column under restarts mostly measures how soon its connections were closed.
+# --restart-epoch), Envoy by its hot restart (same flags, --drain-time-s RESTART_DRAIN_S
+# --parent-shutdown-time-s RESTART_DRAIN_S+2), nginx by SIGHUP to its master. Prints the errors
+# (wrk socket errors + non-2xx; h2load "failed", which already includes its "errored" and
+# "timeout", plus streams started but never done), the requests served against a run of the same length with no restart, and for
+# Baton the time from starting epoch K+1 to it serving and how long epoch K lived after that
+# (from the "restart phase" log lines).
+#
+# h2load never reconnects an HTTP/2 connection after a GOAWAY (nghttp2 refuses new streams on
+# it and h2load gives the connection up), so one h2load would only see the first restart: under
+# restarts a fresh h2load starts 1 s before each restart and runs until the next one starts.
+#
+# Env: RESTART_TOOLS (default "wrk-keepalive wrk-close h2load") picks the loads;
+# RESTART_DRAIN_S (default 1) the drain time, e.g. 3 with --interval 2 for restarts closer
+# together than the drain.
 
-RESTART_DRAIN_S=1
-RESTART_PARENT_S=3
+RESTART_DRAIN_S=${RESTART_DRAIN_S:-1}
+[[ $RESTART_DRAIN_S =~ ^[0-9]+$ ]] || die "RESTART_DRAIN_S must be a whole number"
+RESTART_PARENT_S=$((RESTART_DRAIN_S + 2))
 
-# parse_load TOOL FILE: "requests errors"
+# parse_load TOOL RESTARTED FILE...: "requests errors", summed over the files.
 parse_load() {
-  python3 - "$1" "$2" <<'EOF'
+  local tool=$1 restarted=$2 f req=0 err=0 r e
+  shift 2
+  for f in "$@"; do
+    read -r r e <<<"$(parse_one "$tool" "$f" "$restarted")"
+    if ((e < 0 || err < 0)); then err=-1; else err=$((err + e)); fi
+    req=$((req + r))
+  done
+  echo "$req $err"
+}
+
+# parse_one TOOL FILE RESTARTED: "requests errors" of one run; errors -1 when the summary is
+# missing.
+parse_one() {
+  python3 - "$1" "$2" "$3" <<'EOF'
 import re, sys
-tool, text = sys.argv[1], open(sys.argv[2]).read()
+tool, text, restarted = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3] == "1"
 if tool == "wrk":
     m = re.search(r"(\d+) requests in", text)
     req = int(m.group(1)) if m else 0
@@ -28,10 +50,15 @@ if tool == "wrk":
         err += int(m.group(1))
     print(req, err)
 else:
+    # "errored" (stream closed with an error) and "timeout" are subsets of "failed" (which also
+    # counts non-2xx answers): adding them up would count one lost request two or three times.
+    # Streams cut by a connection closing under them are in none of these (h2load drops them
+    # silently): they are "started" but not "done". Under restarts every h2load runs past the
+    # drain window, so by its end each connection has been drained and nothing is in flight.
     m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text)
     if m:
         g = [int(x) for x in m.groups()]
-        print(g[3], g[4] + g[5] + g[6])
+        print(g[3], g[4] + (g[1] - g[2] if restarted else 0))
     else:
         print(0, -1)
 EOF
@@ -84,27 +111,49 @@ stop_gens() {
 
 # restart_run PROXY TOOL RESTARTS: one run; prints "requests errors".
 restart_run() {
-  local proxy=$1 tool=$2 n=$3 port secs out master k
+  local proxy=$1 tool=$2 n=$3 port secs out master k d outs=() pids=() p
   port=$(proxy_port "$proxy")
   secs=$((RESTARTS * INTERVAL + 2))
   out="$WORK/restart-$proxy-$tool-$n.txt"
-  rm -f "$WORK"/baton-e*.log
+  rm -f "$WORK"/baton-e*.log "$out"*
   start_gen "$proxy" 0
   master=$LAST_PID
   wait_ready "$master" "http://127.0.0.1:$port/" || { echo "0 -1"; stop_gens; return; }
-  load_bg "$tool" "$port" "$secs" "$out"
-  sleep 1
-  for ((k = 1; k <= n; k++)); do
-    case "$proxy" in
-      nginx) kill -HUP "$master" ;;
-      *) start_gen "$proxy" "$k" ;;
-    esac
-    sleep "$INTERVAL"
-  done
-  wait "$LOAD_PID" || true
+  if [[ $tool == h2load && $n -gt 0 ]]; then
+    # One h2load per restart (see the top of this file), each running past the drain window
+    # of its restart (once its connections are drained it is idle, so runs may overlap).
+    for ((k = 1; k <= n; k++)); do
+      d=$((INTERVAL > RESTART_DRAIN_S + 2 ? INTERVAL : RESTART_DRAIN_S + 2))
+      ((k == n && d < INTERVAL + 2)) && d=$((INTERVAL + 2))
+      load_bg "$tool" "$port" "$d" "$out.$k"
+      pids+=("$LOAD_PID")
+      outs+=("$out.$k")
+      sleep 1
+      restart_one "$proxy" "$k" "$master"
+      ((INTERVAL > 1)) && sleep $((INTERVAL - 1))
+    done
+  else
+    load_bg "$tool" "$port" "$secs" "$out"
+    pids+=("$LOAD_PID")
+    outs+=("$out")
+    sleep 1
+    for ((k = 1; k <= n; k++)); do
+      restart_one "$proxy" "$k" "$master"
+      sleep "$INTERVAL"
+    done
+  fi
+  for p in "${pids[@]}"; do wait "$p" || true; done
   [[ $proxy == baton && $n -gt 0 ]] && baton_timings "$n" >>"$WORK/baton-timings.txt"
   stop_gens
-  parse_load "${tool%%-*}" "$out"
+  parse_load "${tool%%-*}" "$((n > 0 ? 1 : 0))" "${outs[@]}"
+}
+
+# restart_one PROXY K MASTER: the K-th restart.
+restart_one() {
+  case "$1" in
+    nginx) kill -HUP "$3" ;;
+    *) start_gen "$1" "$2" ;;
+  esac
 }
 
 # baton_timings N: per epoch K+1, ms from "starting" to "serving", and ms epoch K lived after.
@@ -142,9 +191,9 @@ restart_mode() {
   : >"$WORK/baton-timings.txt"
   printf '\n%-7s %-14s %9s %9s %9s %9s\n' proxy load restarts errors served "vs-none"
   for proxy in "${proxies[@]}"; do
-    tools=(wrk-keepalive wrk-close)
-    [[ $proxy != nginx ]] && tools+=(h2load)
+    read -r -a tools <<<"${RESTART_TOOLS:-wrk-keepalive wrk-close h2load}"
     for tool in "${tools[@]}"; do
+      [[ $proxy == nginx && $tool == h2load ]] && continue
       log "restart mode: $proxy $tool: no-restart run, then $RESTARTS restarts ${INTERVAL}s apart"
       read -r base _ <<<"$(restart_run "$proxy" "$tool" 0)"
       read -r got err <<<"$(restart_run "$proxy" "$tool" "$RESTARTS")"

@@ -15,6 +15,7 @@ pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod h2_drain;
 pub mod handover;
 pub mod headers;
 pub mod io;

@@ -31,6 +31,7 @@ use crate::body::ProxyBody;
 use crate::cluster::{ClusterManager, WorkerLb};
 use crate::config::{self, Bootstrap, CodecType};
 use crate::error::BuildError;
+use crate::h2_drain::{DrainCtl, H2Io};
 use crate::handover::{Arriving, Handover, Kind, Leaving, Mode, WorkerModes};
 use crate::io::{ServerIo, Sniffed, Stream};
 use crate::router::Router;
@@ -980,37 +981,59 @@ async fn linger_close(mut io: ServerIo) {
     }
 }
 
-/// Serve an HTTP/2 connection; a drain sends GOAWAY and keeps reading until every open
-/// stream has finished.
+/// How long a draining HTTP/2 connection waits for the client's answer to its drain PING before
+/// sending GOAWAY anyway (see [`crate::h2_drain`]); responses are held meanwhile.
+const H2_DRAIN_PING_WAIT: Duration = Duration::from_secs(1);
+
+/// Serve an HTTP/2 connection. A drain first makes sure the client has processed every response
+/// already sent (a PING round trip, holding our writes), then sends GOAWAY(2^31-1) and lets
+/// hyper's graceful shutdown finish the connection: it keeps reading until every open stream
+/// has finished. See [`crate::h2_drain`].
 async fn serve_http2(
     io: ServerIo,
     svc: Svc,
     l: &ListenerShared,
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {
+    let ctl = DrainCtl::new();
     let conn = http2::Builder::new(LocalExec)
         .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(io), svc);
+        .serve_connection(TokioIo::new(H2Io::new(io, ctl.clone())), svc);
     tokio::pin!(conn);
     let idle = l.config.http.idle_timeout;
     let far = Duration::from_secs(365 * 24 * 3600);
     let idle_sleep = tokio::time::sleep(idle.unwrap_or(far));
     tokio::pin!(idle_sleep);
+    let ping_wait = tokio::time::sleep(far);
+    tokio::pin!(ping_wait);
     let mut drain = ctx.drain.clone();
     let mut closing = false;
+    let mut shut = false;
     loop {
         tokio::select! {
             r = conn.as_mut() => return r,
             _ = drain.close_requested(), if !closing => {
                 closing = true;
                 l.http_stats.downstream_cx_drain_close.inc();
+                ctl.start();
+                ping_wait.as_mut().reset(tokio::time::Instant::now() + H2_DRAIN_PING_WAIT);
+            }
+            _ = ctl.released(), if closing && !shut => {
+                shut = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            _ = ping_wait.as_mut(), if closing && !shut => {
+                // No answer to the PING: the GOAWAY goes out at the next frame boundary, and
+                // `released` follows.
+                ctl.hurry();
+                ping_wait.as_mut().reset(tokio::time::Instant::now() + far);
             }
             _ = idle_sleep.as_mut(), if !closing && idle.is_some() => {
                 let idle = idle.unwrap_or(far);
                 let since = ctx.last_active.get().elapsed();
                 if ctx.active.get() == 0 && since >= idle {
                     closing = true;
+                    shut = true;
                     l.http_stats.downstream_cx_idle_timeout.inc();
                     conn.as_mut().graceful_shutdown();
                 } else {
