@@ -45,24 +45,49 @@ def now():
     return time.time()
 
 
-class Http1(asyncio.Protocol):
-    """A keep-alive connection: one request at a time, responses with Content-Length or chunked."""
+class Conn(asyncio.Protocol):
+    """What both kinds of connection share: the transport, a receive buffer, the one answer
+    waited for, and how and when the connection closed."""
 
     def __init__(self):
         self.transport = None
         self.buf = bytearray()
-        self.waiter = None  # future of the outstanding request, if any
+        self.waiter = None  # future of the outstanding request / echo, if any
         self.closed_at = None
-        self.close_how = None  # "fin" / "reset" / "after-connection-close"
-        self.close_idle = None  # True when it closed with no request outstanding
-        self.unsolicited = 0  # bytes received with no request outstanding
-        self.server_said_close = False
+        self.close_how = None  # "fin" / "reset" (Http1 also: "after-connection-close")
+        self.close_idle = None  # True when it closed with nothing outstanding
         self.connected = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport):
         self.transport = transport
         if not self.connected.done():
             self.connected.set_result(True)
+
+    async def _wait(self, timeout):
+        """The answer to what the caller writes right after calling this (before awaiting)."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.waiter), timeout)
+        finally:
+            self.waiter = None
+
+    def closed(self, how):
+        """Records the close (how, now, idle or not) and fails the outstanding wait, if any."""
+        self.closed_at = now()
+        self.close_how = how
+        self.close_idle = self.waiter is None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError(f"closed while waiting ({self.close_how})"))
+        self.waiter = None
+
+
+class Http1(Conn):
+    """A keep-alive connection: one request at a time, responses with Content-Length or chunked."""
+
+    def __init__(self):
+        super().__init__()
+        self.unsolicited = 0  # bytes received with no request outstanding
+        self.server_said_close = False
 
     def data_received(self, data):
         if self.waiter is None:
@@ -84,15 +109,10 @@ class Http1(asyncio.Protocol):
     def connection_lost(self, exc):
         if self.closed_at is not None:  # already seen by peer_closed()
             return
-        self.closed_at = now()
         if self.server_said_close:
-            self.close_how = "after-connection-close"
+            self.closed("after-connection-close")
         else:
-            self.close_how = "reset" if exc is not None else "fin"
-        self.close_idle = self.waiter is None
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError(f"closed while waiting ({self.close_how})"))
-        self.waiter = None
+            self.closed("reset" if exc is not None else "fin")
 
     async def request(self, timeout):
         """Status code of one GET /; raises on timeout or close."""
@@ -104,12 +124,9 @@ class Http1(asyncio.Protocol):
             # watches its idle connections (most do) would not send on it: not an error.
             self.closed_at, self.close_how, self.close_idle = now(), how, True
             raise IdleClosed(how)
-        self.waiter = asyncio.get_running_loop().create_future()
+        fut = self._wait(timeout)
         self.transport.write(REQUEST)
-        try:
-            return await asyncio.wait_for(asyncio.shield(self.waiter), timeout)
-        finally:
-            self.waiter = None
+        return await fut
 
 
 class IdleClosed(ConnectionError):
@@ -168,23 +185,12 @@ def parse_response(buf):
     return status, headers, pos + n
 
 
-class WebSocket(asyncio.Protocol):
+class WebSocket(Conn):
     """A client WebSocket: handshake, then masked text frames whose echo it waits for."""
 
     def __init__(self):
-        self.transport = None
-        self.buf = bytearray()
+        super().__init__()
         self.upgraded = False
-        self.waiter = None
-        self.closed_at = None
-        self.close_how = None
-        self.close_idle = None
-        self.connected = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport):
-        self.transport = transport
-        if not self.connected.done():
-            self.connected.set_result(True)
 
     def data_received(self, data):
         self.buf += data
@@ -222,19 +228,7 @@ class WebSocket(asyncio.Protocol):
             w.set_result(value)
 
     def connection_lost(self, exc):
-        self.closed_at = now()
-        self.close_how = "reset" if exc is not None else "fin"
-        self.close_idle = self.waiter is None
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError(f"closed while waiting ({self.close_how})"))
-        self.waiter = None
-
-    async def _wait(self, timeout):
-        self.waiter = asyncio.get_running_loop().create_future()
-        try:
-            return await asyncio.wait_for(asyncio.shield(self.waiter), timeout)
-        finally:
-            self.waiter = None
+        self.closed("reset" if exc is not None else "fin")
 
     async def handshake(self, timeout):
         key = base64.b64encode(os.urandom(16)).decode()
