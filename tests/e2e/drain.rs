@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::restart::pid_alive;
@@ -15,7 +15,6 @@ use crate::support::*;
 
 const STRATEGIES: [&str; 2] = ["gradual", "immediate"];
 const BIG: usize = 50 * 1024 * 1024;
-const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: test.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 fn flags(strategy: &'static str) -> Vec<&'static str> {
     vec![
@@ -87,31 +86,6 @@ async fn http1_keep_alive_and_http2_streams_across_restarts() {
         })
         .await;
     }
-}
-
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut b).await.expect("read head");
-        assert_eq!(
-            n,
-            1,
-            "closed in the head: {}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(b[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
-async fn echo_through(s: &mut TcpStream, msg: &str) {
-    s.write_all(msg.as_bytes()).await.expect("write");
-    let mut back = vec![0u8; msg.len()];
-    within(5, "echo", s.read_exact(&mut back))
-        .await
-        .expect("echo back");
-    assert_eq!(back, msg.as_bytes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

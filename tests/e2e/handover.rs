@@ -12,15 +12,6 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-fn direct(body: &str) -> String {
-    Config::new()
-        .route(json!({
-            "match": {"prefix": "/"},
-            "direct_response": {"status": 200, "body": {"inline_string": body}},
-        }))
-        .render()
-}
-
 /// One raw HTTP/1.1 connection that never reconnects: a close shows as an error.
 struct Conn {
     s: TcpStream,
@@ -267,17 +258,6 @@ async fn a_successor_killed_mid_handover_loses_no_connection() {
     .await;
 }
 
-const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: test.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-
-async fn echo(s: &mut TcpStream, msg: &str) {
-    s.write_all(msg.as_bytes()).await.expect("write");
-    let mut back = vec![0u8; msg.len()];
-    within(5, "echo", s.read_exact(&mut back))
-        .await
-        .expect("echo back");
-    assert_eq!(back, msg.as_bytes());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_websocket_session_spans_three_restarts_on_one_connection() {
     let ws = Upstream::websocket().await;
@@ -290,15 +270,9 @@ async fn a_websocket_session_spans_three_restarts_on_one_connection() {
         let mut g = Baton::start(&cfg).await;
         let mut s = TcpStream::connect(g.addr()).await.expect("connect");
         s.write_all(UPGRADE.as_bytes()).await.expect("upgrade");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            let n = within(5, "101", s.read(&mut b)).await.expect("read");
-            assert!(n == 1, "closed in the head");
-            head.push(b[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
-        echo(&mut s, "before").await;
+        let head = within(5, "101", read_head(&mut s)).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        echo_through(&mut s, "before").await;
         let mut i = 0;
         for k in 1..=3 {
             let mut next = g.restart(&cfg, &[]);
@@ -311,7 +285,7 @@ async fn a_websocket_session_spans_three_restarts_on_one_connection() {
                 lived.as_millis()
             );
             for _ in 0..5 {
-                echo(&mut s, &format!("message {i} {}", "x".repeat(i * 7))).await;
+                echo_through(&mut s, &format!("message {i} {}", "x".repeat(i * 7))).await;
                 i += 1;
             }
             assert_eq!(

@@ -14,16 +14,6 @@ use crate::support::*;
 /// Restart flags of every generation in these tests: a short drain, a bounded parent life.
 const FAST: &[&str] = &["--drain-time-s", "1", "--parent-shutdown-time-s", "5"];
 
-/// A direct response of `body` for every path.
-fn direct(body: &str) -> String {
-    Config::new()
-        .route(json!({
-            "match": {"prefix": "/"},
-            "direct_response": {"status": 200, "body": {"inline_string": body}},
-        }))
-        .render()
-}
-
 /// Every path to cluster `up` on `port`.
 fn to(port: u16) -> String {
     Config::new()
@@ -74,6 +64,8 @@ async fn restarts_under_load(
     );
     let mut serve_ms = Vec::new();
     let mut parent_ms = Vec::new();
+    // Each generation's log, for the failure message.
+    let mut logs = Vec::new();
     for k in 1..=n {
         let started = Instant::now();
         let mut next = current.restart(&config(k), FAST);
@@ -94,6 +86,7 @@ async fn restarts_under_load(
             )
         });
         assert!(!pid_alive(old_pid));
+        logs.push(format!("--- epoch {} ---\n{}", k - 1, current.stderr()));
         parent_ms.push(lived.as_millis());
         assert!(
             load.progress(20, Duration::from_secs(5)).await,
@@ -106,7 +99,14 @@ async fn restarts_under_load(
         "{mode:?}: {n} restarts; report {report:?}; time to serve (ms) {serve_ms:?}; parent \
          lived after (ms) {parent_ms:?}"
     );
-    assert_eq!(report.failed, 0, "failed requests: {:?}", report.errors);
+    logs.push(format!("--- epoch {n} ---\n{}", current.stderr()));
+    assert_eq!(
+        report.failed,
+        0,
+        "failed requests: {:?}\n{}",
+        report.errors,
+        logs.join("\n")
+    );
     assert!(report.ok > u64::from(n) * 20);
     assert_eq!(
         report.statuses.keys().copied().collect::<Vec<_>>(),

@@ -6,25 +6,6 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: test.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-
-/// Read up to the end of a response head.
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut b).await.expect("read head");
-        assert_eq!(
-            n,
-            1,
-            "connection closed in the head: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(b[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
 fn config(ws: &Upstream, allow: bool) -> String {
     let mut c = Config::new()
         .route(route("/", "ws", json!({})))

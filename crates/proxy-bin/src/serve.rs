@@ -185,9 +185,12 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
         clusters.resolve_all().await;
         tokio::spawn(clusters.clone().run_dns_refresh(drain_watch.clone()));
         let stop_watch = drain_watch.clone();
-        let workers = dataplane
+        let mut workers = dataplane
             .spawn_workers(&sockets, opts.concurrency, drain_watch)
             .context("could not start workers")?;
+        // Only a generation with a parent takes connections; otherwise the workers stop
+        // waiting for arrivals at once.
+        let adopter = workers.take_adopter().filter(|_| parent.is_some());
         let _ = state_tx.send(ServerState::Live);
         status.set_phase(Phase::Serving);
         notify_ready();
@@ -245,14 +248,17 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
         if let Some(mut parent) = parent {
             let gp = grandparent.clone();
             let take = handover.enabled();
-            let adopter = workers.adopter();
             let status = status.clone();
+            let handover = handover.clone();
             tokio::task::spawn_blocking(move || match parent.drain_listeners(take) {
                 Ok(()) => {
                     tracing::info!("the previous generation is draining");
                     *gp.lock() = Some(parent);
-                    if take {
+                    if let (true, Some(adopter)) = (take, adopter) {
                         let started = Instant::now();
+                        // While connections arrive this generation does not finish handing
+                        // its own over (a restart right behind this one): they follow.
+                        let _arriving = handover.register();
                         let (moved, refused) = restart::receive_connections(&gp, &adopter);
                         tracing::info!(
                             moved,

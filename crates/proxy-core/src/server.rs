@@ -139,7 +139,7 @@ pub struct Dataplane {
 #[derive(Debug)]
 pub struct Workers {
     handles: Vec<std::thread::JoinHandle<()>>,
-    adopter: Adopter,
+    adopter: Option<Adopter>,
 }
 
 /// Gives connections arriving from the previous generation to the workers, round robin.
@@ -252,11 +252,11 @@ impl Dataplane {
             .collect();
         Ok(Workers {
             handles,
-            adopter: Adopter {
+            adopter: Some(Adopter {
                 workers: senders,
                 next: Arc::new(AtomicUsize::new(0)),
                 adoptable,
-            },
+            }),
         })
     }
 }
@@ -271,9 +271,11 @@ impl Workers {
         }
     }
 
-    /// Where connections arriving from the previous generation go.
-    pub fn adopter(&self) -> Adopter {
-        self.adopter.clone()
+    /// Where connections arriving from the previous generation go (once). The workers serve
+    /// every connection given to it until it — and every clone — is dropped, draining or not:
+    /// a connection taken from the previous generation is never dropped unserved.
+    pub fn take_adopter(&mut self) -> Option<Adopter> {
+        self.adopter.take()
     }
 }
 
@@ -401,34 +403,31 @@ async fn accept_loop(
     tracing::debug!(listener = %l.config.name, "stopped accepting");
 }
 
-/// Serves connections arriving from the previous generation on this worker until it stops
-/// accepting.
+/// Serves connections arriving from the previous generation on this worker until the
+/// [`Adopter`] is dropped (even while this generation drains: they were taken, so they are
+/// served).
 async fn adopt_loop(
     listeners: Vec<Arc<ListenerShared>>,
     w: Rc<Worker>,
     mut arrivals: mpsc::UnboundedReceiver<Arriving>,
-    mut drain: drain::Watch,
+    drain: drain::Watch,
     alive: mpsc::Sender<()>,
 ) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = drain.accept_stopped(drain::Direction::Unspecified) => break,
-            conn = arrivals.recv() => match conn {
-                Some(conn) => match listeners.iter().find(|l| l.config.address == conn.listener) {
-                    Some(l) => {
-                        tokio::task::spawn_local(serve_arriving(
-                            l.clone(),
-                            w.clone(),
-                            conn,
-                            drain.clone(),
-                            alive.clone(),
-                        ));
-                    }
-                    None => tracing::warn!(listener = %conn.listener, "a connection arrived for a listener this generation does not have; closing it"),
-                },
-                None => break,
-            },
+    while let Some(conn) = arrivals.recv().await {
+        match listeners.iter().find(|l| l.config.address == conn.listener) {
+            Some(l) => {
+                tokio::task::spawn_local(serve_arriving(
+                    l.clone(),
+                    w.clone(),
+                    conn,
+                    drain.clone(),
+                    alive.clone(),
+                ));
+            }
+            None => tracing::warn!(
+                listener = %conn.listener,
+                "a connection arrived for a listener this generation does not have; closing it"
+            ),
         }
     }
 }

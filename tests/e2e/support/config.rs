@@ -136,3 +136,13 @@ pub fn http2_options() -> Value {
         }
     })
 }
+
+/// Every path answered by Baton itself with `body` (a direct response).
+pub fn direct(body: &str) -> String {
+    Config::new()
+        .route(json!({
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 200, "body": {"inline_string": body}},
+        }))
+        .render()
+}

@@ -6,6 +6,7 @@ pub mod config;
 pub mod load;
 pub mod restart;
 pub mod upstream;
+pub mod ws;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ pub use client::*;
 pub use config::*;
 pub use load::*;
 pub use upstream::*;
+pub use ws::*;
 
 /// The baton binary Cargo built for this test target.
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
