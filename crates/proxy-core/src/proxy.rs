@@ -273,7 +273,7 @@ async fn forward(
         .map(|t| tokio::time::Instant::from_std(tracker.start) + t);
     let mut replay: Option<Bytes> = None;
     let mut stream_body: Option<ProxyBody> = None;
-    let mut request_timed_out = Rc::new(Cell::new(None));
+    let mut request_timed_out: Option<Rc<Cell<Option<crate::body::BodyTimeout>>>> = None;
     if body.is_end_stream() {
         replay = Some(Bytes::new());
     } else if policy.is_some_and(|p| p.num_retries > 0)
@@ -305,7 +305,7 @@ async fn forward(
             .count_into(tracker.bytes_received.clone())
             .with_timeouts(hcm.stream_idle_timeout, request_deadline);
         stream_body = Some(b);
-        request_timed_out = fired;
+        request_timed_out = Some(fired);
     }
 
     let cfg = &f.config;
@@ -318,11 +318,10 @@ async fn forward(
     );
     let per_try = policy.and_then(|p| p.per_try_timeout);
     if !hcm.suppress_envoy_headers {
-        if let Some(t) = per_try.or(cfg.timeout) {
-            parts.headers.insert(
-                X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
-                HeaderValue::from(t.as_millis() as u64),
-            );
+        if let Some(v) = &f.expected_timeout_ms {
+            parts
+                .headers
+                .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), v.clone());
         }
     }
     let path = rewrite_path(
@@ -408,7 +407,7 @@ async fn forward(
                 if !hcm.suppress_envoy_headers {
                     rparts.headers.insert(
                         X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
-                        HeaderValue::from(service_time.as_millis() as u64),
+                        millis_value(service_time.as_millis() as u64),
                     );
                 }
                 if let Some(log) = tracker.log.as_mut() {
@@ -422,7 +421,10 @@ async fn forward(
                 return Response::from_parts(rparts, body);
             }
             Err((failure, reused)) => {
-                if request_timed_out.get().is_some() {
+                if request_timed_out
+                    .as_ref()
+                    .is_some_and(|f| f.get().is_some())
+                {
                     return request_timeout_reply(l, tracker);
                 }
                 if failure == UpstreamFailure::Timeout {
@@ -578,7 +580,7 @@ async fn attempt_once(
         }
     };
     let res = match try_deadline {
-        Some(d) => match tokio::time::timeout_at(d, work).await {
+        Some(d) => match crate::deadline::timeout_at(d, work).await {
             Ok(r) => r,
             Err(_) => Err((UpstreamFailure::Timeout, false)),
         },
@@ -598,6 +600,21 @@ async fn attempt_once(
             Err(e)
         }
     }
+}
+
+/// A millisecond count as a header value; the small ones (service times) come from a
+/// per-thread table, so the common case is a reference-count increment, not a formatted
+/// allocation.
+fn millis_value(ms: u64) -> HeaderValue {
+    const CACHED: usize = 64;
+    thread_local! {
+        static SMALL: Vec<HeaderValue> = (0..CACHED as u64).map(HeaderValue::from).collect();
+    }
+    usize::try_from(ms)
+        .ok()
+        .filter(|&i| i < CACHED)
+        .and_then(|i| SMALL.with(|t| t.get(i).cloned()))
+        .unwrap_or_else(|| HeaderValue::from(ms))
 }
 
 fn retriable_status(p: &RetryPolicy, status: u16) -> bool {
