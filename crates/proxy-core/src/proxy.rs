@@ -62,7 +62,6 @@ pub async fn handle(
         upstream: None,
         log: None,
         bytes_received: Rc::new(Cell::new(0)),
-        response_timed_out: None,
     });
     let mut req = req;
     if l.config.http.generate_request_id && !req.headers().contains_key(&X_REQUEST_ID) {
@@ -414,9 +413,7 @@ async fn forward(
                     log.upstream_host = Some(attempt.host.addr);
                     log.upstream_cluster = Some(f.cluster_name.clone());
                 }
-                let (body, fired) =
-                    ProxyBody::stream(rbody).with_timeouts(hcm.stream_idle_timeout, None);
-                tracker.response_timed_out = Some(fired);
+                let body = ProxyBody::stream(rbody).with_idle_timeout(hcm.stream_idle_timeout);
                 tracker.upstream = Some(attempt.into_track(conn));
                 return Response::from_parts(rparts, body);
             }
@@ -803,26 +800,29 @@ pub(crate) struct Tracker {
     upstream: Option<UpstreamTrack>,
     log: Option<Box<crate::server::LogCapture>>,
     bytes_received: Rc<Cell<u64>>,
-    /// Set if the response body was ended by `stream_idle_timeout`.
-    response_timed_out: Option<Rc<Cell<Option<crate::body::BodyTimeout>>>>,
 }
 
 impl Finish for Tracker {
-    fn finish(mut self: Box<Self>, bytes_sent: u64, complete: bool) {
+    /// `timed_out`: the response body (the only one with a tracker) was ended by
+    /// `stream_idle_timeout`.
+    fn finish(
+        mut self: Box<Self>,
+        bytes_sent: u64,
+        complete: bool,
+        timed_out: Option<crate::body::BodyTimeout>,
+    ) {
         let hs = &self.l.http_stats;
         hs.downstream_rq_active.dec();
         hs.downstream_rq_completed.inc();
         hs.response_class(self.status);
-        let elapsed = self.start.elapsed();
+        // One clock read for both.
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
         hs.downstream_rq_time.record(elapsed);
         self.c.active.set(self.c.active.get().saturating_sub(1));
-        self.c.last_active.set(Instant::now());
+        self.c.last_active.set(now);
         let mut flag = self.flag;
-        if self
-            .response_timed_out
-            .as_ref()
-            .is_some_and(|f| f.get().is_some())
-        {
+        if timed_out.is_some() {
             hs.downstream_rq_idle_timeout.inc();
             flag = Some("SI");
         }
