@@ -55,7 +55,14 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     // A clone of the value is a reference count, not a copy; removing by `&str` looks the name
     // up case-insensitively without building a `HeaderName` (an allocation for custom names).
     if present & CONNECTION != 0 {
-        if let Some(conn) = h.get(header::CONNECTION).cloned() {
+        // Unless kept, `Connection` goes first: `remove` hands back its (first) value, one
+        // hashed lookup instead of a get and a remove.
+        let conn = if keep_upgrade {
+            h.get(header::CONNECTION).cloned()
+        } else {
+            h.remove(header::CONNECTION)
+        };
+        if let Some(conn) = conn {
             for t in conn.to_str().unwrap_or("").split(',') {
                 let t = t.trim();
                 if t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("upgrade") {
@@ -67,9 +74,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
                     h.remove(t);
                 }
             }
-        }
-        if !keep_upgrade {
-            h.remove(header::CONNECTION);
         }
     }
     if present & KEEP_ALIVE_ != 0 {
@@ -123,8 +127,9 @@ pub fn prepare_request_headers(
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
         h.insert(X_FORWARDED_PROTO.clone(), proto);
-    } else if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), proto);
+    } else {
+        // One hashed lookup: kept when present, set when absent.
+        h.entry(&X_FORWARDED_PROTO).or_insert(proto);
     }
 }
 
