@@ -18,9 +18,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-/// Called once when a body ends (`complete`) or is dropped before its end.
+/// Called once when a body ends (`complete`) or is dropped before its end; `timed_out` says
+/// whether one of the body's own timeouts ended it.
 pub trait Finish {
-    fn finish(self: Box<Self>, bytes: u64, complete: bool);
+    fn finish(self: Box<Self>, bytes: u64, complete: bool, timed_out: Option<BodyTimeout>);
 }
 
 /// The error a proxied body ends with: the peer's, or one of its timeouts.
@@ -35,8 +36,11 @@ pub struct BodyTimers {
     deadline: Option<Instant>,
     last_frame: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
-    /// Set when a timeout ended the body, for the owner to answer 408 / count it.
-    pub fired: Rc<Cell<Option<BodyTimeout>>>,
+    /// Which timeout ended the body, if one did.
+    expired: Option<BodyTimeout>,
+    /// Shares `expired` with an owner other than the body's [`Finish`] (the request body's,
+    /// to answer 408).
+    fired: Option<Rc<Cell<Option<BodyTimeout>>>>,
 }
 
 /// Which timeout ended a body.
@@ -111,16 +115,33 @@ impl ProxyBody {
         deadline: Option<Instant>,
     ) -> (Self, Rc<Cell<Option<BodyTimeout>>>) {
         let fired = Rc::new(Cell::new(None));
+        self.set_timers(idle, deadline, Some(fired.clone()));
+        (self, fired)
+    }
+
+    /// End the body with an error when it has no frame for `idle`; the body's [`Finish`] is
+    /// told when that happened.
+    pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.set_timers(idle, None, None);
+        self
+    }
+
+    fn set_timers(
+        &mut self,
+        idle: Option<Duration>,
+        deadline: Option<Instant>,
+        fired: Option<Rc<Cell<Option<BodyTimeout>>>>,
+    ) {
         if (idle.is_some() || deadline.is_some()) && !self.is_end_stream() {
             self.timers = Some(Box::new(BodyTimers {
                 idle,
                 deadline,
                 last_frame: Instant::now(),
                 sleep: None,
-                fired: fired.clone(),
+                expired: None,
+                fired,
             }));
         }
-        (self, fired)
     }
 
     /// Run `finish` when the body ends or is dropped. An empty body finishes once hyper sees
@@ -132,7 +153,8 @@ impl ProxyBody {
 
     fn done(&mut self, complete: bool) {
         if let Some(f) = self.finish.take() {
-            f.finish(self.bytes, complete);
+            let timed_out = self.timers.as_ref().and_then(|t| t.expired);
+            f.finish(self.bytes, complete, timed_out);
         }
     }
 
@@ -164,7 +186,10 @@ impl Body for ProxyBody {
             match &polled {
                 Poll::Pending => {
                     if let Some(which) = t.poll_expired(cx) {
-                        t.fired.set(Some(which));
+                        t.expired = Some(which);
+                        if let Some(f) = &t.fired {
+                            f.set(Some(which));
+                        }
                         polled = Poll::Ready(Some(Err(Box::new(TimeoutError(which)))));
                     }
                 }
@@ -258,7 +283,7 @@ mod tests {
 
     struct Record(Rc<Cell<Option<(u64, bool)>>>);
     impl Finish for Record {
-        fn finish(self: Box<Self>, bytes: u64, complete: bool) {
+        fn finish(self: Box<Self>, bytes: u64, complete: bool, _: Option<BodyTimeout>) {
             self.0.set(Some((bytes, complete)));
         }
     }

@@ -28,42 +28,71 @@ pub fn upgrade_type(h: &HeaderMap) -> Option<&str> {
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), keeping `Connection: upgrade` and `Upgrade`
 /// for a protocol switch.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over the names is cheaper than six hashed removals.
-    let any = h.keys().any(|k| {
-        matches!(
-            k.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "transfer-encoding"
-                | "upgrade"
-                | "te"
-        )
-    });
-    if !any {
+    const CONNECTION: u8 = 1;
+    const KEEP_ALIVE_: u8 = 2;
+    const PROXY_CONNECTION_: u8 = 4;
+    const TRANSFER_ENCODING: u8 = 8;
+    const UPGRADE: u8 = 16;
+    const TE: u8 = 32;
+    // One pass over the names finds which are present (most messages carry none, or only
+    // `Connection: keep-alive`): only those are then removed, each removal being a hashed lookup.
+    let mut present = 0u8;
+    for k in h.keys() {
+        present |= match k.as_str() {
+            "connection" => CONNECTION,
+            "keep-alive" => KEEP_ALIVE_,
+            "proxy-connection" => PROXY_CONNECTION_,
+            "transfer-encoding" => TRANSFER_ENCODING,
+            "upgrade" => UPGRADE,
+            "te" => TE,
+            _ => 0,
+        };
+    }
+    if present == 0 {
         return;
     }
+    let mut remove_te = false;
     // A clone of the value is a reference count, not a copy; removing by `&str` looks the name
     // up case-insensitively without building a `HeaderName` (an allocation for custom names).
-    if let Some(conn) = h.get(header::CONNECTION).cloned() {
-        for t in conn.to_str().unwrap_or("").split(',') {
-            let t = t.trim();
-            if !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")) {
-                h.remove(t);
+    if present & CONNECTION != 0 {
+        // Unless kept, `Connection` goes first: `remove` hands back its (first) value, one
+        // hashed lookup instead of a get and a remove.
+        let conn = if keep_upgrade {
+            h.get(header::CONNECTION).cloned()
+        } else {
+            h.remove(header::CONNECTION)
+        };
+        if let Some(conn) = conn {
+            for t in conn.to_str().unwrap_or("").split(',') {
+                let t = t.trim();
+                if t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("upgrade") {
+                    // Handled below with the fixed hop-by-hop set (`upgrade` only when not
+                    // kept for a protocol switch).
+                } else if t.eq_ignore_ascii_case("te") {
+                    remove_te = true;
+                } else if !t.is_empty() {
+                    h.remove(t);
+                }
             }
         }
-        if !keep_upgrade {
-            h.remove(header::CONNECTION);
-        }
     }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(header::TRANSFER_ENCODING);
-    if !keep_upgrade {
+    if present & KEEP_ALIVE_ != 0 {
+        h.remove(&KEEP_ALIVE);
+    }
+    if present & PROXY_CONNECTION_ != 0 {
+        h.remove(&PROXY_CONNECTION);
+    }
+    if present & TRANSFER_ENCODING != 0 {
+        h.remove(header::TRANSFER_ENCODING);
+    }
+    if present & UPGRADE != 0 && !keep_upgrade {
         h.remove(header::UPGRADE);
     }
-    if let Some(te) = h.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+    if present & TE != 0 {
+        let trailers_only = h
+            .get(header::TE)
+            .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        if remove_te || !trailers_only {
             h.remove(header::TE);
         }
     }
@@ -98,8 +127,9 @@ pub fn prepare_request_headers(
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
         h.insert(X_FORWARDED_PROTO.clone(), proto);
-    } else if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), proto);
+    } else {
+        // One hashed lookup: kept when present, set when absent.
+        h.entry(&X_FORWARDED_PROTO).or_insert(proto);
     }
 }
 
@@ -110,15 +140,16 @@ pub fn new_request_id() -> HeaderValue {
     // Version 4 and the RFC 4122 variant.
     bits = (bits & !(0xf << 76)) | (0x4 << 76);
     bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    let mut out = [0u8; 36];
-    let mut nibble = 0;
-    for (i, byte) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *byte = b'-';
-            continue;
+    // 8-4-4-4-12 hex digits: a dash before bytes 4, 6, 8 and 10.
+    let mut out = [b'-'; 36];
+    let mut o = 0;
+    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            o += 1;
         }
-        *byte = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
-        nibble += 1;
+        out[o] = HEX[usize::from(byte >> 4)];
+        out[o + 1] = HEX[usize::from(byte & 0xf)];
+        o += 2;
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
@@ -181,6 +212,22 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h, map(&[("te", "trailers")]));
+    }
+
+    #[test]
+    fn strip_te_named_in_connection_and_keep_alive_only() {
+        let mut h = map(&[("connection", "TE, close"), ("te", "trailers"), ("x", "1")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("x", "1")]));
+        let mut h = map(&[("connection", "keep-alive"), ("server", "o")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("server", "o")]));
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h,
+            map(&[("connection", "upgrade"), ("upgrade", "websocket")])
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod body;
 pub mod cluster;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod h2_drain;
 pub mod handover;

@@ -62,7 +62,6 @@ pub async fn handle(
         upstream: None,
         log: None,
         bytes_received: Rc::new(Cell::new(0)),
-        response_timed_out: None,
     });
     let mut req = req;
     if l.config.http.generate_request_id && !req.headers().contains_key(&X_REQUEST_ID) {
@@ -278,7 +277,7 @@ async fn forward(
         .map(|t| tokio::time::Instant::from_std(tracker.start) + t);
     let mut replay: Option<Bytes> = None;
     let mut stream_body: Option<ProxyBody> = None;
-    let mut request_timed_out = Rc::new(Cell::new(None));
+    let mut request_timed_out: Option<Rc<Cell<Option<crate::body::BodyTimeout>>>> = None;
     if body.is_end_stream() {
         replay = Some(Bytes::new());
     } else if policy.is_some_and(|p| p.num_retries > 0)
@@ -310,7 +309,7 @@ async fn forward(
             .count_into(tracker.bytes_received.clone())
             .with_timeouts(hcm.stream_idle_timeout, request_deadline);
         stream_body = Some(b);
-        request_timed_out = fired;
+        request_timed_out = Some(fired);
     }
 
     let cfg = &f.config;
@@ -323,11 +322,10 @@ async fn forward(
     );
     let per_try = policy.and_then(|p| p.per_try_timeout);
     if !hcm.suppress_envoy_headers {
-        if let Some(t) = per_try.or(cfg.timeout) {
-            parts.headers.insert(
-                X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
-                HeaderValue::from(t.as_millis() as u64),
-            );
+        if let Some(v) = &f.expected_timeout_ms {
+            parts
+                .headers
+                .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), v.clone());
         }
     }
     let path = rewrite_path(
@@ -413,21 +411,22 @@ async fn forward(
                 if !hcm.suppress_envoy_headers {
                     rparts.headers.insert(
                         X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
-                        HeaderValue::from(service_time.as_millis() as u64),
+                        millis_value(service_time.as_millis() as u64),
                     );
                 }
                 if let Some(log) = tracker.log.as_mut() {
                     log.upstream_host = Some(attempt.host.addr);
                     log.upstream_cluster = Some(f.cluster_name.clone());
                 }
-                let (body, fired) =
-                    ProxyBody::stream(rbody).with_timeouts(hcm.stream_idle_timeout, None);
-                tracker.response_timed_out = Some(fired);
+                let body = ProxyBody::stream(rbody).with_idle_timeout(hcm.stream_idle_timeout);
                 tracker.upstream = Some(attempt.into_track(conn));
                 return Response::from_parts(rparts, body);
             }
             Err((failure, reused)) => {
-                if request_timed_out.get().is_some() {
+                if request_timed_out
+                    .as_ref()
+                    .is_some_and(|f| f.get().is_some())
+                {
                     return request_timeout_reply(l, tracker);
                 }
                 if failure == UpstreamFailure::Timeout {
@@ -583,7 +582,7 @@ async fn attempt_once(
         }
     };
     let res = match try_deadline {
-        Some(d) => match tokio::time::timeout_at(d, work).await {
+        Some(d) => match crate::deadline::timeout_at(d, work).await {
             Ok(r) => r,
             Err(_) => Err((UpstreamFailure::Timeout, false)),
         },
@@ -603,6 +602,21 @@ async fn attempt_once(
             Err(e)
         }
     }
+}
+
+/// A millisecond count as a header value; the small ones (service times) come from a
+/// per-thread table, so the common case is a reference-count increment, not a formatted
+/// allocation.
+fn millis_value(ms: u64) -> HeaderValue {
+    const CACHED: usize = 64;
+    thread_local! {
+        static SMALL: Vec<HeaderValue> = (0..CACHED as u64).map(HeaderValue::from).collect();
+    }
+    usize::try_from(ms)
+        .ok()
+        .filter(|&i| i < CACHED)
+        .and_then(|i| SMALL.with(|t| t.get(i).cloned()))
+        .unwrap_or_else(|| HeaderValue::from(ms))
 }
 
 fn retriable_status(p: &RetryPolicy, status: u16) -> bool {
@@ -797,32 +811,35 @@ pub(crate) struct Tracker {
     upstream: Option<UpstreamTrack>,
     log: Option<Box<crate::server::LogCapture>>,
     bytes_received: Rc<Cell<u64>>,
-    /// Set if the response body was ended by `stream_idle_timeout`.
-    response_timed_out: Option<Rc<Cell<Option<crate::body::BodyTimeout>>>>,
 }
 
 impl Finish for Tracker {
-    fn finish(mut self: Box<Self>, bytes_sent: u64, complete: bool) {
+    /// `timed_out`: the response body (the only one with a tracker) was ended by
+    /// `stream_idle_timeout`.
+    fn finish(
+        mut self: Box<Self>,
+        bytes_sent: u64,
+        complete: bool,
+        timed_out: Option<crate::body::BodyTimeout>,
+    ) {
         let hs = &self.l.http_stats;
         hs.downstream_rq_active.dec();
         hs.downstream_rq_completed.inc();
         hs.response_class(self.status);
-        let elapsed = self.start.elapsed();
+        // One clock read for both.
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
         hs.downstream_rq_time.record(elapsed);
         let active = self.c.active.get().saturating_sub(1);
         self.c.active.set(active);
-        self.c.last_active.set(Instant::now());
+        self.c.last_active.set(now);
         if active == 0 {
             if let Some(waker) = self.c.idle_waker.take() {
                 waker.wake();
             }
         }
         let mut flag = self.flag;
-        if self
-            .response_timed_out
-            .as_ref()
-            .is_some_and(|f| f.get().is_some())
-        {
+        if timed_out.is_some() {
             hs.downstream_rq_idle_timeout.inc();
             flag = Some("SI");
         }

@@ -78,6 +78,9 @@ pub struct Forward {
     pub cluster: usize,
     pub cluster_name: String,
     pub config: ForwardAction,
+    /// `x-envoy-expected-rq-timeout-ms`: the per-try timeout, else the route timeout (built
+    /// once here rather than formatted per request).
+    pub expected_timeout_ms: Option<http::HeaderValue>,
 }
 
 // === impl Router ===
@@ -265,6 +268,12 @@ fn compile_route(
                 cluster: f.cluster.clone(),
             })?,
             cluster_name: f.cluster.clone(),
+            expected_timeout_ms: f
+                .retry_policy
+                .as_ref()
+                .and_then(|p| p.per_try_timeout)
+                .or(f.timeout)
+                .map(|t| http::HeaderValue::from(t.as_millis() as u64)),
             config: f.clone(),
         }),
         RouteAction::Direct(d) => Action::Direct(d.clone()),
