@@ -523,6 +523,7 @@ pub fn receive_connections(
             Ok(b) => b,
             Err(e) => {
                 tracing::info!(error = %e, "not taking connections from the previous generation");
+                end_session_on_failure(&mut guard, &e);
                 break;
             }
         };
@@ -550,6 +551,7 @@ pub fn receive_connections(
         // connections are its (it resumes them if this generation dies first).
         if let Err(e) = client.ack_connections(taken) {
             tracing::warn!(error = %e, "could not acknowledge connections; the previous generation keeps them");
+            end_session_on_failure(&mut guard, &e);
             break;
         }
         drop(guard);
@@ -569,6 +571,15 @@ pub fn receive_connections(
         }
     }
     (moved, refused)
+}
+
+/// After a failed exchange (not a plain "no" from the parent) the session's state is unknown:
+/// disconnect, so the parent takes back whatever it had offered and drains it as usual.
+fn end_session_on_failure(client: &mut Option<Client>, e: &hotrestart_rpc::Error) {
+    use hotrestart_rpc::Error;
+    if !matches!(e, Error::Remote { .. } | Error::NotSupported { .. }) {
+        drop(client.take());
+    }
 }
 
 /// Fault injection for tests of a failed hand-over: the child holds each batch this long
