@@ -221,6 +221,11 @@ fn argument_table() {
             ],
             Run(|o| o.skip_hot_restart_on_no_parent && o.skip_hot_restart_parent_stats),
         ),
+        (&["-c", "a"], Run(|o| !o.disable_connection_handover)),
+        (
+            &["-c", "a", "--disable-connection-handover"],
+            Run(|o| o.disable_connection_handover),
+        ),
         (
             &[
                 "-c",
