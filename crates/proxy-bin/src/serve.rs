@@ -312,6 +312,12 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
         );
         let _ = state_tx.send(ServerState::Draining);
         status.set_phase(Phase::Draining);
+        if handover.mode() == proxy_core::handover::Mode::Active {
+            // Every worker knows its connections move before any is asked to close.
+            handover
+                .workers_see_active(opts.concurrency.max(1), Duration::from_millis(200))
+                .await;
+        }
         control.stop_accepting(drain::Scope::All);
         control.start_drain(drain::Scope::All);
         admin_signal.drain_now();

@@ -103,6 +103,10 @@ struct Inner {
     /// Signalled when an offer is queued, a registration ends or the mode changes.
     ready: Condvar,
     open: AtomicUsize,
+    /// Workers whose [`WorkerModes`] have seen [`Mode::Active`] (see
+    /// [`Handover::workers_see_active`]).
+    seen_active: AtomicUsize,
+    seen: tokio::sync::Notify,
     handed_over: Counter,
     received: Counter,
 }
@@ -128,6 +132,8 @@ impl Handover {
                 queue: Mutex::new(VecDeque::new()),
                 ready: Condvar::new(),
                 open: AtomicUsize::new(0),
+                seen_active: AtomicUsize::new(0),
+                seen: tokio::sync::Notify::new(),
                 handed_over: store.counter("server.connections_handed_over"),
                 received: store.counter("server.connections_received"),
             }),
@@ -248,6 +254,21 @@ impl Handover {
         out
     }
 
+    /// Waits (at most `within`) until `workers` workers have seen the hand-over become active,
+    /// so that a drain started afterwards never asks a connection that could move to close.
+    pub async fn workers_see_active(&self, workers: usize, within: Duration) {
+        let all = async {
+            loop {
+                let notified = self.inner.seen.notified();
+                if self.inner.seen_active.load(Ordering::Acquire) >= workers {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, all).await;
+    }
+
     /// Counts a connection taken from the previous generation.
     pub fn count_received(&self) {
         self.inner.received.inc();
@@ -301,6 +322,10 @@ impl WorkerModes {
                 self.mode.set(mode);
                 for waker in self.waiting.borrow().values() {
                     waker.wake_by_ref();
+                }
+                if mode == Mode::Active {
+                    handover.inner.seen_active.fetch_add(1, Ordering::AcqRel);
+                    handover.inner.seen.notify_waiters();
                 }
             }
             if rx.changed().await.is_err() {
