@@ -164,13 +164,19 @@ pub fn fds(pid: u32) -> Vec<Fd> {
         let Ok(target) = std::fs::read_link(e.path()) else {
             continue;
         };
-        let info = std::fs::read_to_string(Path::new(&format!("/proc/{pid}/fdinfo/{fd}")))
-            .unwrap_or_default();
-        let flags = info
+        // An fd closed since the directory was read (a short-lived connection) is skipped,
+        // not reported with made-up flags.
+        let Ok(info) = std::fs::read_to_string(Path::new(&format!("/proc/{pid}/fdinfo/{fd}")))
+        else {
+            continue;
+        };
+        let Some(flags) = info
             .lines()
             .find_map(|l| l.strip_prefix("flags:"))
             .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-            .unwrap_or(0);
+        else {
+            continue;
+        };
         out.push(Fd {
             fd,
             target: target.display().to_string(),
