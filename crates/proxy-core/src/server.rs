@@ -282,10 +282,9 @@ impl Workers {
 // === impl Adopter ===
 
 impl Adopter {
-    /// Whether a connection of `kind` accepted on `listener` (its configured address) can be
-    /// served here: the listener exists in this configuration, is cleartext and speaks HTTP/1.
-    pub fn accepts(&self, listener: SocketAddr, kind: Kind) -> bool {
-        let _ = kind;
+    /// Whether a connection accepted on `listener` (its configured address) can be served here
+    /// (either kind): the listener exists in this configuration, is cleartext and speaks HTTP/1.
+    pub fn accepts(&self, listener: SocketAddr) -> bool {
         self.adoptable.contains(&listener)
     }
 
