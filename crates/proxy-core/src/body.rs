@@ -18,6 +18,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::h1_client::H1Body;
+
 /// Called once when a body ends (`complete`) or is dropped before its end; `timed_out` says
 /// whether one of the body's own timeouts ended it.
 pub trait Finish {
@@ -69,6 +71,7 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Stream(Incoming),
+    UpstreamH1(H1Body),
 }
 
 // === impl ProxyBody ===
@@ -89,6 +92,25 @@ impl ProxyBody {
 
     pub fn stream(body: Incoming) -> Self {
         Self::with_kind(Kind::Stream(body))
+    }
+
+    /// A response body read by Baton's own upstream HTTP/1.1 client.
+    pub fn upstream_h1(body: H1Body) -> Self {
+        Self::with_kind(Kind::UpstreamH1(body))
+    }
+
+    /// Whether the whole body is in memory (empty or one buffer).
+    pub fn is_buffered(&self) -> bool {
+        matches!(self.kind, Kind::Empty | Kind::Full(_))
+    }
+
+    /// The in-memory body, if it is one (see [`is_buffered`](Self::is_buffered)).
+    pub fn buffered(self) -> Option<Bytes> {
+        match &self.kind {
+            Kind::Empty => Some(Bytes::new()),
+            Kind::Full(b) => Some(b.clone().unwrap_or_default()),
+            _ => None,
+        }
     }
 
     fn with_kind(kind: Kind) -> Self {
@@ -181,6 +203,7 @@ impl Body for ProxyBody {
             Kind::Stream(s) => Pin::new(s)
                 .poll_frame(cx)
                 .map(|r| r.map(|f| f.map_err(BodyError::from))),
+            Kind::UpstreamH1(b) => b.poll_frame(cx),
         };
         if let Some(t) = this.timers.as_mut() {
             match &polled {
@@ -218,6 +241,7 @@ impl Body for ProxyBody {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Stream(s) => s.is_end_stream(),
+            Kind::UpstreamH1(b) => b.is_end_stream(),
         }
     }
 
@@ -226,6 +250,7 @@ impl Body for ProxyBody {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Stream(s) => s.size_hint(),
+            Kind::UpstreamH1(b) => b.size_hint(),
         }
     }
 }
@@ -268,6 +293,7 @@ impl std::fmt::Debug for ProxyBody {
             Kind::Empty => "empty",
             Kind::Full(_) => "full",
             Kind::Stream(_) => "stream",
+            Kind::UpstreamH1(_) => "upstream-h1",
         };
         f.debug_struct("ProxyBody")
             .field("kind", &kind)

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod h1_client;
 pub mod h2_drain;
 pub mod handover;
 pub mod headers;

@@ -22,12 +22,14 @@ use crate::body::{Finish, ProxyBody};
 use crate::cluster::{Cluster, Host};
 use crate::config::RetryPolicy;
 use crate::error::UpstreamFailure;
+use crate::h1_client;
 use crate::headers::{
     new_request_id, prepare_request_headers, strip_hop_by_hop, upgrade_type, X_REQUEST_ID,
 };
 use crate::router::{Action, Forward, Route};
 use crate::server::{ConnCtx, ListenerShared, Worker};
-use crate::upstream::{self, Conn, SendError};
+
+use crate::upstream::{self, SendError};
 
 static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
@@ -283,12 +285,16 @@ async fn forward(
     } else if policy.is_some_and(|p| p.num_retries > 0)
         && body.size_hint().exact().is_some_and(|n| n <= buffer_limit)
     {
-        let collected = match request_deadline {
-            Some(d) => match tokio::time::timeout_at(d, body.collect()).await {
-                Ok(r) => r,
-                Err(_) => return request_timeout_reply(l, tracker),
-            },
-            None => body.collect().await,
+        // Boxed, like every rare await here: a future's size is that of its largest state,
+        // and every request's future is allocated and moved whole.
+        let collect = Box::pin(async move {
+            match request_deadline {
+                Some(d) => tokio::time::timeout_at(d, body.collect()).await.ok(),
+                None => Some(body.collect().await),
+            }
+        });
+        let Some(collected) = collect.await else {
+            return request_timeout_reply(l, tracker);
         };
         match collected {
             Ok(collected) => {
@@ -401,7 +407,7 @@ async fn forward(
                 }
                 let AttemptDone {
                     response,
-                    conn,
+                    checkin,
                     sent_at,
                     attempt,
                 } = done;
@@ -418,8 +424,8 @@ async fn forward(
                     log.upstream_host = Some(attempt.host.addr);
                     log.upstream_cluster = Some(f.cluster_name.clone());
                 }
-                let body = ProxyBody::stream(rbody).with_idle_timeout(hcm.stream_idle_timeout);
-                tracker.upstream = Some(attempt.into_track(conn));
+                let body = rbody.with_idle_timeout(hcm.stream_idle_timeout);
+                tracker.upstream = Some(attempt.into_track(checkin));
                 return Response::from_parts(rparts, body);
             }
             Err((failure, reused)) => {
@@ -472,8 +478,9 @@ struct Attempt {
 }
 
 struct AttemptDone {
-    response: Response<Incoming>,
-    conn: Conn,
+    response: Response<ProxyBody>,
+    /// A hyper HTTP/1.1 connection to return to the pool once the response body is read.
+    checkin: Option<http1::SendRequest<ProxyBody>>,
     sent_at: Instant,
     attempt: Attempt,
 }
@@ -501,12 +508,9 @@ impl Attempt {
         }
     }
 
-    fn into_track(self, conn: Conn) -> UpstreamTrack {
+    fn into_track(self, checkin: Option<http1::SendRequest<ProxyBody>>) -> UpstreamTrack {
         UpstreamTrack {
-            checkin: match conn {
-                Conn::H1(s) => Some(s),
-                Conn::H2(_) => None,
-            },
+            checkin,
             attempt: self,
         }
     }
@@ -564,14 +568,19 @@ async fn attempt_once(
     let work = async {
         let mut stale_tries = 0;
         loop {
-            let mut co = w
+            let own = h1_client::sendable(&req);
+            let co = w
                 .pools
-                .checkout(cidx, cluster, &host)
+                .checkout(cidx, cluster, &host, own)
                 .await
                 .map_err(|f| (f, false))?;
             let sent_at = Instant::now();
-            match co.conn.send(req).await {
-                Ok(resp) => return Ok((resp, co.conn, sent_at)),
+            let home = h1_client::Home {
+                worker: w.clone(),
+                cidx,
+            };
+            match co.conn.send(req, home).await {
+                Ok((resp, checkin)) => return Ok((resp, checkin, sent_at)),
                 Err(SendError::NotSent(r)) if stale_tries < 3 => {
                     stale_tries += 1;
                     req = *r;
@@ -589,9 +598,9 @@ async fn attempt_once(
         None => work.await,
     };
     match res {
-        Ok((response, conn, sent_at)) => Ok(AttemptDone {
+        Ok((response, checkin, sent_at)) => Ok(AttemptDone {
             response,
-            conn,
+            checkin,
             sent_at,
             attempt,
         }),

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,6 +24,7 @@ use tokio::net::TcpStream;
 use crate::body::ProxyBody;
 use crate::cluster::{Cluster, Host};
 use crate::error::UpstreamFailure;
+use crate::h1_client::{H1Conn, Home};
 use crate::LocalExec;
 
 /// Idle HTTP/1.1 connections kept per host and worker; more are closed when returned.
@@ -91,6 +91,10 @@ impl Hasher for KeyHasher {
 #[derive(Debug, Default)]
 struct HostPool {
     idle: Vec<http1::SendRequest<ProxyBody>>,
+    /// Idle connections of Baton's own HTTP/1.1 client ([`H1Conn`]), boxed once for their
+    /// life so that moving one between pool, request and response body moves a pointer.
+    #[allow(clippy::vec_box)]
+    own: Vec<Box<H1Conn>>,
     h2: Option<http2::SendRequest<ProxyBody>>,
     /// Held while an HTTP/2 connection is being opened, so that requests arriving meanwhile
     /// wait for it and share it instead of each opening their own.
@@ -102,6 +106,8 @@ struct HostPool {
 pub enum Conn {
     H1(http1::SendRequest<ProxyBody>),
     H2(http2::SendRequest<ProxyBody>),
+    /// Baton's own HTTP/1.1 client: cleartext, request body in memory.
+    Own(Box<H1Conn>),
 }
 
 /// A checked-out connection and whether it had served a request before (a reused connection
@@ -124,41 +130,44 @@ pub enum SendError {
 
 impl Pools {
     /// A ready connection to `host`: an idle pooled one, the shared HTTP/2 one, or a new one.
+    /// `own`: the request's body is in memory, so a cleartext HTTP/1.1 upstream gets Baton's
+    /// own client ([`Conn::Own`]).
     pub async fn checkout(
         &self,
         cidx: usize,
         cluster: &Arc<Cluster>,
         host: &Arc<Host>,
+        own: bool,
     ) -> Result<Checkout, UpstreamFailure> {
         let key = (cidx, host.addr);
-        if cluster.config.http2 {
-            let connecting = self
-                .hosts
-                .borrow_mut()
-                .entry(key)
-                .or_default()
-                .h2_connecting
-                .clone();
-            let _one_connect = connecting.lock().await;
-            let existing = self
-                .hosts
-                .borrow()
-                .get(&key)
-                .and_then(|p| p.h2.clone())
-                .filter(|s| !s.is_closed());
-            if let Some(s) = existing {
-                return Ok(Checkout {
-                    conn: Conn::H2(s),
-                    reused: true,
-                });
+        if own && !cluster.config.http2 && cluster.config.tls.is_none() {
+            loop {
+                let candidate = self
+                    .hosts
+                    .borrow_mut()
+                    .get_mut(&key)
+                    .and_then(|p| p.own.pop());
+                let Some(mut c) = candidate else { break };
+                if c.idle_usable() {
+                    return Ok(Checkout {
+                        conn: Conn::Own(c),
+                        reused: true,
+                    });
+                }
             }
             let _pending = Pending::enter(cluster)?;
-            let s = Box::pin(connect_h2(cluster, host)).await?;
-            self.hosts.borrow_mut().entry(key).or_default().h2 = Some(s.clone());
+            let stream = Box::pin(connect_tcp(cluster, host)).await?;
+            cluster.stats.upstream_cx_http1_total.inc();
+            let head_limit = (cluster.config.per_connection_buffer_limit_bytes as usize).max(8192);
+            let guard = CxGuard::new(cluster.clone(), host.clone());
             return Ok(Checkout {
-                conn: Conn::H2(s),
+                conn: Conn::Own(Box::new(H1Conn::new(stream, host.addr, head_limit, guard))),
                 reused: false,
             });
+        }
+        if cluster.config.http2 {
+            // Boxed: it would grow every request's future (see `proxy::forward`).
+            return Box::pin(self.checkout_h2(key, cluster, host)).await;
         }
         loop {
             let candidate = self
@@ -185,6 +194,53 @@ impl Pools {
         })
     }
 
+    /// The shared HTTP/2 connection to `host`, opened if there is none.
+    async fn checkout_h2(
+        &self,
+        key: (usize, SocketAddr),
+        cluster: &Arc<Cluster>,
+        host: &Arc<Host>,
+    ) -> Result<Checkout, UpstreamFailure> {
+        {
+            let connecting = self
+                .hosts
+                .borrow_mut()
+                .entry(key)
+                .or_default()
+                .h2_connecting
+                .clone();
+            let _one_connect = connecting.lock().await;
+            let existing = self
+                .hosts
+                .borrow()
+                .get(&key)
+                .and_then(|p| p.h2.clone())
+                .filter(|s| !s.is_closed());
+            if let Some(s) = existing {
+                return Ok(Checkout {
+                    conn: Conn::H2(s),
+                    reused: true,
+                });
+            }
+            let _pending = Pending::enter(cluster)?;
+            let s = Box::pin(connect_h2(cluster, host)).await?;
+            self.hosts.borrow_mut().entry(key).or_default().h2 = Some(s.clone());
+            Ok(Checkout {
+                conn: Conn::H2(s),
+                reused: false,
+            })
+        }
+    }
+
+    /// Return an idle connection of Baton's own client.
+    pub fn checkin_h1(&self, cidx: usize, c: Box<H1Conn>) {
+        let mut hosts = self.hosts.borrow_mut();
+        let pool = hosts.entry((cidx, c.addr())).or_default();
+        if pool.own.len() < MAX_IDLE_PER_HOST {
+            pool.own.push(c);
+        }
+    }
+
     /// Return an HTTP/1.1 connection whose response has been read to its end.
     pub fn checkin(&self, cidx: usize, addr: SocketAddr, s: http1::SendRequest<ProxyBody>) {
         if s.is_closed() {
@@ -201,16 +257,26 @@ impl Pools {
 // === impl Conn ===
 
 impl Conn {
-    /// Send `req`; a request hyper did not write comes back as [`SendError::NotSent`].
-    pub async fn send(&mut self, req: Request<ProxyBody>) -> Result<Response<Incoming>, SendError> {
-        let res = match self {
-            Conn::H1(s) => s.try_send_request(req).await,
-            Conn::H2(s) => s.try_send_request(req).await,
+    /// Send `req`; a request that was not written comes back as [`SendError::NotSent`]. With
+    /// the response comes the hyper HTTP/1.1 connection to return to the pool once its body
+    /// has been read (Baton's own client returns its connection itself).
+    pub async fn send(
+        self,
+        req: Request<ProxyBody>,
+        home: Home,
+    ) -> Result<(Response<ProxyBody>, Option<http1::SendRequest<ProxyBody>>), SendError> {
+        let (res, checkin) = match self {
+            Conn::Own(c) => return c.send(req, home).await.map(|r| (r, None)),
+            Conn::H1(mut s) => (Box::pin(s.try_send_request(req)).await, Some(s)),
+            Conn::H2(mut s) => (Box::pin(s.try_send_request(req)).await, None),
         };
-        res.map_err(|mut e| match e.take_message() {
-            Some(req) => SendError::NotSent(Box::new(req)),
-            None => SendError::Failed(classify(e.error())),
-        })
+        match res {
+            Ok(r) => Ok((r.map(ProxyBody::stream), checkin)),
+            Err(mut e) => Err(match e.take_message() {
+                Some(req) => SendError::NotSent(Box::new(req)),
+                None => SendError::Failed(classify(e.error())),
+            }),
+        }
     }
 }
 
@@ -285,13 +351,13 @@ impl Drop for Pending<'_> {
 }
 
 /// Track an upstream connection's life in the cluster's and host's stats.
-struct CxGuard {
+pub(crate) struct CxGuard {
     cluster: Arc<Cluster>,
     host: Arc<Host>,
 }
 
 impl CxGuard {
-    fn new(cluster: Arc<Cluster>, host: Arc<Host>) -> Self {
+    pub(crate) fn new(cluster: Arc<Cluster>, host: Arc<Host>) -> Self {
         cluster.stats.upstream_cx_active.inc();
         host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
         host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
