@@ -105,7 +105,7 @@ impl ProxyBody {
     }
 
     /// The in-memory body, if it is one (see [`is_buffered`](Self::is_buffered)).
-    pub fn buffered(self) -> Option<Bytes> {
+    pub fn buffered(&self) -> Option<Bytes> {
         match &self.kind {
             Kind::Empty => Some(Bytes::new()),
             Kind::Full(b) => Some(b.clone().unwrap_or_default()),

@@ -119,26 +119,25 @@ impl H1Conn {
     }
 
     /// Send `req` (its body must be in memory: see [`sendable`]) and read the response head.
-    /// A write that fails before any byte went out hands the request back.
+    /// [`SendError::NotSent`]: no byte went out, `req` may go on another connection.
+    ///
+    /// `req` is borrowed, not moved: the future stays small, and a request not sent needs no
+    /// handing back.
     pub(crate) async fn send(
         mut self: Box<Self>,
-        req: Request<ProxyBody>,
+        req: &Request<ProxyBody>,
         home: Home,
     ) -> Result<Response<ProxyBody>, SendError> {
-        let (parts, body) = req.into_parts();
-        let body = body.buffered().unwrap_or_default();
-        self.encode(&parts, &body);
-        let head_request = parts.method == Method::HEAD;
+        let body = req.body().buffered().unwrap_or_default();
+        self.encode(req, &body);
+        let head_request = req.method() == Method::HEAD;
         if let Err(e) = self.write_request(&body).await {
             tracing::debug!(upstream = %self.addr, error = %e, "upstream write failed");
             return Err(match e {
-                WriteError::NothingSent(_) => {
-                    SendError::NotSent(Box::new(Request::from_parts(parts, ProxyBody::full(body))))
-                }
+                WriteError::NothingSent(_) => SendError::NotSent,
                 WriteError::Partial(_) => SendError::Failed(UpstreamFailure::Reset),
             });
         }
-        drop(parts);
         loop {
             match self.parse_head(head_request) {
                 Ok(Some(Parsed::Informational)) => continue,
@@ -172,16 +171,16 @@ impl H1Conn {
     }
 
     /// The request head (and a small body) into the write buffer.
-    fn encode(&mut self, parts: &http::request::Parts, body: &Bytes) {
+    fn encode(&mut self, req: &Request<ProxyBody>, body: &Bytes) {
         let w = &mut self.wbuf;
         w.clear();
-        w.extend_from_slice(parts.method.as_str().as_bytes());
+        w.extend_from_slice(req.method().as_str().as_bytes());
         w.push(b' ');
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         w.extend_from_slice(target.as_bytes());
         w.extend_from_slice(b" HTTP/1.1\r\n");
         let mut has_length = false;
-        for (name, value) in &parts.headers {
+        for (name, value) in req.headers() {
             if name == header::CONTENT_LENGTH {
                 // Ours below: the buffered body is what goes out.
                 has_length = true;
@@ -197,7 +196,7 @@ impl H1Conn {
         }
         if !body.is_empty()
             || has_length
-            || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
+            || matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
         {
             w.extend_from_slice(b"content-length: ");
             w.extend_from_slice(itoa_u64(body.len() as u64, &mut [0u8; 20]));

@@ -73,7 +73,11 @@ pub async fn handle(
     if let Some(logs) = l.access_logs.as_ref() {
         tracker.log = Some(logs.capture(&req, &c));
     }
-    let mut resp = route(&l, &w, &c, req, &mut tracker).await;
+    // Routing is synchronous, so only forwarding adds a future to this one's state.
+    let mut resp = match route(&l, &req, &mut tracker) {
+        Routed::Reply(r) => r,
+        Routed::Forward(route, f) => forward(&l, &w, &c, route, f, req, &mut tracker).await,
+    };
     tracker.status = resp.status().as_u16();
     if let Some(log) = tracker.log.as_mut() {
         log.response_headers = Some(resp.headers().clone());
@@ -96,22 +100,22 @@ pub async fn handle(
     Ok(Response::from_parts(parts, body.on_finish(tracker)))
 }
 
-async fn route(
-    l: &Arc<ListenerShared>,
-    w: &Rc<Worker>,
-    c: &Rc<ConnCtx>,
-    req: Request<Incoming>,
-    tracker: &mut Tracker,
-) -> Response<ProxyBody> {
+/// What routing decided.
+enum Routed<'l> {
+    Reply(Response<ProxyBody>),
+    Forward(&'l Route, &'l Forward),
+}
+
+fn route<'l>(l: &'l ListenerShared, req: &Request<Incoming>, tracker: &mut Tracker) -> Routed<'l> {
     let route = {
-        let authority = authority_of(&req);
+        let authority = authority_of(req);
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         l.router.route(authority, path, req.headers())
     };
     let Some(route) = route else {
         l.http_stats.no_route.inc();
         tracker.flag = Some("NR");
-        return local_reply(StatusCode::NOT_FOUND, Bytes::new());
+        return Routed::Reply(local_reply(StatusCode::NOT_FOUND, Bytes::new()));
     };
     if let Some(log) = tracker.log.as_mut() {
         log.route_name = Some(route.name.clone());
@@ -119,14 +123,14 @@ async fn route(
     match &route.action {
         Action::Direct(d) => {
             l.http_stats.rq_direct_response.inc();
-            local_reply(d.status, d.body.clone().unwrap_or_default())
+            Routed::Reply(local_reply(d.status, d.body.clone().unwrap_or_default()))
         }
         Action::Redirect(_) => {
             l.http_stats.rq_redirect.inc();
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            redirect(route, authority_of(&req), path)
+            Routed::Reply(redirect(route, authority_of(req), path))
         }
-        Action::Forward(f) => forward(l, w, c, route, f, req, tracker).await,
+        Action::Forward(f) => Routed::Forward(route, f),
     }
 }
 
@@ -386,7 +390,7 @@ async fn forward(
             w,
             f.cluster,
             &cluster,
-            up,
+            &mut up,
             deadline,
             per_try.or(hcm.stream_idle_timeout),
         )
@@ -541,7 +545,7 @@ async fn attempt_once(
     w: &Rc<Worker>,
     cidx: usize,
     cluster: &Arc<Cluster>,
-    mut req: Request<ProxyBody>,
+    req: &mut Request<ProxyBody>,
     deadline: Option<tokio::time::Instant>,
     per_try: Option<Duration>,
 ) -> Result<AttemptDone, (UpstreamFailure, bool)> {
@@ -568,7 +572,7 @@ async fn attempt_once(
     let work = async {
         let mut stale_tries = 0;
         loop {
-            let own = h1_client::sendable(&req);
+            let own = h1_client::sendable(req);
             let co = w
                 .pools
                 .checkout(cidx, cluster, &host, own)
@@ -581,11 +585,8 @@ async fn attempt_once(
             };
             match co.conn.send(req, home).await {
                 Ok((resp, checkin)) => return Ok((resp, checkin, sent_at)),
-                Err(SendError::NotSent(r)) if stale_tries < 3 => {
-                    stale_tries += 1;
-                    req = *r;
-                }
-                Err(SendError::NotSent(_)) => return Err((UpstreamFailure::Reset, co.reused)),
+                Err(SendError::NotSent) if stale_tries < 3 => stale_tries += 1,
+                Err(SendError::NotSent) => return Err((UpstreamFailure::Reset, co.reused)),
                 Err(SendError::Failed(f)) => return Err((f, co.reused)),
             }
         }

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -509,26 +509,91 @@ async fn serve_arriving(
     close_unserved(&l, opened);
 }
 
+/// The future of one request, [`crate::proxy::handle`]'s.
+pub(crate) trait HandleFuture:
+    Future<Output = Result<Response<ProxyBody>, Infallible>> + 'static
+{
+}
+
+impl<T: Future<Output = Result<Response<ProxyBody>, Infallible>> + 'static> HandleFuture for T {}
+
+/// [`crate::proxy::handle`], as a function pointer whose return type names its future.
+type HandleFn<F> = fn(Arc<ListenerShared>, Rc<Worker>, Rc<ConnCtx>, Request<Incoming>) -> F;
+
+/// A request's future in a heap slot, which goes back to its connection's spare slot when
+/// the request is done.
+type FutureBox<F> = Pin<Box<Option<F>>>;
+
 /// The per-connection hyper service: each request goes to [`crate::proxy::handle`].
-#[derive(Clone)]
-struct Svc {
+///
+/// A request's future (a few KiB: past the allocator's per-thread cache) lives in a heap slot
+/// that the connection reuses from one request to the next, instead of one allocation per
+/// request. (hyper wants an `Unpin` future, so the slot cannot be hyper's own.)
+struct Svc<F> {
     l: Arc<ListenerShared>,
     w: Rc<Worker>,
     c: Rc<ConnCtx>,
+    handle: HandleFn<F>,
+    spare: Rc<Cell<Option<FutureBox<F>>>>,
 }
 
-impl hyper::service::Service<Request<Incoming>> for Svc {
+impl<F> Clone for Svc<F> {
+    fn clone(&self) -> Self {
+        Self {
+            l: self.l.clone(),
+            w: self.w.clone(),
+            c: self.c.clone(),
+            handle: self.handle,
+            spare: self.spare.clone(),
+        }
+    }
+}
+
+impl<F: HandleFuture> hyper::service::Service<Request<Incoming>> for Svc<F> {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>>>>;
+    type Future = InFlight<F>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(crate::proxy::handle(
-            self.l.clone(),
-            self.w.clone(),
-            self.c.clone(),
-            req,
-        ))
+    fn call(&self, req: Request<Incoming>) -> InFlight<F> {
+        let fut = (self.handle)(self.l.clone(), self.w.clone(), self.c.clone(), req);
+        let slot = match self.spare.take() {
+            Some(mut slot) => {
+                slot.set(Some(fut));
+                slot
+            }
+            None => Box::pin(Some(fut)),
+        };
+        InFlight {
+            slot: Some(slot),
+            spare: self.spare.clone(),
+        }
+    }
+}
+
+/// One request's future, in a reused slot (see [`Svc`]).
+struct InFlight<F> {
+    slot: Option<FutureBox<F>>,
+    spare: Rc<Cell<Option<FutureBox<F>>>>,
+}
+
+impl<F: HandleFuture> Future for InFlight<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.slot.as_mut().and_then(|s| s.as_mut().as_pin_mut()) {
+            Some(fut) => fut.poll(cx),
+            // Never: the slot is emptied only on drop.
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<F> Drop for InFlight<F> {
+    fn drop(&mut self) {
+        if let Some(mut slot) = self.slot.take() {
+            slot.set(None);
+            self.spare.set(Some(slot));
+        }
     }
 }
 
@@ -666,6 +731,8 @@ async fn serve_sniffed(
         l: l.clone(),
         w,
         c: ctx.clone(),
+        handle: crate::proxy::handle,
+        spare: Rc::new(Cell::new(None)),
     };
     let result = match proto {
         Sniffed::Http1 => {
@@ -779,9 +846,9 @@ enum H1End {
 /// comes back to us at the end: for a protocol switch (handed to the tunnel), for the next
 /// generation (moved at an idle point), for a request that raced an idle close (served once
 /// more), and for a lingering close.
-async fn serve_http1(
+async fn serve_http1<F: HandleFuture>(
     io: ServerIo,
-    svc: Svc,
+    svc: Svc<F>,
     l: &ListenerShared,
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {
@@ -839,12 +906,12 @@ async fn serve_http1(
     }
 }
 
-type H1Conn = http1::Connection<TokioIo<ServerIo>, Svc>;
+type H1Conn<F> = http1::Connection<TokioIo<ServerIo>, Svc<F>>;
 
 /// Poll hyper until the connection ends, closing it when it idles out or a drain asks, or
 /// (with `handover`, while a successor takes connections) stopping it at its next idle point.
-async fn drive_h1(
-    conn: &mut H1Conn,
+async fn drive_h1<F: HandleFuture>(
+    conn: &mut H1Conn<F>,
     l: &ListenerShared,
     ctx: &ConnCtx,
     mut modes: Option<crate::handover::ModeWaiter>,
@@ -987,9 +1054,9 @@ const H2_DRAIN_PING_WAIT: Duration = Duration::from_secs(1);
 /// already sent (a PING round trip, holding our writes), then sends GOAWAY(2^31-1) and lets
 /// hyper's graceful shutdown finish the connection: it keeps reading until every open stream
 /// has finished. See [`crate::h2_drain`].
-async fn serve_http2(
+async fn serve_http2<F: HandleFuture>(
     io: ServerIo,
-    svc: Svc,
+    svc: Svc<F>,
     l: &ListenerShared,
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {

@@ -121,8 +121,8 @@ pub struct Checkout {
 /// Why a send failed.
 #[derive(Debug)]
 pub enum SendError {
-    /// Hyper did not write the request: it is handed back to be sent elsewhere.
-    NotSent(Box<Request<ProxyBody>>),
+    /// The request was not written: it may be sent on another connection.
+    NotSent,
     Failed(UpstreamFailure),
 }
 
@@ -257,23 +257,32 @@ impl Pools {
 // === impl Conn ===
 
 impl Conn {
-    /// Send `req`; a request that was not written comes back as [`SendError::NotSent`]. With
-    /// the response comes the hyper HTTP/1.1 connection to return to the pool once its body
-    /// has been read (Baton's own client returns its connection itself).
+    /// Send `req`. After [`SendError::NotSent`] `req` is intact, to be sent on another
+    /// connection; otherwise hyper may have taken it. With the response comes the hyper
+    /// HTTP/1.1 connection to return to the pool once its body has been read (Baton's own
+    /// client returns its connection itself).
     pub async fn send(
         self,
-        req: Request<ProxyBody>,
+        req: &mut Request<ProxyBody>,
         home: Home,
     ) -> Result<(Response<ProxyBody>, Option<http1::SendRequest<ProxyBody>>), SendError> {
+        let taken = std::mem::replace(req, Request::new(ProxyBody::empty()));
+        // Boxed: hyper's send futures would grow every request's future.
         let (res, checkin) = match self {
-            Conn::Own(c) => return c.send(req, home).await.map(|r| (r, None)),
-            Conn::H1(mut s) => (Box::pin(s.try_send_request(req)).await, Some(s)),
-            Conn::H2(mut s) => (Box::pin(s.try_send_request(req)).await, None),
+            Conn::Own(c) => {
+                *req = taken;
+                return c.send(req, home).await.map(|r| (r, None));
+            }
+            Conn::H1(mut s) => (Box::pin(s.try_send_request(taken)).await, Some(s)),
+            Conn::H2(mut s) => (Box::pin(s.try_send_request(taken)).await, None),
         };
         match res {
             Ok(r) => Ok((r.map(ProxyBody::stream), checkin)),
             Err(mut e) => Err(match e.take_message() {
-                Some(req) => SendError::NotSent(Box::new(req)),
+                Some(back) => {
+                    *req = back;
+                    SendError::NotSent
+                }
                 None => SendError::Failed(classify(e.error())),
             }),
         }
