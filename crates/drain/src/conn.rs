@@ -6,8 +6,10 @@
 //! stays asked (every later `drain_close` is true and `close_requested` completes at once),
 //! and it is counted once in [`crate::Counts::asked_to_close`].
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -101,16 +103,40 @@ impl Conn {
                     }
                     _ = &mut notified => {}
                 },
-                None => tokio::select! {
-                    r = self.changes.changed() => {
-                        if r.is_err() {
-                            // The sender lives in the shared state this handle holds: cannot
-                            // happen; wait for an ask rather than spin.
-                            notified.await;
+                None => {
+                    // Before any drain or failed health check (a proxy's whole normal life),
+                    // this future is polled at every wake-up of the connection's task, i.e.
+                    // for every request. The two waits are polled with a waker of our own that
+                    // records its wake-ups: while it has none, and the task's waker is the
+                    // same, neither wait can have fired and a poll is one atomic load.
+                    let changed = self.changes.changed();
+                    tokio::pin!(changed);
+                    let mut registered: Option<Arc<WakeFlag>> = None;
+                    let r = std::future::poll_fn(|cx| {
+                        if let Some(flag) = &registered {
+                            if !flag.fired.load(SeqCst) && flag.task.will_wake(cx.waker()) {
+                                return Poll::Pending;
+                            }
                         }
+                        let flag = Arc::new(WakeFlag {
+                            fired: AtomicBool::new(false),
+                            task: cx.waker().clone(),
+                        });
+                        let waker = Waker::from(flag.clone());
+                        let mut inner = Context::from_waker(&waker);
+                        registered = Some(flag);
+                        if let Poll::Ready(r) = changed.as_mut().poll(&mut inner) {
+                            return Poll::Ready(r.is_ok());
+                        }
+                        notified.as_mut().poll(&mut inner).map(|()| true)
+                    })
+                    .await;
+                    if !r {
+                        // The sender lives in the shared state this handle holds: cannot
+                        // happen; wait for an ask rather than spin.
+                        notified.await;
                     }
-                    _ = &mut notified => {}
-                },
+                }
             }
         }
     }
@@ -162,6 +188,23 @@ impl Clone for Conn {
             state: self.state.clone(),
             changes: self.state.shared.subscribe_changes(),
         }
+    }
+}
+
+/// A waker that records that it was woken before waking the task's.
+struct WakeFlag {
+    fired: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, SeqCst);
+        self.task.wake_by_ref();
     }
 }
 

@@ -376,6 +376,39 @@ async fn failed_health_check_makes_drain_close_true() {
     assert!(conn.drain_close(), "a connection already asked stays asked");
 }
 
+/// `close_requested` skips its waits while nothing woke them; a change that is not a drain
+/// (listeners stopping, a health check toggling) wakes them without ending the wait, and the
+/// drain that follows must still be seen.
+#[tokio::test(start_paused = true)]
+async fn close_requested_sees_a_drain_after_changes_that_are_not_one() {
+    let (signal, watch) = gradual();
+    let control = signal.control();
+    let mut conn = watch.connection(Direction::Unspecified);
+    let waiting = tokio::spawn(async move {
+        conn.close_requested().await;
+        Instant::now()
+    });
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    control.stop_accepting(Scope::InboundOnly);
+    tokio::task::yield_now().await;
+    control.set_health_check_failed(true);
+    tokio::task::yield_now().await;
+    control.set_health_check_failed(false);
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished(), "completed before any drain");
+    control.start_drain(Scope::All);
+    let (_, end) = control.drain_window(Scope::All).expect("started");
+    let woke = tokio::time::timeout(WINDOW * 2, waiting)
+        .await
+        .expect("the drain was not seen")
+        .expect("task");
+    assert!(woke <= end);
+}
+
 #[tokio::test(start_paused = true)]
 async fn failed_health_check_alone_does_not_complete_close_requested() {
     let (signal, watch) = gradual();

@@ -935,6 +935,8 @@ async fn drive_h1<F: HandleFuture>(
         }
         let open = end == H1End::Done;
         tokio::select! {
+            // The connection first: it is what wakes this task for nearly every request.
+            biased;
             r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
                 r?;
                 return Ok(end);
