@@ -243,6 +243,7 @@ fn framing_script(req: &Req) -> Reply {
         "/http10-keep-alive" => Reply::keep(
             "HTTP/1.0 200 OK\r\ncontent-length: 4\r\nconnection: keep-alive\r\n\r\nkept",
         ),
+        "/then-close" => Reply::close("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nquiet"),
         "/extra-bytes" => Reply::keep("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA"),
         "/big-length" => {
             let mut r = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n").into_bytes();
@@ -573,6 +574,27 @@ async fn connection_close_and_http10_responses_are_not_reused() {
 
     assert_eq!(s.up.hits(), 8);
     baton.wait_stat("cluster.up.upstream_cx_total", 4).await;
+    baton.wait_stat("cluster.up.upstream_rq_rx_reset", 0).await;
+    baton
+        .wait_stat("http.ingress_http.downstream_rq_5xx", 0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_closed_while_idle_is_not_used() {
+    let s = Scripted::start(framing_script).await;
+    let baton = baton_for(&s.up).await;
+    let mut c = H1::connect(baton.addr()).await.unwrap();
+    // Each response looks reusable, but the upstream closes the connection right after it.
+    for i in 0..5 {
+        let r = get_on(&mut c, "/then-close").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "quiet"), "{i}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = get_on(&mut c, "/length").await;
+    assert_eq!(r.text(), "length");
+    assert_eq!(s.up.hits(), 6);
+    assert_eq!(s.up.conns(), 6, "a closed connection carried a request");
     baton.wait_stat("cluster.up.upstream_rq_rx_reset", 0).await;
     baton
         .wait_stat("http.ingress_http.downstream_rq_5xx", 0)
