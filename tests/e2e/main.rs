@@ -21,4 +21,5 @@ mod stats;
 mod streaming;
 mod timeouts;
 mod tls;
+mod upstream_h1;
 mod websocket;
