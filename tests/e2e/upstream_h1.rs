@@ -194,6 +194,14 @@ fn framing_script(req: &Req) -> Reply {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
              3\r\nabc\r\nA\r\n0123456789\r\n0\r\nx-checksum: 42\r\nx-other: y\r\n\r\n",
         ),
+        "/hop" => Reply::keep(
+            "HTTP/1.1 200 OK\r\nX-Secret: named\r\nConnection: keep-alive, X-Secret, x-later\r\n\
+             Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n\
+             TE: gzip\r\nx-later: named too\r\nx-kept: yes\r\ncontent-length: 3\r\n\r\nhop",
+        ),
+        "/te-trailers" => {
+            Reply::keep("HTTP/1.1 200 OK\r\nte: trailers\r\ncontent-length: 2\r\n\r\nok")
+        }
         "/empty-chunked" => {
             Reply::keep("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
         }
@@ -393,6 +401,35 @@ async fn head_response_has_no_body_and_keeps_the_connection() {
         1,
         "HEAD's response left the connection usable"
     );
+}
+
+/// Hop-by-hop fields of a response, and those its Connection field names (before or after
+/// it), are not forwarded; the connection stays in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_response_fields_are_not_forwarded() {
+    let s = Scripted::start(framing_script).await;
+    let baton = baton_for(&s.up).await;
+    let mut c = H1::connect(baton.addr()).await.unwrap();
+    for _ in 0..2 {
+        let r = get_on(&mut c, "/hop").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "hop");
+        assert_eq!(r.header("x-kept"), Some("yes"));
+        for gone in [
+            "x-secret",
+            "x-later",
+            "keep-alive",
+            "proxy-connection",
+            "upgrade",
+            "te",
+        ] {
+            assert_eq!(r.header(gone), None, "{gone} was forwarded");
+        }
+        let r = get_on(&mut c, "/te-trailers").await;
+        assert_eq!(r.text(), "ok");
+        assert_eq!(r.header("te"), Some("trailers"), "te: trailers is kept");
+    }
+    assert_eq!(s.up.conns(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

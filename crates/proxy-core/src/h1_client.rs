@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{BodyError, ProxyBody};
 use crate::error::UpstreamFailure;
+use crate::headers::{KEEP_ALIVE, PROXY_CONNECTION};
 use crate::server::Worker;
 use crate::upstream::{CxGuard, SendError};
 
@@ -49,6 +50,9 @@ pub struct H1Conn {
     /// Largest response head accepted.
     head_limit: usize,
     addr: SocketAddr,
+    /// Field names met on this connection, as sent: an upstream sends the same names in the
+    /// same case response after response, and comparing bytes is cheaper than parsing a name.
+    names: Vec<(Box<[u8]>, HeaderName)>,
     _guard: CxGuard,
 }
 
@@ -89,6 +93,7 @@ impl H1Conn {
             wbuf: Vec::new(),
             head_limit,
             addr,
+            names: Vec::new(),
             _guard: guard,
         }
     }
@@ -267,15 +272,28 @@ impl H1Conn {
         let mut framing: Option<State> = None;
         let mut length: Option<u64> = None;
         let mut close = http10;
+        // Hop-by-hop fields (RFC 9110 7.6.1) are read here for framing and keep-alive, and
+        // left out of the map, as `strip_hop_by_hop` would leave it; fields the Connection
+        // field names are removed after the loop.
+        let mut names_others = false;
         for h in r.headers.iter() {
-            let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            let Some(name) = cached_name(&mut self.names, h.name.as_bytes()) else {
                 return Err(UpstreamFailure::ProtocolError);
             };
-            let start = h.value.as_ptr() as usize - base;
-            let Ok(value) =
-                HeaderValue::from_maybe_shared(head.slice(start..start + h.value.len()))
-            else {
-                return Err(UpstreamFailure::ProtocolError);
+            let hop = name == header::TRANSFER_ENCODING
+                || name == header::CONNECTION
+                || name == KEEP_ALIVE
+                || name == PROXY_CONNECTION
+                || name == header::UPGRADE
+                || (name == header::TE && h.value != b"trailers");
+            let value = if hop {
+                None
+            } else {
+                let start = h.value.as_ptr() as usize - base;
+                match HeaderValue::from_maybe_shared(head.slice(start..start + h.value.len())) {
+                    Ok(v) => Some(v),
+                    Err(_) => return Err(UpstreamFailure::ProtocolError),
+                }
             };
             if name == header::CONTENT_LENGTH {
                 let v = parse_content_length(h.value).ok_or(UpstreamFailure::ProtocolError)?;
@@ -296,12 +314,29 @@ impl H1Conn {
                     let token = token.trim_ascii();
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
-                    } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
-                        close = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        if http10 {
+                            close = false;
+                        }
+                    } else if !token.is_empty() {
+                        names_others = true;
                     }
                 }
             }
-            headers.append(name, value);
+            if let Some(value) = value {
+                headers.append(name, value);
+            }
+        }
+        if names_others {
+            for h in r.headers.iter() {
+                if h.name.eq_ignore_ascii_case("connection") {
+                    for token in h.value.split(|&b| b == b',') {
+                        if let Ok(token) = std::str::from_utf8(token.trim_ascii()) {
+                            headers.remove(token);
+                        }
+                    }
+                }
+            }
         }
         self.buf.advance(n);
         let state = if head_request
@@ -376,6 +411,21 @@ enum Parsed {
 /// Whether `req` can go on an [`H1Conn`]: its body is in memory.
 pub(crate) fn sendable(req: &Request<ProxyBody>) -> bool {
     req.body().is_buffered()
+}
+
+/// Names remembered per connection ([`H1Conn::names`]).
+const NAME_CACHE: usize = 24;
+
+/// `raw` as a field name, from `cache` when it has been met before.
+fn cached_name(cache: &mut Vec<(Box<[u8]>, HeaderName)>, raw: &[u8]) -> Option<HeaderName> {
+    if let Some((_, name)) = cache.iter().find(|(r, _)| **r == *raw) {
+        return Some(name.clone());
+    }
+    let name = HeaderName::from_bytes(raw).ok()?;
+    if cache.len() < NAME_CACHE {
+        cache.push((raw.into(), name.clone()));
+    }
+    Some(name)
 }
 
 fn parse_content_length(v: &[u8]) -> Option<u64> {
@@ -696,6 +746,26 @@ mod tests {
         assert_eq!(parse_content_length(b"-1"), None);
         assert_eq!(parse_content_length(b""), None);
         assert_eq!(parse_content_length(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn names_are_cached_as_sent() {
+        let mut cache = Vec::new();
+        let a = cached_name(&mut cache, b"Content-Type").expect("valid");
+        assert_eq!(a, header::CONTENT_TYPE);
+        assert_eq!(cached_name(&mut cache, b"Content-Type"), Some(a));
+        assert_eq!(
+            cached_name(&mut cache, b"content-type"),
+            Some(header::CONTENT_TYPE)
+        );
+        assert_eq!(cache.len(), 2, "one entry per spelling");
+        assert_eq!(cached_name(&mut cache, b"bad name"), None);
+        for i in 0..100 {
+            let raw = format!("x-custom-{i}");
+            let name = cached_name(&mut cache, raw.as_bytes()).expect("valid");
+            assert_eq!(name.as_str(), raw);
+        }
+        assert_eq!(cache.len(), NAME_CACHE, "bounded");
     }
 
     #[test]

@@ -416,8 +416,8 @@ async fn forward(
                     attempt,
                 } = done;
                 let service_time = sent_at.elapsed();
+                // Without hop-by-hop fields already (see `Conn::send`).
                 let (mut rparts, rbody) = response.into_parts();
-                strip_hop_by_hop(&mut rparts.headers, false);
                 if !hcm.suppress_envoy_headers {
                     rparts.headers.insert(
                         X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),

@@ -25,6 +25,7 @@ use crate::body::ProxyBody;
 use crate::cluster::{Cluster, Host};
 use crate::error::UpstreamFailure;
 use crate::h1_client::{H1Conn, Home};
+use crate::headers::strip_hop_by_hop;
 use crate::LocalExec;
 
 /// Idle HTTP/1.1 connections kept per host and worker; more are closed when returned.
@@ -258,7 +259,8 @@ impl Pools {
 
 impl Conn {
     /// Send `req`. After [`SendError::NotSent`] `req` is intact, to be sent on another
-    /// connection; otherwise hyper may have taken it. With the response comes the hyper
+    /// connection; otherwise hyper may have taken it. The response comes without hop-by-hop
+    /// fields (as [`strip_hop_by_hop`] leaves it); with it comes the hyper
     /// HTTP/1.1 connection to return to the pool once its body has been read (Baton's own
     /// client returns its connection itself).
     pub async fn send(
@@ -277,7 +279,14 @@ impl Conn {
             Conn::H2(mut s) => (Box::pin(s.try_send_request(taken)).await, None),
         };
         match res {
-            Ok(r) => Ok((r.map(ProxyBody::stream), checkin)),
+            Ok(r) => {
+                let (mut parts, body) = r.into_parts();
+                strip_hop_by_hop(&mut parts.headers, false);
+                Ok((
+                    Response::from_parts(parts, ProxyBody::stream(body)),
+                    checkin,
+                ))
+            }
             Err(mut e) => Err(match e.take_message() {
                 Some(back) => {
                     *req = back;
