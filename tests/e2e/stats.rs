@@ -71,3 +71,83 @@ fn baton_stats_without_a_chain_exits_3() {
     assert_eq!(code, Some(3), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
 }
+
+/// `upstream_cx_rx_bytes_total` / `upstream_cx_tx_bytes_total` count what crosses upstream
+/// connections: Baton's own HTTP/1.1 client (requests with no body), hyper's (a streamed
+/// upload) and HTTP/2 upstreams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connection_bytes_are_counted() {
+    let fixed = Upstream::fixed(200, "0123456789").await;
+    let h2 = Upstream::echo_h2("h2").await;
+    let echo = Upstream::echo("e").await;
+    let config = Config::new()
+        .route(route("/h2", "h2", json!({})))
+        .route(route("/upload", "echo", json!({})))
+        .cluster(cluster("echo", &[echo.port()]))
+        .route(route("/", "fixed", json!({})))
+        .cluster(cluster("fixed", &[fixed.port()]))
+        .cluster(with(
+            cluster("h2", &[h2.port()]),
+            "typed_extension_protocol_options",
+            http2_options(),
+        ))
+        .render();
+    let baton = Baton::start(&config).await;
+    const N: i64 = 5;
+    for _ in 0..N {
+        assert_eq!(get(baton.addr(), "/a").await.status, 200);
+        assert_eq!(get(baton.addr(), "/h2").await.status, 200);
+    }
+    baton
+        .wait_stat("cluster.fixed.upstream_rq_completed", N)
+        .await;
+    baton.wait_stat("cluster.h2.upstream_rq_completed", N).await;
+    let stat = |name: &'static str| {
+        let baton = &baton;
+        async move { baton.stat(name).await.unwrap_or(0) }
+    };
+    // At least the request and status lines and the body; at most a few KiB per request.
+    let tx = stat("cluster.fixed.upstream_cx_tx_bytes_total").await;
+    let rx = stat("cluster.fixed.upstream_cx_rx_bytes_total").await;
+    let line = "GET /a HTTP/1.1\r\n\r\n".len() as i64;
+    let status = "HTTP/1.1 200 OK\r\n\r\n0123456789".len() as i64;
+    assert!((N * line..N * 4096).contains(&tx), "tx {tx}");
+    assert!((N * status..N * 4096).contains(&rx), "rx {rx}");
+    let h2_tx = stat("cluster.h2.upstream_cx_tx_bytes_total").await;
+    let h2_rx = stat("cluster.h2.upstream_cx_rx_bytes_total").await;
+    assert!(h2_tx > 0 && h2_rx > 0, "h2 tx {h2_tx} rx {h2_rx}");
+
+    // A streamed upload goes through hyper's client: its bytes count too.
+    let (mut tx_body, streamed) = channel_body(4);
+    let sender = tokio::spawn(async move {
+        for _ in 0..5 {
+            if tx_body
+                .send_data(bytes::Bytes::from(vec![b'x'; 10_000]))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let resp = send1(
+        baton.addr(),
+        request("POST", "test.local", "/upload", streamed),
+    )
+    .await
+    .expect("upload");
+    let _ = sender.await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.body.len(),
+        50_000,
+        "the echo upstream got the whole body"
+    );
+    baton
+        .wait_stat("cluster.echo.upstream_rq_completed", 1)
+        .await;
+    let echo_tx = stat("cluster.echo.upstream_cx_tx_bytes_total").await;
+    let echo_rx = stat("cluster.echo.upstream_cx_rx_bytes_total").await;
+    assert!((50_000..60_000).contains(&echo_tx), "echo tx {echo_tx}");
+    assert!((50_000..60_000).contains(&echo_rx), "echo rx {echo_rx}");
+}

@@ -53,7 +53,8 @@ pub struct H1Conn {
     /// Field names met on this connection, as sent: an upstream sends the same names in the
     /// same case response after response, and comparing bytes is cheaper than parsing a name.
     names: Vec<(Box<[u8]>, HeaderName)>,
-    _guard: CxGuard,
+    /// Its life and bytes in the cluster's stats.
+    guard: CxGuard,
 }
 
 /// Where a connection goes back to once its response body has been read.
@@ -94,7 +95,7 @@ impl H1Conn {
             head_limit,
             addr,
             names: Vec::new(),
-            _guard: guard,
+            guard,
         }
     }
 
@@ -170,7 +171,7 @@ impl H1Conn {
             self.buf.reserve(READ_SIZE);
             match self.io.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return Err(SendError::Failed(UpstreamFailure::Reset)),
-                Ok(_) => {}
+                Ok(n) => self.count_rx(n),
             }
         }
     }
@@ -220,6 +221,7 @@ impl H1Conn {
                 Ok(0) => closed(),
                 Ok(n) => {
                     written += n;
+                    self.count_tx(n);
                     continue;
                 }
                 Err(e) => e,
@@ -232,6 +234,7 @@ impl H1Conn {
         }
         if body.len() > READ_SIZE {
             self.io.write_all(body).await.map_err(WriteError::Partial)?;
+            self.count_tx(body.len());
         }
         Ok(())
     }
@@ -375,7 +378,21 @@ impl H1Conn {
     /// Read more bytes into the buffer; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         self.buf.reserve(READ_SIZE);
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.count_rx(n);
+        }
+        r
+    }
+
+    fn count_rx(&self, n: usize) {
+        let stats = &self.guard.cluster().stats;
+        stats.upstream_cx_rx_bytes_total.add(n as u64);
+    }
+
+    fn count_tx(&self, n: usize) {
+        let stats = &self.guard.cluster().stats;
+        stats.upstream_cx_tx_bytes_total.add(n as u64);
     }
 
     /// Up to `max` buffered bytes, as a frame's data.

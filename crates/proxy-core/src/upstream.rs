@@ -10,15 +10,17 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
@@ -368,6 +370,73 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// An upstream connection's IO counting its bytes in `upstream_cx_rx_bytes_total` /
+/// `upstream_cx_tx_bytes_total` as they pass (above TLS, as Envoy counts them).
+struct Counted<IO> {
+    io: IO,
+    cluster: Arc<Cluster>,
+}
+
+impl<IO> Counted<IO> {
+    fn new(io: IO, cluster: Arc<Cluster>) -> Self {
+        Self { io, cluster }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.cluster.stats.upstream_cx_rx_bytes_total.add(n as u64);
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.cluster.stats.upstream_cx_tx_bytes_total.add(n as u64);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.cluster.stats.upstream_cx_tx_bytes_total.add(n as u64);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Track an upstream connection's life in the cluster's and host's stats.
 pub(crate) struct CxGuard {
     cluster: Arc<Cluster>,
@@ -375,6 +444,11 @@ pub(crate) struct CxGuard {
 }
 
 impl CxGuard {
+    /// The connection's cluster.
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     pub(crate) fn new(cluster: Arc<Cluster>, host: Arc<Host>) -> Self {
         cluster.stats.upstream_cx_active.inc();
         host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
@@ -469,7 +543,7 @@ where
 {
     let (sender, conn) = http1::Builder::new()
         .max_buf_size((cluster.config.per_connection_buffer_limit_bytes as usize).max(8192))
-        .handshake::<_, ProxyBody>(TokioIo::new(stream))
+        .handshake::<_, ProxyBody>(TokioIo::new(Counted::new(stream, cluster.clone())))
         .await
         .map_err(|e| classify(&e))?;
     cluster.stats.upstream_cx_http1_total.inc();
@@ -512,7 +586,7 @@ where
 {
     let (sender, conn) = http2::Builder::new(LocalExec)
         .timer(TokioTimer::new())
-        .handshake::<_, ProxyBody>(TokioIo::new(stream))
+        .handshake::<_, ProxyBody>(TokioIo::new(Counted::new(stream, cluster.clone())))
         .await
         .map_err(|e| classify(&e))?;
     cluster.stats.upstream_cx_http2_total.inc();
