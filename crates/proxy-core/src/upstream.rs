@@ -541,24 +541,34 @@ async fn handshake_h1<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = http1::Builder::new()
-        .max_buf_size((cluster.config.per_connection_buffer_limit_bytes as usize).max(8192))
-        .handshake::<_, ProxyBody>(TokioIo::new(Counted::new(stream, cluster.clone())))
-        .await
-        .map_err(|e| classify(&e))?;
-    cluster.stats.upstream_cx_http1_total.inc();
-    let guard = CxGuard::new(cluster.clone(), host.clone());
-    if upgrades {
+    let mut builder = http1::Builder::new();
+    builder.max_buf_size((cluster.config.per_connection_buffer_limit_bytes as usize).max(8192));
+    let sender = if upgrades {
+        // Not counted: a tunnel unwraps the upgraded connection to its socket, so that it can
+        // move to the next generation (`tunnel::run`).
+        let (sender, conn) = builder
+            .handshake::<_, ProxyBody>(TokioIo::new(stream))
+            .await
+            .map_err(|e| classify(&e))?;
+        let guard = CxGuard::new(cluster.clone(), host.clone());
         tokio::task::spawn_local(async move {
             let _ = conn.with_upgrades().await;
             drop(guard);
         });
+        sender
     } else {
+        let (sender, conn) = builder
+            .handshake::<_, ProxyBody>(TokioIo::new(Counted::new(stream, cluster.clone())))
+            .await
+            .map_err(|e| classify(&e))?;
+        let guard = CxGuard::new(cluster.clone(), host.clone());
         tokio::task::spawn_local(async move {
             let _ = conn.await;
             drop(guard);
         });
-    }
+        sender
+    };
+    cluster.stats.upstream_cx_http1_total.inc();
     Ok(sender)
 }
 
