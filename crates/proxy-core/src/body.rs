@@ -57,6 +57,43 @@ pub enum BodyTimeout {
 #[error("could not finish the stream: {0:?} timeout")]
 pub struct TimeoutError(pub BodyTimeout);
 
+/// A downstream request's body: hyper's, or none (a request read by Baton's own HTTP/1.1
+/// server, which only takes requests without a body).
+#[derive(Debug)]
+pub enum RequestBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(b) => b.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(b) => b.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// A proxied body. `!Send`: it lives on one worker thread.
 pub struct ProxyBody {
     kind: Kind,
@@ -92,6 +129,14 @@ impl ProxyBody {
 
     pub fn stream(body: Incoming) -> Self {
         Self::with_kind(Kind::Stream(body))
+    }
+
+    /// A downstream request's body, streamed.
+    pub fn request(body: RequestBody) -> Self {
+        match body {
+            RequestBody::Hyper(b) => Self::stream(b),
+            RequestBody::Empty => Self::empty(),
+        }
     }
 
     /// A response body read by Baton's own upstream HTTP/1.1 client.

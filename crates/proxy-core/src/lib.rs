@@ -17,6 +17,7 @@ pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod h1_client;
+mod h1_server;
 pub mod h2_drain;
 pub mod handover;
 pub mod headers;

@@ -15,10 +15,9 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
-use crate::body::{Finish, ProxyBody};
+use crate::body::{Finish, ProxyBody, RequestBody};
 use crate::cluster::{Cluster, Host};
 use crate::config::RetryPolicy;
 use crate::error::UpstreamFailure;
@@ -42,7 +41,7 @@ pub async fn handle(
     l: Arc<ListenerShared>,
     w: Rc<Worker>,
     c: Rc<ConnCtx>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let hs = &l.http_stats;
     hs.downstream_rq_total.inc();
@@ -64,6 +63,7 @@ pub async fn handle(
         upstream: None,
         log: None,
         bytes_received: Rc::new(Cell::new(0)),
+        done: false,
     });
     let mut req = req;
     if l.config.http.generate_request_id && !req.headers().contains_key(&X_REQUEST_ID) {
@@ -106,7 +106,11 @@ enum Routed<'l> {
     Forward(&'l Route, &'l Forward),
 }
 
-fn route<'l>(l: &'l ListenerShared, req: &Request<Incoming>, tracker: &mut Tracker) -> Routed<'l> {
+fn route<'l>(
+    l: &'l ListenerShared,
+    req: &Request<RequestBody>,
+    tracker: &mut Tracker,
+) -> Routed<'l> {
     let route = {
         let authority = authority_of(req);
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -135,7 +139,7 @@ fn route<'l>(l: &'l ListenerShared, req: &Request<Incoming>, tracker: &mut Track
 }
 
 /// The request's authority: `:authority` (HTTP/2, absolute-form) or `Host`.
-fn authority_of(req: &Request<Incoming>) -> &str {
+fn authority_of(req: &Request<RequestBody>) -> &str {
     if let Some(a) = req.uri().authority() {
         return a.as_str();
     }
@@ -251,7 +255,7 @@ async fn forward(
     c: &Rc<ConnCtx>,
     route: &Route,
     f: &Forward,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
     let Some(cluster) = w.clusters.get(f.cluster).cloned() else {
@@ -315,7 +319,7 @@ async fn forward(
             }
         }
     } else {
-        let (b, fired) = ProxyBody::stream(body)
+        let (b, fired) = ProxyBody::request(body)
             .count_into(tracker.bytes_received.clone())
             .with_timeouts(hcm.stream_idle_timeout, request_deadline);
         stream_body = Some(b);
@@ -722,7 +726,7 @@ async fn tunnel(
     route: &Route,
     f: &Forward,
     cluster: &Arc<Cluster>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
@@ -758,7 +762,7 @@ async fn tunnel(
         Ok(s) => s,
         Err(e) => return failure_reply(e, tracker),
     };
-    let mut up = Request::new(ProxyBody::stream(body).count_into(tracker.bytes_received.clone()));
+    let mut up = Request::new(ProxyBody::request(body).count_into(tracker.bytes_received.clone()));
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.headers_mut() = parts.headers;
@@ -810,7 +814,9 @@ async fn tunnel(
 }
 
 /// Accounts for one request when its response body ends (or is dropped): stats, the upstream
-/// connection's return to the pool, the access log.
+/// connection's return to the pool, the access log. A request whose future is dropped before
+/// it has a response (the client left: hyper and Baton's own HTTP/1.1 loop drop it) is
+/// accounted when the tracker drops.
 pub(crate) struct Tracker {
     l: Arc<ListenerShared>,
     w: Rc<Worker>,
@@ -821,6 +827,8 @@ pub(crate) struct Tracker {
     upstream: Option<UpstreamTrack>,
     log: Option<Box<crate::server::LogCapture>>,
     bytes_received: Rc<Cell<u64>>,
+    /// Set once accounted.
+    done: bool,
 }
 
 impl Finish for Tracker {
@@ -832,10 +840,27 @@ impl Finish for Tracker {
         complete: bool,
         timed_out: Option<crate::body::BodyTimeout>,
     ) {
+        self.account(bytes_sent, complete, timed_out);
+    }
+}
+
+impl Tracker {
+    fn account(
+        &mut self,
+        bytes_sent: u64,
+        complete: bool,
+        timed_out: Option<crate::body::BodyTimeout>,
+    ) {
+        self.done = true;
         let hs = &self.l.http_stats;
         hs.downstream_rq_active.dec();
-        hs.downstream_rq_completed.inc();
-        hs.response_class(self.status);
+        if self.status == 0 {
+            // No response: the client went away first.
+            hs.downstream_rq_rx_reset.inc();
+        } else {
+            hs.downstream_rq_completed.inc();
+            hs.response_class(self.status);
+        }
         // One clock read for both.
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.start);
@@ -852,6 +877,9 @@ impl Finish for Tracker {
         if timed_out.is_some() {
             hs.downstream_rq_idle_timeout.inc();
             flag = Some("SI");
+        }
+        if self.status == 0 && flag.is_none() {
+            flag = Some("DC");
         }
         if let Some(mut up) = self.upstream.take() {
             let a = &mut up.attempt;
@@ -877,6 +905,14 @@ impl Finish for Tracker {
                     duration: elapsed,
                 },
             );
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if !self.done {
+            self.account(0, false, None);
         }
     }
 }

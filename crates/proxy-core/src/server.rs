@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, RequestBody};
 use crate::cluster::{ClusterManager, WorkerLb};
 use crate::config::{self, Bootstrap, CodecType};
 use crate::error::BuildError;
@@ -518,7 +518,7 @@ pub(crate) trait HandleFuture:
 impl<T: Future<Output = Result<Response<ProxyBody>, Infallible>> + 'static> HandleFuture for T {}
 
 /// [`crate::proxy::handle`], as a function pointer whose return type names its future.
-type HandleFn<F> = fn(Arc<ListenerShared>, Rc<Worker>, Rc<ConnCtx>, Request<Incoming>) -> F;
+type HandleFn<F> = fn(Arc<ListenerShared>, Rc<Worker>, Rc<ConnCtx>, Request<RequestBody>) -> F;
 
 /// A request's future in a heap slot, which goes back to its connection's spare slot when
 /// the request is done.
@@ -529,9 +529,9 @@ type FutureBox<F> = Pin<Box<Option<F>>>;
 /// A request's future (a few KiB: past the allocator's per-thread cache) lives in a heap slot
 /// that the connection reuses from one request to the next, instead of one allocation per
 /// request. (hyper wants an `Unpin` future, so the slot cannot be hyper's own.)
-struct Svc<F> {
+pub(crate) struct Svc<F> {
     l: Arc<ListenerShared>,
-    w: Rc<Worker>,
+    pub(crate) w: Rc<Worker>,
     c: Rc<ConnCtx>,
     handle: HandleFn<F>,
     spare: Rc<Cell<Option<FutureBox<F>>>>,
@@ -555,6 +555,13 @@ impl<F: HandleFuture> hyper::service::Service<Request<Incoming>> for Svc<F> {
     type Future = InFlight<F>;
 
     fn call(&self, req: Request<Incoming>) -> InFlight<F> {
+        self.call_with(req.map(RequestBody::Hyper))
+    }
+}
+
+impl<F: HandleFuture> Svc<F> {
+    /// Start serving `req`, in the connection's spare future slot when it has one.
+    pub(crate) fn call_with(&self, req: Request<RequestBody>) -> InFlight<F> {
         let fut = (self.handle)(self.l.clone(), self.w.clone(), self.c.clone(), req);
         let slot = match self.spare.take() {
             Some(mut slot) => {
@@ -571,7 +578,7 @@ impl<F: HandleFuture> hyper::service::Service<Request<Incoming>> for Svc<F> {
 }
 
 /// One request's future, in a reused slot (see [`Svc`]).
-struct InFlight<F> {
+pub(crate) struct InFlight<F> {
     slot: Option<FutureBox<F>>,
     spare: Rc<Cell<Option<FutureBox<F>>>>,
 }
@@ -859,6 +866,18 @@ async fn serve_http1<F: HandleFuture>(
         None
     };
     let mut io = io;
+    ctx.movable.set(reg.is_some());
+    match crate::h1_server::serve(&mut io, &svc, l, ctx, reg.is_some()).await {
+        crate::h1_server::End::Closed { linger } => {
+            drop(reg);
+            if linger {
+                linger_close(io).await;
+            }
+            return Ok(());
+        }
+        // hyper serves the rest, from the bytes put back in front of `io`.
+        crate::h1_server::End::Fallback => {}
+    }
     loop {
         ctx.movable.set(reg.is_some());
         let mut conn = h1_builder(l.config.per_connection_buffer_limit_bytes)
