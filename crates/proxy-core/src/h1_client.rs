@@ -52,7 +52,14 @@ pub struct H1Conn {
     addr: SocketAddr,
     /// Field names met on this connection, as sent: an upstream sends the same names in the
     /// same case response after response, and comparing bytes is cheaper than parsing a name.
-    names: Vec<(Box<[u8]>, HeaderName)>,
+    names: Vec<CachedName>,
+    /// The fields of the response head being parsed; kept for its capacity.
+    fields: Vec<Field>,
+    /// Whether response heads are split off the read buffer rather than copied: see
+    /// [`Self::split_head`].
+    split_heads: bool,
+    /// The last response head was split off the buffer, and no body bytes since.
+    head_out: bool,
     /// Its life and bytes in the cluster's stats.
     guard: CxGuard,
 }
@@ -95,6 +102,9 @@ impl H1Conn {
             head_limit,
             addr,
             names: Vec::new(),
+            fields: Vec::new(),
+            split_heads: true,
+            head_out: false,
             guard,
         }
     }
@@ -168,7 +178,7 @@ impl H1Conn {
             if self.buf.len() >= self.head_limit {
                 return Err(SendError::Failed(UpstreamFailure::ProtocolError));
             }
-            self.buf.reserve(READ_SIZE);
+            self.reserve();
             match self.io.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return Err(SendError::Failed(UpstreamFailure::Reset)),
                 Ok(n) => self.count_rx(n),
@@ -269,9 +279,7 @@ impl H1Conn {
             return Ok(Some(Parsed::Informational));
         }
         let http10 = r.version == Some(0);
-        let head = Bytes::copy_from_slice(&self.buf[..n]);
         let base = self.buf.as_ptr() as usize;
-        let mut headers = HeaderMap::with_capacity(r.headers.len());
         let mut framing: Option<State> = None;
         let mut length: Option<u64> = None;
         let mut close = http10;
@@ -279,61 +287,81 @@ impl H1Conn {
         // left out of the map, as `strip_hop_by_hop` would leave it; fields the Connection
         // field names are removed after the loop.
         let mut names_others = false;
-        for h in r.headers.iter() {
-            let Some(name) = cached_name(&mut self.names, h.name.as_bytes()) else {
+        // The values become `HeaderValue`s once the head is out of the buffer, which `r`
+        // borrows: until then each field is a name and where its value lies in the head.
+        let fields = &mut self.fields;
+        fields.clear();
+        let mut kept = 0;
+        for (i, h) in r.headers.iter().enumerate() {
+            let Some((name, kind)) = cached_name(&mut self.names, i, h.name.as_bytes()) else {
                 return Err(UpstreamFailure::ProtocolError);
             };
-            let hop = name == header::TRANSFER_ENCODING
-                || name == header::CONNECTION
-                || name == KEEP_ALIVE
-                || name == PROXY_CONNECTION
-                || name == header::UPGRADE
-                || (name == header::TE && h.value != b"trailers");
-            let value = if hop {
-                None
-            } else {
-                let start = h.value.as_ptr() as usize - base;
-                match HeaderValue::from_maybe_shared(head.slice(start..start + h.value.len())) {
-                    Ok(v) => Some(v),
-                    Err(_) => return Err(UpstreamFailure::ProtocolError),
+            match kind {
+                Kind::ContentLength => {
+                    let v = parse_content_length(h.value).ok_or(UpstreamFailure::ProtocolError)?;
+                    if length.is_some_and(|l| l != v) {
+                        return Err(UpstreamFailure::ProtocolError);
+                    }
+                    length = Some(v);
                 }
-            };
-            if name == header::CONTENT_LENGTH {
-                let v = parse_content_length(h.value).ok_or(UpstreamFailure::ProtocolError)?;
-                if length.is_some_and(|l| l != v) {
-                    return Err(UpstreamFailure::ProtocolError);
+                Kind::TransferEncoding => {
+                    // Only a final `chunked` delimits the body; anything else runs to the close.
+                    let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                    framing = Some(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                        State::Chunked(Chunk::Size)
+                    } else {
+                        State::Close
+                    });
                 }
-                length = Some(v);
-            } else if name == header::TRANSFER_ENCODING {
-                // Only a final `chunked` delimits the body; anything else runs to the close.
-                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-                framing = Some(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    State::Chunked(Chunk::Size)
-                } else {
-                    State::Close
-                });
-            } else if name == header::CONNECTION {
-                for token in h.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        if http10 {
-                            close = false;
+                Kind::Connection => {
+                    for token in h.value.split(|&b| b == b',') {
+                        let token = token.trim_ascii();
+                        if token.eq_ignore_ascii_case(b"close") {
+                            close = true;
+                        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                            if http10 {
+                                close = false;
+                            }
+                        } else if !token.is_empty() {
+                            names_others = true;
                         }
-                    } else if !token.is_empty() {
-                        names_others = true;
                     }
                 }
+                Kind::Hop | Kind::Te | Kind::Other => {}
             }
-            if let Some(value) = value {
+            let hop = match kind {
+                Kind::TransferEncoding | Kind::Connection | Kind::Hop => true,
+                Kind::Te => h.value != b"trailers",
+                Kind::ContentLength | Kind::Other => false,
+            };
+            // Connection fields are kept (not for the map) for the names they list.
+            if !hop || kind == Kind::Connection {
+                kept += usize::from(!hop);
+                fields.push(Field {
+                    name: (!hop).then_some(name),
+                    start: h.value.as_ptr() as usize - base,
+                    len: h.value.len(),
+                });
+            }
+        }
+        let head = self.split_head(n);
+        let mut resp = Response::new(());
+        let headers = resp.headers_mut();
+        // One more than the upstream sent: the proxy adds x-envoy-upstream-service-time.
+        headers.reserve(kept + 1);
+        for f in self.fields.iter_mut() {
+            if let Some(name) = f.name.take() {
+                let value = head.slice(f.start..f.start + f.len);
+                let Ok(value) = HeaderValue::from_maybe_shared(value) else {
+                    return Err(UpstreamFailure::ProtocolError);
+                };
                 headers.append(name, value);
             }
         }
         if names_others {
-            for h in r.headers.iter() {
-                if h.name.eq_ignore_ascii_case("connection") {
-                    for token in h.value.split(|&b| b == b',') {
+            for f in &self.fields {
+                if f.name.is_none() {
+                    for token in head[f.start..f.start + f.len].split(|&b| b == b',') {
                         if let Ok(token) = std::str::from_utf8(token.trim_ascii()) {
                             headers.remove(token);
                         }
@@ -341,7 +369,6 @@ impl H1Conn {
                 }
             }
         }
-        self.buf.advance(n);
         let state = if head_request
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -364,20 +391,53 @@ impl H1Conn {
             State::Close
         };
         let keep_alive = !close && !matches!(state, State::Close);
-        let mut resp = Response::new(());
         *resp.status_mut() = status;
         *resp.version_mut() = if http10 {
             Version::HTTP_10
         } else {
             Version::HTTP_11
         };
-        *resp.headers_mut() = headers;
         Ok(Some(Parsed::Final(resp, state, keep_alive)))
+    }
+
+    /// The first `n` buffered bytes, a response head, out of the buffer as the bytes its
+    /// header values are slices of.
+    ///
+    /// Split off, not copied, while that costs no new read buffer: the buffer is reclaimed at
+    /// the next read when the head's values are gone by then (a downstream writes them out
+    /// as soon as it has the response). If they are still alive at a read ([`Self::reserve`]
+    /// finds the buffer shared), this connection copies its heads from then on: a copy of
+    /// a head costs less than a read buffer per response, and pins less memory.
+    fn split_head(&mut self, n: usize) -> Bytes {
+        if self.split_heads {
+            self.head_out = true;
+            self.buf.split_to(n).freeze()
+        } else {
+            let head = Bytes::copy_from_slice(&self.buf[..n]);
+            self.buf.advance(n);
+            head
+        }
+    }
+
+    /// Room for one more read in the buffer.
+    fn reserve(&mut self) {
+        if self.buf.capacity() - self.buf.len() >= READ_SIZE {
+            return;
+        }
+        if !self.buf.try_reclaim(READ_SIZE) {
+            if self.head_out {
+                // Still shared with the last head (or too small, for a head beyond
+                // `READ_SIZE`: rare, and copying heads is only what it costs).
+                self.split_heads = false;
+            }
+            self.buf.reserve(READ_SIZE);
+        }
+        self.head_out = false;
     }
 
     /// Read more bytes into the buffer; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        self.buf.reserve(READ_SIZE);
+        self.reserve();
         let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
         if let Poll::Ready(Ok(n)) = r {
             self.count_rx(n);
@@ -403,6 +463,8 @@ impl H1Conn {
             self.buf.advance(n);
             b
         } else {
+            // The buffer is shared with this chunk for as long as it lives anyway.
+            self.head_out = false;
             self.buf.split_to(n).freeze()
         }
     }
@@ -430,19 +492,62 @@ pub(crate) fn sendable(req: &Request<ProxyBody>) -> bool {
     req.body().is_buffered()
 }
 
+/// A field of the response head being parsed: its name (`None` for a Connection field, kept
+/// for the names it lists) and where its value lies in the head.
+struct Field {
+    name: Option<HeaderName>,
+    start: usize,
+    len: usize,
+}
+
+/// What a field name means to the parser; worked out once per cached name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Keep-Alive, Proxy-Connection, Upgrade: hop-by-hop, nothing more.
+    Hop,
+    /// Hop-by-hop unless its value is `trailers`.
+    Te,
+    Other,
+}
+
+/// A field name as an upstream sent it, parsed.
+type CachedName = (Box<[u8]>, HeaderName, Kind);
+
 /// Names remembered per connection ([`H1Conn::names`]).
 const NAME_CACHE: usize = 24;
 
-/// `raw` as a field name, from `cache` when it has been met before.
-fn cached_name(cache: &mut Vec<(Box<[u8]>, HeaderName)>, raw: &[u8]) -> Option<HeaderName> {
-    if let Some((_, name)) = cache.iter().find(|(r, _)| **r == *raw) {
-        return Some(name.clone());
+/// `raw`, the `i`-th field of a head, as a field name, from `cache` when it has been met
+/// before. An upstream sends its fields in the same order response after response: entry `i`
+/// is tried first.
+fn cached_name(cache: &mut Vec<CachedName>, i: usize, raw: &[u8]) -> Option<(HeaderName, Kind)> {
+    let hit = match cache.get(i) {
+        Some(entry) if *entry.0 == *raw => Some(entry),
+        _ => cache.iter().find(|(r, _, _)| **r == *raw),
+    };
+    if let Some((_, name, kind)) = hit {
+        return Some((name.clone(), *kind));
     }
     let name = HeaderName::from_bytes(raw).ok()?;
+    let kind = if name == header::CONTENT_LENGTH {
+        Kind::ContentLength
+    } else if name == header::TRANSFER_ENCODING {
+        Kind::TransferEncoding
+    } else if name == header::CONNECTION {
+        Kind::Connection
+    } else if name == KEEP_ALIVE || name == PROXY_CONNECTION || name == header::UPGRADE {
+        Kind::Hop
+    } else if name == header::TE {
+        Kind::Te
+    } else {
+        Kind::Other
+    };
     if cache.len() < NAME_CACHE {
-        cache.push((raw.into(), name.clone()));
+        cache.push((raw.into(), name.clone(), kind));
     }
-    Some(name)
+    Some((name, kind))
 }
 
 fn parse_content_length(v: &[u8]) -> Option<u64> {
@@ -768,21 +873,44 @@ mod tests {
     #[test]
     fn names_are_cached_as_sent() {
         let mut cache = Vec::new();
-        let a = cached_name(&mut cache, b"Content-Type").expect("valid");
-        assert_eq!(a, header::CONTENT_TYPE);
-        assert_eq!(cached_name(&mut cache, b"Content-Type"), Some(a));
+        let a = cached_name(&mut cache, 0, b"Content-Type").expect("valid");
+        assert_eq!(a, (header::CONTENT_TYPE, Kind::Other));
+        assert_eq!(cached_name(&mut cache, 0, b"Content-Type"), Some(a.clone()));
+        assert_eq!(cached_name(&mut cache, 5, b"Content-Type"), Some(a));
         assert_eq!(
-            cached_name(&mut cache, b"content-type"),
-            Some(header::CONTENT_TYPE)
+            cached_name(&mut cache, 0, b"content-type"),
+            Some((header::CONTENT_TYPE, Kind::Other))
         );
         assert_eq!(cache.len(), 2, "one entry per spelling");
-        assert_eq!(cached_name(&mut cache, b"bad name"), None);
+        assert_eq!(cached_name(&mut cache, 0, b"bad name"), None);
         for i in 0..100 {
             let raw = format!("x-custom-{i}");
-            let name = cached_name(&mut cache, raw.as_bytes()).expect("valid");
-            assert_eq!(name.as_str(), raw);
+            let (name, kind) = cached_name(&mut cache, i, raw.as_bytes()).expect("valid");
+            assert_eq!((name.as_str(), kind), (raw.as_str(), Kind::Other));
         }
         assert_eq!(cache.len(), NAME_CACHE, "bounded");
+    }
+
+    #[test]
+    fn names_are_classified() {
+        let mut cache = Vec::new();
+        let kinds = [
+            (&b"Content-Length"[..], Kind::ContentLength),
+            (b"transfer-encoding", Kind::TransferEncoding),
+            (b"Connection", Kind::Connection),
+            (b"Keep-Alive", Kind::Hop),
+            (b"proxy-connection", Kind::Hop),
+            (b"Upgrade", Kind::Hop),
+            (b"TE", Kind::Te),
+            (b"Trailer", Kind::Other),
+            (b"x-connection", Kind::Other),
+        ];
+        for round in 0..2 {
+            for (i, (raw, kind)) in kinds.iter().enumerate() {
+                let got = cached_name(&mut cache, i, raw).map(|(_, k)| k);
+                assert_eq!(got, Some(*kind), "{raw:?}, round {round}");
+            }
+        }
     }
 
     #[test]

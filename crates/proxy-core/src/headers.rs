@@ -135,24 +135,38 @@ pub fn prepare_request_headers(
 
 /// A random UUID v4 for `x-request-id`.
 pub fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bits = fastrand::u128(..);
     // Version 4 and the RFC 4122 variant.
     bits = (bits & !(0xf << 76)) | (0x4 << 76);
     bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    // 8-4-4-4-12 hex digits: a dash before bytes 4, 6, 8 and 10.
-    let mut out = [b'-'; 36];
-    let mut o = 0;
-    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            o += 1;
-        }
-        out[o] = HEX[usize::from(byte >> 4)];
-        out[o + 1] = HEX[usize::from(byte & 0xf)];
-        o += 2;
-    }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    HeaderValue::from_bytes(&uuid_text(bits)).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
+
+/// `bits` in the 8-4-4-4-12 hex form of a UUID.
+fn uuid_text(bits: u128) -> [u8; 36] {
+    /// Where each byte's two digits go: a dash before bytes 4, 6, 8 and 10. Constant
+    /// positions let the compiler drop the bounds checks.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut out = [b'-'; 36];
+    for (byte, at) in bits.to_be_bytes().into_iter().zip(AT) {
+        let [hi, lo] = HEX_PAIRS[usize::from(byte)];
+        out[at] = hi;
+        out[at + 1] = lo;
+    }
+    out
+}
+
+/// Each byte's two lowercase hex digits: one lookup per byte instead of two.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {
@@ -268,12 +282,32 @@ mod tests {
     }
 
     #[test]
+    fn uuid_text_is_8_4_4_4_12_lowercase_hex() {
+        assert_eq!(
+            &uuid_text(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
+            b"01234567-89ab-cdef-fedc-ba9876543210"
+        );
+        assert_eq!(&uuid_text(0), b"00000000-0000-0000-0000-000000000000");
+        assert_eq!(
+            &uuid_text(u128::MAX),
+            b"ffffffff-ffff-ffff-ffff-ffffffffffff"
+        );
+    }
+
+    #[test]
     fn request_id_is_a_uuid_v4() {
         let id = new_request_id();
         let s = id.to_str().unwrap_or_default();
         assert_eq!(s.len(), 36);
         assert_eq!(s.as_bytes()[14], b'4');
         assert!(matches!(s.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
+        for (i, c) in s.bytes().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                assert_eq!(c, b'-', "{s}");
+            } else {
+                assert!(matches!(c, b'0'..=b'9' | b'a'..=b'f'), "{s}");
+            }
+        }
         assert_ne!(new_request_id(), id);
     }
 }
