@@ -346,9 +346,9 @@ impl H1Conn {
         }
         let head = self.split_head(n);
         let mut resp = Response::new(());
-        let headers = resp.headers_mut();
         // One more than the upstream sent: the proxy adds x-envoy-upstream-service-time.
-        headers.reserve(kept + 1);
+        *resp.headers_mut() = crate::header_pool::take(kept + 1);
+        let headers = resp.headers_mut();
         for f in self.fields.iter_mut() {
             if let Some(name) = f.name.take() {
                 let value = head.slice(f.start..f.start + f.len);

@@ -21,7 +21,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
@@ -334,7 +334,7 @@ impl Conn<'_> {
         let slice = |(start, len): (u32, u32)| raw.slice(start as usize..(start + len) as usize);
         // Room for what forwarding adds (x-request-id, x-forwarded-*, x-envoy-*) without a
         // rehash.
-        let mut headers = HeaderMap::with_capacity(head.fields + ADDED_FIELDS);
+        let mut headers = crate::header_pool::take(head.fields + ADDED_FIELDS);
         for s in &self.spans[..head.fields] {
             let (start, len) = s.name;
             let name = cached_name(
@@ -347,6 +347,7 @@ impl Conn<'_> {
                     headers.append(n, v);
                 }
                 _ => {
+                    crate::header_pool::give(headers);
                     self.unsplit(raw);
                     return None;
                 }
@@ -412,7 +413,7 @@ impl Conn<'_> {
         let (parts, mut body) = resp.into_parts();
         let (framing, keep_alive) =
             encode_head(&mut self.wbuf, &parts, &body, head_request, request_close);
-        drop(parts);
+        crate::header_pool::give(parts.headers);
         if framing == Framing::None {
             // Nothing of it goes out; dropping it tells its owner how far it got.
             drop(body);

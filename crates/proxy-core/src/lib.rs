@@ -20,6 +20,7 @@ pub mod h1_client;
 mod h1_server;
 pub mod h2_drain;
 pub mod handover;
+mod header_pool;
 pub mod headers;
 pub mod io;
 pub mod proxy;

@@ -399,6 +399,9 @@ async fn forward(
             per_try.or(hcm.stream_idle_timeout),
         )
         .await;
+        // The request has been written (or failed): its map serves a later message.
+        crate::header_pool::give(std::mem::take(up.headers_mut()));
+        drop(up);
         match outcome {
             Ok(done) => {
                 let status = done.response.status().as_u16();
