@@ -14,6 +14,7 @@
 //! Like hyper's default (no half-close), a client that closes its side while its request is in
 //! flight ends the request: the request's future is dropped and the connection closed.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -42,10 +43,12 @@ const READ_SIZE: usize = 8192;
 const COPY_MAX: usize = 16 * 1024;
 /// hyper's smallest read-buffer limit, and so the smallest head limit.
 const MIN_HEAD_LIMIT: usize = 8192;
+/// A read buffer smaller than this is replaced before the first read.
+const MIN_READ_BUF: usize = 2048;
 /// Fields forwarding may add to a request's map.
 const ADDED_FIELDS: usize = 6;
-/// Field names remembered per connection.
-const NAME_CACHE: usize = 16;
+/// Field names remembered per thread.
+const NAME_CACHE: usize = 32;
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,14 +88,28 @@ enum Framing {
     Close,
 }
 
-/// The connection's buffers and caches.
+/// The connection's buffers.
 struct Conn<'a> {
     io: &'a mut ServerIo,
     buf: BytesMut,
     wbuf: Vec<u8>,
-    names: Vec<(Box<[u8]>, HeaderName)>,
     head_limit: usize,
-    spans: [Span; MAX_SERVED_FIELDS],
+}
+
+/// Per-thread scratch space of the parser, shared by the thread's connections (none of it
+/// lives across an await).
+struct Scratch {
+    /// The fields of the head being parsed.
+    spans: Vec<Span>,
+    /// Field names met on this thread, as sent: clients send the same names in the same case
+    /// request after request, and comparing bytes is cheaper than parsing a name.
+    names: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch { spans: Vec::new(), names: Vec::new() })
+    };
 }
 
 /// What woke a connection waiting for a request.
@@ -113,15 +130,18 @@ pub(crate) async fn serve<F: HandleFuture>(
     ctx: &ConnCtx,
     watch_modes: bool,
 ) -> End {
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
-    buf.extend_from_slice(&io.take_prefix());
+    // The bytes read to tell HTTP/1 from HTTP/2 are in a buffer of their own: it becomes the
+    // read buffer, and grows only if a head needs more.
+    let buf = match io.take_prefix().try_into_mut() {
+        Ok(b) if b.capacity() >= MIN_READ_BUF => b,
+        Ok(b) => with_room(&b),
+        Err(b) => with_room(&b),
+    };
     let mut conn = Conn {
         io,
         buf,
         wbuf: Vec::with_capacity(512),
-        names: Vec::new(),
         head_limit: (l.config.per_connection_buffer_limit_bytes as usize).max(MIN_HEAD_LIMIT),
-        spans: [Span::default(); MAX_SERVED_FIELDS],
     };
     let end = conn.run(svc, l, ctx, watch_modes).await;
     if end == End::Fallback {
@@ -288,43 +308,51 @@ impl Conn<'_> {
         let mut close = false;
         let mut te_trailers = false;
         let mut length_seen = false;
-        for (i, h) in r.headers.iter().enumerate() {
-            let name = h.name.as_bytes();
-            // The fields that decide framing, switching or keep-alive, by their length first.
-            match name.len() {
-                2 if name.eq_ignore_ascii_case(b"te") => {
-                    te_trailers = has_token(h.value, b"trailers");
-                }
-                6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Hyper,
-                7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Hyper,
-                10 if name.eq_ignore_ascii_case(b"connection") => {
-                    if has_token(h.value, b"upgrade") {
-                        return Parsed::Hyper;
+        let mut scratch = SCRATCH.with_borrow_mut(|s| std::mem::take(&mut s.spans));
+        scratch.clear();
+        let verdict = 'fields: {
+            for h in r.headers.iter() {
+                let name = h.name.as_bytes();
+                // The fields that decide framing, switching or keep-alive, by their length first.
+                match name.len() {
+                    2 if name.eq_ignore_ascii_case(b"te") => {
+                        te_trailers = has_token(h.value, b"trailers");
                     }
-                    close |= has_token(h.value, b"close");
-                }
-                14 if name.eq_ignore_ascii_case(b"content-length") => {
-                    if length_seen || h.value.trim_ascii() != b"0" {
-                        return Parsed::Hyper;
+                    6 if name.eq_ignore_ascii_case(b"expect") => break 'fields Parsed::Hyper,
+                    7 if name.eq_ignore_ascii_case(b"upgrade") => break 'fields Parsed::Hyper,
+                    10 if name.eq_ignore_ascii_case(b"connection") => {
+                        if has_token(h.value, b"upgrade") {
+                            break 'fields Parsed::Hyper;
+                        }
+                        close |= has_token(h.value, b"close");
                     }
-                    length_seen = true;
+                    14 if name.eq_ignore_ascii_case(b"content-length") => {
+                        if length_seen || h.value.trim_ascii() != b"0" {
+                            break 'fields Parsed::Hyper;
+                        }
+                        length_seen = true;
+                    }
+                    17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                        break 'fields Parsed::Hyper
+                    }
+                    _ => {}
                 }
-                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Hyper,
-                _ => {}
+                scratch.push(Span {
+                    name: span(name),
+                    value: span(h.value),
+                });
             }
-            self.spans[i] = Span {
-                name: span(name),
-                value: span(h.value),
-            };
-        }
-        Parsed::Head(Head {
-            len,
-            method,
-            target: span(path.as_bytes()),
-            fields: r.headers.len(),
-            close,
-            te_trailers,
-        })
+            Parsed::Head(Head {
+                len,
+                method,
+                target: span(path.as_bytes()),
+                fields: r.headers.len(),
+                close,
+                te_trailers,
+            })
+        };
+        SCRATCH.with_borrow_mut(|s| s.spans = scratch);
+        verdict
     }
 
     /// The request whose head was parsed; `None` when a part of it does not convert (hyper
@@ -335,23 +363,25 @@ impl Conn<'_> {
         // Room for what forwarding adds (x-request-id, x-forwarded-*, x-envoy-*) without a
         // rehash.
         let mut headers = crate::header_pool::take(head.fields + ADDED_FIELDS);
-        for s in &self.spans[..head.fields] {
-            let (start, len) = s.name;
-            let name = cached_name(
-                &mut self.names,
-                &raw[start as usize..(start + len) as usize],
-            );
-            let value = HeaderValue::from_maybe_shared(slice(s.value)).ok();
-            match (name, value) {
-                (Some(n), Some(v)) => {
-                    headers.append(n, v);
-                }
-                _ => {
-                    crate::header_pool::give(headers);
-                    self.unsplit(raw);
-                    return None;
+        let complete = SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch { spans, names } = scratch;
+            for s in &spans[..head.fields] {
+                let (start, len) = s.name;
+                let name = cached_name(names, &raw[start as usize..(start + len) as usize]);
+                let value = HeaderValue::from_maybe_shared(slice(s.value)).ok();
+                match (name, value) {
+                    (Some(n), Some(v)) => {
+                        headers.append(n, v);
+                    }
+                    _ => return false,
                 }
             }
+            true
+        });
+        if !complete {
+            crate::header_pool::give(headers);
+            self.unsplit(raw);
+            return None;
         }
         let Ok(uri) = Uri::from_maybe_shared(slice(head.target)) else {
             self.unsplit(raw);
@@ -657,7 +687,14 @@ fn hex_len(mut v: usize, buf: &mut [u8; 16]) -> &[u8] {
     }
 }
 
-/// `raw` as a field name, from `cache` when this connection has sent it before.
+/// A new read buffer holding `bytes`.
+fn with_room(bytes: &[u8]) -> BytesMut {
+    let mut b = BytesMut::with_capacity(READ_SIZE.max(bytes.len()));
+    b.extend_from_slice(bytes);
+    b
+}
+
+/// `raw` as a field name, from `cache` when this thread has met it before.
 fn cached_name(cache: &mut Vec<(Box<[u8]>, HeaderName)>, raw: &[u8]) -> Option<HeaderName> {
     if let Some((_, name)) = cache.iter().find(|(r, _)| **r == *raw) {
         return Some(name.clone());

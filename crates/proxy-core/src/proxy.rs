@@ -62,13 +62,15 @@ pub async fn handle(
         flag: None,
         upstream: None,
         log: None,
-        bytes_received: Rc::new(Cell::new(0)),
+        bytes_received: None,
         done: false,
     });
     let mut req = req;
-    if l.config.http.generate_request_id && !req.headers().contains_key(&X_REQUEST_ID) {
+    if l.config.http.generate_request_id {
+        // One hashed lookup: a client's id is kept.
         req.headers_mut()
-            .insert(X_REQUEST_ID.clone(), new_request_id());
+            .entry(&X_REQUEST_ID)
+            .or_insert_with(new_request_id);
     }
     if let Some(logs) = l.access_logs.as_ref() {
         tracker.log = Some(logs.capture(&req, &c));
@@ -288,6 +290,7 @@ async fn forward(
     let mut replay: Option<Bytes> = None;
     let mut stream_body: Option<ProxyBody> = None;
     let mut request_timed_out: Option<Rc<Cell<Option<crate::body::BodyTimeout>>>> = None;
+    let body_read = !body.is_end_stream();
     if body.is_end_stream() {
         replay = Some(Bytes::new());
     } else if policy.is_some_and(|p| p.num_retries > 0)
@@ -307,9 +310,8 @@ async fn forward(
         match collected {
             Ok(collected) => {
                 let b = collected.to_bytes();
-                tracker
-                    .bytes_received
-                    .set(tracker.bytes_received.get() + b.len() as u64);
+                let received = tracker.received();
+                received.set(received.get() + b.len() as u64);
                 replay = Some(b);
             }
             Err(_) => {
@@ -320,7 +322,7 @@ async fn forward(
         }
     } else {
         let (b, fired) = ProxyBody::request(body)
-            .count_into(tracker.bytes_received.clone())
+            .count_into(tracker.received())
             .with_timeouts(hcm.stream_idle_timeout, request_deadline);
         stream_body = Some(b);
         request_timed_out = Some(fired);
@@ -365,7 +367,16 @@ async fn forward(
     } else {
         1
     };
-    let deadline = cfg.timeout.map(|t| tokio::time::Instant::now() + t);
+    // From the moment the request was all here: its start when it had no body (one clock
+    // read fewer), now when its body was just read whole.
+    let deadline = cfg.timeout.map(|t| {
+        let received = if body_read {
+            tokio::time::Instant::now()
+        } else {
+            tokio::time::Instant::from_std(tracker.start)
+        };
+        received + t
+    });
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -765,7 +776,7 @@ async fn tunnel(
         Ok(s) => s,
         Err(e) => return failure_reply(e, tracker),
     };
-    let mut up = Request::new(ProxyBody::request(body).count_into(tracker.bytes_received.clone()));
+    let mut up = Request::new(ProxyBody::request(body).count_into(tracker.received()));
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.headers_mut() = parts.headers;
@@ -829,7 +840,8 @@ pub(crate) struct Tracker {
     flag: Option<&'static str>,
     upstream: Option<UpstreamTrack>,
     log: Option<Box<crate::server::LogCapture>>,
-    bytes_received: Rc<Cell<u64>>,
+    /// Request body bytes received, shared with the request body; made when there is one.
+    bytes_received: Option<Rc<Cell<u64>>>,
     /// Set once accounted.
     done: bool,
 }
@@ -848,6 +860,13 @@ impl Finish for Tracker {
 }
 
 impl Tracker {
+    /// The request body's byte count, shared with whatever reads the body.
+    fn received(&mut self) -> Rc<Cell<u64>> {
+        self.bytes_received
+            .get_or_insert_with(|| Rc::new(Cell::new(0)))
+            .clone()
+    }
+
     fn account(
         &mut self,
         bytes_sent: u64,
@@ -903,7 +922,7 @@ impl Tracker {
                 &crate::access::Outcome {
                     status: self.status,
                     flags: flag.unwrap_or("-"),
-                    bytes_received: self.bytes_received.get(),
+                    bytes_received: self.bytes_received.as_ref().map_or(0, |b| b.get()),
                     bytes_sent,
                     duration: elapsed,
                 },

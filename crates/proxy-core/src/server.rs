@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use shm_stats::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -382,14 +382,13 @@ async fn accept_loop(
             _ = drain.accept_stopped(drain::Direction::Unspecified) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    tokio::task::spawn_local(serve_conn(
-                        l.clone(),
-                        w.clone(),
-                        stream,
-                        remote,
-                        drain.clone(),
-                        alive.clone(),
-                    ));
+                    let (l, w, drain, alive) = (l.clone(), w.clone(), drain.clone(), alive.clone());
+                    // The task holds the connection's (few KiB) future in a box of its own:
+                    // spawning then moves a few words, not the whole state machine, each time
+                    // the runtime hands the task on.
+                    tokio::task::spawn_local(async move {
+                        Box::pin(serve_conn(l, w, stream, remote, drain, alive)).await;
+                    });
                 }
                 Err(e) => {
                     // Out of fds or buffers: back off briefly instead of spinning.
@@ -640,7 +639,10 @@ async fn serve_conn(
         None => (Stream::Plain(stream), None),
         Some(t) => {
             let wait = TLS_HANDSHAKE_TIMEOUT.min(first_bytes_wait);
-            match tokio::time::timeout(wait, tls_accept(t, stream)).await {
+            // Boxed, like every path but the common cleartext HTTP/1.1 one: a connection's task is
+            // as large as its largest state, and every connection's task is allocated and
+            // moved whole.
+            match tokio::time::timeout(wait, Box::pin(tls_accept(t, stream))).await {
                 Ok(Some(s)) => {
                     let alpn = match s.get_ref().1.alpn_protocol() {
                         Some(b"h2") => Some(Sniffed::Http2),
@@ -754,7 +756,7 @@ async fn serve_sniffed(
         Sniffed::Http2 => {
             hs.downstream_cx_http2_total.inc();
             hs.downstream_cx_http2_active.inc();
-            let r = serve_http2(io, svc, l, &ctx).await;
+            let r = Box::pin(serve_http2(io, svc, l, &ctx)).await;
             hs.downstream_cx_http2_active.dec();
             r
         }
@@ -859,9 +861,8 @@ async fn serve_http1<F: HandleFuture>(
     l: &ListenerShared,
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {
-    let handover = svc.w.handover.clone();
-    let mut reg = if io.is_plain() {
-        handover.register()
+    let reg = if io.is_plain() {
+        svc.w.handover.register()
     } else {
         None
     };
@@ -873,11 +874,25 @@ async fn serve_http1<F: HandleFuture>(
             if linger {
                 linger_close(io).await;
             }
-            return Ok(());
+            Ok(())
         }
-        // hyper serves the rest, from the bytes put back in front of `io`.
-        crate::h1_server::End::Fallback => {}
+        // hyper serves the rest, from the bytes put back in front of `io` (boxed: see
+        // `serve_conn`).
+        crate::h1_server::End::Fallback => Box::pin(serve_http1_hyper(io, svc, l, ctx, reg)).await,
     }
+}
+
+/// The rest of an HTTP/1.1 connection, served by hyper.
+async fn serve_http1_hyper<F: HandleFuture>(
+    io: ServerIo,
+    svc: Svc<F>,
+    l: &ListenerShared,
+    ctx: &ConnCtx,
+    reg: Option<crate::handover::Registration>,
+) -> Result<(), hyper::Error> {
+    let handover = svc.w.handover.clone();
+    let mut reg = reg;
+    let mut io = io;
     loop {
         ctx.movable.set(reg.is_some());
         let mut conn = h1_builder(l.config.per_connection_buffer_limit_bytes)
@@ -1057,14 +1072,31 @@ async fn linger_close(mut io: ServerIo) {
         return;
     }
     let deadline = tokio::time::Instant::now() + LINGER;
-    let mut buf = [0u8; 4096];
     let mut total = 0;
     while total < LINGER_MAX_BYTES {
-        match tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
+        match tokio::time::timeout_at(deadline, discard(&mut io)).await {
             Ok(Ok(n)) if n > 0 => total += n,
             _ => break,
         }
     }
+}
+
+thread_local! {
+    /// Where lingering closes read what they throw away (not in every connection's future).
+    static DISCARD: RefCell<Box<[u8; 4096]>> = RefCell::new(Box::new([0; 4096]));
+}
+
+/// Read and throw away what the peer sent; `Ok(0)` at its end.
+fn discard(io: &mut ServerIo) -> impl Future<Output = std::io::Result<usize>> + '_ {
+    std::future::poll_fn(move |cx| {
+        DISCARD.with(|d| {
+            let mut d = d.borrow_mut();
+            let mut rb = tokio::io::ReadBuf::new(&mut d[..]);
+            Pin::new(&mut *io)
+                .poll_read(cx, &mut rb)
+                .map_ok(|()| rb.filled().len())
+        })
+    })
 }
 
 /// How long a draining HTTP/2 connection waits for the client's answer to its drain PING before
