@@ -1,6 +1,7 @@
 //! proxy-core: Baton's data plane — listeners' connections, HTTP/1.1 and HTTP/2 proxying with
-//! hyper, routing, clusters and load balancing, upstream connection pools, access logs, and the
-//! admin interface.
+//! hyper (and, for the common bodiless HTTP/1.1 request, Baton's own server loop and client:
+//! `h1_server`, `h1_client`), routing, clusters and load balancing, upstream connection pools,
+//! access logs, and the admin interface.
 //!
 //! It is handed listen sockets that are already bound (fresh or inherited from a previous
 //! generation), a validated [`config::Bootstrap`], a stats [`shm_stats::Store`] and a

@@ -270,15 +270,15 @@ impl Conn {
         req: &mut Request<ProxyBody>,
         home: Home,
     ) -> Result<(Response<ProxyBody>, Option<http1::SendRequest<ProxyBody>>), SendError> {
-        let taken = std::mem::replace(req, Request::new(ProxyBody::empty()));
-        // Boxed: hyper's send futures would grow every request's future.
+        // hyper's clients take the request (and give it back if it was not sent); Baton's own
+        // borrows it, so nothing is moved out and back. Boxed: hyper's send futures would grow
+        // every request's future.
+        let taken =
+            |req: &mut Request<ProxyBody>| std::mem::replace(req, Request::new(ProxyBody::empty()));
         let (res, checkin) = match self {
-            Conn::Own(c) => {
-                *req = taken;
-                return c.send(req, home).await.map(|r| (r, None));
-            }
-            Conn::H1(mut s) => (Box::pin(s.try_send_request(taken)).await, Some(s)),
-            Conn::H2(mut s) => (Box::pin(s.try_send_request(taken)).await, None),
+            Conn::Own(c) => return c.send(req, home).await.map(|r| (r, None)),
+            Conn::H1(mut s) => (Box::pin(s.try_send_request(taken(req))).await, Some(s)),
+            Conn::H2(mut s) => (Box::pin(s.try_send_request(taken(req))).await, None),
         };
         match res {
             Ok(r) => {
