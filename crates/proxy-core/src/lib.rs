@@ -27,6 +27,7 @@ pub mod io;
 pub mod proxy;
 pub mod router;
 pub mod server;
+mod slot_pool;
 pub mod stats;
 pub mod tls;
 pub mod tunnel;

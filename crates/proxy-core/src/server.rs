@@ -383,11 +383,12 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     let (l, w, drain, alive) = (l.clone(), w.clone(), drain.clone(), alive.clone());
-                    // The task holds the connection's (few KiB) future in a box of its own:
+                    // The task holds the connection's (few KiB) future in a pooled slot:
                     // spawning then moves a few words, not the whole state machine, each time
-                    // the runtime hands the task on.
+                    // the runtime hands the task on, and no large allocation is made.
                     tokio::task::spawn_local(async move {
-                        Box::pin(serve_conn(l, w, stream, remote, drain, alive)).await;
+                        crate::slot_pool::hold(serve_conn(l, w, stream, remote, drain, alive))
+                            .await;
                     });
                 }
                 Err(e) => {
