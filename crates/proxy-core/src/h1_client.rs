@@ -550,7 +550,8 @@ fn cached_name(cache: &mut Vec<CachedName>, i: usize, raw: &[u8]) -> Option<(Hea
     Some((name, kind))
 }
 
-fn parse_content_length(v: &[u8]) -> Option<u64> {
+/// A `content-length` value; a list of equal values ("42, 42") is one length.
+pub(crate) fn parse_content_length(v: &[u8]) -> Option<u64> {
     // A list of equal values ("42, 42") is one length.
     let mut out: Option<u64> = None;
     for part in v.split(|&b| b == b',') {
@@ -569,7 +570,8 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     out
 }
 
-fn itoa_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+/// `v` in decimal, written at the end of `buf`.
+pub(crate) fn itoa_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;

@@ -28,6 +28,7 @@ use http_body::Body;
 use tokio::io::AsyncWriteExt;
 
 use crate::body::{ProxyBody, RequestBody};
+use crate::h1_client::{itoa_u64, parse_content_length};
 use crate::handover::Mode;
 use crate::io::ServerIo;
 use crate::server::{ConnCtx, HandleFuture, ListenerShared, Svc};
@@ -588,7 +589,7 @@ fn encode_head(
             if bodiless {
                 continue;
             }
-            length = Some(parse_length(value.as_bytes()));
+            length = Some(parse_content_length(value.as_bytes()));
         } else if *name == header::DATE {
             has_date = true;
         } else if *name == header::CONNECTION && has_token(value.as_bytes(), b"close") {
@@ -609,7 +610,7 @@ fn encode_head(
             None => match http_body::Body::size_hint(body).exact() {
                 Some(n) => {
                     let mut digits = [0u8; 20];
-                    put_field(w, b"content-length", dec(n, &mut digits));
+                    put_field(w, b"content-length", itoa_u64(n, &mut digits));
                     Framing::Length(n)
                 }
                 None if head_request => Framing::None,
@@ -643,35 +644,6 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// A `content-length` value; a list of equal values ("42, 42") is one length.
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let mut out: Option<u64> = None;
-    for part in v.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-        if out.is_some_and(|o| o != n) {
-            return None;
-        }
-        out = Some(n);
-    }
-    out
-}
-
-fn dec(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 fn hex_len(mut v: usize, buf: &mut [u8; 16]) -> &[u8] {
@@ -751,16 +723,8 @@ mod tests {
 
     #[test]
     fn numbers() {
-        assert_eq!(dec(0, &mut [0; 20]), b"0");
-        assert_eq!(dec(u64::MAX, &mut [0; 20]), b"18446744073709551615");
         assert_eq!(hex_len(0, &mut [0; 16]), b"0");
         assert_eq!(hex_len(0x1a2b, &mut [0; 16]), b"1a2b");
-        assert_eq!(parse_length(b" 42 "), Some(42));
-        assert_eq!(parse_length(b"4 2"), None);
-        assert_eq!(parse_length(b"4, 4"), Some(4));
-        assert_eq!(parse_length(b"4, 5"), None);
-        assert_eq!(parse_length(b""), None);
-        assert_eq!(parse_length(b"99999999999999999999"), None);
     }
 
     #[test]
