@@ -26,10 +26,21 @@ pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
 /// How long a Baton may take to report LIVE.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
-/// A port on 127.0.0.1 nothing listens on right now (bind port 0, read it, drop the socket).
+/// A port on 127.0.0.1 nothing listens on right now (bind port 0, read it, drop the socket),
+/// and never one this test process has handed out before: the kernel may give a just-dropped
+/// port again, and two of them in one config (admin and listener) make Baton refuse it.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..64 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 that was not handed out before in 64 tries");
 }
 
 /// `127.0.0.1:<port>`.
