@@ -29,16 +29,22 @@ thread_local! {
     static POOL: RefCell<Vec<(TypeId, Free)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `fut` in a slot from this thread's pool (or a new one).
+/// `fut` in a slot from this thread's pool (or a new one). Always inlined: a future passed on
+/// by value is one more copy of a few KiB.
 #[inline(always)]
 pub(crate) fn hold<F: 'static>(fut: F) -> Slot<F> {
-    Slot {
-        slot: Some(fill(take(), fut)),
-    }
+    let slot = match take() {
+        Some(mut slot) => {
+            slot.set(Some(fut));
+            slot
+        }
+        None => Box::pin(Some(fut)),
+    };
+    Slot { slot: Some(slot) }
 }
 
 /// An empty slot for a future of type `F` from this thread's pool.
-pub(crate) fn take<F: 'static>() -> Option<Pin<Box<Option<F>>>> {
+fn take<F: 'static>() -> Option<Pin<Box<Option<F>>>> {
     POOL.with_borrow_mut(|pool| {
         let (_, free) = pool.iter_mut().find(|(t, _)| *t == TypeId::of::<F>())?;
         free.pop()?
@@ -48,21 +54,8 @@ pub(crate) fn take<F: 'static>() -> Option<Pin<Box<Option<F>>>> {
     })
 }
 
-/// `fut` in `slot`, or in a new one. Always inlined: a future passed on by value is one more
-/// copy of a few KiB.
-#[inline(always)]
-pub(crate) fn fill<F>(slot: Option<Pin<Box<Option<F>>>>, fut: F) -> Pin<Box<Option<F>>> {
-    match slot {
-        Some(mut slot) => {
-            slot.set(Some(fut));
-            slot
-        }
-        None => Box::pin(Some(fut)),
-    }
-}
-
 /// Empty `slot` (dropping its future in place) and keep it for a later [`take`].
-pub(crate) fn give<F: 'static>(mut slot: Pin<Box<Option<F>>>) {
+fn give<F: 'static>(mut slot: Pin<Box<Option<F>>>) {
     slot.set(None);
     // Not kept (just freed) while the thread is going away.
     let _ = POOL.try_with(|pool| {
