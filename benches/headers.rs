@@ -16,7 +16,8 @@ use std::time::Duration;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proxy_core::headers::{
-    new_request_id, prepare_request_headers, strip_hop_by_hop, upgrade_type, X_FORWARDED_FOR,
+    new_request_id, prepare_request_headers, strip_hop_by_hop, upgrade_type, Forwarded, Upgrade,
+    X_FORWARDED_FOR,
 };
 
 const REMOTE: SocketAddr =
@@ -116,19 +117,19 @@ fn bench_plain(c: &mut Criterion) {
     let mut g = c.benchmark_group("headers/browser_12");
     bench_clone(&mut g, &h);
     bench_mut(&mut g, "strip_hop_by_hop", &h, |h| {
-        strip_hop_by_hop(h, false)
+        strip_hop_by_hop(h, Upgrade::Strip)
     });
     bench_mut(
         &mut g,
         "prepare_request_headers/use_remote_address",
         &h,
-        |h| prepare_request_headers(h, REMOTE, true, false, false),
+        |h| prepare_request_headers(h, Forwarded::of(REMOTE, true, false), Upgrade::Strip),
     );
     bench_mut(
         &mut g,
         "prepare_request_headers/no_remote_address",
         &h,
-        |h| prepare_request_headers(h, REMOTE, false, false, false),
+        |h| prepare_request_headers(h, Forwarded::of(REMOTE, false, false), Upgrade::Strip),
     );
     g.bench_function("upgrade_type/none", |b| {
         b.iter(|| upgrade_type(black_box(&h)))
@@ -140,18 +141,18 @@ fn bench_plain(c: &mut Criterion) {
 fn bench_hop_by_hop(c: &mut Criterion) {
     let h = browser_with_hop_by_hop();
     let mut stripped = h.clone();
-    strip_hop_by_hop(&mut stripped, false);
+    strip_hop_by_hop(&mut stripped, Upgrade::Strip);
     assert_eq!(stripped, browser(), "hop-by-hop headers left behind");
     let mut g = c.benchmark_group("headers/browser_12_plus_5_hop_by_hop");
     bench_clone(&mut g, &h);
     bench_mut(&mut g, "strip_hop_by_hop", &h, |h| {
-        strip_hop_by_hop(h, false)
+        strip_hop_by_hop(h, Upgrade::Strip)
     });
     bench_mut(
         &mut g,
         "prepare_request_headers/use_remote_address",
         &h,
-        |h| prepare_request_headers(h, REMOTE, true, false, false),
+        |h| prepare_request_headers(h, Forwarded::of(REMOTE, true, false), Upgrade::Strip),
     );
     g.bench_function("upgrade_type/none", |b| {
         b.iter(|| upgrade_type(black_box(&h)))
@@ -163,7 +164,11 @@ fn bench_websocket(c: &mut Criterion) {
     let h = websocket();
     assert_eq!(upgrade_type(&h), Some("websocket"));
     let mut prepared = h.clone();
-    prepare_request_headers(&mut prepared, REMOTE, true, true, false);
+    prepare_request_headers(
+        &mut prepared,
+        Forwarded::of(REMOTE, true, false),
+        Upgrade::Keep,
+    );
     assert_eq!(upgrade_type(&prepared), Some("websocket"));
     assert_eq!(
         prepared.get(&X_FORWARDED_FOR),
@@ -172,13 +177,13 @@ fn bench_websocket(c: &mut Criterion) {
     let mut g = c.benchmark_group("headers/browser_12_plus_4_websocket");
     bench_clone(&mut g, &h);
     bench_mut(&mut g, "strip_hop_by_hop/keep_upgrade", &h, |h| {
-        strip_hop_by_hop(h, true)
+        strip_hop_by_hop(h, Upgrade::Keep)
     });
     bench_mut(
         &mut g,
         "prepare_request_headers/use_remote_address",
         &h,
-        |h| prepare_request_headers(h, REMOTE, true, true, false),
+        |h| prepare_request_headers(h, Forwarded::of(REMOTE, true, false), Upgrade::Keep),
     );
     g.bench_function("upgrade_type/websocket", |b| {
         b.iter(|| upgrade_type(black_box(&h)))

@@ -511,7 +511,7 @@ const TAKE_WAIT: Duration = Duration::from_millis(500);
 /// client is shared with the three-generation rule, which may take it (ending this loop).
 pub fn receive_connections(
     parent: &Mutex<Option<Client>>,
-    adopter: &proxy_core::server::Adopter,
+    adopter: &proxy_core::worker::Adopter,
 ) -> (usize, usize) {
     let (mut moved, mut refused) = (0, 0);
     loop {

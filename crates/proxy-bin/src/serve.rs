@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use parking_lot::Mutex;
 use proxy_core::admin::{self, AdminState, ListenerStatus, ServerInfo, ServerState};
 use proxy_core::cluster::ClusterManager;
-use proxy_core::server::Dataplane;
+use proxy_core::worker::Dataplane;
 use shm_stats::{Backing, OpenMode, Region, RegionOptions, Store};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};

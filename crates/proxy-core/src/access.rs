@@ -2,14 +2,15 @@
 //! arrives, and the line is formatted and handed to the sink's writer thread once the response
 //! has ended.
 
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use http::Request;
+use http::{HeaderMap, Method, Request, Version};
 
 use crate::access_log::{AccessLogWriter, Format, Record};
 use crate::config::AccessLog;
 use crate::error::BuildError;
-use crate::server::{ConnCtx, LogCapture};
+use crate::flags::ResponseFlags;
 
 /// Every access log of one listener.
 #[derive(Debug)]
@@ -17,11 +18,26 @@ pub struct AccessLogs {
     sinks: Vec<(Format, AccessLogWriter)>,
 }
 
+/// What an access log needs of a request, captured before the request is forwarded.
+#[derive(Debug)]
+pub struct LogCapture {
+    pub start_time: SystemTime,
+    pub method: Method,
+    pub path: String,
+    pub authority: Option<String>,
+    pub version: Version,
+    pub request_headers: HeaderMap,
+    pub response_headers: Option<HeaderMap>,
+    pub route_name: Option<String>,
+    pub upstream_host: Option<SocketAddr>,
+    pub upstream_cluster: Option<String>,
+}
+
 /// The parts of a finished request that are not in its [`LogCapture`].
 #[derive(Debug)]
-pub struct Outcome<'a> {
+pub struct Outcome {
     pub status: u16,
-    pub flags: &'a str,
+    pub flags: ResponseFlags,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub duration: Duration,
@@ -59,7 +75,7 @@ impl AccessLogs {
         }
     }
 
-    pub fn capture<B>(&self, req: &Request<B>, _c: &ConnCtx) -> Box<LogCapture> {
+    pub fn capture<B>(&self, req: &Request<B>) -> Box<LogCapture> {
         Box::new(LogCapture {
             start_time: SystemTime::now(),
             method: req.method().clone(),
@@ -86,7 +102,9 @@ impl AccessLogs {
         })
     }
 
-    pub fn write(&self, cap: &LogCapture, c: &ConnCtx, o: &Outcome<'_>) {
+    /// `downstream`: the connection's remote and local addresses.
+    pub fn write(&self, cap: &LogCapture, downstream: (SocketAddr, SocketAddr), o: &Outcome) {
+        let flags = o.flags.to_string();
         let rec = Record {
             start_time: cap.start_time,
             method: &cap.method,
@@ -96,7 +114,7 @@ impl AccessLogs {
             request_headers: &cap.request_headers,
             response_headers: cap.response_headers.as_ref(),
             response_code: o.status,
-            response_flags: o.flags,
+            response_flags: &flags,
             response_code_details: "-",
             bytes_received: o.bytes_received,
             bytes_sent: o.bytes_sent,
@@ -104,8 +122,8 @@ impl AccessLogs {
             upstream_host: cap.upstream_host,
             upstream_cluster: cap.upstream_cluster.as_deref(),
             route_name: cap.route_name.as_deref(),
-            downstream_remote: c.remote,
-            downstream_local: c.local,
+            downstream_remote: downstream.0,
+            downstream_local: downstream.1,
             upstream_transport_failure_reason: None,
         };
         for (format, writer) in &self.sinks {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::h1_client::H1Body;
+use crate::client::H1Body;
 
 /// Called once when a body ends (`complete`) or is dropped before its end; `timed_out` says
 /// whether one of the body's own timeouts ended it.
@@ -248,7 +248,9 @@ impl Body for ProxyBody {
             Kind::Stream(s) => Pin::new(s)
                 .poll_frame(cx)
                 .map(|r| r.map(|f| f.map_err(BodyError::from))),
-            Kind::UpstreamH1(b) => b.poll_frame(cx),
+            Kind::UpstreamH1(b) => b
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BodyError))),
         };
         if let Some(t) = this.timers.as_mut() {
             match &polled {

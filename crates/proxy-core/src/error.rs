@@ -4,6 +4,8 @@
 
 use std::io;
 
+use crate::flags::ResponseFlags;
+
 /// The data plane could not be built from a configuration. Config validation in `proxy-bin`
 /// rules most of these out; they remain for callers that build a [`crate::config::Bootstrap`]
 /// by hand.
@@ -66,14 +68,14 @@ impl UpstreamFailure {
     }
 
     /// Envoy's response flag for access logs.
-    pub fn flag(self) -> &'static str {
+    pub fn flag(self) -> ResponseFlags {
         match self {
-            Self::NoHealthyUpstream => "UH",
-            Self::Overflow => "UO",
-            Self::ConnectFailure => "UF",
-            Self::Reset => "UC",
-            Self::ProtocolError => "UPE",
-            Self::Timeout => "UT",
+            Self::NoHealthyUpstream => ResponseFlags::NO_HEALTHY_UPSTREAM,
+            Self::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
+            Self::ConnectFailure => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            Self::Reset => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            Self::ProtocolError => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+            Self::Timeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
         }
     }
 

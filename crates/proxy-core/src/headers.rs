@@ -27,7 +27,8 @@ pub fn upgrade_type(h: &HeaderMap) -> Option<&str> {
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), keeping `Connection: upgrade` and `Upgrade`
 /// for a protocol switch.
-pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Upgrade) {
+    let keep_upgrade = upgrade == Upgrade::Keep;
     const CONNECTION: u8 = 1;
     const KEEP_ALIVE_: u8 = 2;
     const PROXY_CONNECTION_: u8 = 4;
@@ -98,18 +99,47 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether a protocol switch's `Upgrade` / `Connection: upgrade` stay (a request or response of
+/// a switch being forwarded) or go with the other hop-by-hop fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upgrade {
+    Strip,
+    Keep,
+}
+
+/// What the downstream connection tells the upstream in `x-forwarded-*`.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarded {
+    /// The downstream peer.
+    pub remote: SocketAddr,
+    /// `use_remote_address`: the peer is appended to `x-forwarded-for`, and
+    /// `x-forwarded-proto` is set (not only kept).
+    pub use_remote_address: bool,
+    /// The downstream connection is TLS (`x-forwarded-proto: https`).
+    pub tls: bool,
+}
+
+impl Forwarded {
+    pub fn of(remote: SocketAddr, use_remote_address: bool, tls: bool) -> Self {
+        Self {
+            remote,
+            use_remote_address,
+            tls,
+        }
+    }
+}
+
 /// Prepare a request's headers for the upstream: hop-by-hop removed, `x-forwarded-for` (with
 /// `use_remote_address`, the peer appended) and `x-forwarded-proto` (`https` when the
 /// downstream connection is TLS).
-pub fn prepare_request_headers(
-    h: &mut HeaderMap,
-    remote: SocketAddr,
-    use_remote_address: bool,
-    keep_upgrade: bool,
-    tls: bool,
-) {
+pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded, upgrade: Upgrade) {
+    let Forwarded {
+        remote,
+        use_remote_address,
+        tls,
+    } = fwd;
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-    strip_hop_by_hop(h, keep_upgrade);
+    strip_hop_by_hop(h, upgrade);
     if use_remote_address {
         let prev = h
             .get(&X_FORWARDED_FOR)
@@ -193,7 +223,7 @@ mod tests {
             ("te", "gzip"),
             ("x-end", "2"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Upgrade::Strip);
         assert_eq!(h, map(&[("host", "a"), ("x-end", "2")]));
     }
 
@@ -205,7 +235,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("te", "Trailers"),
         ]);
-        strip_hop_by_hop(&mut h, true);
+        strip_hop_by_hop(&mut h, Upgrade::Keep);
         assert_eq!(
             h,
             map(&[
@@ -224,20 +254,20 @@ mod tests {
             ("upgrade", "h2c"),
             ("te", "trailers"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Upgrade::Strip);
         assert_eq!(h, map(&[("te", "trailers")]));
     }
 
     #[test]
     fn strip_te_named_in_connection_and_keep_alive_only() {
         let mut h = map(&[("connection", "TE, close"), ("te", "trailers"), ("x", "1")]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Upgrade::Strip);
         assert_eq!(h, map(&[("x", "1")]));
         let mut h = map(&[("connection", "keep-alive"), ("server", "o")]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Upgrade::Strip);
         assert_eq!(h, map(&[("server", "o")]));
         let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
-        strip_hop_by_hop(&mut h, true);
+        strip_hop_by_hop(&mut h, Upgrade::Keep);
         assert_eq!(
             h,
             map(&[("connection", "upgrade"), ("upgrade", "websocket")])
@@ -248,7 +278,7 @@ mod tests {
     fn prepare_appends_remote_address_and_sets_proto() {
         let remote: SocketAddr = ([192, 0, 2, 1], 4000).into();
         let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("connection", "close")]);
-        prepare_request_headers(&mut h, remote, true, false, false);
+        prepare_request_headers(&mut h, Forwarded::of(remote, true, false), Upgrade::Strip);
         assert_eq!(
             h,
             map(&[
@@ -258,7 +288,7 @@ mod tests {
         );
         let v6: SocketAddr = "[2001:db8::ff00:42:8329]:443".parse().unwrap_or(remote);
         let mut h = map(&[("x-forwarded-for", "")]);
-        prepare_request_headers(&mut h, v6, true, false, false);
+        prepare_request_headers(&mut h, Forwarded::of(v6, true, false), Upgrade::Strip);
         assert_eq!(
             h,
             map(&[
@@ -267,11 +297,11 @@ mod tests {
             ])
         );
         let mut h = map(&[("x-forwarded-proto", "https")]);
-        prepare_request_headers(&mut h, remote, false, false, false);
+        prepare_request_headers(&mut h, Forwarded::of(remote, false, false), Upgrade::Strip);
         assert_eq!(h, map(&[("x-forwarded-proto", "https")]));
         // Over TLS, with use_remote_address, Baton sets the scheme it saw.
         let mut h = map(&[("x-forwarded-proto", "http")]);
-        prepare_request_headers(&mut h, remote, true, false, true);
+        prepare_request_headers(&mut h, Forwarded::of(remote, true, true), Upgrade::Strip);
         assert_eq!(
             h,
             map(&[

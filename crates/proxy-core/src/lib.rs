@@ -9,29 +9,37 @@
 //! never decides when a generation starts or stops — that is `proxy-bin`'s.
 #![forbid(unsafe_code)]
 
+// The leaves: configuration, stats, errors, pure helpers; they import nothing below.
 pub mod access;
 pub mod access_log;
 pub mod admin;
-pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod deadline;
 pub mod error;
-pub mod h1_client;
-mod h1_server;
+pub mod flags;
 pub mod h2_drain;
 pub mod handover;
 mod header_pool;
 pub mod headers;
+pub mod http1;
 pub mod io;
-pub mod proxy;
 pub mod router;
-pub mod server;
 mod slot_pool;
 pub mod stats;
 pub mod tls;
 pub mod tunnel;
+
+// Upstream: Baton's own HTTP/1.1 client, proxied bodies, pools and connects.
+pub mod body;
+pub mod client;
 pub mod upstream;
+
+// One request, one connection, the workers.
+pub mod context;
+pub mod downstream;
+pub mod request;
+pub mod worker;
 
 /// Runs hyper's background tasks (HTTP/2 streams, client connections) on the current worker
 /// thread: nothing hyper spawns needs to be `Send`.

@@ -24,10 +24,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
+use crate::client::{self, Checkin, CxGuard, H1Conn, Home, SendError};
 use crate::cluster::{Cluster, Host};
 use crate::error::UpstreamFailure;
-use crate::h1_client::{H1Conn, Home};
-use crate::headers::strip_hop_by_hop;
+use crate::headers::{strip_hop_by_hop, Upgrade};
 use crate::LocalExec;
 
 /// Idle HTTP/1.1 connections kept per host and worker; more are closed when returned.
@@ -119,14 +119,6 @@ pub enum Conn {
 pub struct Checkout {
     pub conn: Conn,
     pub reused: bool,
-}
-
-/// Why a send failed.
-#[derive(Debug)]
-pub enum SendError {
-    /// The request was not written: it may be sent on another connection.
-    NotSent,
-    Failed(UpstreamFailure),
 }
 
 // === impl Pools ===
@@ -257,6 +249,12 @@ impl Pools {
     }
 }
 
+impl Checkin for Pools {
+    fn checkin_h1(&self, cidx: usize, conn: Box<H1Conn>) {
+        Pools::checkin_h1(self, cidx, conn);
+    }
+}
+
 // === impl Conn ===
 
 impl Conn {
@@ -276,14 +274,22 @@ impl Conn {
         let taken =
             |req: &mut Request<ProxyBody>| std::mem::replace(req, Request::new(ProxyBody::empty()));
         let (res, checkin) = match self {
-            Conn::Own(c) => return c.send(req, home).await.map(|r| (r, None)),
+            Conn::Own(c) => {
+                let body = req.body().buffered().unwrap_or_default();
+                let resp = client::send(c, req, &body, home).await?;
+                let (parts, body) = resp.into_parts();
+                return Ok((
+                    Response::from_parts(parts, ProxyBody::upstream_h1(body)),
+                    None,
+                ));
+            }
             Conn::H1(mut s) => (Box::pin(s.try_send_request(taken(req))).await, Some(s)),
             Conn::H2(mut s) => (Box::pin(s.try_send_request(taken(req))).await, None),
         };
         match res {
             Ok(r) => {
                 let (mut parts, body) = r.into_parts();
-                strip_hop_by_hop(&mut parts.headers, false);
+                strip_hop_by_hop(&mut parts.headers, Upgrade::Strip);
                 Ok((
                     Response::from_parts(parts, ProxyBody::stream(body)),
                     checkin,
@@ -437,34 +443,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
     }
 }
 
-/// Track an upstream connection's life in the cluster's and host's stats.
-pub(crate) struct CxGuard {
-    cluster: Arc<Cluster>,
-    host: Arc<Host>,
-}
-
-impl CxGuard {
-    /// The connection's cluster.
-    pub(crate) fn cluster(&self) -> &Cluster {
-        &self.cluster
-    }
-
-    pub(crate) fn new(cluster: Arc<Cluster>, host: Arc<Host>) -> Self {
-        cluster.stats.upstream_cx_active.inc();
-        host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
-        host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
-        Self { cluster, host }
-    }
-}
-
-impl Drop for CxGuard {
-    fn drop(&mut self) {
-        self.cluster.stats.upstream_cx_active.dec();
-        self.cluster.stats.upstream_cx_destroy.inc();
-        self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Complete the TLS handshake of an upstream connection, counting it in `cluster.<name>.ssl.*`.
 /// The server name is the context's `sni`, else the endpoint's DNS name; an IP-literal host
 /// sends no SNI.
@@ -606,4 +584,9 @@ where
         drop(guard);
     });
     Ok(sender)
+}
+
+/// Whether `req` can go on Baton's own client ([`H1Conn`]): its body is in memory.
+pub fn sendable(req: &Request<ProxyBody>) -> bool {
+    req.body().is_buffered()
 }

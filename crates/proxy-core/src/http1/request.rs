@@ -1,0 +1,253 @@
+//! A request head (Baton's own server loop reads these from clients), and whether the loop
+//! serves it: HTTP/1.1, origin-form, no body, no protocol switch, no `Expect`. Anything else is
+//! left to hyper's session (which answers 400 and 431 too), untouched.
+
+use std::mem::MaybeUninit;
+
+use bytes::Bytes;
+use http::{Method, Request, Uri};
+
+use super::fields::has_token;
+use super::names::NameCache;
+use super::MAX_HEADERS;
+
+/// Fields the loop records per request; a head with more goes to hyper.
+pub const MAX_SERVED_FIELDS: usize = 64;
+
+/// A field's position in the head: offsets and lengths of its name and value.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// What a request head says beyond its fields.
+#[derive(Debug)]
+pub struct Head {
+    /// Its length in the buffer.
+    pub len: usize,
+    pub method: Method,
+    target: (u32, u32),
+    /// How many fields (their spans are in the scratch `Vec` given to [`parse`]).
+    pub fields: usize,
+    /// The client asked to close after the response.
+    pub close: bool,
+    /// `TE: trailers`: the client takes trailers.
+    pub te_trailers: bool,
+}
+
+/// What the buffer holds.
+#[derive(Debug)]
+pub enum Parsed {
+    Head(Head),
+    Partial,
+    /// Not Baton's loop's: hyper serves it.
+    Hyper,
+}
+
+/// Parse a request head at the start of `buf`, its fields' positions into `spans`.
+pub fn parse(buf: &[u8], spans: &mut Vec<Span>) -> Parsed {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut r = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut r, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        // hyper answers it (400, 431).
+        Err(_) => return Parsed::Hyper,
+    };
+    if r.version != Some(1) || r.headers.len() > MAX_SERVED_FIELDS {
+        return Parsed::Hyper;
+    }
+    let (Some(method), Some(path)) = (r.method, r.path) else {
+        return Parsed::Hyper;
+    };
+    let Some(method) = served_method(method) else {
+        return Parsed::Hyper;
+    };
+    if !path.starts_with('/') {
+        // Absolute-form and asterisk-form targets.
+        return Parsed::Hyper;
+    }
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
+    let mut close = false;
+    let mut te_trailers = false;
+    let mut length_seen = false;
+    spans.clear();
+    for h in r.headers.iter() {
+        let name = h.name.as_bytes();
+        // The fields that decide framing, switching or keep-alive, by their length first.
+        match name.len() {
+            2 if name.eq_ignore_ascii_case(b"te") => {
+                te_trailers = has_token(h.value, b"trailers");
+            }
+            6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Hyper,
+            7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Hyper,
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                if has_token(h.value, b"upgrade") {
+                    return Parsed::Hyper;
+                }
+                close |= has_token(h.value, b"close");
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                if length_seen || h.value.trim_ascii() != b"0" {
+                    return Parsed::Hyper;
+                }
+                length_seen = true;
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Hyper,
+            _ => {}
+        }
+        spans.push(Span {
+            name: span(name),
+            value: span(h.value),
+        });
+    }
+    Parsed::Head(Head {
+        len,
+        method,
+        target: span(path.as_bytes()),
+        fields: r.headers.len(),
+        close,
+        te_trailers,
+    })
+}
+
+fn served_method(method: &str) -> Option<Method> {
+    match method {
+        "GET" => Some(Method::GET),
+        "HEAD" => Some(Method::HEAD),
+        _ => match Method::from_bytes(method.as_bytes()) {
+            Ok(m) if m != Method::CONNECT => Some(m),
+            _ => None,
+        },
+    }
+}
+
+/// The request `head` describes, from `raw` (the head's bytes, which its values and target
+/// become slices of), with a map from the pool with room for `extra` more fields. `None` when a
+/// part of it does not convert (hyper then judges it).
+pub fn request(
+    head: &Head,
+    raw: &Bytes,
+    spans: &[Span],
+    names: &mut NameCache,
+    extra: usize,
+) -> Option<Request<()>> {
+    let slice = |(start, len): (u32, u32)| raw.slice(start as usize..(start + len) as usize);
+    let mut headers = crate::header_pool::take(head.fields + extra);
+    for (i, s) in spans[..head.fields].iter().enumerate() {
+        let (start, len) = s.name;
+        let name = names.get(i, &raw[start as usize..(start + len) as usize]);
+        let value = http::HeaderValue::from_maybe_shared(slice(s.value)).ok();
+        match (name, value) {
+            (Some((n, _)), Some(v)) => {
+                headers.append(n, v);
+            }
+            _ => {
+                crate::header_pool::give(headers);
+                return None;
+            }
+        }
+    }
+    let Ok(uri) = Uri::from_maybe_shared(slice(head.target)) else {
+        crate::header_pool::give(headers);
+        return None;
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served(raw: &[u8]) -> Option<Request<()>> {
+        let mut spans = Vec::new();
+        match parse(raw, &mut spans) {
+            Parsed::Head(h) => {
+                let bytes = Bytes::copy_from_slice(&raw[..h.len]);
+                request(&h, &bytes, &spans, &mut NameCache::new(8), 0)
+            }
+            _ => None,
+        }
+    }
+
+    fn verdict(raw: &[u8]) -> &'static str {
+        match parse(raw, &mut Vec::new()) {
+            Parsed::Head(_) => "served",
+            Parsed::Partial => "partial",
+            Parsed::Hyper => "hyper",
+        }
+    }
+
+    #[test]
+    fn common_requests_are_served() {
+        let req = served(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-One: 1\r\nx-one: 2\r\n\r\n")
+            .expect("served");
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri(), "/a?b=c");
+        assert_eq!(req.headers()["host"], "x");
+        let ones: Vec<_> = req.headers().get_all("x-one").iter().collect();
+        assert_eq!(ones, ["1", "2"], "repeated fields kept in order");
+        assert_eq!(
+            verdict(b"DELETE / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"),
+            "served"
+        );
+        assert_eq!(verdict(b"GET / HTTP/1.1\r\nHost: x\r\n"), "partial");
+        let mut spans = Vec::new();
+        let Parsed::Head(h) = parse(
+            b"GET / HTTP/1.1\r\nConnection: close\r\nTE: trailers\r\n\r\n",
+            &mut spans,
+        ) else {
+            panic!("served");
+        };
+        assert!(h.close && h.te_trailers);
+    }
+
+    /// What hyper's session must see: a body, a switch, `Expect`, HTTP/1.0, a target that is
+    /// not origin-form, CONNECT, a malformed head (hyper answers 400), too many fields.
+    #[test]
+    fn the_rest_goes_to_hyper() {
+        let hyper: [&[u8]; 11] = [
+            b"POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\ncontent-length: 0\r\ncontent-length: 0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nconnection: Upgrade\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nexpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET http://a.example/ HTTP/1.1\r\n\r\n",
+            b"CONNECT a.example:443 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad name: x\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+        ];
+        for raw in hyper {
+            assert_eq!(verdict(raw), "hyper", "{:?}", String::from_utf8_lossy(raw));
+        }
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_SERVED_FIELDS {
+            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(verdict(&many), "hyper");
+    }
+
+    /// Whatever this loop serves, hyper would have accepted as the same request.
+    #[test]
+    fn agrees_with_hyper_on_what_it_serves() {
+        let raw: &[u8] = b"GET /x HTTP/1.1\r\nHost: h\r\nA: 1\r\n\r\n";
+        let ours = served(raw).expect("served");
+        let mut slots = [httparse::EMPTY_HEADER; 8];
+        let mut theirs = httparse::Request::new(&mut slots);
+        assert!(theirs.parse(raw).expect("valid").is_complete());
+        assert_eq!(Some(ours.method().as_str()), theirs.method);
+        assert_eq!(Some(ours.uri().to_string().as_str()), theirs.path);
+        assert_eq!(ours.headers().len(), theirs.headers.len());
+    }
+}

@@ -1,0 +1,375 @@
+//! Forwarding a routed request to its cluster, in steps: the body made replayable when it may
+//! be retried ([`prepare_body`]), the upstream request's head ([`prepare_head`]), then tries
+//! until one answers or the retry policy says stop ([`send`]).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+
+use crate::body::{BodyTimeout, ProxyBody, RequestBody};
+use crate::cluster::Cluster;
+use crate::context::Ctx;
+use crate::error::UpstreamFailure;
+use crate::flags::ResponseFlags;
+use crate::headers::{prepare_request_headers, upgrade_type, Forwarded, Upgrade};
+use crate::router::{Forward, Route};
+
+use super::attempt::{attempt_once, AttemptDone};
+use super::local::{local_reply, request_timeout};
+use super::retry::{Next, Tries};
+use super::rewrite::{rewrite_path, set_upstream_authority};
+use super::tracker::Tracker;
+use super::upgrade::tunnel;
+
+static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+
+/// The request body as forwarding holds it.
+struct Body {
+    /// The whole body, in memory: the request may be sent again.
+    replay: Option<Bytes>,
+    /// A body streamed to the upstream as it arrives (sent once).
+    stream: Option<ProxyBody>,
+    /// Set when the streamed body hit `request_timeout` or `stream_idle_timeout`.
+    timed_out: Option<Rc<Cell<Option<BodyTimeout>>>>,
+    /// The body was read whole before forwarding (the route timeout starts now, not at the
+    /// request's start).
+    read_first: bool,
+}
+
+/// The upstream request's head, sent (or cloned) once per try.
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+/// Forward `req` along `route` to `f`'s cluster.
+pub(super) async fn forward(
+    cx: Ctx<'_>,
+    route: &Route,
+    f: &Forward,
+    req: Request<RequestBody>,
+    tracker: &mut Tracker,
+) -> Response<ProxyBody> {
+    let Some(cluster) = cx.w.clusters.get(f.cluster).cloned() else {
+        return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
+    };
+    if let Some(kind) = upgrade_type(req.headers()) {
+        if !upgrade_allowed(cx, kind) {
+            cx.l.http_stats.upgrade_failed.inc();
+            return local_reply(StatusCode::FORBIDDEN, Bytes::from_static(b"upgrade failed"));
+        }
+        // Boxed: the rare upgrade path must not grow every request's future.
+        return Box::pin(tunnel(cx, route, f, &cluster, req, tracker)).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let body = match prepare_body(cx, f, body, tracker).await {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    let head = prepare_head(cx, route, f, &cluster, &mut parts);
+    send(cx, f, &cluster, head, body, tracker).await
+}
+
+fn upgrade_allowed(cx: Ctx<'_>, kind: &str) -> bool {
+    !cx.c.http2
+        && cx
+            .l
+            .config
+            .http
+            .upgrade_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(kind))
+}
+
+/// A body is replayable (so the request may be retried) when it is empty, or small enough to
+/// buffer whole within the connection's buffer limit and the route retries; otherwise it is
+/// streamed. `Err`: the reply when the body could not be read.
+async fn prepare_body(
+    cx: Ctx<'_>,
+    f: &Forward,
+    body: RequestBody,
+    tracker: &mut Tracker,
+) -> Result<Body, Response<ProxyBody>> {
+    let hcm = &cx.l.config.http;
+    let request_deadline = hcm
+        .request_timeout
+        .map(|t| tokio::time::Instant::from_std(tracker.start()) + t);
+    let mut out = Body {
+        replay: None,
+        stream: None,
+        timed_out: None,
+        read_first: !body.is_end_stream(),
+    };
+    let buffer_limit = u64::from(cx.l.config.per_connection_buffer_limit_bytes);
+    let policy = f.config.retry_policy.as_ref();
+    if body.is_end_stream() {
+        out.replay = Some(Bytes::new());
+    } else if policy.is_some_and(|p| p.num_retries > 0)
+        && body.size_hint().exact().is_some_and(|n| n <= buffer_limit)
+    {
+        // Boxed, like every rare await here: a future's size is that of its largest state,
+        // and every request's future is allocated and moved whole.
+        let collect = Box::pin(async move {
+            match request_deadline {
+                Some(d) => tokio::time::timeout_at(d, body.collect()).await.ok(),
+                None => Some(body.collect().await),
+            }
+        });
+        let Some(collected) = collect.await else {
+            return Err(request_timeout_reply(cx, tracker));
+        };
+        let Ok(collected) = collected else {
+            cx.l.http_stats.downstream_rq_rx_reset.inc();
+            tracker.set_flag(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+            return Err(local_reply(StatusCode::BAD_REQUEST, Bytes::new()));
+        };
+        let b = collected.to_bytes();
+        let received = tracker.received();
+        received.set(received.get() + b.len() as u64);
+        out.replay = Some(b);
+    } else {
+        let (b, fired) = ProxyBody::request(body)
+            .count_into(tracker.received())
+            .with_timeouts(hcm.stream_idle_timeout, request_deadline);
+        out.stream = Some(b);
+        out.timed_out = Some(fired);
+    }
+    Ok(out)
+}
+
+/// The request was not received in full within `request_timeout` (Envoy: 408, `DT`).
+fn request_timeout_reply(cx: Ctx<'_>, tracker: &mut Tracker) -> Response<ProxyBody> {
+    cx.l.http_stats.downstream_rq_timeout.inc();
+    tracker.set_flag(ResponseFlags::DURATION_TIMEOUT);
+    request_timeout()
+}
+
+/// The upstream request's head: forwarding fields (`x-forwarded-*`, `x-envoy-*`), the
+/// rewritten path, and the authority as the upstream's protocol wants it.
+fn prepare_head(
+    cx: Ctx<'_>,
+    route: &Route,
+    f: &Forward,
+    cluster: &Cluster,
+    parts: &mut http::request::Parts,
+) -> Head {
+    let hcm = &cx.l.config.http;
+    prepare_request_headers(
+        &mut parts.headers,
+        Forwarded::of(cx.c.remote, hcm.use_remote_address, cx.c.tls),
+        Upgrade::Strip,
+    );
+    if !hcm.suppress_envoy_headers {
+        if let Some(v) = &f.expected_timeout_ms {
+            parts
+                .headers
+                .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), v.clone());
+        }
+    }
+    let cfg = &f.config;
+    let path = rewrite_path(
+        route,
+        cfg.prefix_rewrite.as_deref(),
+        &parts.uri,
+        &mut parts.headers,
+    );
+    let http2 = cluster.config.http2;
+    let uri = set_upstream_authority(parts, http2, cfg.host_rewrite_literal.as_deref(), path);
+    Head {
+        method: parts.method.clone(),
+        uri,
+        version: if http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        },
+        headers: std::mem::take(&mut parts.headers),
+    }
+}
+
+/// Try the upstream until a try answers or the retry policy says stop.
+async fn send(
+    cx: Ctx<'_>,
+    f: &Forward,
+    cluster: &Arc<Cluster>,
+    mut head: Head,
+    mut body: Body,
+    tracker: &mut Tracker,
+) -> Response<ProxyBody> {
+    let hcm = &cx.l.config.http;
+    let policy = f.config.retry_policy.as_ref();
+    let per_try = policy.and_then(|p| p.per_try_timeout);
+    // From the moment the request was all here: its start when it had no body (one clock
+    // read fewer), now when its body was just read whole.
+    let deadline = f.config.timeout.map(|t| {
+        let received = if body.read_first {
+            tokio::time::Instant::now()
+        } else {
+            tokio::time::Instant::from_std(tracker.start())
+        };
+        received + t
+    });
+    let idempotent = matches!(
+        head.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    let mut tries = Tries::new(policy, body.replay.is_some());
+    tries.start();
+    loop {
+        // The last try takes the head instead of a copy.
+        let last = tries.is_last();
+        let mut up = upstream_request(&mut head, &mut body, last);
+        let outcome = attempt_once(
+            cx.w,
+            f.cluster,
+            cluster,
+            &mut up,
+            deadline,
+            per_try.or(hcm.stream_idle_timeout),
+        )
+        .await;
+        // The request has been written (or failed): its map serves a later message, or a
+        // resend when the last try took it and Baton's own client still has it.
+        let sent = std::mem::take(up.headers_mut());
+        drop(up);
+        let (failure, reused) = match outcome {
+            Ok(done) => {
+                crate::header_pool::give(sent);
+                let status = done.response.status().as_u16();
+                cluster.stats.response(status, &cx.w.codes[f.cluster]);
+                if tries.after_status(status, cluster) == Next::Retry {
+                    tries.start();
+                    continue;
+                }
+                if tries.retried() {
+                    cluster.stats.upstream_rq_retry_success.inc();
+                }
+                return respond(cx, f, done, tracker);
+            }
+            Err(e) => e,
+        };
+        if body.timed_out.as_ref().is_some_and(|t| t.get().is_some()) {
+            crate::header_pool::give(sent);
+            return request_timeout_reply(cx, tracker);
+        }
+        if failure == UpstreamFailure::Timeout {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                crate::header_pool::give(sent);
+                cluster.stats.upstream_rq_timeout.inc();
+                cx.l.http_stats.downstream_rq_timeout.inc();
+                return tracker.failure_reply(failure);
+            }
+            cluster.stats.upstream_rq_per_try_timeout.inc();
+        }
+        // A reused keep-alive connection the upstream closed as we wrote to it: an idempotent
+        // request with a replayable body goes once more on a new connection (if its head is
+        // still in hand).
+        let head_in_hand = !last || !sent.is_empty();
+        let resendable = reused && idempotent && body.replay.is_some() && head_in_hand;
+        match tries.after_failure(failure, resendable, cluster) {
+            Next::Resend => {
+                if last {
+                    head.headers = sent;
+                } else {
+                    crate::header_pool::give(sent);
+                }
+            }
+            Next::Retry => {
+                crate::header_pool::give(sent);
+                tries.start();
+            }
+            Next::Done => {
+                crate::header_pool::give(sent);
+                return tracker.failure_reply(failure);
+            }
+        }
+    }
+}
+
+/// The request for one try: the head (taken on the `last` try, else copied) and the body
+/// (replayed, or the stream on the one try it can have).
+fn upstream_request(head: &mut Head, body: &mut Body, last: bool) -> Request<ProxyBody> {
+    let body = match &body.replay {
+        Some(b) => ProxyBody::full(b.clone()),
+        None => body.stream.take().unwrap_or_else(ProxyBody::empty),
+    };
+    let mut up = Request::new(body);
+    *up.method_mut() = head.method.clone();
+    *up.uri_mut() = head.uri.clone();
+    *up.version_mut() = head.version;
+    *up.headers_mut() = if last {
+        std::mem::take(&mut head.headers)
+    } else {
+        head.headers.clone()
+    };
+    up
+}
+
+/// The downstream response from the upstream's: `x-envoy-upstream-service-time`, the idle
+/// timeout on its body, and what the tracker needs.
+fn respond(
+    cx: Ctx<'_>,
+    f: &Forward,
+    done: AttemptDone,
+    tracker: &mut Tracker,
+) -> Response<ProxyBody> {
+    let hcm = &cx.l.config.http;
+    let AttemptDone {
+        response,
+        checkin,
+        sent_at,
+        attempt,
+    } = done;
+    let service_time = sent_at.elapsed();
+    // Without hop-by-hop fields already (see `upstream::Conn::send`).
+    let (mut rparts, rbody) = response.into_parts();
+    if !hcm.suppress_envoy_headers {
+        rparts.headers.insert(
+            X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+            millis_value(service_time.as_millis() as u64),
+        );
+    }
+    tracker.upstream_chosen(attempt.host.addr, &f.cluster_name);
+    let body = rbody.with_idle_timeout(hcm.stream_idle_timeout);
+    tracker.set_upstream(attempt.into_track(checkin));
+    Response::from_parts(rparts, body)
+}
+
+/// A millisecond count as a header value; the small ones (service times) come from a
+/// per-thread table, so the common case is a reference-count increment, not a formatted
+/// allocation.
+fn millis_value(ms: u64) -> HeaderValue {
+    const CACHED: usize = 64;
+    thread_local! {
+        static SMALL: Vec<HeaderValue> = (0..CACHED as u64).map(HeaderValue::from).collect();
+    }
+    usize::try_from(ms)
+        .ok()
+        .filter(|&i| i < CACHED)
+        .and_then(|i| SMALL.with(|t| t.get(i).cloned()))
+        .unwrap_or_else(|| HeaderValue::from(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_times() {
+        assert_eq!(millis_value(0), "0");
+        assert_eq!(millis_value(63), "63");
+        assert_eq!(millis_value(64), "64");
+        assert_eq!(millis_value(123_456), "123456");
+    }
+}

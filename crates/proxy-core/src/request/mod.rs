@@ -1,0 +1,140 @@
+//! One downstream request, end to end: route it, answer it locally (direct response, redirect,
+//! Envoy's error replies: [`local`]) or forward it to a cluster ([`forward`]) with retries
+//! ([`retry`]) and timeouts, and account for it in stats once its response has been fully sent
+//! ([`tracker`]).
+
+mod attempt;
+mod forward;
+pub mod local;
+mod retry;
+mod rewrite;
+mod tracker;
+mod upgrade;
+
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+
+use crate::body::{ProxyBody, RequestBody};
+use crate::context::{ConnCtx, Ctx, ListenerShared, Worker};
+use crate::flags::ResponseFlags;
+use crate::handover::Mode;
+use crate::headers::{new_request_id, X_REQUEST_ID};
+use crate::router::{Action, Forward, Route};
+
+use self::forward::forward;
+use self::local::{local_reply, redirect};
+use self::tracker::Tracker;
+
+/// Serve one request. Never fails: every error becomes Envoy's local reply.
+pub async fn handle(
+    l: Arc<ListenerShared>,
+    w: Rc<Worker>,
+    c: Rc<ConnCtx>,
+    req: Request<RequestBody>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let hs = &l.http_stats;
+    hs.downstream_rq_total.inc();
+    if c.http2 {
+        hs.downstream_rq_http2_total.inc();
+    } else {
+        hs.downstream_rq_http1_total.inc();
+    }
+    hs.downstream_rq_active.inc();
+    c.active.set(c.active.get() + 1);
+    c.requests.set(c.requests.get() + 1);
+    let cx = Ctx {
+        l: &l,
+        w: &w,
+        c: &c,
+    };
+    let mut tracker = Tracker::new(cx);
+    let mut req = req;
+    if l.config.http.generate_request_id {
+        // One hashed lookup: a client's id is kept.
+        req.headers_mut()
+            .entry(&X_REQUEST_ID)
+            .or_insert_with(new_request_id);
+    }
+    if let Some(logs) = l.access_logs.as_ref() {
+        tracker.set_log(logs.capture(&req));
+    }
+    // Routing is synchronous, so only forwarding adds a future to this one's state.
+    let mut resp = match route(&l, &req, &mut tracker) {
+        Routed::Reply(r) => r,
+        Routed::Forward(route, f) => forward(cx, route, f, req, &mut tracker).await,
+    };
+    tracker.set_status(resp.status().as_u16());
+    if let Some(log) = tracker.log_mut() {
+        log.response_headers = Some(resp.headers().clone());
+    }
+    if !c.http2 {
+        *resp.version_mut() = Version::HTTP_11;
+    }
+    // Draining (or failing health checks): HTTP/1.1 responses close their connection — unless
+    // it moves to the next generation at its next idle point; for HTTP/2 a yes wakes the
+    // connection, which sends GOAWAY.
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS
+        && c.drain.drain_close()
+        && !c.http2
+        && !(c.movable.get() && w.modes.mode() == Mode::Active)
+    {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(parts, body.on_finish(tracker)))
+}
+
+/// What routing decided.
+enum Routed<'l> {
+    Reply(Response<ProxyBody>),
+    Forward(&'l Route, &'l Forward),
+}
+
+fn route<'l>(
+    l: &'l ListenerShared,
+    req: &Request<RequestBody>,
+    tracker: &mut Tracker,
+) -> Routed<'l> {
+    let route = {
+        let authority = authority_of(req);
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        l.router.route(authority, path, req.headers())
+    };
+    let Some(route) = route else {
+        l.http_stats.no_route.inc();
+        tracker.set_flag(ResponseFlags::NO_ROUTE_FOUND);
+        return Routed::Reply(local_reply(StatusCode::NOT_FOUND, Bytes::new()));
+    };
+    if let Some(log) = tracker.log_mut() {
+        log.route_name = Some(route.name.clone());
+    }
+    match &route.action {
+        Action::Direct(d) => {
+            l.http_stats.rq_direct_response.inc();
+            Routed::Reply(local_reply(d.status, d.body.clone().unwrap_or_default()))
+        }
+        Action::Redirect(_) => {
+            l.http_stats.rq_redirect.inc();
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            Routed::Reply(redirect(route, authority_of(req), path))
+        }
+        Action::Forward(f) => Routed::Forward(route, f),
+    }
+}
+
+/// The request's authority: `:authority` (HTTP/2, absolute-form) or `Host`.
+fn authority_of(req: &Request<RequestBody>) -> &str {
+    if let Some(a) = req.uri().authority() {
+        return a.as_str();
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}

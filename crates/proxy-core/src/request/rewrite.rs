@@ -1,0 +1,74 @@
+//! The upstream request's target: `prefix_rewrite` and the authority.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::Uri;
+
+use crate::router::Route;
+
+static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+
+/// The upstream path after `prefix_rewrite`; the original goes in `x-envoy-original-path`.
+pub(super) fn rewrite_path(
+    route: &Route,
+    rewrite: Option<&str>,
+    uri: &Uri,
+    h: &mut HeaderMap,
+) -> PathAndQuery {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let (Some(rw), Some(prefix)) = (rewrite, route.prefix()) else {
+        return original;
+    };
+    let pq = original.as_str();
+    if let Ok(v) = HeaderValue::from_str(pq) {
+        h.insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
+    }
+    let rest = pq.get(prefix.len()..).unwrap_or("");
+    let mut out = String::with_capacity(rw.len() + rest.len() + 1);
+    if !rw.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(rw);
+    out.push_str(rest);
+    PathAndQuery::try_from(out).unwrap_or(original)
+}
+
+/// Point the request at the upstream: origin-form URI and `Host` for HTTP/1.1, absolute URI
+/// (`:authority`) and no `Host` for HTTP/2. `host_rewrite` replaces the downstream authority.
+pub(super) fn set_upstream_authority(
+    parts: &mut http::request::Parts,
+    http2: bool,
+    host_rewrite: Option<&str>,
+    path: PathAndQuery,
+) -> Uri {
+    let mut uri = http::uri::Parts::default();
+    uri.path_and_query = Some(path);
+    if http2 {
+        let authority = match host_rewrite {
+            Some(h) => Authority::try_from(h).ok(),
+            None => parts.uri.authority().cloned().or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            }),
+        };
+        parts.headers.remove(header::HOST);
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority.unwrap_or_else(|| Authority::from_static("localhost")));
+    } else if let Some(h) = host_rewrite {
+        if let Ok(v) = HeaderValue::from_str(h) {
+            parts.headers.insert(header::HOST, v);
+        }
+    } else if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"))
+}

@@ -1,0 +1,107 @@
+//! A protocol switch (WebSocket) forwarded: a dedicated upstream connection, then a tunnel.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+
+use crate::body::{ProxyBody, RequestBody};
+use crate::cluster::Cluster;
+use crate::context::{Ctx, Upgraded};
+use crate::error::UpstreamFailure;
+use crate::headers::{prepare_request_headers, strip_hop_by_hop, Forwarded, Upgrade};
+use crate::router::{Forward, Route};
+use crate::upstream;
+
+use super::attempt::Attempt;
+use super::rewrite::{rewrite_path, set_upstream_authority};
+use super::tracker::Tracker;
+
+/// Forward a protocol switch (WebSocket): a dedicated upstream connection, and once both sides
+/// have switched, bytes copied both ways until either closes.
+pub(super) async fn tunnel(
+    cx: Ctx<'_>,
+    route: &Route,
+    f: &Forward,
+    cluster: &Arc<Cluster>,
+    req: Request<RequestBody>,
+    tracker: &mut Tracker,
+) -> Response<ProxyBody> {
+    let Ctx { l, w, c } = cx;
+    let (mut parts, body) = req.into_parts();
+    prepare_request_headers(
+        &mut parts.headers,
+        Forwarded::of(c.remote, l.config.http.use_remote_address, c.tls),
+        Upgrade::Keep,
+    );
+    let path = rewrite_path(
+        route,
+        f.config.prefix_rewrite.as_deref(),
+        &parts.uri,
+        &mut parts.headers,
+    );
+    let uri = set_upstream_authority(
+        &mut parts,
+        false,
+        f.config.host_rewrite_literal.as_deref(),
+        path,
+    );
+    let host = {
+        let set = cluster.hosts();
+        w.lb.pick(f.cluster, cluster, &set)
+    };
+    let Some(host) = host else {
+        cluster.stats.upstream_cx_none_healthy.inc();
+        return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
+    };
+    let attempt = Attempt::start(cluster.clone(), host.clone(), f.cluster);
+    let mut sender = match upstream::connect_h1(cluster, &host, true).await {
+        Ok(s) => s,
+        Err(e) => return tracker.failure_reply(e),
+    };
+    let mut up = Request::new(ProxyBody::request(body).count_into(tracker.received()));
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = uri;
+    *up.headers_mut() = parts.headers;
+    let mut resp = match sender.send_request(up).await {
+        Ok(r) => r,
+        Err(e) => return tracker.failure_reply(upstream::classify(&e)),
+    };
+    let status = resp.status();
+    cluster.stats.response(status.as_u16(), &w.codes[f.cluster]);
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers, Upgrade::Strip);
+        tracker.set_upstream(attempt.into_track(None));
+        return Response::from_parts(rparts, ProxyBody::stream(rbody));
+    }
+    let on_upstream = hyper::upgrade::on(&mut resp);
+    // hyper hands the downstream socket back once it has written the 101.
+    let (tx, on_downstream) = tokio::sync::oneshot::channel();
+    *c.upgrade.borrow_mut() = Some(tx);
+    let hs_active = l.http_stats.downstream_cx_upgrades_active.clone();
+    l.http_stats.downstream_cx_upgrades_total.inc();
+    // The tunnel keeps the connection context (and so the generation's drain) alive.
+    let conn = c.clone();
+    let handover = w.handover.clone();
+    let info = crate::tunnel::TunnelInfo {
+        listener: l.config.address,
+        peer: c.remote,
+        upstream: attempt.host.addr,
+        cluster: cluster.config.name.clone(),
+        requests: c.requests.get(),
+    };
+    tokio::task::spawn_local(async move {
+        let _attempt = attempt;
+        let (down, up) = futures_util::future::join(on_downstream, on_upstream).await;
+        if let (Ok(Upgraded { mut io, read_buf }), Ok(up)) = (down, up) {
+            hs_active.inc();
+            io.prepend(read_buf);
+            crate::tunnel::run(io, up, &handover, info).await;
+            hs_active.dec();
+        }
+        drop(conn);
+    });
+    let (mut rparts, _) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers, Upgrade::Keep);
+    Response::from_parts(rparts, ProxyBody::empty())
+}

@@ -1,0 +1,331 @@
+//! Worker threads: one current-thread tokio runtime per worker, accepting on every listener's
+//! (shared, already bound) socket and adopting connections handed over by the previous
+//! generation; each connection is served by [`crate::downstream`].
+//!
+//! Nothing here is shared across workers but read-only configuration, stats handles and the
+//! cluster manager; upstream pools and balancer state are per worker.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shm_stats::Store;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::cluster::{ClusterManager, WorkerLb};
+use crate::config::{Bootstrap, CodecType};
+use crate::context::{ListenerShared, TlsListener, Worker};
+use crate::downstream;
+use crate::error::BuildError;
+use crate::handover::{Arriving, Handover, WorkerModes};
+use crate::router::Router;
+use crate::stats::{CodeCounters, HttpStats, ListenerStats};
+use crate::tls::SslStats;
+use crate::upstream::Pools;
+
+/// The data plane of one generation, built from a validated configuration.
+#[derive(Debug)]
+pub struct Dataplane {
+    listeners: Vec<Arc<ListenerShared>>,
+    clusters: Arc<ClusterManager>,
+    handover: Handover,
+}
+
+/// The running worker threads.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<std::thread::JoinHandle<()>>,
+    adopter: Option<Adopter>,
+}
+
+/// Gives connections arriving from the previous generation to the workers, round robin.
+#[derive(Clone, Debug)]
+pub struct Adopter {
+    workers: Vec<mpsc::UnboundedSender<Arriving>>,
+    next: Arc<AtomicUsize>,
+    /// Listeners that can serve a moved connection: cleartext, HTTP/1 allowed.
+    adoptable: Vec<SocketAddr>,
+}
+
+// === impl Dataplane ===
+
+impl Dataplane {
+    pub fn new(
+        bootstrap: &Bootstrap,
+        clusters: Arc<ClusterManager>,
+        store: &Store,
+    ) -> Result<Self, BuildError> {
+        let listeners = bootstrap
+            .listeners
+            .iter()
+            .map(|lc| {
+                let router = Router::new(&lc.http.route_config, |name| clusters.index(name))?;
+                let access_logs = crate::access::AccessLogs::open(&lc.http.access_logs)?;
+                let tls = lc.tls.as_ref().map(|chains| {
+                    let p = format!("listener.{}", crate::stats::listener_stat_name(&lc.address));
+                    TlsListener {
+                        chains: chains.clone(),
+                        stats: SslStats::new(store, &p),
+                        no_filter_chain_match: store.counter(&format!("{p}.no_filter_chain_match")),
+                    }
+                });
+                Ok(Arc::new(ListenerShared {
+                    tls,
+                    router,
+                    http_stats: HttpStats::new(store, &lc.http.stat_prefix),
+                    listener_stats: ListenerStats::new(store, &lc.address),
+                    access_logs,
+                    config: lc.clone(),
+                }))
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        store
+            .gauge("listener_manager.total_listeners_active")
+            .set(listeners.len() as i64);
+        Ok(Self {
+            listeners,
+            clusters,
+            handover: Handover::new(false, store),
+        })
+    }
+
+    /// Hand live connections to the next generation through `handover` (instead of draining
+    /// them all).
+    pub fn with_handover(mut self, handover: Handover) -> Self {
+        self.handover = handover;
+        self
+    }
+
+    pub fn handover(&self) -> &Handover {
+        &self.handover
+    }
+
+    pub fn listeners(&self) -> &[Arc<ListenerShared>] {
+        &self.listeners
+    }
+
+    /// Start `concurrency` workers serving `sockets` (one per listener, in configuration
+    /// order). Each worker stops accepting when `drain` fires and exits once its last
+    /// connection has closed.
+    pub fn spawn_workers(
+        &self,
+        sockets: &[std::net::TcpListener],
+        concurrency: usize,
+        drain: drain::Watch,
+    ) -> Result<Workers, BuildError> {
+        let mut handles = Vec::with_capacity(concurrency);
+        let mut senders = Vec::with_capacity(concurrency);
+        for index in 0..concurrency.max(1) {
+            let (adopt_tx, adopt_rx) = mpsc::unbounded_channel();
+            senders.push(adopt_tx);
+            let mut mine = Vec::with_capacity(sockets.len());
+            for (l, s) in self.listeners.iter().zip(sockets) {
+                let sock = s.try_clone().map_err(|source| BuildError::Listener {
+                    listener: l.config.name.clone(),
+                    source,
+                })?;
+                sock.set_nonblocking(true)
+                    .map_err(|source| BuildError::Listener {
+                        listener: l.config.name.clone(),
+                        source,
+                    })?;
+                mine.push((l.clone(), sock));
+            }
+            let clusters = self.clusters.clone();
+            let drain = drain.clone();
+            let handover = self.handover.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("baton-worker-{index}"))
+                .spawn(move || run_worker(index, clusters, handover, mine, adopt_rx, drain))
+                .map_err(|source| BuildError::Worker { index, source })?;
+            handles.push(handle);
+        }
+        let adoptable = self
+            .listeners
+            .iter()
+            .filter(|l| l.tls.is_none() && l.config.http.codec_type != CodecType::Http2)
+            .map(|l| l.config.address)
+            .collect();
+        Ok(Workers {
+            handles,
+            adopter: Some(Adopter {
+                workers: senders,
+                next: Arc::new(AtomicUsize::new(0)),
+                adoptable,
+            }),
+        })
+    }
+}
+
+// === impl Workers ===
+
+impl Workers {
+    /// Wait for every worker thread to exit.
+    pub fn join(self) {
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+
+    /// Where connections arriving from the previous generation go (once). The workers serve
+    /// every connection given to it until it — and every clone — is dropped, draining or not:
+    /// a connection taken from the previous generation is never dropped unserved.
+    pub fn take_adopter(&mut self) -> Option<Adopter> {
+        self.adopter.take()
+    }
+}
+
+// === impl Adopter ===
+
+impl Adopter {
+    /// Whether a connection accepted on `listener` (its configured address) can be served here
+    /// (either kind): the listener exists in this configuration, is cleartext and speaks HTTP/1.
+    pub fn accepts(&self, listener: SocketAddr) -> bool {
+        self.adoptable.contains(&listener)
+    }
+
+    /// Serve `conn` on the next worker. False (the connection is closed) when no worker takes
+    /// connections any more (this generation is draining).
+    pub fn adopt(&self, conn: Arriving) -> bool {
+        let n = self.workers.len();
+        let mut conn = conn;
+        for _ in 0..n {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+            match self.workers[i].send(conn) {
+                Ok(()) => return true,
+                Err(e) => conn = e.0,
+            }
+        }
+        false
+    }
+}
+
+fn run_worker(
+    index: usize,
+    clusters: Arc<ClusterManager>,
+    handover: Handover,
+    listeners: Vec<(Arc<ListenerShared>, std::net::TcpListener)>,
+    adopt_rx: mpsc::UnboundedReceiver<Arriving>,
+    drain: drain::Watch,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "could not start worker runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let worker = Rc::new(Worker {
+            lb: WorkerLb::new(&clusters),
+            pools: Rc::new(Pools::default()),
+            codes: clusters
+                .clusters()
+                .iter()
+                .map(|_| CodeCounters::default())
+                .collect(),
+            clusters,
+            modes: WorkerModes::new(&handover),
+            handover,
+        });
+        tokio::task::spawn_local(worker.modes.clone().follow(worker.handover.clone()));
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        tokio::task::spawn_local(adopt_loop(
+            listeners.iter().map(|(l, _)| l.clone()).collect(),
+            worker.clone(),
+            adopt_rx,
+            drain.clone(),
+            alive_tx.clone(),
+        ));
+        for (l, sock) in listeners {
+            match TcpListener::from_std(sock) {
+                Ok(listener) => {
+                    tokio::task::spawn_local(accept_loop(
+                        l,
+                        worker.clone(),
+                        listener,
+                        drain.clone(),
+                        alive_tx.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(worker = index, listener = %l.config.name, error = %e, "could not register listen socket");
+                }
+            }
+        }
+        drop(alive_tx);
+        drop(drain);
+        // `None` once every accept loop, connection and tunnel has ended.
+        let _ = alive_rx.recv().await;
+        tracing::debug!(worker = index, "worker finished");
+    });
+}
+
+async fn accept_loop(
+    l: Arc<ListenerShared>,
+    w: Rc<Worker>,
+    listener: TcpListener,
+    mut drain: drain::Watch,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = drain.accept_stopped(drain::Direction::Unspecified) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let (l, w, drain, alive) = (l.clone(), w.clone(), drain.clone(), alive.clone());
+                    // The task holds the connection's (few KiB) future in a pooled slot:
+                    // spawning then moves a few words, not the whole state machine, each time
+                    // the runtime hands the task on, and no large allocation is made.
+                    tokio::task::spawn_local(async move {
+                        crate::slot_pool::hold(downstream::serve_conn(l, w, stream, remote, drain, alive))
+                            .await;
+                    });
+                }
+                Err(e) => {
+                    // Out of fds or buffers: back off briefly instead of spinning.
+                    tracing::warn!(listener = %l.config.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    tracing::debug!(listener = %l.config.name, "stopped accepting");
+}
+
+/// Serves connections arriving from the previous generation on this worker until the
+/// [`Adopter`] is dropped (even while this generation drains: they were taken, so they are
+/// served).
+async fn adopt_loop(
+    listeners: Vec<Arc<ListenerShared>>,
+    w: Rc<Worker>,
+    mut arrivals: mpsc::UnboundedReceiver<Arriving>,
+    drain: drain::Watch,
+    alive: mpsc::Sender<()>,
+) {
+    while let Some(conn) = arrivals.recv().await {
+        match listeners.iter().find(|l| l.config.address == conn.listener) {
+            Some(l) => {
+                tokio::task::spawn_local(downstream::serve_arriving(
+                    l.clone(),
+                    w.clone(),
+                    conn,
+                    drain.clone(),
+                    alive.clone(),
+                ));
+            }
+            None => tracing::warn!(
+                listener = %conn.listener,
+                "a connection arrived for a listener this generation does not have; closing it"
+            ),
+        }
+    }
+}
