@@ -27,7 +27,13 @@
 //! Liveness locks are not in the data: generation `g` holds an OFD write lock on byte `g` of the
 //! region's file (advisory, so it never conflicts with the mapping).
 
-use crate::HISTOGRAM_BUCKETS_MS;
+/// Upper bounds, in milliseconds, of the histogram buckets (Envoy's default set). Values above
+/// the last bound only count in `+Inf`. Part of the region layout: changing them is a new
+/// layout version.
+pub const HISTOGRAM_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
 
 /// "BATONSHM" read as a native-endian u64.
 pub const MAGIC: u64 = u64::from_ne_bytes(*b"BATONSHM");

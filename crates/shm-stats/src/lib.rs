@@ -30,11 +30,13 @@ mod shm;
 mod store;
 #[allow(unsafe_code)]
 mod sys;
+mod value;
 mod view;
 
 pub use error::Error;
 pub use layout::{
-    encode_header, Layout, HEADER_SIZE, LAYOUT_VERSION, MAX_GENERATIONS, MAX_STAT_SUFFIX_LEN,
+    encode_header, Layout, HEADER_SIZE, HISTOGRAM_BUCKETS_MS, LAYOUT_VERSION, MAX_GENERATIONS,
+    MAX_STAT_SUFFIX_LEN,
 };
 pub use region::{
     pick_free_base_id, Detached, GenerationInfo, OpenMode, Region, RegionOptions,
@@ -42,62 +44,8 @@ pub use region::{
 };
 pub use shm::Backing;
 pub use store::{Counter, Gauge, Histogram, Store, OVERFLOW_COUNTER};
+pub use value::{HistogramSnapshot, Snapshot, Value};
 pub use view::{RegionReport, RegionView, StatRecord};
-
-/// Upper bounds, in milliseconds, of the histogram buckets (Envoy's default set). Values above
-/// the last bound only count in `+Inf`. Part of the region layout: changing them is a new
-/// layout version.
-pub const HISTOGRAM_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
-
-/// A histogram's values at one moment.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HistogramSnapshot {
-    /// Cumulative counts, one per bound in [`HISTOGRAM_BUCKETS_MS`].
-    pub cumulative: Vec<u64>,
-    pub count: u64,
-    pub sum_ms: f64,
-}
-
-/// One stat's value at one moment.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Counter(u64),
-    Gauge(i64),
-    Histogram(HistogramSnapshot),
-}
-
-/// Every stat's value at one moment, sorted by name.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    pub stats: Vec<(String, Value)>,
-}
-
-// === impl HistogramSnapshot ===
-
-impl HistogramSnapshot {
-    /// The value below which `q` (0..=1) of the samples fall, interpolated within its bucket.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.count == 0 {
-            return None;
-        }
-        let target = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
-        let mut lower = 0.0;
-        let mut below = 0;
-        for (bound, cum) in HISTOGRAM_BUCKETS_MS.iter().zip(&self.cumulative) {
-            if *cum >= target {
-                let in_bucket = (cum - below).max(1) as f64;
-                let frac = (target - below) as f64 / in_bucket;
-                return Some(lower + (bound - lower) * frac);
-            }
-            lower = *bound;
-            below = *cum;
-        }
-        Some(*HISTOGRAM_BUCKETS_MS.last().expect("buckets are not empty"))
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -15,10 +15,10 @@ use std::time::SystemTime;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::Error;
-use crate::layout::Kind;
+use crate::layout::{Kind, HISTOGRAM_BUCKETS_MS};
 use crate::region::{AllocError, Detached, GenerationInfo, Region};
 use crate::sys::Cell;
-use crate::{HistogramSnapshot, Snapshot, Value, HISTOGRAM_BUCKETS_MS};
+use crate::value::{HistogramSnapshot, Snapshot, Value};
 
 /// Name of the counter of stats that could not get a slot in the region (Envoy's old name).
 pub const OVERFLOW_COUNTER: &str = "stats.overflow";

@@ -9,11 +9,11 @@ use std::time::SystemTime;
 use memmap2::MmapOptions;
 
 use crate::error::Error;
-use crate::layout::{self, Kind, Layout, Words, MAX_GENERATIONS};
+use crate::layout::{self, Kind, Layout, Words, HISTOGRAM_BUCKETS_MS, MAX_GENERATIONS};
 use crate::region::{from_unix_ns, live_slots, GenerationInfo};
 use crate::shm::Backing;
 use crate::sys::RoMapping;
-use crate::{HistogramSnapshot, Snapshot, Value, HISTOGRAM_BUCKETS_MS};
+use crate::value::{HistogramSnapshot, Snapshot, Value};
 
 /// One stat of a region.
 #[derive(Clone, Debug, PartialEq)]
