@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memmap2::MmapRaw;
 
-use crate::layout::Words;
+use crate::layout::{HistogramCells, Words};
 
 /// A writable `MAP_SHARED` mapping of a region. Held (through `Arc`) by the region and by every
 /// handle pointing into it; unmapped when the last one drops.
@@ -42,7 +42,7 @@ unsafe impl Shared for AtomicU64 {}
 // SAFETY: as above.
 unsafe impl Shared for AtomicI64 {}
 // SAFETY: `HistogramCells` is `#[repr(C)]` and holds only `AtomicU64`s.
-unsafe impl Shared for crate::store::HistogramCells {}
+unsafe impl Shared for HistogramCells {}
 
 /// A pointer to one shared value, with an owner that keeps its memory alive: the hot path is one
 /// dereference and one atomic instruction, whether the value is in the region or on the heap.
