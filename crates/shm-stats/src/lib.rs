@@ -30,6 +30,7 @@ mod shm;
 mod store;
 #[allow(unsafe_code)]
 mod sys;
+mod table;
 mod value;
 mod view;
 
@@ -39,13 +40,14 @@ pub use layout::{
     MAX_STAT_SUFFIX_LEN,
 };
 pub use region::{
-    pick_free_base_id, Detached, GenerationInfo, OpenMode, Region, RegionOptions,
-    DEFAULT_MAX_OBJ_NAME_LEN, DEFAULT_MAX_STATS,
+    pick_free_base_id, Detached, OpenMode, Region, RegionOptions, DEFAULT_MAX_OBJ_NAME_LEN,
+    DEFAULT_MAX_STATS,
 };
 pub use shm::Backing;
 pub use store::{Counter, Gauge, Histogram, Store, OVERFLOW_COUNTER};
+pub use table::{GenerationInfo, StatRecord};
 pub use value::{HistogramSnapshot, Snapshot, Value};
-pub use view::{RegionReport, RegionView, StatRecord};
+pub use view::{RegionReport, RegionView};
 
 #[cfg(test)]
 mod tests;

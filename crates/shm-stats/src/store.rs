@@ -16,8 +16,9 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::Error;
 use crate::layout::{HistogramCells, Kind, HISTOGRAM_BUCKETS_MS};
-use crate::region::{AllocError, Detached, GenerationInfo, Region};
+use crate::region::{AllocError, Detached, Region};
 use crate::sys::Cell;
+use crate::table::GenerationInfo;
 use crate::value::{HistogramSnapshot, Snapshot, Value};
 
 /// Name of the counter of stats that could not get a slot in the region (Envoy's old name).
