@@ -276,3 +276,369 @@ pub(crate) fn publish_slot(map: &RwMapping, layout: &Layout, idx: u32, kind: Kin
     map.u32_at(layout::OFF_USED)
         .store(idx + 1, Ordering::Release);
 }
+
+#[cfg(test)]
+mod tests {
+    use memmap2::{MmapMut, MmapRaw};
+
+    use super::*;
+
+    const CREATED_NS: u64 = 1_700_000_000_123_456_789;
+
+    fn small() -> Layout {
+        Layout::new(4, 8).expect("layout")
+    }
+
+    /// A region of `layout` as plain bytes: a fresh header, zero tables.
+    fn bytes(layout: &Layout) -> Vec<u8> {
+        let mut b = layout::encode_header(layout, CREATED_NS);
+        b.resize(layout.total_len(), 0);
+        b
+    }
+
+    fn put_u32(b: &mut [u8], off: usize, v: u32) {
+        b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn put_u64(b: &mut [u8], off: usize, v: u64) {
+        b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn put_generation(b: &mut [u8], g: usize, e: Entry) {
+        let base = layout::generation_offset(g);
+        put_u32(b, base + layout::GEN_STATE, e.state);
+        put_u32(b, base + layout::GEN_EPOCH, e.epoch);
+        put_u32(b, base + layout::GEN_PID, e.pid);
+        put_u32(b, base + layout::GEN_PHASE, e.phase);
+        put_u64(b, base + layout::GEN_ATTACHED_NS, e.attached_ns);
+        put_u64(b, base + layout::GEN_SEQ, e.seq);
+    }
+
+    /// Slot `i` with the given state, kind code and name bytes.
+    fn put_slot(b: &mut [u8], layout: &Layout, i: u32, state: u32, kind: u32, name: &[u8]) {
+        let base = layout.slot_offset(i);
+        put_u32(b, base + layout::SLOT_STATE, state);
+        put_u32(b, base + layout::SLOT_KIND, kind);
+        put_u32(b, base + layout::SLOT_NAME_LEN, name.len() as u32);
+        let name_at = base + layout::SLOT_NAME;
+        let n = name.len().min(layout.name_cap as usize);
+        b[name_at..name_at + n].copy_from_slice(&name[..n]);
+    }
+
+    fn put_word(b: &mut [u8], layout: &Layout, i: u32, k: usize, v: u64) {
+        put_u64(b, layout.value_offset(i, k), v);
+    }
+
+    fn attached_entry(epoch: u32, pid: u32, seq: u64) -> Entry {
+        Entry {
+            state: layout::GEN_ATTACHED,
+            epoch,
+            pid,
+            phase: 7,
+            attached_ns: 1_000 + seq,
+            seq,
+        }
+    }
+
+    fn info(slot: usize, e: Entry, live: bool) -> GenerationInfo {
+        GenerationInfo {
+            slot,
+            epoch: e.epoch,
+            pid: e.pid,
+            phase: e.phase,
+            attached: UNIX_EPOCH + Duration::from_nanos(e.attached_ns),
+            seq: e.seq,
+            live,
+        }
+    }
+
+    fn record(name: &str, value: Value, shares: Vec<(u32, i64)>) -> StatRecord {
+        StatRecord {
+            name: name.to_owned(),
+            value,
+            shares,
+        }
+    }
+
+    #[test]
+    fn unix_ns_round_trips_and_clamps_before_the_epoch() {
+        let t = UNIX_EPOCH + Duration::from_nanos(CREATED_NS);
+        assert_eq!(unix_ns(t), CREATED_NS);
+        assert_eq!(from_unix_ns(unix_ns(t)), t);
+        assert_eq!(unix_ns(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn header_counters_decode_from_bytes() {
+        let layout = small();
+        let mut b = bytes(&layout);
+        assert_eq!(used(&b[..]), 0);
+        assert_eq!(
+            chain_created(&b[..]),
+            UNIX_EPOCH + Duration::from_nanos(CREATED_NS)
+        );
+        put_u32(&mut b, layout::OFF_USED, 3);
+        assert_eq!(used(&b[..]), 3);
+    }
+
+    #[test]
+    fn generation_table_decodes_attached_entries_in_order() {
+        let layout = small();
+        let mut b = bytes(&layout);
+        let older = attached_entry(3, 11, 2);
+        let newer = attached_entry(4, 12, 3);
+        put_generation(&mut b, 4, newer);
+        put_generation(&mut b, 1, older);
+        // A free entry is skipped whatever else it holds.
+        put_generation(
+            &mut b,
+            2,
+            Entry {
+                state: layout::GEN_FREE,
+                ..attached_entry(9, 99, 9)
+            },
+        );
+        assert_eq!(entry(&b[..], 1), older);
+        assert_eq!(entry(&b[..], 2).state, layout::GEN_FREE);
+        let found: Vec<usize> = attached(&b[..]).map(|(g, _)| g).collect();
+        assert_eq!(found, [1, 4]);
+        assert_eq!(
+            generations(&b[..], |g| g == 4),
+            [info(1, older, false), info(4, newer, true)]
+        );
+        assert!(generations(&bytes(&layout)[..], |_| true).is_empty());
+    }
+
+    #[test]
+    fn slot_keys_need_a_published_slot_a_known_kind_and_a_fitting_name() {
+        let layout = small();
+        let mut b = bytes(&layout);
+        put_slot(&mut b, &layout, 0, layout::SLOT_PUBLISHED, 1, b"a.b");
+        put_slot(&mut b, &layout, 1, 0, 1, b"unpublished");
+        put_slot(&mut b, &layout, 2, layout::SLOT_PUBLISHED, 9, b"bad.kind");
+        put_slot(&mut b, &layout, 3, layout::SLOT_PUBLISHED, 2, b"x");
+        assert_eq!(
+            slot_key(&b[..], &layout, 0),
+            Some((Kind::Counter, "a.b".into()))
+        );
+        assert_eq!(slot_key(&b[..], &layout, 1), None);
+        assert_eq!(slot_kind(&b[..], &layout, 1), Some(Kind::Counter));
+        assert_eq!(slot_key(&b[..], &layout, 2), None);
+        assert_eq!(slot_kind(&b[..], &layout, 2), None);
+        // A name length past the capacity is not trusted.
+        let len_at = layout.slot_offset(3) + layout::SLOT_NAME_LEN;
+        put_u32(&mut b, len_at, layout.name_cap + 1);
+        assert_eq!(slot_key(&b[..], &layout, 3), None);
+        // Invalid UTF-8 decodes lossily rather than failing.
+        put_slot(&mut b, &layout, 3, layout::SLOT_PUBLISHED, 2, b"g\xff");
+        assert_eq!(
+            slot_key(&b[..], &layout, 3),
+            Some((Kind::Gauge, "g\u{fffd}".into()))
+        );
+    }
+
+    #[test]
+    fn stats_decode_every_kind_sorted_by_name() {
+        let layout = Layout::new(5, 8).expect("layout");
+        let mut b = bytes(&layout);
+        let (g1, g3, g5) = (
+            attached_entry(1, 10, 1),
+            attached_entry(2, 20, 2),
+            attached_entry(0, 5, 5),
+        );
+        put_generation(&mut b, 1, g1);
+        put_generation(&mut b, 3, g3);
+        put_generation(&mut b, 5, g5);
+        let gens = generations(&b[..], |g| g != 5);
+
+        put_slot(
+            &mut b,
+            &layout,
+            0,
+            layout::SLOT_PUBLISHED,
+            Kind::Counter.code(),
+            b"z.count",
+        );
+        put_word(&mut b, &layout, 0, 0, 42);
+        put_slot(
+            &mut b,
+            &layout,
+            1,
+            layout::SLOT_PUBLISHED,
+            Kind::Gauge.code(),
+            b"b.sum",
+        );
+        put_slot(
+            &mut b,
+            &layout,
+            2,
+            layout::SLOT_PUBLISHED,
+            Kind::GaugeNewest.code(),
+            b"c.newest",
+        );
+        for slot in [1, 2] {
+            put_word(&mut b, &layout, slot, 1, 7);
+            put_word(&mut b, &layout, slot, 3, (-2i64) as u64);
+            // The dead generation's share never counts.
+            put_word(&mut b, &layout, slot, 5, 1000);
+        }
+        put_slot(
+            &mut b,
+            &layout,
+            3,
+            layout::SLOT_PUBLISHED,
+            Kind::Histogram.code(),
+            b"a.hist",
+        );
+        let n = HISTOGRAM_BUCKETS_MS.len();
+        put_word(&mut b, &layout, 3, 0, 1);
+        put_word(&mut b, &layout, 3, 2, 2);
+        put_word(&mut b, &layout, 3, n, 4); // +Inf: only in the count
+        put_word(&mut b, &layout, 3, n + 1, 7);
+        put_word(&mut b, &layout, 3, n + 2, 12_500);
+        put_slot(&mut b, &layout, 4, 0, Kind::Counter.code(), b"not.yet");
+        put_u32(&mut b, layout::OFF_USED, 5);
+
+        let mut cumulative = vec![3; n];
+        cumulative[0] = 1;
+        cumulative[1] = 1;
+        let hist = HistogramSnapshot {
+            cumulative,
+            count: 7,
+            sum_ms: 12.5,
+        };
+        assert_eq!(
+            read_stats(&b[..], &layout, &gens),
+            [
+                record("a.hist", Value::Histogram(hist), vec![]),
+                record("b.sum", Value::Gauge(5), vec![(1, 7), (2, -2)]),
+                // Newest by (epoch, seq) among the live: generation slot 3.
+                record("c.newest", Value::Gauge(-2), vec![(1, 7), (2, -2)]),
+                record("z.count", Value::Counter(42), vec![]),
+            ]
+        );
+        // Only the published count is read, never past the capacity.
+        put_u32(&mut b, layout::OFF_USED, 1);
+        assert_eq!(read_stats(&b[..], &layout, &gens).len(), 1);
+        put_u32(&mut b, layout::OFF_USED, u32::MAX);
+        assert_eq!(read_stats(&b[..], &layout, &gens).len(), 4);
+        // No live generation: gauges read zero with no shares.
+        let dead: Vec<GenerationInfo> = gens
+            .iter()
+            .map(|g| GenerationInfo {
+                live: false,
+                ..g.clone()
+            })
+            .collect();
+        let stats = read_stats(&b[..], &layout, &dead);
+        assert_eq!(stats[1], record("b.sum", Value::Gauge(0), vec![]));
+        assert_eq!(stats[2], record("c.newest", Value::Gauge(0), vec![]));
+    }
+
+    /// A writable in-memory mapping holding a fresh region of `layout`.
+    fn mapping(layout: &Layout) -> RwMapping {
+        let anon = MmapMut::map_anon(layout.total_len()).expect("anonymous mapping");
+        let map = RwMapping::new(MmapRaw::from(anon));
+        for f in layout::initial_fields(layout, CREATED_NS) {
+            match f {
+                layout::Field::U32(off, v) => map.u32_at(off).store(v, Ordering::Relaxed),
+                layout::Field::U64(off, v) => map.u64_at(off).store(v, Ordering::Relaxed),
+            }
+        }
+        map
+    }
+
+    /// The mapping's bytes, for decoding the same region from plain memory.
+    fn copy(map: &RwMapping) -> Vec<u8> {
+        (0..map.len()).map(|i| map.load_u8(i)).collect()
+    }
+
+    #[test]
+    fn writers_and_the_decoder_agree_on_a_mapping_and_on_its_bytes() {
+        let layout = small();
+        let map = mapping(&layout);
+        let now = UNIX_EPOCH + Duration::from_nanos(CREATED_NS + 5);
+        write_generation(&map, 0, 0, 1, now);
+        write_generation(&map, 2, 1, 2, now);
+        set_phase(&map, 2, 3);
+        publish_slot(&map, &layout, 0, Kind::Counter, "rq");
+        publish_slot(&map, &layout, 1, Kind::Gauge, "conn");
+        publish_slot(&map, &layout, 2, Kind::Histogram, "t");
+        map.u64_at(layout.value_offset(0, 0))
+            .store(9, Ordering::Relaxed);
+        map.u64_at(layout.value_offset(1, 0))
+            .store(4, Ordering::Relaxed);
+        map.u64_at(layout.value_offset(1, 2))
+            .store(6, Ordering::Relaxed);
+        map.u64_at(layout.value_offset(2, 2))
+            .store(1, Ordering::Relaxed);
+        map.u64_at(layout.value_offset(2, HISTOGRAM_BUCKETS_MS.len() + 1))
+            .store(1, Ordering::Relaxed);
+
+        assert_eq!(used(&map), 3);
+        assert_eq!(
+            slot_key(&map, &layout, 1),
+            Some((Kind::Gauge, "conn".into()))
+        );
+        let gens = generations(&map, |_| true);
+        let pid = std::process::id();
+        assert_eq!(
+            gens.iter()
+                .map(|g| (g.slot, g.epoch, g.pid, g.phase, g.seq))
+                .collect::<Vec<_>>(),
+            [(0, 0, pid, 0, 1), (2, 1, pid, 3, 2)]
+        );
+        assert!(gens.iter().all(|g| g.attached == now));
+        let stats = read_stats(&map, &layout, &gens);
+        assert_eq!(
+            stats[0],
+            record("conn", Value::Gauge(10), vec![(0, 4), (1, 6)])
+        );
+        assert_eq!(stats[1], record("rq", Value::Counter(9), vec![]));
+
+        // Plain bytes of the same region decode identically.
+        let b = copy(&map);
+        assert_eq!(layout::decode_header(&b[..], layout.total_size), Ok(layout));
+        assert_eq!(generations(&b[..], |_| true), gens);
+        assert_eq!(read_stats(&b[..], &layout, &gens), stats);
+        assert_eq!(chain_created(&b[..]), chain_created(&map));
+
+        // A generation leaving: its gauge shares go, other kinds' words in its column stay.
+        zero_gauge_column(&map, &layout, 2);
+        free_generation(&map, 2);
+        assert_eq!(
+            map.u64_at(layout.value_offset(1, 2))
+                .load(Ordering::Relaxed),
+            0
+        );
+        assert_eq!(
+            map.u64_at(layout.value_offset(2, 2))
+                .load(Ordering::Relaxed),
+            1
+        );
+        let gens = generations(&map, |_| true);
+        assert_eq!(gens.iter().map(|g| g.slot).collect::<Vec<_>>(), [0]);
+        let stats = read_stats(&map, &layout, &gens);
+        assert_eq!(stats[0], record("conn", Value::Gauge(4), vec![(0, 4)]));
+    }
+
+    #[test]
+    fn a_published_slot_starts_at_zero_whatever_was_there() {
+        let layout = small();
+        let map = mapping(&layout);
+        for w in 0..layout::VALUE_WORDS {
+            map.u64_at(layout.value_offset(0, w))
+                .store(u64::MAX, Ordering::Relaxed);
+        }
+        publish_slot(&map, &layout, 0, Kind::Histogram, "h");
+        assert!((0..layout::VALUE_WORDS).all(|w| map
+            .u64_at(layout.value_offset(0, w))
+            .load(Ordering::Relaxed)
+            == 0));
+        assert_eq!(
+            slot_key(&map, &layout, 0),
+            Some((Kind::Histogram, "h".into()))
+        );
+        assert_eq!(used(&map), 1);
+    }
+}
