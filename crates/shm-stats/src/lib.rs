@@ -19,6 +19,18 @@
 //! pick the names and pass the capacities in. It must never block a request on another process:
 //! the region lock is taken with a timeout on every path that can serve requests.
 //!
+//! Modules, bottom layer first, each with what it imports (only modules listed above it):
+//!
+//! - `error` (nothing): [`Error`], what can go wrong with a region.
+//! - `layout` (nothing): every field's offset, the header codec, [`HISTOGRAM_BUCKETS_MS`].
+//! - `value` (layout): the plain values a reading returns ([`Value`], [`Snapshot`]).
+//! - `shm` (layout): the backing object ([`Backing`]) and the OFD liveness locks.
+//! - `sys` (layout): the only unsafe code: atomics on a mapping, the hot-path cell, the mutex.
+//! - `table` (layout, sys, value): the one decoder (and writer) of the generation table and slots.
+//! - `region` (error, layout, shm, sys, table): a generation's life in its chain's [`Region`].
+//! - `view` (error, layout, shm, sys, table, value): the read-only, lock-free [`RegionView`].
+//! - `store` (error, layout, region, sys, table, value): [`Store`] and the hot-path handles.
+//!
 //! Unsafe code is denied at the crate root and allowed in exactly one module, `sys` (atomics over
 //! the mapping, the hot-path cell, the pthread mutex); every block there states its invariant.
 #![deny(unsafe_code)]

@@ -2,10 +2,10 @@
 //! reclaiming a dead chain's), attaching to it (epoch > 0), allocating slots by name, and
 //! leaving it (the last generation out unlinks it).
 //!
-//! Attach, detach and allocation happen under the region's robust mutex; reads never lock: a
-//! slot is written completely, then its state is stored with `Release`, then the published-slot
-//! count is advanced with `Release`, so a reader that loads the count with `Acquire` sees whole
-//! slots only.
+//! Attach, detach and allocation happen under the region's robust mutex; reads never lock. This
+//! module owns that lifecycle and the header's flags; the entries of the generation table and the
+//! slots are read and written only through `table` (which states the publication order that lets
+//! readers see whole entries).
 //!
 //! Who holds what: the [`Region`] owns the file whose open file description carries this
 //! generation's liveness lock (released on detach or when the process dies) and an `Arc` of the

@@ -6,6 +6,9 @@
 //! (`AtomicU8/U32/U64/I64`) or through the pthread mutex functions, never through `&[u8]`/`&mut`,
 //! because other processes write the same bytes at any time. Offsets are bounds- and
 //! alignment-checked before a pointer is made from them.
+//!
+//! It depends on `layout` alone (for [`Words`] and [`HistogramCells`]), so the unsafe layer sits
+//! directly on the layout and nothing it trusts comes from above.
 
 use std::any::Any;
 use std::fmt;

@@ -1,6 +1,7 @@
-//! view: reading a region without any lock — the generation table and every published slot —
-//! from a generation's own mapping or from a read-only one ([`RegionView`], used by
-//! `baton stats`, which never writes and never takes the region's lock).
+//! view: [`RegionView`], a chain's region mapped read-only from outside the chain (`baton
+//! stats`): it never writes and never takes the region's lock. It checks the header and the
+//! liveness locks itself; the generation table and the slots are decoded by `table`, the same
+//! decoder a generation uses on its own mapping.
 
 use std::fs::File;
 use std::io;
