@@ -1,6 +1,7 @@
-//! layout: where every field of the shared region lives, as pure arithmetic over offsets — no
-//! mapping, no syscalls. The header is also encoded to bytes here ([`encode_header`]) so a golden
-//! fixture pins layout version 1 byte for byte.
+//! layout: where every field of the shared region lives, as pure arithmetic over offsets (plus
+//! [`HistogramCells`], the typed shape of a histogram's words) — no mapping, no syscalls. The
+//! header is also encoded to bytes here ([`encode_header`]) so a golden fixture pins layout
+//! version 1 byte for byte.
 //!
 //! Region (all integers native-endian, every field naturally aligned, every shared field accessed
 //! only through atomics):
@@ -27,7 +28,15 @@
 //! Liveness locks are not in the data: generation `g` holds an OFD write lock on byte `g` of the
 //! region's file (advisory, so it never conflicts with the mapping).
 
-use crate::HISTOGRAM_BUCKETS_MS;
+use std::sync::atomic::AtomicU64;
+
+/// Upper bounds, in milliseconds, of the histogram buckets (Envoy's default set). Values above
+/// the last bound only count in `+Inf`. Part of the region layout: changing them is a new
+/// layout version.
+pub const HISTOGRAM_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
 
 /// "BATONSHM" read as a native-endian u64.
 pub const MAGIC: u64 = u64::from_ne_bytes(*b"BATONSHM");
@@ -126,6 +135,23 @@ impl Kind {
         }
     }
 }
+
+/// A histogram's value words as typed cells, in the slot's order: what a histogram handle points
+/// at, in the region or on the heap.
+#[repr(C)]
+#[derive(Default)]
+pub struct HistogramCells {
+    /// One cell per bound in [`HISTOGRAM_BUCKETS_MS`], plus one for values above the last.
+    pub buckets: [AtomicU64; HISTOGRAM_BUCKETS_MS.len() + 1],
+    pub count: AtomicU64,
+    /// Sum in microseconds, so that sub-millisecond samples are not lost.
+    pub sum_us: AtomicU64,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<HistogramCells>() == HISTOGRAM_WORDS * 8
+        && std::mem::align_of::<HistogramCells>() == 8
+);
 
 /// The geometry a region is created with; two processes share a region only if theirs agree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,6 +19,18 @@
 //! pick the names and pass the capacities in. It must never block a request on another process:
 //! the region lock is taken with a timeout on every path that can serve requests.
 //!
+//! Modules, bottom layer first, each with what it imports (only modules listed above it):
+//!
+//! - `error` (nothing): [`Error`], what can go wrong with a region.
+//! - `layout` (nothing): every field's offset, the header codec, [`HISTOGRAM_BUCKETS_MS`].
+//! - `value` (layout): the plain values a reading returns ([`Value`], [`Snapshot`]).
+//! - `shm` (layout): the backing object ([`Backing`]) and the OFD liveness locks.
+//! - `sys` (layout): the only unsafe code: atomics on a mapping, the hot-path cell, the mutex.
+//! - `table` (layout, sys, value): the one decoder (and writer) of the generation table and slots.
+//! - `region` (error, layout, shm, sys, table): a generation's life in its chain's [`Region`].
+//! - `view` (error, layout, shm, sys, table, value): the read-only, lock-free [`RegionView`].
+//! - `store` (error, layout, region, sys, table, value): [`Store`] and the hot-path handles.
+//!
 //! Unsafe code is denied at the crate root and allowed in exactly one module, `sys` (atomics over
 //! the mapping, the hot-path cell, the pthread mutex); every block there states its invariant.
 #![deny(unsafe_code)]
@@ -30,74 +42,24 @@ mod shm;
 mod store;
 #[allow(unsafe_code)]
 mod sys;
+mod table;
+mod value;
 mod view;
 
 pub use error::Error;
 pub use layout::{
-    encode_header, Layout, HEADER_SIZE, LAYOUT_VERSION, MAX_GENERATIONS, MAX_STAT_SUFFIX_LEN,
+    encode_header, Layout, HEADER_SIZE, HISTOGRAM_BUCKETS_MS, LAYOUT_VERSION, MAX_GENERATIONS,
+    MAX_STAT_SUFFIX_LEN,
 };
 pub use region::{
-    pick_free_base_id, Detached, GenerationInfo, OpenMode, Region, RegionOptions,
-    DEFAULT_MAX_OBJ_NAME_LEN, DEFAULT_MAX_STATS,
+    pick_free_base_id, Detached, OpenMode, Region, RegionOptions, DEFAULT_MAX_OBJ_NAME_LEN,
+    DEFAULT_MAX_STATS,
 };
 pub use shm::Backing;
 pub use store::{Counter, Gauge, Histogram, Store, OVERFLOW_COUNTER};
-pub use view::{RegionReport, RegionView, StatRecord};
-
-/// Upper bounds, in milliseconds, of the histogram buckets (Envoy's default set). Values above
-/// the last bound only count in `+Inf`. Part of the region layout: changing them is a new
-/// layout version.
-pub const HISTOGRAM_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
-
-/// A histogram's values at one moment.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HistogramSnapshot {
-    /// Cumulative counts, one per bound in [`HISTOGRAM_BUCKETS_MS`].
-    pub cumulative: Vec<u64>,
-    pub count: u64,
-    pub sum_ms: f64,
-}
-
-/// One stat's value at one moment.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Counter(u64),
-    Gauge(i64),
-    Histogram(HistogramSnapshot),
-}
-
-/// Every stat's value at one moment, sorted by name.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    pub stats: Vec<(String, Value)>,
-}
-
-// === impl HistogramSnapshot ===
-
-impl HistogramSnapshot {
-    /// The value below which `q` (0..=1) of the samples fall, interpolated within its bucket.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.count == 0 {
-            return None;
-        }
-        let target = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
-        let mut lower = 0.0;
-        let mut below = 0;
-        for (bound, cum) in HISTOGRAM_BUCKETS_MS.iter().zip(&self.cumulative) {
-            if *cum >= target {
-                let in_bucket = (cum - below).max(1) as f64;
-                let frac = (target - below) as f64 / in_bucket;
-                return Some(lower + (bound - lower) * frac);
-            }
-            lower = *bound;
-            below = *cum;
-        }
-        Some(*HISTOGRAM_BUCKETS_MS.last().expect("buckets are not empty"))
-    }
-}
+pub use table::{GenerationInfo, StatRecord};
+pub use value::{HistogramSnapshot, Snapshot, Value};
+pub use view::{RegionReport, RegionView};
 
 #[cfg(test)]
 mod tests;

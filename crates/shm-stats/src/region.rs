@@ -2,10 +2,10 @@
 //! reclaiming a dead chain's), attaching to it (epoch > 0), allocating slots by name, and
 //! leaving it (the last generation out unlinks it).
 //!
-//! Attach, detach and allocation happen under the region's robust mutex; reads never lock: a
-//! slot is written completely, then its state is stored with `Release`, then the published-slot
-//! count is advanced with `Release`, so a reader that loads the count with `Acquire` sees whole
-//! slots only.
+//! Attach, detach and allocation happen under the region's robust mutex; reads never lock. This
+//! module owns that lifecycle and the header's flags; the entries of the generation table and the
+//! slots are read and written only through `table` (which states the publication order that lets
+//! readers see whole entries).
 //!
 //! Who holds what: the [`Region`] owns the file whose open file description carries this
 //! generation's liveness lock (released on detach or when the process dies) and an `Arc` of the
@@ -18,7 +18,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use memmap2::MmapOptions;
 use parking_lot::Mutex;
@@ -26,8 +26,8 @@ use parking_lot::Mutex;
 use crate::error::Error;
 use crate::layout::{self, HeaderError, Kind, Layout, Words, MAX_GENERATIONS};
 use crate::shm::{self, Backing};
-use crate::sys::{Cell, LockFailure, Locked, RwMapping};
-use crate::view;
+use crate::sys::{Cell, LockFailure, Locked, RoMapping, RwMapping, Shared};
+use crate::table::{self, GenerationInfo, StatRecord};
 
 /// Envoy's old default for `--max-stats`.
 pub const DEFAULT_MAX_STATS: u64 = 16_384;
@@ -59,22 +59,6 @@ pub struct RegionOptions {
     pub lock_timeout: Duration,
     /// Longest wait for the region lock while attaching or detaching.
     pub attach_timeout: Duration,
-}
-
-/// A generation's entry in the region's table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GenerationInfo {
-    /// Index in the table (also the byte its liveness lock covers).
-    pub slot: usize,
-    pub epoch: u32,
-    pub pid: u32,
-    /// Owner-defined state (e.g. the server state), set with [`Region::set_phase`].
-    pub phase: u32,
-    pub attached: SystemTime,
-    /// Order of attachment over the chain's life (1 for the first generation).
-    pub seq: u64,
-    /// Whether its liveness lock is held (false: it died without detaching).
-    pub live: bool,
 }
 
 /// What [`Region::detach`] did.
@@ -136,16 +120,6 @@ impl Drop for Guard<'_> {
     }
 }
 
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-pub(crate) fn from_unix_ns(ns: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(ns)
-}
-
 fn header_error(path: &str, e: HeaderError) -> Error {
     match e {
         HeaderError::Version(found) => Error::Version {
@@ -172,29 +146,18 @@ fn header_error(path: &str, e: HeaderError) -> Error {
     }
 }
 
-/// The table indexes whose liveness byte another open file description holds.
-pub(crate) fn live_slots(file: &File) -> io::Result<Vec<usize>> {
-    let mut live = Vec::new();
-    for g in 0..MAX_GENERATIONS {
-        if shm::byte_locked_by_other(file, g)? {
-            live.push(g);
-        }
-    }
-    Ok(live)
-}
-
 /// "pid 12, pid 40" for the live slots of the region in `file`, as far as its header tells.
 fn holders(file: &File, live: &[usize]) -> String {
     let pids = MmapOptions::new()
         .map_raw_read_only(file)
         .ok()
-        .map(crate::sys::RoMapping::new)
+        .map(RoMapping::new)
         .filter(|m| {
             m.len() >= layout::HEADER_SIZE && m.load_u64(layout::OFF_MAGIC) == layout::MAGIC
         })
         .map(|m| {
             live.iter()
-                .map(|g| m.load_u32(layout::generation_offset(*g) + layout::GEN_PID))
+                .map(|g| table::entry(&m, *g).pid)
                 .collect::<Vec<_>>()
         });
     match pids {
@@ -241,7 +204,8 @@ impl Region {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("open", &path, e)),
             };
-            let live = live_slots(&file).map_err(|e| Error::io("check the owners of", &path, e))?;
+            let live = shm::live_generations(&file)
+                .map_err(|e| Error::io("check the owners of", &path, e))?;
             if !live.is_empty() {
                 return Err(Error::ChainLive {
                     base_id: opts.base_id,
@@ -252,7 +216,8 @@ impl Region {
             // Nobody alive holds it. Claim the right to reclaim it (byte 0) so two epoch-0
             // starters cannot both unlink and recreate, then re-check.
             let won = shm::try_lock_byte(&file, 0).map_err(|e| Error::io("lock", &path, e))?;
-            let live = live_slots(&file).map_err(|e| Error::io("check the owners of", &path, e))?;
+            let live = shm::live_generations(&file)
+                .map_err(|e| Error::io("check the owners of", &path, e))?;
             if !won || !live.is_empty() {
                 return Err(Error::ChainLive {
                     base_id: opts.base_id,
@@ -289,7 +254,7 @@ impl Region {
             .map_err(|e| Error::io("map", &path, e))?;
         let map = Arc::new(RwMapping::new(map));
         let now = SystemTime::now();
-        for f in layout::initial_fields(&layout, unix_ns(now)) {
+        for f in layout::initial_fields(&layout, table::unix_ns(now)) {
             match f {
                 layout::Field::U32(layout::OFF_READY, _) => {}
                 layout::Field::U32(off, v) => map.u32_at(off).store(v, Ordering::Relaxed),
@@ -307,7 +272,7 @@ impl Region {
             })?;
         map.u64_at(layout::OFF_ATTACH_SEQ)
             .store(1, Ordering::Relaxed);
-        write_generation(&map, 0, opts.epoch, 1, now);
+        table::write_generation(&map, 0, opts.epoch, 1, now);
         // Publishes every field above.
         map.u32_at(layout::OFF_READY).store(1, Ordering::Release);
         Ok(Self::new(file, map, layout, 0, opts))
@@ -343,25 +308,16 @@ impl Region {
                 continue;
             }
             reap(&map, &layout, &file, None);
-            for g in 0..MAX_GENERATIONS {
-                let base = layout::generation_offset(g);
-                if map.u32_at(base + layout::GEN_STATE).load(Ordering::Acquire)
-                    == layout::GEN_ATTACHED
-                    && map.u32_at(base + layout::GEN_EPOCH).load(Ordering::Relaxed) == opts.epoch
-                {
-                    return Err(Error::EpochTaken {
-                        path,
-                        epoch: opts.epoch,
-                        pid: map.u32_at(base + layout::GEN_PID).load(Ordering::Relaxed),
-                    });
-                }
+            if let Some((_, e)) = table::attached(&*map).find(|(_, e)| e.epoch == opts.epoch) {
+                return Err(Error::EpochTaken {
+                    path,
+                    epoch: opts.epoch,
+                    pid: e.pid,
+                });
             }
             let mut claimed = None;
             for g in 0..MAX_GENERATIONS {
-                let state = map
-                    .u32_at(layout::generation_offset(g) + layout::GEN_STATE)
-                    .load(Ordering::Acquire);
-                if state == layout::GEN_FREE
+                if table::entry(&*map, g).state == layout::GEN_FREE
                     && shm::try_lock_byte(&file, g).map_err(|e| Error::io("lock", &path, e))?
                 {
                     claimed = Some(g);
@@ -374,12 +330,12 @@ impl Region {
                     slots: MAX_GENERATIONS,
                 });
             };
-            zero_gauge_column(&map, &layout, g);
+            table::zero_gauge_column(&map, &layout, g);
             let seq = map
                 .u64_at(layout::OFF_ATTACH_SEQ)
                 .fetch_add(1, Ordering::AcqRel)
                 + 1;
-            write_generation(&map, g, opts.epoch, seq, SystemTime::now());
+            table::write_generation(&map, g, opts.epoch, seq, SystemTime::now());
             drop(guard);
             return Ok(Self::new(file, map, layout, g, &opts));
         }
@@ -430,31 +386,22 @@ impl Region {
     /// When the chain's first generation created the region (Envoy's `uptime_all_epochs` counts
     /// from here).
     pub fn chain_created(&self) -> SystemTime {
-        from_unix_ns(
-            self.map
-                .u64_at(layout::OFF_CREATED_NS)
-                .load(Ordering::Relaxed),
-        )
+        table::chain_created(&*self.map)
     }
 
     /// Slots in use and slots in all.
     pub fn usage(&self) -> (u32, u32) {
-        (
-            self.map.u32_at(layout::OFF_USED).load(Ordering::Acquire),
-            self.layout.max_stats,
-        )
+        (table::used(&*self.map), self.layout.max_stats)
     }
 
     /// Publish this generation's owner-defined state in the table (e.g. its server state).
     pub fn set_phase(&self, phase: u32) {
-        self.map
-            .u32_at(layout::generation_offset(self.generation) + layout::GEN_PHASE)
-            .store(phase, Ordering::Release);
+        table::set_phase(&self.map, self.generation, phase);
     }
 
     /// The generation table; `live` is checked through the liveness locks.
     pub fn generations(&self) -> Vec<GenerationInfo> {
-        view::generations(&*self.map, |g| {
+        table::generations(&*self.map, |g| {
             g == self.generation && !self.detached.load(Ordering::Acquire)
                 || shm::byte_locked_by_other(&self.file, g).unwrap_or(false)
         })
@@ -484,10 +431,8 @@ impl Region {
                 return Err(e);
             }
         };
-        zero_gauge_column(&self.map, &self.layout, self.generation);
-        self.map
-            .u32_at(layout::generation_offset(self.generation) + layout::GEN_STATE)
-            .store(layout::GEN_FREE, Ordering::Release);
+        table::zero_gauge_column(&self.map, &self.layout, self.generation);
+        table::free_generation(&self.map, self.generation);
         let others = (0..MAX_GENERATIONS)
             .filter(|g| *g != self.generation)
             .any(|g| shm::byte_locked_by_other(&self.file, g).unwrap_or(true));
@@ -527,28 +472,11 @@ impl Region {
         if let Some(i) = idx.by_name.get(&key) {
             return Ok(*i);
         }
-        let used = self.map.u32_at(layout::OFF_USED).load(Ordering::Acquire);
+        let used = table::used(&*self.map);
         if used >= self.layout.max_stats {
             return Err(AllocError::Full);
         }
-        let base = self.layout.slot_offset(used);
-        let m = &self.map;
-        m.u32_at(base + layout::SLOT_KIND)
-            .store(kind.code(), Ordering::Relaxed);
-        m.u32_at(base + layout::SLOT_NAME_LEN)
-            .store(name.len() as u32, Ordering::Relaxed);
-        for (i, b) in name.bytes().enumerate() {
-            m.u8_at(base + layout::SLOT_NAME + i)
-                .store(b, Ordering::Relaxed);
-        }
-        for w in 0..layout::VALUE_WORDS {
-            m.u64_at(self.layout.value_offset(used, w))
-                .store(0, Ordering::Relaxed);
-        }
-        m.u32_at(base + layout::SLOT_STATE)
-            .store(layout::SLOT_PUBLISHED, Ordering::Release);
-        m.u32_at(layout::OFF_USED)
-            .store(used + 1, Ordering::Release);
+        table::publish_slot(&self.map, &self.layout, used, kind, name);
         drop(guard);
         idx.by_name.insert(key, used);
         idx.scanned = idx.scanned.max(used + 1);
@@ -556,16 +484,16 @@ impl Region {
     }
 
     fn catch_up(&self, idx: &mut Index) {
-        let used = self.map.u32_at(layout::OFF_USED).load(Ordering::Acquire);
+        let used = table::used(&*self.map);
         for i in idx.scanned..used {
-            if let Some((kind, name)) = view::slot_key(&*self.map, &self.layout, i) {
+            if let Some((kind, name)) = table::slot_key(&*self.map, &self.layout, i) {
                 idx.by_name.entry((kind, name)).or_insert(i);
             }
         }
         idx.scanned = idx.scanned.max(used);
     }
 
-    pub(crate) fn counter_cell<T: crate::sys::Shared>(&self, slot: u32) -> Cell<T> {
+    pub(crate) fn counter_cell<T: Shared>(&self, slot: u32) -> Cell<T> {
         self.map.cell(self.layout.value_offset(slot, 0))
     }
 
@@ -575,9 +503,9 @@ impl Region {
     }
 
     /// Every published stat, with gauges merged over the live generations.
-    pub(crate) fn read(&self) -> Vec<view::StatRecord> {
+    pub(crate) fn read(&self) -> Vec<StatRecord> {
         let gens = self.generations();
-        view::read_stats(&*self.map, &self.layout, &gens)
+        table::read_stats(&*self.map, &self.layout, &gens)
     }
 }
 
@@ -657,59 +585,20 @@ fn lock<'a>(map: &'a RwMapping, path: &str, timeout: Duration) -> Result<Guard<'
     })
 }
 
-fn write_generation(map: &RwMapping, g: usize, epoch: u32, seq: u64, now: SystemTime) {
-    let base = layout::generation_offset(g);
-    map.u32_at(base + layout::GEN_EPOCH)
-        .store(epoch, Ordering::Relaxed);
-    map.u32_at(base + layout::GEN_PID)
-        .store(std::process::id(), Ordering::Relaxed);
-    map.u32_at(base + layout::GEN_PHASE)
-        .store(0, Ordering::Relaxed);
-    map.u64_at(base + layout::GEN_ATTACHED_NS)
-        .store(unix_ns(now), Ordering::Relaxed);
-    map.u64_at(base + layout::GEN_SEQ)
-        .store(seq, Ordering::Relaxed);
-    map.u32_at(base + layout::GEN_STATE)
-        .store(layout::GEN_ATTACHED, Ordering::Release);
-}
-
-/// Set generation `g`'s share of every gauge to zero (under the lock).
-fn zero_gauge_column(map: &RwMapping, layout: &Layout, g: usize) {
-    let used = map.u32_at(layout::OFF_USED).load(Ordering::Acquire);
-    for i in 0..used {
-        let kind = Kind::from_code(
-            map.u32_at(layout.slot_offset(i) + layout::SLOT_KIND)
-                .load(Ordering::Relaxed),
-        );
-        if matches!(kind, Some(Kind::Gauge | Kind::GaugeNewest)) {
-            map.u64_at(layout.value_offset(i, g))
-                .store(0, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Free the entries of attached generations whose liveness lock nobody holds (under the lock).
 fn reap(map: &RwMapping, layout: &Layout, file: &File, own: Option<usize>) -> usize {
     let mut n = 0;
-    for g in 0..MAX_GENERATIONS {
-        if Some(g) == own {
-            continue;
-        }
-        let base = layout::generation_offset(g);
-        if map.u32_at(base + layout::GEN_STATE).load(Ordering::Acquire) != layout::GEN_ATTACHED {
-            continue;
-        }
-        if shm::byte_locked_by_other(file, g).unwrap_or(true) {
+    for (g, e) in table::attached(map) {
+        if Some(g) == own || shm::byte_locked_by_other(file, g).unwrap_or(true) {
             continue;
         }
         tracing::info!(
-            epoch = map.u32_at(base + layout::GEN_EPOCH).load(Ordering::Relaxed),
-            pid = map.u32_at(base + layout::GEN_PID).load(Ordering::Relaxed),
+            epoch = e.epoch,
+            pid = e.pid,
             "a generation left the stats region without detaching; removing its gauge share"
         );
-        zero_gauge_column(map, layout, g);
-        map.u32_at(base + layout::GEN_STATE)
-            .store(layout::GEN_FREE, Ordering::Release);
+        table::zero_gauge_column(map, layout, g);
+        table::free_generation(map, g);
         n += 1;
     }
     n

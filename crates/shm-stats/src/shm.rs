@@ -26,6 +26,8 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::Mode;
 
+use crate::layout::MAX_GENERATIONS;
+
 /// Where a chain's region lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backing {
@@ -149,4 +151,15 @@ pub(crate) fn byte_locked_by_other(file: &File, byte: usize) -> io::Result<bool>
     let mut fl = byte_lock(libc::F_WRLCK as libc::c_short, byte);
     fcntl(file.as_raw_fd(), FcntlArg::F_OFD_GETLK(&mut fl)).map_err(io::Error::from)?;
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// The generation-table indexes whose liveness byte another open file description holds.
+pub(crate) fn live_generations(file: &File) -> io::Result<Vec<usize>> {
+    let mut live = Vec::new();
+    for g in 0..MAX_GENERATIONS {
+        if byte_locked_by_other(file, g)? {
+            live.push(g);
+        }
+    }
+    Ok(live)
 }

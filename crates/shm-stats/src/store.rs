@@ -15,10 +15,11 @@ use std::time::SystemTime;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::Error;
-use crate::layout::Kind;
-use crate::region::{AllocError, Detached, GenerationInfo, Region};
+use crate::layout::{HistogramCells, Kind, HISTOGRAM_BUCKETS_MS};
+use crate::region::{AllocError, Detached, Region};
 use crate::sys::Cell;
-use crate::{HistogramSnapshot, Snapshot, Value, HISTOGRAM_BUCKETS_MS};
+use crate::table::GenerationInfo;
+use crate::value::{HistogramSnapshot, Snapshot, Value};
 
 /// Name of the counter of stats that could not get a slot in the region (Envoy's old name).
 pub const OVERFLOW_COUNTER: &str = "stats.overflow";
@@ -64,22 +65,6 @@ pub struct Gauge(Cell<AtomicI64>);
 /// generation.
 #[derive(Clone)]
 pub struct Histogram(Cell<HistogramCells>);
-
-/// A histogram's words, in the region's slot order (see `layout`).
-#[repr(C)]
-#[derive(Default)]
-pub(crate) struct HistogramCells {
-    /// One cell per bound in [`HISTOGRAM_BUCKETS_MS`], plus one for values above the last.
-    buckets: [AtomicU64; HISTOGRAM_BUCKETS_MS.len() + 1],
-    count: AtomicU64,
-    /// Sum in microseconds, so that sub-millisecond samples are not lost.
-    sum_us: AtomicU64,
-}
-
-const _: () = assert!(
-    std::mem::size_of::<HistogramCells>() == crate::layout::HISTOGRAM_WORDS * 8
-        && std::mem::align_of::<HistogramCells>() == 8
-);
 
 // === impl Store ===
 

@@ -6,6 +6,9 @@
 //! (`AtomicU8/U32/U64/I64`) or through the pthread mutex functions, never through `&[u8]`/`&mut`,
 //! because other processes write the same bytes at any time. Offsets are bounds- and
 //! alignment-checked before a pointer is made from them.
+//!
+//! It depends on `layout` alone (for [`Words`] and [`HistogramCells`]), so the unsafe layer sits
+//! directly on the layout and nothing it trusts comes from above.
 
 use std::any::Any;
 use std::fmt;
@@ -16,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memmap2::MmapRaw;
 
-use crate::layout::Words;
+use crate::layout::{HistogramCells, Words};
 
 /// A writable `MAP_SHARED` mapping of a region. Held (through `Arc`) by the region and by every
 /// handle pointing into it; unmapped when the last one drops.
@@ -42,7 +45,7 @@ unsafe impl Shared for AtomicU64 {}
 // SAFETY: as above.
 unsafe impl Shared for AtomicI64 {}
 // SAFETY: `HistogramCells` is `#[repr(C)]` and holds only `AtomicU64`s.
-unsafe impl Shared for crate::store::HistogramCells {}
+unsafe impl Shared for HistogramCells {}
 
 /// A pointer to one shared value, with an owner that keeps its memory alive: the hot path is one
 /// dereference and one atomic instruction, whether the value is in the region or on the heap.

@@ -1,6 +1,7 @@
-//! view: reading a region without any lock — the generation table and every published slot —
-//! from a generation's own mapping or from a read-only one ([`RegionView`], used by
-//! `baton stats`, which never writes and never takes the region's lock).
+//! view: [`RegionView`], a chain's region mapped read-only from outside the chain (`baton
+//! stats`): it never writes and never takes the region's lock. It checks the header and the
+//! liveness locks itself; the generation table and the slots are decoded by `table`, the same
+//! decoder a generation uses on its own mapping.
 
 use std::fs::File;
 use std::io;
@@ -9,20 +10,11 @@ use std::time::SystemTime;
 use memmap2::MmapOptions;
 
 use crate::error::Error;
-use crate::layout::{self, Kind, Layout, Words, MAX_GENERATIONS};
-use crate::region::{from_unix_ns, live_slots, GenerationInfo};
-use crate::shm::Backing;
+use crate::layout::{self, Layout};
+use crate::shm::{self, Backing};
 use crate::sys::RoMapping;
-use crate::{HistogramSnapshot, Snapshot, Value, HISTOGRAM_BUCKETS_MS};
-
-/// One stat of a region.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StatRecord {
-    pub name: String,
-    pub value: Value,
-    /// For gauges: each live generation's share as (epoch, value); empty for other kinds.
-    pub shares: Vec<(u32, i64)>,
-}
+use crate::table::{self, GenerationInfo, StatRecord};
+use crate::value::Snapshot;
 
 /// Everything a region holds at one moment.
 #[derive(Clone, Debug)]
@@ -95,15 +87,15 @@ impl RegionView {
     /// Read everything, without locking; gauges merge the generations whose liveness lock is
     /// held.
     pub fn read(&self) -> RegionReport {
-        let live = live_slots(&self.file).unwrap_or_default();
-        let generations = generations(&self.map, |g| live.contains(&g));
+        let live = shm::live_generations(&self.file).unwrap_or_default();
+        let generations = table::generations(&self.map, |g| live.contains(&g));
         RegionReport {
             path: self.path.clone(),
-            chain_created: from_unix_ns(self.map.load_u64(layout::OFF_CREATED_NS)),
+            chain_created: table::chain_created(&self.map),
             max_stats: self.layout.max_stats,
             max_obj_name_len: self.layout.max_obj_name_len(),
-            used: self.map.load_u32(layout::OFF_USED),
-            stats: read_stats(&self.map, &self.layout, &generations),
+            used: table::used(&self.map),
+            stats: table::read_stats(&self.map, &self.layout, &generations),
             generations,
         }
     }
@@ -120,107 +112,4 @@ impl RegionReport {
                 .collect(),
         }
     }
-}
-
-/// The attached entries of the generation table; `is_live(g)` tells whether slot `g` proves it
-/// is alive.
-pub(crate) fn generations<W: Words + ?Sized>(
-    w: &W,
-    is_live: impl Fn(usize) -> bool,
-) -> Vec<GenerationInfo> {
-    (0..MAX_GENERATIONS)
-        .filter_map(|g| {
-            let base = layout::generation_offset(g);
-            if w.load_u32(base + layout::GEN_STATE) != layout::GEN_ATTACHED {
-                return None;
-            }
-            Some(GenerationInfo {
-                slot: g,
-                epoch: w.load_u32(base + layout::GEN_EPOCH),
-                pid: w.load_u32(base + layout::GEN_PID),
-                phase: w.load_u32(base + layout::GEN_PHASE),
-                attached: from_unix_ns(w.load_u64(base + layout::GEN_ATTACHED_NS)),
-                seq: w.load_u64(base + layout::GEN_SEQ),
-                live: is_live(g),
-            })
-        })
-        .collect()
-}
-
-/// Kind and name of published slot `i`.
-pub(crate) fn slot_key<W: Words + ?Sized>(
-    w: &W,
-    layout: &Layout,
-    i: u32,
-) -> Option<(Kind, String)> {
-    let base = layout.slot_offset(i);
-    if w.load_u32(base + layout::SLOT_STATE) != layout::SLOT_PUBLISHED {
-        return None;
-    }
-    let kind = Kind::from_code(w.load_u32(base + layout::SLOT_KIND))?;
-    let len = w.load_u32(base + layout::SLOT_NAME_LEN) as usize;
-    if len > layout.name_cap as usize {
-        return None;
-    }
-    let bytes: Vec<u8> = (0..len)
-        .map(|k| w.load_u8(base + layout::SLOT_NAME + k))
-        .collect();
-    Some((kind, String::from_utf8_lossy(&bytes).into_owned()))
-}
-
-/// Every published slot's value, sorted by name. Gauges sum the shares of the live generations
-/// in `gens` (or take the newest one's, for [`Kind::GaugeNewest`]).
-pub(crate) fn read_stats<W: Words + ?Sized>(
-    w: &W,
-    layout: &Layout,
-    gens: &[GenerationInfo],
-) -> Vec<StatRecord> {
-    let live: Vec<&GenerationInfo> = gens.iter().filter(|g| g.live).collect();
-    let newest = live.iter().max_by_key(|g| (g.epoch, g.seq)).map(|g| g.slot);
-    let used = w.load_u32(layout::OFF_USED).min(layout.max_stats);
-    let mut out = Vec::with_capacity(used as usize);
-    for i in 0..used {
-        let Some((kind, name)) = slot_key(w, layout, i) else {
-            continue;
-        };
-        let word = |k: usize| w.load_u64(layout.value_offset(i, k));
-        let (value, shares) = match kind {
-            Kind::Counter => (Value::Counter(word(0)), Vec::new()),
-            Kind::Gauge | Kind::GaugeNewest => {
-                let shares: Vec<(u32, i64)> = live
-                    .iter()
-                    .map(|g| (g.epoch, word(g.slot) as i64))
-                    .collect();
-                let v = if kind == Kind::Gauge {
-                    shares.iter().map(|(_, v)| *v).fold(0i64, i64::wrapping_add)
-                } else {
-                    newest.map_or(0, |g| word(g) as i64)
-                };
-                (Value::Gauge(v), shares)
-            }
-            Kind::Histogram => {
-                let n = HISTOGRAM_BUCKETS_MS.len();
-                let mut acc = 0u64;
-                let cumulative = (0..n)
-                    .map(|k| {
-                        acc = acc.wrapping_add(word(k));
-                        acc
-                    })
-                    .collect();
-                let h = HistogramSnapshot {
-                    cumulative,
-                    count: word(n + 1),
-                    sum_ms: word(n + 2) as f64 / 1000.0,
-                };
-                (Value::Histogram(h), Vec::new())
-            }
-        };
-        out.push(StatRecord {
-            name,
-            value,
-            shares,
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
 }
