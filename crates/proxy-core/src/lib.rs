@@ -41,6 +41,9 @@ pub mod downstream;
 pub mod request;
 pub mod worker;
 
+#[cfg(test)]
+mod future_sizes;
+
 /// Runs hyper's background tasks (HTTP/2 streams, client connections) on the current worker
 /// thread: nothing hyper spawns needs to be `Send`.
 #[derive(Clone, Copy, Debug, Default)]

@@ -72,12 +72,18 @@ pub(super) async fn forward(
         // Boxed: the rare upgrade path must not grow every request's future.
         return Box::pin(tunnel(cx, route, f, &cluster, req, tracker)).await;
     }
-    let (mut parts, body) = req.into_parts();
-    let body = match prepare_body(cx, f, body, tracker).await {
-        Ok(b) => b,
-        Err(reply) => return reply,
+    let (parts, body) = req.into_parts();
+    let body = if replayable_by_buffering(cx, f, &body) {
+        // Boxed, like every rare await here: a future's size is that of its largest state,
+        // and every request's future is allocated and moved whole.
+        match Box::pin(buffer_body(cx, body, tracker)).await {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        }
+    } else {
+        plain_body(cx, body, tracker)
     };
-    let head = prepare_head(cx, route, f, &cluster, &mut parts);
+    let head = prepare_head(cx, route, f, &cluster, parts);
     send(cx, f, &cluster, head, body, tracker).await
 }
 
@@ -94,58 +100,71 @@ fn upgrade_allowed(cx: Ctx<'_>, kind: &str) -> bool {
 
 /// A body is replayable (so the request may be retried) when it is empty, or small enough to
 /// buffer whole within the connection's buffer limit and the route retries; otherwise it is
-/// streamed. `Err`: the reply when the body could not be read.
-async fn prepare_body(
+/// streamed. Whether this one is buffered:
+fn replayable_by_buffering(cx: Ctx<'_>, f: &Forward, body: &RequestBody) -> bool {
+    let buffer_limit = u64::from(cx.l.config.per_connection_buffer_limit_bytes);
+    let policy = f.config.retry_policy.as_ref();
+    !body.is_end_stream()
+        && policy.is_some_and(|p| p.num_retries > 0)
+        && body.size_hint().exact().is_some_and(|n| n <= buffer_limit)
+}
+
+/// `request_timeout` as a deadline from the request's start.
+fn request_deadline(cx: Ctx<'_>, tracker: &Tracker) -> Option<tokio::time::Instant> {
+    let hcm = &cx.l.config.http;
+    hcm.request_timeout
+        .map(|t| tokio::time::Instant::from_std(tracker.start()) + t)
+}
+
+/// An empty body (replayable), or one streamed to the upstream as it arrives.
+fn plain_body(cx: Ctx<'_>, body: RequestBody, tracker: &mut Tracker) -> Body {
+    if body.is_end_stream() {
+        return Body {
+            replay: Some(Bytes::new()),
+            stream: None,
+            timed_out: None,
+            read_first: false,
+        };
+    }
+    let deadline = request_deadline(cx, tracker);
+    let (b, fired) = ProxyBody::request(body)
+        .count_into(tracker.received())
+        .with_timeouts(cx.l.config.http.stream_idle_timeout, deadline);
+    Body {
+        replay: None,
+        stream: Some(b),
+        timed_out: Some(fired),
+        read_first: true,
+    }
+}
+
+/// The body read whole, within `request_timeout`. `Err`: the reply when it could not be read.
+async fn buffer_body(
     cx: Ctx<'_>,
-    f: &Forward,
     body: RequestBody,
     tracker: &mut Tracker,
 ) -> Result<Body, Response<ProxyBody>> {
-    let hcm = &cx.l.config.http;
-    let request_deadline = hcm
-        .request_timeout
-        .map(|t| tokio::time::Instant::from_std(tracker.start()) + t);
-    let mut out = Body {
-        replay: None,
+    let collected = match request_deadline(cx, tracker) {
+        Some(d) => tokio::time::timeout_at(d, body.collect()).await.ok(),
+        None => Some(body.collect().await),
+    };
+    let Some(collected) = collected else {
+        return Err(request_timeout_reply(cx, tracker));
+    };
+    let Ok(collected) = collected else {
+        cx.l.http_stats.downstream_rq_rx_reset.inc();
+        tracker.set_flag(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+        return Err(local_reply(StatusCode::BAD_REQUEST, Bytes::new()));
+    };
+    let b = collected.to_bytes();
+    let received = tracker.received();
+    received.set(received.get() + b.len() as u64);
+    Ok(Body {
+        replay: Some(b),
         stream: None,
         timed_out: None,
-        read_first: !body.is_end_stream(),
-    };
-    let buffer_limit = u64::from(cx.l.config.per_connection_buffer_limit_bytes);
-    let policy = f.config.retry_policy.as_ref();
-    if body.is_end_stream() {
-        out.replay = Some(Bytes::new());
-    } else if policy.is_some_and(|p| p.num_retries > 0)
-        && body.size_hint().exact().is_some_and(|n| n <= buffer_limit)
-    {
-        // Boxed, like every rare await here: a future's size is that of its largest state,
-        // and every request's future is allocated and moved whole.
-        let collect = Box::pin(async move {
-            match request_deadline {
-                Some(d) => tokio::time::timeout_at(d, body.collect()).await.ok(),
-                None => Some(body.collect().await),
-            }
-        });
-        let Some(collected) = collect.await else {
-            return Err(request_timeout_reply(cx, tracker));
-        };
-        let Ok(collected) = collected else {
-            cx.l.http_stats.downstream_rq_rx_reset.inc();
-            tracker.set_flag(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-            return Err(local_reply(StatusCode::BAD_REQUEST, Bytes::new()));
-        };
-        let b = collected.to_bytes();
-        let received = tracker.received();
-        received.set(received.get() + b.len() as u64);
-        out.replay = Some(b);
-    } else {
-        let (b, fired) = ProxyBody::request(body)
-            .count_into(tracker.received())
-            .with_timeouts(hcm.stream_idle_timeout, request_deadline);
-        out.stream = Some(b);
-        out.timed_out = Some(fired);
-    }
-    Ok(out)
+        read_first: true,
+    })
 }
 
 /// The request was not received in full within `request_timeout` (Envoy: 408, `DT`).
@@ -162,7 +181,7 @@ fn prepare_head(
     route: &Route,
     f: &Forward,
     cluster: &Cluster,
-    parts: &mut http::request::Parts,
+    mut parts: http::request::Parts,
 ) -> Head {
     let hcm = &cx.l.config.http;
     prepare_request_headers(
@@ -185,16 +204,16 @@ fn prepare_head(
         &mut parts.headers,
     );
     let http2 = cluster.config.http2;
-    let uri = set_upstream_authority(parts, http2, cfg.host_rewrite_literal.as_deref(), path);
+    let uri = set_upstream_authority(&mut parts, http2, cfg.host_rewrite_literal.as_deref(), path);
     Head {
-        method: parts.method.clone(),
+        method: parts.method,
         uri,
         version: if http2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         },
-        headers: std::mem::take(&mut parts.headers),
+        headers: parts.headers,
     }
 }
 

@@ -138,3 +138,6 @@ fn authority_of(req: &Request<RequestBody>) -> &str {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
 }
+
+#[cfg(test)]
+mod tests;
