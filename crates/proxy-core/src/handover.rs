@@ -14,7 +14,7 @@
 //! still be handed over, so the carrier knows when nothing is left ([`Handover::open`]).
 //!
 //! Arriving (the new generation): the carrier turns what it received into [`Arriving`]
-//! connections and passes them to [`crate::server::Adopter::adopt`].
+//! connections and passes them to [`crate::worker::Adopter::adopt`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};

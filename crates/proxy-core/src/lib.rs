@@ -1,12 +1,29 @@
 //! proxy-core: Baton's data plane — listeners' connections, HTTP/1.1 and HTTP/2 proxying with
-//! hyper (and, for the common bodiless HTTP/1.1 request, Baton's own server loop and client:
-//! `h1_server`, `h1_client`), routing, clusters and load balancing, upstream connection pools,
-//! access logs, and the admin interface.
+//! hyper (and, for the common bodiless HTTP/1.1 request, Baton's own server loop and client),
+//! routing, clusters and load balancing, upstream connection pools, access logs, and the admin
+//! interface.
 //!
 //! It is handed listen sockets that are already bound (fresh or inherited from a previous
 //! generation), a validated [`config::Bootstrap`], a stats [`shm_stats::Store`] and a
 //! [`drain::Watch`]; it never binds a listen socket of its own choosing, never reads signals and
 //! never decides when a generation starts or stops — that is `proxy-bin`'s.
+//!
+//! Modules form layers; each imports only from layers below it (no cycle):
+//!
+//! - leaves: [`config`] (the validated configuration), [`error`], [`flags`] (Envoy's response
+//!   flags), [`stats`], [`deadline`], [`headers`] (forwarding fields, hop-by-hop),
+//!   [`http1`] (the HTTP/1.1 codec, pure over bytes), [`io`] (a downstream socket and its
+//!   sniffing), [`tls`], [`router`], [`cluster`], [`handover`], [`h2_drain`], [`tunnel`],
+//!   [`access_log`] and [`access`] (formats and sinks), [`admin`];
+//! - upstream: [`client`] (Baton's own HTTP/1.1 client: a connection and its response body),
+//!   [`body`] (the bodies a request and a response travel in), [`upstream`] (per-worker pools,
+//!   connects, hyper's clients);
+//! - [`context`]: the shared types of a listener, a worker and a connection;
+//! - [`request`]: one request — routing, local replies, rewrites, forwarding with retries, the
+//!   upgrade to a tunnel, and its accounting;
+//! - [`downstream`]: one connection from accept or hand-over arrival to close — TLS, sniffing,
+//!   Baton's own HTTP/1.1 loop, hyper's HTTP/1.1 and HTTP/2 sessions, lingering close;
+//! - [`worker`]: the data plane of a generation, its worker threads, accept and adopt loops.
 #![forbid(unsafe_code)]
 
 // The leaves: configuration, stats, errors, pure helpers; they import nothing below.
