@@ -1,9 +1,9 @@
-# benches/load/lib.sh: helpers shared by the load scripts (run.sh, tls.sh, handover.sh); sourced,
-# not run. Owns: logging (prefix LOG_TAG), installing missing tools, finding Envoy, free ports
-# (bind-probe of port 0 on 127.0.0.1), starting processes in the background and stopping every
-# one of them by pid (TERM, KILL after 5 s) on any exit, readiness polling; the configs every
-# script shares (the nginx origin, the head of an nginx.conf, the Envoy v3 bootstrap that Baton
-# and Envoy run) and the reading of Baton's "restart phase" log lines.
+# benches/load/lib.sh: helpers shared by the load scripts (run.sh, tls.sh, handover.sh,
+# callgrind.sh); sourced, not run. Owns: logging (prefix LOG_TAG), installing missing tools,
+# finding Envoy, free ports (bind-probe of port 0 on 127.0.0.1), starting processes in the
+# background and stopping every one of them by pid (TERM, KILL after 5 s) on any exit, readiness
+# polling; the configs every script shares (the nginx origin, the head of an nginx.conf, the
+# Envoy v3 bootstrap that Baton and Envoy run) and the reading of Baton's "restart phase" log lines.
 # The sourcing script provides: WORK (work dir, removed on exit unless KEEP=1), KEEP, PIDS (array
 # of started pids), READY_TIMEOUT (seconds), and calls install_cleanup once WORK exists; it may
 # define cleanup_hook, run on exit once every process is stopped. ensure_baton reads REPO (the
