@@ -26,43 +26,13 @@ use hotrestart_rpc::pb::{
 use hotrestart_rpc::{negotiate, Client, Endpoint, Listener, ParentHandler, ServeOptions};
 use parking_lot::Mutex;
 use proxy_core::handover::{self, Handover, Offer};
-use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use proxy_core::lifecycle::unix_ms;
+use tokio::sync::mpsc;
 
 use crate::cli::{Options, DEFAULT_SOCKET_PATH};
 
 /// How long a child waits for each step of the exchange with its parent.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Where a generation is in its life, broadcast on every transition.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Phase {
-    Starting,
-    Validating,
-    TakingSockets,
-    Serving,
-    Draining,
-    Terminated,
-    Failed(String),
-}
-
-/// The restart status a generation publishes (admin `/hot_restart_status`, `/server_info`).
-#[derive(Debug)]
-pub struct Status {
-    tx: watch::Sender<serde_json::Value>,
-    inner: Mutex<StatusInner>,
-}
-
-#[derive(Debug)]
-struct StatusInner {
-    epoch: u32,
-    phases: Vec<(String, u64)>,
-    parent: Option<(u32, u32)>,
-    drain: Option<serde_json::Value>,
-    handover: Option<serde_json::Value>,
-    last_failure: Option<String>,
-}
 
 /// What a child took over from its parent.
 #[derive(Debug)]
@@ -82,101 +52,6 @@ pub enum ParentEvent {
     DrainListeners,
     /// The child (or its successor) wants this generation gone now.
     Terminate,
-}
-
-// === impl Phase ===
-
-impl Phase {
-    pub fn name(&self) -> &str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Validating => "validating",
-            Phase::TakingSockets => "taking_sockets",
-            Phase::Serving => "serving",
-            Phase::Draining => "draining",
-            Phase::Terminated => "terminated",
-            Phase::Failed(_) => "failed",
-        }
-    }
-}
-
-// === impl Status ===
-
-impl Status {
-    pub fn new(epoch: u32) -> (Arc<Self>, watch::Receiver<serde_json::Value>) {
-        let (tx, rx) = watch::channel(serde_json::Value::Null);
-        let status = Arc::new(Self {
-            tx,
-            inner: Mutex::new(StatusInner {
-                epoch,
-                phases: Vec::new(),
-                parent: None,
-                drain: None,
-                handover: None,
-                last_failure: None,
-            }),
-        });
-        status.set_phase(Phase::Starting);
-        (status, rx)
-    }
-
-    pub fn set_phase(&self, phase: Phase) {
-        let mut inner = self.inner.lock();
-        tracing::info!(epoch = inner.epoch, phase = phase.name(), "restart phase");
-        if let Phase::Failed(reason) = &phase {
-            inner.last_failure = Some(reason.clone());
-        }
-        inner
-            .phases
-            .push((phase.name().to_owned(), unix_ms(SystemTime::now())));
-        self.publish(&inner);
-    }
-
-    pub fn set_parent(&self, pid: u32, epoch: u32) {
-        let mut inner = self.inner.lock();
-        inner.parent = Some((pid, epoch));
-        self.publish(&inner);
-    }
-
-    pub fn set_drain(&self, started: SystemTime, deadline: SystemTime, connections_left: u64) {
-        let mut inner = self.inner.lock();
-        inner.drain = Some(json!({
-            "started_unix_ms": unix_ms(started),
-            "deadline_unix_ms": unix_ms(deadline),
-            "connections_left": connections_left,
-        }));
-        self.publish(&inner);
-    }
-
-    /// Connections taken from the previous generation (moved) and left with it (refused).
-    pub fn set_handover(&self, moved: usize, refused: usize) {
-        let mut inner = self.inner.lock();
-        inner.handover = Some(json!({
-            "connections_received": moved,
-            "connections_refused": refused,
-        }));
-        self.publish(&inner);
-    }
-
-    fn publish(&self, inner: &StatusInner) {
-        let phase = inner.phases.last().map_or("starting", |p| p.0.as_str());
-        let value = json!({
-            "epoch": inner.epoch,
-            "pid": std::process::id(),
-            "phase": phase,
-            "phases": inner.phases.iter().map(|(p, at)| json!({"phase": p, "at_unix_ms": at})).collect::<Vec<_>>(),
-            "parent": inner.parent.map(|(pid, epoch)| json!({"pid": pid, "epoch": epoch})),
-            "drain": inner.drain,
-            "handover": inner.handover,
-            "last_failure": inner.last_failure,
-        });
-        self.tx.send_replace(value);
-    }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The restart socket of generation `epoch` of this chain.

@@ -12,18 +12,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use parking_lot::Mutex;
-use proxy_core::admin::{self, AdminState, ListenerStatus, ServerInfo, ServerState};
+use proxy_core::admin::{self, AdminState, ListenerStatus, ServerInfo};
 use proxy_core::cluster::ClusterManager;
+use proxy_core::lifecycle::{GenerationStatus, Lifecycle, Peer, Phase, Step};
 use proxy_core::server::Dataplane;
 use shm_stats::{Backing, OpenMode, Region, RegionOptions, Store};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::cli::{DrainStrategy, Options};
 use crate::config::Loaded;
 use crate::listen;
 use crate::logging::LogHandle;
-use crate::restart::{self, Inherited, ParentEvent, Phase};
+use crate::restart::{self, Inherited, ParentEvent};
 
 /// On SIGTERM/SIGINT with a short `--drain-time-s`, requests already in flight still get this
 /// long to finish.
@@ -47,8 +48,8 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
     if opts.hot_restart_file.is_some() && !opts.disable_hot_restart {
         opts.restart_epoch = restart::epoch_from_chain(&stats_backing(&opts, opts.base_id));
     }
-    let (status, status_rx) = restart::Status::new(opts.restart_epoch);
-    status.set_phase(Phase::Validating);
+    let status = Arc::new(Lifecycle::new(opts.restart_epoch));
+    status.enter(Phase::Validating);
     let store = open_store(&mut opts)?;
     // Leaves the region when serving ends (the region's drop would too, but only once every
     // clone held by tasks is gone).
@@ -74,7 +75,7 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
     if let Some(a) = &bootstrap.admin {
         wanted.push(("admin".to_owned(), a.address));
     }
-    status.set_phase(Phase::TakingSockets);
+    status.enter(Phase::TakingSockets);
     let (epoch, mut inherited) = if opts.disable_hot_restart {
         (
             opts.restart_epoch,
@@ -88,7 +89,10 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
         restart::take_over(&opts, &wanted)?
     };
     if let Some(p) = inherited.parent.as_ref().map(|c| c.parent().clone()) {
-        status.set_parent(p.pid, p.epoch);
+        status.set_parent(Peer {
+            pid: p.pid,
+            epoch: p.epoch,
+        });
     }
     let mut take_or_bind = |name: &str, addr: SocketAddr| match inherited.sockets.remove(&addr) {
         Some(s) => {
@@ -131,7 +135,6 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
     let result = rt.block_on(async move {
         let status = status_main;
         let epoch_started = Instant::now();
-        let (state_tx, state_rx) = watch::channel(ServerState::Initializing);
         let strategy = match opts.drain_strategy {
             DrainStrategy::Gradual => drain::Strategy::Gradual,
             DrainStrategy::Immediate => drain::Strategy::Immediate,
@@ -161,7 +164,7 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
                     epoch_started,
                     chain_started,
                 },
-                state: state_rx.clone(),
+                generation: status.subscribe(),
                 config_dump: loaded.effective,
                 listeners: bootstrap
                     .listeners
@@ -174,7 +177,6 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
                 clusters: clusters.clone(),
                 quit: quit_tx,
                 drain: Some(control.clone()),
-                hot_restart: status_rx,
             });
             tokio::spawn(admin::serve(listener, state, admin_watch));
         } else {
@@ -191,9 +193,8 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
         // Only a generation with a parent takes connections; otherwise the workers stop
         // waiting for arrivals at once.
         let adopter = workers.take_adopter().filter(|_| parent.is_some());
-        let _ = state_tx.send(ServerState::Live);
-        status.set_phase(Phase::Serving);
-        notify_ready();
+        tokio::spawn(notify_ready_when_serving(status.subscribe()));
+        status.enter(Phase::Serving);
         tracing::info!(
             listeners = bootstrap.listeners.len(),
             clusters = bootstrap.clusters.len(),
@@ -285,7 +286,7 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
                     ParentEvent::DrainListeners => break Stop::Restart,
                     ParentEvent::Terminate => {
                         tracing::info!("asked to terminate by the next generation");
-                        status.set_phase(Phase::Terminated);
+                        status.enter(Phase::Terminated);
                         return Ok(());
                     }
                 },
@@ -310,8 +311,7 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
             deadline_s = budget.as_secs(),
             "draining: no new connections, finishing open ones"
         );
-        let _ = state_tx.send(ServerState::Draining);
-        status.set_phase(Phase::Draining);
+        status.enter(Phase::Draining);
         if handover.mode() == proxy_core::handover::Mode::Active {
             // Every worker knows its connections move before any is asked to close.
             handover
@@ -362,11 +362,11 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
                 "ending now; closing the connections left"
             ),
         }
-        status.set_phase(Phase::Terminated);
+        status.enter(Phase::Terminated);
         Ok(())
     });
     if let Err(e) = &result {
-        status.set_phase(Phase::Failed(format!("{e:#}")));
+        status.fail(Step::Serve, format!("{e:#}"));
     }
     // Worker threads still serving connections past the deadline end with the process.
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -480,8 +480,15 @@ fn stats_backing(opts: &Options, base_id: u32) -> Backing {
     }
 }
 
-/// Tell a supervising `baton restarter` that this generation serves: a `READY=1` datagram to
-/// the abstract socket it named in `BATON_READY_SOCKET`, independent of log level and log file.
+/// Tell a supervising `baton restarter` that this generation serves, once its phase says so:
+/// a `READY=1` datagram to the abstract socket it named in `BATON_READY_SOCKET`, independent of
+/// log level and log file.
+async fn notify_ready_when_serving(mut status: tokio::sync::watch::Receiver<GenerationStatus>) {
+    if status.wait_for(GenerationStatus::has_served).await.is_ok() {
+        notify_ready();
+    }
+}
+
 fn notify_ready() {
     use std::os::linux::net::SocketAddrExt as _;
     let Some(name) = std::env::var_os("BATON_READY_SOCKET") else {

@@ -24,6 +24,7 @@ pub mod handover;
 mod header_pool;
 pub mod headers;
 pub mod io;
+pub mod lifecycle;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -114,7 +114,7 @@ pub(super) struct Ctx {
 
 impl Ctx {
     fn server_state(&self) -> ServerState {
-        let state = *self.state.state.borrow();
+        let state = self.state.server_state();
         // Failing health checks reads as draining, as Envoy's /ready and server.state do.
         if state == ServerState::Live
             && self
@@ -126,6 +126,11 @@ impl Ctx {
             return ServerState::Draining;
         }
         state
+    }
+
+    /// The generation's restart status as JSON (objects with sorted keys).
+    fn hot_restart_status(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.state.generation.borrow()).unwrap_or_default()
     }
 
     /// Bring the `server.*` gauges up to date before stats are read.
@@ -253,14 +258,11 @@ pub(super) fn handle(
             let body = server_info_json(
                 &ctx.state.server,
                 ctx.server_state(),
-                &ctx.state.hot_restart.borrow(),
+                &ctx.hot_restart_status(),
             );
             respond(StatusCode::OK, JSON, body)
         }
-        "/hot_restart_status" => {
-            let status = ctx.state.hot_restart.borrow().clone();
-            respond(StatusCode::OK, JSON, pretty(&status))
-        }
+        "/hot_restart_status" => respond(StatusCode::OK, JSON, pretty(&ctx.hot_restart_status())),
         "/drain_listeners" | "/healthcheck/fail" | "/healthcheck/ok" => {
             let Some(control) = ctx.state.drain.as_ref() else {
                 return text(
