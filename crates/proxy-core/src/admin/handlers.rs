@@ -264,26 +264,7 @@ pub(super) fn handle(
         }
         "/hot_restart_status" => respond(StatusCode::OK, JSON, pretty(&ctx.hot_restart_status())),
         "/drain_listeners" | "/healthcheck/fail" | "/healthcheck/ok" => {
-            let Some(control) = ctx.state.drain.as_ref() else {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "this server has no drain control\n".to_owned(),
-                );
-            };
-            match endpoint.path {
-                "/drain_listeners" => {
-                    let flag = |k: &str| params.iter().any(|(key, _)| key == k);
-                    let scope = if flag("inboundonly") {
-                        drain::Scope::InboundOnly
-                    } else {
-                        drain::Scope::All
-                    };
-                    control.drain_listeners(scope, flag("graceful"));
-                }
-                "/healthcheck/fail" => control.set_health_check_failed(true),
-                _ => control.set_health_check_failed(false),
-            }
-            text(StatusCode::OK, "OK\n".to_owned())
+            drain_control(ctx, endpoint.path, &params)
         }
         "/hot_restart_version" => text(
             StatusCode::OK,
@@ -330,6 +311,31 @@ pub(super) fn handle(
             format!("invalid path {other}. {}", help_text()),
         ),
     }
+}
+
+/// `POST /drain_listeners`, `/healthcheck/fail` and `/healthcheck/ok`: hand the request to the
+/// generation's drain control.
+fn drain_control(ctx: &Ctx, path: &str, params: &[(String, String)]) -> Response<Body> {
+    let Some(control) = ctx.state.drain.as_ref() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server has no drain control\n".to_owned(),
+        );
+    };
+    match path {
+        "/drain_listeners" => {
+            let flag = |k: &str| params.iter().any(|(key, _)| key == k);
+            let scope = if flag("inboundonly") {
+                drain::Scope::InboundOnly
+            } else {
+                drain::Scope::All
+            };
+            control.drain_listeners(scope, flag("graceful"));
+        }
+        "/healthcheck/fail" => control.set_health_check_failed(true),
+        _ => control.set_health_check_failed(false),
+    }
+    text(StatusCode::OK, "OK\n".to_owned())
 }
 
 /// `/stats` (format from the query, text by default) and `/stats/prometheus` (`forced`).
