@@ -13,6 +13,7 @@ mod logging;
 mod restart;
 mod restarter;
 mod serve;
+mod signals;
 mod stats_cmd;
 
 use std::io::Write as _;

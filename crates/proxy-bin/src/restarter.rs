@@ -7,8 +7,9 @@
 //! ```
 //!
 //! * Starts epoch 0 (`--restart-epoch 0`, `RESTART_EPOCH=0`); SIGHUP or `baton reload` starts
-//!   the next epoch. A generation *serves* once it logs `baton is serving` on its stderr, which
-//!   the restarter reads (and forwards to its own stderr) through a pipe.
+//!   the next epoch. A generation *serves* once it reports `READY=1` on the datagram socket the
+//!   restarter names in its environment (sent when its phase becomes `serving`); its stderr is
+//!   forwarded to the restarter's own stderr through a pipe, and kept for failure reports.
 //! * A new epoch that fails (exits before serving, or does not serve within `--start-timeout`)
 //!   leaves the serving one alone: the failure is logged with the child's error lines, counted,
 //!   and the next attempt reuses its epoch number. Restart requests that arrive while one is in

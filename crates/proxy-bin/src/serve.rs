@@ -1,35 +1,50 @@
-//! `--mode serve`: build everything from the validated configuration, take over from the
-//! previous generation (or bind), start the workers and the admin interface, then map signals
-//! and restart requests until the generation drains and exits.
+//! `--mode serve`: one generation's life, in named steps.
 //!
-//! Order matters for a production proxy: every listen socket is bound or inherited and every
-//! cluster resolved before the first connection is accepted, so a bad configuration or address
-//! fails the start (exit 1) without disturbing a running generation.
+//! 1. **bootstrap** ([`bootstrap`]): decide the restart plan once from the command line, open
+//!    the stats store, build the data plane, take the listen sockets over from the previous
+//!    generation or bind them, and bind this generation's restart socket;
+//! 2. **serve** ([`Generation::serve`]): start the admin interface and the workers, announce
+//!    that this generation serves, answer a future child, tell the parent to drain, and wait for
+//!    a reason to stop ([`serve_until_stop`]);
+//! 3. **drain** ([`Generation::drain`]): stop accepting and let connections finish or move,
+//!    bounded by a deadline;
+//! 4. **shutdown** ([`shutdown`]): end the runtime and leave the stats region.
+//!
+//! Each step enters its [`Phase`] on the generation's [`Lifecycle`]; a step that fails marks the
+//! generation failed with that [`Step`]. Order matters for a production proxy: every listen
+//! socket is bound or inherited and every cluster resolved before the first connection is
+//! accepted, so a bad configuration or address fails the start (exit 1) without disturbing a
+//! running generation.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use parking_lot::Mutex;
-use proxy_core::admin::{self, AdminState, ListenerStatus, ServerInfo, ServerState};
+use proxy_core::admin::{self, AdminState, ListenerStatus, QuitRequest, ServerInfo};
 use proxy_core::cluster::ClusterManager;
-use proxy_core::worker::Dataplane;
-use shm_stats::{Backing, OpenMode, Region, RegionOptions, Store};
-use tokio::signal::unix::{signal, SignalKind};
+use proxy_core::config::Bootstrap;
+use proxy_core::handover::Handover;
+use proxy_core::lifecycle::{GenerationStatus, Lifecycle, Peer, Phase, Step};
+use proxy_core::worker::{Adopter, Dataplane};
+use shm_stats::Store;
 use tokio::sync::{mpsc, watch};
 
 use crate::cli::{DrainStrategy, Options};
 use crate::config::Loaded;
 use crate::listen;
 use crate::logging::LogHandle;
-use crate::restart::{self, Inherited, ParentEvent, Phase};
+use crate::restart::plan::{Place, RestartPlan};
+use crate::restart::{self, child, parent, Grandparent, OwnedSocket, OwnedSockets, ParentEvent};
+use crate::signals::{self, ProcessSignal, Signals};
 
-/// On SIGTERM/SIGINT with a short `--drain-time-s`, requests already in flight still get this
-/// long to finish.
-const MIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How often the restart status refreshes the count of connections left while draining.
-const DRAIN_STATUS_PERIOD: Duration = Duration::from_secs(1);
+mod draining;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use store::open_store;
 
 /// Why the generation stopped serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,56 +54,189 @@ enum Stop {
     Quit,
     /// The next generation serves and asked this one to drain.
     Restart,
+    /// The next generation (or its successor) wants this one gone now: no drain.
+    Ended,
+}
+
+/// A step's error, with the step that failed.
+#[derive(Debug)]
+struct Failed {
+    step: Step,
+    error: anyhow::Error,
+}
+
+/// Names the step a result comes from.
+trait InStep<T> {
+    fn in_step(self, step: Step) -> Result<T, Failed>;
+}
+
+/// What bootstrap built, ready to serve.
+struct Ready {
+    place: Place,
+    store: Store,
+    clusters: Arc<ClusterManager>,
+    dataplane: Dataplane,
+    handover: Handover,
+    sockets: Sockets,
+}
+
+/// The sockets a generation serves on and its links to the rest of its chain.
+#[derive(Debug)]
+struct Sockets {
+    /// One per configured listener, in configuration order.
+    listeners: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+    /// This generation's restart socket, for a future child; `None` without hot restart.
+    restart: Option<hotrestart_rpc::Listener>,
+    /// The link to the parent, told to drain once this generation serves.
+    parent: Option<hotrestart_rpc::Client>,
+    /// When epoch 0 of the chain started (as the parent says, or now).
+    chain_started: SystemTime,
+}
+
+/// Everything a serving generation reads, for the serve and drain steps.
+struct Generation {
+    opts: Options,
+    plan: RestartPlan,
+    place: Place,
+    bootstrap: Bootstrap,
+    /// The merged bootstrap as JSON (`/config_dump`).
+    config_dump: serde_json::Value,
+    store: Store,
+    clusters: Arc<ClusterManager>,
+    dataplane: Dataplane,
+    handover: Handover,
+    lifecycle: Arc<Lifecycle>,
+    log: LogHandle,
+    chain_started: SystemTime,
+}
+
+/// The owner's side of a generation's drains: its connections' and its admin interface's. The
+/// watches go to the workers and the admin interface (see [`Drains::new`]).
+struct Drains {
+    signal: drain::Signal,
+    control: drain::Control,
+    admin: drain::Signal,
+}
+
+/// What the admin interface is handed besides the generation's own state.
+struct AdminParts {
+    /// `POST /quitquitquit` sends here; the main loop holds the receiver.
+    quit: mpsc::Sender<QuitRequest>,
+    /// For `/drain_listeners` and `/healthcheck/{fail,ok}`.
+    control: drain::Control,
+    /// Signalled when the generation drains; held by the admin's accept loop.
+    shutdown: drain::Watch,
+    epoch_started: Instant,
+}
+
+/// What the main loop listens to while serving and draining.
+struct Inputs {
+    signals: Signals,
+    /// `POST /quitquitquit`; the admin interface holds the sender.
+    quit: mpsc::Receiver<QuitRequest>,
+    /// From the parent side (this generation's child); the parent side holds the sender.
+    events: mpsc::UnboundedReceiver<ParentEvent>,
 }
 
 /// Serve until SIGTERM, SIGINT, `POST /quitquitquit` or a successor's drain request, then drain
 /// and return.
-pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> {
-    if opts.hot_restart_file.is_some() && !opts.disable_hot_restart {
-        opts.restart_epoch = restart::epoch_from_chain(&stats_backing(&opts, opts.base_id));
-    }
-    let (status, status_rx) = restart::Status::new(opts.restart_epoch);
-    status.set_phase(Phase::Validating);
-    let store = open_store(&mut opts)?;
-    // Leaves the region when serving ends (the region's drop would too, but only once every
-    // clone held by tasks is gone).
+pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> {
+    let plan = RestartPlan::from_options(&opts);
+    let epoch = restart::epoch(&plan);
+    let lifecycle = Arc::new(Lifecycle::new(epoch));
+    let ready = fail_on(
+        &lifecycle,
+        bootstrap(&plan, epoch, &loaded.bootstrap, &lifecycle),
+    )?;
+    let rt = fail_on(&lifecycle, runtime().in_step(Step::Start))?;
+    let Ready {
+        place,
+        store,
+        clusters,
+        dataplane,
+        handover,
+        sockets,
+    } = ready;
+    // Leaves the region when serving ends (tasks may still hold clones).
     let store_at_exit = store.clone();
-    let bootstrap = loaded.bootstrap;
+    let generation = Generation {
+        chain_started: store.chain_created().unwrap_or(sockets.chain_started),
+        opts,
+        plan,
+        place,
+        bootstrap: loaded.bootstrap,
+        config_dump: loaded.effective,
+        store,
+        clusters,
+        dataplane,
+        handover,
+        lifecycle: lifecycle.clone(),
+        log,
+    };
+    let result = fail_on(&lifecycle, rt.block_on(generation.serve(sockets)));
+    shutdown(rt, &store_at_exit);
+    result
+}
+
+/// Marks the generation failed at the failed step, and gives the error back.
+fn fail_on<T>(lifecycle: &Lifecycle, result: Result<T, Failed>) -> anyhow::Result<T> {
+    result.map_err(|Failed { step, error }| {
+        lifecycle.fail(step, format!("{error:#}"));
+        error
+    })
+}
+
+/// Everything before the runtime: the stats store, the data plane, the sockets.
+fn bootstrap(
+    plan: &RestartPlan,
+    epoch: u32,
+    bootstrap: &Bootstrap,
+    lifecycle: &Lifecycle,
+) -> Result<Ready, Failed> {
+    lifecycle.enter(Phase::Validating);
+    let (store, place) = open_store(plan, epoch).in_step(Step::OpenStats)?;
     let clusters = Arc::new(ClusterManager::new(&bootstrap.clusters, &store));
     // Live connections move to the next generation on a restart unless turned off (or there is
     // no hot restart at all).
-    let handover = proxy_core::handover::Handover::new(
-        !opts.disable_connection_handover && !opts.disable_hot_restart,
-        &store,
-    );
-    let dataplane = Dataplane::new(&bootstrap, clusters.clone(), &store)
-        .context("could not build the data plane")?
+    let handover = Handover::new(plan.connection_handover().is_enabled(), &store);
+    let dataplane = Dataplane::new(bootstrap, clusters.clone(), &store)
+        .context("could not build the data plane")
+        .in_step(Step::BuildDataplane)?
         .with_handover(handover.clone());
+    lifecycle.enter(Phase::TakingSockets);
+    let sockets = take_sockets(plan, place, bootstrap, lifecycle)?;
+    Ok(Ready {
+        place,
+        store,
+        clusters,
+        dataplane,
+        handover,
+        sockets,
+    })
+}
 
-    // Everything this generation listens on, as (name, address).
-    let mut wanted: Vec<(String, SocketAddr)> = bootstrap
+/// Take the listen sockets over from the parent generation (those it has for addresses this
+/// configuration keeps), bind the others, and bind this generation's restart socket.
+fn take_sockets(
+    plan: &RestartPlan,
+    place: Place,
+    bootstrap: &Bootstrap,
+    lifecycle: &Lifecycle,
+) -> Result<Sockets, Failed> {
+    let admin_address = bootstrap.admin.as_ref().map(|a| a.address);
+    let wanted: Vec<SocketAddr> = bootstrap
         .listeners
         .iter()
-        .map(|l| (l.name.clone(), l.address))
+        .map(|l| l.address)
+        .chain(admin_address)
         .collect();
-    if let Some(a) = &bootstrap.admin {
-        wanted.push(("admin".to_owned(), a.address));
-    }
-    status.set_phase(Phase::TakingSockets);
-    let (epoch, mut inherited) = if opts.disable_hot_restart {
-        (
-            opts.restart_epoch,
-            Inherited {
-                sockets: Default::default(),
-                chain_started: SystemTime::now(),
-                parent: None,
-            },
-        )
-    } else {
-        restart::take_over(&opts, &wanted)?
-    };
-    if let Some(p) = inherited.parent.as_ref().map(|c| c.parent().clone()) {
-        status.set_parent(p.pid, p.epoch);
+    let mut inherited = child::take_over(plan, place, &wanted).in_step(Step::TakeOver)?;
+    if let Some(p) = inherited.parent.as_ref().map(|c| c.parent()) {
+        lifecycle.set_parent(Peer {
+            pid: p.pid,
+            epoch: p.epoch,
+        });
     }
     let mut take_or_bind = |name: &str, addr: SocketAddr| match inherited.sockets.remove(&addr) {
         Some(s) => {
@@ -100,388 +248,346 @@ pub fn run(mut opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<
             listen::bind_tcp(addr).with_context(|| format!("could not start listener '{name}'"))
         }
     };
-    let sockets = bootstrap
+    let listeners = bootstrap
         .listeners
         .iter()
         .map(|l| take_or_bind(&l.name, l.address))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let admin_socket = bootstrap
-        .admin
-        .as_ref()
-        .map(|a| take_or_bind("admin", a.address).context("could not start the admin listener"))
-        .transpose()?;
+        .collect::<anyhow::Result<Vec<_>>>()
+        .in_step(Step::Bind)?;
+    let admin = admin_address
+        .map(|a| take_or_bind("admin", a).context("could not start the admin listener"))
+        .transpose()
+        .in_step(Step::Bind)?;
     // Inherited sockets this configuration no longer uses are closed here; the parent closes
     // its own copies when it drains.
     drop(inherited.sockets);
-    let restart_listener = if opts.disable_hot_restart {
-        None
-    } else {
-        Some(restart::bind_restart_socket(&opts, epoch)?)
-    };
+    let restart = restart::bind_restart_socket(plan, place).in_step(Step::Bind)?;
+    Ok(Sockets {
+        listeners,
+        admin,
+        restart,
+        parent: inherited.parent,
+        chain_started: inherited.chain_started,
+    })
+}
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The main runtime: the admin interface, the main loop, the DNS refresh (workers have their
+/// own threads).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("baton-main")
         .enable_all()
         .build()
-        .context("could not start the main runtime")?;
-    let chain_started = store.chain_created().unwrap_or(inherited.chain_started);
-    let parent = inherited.parent.take();
-    let status_main = status.clone();
-    let result = rt.block_on(async move {
-        let status = status_main;
-        let epoch_started = Instant::now();
-        let (state_tx, state_rx) = watch::channel(ServerState::Initializing);
-        let strategy = match opts.drain_strategy {
-            DrainStrategy::Gradual => drain::Strategy::Gradual,
-            DrainStrategy::Immediate => drain::Strategy::Immediate,
-        };
-        let (drain_signal, drain_watch) = drain::new(drain::Config::new(strategy, opts.drain_time));
-        let control = drain_signal.control();
-        let (admin_signal, admin_watch) = drain::channel();
-        let mut term = signal(SignalKind::terminate()).context("could not handle SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("could not handle SIGINT")?;
-        let mut usr1 = signal(SignalKind::user_defined1()).context("could not handle SIGUSR1")?;
-        let mut hup = signal(SignalKind::hangup()).context("could not handle SIGHUP")?;
+        .context("could not start the main runtime")
+}
 
-        let (quit_tx, mut quit_rx) = mpsc::channel(1);
-        if let Some(sock) = &admin_socket {
-            let listener = tokio::net::TcpListener::from_std(
-                sock.try_clone().context("could not use the admin socket")?,
-            )
-            .context("could not use the admin socket")?;
-            let state = Arc::new(AdminState {
-                stats: store.clone(),
-                server: ServerInfo {
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    hot_restart_version: opts.hot_restart_version(),
-                    command_line_options: opts.to_json(),
-                    epoch,
-                    concurrency: u32::try_from(opts.concurrency).unwrap_or(u32::MAX),
-                    epoch_started,
-                    chain_started,
-                },
-                state: state_rx.clone(),
-                config_dump: loaded.effective,
-                listeners: bootstrap
-                    .listeners
-                    .iter()
-                    .map(|l| ListenerStatus {
-                        name: l.name.clone(),
-                        address: l.address,
-                    })
-                    .collect(),
-                clusters: clusters.clone(),
-                quit: quit_tx,
-                drain: Some(control.clone()),
-                hot_restart: status_rx,
-            });
-            tokio::spawn(admin::serve(listener, state, admin_watch));
-        } else {
-            drop(admin_watch);
-        }
-
-        // Clusters are resolved before the first request can arrive.
-        clusters.resolve_all().await;
-        tokio::spawn(clusters.clone().run_dns_refresh(drain_watch.clone()));
-        let stop_watch = drain_watch.clone();
-        let mut workers = dataplane
-            .spawn_workers(&sockets, opts.concurrency, drain_watch)
-            .context("could not start workers")?;
-        // Only a generation with a parent takes connections; otherwise the workers stop
-        // waiting for arrivals at once.
-        let adopter = workers.take_adopter().filter(|_| parent.is_some());
-        let _ = state_tx.send(ServerState::Live);
-        status.set_phase(Phase::Serving);
-        notify_ready();
-        tracing::info!(
-            listeners = bootstrap.listeners.len(),
-            clusters = bootstrap.clusters.len(),
-            concurrency = opts.concurrency,
-            epoch,
-            "baton is serving"
-        );
-
-        // Answer a future child; this generation's own parent drains from now on.
-        let (events_tx, mut events) = mpsc::unbounded_channel();
-        let grandparent = Arc::new(Mutex::new(None));
-        let mut named: Vec<(SocketAddr, String, std::net::TcpListener)> = bootstrap
-            .listeners
-            .iter()
-            .zip(sockets)
-            .map(|(l, s)| (l.address, l.name.clone(), s))
-            .collect();
-        if let (Some(a), Some(s)) = (&bootstrap.admin, admin_socket) {
-            named.push((a.address, "admin".to_owned(), s));
-        }
-        let named: restart::OwnedSockets = Arc::new(Mutex::new(named));
-        {
-            // Once this generation stops accepting (a successor serves, /drain_listeners, a
-            // shutdown), nothing accepts on its sockets: close them so new connections are
-            // refused (or go to the successor's copies) rather than queue unanswered.
-            let named = named.clone();
-            let mut w = stop_watch;
-            let draining = store.gauge("listener_manager.total_listeners_draining");
-            let active = store.gauge("listener_manager.total_listeners_active");
-            let listeners = bootstrap.listeners.len() as i64;
-            tokio::spawn(async move {
-                w.accept_stopped(drain::Direction::Unspecified).await;
-                drop(w);
-                named.lock().clear();
-                active.set(0);
-                draining.set(listeners);
-            });
-        }
-        let _parent_side = match restart_listener {
-            Some(listener) => Some(restart::spawn_parent_side(
-                listener,
-                &opts,
-                epoch,
-                chain_started,
-                named,
-                events_tx,
-                grandparent.clone(),
-                handover.clone(),
-            )?),
-            None => None,
-        };
-        if let Some(mut parent) = parent {
-            let gp = grandparent.clone();
-            let take = handover.enabled();
-            let status = status.clone();
-            let handover = handover.clone();
-            tokio::task::spawn_blocking(move || match parent.drain_listeners(take) {
-                Ok(()) => {
-                    tracing::info!("the previous generation is draining");
-                    *gp.lock() = Some(parent);
-                    if let (true, Some(adopter)) = (take, adopter) {
-                        let started = Instant::now();
-                        // While connections arrive this generation does not finish handing
-                        // its own over (a restart right behind this one): they follow.
-                        let _arriving = handover.register();
-                        let (moved, refused) = restart::receive_connections(&gp, &adopter);
-                        tracing::info!(
-                            moved,
-                            refused,
-                            took_ms = started.elapsed().as_millis(),
-                            "took live connections from the previous generation"
-                        );
-                        status.set_handover(moved, refused);
-                    }
-                }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "could not tell the previous generation to drain; both serve until it stops"
-                ),
-            });
-        }
-
-        let stop = loop {
-            tokio::select! {
-                _ = term.recv() => break Stop::Terminate,
-                _ = int.recv() => break Stop::Interrupt,
-                Some(_) = quit_rx.recv() => break Stop::Quit,
-                Some(ev) = events.recv() => match ev {
-                    ParentEvent::DrainListeners => break Stop::Restart,
-                    ParentEvent::Terminate => {
-                        tracing::info!("asked to terminate by the next generation");
-                        status.set_phase(Phase::Terminated);
-                        return Ok(());
-                    }
-                },
-                _ = usr1.recv() => reopen_logs(&log, &dataplane),
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP ignored: restarts are started with --restart-epoch");
-                }
-            }
-        };
-
-        // Drain: stop accepting, ask connections to close over the drain time, and exit as
-        // soon as the last one has gone (or at the deadline).
-        let started = SystemTime::now();
-        let budget = if stop == Stop::Restart {
-            opts.parent_shutdown_time
-        } else {
-            opts.drain_time.max(MIN_SHUTDOWN_GRACE)
-        };
-        tracing::info!(
-            ?stop,
-            drain_time_s = opts.drain_time.as_secs(),
-            deadline_s = budget.as_secs(),
-            "draining: no new connections, finishing open ones"
-        );
-        let _ = state_tx.send(ServerState::Draining);
-        status.set_phase(Phase::Draining);
-        if handover.mode() == proxy_core::handover::Mode::Active {
-            // Every worker knows its connections move before any is asked to close.
-            handover
-                .workers_see_active(opts.concurrency.max(1), Duration::from_millis(200))
-                .await;
-        }
-        control.stop_accepting(drain::Scope::All);
-        control.start_drain(drain::Scope::All);
-        admin_signal.drain_now();
-        let deadline = tokio::time::Instant::now() + budget;
-        let released = drain_signal.wait_released(deadline);
-        tokio::pin!(released);
-        let mut tick = tokio::time::interval(DRAIN_STATUS_PERIOD);
-        let outcome = loop {
-            tokio::select! {
-                o = &mut released => break Some(o),
-                Some(ParentEvent::Terminate) = events.recv() => {
-                    tracing::info!("asked to terminate by the next generation while draining");
-                    break None;
-                }
-                _ = term.recv() => break None,
-                _ = int.recv() => break None,
-                _ = usr1.recv() => reopen_logs(&log, &dataplane),
-                _ = tick.tick() => {
-                    status.set_drain(started, started + budget, control.counts().remaining);
-                }
-            }
-        };
-        match outcome {
-            Some(drain::Outcome::Released) => {
-                // Every connection has closed: the workers are finishing.
-                tokio::task::spawn_blocking(move || workers.join())
-                    .await
-                    .ok();
-                tracing::info!(
-                    lived_ms = started.elapsed().map_or(0, |d| d.as_millis()),
-                    "drained; exiting"
-                );
-            }
-            Some(drain::Outcome::TimedOut { remaining }) => {
-                tracing::warn!(
-                    remaining,
-                    "drain deadline passed with connections open; closing them"
-                );
-            }
-            None => tracing::info!(
-                remaining = control.counts().remaining,
-                "ending now; closing the connections left"
-            ),
-        }
-        status.set_phase(Phase::Terminated);
-        Ok(())
-    });
-    if let Err(e) = &result {
-        status.set_phase(Phase::Failed(format!("{e:#}")));
-    }
-    // Worker threads still serving connections past the deadline end with the process.
+/// End the runtime (worker threads still serving connections past the deadline end with the
+/// process) and leave the stats region (the region's drop would too, but only once every clone
+/// held by tasks is gone).
+fn shutdown(rt: tokio::runtime::Runtime, store: &Store) {
     rt.shutdown_timeout(Duration::from_millis(100));
-    match store_at_exit.detach() {
+    match store.detach() {
         Ok(Some(shm_stats::Detached::Removed)) => {
             tracing::info!("last generation out: removed the stats region");
         }
         Ok(_) => {}
         Err(e) => tracing::warn!("{e}"),
     }
-    result
 }
 
-fn reopen_logs(log: &LogHandle, dataplane: &Dataplane) {
-    tracing::info!("SIGUSR1: reopening logs");
-    if let Err(e) = log.reopen() {
-        tracing::error!("could not reopen the log file: {e:#}");
-    }
-    for l in dataplane.listeners() {
-        if let Some(logs) = &l.access_logs {
-            logs.reopen();
+// === impl Generation ===
+
+impl Generation {
+    /// Serve until a reason to stop, then drain.
+    async fn serve(self, sockets: Sockets) -> Result<(), Failed> {
+        let epoch_started = Instant::now();
+        let (drains, drain_watch, admin_watch) = Drains::new(&self.opts);
+        let signals = signals::unix().in_step(Step::Start)?;
+        let (quit_tx, quit) = mpsc::channel(1);
+        let admin = AdminParts {
+            quit: quit_tx,
+            control: drains.control.clone(),
+            shutdown: admin_watch,
+            epoch_started,
+        };
+        self.start_admin(sockets.admin.as_ref(), admin)
+            .in_step(Step::Start)?;
+        // Clusters are resolved before the first request can arrive.
+        self.clusters.resolve_all().await;
+        tokio::spawn(self.clusters.clone().run_dns_refresh(drain_watch.clone()));
+        let stop_watch = drain_watch.clone();
+        let mut workers = self
+            .dataplane
+            .spawn_workers(&sockets.listeners, self.opts.concurrency, drain_watch)
+            .context("could not start workers")
+            .in_step(Step::Start)?;
+        // Only a generation with a parent takes connections; otherwise the workers stop
+        // waiting for arrivals at once.
+        let adopter = workers.take_adopter().filter(|_| sockets.parent.is_some());
+        self.announce_serving();
+
+        // Answer a future child; this generation's own parent drains from now on.
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let grandparent = Grandparent::default();
+        let owned = self.own_sockets(sockets.listeners, sockets.admin);
+        self.close_sockets_when_accept_stops(owned.clone(), stop_watch);
+        let _parent_side = sockets
+            .restart
+            .map(|listener| {
+                parent::spawn(parent::Answering {
+                    listener,
+                    hot_restart_version: self.plan.hot_restart_version(),
+                    epoch: self.place.epoch,
+                    chain_started: self.chain_started,
+                    concurrency: self.opts.concurrency,
+                    sockets: owned,
+                    events: events_tx,
+                    grandparent: grandparent.clone(),
+                    handover: self.handover.clone(),
+                })
+            })
+            .transpose()
+            .in_step(Step::Start)?;
+        if let Some(parent) = sockets.parent {
+            self.drain_parent(parent, grandparent, adopter);
         }
-    }
-}
 
-/// Envoy's gauges that describe one process ("never import" in Envoy's hot restart): during a
-/// restart they show the newest generation's value, not the sum of both.
-const NEWEST_GENERATION_GAUGES: &[&str] = &[
-    "server.uptime",
-    "server.live",
-    "server.state",
-    "server.concurrency",
-    "server.hot_restart_epoch",
-    "server.hot_restart_generation",
-    "server.parent_connections",
-    "server.version",
-];
-
-/// The stats store of this generation: the chain's shared region for `--base-id` (created by
-/// epoch 0, attached to by later epochs), sized by `--max-stats` and `--max-obj-name-len`.
-///
-/// With `--disable-hot-restart` the stats stay in process memory, as Envoy's did (its
-/// shared-memory stats were part of hot restart): such an instance occupies no base id, so many
-/// can run on one host without `--base-id`, and `baton stats` cannot see it.
-fn open_store(opts: &mut Options) -> anyhow::Result<Store> {
-    if opts.disable_hot_restart {
-        return Ok(Store::new());
+        let mut inputs = Inputs {
+            signals,
+            quit,
+            events,
+        };
+        let stop = serve_until_stop(&mut inputs, &|| self.reopen_logs()).await;
+        if stop != Stop::Ended {
+            self.drain(stop, drains, &mut inputs, workers).await;
+        }
+        self.lifecycle.enter(Phase::Terminated);
+        Ok(())
     }
-    let region_opts = |base_id: u32, mode: OpenMode| RegionOptions {
-        backing: stats_backing(opts, base_id),
-        base_id,
-        epoch: opts.restart_epoch,
-        mode,
-        max_stats: opts.max_stats,
-        max_obj_name_len: opts.max_obj_name_len,
-        lock_timeout: Duration::from_millis(50),
-        attach_timeout: Duration::from_secs(5),
-    };
-    let (region, base_id) = if opts.use_dynamic_base_id {
-        // The CLI allows this only with epoch 0. A base id taken between the look-up and the
-        // create is refused by the create: try the next one.
-        let mut next = opts.base_id;
-        loop {
-            let id = shm_stats::pick_free_base_id(next, next.saturating_add(10_000))?;
-            match Region::open(region_opts(id, OpenMode::Create)) {
-                Ok(r) => break (r, id),
-                Err(shm_stats::Error::ChainLive { .. }) if id < u32::MAX => next = id + 1,
-                Err(e) => return Err(e.into()),
+
+    /// Serve the admin interface on `socket`, if the configuration has one.
+    fn start_admin(&self, socket: Option<&TcpListener>, parts: AdminParts) -> anyhow::Result<()> {
+        let Some(sock) = socket else {
+            return Ok(());
+        };
+        let AdminParts {
+            quit,
+            control,
+            shutdown,
+            epoch_started,
+        } = parts;
+        let listener = tokio::net::TcpListener::from_std(
+            sock.try_clone().context("could not use the admin socket")?,
+        )
+        .context("could not use the admin socket")?;
+        let state = Arc::new(AdminState {
+            stats: self.store.clone(),
+            server: ServerInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                hot_restart_version: self.plan.hot_restart_version(),
+                command_line_options: self.place.command_line_options(&self.opts),
+                epoch: self.place.epoch,
+                concurrency: u32::try_from(self.opts.concurrency).unwrap_or(u32::MAX),
+                epoch_started,
+                chain_started: self.chain_started,
+            },
+            generation: self.lifecycle.subscribe(),
+            config_dump: self.config_dump.clone(),
+            listeners: self
+                .bootstrap
+                .listeners
+                .iter()
+                .map(|l| ListenerStatus {
+                    name: l.name.clone(),
+                    address: l.address,
+                })
+                .collect(),
+            clusters: self.clusters.clone(),
+            quit,
+            drain: Some(control),
+        });
+        tokio::spawn(admin::serve(listener, state, shutdown));
+        Ok(())
+    }
+
+    /// This generation serves: enter the phase (which tells a supervising restarter, see
+    /// [`notify_ready_when_serving`]) and say so in the log, for people.
+    fn announce_serving(&self) {
+        tokio::spawn(notify_ready_when_serving(self.lifecycle.subscribe()));
+        self.lifecycle.enter(Phase::Serving);
+        tracing::info!(
+            listeners = self.bootstrap.listeners.len(),
+            clusters = self.bootstrap.clusters.len(),
+            concurrency = self.opts.concurrency,
+            epoch = self.place.epoch,
+            "baton is serving"
+        );
+    }
+
+    /// The generation's listen sockets by address and name, for a successor to take.
+    fn own_sockets(&self, listeners: Vec<TcpListener>, admin: Option<TcpListener>) -> OwnedSockets {
+        let mut owned: Vec<OwnedSocket> = self
+            .bootstrap
+            .listeners
+            .iter()
+            .zip(listeners)
+            .map(|(l, socket)| OwnedSocket {
+                addr: l.address,
+                name: l.name.clone(),
+                socket,
+            })
+            .collect();
+        if let (Some(a), Some(socket)) = (&self.bootstrap.admin, admin) {
+            owned.push(OwnedSocket {
+                addr: a.address,
+                name: "admin".to_owned(),
+                socket,
+            });
+        }
+        Arc::new(Mutex::new(owned))
+    }
+
+    /// Once this generation stops accepting (a successor serves, /drain_listeners, a
+    /// shutdown), nothing accepts on its sockets: close them so new connections are refused
+    /// (or go to the successor's copies) rather than queue unanswered.
+    fn close_sockets_when_accept_stops(&self, owned: OwnedSockets, mut watch: drain::Watch) {
+        let draining = self
+            .store
+            .gauge("listener_manager.total_listeners_draining");
+        let active = self.store.gauge("listener_manager.total_listeners_active");
+        let listeners = self.bootstrap.listeners.len() as i64;
+        tokio::spawn(async move {
+            watch.accept_stopped(drain::Direction::Unspecified).await;
+            drop(watch);
+            owned.lock().clear();
+            active.set(0);
+            draining.set(listeners);
+        });
+    }
+
+    /// Tell the parent to drain (on a blocking thread: the RPC blocks), then take its live
+    /// connections if they move. The parent stays reachable as the grandparent of a future
+    /// child, which ends it.
+    fn drain_parent(
+        &self,
+        mut parent: hotrestart_rpc::Client,
+        grandparent: Grandparent,
+        adopter: Option<Adopter>,
+    ) {
+        let take = self.handover.enabled();
+        let lifecycle = self.lifecycle.clone();
+        let handover = self.handover.clone();
+        tokio::task::spawn_blocking(move || match parent.drain_listeners(take) {
+            Ok(()) => {
+                tracing::info!("the previous generation is draining");
+                *grandparent.lock() = Some(parent);
+                if let (true, Some(adopter)) = (take, adopter) {
+                    let started = Instant::now();
+                    // While connections arrive this generation does not finish handing its own
+                    // over (a restart right behind this one): they follow.
+                    let _arriving = handover.register();
+                    let (moved, refused) = child::receive_connections(&grandparent, &adopter);
+                    tracing::info!(
+                        moved,
+                        refused,
+                        took_ms = started.elapsed().as_millis(),
+                        "took live connections from the previous generation"
+                    );
+                    lifecycle.set_handover(moved, refused);
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "could not tell the previous generation to drain; both serve until it stops"
+            ),
+        });
+    }
+
+    fn reopen_logs(&self) {
+        tracing::info!("SIGUSR1: reopening logs");
+        if let Err(e) = self.log.reopen() {
+            tracing::error!("could not reopen the log file: {e:#}");
+        }
+        for l in self.dataplane.listeners() {
+            if let Some(logs) = &l.access_logs {
+                logs.reopen();
             }
         }
-    } else if opts.restart_epoch == 0 {
+    }
+}
+
+// === impl Drains ===
+
+impl Drains {
+    /// The drains for `--drain-strategy` and `--drain-time-s`, with the first watch of the
+    /// connections' drain (for the workers and tasks) and of the admin's.
+    fn new(opts: &Options) -> (Self, drain::Watch, drain::Watch) {
+        let strategy = match opts.drain_strategy {
+            DrainStrategy::Gradual => drain::Strategy::Gradual,
+            DrainStrategy::Immediate => drain::Strategy::Immediate,
+        };
+        let (signal, watch) = drain::new(drain::Config::new(strategy, opts.drain_time));
+        let (admin, admin_watch) = drain::channel();
+        let control = signal.control();
         (
-            Region::open(region_opts(opts.base_id, OpenMode::Create))?,
-            opts.base_id,
+            Drains {
+                signal,
+                control,
+                admin,
+            },
+            watch,
+            admin_watch,
         )
-    } else {
-        match Region::open(region_opts(opts.base_id, OpenMode::Attach)) {
-            Err(shm_stats::Error::NoRegion { .. }) if opts.skip_hot_restart_on_no_parent => (
-                Region::open(region_opts(opts.base_id, OpenMode::Create))?,
-                opts.base_id,
-            ),
-            other => (other?, opts.base_id),
-        }
-    };
-    if let Some(path) = &opts.base_id_path {
-        std::fs::write(path, base_id.to_string())
-            .with_context(|| format!("could not write the base id to {}", path.display()))?;
-    }
-    // With --use-dynamic-base-id the restart socket is named from the chosen id too, so that a
-    // later epoch given `--base-id <chosen>` finds this generation.
-    opts.base_id = base_id;
-    tracing::info!(
-        region = region.path(),
-        base_id,
-        epoch = opts.restart_epoch,
-        "stats in the shared region"
-    );
-    Ok(Store::with_region(region, NEWEST_GENERATION_GAUGES))
-}
-
-/// Where the chain's stats live: `/dev/shm/baton_<base-id>`, or beside the `--hot-restart-file`
-/// socket (`<file>.stats`) for a chain that is named by its file.
-fn stats_backing(opts: &Options, base_id: u32) -> Backing {
-    match &opts.hot_restart_file {
-        Some(file) => {
-            let mut path = file.clone().into_os_string();
-            path.push(".stats");
-            Backing::File(path.into())
-        }
-        None => Backing::for_base_id(base_id),
     }
 }
 
-/// Tell a supervising `baton restarter` that this generation serves: a `READY=1` datagram to
-/// the abstract socket it named in `BATON_READY_SOCKET`, independent of log level and log file.
+// === impl InStep ===
+
+impl<T, E: Into<anyhow::Error>> InStep<T> for Result<T, E> {
+    fn in_step(self, step: Step) -> Result<T, Failed> {
+        self.map_err(|e| Failed {
+            step,
+            error: e.into(),
+        })
+    }
+}
+
+/// Serve until something asks this generation to stop; SIGUSR1 reopens the logs on the way.
+async fn serve_until_stop(inputs: &mut Inputs, reopen_logs: &dyn Fn()) -> Stop {
+    loop {
+        tokio::select! {
+            Some(sig) = inputs.signals.recv() => match sig {
+                ProcessSignal::Terminate => return Stop::Terminate,
+                ProcessSignal::Interrupt => return Stop::Interrupt,
+                ProcessSignal::ReopenLogs => reopen_logs(),
+                ProcessSignal::Hangup => {
+                    tracing::info!("SIGHUP ignored: restarts are started with --restart-epoch");
+                }
+            },
+            Some(_) = inputs.quit.recv() => return Stop::Quit,
+            Some(ev) = inputs.events.recv() => match ev {
+                ParentEvent::DrainListeners => return Stop::Restart,
+                ParentEvent::Terminate => {
+                    tracing::info!("asked to terminate by the next generation");
+                    return Stop::Ended;
+                }
+            },
+            // Nothing can ask this generation to stop any more (no signal source left).
+            else => return Stop::Terminate,
+        }
+    }
+}
+
+/// Tell a supervising `baton restarter` that this generation serves, once its phase says so:
+/// a `READY=1` datagram to the abstract socket it named in `BATON_READY_SOCKET`, independent of
+/// log level and log file.
+async fn notify_ready_when_serving(mut status: watch::Receiver<GenerationStatus>) {
+    if status.wait_for(GenerationStatus::has_served).await.is_ok() {
+        notify_ready();
+    }
+}
+
 fn notify_ready() {
     use std::os::linux::net::SocketAddrExt as _;
     let Some(name) = std::env::var_os("BATON_READY_SOCKET") else {

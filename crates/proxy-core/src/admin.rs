@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::config::Thresholds;
+use crate::lifecycle::{GenerationStatus, Phase};
 
 pub use server::serve;
 pub use server_info::ServerStats;
@@ -48,7 +49,7 @@ pub fn render_prometheus(snapshot: &shm_stats::Snapshot, filter: Option<regex::R
 }
 
 /// Where the server is in its life, with Envoy's names (`/ready`, `/server_info`) and Envoy's
-/// `server.state` gauge values.
+/// `server.state` gauge values: Envoy's view of the generation's [`Phase`] (see its `From`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ServerState {
     PreInitializing,
@@ -75,6 +76,19 @@ impl ServerState {
             ServerState::Draining => 1,
             ServerState::PreInitializing => 2,
             ServerState::Initializing => 3,
+        }
+    }
+}
+
+/// Envoy has no phase for a generation that is done or failed: neither is live, so both read as
+/// draining.
+impl From<&Phase> for ServerState {
+    fn from(phase: &Phase) -> Self {
+        match phase {
+            Phase::Starting => ServerState::PreInitializing,
+            Phase::Validating | Phase::TakingSockets => ServerState::Initializing,
+            Phase::Serving => ServerState::Live,
+            _ => ServerState::Draining,
         }
     }
 }
@@ -157,7 +171,10 @@ pub struct QuitRequest;
 pub struct AdminState {
     pub stats: shm_stats::Store,
     pub server: ServerInfo,
-    pub state: tokio::sync::watch::Receiver<ServerState>,
+    /// This generation's status, published by its owner on every transition: the phase gives
+    /// the [`ServerState`]; the whole is `/hot_restart_status` and `/server_info`'s
+    /// `hot_restart`.
+    pub generation: tokio::sync::watch::Receiver<GenerationStatus>,
     /// The bootstrap as JSON (`/config_dump`).
     pub config_dump: serde_json::Value,
     pub listeners: Vec<ListenerStatus>,
@@ -167,9 +184,6 @@ pub struct AdminState {
     /// The generation's drain control, for `/drain_listeners` and `/healthcheck/{fail,ok}`;
     /// `None` where nothing drains (tests).
     pub drain: Option<drain::Control>,
-    /// This generation's hot-restart status (phase with timestamps, peers), published by its
-    /// owner; shown at `/hot_restart_status` and in `/server_info`.
-    pub hot_restart: tokio::sync::watch::Receiver<serde_json::Value>,
 }
 
 impl fmt::Debug for AdminState {
@@ -177,9 +191,18 @@ impl fmt::Debug for AdminState {
         f.debug_struct("AdminState")
             .field("stats", &self.stats)
             .field("server", &self.server)
-            .field("state", &*self.state.borrow())
+            .field("phase", &self.generation.borrow().phase)
             .field("listeners", &self.listeners)
             .finish_non_exhaustive()
+    }
+}
+
+// === impl AdminState ===
+
+impl AdminState {
+    /// The Envoy state of the generation's current phase.
+    pub fn server_state(&self) -> ServerState {
+        ServerState::from(&self.generation.borrow().phase)
     }
 }
 

@@ -41,6 +41,7 @@ mod header_pool;
 pub mod headers;
 pub mod http1;
 pub mod io;
+pub mod lifecycle;
 pub mod router;
 mod slot_pool;
 pub mod stats;

@@ -53,49 +53,19 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
 
     let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
     let circuit_breakers = thresholds(raw.circuit_breakers, &join(path, "circuit_breakers"), errs);
-    let mut http2 = false;
-    let mut explicit_http = false;
-    for (key, v) in raw.typed_extension_protocol_options {
-        let p = format!("{path}.typed_extension_protocol_options.{key}");
-        if key != raw::HTTP_OPTIONS_KEY {
-            errs.push(
-                p,
-                format!(
-                    "unsupported protocol options; Baton supports only {}",
-                    raw::HTTP_OPTIONS_KEY
-                ),
-            );
-            continue;
-        }
-        if let Some(o) = errs.take(de::any::<raw::HttpProtocolOptions>(
-            v,
-            &p,
-            raw::HTTP_OPTIONS_TYPE,
-        )) {
-            let e = o.explicit_http_config;
-            explicit_http = true;
-            match (e.http_protocol_options, e.http2_protocol_options) {
-                (Some(_), None) => http2 = false,
-                (None, Some(_)) => http2 = true,
-                _ => errs.push(
-                    join(&p, "explicit_http_config"),
-                    "needs exactly one of `http_protocol_options: {}` and `http2_protocol_options: {}`",
-                ),
-            }
-        }
-    }
+    let mut http = protocol_options(raw.typed_extension_protocol_options, path, errs);
 
     let tls = raw.transport_socket.and_then(|ts| {
         errs.take(super::tls::upstream(
             ts,
             &join(path, "transport_socket"),
-            http2,
+            http.http2,
         ))
     });
     // ALPN offering h2 first, with no explicit protocol options, asks for HTTP/2.
     if let Some(t) = &tls {
-        if !explicit_http && t.config.alpn_protocols.first().is_some_and(|p| p == b"h2") {
-            http2 = true;
+        if !http.explicit && t.config.alpn_protocols.first().is_some_and(|p| p == b"h2") {
+            http.http2 = true;
         }
     }
 
@@ -115,8 +85,57 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
         per_connection_buffer_limit_bytes: raw
             .per_connection_buffer_limit_bytes
             .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0),
-        http2,
+        http2: http.http2,
     })
+}
+
+/// The upstream HTTP protocol a cluster's `typed_extension_protocol_options` ask for.
+#[derive(Debug, Default)]
+struct HttpProtocol {
+    /// HTTP/2 to the upstream.
+    http2: bool,
+    /// Set by `explicit_http_config` (else ALPN may still choose HTTP/2).
+    explicit: bool,
+}
+
+/// `typed_extension_protocol_options` of the cluster at `path`: only Envoy's
+/// `HttpProtocolOptions` with an `explicit_http_config`.
+fn protocol_options(
+    options: impl IntoIterator<Item = (String, Value)>,
+    path: &str,
+    errs: &mut Errors,
+) -> HttpProtocol {
+    let mut out = HttpProtocol::default();
+    for (key, v) in options {
+        let p = format!("{path}.typed_extension_protocol_options.{key}");
+        if key != raw::HTTP_OPTIONS_KEY {
+            errs.push(
+                p,
+                format!(
+                    "unsupported protocol options; Baton supports only {}",
+                    raw::HTTP_OPTIONS_KEY
+                ),
+            );
+            continue;
+        }
+        if let Some(o) = errs.take(de::any::<raw::HttpProtocolOptions>(
+            v,
+            &p,
+            raw::HTTP_OPTIONS_TYPE,
+        )) {
+            let e = o.explicit_http_config;
+            out.explicit = true;
+            match (e.http_protocol_options, e.http2_protocol_options) {
+                (Some(_), None) => out.http2 = false,
+                (None, Some(_)) => out.http2 = true,
+                _ => errs.push(
+                    join(&p, "explicit_http_config"),
+                    "needs exactly one of `http_protocol_options: {}` and `http2_protocol_options: {}`",
+                ),
+            }
+        }
+    }
+    out
 }
 
 fn endpoints(

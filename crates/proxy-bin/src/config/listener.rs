@@ -78,109 +78,13 @@ pub(crate) fn listener(
         ));
     }
 
-    let chains_path = join(path, "filter_chains");
-    let mut http = None;
-    let mut tls_chains: Vec<TlsChain> = Vec::new();
-    let mut plain_chains = 0;
-    let mut defaults = 0;
-    let mut names_seen: HashSet<String> = HashSet::new();
-    if raw.filter_chains.is_empty() {
-        errs.push(&chains_path, "a listener needs at least one filter chain");
-    }
-    let first_filters = raw.filter_chains.first().map(|c| c.filters.clone());
-    for (ci, chain) in raw.filter_chains.into_iter().enumerate() {
-        let chain_path = format!("{chains_path}[{ci}]");
-        let filters_path = join(&chain_path, "filters");
-        if ci == 0 {
-            let mut filters = chain.filters.into_iter();
-            match (filters.next(), filters.next()) {
-                (Some(f), None) => {
-                    http = http_filter(f, &format!("{filters_path}[0]"), clusters, errs);
-                }
-                (None, _) => errs.push(
-                    &filters_path,
-                    "the filter chain needs exactly one filter, envoy.filters.network.http_connection_manager",
-                ),
-                (Some(_), Some(_)) => errs.push(
-                    format!("{filters_path}[1]"),
-                    "unsupported: Baton supports exactly one network filter, the HTTP connection manager",
-                ),
-            }
-        } else if first_filters.as_ref() != Some(&chain.filters) {
-            errs.push(
-                &filters_path,
-                "unsupported: every filter chain of a listener must carry the same filters as filter_chains[0] (Baton runs one HTTP connection manager per listener)",
-            );
-        }
-        let fcm = chain.filter_chain_match.unwrap_or_default();
-        let fcm_path = join(&chain_path, "filter_chain_match");
-        let mut server_names = Vec::with_capacity(fcm.server_names.len());
-        for (ni, n) in fcm.server_names.iter().enumerate() {
-            let np = format!("{fcm_path}.server_names[{ni}]");
-            let lower = n.trim_end_matches('.').to_ascii_lowercase();
-            let bare = lower.strip_prefix("*.").unwrap_or(&lower);
-            if bare.is_empty() || bare.contains('*') || !bare.bytes().all(is_server_name_byte) {
-                errs.push(
-                    np,
-                    format!("`{n}` is not a server name or `*.suffix` wildcard"),
-                );
-            } else if !names_seen.insert(lower.clone()) {
-                errs.push(
-                    np,
-                    format!("server name `{n}` is matched by another filter chain"),
-                );
-            } else {
-                server_names.push(lower);
-            }
-        }
-        let is_tls = chain.transport_socket.is_some();
-        if is_tls && fcm.server_names.is_empty() {
-            defaults += 1;
-            if defaults > 1 {
-                errs.push(
-                    &chain_path,
-                    "only one filter chain may omit filter_chain_match.server_names (the default chain)",
-                );
-            }
-        }
-        match fcm.transport_protocol.as_deref() {
-            None => {}
-            Some("tls") if is_tls => {}
-            Some("raw_buffer") if !is_tls => {}
-            Some(other) => errs.push(
-                join(&fcm_path, "transport_protocol"),
-                format!(
-                    "unsupported value `{other}`: use `tls` on a chain with a TLS transport_socket, `raw_buffer` on one without"
-                ),
-            ),
-        }
-        match chain.transport_socket {
-            Some(ts) => {
-                if let Some(tls) = errs.take(super::tls::downstream(
-                    ts,
-                    &join(&chain_path, "transport_socket"),
-                )) {
-                    tls_chains.push(TlsChain { server_names, tls });
-                }
-            }
-            None => {
-                plain_chains += 1;
-                if !fcm.server_names.is_empty() {
-                    errs.push(
-                        join(&fcm_path, "server_names"),
-                        "matching on server names needs a TLS transport_socket on this chain",
-                    );
-                }
-            }
-        }
-    }
-    if plain_chains > 0 && (plain_chains > 1 || !tls_chains.is_empty()) {
-        errs.push(
-            &chains_path,
-            "unsupported: a listener has either one cleartext filter chain or only TLS filter chains",
-        );
-    }
-    let tls = (!tls_chains.is_empty()).then(|| ListenerTls { chains: tls_chains });
+    let chains = filter_chains(
+        raw.filter_chains,
+        &join(path, "filter_chains"),
+        clusters,
+        errs,
+    );
+    let tls = (!chains.tls.is_empty()).then(|| ListenerTls { chains: chains.tls });
     if errs.0.len() != before {
         return None;
     }
@@ -188,9 +92,183 @@ pub(crate) fn listener(
         name: raw.name,
         address: address?,
         per_connection_buffer_limit_bytes,
-        http: http?,
+        http: chains.http?,
         tls,
     })
+}
+
+/// What a listener's filter chains amount to: the one HTTP connection manager they share, and
+/// the TLS chains chosen by SNI (empty for a cleartext listener).
+struct Chains {
+    http: Option<HttpConnectionManager>,
+    tls: Vec<TlsChain>,
+}
+
+/// What the chains seen so far constrain about the next one.
+#[derive(Default)]
+struct ChainsSeen {
+    /// Cleartext chains.
+    plain: usize,
+    /// TLS chains without `server_names` (at most one may be the default).
+    defaults: usize,
+    /// Server names matched by an earlier chain, lowercased.
+    names: HashSet<String>,
+}
+
+/// Validates `filter_chains` (at `path`): one cleartext chain, or TLS chains that all carry the
+/// same filters as the first.
+fn filter_chains(
+    raw_chains: Vec<raw::FilterChain>,
+    path: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
+) -> Chains {
+    let mut out = Chains {
+        http: None,
+        tls: Vec::new(),
+    };
+    let mut seen = ChainsSeen::default();
+    if raw_chains.is_empty() {
+        errs.push(path, "a listener needs at least one filter chain");
+    }
+    let first_filters = raw_chains.first().map(|c| c.filters.clone());
+    for (ci, chain) in raw_chains.into_iter().enumerate() {
+        let raw::FilterChain {
+            filter_chain_match,
+            filters,
+            transport_socket,
+            ..
+        } = chain;
+        let chain_path = format!("{path}[{ci}]");
+        let filters_path = join(&chain_path, "filters");
+        if ci == 0 {
+            out.http = first_chain_filters(filters, &filters_path, clusters, errs);
+        } else if first_filters.as_ref() != Some(&filters) {
+            errs.push(
+                &filters_path,
+                "unsupported: every filter chain of a listener must carry the same filters as filter_chains[0] (Baton runs one HTTP connection manager per listener)",
+            );
+        }
+        let fcm = filter_chain_match.unwrap_or_default();
+        if let Some(tls) =
+            filter_chain_transport(fcm, transport_socket, &chain_path, &mut seen, errs)
+        {
+            out.tls.push(tls);
+        }
+    }
+    if seen.plain > 0 && (seen.plain > 1 || !out.tls.is_empty()) {
+        errs.push(
+            path,
+            "unsupported: a listener has either one cleartext filter chain or only TLS filter chains",
+        );
+    }
+    out
+}
+
+/// The filters of `filter_chains[0]`: exactly one, the HTTP connection manager.
+fn first_chain_filters(
+    filters: Vec<raw::Filter>,
+    filters_path: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
+) -> Option<HttpConnectionManager> {
+    let mut filters = filters.into_iter();
+    match (filters.next(), filters.next()) {
+        (Some(f), None) => http_filter(f, &format!("{filters_path}[0]"), clusters, errs),
+        (None, _) => {
+            errs.push(
+                filters_path,
+                "the filter chain needs exactly one filter, envoy.filters.network.http_connection_manager",
+            );
+            None
+        }
+        (Some(_), Some(_)) => {
+            errs.push(
+                format!("{filters_path}[1]"),
+                "unsupported: Baton supports exactly one network filter, the HTTP connection manager",
+            );
+            None
+        }
+    }
+}
+
+/// One chain's `filter_chain_match` and `transport_socket`: its TLS chain, or `None` for a
+/// cleartext chain (counted in `seen`) or an invalid one.
+fn filter_chain_transport(
+    fcm: raw::FilterChainMatch,
+    transport_socket: Option<super::tls::TransportSocket>,
+    chain_path: &str,
+    seen: &mut ChainsSeen,
+    errs: &mut Errors,
+) -> Option<TlsChain> {
+    let fcm_path = join(chain_path, "filter_chain_match");
+    let server_names = server_names(&fcm.server_names, &fcm_path, &mut seen.names, errs);
+    let is_tls = transport_socket.is_some();
+    if is_tls && fcm.server_names.is_empty() {
+        seen.defaults += 1;
+        if seen.defaults > 1 {
+            errs.push(
+                chain_path,
+                "only one filter chain may omit filter_chain_match.server_names (the default chain)",
+            );
+        }
+    }
+    match fcm.transport_protocol.as_deref() {
+        None => {}
+        Some("tls") if is_tls => {}
+        Some("raw_buffer") if !is_tls => {}
+        Some(other) => errs.push(
+            join(&fcm_path, "transport_protocol"),
+            format!(
+                "unsupported value `{other}`: use `tls` on a chain with a TLS transport_socket, `raw_buffer` on one without"
+            ),
+        ),
+    }
+    let Some(ts) = transport_socket else {
+        seen.plain += 1;
+        if !fcm.server_names.is_empty() {
+            errs.push(
+                join(&fcm_path, "server_names"),
+                "matching on server names needs a TLS transport_socket on this chain",
+            );
+        }
+        return None;
+    };
+    let tls = errs.take(super::tls::downstream(
+        ts,
+        &join(chain_path, "transport_socket"),
+    ))?;
+    Some(TlsChain { server_names, tls })
+}
+
+/// `filter_chain_match.server_names`, lowercased without a trailing dot; a name already matched
+/// by another chain of the listener (`seen`) is an error.
+fn server_names(
+    names: &[String],
+    fcm_path: &str,
+    seen: &mut HashSet<String>,
+    errs: &mut Errors,
+) -> Vec<String> {
+    let mut out = Vec::with_capacity(names.len());
+    for (ni, n) in names.iter().enumerate() {
+        let np = format!("{fcm_path}.server_names[{ni}]");
+        let lower = n.trim_end_matches('.').to_ascii_lowercase();
+        let bare = lower.strip_prefix("*.").unwrap_or(&lower);
+        if bare.is_empty() || bare.contains('*') || !bare.bytes().all(is_server_name_byte) {
+            errs.push(
+                np,
+                format!("`{n}` is not a server name or `*.suffix` wildcard"),
+            );
+        } else if !seen.insert(lower.clone()) {
+            errs.push(
+                np,
+                format!("server name `{n}` is matched by another filter chain"),
+            );
+        } else {
+            out.push(lower);
+        }
+    }
+    out
 }
 
 fn http_filter(

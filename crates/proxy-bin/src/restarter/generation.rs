@@ -3,9 +3,9 @@
 //! reports), readiness, and its exit.
 //!
 //! Readiness arrives as a `READY=1` datagram on a socket the restarter binds for each child and
-//! names in the child's environment ([`READY_SOCKET_ENV`]), whatever the child's log level or
-//! log file; the `baton is serving` log line on stderr is also accepted (a binary that predates
-//! the socket).
+//! names in the child's environment ([`READY_SOCKET_ENV`]): the child sends it when its
+//! lifecycle phase becomes `serving`, whatever its log level or log file. Log lines are only
+//! forwarded, never interpreted.
 //!
 //! Each child has one task that reads its stderr to the end and only then reaps it, so the
 //! supervisor always sees `Serving` before `Exited` for the same child.
@@ -20,10 +20,8 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
-/// The line `serve` logs once every listener accepts (see `serve::run`).
-pub const SERVING_MARKER: &str = "baton is serving";
 /// The environment variable naming the abstract datagram socket a child sends `READY=1` to
-/// once it serves (see `serve::notify_ready`).
+/// once its phase is `serving` (see `serve`).
 pub const READY_SOCKET_ENV: &str = "BATON_READY_SOCKET";
 /// Lines of a child's stderr kept for its failure report.
 const TAIL_LINES: usize = 40;
@@ -36,7 +34,7 @@ pub type Tail = Arc<Mutex<VecDeque<String>>>;
 /// What happened to a child.
 #[derive(Debug)]
 pub enum ChildEvent {
-    /// It logged that it serves.
+    /// It reported that it serves.
     Serving { pid: u32 },
     /// It exited (`status` describes how).
     Exited { pid: u32, status: ExitStatus },
@@ -168,10 +166,6 @@ async fn watch_stderr(
         let _ = out.write_all(&buf).await;
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end();
-        if !serving && line.contains(SERVING_MARKER) {
-            serving = true;
-            let _ = events.send(ChildEvent::Serving { pid });
-        }
         let mut kept = tail.lock();
         if kept.len() == TAIL_LINES {
             kept.pop_front();

@@ -114,7 +114,7 @@ pub(super) struct Ctx {
 
 impl Ctx {
     fn server_state(&self) -> ServerState {
-        let state = *self.state.state.borrow();
+        let state = self.state.server_state();
         // Failing health checks reads as draining, as Envoy's /ready and server.state do.
         if state == ServerState::Live
             && self
@@ -126,6 +126,11 @@ impl Ctx {
             return ServerState::Draining;
         }
         state
+    }
+
+    /// The generation's restart status as JSON (objects with sorted keys).
+    fn hot_restart_status(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.state.generation.borrow()).unwrap_or_default()
     }
 
     /// Bring the `server.*` gauges up to date before stats are read.
@@ -253,35 +258,13 @@ pub(super) fn handle(
             let body = server_info_json(
                 &ctx.state.server,
                 ctx.server_state(),
-                &ctx.state.hot_restart.borrow(),
+                &ctx.hot_restart_status(),
             );
             respond(StatusCode::OK, JSON, body)
         }
-        "/hot_restart_status" => {
-            let status = ctx.state.hot_restart.borrow().clone();
-            respond(StatusCode::OK, JSON, pretty(&status))
-        }
+        "/hot_restart_status" => respond(StatusCode::OK, JSON, pretty(&ctx.hot_restart_status())),
         "/drain_listeners" | "/healthcheck/fail" | "/healthcheck/ok" => {
-            let Some(control) = ctx.state.drain.as_ref() else {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "this server has no drain control\n".to_owned(),
-                );
-            };
-            match endpoint.path {
-                "/drain_listeners" => {
-                    let flag = |k: &str| params.iter().any(|(key, _)| key == k);
-                    let scope = if flag("inboundonly") {
-                        drain::Scope::InboundOnly
-                    } else {
-                        drain::Scope::All
-                    };
-                    control.drain_listeners(scope, flag("graceful"));
-                }
-                "/healthcheck/fail" => control.set_health_check_failed(true),
-                _ => control.set_health_check_failed(false),
-            }
-            text(StatusCode::OK, "OK\n".to_owned())
+            drain_control(ctx, endpoint.path, &params)
         }
         "/hot_restart_version" => text(
             StatusCode::OK,
@@ -328,6 +311,31 @@ pub(super) fn handle(
             format!("invalid path {other}. {}", help_text()),
         ),
     }
+}
+
+/// `POST /drain_listeners`, `/healthcheck/fail` and `/healthcheck/ok`: hand the request to the
+/// generation's drain control.
+fn drain_control(ctx: &Ctx, path: &str, params: &[(String, String)]) -> Response<Body> {
+    let Some(control) = ctx.state.drain.as_ref() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server has no drain control\n".to_owned(),
+        );
+    };
+    match path {
+        "/drain_listeners" => {
+            let flag = |k: &str| params.iter().any(|(key, _)| key == k);
+            let scope = if flag("inboundonly") {
+                drain::Scope::InboundOnly
+            } else {
+                drain::Scope::All
+            };
+            control.drain_listeners(scope, flag("graceful"));
+        }
+        "/healthcheck/fail" => control.set_health_check_failed(true),
+        _ => control.set_health_check_failed(false),
+    }
+    text(StatusCode::OK, "OK\n".to_owned())
 }
 
 /// `/stats` (format from the query, text by default) and `/stats/prometheus` (`forced`).

@@ -31,7 +31,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// before every stats and `/server_info` response.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: drain::Watch) {
     let server_stats = ServerStats::new(&state.stats, &state.server);
-    server_stats.refresh(*state.state.borrow());
+    server_stats.refresh(state.server_state());
     let ctx = Arc::new(Ctx {
         state,
         server_stats,

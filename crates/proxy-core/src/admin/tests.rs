@@ -6,7 +6,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+
+use crate::lifecycle::{Lifecycle, Phase};
 
 use super::*;
 
@@ -16,7 +18,7 @@ const STEP: Duration = Duration::from_secs(10);
 
 struct Harness {
     addr: std::net::SocketAddr,
-    state_tx: watch::Sender<ServerState>,
+    lifecycle: Lifecycle,
     quit_rx: mpsc::Receiver<QuitRequest>,
     signal: drain::Signal,
     server: tokio::task::JoinHandle<()>,
@@ -30,7 +32,9 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
     stats
         .histogram("cluster.backend.upstream_rq_time")
         .record_ms(3.0);
-    let (state_tx, state_rx) = watch::channel(ServerState::Initializing);
+    // The admin starts while the generation takes its sockets.
+    let lifecycle = Lifecycle::new(0);
+    lifecycle.enter(Phase::TakingSockets);
     let (quit_tx, quit_rx) = mpsc::channel(1);
     let clusters: Vec<ClusterStatus> = vec![ClusterStatus {
         name: "backend".to_owned(),
@@ -51,7 +55,6 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
     }];
     let state = Arc::new(AdminState {
         drain: None,
-        hot_restart: tokio::sync::watch::channel(serde_json::Value::Null).1,
         stats: stats.clone(),
         server: ServerInfo {
             version: "test/0.1.0/Clean/DEBUG/rustls".to_owned(),
@@ -62,7 +65,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             epoch_started: Instant::now(),
             chain_started: SystemTime::now(),
         },
-        state: state_rx,
+        generation: lifecycle.subscribe(),
         config_dump: json!({"static_resources": {"listeners": []}}),
         listeners: vec![ListenerStatus {
             name: "listener_0".to_owned(),
@@ -77,7 +80,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
     let server = tokio::spawn(serve(listener, state, watch));
     Ok(Harness {
         addr,
-        state_tx,
+        lifecycle,
         quit_rx,
         signal,
         server,
@@ -164,7 +167,7 @@ async fn endpoints_answer_like_envoy() -> TestResult {
     assert!(r
         .headers
         .contains("content-type: text/plain; charset=utf-8"));
-    h.state_tx.send(ServerState::Live)?;
+    h.lifecycle.enter(Phase::Serving);
     let r = get(h.addr, "/ready").await?;
     assert_eq!((r.status, r.body.as_str()), (200, "LIVE\n"));
 
@@ -335,4 +338,24 @@ async fn drain_closes_idle_keepalive_connections() -> TestResult {
     // Nothing listens any more.
     assert!(TcpStream::connect(h.addr).await.is_err());
     Ok(())
+}
+
+#[test]
+fn server_state_is_envoys_view_of_the_phase() {
+    use crate::lifecycle::{Failure, Step};
+    let cases = [
+        (Phase::Starting, ServerState::PreInitializing),
+        (Phase::Validating, ServerState::Initializing),
+        (Phase::TakingSockets, ServerState::Initializing),
+        (Phase::Serving, ServerState::Live),
+        (Phase::Draining, ServerState::Draining),
+        (Phase::Terminated, ServerState::Draining),
+        (
+            Phase::Failed(Failure::new(Step::Bind, "could not bind")),
+            ServerState::Draining,
+        ),
+    ];
+    for (phase, state) in cases {
+        assert_eq!(ServerState::from(&phase), state, "{phase}");
+    }
 }

@@ -1,0 +1,263 @@
+//! The parent side of a hot restart: every generation answers its own child from a dedicated
+//! thread, so the blocking RPC never runs on a data-plane thread, and each call has a timeout,
+//! so a hung child cannot stall this generation.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use hotrestart_rpc::pb::{
+    ConnectionsAck, ConnectionsBatch, DrainListeners, ListenSocketsRequest, ParentState,
+    SocketManifest, TakeConnections,
+};
+use hotrestart_rpc::{Listener, ParentHandler, ServeOptions};
+use proxy_core::handover::{self, Handover, Offer};
+use proxy_core::lifecycle::unix_ms;
+use tokio::sync::mpsc;
+
+use super::{wire, Grandparent, OwnedSockets, ParentEvent};
+
+/// The parent side of this generation: answers its child's requests on a dedicated thread,
+/// which stops (at its next accept poll) when this is dropped.
+pub struct ParentSide {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the parent side needs: who this generation is, what it can lend, and where to report.
+#[derive(Debug)]
+pub struct Answering {
+    /// This generation's restart socket, bound before it served.
+    pub listener: Listener,
+    /// This generation's hot restart compatibility string.
+    pub hot_restart_version: String,
+    pub epoch: u32,
+    pub chain_started: SystemTime,
+    /// Worker threads (reported to the child).
+    pub concurrency: usize,
+    /// The listen sockets to lend.
+    pub sockets: OwnedSockets,
+    /// The generation's main loop: told when the child serves or wants this one gone. The
+    /// main loop holds the receiver until the process ends.
+    pub events: mpsc::UnboundedSender<ParentEvent>,
+    /// This generation's own parent while it still drains.
+    pub grandparent: Grandparent,
+    /// Live connections for the child.
+    pub handover: Handover,
+}
+
+struct Handler {
+    state: ParentState,
+    sockets: OwnedSockets,
+    /// Duplicates lent to the child in the last hand-over (the reply borrows from them).
+    lent: Vec<(SocketManifest, std::net::TcpListener)>,
+    /// Addresses the child took; the others are closed when the drain starts.
+    taken: Vec<SocketAddr>,
+    events: mpsc::UnboundedSender<ParentEvent>,
+    /// This generation's own parent while it still drains: ended when a grandchild arrives, so
+    /// no more than three generations ever overlap.
+    grandparent: Grandparent,
+    /// Live connections for the child.
+    handover: Handover,
+    /// The last batch handed to the child, until it answers.
+    offered: Vec<Offer>,
+    /// The last batch told the child there is no more: once it is answered, the hand-over
+    /// ends (a connection that becomes movable later is drained instead, as no one will come
+    /// for it).
+    last_batch: bool,
+}
+
+impl std::fmt::Debug for ParentSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParentSide").finish_non_exhaustive()
+    }
+}
+
+impl ParentHandler for Handler {
+    fn state(&mut self) -> ParentState {
+        if let Some(mut old) = self.grandparent.lock().take() {
+            tracing::info!("a new generation is starting: ending the generation still draining");
+            if let Err(e) = old.terminate() {
+                // Usually it has already drained and exited.
+                tracing::debug!(error = %e, "could not end the draining generation");
+            }
+        }
+        self.state.clone()
+    }
+
+    fn listen_sockets(
+        &mut self,
+        request: &ListenSocketsRequest,
+    ) -> Result<Vec<(SocketManifest, BorrowedFd<'_>)>, String> {
+        self.lent.clear();
+        let wanted = wire::Wanted::from_request(request);
+        for owned in self.sockets.lock().iter() {
+            let addr = owned.addr;
+            if !wanted.contains(&addr) {
+                continue;
+            }
+            let dup = owned
+                .socket
+                .try_clone()
+                .map_err(|e| format!("could not duplicate the socket for {addr}: {e}"))?;
+            if !self.taken.contains(&addr) {
+                self.taken.push(addr);
+            }
+            self.lent.push((wire::manifest(addr, &owned.name), dup));
+        }
+        Ok(self
+            .lent
+            .iter()
+            .map(|(m, sock)| (m.clone(), sock.as_fd()))
+            .collect())
+    }
+
+    fn drain_listeners(&mut self, request: &DrainListeners) -> Result<(), String> {
+        // The child holds its own copies now; this generation's are closed when it stops
+        // accepting (see `OwnedSockets`).
+        self.lent.clear();
+        self.state.draining = true;
+        // Before the drain starts, so no connection that can move is asked to close.
+        if request.handover_connections && self.handover.activate() {
+            tracing::info!(
+                open = self.handover.open(),
+                "handing live connections to the next generation"
+            );
+        }
+        self.events
+            .send(ParentEvent::DrainListeners)
+            .map_err(|_| "this generation is shutting down".to_owned())
+    }
+
+    fn terminate(&mut self) -> Result<(), String> {
+        self.events
+            .send(ParentEvent::Terminate)
+            .map_err(|_| "this generation is shutting down".to_owned())
+    }
+
+    fn take_connections(
+        &mut self,
+        request: &TakeConnections,
+    ) -> Result<(ConnectionsBatch, Vec<BorrowedFd<'_>>), String> {
+        if self.handover.mode() != handover::Mode::Active {
+            return Err(if self.handover.enabled() {
+                "this generation is not handing over connections (no drain with hand-over asked)"
+                    .to_owned()
+            } else {
+                "this generation does not hand over connections (--disable-connection-handover)"
+                    .to_owned()
+            });
+        }
+        // A batch never answered stays here.
+        for offer in self.offered.drain(..) {
+            offer.settle(false);
+        }
+        let max_fds = (request.max_fds as usize).min(hotrestart_rpc::frame::MAX_FDS_PER_FRAME);
+        let wait = Duration::from_millis(u64::from(request.wait_ms)).min(MAX_TAKE_WAIT);
+        self.offered = self.handover.take(max_fds, wait);
+        let open = self.handover.open() as u64;
+        let more = open > self.offered.len() as u64;
+        self.last_batch = !more;
+        let batch = ConnectionsBatch {
+            connections: self
+                .offered
+                .iter()
+                .map(|o| wire::moved_connection(&o.conn))
+                .collect(),
+            more,
+            still_open: open,
+        };
+        let fds = self
+            .offered
+            .iter()
+            .flat_map(|o| o.conn.fds.iter().map(AsFd::as_fd))
+            .collect();
+        Ok((batch, fds))
+    }
+
+    fn connections_ack(&mut self, ack: &ConnectionsAck) -> Result<(), String> {
+        let mut taken = 0;
+        for (i, offer) in self.offered.drain(..).enumerate() {
+            let yes = ack.taken.get(i).copied().unwrap_or(false);
+            taken += usize::from(yes);
+            offer.settle(yes);
+        }
+        if taken > 0 {
+            tracing::debug!(taken, "connections taken by the next generation");
+        }
+        if self.last_batch {
+            tracing::info!(
+                left = self.handover.open(),
+                "connection hand-over complete; draining what could not move"
+            );
+            self.handover.end();
+        }
+        Ok(())
+    }
+
+    fn session_ended(&mut self) {
+        for offer in self.offered.drain(..) {
+            offer.settle(false);
+        }
+        if self.handover.mode() == handover::Mode::Active {
+            // The child is gone (done, or failed): nothing more moves; what is left drains.
+            tracing::info!(
+                left = self.handover.open(),
+                "connection hand-over ended; draining the connections left"
+            );
+            self.handover.end();
+        }
+    }
+}
+
+/// Longest a parent holds a take-connections request waiting for a connection to move.
+const MAX_TAKE_WAIT: Duration = Duration::from_secs(1);
+
+/// Start answering this generation's future child.
+pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handler = Handler {
+        state: ParentState {
+            chain_start_unix_ms: unix_ms(a.chain_started),
+            epoch: a.epoch,
+            pid: std::process::id(),
+            concurrency: u32::try_from(a.concurrency).unwrap_or(u32::MAX),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            draining: false,
+        },
+        sockets: a.sockets,
+        lent: Vec::new(),
+        taken: Vec::new(),
+        events: a.events,
+        grandparent: a.grandparent,
+        handover: a.handover,
+        offered: Vec::new(),
+        last_batch: false,
+    };
+    let serve_opts = ServeOptions::new(a.hot_restart_version);
+    let stop_flag = stop.clone();
+    let listener = a.listener;
+    let thread = std::thread::Builder::new()
+        .name("baton-restart".to_owned())
+        .spawn(move || {
+            let exit = hotrestart_rpc::serve(&listener, &mut handler, &serve_opts, &stop_flag);
+            tracing::debug!(?exit, "hot restart socket closed");
+        })
+        .context("could not start the hot restart thread")?;
+    Ok(ParentSide {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+impl Drop for ParentSide {
+    fn drop(&mut self) {
+        // The thread stops at its next accept poll; a session in progress ends with the
+        // process, so nothing waits for it here.
+        self.stop.store(true, Ordering::Release);
+        drop(self.thread.take());
+    }
+}

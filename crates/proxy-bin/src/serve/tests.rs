@@ -1,0 +1,89 @@
+//! The main loop's decisions, driven through its input channels.
+
+use std::cell::Cell;
+use std::ffi::OsString;
+
+use super::draining::{drain_budget, MIN_SHUTDOWN_GRACE};
+use super::*;
+use crate::cli::{parse, Parsed};
+
+struct Senders {
+    signals: mpsc::UnboundedSender<ProcessSignal>,
+    quit: mpsc::Sender<QuitRequest>,
+    events: mpsc::UnboundedSender<ParentEvent>,
+}
+
+fn inputs() -> (Inputs, Senders) {
+    let (signals_tx, signals) = mpsc::unbounded_channel();
+    let (quit_tx, quit) = mpsc::channel(1);
+    let (events_tx, events) = mpsc::unbounded_channel();
+    (
+        Inputs {
+            signals,
+            quit,
+            events,
+        },
+        Senders {
+            signals: signals_tx,
+            quit: quit_tx,
+            events: events_tx,
+        },
+    )
+}
+
+#[tokio::test]
+async fn each_input_stops_the_generation_its_own_way() -> Result<(), Box<dyn std::error::Error>> {
+    let never = || panic!("no SIGUSR1 was sent");
+    let (mut i, s) = inputs();
+    s.signals.send(ProcessSignal::Terminate)?;
+    assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Terminate);
+    s.signals.send(ProcessSignal::Interrupt)?;
+    assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Interrupt);
+    s.quit.send(QuitRequest).await?;
+    assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Quit);
+    s.events.send(ParentEvent::DrainListeners)?;
+    assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Restart);
+    s.events.send(ParentEvent::Terminate)?;
+    assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Ended);
+    Ok(())
+}
+
+#[tokio::test]
+async fn reopening_logs_and_sighup_keep_serving() -> Result<(), Box<dyn std::error::Error>> {
+    let reopened = Cell::new(0);
+    let reopen = || reopened.set(reopened.get() + 1);
+    let (mut i, s) = inputs();
+    s.signals.send(ProcessSignal::ReopenLogs)?;
+    s.signals.send(ProcessSignal::Hangup)?;
+    s.signals.send(ProcessSignal::ReopenLogs)?;
+    s.signals.send(ProcessSignal::Terminate)?;
+    assert_eq!(serve_until_stop(&mut i, &reopen).await, Stop::Terminate);
+    assert_eq!(reopened.get(), 2);
+    // With every input gone nothing can stop the generation later: it stops now.
+    drop(s);
+    assert_eq!(serve_until_stop(&mut i, &reopen).await, Stop::Terminate);
+    Ok(())
+}
+
+#[test]
+fn a_restart_drains_for_the_parent_shutdown_time_a_shutdown_for_the_drain_time() {
+    let args = [
+        "baton",
+        "--config-yaml",
+        "{}",
+        "--drain-time-s",
+        "2",
+        "--parent-shutdown-time-s",
+        "30",
+    ]
+    .map(OsString::from);
+    let Parsed::Run(opts) = parse(args) else {
+        panic!("expected options");
+    };
+    assert_eq!(drain_budget(Stop::Restart, &opts), Duration::from_secs(30));
+    // A short drain time still leaves requests in flight the minimum grace.
+    assert_eq!(drain_budget(Stop::Terminate, &opts), MIN_SHUTDOWN_GRACE);
+    let mut long = opts;
+    long.drain_time = Duration::from_secs(60);
+    assert_eq!(drain_budget(Stop::Quit, &long), Duration::from_secs(60));
+}
