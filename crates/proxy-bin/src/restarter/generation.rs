@@ -41,23 +41,53 @@ pub enum ChildEvent {
 }
 
 /// A generation the restarter started and has not yet seen exit.
+/// Where a child is, as the restarter sees it from outside (its own view, which it may not have
+/// reported yet, is its lifecycle phase at `/hot_restart_status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildPhase {
+    /// Started, not yet reported serving.
+    Starting,
+    /// Reported `READY=1`.
+    Serving,
+    /// A newer generation serves; this one drains.
+    Draining,
+    /// Sent SIGTERM by a stopping restarter.
+    Stopping,
+}
+
 #[derive(Debug)]
 pub struct Generation {
     pub epoch: u32,
     pub pid: u32,
-    /// Each phase it went through (`starting`, `serving`, `draining`, `stopping`), oldest first.
-    pub phases: Vec<(&'static str, SystemTime)>,
+    /// Each phase it went through, oldest first.
+    pub phases: Vec<(ChildPhase, SystemTime)>,
     pub tail: Tail,
     /// When a newer generation took over and this one started draining.
     pub drain_started: Option<SystemTime>,
 }
 
+// === impl ChildPhase ===
+
+impl ChildPhase {
+    /// The name `baton status` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChildPhase::Starting => "starting",
+            ChildPhase::Serving => "serving",
+            ChildPhase::Draining => "draining",
+            ChildPhase::Stopping => "stopping",
+        }
+    }
+}
+
+// === impl Generation ===
+
 impl Generation {
-    pub fn phase(&self) -> &'static str {
-        self.phases.last().map_or("starting", |p| p.0)
+    pub fn phase(&self) -> ChildPhase {
+        self.phases.last().map_or(ChildPhase::Starting, |p| p.0)
     }
 
-    pub fn enter(&mut self, phase: &'static str) {
+    pub fn enter(&mut self, phase: ChildPhase) {
         if self.phase() != phase || self.phases.is_empty() {
             self.phases.push((phase, SystemTime::now()));
         }
@@ -119,7 +149,7 @@ pub fn spawn(
     Ok(Generation {
         epoch,
         pid,
-        phases: vec![("starting", SystemTime::now())],
+        phases: vec![(ChildPhase::Starting, SystemTime::now())],
         tail,
         drain_started: None,
     })

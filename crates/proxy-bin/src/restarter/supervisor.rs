@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::control::{self, Command, ControlListener, ReloadReply};
-use super::generation::{self, ChildEvent, Generation};
+use super::generation::{self, ChildEvent, ChildPhase, Generation};
 use super::notify::{self, Notifier};
 use super::Settings;
 
@@ -196,7 +196,10 @@ impl Supervisor {
     }
 
     fn serving(&self) -> Option<&Generation> {
-        self.gens.iter().rev().find(|g| g.phase() == "serving")
+        self.gens
+            .iter()
+            .rev()
+            .find(|g| g.phase() == ChildPhase::Serving)
     }
 
     /// Start generation `next_epoch` for `waiters`.
@@ -299,15 +302,15 @@ impl Supervisor {
 
     fn on_serving(&mut self, pid: u32) {
         if let Some(g) = self.gens.iter_mut().find(|g| g.pid == pid) {
-            g.enter("serving");
+            g.enter(ChildPhase::Serving);
         }
         let Some(a) = self.attempt.take_if(|a| a.pid == pid) else {
             return;
         };
         let now = SystemTime::now();
         for g in self.gens.iter_mut().filter(|g| g.pid != pid) {
-            if g.phase() == "serving" {
-                g.enter("draining");
+            if g.phase() == ChildPhase::Serving {
+                g.enter(ChildPhase::Draining);
                 g.drain_started = Some(now);
             }
         }
@@ -375,13 +378,18 @@ impl Supervisor {
             return;
         }
         let how = generation::describe(&status);
-        if self.stopping.is_none() && !status.success() && g.phase() == "serving" {
+        if self.stopping.is_none() && !status.success() && g.phase() == ChildPhase::Serving {
             self.unclean = true;
             tracing::error!(epoch = g.epoch, pid, "the serving generation {how}");
             self.notify
                 .send(&[("STATUS", format!("not serving: epoch {} {how}", g.epoch))]);
         } else {
-            tracing::info!(epoch = g.epoch, pid, phase = g.phase(), "generation {how}");
+            tracing::info!(
+                epoch = g.epoch,
+                pid,
+                phase = g.phase().name(),
+                "generation {how}"
+            );
         }
     }
 
@@ -425,7 +433,7 @@ impl Supervisor {
             reply_all(q, &ReloadReply::failed("the restarter is stopping"));
         }
         for g in &mut self.gens {
-            g.enter("stopping");
+            g.enter(ChildPhase::Stopping);
         }
         self.signal_all(Signal::SIGTERM);
     }
@@ -469,9 +477,9 @@ impl Supervisor {
                 json!({
                     "epoch": g.epoch,
                     "pid": g.pid,
-                    "phase": g.phase(),
+                    "phase": g.phase().name(),
                     "phases": g.phases.iter()
-                        .map(|(p, at)| json!({"phase": p, "at_unix_ms": unix_ms(*at)}))
+                        .map(|(p, at)| json!({"phase": p.name(), "at_unix_ms": unix_ms(*at)}))
                         .collect::<Vec<_>>(),
                     "connections_left": conns.get(&g.epoch),
                     "drain": g.drain_started.map(|at| json!({
