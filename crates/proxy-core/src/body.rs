@@ -248,9 +248,7 @@ impl Body for ProxyBody {
             Kind::Stream(s) => Pin::new(s)
                 .poll_frame(cx)
                 .map(|r| r.map(|f| f.map_err(BodyError::from))),
-            Kind::UpstreamH1(b) => b
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BodyError))),
+            Kind::UpstreamH1(b) => b.poll_frame(cx),
         };
         if let Some(t) = this.timers.as_mut() {
             match &polled {

@@ -276,12 +276,8 @@ impl Conn {
         let (res, checkin) = match self {
             Conn::Own(c) => {
                 let body = req.body().buffered().unwrap_or_default();
-                let resp = client::send(c, req, &body, home).await?;
-                let (parts, body) = resp.into_parts();
-                return Ok((
-                    Response::from_parts(parts, ProxyBody::upstream_h1(body)),
-                    None,
-                ));
+                let resp = client::send(c, req, &body, home, ProxyBody::upstream_h1).await?;
+                return Ok((resp, None));
             }
             Conn::H1(mut s) => (Box::pin(s.try_send_request(taken(req))).await, Some(s)),
             Conn::H2(mut s) => (Box::pin(s.try_send_request(taken(req))).await, None),

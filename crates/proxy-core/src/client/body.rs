@@ -37,6 +37,10 @@ pub struct Home {
     pub cidx: usize,
 }
 
+/// A body error as `http_body` bodies carry them (the proxied body's error type, so a frame
+/// passes through without conversion).
+pub type FrameError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a response body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyReadError {
@@ -87,9 +91,15 @@ enum Step {
 // === impl H1Body ===
 
 impl H1Body {
-    /// The response whose head `start` holds, its body to be read from `start`'s connection,
-    /// which goes `home` at the end.
-    pub fn response(start: ResponseStart, home: Home) -> Response<H1Body> {
+    /// The response whose head `start` holds, its body (as `wrap` makes it) to be read from
+    /// `conn`, which goes `home` at the end.
+    #[inline]
+    pub fn response<T>(
+        start: ResponseStart,
+        conn: Box<H1Conn>,
+        home: Home,
+        wrap: impl FnOnce(H1Body) -> T,
+    ) -> Response<T> {
         let state = match start.framing {
             Framing::None => State::Length(0),
             Framing::Length(n) => State::Length(n),
@@ -97,7 +107,7 @@ impl H1Body {
             Framing::Close => State::Close,
         };
         let mut body = H1Body {
-            conn: Some(start.conn),
+            conn: Some(conn),
             state,
             keep_alive: start.keep_alive,
             home: Some(home),
@@ -108,7 +118,7 @@ impl H1Body {
             body.finish();
         }
         let (parts, ()) = start.head.into_parts();
-        Response::from_parts(parts, body)
+        Response::from_parts(parts, wrap(body))
     }
 
     pub fn is_end_stream(&self) -> bool {
@@ -138,13 +148,13 @@ impl H1Body {
     pub fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyReadError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, FrameError>>> {
         loop {
             let step = match self.step() {
                 Ok(s) => s,
                 Err(e) => {
                     self.fail();
-                    return Poll::Ready(Some(Err(e)));
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
             };
             match step {
@@ -170,12 +180,12 @@ impl H1Body {
                 }
                 Ok(0) => {
                     self.fail();
-                    return Poll::Ready(Some(Err(BodyReadError::Incomplete)));
+                    return Poll::Ready(Some(Err(Box::new(BodyReadError::Incomplete))));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     self.fail();
-                    return Poll::Ready(Some(Err(BodyReadError::Io(e))));
+                    return Poll::Ready(Some(Err(Box::new(BodyReadError::Io(e)))));
                 }
             }
         }

@@ -96,17 +96,18 @@ impl H1Conn {
         }
     }
 
-    /// Send `req` with `body` (already in memory) and read the response head; the response
-    /// body is then read from what [`ResponseStart`] holds (see [`super::H1Body`]).
+    /// Send `req` with `body` (already in memory) and read the response head, which goes to
+    /// `then` with the connection its body is to be read from (see [`super::H1Body`]).
     /// [`SendError::NotSent`]: no byte went out, `req` may go on another connection.
     ///
     /// `req` is borrowed, not moved: the future stays small, and a request not sent needs no
     /// handing back.
-    pub async fn send<B>(
+    pub async fn send<B, R>(
         mut self: Box<Self>,
         req: &Request<B>,
         body: &Bytes,
-    ) -> Result<ResponseStart, SendError> {
+        then: impl FnOnce(ResponseStart, Box<Self>) -> R,
+    ) -> Result<R, SendError> {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         encode::request_head(
             &mut self.wbuf,
@@ -130,12 +131,14 @@ impl H1Conn {
             match self.parse_head(head_request) {
                 Ok(Some(Parsed::Informational)) => continue,
                 Ok(Some(Parsed::Final(head, framing, keep_alive))) => {
-                    return Ok(ResponseStart {
-                        head,
-                        framing,
-                        keep_alive,
-                        conn: self,
-                    });
+                    return Ok(then(
+                        ResponseStart {
+                            head,
+                            framing,
+                            keep_alive,
+                        },
+                        self,
+                    ));
                 }
                 Ok(None) => {}
                 Err(f) => return Err(SendError::Failed(f)),
@@ -296,12 +299,11 @@ enum Parsed {
     Final(Response<()>, Framing, bool),
 }
 
-/// A response head read, and the connection its body is to be read from.
+/// A response head read; its body follows on the connection.
 #[derive(Debug)]
 pub struct ResponseStart {
     pub head: Response<()>,
     pub framing: Framing,
     /// The upstream keeps the connection open after the body.
     pub keep_alive: bool,
-    pub conn: Box<H1Conn>,
 }

@@ -22,13 +22,16 @@ pub use conn::H1Conn;
 pub use cx::{CxGuard, SendError};
 
 /// Send `req` with `body` (already in memory) on `conn` and read the response head; the
-/// response body reads from the connection, which goes `home` at its end.
-pub async fn send<B>(
+/// response body (as `wrap` makes it) reads from the connection, which goes `home` at its end.
+pub async fn send<B, T>(
     conn: Box<H1Conn>,
     req: &http::Request<B>,
     body: &bytes::Bytes,
     home: Home,
-) -> Result<http::Response<H1Body>, SendError> {
-    let start = conn.send(req, body).await?;
-    Ok(H1Body::response(start, home))
+    wrap: impl FnOnce(H1Body) -> T,
+) -> Result<http::Response<T>, SendError> {
+    conn.send(req, body, |start, conn| {
+        H1Body::response(start, conn, home, wrap)
+    })
+    .await
 }

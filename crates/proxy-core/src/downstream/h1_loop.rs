@@ -302,7 +302,12 @@ impl Conn<'_> {
         if self.buf.is_empty() {
             return Parsed::Partial;
         }
-        SCRATCH.with_borrow_mut(|s| request::parse(&self.buf, &mut s.spans))
+        // The scratch space is taken out of (and put back into) the thread's: a pointer's
+        // move each way, where a closure would copy the verdict out.
+        let mut spans = SCRATCH.with_borrow_mut(|s| std::mem::take(&mut s.spans));
+        let verdict = request::parse(&self.buf, &mut spans);
+        SCRATCH.with_borrow_mut(|s| s.spans = spans);
+        verdict
     }
 
     /// The request whose head was parsed; `None` when a part of it does not convert (hyper
@@ -311,17 +316,23 @@ impl Conn<'_> {
         let raw = self.buf.split_to(head.len).freeze();
         // Room for what forwarding adds (x-request-id, x-forwarded-*, x-envoy-*) without a
         // rehash.
-        let req = SCRATCH.with_borrow_mut(|scratch| {
-            let Scratch { spans, names } = scratch;
-            request::request(head, &raw, spans, names, ADDED_FIELDS)
+        let Scratch { spans, mut names } = SCRATCH.with_borrow_mut(|s| Scratch {
+            spans: std::mem::take(&mut s.spans),
+            names: std::mem::replace(&mut s.names, NameCache::new(0)),
         });
-        match req {
-            Some(req) => Some(req.map(|()| RequestBody::Empty)),
-            None => {
-                self.unsplit(raw);
-                None
-            }
+        let req = request::request(
+            head,
+            &raw,
+            &spans,
+            &mut names,
+            ADDED_FIELDS,
+            RequestBody::Empty,
+        );
+        SCRATCH.with_borrow_mut(|s| *s = Scratch { spans, names });
+        if req.is_none() {
+            self.unsplit(raw);
         }
+        req
     }
 
     /// Put a split-off head back in front of the buffer (for hyper to read).

@@ -2,6 +2,7 @@
 //! written onto the wire.
 
 /// Whether a comma-separated field value holds `token` (case-insensitive).
+#[inline]
 pub fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
@@ -56,6 +57,7 @@ pub fn hex_len(mut v: usize, buf: &mut [u8; 16]) -> &[u8] {
 }
 
 /// `name: value\r\n` onto `w`.
+#[inline]
 pub fn put_field(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     w.extend_from_slice(name);
     w.extend_from_slice(b": ");

@@ -59,12 +59,18 @@ impl NameCache {
 
     /// `raw`, the `i`-th field of a head, as a field name (`None`: not a valid name). Entry
     /// `i` is tried first: a peer sends its fields in the same order every time.
+    #[inline]
     pub fn get(&mut self, i: usize, raw: &[u8]) -> Option<(HeaderName, Kind)> {
-        let hit = match self.entries.get(i) {
-            Some(entry) if *entry.0 == *raw => Some(entry),
-            _ => self.entries.iter().find(|(r, _, _)| **r == *raw),
-        };
-        if let Some((_, name, kind)) = hit {
+        match self.entries.get(i) {
+            Some(entry) if *entry.0 == *raw => Some((entry.1.clone(), entry.2)),
+            _ => self.search(raw),
+        }
+    }
+
+    /// `raw` anywhere in the cache, or parsed (and remembered while there is room).
+    #[inline(never)]
+    fn search(&mut self, raw: &[u8]) -> Option<(HeaderName, Kind)> {
+        if let Some((_, name, kind)) = self.entries.iter().find(|(r, _, _)| **r == *raw) {
             return Some((name.clone(), *kind));
         }
         let name = HeaderName::from_bytes(raw).ok()?;

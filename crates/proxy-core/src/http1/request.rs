@@ -46,6 +46,7 @@ pub enum Parsed {
 }
 
 /// Parse a request head at the start of `buf`, its fields' positions into `spans`.
+#[inline]
 pub fn parse(buf: &[u8], spans: &mut Vec<Span>) -> Parsed {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut r = httparse::Request::new(&mut []);
@@ -126,16 +127,18 @@ fn served_method(method: &str) -> Option<Method> {
     }
 }
 
-/// The request `head` describes, from `raw` (the head's bytes, which its values and target
-/// become slices of), with a map from the pool with room for `extra` more fields. `None` when a
-/// part of it does not convert (hyper then judges it).
-pub fn request(
+/// The request `head` describes, with `body`, from `raw` (the head's bytes, which its values
+/// and target become slices of), with a map from the pool with room for `extra` more fields.
+/// `None` when a part of it does not convert (hyper then judges it).
+#[inline]
+pub fn request<B>(
     head: &Head,
     raw: &Bytes,
     spans: &[Span],
     names: &mut NameCache,
     extra: usize,
-) -> Option<Request<()>> {
+    body: B,
+) -> Option<Request<B>> {
     let slice = |(start, len): (u32, u32)| raw.slice(start as usize..(start + len) as usize);
     let mut headers = crate::header_pool::take(head.fields + extra);
     for (i, s) in spans[..head.fields].iter().enumerate() {
@@ -156,7 +159,7 @@ pub fn request(
         crate::header_pool::give(headers);
         return None;
     };
-    let mut req = Request::new(());
+    let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
@@ -172,7 +175,7 @@ mod tests {
         match parse(raw, &mut spans) {
             Parsed::Head(h) => {
                 let bytes = Bytes::copy_from_slice(&raw[..h.len]);
-                request(&h, &bytes, &spans, &mut NameCache::new(8), 0)
+                request(&h, &bytes, &spans, &mut NameCache::new(8), 0, ())
             }
             _ => None,
         }

@@ -72,6 +72,7 @@ pub enum Invalid {
 /// Parse a response head at the start of `buf`. `head_request`: the request was HEAD (no body
 /// follows whatever the head says). `names` caches field names; `fields` is scratch space, kept
 /// for its capacity, that [`headers`] reads next.
+#[inline]
 pub fn parse(
     buf: &[u8],
     head_request: bool,
@@ -190,6 +191,7 @@ fn body_framing(
 
 /// The fields [`parse`] kept, as a map from the pool with room for `extra` more. `head`: the
 /// head's bytes, which the values become slices of.
+#[inline]
 pub fn headers(
     parsed: &Head,
     head: &Bytes,

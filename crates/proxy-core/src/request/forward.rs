@@ -1,13 +1,18 @@
 //! Forwarding a routed request to its cluster, in steps: the body made replayable when it may
-//! be retried ([`prepare_body`]), the upstream request's head ([`prepare_head`]), then tries
-//! until one answers or the retry policy says stop ([`send`]).
+//! be retried ([`plain_body`], [`buffer_body`]), the upstream request's head
+//! ([`prepare_head`]), then tries until one answers ([`retry_answered`]) or the retry policy says
+//! stop ([`failed`]).
+//!
+//! The tries run in [`forward`]'s own loop rather than in a future of their own: a request's
+//! future is moved whole into its slot, and a nested future would be one more copy of its
+//! state per request.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -45,12 +50,31 @@ struct Body {
     read_first: bool,
 }
 
-/// The upstream request's head, sent (or cloned) once per try.
-struct Head {
-    method: Method,
+/// Where the upstream request goes: its URI and HTTP version (the rest of its head is the
+/// downstream request's, prepared in place).
+struct Target {
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+}
+
+/// The deadlines of the tries, and whether a request may be resent.
+struct Limits {
+    /// The route timeout, from the moment the request was all here.
+    deadline: Option<tokio::time::Instant>,
+    /// Each try's own bound (`per_try_timeout`, else `stream_idle_timeout`).
+    per_try: Option<std::time::Duration>,
+    idempotent: bool,
+}
+
+/// A try that failed.
+#[derive(Clone, Copy, Debug)]
+struct Failure {
+    failure: UpstreamFailure,
+    /// The streamed request body hit `request_timeout` or `stream_idle_timeout`.
+    body_timed_out: bool,
+    /// The try went on a reused keep-alive connection, the request is idempotent, its body
+    /// replayable and its head still in hand: it may be sent once more on a new connection.
+    resendable: bool,
 }
 
 /// Forward `req` along `route` to `f`'s cluster.
@@ -72,8 +96,8 @@ pub(super) async fn forward(
         // Boxed: the rare upgrade path must not grow every request's future.
         return Box::pin(tunnel(cx, route, f, &cluster, req, tracker)).await;
     }
-    let (parts, body) = req.into_parts();
-    let body = if replayable_by_buffering(cx, f, &body) {
+    let (mut parts, body) = req.into_parts();
+    let mut body = if replayable_by_buffering(cx, f, &body) {
         // Boxed, like every rare await here: a future's size is that of its largest state,
         // and every request's future is allocated and moved whole.
         match Box::pin(buffer_body(cx, body, tracker)).await {
@@ -83,8 +107,63 @@ pub(super) async fn forward(
     } else {
         plain_body(cx, body, tracker)
     };
-    let head = prepare_head(cx, route, f, &cluster, parts);
-    send(cx, f, &cluster, head, body, tracker).await
+    let target = prepare_head(cx, route, f, &cluster, &mut parts);
+    let limits = Limits::of(cx, f, &parts.method, &body, tracker);
+    let mut tries = Tries::new(f.config.retry_policy.as_ref(), body.replay.is_some());
+    tries.start();
+    loop {
+        // The last try takes the head instead of a copy.
+        let last = tries.is_last();
+        let mut up = upstream_request(&mut parts, &target, &mut body, last);
+        let outcome = attempt_once(
+            cx.w,
+            f.cluster,
+            &cluster,
+            &mut up,
+            limits.deadline,
+            limits.per_try,
+        )
+        .await;
+        // The request has been written (or failed): its map serves a later message, or a
+        // resend when the last try took it and Baton's own client still has it.
+        let sent = std::mem::take(up.headers_mut());
+        drop(up);
+        let (failure, reused) = match outcome {
+            Ok(done) => {
+                crate::header_pool::give(sent);
+                let status = done.response.status().as_u16();
+                if retry_answered(cx, f, &cluster, &mut tries, status) {
+                    tries.start();
+                    continue;
+                }
+                return respond(cx, f, done, tracker);
+            }
+            Err(e) => e,
+        };
+        let failure = Failure {
+            failure,
+            body_timed_out: body.timed_out.as_ref().is_some_and(|t| t.get().is_some()),
+            resendable: reused
+                && limits.idempotent
+                && body.replay.is_some()
+                && (!last || !sent.is_empty()),
+        };
+        match failed(cx, &cluster, &limits, &mut tries, failure) {
+            Next::Resend if last => parts.headers = sent,
+            Next::Resend => crate::header_pool::give(sent),
+            Next::Retry => {
+                crate::header_pool::give(sent);
+                tries.start();
+            }
+            Next::Done => {
+                crate::header_pool::give(sent);
+                if failure.body_timed_out {
+                    return request_timeout_reply(cx, tracker);
+                }
+                return tracker.failure_reply(failure.failure);
+            }
+        }
+    }
 }
 
 fn upgrade_allowed(cx: Ctx<'_>, kind: &str) -> bool {
@@ -117,6 +196,7 @@ fn request_deadline(cx: Ctx<'_>, tracker: &Tracker) -> Option<tokio::time::Insta
 }
 
 /// An empty body (replayable), or one streamed to the upstream as it arrives.
+#[inline]
 fn plain_body(cx: Ctx<'_>, body: RequestBody, tracker: &mut Tracker) -> Body {
     if body.is_end_stream() {
         return Body {
@@ -174,15 +254,16 @@ fn request_timeout_reply(cx: Ctx<'_>, tracker: &mut Tracker) -> Response<ProxyBo
     request_timeout()
 }
 
-/// The upstream request's head: forwarding fields (`x-forwarded-*`, `x-envoy-*`), the
-/// rewritten path, and the authority as the upstream's protocol wants it.
+/// The upstream request's head, in place: forwarding fields (`x-forwarded-*`, `x-envoy-*`),
+/// the rewritten path, and the authority as the upstream's protocol wants it.
+#[inline]
 fn prepare_head(
     cx: Ctx<'_>,
     route: &Route,
     f: &Forward,
     cluster: &Cluster,
-    mut parts: http::request::Parts,
-) -> Head {
+    parts: &mut http::request::Parts,
+) -> Target {
     let hcm = &cx.l.config.http;
     prepare_request_headers(
         &mut parts.headers,
@@ -204,133 +285,117 @@ fn prepare_head(
         &mut parts.headers,
     );
     let http2 = cluster.config.http2;
-    let uri = set_upstream_authority(&mut parts, http2, cfg.host_rewrite_literal.as_deref(), path);
-    Head {
-        method: parts.method,
-        uri,
-        version: if http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        },
-        headers: parts.headers,
+    let uri = set_upstream_authority(parts, http2, cfg.host_rewrite_literal.as_deref(), path);
+    let version = if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    Target { uri, version }
+}
+
+// === impl Limits ===
+
+impl Limits {
+    fn of(cx: Ctx<'_>, f: &Forward, method: &Method, body: &Body, tracker: &Tracker) -> Self {
+        let policy = f.config.retry_policy.as_ref();
+        // From the moment the request was all here: its start when it had no body (one clock
+        // read fewer), now when its body was just read whole.
+        let deadline = f.config.timeout.map(|t| {
+            let received = if body.read_first {
+                tokio::time::Instant::now()
+            } else {
+                tokio::time::Instant::from_std(tracker.start())
+            };
+            received + t
+        });
+        Self {
+            deadline,
+            per_try: policy.and_then(|p| p.per_try_timeout).or(cx
+                .l
+                .config
+                .http
+                .stream_idle_timeout),
+            idempotent: matches!(
+                *method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            ),
+        }
     }
 }
 
-/// Try the upstream until a try answers or the retry policy says stop.
-async fn send(
+/// After a try that answered with `status`: whether to retry (else its response goes
+/// downstream).
+fn retry_answered(
     cx: Ctx<'_>,
     f: &Forward,
     cluster: &Arc<Cluster>,
-    mut head: Head,
-    mut body: Body,
-    tracker: &mut Tracker,
-) -> Response<ProxyBody> {
-    let hcm = &cx.l.config.http;
-    let policy = f.config.retry_policy.as_ref();
-    let per_try = policy.and_then(|p| p.per_try_timeout);
-    // From the moment the request was all here: its start when it had no body (one clock
-    // read fewer), now when its body was just read whole.
-    let deadline = f.config.timeout.map(|t| {
-        let received = if body.read_first {
-            tokio::time::Instant::now()
-        } else {
-            tokio::time::Instant::from_std(tracker.start())
-        };
-        received + t
-    });
-    let idempotent = matches!(
-        head.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    let mut tries = Tries::new(policy, body.replay.is_some());
-    tries.start();
-    loop {
-        // The last try takes the head instead of a copy.
-        let last = tries.is_last();
-        let mut up = upstream_request(&mut head, &mut body, last);
-        let outcome = attempt_once(
-            cx.w,
-            f.cluster,
-            cluster,
-            &mut up,
-            deadline,
-            per_try.or(hcm.stream_idle_timeout),
-        )
-        .await;
-        // The request has been written (or failed): its map serves a later message, or a
-        // resend when the last try took it and Baton's own client still has it.
-        let sent = std::mem::take(up.headers_mut());
-        drop(up);
-        let (failure, reused) = match outcome {
-            Ok(done) => {
-                crate::header_pool::give(sent);
-                let status = done.response.status().as_u16();
-                cluster.stats.response(status, &cx.w.codes[f.cluster]);
-                if tries.after_status(status, cluster) == Next::Retry {
-                    tries.start();
-                    continue;
-                }
-                if tries.retried() {
-                    cluster.stats.upstream_rq_retry_success.inc();
-                }
-                return respond(cx, f, done, tracker);
-            }
-            Err(e) => e,
-        };
-        if body.timed_out.as_ref().is_some_and(|t| t.get().is_some()) {
-            crate::header_pool::give(sent);
-            return request_timeout_reply(cx, tracker);
-        }
-        if failure == UpstreamFailure::Timeout {
-            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                crate::header_pool::give(sent);
-                cluster.stats.upstream_rq_timeout.inc();
-                cx.l.http_stats.downstream_rq_timeout.inc();
-                return tracker.failure_reply(failure);
-            }
-            cluster.stats.upstream_rq_per_try_timeout.inc();
-        }
-        // A reused keep-alive connection the upstream closed as we wrote to it: an idempotent
-        // request with a replayable body goes once more on a new connection (if its head is
-        // still in hand).
-        let head_in_hand = !last || !sent.is_empty();
-        let resendable = reused && idempotent && body.replay.is_some() && head_in_hand;
-        match tries.after_failure(failure, resendable, cluster) {
-            Next::Resend => {
-                if last {
-                    head.headers = sent;
-                } else {
-                    crate::header_pool::give(sent);
-                }
-            }
-            Next::Retry => {
-                crate::header_pool::give(sent);
-                tries.start();
-            }
-            Next::Done => {
-                crate::header_pool::give(sent);
-                return tracker.failure_reply(failure);
-            }
-        }
+    tries: &mut Tries<'_>,
+    status: u16,
+) -> bool {
+    cluster.stats.response(status, &cx.w.codes[f.cluster]);
+    if tries.after_status(status, cluster) == Next::Retry {
+        return true;
     }
+    if tries.retried() {
+        cluster.stats.upstream_rq_retry_success.inc();
+    }
+    false
+}
+
+/// After a try that failed: another try, a resend, or [`Next::Done`] (the reply is the
+/// failure's, or the request timeout's when the body timed out).
+fn failed(
+    cx: Ctx<'_>,
+    cluster: &Arc<Cluster>,
+    limits: &Limits,
+    tries: &mut Tries<'_>,
+    f: Failure,
+) -> Next {
+    if f.body_timed_out {
+        return Next::Done;
+    }
+    if f.failure == UpstreamFailure::Timeout {
+        if limits
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
+            cluster.stats.upstream_rq_timeout.inc();
+            cx.l.http_stats.downstream_rq_timeout.inc();
+            return Next::Done;
+        }
+        cluster.stats.upstream_rq_per_try_timeout.inc();
+    }
+    // A reused keep-alive connection the upstream closed as we wrote to it: an idempotent
+    // request with a replayable body goes once more on a new connection.
+    tries.after_failure(f.failure, f.resendable, cluster)
 }
 
 /// The request for one try: the head (taken on the `last` try, else copied) and the body
 /// (replayed, or the stream on the one try it can have).
-fn upstream_request(head: &mut Head, body: &mut Body, last: bool) -> Request<ProxyBody> {
+fn upstream_request(
+    parts: &mut http::request::Parts,
+    target: &Target,
+    body: &mut Body,
+    last: bool,
+) -> Request<ProxyBody> {
     let body = match &body.replay {
         Some(b) => ProxyBody::full(b.clone()),
         None => body.stream.take().unwrap_or_else(ProxyBody::empty),
     };
     let mut up = Request::new(body);
-    *up.method_mut() = head.method.clone();
-    *up.uri_mut() = head.uri.clone();
-    *up.version_mut() = head.version;
+    *up.method_mut() = parts.method.clone();
+    *up.uri_mut() = target.uri.clone();
+    *up.version_mut() = target.version;
     *up.headers_mut() = if last {
-        std::mem::take(&mut head.headers)
+        std::mem::take(&mut parts.headers)
     } else {
-        head.headers.clone()
+        parts.headers.clone()
     };
     up
 }
