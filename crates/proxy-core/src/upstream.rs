@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
-use crate::client::{self, Checkin, CxGuard, H1Conn, Home, SendError};
+use crate::client::{Checkin, CxGuard, H1Body, H1Conn, Home, SendError};
 use crate::cluster::{Cluster, Host};
 use crate::error::UpstreamFailure;
 use crate::headers::{strip_hop_by_hop, Upgrade};
@@ -156,7 +156,9 @@ impl Pools {
             let head_limit = (cluster.config.per_connection_buffer_limit_bytes as usize).max(8192);
             let guard = CxGuard::new(cluster.clone(), host.clone());
             return Ok(Checkout {
-                conn: Conn::Own(Box::new(H1Conn::new(stream, host.addr, head_limit, guard))),
+                conn: Conn::Own(Box::new(H1Conn::new(
+                    stream, host.addr, cidx, head_limit, guard,
+                ))),
                 reused: false,
             });
         }
@@ -250,8 +252,8 @@ impl Pools {
 }
 
 impl Checkin for Pools {
-    fn checkin_h1(&self, cidx: usize, conn: Box<H1Conn>) {
-        Pools::checkin_h1(self, cidx, conn);
+    fn checkin_h1(&self, conn: Box<H1Conn>) {
+        Pools::checkin_h1(self, conn.cidx(), conn);
     }
 }
 
@@ -276,7 +278,11 @@ impl Conn {
         let (res, checkin) = match self {
             Conn::Own(c) => {
                 let body = req.body().buffered().unwrap_or_default();
-                let resp = client::send(c, req, &body, home, ProxyBody::upstream_h1).await?;
+                let resp = c
+                    .send(req, body, |start, conn| {
+                        H1Body::response(start, conn, home, ProxyBody::upstream_h1)
+                    })
+                    .await?;
                 return Ok((resp, None));
             }
             Conn::H1(mut s) => (Box::pin(s.try_send_request(taken(req))).await, Some(s)),

@@ -26,15 +26,14 @@ enum State {
 
 /// Where idle connections of Baton's own client are kept (the worker's upstream pools).
 pub trait Checkin {
-    /// Take `conn`, idle and reusable, for cluster `cidx`.
-    fn checkin_h1(&self, cidx: usize, conn: Box<H1Conn>);
+    /// Take `conn`, idle and reusable (its cluster is [`H1Conn::cidx`]).
+    fn checkin_h1(&self, conn: Box<H1Conn>);
 }
 
 /// Where a connection goes back to once its response body has been read.
 #[derive(Clone)]
 pub struct Home {
     pub pools: Rc<dyn Checkin>,
-    pub cidx: usize,
 }
 
 /// A body error as `http_body` bodies carry them (the proxied body's error type, so a frame
@@ -60,7 +59,7 @@ impl From<BadChunk> for BodyReadError {
 
 impl std::fmt::Debug for Home {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Home").field("cidx", &self.cidx).finish()
+        f.debug_struct("Home").finish_non_exhaustive()
     }
 }
 
@@ -140,7 +139,7 @@ impl H1Body {
         let conn = self.conn.take();
         if let (Some(conn), Some(home)) = (conn, self.home.take()) {
             if self.keep_alive && conn.buf.is_empty() {
-                home.pools.checkin_h1(home.cidx, conn);
+                home.pools.checkin_h1(conn);
             }
         }
     }

@@ -29,6 +29,8 @@ pub struct H1Conn {
     /// Largest response head accepted.
     pub(super) head_limit: usize,
     addr: SocketAddr,
+    /// Its cluster's index (the pool it goes back to).
+    cidx: usize,
     /// Field names met on this connection, as sent: an upstream sends the same names in the
     /// same case response after response, and comparing bytes is cheaper than parsing a name.
     names: NameCache,
@@ -56,13 +58,21 @@ impl std::fmt::Debug for H1Conn {
 // === impl H1Conn ===
 
 impl H1Conn {
-    pub fn new(io: TcpStream, addr: SocketAddr, head_limit: usize, guard: CxGuard) -> Self {
+    /// A connection to `addr` of cluster `cidx`.
+    pub fn new(
+        io: TcpStream,
+        addr: SocketAddr,
+        cidx: usize,
+        head_limit: usize,
+        guard: CxGuard,
+    ) -> Self {
         Self {
             io,
             buf: BytesMut::new(),
             wbuf: Vec::new(),
             head_limit,
             addr,
+            cidx,
             names: NameCache::new(NAME_CACHE),
             fields: Vec::new(),
             split_heads: true,
@@ -73,6 +83,11 @@ impl H1Conn {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The index of the cluster it belongs to.
+    pub fn cidx(&self) -> usize {
+        self.cidx
     }
 
     /// Whether a pooled connection is still usable: nothing arrived while it was idle (an
@@ -105,7 +120,7 @@ impl H1Conn {
     pub async fn send<B, R>(
         mut self: Box<Self>,
         req: &Request<B>,
-        body: &Bytes,
+        body: Bytes,
         then: impl FnOnce(ResponseStart, Box<Self>) -> R,
     ) -> Result<R, SendError> {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -117,10 +132,10 @@ impl H1Conn {
             body.len(),
         );
         if body.len() <= READ_SIZE {
-            self.wbuf.extend_from_slice(body);
+            self.wbuf.extend_from_slice(&body);
         }
         let head_request = req.method() == Method::HEAD;
-        if let Err(e) = self.write_request(body).await {
+        if let Err(e) = self.write_request(&body).await {
             tracing::debug!(upstream = %self.addr, error = %e, "upstream write failed");
             return Err(match e {
                 WriteError::NothingSent(_) => SendError::NotSent,

@@ -18,20 +18,5 @@ mod conn;
 mod cx;
 
 pub use body::{BodyReadError, Checkin, H1Body, Home};
-pub use conn::H1Conn;
+pub use conn::{H1Conn, ResponseStart};
 pub use cx::{CxGuard, SendError};
-
-/// Send `req` with `body` (already in memory) on `conn` and read the response head; the
-/// response body (as `wrap` makes it) reads from the connection, which goes `home` at its end.
-pub async fn send<B, T>(
-    conn: Box<H1Conn>,
-    req: &http::Request<B>,
-    body: &bytes::Bytes,
-    home: Home,
-    wrap: impl FnOnce(H1Body) -> T,
-) -> Result<http::Response<T>, SendError> {
-    conn.send(req, body, |start, conn| {
-        H1Body::response(start, conn, home, wrap)
-    })
-    .await
-}

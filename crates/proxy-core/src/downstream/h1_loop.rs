@@ -316,23 +316,16 @@ impl Conn<'_> {
         let raw = self.buf.split_to(head.len).freeze();
         // Room for what forwarding adds (x-request-id, x-forwarded-*, x-envoy-*) without a
         // rehash.
-        let Scratch { spans, mut names } = SCRATCH.with_borrow_mut(|s| Scratch {
-            spans: std::mem::take(&mut s.spans),
-            names: std::mem::replace(&mut s.names, NameCache::new(0)),
+        let mut req = Request::new(RequestBody::Empty);
+        let filled = SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch { spans, names } = scratch;
+            request::fill(&mut req, head, &raw, spans, names, ADDED_FIELDS)
         });
-        let req = request::request(
-            head,
-            &raw,
-            &spans,
-            &mut names,
-            ADDED_FIELDS,
-            RequestBody::Empty,
-        );
-        SCRATCH.with_borrow_mut(|s| *s = Scratch { spans, names });
-        if req.is_none() {
+        if !filled {
             self.unsplit(raw);
+            return None;
         }
-        req
+        Some(req)
     }
 
     /// Put a split-off head back in front of the buffer (for hyper to read).

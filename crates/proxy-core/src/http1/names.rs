@@ -67,6 +67,16 @@ impl NameCache {
         }
     }
 
+    /// `raw` as a field name, from anywhere in the cache (for peers whose fields come in no
+    /// fixed order: the many clients of a worker thread).
+    #[inline]
+    pub fn find(&mut self, raw: &[u8]) -> Option<HeaderName> {
+        match self.entries.iter().find(|(r, _, _)| **r == *raw) {
+            Some((_, name, _)) => Some(name.clone()),
+            None => self.search(raw).map(|(name, _)| name),
+        }
+    }
+
     /// `raw` anywhere in the cache, or parsed (and remembered while there is room).
     #[inline(never)]
     fn search(&mut self, raw: &[u8]) -> Option<(HeaderName, Kind)> {

@@ -127,43 +127,43 @@ fn served_method(method: &str) -> Option<Method> {
     }
 }
 
-/// The request `head` describes, with `body`, from `raw` (the head's bytes, which its values
-/// and target become slices of), with a map from the pool with room for `extra` more fields.
-/// `None` when a part of it does not convert (hyper then judges it).
+/// Fill `req` (a new request: its body already set) with what `head` describes, from `raw`
+/// (the head's bytes, which its values and target become slices of), with a map from the pool
+/// with room for `extra` more fields. False when a part of it does not convert (hyper then
+/// judges it). In place: a request is a few hundred bytes, and a returned one is copied.
 #[inline]
-pub fn request<B>(
+pub fn fill<B>(
+    req: &mut Request<B>,
     head: &Head,
     raw: &Bytes,
     spans: &[Span],
     names: &mut NameCache,
     extra: usize,
-    body: B,
-) -> Option<Request<B>> {
+) -> bool {
     let slice = |(start, len): (u32, u32)| raw.slice(start as usize..(start + len) as usize);
     let mut headers = crate::header_pool::take(head.fields + extra);
-    for (i, s) in spans[..head.fields].iter().enumerate() {
+    for s in &spans[..head.fields] {
         let (start, len) = s.name;
-        let name = names.get(i, &raw[start as usize..(start + len) as usize]);
+        let name = names.find(&raw[start as usize..(start + len) as usize]);
         let value = http::HeaderValue::from_maybe_shared(slice(s.value)).ok();
         match (name, value) {
-            (Some((n, _)), Some(v)) => {
+            (Some(n), Some(v)) => {
                 headers.append(n, v);
             }
             _ => {
                 crate::header_pool::give(headers);
-                return None;
+                return false;
             }
         }
     }
     let Ok(uri) = Uri::from_maybe_shared(slice(head.target)) else {
         crate::header_pool::give(headers);
-        return None;
+        return false;
     };
-    let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    Some(req)
+    true
 }
 
 #[cfg(test)]
@@ -175,7 +175,8 @@ mod tests {
         match parse(raw, &mut spans) {
             Parsed::Head(h) => {
                 let bytes = Bytes::copy_from_slice(&raw[..h.len]);
-                request(&h, &bytes, &spans, &mut NameCache::new(8), 0, ())
+                let mut req = Request::new(());
+                fill(&mut req, &h, &bytes, &spans, &mut NameCache::new(8), 0).then_some(req)
             }
             _ => None,
         }

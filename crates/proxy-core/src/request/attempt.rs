@@ -127,7 +127,6 @@ pub(super) async fn attempt_once(
             let sent_at = Instant::now();
             let home = Home {
                 pools: w.pools.clone(),
-                cidx,
             };
             match co.conn.send(req, home).await {
                 Ok((resp, checkin)) => return Ok((resp, checkin, sent_at)),
