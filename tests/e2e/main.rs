@@ -16,6 +16,7 @@ mod handover;
 mod keepalive;
 mod lb;
 mod restart;
+mod restart_safety;
 mod restarter;
 mod retries;
 mod stats;

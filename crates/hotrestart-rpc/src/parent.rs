@@ -68,6 +68,11 @@ pub trait ParentHandler {
         Ok(())
     }
 
+    /// The reply to [`ParentHandler::connections_ack`] has been written to the child (or could
+    /// not be): only now does the child know its answer was heard, so a generation must not exit
+    /// between the two (the child would take a reply lost with the parent for a refusal).
+    fn ack_replied(&mut self) {}
+
     /// The session with the child ended (disconnect, error, refusal or termination). Anything
     /// handed out but not acknowledged is the handler's again.
     fn session_ended(&mut self) {}
@@ -198,7 +203,9 @@ fn session(
             Some(Body::TakeConnections(req)) => send_connections(conn, id, &req, handler, opts)?,
             Some(Body::ConnectionsAck(ack)) => {
                 let result = handler.connections_ack(&ack);
-                reply_status(conn, id, result, opts)?;
+                let replied = reply_status(conn, id, result, opts);
+                handler.ack_replied();
+                replied?;
             }
             Some(Body::Terminate(_)) => {
                 tracing::info!("child asks this generation to terminate");

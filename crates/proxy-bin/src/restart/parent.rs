@@ -64,6 +64,9 @@ struct Handler {
     handover: Handover,
     /// The last batch handed to the child, until it answers.
     offered: Vec<Offer>,
+    /// The last batch, answered, until the child has the reply to its answer: this generation
+    /// does not exit in between (see [`Handover::settled`]).
+    answered: Vec<handover::Answered>,
     /// The last batch told the child there is no more: once it is answered, the hand-over
     /// ends (a connection that becomes movable later is drained instead, as no one will come
     /// for it).
@@ -78,12 +81,13 @@ impl std::fmt::Debug for ParentSide {
 
 impl ParentHandler for Handler {
     fn state(&mut self) -> ParentState {
-        if let Some(mut old) = self.grandparent.lock().take() {
-            tracing::info!("a new generation is starting: ending the generation still draining");
-            if let Err(e) = old.terminate() {
-                // Usually it has already drained and exited.
-                tracing::debug!(error = %e, "could not end the draining generation");
+        match self.grandparent.end(GRANDPARENT_HANDOVER_WAIT) {
+            Some(Ok(())) => {
+                tracing::info!("a new generation is starting: ended the generation still draining")
             }
+            // Usually it has already drained and exited.
+            Some(Err(e)) => tracing::debug!(error = %e, "could not end the draining generation"),
+            None => {}
         }
         self.state.clone()
     }
@@ -183,7 +187,7 @@ impl ParentHandler for Handler {
         for (i, offer) in self.offered.drain(..).enumerate() {
             let yes = ack.taken.get(i).copied().unwrap_or(false);
             taken += usize::from(yes);
-            offer.settle(yes);
+            self.answered.push(offer.answer(yes));
         }
         if taken > 0 {
             tracing::debug!(taken, "connections taken by the next generation");
@@ -198,10 +202,15 @@ impl ParentHandler for Handler {
         Ok(())
     }
 
+    fn ack_replied(&mut self) {
+        self.answered.clear();
+    }
+
     fn session_ended(&mut self) {
         for offer in self.offered.drain(..) {
             offer.settle(false);
         }
+        self.answered.clear();
         if self.handover.mode() == handover::Mode::Active {
             // The child is gone (done, or failed): nothing more moves; what is left drains.
             tracing::info!(
@@ -212,6 +221,11 @@ impl ParentHandler for Handler {
         }
     }
 }
+
+/// Longest a generation waits, when a grandchild arrives, for its parent to finish handing its
+/// live connections over before ending it. Shorter than the grandchild's handshake timeout
+/// (it waits for the answer to its hello meanwhile).
+const GRANDPARENT_HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest a parent holds a take-connections request waiting for a connection to move.
 const MAX_TAKE_WAIT: Duration = Duration::from_secs(1);
@@ -235,6 +249,7 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
         grandparent: a.grandparent,
         handover: a.handover,
         offered: Vec::new(),
+        answered: Vec::new(),
         last_batch: false,
     };
     let serve_opts = ServeOptions::new(a.hot_restart_version);
