@@ -174,3 +174,41 @@ async fn a_generation_told_to_end_mid_batch_waits_for_the_answer() {
     })
     .await;
 }
+
+/// A connection to the abstract restart socket of `b` that never says anything.
+fn silent_connection(b: &Baton) -> std::os::unix::net::UnixStream {
+    use std::os::linux::net::SocketAddrExt as _;
+    let name = format!("baton_hotrestart_{}_{}", b.base_id, b.epoch);
+    let addr =
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+    std::os::unix::net::UnixStream::connect_addr(&addr).expect("connect to the restart socket")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_connections_to_the_restart_socket_do_not_block_a_restart() {
+    within(60, "silent restart peers", async {
+        let mut a = Baton::start(&direct("g0")).await;
+        // Two local processes of the same user connect and say nothing (before the fix: the
+        // first delayed the restart by 5 s, the second made it fail "timed out after 5s").
+        let _silent = [silent_connection(&a), silent_connection(&a)];
+        let started = Instant::now();
+        let mut b = a.restart(&direct("g1"), &[]);
+        b.wait_serving().await;
+        let took = started.elapsed();
+        eprintln!(
+            "restart with two silent peers served after {} ms",
+            took.as_millis()
+        );
+        assert!(
+            took < Duration::from_secs(4),
+            "took {took:?}\n{}",
+            b.stderr()
+        );
+        assert_eq!(get(b.addr(), "/").await.text(), "g1");
+        assert!(
+            a.wait_exit(Duration::from_secs(10)).await.is_some(),
+            "A still runs"
+        );
+    })
+    .await;
+}

@@ -87,6 +87,10 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// Longest wait for one send, and for a batch's ack.
     pub io_timeout: Duration,
+    /// Longest wait for a new peer's first message (its hello). Sessions are served one at a
+    /// time, so a silent peer (any local process of the same user may connect) holds the next
+    /// child up for at most this long; a real child sends its hello as soon as it connects.
+    pub handshake_timeout: Duration,
     /// How often [`serve`] looks at its stop flag while no child connects.
     pub accept_poll: Duration,
 }
@@ -114,12 +118,14 @@ pub enum ServeExit {
 // === impl ServeOptions ===
 
 impl ServeOptions {
-    /// Options with the given hot restart version and default timeouts (idle 60 s, io 5 s).
+    /// Options with the given hot restart version and default timeouts (idle 60 s, io 5 s,
+    /// handshake 500 ms).
     pub fn new(hot_restart_version: impl Into<String>) -> Self {
         Self {
             hot_restart_version: hot_restart_version.into(),
             idle_timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_millis(500),
             accept_poll: Duration::from_millis(200),
         }
     }
@@ -248,7 +254,7 @@ fn session(
 }
 
 fn handshake(conn: &mut Conn, handler: &mut impl ParentHandler, opts: &ServeOptions) -> Result<()> {
-    let (msg, fds) = conn.recv(opts.io_timeout)?;
+    let (msg, fds) = conn.recv(opts.handshake_timeout)?;
     drop(fds);
     let reply = match &msg.body {
         Some(Body::Hello(hello)) => {
