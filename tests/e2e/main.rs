@@ -20,6 +20,7 @@ mod restart_safety;
 mod restarter;
 mod retries;
 mod stats;
+mod stats_cmd;
 mod streaming;
 mod timeouts;
 mod tls;
