@@ -212,3 +212,31 @@ async fn silent_connections_to_the_restart_socket_do_not_block_a_restart() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_generation_of_a_hot_restart_file_chain_removes_the_socket_file() {
+    within(60, "--hot-restart-file cleanup", async {
+        let dir = TempDir::new("hrfile-cleanup");
+        let file = dir.file("restart.sock");
+        let stats = dir.file("restart.sock.stats");
+        let path = file.display().to_string();
+        let extra = ["--hot-restart-file", path.as_str()];
+        let mut g0 = Baton::start_with(&direct("g0"), &extra).await;
+        assert!(file.exists() && stats.exists());
+        let mut g1 = g0.restart(&direct("g1"), &extra);
+        g1.wait_serving().await;
+        assert!(
+            g0.wait_exit(Duration::from_secs(10)).await.is_some(),
+            "g0 still runs"
+        );
+        // g0 left g1's socket (renamed over its own) in place.
+        assert!(file.exists(), "g0 removed its successor's socket");
+        assert_eq!(get(g1.addr(), "/").await.text(), "g1");
+        g1.signal("TERM");
+        let status = g1.wait_exit(Duration::from_secs(15)).await;
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", g1.stderr());
+        assert!(!stats.exists(), "the stats region is removed");
+        assert!(!file.exists(), "the socket file is left behind");
+    })
+    .await;
+}

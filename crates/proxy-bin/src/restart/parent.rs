@@ -25,6 +25,10 @@ use super::{wire, Grandparent, OwnedSockets, ParentEvent};
 pub struct ParentSide {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The restart socket's file (`--hot-restart-file`), removed when this is dropped unless a
+    /// successor has renamed its own over it: the last generation of a chain leaves no file.
+    /// (The listener's own drop would, but its thread ends with the process.)
+    socket_file: Option<hotrestart_rpc::SocketFile>,
 }
 
 /// What the parent side needs: who this generation is, what it can lend, and where to report.
@@ -255,6 +259,7 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
     let serve_opts = ServeOptions::new(a.hot_restart_version);
     let stop_flag = stop.clone();
     let listener = a.listener;
+    let socket_file = listener.socket_file();
     let thread = std::thread::Builder::new()
         .name("baton-restart".to_owned())
         .spawn(move || {
@@ -265,6 +270,7 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
     Ok(ParentSide {
         stop,
         thread: Some(thread),
+        socket_file,
     })
 }
 
@@ -274,5 +280,11 @@ impl Drop for ParentSide {
         // process, so nothing waits for it here.
         self.stop.store(true, Ordering::Release);
         drop(self.thread.take());
+        if let Some(file) = &self.socket_file {
+            file.remove_if_ours();
+            if !file.path().exists() {
+                tracing::info!(path = %file.path().display(), "removed the hot restart socket");
+            }
+        }
     }
 }
