@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::restart::pid_alive;
 use crate::support::*;
 
 /// Restart flags of every generation here: a short drain, a bounded parent life.
@@ -237,6 +238,44 @@ async fn the_last_generation_of_a_hot_restart_file_chain_removes_the_socket_file
         assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", g1.stderr());
         assert!(!stats.exists(), "the stats region is removed");
         assert!(!file.exists(), "the socket file is left behind");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_hello_does_not_end_the_generation_still_draining() {
+    within(60, "refused hello", async {
+        let a = Baton::start(&direct("g0")).await;
+        // An idle client keeps A draining (no hand-over: gradual over the default 600 s).
+        let mut held = H1::connect(a.addr()).await.expect("connect");
+        let r = held
+            .send(get_req("test.local", "/"))
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200);
+        let mut b = a.restart(&direct("g1"), &["--disable-connection-handover"]);
+        b.wait_serving().await;
+        logged(&a, "draining").await;
+        // Something says hello to B with another hot restart version: refused, and A stays.
+        let endpoint = hotrestart_rpc::Endpoint::for_epoch(u64::from(b.base_id), b.epoch);
+        let conn = hotrestart_rpc::connect(&endpoint, Duration::from_secs(5)).expect("connect");
+        let hello = hotrestart_rpc::negotiate::hello("not-this-version", b.epoch + 1, 1);
+        let refused = hotrestart_rpc::Client::handshake(conn, hello, Duration::from_secs(5));
+        assert!(refused.is_err(), "a foreign version was accepted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            pid_alive(a.pid()),
+            "A was ended by a refused hello:\n{}",
+            b.stderr()
+        );
+        // A real third generation still ends it.
+        let mut c = b.restart(&direct("g2"), &[]);
+        c.wait_serving().await;
+        let mut a = a;
+        assert!(
+            a.wait_exit(Duration::from_secs(10)).await.is_some(),
+            "A not ended by the third generation"
+        );
     })
     .await;
 }

@@ -85,6 +85,15 @@ impl std::fmt::Debug for ParentSide {
 
 impl ParentHandler for Handler {
     fn state(&mut self) -> ParentState {
+        self.state.clone()
+    }
+
+    fn listen_sockets(
+        &mut self,
+        request: &ListenSocketsRequest,
+    ) -> Result<Vec<(SocketManifest, BorrowedFd<'_>)>, String> {
+        // A child this generation accepted is starting: the generation still draining behind
+        // this one goes first (not on a mere hello, which may be refused).
         match self.grandparent.end(GRANDPARENT_HANDOVER_WAIT) {
             Some(Ok(())) => {
                 tracing::info!("a new generation is starting: ended the generation still draining")
@@ -93,13 +102,6 @@ impl ParentHandler for Handler {
             Some(Err(e)) => tracing::debug!(error = %e, "could not end the draining generation"),
             None => {}
         }
-        self.state.clone()
-    }
-
-    fn listen_sockets(
-        &mut self,
-        request: &ListenSocketsRequest,
-    ) -> Result<Vec<(SocketManifest, BorrowedFd<'_>)>, String> {
         self.lent.clear();
         let wanted = wire::Wanted::from_request(request);
         for owned in self.sockets.lock().iter() {
@@ -227,8 +229,8 @@ impl ParentHandler for Handler {
 }
 
 /// Longest a generation waits, when a grandchild arrives, for its parent to finish handing its
-/// live connections over before ending it. Shorter than the grandchild's handshake timeout
-/// (it waits for the answer to its hello meanwhile).
+/// live connections over before ending it. Shorter than the grandchild's RPC timeout (it waits
+/// for its listen sockets meanwhile).
 const GRANDPARENT_HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest a parent holds a take-connections request waiting for a connection to move.
