@@ -38,6 +38,16 @@ pub struct Listener {
 }
 
 /// One connection between two generations. Owns the socket; dropping it closes the connection.
+/// The file a [`Listener`] bound at a path, for whoever outlives the thread that owns the
+/// listener (a process exits without that thread dropping it): [`SocketFile::remove_if_ours`]
+/// removes the file only while it is still that listener's, never a successor's socket renamed
+/// over it.
+#[derive(Clone, Debug)]
+pub struct SocketFile {
+    path: std::path::PathBuf,
+    bound: BoundFile,
+}
+
 #[derive(Debug)]
 pub struct Conn {
     stream: UnixStream,
@@ -121,6 +131,17 @@ impl Listener {
         &self.endpoint
     }
 
+    /// The file this listener bound, if it listens at a filesystem path.
+    pub fn socket_file(&self) -> Option<SocketFile> {
+        match (&self.bound_file, &self.endpoint) {
+            (Some(bound), Endpoint::Path { path, .. }) => Some(SocketFile {
+                path: path.clone(),
+                bound: *bound,
+            }),
+            _ => None,
+        }
+    }
+
     /// Waits up to `timeout` for a connection and authenticates it. A peer of another uid (not
     /// root) is logged, disconnected and reported as [`Error::PeerRefused`]; the listener is
     /// unaffected and the caller simply accepts again.
@@ -157,6 +178,19 @@ impl Listener {
                 Err(e) => return Err(Error::io(OP, e)),
             }
         }
+    }
+}
+
+// === impl SocketFile ===
+
+impl SocketFile {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Removes the file if it is still the one the listener bound.
+    pub fn remove_if_ours(&self) {
+        self.bound.remove_if_ours(&self.path);
     }
 }
 

@@ -81,7 +81,7 @@ mod parent;
 pub mod pb;
 
 pub use child::Client;
-pub use conn::{connect, peer_credentials, Conn, Listener, PeerCred};
+pub use conn::{connect, peer_credentials, Conn, Listener, PeerCred, SocketFile};
 pub use endpoint::{Endpoint, MAX_ABSTRACT_NAME};
 pub use error::{Error, Result};
 pub use parent::{serve, serve_one, ParentHandler, ServeExit, ServeOptions, SessionEnd};

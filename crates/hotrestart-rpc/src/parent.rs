@@ -68,6 +68,11 @@ pub trait ParentHandler {
         Ok(())
     }
 
+    /// The reply to [`ParentHandler::connections_ack`] has been written to the child (or could
+    /// not be): only now does the child know its answer was heard, so a generation must not exit
+    /// between the two (the child would take a reply lost with the parent for a refusal).
+    fn ack_replied(&mut self) {}
+
     /// The session with the child ended (disconnect, error, refusal or termination). Anything
     /// handed out but not acknowledged is the handler's again.
     fn session_ended(&mut self) {}
@@ -82,6 +87,10 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// Longest wait for one send, and for a batch's ack.
     pub io_timeout: Duration,
+    /// Longest wait for a new peer's first message (its hello). Sessions are served one at a
+    /// time, so a silent peer (any local process of the same user may connect) holds the next
+    /// child up for at most this long; a real child sends its hello as soon as it connects.
+    pub handshake_timeout: Duration,
     /// How often [`serve`] looks at its stop flag while no child connects.
     pub accept_poll: Duration,
 }
@@ -109,12 +118,14 @@ pub enum ServeExit {
 // === impl ServeOptions ===
 
 impl ServeOptions {
-    /// Options with the given hot restart version and default timeouts (idle 60 s, io 5 s).
+    /// Options with the given hot restart version and default timeouts (idle 60 s, io 5 s,
+    /// handshake 500 ms).
     pub fn new(hot_restart_version: impl Into<String>) -> Self {
         Self {
             hot_restart_version: hot_restart_version.into(),
             idle_timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_millis(500),
             accept_poll: Duration::from_millis(200),
         }
     }
@@ -198,7 +209,9 @@ fn session(
             Some(Body::TakeConnections(req)) => send_connections(conn, id, &req, handler, opts)?,
             Some(Body::ConnectionsAck(ack)) => {
                 let result = handler.connections_ack(&ack);
-                reply_status(conn, id, result, opts)?;
+                let replied = reply_status(conn, id, result, opts);
+                handler.ack_replied();
+                replied?;
             }
             Some(Body::Terminate(_)) => {
                 tracing::info!("child asks this generation to terminate");
@@ -241,7 +254,7 @@ fn session(
 }
 
 fn handshake(conn: &mut Conn, handler: &mut impl ParentHandler, opts: &ServeOptions) -> Result<()> {
-    let (msg, fds) = conn.recv(opts.io_timeout)?;
+    let (msg, fds) = conn.recv(opts.handshake_timeout)?;
     drop(fds);
     let reply = match &msg.body {
         Some(Body::Hello(hello)) => {

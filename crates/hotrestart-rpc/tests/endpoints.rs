@@ -81,6 +81,28 @@ fn filesystem_socket_lifecycle() {
 }
 
 #[test]
+fn a_socket_file_handle_removes_only_its_own_file() {
+    let dir = TempDir::new("socket-file");
+    let path = dir.0.join("restart.sock");
+    let endpoint = Endpoint::path(&path, Some(0o600));
+    let abstract_listener = Listener::bind(&unique_endpoint("no-file")).unwrap();
+    assert!(abstract_listener.socket_file().is_none());
+
+    let old = Listener::bind(&endpoint).unwrap();
+    let old_file = old.socket_file().expect("a path listener has a file");
+    assert_eq!(old_file.path(), path.as_path());
+    // A successor renames its socket over the path: the old handle leaves it alone.
+    let new = Listener::bind_replacing(&endpoint).unwrap();
+    let new_file = new.socket_file().unwrap();
+    old_file.remove_if_ours();
+    assert!(path.exists());
+    // The last one removes it, while its listener is still held elsewhere (a thread).
+    new_file.remove_if_ours();
+    assert!(!path.exists());
+    drop((old, new));
+}
+
+#[test]
 fn no_parent_is_recognisable() {
     let err = connect(&unique_endpoint("nobody"), TIMEOUT).unwrap_err();
     assert!(err.is_no_peer(), "{err}");

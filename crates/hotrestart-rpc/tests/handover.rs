@@ -384,3 +384,29 @@ fn a_silent_parent_times_out() {
     assert!(err.is_timeout(), "{err}");
     drop(listener);
 }
+
+#[test]
+fn silent_peers_are_dropped_after_the_handshake_deadline() {
+    let endpoint = unique_endpoint("silent");
+    let thread = ParentThread::spawn(
+        Listener::bind(&endpoint).unwrap(),
+        TestParent::with_listeners(1),
+    );
+    // Two local processes connect and say nothing, ahead of the real child.
+    let silent: Vec<UnixStream> = (0..2).map(|_| raw_connect(&endpoint)).collect();
+    let started = std::time::Instant::now();
+    let mut client =
+        Client::handshake(connect(&endpoint, TIMEOUT).unwrap(), hello(), TIMEOUT).unwrap();
+    // Each held the child up for at most the handshake deadline (500 ms), not the io timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.request_listen_sockets(all()).unwrap().len(), 1);
+    for s in silent {
+        assert!(read_to_close(s).is_empty(), "a silent peer is sent nothing");
+    }
+    client.terminate().unwrap();
+    assert_eq!(thread.join().0, ServeExit::Terminated);
+}

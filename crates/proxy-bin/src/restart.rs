@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use hotrestart_rpc::{Client, Listener};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use plan::{Place, RestartPlan};
 
@@ -68,8 +68,67 @@ pub type OwnedSockets = Arc<Mutex<Vec<OwnedSocket>>>;
 
 /// This generation's own parent while it still drains, shared by the thread that receives its
 /// connections and the parent side, which ends it when a grandchild arrives (so no more than
-/// three generations ever overlap). `None` once ended or never had.
-pub type Grandparent = Arc<Mutex<Option<Client>>>;
+/// three generations ever overlap).
+pub type Grandparent = Arc<ParentLink>;
+
+/// The link to this generation's parent once it drains (see [`Grandparent`]).
+#[derive(Debug, Default)]
+pub struct ParentLink {
+    /// `None` once ended or never had. Held by the receiving thread for each batch (take and
+    /// acknowledge), so the parent is never ended between the two.
+    client: Mutex<Option<Client>>,
+    /// True while the parent's live connections are being received.
+    receiving: Mutex<bool>,
+    /// Signalled when receiving ends.
+    received: Condvar,
+}
+
+// === impl ParentLink ===
+
+impl ParentLink {
+    /// Keep the link to the draining parent; `receiving` when its live connections come next
+    /// (until [`ParentLink::done_receiving`]).
+    pub fn keep(&self, client: Client, receiving: bool) {
+        *self.receiving.lock() = receiving;
+        *self.client.lock() = Some(client);
+    }
+
+    /// The parent's client, for one exchange; `None` once ended.
+    pub fn client(&self) -> MutexGuard<'_, Option<Client>> {
+        self.client.lock()
+    }
+
+    /// Nothing more comes from the parent (it had no more, refused, or went away).
+    pub fn done_receiving(&self) {
+        *self.receiving.lock() = false;
+        self.received.notify_all();
+    }
+
+    /// A grandchild arrives: end the parent (three-generation rule), but first let it finish
+    /// handing its live connections over (at most `within`), so that a connection stopped at an
+    /// idle point for this generation is not closed with the parent. `None` when there is no
+    /// parent left to end.
+    pub fn end(&self, within: Duration) -> Option<Result<(), hotrestart_rpc::Error>> {
+        let deadline = std::time::Instant::now() + within;
+        let mut receiving = self.receiving.lock();
+        while *receiving {
+            if self
+                .received
+                .wait_until(&mut receiving, deadline)
+                .timed_out()
+            {
+                tracing::warn!(
+                    waited_ms = within.as_millis(),
+                    "the draining generation is still handing connections over; ending it anyway"
+                );
+                break;
+            }
+        }
+        drop(receiving);
+        let mut old = self.client.lock().take()?;
+        Some(old.terminate())
+    }
+}
 
 /// Bind this generation's restart socket (before serving, so a clash fails the start); `None`
 /// without hot restart.

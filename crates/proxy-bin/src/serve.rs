@@ -362,6 +362,7 @@ impl Generation {
         if stop != Stop::Ended {
             self.drain(stop, drains, &mut inputs, workers).await;
         }
+        self.settle_handover().await;
         self.lifecycle.enter(Phase::Terminated);
         Ok(())
     }
@@ -481,8 +482,9 @@ impl Generation {
         tokio::task::spawn_blocking(move || match parent.drain_listeners(take) {
             Ok(()) => {
                 tracing::info!("the previous generation is draining");
-                *grandparent.lock() = Some(parent);
-                if let (true, Some(adopter)) = (take, adopter) {
+                let receive = take && adopter.is_some();
+                grandparent.keep(parent, receive);
+                if let (true, Some(adopter)) = (receive, adopter) {
                     let started = Instant::now();
                     // While connections arrive this generation does not finish handing its own
                     // over (a restart right behind this one): they follow.
@@ -495,6 +497,7 @@ impl Generation {
                         "took live connections from the previous generation"
                     );
                     lifecycle.set_handover(moved, refused);
+                    grandparent.done_receiving();
                 }
             }
             Err(e) => tracing::error!(

@@ -23,11 +23,12 @@
 //! | code | meaning                                                              |
 //! |------|----------------------------------------------------------------------|
 //! | 0    | printed                                                              |
-//! | 1    | any other error (I/O, corrupt region)                                |
+//! | 1    | any other error (I/O)                                                |
 //! | 2    | bad command line (unknown flag, bad regex, unsupported format)       |
 //! | 3    | no region: no chain runs with this base id                           |
 //! | 4    | the region has another layout version (a different Baton binary)     |
 //! | 5    | permission denied (the region belongs to another user)               |
+//! | 6    | corrupt region: the file is not a Baton stats region (or is damaged) |
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -44,6 +45,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NO_REGION: u8 = 3;
 pub const EXIT_LAYOUT: u8 = 4;
 pub const EXIT_PERMISSION: u8 = 5;
+pub const EXIT_CORRUPT: u8 = 6;
 
 /// The quantiles Envoy's admin prints for a histogram (as `proxy_core::admin`).
 const QUANTILES: [f64; 10] = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 100.0];
@@ -52,7 +54,10 @@ const QUANTILES: [f64; 10] = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.
 #[command(
     name = "baton stats",
     about = "Print the stats of a running Baton chain from its shared memory region",
-    disable_version_flag = true
+    disable_version_flag = true,
+    after_help = "Exit codes: 0 printed, 1 other error (I/O), 2 bad command line, 3 no region \
+                  (no chain runs with this base id), 4 another layout version (a different Baton \
+                  binary), 5 permission denied, 6 corrupt region (not a Baton stats region)"
 )]
 struct Args {
     /// Base ID of the chain (as given to `baton --base-id`)
@@ -155,6 +160,7 @@ fn exit_code(e: &Error) -> u8 {
         Error::NoRegion { .. } => EXIT_NO_REGION,
         Error::Version { .. } => EXIT_LAYOUT,
         Error::PermissionDenied { .. } => EXIT_PERMISSION,
+        Error::Corrupt { .. } => EXIT_CORRUPT,
         _ => EXIT_OTHER,
     }
 }
@@ -257,5 +263,10 @@ mod tests {
         assert_eq!(exit_code(&no), EXIT_NO_REGION);
         assert_eq!(exit_code(&version), EXIT_LAYOUT);
         assert_eq!(exit_code(&denied), EXIT_PERMISSION);
+        let corrupt = Error::Corrupt {
+            path: "/dev/shm/baton_1".into(),
+            what: "bad magic".into(),
+        };
+        assert_eq!(exit_code(&corrupt), EXIT_CORRUPT);
     }
 }

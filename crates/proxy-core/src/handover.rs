@@ -11,7 +11,10 @@
 //! successor's answer: taken, and the connection's task drops its copy without a FIN (the
 //! successor's copy keeps the socket open); not taken (or the carrier failed), and the
 //! connection resumes here, drained like any other. A connection is *registered* while it could
-//! still be handed over, so the carrier knows when nothing is left ([`Handover::open`]).
+//! still be handed over, so the carrier knows when nothing is left ([`Handover::open`]). An offer
+//! the carrier has taken is *in flight* until answered: the generation waits for
+//! [`Handover::settled`] before it exits, so a batch is always either the successor's or this
+//! generation's, never dropped by both.
 //!
 //! Arriving (the new generation): the carrier turns what it received into [`Arriving`]
 //! connections and passes them to [`crate::worker::Adopter::adopt`].
@@ -87,6 +90,23 @@ pub struct Arriving {
 pub struct Offer {
     pub conn: Leaving,
     reply: oneshot::Sender<bool>,
+    /// Set once the carrier has taken it (its sockets may be on their way to the successor);
+    /// dropped with the offer, once answered.
+    in_flight: Option<InFlight>,
+}
+
+/// An answered offer still counted in flight until dropped (see [`Offer::answer`]).
+#[derive(Debug)]
+#[must_use = "the offer stays in flight until this is dropped"]
+pub struct Answered {
+    _in_flight: Option<InFlight>,
+}
+
+/// One offer taken by the carrier and not yet answered: counted in [`Handover::in_flight`]
+/// until dropped.
+#[derive(Debug)]
+struct InFlight {
+    inner: Arc<Inner>,
 }
 
 /// This generation's hand-over state, shared by its workers and the carrier. Cheap to clone.
@@ -107,6 +127,10 @@ struct Inner {
     /// [`Handover::workers_see_active`]).
     seen_active: AtomicUsize,
     seen: tokio::sync::Notify,
+    /// Offers taken by the carrier and not yet answered (see [`Handover::settled`]).
+    in_flight: AtomicUsize,
+    /// Signalled when an offer in flight is answered.
+    settled: tokio::sync::Notify,
     handed_over: Counter,
     received: Counter,
 }
@@ -134,6 +158,8 @@ impl Handover {
                 open: AtomicUsize::new(0),
                 seen_active: AtomicUsize::new(0),
                 seen: tokio::sync::Notify::new(),
+                in_flight: AtomicUsize::new(0),
+                settled: tokio::sync::Notify::new(),
                 handed_over: store.counter("server.connections_handed_over"),
                 received: store.counter("server.connections_received"),
             }),
@@ -205,7 +231,11 @@ impl Handover {
             return false;
         }
         let (reply, answer) = oneshot::channel();
-        self.queue().push_back(Offer { conn, reply });
+        self.queue().push_back(Offer {
+            conn,
+            reply,
+            in_flight: None,
+        });
         self.inner.ready.notify_all();
         // `end()` may have run between the mode check and the push: it drained the queue
         // before our offer was in it, so refuse it here.
@@ -249,9 +279,40 @@ impl Handover {
                 break;
             }
             fds += n;
-            out.extend(queue.pop_front());
+            out.extend(queue.pop_front().map(|mut offer| {
+                self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+                offer.in_flight = Some(InFlight {
+                    inner: self.inner.clone(),
+                });
+                offer
+            }));
         }
         out
+    }
+
+    /// Offers the carrier has taken (their sockets possibly on their way to the successor) and
+    /// not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Waits (at most `within`) until no offer is in flight: each batch sent to the successor
+    /// has been answered, so each of its connections is either the successor's (taken) or this
+    /// generation's again (refused). A generation waits here before it exits, so a batch the
+    /// successor is about to acknowledge is never dropped by both sides. True when settled.
+    pub async fn settled(&self, within: Duration) -> bool {
+        let all = async {
+            loop {
+                let notified = self.inner.settled.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.in_flight() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(within, all).await.is_ok()
     }
 
     /// Waits (at most `within`) until `workers` workers have seen the hand-over become active,
@@ -387,7 +448,26 @@ impl Drop for ModeWaiter {
 impl Offer {
     /// The successor's answer: `true` if it took the connection.
     pub fn settle(self, taken: bool) {
+        drop(self.answer(taken));
+    }
+
+    /// As [`Offer::settle`], but the offer stays in flight (see [`Handover::settled`]) until the
+    /// returned token is dropped: the carrier drops it once the successor knows its answer was
+    /// heard, so this generation does not exit in between.
+    pub fn answer(self, taken: bool) -> Answered {
         let _ = self.reply.send(taken);
+        Answered {
+            _in_flight: self.in_flight,
+        }
+    }
+}
+
+// === impl InFlight ===
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.inner.settled.notify_waiters();
     }
 }
 
@@ -478,6 +558,35 @@ mod tests {
         assert!(!h.offer(leaving(1)).await);
         assert!(h.register().is_none());
         assert!(!h.activate(), "ended stays ended");
+    }
+
+    #[tokio::test]
+    async fn taken_offers_are_in_flight_until_answered() {
+        let h = Handover::new(true, &Store::new());
+        let _reg = h.register().unwrap();
+        h.activate();
+        let offered = tokio::spawn({
+            let h = h.clone();
+            async move { h.offer(leaving(1)).await }
+        });
+        while h.queue().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(h.in_flight(), 0, "queued, not yet taken");
+        let batch = h.take(253, Duration::ZERO);
+        assert_eq!(h.in_flight(), 1);
+        assert!(!h.settled(Duration::from_millis(20)).await);
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.settled(Duration::from_secs(5)).await }
+        });
+        tokio::task::yield_now().await;
+        for offer in batch {
+            offer.settle(true);
+        }
+        assert!(waiter.await.unwrap(), "settled once answered");
+        assert_eq!(h.in_flight(), 0);
+        assert!(offered.await.unwrap());
     }
 
     #[test]

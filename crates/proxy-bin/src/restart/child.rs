@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use hotrestart_rpc::{negotiate, Client};
-use parking_lot::Mutex;
 
 use super::plan::{NoParent, Place, RestartPlan};
 use super::{wire, Inherited, RPC_TIMEOUT};
@@ -80,16 +79,14 @@ const TAKE_WAIT: Duration = Duration::from_millis(500);
 /// here, until the parent has none left, refuses, or goes away. Runs on a blocking thread; the
 /// client is shared with the three-generation rule, which may take it (ending this loop).
 pub fn receive_connections(
-    parent: &Mutex<Option<Client>>,
+    parent: &super::ParentLink,
     adopter: &proxy_core::worker::Adopter,
 ) -> (usize, usize) {
     let (mut moved, mut refused) = (0, 0);
     loop {
-        let mut guard = parent.lock();
+        let mut guard = parent.client();
         let Some(client) = guard.as_mut() else { break };
-        let (batch, fds) = match client
-            .take_connections(hotrestart_rpc::frame::MAX_FDS_PER_FRAME as u32, TAKE_WAIT)
-        {
+        let (batch, fds) = match client.take_connections(max_fds(), TAKE_WAIT) {
             Ok(b) => b,
             Err(e) => {
                 tracing::info!(error = %e, "not taking connections from the previous generation");
@@ -161,4 +158,16 @@ fn ack_delay() -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(Duration::from_millis)
+}
+
+/// Fault injection for tests of a slow hand-over: the child asks for batches of at most this
+/// many fds (so a few connections take several batches).
+const MAX_FDS_ENV: &str = "BATON_HANDOVER_MAX_FDS";
+
+fn max_fds() -> u32 {
+    let most = hotrestart_rpc::frame::MAX_FDS_PER_FRAME as u32;
+    std::env::var(MAX_FDS_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(most, |n| n.clamp(2, most))
 }

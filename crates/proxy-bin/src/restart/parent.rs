@@ -25,6 +25,10 @@ use super::{wire, Grandparent, OwnedSockets, ParentEvent};
 pub struct ParentSide {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The restart socket's file (`--hot-restart-file`), removed when this is dropped unless a
+    /// successor has renamed its own over it: the last generation of a chain leaves no file.
+    /// (The listener's own drop would, but its thread ends with the process.)
+    socket_file: Option<hotrestart_rpc::SocketFile>,
 }
 
 /// What the parent side needs: who this generation is, what it can lend, and where to report.
@@ -64,6 +68,9 @@ struct Handler {
     handover: Handover,
     /// The last batch handed to the child, until it answers.
     offered: Vec<Offer>,
+    /// The last batch, answered, until the child has the reply to its answer: this generation
+    /// does not exit in between (see [`Handover::settled`]).
+    answered: Vec<handover::Answered>,
     /// The last batch told the child there is no more: once it is answered, the hand-over
     /// ends (a connection that becomes movable later is drained instead, as no one will come
     /// for it).
@@ -78,13 +85,6 @@ impl std::fmt::Debug for ParentSide {
 
 impl ParentHandler for Handler {
     fn state(&mut self) -> ParentState {
-        if let Some(mut old) = self.grandparent.lock().take() {
-            tracing::info!("a new generation is starting: ending the generation still draining");
-            if let Err(e) = old.terminate() {
-                // Usually it has already drained and exited.
-                tracing::debug!(error = %e, "could not end the draining generation");
-            }
-        }
         self.state.clone()
     }
 
@@ -92,6 +92,16 @@ impl ParentHandler for Handler {
         &mut self,
         request: &ListenSocketsRequest,
     ) -> Result<Vec<(SocketManifest, BorrowedFd<'_>)>, String> {
+        // A child this generation accepted is starting: the generation still draining behind
+        // this one goes first (not on a mere hello, which may be refused).
+        match self.grandparent.end(GRANDPARENT_HANDOVER_WAIT) {
+            Some(Ok(())) => {
+                tracing::info!("a new generation is starting: ended the generation still draining")
+            }
+            // Usually it has already drained and exited.
+            Some(Err(e)) => tracing::debug!(error = %e, "could not end the draining generation"),
+            None => {}
+        }
         self.lent.clear();
         let wanted = wire::Wanted::from_request(request);
         for owned in self.sockets.lock().iter() {
@@ -183,7 +193,7 @@ impl ParentHandler for Handler {
         for (i, offer) in self.offered.drain(..).enumerate() {
             let yes = ack.taken.get(i).copied().unwrap_or(false);
             taken += usize::from(yes);
-            offer.settle(yes);
+            self.answered.push(offer.answer(yes));
         }
         if taken > 0 {
             tracing::debug!(taken, "connections taken by the next generation");
@@ -198,10 +208,15 @@ impl ParentHandler for Handler {
         Ok(())
     }
 
+    fn ack_replied(&mut self) {
+        self.answered.clear();
+    }
+
     fn session_ended(&mut self) {
         for offer in self.offered.drain(..) {
             offer.settle(false);
         }
+        self.answered.clear();
         if self.handover.mode() == handover::Mode::Active {
             // The child is gone (done, or failed): nothing more moves; what is left drains.
             tracing::info!(
@@ -212,6 +227,11 @@ impl ParentHandler for Handler {
         }
     }
 }
+
+/// Longest a generation waits, when a grandchild arrives, for its parent to finish handing its
+/// live connections over before ending it. Shorter than the grandchild's RPC timeout (it waits
+/// for its listen sockets meanwhile).
+const GRANDPARENT_HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest a parent holds a take-connections request waiting for a connection to move.
 const MAX_TAKE_WAIT: Duration = Duration::from_secs(1);
@@ -235,11 +255,13 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
         grandparent: a.grandparent,
         handover: a.handover,
         offered: Vec::new(),
+        answered: Vec::new(),
         last_batch: false,
     };
     let serve_opts = ServeOptions::new(a.hot_restart_version);
     let stop_flag = stop.clone();
     let listener = a.listener;
+    let socket_file = listener.socket_file();
     let thread = std::thread::Builder::new()
         .name("baton-restart".to_owned())
         .spawn(move || {
@@ -250,6 +272,7 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
     Ok(ParentSide {
         stop,
         thread: Some(thread),
+        socket_file,
     })
 }
 
@@ -259,5 +282,11 @@ impl Drop for ParentSide {
         // process, so nothing waits for it here.
         self.stop.store(true, Ordering::Release);
         drop(self.thread.take());
+        if let Some(file) = &self.socket_file {
+            file.remove_if_ours();
+            if !file.path().exists() {
+                tracing::info!(path = %file.path().display(), "removed the hot restart socket");
+            }
+        }
     }
 }

@@ -14,6 +14,9 @@ use crate::signals::ProcessSignal;
 /// On SIGTERM/SIGINT with a short `--drain-time-s`, requests already in flight still get this
 /// long to finish.
 pub(super) const MIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Longest a generation about to exit waits for the next one to answer a batch of connections
+/// already sent to it.
+const IN_FLIGHT_SETTLE: Duration = Duration::from_secs(3);
 /// How often the restart status refreshes the count of connections left while draining.
 const DRAIN_STATUS_PERIOD: Duration = Duration::from_secs(1);
 
@@ -86,6 +89,29 @@ impl Generation {
                 remaining = control.counts().remaining,
                 "ending now; closing the connections left"
             ),
+        }
+    }
+
+    /// Before exiting (drained, past the deadline, or told to end now): wait (bounded) until
+    /// every batch of connections sent to the next generation is answered. Each of them is then
+    /// either the successor's (its copy keeps the socket open; ours closes without a FIN) or
+    /// ours again; otherwise the successor, whose acknowledgement would find this generation
+    /// gone, would drop them too.
+    pub(super) async fn settle_handover(&self) {
+        let in_flight = self.handover.in_flight();
+        if in_flight == 0 {
+            return;
+        }
+        tracing::info!(
+            in_flight,
+            "waiting for the next generation to answer the connections sent to it"
+        );
+        if !self.handover.settled(IN_FLIGHT_SETTLE).await {
+            tracing::warn!(
+                in_flight = self.handover.in_flight(),
+                waited_ms = IN_FLIGHT_SETTLE.as_millis(),
+                "the next generation did not answer; exiting with connections unanswered"
+            );
         }
     }
 
