@@ -673,4 +673,85 @@ mod tests {
         let b = copy(&map);
         assert_eq!(read_stats(&b[..], &layout, &[]).len(), 1);
     }
+
+    /// A deterministic xorshift stream, so a failure replays.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Whatever another process wrote, decoding and zeroing a column never panic and never read
+    /// past the layout: a valid region with random words overwritten (most often the fields
+    /// that drive loops: the count, a slot's state, kind and name length), decoded from bytes
+    /// and on a mapping.
+    #[test]
+    fn random_corruption_never_panics_the_decoder() {
+        let layout = Layout::new(6, 8).expect("layout");
+        let map = mapping(&layout);
+        write_generation(&map, 0, 0, 1, UNIX_EPOCH);
+        write_generation(&map, 3, 1, 2, UNIX_EPOCH);
+        for (i, kind) in [
+            Kind::Counter,
+            Kind::Gauge,
+            Kind::GaugeNewest,
+            Kind::Histogram,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            publish_slot(&map, &layout, i as u32, kind, &format!("s{i}"));
+        }
+        let pristine = copy(&map);
+        let hot: Vec<usize> = (0..layout.max_stats)
+            .flat_map(|i| {
+                let base = layout.slot_offset(i);
+                [
+                    base + layout::SLOT_STATE,
+                    base + layout::SLOT_KIND,
+                    base + layout::SLOT_NAME_LEN,
+                ]
+            })
+            .chain([layout::OFF_USED, layout::generation_offset(3)])
+            .collect();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2000 {
+            let mut b = pristine.clone();
+            for _ in 0..1 + rng.below(6) {
+                let off = if rng.below(4) == 0 {
+                    rng.below(b.len() / 4) * 4
+                } else {
+                    hot[rng.below(hot.len())]
+                };
+                let v = match rng.below(4) {
+                    0 => u32::MAX,
+                    1 => rng.below(16) as u32,
+                    2 => layout.max_stats + rng.below(4) as u32,
+                    _ => rng.next() as u32,
+                };
+                put_u32(&mut b, off, v);
+            }
+            let _ = layout::decode_header(&b[..], layout.total_size);
+            let gens = generations(&b[..], |g| g % 2 == 1);
+            for r in read_stats(&b[..], &layout, &gens) {
+                assert!(r.name.len() <= 3 * layout.name_cap as usize);
+            }
+            for (off, byte) in b.iter().enumerate() {
+                map.u8_at(off).store(*byte, Ordering::Relaxed);
+            }
+            for g in 0..MAX_GENERATIONS {
+                zero_gauge_column(&map, &layout, g);
+            }
+            assert!(published(&map, &layout) <= layout.max_stats);
+        }
+    }
 }
