@@ -3,6 +3,8 @@
 use std::io;
 use std::time::Duration;
 
+use crate::layout::{self, HeaderError};
+
 /// An error of the shared stats region.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,6 +61,26 @@ pub enum Error {
     #[error("could not use the stats region {path}: not a Baton stats region ({what})")]
     Corrupt { path: String, what: String },
     #[error(
+        "could not use the stats region {path}: it is owned by uid {owner} with mode {mode:04o}; \
+         Baton (uid {uid}) only uses a region that it owns and that no other user can write \
+         (remove it, or fix its owner and mode)"
+    )]
+    Untrusted {
+        path: String,
+        owner: u32,
+        mode: u32,
+        uid: u32,
+    },
+    #[error(
+        "could not use the stats region {path}: it is {len} bytes, shorter than the {expected} \
+         bytes its layout needs (truncated by another process?)"
+    )]
+    Shrunk {
+        path: String,
+        len: u64,
+        expected: u64,
+    },
+    #[error(
         "could not attach to the stats region {path}: all {slots} generation slots are held by \
          live generations"
     )]
@@ -100,6 +122,39 @@ impl Error {
                 path: path.to_owned(),
                 source,
             }
+        }
+    }
+
+    /// The error for a header that `layout::decode_header` refused.
+    pub(crate) fn header(path: &str, e: HeaderError) -> Error {
+        let path = path.to_owned();
+        match e {
+            HeaderError::Version(found) => Error::Version {
+                path,
+                found,
+                expected: layout::LAYOUT_VERSION,
+            },
+            HeaderError::Shrunk { len, expected } => Error::Shrunk {
+                path,
+                len,
+                expected,
+            },
+            HeaderError::Magic(m) => Error::Corrupt {
+                path,
+                what: format!("magic {m:#018x}"),
+            },
+            HeaderError::TooShort(n) => Error::Corrupt {
+                path,
+                what: format!("{n} bytes, shorter than a header"),
+            },
+            HeaderError::NotReady => Error::Corrupt {
+                path,
+                what: "never finished initialising".to_owned(),
+            },
+            HeaderError::Inconsistent(what) => Error::Corrupt {
+                path,
+                what: format!("inconsistent {what}"),
+            },
         }
     }
 }

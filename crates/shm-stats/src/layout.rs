@@ -293,6 +293,12 @@ pub enum HeaderError {
     NotReady,
     Magic(u64),
     Version(u32),
+    /// The file is shorter than the size its header describes: mapping or reading past its end
+    /// would fault (SIGBUS).
+    Shrunk {
+        len: u64,
+        expected: u64,
+    },
     Inconsistent(&'static str),
 }
 
@@ -328,6 +334,12 @@ pub fn decode_header<W: Words + ?Sized>(w: &W, file_len: u64) -> Result<Layout, 
         || layout.total_size != w.load_u64(OFF_TOTAL_SIZE)
     {
         return Err(HeaderError::Inconsistent("slot geometry"));
+    }
+    if file_len < layout.total_size {
+        return Err(HeaderError::Shrunk {
+            len: file_len,
+            expected: layout.total_size,
+        });
     }
     if layout.total_size != file_len {
         return Err(HeaderError::Inconsistent("size"));

@@ -21,15 +21,23 @@
 //!
 //! Modules, bottom layer first, each with what it imports (only modules listed above it):
 //!
-//! - `error` (nothing): [`Error`], what can go wrong with a region.
 //! - `layout` (nothing): every field's offset, the header codec, [`HISTOGRAM_BUCKETS_MS`].
+//! - `error` (layout): [`Error`], what can go wrong with a region.
 //! - `value` (layout): the plain values a reading returns ([`Value`], [`Snapshot`]).
-//! - `shm` (layout): the backing object ([`Backing`]) and the OFD liveness locks.
+//! - `shm` (error, layout): the backing object ([`Backing`]), the checks that make an existing
+//!   one trusted (owner, mode, size), and the OFD liveness locks.
 //! - `sys` (layout): the only unsafe code: atomics on a mapping, the hot-path cell, the mutex.
 //! - `table` (layout, sys, value): the one decoder (and writer) of the generation table and slots.
 //! - `region` (error, layout, shm, sys, table): a generation's life in its chain's [`Region`].
 //! - `view` (error, layout, shm, sys, table, value): the read-only, lock-free [`RegionView`].
 //! - `store` (error, layout, region, sys, table, value): [`Store`] and the hot-path handles.
+//!
+//! A region is shared with every process of the same user, so nothing read back from it is
+//! trusted: an existing region is used only if this user owns it and nobody else can write it
+//! ([`Error::Untrusted`]), its file size is checked against its layout before the mapping is read
+//! past the header and before every read or detach afterwards ([`Error::Shrunk`]: a page past the
+//! end of a shrunk file would fault with SIGBUS), and counts are clamped to the capacity, so a
+//! corrupt or hostile region gives an error or is ignored, never a panic (not even in `Drop`).
 //!
 //! Unsafe code is denied at the crate root and allowed in exactly one module, `sys` (atomics over
 //! the mapping, the hot-path cell, the pthread mutex); every block there states its invariant.

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::layout::{self, HeaderError, Kind, Layout, Words, MAX_GENERATIONS};
-use crate::shm::{self, Backing};
+use crate::shm::{self, Backing, Use};
 use crate::sys::{Cell, LockFailure, Locked, RoMapping, RwMapping, Shared};
 use crate::table::{self, GenerationInfo, StatRecord};
 
@@ -78,6 +78,8 @@ pub(crate) enum AllocError {
     Full,
     NameTooLong,
     Lock(String),
+    /// The region can no longer be used safely (its file shrank).
+    Unusable(String),
 }
 
 /// One generation's attachment to a region.
@@ -93,6 +95,8 @@ pub struct Region {
     file: File,
     map: Arc<RwMapping>,
     layout: Layout,
+    /// When the chain was created, read once at attach (the header field never changes).
+    created: SystemTime,
     generation: usize,
     lock_timeout: Duration,
     attach_timeout: Duration,
@@ -121,29 +125,7 @@ impl Drop for Guard<'_> {
 }
 
 fn header_error(path: &str, e: HeaderError) -> Error {
-    match e {
-        HeaderError::Version(found) => Error::Version {
-            path: path.to_owned(),
-            found,
-            expected: layout::LAYOUT_VERSION,
-        },
-        HeaderError::Magic(m) => Error::Corrupt {
-            path: path.to_owned(),
-            what: format!("magic {m:#018x}"),
-        },
-        HeaderError::TooShort(n) => Error::Corrupt {
-            path: path.to_owned(),
-            what: format!("{n} bytes, shorter than a header"),
-        },
-        HeaderError::NotReady => Error::Corrupt {
-            path: path.to_owned(),
-            what: "never finished initialising".to_owned(),
-        },
-        HeaderError::Inconsistent(what) => Error::Corrupt {
-            path: path.to_owned(),
-            what: format!("inconsistent {what}"),
-        },
-    }
+    Error::header(path, e)
 }
 
 /// "pid 12, pid 40" for the live slots of the region in `file`, as far as its header tells.
@@ -204,6 +186,7 @@ impl Region {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("open", &path, e)),
             };
+            shm::check_trusted(&file, &path, Use::Generation)?;
             let live = shm::live_generations(&file)
                 .map_err(|e| Error::io("check the owners of", &path, e))?;
             if !live.is_empty() {
@@ -288,6 +271,7 @@ impl Region {
                 }
                 Err(e) => return Err(Error::io("open", &path, e)),
             };
+            shm::check_trusted(&file, &path, Use::Generation)?;
             let map = Arc::new(map_ready(&file, &path, opts.attach_timeout)?);
             let len = map.len() as u64;
             let theirs = layout::decode_header(&*map, len).map_err(|e| header_error(&path, e))?;
@@ -354,6 +338,7 @@ impl Region {
             backing: opts.backing.clone(),
             base_id: opts.base_id,
             epoch: opts.epoch,
+            created: table::chain_created(&*map),
             file,
             map,
             layout,
@@ -386,21 +371,40 @@ impl Region {
     /// When the chain's first generation created the region (Envoy's `uptime_all_epochs` counts
     /// from here).
     pub fn chain_created(&self) -> SystemTime {
-        table::chain_created(&*self.map)
+        self.created
     }
 
-    /// Slots in use and slots in all.
+    /// Slots in use and slots in all (none in use once the region's file has shrunk).
     pub fn usage(&self) -> (u32, u32) {
-        (table::used(&*self.map), self.layout.max_stats)
+        let used = match self.intact() {
+            Ok(()) => table::published(&*self.map, &self.layout),
+            Err(_) => 0,
+        };
+        (used, self.layout.max_stats)
     }
 
     /// Publish this generation's owner-defined state in the table (e.g. its server state).
     pub fn set_phase(&self, phase: u32) {
-        table::set_phase(&self.map, self.generation, phase);
+        if self.intact().is_ok() {
+            table::set_phase(&self.map, self.generation, phase);
+        }
     }
 
-    /// The generation table; `live` is checked through the liveness locks.
+    /// Whether the region's file still holds the whole layout: every path that reads or writes
+    /// the table checks this first (one `fstat`), because touching a page past the end of a
+    /// shrunk file faults. The hot-path handles cannot check and trust the file's owner.
+    fn intact(&self) -> Result<(), Error> {
+        shm::check_len(&self.file, &self.path, self.layout.total_size).inspect_err(|e| {
+            tracing::warn!(region = %self.path, "{e}");
+        })
+    }
+
+    /// The generation table; `live` is checked through the liveness locks. Empty once the
+    /// region's file has shrunk.
     pub fn generations(&self) -> Vec<GenerationInfo> {
+        if self.intact().is_err() {
+            return Vec::new();
+        }
         table::generations(&*self.map, |g| {
             g == self.generation && !self.detached.load(Ordering::Acquire)
                 || shm::byte_locked_by_other(&self.file, g).unwrap_or(false)
@@ -411,6 +415,7 @@ impl Region {
     /// by every attach; the hot restart code may call it when it sees a parent die. Returns how
     /// many were removed, or the lock error.
     pub fn reap_dead_generations(&self) -> Result<usize, Error> {
+        self.intact()?;
         let guard = lock(&self.map, &self.path, self.attach_timeout)?;
         let n = reap(&self.map, &self.layout, &self.file, Some(self.generation));
         drop(guard);
@@ -422,6 +427,11 @@ impl Region {
     pub fn detach(&self) -> Result<Detached, Error> {
         if self.detached.swap(true, Ordering::AcqRel) {
             return Ok(Detached::Already);
+        }
+        if let Err(e) = self.intact() {
+            // Touching the table would fault: leave it to the next attach or epoch 0.
+            let _ = shm::unlock_byte(&self.file, self.generation);
+            return Err(e);
         }
         let guard = match lock(&self.map, &self.path, self.attach_timeout) {
             Ok(g) => g,
@@ -465,6 +475,8 @@ impl Region {
                 return Ok(*i);
             }
         }
+        self.intact()
+            .map_err(|e| AllocError::Unusable(e.to_string()))?;
         let guard = lock(&self.map, &self.path, self.lock_timeout)
             .map_err(|e| AllocError::Lock(e.to_string()))?;
         let mut idx = self.index.lock();
@@ -472,7 +484,8 @@ impl Region {
         if let Some(i) = idx.by_name.get(&key) {
             return Ok(*i);
         }
-        let used = table::used(&*self.map);
+        // Clamped: a count past the capacity (corrupt) reads as full.
+        let used = table::published(&*self.map, &self.layout);
         if used >= self.layout.max_stats {
             return Err(AllocError::Full);
         }
@@ -483,8 +496,12 @@ impl Region {
         Ok(used)
     }
 
+    /// Index the slots published since the last call (none once the file has shrunk).
     fn catch_up(&self, idx: &mut Index) {
-        let used = table::used(&*self.map);
+        if self.intact().is_err() {
+            return;
+        }
+        let used = table::published(&*self.map, &self.layout);
         for i in idx.scanned..used {
             if let Some((kind, name)) = table::slot_key(&*self.map, &self.layout, i) {
                 idx.by_name.entry((kind, name)).or_insert(i);
@@ -504,6 +521,9 @@ impl Region {
 
     /// Every published stat, with gauges merged over the live generations.
     pub(crate) fn read(&self) -> Vec<StatRecord> {
+        if self.intact().is_err() {
+            return Vec::new();
+        }
         let gens = self.generations();
         table::read_stats(&*self.map, &self.layout, &gens)
     }

@@ -14,11 +14,16 @@
 //! generation is detectable without trusting its pid (pids are reused and differ across PID
 //! namespaces). OFD locks belong to the open file description, not the process, so two opens in
 //! one process (tests) still see each other's locks.
+//!
+//! Trust: an existing backing is used only if this process's user owns it and no other user can
+//! write it ([`check_trusted`]), and its size is checked against the layout ([`check_len`])
+//! before anything past the header is read, because touching a mapped page past the end of a
+//! shrunk file faults (SIGBUS) instead of failing.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
@@ -26,7 +31,17 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::Mode;
 
+use crate::error::Error;
 use crate::layout::MAX_GENERATIONS;
+
+/// Who may use an existing backing (see [`check_trusted`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// A generation maps it read-write and trusts what it finds.
+    Generation,
+    /// A read-only view (`baton stats`); root may read any user's region.
+    View,
+}
 
 /// Where a chain's region lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,4 +177,40 @@ pub(crate) fn live_generations(file: &File) -> io::Result<Vec<usize>> {
         }
     }
     Ok(live)
+}
+
+/// Refuse a backing this process should not trust: owned by another user (except for a view by
+/// root), or writable by group or others. Returns the file's size (the same `fstat`).
+pub(crate) fn check_trusted(file: &File, path: &str, usage: Use) -> Result<u64, Error> {
+    let meta = file.metadata().map_err(|e| Error::io("inspect", path, e))?;
+    let uid = nix::unistd::geteuid().as_raw();
+    let owner_ok = meta.uid() == uid || (usage == Use::View && uid == 0);
+    let mode = meta.mode() & 0o7777;
+    if !owner_ok || mode & 0o022 != 0 {
+        return Err(Error::Untrusted {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            mode,
+            uid,
+        });
+    }
+    Ok(meta.len())
+}
+
+/// Check that `file` still holds `expected` bytes (one `fstat`): a mapping of it may only be read
+/// past the header while this holds. Racing a truncation is still possible between the check and
+/// the reads; the owner check above limits who can do that to this process's own user.
+pub(crate) fn check_len(file: &File, path: &str, expected: u64) -> Result<(), Error> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("inspect", path, e))?
+        .len();
+    if len < expected {
+        return Err(Error::Shrunk {
+            path: path.to_owned(),
+            len,
+            expected,
+        });
+    }
+    Ok(())
 }

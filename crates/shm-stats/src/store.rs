@@ -206,7 +206,7 @@ impl Store {
                 AllocError::NameTooLong => {
                     "the name is too long (raise --max-obj-name-len)".to_owned()
                 }
-                AllocError::Lock(e) => e.clone(),
+                AllocError::Lock(e) | AllocError::Unusable(e) => e.clone(),
             };
             tracing::warn!(
                 stat = name,

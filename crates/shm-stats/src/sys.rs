@@ -13,7 +13,7 @@
 use std::any::Any;
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +27,12 @@ pub(crate) struct RwMapping {
     map: MmapRaw,
 }
 
-/// A read-only mapping (`baton stats`): loads only.
+/// A read-only mapping (`baton stats`): loads only, and only `Relaxed` ones.
+///
+/// std allows atomic loads on read-only memory only as plain `Relaxed` loads of at most pointer
+/// size (an `Acquire` load may be lowered to an instruction that needs write access on some
+/// targets), so every load here is `Relaxed`, followed by an `Acquire` fence: together they
+/// synchronise with the writers' `Release` stores exactly as an `Acquire` load would.
 pub(crate) struct RoMapping {
     map: MmapRaw,
 }
@@ -234,6 +239,9 @@ impl fmt::Debug for RwMapping {
     }
 }
 
+// A `Relaxed` load of a u64 is only allowed on read-only memory where a u64 is pointer-sized.
+const _: () = assert!(std::mem::size_of::<u64>() <= std::mem::size_of::<usize>());
+
 // === impl RoMapping ===
 
 impl RoMapping {
@@ -260,14 +268,19 @@ impl Words for RoMapping {
     fn load_u32(&self, off: usize) -> u32 {
         let p = self.ptr_at(off, 4).cast::<u32>();
         // SAFETY: in bounds and aligned (ptr_at) in a mapping `self` keeps alive. The memory is
-        // read-only: std documents plain atomic loads (not read-modify-write) of at most
-        // pointer size as allowed on read-only memory, and only `load` is called here.
-        unsafe { AtomicU32::from_ptr(p) }.load(Ordering::Acquire)
+        // read-only: std allows a `Relaxed` `load` (never a read-modify-write, never a stronger
+        // ordering) of an atomic of at most pointer size there, and that is all this does.
+        let v = unsafe { AtomicU32::from_ptr(p) }.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        v
     }
     fn load_u64(&self, off: usize) -> u64 {
         let p = self.ptr_at(off, 8).cast::<u64>();
-        // SAFETY: as in `load_u32`: bounds, alignment, a plain load of a pointer-sized atomic.
-        unsafe { AtomicU64::from_ptr(p) }.load(Ordering::Acquire)
+        // SAFETY: as in `load_u32`: bounds, alignment, a `Relaxed` load of a pointer-sized
+        // atomic (this crate targets 64-bit Linux).
+        let v = unsafe { AtomicU64::from_ptr(p) }.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        v
     }
     fn load_u8(&self, off: usize) -> u8 {
         let p = self.ptr_at(off, 1);

@@ -6,7 +6,12 @@
 //!
 //! Ordering: the writers store an entry's fields first and its state (then, for a slot, the
 //! published-slot count) last with `Release`; the decoder loads the state (or count) first, and
-//! every [`Words`] load of a mapping is `Acquire`, so a reader sees whole entries only.
+//! every [`Words`] load of a mapping acquires (an `Acquire` load on the writable mapping, a
+//! `Relaxed` load and an `Acquire` fence on a read-only one), so a reader sees whole entries only.
+//!
+//! Nothing read back from the region is trusted to stay in bounds: another process of the same
+//! user may have written anything. The published-slot count is clamped to the layout's capacity
+//! ([`published`]) wherever it drives a loop, and a name length to the name capacity.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -73,6 +78,12 @@ pub(crate) fn chain_created<W: Words + ?Sized>(w: &W) -> SystemTime {
 /// Slots published so far, as the header says (not clamped to the capacity).
 pub(crate) fn used<W: Words + ?Sized>(w: &W) -> u32 {
     w.load_u32(layout::OFF_USED)
+}
+
+/// Slots published so far, clamped to `layout`'s capacity: what every loop over the slots uses,
+/// so a corrupt or hostile count can never index past the mapping.
+pub(crate) fn published<W: Words + ?Sized>(w: &W, layout: &Layout) -> u32 {
+    used(w).min(layout.max_stats)
 }
 
 /// Generation entry `g`, its state loaded first.
@@ -151,7 +162,7 @@ pub(crate) fn read_stats<W: Words + ?Sized>(
 ) -> Vec<StatRecord> {
     let live: Vec<&GenerationInfo> = gens.iter().filter(|g| g.live).collect();
     let newest = live.iter().max_by_key(|g| (g.epoch, g.seq)).map(|g| g.slot);
-    let used = used(w).min(layout.max_stats);
+    let used = published(w, layout);
     let mut out = Vec::with_capacity(used as usize);
     for i in 0..used {
         let Some((kind, name)) = slot_key(w, layout, i) else {
@@ -243,7 +254,7 @@ pub(crate) fn set_phase(map: &RwMapping, g: usize, phase: u32) {
 
 /// Set generation `g`'s share of every gauge to zero.
 pub(crate) fn zero_gauge_column(map: &RwMapping, layout: &Layout, g: usize) {
-    for i in 0..used(map) {
+    for i in 0..published(map, layout) {
         if matches!(
             slot_kind(map, layout, i),
             Some(Kind::Gauge | Kind::GaugeNewest)
@@ -640,5 +651,107 @@ mod tests {
             Some((Kind::Histogram, "h".into()))
         );
         assert_eq!(used(&map), 1);
+    }
+
+    #[test]
+    fn a_count_past_the_capacity_is_clamped_when_a_column_is_zeroed() {
+        let layout = small();
+        let map = mapping(&layout);
+        publish_slot(&map, &layout, 0, Kind::Gauge, "g");
+        map.u64_at(layout.value_offset(0, 1))
+            .store(3, Ordering::Relaxed);
+        map.u32_at(layout::OFF_USED)
+            .store(u32::MAX, Ordering::Relaxed);
+        assert_eq!(used(&map), u32::MAX);
+        assert_eq!(published(&map, &layout), layout.max_stats);
+        zero_gauge_column(&map, &layout, 1);
+        assert_eq!(
+            map.u64_at(layout.value_offset(0, 1))
+                .load(Ordering::Relaxed),
+            0
+        );
+        let b = copy(&map);
+        assert_eq!(read_stats(&b[..], &layout, &[]).len(), 1);
+    }
+
+    /// A deterministic xorshift stream, so a failure replays.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Whatever another process wrote, decoding and zeroing a column never panic and never read
+    /// past the layout: a valid region with random words overwritten (most often the fields
+    /// that drive loops: the count, a slot's state, kind and name length), decoded from bytes
+    /// and on a mapping.
+    #[test]
+    fn random_corruption_never_panics_the_decoder() {
+        let layout = Layout::new(6, 8).expect("layout");
+        let map = mapping(&layout);
+        write_generation(&map, 0, 0, 1, UNIX_EPOCH);
+        write_generation(&map, 3, 1, 2, UNIX_EPOCH);
+        for (i, kind) in [
+            Kind::Counter,
+            Kind::Gauge,
+            Kind::GaugeNewest,
+            Kind::Histogram,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            publish_slot(&map, &layout, i as u32, kind, &format!("s{i}"));
+        }
+        let pristine = copy(&map);
+        let hot: Vec<usize> = (0..layout.max_stats)
+            .flat_map(|i| {
+                let base = layout.slot_offset(i);
+                [
+                    base + layout::SLOT_STATE,
+                    base + layout::SLOT_KIND,
+                    base + layout::SLOT_NAME_LEN,
+                ]
+            })
+            .chain([layout::OFF_USED, layout::generation_offset(3)])
+            .collect();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2000 {
+            let mut b = pristine.clone();
+            for _ in 0..1 + rng.below(6) {
+                let off = if rng.below(4) == 0 {
+                    rng.below(b.len() / 4) * 4
+                } else {
+                    hot[rng.below(hot.len())]
+                };
+                let v = match rng.below(4) {
+                    0 => u32::MAX,
+                    1 => rng.below(16) as u32,
+                    2 => layout.max_stats + rng.below(4) as u32,
+                    _ => rng.next() as u32,
+                };
+                put_u32(&mut b, off, v);
+            }
+            let _ = layout::decode_header(&b[..], layout.total_size);
+            let gens = generations(&b[..], |g| g % 2 == 1);
+            for r in read_stats(&b[..], &layout, &gens) {
+                assert!(r.name.len() <= 3 * layout.name_cap as usize);
+            }
+            for (off, byte) in b.iter().enumerate() {
+                map.u8_at(off).store(*byte, Ordering::Relaxed);
+            }
+            for g in 0..MAX_GENERATIONS {
+                zero_gauge_column(&map, &layout, g);
+            }
+            assert!(published(&map, &layout) <= layout.max_stats);
+        }
     }
 }

@@ -585,3 +585,5 @@ fn dynamic_base_id_skips_taken_ones() {
     drop(region);
     assert!(!Path::new(&shm_path(id)).exists());
 }
+
+mod hostile;
