@@ -17,13 +17,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::context::{ConnCtx, Ctx, ListenerShared, Worker};
 use crate::flags::ResponseFlags;
 use crate::handover::Mode;
-use crate::headers::{new_request_id, X_REQUEST_ID};
+use crate::headers::{new_request_id, Refusal, X_REQUEST_ID};
 use crate::router::{Action, Forward, Route};
 
 use self::forward::forward;
@@ -54,6 +54,9 @@ pub async fn handle(
     };
     let mut tracker = Tracker::new(cx);
     let mut req = req;
+    if let Some(&refusal) = req.extensions().get::<Refusal>() {
+        return Ok(refused(cx, refusal, req, tracker));
+    }
     if l.config.http.generate_request_id {
         // One hashed lookup: a client's id is kept.
         req.headers_mut()
@@ -90,6 +93,33 @@ pub async fn handle(
     Ok(Response::from_parts(parts, body.on_finish(tracker)))
 }
 
+/// A request [`crate::headers::check_request`] refused: 400 or 431 (Envoy's `DPE`), logged and
+/// counted like any other; an HTTP/1.1 connection closes after it.
+fn refused(
+    cx: Ctx<'_>,
+    refusal: Refusal,
+    req: Request<RequestBody>,
+    mut tracker: Box<Tracker>,
+) -> Response<ProxyBody> {
+    tracing::debug!(remote = %cx.c.remote, ?refusal, "request refused");
+    if let Some(logs) = cx.l.access_logs.as_ref() {
+        tracker.set_log(logs.capture(&req));
+    }
+    tracker.set_flag(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+    tracker.set_status(refusal.status().as_u16());
+    let mut resp = local_reply(refusal.status(), Bytes::new());
+    if let Some(log) = tracker.log_mut() {
+        log.response_headers = Some(resp.headers().clone());
+    }
+    if !cx.c.http2 {
+        *resp.version_mut() = Version::HTTP_11;
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, body.on_finish(tracker))
+}
+
 /// What routing decided.
 enum Routed<'l> {
     Reply(Response<ProxyBody>),
@@ -101,6 +131,12 @@ fn route<'l>(
     req: &Request<RequestBody>,
     tracker: &mut Tracker,
 ) -> Routed<'l> {
+    if req.method() == Method::CONNECT {
+        // No route takes CONNECT (Envoy: 404 unless a route matches it with `connect_matcher`).
+        l.http_stats.no_route.inc();
+        tracker.set_flag(ResponseFlags::NO_ROUTE_FOUND);
+        return Routed::Reply(local_reply(StatusCode::NOT_FOUND, Bytes::new()));
+    }
     let route = {
         let authority = authority_of(req);
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
