@@ -2,7 +2,11 @@
 //! the origin received out. `Host` rules (RFC 9112 §3.2) and the authority of an absolute-form
 //! target or `:authority`; every `Connection` line honoured, and 400 for one naming a field the
 //! proxy manages; `x-envoy-*` from clients removed; CONNECT answered 404; request heads over
-//! `max_request_headers_kb` answered 431; on Baton's own loop and on hyper's session alike.
+//! `max_request_headers_kb` answered 431; response heads over 60 KiB, a `1xx` as the final
+//! status and `Content-Length` with `Transfer-Encoding` from the upstream answered 502, on Baton's
+//! own loop and client and on hyper's session and client alike.
+
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -255,4 +259,94 @@ async fn request_heads_over_max_request_headers_kb_are_431() {
         assert_eq!(exchange(&baton, &long_head(method, 8)).await.status, 200);
         assert_eq!(exchange(&baton, &long_head(method, 20)).await.status, 431);
     }
+}
+
+/// A raw upstream answering by request path (after reading the head and a chunked or
+/// `content-length` body), recording each head.
+async fn scripted(heads: Arc<Mutex<Vec<String>>>) -> Upstream {
+    Upstream::raw(move |mut s, _| {
+        let heads = heads.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut b = [0u8; 4096];
+            let head_end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                match s.read(&mut b).await {
+                    Ok(n) if n > 0 => buf.extend_from_slice(&b[..n]),
+                    _ => return,
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            if head.contains("transfer-encoding: chunked") {
+                while !buf.ends_with(b"0\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&b[..n]),
+                        _ => return,
+                    }
+                }
+            }
+            let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+            heads.lock().expect("heads").push(head);
+            let reply: Vec<u8> = match path.as_str() {
+                "/big-head" => format!(
+                    "HTTP/1.1 200 OK\r\nx-long: {}\r\ncontent-length: 2\r\n\r\nok",
+                    "b".repeat(100 * 1024)
+                )
+                .into_bytes(),
+                "/fine-head" => format!(
+                    "HTTP/1.1 200 OK\r\nx-long: {}\r\ncontent-length: 2\r\n\r\nok",
+                    "b".repeat(40 * 1024)
+                )
+                .into_bytes(),
+                "/switch" => b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec(),
+                "/both" => b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nHELLO\r\n0\r\n\r\n".to_vec(),
+                _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            };
+            let _ = s.write_all(&reply).await;
+            let _ = s.shutdown().await;
+        }
+    })
+    .await
+}
+
+/// `path` as a bodiless GET (Baton's own client) or a POST with a chunked body (hyper's).
+fn upstream_probe(method: &str, path: &str) -> Vec<u8> {
+    match method {
+        "GET" => format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes(),
+        _ => format!(
+            "POST {path} HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        )
+        .into_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_heads_over_60_kib_and_bad_framing_are_502() {
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let up = scripted(heads.clone()).await;
+    let baton = baton_for(&up, &[]).await;
+    for method in ["GET", "POST"] {
+        let a = exchange(&baton, &upstream_probe(method, "/fine-head")).await;
+        assert_eq!(a.status, 200, "{method} /fine-head");
+        assert!(a.has_field("x-long"));
+        for path in ["/big-head", "/switch", "/both"] {
+            let a = exchange(&baton, &upstream_probe(method, path)).await;
+            assert_eq!(a.status, 502, "{method} {path}");
+        }
+    }
+    // Through HTTP/2 downstream too (a request body: hyper's client).
+    let mut c = H2::connect(baton.addr()).await.expect("h2 connect");
+    for path in ["/switch", "/both"] {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://h{path}"))
+            .body(full("hi"))
+            .expect("request");
+        let r = c.send(req).await.expect("h2 response");
+        assert_eq!(r.status, 502, "h2 POST {path}");
+    }
+    // Every probe reached the origin (the 502s are about its answers).
+    assert_eq!(heads.lock().expect("heads").len(), 10);
 }
