@@ -103,6 +103,7 @@ async fn http1_host_must_be_there_once_and_an_absolute_target_wins() {
         b"POST /none HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi",
         b"GET /two HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
         b"POST /two HTTP/1.1\r\nHost: a.example\r\ncontent-length: 2\r\nHost: a.example\r\n\r\nhi",
+        b"GET http://admin.internal@public.example/ HTTP/1.1\r\nHost: public.example\r\n\r\n",
     ] {
         let a = exchange(&baton, raw).await;
         assert_eq!(a.status, 400, "{:?}", String::from_utf8_lossy(raw));

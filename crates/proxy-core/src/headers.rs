@@ -16,8 +16,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub(crate) static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Why a request head is refused before routing (each is a 400, and the HTTP/1.1 connection
-/// closes after it).
+/// Why a request head is refused before routing ([`Refusal::status`]: 400, or 431 for its
+/// size); the HTTP/1.1 connection closes after the answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
@@ -26,6 +26,9 @@ pub enum Refusal {
     MissingHost,
     /// More than one `Host` field line (RFC 9112 §3.2).
     DuplicateHost,
+    /// The target's authority has userinfo (`http://user@host/`): RFC 9110 §4.2.4 says to
+    /// treat it as an error.
+    UserinfoInTarget,
     /// `Connection` names `Host` or a field the proxy itself sets (Envoy answers 400 too).
     ConnectionNamesManaged,
     /// The fields' names and values add up to more than `max_request_headers_kb` (431).
@@ -33,6 +36,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The status a refused request is answered with.
     pub fn status(self) -> StatusCode {
         match self {
             Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -71,7 +75,7 @@ pub fn is_envoy(name: &[u8]) -> bool {
 /// - Exactly one `Host` in HTTP/1.1, at most one in HTTP/1.0; an HTTP/2 request needs
 ///   `:authority` or one `host`.
 /// - An authority in the target (absolute-form, `:authority`) replaces `Host`: the upstream
-///   gets the authority routing used, never a second opinion.
+///   gets the authority routing used, never a second opinion. One with userinfo is refused.
 /// - No `Connection` token may name a field the proxy manages ([`is_managed`]).
 /// - `x-envoy-*` fields are removed: every client is external (see the README).
 /// - The fields add up to at most `max_head` bytes ([`fields_size`]).
@@ -97,6 +101,9 @@ pub fn check_request<B>(req: &mut Request<B>, max_head: usize) -> Result<(), Ref
         return Err(Refusal::MissingHost);
     }
     if let Some(authority) = req.uri().authority() {
+        if authority.as_str().contains('@') {
+            return Err(Refusal::UserinfoInTarget);
+        }
         if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
             req.headers_mut().insert(header::HOST, v);
         }

@@ -131,6 +131,15 @@ fn host_rules() {
         r.headers().get_all("host").iter().collect::<Vec<_>>(),
         ["pub.example"]
     );
+    assert_eq!(
+        check(req(
+            v11,
+            "http://admin@pub.example/x",
+            &[("host", "pub.example")]
+        ))
+        .err(),
+        Some(Refusal::UserinfoInTarget)
+    );
     // HTTP/2: `:authority` wins over any `host`; without it, exactly one `host`.
     let h2 = Version::HTTP_2;
     let r = check(req(h2, "http://pub.example/x", &two)).expect("ok");
