@@ -222,8 +222,9 @@ impl Conn<'_> {
     ) -> Result<request::Head, End> {
         loop {
             match self.parse() {
-                // Over `max_request_headers_kb`: hyper's session answers 431.
-                Parsed::Head(h) if h.fields_size > self.head_limit => return Err(End::Fallback),
+                // Possibly over `max_request_headers_kb` (its fields are no longer than the
+                // head): hyper's session measures them, and answers 431 if so.
+                Parsed::Head(h) if h.len > self.head_limit => return Err(End::Fallback),
                 Parsed::Head(h) => return Ok(h),
                 Parsed::Hyper => return Err(End::Fallback),
                 Parsed::Partial => {}

@@ -38,8 +38,6 @@ pub struct Head {
     pub close: bool,
     /// `TE: trailers`: the client takes trailers.
     pub te_trailers: bool,
-    /// Its fields' names and values, in bytes (what `max_request_headers_kb` limits).
-    pub fields_size: usize,
 }
 
 /// What the buffer holds.
@@ -82,11 +80,9 @@ pub fn parse(buf: &[u8], spans: &mut Vec<Span>) -> Parsed {
     let mut te_trailers = false;
     let mut length_seen = false;
     let mut host_seen = false;
-    let mut fields_size = 0;
     spans.clear();
     for h in r.headers.iter() {
         let name = h.name.as_bytes();
-        fields_size += name.len() + h.value.len();
         // The fields that decide framing, switching or keep-alive, by their length first.
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
@@ -130,7 +126,6 @@ pub fn parse(buf: &[u8], spans: &mut Vec<Span>) -> Parsed {
         fields: r.headers.len(),
         close,
         te_trailers,
-        fields_size,
     })
 }
 
@@ -246,8 +241,6 @@ mod tests {
             panic!("served");
         };
         assert!(h.close && h.te_trailers, "`close` on a second line counts");
-        // Names and values: host x, connection keep-alive, connection close, te trailers.
-        assert_eq!(h.fields_size, 5 + 20 + 15 + 10);
     }
 
     /// What hyper's session must see: a body, a switch, `Expect`, HTTP/1.0, a target that is

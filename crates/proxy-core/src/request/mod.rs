@@ -54,9 +54,6 @@ pub async fn handle(
     };
     let mut tracker = Tracker::new(cx);
     let mut req = req;
-    if let Some(&refusal) = req.extensions().get::<Refusal>() {
-        return Ok(refused(cx, refusal, req, tracker));
-    }
     if l.config.http.generate_request_id {
         // One hashed lookup: a client's id is kept.
         req.headers_mut()
@@ -67,7 +64,7 @@ pub async fn handle(
         tracker.set_log(logs.capture(&req));
     }
     // Routing is synchronous, so only forwarding adds a future to this one's state.
-    let mut resp = match route(&l, &req, &mut tracker) {
+    let mut resp = match route(&l, &c, &req, &mut tracker) {
         Routed::Reply(r) => r,
         Routed::Forward(route, f) => forward(cx, route, f, req, &mut tracker).await,
     };
@@ -93,31 +90,19 @@ pub async fn handle(
     Ok(Response::from_parts(parts, body.on_finish(tracker)))
 }
 
-/// A request [`crate::headers::check_request`] refused: 400 or 431 (Envoy's `DPE`), logged and
-/// counted like any other; an HTTP/1.1 connection closes after it.
-fn refused(
-    cx: Ctx<'_>,
-    refusal: Refusal,
-    req: Request<RequestBody>,
-    mut tracker: Box<Tracker>,
-) -> Response<ProxyBody> {
-    tracing::debug!(remote = %cx.c.remote, ?refusal, "request refused");
-    if let Some(logs) = cx.l.access_logs.as_ref() {
-        tracker.set_log(logs.capture(&req));
-    }
+/// A request [`crate::headers::check_request`] refused: 400 or 431 (Envoy's `DPE`); an
+/// HTTP/1.1 connection closes after it.
+#[cold]
+#[inline(never)]
+fn refused(c: &ConnCtx, refusal: Refusal, tracker: &mut Tracker) -> Response<ProxyBody> {
+    tracing::debug!(remote = %c.remote, ?refusal, "request refused");
     tracker.set_flag(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
-    tracker.set_status(refusal.status().as_u16());
     let mut resp = local_reply(refusal.status(), Bytes::new());
-    if let Some(log) = tracker.log_mut() {
-        log.response_headers = Some(resp.headers().clone());
-    }
-    if !cx.c.http2 {
-        *resp.version_mut() = Version::HTTP_11;
+    if !c.http2 {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, body.on_finish(tracker))
+    resp
 }
 
 /// What routing decided.
@@ -128,9 +113,13 @@ enum Routed<'l> {
 
 fn route<'l>(
     l: &'l ListenerShared,
+    c: &ConnCtx,
     req: &Request<RequestBody>,
     tracker: &mut Tracker,
 ) -> Routed<'l> {
+    if let Some(&refusal) = req.extensions().get::<Refusal>() {
+        return Routed::Reply(refused(c, refusal, tracker));
+    }
     if req.method() == Method::CONNECT {
         // No route takes CONNECT (Envoy: 404 unless a route matches it with `connect_matcher`).
         l.http_stats.no_route.inc();
