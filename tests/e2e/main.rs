@@ -13,6 +13,7 @@ mod drain;
 mod errors;
 mod h2;
 mod handover;
+mod hygiene;
 mod keepalive;
 mod lb;
 mod restart;

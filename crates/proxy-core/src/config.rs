@@ -69,6 +69,17 @@ pub struct HttpConnectionManager {
     pub route_config: RouteConfig,
     /// `envoy.filters.http.router`'s `suppress_envoy_headers`.
     pub suppress_envoy_headers: bool,
+    /// `max_request_headers_kb` (Envoy default 60, at most 8192): a request head longer than
+    /// this is answered 431.
+    pub max_request_headers_kb: u32,
+}
+
+impl HttpConnectionManager {
+    /// The longest request head accepted, in bytes (hyper's smallest buffer limit, 8 KiB, at
+    /// least).
+    pub fn max_request_head(&self) -> usize {
+        (self.max_request_headers_kb as usize * 1024).max(crate::http1::MIN_HEAD_LIMIT)
+    }
 }
 
 /// One `access_log` entry.

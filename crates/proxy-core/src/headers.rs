@@ -1,17 +1,129 @@
-//! Header handling on the request path: hop-by-hop removal (RFC 9110 §7.6.1), the
-//! `x-forwarded-*` headers, request ids and upgrade detection. Pure functions over a
-//! [`HeaderMap`], benchmarked in `benches/headers.rs`.
+//! Header handling on the request path: the rules a request head must meet before it is
+//! routed ([`check_request`]: one `Host`, a `Connection` that names no field the proxy manages,
+//! no `x-envoy-*` from outside), hop-by-hop removal (RFC 9110 §7.6.1), the `x-forwarded-*`
+//! headers, request ids and upgrade detection. Pure functions over a [`HeaderMap`], benchmarked
+//! in `benches/headers.rs`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, StatusCode, Version};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub(crate) static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Why a request head is refused before routing ([`Refusal::status`]: 400, or 431 for its
+/// size); the HTTP/1.1 connection closes after the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2), or an HTTP/2 one with neither
+    /// `:authority` nor `host`.
+    MissingHost,
+    /// More than one `Host` field line (RFC 9112 §3.2).
+    DuplicateHost,
+    /// The target's authority has userinfo (`http://user@host/`): RFC 9110 §4.2.4 says to
+    /// treat it as an error.
+    UserinfoInTarget,
+    /// `Connection` names `Host` or a field the proxy itself sets (Envoy answers 400 too).
+    ConnectionNamesManaged,
+    /// The fields' names and values add up to more than `max_request_headers_kb` (431).
+    HeadersTooLarge,
+}
+
+impl Refusal {
+    /// The status a refused request is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A head's size as Envoy counts it against `max_request_headers_kb`: its fields' names and
+/// values.
+pub fn fields_size(h: &HeaderMap) -> usize {
+    h.iter().map(|(n, v)| n.as_str().len() + v.len()).sum()
+}
+
+/// Whether `name` is a field the proxy manages: `Host`, the request id, `x-forwarded-for`,
+/// `x-forwarded-proto` and `x-envoy-*`. A `Connection` naming one would have the proxy drop it.
+pub fn is_managed(name: &[u8]) -> bool {
+    match name.len() {
+        4 => name.eq_ignore_ascii_case(b"host"),
+        12 => name.eq_ignore_ascii_case(b"x-request-id"),
+        15 => name.eq_ignore_ascii_case(b"x-forwarded-for"),
+        17 => name.eq_ignore_ascii_case(b"x-forwarded-proto"),
+        _ => is_envoy(name),
+    }
+}
+
+/// Whether `name` is an `x-envoy-*` field.
+pub fn is_envoy(name: &[u8]) -> bool {
+    name.len() > 8 && name[..8].eq_ignore_ascii_case(b"x-envoy-")
+}
+
+/// Check a request head from a client, and bring it to the one form the rest of the proxy
+/// relies on; hyper's sessions (HTTP/1.x and HTTP/2) run every request through it. Baton's own
+/// HTTP/1.1 loop serves only heads that need nothing done here (it leaves the rest to hyper).
+///
+/// - Exactly one `Host` in HTTP/1.1, at most one in HTTP/1.0; an HTTP/2 request needs
+///   `:authority` or one `host`.
+/// - An authority in the target (absolute-form, `:authority`) replaces `Host`: the upstream
+///   gets the authority routing used, never a second opinion. One with userinfo is refused.
+/// - No `Connection` token may name a field the proxy manages ([`is_managed`]).
+/// - `x-envoy-*` fields are removed: every client is external (see the README).
+/// - The fields add up to at most `max_head` bytes ([`fields_size`]).
+pub fn check_request<B>(req: &mut Request<B>, max_head: usize) -> Result<(), Refusal> {
+    if fields_size(req.headers()) > max_head {
+        return Err(Refusal::HeadersTooLarge);
+    }
+    for line in req.headers().get_all(header::CONNECTION) {
+        let names_managed = line
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| is_managed(t.trim_ascii()));
+        if names_managed {
+            return Err(Refusal::ConnectionNamesManaged);
+        }
+    }
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    let http2 = req.version() == Version::HTTP_2;
+    if hosts > 1 && !http2 {
+        return Err(Refusal::DuplicateHost);
+    }
+    if hosts == 0 && req.version() == Version::HTTP_11 {
+        return Err(Refusal::MissingHost);
+    }
+    if let Some(authority) = req.uri().authority() {
+        if authority.as_str().contains('@') {
+            return Err(Refusal::UserinfoInTarget);
+        }
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    } else if http2 && hosts != 1 {
+        return Err(if hosts == 0 {
+            Refusal::MissingHost
+        } else {
+            Refusal::DuplicateHost
+        });
+    }
+    strip_envoy(req.headers_mut());
+    Ok(())
+}
+
+/// Remove every `x-envoy-*` field.
+fn strip_envoy(h: &mut HeaderMap) {
+    while let Some(name) = h.keys().find(|k| is_envoy(k.as_str().as_bytes())).cloned() {
+        h.remove(&name);
+    }
+}
 
 /// The upgrade a request asks for (`Connection: upgrade` + `Upgrade: <type>`).
 pub fn upgrade_type(h: &HeaderMap) -> Option<&str> {
@@ -56,14 +168,30 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Upgrade) {
     // A clone of the value is a reference count, not a copy; removing by `&str` looks the name
     // up case-insensitively without building a `HeaderName` (an allocation for custom names).
     if present & CONNECTION != 0 {
-        // Unless kept, `Connection` goes first: `remove` hands back its (first) value, one
-        // hashed lookup instead of a get and a remove.
-        let conn = if keep_upgrade {
-            h.get(header::CONNECTION).cloned()
-        } else {
-            h.remove(header::CONNECTION)
+        // Every `Connection` line counts. Unless kept, `Connection` goes first: removing the
+        // entry hands back its values, one hashed lookup instead of a get and a remove; more
+        // than one line (rare) costs a `Vec`.
+        let lines: Lines = match h.entry(header::CONNECTION) {
+            header::Entry::Vacant(_) => Lines::One(None),
+            header::Entry::Occupied(e) => {
+                if e.iter().nth(1).is_some() {
+                    if keep_upgrade {
+                        Lines::Many(e.iter().cloned().collect())
+                    } else {
+                        Lines::Many(e.remove_entry_mult().1.collect())
+                    }
+                } else if keep_upgrade {
+                    Lines::One(Some(e.get().clone()))
+                } else {
+                    Lines::One(Some(e.remove()))
+                }
+            }
         };
-        if let Some(conn) = conn {
+        let lines = match &lines {
+            Lines::One(v) => v.as_slice(),
+            Lines::Many(v) => v.as_slice(),
+        };
+        for conn in lines {
             for t in conn.to_str().unwrap_or("").split(',') {
                 let t = t.trim();
                 if t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("upgrade") {
@@ -97,6 +225,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Upgrade) {
             h.remove(header::TE);
         }
     }
+}
+
+/// The `Connection` lines of a message: nearly always one.
+enum Lines {
+    One(Option<HeaderValue>),
+    Many(Vec<HeaderValue>),
 }
 
 /// Whether a protocol switch's `Upgrade` / `Connection: upgrade` stay (a request or response of
@@ -199,145 +333,4 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
 };
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
-        h
-    }
-
-    #[test]
-    fn strip_removes_hop_by_hop_and_connection_named_headers() {
-        let mut h = map(&[
-            ("host", "a"),
-            ("connection", "Keep-Alive, X-Hop ,, bad name, upgrade"),
-            ("keep-alive", "timeout=5"),
-            ("x-hop", "1"),
-            ("proxy-connection", "keep-alive"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "websocket"),
-            ("te", "gzip"),
-            ("x-end", "2"),
-        ]);
-        strip_hop_by_hop(&mut h, Upgrade::Strip);
-        assert_eq!(h, map(&[("host", "a"), ("x-end", "2")]));
-    }
-
-    #[test]
-    fn strip_keeps_upgrade_and_te_trailers() {
-        let mut h = map(&[
-            ("connection", "x-hop, Upgrade"),
-            ("x-hop", "1"),
-            ("upgrade", "websocket"),
-            ("te", "Trailers"),
-        ]);
-        strip_hop_by_hop(&mut h, Upgrade::Keep);
-        assert_eq!(
-            h,
-            map(&[
-                ("connection", "x-hop, Upgrade"),
-                ("upgrade", "websocket"),
-                ("te", "Trailers"),
-            ])
-        );
-        assert_eq!(upgrade_type(&h), Some("websocket"));
-    }
-
-    #[test]
-    fn strip_without_keep_upgrade_removes_upgrade_named_in_connection() {
-        let mut h = map(&[
-            ("connection", "upgrade"),
-            ("upgrade", "h2c"),
-            ("te", "trailers"),
-        ]);
-        strip_hop_by_hop(&mut h, Upgrade::Strip);
-        assert_eq!(h, map(&[("te", "trailers")]));
-    }
-
-    #[test]
-    fn strip_te_named_in_connection_and_keep_alive_only() {
-        let mut h = map(&[("connection", "TE, close"), ("te", "trailers"), ("x", "1")]);
-        strip_hop_by_hop(&mut h, Upgrade::Strip);
-        assert_eq!(h, map(&[("x", "1")]));
-        let mut h = map(&[("connection", "keep-alive"), ("server", "o")]);
-        strip_hop_by_hop(&mut h, Upgrade::Strip);
-        assert_eq!(h, map(&[("server", "o")]));
-        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
-        strip_hop_by_hop(&mut h, Upgrade::Keep);
-        assert_eq!(
-            h,
-            map(&[("connection", "upgrade"), ("upgrade", "websocket")])
-        );
-    }
-
-    #[test]
-    fn prepare_appends_remote_address_and_sets_proto() {
-        let remote: SocketAddr = ([192, 0, 2, 1], 4000).into();
-        let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("connection", "close")]);
-        prepare_request_headers(&mut h, Forwarded::of(remote, true, false), Upgrade::Strip);
-        assert_eq!(
-            h,
-            map(&[
-                ("x-forwarded-for", "203.0.113.9, 192.0.2.1"),
-                ("x-forwarded-proto", "http"),
-            ])
-        );
-        let v6: SocketAddr = "[2001:db8::ff00:42:8329]:443".parse().unwrap_or(remote);
-        let mut h = map(&[("x-forwarded-for", "")]);
-        prepare_request_headers(&mut h, Forwarded::of(v6, true, false), Upgrade::Strip);
-        assert_eq!(
-            h,
-            map(&[
-                ("x-forwarded-for", "2001:db8::ff00:42:8329"),
-                ("x-forwarded-proto", "http"),
-            ])
-        );
-        let mut h = map(&[("x-forwarded-proto", "https")]);
-        prepare_request_headers(&mut h, Forwarded::of(remote, false, false), Upgrade::Strip);
-        assert_eq!(h, map(&[("x-forwarded-proto", "https")]));
-        // Over TLS, with use_remote_address, Baton sets the scheme it saw.
-        let mut h = map(&[("x-forwarded-proto", "http")]);
-        prepare_request_headers(&mut h, Forwarded::of(remote, true, true), Upgrade::Strip);
-        assert_eq!(
-            h,
-            map(&[
-                ("x-forwarded-for", "192.0.2.1"),
-                ("x-forwarded-proto", "https"),
-            ])
-        );
-    }
-
-    #[test]
-    fn uuid_text_is_8_4_4_4_12_lowercase_hex() {
-        assert_eq!(
-            &uuid_text(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
-            b"01234567-89ab-cdef-fedc-ba9876543210"
-        );
-        assert_eq!(&uuid_text(0), b"00000000-0000-0000-0000-000000000000");
-        assert_eq!(
-            &uuid_text(u128::MAX),
-            b"ffffffff-ffff-ffff-ffff-ffffffffffff"
-        );
-    }
-
-    #[test]
-    fn request_id_is_a_uuid_v4() {
-        let id = new_request_id();
-        let s = id.to_str().unwrap_or_default();
-        assert_eq!(s.len(), 36);
-        assert_eq!(s.as_bytes()[14], b'4');
-        assert!(matches!(s.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
-        for (i, c) in s.bytes().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                assert_eq!(c, b'-', "{s}");
-            } else {
-                assert!(matches!(c, b'0'..=b'9' | b'a'..=b'f'), "{s}");
-            }
-        }
-        assert_ne!(new_request_id(), id);
-    }
-}
+mod tests;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use http::header;
 use http::{Request, Response};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,7 +28,8 @@ use crate::body::ProxyBody;
 use crate::client::{Checkin, CxGuard, H1Body, H1Conn, Home, SendError};
 use crate::cluster::{Cluster, Host};
 use crate::error::UpstreamFailure;
-use crate::headers::{strip_hop_by_hop, Upgrade};
+use crate::headers::{fields_size, strip_hop_by_hop, Upgrade};
+use crate::http1::MAX_RESPONSE_HEAD;
 use crate::LocalExec;
 
 /// Idle HTTP/1.1 connections kept per host and worker; more are closed when returned.
@@ -153,7 +155,7 @@ impl Pools {
             let _pending = Pending::enter(cluster)?;
             let stream = Box::pin(connect_tcp(cluster, host)).await?;
             cluster.stats.upstream_cx_http1_total.inc();
-            let head_limit = (cluster.config.per_connection_buffer_limit_bytes as usize).max(8192);
+            let head_limit = MAX_RESPONSE_HEAD;
             let guard = CxGuard::new(cluster.clone(), host.clone());
             return Ok(Checkout {
                 conn: Conn::Own(Box::new(H1Conn::new(
@@ -290,6 +292,9 @@ impl Conn {
         };
         match res {
             Ok(r) => {
+                if let Some(f) = refused_response(&r) {
+                    return Err(SendError::Failed(f));
+                }
                 let (mut parts, body) = r.into_parts();
                 strip_hop_by_hop(&mut parts.headers, Upgrade::Strip);
                 Ok((
@@ -306,6 +311,20 @@ impl Conn {
             }),
         }
     }
+}
+
+/// A response from hyper's clients that Baton's own client would refuse too (502): a `1xx`
+/// as the final status (a `101` to a request that asked for no switch; hyper hands it over as
+/// final), and `Content-Length` together with `Transfer-Encoding` (RFC 9112 §6.3: a message
+/// that may be an attempt at smuggling), and a head over [`MAX_RESPONSE_HEAD`].
+fn refused_response<B>(r: &Response<B>) -> Option<UpstreamFailure> {
+    let h = r.headers();
+    let both_lengths =
+        h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH);
+    // hyper's buffer limit is checked between reads, so a longer head may get through.
+    let too_long = fields_size(h) > MAX_RESPONSE_HEAD;
+    (r.status().is_informational() || both_lengths || too_long)
+        .then_some(UpstreamFailure::ProtocolError)
 }
 
 /// Map a hyper client error to Envoy's failure classes.
@@ -522,7 +541,8 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = http1::Builder::new();
-    builder.max_buf_size((cluster.config.per_connection_buffer_limit_bytes as usize).max(8192));
+    // A response head longer than this fails to parse: 502.
+    builder.max_buf_size(MAX_RESPONSE_HEAD);
     let sender = if upgrades {
         // Not counted: a tunnel unwraps the upgraded connection to its socket, so that it can
         // move to the next generation (`tunnel::run`).

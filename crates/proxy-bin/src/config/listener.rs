@@ -22,6 +22,9 @@ use super::{ConfigError, Errors};
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Envoy's default `stream_idle_timeout`.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Envoy's `max_request_headers_kb` default and bound.
+const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
+const MAX_REQUEST_HEADERS_KB: u32 = 8192;
 
 /// A port as written (`port_value`), checked to be in range; absent means 0.
 pub(crate) fn port(raw: &raw::SocketAddress, path: &str) -> Result<u16, ConfigError> {
@@ -319,6 +322,15 @@ fn hcm(
         Some(d) => d.nonzero(),
     };
     let request_timeout = raw.request_timeout.and_then(|d| d.nonzero());
+    let max_request_headers_kb = raw
+        .max_request_headers_kb
+        .map_or(DEFAULT_MAX_REQUEST_HEADERS_KB, |v| v.0);
+    if !(1..=MAX_REQUEST_HEADERS_KB).contains(&max_request_headers_kb) {
+        errs.push(
+            join(path, "max_request_headers_kb"),
+            format!("must be between 1 and {MAX_REQUEST_HEADERS_KB} (KiB)"),
+        );
+    }
 
     let mut upgrade_types: Vec<String> = Vec::new();
     for (i, u) in raw.upgrade_configs.iter().enumerate() {
@@ -363,6 +375,7 @@ fn hcm(
         access_logs,
         route_config: route_config?,
         suppress_envoy_headers: suppress_envoy_headers?,
+        max_request_headers_kb,
     })
 }
 

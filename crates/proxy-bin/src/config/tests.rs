@@ -70,6 +70,7 @@ fn quickstart_fixture_validates_with_envoy_defaults() {
     assert_eq!(h.stream_idle_timeout, Some(Duration::from_secs(300)));
     assert_eq!(h.request_timeout, None);
     assert!(!h.suppress_envoy_headers);
+    assert_eq!(h.max_request_headers_kb, 60);
     assert_eq!(h.access_logs.len(), 1);
     assert_eq!(h.access_logs[0].sink, AccessLogSink::Stdout);
     assert_eq!(h.access_logs[0].format, None);
@@ -122,6 +123,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: edge
+          max_request_headers_kb: 96
           codec_type: HTTP2
           generate_request_id: false
           use_remote_address: true
@@ -211,6 +213,7 @@ fn every_supported_field_is_converted() {
     assert_eq!(l.per_connection_buffer_limit_bytes, 32768);
     let h = &l.http;
     assert_eq!(h.codec_type, CodecType::Http2);
+    assert_eq!(h.max_request_headers_kb, 96);
     assert!(!h.generate_request_id);
     assert!(h.use_remote_address);
     assert_eq!(h.idle_timeout, None);
@@ -397,6 +400,8 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         ("retriable status code", set(base(), &r0("/route/retry_policy"), json!({"retriable_status_codes": [99]})), "retry_policy.retriable_status_codes[0]"),
         ("google_re2 field", set(base(), &r0("/match"), json!({"safe_regex": {"google_re2": {"max_program_size": 10}, "regex": "x"}})), "safe_regex.google_re2.max_program_size"),
         ("missing cluster name", remove(base(), &c0("/name")), "clusters[0].name"),
+        ("zero header limit", set(base(), &hcm("/max_request_headers_kb"), json!(0)), "max_request_headers_kb"),
+        ("header limit over 8192", set(base(), &hcm("/max_request_headers_kb"), json!(8193)), "max_request_headers_kb"),
     ]
 }
 

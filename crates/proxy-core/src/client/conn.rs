@@ -206,6 +206,10 @@ impl H1Conn {
                 self.buf.advance(n);
                 return Ok(Some(Parsed::Informational));
             }
+            // A head over the limit that arrived in one read.
+            Ok(response::Parsed::Final(head)) if head.len > self.head_limit => {
+                return Err(UpstreamFailure::ProtocolError);
+            }
             Ok(response::Parsed::Final(head)) => head,
             Err(e) => {
                 tracing::debug!(upstream = %self.addr, error = %e, "invalid upstream response head");

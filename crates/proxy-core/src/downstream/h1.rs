@@ -23,16 +23,13 @@ use super::svc::{HandleFuture, Svc};
 /// long, so a client's next request is not met by a close it could not see coming.
 const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(100);
 
-/// hyper's smallest read buffer limit.
-const MIN_BUF: usize = 8192;
-
-/// HTTP/1.1 server settings; `buffer_limit` (the listener's
-/// `per_connection_buffer_limit_bytes`) caps what hyper buffers while reading a message head.
-fn h1_builder(buffer_limit: u32) -> http1::Builder {
+/// HTTP/1.1 server settings; `head_limit` (the HCM's `max_request_headers_kb`) caps what hyper
+/// buffers while reading a message head: a longer head is answered 431.
+fn h1_builder(head_limit: usize) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_buf_size((buffer_limit as usize).max(MIN_BUF))
+        .max_buf_size(head_limit)
         .keep_alive(true);
     b
 }
@@ -92,7 +89,7 @@ async fn serve_http1_hyper<F: HandleFuture>(
     let mut io = io;
     loop {
         ctx.movable.set(reg.is_some());
-        let mut conn = h1_builder(l.config.per_connection_buffer_limit_bytes)
+        let mut conn = h1_builder(l.config.http.max_request_head())
             .serve_connection(TokioIo::new(io), svc.clone());
         let waiter = reg.as_ref().map(|_| svc.w.modes.waiter());
         let end = drive_h1(&mut conn, l, ctx, waiter).await?;
@@ -126,7 +123,7 @@ async fn serve_http1_hyper<F: HandleFuture>(
         io.prepend(parts.read_buf);
         if end == H1End::Closing && io.take_pending().unwrap_or(false) {
             l.http_stats.downstream_cx_drain_rescued.inc();
-            let mut b = h1_builder(l.config.per_connection_buffer_limit_bytes);
+            let mut b = h1_builder(l.config.http.max_request_head());
             b.keep_alive(false);
             let mut again = b.serve_connection(TokioIo::new(io), svc);
             std::future::poll_fn(|cx| again.poll_without_shutdown(cx)).await?;

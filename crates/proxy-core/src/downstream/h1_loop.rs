@@ -5,8 +5,8 @@
 //! allocation, and the response head and a body already in hand leave in one write.
 //!
 //! Anything else is hyper's. The loop stops *before* touching a request it does not serve (a
-//! body, an upgrade, HTTP/1.0, a malformed or oversized head: hyper answers those, 400 and 431
-//! included) and when the connection meets an event that hyper's session handles (a drain
+//! body, an upgrade, HTTP/1.0, a malformed head or one over `max_request_headers_kb`: hyper
+//! answers those, 400 and 431 included) and when the connection meets an event that hyper's session handles (a drain
 //! asking it to close, a hand-over to the next generation, the idle timeout): the bytes it has
 //! read but not served are put back in front of the IO and [`super::h1`] serves the rest
 //! of the connection with hyper, exactly as if hyper had had it from the start.
@@ -39,8 +39,6 @@ use super::svc::{HandleFuture, Svc};
 /// Response data up to this size is copied into the write buffer (one write for head and
 /// body); larger frames are written from their own buffer.
 const COPY_MAX: usize = 16 * 1024;
-/// hyper's smallest read-buffer limit, and so the smallest head limit.
-const MIN_HEAD_LIMIT: usize = 8192;
 /// A read buffer smaller than this is replaced before the first read.
 const MIN_READ_BUF: usize = 2048;
 /// Fields forwarding may add to a request's map.
@@ -170,7 +168,7 @@ pub(crate) async fn serve<F: HandleFuture>(
         io,
         buf,
         wbuf: Vec::with_capacity(512),
-        head_limit: (l.config.per_connection_buffer_limit_bytes as usize).max(MIN_HEAD_LIMIT),
+        head_limit: l.config.http.max_request_head(),
     };
     let end = conn.run(svc, l, ctx, watch_modes).await;
     if end == End::Fallback {
@@ -224,6 +222,9 @@ impl Conn<'_> {
     ) -> Result<request::Head, End> {
         loop {
             match self.parse() {
+                // Possibly over `max_request_headers_kb` (its fields are no longer than the
+                // head): hyper's session measures them, and answers 431 if so.
+                Parsed::Head(h) if h.len > self.head_limit => return Err(End::Fallback),
                 Parsed::Head(h) => return Ok(h),
                 Parsed::Hyper => return Err(End::Fallback),
                 Parsed::Partial => {}

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::context::{ConnCtx, ListenerShared, Worker};
+use crate::headers::check_request;
 
 pub(crate) trait HandleFuture:
     Future<Output = Result<Response<ProxyBody>, Infallible>> + 'static
@@ -78,8 +79,14 @@ impl<F: HandleFuture> hyper::service::Service<Request<Incoming>> for Svc<F> {
     type Error = Infallible;
     type Future = InFlight<F>;
 
+    /// A request from hyper's sessions: checked first ([`check_request`]); a refused one
+    /// carries its [`crate::headers::Refusal`] to [`crate::request::handle`], which answers it.
     fn call(&self, req: Request<Incoming>) -> InFlight<F> {
-        self.call_with(req.map(RequestBody::Hyper))
+        let mut req = req.map(RequestBody::Hyper);
+        if let Err(refusal) = check_request(&mut req, self.l.config.http.max_request_head()) {
+            req.extensions_mut().insert(refusal);
+        }
+        self.call_with(req)
     }
 }
 

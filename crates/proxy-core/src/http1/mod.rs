@@ -19,6 +19,11 @@ pub mod response;
 
 /// Fields accepted in one head (hyper's limit too).
 pub const MAX_HEADERS: usize = 100;
+/// hyper's smallest read-buffer limit, and so the smallest head limit.
+pub const MIN_HEAD_LIMIT: usize = 8192;
+/// The longest response head accepted from an upstream (502 beyond): Envoy's default request
+/// head limit, `max_request_headers_kb: 60`, applied to responses too.
+pub const MAX_RESPONSE_HEAD: usize = 60 * 1024;
 /// Read-buffer space asked of the socket per read.
 pub const READ_SIZE: usize = 8192;
 

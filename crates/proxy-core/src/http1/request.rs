@@ -1,11 +1,15 @@
 //! A request head (Baton's own server loop reads these from clients), and whether the loop
-//! serves it: HTTP/1.1, origin-form, no body, no protocol switch, no `Expect`. Anything else is
-//! left to hyper's session (which answers 400 and 431 too), untouched.
+//! serves it: HTTP/1.1, origin-form, exactly one `Host`, no body, no protocol switch, no
+//! `Expect`, no `x-envoy-*` field, no `Connection` naming a field the proxy manages. Anything
+//! else is left to hyper's session, untouched: hyper answers malformed and oversized heads (400,
+//! 431), and [`crate::headers::check_request`] judges the rest there.
 
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
 use http::{Method, Request, Uri};
+
+use crate::headers::{is_envoy, is_managed};
 
 use super::fields::has_token;
 use super::names::NameCache;
@@ -76,22 +80,27 @@ pub fn parse(buf: &[u8], spans: &mut Vec<Span>) -> Parsed {
     let mut close = false;
     let mut te_trailers = false;
     let mut length_seen = false;
+    let mut host_seen = false;
     spans.clear();
     for h in r.headers.iter() {
         let name = h.name.as_bytes();
         // The fields that decide framing, switching or keep-alive, by their length first.
         match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                if host_seen {
+                    return Parsed::Hyper;
+                }
+                host_seen = true;
+            }
             2 if name.eq_ignore_ascii_case(b"te") => {
                 te_trailers = has_token(h.value, b"trailers");
             }
             6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Hyper,
             7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Hyper,
-            10 if name.eq_ignore_ascii_case(b"connection") => {
-                if has_token(h.value, b"upgrade") {
-                    return Parsed::Hyper;
-                }
-                close |= has_token(h.value, b"close");
-            }
+            10 if name.eq_ignore_ascii_case(b"connection") => match connection(h.value) {
+                Some(c) => close |= c,
+                None => return Parsed::Hyper,
+            },
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 if length_seen || h.value.trim_ascii() != b"0" {
                     return Parsed::Hyper;
@@ -99,12 +108,17 @@ pub fn parse(buf: &[u8], spans: &mut Vec<Span>) -> Parsed {
                 length_seen = true;
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Hyper,
+            // `x-envoy-*` from a client: hyper's path removes them.
+            _ if is_envoy(name) => return Parsed::Hyper,
             _ => {}
         }
         spans.push(Span {
             name: span(name),
             value: span(h.value),
         });
+    }
+    if !host_seen {
+        return Parsed::Hyper;
     }
     Parsed::Head(Head {
         len,
@@ -114,6 +128,21 @@ pub fn parse(buf: &[u8], spans: &mut Vec<Span>) -> Parsed {
         close,
         te_trailers,
     })
+}
+
+/// A `Connection` value's tokens in one pass: whether it asks to close; `None` when the loop
+/// does not serve it (a protocol switch, or a token naming a field the proxy manages).
+fn connection(value: &[u8]) -> Option<bool> {
+    let mut close = false;
+    for t in value.split(|&b| b == b',') {
+        let t = t.trim_ascii();
+        if t.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if t.eq_ignore_ascii_case(b"upgrade") || is_managed(t) {
+            return None;
+        }
+    }
+    Some(close)
 }
 
 fn served_method(method: &str) -> Option<Method> {
@@ -200,41 +229,54 @@ mod tests {
         let ones: Vec<_> = req.headers().get_all("x-one").iter().collect();
         assert_eq!(ones, ["1", "2"], "repeated fields kept in order");
         assert_eq!(
-            verdict(b"DELETE / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"),
+            verdict(b"DELETE / HTTP/1.1\r\nHost: x\r\ncontent-length: 0\r\n\r\n"),
+            "served"
+        );
+        assert_eq!(
+            verdict(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, x-hop\r\nx-envoyish: 1\r\n\r\n"),
             "served"
         );
         assert_eq!(verdict(b"GET / HTTP/1.1\r\nHost: x\r\n"), "partial");
         let mut spans = Vec::new();
         let Parsed::Head(h) = parse(
-            b"GET / HTTP/1.1\r\nConnection: close\r\nTE: trailers\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: close\r\nTE: trailers\r\n\r\n",
             &mut spans,
         ) else {
             panic!("served");
         };
-        assert!(h.close && h.te_trailers);
+        assert!(h.close && h.te_trailers, "`close` on a second line counts");
     }
 
     /// What hyper's session must see: a body, a switch, `Expect`, HTTP/1.0, a target that is
     /// not origin-form, CONNECT, a malformed head (hyper answers 400), too many fields.
     #[test]
     fn the_rest_goes_to_hyper() {
-        let hyper: [&[u8]; 11] = [
-            b"POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc",
-            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
-            b"GET / HTTP/1.1\r\ncontent-length: 0\r\ncontent-length: 0\r\n\r\n",
-            b"GET / HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
-            b"GET / HTTP/1.1\r\nconnection: Upgrade\r\n\r\n",
-            b"PUT / HTTP/1.1\r\nexpect: 100-continue\r\n\r\n",
-            b"GET / HTTP/1.0\r\n\r\n",
-            b"GET http://a.example/ HTTP/1.1\r\n\r\n",
-            b"CONNECT a.example:443 HTTP/1.1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nbad name: x\r\n\r\n",
-            b"GET  / HTTP/1.1\r\n\r\n",
+        let hyper: [&[u8]; 18] = [
+            b"POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\ncontent-length: 0\r\ncontent-length: 0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nconnection: Upgrade\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: h\r\nexpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+            b"GET http://a.example/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"CONNECT a.example:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nbad name: x\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+            // What `check_request` judges on hyper's path: `Host` missing or twice, a
+            // `Connection` naming a field the proxy manages, `x-envoy-*` from the client.
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Host\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: x-request-id\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nConnection: x-forwarded-for\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: x-envoy-internal\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX-Envoy-Internal: true\r\n\r\n",
         ];
         for raw in hyper {
             assert_eq!(verdict(raw), "hyper", "{:?}", String::from_utf8_lossy(raw));
         }
-        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
         for i in 0..=MAX_SERVED_FIELDS {
             many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
         }

@@ -17,13 +17,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::context::{ConnCtx, Ctx, ListenerShared, Worker};
 use crate::flags::ResponseFlags;
 use crate::handover::Mode;
-use crate::headers::{new_request_id, X_REQUEST_ID};
+use crate::headers::{new_request_id, Refusal, X_REQUEST_ID};
 use crate::router::{Action, Forward, Route};
 
 use self::forward::forward;
@@ -64,7 +64,7 @@ pub async fn handle(
         tracker.set_log(logs.capture(&req));
     }
     // Routing is synchronous, so only forwarding adds a future to this one's state.
-    let mut resp = match route(&l, &req, &mut tracker) {
+    let mut resp = match route(&l, &c, &req, &mut tracker) {
         Routed::Reply(r) => r,
         Routed::Forward(route, f) => forward(cx, route, f, req, &mut tracker).await,
     };
@@ -90,6 +90,21 @@ pub async fn handle(
     Ok(Response::from_parts(parts, body.on_finish(tracker)))
 }
 
+/// A request [`crate::headers::check_request`] refused: 400 or 431 (Envoy's `DPE`); an
+/// HTTP/1.1 connection closes after it.
+#[cold]
+#[inline(never)]
+fn refused(c: &ConnCtx, refusal: Refusal, tracker: &mut Tracker) -> Response<ProxyBody> {
+    tracing::debug!(remote = %c.remote, ?refusal, "request refused");
+    tracker.set_flag(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+    let mut resp = local_reply(refusal.status(), Bytes::new());
+    if !c.http2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 /// What routing decided.
 enum Routed<'l> {
     Reply(Response<ProxyBody>),
@@ -98,9 +113,19 @@ enum Routed<'l> {
 
 fn route<'l>(
     l: &'l ListenerShared,
+    c: &ConnCtx,
     req: &Request<RequestBody>,
     tracker: &mut Tracker,
 ) -> Routed<'l> {
+    if let Some(&refusal) = req.extensions().get::<Refusal>() {
+        return Routed::Reply(refused(c, refusal, tracker));
+    }
+    if req.method() == Method::CONNECT {
+        // No route takes CONNECT (Envoy: 404 unless a route matches it with `connect_matcher`).
+        l.http_stats.no_route.inc();
+        tracker.set_flag(ResponseFlags::NO_ROUTE_FOUND);
+        return Routed::Reply(local_reply(StatusCode::NOT_FOUND, Bytes::new()));
+    }
     let route = {
         let authority = authority_of(req);
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
