@@ -84,7 +84,9 @@ pub use child::Client;
 pub use conn::{connect, peer_credentials, Conn, Listener, PeerCred, SocketFile};
 pub use endpoint::{Endpoint, MAX_ABSTRACT_NAME};
 pub use error::{Error, Result};
-pub use parent::{serve, serve_one, ParentHandler, ServeExit, ServeOptions, SessionEnd};
+pub use parent::{
+    serve, serve_one, ParentHandler, ServeExit, ServeOptions, SessionEnd, MAX_WAITING_PEERS,
+};
 pub use pb::envelope::Body;
 pub use pb::{
     ConnectionKind, ConnectionsAck, ConnectionsBatch, Envelope, Hello, HelloReply,

@@ -1,13 +1,16 @@
 //! The parent's side (epoch K): answer one child's session with [`serve_one`], or keep a listener
-//! answering children with [`serve`], delegating every decision to a [`ParentHandler`].
+//! answering children with [`serve`] (every waiting peer accepted, the first to speak served),
+//! delegating every decision to a [`ParentHandler`].
 //!
 //! Failures of a session (a broken, slow, foreign or refused peer) are logged and end that session
 //! only: they never panic and never touch the handler beyond what the child asked for, so the
 //! serving generation is unaffected.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::conn::{Conn, Listener};
 use crate::error::{Error, Result};
@@ -87,9 +90,10 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// Longest wait for one send, and for a batch's ack.
     pub io_timeout: Duration,
-    /// Longest wait for a new peer's first message (its hello). Sessions are served one at a
-    /// time, so a silent peer (any local process of the same user may connect) holds the next
-    /// child up for at most this long; a real child sends its hello as soon as it connects.
+    /// Longest a new peer may stay silent before its first message (its hello); past it, it is
+    /// closed. [`serve`] keeps every waiting peer open meanwhile and serves the first that
+    /// speaks, so a silent peer (any local process of the same user may connect) does not hold
+    /// the next child up; a real child sends its hello as soon as it connects.
     pub handshake_timeout: Duration,
     /// How often [`serve`] looks at its stop flag while no child connects.
     pub accept_poll: Duration,
@@ -131,31 +135,104 @@ impl ServeOptions {
     }
 }
 
-/// Accepts children on `listener` one at a time until `stop` is set or a child terminates this
-/// generation. Each session's failure is logged and the next child is accepted.
+/// Most connections [`serve`] holds while they have not spoken yet. Past it, new peers wait in
+/// the kernel's listen queue until a held one speaks, closes or reaches its handshake deadline.
+pub const MAX_WAITING_PEERS: usize = 64;
+
+/// Answers children on `listener` until `stop` is set or a child terminates this generation.
+///
+/// Every waiting connection is accepted (up to [`MAX_WAITING_PEERS`]) and the first to speak is
+/// served: a silent peer costs the next child nothing, and is closed when its own handshake
+/// deadline passes. One session runs at a time (one child restarts this generation at a time);
+/// a peer that speaks meanwhile is served when that session ends. Each session's failure is
+/// logged and the next peer is served.
 pub fn serve(
     listener: &Listener,
     handler: &mut impl ParentHandler,
     opts: &ServeOptions,
     stop: &AtomicBool,
 ) -> ServeExit {
+    // Accepted connections that have not spoken, oldest first, each with its handshake
+    // deadline. Held here only: dropping an entry closes its fd.
+    let mut waiting: Vec<(Conn, Instant)> = Vec::new();
     while !stop.load(Ordering::Acquire) {
-        let conn = match listener.accept(opts.accept_poll) {
-            Ok(conn) => conn,
-            Err(e) if e.is_timeout() => continue,
-            Err(e) => {
-                // Refused peers are logged by accept; anything else is logged here.
-                if !matches!(e, Error::PeerRefused { .. }) {
-                    tracing::warn!(error = %e, "hot restart accept failed");
-                }
-                continue;
+        accept_waiting(listener, &mut waiting, opts);
+        let ready = poll_waiting(listener, &waiting, opts);
+        let now = Instant::now();
+        if let Some(index) = ready {
+            let (conn, _) = waiting.remove(index);
+            if let Ok(SessionEnd::Terminated) = serve_one(conn, handler, opts) {
+                return ServeExit::Terminated;
             }
-        };
-        if let Ok(SessionEnd::Terminated) = serve_one(conn, handler, opts) {
-            return ServeExit::Terminated;
+            continue;
         }
+        waiting.retain(|(conn, deadline)| {
+            let keep = now < *deadline;
+            if !keep {
+                tracing::debug!(
+                    peer.pid = conn.peer().pid,
+                    "restart peer said nothing before its handshake deadline; closed"
+                );
+            }
+            keep
+        });
     }
     ServeExit::Stopped
+}
+
+/// Accepts every connection already queued on `listener`, up to [`MAX_WAITING_PEERS`] held.
+fn accept_waiting(listener: &Listener, waiting: &mut Vec<(Conn, Instant)>, opts: &ServeOptions) {
+    while waiting.len() < MAX_WAITING_PEERS {
+        match listener.accept(Duration::ZERO) {
+            Ok(conn) => waiting.push((conn, Instant::now() + opts.handshake_timeout)),
+            Err(e) if e.is_timeout() => return,
+            // Refused peers are logged by accept; anything else is logged here.
+            Err(Error::PeerRefused { .. }) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "hot restart accept failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Waits until the listener or a waiting connection is readable, the earliest handshake
+/// deadline passes, or `opts.accept_poll` (to look at the stop flag). Returns the index of the
+/// oldest waiting connection that spoke (or hung up: its session reports that).
+fn poll_waiting(
+    listener: &Listener,
+    waiting: &[(Conn, Instant)],
+    opts: &ServeOptions,
+) -> Option<usize> {
+    let now = Instant::now();
+    let wait = waiting
+        .iter()
+        .map(|(_, deadline)| deadline.saturating_duration_since(now))
+        .fold(opts.accept_poll, Duration::min);
+    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(waiting.len() + 1);
+    // A full set leaves new peers in the listen queue: do not wake for them.
+    if waiting.len() < MAX_WAITING_PEERS {
+        fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+    }
+    let first_conn = fds.len();
+    fds.extend(
+        waiting
+            .iter()
+            .map(|(conn, _)| PollFd::new(conn.as_fd(), PollFlags::POLLIN)),
+    );
+    let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not poll the restart socket");
+            // Do not spin on a persistent error.
+            std::thread::sleep(wait);
+            return None;
+        }
+    }
+    fds[first_conn..]
+        .iter()
+        .position(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
 }
 
 /// Answers one child's requests until it disconnects, terminates this generation, or fails.

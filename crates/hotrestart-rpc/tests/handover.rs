@@ -392,21 +392,70 @@ fn silent_peers_are_dropped_after_the_handshake_deadline() {
         Listener::bind(&endpoint).unwrap(),
         TestParent::with_listeners(1),
     );
-    // Two local processes connect and say nothing, ahead of the real child.
+    // Two local processes connect and say nothing: each is closed at its own handshake
+    // deadline (500 ms), not at the io timeout, and sent nothing.
     let silent: Vec<UnixStream> = (0..2).map(|_| raw_connect(&endpoint)).collect();
-    let started = std::time::Instant::now();
-    let mut client =
-        Client::handshake(connect(&endpoint, TIMEOUT).unwrap(), hello(), TIMEOUT).unwrap();
-    // Each held the child up for at most the handshake deadline (500 ms), not the io timeout.
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(client.request_listen_sockets(all()).unwrap().len(), 1);
     for s in silent {
         assert!(read_to_close(s).is_empty(), "a silent peer is sent nothing");
     }
+    let mut client =
+        Client::handshake(connect(&endpoint, TIMEOUT).unwrap(), hello(), TIMEOUT).unwrap();
+    assert_eq!(client.request_listen_sockets(all()).unwrap().len(), 1);
     client.terminate().unwrap();
+    assert_eq!(thread.join().0, ServeExit::Terminated);
+}
+
+#[test]
+fn a_child_is_served_while_silent_peers_stay_connected() {
+    let endpoint = unique_endpoint("silent_many");
+    // A deadline far past the child's own timeout: served one after another, the silent peers
+    // ahead of it would hold the child up for 12 minutes.
+    let mut opts = options();
+    opts.handshake_timeout = Duration::from_secs(60);
+    let thread = ParentThread::spawn_with(
+        Listener::bind(&endpoint).unwrap(),
+        TestParent::with_listeners(1),
+        opts,
+    );
+    let silent: Vec<UnixStream> = (0..12).map(|_| raw_connect(&endpoint)).collect();
+    let mut client =
+        Client::handshake(connect(&endpoint, TIMEOUT).unwrap(), hello(), TIMEOUT).unwrap();
+    assert_eq!(client.request_listen_sockets(all()).unwrap().len(), 1);
+    // Still open (their deadline has not passed), and sent nothing.
+    for s in &silent {
+        s.set_nonblocking(true).unwrap();
+        let err = (&*s).read(&mut [0u8; 1]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
+        s.set_nonblocking(false).unwrap();
+    }
+    client.terminate().unwrap();
+    assert_eq!(thread.join().0, ServeExit::Terminated);
+    // The parent stopped serving: every connection it held is closed.
+    for s in silent {
+        assert!(read_to_close(s).is_empty(), "a silent peer is sent nothing");
+    }
+}
+
+#[test]
+fn one_session_at_a_time_and_the_next_speaker_is_served_after_it() {
+    let endpoint = unique_endpoint("one_at_a_time");
+    let thread = ParentThread::spawn(
+        Listener::bind(&endpoint).unwrap(),
+        TestParent::with_listeners(1),
+    );
+    let first = Client::handshake(connect(&endpoint, TIMEOUT).unwrap(), hello(), TIMEOUT).unwrap();
+    // A second child is not answered while the first one's session runs.
+    let err = Client::handshake(
+        connect(&endpoint, TIMEOUT).unwrap(),
+        hello(),
+        Duration::from_millis(300),
+    )
+    .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    drop(first);
+    let mut next =
+        Client::handshake(connect(&endpoint, TIMEOUT).unwrap(), hello(), TIMEOUT).unwrap();
+    assert_eq!(next.request_listen_sockets(all()).unwrap().len(), 1);
+    next.terminate().unwrap();
     assert_eq!(thread.join().0, ServeExit::Terminated);
 }

@@ -119,11 +119,15 @@ pub struct ParentThread {
 }
 
 impl ParentThread {
-    pub fn spawn(listener: Listener, mut parent: TestParent) -> Self {
+    pub fn spawn(listener: Listener, parent: TestParent) -> Self {
+        Self::spawn_with(listener, parent, options())
+    }
+
+    pub fn spawn_with(listener: Listener, mut parent: TestParent, opts: ServeOptions) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
-            let exit = serve(&listener, &mut parent, &options(), &flag);
+            let exit = serve(&listener, &mut parent, &opts, &flag);
             (exit, parent)
         });
         Self {
