@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    connect as sys_connect, getsockopt, setsockopt, socket, sockopt, AddressFamily, SockFlag,
-    SockType, UnixAddr,
+    connect as sys_connect, getsockopt, recv, setsockopt, socket, sockopt, AddressFamily, MsgFlags,
+    SockFlag, SockType, UnixAddr,
 };
 
 use crate::endpoint::{BoundFile, Endpoint};
@@ -285,6 +285,13 @@ impl Conn {
     /// close-on-exec and exactly as many as the frame declared.
     pub fn recv(&mut self, timeout: Duration) -> Result<(Envelope, Vec<OwnedFd>)> {
         io::recv_frame(&self.stream, timeout)
+    }
+
+    /// Whether the peer closed its end without sending anything still unread: an orderly
+    /// end of stream, looked at without consuming or waiting.
+    pub(crate) fn closed_without_data(&self) -> bool {
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        matches!(recv(self.stream.as_raw_fd(), &mut [0u8; 1], flags), Ok(0))
     }
 
     /// Sends raw bytes as they are (no framing), for tests of a peer's error handling.

@@ -161,6 +161,14 @@ pub fn serve(
         let now = Instant::now();
         if let Some(index) = ready {
             let (conn, _) = waiting.remove(index);
+            if conn.closed_without_data() {
+                // Not a session: the handler never hears of it.
+                tracing::debug!(
+                    peer.pid = conn.peer().pid,
+                    "restart peer hung up without a word; closed"
+                );
+                continue;
+            }
             if let Ok(SessionEnd::Terminated) = serve_one(conn, handler, opts) {
                 return ServeExit::Terminated;
             }
@@ -198,7 +206,7 @@ fn accept_waiting(listener: &Listener, waiting: &mut Vec<(Conn, Instant)>, opts:
 
 /// Waits until the listener or a waiting connection is readable, the earliest handshake
 /// deadline passes, or `opts.accept_poll` (to look at the stop flag). Returns the index of the
-/// oldest waiting connection that spoke (or hung up: its session reports that).
+/// oldest waiting connection that spoke or hung up.
 fn poll_waiting(
     listener: &Listener,
     waiting: &[(Conn, Instant)],

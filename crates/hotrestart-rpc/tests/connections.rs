@@ -334,3 +334,20 @@ fn a_parent_without_handover_says_so() {
     stop.store(true, std::sync::atomic::Ordering::Release);
     handle.join().unwrap();
 }
+
+#[test]
+fn a_peer_that_hangs_up_without_a_word_is_no_session() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let parent = ConnParent {
+        conns: Vec::new(),
+        lent: None,
+        seen: seen.clone(),
+    };
+    let (endpoint, _stop, handle) = spawn_parent(parent);
+    drop(connect(&endpoint, TIMEOUT).unwrap());
+    let mut child = client(&endpoint);
+    child.terminate().unwrap();
+    drop(child);
+    handle.join().unwrap();
+    assert_eq!(seen.lock().unwrap().sessions_ended, 1);
+}
