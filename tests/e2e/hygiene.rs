@@ -351,3 +351,106 @@ async fn upstream_heads_over_60_kib_and_bad_framing_are_502() {
     // Every probe reached the origin (the 502s are about its answers).
     assert_eq!(heads.lock().expect("heads").len(), 10);
 }
+
+/// A chunked request `body` (after the head).
+fn chunked(body: &str) -> Vec<u8> {
+    format!("POST /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{body}")
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_chunked_request_bodies_are_400_and_never_reach_the_origin() {
+    let up = Upstream::echo("a").await;
+    let baton = baton_for(&up, &[]).await;
+    for body in [
+        // Seventeen hex digits: more than 64 bits.
+        "10000000000000000\r\nhello\r\n0\r\n\r\n",
+        // A size that wraps a 64-bit counter.
+        "fffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        // Bare LF ending a size line, and a chunk's data.
+        "5\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\n0\r\n\r\n",
+        // The CRLF after a chunk's data missing.
+        "5\r\nhello0\r\n\r\n",
+        // Not a size at all.
+        "zz\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let a = exchange(&baton, &chunked(body)).await;
+        assert_eq!(a.status, 400, "{body:?}: {}", a.head);
+        assert!(
+            a.closed,
+            "{body:?}: the connection closes after a framing error"
+        );
+    }
+    assert_eq!(up.hits(), 0, "nothing malformed reached the origin");
+    // A well-formed chunked body with an extension still goes through.
+    let a = exchange(&baton, &chunked("5;ext=1\r\nhello\r\n0\r\n\r\n")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(up.hits(), 1);
+    assert_eq!(
+        baton.stat("http.ingress_http.downstream_rq_4xx").await,
+        Some(6)
+    );
+    baton
+        .wait_stat("http.ingress_http.downstream_cx_protocol_error", 6)
+        .await;
+}
+
+/// Send `first`, wait until the origin has the request, then send `then` (and close our side
+/// when `half_close`); the status Baton answers.
+async fn body_in_two_parts(
+    baton: &Baton,
+    up: &Upstream,
+    first: &[u8],
+    then: &[u8],
+    half_close: bool,
+) -> u16 {
+    let hits = up.hits();
+    let mut s = TcpStream::connect(baton.addr()).await.expect("connect");
+    s.write_all(first).await.expect("write");
+    within(5, "the request at the origin", async {
+        while up.hits() == hits {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    s.write_all(then).await.expect("write");
+    if half_close {
+        s.shutdown().await.expect("shutdown");
+    }
+    let mut buf = Vec::new();
+    within(5, "the response", s.read_to_end(&mut buf))
+        .await
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status in {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_that_goes_wrong_on_the_way_is_400_not_an_upstream_failure() {
+    let up = Upstream::echo("a").await;
+    let baton = baton_for(&up, &[]).await;
+    // The origin echoes the body after 2 s: no response is under way when the body fails.
+    let head = "POST /delay/2000 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let first = format!("{head}5\r\nhello\r\n").into_bytes();
+    // The upstream already has the head and the first chunk when the framing goes wrong.
+    let status = body_in_two_parts(&baton, &up, &first, b"zz\r\n", false).await;
+    assert_eq!(status, 400);
+    // The client stops half-way (and closes its side).
+    let status = body_in_two_parts(&baton, &up, &first, b"", true).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        baton.stat("http.ingress_http.downstream_rq_5xx").await,
+        Some(0)
+    );
+    baton
+        .wait_stat("http.ingress_http.downstream_cx_protocol_error", 1)
+        .await;
+    assert_eq!(
+        baton.stat("http.ingress_http.downstream_rq_rx_reset").await,
+        Some(1)
+    );
+}

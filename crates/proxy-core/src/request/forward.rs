@@ -17,7 +17,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use crate::body::{BodyTimeout, ProxyBody, RequestBody};
+use crate::body::{BodyFault, BodyTimeout, ProxyBody, RequestBody, RequestStream};
 use crate::cluster::Cluster;
 use crate::context::Ctx;
 use crate::error::UpstreamFailure;
@@ -25,6 +25,7 @@ use crate::flags::ResponseFlags;
 use crate::headers::{prepare_request_headers, upgrade_type, Forwarded, Upgrade};
 use crate::router::{Forward, Route};
 
+use super::ahead::read_ahead;
 use super::attempt::{attempt_once, AttemptDone};
 use super::local::{local_reply, request_timeout};
 use super::retry::{Next, Tries};
@@ -45,6 +46,8 @@ struct Body {
     stream: Option<ProxyBody>,
     /// Set when the streamed body hit `request_timeout` or `stream_idle_timeout`.
     timed_out: Option<Rc<Cell<Option<BodyTimeout>>>>,
+    /// Set when the client got the streamed body wrong or left in its middle.
+    fault: Option<Rc<Cell<Option<BodyFault>>>>,
     /// The body was read whole before forwarding (the route timeout starts now, not at the
     /// request's start).
     read_first: bool,
@@ -72,6 +75,8 @@ struct Failure {
     failure: UpstreamFailure,
     /// The streamed request body hit `request_timeout` or `stream_idle_timeout`.
     body_timed_out: bool,
+    /// The client's streamed body failed: the try failed for it, not for the upstream.
+    body_fault: Option<BodyFault>,
     /// The try went on a reused keep-alive connection, the request is idempotent, its body
     /// replayable and its head still in hand: it may be sent once more on a new connection.
     resendable: bool,
@@ -104,8 +109,13 @@ pub(super) async fn forward(
             Ok(b) => b,
             Err(reply) => return reply,
         }
+    } else if body.is_end_stream() {
+        empty_body()
     } else {
-        plain_body(cx, body, tracker)
+        match Box::pin(streamed_body(cx, body, tracker)).await {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        }
     };
     let target = prepare_head(cx, route, f, &cluster, &mut parts);
     let limits = Limits::of(cx, f, &parts.method, &body, tracker);
@@ -143,6 +153,7 @@ pub(super) async fn forward(
         let failure = Failure {
             failure,
             body_timed_out: body.timed_out.as_ref().is_some_and(|t| t.get().is_some()),
+            body_fault: body.fault.as_ref().and_then(|f| f.get()),
             resendable: reused
                 && limits.idempotent
                 && body.replay.is_some()
@@ -159,6 +170,9 @@ pub(super) async fn forward(
                 crate::header_pool::give(sent);
                 if failure.body_timed_out {
                     return request_timeout_reply(cx, tracker);
+                }
+                if let Some(fault) = failure.body_fault {
+                    return body_fault_reply(cx, fault, tracker);
                 }
                 return tracker.failure_reply(failure.failure);
             }
@@ -195,27 +209,76 @@ fn request_deadline(cx: Ctx<'_>, tracker: &Tracker) -> Option<tokio::time::Insta
         .map(|t| tokio::time::Instant::from_std(tracker.start()) + t)
 }
 
-/// An empty body (replayable), or one streamed to the upstream as it arrives.
+/// An empty body (replayable).
 #[inline]
-fn plain_body(cx: Ctx<'_>, body: RequestBody, tracker: &mut Tracker) -> Body {
-    if body.is_end_stream() {
-        return Body {
-            replay: Some(Bytes::new()),
-            stream: None,
-            timed_out: None,
-            read_first: false,
-        };
+fn empty_body() -> Body {
+    Body {
+        replay: Some(Bytes::new()),
+        stream: None,
+        timed_out: None,
+        fault: None,
+        read_first: false,
     }
+}
+
+/// Read ahead of a streamed request body before anything goes upstream (see
+/// [`read_ahead`]); more than this is left for the stream.
+const READ_AHEAD_MAX: u32 = 64 * 1024;
+
+/// A body streamed to the upstream as it arrives, after what has already arrived was read
+/// (`Err`: the reply when that part was wrong).
+async fn streamed_body(
+    cx: Ctx<'_>,
+    body: RequestBody,
+    tracker: &mut Tracker,
+) -> Result<Body, Response<ProxyBody>> {
+    let RequestBody::Hyper(mut rest) = body else {
+        return Ok(empty_body());
+    };
+    let cap = READ_AHEAD_MAX.min(cx.l.config.per_connection_buffer_limit_bytes) as usize;
+    let ahead = match read_ahead(&mut rest, cap).await {
+        Ok(ahead) => ahead,
+        Err(fault) => return Err(body_fault_reply(cx, fault, tracker)),
+    };
+    let fault = Rc::new(Cell::new(None));
+    let stream = RequestStream {
+        ahead,
+        rest,
+        fault: fault.clone(),
+    };
     let deadline = request_deadline(cx, tracker);
-    let (b, fired) = ProxyBody::request(body)
+    let (b, fired) = ProxyBody::request_stream(stream)
         .count_into(tracker.received())
         .with_timeouts(cx.l.config.http.stream_idle_timeout, deadline);
-    Body {
+    Ok(Body {
         replay: None,
         stream: Some(b),
         timed_out: Some(fired),
+        fault: Some(fault),
         read_first: true,
+    })
+}
+
+/// The client got its body wrong (400, Envoy's `DPE`) or left in its middle (`DC`, and the 400
+/// goes nowhere); the connection closes after it.
+#[cold]
+fn body_fault_reply(cx: Ctx<'_>, fault: BodyFault, tracker: &mut Tracker) -> Response<ProxyBody> {
+    match fault {
+        BodyFault::Malformed => {
+            cx.l.http_stats.downstream_cx_protocol_error.inc();
+            tracker.set_flag(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+        }
+        BodyFault::Incomplete => {
+            cx.l.http_stats.downstream_rq_rx_reset.inc();
+            tracker.set_flag(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+        }
     }
+    let mut resp = local_reply(StatusCode::BAD_REQUEST, Bytes::new());
+    if !cx.c.http2 {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// The body read whole, within `request_timeout`. `Err`: the reply when it could not be read.
@@ -243,6 +306,7 @@ async fn buffer_body(
         replay: Some(b),
         stream: None,
         timed_out: None,
+        fault: None,
         read_first: true,
     })
 }

@@ -3,6 +3,7 @@
 //! ([`retry`]) and timeouts, and account for it in stats once its response has been fully sent
 //! ([`tracker`]).
 
+mod ahead;
 mod attempt;
 mod forward;
 pub mod local;
