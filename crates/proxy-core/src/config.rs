@@ -63,6 +63,9 @@ pub struct HttpConnectionManager {
     pub stream_idle_timeout: Option<Duration>,
     /// `request_timeout`: the whole request must have been received by then. `None`: disabled.
     pub request_timeout: Option<Duration>,
+    /// `request_headers_timeout`: a request head must be complete this long after its first
+    /// byte. Unset in the configuration: Baton's default head deadline; `0s`: `None`.
+    pub request_headers_timeout: Option<Duration>,
     /// `upgrade_configs[].upgrade_type` that are allowed, lower-cased (e.g. `websocket`).
     pub upgrade_types: Vec<String>,
     pub access_logs: Vec<AccessLog>,
@@ -74,7 +77,45 @@ pub struct HttpConnectionManager {
     pub max_request_headers_kb: u32,
 }
 
+/// Which timeout bounds the time from a request head's first byte to its end (see
+/// [`HttpConnectionManager::head_deadline`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadTimeout {
+    /// `request_headers_timeout` (or Baton's default for it).
+    Headers,
+    /// `request_timeout`: the request starts with its first byte.
+    Request,
+    /// `stream_idle_timeout`: a head's bytes are no frame of the stream yet.
+    StreamIdle,
+}
+
+impl HeadTimeout {
+    /// The body of the 408 it is answered with (Envoy's words).
+    pub fn body(self) -> &'static str {
+        match self {
+            HeadTimeout::Headers => "request header timeout",
+            HeadTimeout::Request => "request timeout",
+            HeadTimeout::StreamIdle => "stream timeout",
+        }
+    }
+}
+
 impl HttpConnectionManager {
+    /// How long a request head may take from its first byte, and which timeout that is: the
+    /// shortest of `request_headers_timeout`, `request_timeout` and `stream_idle_timeout`
+    /// (as in Envoy, the stream and its timers exist from a head's first byte). `None`: a head
+    /// may take forever (all three disabled).
+    pub fn head_deadline(&self) -> Option<(Duration, HeadTimeout)> {
+        [
+            (self.request_headers_timeout, HeadTimeout::Headers),
+            (self.request_timeout, HeadTimeout::Request),
+            (self.stream_idle_timeout, HeadTimeout::StreamIdle),
+        ]
+        .into_iter()
+        .filter_map(|(d, which)| d.map(|d| (d, which)))
+        .min_by_key(|(d, _)| *d)
+    }
+
     /// The longest request head accepted, in bytes (hyper's smallest buffer limit, 8 KiB, at
     /// least).
     pub fn max_request_head(&self) -> usize {

@@ -22,6 +22,10 @@ use super::{ConfigError, Errors};
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Envoy's default `stream_idle_timeout`.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Baton's `request_headers_timeout` when none is configured (Envoy has none): a request head
+/// still incomplete a minute after its first byte is answered 408, as nginx's
+/// `client_header_timeout` does by default. `0s` turns it off.
+const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Envoy's `max_request_headers_kb` default and bound.
 const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
 const MAX_REQUEST_HEADERS_KB: u32 = 8192;
@@ -322,6 +326,10 @@ fn hcm(
         Some(d) => d.nonzero(),
     };
     let request_timeout = raw.request_timeout.and_then(|d| d.nonzero());
+    let request_headers_timeout = match raw.request_headers_timeout {
+        None => Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
+        Some(d) => d.nonzero(),
+    };
     let max_request_headers_kb = raw
         .max_request_headers_kb
         .map_or(DEFAULT_MAX_REQUEST_HEADERS_KB, |v| v.0);
@@ -371,6 +379,7 @@ fn hcm(
         idle_timeout,
         stream_idle_timeout,
         request_timeout,
+        request_headers_timeout,
         upgrade_types,
         access_logs,
         route_config: route_config?,

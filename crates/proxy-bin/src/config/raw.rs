@@ -131,6 +131,7 @@ pub(crate) struct HttpConnectionManager {
     pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
     pub stream_idle_timeout: Option<Dur>,
     pub request_timeout: Option<Dur>,
+    pub request_headers_timeout: Option<Dur>,
     pub max_request_headers_kb: Option<Int<u32>>,
     #[serde(default)]
     pub upgrade_configs: Vec<UpgradeConfig>,

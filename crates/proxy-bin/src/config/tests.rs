@@ -69,6 +69,7 @@ fn quickstart_fixture_validates_with_envoy_defaults() {
     assert_eq!(h.idle_timeout, Some(Duration::from_secs(3600)));
     assert_eq!(h.stream_idle_timeout, Some(Duration::from_secs(300)));
     assert_eq!(h.request_timeout, None);
+    assert_eq!(h.request_headers_timeout, Some(Duration::from_secs(60)));
     assert!(!h.suppress_envoy_headers);
     assert_eq!(h.max_request_headers_kb, 60);
     assert_eq!(h.access_logs.len(), 1);
@@ -130,6 +131,7 @@ static_resources:
           common_http_protocol_options: {idle_timeout: 0s}
           stream_idle_timeout: {seconds: 1, nanos: 500000000}
           request_timeout: 0.25s
+          request_headers_timeout: 0s
           upgrade_configs: [{upgrade_type: WebSocket}]
           access_log:
           - name: f
@@ -219,6 +221,10 @@ fn every_supported_field_is_converted() {
     assert_eq!(h.idle_timeout, None);
     assert_eq!(h.stream_idle_timeout, Some(Duration::from_millis(1500)));
     assert_eq!(h.request_timeout, Some(Duration::from_millis(250)));
+    assert_eq!(
+        h.request_headers_timeout, None,
+        "0s turns the head deadline off"
+    );
     assert_eq!(h.upgrade_types, vec!["websocket".to_owned()]);
     assert_eq!(
         h.access_logs[0].sink,

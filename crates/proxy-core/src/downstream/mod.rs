@@ -6,6 +6,7 @@ mod h1;
 mod h1_loop;
 mod h2;
 mod linger;
+mod slow;
 mod svc;
 mod tls;
 
