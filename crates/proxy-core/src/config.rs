@@ -101,6 +101,15 @@ impl HeadTimeout {
 }
 
 impl HttpConnectionManager {
+    /// How long an upgrade tunnel may go with no byte either way: the shorter of
+    /// `stream_idle_timeout` (the upgraded stream stays open) and `idle_timeout`.
+    pub fn tunnel_idle_timeout(&self) -> Option<Duration> {
+        match (self.stream_idle_timeout, self.idle_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// How long a request head may take from its first byte, and which timeout that is: the
     /// shortest of `request_headers_timeout`, `request_timeout` and `stream_idle_timeout`
     /// (as in Envoy, the stream and its timers exist from a head's first byte). `None`: a head

@@ -79,6 +79,7 @@ pub(super) async fn tunnel(
     let (tx, on_downstream) = tokio::sync::oneshot::channel();
     *c.upgrade.borrow_mut() = Some(tx);
     let hs_active = l.http_stats.downstream_cx_upgrades_active.clone();
+    let hs_idle = l.http_stats.downstream_rq_idle_timeout.clone();
     l.http_stats.downstream_cx_upgrades_total.inc();
     // The tunnel keeps the connection context (and so the generation's drain) alive.
     let conn = c.clone();
@@ -89,6 +90,7 @@ pub(super) async fn tunnel(
         upstream: attempt.host.addr,
         cluster: cluster.config.name.clone(),
         requests: c.requests.get(),
+        idle_timeout: l.config.http.tunnel_idle_timeout(),
     };
     tokio::task::spawn_local(async move {
         let _attempt = attempt;
@@ -96,7 +98,11 @@ pub(super) async fn tunnel(
         if let (Ok(Upgraded { mut io, read_buf }), Ok(up)) = (down, up) {
             hs_active.inc();
             io.prepend(read_buf);
-            crate::tunnel::run(io, up, &handover, info).await;
+            if crate::tunnel::run(io, up, &handover, info).await
+                == crate::tunnel::Ended::IdleTimeout
+            {
+                hs_idle.inc();
+            }
             hs_active.dec();
         }
         drop(conn);
