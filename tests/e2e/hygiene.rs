@@ -213,6 +213,49 @@ async fn envoy_headers_from_clients_are_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_clients_keep_their_envoy_headers_and_are_marked_internal() {
+    let up = Upstream::echo("a").await;
+    // 127.0.0.0/8 is internal: the test's client is.
+    let internal = json!({"cidr_ranges": [{"address_prefix": "127.0.0.0", "prefix_len": 8}]});
+    let baton = baton_for(
+        &up,
+        &[
+            ("use_remote_address", json!(true)),
+            ("internal_address_config", internal),
+        ],
+    )
+    .await;
+    for method in ["GET", "POST"] {
+        let raw = format!(
+            "{method} /e HTTP/1.1\r\nHost: h\r\nX-Envoy-Original-Path: /admin\r\n\
+             x-envoy-retry-on: 5xx\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(exchange(&baton, raw.as_bytes()).await.status, 200);
+        let seen = up.last();
+        assert_eq!(
+            seen.header("x-envoy-original-path"),
+            Some("/admin"),
+            "{method}"
+        );
+        assert_eq!(seen.header("x-envoy-retry-on"), Some("5xx"), "{method}");
+        assert_eq!(seen.header("x-envoy-internal"), Some("true"), "{method}");
+    }
+    // Another range: the client is external again, and nothing marks it internal.
+    let elsewhere = json!({"cidr_ranges": [{"address_prefix": "10.0.0.0", "prefix_len": 8}]});
+    let baton = baton_for(
+        &up,
+        &[
+            ("use_remote_address", json!(true)),
+            ("internal_address_config", elsewhere),
+        ],
+    )
+    .await;
+    let raw = b"GET /e HTTP/1.1\r\nHost: h\r\nX-Envoy-Internal: true\r\n\r\n";
+    assert_eq!(exchange(&baton, raw).await.status, 200);
+    assert_eq!(up.last().header("x-envoy-internal"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_on_an_ordinary_route_is_404() {
     let up = Upstream::echo("a").await;
     let baton = baton_for(&up, &[]).await;

@@ -75,6 +75,9 @@ pub struct HttpConnectionManager {
     /// `max_request_headers_kb` (Envoy default 60, at most 8192): a request head longer than
     /// this is answered 431.
     pub max_request_headers_kb: u32,
+    /// `internal_address_config.cidr_ranges`: clients whose address is in one are internal
+    /// (their `x-envoy-*` fields are kept). None by default: every client is external.
+    pub internal_ranges: Vec<ipnet::IpNet>,
 }
 
 /// Which timeout bounds the time from a request head's first byte to its end (see
@@ -101,6 +104,12 @@ impl HeadTimeout {
 }
 
 impl HttpConnectionManager {
+    /// Whether a client at `ip` is internal (`internal_address_config`).
+    #[inline]
+    pub fn is_internal(&self, ip: std::net::IpAddr) -> bool {
+        !self.internal_ranges.is_empty() && self.internal_ranges.iter().any(|r| r.contains(&ip))
+    }
+
     /// How long an upgrade tunnel may go with no byte either way: the shorter of
     /// `stream_idle_timeout` (the upgraded stream stays open) and `idle_timeout`.
     pub fn tunnel_idle_timeout(&self) -> Option<Duration> {

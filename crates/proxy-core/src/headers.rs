@@ -12,6 +12,7 @@ use http::{Request, StatusCode, Version};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub(crate) static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -77,9 +78,14 @@ pub fn is_envoy(name: &[u8]) -> bool {
 /// - An authority in the target (absolute-form, `:authority`) replaces `Host`: the upstream
 ///   gets the authority routing used, never a second opinion. One with userinfo is refused.
 /// - No `Connection` token may name a field the proxy manages ([`is_managed`]).
-/// - `x-envoy-*` fields are removed: every client is external (see the README).
+/// - `x-envoy-*` fields are removed unless the client is `internal` (the HCM's
+///   `internal_address_config`; none is by default).
 /// - The fields add up to at most `max_head` bytes ([`fields_size`]).
-pub fn check_request<B>(req: &mut Request<B>, max_head: usize) -> Result<(), Refusal> {
+pub fn check_request<B>(
+    req: &mut Request<B>,
+    max_head: usize,
+    internal: bool,
+) -> Result<(), Refusal> {
     if fields_size(req.headers()) > max_head {
         return Err(Refusal::HeadersTooLarge);
     }
@@ -114,7 +120,9 @@ pub fn check_request<B>(req: &mut Request<B>, max_head: usize) -> Result<(), Ref
             Refusal::DuplicateHost
         });
     }
-    strip_envoy(req.headers_mut());
+    if !internal {
+        strip_envoy(req.headers_mut());
+    }
     Ok(())
 }
 
@@ -251,14 +259,18 @@ pub struct Forwarded {
     pub use_remote_address: bool,
     /// The downstream connection is TLS (`x-forwarded-proto: https`).
     pub tls: bool,
+    /// The client is internal (`internal_address_config`): with `use_remote_address`, the
+    /// upstream is told so in `x-envoy-internal: true`, as Envoy does.
+    pub internal: bool,
 }
 
 impl Forwarded {
-    pub fn of(remote: SocketAddr, use_remote_address: bool, tls: bool) -> Self {
+    pub fn of(remote: SocketAddr, use_remote_address: bool, tls: bool, internal: bool) -> Self {
         Self {
             remote,
             use_remote_address,
             tls,
+            internal,
         }
     }
 }
@@ -271,6 +283,7 @@ pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded, upgrade: Upgra
         remote,
         use_remote_address,
         tls,
+        internal,
     } = fwd;
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     strip_hop_by_hop(h, upgrade);
@@ -291,6 +304,9 @@ pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded, upgrade: Upgra
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
         h.insert(X_FORWARDED_PROTO.clone(), proto);
+        if internal {
+            h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+        }
     } else {
         // One hashed lookup: kept when present, set when absent.
         h.entry(&X_FORWARDED_PROTO).or_insert(proto);

@@ -340,6 +340,16 @@ fn hcm(
         );
     }
 
+    // `unix_sockets` holds whatever its value: Baton's listeners are TCP, no client comes over a
+    // Unix socket.
+    let internal_ranges = raw
+        .internal_address_config
+        .map(|c| {
+            let _ = c.unix_sockets;
+            cidr_ranges(c.cidr_ranges, &join(path, "internal_address_config"), errs)
+        })
+        .unwrap_or_default();
+
     let mut upgrade_types: Vec<String> = Vec::new();
     for (i, u) in raw.upgrade_configs.iter().enumerate() {
         let t = u.upgrade_type.to_ascii_lowercase();
@@ -385,7 +395,34 @@ fn hcm(
         route_config: route_config?,
         suppress_envoy_headers: suppress_envoy_headers?,
         max_request_headers_kb,
+        internal_ranges,
     })
+}
+
+/// `cidr_ranges[]` (`address_prefix` an IP literal, `prefix_len` within its family's bits;
+/// absent means the whole address).
+fn cidr_ranges(raw: Vec<raw::CidrRange>, path: &str, errs: &mut Errors) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let p = format!("{path}.cidr_ranges[{i}]");
+        let Ok(ip) = r.address_prefix.parse::<std::net::IpAddr>() else {
+            errs.push(
+                join(&p, "address_prefix"),
+                format!("`{}` is not an IP address", r.address_prefix),
+            );
+            continue;
+        };
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        let len = r.prefix_len.map_or(bits, |l| l.0);
+        match ipnet::IpNet::new(ip, len) {
+            Ok(net) => out.push(net.trunc()),
+            Err(_) => errs.push(
+                join(&p, "prefix_len"),
+                format!("must be at most {bits} for `{ip}`"),
+            ),
+        }
+    }
+    out
 }
 
 /// Letters, digits, `-`, `_` and `.` (SNI host names).

@@ -133,6 +133,7 @@ pub(crate) struct HttpConnectionManager {
     pub request_timeout: Option<Dur>,
     pub request_headers_timeout: Option<Dur>,
     pub max_request_headers_kb: Option<Int<u32>>,
+    pub internal_address_config: Option<InternalAddressConfig>,
     #[serde(default)]
     pub upgrade_configs: Vec<UpgradeConfig>,
     #[serde(default)]
@@ -146,6 +147,22 @@ pub(crate) struct HttpConnectionManager {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommonHttpProtocolOptions {
     pub idle_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InternalAddressConfig {
+    /// Baton listens on TCP only, so no client comes over a Unix socket.
+    pub unix_sockets: Option<bool>,
+    #[serde(default)]
+    pub cidr_ranges: Vec<CidrRange>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CidrRange {
+    pub address_prefix: String,
+    pub prefix_len: Option<Int<u8>>,
 }
 
 #[derive(Debug, Deserialize)]

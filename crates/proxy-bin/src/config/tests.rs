@@ -652,3 +652,32 @@ fn garbage_and_truncated_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn internal_address_config_cidr_ranges() {
+    let ranges = json!({"unix_sockets": false, "cidr_ranges": [
+        {"address_prefix": "10.1.2.3", "prefix_len": 8},
+        {"address_prefix": "::1"},
+    ]});
+    let v = set(base(), &format!("{HCM}/internal_address_config"), ranges);
+    let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
+    let h = &b.listeners[0].http;
+    assert!(h.is_internal("10.200.0.1".parse().unwrap()));
+    assert!(h.is_internal("::1".parse().unwrap()));
+    assert!(!h.is_internal("11.0.0.1".parse().unwrap()));
+    let bad = json!({"cidr_ranges": [
+        {"address_prefix": "10.0.0.0", "prefix_len": 33},
+        {"address_prefix": "ten"},
+    ]});
+    let v = set(base(), &format!("{HCM}/internal_address_config"), bad);
+    let errs = parse_value(&v).unwrap_err();
+    let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    assert!(
+        paths[0].ends_with("internal_address_config.cidr_ranges[0].prefix_len"),
+        "{paths:?}"
+    );
+    assert!(
+        paths[1].ends_with("internal_address_config.cidr_ranges[1].address_prefix"),
+        "{paths:?}"
+    );
+}

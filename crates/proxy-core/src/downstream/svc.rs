@@ -83,7 +83,9 @@ impl<F: HandleFuture> hyper::service::Service<Request<Incoming>> for Svc<F> {
     /// carries its [`crate::headers::Refusal`] to [`crate::request::handle`], which answers it.
     fn call(&self, req: Request<Incoming>) -> InFlight<F> {
         let mut req = req.map(RequestBody::Hyper);
-        if let Err(refusal) = check_request(&mut req, self.l.config.http.max_request_head()) {
+        let hcm = &self.l.config.http;
+        let internal = hcm.is_internal(self.c.remote.ip());
+        if let Err(refusal) = check_request(&mut req, hcm.max_request_head(), internal) {
             req.extensions_mut().insert(refusal);
         }
         self.call_with(req)

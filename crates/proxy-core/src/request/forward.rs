@@ -331,7 +331,12 @@ fn prepare_head(
     let hcm = &cx.l.config.http;
     prepare_request_headers(
         &mut parts.headers,
-        Forwarded::of(cx.c.remote, hcm.use_remote_address, cx.c.tls),
+        Forwarded::of(
+            cx.c.remote,
+            hcm.use_remote_address,
+            cx.c.tls,
+            hcm.is_internal(cx.c.remote.ip()),
+        ),
         Upgrade::Strip,
     );
     if !hcm.suppress_envoy_headers {

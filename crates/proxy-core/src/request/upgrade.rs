@@ -30,7 +30,12 @@ pub(super) async fn tunnel(
     let (mut parts, body) = req.into_parts();
     prepare_request_headers(
         &mut parts.headers,
-        Forwarded::of(c.remote, l.config.http.use_remote_address, c.tls),
+        Forwarded::of(
+            c.remote,
+            l.config.http.use_remote_address,
+            c.tls,
+            l.config.http.is_internal(c.remote.ip()),
+        ),
         Upgrade::Keep,
     );
     let path = rewrite_path(
