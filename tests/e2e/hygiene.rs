@@ -111,7 +111,11 @@ async fn http1_host_must_be_there_once_and_an_absolute_target_wins() {
         assert!(a.has_field("connection"), "and says so: {}", a.head);
     }
     assert_eq!(up.hits(), 0, "nothing refused reached the origin");
-    // HTTP/1.0 needs no Host.
+    // HTTP/1.0 is refused by default (426, as Envoy); accepted, it needs no Host.
+    let a = exchange(&baton, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert_eq!(a.status, 426);
+    let accept = json!({"accept_http_10": true});
+    let baton = baton_for(&up, &[("http_protocol_options", accept)]).await;
     let a = exchange(&baton, b"GET /old HTTP/1.0\r\n\r\n").await;
     assert_eq!(a.status, 200);
     // The absolute-form target's authority is the one routed and the one sent.
@@ -253,6 +257,119 @@ async fn internal_clients_keep_their_envoy_headers_and_are_marked_internal() {
     let raw = b"GET /e HTTP/1.1\r\nHost: h\r\nX-Envoy-Internal: true\r\n\r\n";
     assert_eq!(exchange(&baton, raw).await.status, 200);
     assert_eq!(up.last().header("x-envoy-internal"), None);
+}
+
+/// Requests refused for their framing, target form, `Host` or version: what, bytes, status
+/// (Envoy 1.40's for each, on the same bytes).
+fn refused_forms() -> Vec<(&'static str, Vec<u8>, u16)> {
+    let post = |fields: &str, body: &str| {
+        format!("POST /s HTTP/1.1\r\nHost: a\r\n{fields}\r\n{body}").into_bytes()
+    };
+    vec![
+        (
+            "CL then TE",
+            post(
+                "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",
+                "0\r\n\r\nX",
+            ),
+            400,
+        ),
+        (
+            "TE then CL",
+            post(
+                "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+                "0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "gzip, chunked",
+            post("Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n"),
+            501,
+        ),
+        (
+            "xchunked",
+            post("Transfer-Encoding: xchunked\r\n", "0\r\n\r\n"),
+            501,
+        ),
+        (
+            "two TE lines",
+            post(
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                "0\r\n\r\n",
+            ),
+            501,
+        ),
+        (
+            "fragment",
+            b"GET /s#f HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "fragment, with a body",
+            b"POST /s#f HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx".to_vec(),
+            400,
+        ),
+        (
+            "asterisk-form GET",
+            b"GET * HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "authority-form GET",
+            b"GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "no slash",
+            b"GET s HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "Host with a space",
+            b"GET /s HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "Host with userinfo",
+            b"GET /s HTTP/1.1\r\nHost: u@a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "Host with a path",
+            b"POST /s HTTP/1.1\r\nHost: a/b\r\ncontent-length: 0\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "HTTP/1.0",
+            b"GET /s HTTP/1.0\r\nHost: a\r\n\r\n".to_vec(),
+            426,
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_target_and_host_forms_are_refused_as_envoy_refuses_them() {
+    let up = Upstream::echo("a").await;
+    let baton = baton_for(&up, &[]).await;
+    for (what, raw, status) in &refused_forms() {
+        let a = exchange(&baton, raw).await;
+        assert_eq!(a.status, *status, "{what}: {}", a.head);
+        assert!(a.closed, "{what}: the connection closes");
+    }
+    assert_eq!(up.hits(), 0, "nothing refused reached the origin");
+    // `Upgrade: h2c` is no switch: served over HTTP/1.1 as it is, without the field.
+    let a = exchange(
+        &baton,
+        b"GET /h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(up.last().header("upgrade"), None);
+    assert_eq!(up.last().header("http2-settings"), None);
+    // OPTIONS * is fine.
+    let a = exchange(&baton, b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_ne!(a.status, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

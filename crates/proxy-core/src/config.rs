@@ -78,6 +78,10 @@ pub struct HttpConnectionManager {
     /// `internal_address_config.cidr_ranges`: clients whose address is in one are internal
     /// (their `x-envoy-*` fields are kept). None by default: every client is external.
     pub internal_ranges: Vec<ipnet::IpNet>,
+    /// `http_protocol_options.accept_http_10` (Envoy's default: off, HTTP/1.0 gets 426).
+    pub accept_http_10: bool,
+    /// `http_protocol_options.default_host_for_http_10`.
+    pub default_host_for_http_10: Option<http::HeaderValue>,
 }
 
 /// Which timeout bounds the time from a request head's first byte to its end (see

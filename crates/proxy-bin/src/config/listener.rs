@@ -340,14 +340,13 @@ fn hcm(
         );
     }
 
-    // `unix_sockets` holds whatever its value: Baton's listeners are TCP, no client comes over a
-    // Unix socket.
     let internal_ranges = raw
         .internal_address_config
-        .map(|c| {
-            let _ = c.unix_sockets;
-            cidr_ranges(c.cidr_ranges, &join(path, "internal_address_config"), errs)
-        })
+        .map(|c| internal_ranges(c, &join(path, "internal_address_config"), errs))
+        .unwrap_or_default();
+    let (accept_http_10, default_host_for_http_10) = raw
+        .http_protocol_options
+        .map(|o| http1_options(o, &join(path, "http_protocol_options"), errs))
         .unwrap_or_default();
 
     let mut upgrade_types: Vec<String> = Vec::new();
@@ -396,7 +395,42 @@ fn hcm(
         suppress_envoy_headers: suppress_envoy_headers?,
         max_request_headers_kb,
         internal_ranges,
+        accept_http_10,
+        default_host_for_http_10,
     })
+}
+
+/// `internal_address_config`. `unix_sockets` holds whatever its value: Baton's listeners are
+/// TCP, no client comes over a Unix socket.
+fn internal_ranges(
+    raw: raw::InternalAddressConfig,
+    path: &str,
+    errs: &mut Errors,
+) -> Vec<ipnet::IpNet> {
+    let _ = raw.unix_sockets;
+    cidr_ranges(raw.cidr_ranges, path, errs)
+}
+
+/// `http_protocol_options`: whether HTTP/1.0 is accepted, and the `Host` given to an HTTP/1.0
+/// request without one.
+fn http1_options(
+    raw: raw::Http1ProtocolOptions,
+    path: &str,
+    errs: &mut Errors,
+) -> (bool, Option<http::HeaderValue>) {
+    let host = raw.default_host_for_http_10.and_then(|h| {
+        let v = http::HeaderValue::from_str(&h)
+            .ok()
+            .filter(|v| !h.is_empty() && proxy_core::headers::valid_host(v.as_bytes()));
+        if v.is_none() {
+            errs.push(
+                join(path, "default_host_for_http_10"),
+                format!("`{h}` is not a host[:port]"),
+            );
+        }
+        v
+    });
+    (raw.accept_http_10.unwrap_or(false), host)
 }
 
 /// `cidr_ranges[]` (`address_prefix` an IP literal, `prefix_len` within its family's bits;

@@ -134,6 +134,7 @@ pub(crate) struct HttpConnectionManager {
     pub request_headers_timeout: Option<Dur>,
     pub max_request_headers_kb: Option<Int<u32>>,
     pub internal_address_config: Option<InternalAddressConfig>,
+    pub http_protocol_options: Option<Http1ProtocolOptions>,
     #[serde(default)]
     pub upgrade_configs: Vec<UpgradeConfig>,
     #[serde(default)]
@@ -147,6 +148,13 @@ pub(crate) struct HttpConnectionManager {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommonHttpProtocolOptions {
     pub idle_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Http1ProtocolOptions {
+    pub accept_http_10: Option<bool>,
+    pub default_host_for_http_10: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

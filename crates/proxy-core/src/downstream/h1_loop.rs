@@ -388,6 +388,13 @@ impl Conn<'_> {
     /// The request whose head was parsed; `None` when a part of it does not convert (hyper
     /// then judges it).
     fn request(&mut self, head: &request::Head) -> Option<Request<RequestBody>> {
+        if let Some(refusal) = head.refusal {
+            // Answered as refused (and the connection closed): nothing of it is used.
+            drop(self.buf.split_to(head.len));
+            let mut req = Request::new(RequestBody::Empty);
+            req.extensions_mut().insert(refusal);
+            return Some(req);
+        }
         let raw = self.buf.split_to(head.len).freeze();
         // Room for what forwarding adds (x-request-id, x-forwarded-*, x-envoy-*) without a
         // rehash.

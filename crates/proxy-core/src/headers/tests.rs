@@ -112,7 +112,7 @@ fn req(version: Version, uri: &'static str, pairs: &[(&'static str, &'static str
 
 #[test]
 fn host_rules() {
-    let check = |mut r: Request<()>| check_request(&mut r, 1 << 16, false).map(|()| r);
+    let check = |mut r: Request<()>| check_request(&mut r, checks(1 << 16)).map(|()| r);
     let v11 = Version::HTTP_11;
     assert_eq!(check(req(v11, "/", &[])).err(), Some(Refusal::MissingHost));
     let two = [("host", "a"), ("host", "b")];
@@ -157,7 +157,7 @@ fn host_rules() {
 
 #[test]
 fn connection_naming_managed_fields_and_envoy_fields() {
-    let check = |mut r: Request<()>| check_request(&mut r, 1 << 16, false).map(|()| r);
+    let check = |mut r: Request<()>| check_request(&mut r, checks(1 << 16)).map(|()| r);
     for name in [
         "Host",
         "x-request-id",
@@ -207,10 +207,10 @@ fn connection_naming_managed_fields_and_envoy_fields() {
         &[("host", "h"), ("x-long", "0123456789")],
     );
     assert_eq!(
-        check_request(&mut r, 20, false),
+        check_request(&mut r, checks(20)),
         Err(Refusal::HeadersTooLarge)
     );
-    assert_eq!(check_request(&mut r, 21, false), Ok(()));
+    assert_eq!(check_request(&mut r, checks(21)), Ok(()));
 }
 
 #[test]
@@ -294,4 +294,14 @@ fn request_id_is_a_uuid_v4() {
         }
     }
     assert_ne!(new_request_id(), id);
+}
+
+/// The checks of an external client's request, HTTP/1.0 accepted.
+fn checks(max_head: usize) -> Checks<'static> {
+    Checks {
+        max_head,
+        internal: false,
+        accept_http_10: true,
+        default_host_10: None,
+    }
 }

@@ -98,7 +98,10 @@ pub async fn handle(
 fn refused(c: &ConnCtx, refusal: Refusal, tracker: &mut Tracker) -> Response<ProxyBody> {
     tracing::debug!(remote = %c.remote, ?refusal, "request refused");
     tracker.set_flag(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
-    let mut resp = local_reply(refusal.status(), Bytes::new());
+    let mut resp = local_reply(
+        refusal.status(),
+        Bytes::from_static(refusal.body().as_bytes()),
+    );
     if !c.http2 {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
