@@ -229,12 +229,32 @@ pub enum RouteAction {
 /// `route` action: send to a cluster.
 #[derive(Clone, Debug)]
 pub struct ForwardAction {
-    pub cluster: String,
+    pub cluster: ClusterSpecifier,
     pub prefix_rewrite: Option<String>,
     pub host_rewrite_literal: Option<String>,
     /// Whole-response timeout (Envoy default 15 s); `None`: disabled (`0s`).
     pub timeout: Option<Duration>,
     pub retry_policy: Option<RetryPolicy>,
+}
+
+/// Which cluster a route sends to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterSpecifier {
+    /// `cluster`.
+    Cluster(String),
+    /// `weighted_clusters.clusters[]`: one picked per request, in proportion to its weight
+    /// (the weights are positive; their sum is the total).
+    Weighted(Vec<(String, u32)>),
+}
+
+impl ClusterSpecifier {
+    /// Every cluster named.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            ClusterSpecifier::Cluster(c) => vec![c.as_str()],
+            ClusterSpecifier::Weighted(w) => w.iter().map(|(c, _)| c.as_str()).collect(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]

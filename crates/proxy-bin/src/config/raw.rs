@@ -308,11 +308,43 @@ pub(crate) struct StringMatcher {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteAction {
-    pub cluster: String,
+    pub cluster: Option<String>,
+    pub weighted_clusters: Option<WeightedClusters>,
     pub prefix_rewrite: Option<String>,
     pub host_rewrite_literal: Option<String>,
     pub timeout: Option<Dur>,
     pub retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WeightedClusters {
+    pub clusters: Vec<ClusterWeight>,
+    /// Deprecated in Envoy; when given it must equal the weights' sum.
+    pub total_weight: Option<UInt32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterWeight {
+    pub name: String,
+    pub weight: Option<UInt32>,
+}
+
+/// A `google.protobuf.UInt32Value`: a number, or `{value: N}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum UInt32 {
+    Plain(Int<u32>),
+    Wrapped { value: Int<u32> },
+}
+
+impl UInt32 {
+    pub fn get(&self) -> u32 {
+        match self {
+            UInt32::Plain(v) | UInt32::Wrapped { value: v } => v.0,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use http::{HeaderName, StatusCode};
 use proxy_core::config::{
-    DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch, Redirect, RetryOn,
-    RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    ClusterSpecifier, DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch,
+    Redirect, RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
 };
 use regex::Regex;
 
@@ -296,6 +296,79 @@ fn check_header_safe(s: &str, path: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `cluster` or `weighted_clusters` (exactly one), every cluster named known.
+fn cluster_specifier(
+    raw: &raw::RouteAction,
+    path: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
+) -> Option<ClusterSpecifier> {
+    let mut known = |name: &str, p: String| {
+        let ok = clusters.contains(name);
+        if !ok {
+            errs.push(
+                p,
+                format!("unknown cluster `{name}` (not in static_resources.clusters)"),
+            );
+        }
+        ok
+    };
+    match (&raw.cluster, &raw.weighted_clusters) {
+        (Some(c), None) => {
+            known(c, join(path, "cluster")).then(|| ClusterSpecifier::Cluster(c.clone()))
+        }
+        (None, Some(w)) => {
+            let wpath = join(path, "weighted_clusters");
+            let mut out = Vec::with_capacity(w.clusters.len());
+            for (i, c) in w.clusters.iter().enumerate() {
+                let weight = c.weight.as_ref().map_or(0, raw::UInt32::get);
+                if known(&c.name, format!("{wpath}.clusters[{i}].name")) && weight > 0 {
+                    out.push((c.name.clone(), weight));
+                }
+            }
+            weighted(out, w, &wpath, errs)
+        }
+        (Some(_), Some(_)) => {
+            errs.push(
+                path.to_owned(),
+                "`cluster` and `weighted_clusters` are exclusive",
+            );
+            None
+        }
+        (None, None) => {
+            errs.push(path.to_owned(), "needs `cluster` or `weighted_clusters`");
+            None
+        }
+    }
+}
+
+/// The checked weighted clusters: some weight in all, and `total_weight` (when given) their sum.
+fn weighted(
+    out: Vec<(String, u32)>,
+    w: &raw::WeightedClusters,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<ClusterSpecifier> {
+    let sum: u64 = out.iter().map(|(_, n)| u64::from(*n)).sum();
+    if out.is_empty() || sum == 0 {
+        errs.push(
+            join(path, "clusters"),
+            "needs a cluster with a positive weight",
+        );
+        return None;
+    }
+    if let Some(t) = &w.total_weight {
+        if u64::from(t.get()) != sum {
+            errs.push(
+                join(path, "total_weight"),
+                format!("is {}, the weights add up to {sum}", t.get()),
+            );
+            return None;
+        }
+    }
+    Some(ClusterSpecifier::Weighted(out))
+}
+
 fn forward(
     raw: raw::RouteAction,
     path: &str,
@@ -303,15 +376,7 @@ fn forward(
     errs: &mut Errors,
 ) -> Option<RouteAction> {
     let before = errs.0.len();
-    if !clusters.contains(&raw.cluster) {
-        errs.push(
-            join(path, "cluster"),
-            format!(
-                "unknown cluster `{}` (not in static_resources.clusters)",
-                raw.cluster
-            ),
-        );
-    }
+    let cluster = cluster_specifier(&raw, path, clusters, errs);
     if let Some(p) = &raw.prefix_rewrite {
         errs.take(check_header_safe(p, &join(path, "prefix_rewrite")));
     }
@@ -330,7 +395,7 @@ fn forward(
         return None;
     }
     Some(RouteAction::Forward(ForwardAction {
-        cluster: raw.cluster,
+        cluster: cluster?,
         prefix_rewrite: raw.prefix_rewrite,
         host_rewrite_literal: raw.host_rewrite_literal,
         timeout: match raw.timeout {

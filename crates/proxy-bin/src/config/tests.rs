@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use proxy_core::config::{
-    AccessLogSink, CodecType, Discovery, DnsLookupFamily, HeaderMatchKind, LbPolicy, PathMatch,
-    RouteAction,
+    AccessLogSink, ClusterSpecifier, CodecType, Discovery, DnsLookupFamily, HeaderMatchKind,
+    LbPolicy, PathMatch, RouteAction,
 };
 use serde_json::{json, Value};
 
@@ -83,7 +83,10 @@ fn quickstart_fixture_validates_with_envoy_defaults() {
     assert!(r.matcher.case_sensitive);
     match &r.action {
         RouteAction::Forward(f) => {
-            assert_eq!(f.cluster, "service_backend");
+            assert_eq!(
+                f.cluster,
+                ClusterSpecifier::Cluster("service_backend".into())
+            );
             assert_eq!(f.host_rewrite_literal.as_deref(), Some("localhost"));
             assert_eq!(f.timeout, Some(Duration::from_secs(15)));
             assert!(f.retry_policy.is_none());

@@ -23,7 +23,7 @@ use crate::context::Ctx;
 use crate::error::UpstreamFailure;
 use crate::flags::ResponseFlags;
 use crate::headers::{prepare_request_headers, upgrade_type, Forwarded, Upgrade};
-use crate::router::{Forward, Route};
+use crate::router::{Forward, Route, RouteCluster};
 
 use super::ahead::read_ahead;
 use super::attempt::{attempt_once, AttemptDone};
@@ -90,7 +90,8 @@ pub(super) async fn forward(
     req: Request<RequestBody>,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
-    let Some(cluster) = cx.w.clusters.get(f.cluster).cloned() else {
+    let to = f.targets.pick();
+    let Some(cluster) = cx.w.clusters.get(to.index).cloned() else {
         return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
     };
     if let Some(kind) = upgrade_type(req.headers()) {
@@ -99,7 +100,7 @@ pub(super) async fn forward(
             return local_reply(StatusCode::FORBIDDEN, Bytes::from_static(b"upgrade failed"));
         }
         // Boxed: the rare upgrade path must not grow every request's future.
-        return Box::pin(tunnel(cx, route, f, &cluster, req, tracker)).await;
+        return Box::pin(tunnel(cx, route, f, to, &cluster, req, tracker)).await;
     }
     let (mut parts, body) = req.into_parts();
     let mut body = if replayable_by_buffering(cx, f, &body) {
@@ -127,7 +128,7 @@ pub(super) async fn forward(
         let mut up = upstream_request(&mut parts, &target, &mut body, last);
         let outcome = attempt_once(
             cx.w,
-            f.cluster,
+            to.index,
             &cluster,
             &mut up,
             limits.deadline,
@@ -142,11 +143,11 @@ pub(super) async fn forward(
             Ok(done) => {
                 crate::header_pool::give(sent);
                 let status = done.response.status().as_u16();
-                if retry_answered(cx, f, &cluster, &mut tries, status) {
+                if retry_answered(cx, to, &cluster, &mut tries, status) {
                     tries.start();
                     continue;
                 }
-                return respond(cx, f, done, tracker);
+                return respond(cx, to, done, tracker);
             }
             Err(e) => e,
         };
@@ -402,12 +403,12 @@ impl Limits {
 /// downstream).
 fn retry_answered(
     cx: Ctx<'_>,
-    f: &Forward,
+    to: &RouteCluster,
     cluster: &Arc<Cluster>,
     tries: &mut Tries<'_>,
     status: u16,
 ) -> bool {
-    cluster.stats.response(status, &cx.w.codes[f.cluster]);
+    cluster.stats.response(status, &cx.w.codes[to.index]);
     if tries.after_status(status, cluster) == Next::Retry {
         return true;
     }
@@ -473,7 +474,7 @@ fn upstream_request(
 /// timeout on its body, and what the tracker needs.
 fn respond(
     cx: Ctx<'_>,
-    f: &Forward,
+    to: &RouteCluster,
     done: AttemptDone,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
@@ -493,7 +494,7 @@ fn respond(
             millis_value(service_time.as_millis() as u64),
         );
     }
-    tracker.upstream_chosen(attempt.host.addr, &f.cluster_name);
+    tracker.upstream_chosen(attempt.host.addr, &to.name);
     let body = rbody.with_idle_timeout(hcm.stream_idle_timeout);
     tracker.set_upstream(attempt.into_track(checkin));
     Response::from_parts(rparts, body)

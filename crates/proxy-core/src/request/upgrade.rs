@@ -9,7 +9,7 @@ use crate::cluster::Cluster;
 use crate::context::{Ctx, Upgraded};
 use crate::error::UpstreamFailure;
 use crate::headers::{prepare_request_headers, strip_hop_by_hop, Forwarded, Upgrade};
-use crate::router::{Forward, Route};
+use crate::router::{Forward, Route, RouteCluster};
 use crate::upstream;
 
 use super::attempt::Attempt;
@@ -22,6 +22,7 @@ pub(super) async fn tunnel(
     cx: Ctx<'_>,
     route: &Route,
     f: &Forward,
+    target: &RouteCluster,
     cluster: &Arc<Cluster>,
     req: Request<RequestBody>,
     tracker: &mut Tracker,
@@ -52,13 +53,13 @@ pub(super) async fn tunnel(
     );
     let host = {
         let set = cluster.hosts();
-        w.lb.pick(f.cluster, cluster, &set)
+        w.lb.pick(target.index, cluster, &set)
     };
     let Some(host) = host else {
         cluster.stats.upstream_cx_none_healthy.inc();
         return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
     };
-    let attempt = Attempt::start(cluster.clone(), host.clone(), f.cluster);
+    let attempt = Attempt::start(cluster.clone(), host.clone(), target.index);
     let mut sender = match upstream::connect_h1(cluster, &host, true).await {
         Ok(s) => s,
         Err(e) => return tracker.failure_reply(e),
@@ -72,7 +73,9 @@ pub(super) async fn tunnel(
         Err(e) => return tracker.failure_reply(upstream::classify(&e)),
     };
     let status = resp.status();
-    cluster.stats.response(status.as_u16(), &w.codes[f.cluster]);
+    cluster
+        .stats
+        .response(status.as_u16(), &w.codes[target.index]);
     if status != StatusCode::SWITCHING_PROTOCOLS {
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers, Upgrade::Strip);
