@@ -21,7 +21,7 @@ const ROUTES_PER_VHOST: usize = 20;
 
 fn forward(cluster: &str) -> RouteAction {
     RouteAction::Forward(ForwardAction {
-        cluster: cluster.to_owned(),
+        cluster: proxy_core::config::ClusterSpecifier::Cluster(cluster.to_owned()),
         prefix_rewrite: None,
         host_rewrite_literal: None,
         timeout: Some(Duration::from_secs(15)),
