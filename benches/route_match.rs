@@ -38,6 +38,7 @@ fn route(name: String, path: PathMatch, headers: Vec<HeaderMatcher>, action: Rou
             headers,
         },
         action,
+        headers: Default::default(),
     }
 }
 
@@ -76,7 +77,9 @@ fn quickstart() -> Router {
                 vec![],
                 forward("service_envoyproxy_io"),
             )],
+            headers: Default::default(),
         }],
+        ..Default::default()
     })
 }
 
@@ -211,8 +214,10 @@ fn large() -> Router {
                 name: format!("vh{i}"),
                 domains: domains(i),
                 routes: routes(i),
+                headers: Default::default(),
             })
             .collect(),
+        ..Default::default()
     })
 }
 

@@ -166,6 +166,50 @@ pub enum AccessLogSink {
 pub struct RouteConfig {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
+    pub headers: HeaderMutations,
+    /// `most_specific_header_mutations_wins`: apply the route's mutations last, not first.
+    pub most_specific_header_mutations_wins: bool,
+}
+
+/// `request_headers_to_add`, `request_headers_to_remove`, `response_headers_to_add`,
+/// `response_headers_to_remove` of one level (route configuration, virtual host, route).
+#[derive(Clone, Debug, Default)]
+pub struct HeaderMutations {
+    pub request_add: Vec<HeaderAdd>,
+    pub request_remove: Vec<http::HeaderName>,
+    pub response_add: Vec<HeaderAdd>,
+    pub response_remove: Vec<http::HeaderName>,
+}
+
+impl HeaderMutations {
+    pub fn is_empty(&self) -> bool {
+        self.request_add.is_empty()
+            && self.request_remove.is_empty()
+            && self.response_add.is_empty()
+            && self.response_remove.is_empty()
+    }
+}
+
+/// One `HeaderValueOption`.
+#[derive(Clone, Debug)]
+pub struct HeaderAdd {
+    pub name: http::HeaderName,
+    /// As written: Envoy's command operators (`%REQ(x)%`, `%DOWNSTREAM_REMOTE_ADDRESS%`, …)
+    /// are rendered per message.
+    pub value: String,
+    pub action: AppendAction,
+    /// `keep_empty_value`: a value that renders empty is still added.
+    pub keep_empty_value: bool,
+}
+
+/// `append_action` (or the older `append`: true is the first, false the third).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AppendAction {
+    #[default]
+    AppendIfExistsOrAdd,
+    AddIfAbsent,
+    OverwriteIfExistsOrAdd,
+    OverwriteIfExists,
 }
 
 #[derive(Clone, Debug)]
@@ -174,6 +218,7 @@ pub struct VirtualHost {
     /// As written: `*`, `example.com`, `*.example.com`, `example.*`, optionally with `:port`.
     pub domains: Vec<String>,
     pub routes: Vec<Route>,
+    pub headers: HeaderMutations,
 }
 
 #[derive(Clone, Debug)]
@@ -181,6 +226,7 @@ pub struct Route {
     pub name: String,
     pub matcher: RouteMatch,
     pub action: RouteAction,
+    pub headers: HeaderMutations,
 }
 
 #[derive(Clone, Debug)]

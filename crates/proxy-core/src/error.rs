@@ -20,6 +20,14 @@ pub enum BuildError {
     },
     #[error("could not find cluster {cluster:?} referenced by a route")]
     UnknownCluster { cluster: String },
+    #[error("header value {value:?}: {source}")]
+    HeaderFormat {
+        value: String,
+        #[source]
+        source: crate::access_log::FormatError,
+    },
+    #[error("header value {value:?} is not a valid field value")]
+    HeaderValue { value: String },
     #[error("could not start worker thread {index}: {source}")]
     Worker {
         index: usize,

@@ -33,6 +33,8 @@ pub struct VirtualHost {
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
+    /// Header mutations of the route, its virtual host and the route configuration.
+    pub mutations: Option<Box<Mutations>>,
     path: CompiledPath,
     case_sensitive: bool,
     headers: Vec<CompiledHeader>,
@@ -172,7 +174,13 @@ impl Router {
             }
             let mut routes = Vec::with_capacity(vh.routes.len());
             for r in &vh.routes {
-                routes.push(compile_route(r, &cluster_index)?);
+                let mut levels = [&r.headers, &vh.headers, &cfg.headers];
+                if cfg.most_specific_header_mutations_wins {
+                    levels.reverse();
+                }
+                let mut route = compile_route(r, &cluster_index)?;
+                route.mutations = Mutations::compile(&levels)?;
+                routes.push(route);
             }
             router.vhosts.push(VirtualHost {
                 name: vh.name.clone(),
@@ -337,6 +345,7 @@ fn compile_route(
     };
     Ok(Route {
         name: r.name.clone(),
+        mutations: None,
         path,
         case_sensitive: r.matcher.case_sensitive,
         headers,
@@ -344,5 +353,8 @@ fn compile_route(
     })
 }
 
+pub mod mutate;
 #[cfg(test)]
 mod tests;
+
+pub use mutate::Mutations;

@@ -50,6 +50,16 @@ pub(crate) fn route_config(
                 );
             }
         }
+        let vh_headers = super::headers::mutations(
+            super::headers::Raw {
+                request_add: vh.request_headers_to_add,
+                request_remove: vh.request_headers_to_remove,
+                response_add: vh.response_headers_to_add,
+                response_remove: vh.response_headers_to_remove,
+            },
+            &vh_path,
+            errs,
+        );
         let mut routes = Vec::new();
         for (k, r) in vh.routes.into_iter().enumerate() {
             if let Some(r) = route(r, &format!("{vh_path}.routes[{k}]"), clusters, errs) {
@@ -60,11 +70,26 @@ pub(crate) fn route_config(
             name: vh.name,
             domains: vh.domains,
             routes,
+            headers: vh_headers,
         });
     }
+    let headers = super::headers::mutations(
+        super::headers::Raw {
+            request_add: raw.request_headers_to_add,
+            request_remove: raw.request_headers_to_remove,
+            response_add: raw.response_headers_to_add,
+            response_remove: raw.response_headers_to_remove,
+        },
+        path,
+        errs,
+    );
     (errs.0.len() == before).then(|| RouteConfig {
         name: raw.name.unwrap_or_default(),
         virtual_hosts,
+        headers,
+        most_specific_header_mutations_wins: raw
+            .most_specific_header_mutations_wins
+            .unwrap_or(false),
     })
 }
 
@@ -117,10 +142,21 @@ fn route(
             None
         }
     };
+    let headers = super::headers::mutations(
+        super::headers::Raw {
+            request_add: raw.request_headers_to_add,
+            request_remove: raw.request_headers_to_remove,
+            response_add: raw.response_headers_to_add,
+            response_remove: raw.response_headers_to_remove,
+        },
+        path,
+        errs,
+    );
     Some(Route {
         name: raw.name.unwrap_or_default(),
         matcher: matcher?,
         action: action?,
+        headers,
     })
 }
 

@@ -28,6 +28,7 @@ use crate::router::{Forward, Route, RouteCluster};
 use super::ahead::read_ahead;
 use super::attempt::{attempt_once, AttemptDone};
 use super::local::{local_reply, request_timeout};
+use super::mutate::mutate_request;
 use super::retry::{Next, Tries};
 use super::rewrite::{rewrite_path, set_upstream_authority};
 use super::tracker::Tracker;
@@ -118,7 +119,7 @@ pub(super) async fn forward(
             Err(reply) => return reply,
         }
     };
-    let target = prepare_head(cx, route, f, &cluster, &mut parts);
+    let target = prepare_head(cx, (route, f), &cluster, &mut parts, tracker.start());
     let limits = Limits::of(cx, f, &parts.method, &body, tracker);
     let mut tries = Tries::new(f.config.retry_policy.as_ref(), body.replay.is_some());
     tries.start();
@@ -324,10 +325,10 @@ fn request_timeout_reply(cx: Ctx<'_>, tracker: &mut Tracker) -> Response<ProxyBo
 #[inline]
 fn prepare_head(
     cx: Ctx<'_>,
-    route: &Route,
-    f: &Forward,
+    (route, f): (&Route, &Forward),
     cluster: &Cluster,
     parts: &mut http::request::Parts,
+    started: std::time::Instant,
 ) -> Target {
     let hcm = &cx.l.config.http;
     prepare_request_headers(
@@ -340,6 +341,7 @@ fn prepare_head(
         ),
         Upgrade::Strip,
     );
+    mutate_request(cx, route, &cluster.config.name, parts, started);
     if !hcm.suppress_envoy_headers {
         if let Some(v) = &f.expected_timeout_ms {
             parts

@@ -16,6 +16,36 @@ use super::attempt::Attempt;
 use super::rewrite::{rewrite_path, set_upstream_authority};
 use super::tracker::Tracker;
 
+/// The upgrade request's head for the upstream, in place: forwarding fields (the upgrade
+/// kept), the route's mutations, the path and host rewrites; its URI.
+fn upgrade_head(
+    cx: Ctx<'_>,
+    (route, f): (&Route, &Forward),
+    cluster: &str,
+    parts: &mut http::request::Parts,
+    started: std::time::Instant,
+) -> http::Uri {
+    let Ctx { l, c, .. } = cx;
+    prepare_request_headers(
+        &mut parts.headers,
+        Forwarded::of(
+            c.remote,
+            l.config.http.use_remote_address,
+            c.tls,
+            l.config.http.is_internal(c.remote.ip()),
+        ),
+        Upgrade::Keep,
+    );
+    super::mutate::mutate_request(cx, route, cluster, parts, started);
+    let path = rewrite_path(
+        route,
+        f.config.prefix_rewrite.as_deref(),
+        &parts.uri,
+        &mut parts.headers,
+    );
+    set_upstream_authority(parts, false, f.config.host_rewrite_literal.as_deref(), path)
+}
+
 /// Forward a protocol switch (WebSocket): a dedicated upstream connection, and once both sides
 /// have switched, bytes copied both ways until either closes.
 pub(super) async fn tunnel(
@@ -29,28 +59,7 @@ pub(super) async fn tunnel(
 ) -> Response<ProxyBody> {
     let Ctx { l, w, c } = cx;
     let (mut parts, body) = req.into_parts();
-    prepare_request_headers(
-        &mut parts.headers,
-        Forwarded::of(
-            c.remote,
-            l.config.http.use_remote_address,
-            c.tls,
-            l.config.http.is_internal(c.remote.ip()),
-        ),
-        Upgrade::Keep,
-    );
-    let path = rewrite_path(
-        route,
-        f.config.prefix_rewrite.as_deref(),
-        &parts.uri,
-        &mut parts.headers,
-    );
-    let uri = set_upstream_authority(
-        &mut parts,
-        false,
-        f.config.host_rewrite_literal.as_deref(),
-        path,
-    );
+    let uri = upgrade_head(cx, (route, f), &target.name, &mut parts, tracker.start());
     let host = {
         let set = cluster.hosts();
         w.lb.pick(target.index, cluster, &set)

@@ -14,6 +14,7 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Ro
             status: http::StatusCode::OK,
             body: None,
         }),
+        headers: Default::default(),
     }
 }
 
@@ -22,6 +23,7 @@ fn vhost(name: &str, domains: &[&str], routes: Vec<config::Route>) -> config::Vi
         name: name.into(),
         domains: domains.iter().map(|d| (*d).into()).collect(),
         routes,
+        headers: Default::default(),
     }
 }
 
@@ -81,6 +83,7 @@ fn router() -> Router {
                 ],
             ),
         ],
+        ..Default::default()
     };
     Router::new(&cfg, |_| Some(0)).unwrap()
 }
@@ -129,6 +132,7 @@ fn no_virtual_host_means_no_route() {
             &["a.com"],
             vec![route("x", PathMatch::Prefix("/".into()), vec![])],
         )],
+        ..Default::default()
     };
     let r = Router::new(&cfg, |_| None).unwrap();
     assert!(r.route("b.com", "/", &HeaderMap::new()).is_none());
@@ -142,6 +146,7 @@ fn case_insensitive_prefix() {
     let cfg = RouteConfig {
         name: "r".into(),
         virtual_hosts: vec![vhost("v", &["*"], vec![rt])],
+        ..Default::default()
     };
     let r = Router::new(&cfg, |_| None).unwrap();
     assert!(r.route("h", "/api/x", &HeaderMap::new()).is_some());
