@@ -16,6 +16,7 @@ mod handover;
 mod hygiene;
 mod keepalive;
 mod lb;
+mod lenient;
 mod restart;
 mod restart_safety;
 mod restarter;

@@ -163,11 +163,12 @@ pub fn parse_str(text: &str) -> Result<Loaded, ConfigErrors> {
 
 fn from_value(value: serde_json::Value) -> Result<Loaded, ConfigErrors> {
     let mut value = match value {
-        // An empty document is an empty bootstrap, as an empty proto message.
+        // A JSON `null` document is an empty bootstrap, as an empty proto message.
         serde_json::Value::Null => serde_json::Value::Object(Default::default()),
         v => v,
     };
     source::snake_case_keys(&mut value, "")?;
+    source::strip_nulls(&mut value, "");
     let bootstrap = convert(value.clone())?;
     Ok(Loaded {
         bootstrap,

@@ -524,8 +524,12 @@ fn yaml_syntax_errors_have_no_path_but_a_position() {
 }
 
 #[test]
-fn empty_document_is_an_empty_bootstrap() {
-    let b = parse_str("").unwrap_or_else(|e| panic!("{e}")).bootstrap;
+fn empty_document_is_an_error_and_braces_an_empty_bootstrap() {
+    // Envoy 1.40: "Unable to convert YAML as JSON" for an empty file; `{}` validates.
+    let e = parse_str("").unwrap_err();
+    assert!(e.0[0].message.contains("holds no configuration"), "{e}");
+    assert!(parse_str("# nothing\n").is_err());
+    let b = parse_str("{}").unwrap_or_else(|e| panic!("{e}")).bootstrap;
     assert!(b.admin.is_none() && b.listeners.is_empty() && b.clusters.is_empty());
     assert!(parse_str("admin: {}\n").is_ok());
     assert!(parse_str("[1, 2]").is_err());
@@ -646,3 +650,5 @@ fn garbage_and_truncated_input_never_panics() {
         }
     }
 }
+
+mod lenient;
