@@ -25,3 +25,44 @@ fn an_empty_config_file_is_an_error_and_braces_are_an_empty_bootstrap() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stdout.ends_with("braces.yaml' OK\n"), "{stdout}");
 }
+
+/// The rendered `config` as JSON, changed by `edit`, back to text (placeholders unquoted).
+fn edited(config: &Config, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let text = config
+        .render()
+        .replace("{{ADMIN}}", "\"{{ADMIN}}\"")
+        .replace("{{LISTEN}}", "\"{{LISTEN}}\"");
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut v);
+    serde_json::to_string_pretty(&v)
+        .unwrap()
+        .replace("\"{{ADMIN}}\"", "{{ADMIN}}")
+        .replace("\"{{LISTEN}}\"", "{{LISTEN}}")
+}
+
+#[tokio::test]
+async fn a_listener_without_a_name_is_named_by_a_uuid_and_counted_by_address() {
+    let config = Config::new().route(serde_json::json!({
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_string": "hi"}},
+    }));
+    let text = edited(&config, |v| {
+        v["static_resources"]["listeners"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("name");
+    });
+    let baton = Baton::start(&text).await;
+    let (status, body) = baton.admin_get("/listeners").await;
+    assert_eq!(status, 200);
+    // Envoy 1.40: `cadd9690-0e78-4db6-8319-6513357402e6::127.0.0.1:35589`.
+    let (name, addr) = body.trim().split_once("::").expect("name::address");
+    assert_eq!(addr, format!("127.0.0.1:{}", baton.listen));
+    let groups: Vec<usize> = name.split('-').map(str::len).collect();
+    assert_eq!(groups, [8, 4, 4, 4, 12], "{name}");
+    assert_eq!(name.as_bytes()[14], b'4', "version 4: {name}");
+    let resp = get(baton.addr(), "/").await;
+    assert_eq!(resp.status, 200);
+    let stat = format!("listener.127.0.0.1_{}.downstream_cx_total", baton.listen);
+    baton.wait_stat(&stat, 1).await;
+}

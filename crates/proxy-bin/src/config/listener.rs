@@ -63,9 +63,12 @@ pub(crate) fn listener(
 ) -> Option<Listener> {
     let raw: raw::Listener = errs.take(de::decode(value, path))?;
     let before = errs.0.len();
-    if raw.name.is_empty() {
-        errs.push(join(path, "name"), "must not be empty");
-    }
+    // Envoy 1.40 names a listener without a name (or with an empty one) by a random UUID v4;
+    // its stats are named by address (`listener.<addr>.*`) either way.
+    let name = raw
+        .name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(proxy_core::headers::new_uuid);
     let address = errs.take(socket_address(
         &raw.address.socket_address,
         &join(path, "address.socket_address"),
@@ -92,7 +95,7 @@ pub(crate) fn listener(
         return None;
     }
     Some(Listener {
-        name: raw.name,
+        name,
         address: address?,
         per_connection_buffer_limit_bytes,
         http: chains.http?,

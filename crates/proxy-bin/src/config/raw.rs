@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::de::{Dur, Empty, Int};
+use super::de::{proto_enum, Dur, Empty, Int};
 
 pub(crate) const HCM_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -62,10 +62,10 @@ pub(crate) struct SocketAddress {
     pub protocol: Option<Protocol>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) enum Protocol {
-    #[serde(rename = "TCP")]
-    Tcp,
+proto_enum! {
+    pub(crate) enum Protocol {
+        Tcp = ("TCP", 0),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -74,7 +74,8 @@ pub(crate) enum Protocol {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Listener {
-    pub name: String,
+    /// Absent or empty: a random UUID, as Envoy names such listeners.
+    pub name: Option<String>,
     pub address: Address,
     pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
     #[serde(default)]
@@ -111,14 +112,12 @@ pub(crate) struct Filter {
     pub typed_config: Option<Value>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum CodecType {
-    #[serde(rename = "AUTO")]
-    Auto,
-    #[serde(rename = "HTTP1")]
-    Http1,
-    #[serde(rename = "HTTP2")]
-    Http2,
+proto_enum! {
+    pub(crate) enum CodecType {
+        Auto = ("AUTO", 0),
+        Http1 = ("HTTP1", 1),
+        Http2 = ("HTTP2", 2),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,18 +305,14 @@ pub(crate) struct DirectResponse {
     pub body: Option<DataSource>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum RedirectCode {
-    #[serde(rename = "MOVED_PERMANENTLY")]
-    MovedPermanently,
-    #[serde(rename = "FOUND")]
-    Found,
-    #[serde(rename = "SEE_OTHER")]
-    SeeOther,
-    #[serde(rename = "TEMPORARY_REDIRECT")]
-    TemporaryRedirect,
-    #[serde(rename = "PERMANENT_REDIRECT")]
-    PermanentRedirect,
+proto_enum! {
+    pub(crate) enum RedirectCode {
+        MovedPermanently = ("MOVED_PERMANENTLY", 0),
+        Found = ("FOUND", 1),
+        SeeOther = ("SEE_OTHER", 2),
+        TemporaryRedirect = ("TEMPORARY_REDIRECT", 3),
+        PermanentRedirect = ("PERMANENT_REDIRECT", 4),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,38 +331,30 @@ pub(crate) struct Redirect {
 // ---------------------------------------------------------------------------------------------
 // Clusters.
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum DiscoveryType {
-    #[serde(rename = "STATIC")]
-    Static,
-    #[serde(rename = "STRICT_DNS")]
-    StrictDns,
-    #[serde(rename = "LOGICAL_DNS")]
-    LogicalDns,
+proto_enum! {
+    pub(crate) enum DiscoveryType {
+        Static = ("STATIC", 0),
+        StrictDns = ("STRICT_DNS", 1),
+        LogicalDns = ("LOGICAL_DNS", 2),
+    }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum LbPolicy {
-    #[serde(rename = "ROUND_ROBIN")]
-    RoundRobin,
-    #[serde(rename = "LEAST_REQUEST")]
-    LeastRequest,
-    #[serde(rename = "RANDOM")]
-    Random,
+proto_enum! {
+    pub(crate) enum LbPolicy {
+        RoundRobin = ("ROUND_ROBIN", 0),
+        LeastRequest = ("LEAST_REQUEST", 1),
+        Random = ("RANDOM", 3),
+    }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum DnsLookupFamily {
-    #[serde(rename = "AUTO")]
-    Auto,
-    #[serde(rename = "V4_ONLY")]
-    V4Only,
-    #[serde(rename = "V6_ONLY")]
-    V6Only,
-    #[serde(rename = "V4_PREFERRED")]
-    V4Preferred,
-    #[serde(rename = "ALL")]
-    All,
+proto_enum! {
+    pub(crate) enum DnsLookupFamily {
+        Auto = ("AUTO", 0),
+        V4Only = ("V4_ONLY", 1),
+        V6Only = ("V6_ONLY", 2),
+        V4Preferred = ("V4_PREFERRED", 3),
+        All = ("ALL", 4),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -423,10 +410,10 @@ pub(crate) struct CircuitBreakers {
     pub thresholds: Vec<Thresholds>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) enum Priority {
-    #[serde(rename = "DEFAULT")]
-    Default,
+proto_enum! {
+    pub(crate) enum Priority {
+        Default = ("DEFAULT", 0),
+    }
 }
 
 #[derive(Debug, Deserialize)]

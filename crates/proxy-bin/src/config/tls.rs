@@ -13,7 +13,7 @@ use proxy_core::tls::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::de::{self, join};
+use super::de::{self, join, proto_enum};
 use super::ConfigError;
 
 pub(crate) const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
@@ -90,18 +90,14 @@ struct TlsParams {
     cipher_suites: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-enum Protocol {
-    #[serde(rename = "TLS_AUTO")]
-    Auto,
-    #[serde(rename = "TLSv1_0")]
-    V1_0,
-    #[serde(rename = "TLSv1_1")]
-    V1_1,
-    #[serde(rename = "TLSv1_2")]
-    V1_2,
-    #[serde(rename = "TLSv1_3")]
-    V1_3,
+proto_enum! {
+    enum Protocol {
+        Auto = ("TLS_AUTO", 0),
+        V1_0 = ("TLSv1_0", 1),
+        V1_1 = ("TLSv1_1", 2),
+        V1_2 = ("TLSv1_2", 3),
+        V1_3 = ("TLSv1_3", 4),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -55,3 +55,62 @@ admin:
     let e = parse_str("defs: !ignore {a: 1}\n").unwrap_err();
     assert_eq!(e.0[0].path, "defs", "{e}");
 }
+
+/// 8-4-4-4-12 lowercase hex, version 4, RFC 4122 variant.
+fn is_uuid_v4(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    lens == [8, 4, 4, 4, 12]
+        && s.bytes()
+            .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && groups[2].starts_with('4')
+        && groups[3].starts_with(['8', '9', 'a', 'b'])
+}
+
+#[test]
+fn listeners_without_a_name_are_named_by_a_random_uuid() {
+    // A running Envoy 1.40 lists such a listener as e.g.
+    // `cadd9690-0e78-4db6-8319-6513357402e6::127.0.0.1:35589`, for an absent or empty name.
+    let second = set(
+        base(),
+        "/static_resources/listeners/1",
+        base()["static_resources"]["listeners"][0].clone(),
+    );
+    let second = set(
+        second,
+        "/static_resources/listeners/1/address/socket_address/port_value",
+        json!(10001),
+    );
+    let v = remove(second, "/static_resources/listeners/0/name");
+    let v = set(v, "/static_resources/listeners/1/name", json!(""));
+    let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
+    let (a, b) = (&b.listeners[0].name, &b.listeners[1].name);
+    assert!(is_uuid_v4(a) && is_uuid_v4(b), "{a} {b}");
+    assert_ne!(a, b);
+}
+
+#[test]
+fn enum_values_are_read_in_any_case_and_as_numbers() {
+    // `envoy --mode validate` accepts `strict_dns`, `Least_Request`, `tlsv1_2`, `auto`, and
+    // `type: 1` (STRICT_DNS's number).
+    let v = set(base(), &format!("{CLUSTER0}/type"), json!("strict_dns"));
+    let v = set(v, &format!("{CLUSTER0}/lb_policy"), json!("Least_Request"));
+    let v = set(
+        v,
+        &format!("{CLUSTER0}/dns_lookup_family"),
+        json!("v4_only"),
+    );
+    let v = set(v, &format!("{HCM}/codec_type"), json!("http1"));
+    let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
+    assert_eq!(b.clusters[0].discovery, Discovery::StrictDns);
+    assert_eq!(b.clusters[0].lb_policy, LbPolicy::LeastRequest);
+    assert_eq!(b.clusters[0].dns_lookup_family, DnsLookupFamily::V4Only);
+    assert_eq!(b.listeners[0].http.codec_type, CodecType::Http1);
+    let v = set(base(), &format!("{CLUSTER0}/type"), json!(1));
+    let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
+    assert_eq!(b.clusters[0].discovery, Discovery::StrictDns);
+    let v = set(base(), &format!("{CLUSTER0}/lb_policy"), json!("maglev"));
+    let e = parse_value(&v).unwrap_err();
+    assert_eq!(e.0[0].path, "static_resources.clusters[0].lb_policy");
+    assert!(e.0[0].message.contains("Baton supports ROUND_ROBIN"), "{e}");
+}
