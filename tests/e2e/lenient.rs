@@ -66,3 +66,45 @@ async fn a_listener_without_a_name_is_named_by_a_uuid_and_counted_by_address() {
     let stat = format!("listener.127.0.0.1_{}.downstream_cx_total", baton.listen);
     baton.wait_stat(&stat, 1).await;
 }
+
+#[tokio::test]
+async fn node_is_shown_by_server_info_with_the_command_line_overrides() {
+    let config = Config::new().route(serde_json::json!({
+        "match": {"prefix": "/"}, "direct_response": {"status": 200},
+    }));
+    let text = edited(&config, |v| {
+        v["node"] = serde_json::json!({
+            "id": "my-node", "cluster": "my-cluster",
+            "metadata": {"a": 1, "b": ["x", null]},
+            "locality": {"region": "r1", "zone": "z1"},
+        });
+    });
+    // What Envoy 1.40 shows for this node (its extra user agent fields aside).
+    let want = |id: &str, cluster: &str| {
+        serde_json::json!({"id": id, "cluster": cluster, "metadata": {"a": 1, "b": ["x", null]},
+            "locality": {"region": "r1", "zone": "z1"}})
+    };
+    let info = |body: String| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["node"].clone()
+    };
+    let baton = Baton::start(&text).await;
+    assert_eq!(
+        info(baton.admin_get("/server_info").await.1),
+        want("my-node", "my-cluster")
+    );
+    drop(baton);
+    let baton = Baton::start_with(
+        &text,
+        &[
+            "--service-node",
+            "cli-node",
+            "--service-cluster",
+            "cli-cluster",
+        ],
+    )
+    .await;
+    assert_eq!(
+        info(baton.admin_get("/server_info").await.1),
+        want("cli-node", "cli-cluster")
+    );
+}

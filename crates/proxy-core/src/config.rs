@@ -15,10 +15,35 @@ use regex::Regex;
 /// Everything one generation serves.
 #[derive(Clone, Debug, Default)]
 pub struct Bootstrap {
+    /// `node`: who this proxy is (shown by `/server_info`).
+    pub node: Node,
     pub admin: Option<Admin>,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
 }
+
+/// `node` (`config.core.v3.Node`), with the `--service-node` / `--service-cluster` overrides
+/// applied by whoever knows the command line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Node {
+    pub id: String,
+    pub cluster: String,
+    /// A `google.protobuf.Struct`, as written.
+    pub metadata: Metadata,
+    pub locality: Option<Locality>,
+}
+
+/// `config.core.v3.Locality`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+}
+
+/// A `google.protobuf.Struct` (or a `filter_metadata` map of them) kept as written, to be
+/// shown again.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
 /// The admin interface (`admin.address`).
 #[derive(Clone, Debug)]

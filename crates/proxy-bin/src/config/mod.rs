@@ -17,7 +17,7 @@ mod tls;
 use std::fmt;
 use std::path::Path;
 
-use proxy_core::config::{Admin, Bootstrap};
+use proxy_core::config::{Admin, Bootstrap, Locality, Node};
 
 /// A parsed and validated bootstrap.
 #[derive(Debug, Clone)]
@@ -179,6 +179,7 @@ fn from_value(value: serde_json::Value) -> Result<Loaded, ConfigErrors> {
 fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
     let raw: raw::Bootstrap = de::decode(value, "")?;
     let mut errs = Errors::default();
+    let node = raw.node.map(node).unwrap_or_default();
     let admin = raw.admin.and_then(|a| admin(a, &mut errs));
     let statics = raw.static_resources.unwrap_or_default();
 
@@ -239,6 +240,7 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
 
     if errs.is_empty() {
         Ok(Bootstrap {
+            node,
             admin,
             listeners,
             clusters,
@@ -246,6 +248,40 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
     } else {
         Err(ConfigErrors(errs.0))
     }
+}
+
+fn node(raw: raw::Node) -> Node {
+    Node {
+        id: raw.id.unwrap_or_default(),
+        cluster: raw.cluster.unwrap_or_default(),
+        metadata: raw.metadata.unwrap_or_default(),
+        locality: raw.locality.map(locality),
+    }
+}
+
+pub(crate) fn locality(raw: raw::Locality) -> Locality {
+    Locality {
+        region: raw.region.unwrap_or_default(),
+        zone: raw.zone.unwrap_or_default(),
+        sub_zone: raw.sub_zone.unwrap_or_default(),
+    }
+}
+
+/// `node` as Envoy serves it: `--service-node` and `--service-cluster`, when given and not
+/// empty, replace `node.id` and `node.cluster`.
+pub fn node_with_overrides(
+    node: &Node,
+    service_node: Option<&str>,
+    service_cluster: Option<&str>,
+) -> Node {
+    let mut out = node.clone();
+    if let Some(id) = service_node.filter(|s| !s.is_empty()) {
+        id.clone_into(&mut out.id);
+    }
+    if let Some(cluster) = service_cluster.filter(|s| !s.is_empty()) {
+        cluster.clone_into(&mut out.cluster);
+    }
+    out
 }
 
 fn admin(raw: raw::Admin, errs: &mut Errors) -> Option<Admin> {

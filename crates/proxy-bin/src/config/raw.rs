@@ -27,8 +27,29 @@ pub(crate) const HTTP_OPTIONS_TYPE: &str =
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Bootstrap {
+    pub node: Option<Node>,
     pub admin: Option<Admin>,
     pub static_resources: Option<StaticResources>,
+}
+
+/// `config.core.v3.Node`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Node {
+    pub id: Option<String>,
+    pub cluster: Option<String>,
+    /// A `google.protobuf.Struct`.
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    pub locality: Option<Locality>,
+}
+
+/// `config.core.v3.Locality`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Locality {
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub sub_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -114,3 +114,51 @@ fn enum_values_are_read_in_any_case_and_as_numbers() {
     assert_eq!(e.0[0].path, "static_resources.clusters[0].lb_policy");
     assert!(e.0[0].message.contains("Baton supports ROUND_ROBIN"), "{e}");
 }
+
+#[test]
+fn node_is_kept_and_the_command_line_overrides_id_and_cluster() {
+    let v = set(
+        base(),
+        "/node",
+        json!({"id": "my-node", "cluster": "my-cluster",
+            "metadata": {"a": 1, "camelCase": [true, null], "c": {"d": "x"}},
+            "locality": {"region": "r1", "zone": "z1", "sub_zone": "s1"}}),
+    );
+    let node = parse_value(&v)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bootstrap
+        .node;
+    assert_eq!(node.id, "my-node");
+    assert_eq!(node.cluster, "my-cluster");
+    // A Struct keeps its keys and nulls as written.
+    assert_eq!(
+        serde_json::Value::Object(node.metadata.clone()),
+        json!({"a": 1, "camelCase": [true, null], "c": {"d": "x"}})
+    );
+    let loc = node.locality.clone().expect("locality");
+    assert_eq!(
+        (
+            loc.region.as_str(),
+            loc.zone.as_str(),
+            loc.sub_zone.as_str()
+        ),
+        ("r1", "z1", "s1")
+    );
+    // Envoy: `--service-node cli-node --service-cluster cli-cluster` replace id and cluster;
+    // empty flags do not.
+    let o = node_with_overrides(&node, Some("cli-node"), Some("cli-cluster"));
+    assert_eq!(
+        (o.id.as_str(), o.cluster.as_str()),
+        ("cli-node", "cli-cluster")
+    );
+    assert_eq!(o.metadata, node.metadata);
+    let o = node_with_overrides(&node, Some(""), None);
+    assert_eq!(
+        (o.id.as_str(), o.cluster.as_str()),
+        ("my-node", "my-cluster")
+    );
+    let e = parse_value(&set(base(), "/node", json!({"user_agent_name": "x"}))).unwrap_err();
+    assert_eq!(e.0[0].path, "node.user_agent_name", "{e}");
+    let e = parse_value(&set(base(), "/node", json!({"metadata": [1]}))).unwrap_err();
+    assert_eq!(e.0[0].path, "node.metadata", "{e}");
+}
