@@ -108,3 +108,47 @@ async fn node_is_shown_by_server_info_with_the_command_line_overrides() {
         want("cli-node", "cli-cluster")
     );
 }
+
+#[tokio::test]
+async fn endpoint_hostname_and_metadata_are_shown_by_the_admin() {
+    let port = free_port();
+    let md =
+        serde_json::json!({"filter_metadata": {"envoy.lb": {"canary": false, "someKey": null}}});
+    let mut c = cluster("c", &[port]);
+    c["metadata"] = md.clone();
+    let lb = &mut c["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
+    lb["endpoint"]["hostname"] = serde_json::json!("host-a.example");
+    lb["endpoint"]["health_check_config"] = serde_json::json!({"port_value": 8081});
+    lb["metadata"] = md.clone();
+    let config = Config::new()
+        .route(route("/", "c", serde_json::json!({})))
+        .cluster(c);
+    let text = edited(&config, |v| {
+        let vh = &mut v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["route_config"]["virtual_hosts"][0];
+        vh["metadata"] = md.clone();
+        vh["routes"][0]["metadata"] = md.clone();
+    });
+    let baton = Baton::start(&text).await;
+    let (_, clusters) = baton.admin_get("/clusters").await;
+    // As Envoy 1.40: `c::127.0.0.1:1::hostname::host-a.example`.
+    let line = format!("c::127.0.0.1:{port}::hostname::host-a.example");
+    assert!(clusters.lines().any(|l| l == line), "{clusters}");
+    let (_, dump) = baton.admin_get("/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let boot = &dump["configs"][0]["bootstrap"];
+    let c0 = &boot["static_resources"]["clusters"][0];
+    assert_eq!(c0["metadata"], md);
+    assert_eq!(
+        c0["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["metadata"],
+        md
+    );
+    assert_eq!(
+        c0["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["health_check_config"],
+        serde_json::json!({"port_value": 8081})
+    );
+    let vh = &boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["route_config"]["virtual_hosts"][0];
+    assert_eq!(vh["metadata"], md);
+    assert_eq!(vh["routes"][0]["metadata"], md);
+}

@@ -474,9 +474,11 @@ fn router(filters: Vec<raw::HttpFilter>, path: &str) -> Result<bool, ConfigError
     let n = filters.len();
     let mut suppress = false;
     if n == 0 {
+        // Envoy 1.40 validates such a manager, then answers no request: with no router nothing
+        // ends the stream, and clients wait until they give up.
         return Err(ConfigError::new(
             path,
-            "must contain the router filter, envoy.filters.http.router",
+            "must contain the router filter, envoy.filters.http.router (without it Envoy accepts the configuration but never answers a request)",
         ));
     }
     for (i, f) in filters.into_iter().enumerate() {

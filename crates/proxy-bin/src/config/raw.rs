@@ -89,6 +89,27 @@ proto_enum! {
     }
 }
 
+/// `config.core.v3.Metadata`: `filter_metadata` only (namespace → Struct).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metadata {
+    #[serde(default)]
+    pub filter_metadata: BTreeMap<String, serde_json::Map<String, Value>>,
+}
+
+impl Metadata {
+    /// As the runtime keeps it: namespace → Struct.
+    pub(crate) fn into_map(this: Option<Self>) -> proxy_core::config::Metadata {
+        this.map(|m| {
+            m.filter_metadata
+                .into_iter()
+                .map(|(k, v)| (k, Value::Object(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Listeners and the HTTP connection manager.
 
@@ -238,6 +259,7 @@ pub(crate) struct RouteConfiguration {
 #[serde(deny_unknown_fields)]
 pub(crate) struct VirtualHost {
     pub name: String,
+    pub metadata: Option<Metadata>,
     #[serde(default)]
     pub domains: Vec<String>,
     #[serde(default)]
@@ -248,6 +270,7 @@ pub(crate) struct VirtualHost {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Route {
     pub name: Option<String>,
+    pub metadata: Option<Metadata>,
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
     pub route: Option<RouteAction>,
@@ -382,6 +405,7 @@ proto_enum! {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Cluster {
     pub name: String,
+    pub metadata: Option<Metadata>,
     #[serde(rename = "type")]
     pub kind: Option<DiscoveryType>,
     pub connect_timeout: Option<Dur>,
@@ -407,8 +431,11 @@ pub(crate) struct LoadAssignment {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LocalityLbEndpoints {
+    pub locality: Option<Locality>,
     #[serde(default)]
     pub lb_endpoints: Vec<LbEndpoint>,
+    pub load_balancing_weight: Option<Int<u32>>,
+    pub priority: Option<Int<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -416,12 +443,22 @@ pub(crate) struct LocalityLbEndpoints {
 pub(crate) struct LbEndpoint {
     pub endpoint: Endpoint,
     pub load_balancing_weight: Option<Int<u32>>,
+    pub metadata: Option<Metadata>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Endpoint {
     pub address: Address,
+    pub hostname: Option<String>,
+    pub health_check_config: Option<HealthCheckConfig>,
+}
+
+/// `endpoint.health_check_config`: only the port (see `config::Endpoint::health_check_port`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheckConfig {
+    pub port_value: Option<Int<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -58,6 +58,7 @@ pub(crate) fn route_config(
         }
         virtual_hosts.push(VirtualHost {
             name: vh.name,
+            metadata: raw::Metadata::into_map(vh.metadata),
             domains: vh.domains,
             routes,
         });
@@ -119,6 +120,7 @@ fn route(
     };
     Some(Route {
         name: raw.name.unwrap_or_default(),
+        metadata: raw::Metadata::into_map(raw.metadata),
         matcher: matcher?,
         action: action?,
     })

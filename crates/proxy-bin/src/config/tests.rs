@@ -339,7 +339,7 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         set(b, &hcm("/route_config/virtual_hosts/1"), vh)
     };
     vec![
-        ("unknown top-level field", set(base(), "/node", json!({"id": "x"})), "node"),
+        ("unknown top-level field", set(base(), "/overload_manager", json!({})), "overload_manager"),
         ("unknown cluster field", set(base(), &c0("/health_checks"), json!([])), "static_resources.clusters[0].health_checks"),
         ("bad duration", set(base(), &c0("/connect_timeout"), json!("5")), "static_resources.clusters[0].connect_timeout"),
         ("negative duration", set(base(), &hcm("/stream_idle_timeout"), json!("-1s")), "typed_config.stream_idle_timeout"),

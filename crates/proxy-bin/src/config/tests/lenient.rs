@@ -162,3 +162,134 @@ fn node_is_kept_and_the_command_line_overrides_id_and_cluster() {
     let e = parse_value(&set(base(), "/node", json!({"metadata": [1]}))).unwrap_err();
     assert_eq!(e.0[0].path, "node.metadata", "{e}");
 }
+
+#[test]
+fn an_http_connection_manager_without_http_filters_is_refused_with_the_reason() {
+    let e = parse_value(&remove(base(), &format!("{HCM}/http_filters"))).unwrap_err();
+    assert!(e.0[0].path.ends_with("typed_config.http_filters"), "{e}");
+    assert!(e.0[0].message.contains("never answers a request"), "{e}");
+}
+
+#[test]
+fn metadata_is_kept_on_clusters_endpoints_routes_and_virtual_hosts() {
+    let md = |ns: &str| json!({"filter_metadata": {ns: {"k": "v", "someKey": [1, null]}}});
+    let vh = format!("{HCM}/route_config/virtual_hosts/0");
+    let v = set(base(), &format!("{CLUSTER0}/metadata"), md("c"));
+    let v = set(v, &format!("{vh}/metadata"), md("vh"));
+    let v = set(v, &format!("{vh}/routes/0/metadata"), md("r"));
+    let v = set(
+        v,
+        &format!("{CLUSTER0}/load_assignment/endpoints/0/lb_endpoints/0/metadata"),
+        md("envoy.lb"),
+    );
+    let loaded = parse_value(&v).unwrap_or_else(|e| panic!("{e}"));
+    let b = &loaded.bootstrap;
+    let want = |ns: &str| {
+        md(ns)["filter_metadata"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(b.clusters[0].metadata, want("c"));
+    assert_eq!(b.clusters[0].endpoints[0].metadata, want("envoy.lb"));
+    let vhost = &b.listeners[0].http.route_config.virtual_hosts[0];
+    assert_eq!(vhost.metadata, want("vh"));
+    assert_eq!(vhost.routes[0].metadata, want("r"));
+    // Shown by /config_dump as written.
+    assert_eq!(
+        loaded.effective.pointer(&format!("{vh}/routes/0/metadata")),
+        Some(&md("r"))
+    );
+    let e = parse_value(&set(
+        base(),
+        &format!("{CLUSTER0}/metadata"),
+        json!({"typed_filter_metadata": {}}),
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.0[0].path,
+        "static_resources.clusters[0].metadata.typed_filter_metadata"
+    );
+}
+
+#[test]
+fn endpoint_hostname_health_check_port_and_locality_are_kept() {
+    let ep = format!("{CLUSTER0}/load_assignment/endpoints/0");
+    let v = set(
+        base(),
+        &format!("{ep}/lb_endpoints/0/endpoint/hostname"),
+        json!("host-a.example"),
+    );
+    let v = set(
+        v,
+        &format!("{ep}/lb_endpoints/0/endpoint/health_check_config"),
+        json!({"port_value": 8081}),
+    );
+    let v = set(
+        v,
+        &format!("{ep}/locality"),
+        json!({"region": "r1", "zone": "z1"}),
+    );
+    let v = set(v, &format!("{ep}/load_balancing_weight"), json!(5));
+    let v = set(v, &format!("{ep}/priority"), json!(0));
+    let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
+    let e = &b.clusters[0].endpoints[0];
+    assert_eq!(e.hostname.as_deref(), Some("host-a.example"));
+    assert_eq!(e.shown_hostname(), "host-a.example");
+    assert_eq!(e.health_check_port, Some(8081));
+    let loc = e.locality.as_ref().expect("locality");
+    assert_eq!(
+        (
+            loc.region.as_str(),
+            loc.zone.as_str(),
+            loc.sub_zone.as_str()
+        ),
+        ("r1", "z1", "")
+    );
+    assert_eq!(e.locality_weight, Some(5));
+
+    let bad = [
+        (
+            "priority",
+            json!(1),
+            "endpoints[0].priority",
+            "priority 0 only",
+        ),
+        (
+            "load_balancing_weight",
+            json!(0),
+            "endpoints[0].load_balancing_weight",
+            "at least 1",
+        ),
+        (
+            "proximity",
+            json!({}),
+            "endpoints[0].proximity",
+            "unsupported field",
+        ),
+    ];
+    for (field, value, path, words) in bad {
+        let e = parse_value(&set(base(), &format!("{ep}/{field}"), value)).unwrap_err();
+        assert!(e.0[0].path.ends_with(path), "{e}");
+        assert!(e.0[0].message.contains(words), "{e}");
+    }
+    let v = set(
+        base(),
+        &format!("{ep}/lb_endpoints/0/endpoint/health_check_config"),
+        json!({"port_value": 70000}),
+    );
+    let e = parse_value(&v).unwrap_err();
+    assert!(
+        e.0[0]
+            .path
+            .ends_with("endpoint.health_check_config.port_value"),
+        "{e}"
+    );
+    let v = set(
+        base(),
+        &format!("{ep}/lb_endpoints/0/endpoint/health_check_config"),
+        json!({"hostname": "x"}),
+    );
+    let e = parse_value(&v).unwrap_err();
+    assert!(e.0[0].path.ends_with("health_check_config.hostname"), "{e}");
+}
