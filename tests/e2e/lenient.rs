@@ -152,3 +152,44 @@ async fn endpoint_hostname_and_metadata_are_shown_by_the_admin() {
     assert_eq!(vh["metadata"], md);
     assert_eq!(vh["routes"][0]["metadata"], md);
 }
+
+const V1_CERT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/tls/x509v1-cert.pem"
+);
+const V1_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/tls/x509v1-key.pem"
+);
+
+/// A listener whose chain serves TLS with `common_tls_context`.
+fn tls_listener(common: serde_json::Value) -> String {
+    let config = Config::new().route(serde_json::json!({
+        "match": {"prefix": "/"}, "direct_response": {"status": 200},
+    }));
+    edited(&config, |v| {
+        v["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = serde_json::json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": common,
+            },
+        });
+    })
+}
+
+#[test]
+fn an_x509_v1_certificate_loads_as_envoy_loads_it() {
+    // `envoy --mode validate` accepts this v1 certificate (served, and as a trusted CA).
+    let text = tls_listener(serde_json::json!({
+        "tls_certificates": [{
+            "certificate_chain": {"filename": V1_CERT},
+            "private_key": {"filename": V1_KEY},
+        }],
+        "validation_context": {"trusted_ca": {"filename": V1_CERT}},
+    }));
+    let text = text.replace("{{ADMIN}}", "0").replace("{{LISTEN}}", "0");
+    let (status, stdout, stderr) = validate("v1.yaml", &text);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stdout.ends_with("v1.yaml' OK\n"), "{stdout}");
+}
