@@ -18,7 +18,12 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
 
 /// Validates one cluster; records errors and returns `None` if any.
-pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Cluster> {
+pub(crate) fn cluster(
+    value: Value,
+    path: &str,
+    secrets: &super::tls::Secrets,
+    errs: &mut Errors,
+) -> Option<Cluster> {
     let raw: raw::Cluster = errs.take(de::decode(value, path))?;
     let before = errs.0.len();
     if raw.name.is_empty() {
@@ -61,6 +66,7 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
             ts,
             &join(path, "transport_socket"),
             http.http2,
+            secrets,
         ))
     });
     // ALPN offering h2 first, with no explicit protocol options, asks for HTTP/2.

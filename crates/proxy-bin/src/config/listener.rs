@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::de::{self, join};
 use super::raw;
+use super::tls::Secrets;
 use super::{ConfigError, Errors};
 
 /// Envoy's default `common_http_protocol_options.idle_timeout`.
@@ -59,6 +60,7 @@ pub(crate) fn listener(
     value: Value,
     path: &str,
     clusters: &HashSet<String>,
+    secrets: &Secrets,
     errs: &mut Errors,
 ) -> Option<Listener> {
     let raw: raw::Listener = errs.take(de::decode(value, path))?;
@@ -88,6 +90,7 @@ pub(crate) fn listener(
         raw.filter_chains,
         &join(path, "filter_chains"),
         clusters,
+        secrets,
         errs,
     );
     let tls = (!chains.tls.is_empty()).then(|| ListenerTls { chains: chains.tls });
@@ -127,6 +130,7 @@ fn filter_chains(
     raw_chains: Vec<raw::FilterChain>,
     path: &str,
     clusters: &HashSet<String>,
+    secrets: &Secrets,
     errs: &mut Errors,
 ) -> Chains {
     let mut out = Chains {
@@ -157,7 +161,7 @@ fn filter_chains(
         }
         let fcm = filter_chain_match.unwrap_or_default();
         if let Some(tls) =
-            filter_chain_transport(fcm, transport_socket, &chain_path, &mut seen, errs)
+            filter_chain_transport(fcm, transport_socket, &chain_path, &mut seen, secrets, errs)
         {
             out.tls.push(tls);
         }
@@ -205,6 +209,7 @@ fn filter_chain_transport(
     transport_socket: Option<super::tls::TransportSocket>,
     chain_path: &str,
     seen: &mut ChainsSeen,
+    secrets: &Secrets,
     errs: &mut Errors,
 ) -> Option<TlsChain> {
     let fcm_path = join(chain_path, "filter_chain_match");
@@ -243,6 +248,7 @@ fn filter_chain_transport(
     let tls = errs.take(super::tls::downstream(
         ts,
         &join(chain_path, "transport_socket"),
+        secrets,
     ))?;
     Some(TlsChain { server_names, tls })
 }

@@ -182,6 +182,8 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
     let node = raw.node.map(node).unwrap_or_default();
     let admin = raw.admin.and_then(|a| admin(a, &mut errs));
     let statics = raw.static_resources.unwrap_or_default();
+    // Secrets first: TLS contexts refer to them by name.
+    let secrets = tls::secrets(statics.secrets, &mut errs);
 
     // Clusters first: routes must name one of them.
     let mut clusters = Vec::new();
@@ -198,7 +200,7 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
                 );
             }
         }
-        if let Some(c) = cluster::cluster(v, &path, &mut errs) {
+        if let Some(c) = cluster::cluster(v, &path, &secrets, &mut errs) {
             clusters.push(c);
         }
     }
@@ -207,7 +209,7 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
     let mut listener_names = std::collections::HashSet::new();
     for (i, v) in statics.listeners.into_iter().enumerate() {
         let path = format!("static_resources.listeners[{i}]");
-        let Some(l) = listener::listener(v, &path, &cluster_names, &mut errs) else {
+        let Some(l) = listener::listener(v, &path, &cluster_names, &secrets, &mut errs) else {
             continue;
         };
         if !listener_names.insert(l.name.clone()) {

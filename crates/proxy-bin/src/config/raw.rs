@@ -66,6 +66,8 @@ pub(crate) struct StaticResources {
     pub listeners: Vec<Value>,
     #[serde(default)]
     pub clusters: Vec<Value>,
+    #[serde(default)]
+    pub secrets: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -396,7 +396,7 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         ("zero weight", set(base(), &c0("/load_assignment/endpoints/0/lb_endpoints/0/load_balancing_weight"), json!(0)), "lb_endpoints[0].load_balancing_weight"),
         ("string where number", set(base(), &c0("/per_connection_buffer_limit_bytes"), json!("lots")), "clusters[0].per_connection_buffer_limit_bytes"),
         ("bad dns family", set(base(), &c0("/dns_lookup_family"), json!("V5_ONLY")), "clusters[0].dns_lookup_family"),
-        ("unknown static_resources field", set(base(), "/static_resources/secrets", json!([])), "static_resources.secrets"),
+        ("unknown static_resources field", set(base(), "/static_resources/runtime", json!([])), "static_resources.runtime"),
         ("retriable status code", set(base(), &r0("/route/retry_policy"), json!({"retriable_status_codes": [99]})), "retry_policy.retriable_status_codes[0]"),
         ("google_re2 field", set(base(), &r0("/match"), json!({"safe_regex": {"google_re2": {"max_program_size": 10}, "regex": "x"}})), "safe_regex.google_re2.max_program_size"),
         ("missing cluster name", remove(base(), &c0("/name")), "clusters[0].name"),

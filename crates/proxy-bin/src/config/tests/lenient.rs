@@ -293,3 +293,125 @@ fn endpoint_hostname_health_check_port_and_locality_are_kept() {
     let e = parse_value(&v).unwrap_err();
     assert!(e.0[0].path.ends_with("health_check_config.hostname"), "{e}");
 }
+
+const V1_CERT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/tls/x509v1-cert.pem"
+);
+const V1_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/tls/x509v1-key.pem"
+);
+
+/// The quick-start with static secrets `server` (a certificate) and `ca` (a validation
+/// context), its listener's chain serving TLS with `common`.
+fn with_secrets(common: serde_json::Value) -> serde_json::Value {
+    let v = set(
+        base(),
+        "/static_resources/secrets",
+        json!([
+            {"name": "server", "tls_certificate": {
+                "certificate_chain": {"filename": V1_CERT}, "private_key": {"filename": V1_KEY}}},
+            {"name": "ca", "validation_context": {"trusted_ca": {"filename": V1_CERT}}},
+            // Names are per kind, as in Envoy.
+            {"name": "server", "validation_context": {"trusted_ca": {"filename": V1_CERT}}},
+        ]),
+    );
+    set(
+        v,
+        "/static_resources/listeners/0/filter_chains/0/transport_socket",
+        json!({"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": common}}),
+    )
+}
+
+#[test]
+fn tls_contexts_take_static_secrets_by_name() {
+    // `envoy --mode validate` accepts this; a wrong name fails with "Unknown static secret".
+    let v = with_secrets(json!({
+        "tls_certificate_sds_secret_configs": [{"name": "server"}],
+        "validation_context_sds_secret_config": {"name": "ca"},
+    }));
+    let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
+    assert!(b.listeners[0].tls.is_some());
+
+    let ctx = "filter_chains[0].transport_socket.typed_config.common_tls_context";
+    let bad = [
+        (
+            json!({"tls_certificate_sds_secret_configs": [{"name": "nope"}]}),
+            format!("{ctx}.tls_certificate_sds_secret_configs[0].name"),
+            "unknown static secret `nope`",
+        ),
+        (
+            json!({"tls_certificate_sds_secret_configs": [{"name": "ca"}]}),
+            format!("{ctx}.tls_certificate_sds_secret_configs[0].name"),
+            "unknown static secret `ca`",
+        ),
+        (
+            json!({"validation_context_sds_secret_config": {"name": "nope"}}),
+            format!("{ctx}.validation_context_sds_secret_config.name"),
+            "unknown static certificate validation context",
+        ),
+        (
+            json!({"tls_certificate_sds_secret_configs": [{"name": "server",
+                "sds_config": {"path_config_source": {"path": "/x"}}}]}),
+            format!("{ctx}.tls_certificate_sds_secret_configs[0].sds_config"),
+            "no SDS client",
+        ),
+        (
+            json!({"validation_context_sds_secret_config": {"name": "ca"},
+                "validation_context": {"trusted_ca": {"filename": V1_CERT}}}),
+            format!("{ctx}.validation_context_sds_secret_config"),
+            "not both",
+        ),
+    ];
+    for (common, path, words) in bad {
+        let e = parse_value(&with_secrets(common)).unwrap_err();
+        assert!(e.0[0].path.ends_with(&path), "{path}: {e}");
+        assert!(e.0[0].message.contains(words), "{e}");
+    }
+}
+
+#[test]
+fn a_bad_static_secret_is_reported_at_the_secret() {
+    let common = json!({"tls_certificate_sds_secret_configs": [{"name": "server"}]});
+    // A duplicate name of one kind.
+    let v = set(
+        with_secrets(common.clone()),
+        "/static_resources/secrets/3",
+        json!({"name": "ca", "validation_context": {}}),
+    );
+    let e = parse_value(&v).unwrap_err();
+    assert_eq!(e.0[0].path, "static_resources.secrets[3].name", "{e}");
+    // A key that is not the certificate's: named at the secret, not at the reference.
+    let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let v = set(
+        with_secrets(common.clone()),
+        "/static_resources/secrets/0/tls_certificate/private_key",
+        json!({"inline_string": other}),
+    );
+    let e = parse_value(&v).unwrap_err();
+    assert_eq!(
+        e.0[0].path, "static_resources.secrets[0].tls_certificate.private_key.inline_string",
+        "{e}"
+    );
+    assert!(e.0[0].message.contains("does not match"), "{e}");
+    let v = set(
+        with_secrets(common),
+        "/static_resources/secrets/0/tls_certificate/certificate_chain",
+        json!({}),
+    );
+    let e = parse_value(&v).unwrap_err();
+    assert_eq!(
+        e.0[0].path, "static_resources.secrets[0].tls_certificate.certificate_chain.filename",
+        "{e}"
+    );
+    let e = parse_value(&set(
+        base(),
+        "/static_resources/secrets",
+        json!([{"name": "x"}]),
+    ))
+    .unwrap_err();
+    assert!(e.0[0].message.contains("exactly one of"), "{e}");
+}
