@@ -32,6 +32,7 @@ fn forward(cluster: &str) -> RouteAction {
 fn route(name: String, path: PathMatch, headers: Vec<HeaderMatcher>, action: RouteAction) -> Route {
     Route {
         name,
+        metadata: Default::default(),
         matcher: RouteMatch {
             path,
             case_sensitive: true,
@@ -70,6 +71,7 @@ fn quickstart() -> Router {
         name: "local_route".into(),
         virtual_hosts: vec![VirtualHost {
             name: "local_service".into(),
+            metadata: Default::default(),
             domains: vec!["*".into()],
             routes: vec![route(
                 "default".into(),
@@ -212,6 +214,7 @@ fn large() -> Router {
         virtual_hosts: (0..VHOSTS)
             .map(|i| VirtualHost {
                 name: format!("vh{i}"),
+                metadata: Default::default(),
                 domains: domains(i),
                 routes: routes(i),
                 headers: Default::default(),

@@ -17,6 +17,7 @@ mod headers_mutation;
 mod hygiene;
 mod keepalive;
 mod lb;
+mod lenient;
 mod restart;
 mod restart_safety;
 mod restarter;

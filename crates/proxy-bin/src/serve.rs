@@ -388,6 +388,11 @@ impl Generation {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 hot_restart_version: self.plan.hot_restart_version(),
                 command_line_options: self.place.command_line_options(&self.opts),
+                node: crate::config::node_with_overrides(
+                    &self.bootstrap.node,
+                    self.opts.service_node.as_deref(),
+                    self.opts.service_cluster.as_deref(),
+                ),
                 epoch: self.place.epoch,
                 concurrency: u32::try_from(self.opts.concurrency).unwrap_or(u32::MAX),
                 epoch_started,

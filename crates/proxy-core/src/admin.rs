@@ -106,9 +106,10 @@ pub struct ServerInfo {
     pub version: String,
     /// The hot restart compatibility version (`/hot_restart_version`).
     pub hot_restart_version: String,
-    /// The command line options as JSON, with Envoy's snake_case field names. `service_node`
-    /// and `service_cluster` (strings) fill `/server_info`'s `node`.
+    /// The command line options as JSON, with Envoy's snake_case field names.
     pub command_line_options: serde_json::Value,
+    /// The bootstrap's `node`, command line overrides applied.
+    pub node: crate::config::Node,
     /// This process's hot restart epoch.
     pub epoch: u32,
     /// Worker threads (`--concurrency`).

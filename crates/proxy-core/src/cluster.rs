@@ -114,7 +114,7 @@ impl ClusterManager {
                         .iter()
                         .filter_map(|e| {
                             let ip: IpAddr = e.host.parse().ok()?;
-                            Some((SocketAddr::new(ip, e.port), e.host.clone(), e.weight))
+                            Some((SocketAddr::new(ip, e.port), e.shown_hostname(), e.weight))
                         })
                         .collect();
                     cluster.set_hosts(addrs);
@@ -265,7 +265,7 @@ impl Cluster {
                         found
                             .into_iter()
                             .take(take)
-                            .map(|a| (a, ep.host.clone(), ep.weight)),
+                            .map(|a| (a, ep.shown_hostname(), ep.weight)),
                     );
                 }
                 Ok(_) => {
@@ -470,6 +470,7 @@ mod tests {
                     host: (*h).into(),
                     port: *p,
                     weight: *w,
+                    ..Endpoint::default()
                 })
                 .collect(),
             dns_lookup_family: DnsLookupFamily::V4Only,
@@ -478,6 +479,7 @@ mod tests {
             per_connection_buffer_limit_bytes: config::DEFAULT_BUFFER_LIMIT,
             tls: None,
             http2: false,
+            metadata: Default::default(),
         }
     }
 

@@ -15,10 +15,35 @@ use regex::Regex;
 /// Everything one generation serves.
 #[derive(Clone, Debug, Default)]
 pub struct Bootstrap {
+    /// `node`: who this proxy is (shown by `/server_info`).
+    pub node: Node,
     pub admin: Option<Admin>,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
 }
+
+/// `node` (`config.core.v3.Node`), with the `--service-node` / `--service-cluster` overrides
+/// applied by whoever knows the command line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Node {
+    pub id: String,
+    pub cluster: String,
+    /// A `google.protobuf.Struct`, as written.
+    pub metadata: Metadata,
+    pub locality: Option<Locality>,
+}
+
+/// `config.core.v3.Locality`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+}
+
+/// A `google.protobuf.Struct` (or a `filter_metadata` map of them) kept as written, to be
+/// shown again.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
 /// The admin interface (`admin.address`).
 #[derive(Clone, Debug)]
@@ -215,6 +240,8 @@ pub enum AppendAction {
 #[derive(Clone, Debug)]
 pub struct VirtualHost {
     pub name: String,
+    /// `metadata.filter_metadata`.
+    pub metadata: Metadata,
     /// As written: `*`, `example.com`, `*.example.com`, `example.*`, optionally with `:port`.
     pub domains: Vec<String>,
     pub routes: Vec<Route>,
@@ -224,6 +251,8 @@ pub struct VirtualHost {
 #[derive(Clone, Debug)]
 pub struct Route {
     pub name: String,
+    /// `metadata.filter_metadata`.
+    pub metadata: Metadata,
     pub matcher: RouteMatch,
     pub action: RouteAction,
     pub headers: HeaderMutations,
@@ -368,6 +397,8 @@ pub struct Cluster {
     pub http2: bool,
     /// `transport_socket` `envoy.transport_sockets.tls` (`UpstreamTlsContext`); `None`: cleartext.
     pub tls: Option<crate::tls::ClientTls>,
+    /// `metadata.filter_metadata`.
+    pub metadata: Metadata,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -398,12 +429,33 @@ pub enum DnsLookupFamily {
 
 /// One `lb_endpoints[]` entry. `host` is an IP literal for STATIC clusters, a DNS name (or IP)
 /// otherwise.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
     /// `load_balancing_weight`, default 1.
     pub weight: u32,
+    /// `endpoint.hostname`: the host's name for `/clusters` (and the default upstream SNI);
+    /// not used to connect.
+    pub hostname: Option<String>,
+    /// `endpoint.health_check_config.port_value`: where active health checks would go. Kept
+    /// and shown; Baton has no active health checking yet, so nothing is sent there.
+    pub health_check_port: Option<u16>,
+    /// `lb_endpoints[].metadata.filter_metadata`.
+    pub metadata: Metadata,
+    /// The enclosing `endpoints[]`' `locality`.
+    pub locality: Option<Locality>,
+    /// The enclosing `endpoints[]`' `load_balancing_weight`. Envoy weighs localities by it only
+    /// with `common_lb_config.locality_weighted_lb_config`, which Baton does not accept, so
+    /// (as in Envoy without it) hosts are balanced across localities by their own weights.
+    pub locality_weight: Option<u32>,
+}
+
+impl Endpoint {
+    /// The name `/clusters` shows: `hostname` when given, else the address or DNS name.
+    pub fn shown_hostname(&self) -> String {
+        self.hostname.clone().unwrap_or_else(|| self.host.clone())
+    }
 }
 
 /// `circuit_breakers.thresholds[]` at the DEFAULT priority (Envoy defaults 1024 each).

@@ -426,11 +426,20 @@ pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded, upgrade: Upgra
 
 /// A random UUID v4 for `x-request-id`.
 pub fn new_request_id() -> HeaderValue {
-    let mut bits = fastrand::u128(..);
+    HeaderValue::from_bytes(&uuid_text(uuid_v4_bits()))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// A random UUID v4 as text (the name Envoy gives a listener configured without one).
+pub fn new_uuid() -> String {
+    String::from_utf8_lossy(&uuid_text(uuid_v4_bits())).into_owned()
+}
+
+fn uuid_v4_bits() -> u128 {
+    let bits = fastrand::u128(..);
     // Version 4 and the RFC 4122 variant.
-    bits = (bits & !(0xf << 76)) | (0x4 << 76);
-    bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    HeaderValue::from_bytes(&uuid_text(bits)).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let bits = (bits & !(0xf << 76)) | (0x4 << 76);
+    (bits & !(0x3 << 62)) | (0x2 << 62)
 }
 
 /// `bits` in the 8-4-4-4-12 hex form of a UUID.

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use proxy_core::config::{
-    Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Thresholds, DEFAULT_BUFFER_LIMIT,
+    Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Locality, Thresholds,
+    DEFAULT_BUFFER_LIMIT,
 };
 use serde_json::Value;
 
@@ -17,7 +18,12 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
 
 /// Validates one cluster; records errors and returns `None` if any.
-pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Cluster> {
+pub(crate) fn cluster(
+    value: Value,
+    path: &str,
+    secrets: &super::tls::Secrets,
+    errs: &mut Errors,
+) -> Option<Cluster> {
     let raw: raw::Cluster = errs.take(de::decode(value, path))?;
     let before = errs.0.len();
     if raw.name.is_empty() {
@@ -60,6 +66,7 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
             ts,
             &join(path, "transport_socket"),
             http.http2,
+            secrets,
         ))
     });
     // ALPN offering h2 first, with no explicit protocol options, asks for HTTP/2.
@@ -75,6 +82,7 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
     Some(Cluster {
         tls,
         name: raw.name,
+        metadata: raw::Metadata::into_map(raw.metadata),
         discovery,
         connect_timeout,
         lb_policy,
@@ -157,11 +165,17 @@ fn endpoints(
     }
     // Counted as written, so a bad endpoint is not also reported as a missing one.
     let mut count = 0;
-    for (i, loc) in la.endpoints.into_iter().enumerate() {
+    for (i, mut loc) in la.endpoints.into_iter().enumerate() {
+        let loc_path = format!("{la_path}.endpoints[{i}]");
+        let Some(group) = errs.take(locality_group(&mut loc, &loc_path)) else {
+            continue;
+        };
         for (j, lb) in loc.lb_endpoints.into_iter().enumerate() {
             count += 1;
-            let p = format!("{la_path}.endpoints[{i}].lb_endpoints[{j}]");
-            if let Some(e) = errs.take(endpoint(lb, discovery, &p)) {
+            let p = format!("{loc_path}.lb_endpoints[{j}]");
+            if let Some(mut e) = errs.take(endpoint(lb, discovery, &p)) {
+                e.locality.clone_from(&group.locality);
+                e.locality_weight = group.weight;
                 out.push(e);
             }
         }
@@ -173,6 +187,40 @@ fn endpoints(
         );
     }
     out
+}
+
+/// What an `endpoints[]` entry gives each of its `lb_endpoints`.
+struct LocalityGroup {
+    locality: Option<Locality>,
+    weight: Option<u32>,
+}
+
+/// An `endpoints[]` entry's `locality`, `priority` and `load_balancing_weight`.
+fn locality_group(
+    loc: &mut raw::LocalityLbEndpoints,
+    path: &str,
+) -> Result<LocalityGroup, ConfigError> {
+    if let Some(p) = loc.priority.filter(|p| p.0 != 0) {
+        // Envoy sends to a lower priority only while the higher ones lack healthy hosts, and
+        // Baton has no health checking to decide that.
+        return Err(ConfigError::new(
+            join(path, "priority"),
+            format!(
+                "unsupported value {}: Baton balances over priority 0 only (priority failover needs health checking)",
+                p.0
+            ),
+        ));
+    }
+    if loc.load_balancing_weight.is_some_and(|w| w.0 == 0) {
+        return Err(ConfigError::new(
+            join(path, "load_balancing_weight"),
+            "must be at least 1",
+        ));
+    }
+    Ok(LocalityGroup {
+        locality: loc.locality.take().map(super::locality),
+        weight: loc.load_balancing_weight.map(|w| w.0),
+    })
 }
 
 fn endpoint(
@@ -211,7 +259,25 @@ fn endpoint(
             "must be at least 1",
         ));
     }
-    Ok(Endpoint { host, port, weight })
+    let health_check_port = match lb.endpoint.health_check_config.and_then(|h| h.port_value) {
+        None => None,
+        Some(p) => Some(u16::try_from(p.0).map_err(|_| {
+            ConfigError::new(
+                join(path, "endpoint.health_check_config.port_value"),
+                format!("port {} is out of range 0..=65535", p.0),
+            )
+        })?),
+    };
+    Ok(Endpoint {
+        host,
+        port,
+        weight,
+        hostname: lb.endpoint.hostname.filter(|h| !h.is_empty()),
+        health_check_port: health_check_port.filter(|p| *p != 0),
+        metadata: raw::Metadata::into_map(lb.metadata),
+        locality: None,
+        locality_weight: None,
+    })
 }
 
 /// Letters, digits, `-` and `_` in dot-separated labels of 1..=63 bytes, 253 bytes at most.

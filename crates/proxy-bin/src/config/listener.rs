@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::de::{self, join};
 use super::raw;
+use super::tls::Secrets;
 use super::{ConfigError, Errors};
 
 /// Envoy's default `common_http_protocol_options.idle_timeout`.
@@ -63,13 +64,17 @@ pub(crate) fn listener(
     value: Value,
     path: &str,
     clusters: &HashSet<String>,
+    secrets: &Secrets,
     errs: &mut Errors,
 ) -> Option<Listener> {
     let raw: raw::Listener = errs.take(de::decode(value, path))?;
     let before = errs.0.len();
-    if raw.name.is_empty() {
-        errs.push(join(path, "name"), "must not be empty");
-    }
+    // Envoy 1.40 names a listener without a name (or with an empty one) by a random UUID v4;
+    // its stats are named by address (`listener.<addr>.*`) either way.
+    let name = raw
+        .name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(proxy_core::headers::new_uuid);
     let address = errs.take(socket_address(
         &raw.address.socket_address,
         &join(path, "address.socket_address"),
@@ -89,6 +94,7 @@ pub(crate) fn listener(
         raw.filter_chains,
         &join(path, "filter_chains"),
         clusters,
+        secrets,
         errs,
     );
     let tls = (!chains.tls.is_empty()).then(|| ListenerTls { chains: chains.tls });
@@ -96,7 +102,7 @@ pub(crate) fn listener(
         return None;
     }
     Some(Listener {
-        name: raw.name,
+        name,
         address: address?,
         per_connection_buffer_limit_bytes,
         http: chains.http?,
@@ -128,6 +134,7 @@ fn filter_chains(
     raw_chains: Vec<raw::FilterChain>,
     path: &str,
     clusters: &HashSet<String>,
+    secrets: &Secrets,
     errs: &mut Errors,
 ) -> Chains {
     let mut out = Chains {
@@ -158,7 +165,7 @@ fn filter_chains(
         }
         let fcm = filter_chain_match.unwrap_or_default();
         if let Some(tls) =
-            filter_chain_transport(fcm, transport_socket, &chain_path, &mut seen, errs)
+            filter_chain_transport(fcm, transport_socket, &chain_path, &mut seen, secrets, errs)
         {
             out.tls.push(tls);
         }
@@ -206,6 +213,7 @@ fn filter_chain_transport(
     transport_socket: Option<super::tls::TransportSocket>,
     chain_path: &str,
     seen: &mut ChainsSeen,
+    secrets: &Secrets,
     errs: &mut Errors,
 ) -> Option<TlsChain> {
     let fcm_path = join(chain_path, "filter_chain_match");
@@ -244,6 +252,7 @@ fn filter_chain_transport(
     let tls = errs.take(super::tls::downstream(
         ts,
         &join(chain_path, "transport_socket"),
+        secrets,
     ))?;
     Some(TlsChain { server_names, tls })
 }
@@ -551,9 +560,11 @@ fn router(filters: Vec<raw::HttpFilter>, path: &str) -> Result<bool, ConfigError
     let n = filters.len();
     let mut suppress = false;
     if n == 0 {
+        // Envoy 1.40 validates such a manager, then answers no request: with no router nothing
+        // ends the stream, and clients wait until they give up.
         return Err(ConfigError::new(
             path,
-            "must contain the router filter, envoy.filters.http.router",
+            "must contain the router filter, envoy.filters.http.router (without it Envoy accepts the configuration but never answers a request)",
         ));
     }
     for (i, f) in filters.into_iter().enumerate() {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::de::{Dur, Empty, Int};
+use super::de::{proto_enum, Dur, Empty, Int};
 
 pub(crate) const HCM_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -27,8 +27,29 @@ pub(crate) const HTTP_OPTIONS_TYPE: &str =
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Bootstrap {
+    pub node: Option<Node>,
     pub admin: Option<Admin>,
     pub static_resources: Option<StaticResources>,
+}
+
+/// `config.core.v3.Node`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Node {
+    pub id: Option<String>,
+    pub cluster: Option<String>,
+    /// A `google.protobuf.Struct`.
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    pub locality: Option<Locality>,
+}
+
+/// `config.core.v3.Locality`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Locality {
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub sub_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +66,8 @@ pub(crate) struct StaticResources {
     pub listeners: Vec<Value>,
     #[serde(default)]
     pub clusters: Vec<Value>,
+    #[serde(default)]
+    pub secrets: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,10 +85,31 @@ pub(crate) struct SocketAddress {
     pub protocol: Option<Protocol>,
 }
 
+proto_enum! {
+    pub(crate) enum Protocol {
+        Tcp = ("TCP", 0),
+    }
+}
+
+/// `config.core.v3.Metadata`: `filter_metadata` only (namespace → Struct).
 #[derive(Debug, Deserialize)]
-pub(crate) enum Protocol {
-    #[serde(rename = "TCP")]
-    Tcp,
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metadata {
+    #[serde(default)]
+    pub filter_metadata: BTreeMap<String, serde_json::Map<String, Value>>,
+}
+
+impl Metadata {
+    /// As the runtime keeps it: namespace → Struct.
+    pub(crate) fn into_map(this: Option<Self>) -> proxy_core::config::Metadata {
+        this.map(|m| {
+            m.filter_metadata
+                .into_iter()
+                .map(|(k, v)| (k, Value::Object(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -74,7 +118,8 @@ pub(crate) enum Protocol {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Listener {
-    pub name: String,
+    /// Absent or empty: a random UUID, as Envoy names such listeners.
+    pub name: Option<String>,
     pub address: Address,
     pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
     #[serde(default)]
@@ -111,14 +156,12 @@ pub(crate) struct Filter {
     pub typed_config: Option<Value>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum CodecType {
-    #[serde(rename = "AUTO")]
-    Auto,
-    #[serde(rename = "HTTP1")]
-    Http1,
-    #[serde(rename = "HTTP2")]
-    Http2,
+proto_enum! {
+    pub(crate) enum CodecType {
+        Auto = ("AUTO", 0),
+        Http1 = ("HTTP1", 1),
+        Http2 = ("HTTP2", 2),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +323,7 @@ pub(crate) enum AppendAction {
 #[serde(deny_unknown_fields)]
 pub(crate) struct VirtualHost {
     pub name: String,
+    pub metadata: Option<Metadata>,
     #[serde(default)]
     pub domains: Vec<String>,
     #[serde(default)]
@@ -298,6 +342,7 @@ pub(crate) struct VirtualHost {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Route {
     pub name: Option<String>,
+    pub metadata: Option<Metadata>,
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
     pub route: Option<RouteAction>,
@@ -416,18 +461,14 @@ pub(crate) struct DirectResponse {
     pub body: Option<DataSource>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum RedirectCode {
-    #[serde(rename = "MOVED_PERMANENTLY")]
-    MovedPermanently,
-    #[serde(rename = "FOUND")]
-    Found,
-    #[serde(rename = "SEE_OTHER")]
-    SeeOther,
-    #[serde(rename = "TEMPORARY_REDIRECT")]
-    TemporaryRedirect,
-    #[serde(rename = "PERMANENT_REDIRECT")]
-    PermanentRedirect,
+proto_enum! {
+    pub(crate) enum RedirectCode {
+        MovedPermanently = ("MOVED_PERMANENTLY", 0),
+        Found = ("FOUND", 1),
+        SeeOther = ("SEE_OTHER", 2),
+        TemporaryRedirect = ("TEMPORARY_REDIRECT", 3),
+        PermanentRedirect = ("PERMANENT_REDIRECT", 4),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,44 +487,37 @@ pub(crate) struct Redirect {
 // ---------------------------------------------------------------------------------------------
 // Clusters.
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum DiscoveryType {
-    #[serde(rename = "STATIC")]
-    Static,
-    #[serde(rename = "STRICT_DNS")]
-    StrictDns,
-    #[serde(rename = "LOGICAL_DNS")]
-    LogicalDns,
+proto_enum! {
+    pub(crate) enum DiscoveryType {
+        Static = ("STATIC", 0),
+        StrictDns = ("STRICT_DNS", 1),
+        LogicalDns = ("LOGICAL_DNS", 2),
+    }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum LbPolicy {
-    #[serde(rename = "ROUND_ROBIN")]
-    RoundRobin,
-    #[serde(rename = "LEAST_REQUEST")]
-    LeastRequest,
-    #[serde(rename = "RANDOM")]
-    Random,
+proto_enum! {
+    pub(crate) enum LbPolicy {
+        RoundRobin = ("ROUND_ROBIN", 0),
+        LeastRequest = ("LEAST_REQUEST", 1),
+        Random = ("RANDOM", 3),
+    }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum DnsLookupFamily {
-    #[serde(rename = "AUTO")]
-    Auto,
-    #[serde(rename = "V4_ONLY")]
-    V4Only,
-    #[serde(rename = "V6_ONLY")]
-    V6Only,
-    #[serde(rename = "V4_PREFERRED")]
-    V4Preferred,
-    #[serde(rename = "ALL")]
-    All,
+proto_enum! {
+    pub(crate) enum DnsLookupFamily {
+        Auto = ("AUTO", 0),
+        V4Only = ("V4_ONLY", 1),
+        V6Only = ("V6_ONLY", 2),
+        V4Preferred = ("V4_PREFERRED", 3),
+        All = ("ALL", 4),
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Cluster {
     pub name: String,
+    pub metadata: Option<Metadata>,
     #[serde(rename = "type")]
     pub kind: Option<DiscoveryType>,
     pub connect_timeout: Option<Dur>,
@@ -509,8 +543,11 @@ pub(crate) struct LoadAssignment {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LocalityLbEndpoints {
+    pub locality: Option<Locality>,
     #[serde(default)]
     pub lb_endpoints: Vec<LbEndpoint>,
+    pub load_balancing_weight: Option<Int<u32>>,
+    pub priority: Option<Int<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -518,12 +555,22 @@ pub(crate) struct LocalityLbEndpoints {
 pub(crate) struct LbEndpoint {
     pub endpoint: Endpoint,
     pub load_balancing_weight: Option<Int<u32>>,
+    pub metadata: Option<Metadata>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Endpoint {
     pub address: Address,
+    pub hostname: Option<String>,
+    pub health_check_config: Option<HealthCheckConfig>,
+}
+
+/// `endpoint.health_check_config`: only the port (see `config::Endpoint::health_check_port`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheckConfig {
+    pub port_value: Option<Int<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -533,10 +580,10 @@ pub(crate) struct CircuitBreakers {
     pub thresholds: Vec<Thresholds>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) enum Priority {
-    #[serde(rename = "DEFAULT")]
-    Default,
+proto_enum! {
+    pub(crate) enum Priority {
+        Default = ("DEFAULT", 0),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -68,6 +68,7 @@ pub(crate) fn route_config(
         }
         virtual_hosts.push(VirtualHost {
             name: vh.name,
+            metadata: raw::Metadata::into_map(vh.metadata),
             domains: vh.domains,
             routes,
             headers: vh_headers,
@@ -154,6 +155,7 @@ fn route(
     );
     Some(Route {
         name: raw.name.unwrap_or_default(),
+        metadata: raw::Metadata::into_map(raw.metadata),
         matcher: matcher?,
         action: action?,
         headers,

@@ -60,6 +60,11 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             version: "test/0.1.0/Clean/DEBUG/rustls".to_owned(),
             hot_restart_version: "baton.test.1".to_owned(),
             command_line_options: json!({"service_node": "node-a", "service_cluster": "edge"}),
+            node: crate::config::Node {
+                id: "node-a".to_owned(),
+                cluster: "edge".to_owned(),
+                ..Default::default()
+            },
             epoch: 0,
             concurrency: 2,
             epoch_started: Instant::now(),

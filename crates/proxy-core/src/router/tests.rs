@@ -5,6 +5,7 @@ use http::HeaderValue;
 fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Route {
     config::Route {
         name: name.into(),
+        metadata: Default::default(),
         matcher: RouteMatch {
             path,
             case_sensitive: true,
@@ -21,6 +22,7 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Ro
 fn vhost(name: &str, domains: &[&str], routes: Vec<config::Route>) -> config::VirtualHost {
     config::VirtualHost {
         name: name.into(),
+        metadata: Default::default(),
         domains: domains.iter().map(|d| (*d).into()).collect(),
         routes,
         headers: Default::default(),
