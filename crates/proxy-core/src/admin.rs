@@ -132,7 +132,8 @@ pub struct HostStatus {
     pub address: SocketAddr,
     pub hostname: String,
     pub weight: u32,
-    pub healthy: bool,
+    /// Why the host is out of load balancing, if it is.
+    pub health: crate::host_health::HealthFlags,
     pub cx_active: u64,
     pub cx_connect_fail: u64,
     pub rq_active: u64,

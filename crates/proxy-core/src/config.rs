@@ -12,6 +12,13 @@ use std::time::Duration;
 use http::{HeaderName, StatusCode};
 use regex::Regex;
 
+mod health;
+
+pub use health::{
+    CheckKind, HealthCheck, HttpCheck, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
+    DEFAULT_PANIC_THRESHOLD,
+};
+
 /// Everything one generation serves.
 #[derive(Clone, Debug, Default)]
 pub struct Bootstrap {
@@ -239,6 +246,11 @@ pub struct Cluster {
     pub http2: bool,
     /// `transport_socket` `envoy.transport_sockets.tls` (`UpstreamTlsContext`); `None`: cleartext.
     pub tls: Option<crate::tls::ClientTls>,
+    /// `health_checks[0]`; `None`: every host counts as healthy.
+    pub health_check: Option<HealthCheck>,
+    /// `common_lb_config.healthy_panic_threshold` in percent: below this share of healthy
+    /// hosts, balance across all of them. 0 turns panic mode off.
+    pub panic_threshold: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,6 +287,8 @@ pub struct Endpoint {
     pub port: u16,
     /// `load_balancing_weight`, default 1.
     pub weight: u32,
+    /// `health_check_config.port_value`: health checks go to this port instead.
+    pub health_check_port: Option<u16>,
 }
 
 /// `circuit_breakers.thresholds[]` at the DEFAULT priority (Envoy defaults 1024 each).

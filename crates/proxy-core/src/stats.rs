@@ -97,13 +97,39 @@ pub struct ClusterStats {
     pub upstream_rq_time: Histogram,
     pub membership_total: Gauge,
     pub membership_healthy: Gauge,
+    /// Always 0: Baton has no degraded hosts.
+    pub membership_degraded: Gauge,
+    /// Always 0: Baton excludes no host from load balancing but unhealthy ones.
+    pub membership_excluded: Gauge,
     pub membership_change: Counter,
+    /// Hosts chosen in panic mode (too few healthy: every host is used).
+    pub lb_healthy_panic: Counter,
     pub update_attempt: Counter,
     pub update_success: Counter,
     pub update_failure: Counter,
     /// `cluster.<name>.upstream_rq_<code>` handles, created on first use.
     prefix: String,
     store: Store,
+}
+
+/// `cluster.<name>.health_check.*`: one per cluster with a health check, counted by the
+/// process's health checker only.
+#[derive(Debug)]
+pub struct HealthCheckStats {
+    pub attempt: Counter,
+    pub success: Counter,
+    /// Every failed check (network failures included).
+    pub failure: Counter,
+    /// Always 0 until outlier detection exists.
+    pub passive_failure: Counter,
+    /// Failed checks that could not connect, timed out or lost the connection.
+    pub network_failure: Counter,
+    /// Always 0: Baton does not verify the cluster name a service answers with.
+    pub verify_cluster: Counter,
+    /// Hosts that health checking counts as healthy.
+    pub healthy: Gauge,
+    /// Always 0: Baton has no degraded hosts.
+    pub degraded: Gauge,
 }
 
 /// Per-worker cache of `upstream_rq_<code>` counters, so the shared registry is consulted once
@@ -214,6 +240,28 @@ impl ListenerStats {
     }
 }
 
+// === impl HealthCheckStats ===
+
+impl HealthCheckStats {
+    pub fn new(store: &Store, cluster: &str) -> Self {
+        let p = format!("cluster.{cluster}.health_check");
+        stat_struct!(
+            store,
+            p,
+            HealthCheckStats {
+                attempt: counter,
+                success: counter,
+                failure: counter,
+                passive_failure: counter,
+                network_failure: counter,
+                verify_cluster: counter,
+                healthy: gauge,
+                degraded: gauge,
+            }
+        )
+    }
+}
+
 // === impl ClusterStats ===
 
 impl ClusterStats {
@@ -252,7 +300,10 @@ impl ClusterStats {
             upstream_rq_time: histogram,
             membership_total: gauge,
             membership_healthy: gauge,
+            membership_degraded: gauge,
+            membership_excluded: gauge,
             membership_change: counter,
+            lb_healthy_panic: counter,
             update_attempt: counter,
             update_success: counter,
             update_failure: counter,

@@ -52,6 +52,16 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
     };
 
     let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
+    let hc_path = join(path, "health_checks");
+    let tls_checked = raw.transport_socket.is_some() && !raw.health_checks.is_empty();
+    let health_check = super::health::health_checks(raw.health_checks, &hc_path, errs);
+    if tls_checked {
+        errs.push(
+            format!("{hc_path}[0]"),
+            "health checks of a cluster with a transport_socket (TLS) are not supported",
+        );
+    }
+    let panic_threshold = super::health::panic_threshold(raw.common_lb_config, path, errs);
     let circuit_breakers = thresholds(raw.circuit_breakers, &join(path, "circuit_breakers"), errs);
     let mut http = protocol_options(raw.typed_extension_protocol_options, path, errs);
 
@@ -86,6 +96,8 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
             .per_connection_buffer_limit_bytes
             .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0),
         http2: http.http2,
+        health_check,
+        panic_threshold,
     })
 }
 
@@ -204,6 +216,8 @@ fn endpoint(
             "an upstream endpoint needs a port in 1..=65535",
         ));
     }
+    let health_check_port =
+        super::health::check_port(lb.endpoint.health_check_config, &join(path, "endpoint"))?;
     let weight = lb.load_balancing_weight.map_or(1, |w| w.0);
     if weight == 0 {
         return Err(ConfigError::new(
@@ -211,7 +225,12 @@ fn endpoint(
             "must be at least 1",
         ));
     }
-    Ok(Endpoint { host, port, weight })
+    Ok(Endpoint {
+        host,
+        port,
+        weight,
+        health_check_port,
+    })
 }
 
 /// Letters, digits, `-` and `_` in dot-separated labels of 1..=63 bytes, 253 bytes at most.

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod de;
+mod health;
 mod listener;
 mod raw;
 mod route;

@@ -386,6 +386,9 @@ pub(crate) struct Cluster {
     #[serde(default)]
     pub typed_extension_protocol_options: BTreeMap<String, Value>,
     pub transport_socket: Option<super::tls::TransportSocket>,
+    #[serde(default)]
+    pub health_checks: Vec<super::health::RawHealthCheck>,
+    pub common_lb_config: Option<super::health::CommonLbConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -414,6 +417,7 @@ pub(crate) struct LbEndpoint {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Endpoint {
     pub address: Address,
+    pub health_check_config: Option<super::health::HealthCheckConfig>,
 }
 
 #[derive(Debug, Deserialize)]

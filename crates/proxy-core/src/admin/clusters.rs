@@ -12,6 +12,7 @@ use serde_json::{json, Value as Json};
 
 use super::{ClusterStatus, HostStatus, ListenerStatus};
 use crate::config::Thresholds;
+use crate::host_health::HealthFlags;
 
 /// The per-host stats, in the name order Envoy prints them, as (name, value, is gauge).
 fn host_stats(h: &HostStatus) -> [(&'static str, u64, bool); 6] {
@@ -23,15 +24,6 @@ fn host_stats(h: &HostStatus) -> [(&'static str, u64, bool); 6] {
         ("rq_success", h.rq_success, false),
         ("rq_total", h.rq_total, false),
     ]
-}
-
-/// Envoy's `health_flags` text: `healthy`, or the failure flag.
-fn health_flags(h: &HostStatus) -> &'static str {
-    if h.healthy {
-        "healthy"
-    } else {
-        "/failed_active_hc"
-    }
 }
 
 fn write_thresholds(out: &mut String, cluster: &str, priority: &str, t: &Thresholds) {
@@ -60,7 +52,7 @@ pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
                 let _ = writeln!(out, "{host}::{stat}::{v}");
             }
             let _ = writeln!(out, "{host}::hostname::{}", h.hostname);
-            let _ = writeln!(out, "{host}::health_flags::{}", health_flags(h));
+            let _ = writeln!(out, "{host}::health_flags::{}", h.health.render());
             let _ = writeln!(out, "{host}::weight::{}", h.weight);
             let _ = writeln!(out, "{host}::region::");
             let _ = writeln!(out, "{host}::zone::");
@@ -109,12 +101,17 @@ fn host_json(h: &HostStatus) -> Json {
             })
         })
         .collect();
-    let mut health = json!({ "eds_health_status": "HEALTHY" });
-    if !h.healthy {
-        if let Some(obj) = health.as_object_mut() {
-            obj.insert("failed_active_health_check".to_owned(), Json::Bool(true));
+    // Envoy's `admin.v3.HostHealthStatus`: a flag appears only when set.
+    let mut health = serde_json::Map::new();
+    for (flag, name) in [
+        (HealthFlags::FAILED_ACTIVE_HC, "failed_active_health_check"),
+        (HealthFlags::ACTIVE_HC_TIMEOUT, "active_hc_timeout"),
+    ] {
+        if h.health.contains(flag) {
+            health.insert(name.to_owned(), Json::Bool(true));
         }
     }
+    health.insert("eds_health_status".to_owned(), Json::from("HEALTHY"));
     json!({
         "address": socket_address(h.address),
         "stats": stats,

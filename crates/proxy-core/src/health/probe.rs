@@ -1,0 +1,270 @@
+//! One check against one host: an HTTP/1.1 `GET` on a connection kept between checks when the
+//! host allows it, or a TCP connect with an optional payload exchange. The caller bounds each
+//! probe with the check's `timeout` (and calls [`Prober::reset`] when it fires).
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::state::Outcome;
+use crate::config::{CheckKind, HttpCheck, TcpCheck};
+use crate::http1::names::NameCache;
+use crate::http1::response::{self, Parsed};
+use crate::http1::{Framing, MAX_RESPONSE_HEAD, READ_SIZE};
+
+/// The most of a response body read to keep a connection, or of a TCP answer searched for the
+/// `receive` blocks.
+const MAX_BODY: u64 = 64 * 1024;
+/// The user agent of HTTP checks: Envoy's, so origins that recognise health checks by it
+/// (Envoy's own health-check filter does) answer Baton's the same way.
+const USER_AGENT: &str = "Envoy/HC";
+
+/// The probing side of one host's checks.
+#[derive(Debug)]
+pub struct Prober {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Http(HttpProber),
+    Tcp(TcpCheck),
+}
+
+#[derive(Debug)]
+struct HttpProber {
+    check: HttpCheck,
+    /// The request, encoded once.
+    request: Vec<u8>,
+    /// The connection of the previous check, when the host left it open.
+    conn: Option<TcpStream>,
+    buf: Vec<u8>,
+    names: NameCache,
+    fields: Vec<response::Field>,
+}
+
+// === impl Prober ===
+
+impl Prober {
+    /// `cluster`: the name an HTTP check sends as `host` unless its `host` is set.
+    pub fn new(kind: &CheckKind, cluster: &str) -> Self {
+        let kind = match kind {
+            CheckKind::Http(h) => Kind::Http(HttpProber::new(h.clone(), cluster)),
+            CheckKind::Tcp(t) => Kind::Tcp(t.clone()),
+        };
+        Self { kind }
+    }
+
+    pub async fn probe(&mut self, addr: SocketAddr) -> Outcome {
+        match &mut self.kind {
+            Kind::Http(h) => h.probe(addr).await,
+            Kind::Tcp(t) => probe_tcp(t, addr).await,
+        }
+    }
+
+    /// Forget a connection a timed-out probe left in an unknown state.
+    pub fn reset(&mut self) {
+        if let Kind::Http(h) = &mut self.kind {
+            h.conn = None;
+        }
+    }
+}
+
+// === impl HttpProber ===
+
+impl HttpProber {
+    fn new(check: HttpCheck, cluster: &str) -> Self {
+        let host = if check.host.is_empty() {
+            cluster
+        } else {
+            &check.host
+        };
+        let mut request = format!("GET {} HTTP/1.1\r\nhost: {host}\r\n", check.path).into_bytes();
+        let own_agent = check
+            .headers
+            .iter()
+            .any(|(n, _)| n == http::header::USER_AGENT);
+        if !own_agent {
+            request.extend_from_slice(format!("user-agent: {USER_AGENT}\r\n").as_bytes());
+        }
+        for (name, value) in &check.headers {
+            crate::http1::fields::put_field(
+                &mut request,
+                name.as_str().as_bytes(),
+                value.as_bytes(),
+            );
+        }
+        request.extend_from_slice(b"\r\n");
+        Self {
+            check,
+            request,
+            conn: None,
+            buf: Vec::with_capacity(READ_SIZE),
+            names: NameCache::new(16),
+            fields: Vec::new(),
+        }
+    }
+
+    async fn probe(&mut self, addr: SocketAddr) -> Outcome {
+        // A kept connection the host has since closed is not the host's failure: once more
+        // on a new one.
+        if let Some(conn) = self.conn.take() {
+            match self.exchange(conn).await {
+                Err(Stale::BeforeAnswer) => {}
+                Ok(outcome) | Err(Stale::Failed(outcome)) => return outcome,
+            }
+        }
+        let Ok(conn) = TcpStream::connect(addr).await else {
+            return Outcome::Network;
+        };
+        let _ = conn.set_nodelay(true);
+        match self.exchange(conn).await {
+            Ok(outcome) | Err(Stale::Failed(outcome)) => outcome,
+            Err(Stale::BeforeAnswer) => Outcome::Network,
+        }
+    }
+
+    /// One request and its response on `conn`, which is kept if the host allows.
+    async fn exchange(&mut self, mut conn: TcpStream) -> Result<Outcome, Stale> {
+        self.buf.clear();
+        if conn.write_all(&self.request).await.is_err() {
+            return Err(Stale::BeforeAnswer);
+        }
+        let head = loop {
+            let n = conn.read_buf(&mut self.buf).await.unwrap_or(0);
+            if n == 0 {
+                return Err(if self.buf.is_empty() {
+                    Stale::BeforeAnswer
+                } else {
+                    Stale::Failed(Outcome::Network)
+                });
+            }
+            match response::parse(&self.buf, false, &mut self.names, &mut self.fields) {
+                Ok(Parsed::Final(head)) => break head,
+                Ok(Parsed::Informational(len)) => {
+                    self.buf.drain(..len);
+                }
+                Ok(Parsed::Partial) if self.buf.len() < MAX_RESPONSE_HEAD => {}
+                Ok(Parsed::Partial) | Err(_) => return Err(Stale::Failed(Outcome::Network)),
+            }
+        };
+        let outcome = if self.check.expects(head.status.as_u16()) {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        let body_read = self.buf.len() - head.len;
+        let keep = match head.framing {
+            Framing::None => head.keep_alive,
+            Framing::Length(n) if head.keep_alive && n <= MAX_BODY => {
+                skip(&mut conn, n.saturating_sub(body_read as u64)).await
+            }
+            _ => false,
+        };
+        if keep {
+            self.conn = Some(conn);
+        }
+        Ok(outcome)
+    }
+}
+
+/// Why an exchange gave no outcome of its own.
+#[derive(Debug)]
+enum Stale {
+    /// The connection was closed before any byte of an answer: a kept one may just have
+    /// timed out idle.
+    BeforeAnswer,
+    Failed(Outcome),
+}
+
+/// Read and drop `n` more body bytes; whether they all came.
+async fn skip(conn: &mut TcpStream, mut n: u64) -> bool {
+    let mut scratch = [0u8; 1024];
+    while n > 0 {
+        let want = scratch.len().min(n as usize);
+        match conn.read(&mut scratch[..want]).await {
+            Ok(0) | Err(_) => return false,
+            Ok(got) => n -= got as u64,
+        }
+    }
+    true
+}
+
+/// Connect, write `send`, and look for every `receive` block, in order, in what comes back.
+async fn probe_tcp(check: &TcpCheck, addr: SocketAddr) -> Outcome {
+    let Ok(mut conn) = TcpStream::connect(addr).await else {
+        return Outcome::Network;
+    };
+    if !check.send.is_empty() && conn.write_all(&check.send).await.is_err() {
+        return Outcome::Network;
+    }
+    if check.receive.is_empty() {
+        return Outcome::Success;
+    }
+    let mut buf = Vec::new();
+    loop {
+        if contains_in_order(&buf, &check.receive) {
+            return Outcome::Success;
+        }
+        if buf.len() as u64 >= MAX_BODY {
+            return Outcome::Failure;
+        }
+        match conn.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return Outcome::Network,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Every block is found in `buf`, each after the end of the one before (not necessarily
+/// adjacent).
+fn contains_in_order(buf: &[u8], blocks: &[Vec<u8>]) -> bool {
+    let mut at = 0;
+    for block in blocks {
+        match find(&buf[at..], block) {
+            Some(i) => at += i + block.len(),
+            None => return false,
+        }
+    }
+    true
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receive_blocks_match_in_order_not_adjacent() {
+        let blocks = vec![b"PO".to_vec(), b"NG".to_vec()];
+        assert!(contains_in_order(b"xxPOyyNG", &blocks));
+        assert!(!contains_in_order(b"NGxxPO", &blocks));
+        assert!(!contains_in_order(b"PON", &blocks));
+        assert!(contains_in_order(b"", &[]));
+    }
+
+    #[test]
+    fn the_request_names_the_host_and_the_added_fields() {
+        let check = HttpCheck {
+            host: String::new(),
+            path: "/healthz".into(),
+            expected_statuses: vec![(200, 201)],
+            headers: vec![(
+                http::HeaderName::from_static("x-hc"),
+                http::HeaderValue::from_static("1"),
+            )],
+        };
+        let p = HttpProber::new(check, "web");
+        assert_eq!(
+            String::from_utf8(p.request).unwrap(),
+            "GET /healthz HTTP/1.1\r\nhost: web\r\nuser-agent: Envoy/HC\r\nx-hc: 1\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! One host's health-check bookkeeping, pure: what a check's outcome does to the host's flags
+//! (thresholds, the first check, timeouts) and how long to wait before the next check. No
+//! sockets, no clock; tested on values.
+
+use std::time::Duration;
+
+use crate::config::HealthCheck;
+use crate::host_health::HealthFlags;
+
+/// How one check ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The host answered, but not as expected (status, payload).
+    Failure,
+    /// No usable connection: refused, reset, closed, or a response that is not HTTP.
+    Network,
+    /// No answer within `timeout`.
+    Timeout,
+}
+
+/// What a check changed about the host's place in load balancing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    None,
+    BecameHealthy,
+    BecameUnhealthy,
+}
+
+/// The consecutive results of one host's checks.
+#[derive(Debug)]
+pub struct HostState {
+    flags: HealthFlags,
+    successes: u32,
+    failures: u32,
+    /// No check has finished yet: a first pass lets a host in at once.
+    first: bool,
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    pub fn is_success(self) -> bool {
+        self == Outcome::Success
+    }
+
+    /// Counted as `health_check.network_failure` (besides `failure`).
+    pub fn is_network(self) -> bool {
+        matches!(self, Outcome::Network | Outcome::Timeout)
+    }
+}
+
+// === impl HostState ===
+
+impl HostState {
+    pub fn new(flags: HealthFlags) -> Self {
+        Self {
+            flags,
+            successes: 0,
+            failures: 0,
+            first: true,
+        }
+    }
+
+    pub fn flags(&self) -> HealthFlags {
+        self.flags
+    }
+
+    /// Take one check's outcome into account.
+    pub fn record(&mut self, outcome: Outcome, cfg: &HealthCheck) -> Change {
+        let first = std::mem::replace(&mut self.first, false);
+        let was_healthy = self.flags.is_healthy();
+        if outcome.is_success() {
+            self.failures = 0;
+            self.successes = self.successes.saturating_add(1);
+            if !was_healthy && (first || self.successes >= cfg.healthy_threshold) {
+                self.flags = HealthFlags::HEALTHY;
+                return Change::BecameHealthy;
+            }
+            self.flags = self.flags.with(HealthFlags::ACTIVE_HC_TIMEOUT, false);
+            return Change::None;
+        }
+        self.successes = 0;
+        self.failures = self.failures.saturating_add(1);
+        let mut change = Change::None;
+        if was_healthy && self.failures >= cfg.unhealthy_threshold {
+            self.flags = self.flags.with(HealthFlags::FAILED_ACTIVE_HC, true);
+            change = Change::BecameUnhealthy;
+        }
+        let timed_out = outcome == Outcome::Timeout && !self.flags.is_healthy();
+        self.flags = self.flags.with(HealthFlags::ACTIVE_HC_TIMEOUT, timed_out);
+        change
+    }
+
+    /// How long to wait before the next check, before jitter. `traffic`: the cluster has
+    /// opened an upstream connection at some point.
+    pub fn next_interval(&self, change: Change, traffic: bool, cfg: &HealthCheck) -> Duration {
+        if !traffic {
+            return cfg.no_traffic_interval;
+        }
+        match change {
+            Change::BecameHealthy => cfg.healthy_edge_interval,
+            Change::BecameUnhealthy => cfg.unhealthy_edge_interval,
+            Change::None if self.flags.is_healthy() => cfg.interval,
+            Change::None => cfg.unhealthy_interval,
+        }
+    }
+}
+
+/// `base` plus a random share of `interval_jitter`.
+pub fn with_jitter(base: Duration, cfg: &HealthCheck) -> Duration {
+    let jitter = cfg.interval_jitter.as_millis() as u64;
+    if jitter == 0 {
+        return base;
+    }
+    base + Duration::from_millis(fastrand::u64(..=jitter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CheckKind, TcpCheck};
+
+    fn cfg() -> HealthCheck {
+        let s = Duration::from_secs;
+        HealthCheck {
+            timeout: s(1),
+            interval: s(10),
+            interval_jitter: Duration::ZERO,
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+            no_traffic_interval: s(60),
+            unhealthy_interval: s(20),
+            unhealthy_edge_interval: s(21),
+            healthy_edge_interval: s(11),
+            always_log_failures: false,
+            kind: CheckKind::Tcp(TcpCheck::default()),
+        }
+    }
+
+    #[test]
+    fn a_first_pass_lets_a_new_host_in_at_once() {
+        let c = cfg();
+        let mut st = HostState::new(HealthFlags::FAILED_ACTIVE_HC);
+        assert_eq!(st.record(Outcome::Success, &c), Change::BecameHealthy);
+        assert_eq!(st.flags(), HealthFlags::HEALTHY);
+    }
+
+    #[test]
+    fn a_failed_first_check_keeps_it_out_until_healthy_threshold() {
+        let c = cfg();
+        let mut st = HostState::new(HealthFlags::FAILED_ACTIVE_HC);
+        assert_eq!(st.record(Outcome::Network, &c), Change::None);
+        assert_eq!(st.record(Outcome::Success, &c), Change::None);
+        assert!(!st.flags().is_healthy());
+        assert_eq!(st.record(Outcome::Success, &c), Change::BecameHealthy);
+    }
+
+    #[test]
+    fn unhealthy_threshold_consecutive_failures_take_it_out() {
+        let c = cfg();
+        let mut st = HostState::new(HealthFlags::HEALTHY);
+        assert_eq!(st.record(Outcome::Failure, &c), Change::None);
+        assert_eq!(st.record(Outcome::Failure, &c), Change::None);
+        // A pass in between starts the count again.
+        assert_eq!(st.record(Outcome::Success, &c), Change::None);
+        assert_eq!(st.record(Outcome::Failure, &c), Change::None);
+        assert_eq!(st.record(Outcome::Timeout, &c), Change::None);
+        // A timeout on a host still in balancing sets no flag.
+        assert_eq!(st.flags(), HealthFlags::HEALTHY);
+        assert_eq!(st.record(Outcome::Timeout, &c), Change::BecameUnhealthy);
+        assert_eq!(st.flags().render(), "/failed_active_hc/active_hc_timeout");
+        assert_eq!(st.record(Outcome::Failure, &c), Change::None);
+        assert_eq!(st.flags().render(), "/failed_active_hc");
+    }
+
+    #[test]
+    fn intervals_follow_health_and_traffic() {
+        let c = cfg();
+        let s = Duration::from_secs;
+        let mut st = HostState::new(HealthFlags::HEALTHY);
+        assert_eq!(st.next_interval(Change::None, false, &c), s(60));
+        assert_eq!(st.next_interval(Change::None, true, &c), s(10));
+        assert_eq!(st.next_interval(Change::BecameHealthy, true, &c), s(11));
+        assert_eq!(st.next_interval(Change::BecameUnhealthy, true, &c), s(21));
+        for _ in 0..3 {
+            st.record(Outcome::Failure, &c);
+        }
+        assert_eq!(st.next_interval(Change::None, true, &c), s(20));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bound() {
+        let mut c = cfg();
+        c.interval_jitter = Duration::from_millis(500);
+        for _ in 0..100 {
+            let d = with_jitter(Duration::from_secs(1), &c);
+            assert!(d >= Duration::from_secs(1) && d <= Duration::from_millis(1500));
+        }
+    }
+}
