@@ -13,6 +13,7 @@ mod drain;
 mod errors;
 mod h2;
 mod handover;
+mod health;
 mod hygiene;
 mod keepalive;
 mod lb;

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,10 @@ pub struct State {
     pub conns: AtomicUsize,
     /// Chunks of `/slow/` responses written so far.
     pub chunks_sent: AtomicUsize,
+    /// [`Upstream::checked`]: `/healthz` answers 503 while set.
+    pub failing: AtomicBool,
+    /// [`Upstream::checked`]: requests for `/healthz` (also counted in `hits`).
+    pub health_hits: AtomicUsize,
     pub seen: Mutex<Vec<Seen>>,
 }
 
@@ -163,6 +167,39 @@ impl Upstream {
         .await
     }
 
+    /// The echo upstream with a health endpoint: `/healthz` answers 200, or 503 while
+    /// [`Self::set_failing`] says so; everything else is echoed whatever the health.
+    pub async fn checked(name: &str) -> Self {
+        let echo = echo_handler(name);
+        Self::serve(
+            Proto::H1,
+            Arc::new(move |req, st| {
+                if req.uri().path() != "/healthz" {
+                    return echo(req, st);
+                }
+                record(&req, &st);
+                st.health_hits.fetch_add(1, Ordering::SeqCst);
+                let status = if st.failing.load(Ordering::SeqCst) {
+                    503
+                } else {
+                    200
+                };
+                Box::pin(async move { reply(status, full("health")) })
+            }),
+        )
+        .await
+    }
+
+    /// [`Self::checked`]: make `/healthz` answer 503 (`true`) or 200.
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// [`Self::checked`]: requests other than health checks.
+    pub fn proxied(&self) -> usize {
+        self.hits() - self.state.health_hits.load(Ordering::SeqCst)
+    }
+
     /// Answers the first `n` requests with 503, then echoes.
     pub async fn fail_first(n: usize) -> Self {
         let echo = echo_handler("after-failures");
@@ -249,6 +286,25 @@ impl Upstream {
             }
         });
         Self { addr, state, task }
+    }
+
+    /// Answers `reply` to a connection whose bytes contain `expect`, then keeps it open
+    /// until the peer closes; anything else is closed unanswered.
+    pub async fn ping_pong(expect: &'static [u8], reply: &'static [u8]) -> Self {
+        Self::raw(move |mut s, st| async move {
+            st.hits.fetch_add(1, Ordering::SeqCst);
+            let mut got = Vec::new();
+            let mut buf = [0u8; 256];
+            while !got.windows(expect.len()).any(|w| w == expect) {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(reply).await;
+            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await
     }
 
     /// Accepts and closes at once (a reset before any response).
