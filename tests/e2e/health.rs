@@ -129,6 +129,47 @@ async fn a_failing_host_is_avoided_then_brought_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_checks_with_prior_knowledge() {
+    let a = Upstream::checked_h2("a").await;
+    let b = Upstream::checked_h2("b").await;
+    let check = json!({"http_health_check": {
+        "path": "/healthz",
+        "host": "hc.example",
+        "codec_client_type": "HTTP2",
+    }});
+    let config = Config::new()
+        .route(route("/", "web", json!({})))
+        .cluster(with(
+            checked("web", &[a.port(), b.port()], check),
+            "typed_extension_protocol_options",
+            http2_options(),
+        ))
+        .render();
+    let baton = Baton::start(&config).await;
+    baton.wait_stat("cluster.web.health_check.healthy", 2).await;
+    a.set_failing(true);
+    wait_flags(&baton, "web", a.port(), "/failed_active_hc").await;
+    all_ok(&baton, 10).await;
+    assert_eq!((a.proxied(), b.proxied()), (0, 10));
+    let hc = b
+        .seen()
+        .into_iter()
+        .rfind(|s| s.uri.path() == "/healthz")
+        .expect("a check");
+    assert_eq!(hc.version, http::Version::HTTP_2);
+    assert_eq!(hc.uri.authority().map(|a| a.as_str()), Some("hc.example"));
+    assert_eq!(hc.header("user-agent"), Some("Envoy/HC"));
+    // Checks share a connection: one per host, not one per check.
+    assert!(
+        b.state
+            .health_hits
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 2
+    );
+    assert!(b.conns() <= 3, "{} connections", b.conns());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_the_panic_threshold_every_host_is_used() {
     let ups = [
         Upstream::checked("a").await,

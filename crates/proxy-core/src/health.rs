@@ -7,8 +7,9 @@
 //! routable hosts with one atomic load, no lock and no per-request filtering.
 //!
 //! - `state`: what one check's outcome does to a host, and when to check next (pure);
-//! - `probe`: one HTTP or TCP check on the wire.
+//! - `probe`: one HTTP/1.1 or TCP check on the wire; `h2`: one HTTP/2 check.
 
+mod h2;
 mod probe;
 mod state;
 

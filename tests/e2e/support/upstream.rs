@@ -170,9 +170,18 @@ impl Upstream {
     /// The echo upstream with a health endpoint: `/healthz` answers 200, or 503 while
     /// [`Self::set_failing`] says so; everything else is echoed whatever the health.
     pub async fn checked(name: &str) -> Self {
+        Self::checked_with(Proto::H1, name).await
+    }
+
+    /// [`Self::checked`] speaking HTTP/2 with prior knowledge only.
+    pub async fn checked_h2(name: &str) -> Self {
+        Self::checked_with(Proto::H2, name).await
+    }
+
+    async fn checked_with(proto: Proto, name: &str) -> Self {
         let echo = echo_handler(name);
         Self::serve(
-            Proto::H1,
+            proto,
             Arc::new(move |req, st| {
                 if req.uri().path() != "/healthz" {
                     return echo(req, st);

@@ -239,13 +239,10 @@ fn health_check(raw: RawHealthCheck, path: &str, errs: &mut Errors) -> Option<He
 
 fn http_check(raw: HttpHealthCheck, path: &str, errs: &mut Errors) -> Option<HttpCheck> {
     let before = errs.0.len();
-    if let Some(c) = raw
-        .codec_client_type
-        .filter(|c| *c != CodecClientType::Http1)
-    {
+    if raw.codec_client_type == Some(CodecClientType::Http3) {
         errs.push(
             join(path, "codec_client_type"),
-            format!("{c:?} health checks are not supported; only HTTP1"),
+            "HTTP3 health checks are not supported; only HTTP1 and HTTP2",
         );
     }
     if raw.path.is_empty() {
@@ -304,6 +301,7 @@ fn http_check(raw: HttpHealthCheck, path: &str, errs: &mut Errors) -> Option<Htt
         path: raw.path,
         expected_statuses,
         headers,
+        http2: raw.codec_client_type == Some(CodecClientType::Http2),
     })
 }
 

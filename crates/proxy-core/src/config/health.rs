@@ -43,7 +43,7 @@ pub enum CheckKind {
     Tcp(TcpCheck),
 }
 
-/// `http_health_check` over HTTP/1.1.
+/// `http_health_check`.
 #[derive(Clone, Debug)]
 pub struct HttpCheck {
     /// The `host` field sent; empty in the configuration means the cluster's name.
@@ -53,6 +53,8 @@ pub struct HttpCheck {
     pub expected_statuses: Vec<(u16, u16)>,
     /// `request_headers_to_add`, in order, after `host` and `user-agent`.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `codec_client_type: HTTP2`: HTTP/2 with prior knowledge instead of HTTP/1.1.
+    pub http2: bool,
 }
 
 /// `tcp_health_check`: connect, write `send` (if any), and find every `receive` block in order

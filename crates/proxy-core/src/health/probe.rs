@@ -1,5 +1,5 @@
 //! One check against one host: an HTTP/1.1 `GET` on a connection kept between checks when the
-//! host allows it, or a TCP connect with an optional payload exchange. The caller bounds each
+//! host allows it (HTTP/2 is `h2`'s), or a TCP connect with an optional payload exchange. The caller bounds each
 //! probe with the check's `timeout` (and calls [`Prober::reset`] when it fires).
 
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use crate::http1::{Framing, MAX_RESPONSE_HEAD, READ_SIZE};
 const MAX_BODY: u64 = 64 * 1024;
 /// The user agent of HTTP checks: Envoy's, so origins that recognise health checks by it
 /// (Envoy's own health-check filter does) answer Baton's the same way.
-const USER_AGENT: &str = "Envoy/HC";
+pub(super) const USER_AGENT: &str = "Envoy/HC";
 
 /// The probing side of one host's checks.
 #[derive(Debug)]
@@ -29,6 +29,7 @@ pub struct Prober {
 #[derive(Debug)]
 enum Kind {
     Http(HttpProber),
+    H2(super::h2::H2Prober),
     Tcp(TcpCheck),
 }
 
@@ -50,6 +51,14 @@ impl Prober {
     /// `cluster`: the name an HTTP check sends as `host` unless its `host` is set.
     pub fn new(kind: &CheckKind, cluster: &str) -> Self {
         let kind = match kind {
+            CheckKind::Http(h) if h.http2 => {
+                let host = if h.host.is_empty() { cluster } else { &h.host };
+                match super::h2::H2Prober::new(h.clone(), host) {
+                    Some(p) => Kind::H2(p),
+                    // Validated: the path and host make a URI.
+                    None => Kind::Http(HttpProber::new(h.clone(), cluster)),
+                }
+            }
             CheckKind::Http(h) => Kind::Http(HttpProber::new(h.clone(), cluster)),
             CheckKind::Tcp(t) => Kind::Tcp(t.clone()),
         };
@@ -59,14 +68,17 @@ impl Prober {
     pub async fn probe(&mut self, addr: SocketAddr) -> Outcome {
         match &mut self.kind {
             Kind::Http(h) => h.probe(addr).await,
+            Kind::H2(h) => h.probe(addr).await,
             Kind::Tcp(t) => probe_tcp(t, addr).await,
         }
     }
 
     /// Forget a connection a timed-out probe left in an unknown state.
     pub fn reset(&mut self) {
-        if let Kind::Http(h) = &mut self.kind {
-            h.conn = None;
+        match &mut self.kind {
+            Kind::Http(h) => h.conn = None,
+            Kind::H2(h) => h.reset(),
+            Kind::Tcp(_) => {}
         }
     }
 }
@@ -255,6 +267,7 @@ mod tests {
         let check = HttpCheck {
             host: String::new(),
             path: "/healthz".into(),
+            http2: false,
             expected_statuses: vec![(200, 201)],
             headers: vec![(
                 http::HeaderName::from_static("x-hc"),

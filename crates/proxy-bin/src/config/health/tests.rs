@@ -136,7 +136,7 @@ fn unsupported_and_bad_fields_are_named() {
         format!("\n    health_checks:\n    - {{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, {body}}}\n")
     };
     let cases = [
-        (check("http_health_check: {path: /, codec_client_type: HTTP2}"), format!("{hc}.http_health_check.codec_client_type")),
+        (check("http_health_check: {path: /, codec_client_type: HTTP3}"), format!("{hc}.http_health_check.codec_client_type")),
         (check("http_health_check: {path: /, method: POST}"), format!("{hc}.http_health_check.method")),
         (check("http_health_check: {host: x}"), format!("{hc}.http_health_check.path")),
         (check("http_health_check: {path: /, expected_statuses: [{start: 300, end: 200}]}"), format!("{hc}.http_health_check.expected_statuses[0]")),
