@@ -17,6 +17,7 @@ mod health;
 mod hygiene;
 mod keepalive;
 mod lb;
+mod outlier;
 mod restart;
 mod restart_safety;
 mod restarter;

@@ -340,6 +340,7 @@ impl Generation {
         self.clusters.resolve_all().await;
         tokio::spawn(self.clusters.clone().run_dns_refresh(drain_watch.clone()));
         first_health_round(&self.clusters, drain_watch.clone()).await;
+        proxy_core::outlier::spawn(&self.clusters, drain_watch.clone());
         let stop_watch = drain_watch.clone();
         let mut workers = self
             .dataplane

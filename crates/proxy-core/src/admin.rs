@@ -150,6 +150,8 @@ pub struct ClusterStatus {
     pub thresholds: Thresholds,
     pub hosts: Vec<HostStatus>,
     pub added_via_api: bool,
+    /// The cluster has outlier detection (Envoy then prints its success-rate lines).
+    pub outlier_detection: bool,
 }
 
 /// Gives the admin the current state of every cluster; implemented by the data plane.

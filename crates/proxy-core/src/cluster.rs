@@ -9,17 +9,17 @@ mod lb;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use shm_stats::Store;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 use crate::config::{self, Discovery, DnsLookupFamily};
 use crate::host_health::{AtomicHealth, HealthFlags};
-use crate::stats::{ClusterStats, HealthCheckStats};
+use crate::stats::{ClusterStats, HealthCheckStats, OutlierStats};
 
 pub use lb::WorkerLb;
 
@@ -39,6 +39,8 @@ pub struct Cluster {
     pub ssl: Option<crate::tls::SslStats>,
     /// `cluster.<name>.health_check.*`, for a cluster with a health check.
     pub health_stats: Option<HealthCheckStats>,
+    /// For a cluster with `outlier_detection`: where hosts crossing a threshold are reported.
+    pub outlier: Option<OutlierSink>,
     hosts: ArcSwap<HostSet>,
     /// Woken when the host set's members change: the health checker (its only waiter)
     /// starts checking the new hosts and stops checking the gone ones.
@@ -86,7 +88,37 @@ pub struct Host {
     /// Written by the health checker only; a host of a cluster without one stays healthy.
     pub health: AtomicHealth,
     pub stats: HostStats,
+    /// Consecutive errors, for outlier detection (written by every worker).
+    pub outlier: OutlierCounters,
 }
+
+/// A host's consecutive errors since its last success.
+#[derive(Debug, Default)]
+pub struct OutlierCounters {
+    pub consecutive_5xx: AtomicU32,
+    pub consecutive_gateway_failure: AtomicU32,
+}
+
+/// Why a host was reported to its cluster's outlier detector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detected {
+    Consecutive5xx,
+    ConsecutiveGatewayFailure,
+    /// An active health check passed (which may end an ejection).
+    HealthCheckPassed,
+}
+
+/// The reporting end of a cluster's outlier detection: workers (on a threshold) and the health
+/// checker send here; the detector task (`crate::outlier`) takes the receiving end once.
+#[derive(Debug)]
+pub struct OutlierSink {
+    pub stats: OutlierStats,
+    tx: mpsc::UnboundedSender<(Arc<Host>, Detected)>,
+    rx: std::sync::Mutex<Option<OutlierReports>>,
+}
+
+/// The detector's end of a cluster's outlier reports.
+pub type OutlierReports = mpsc::UnboundedReceiver<(Arc<Host>, Detected)>;
 
 /// Live counters of one host, shown by the admin's `/clusters`.
 #[derive(Debug, Default)]
@@ -121,6 +153,14 @@ impl ClusterManager {
                         .health_check
                         .as_ref()
                         .map(|_| HealthCheckStats::new(store, &c.name)),
+                    outlier: c.outlier.as_ref().map(|_| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        OutlierSink {
+                            stats: OutlierStats::new(store, &c.name),
+                            tx,
+                            rx: std::sync::Mutex::new(Some(rx)),
+                        }
+                    }),
                     config: c.clone(),
                     hosts: ArcSwap::from_pointee(HostSet::default()),
                     members_changed: Notify::new(),
@@ -194,6 +234,15 @@ impl ClusterManager {
     }
 }
 
+// === impl OutlierSink ===
+
+impl OutlierSink {
+    /// The detector's end of the reports; `None` once taken.
+    pub fn take_reports(&self) -> Option<OutlierReports> {
+        self.rx.lock().ok()?.take()
+    }
+}
+
 // === impl Host ===
 
 impl HostSpec {
@@ -220,6 +269,7 @@ impl Host {
             check_addr,
             health: AtomicHealth::new(flags),
             stats: HostStats::default(),
+            outlier: OutlierCounters::default(),
         }
     }
 
@@ -255,6 +305,62 @@ impl Cluster {
     /// The current hosts.
     pub fn hosts(&self) -> arc_swap::Guard<Arc<HostSet>> {
         self.hosts.load()
+    }
+
+    /// Count the result of one request to `host` for outlier detection: the upstream's status,
+    /// or the status a local failure (connect failure, reset, timeout) is answered with. A
+    /// host reaching a threshold is reported to the detector.
+    #[inline]
+    pub fn record_outcome(&self, host: &Arc<Host>, status: u16) {
+        let (Some(od), Some(sink)) = (&self.config.outlier, &self.outlier) else {
+            return;
+        };
+        let c = &host.outlier;
+        if status < 500 {
+            // Writes only to end a run: the common case reads and leaves the line shared.
+            for n in [&c.consecutive_5xx, &c.consecutive_gateway_failure] {
+                if n.load(Ordering::Relaxed) != 0 {
+                    n.store(0, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        let count = |n: &AtomicU32, threshold: u32, what: Detected| {
+            if n.fetch_add(1, Ordering::Relaxed) + 1 == threshold {
+                n.store(0, Ordering::Relaxed);
+                let _ = sink.tx.send((host.clone(), what));
+            }
+        };
+        count(
+            &c.consecutive_5xx,
+            od.consecutive_5xx,
+            Detected::Consecutive5xx,
+        );
+        if matches!(status, 502..=504) {
+            count(
+                &c.consecutive_gateway_failure,
+                od.consecutive_gateway_failure,
+                Detected::ConsecutiveGatewayFailure,
+            );
+        } else if c.consecutive_gateway_failure.load(Ordering::Relaxed) != 0 {
+            c.consecutive_gateway_failure.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// An active health check of `host` passed: an ejection may end
+    /// (`successful_active_health_check_uneject_host`).
+    pub fn report_health_check_pass(&self, host: &Arc<Host>) {
+        let (Some(od), Some(sink)) = (&self.config.outlier, &self.outlier) else {
+            return;
+        };
+        if od.uneject_on_health_check
+            && host
+                .health
+                .load()
+                .contains(HealthFlags::FAILED_OUTLIER_CHECK)
+        {
+            let _ = sink.tx.send((host.clone(), Detected::HealthCheckPassed));
+        }
     }
 
     /// Woken when hosts join or leave (see [`Self::hosts`] for who they are now).
@@ -332,7 +438,12 @@ impl Cluster {
         self.stats.membership_total.set(set.hosts.len() as i64);
         self.stats.membership_healthy.set(healthy as i64);
         if let Some(hc) = &self.health_stats {
-            hc.healthy.set(healthy as i64);
+            let passing = set
+                .hosts
+                .iter()
+                .filter(|h| !h.health.load().contains(HealthFlags::FAILED_ACTIVE_HC))
+                .count();
+            hc.healthy.set(passing as i64);
         }
     }
 
@@ -435,6 +546,7 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                 name: c.config.name.clone(),
                 thresholds: c.config.circuit_breakers,
                 added_via_api: false,
+                outlier_detection: c.config.outlier.is_some(),
                 hosts: c
                     .hosts()
                     .hosts

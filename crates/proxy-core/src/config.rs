@@ -15,7 +15,7 @@ use regex::Regex;
 mod health;
 
 pub use health::{
-    CheckKind, HealthCheck, HttpCheck, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
+    CheckKind, HealthCheck, HttpCheck, OutlierDetection, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
     DEFAULT_PANIC_THRESHOLD,
 };
 
@@ -251,6 +251,8 @@ pub struct Cluster {
     /// `common_lb_config.healthy_panic_threshold` in percent: below this share of healthy
     /// hosts, balance across all of them. 0 turns panic mode off.
     pub panic_threshold: f64,
+    /// `outlier_detection`; `None`: no passive ejection.
+    pub outlier: Option<OutlierDetection>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,6 +21,7 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::cluster::{Cluster, ClusterManager, Host};
 use crate::config::HealthCheck;
+use crate::host_health::HealthFlags;
 use crate::stats::HealthCheckStats;
 
 pub use state::Outcome;
@@ -126,7 +127,16 @@ async fn check_host(cluster: Arc<Cluster>, host: Arc<Host>, mut first: Option<mp
         };
         count(stats, outcome);
         let change = st.record(outcome, cfg);
-        host.health.store(st.flags());
+        let flags = st.flags();
+        for flag in [
+            HealthFlags::FAILED_ACTIVE_HC,
+            HealthFlags::ACTIVE_HC_TIMEOUT,
+        ] {
+            host.health.set(flag, flags.contains(flag));
+        }
+        if outcome.is_success() {
+            cluster.report_health_check_pass(&host);
+        }
         if change != state::Change::None {
             cluster.publish_health();
         }

@@ -21,16 +21,19 @@ impl HealthFlags {
     pub const FAILED_ACTIVE_HC: Self = Self(1);
     /// Envoy's `ACTIVE_HC_TIMEOUT`: the last failed check timed out.
     pub const ACTIVE_HC_TIMEOUT: Self = Self(2);
+    /// Envoy's `FAILED_OUTLIER_CHECK`: outlier detection ejected the host.
+    pub const FAILED_OUTLIER_CHECK: Self = Self(4);
 
     /// In Envoy's order, with the words its admin prints.
-    const NAMES: [(Self, &'static str); 2] = [
+    const NAMES: [(Self, &'static str); 3] = [
         (Self::FAILED_ACTIVE_HC, "/failed_active_hc"),
+        (Self::FAILED_OUTLIER_CHECK, "/failed_outlier_check"),
         (Self::ACTIVE_HC_TIMEOUT, "/active_hc_timeout"),
     ];
 
     /// Whether load balancing may use the host.
     pub fn is_healthy(self) -> bool {
-        !self.contains(Self::FAILED_ACTIVE_HC)
+        !self.contains(Self::FAILED_ACTIVE_HC) && !self.contains(Self::FAILED_OUTLIER_CHECK)
     }
 
     pub fn contains(self, other: Self) -> bool {
@@ -73,6 +76,16 @@ impl AtomicHealth {
     pub fn store(&self, flags: HealthFlags) {
         self.0.store(flags.0, Ordering::Release);
     }
+
+    /// Set (`on`) or clear `flag`, leaving the others as they are: the health checker and
+    /// outlier detection each own their own flags of one host.
+    pub fn set(&self, flag: HealthFlags, on: bool) {
+        if on {
+            self.0.fetch_or(flag.0, Ordering::AcqRel);
+        } else {
+            self.0.fetch_and(!flag.0, Ordering::AcqRel);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -90,5 +103,8 @@ mod tests {
         assert!(timed_out
             .with(HealthFlags::FAILED_ACTIVE_HC, false)
             .is_healthy());
+        let both = failed.with(HealthFlags::FAILED_OUTLIER_CHECK, true);
+        assert_eq!(both.render(), "/failed_active_hc/failed_outlier_check");
+        assert!(!both.with(HealthFlags::FAILED_ACTIVE_HC, false).is_healthy());
     }
 }

@@ -17,7 +17,7 @@
 //!   [`access_log`] and [`access`] (formats and sinks), [`admin`];
 //! - upstream: [`client`] (Baton's own HTTP/1.1 client: a connection and its response body),
 //!   [`body`] (the bodies a request and a response travel in), [`health`] (active health
-//!   checking, once per process), [`upstream`] (per-worker pools, connects, hyper's clients);
+//!   checking, once per process), [`outlier`] (outlier detection's ejections), [`upstream`] (per-worker pools, connects, hyper's clients);
 //! - [`context`]: the shared types of a listener, a worker and a connection;
 //! - [`request`]: one request — routing, local replies, rewrites, forwarding with retries, the
 //!   upgrade to a tunnel, and its accounting;
@@ -53,6 +53,7 @@ pub mod tunnel;
 pub mod body;
 pub mod client;
 pub mod health;
+pub mod outlier;
 pub mod upstream;
 
 // One request, one connection, the workers.

@@ -132,6 +132,28 @@ pub struct HealthCheckStats {
     pub degraded: Gauge,
 }
 
+/// `cluster.<name>.outlier_detection.*`: one per cluster with outlier detection, counted by
+/// its detector.
+#[derive(Debug)]
+pub struct OutlierStats {
+    /// Hosts ejected now.
+    pub ejections_active: Gauge,
+    /// Ejections (Envoy's deprecated name; as `ejections_enforced_total`).
+    pub ejections_total: Counter,
+    /// Ejections.
+    pub ejections_enforced_total: Counter,
+    /// Detections not enforced: `max_ejection_percent` would be passed.
+    pub ejections_overflow: Counter,
+    /// Consecutive-5xx detections (Envoy's deprecated name).
+    pub ejections_consecutive_5xx: Counter,
+    pub ejections_detected_consecutive_5xx: Counter,
+    pub ejections_enforced_consecutive_5xx: Counter,
+    pub ejections_detected_consecutive_gateway_failure: Counter,
+    pub ejections_enforced_consecutive_gateway_failure: Counter,
+    /// Kinds of detection Baton does not implement, kept at 0 so the names are Envoy's.
+    pub never: Vec<Counter>,
+}
+
 /// Per-worker cache of `upstream_rq_<code>` counters, so the shared registry is consulted once
 /// per code and worker rather than once per response.
 #[derive(Debug, Default)]
@@ -258,6 +280,47 @@ impl HealthCheckStats {
                 healthy: gauge,
                 degraded: gauge,
             }
+        )
+    }
+}
+
+// === impl OutlierStats ===
+
+impl OutlierStats {
+    pub fn new(store: &Store, cluster: &str) -> Self {
+        let p = format!("cluster.{cluster}.outlier_detection");
+        let never = [
+            "ejections_detected_consecutive_local_origin_failure",
+            "ejections_detected_degradation",
+            "ejections_detected_failure_percentage",
+            "ejections_detected_local_origin_failure_percentage",
+            "ejections_detected_local_origin_success_rate",
+            "ejections_detected_success_rate",
+            "ejections_enforced_consecutive_local_origin_failure",
+            "ejections_enforced_failure_percentage",
+            "ejections_enforced_local_origin_failure_percentage",
+            "ejections_enforced_local_origin_success_rate",
+            "ejections_enforced_success_rate",
+            "ejections_success_rate",
+        ]
+        .iter()
+        .map(|n| store.counter(&format!("{p}.{n}")))
+        .collect();
+        stat_struct!(
+            store,
+            p,
+            OutlierStats {
+                ejections_active: gauge,
+                ejections_total: counter,
+                ejections_enforced_total: counter,
+                ejections_overflow: counter,
+                ejections_consecutive_5xx: counter,
+                ejections_detected_consecutive_5xx: counter,
+                ejections_enforced_consecutive_5xx: counter,
+                ejections_detected_consecutive_gateway_failure: counter,
+                ejections_enforced_consecutive_gateway_failure: counter,
+            },
+            never: never
         )
     }
 }

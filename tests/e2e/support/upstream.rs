@@ -51,6 +51,8 @@ pub struct State {
     pub failing: AtomicBool,
     /// [`Upstream::checked`]: requests for `/healthz` (also counted in `hits`).
     pub health_hits: AtomicUsize,
+    /// [`Upstream::checked`]: every other request answers 500 while set.
+    pub broken: AtomicBool,
     pub seen: Mutex<Vec<Seen>>,
 }
 
@@ -184,6 +186,10 @@ impl Upstream {
             proto,
             Arc::new(move |req, st| {
                 if req.uri().path() != "/healthz" {
+                    if st.broken.load(Ordering::SeqCst) {
+                        record(&req, &st);
+                        return Box::pin(async { reply(500, full("broken")) });
+                    }
                     return echo(req, st);
                 }
                 record(&req, &st);
@@ -202,6 +208,11 @@ impl Upstream {
     /// [`Self::checked`]: make `/healthz` answer 503 (`true`) or 200.
     pub fn set_failing(&self, failing: bool) {
         self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// [`Self::checked`]: answer every request but health checks with 500 (`true`), or echo.
+    pub fn set_broken(&self, broken: bool) {
+        self.state.broken.store(broken, Ordering::SeqCst);
     }
 
     /// [`Self::checked`]: requests other than health checks.

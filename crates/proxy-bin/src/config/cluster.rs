@@ -62,6 +62,11 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
         );
     }
     let panic_threshold = super::health::panic_threshold(raw.common_lb_config, path, errs);
+    let outlier = super::health::outlier_detection(
+        raw.outlier_detection,
+        &join(path, "outlier_detection"),
+        errs,
+    );
     let circuit_breakers = thresholds(raw.circuit_breakers, &join(path, "circuit_breakers"), errs);
     let mut http = protocol_options(raw.typed_extension_protocol_options, path, errs);
 
@@ -98,6 +103,7 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
         http2: http.http2,
         health_check,
         panic_threshold,
+        outlier,
     })
 }
 

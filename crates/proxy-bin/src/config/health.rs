@@ -1,12 +1,12 @@
-//! `clusters[].health_checks`, `clusters[].common_lb_config` and the endpoints'
-//! `health_check_config`: their on-disk shape (serde structs that reject unknown fields) and
-//! their validation into `proxy_core::config::HealthCheck`.
+//! `clusters[].health_checks`, `clusters[].outlier_detection`, `clusters[].common_lb_config`
+//! and the endpoints' `health_check_config`: their on-disk shape (serde structs that reject
+//! unknown fields) and their validation into `proxy_core::config`.
 
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use proxy_core::config::{
-    CheckKind, HealthCheck, HttpCheck, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
+    CheckKind, HealthCheck, HttpCheck, OutlierDetection, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
     DEFAULT_PANIC_THRESHOLD,
 };
 use serde::Deserialize;
@@ -98,6 +98,22 @@ struct Payload {
     text: String,
 }
 
+/// `clusters[].outlier_detection`: consecutive errors only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutlierDetection {
+    consecutive_5xx: Option<Int<u32>>,
+    consecutive_gateway_failure: Option<Int<u32>>,
+    enforcing_consecutive_5xx: Option<Int<u32>>,
+    enforcing_consecutive_gateway_failure: Option<Int<u32>>,
+    interval: Option<Dur>,
+    base_ejection_time: Option<Dur>,
+    max_ejection_time: Option<Dur>,
+    max_ejection_percent: Option<Int<u32>>,
+    enforcing_success_rate: Option<Int<u32>>,
+    successful_active_health_check_uneject_host: Option<bool>,
+}
+
 /// `clusters[].common_lb_config`: only the panic threshold.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +164,75 @@ pub(crate) fn check_port(
             "must be a port in 1..=65535",
         )),
     }
+}
+
+/// The cluster's `outlier_detection` (at `path`), validated.
+pub(crate) fn outlier_detection(
+    raw: Option<RawOutlierDetection>,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<OutlierDetection> {
+    let raw = raw?;
+    let d = OutlierDetection::default();
+    if raw.enforcing_success_rate.map(|v| v.0) != Some(0) {
+        errs.push(
+            join(path, "enforcing_success_rate"),
+            "success-rate ejection is not implemented: set `enforcing_success_rate: 0` (Envoy's default is 100)",
+        );
+    }
+    let mut percent = |v: Option<Int<u32>>, field: &str, default: u32| {
+        let v = v.map_or(default, |v| v.0);
+        if v > 100 {
+            errs.push(join(path, field), "must be a percentage in 0..=100");
+        }
+        v
+    };
+    let enforcing_consecutive_5xx = percent(
+        raw.enforcing_consecutive_5xx,
+        "enforcing_consecutive_5xx",
+        d.enforcing_consecutive_5xx,
+    );
+    let enforcing_consecutive_gateway_failure = percent(
+        raw.enforcing_consecutive_gateway_failure,
+        "enforcing_consecutive_gateway_failure",
+        d.enforcing_consecutive_gateway_failure,
+    );
+    let max_ejection_percent = percent(
+        raw.max_ejection_percent,
+        "max_ejection_percent",
+        d.max_ejection_percent,
+    );
+    let mut positive = |v: Option<Dur>, field: &str, default: Duration| match v {
+        Some(v) if v.0.is_zero() => {
+            errs.push(join(path, field), "must be greater than 0s");
+            default
+        }
+        Some(v) => v.0,
+        None => default,
+    };
+    Some(OutlierDetection {
+        consecutive_5xx: raw.consecutive_5xx.map_or(d.consecutive_5xx, |v| v.0),
+        consecutive_gateway_failure: raw
+            .consecutive_gateway_failure
+            .map_or(d.consecutive_gateway_failure, |v| v.0),
+        enforcing_consecutive_5xx,
+        enforcing_consecutive_gateway_failure,
+        interval: positive(raw.interval, "interval", d.interval),
+        base_ejection_time: positive(
+            raw.base_ejection_time,
+            "base_ejection_time",
+            d.base_ejection_time,
+        ),
+        max_ejection_time: positive(
+            raw.max_ejection_time,
+            "max_ejection_time",
+            d.max_ejection_time,
+        ),
+        max_ejection_percent,
+        uneject_on_health_check: raw
+            .successful_active_health_check_uneject_host
+            .unwrap_or(d.uneject_on_health_check),
+    })
 }
 
 /// The cluster's `health_checks` (at `path`): at most one, validated.

@@ -389,6 +389,7 @@ pub(crate) struct Cluster {
     #[serde(default)]
     pub health_checks: Vec<super::health::RawHealthCheck>,
     pub common_lb_config: Option<super::health::CommonLbConfig>,
+    pub outlier_detection: Option<super::health::RawOutlierDetection>,
 }
 
 #[derive(Debug, Deserialize)]

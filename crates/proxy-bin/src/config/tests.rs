@@ -340,7 +340,7 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
     };
     vec![
         ("unknown top-level field", set(base(), "/node", json!({"id": "x"})), "node"),
-        ("unknown cluster field", set(base(), &c0("/outlier_detection"), json!({})), "static_resources.clusters[0].outlier_detection"),
+        ("unknown cluster field", set(base(), &c0("/lb_subset_config"), json!({})), "static_resources.clusters[0].lb_subset_config"),
         ("bad duration", set(base(), &c0("/connect_timeout"), json!("5")), "static_resources.clusters[0].connect_timeout"),
         ("negative duration", set(base(), &hcm("/stream_idle_timeout"), json!("-1s")), "typed_config.stream_idle_timeout"),
         ("zero connect timeout", set(base(), &c0("/connect_timeout"), json!("0s")), "clusters[0].connect_timeout"),
@@ -432,12 +432,12 @@ fn bad_configs_name_the_offending_path() {
 
 #[test]
 fn unknown_fields_end_with_the_field_name_and_say_unsupported() {
-    let v = set(base(), &format!("{CLUSTER0}/outlier_detection"), json!({}));
+    let v = set(base(), &format!("{CLUSTER0}/lb_subset_config"), json!({}));
     let errs = parse_value(&v).unwrap_err();
     assert_eq!(errs.0.len(), 1);
     assert_eq!(
         errs.0[0].path,
-        "static_resources.clusters[0].outlier_detection"
+        "static_resources.clusters[0].lb_subset_config"
     );
     assert!(
         errs.0[0]

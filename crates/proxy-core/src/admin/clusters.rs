@@ -43,6 +43,17 @@ pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
     for c in clusters {
         let name = &c.name;
         let _ = writeln!(out, "{name}::observability_name::{name}");
+        if c.outlier_detection {
+            // Success-rate ejection is not implemented: Envoy's value when it has no data.
+            for line in [
+                "success_rate_average",
+                "success_rate_ejection_threshold",
+                "local_origin_success_rate_average",
+                "local_origin_success_rate_ejection_threshold",
+            ] {
+                let _ = writeln!(out, "{name}::outlier::{line}::-1");
+            }
+        }
         write_thresholds(&mut out, name, "default_priority", &c.thresholds);
         write_thresholds(&mut out, name, "high_priority", &Thresholds::default());
         let _ = writeln!(out, "{name}::added_via_api::{}", c.added_via_api);
@@ -105,6 +116,7 @@ fn host_json(h: &HostStatus) -> Json {
     let mut health = serde_json::Map::new();
     for (flag, name) in [
         (HealthFlags::FAILED_ACTIVE_HC, "failed_active_health_check"),
+        (HealthFlags::FAILED_OUTLIER_CHECK, "failed_outlier_check"),
         (HealthFlags::ACTIVE_HC_TIMEOUT, "active_hc_timeout"),
     ] {
         if h.health.contains(flag) {

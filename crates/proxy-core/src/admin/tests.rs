@@ -52,6 +52,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             rq_success: 5,
         }],
         added_via_api: false,
+        outlier_detection: false,
     }];
     let state = Arc::new(AdminState {
         drain: None,

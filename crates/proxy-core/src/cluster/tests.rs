@@ -25,6 +25,7 @@ fn cluster(policy: LbPolicy, eps: &[(&str, u16, u32)]) -> config::Cluster {
         http2: false,
         health_check: None,
         panic_threshold: config::DEFAULT_PANIC_THRESHOLD,
+        outlier: None,
     }
 }
 

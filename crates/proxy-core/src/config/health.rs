@@ -1,5 +1,5 @@
-//! A cluster's active health check (`clusters[].health_checks[]`) and the load-balancing
-//! settings that depend on health (`common_lb_config`), validated.
+//! A cluster's active health check (`clusters[].health_checks[]`), its outlier detection, and
+//! the load-balancing settings that depend on health (`common_lb_config`), validated.
 
 use std::time::Duration;
 
@@ -73,5 +73,47 @@ impl HttpCheck {
         self.expected_statuses
             .iter()
             .any(|&(start, end)| (start..end).contains(&status))
+    }
+}
+
+/// `clusters[].outlier_detection`: ejection on consecutive errors (success-rate and
+/// failure-percentage ejection are not implemented, so they must be off).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx (local connect failures, resets and timeouts count as 503/504) that
+    /// detect an outlier; 0 never does.
+    pub consecutive_5xx: u32,
+    /// Consecutive 502, 503 or 504 (local failures count) that detect an outlier; 0 never does.
+    pub consecutive_gateway_failure: u32,
+    /// Percent chance that a consecutive-5xx detection ejects.
+    pub enforcing_consecutive_5xx: u32,
+    /// Percent chance that a consecutive-gateway-failure detection ejects (Envoy: 0).
+    pub enforcing_consecutive_gateway_failure: u32,
+    /// How often ejections are reviewed (ended, or their multiplier lowered).
+    pub interval: Duration,
+    /// An ejection lasts this times the host's ejection count...
+    pub base_ejection_time: Duration,
+    /// ...but no longer than this (nor less than `base_ejection_time`).
+    pub max_ejection_time: Duration,
+    /// No ejection that would leave more than this percent of the hosts ejected.
+    pub max_ejection_percent: u32,
+    /// A passing active health check ends an ejection.
+    pub uneject_on_health_check: bool,
+}
+
+impl Default for OutlierDetection {
+    /// Envoy's defaults.
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: 5,
+            consecutive_gateway_failure: 5,
+            enforcing_consecutive_5xx: 100,
+            enforcing_consecutive_gateway_failure: 0,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 10,
+            uneject_on_health_check: true,
+        }
     }
 }

@@ -53,23 +53,33 @@ impl Outcome {
 // === impl HostState ===
 
 impl HostState {
+    /// `flags`: the host's, of which only the health checker's own count here.
     pub fn new(flags: HealthFlags) -> Self {
+        let own = HealthFlags::HEALTHY.with(
+            HealthFlags::FAILED_ACTIVE_HC,
+            flags.contains(HealthFlags::FAILED_ACTIVE_HC),
+        );
         Self {
-            flags,
+            flags: own,
             successes: 0,
             failures: 0,
             first: true,
         }
     }
 
+    /// The health checker's flags: `FAILED_ACTIVE_HC` and `ACTIVE_HC_TIMEOUT`.
     pub fn flags(&self) -> HealthFlags {
         self.flags
+    }
+
+    fn passing(&self) -> bool {
+        !self.flags.contains(HealthFlags::FAILED_ACTIVE_HC)
     }
 
     /// Take one check's outcome into account.
     pub fn record(&mut self, outcome: Outcome, cfg: &HealthCheck) -> Change {
         let first = std::mem::replace(&mut self.first, false);
-        let was_healthy = self.flags.is_healthy();
+        let was_healthy = self.passing();
         if outcome.is_success() {
             self.failures = 0;
             self.successes = self.successes.saturating_add(1);
@@ -87,7 +97,7 @@ impl HostState {
             self.flags = self.flags.with(HealthFlags::FAILED_ACTIVE_HC, true);
             change = Change::BecameUnhealthy;
         }
-        let timed_out = outcome == Outcome::Timeout && !self.flags.is_healthy();
+        let timed_out = outcome == Outcome::Timeout && !self.passing();
         self.flags = self.flags.with(HealthFlags::ACTIVE_HC_TIMEOUT, timed_out);
         change
     }
@@ -101,7 +111,7 @@ impl HostState {
         match change {
             Change::BecameHealthy => cfg.healthy_edge_interval,
             Change::BecameUnhealthy => cfg.unhealthy_edge_interval,
-            Change::None if self.flags.is_healthy() => cfg.interval,
+            Change::None if self.passing() => cfg.interval,
             Change::None => cfg.unhealthy_interval,
         }
     }

@@ -168,6 +168,60 @@ fn unsupported_and_bad_fields_are_named() {
 }
 
 #[test]
+fn outlier_detection_consecutive_errors() {
+    let c = cluster(
+        r#"
+    outlier_detection:
+      consecutive_5xx: 3
+      consecutive_gateway_failure: 2
+      enforcing_consecutive_gateway_failure: 100
+      interval: 0.5s
+      base_ejection_time: 1s
+      max_ejection_time: 4s
+      max_ejection_percent: 50
+      enforcing_success_rate: 0
+      successful_active_health_check_uneject_host: false
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let od = c.outlier.expect("outlier detection");
+    assert_eq!((od.consecutive_5xx, od.consecutive_gateway_failure), (3, 2));
+    assert_eq!(od.enforcing_consecutive_5xx, 100);
+    assert_eq!(od.enforcing_consecutive_gateway_failure, 100);
+    assert_eq!(od.interval, Duration::from_millis(500));
+    assert_eq!(od.max_ejection_time, Duration::from_secs(4));
+    assert_eq!(od.max_ejection_percent, 50);
+    assert!(!od.uneject_on_health_check);
+    let od = "static_resources.clusters[0].outlier_detection";
+    for (extra, path) in [
+        ("{}", format!("{od}.enforcing_success_rate")),
+        (
+            "{enforcing_success_rate: 100}",
+            format!("{od}.enforcing_success_rate"),
+        ),
+        (
+            "{enforcing_success_rate: 0, max_ejection_percent: 101}",
+            format!("{od}.max_ejection_percent"),
+        ),
+        (
+            "{enforcing_success_rate: 0, success_rate_minimum_hosts: 3}",
+            format!("{od}.success_rate_minimum_hosts"),
+        ),
+        (
+            "{enforcing_success_rate: 0, split_external_local_origin_errors: true}",
+            format!("{od}.split_external_local_origin_errors"),
+        ),
+        (
+            "{enforcing_success_rate: 0, interval: 0s}",
+            format!("{od}.interval"),
+        ),
+    ] {
+        let (p, msg) = error(&format!("\n    outlier_detection: {extra}\n"), "");
+        assert_eq!(p, path, "{extra}: {msg}");
+    }
+}
+
+#[test]
 fn hex_payloads() {
     assert_eq!(decode_hex("50494e47").unwrap(), b"PING");
     assert_eq!(decode_hex("0aFF").unwrap(), vec![10, 255]);
