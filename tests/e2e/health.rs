@@ -244,6 +244,7 @@ async fn tcp_checks_on_the_endpoints_check_ports() {
         &[],
         json!({
             "timeout": "0.3s",
+            "always_log_health_check_failures": true,
             "tcp_health_check": {"send": {"text": "50494e47"}, "receive": [{"text": "504f4e47"}]},
         }),
     );
@@ -271,6 +272,16 @@ async fn tcp_checks_on_the_endpoints_check_ports() {
     all_ok(&baton, 10).await;
     assert_eq!(ok.hits(), 10);
     assert_eq!(closed.hits() + hangs.hits(), 0);
+    // Checks reuse their connection (Envoy's default): many pongs, one connection.
+    let until = Instant::now() + Duration::from_secs(5);
+    while pong.hits() < 5 {
+        assert!(Instant::now() < until, "{} pongs", pong.hits());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pong.conns(), 1);
+    // Every failed check is logged, not only the one that took the host out.
+    let logged = baton.stderr().matches("health check failed").count();
+    assert!(logged >= 3, "{logged} failures logged");
     // The JSON form says the same.
     let (_, json) = baton.admin_get("/clusters?format=json").await;
     let v: Value = serde_json::from_str(&json).expect("JSON");

@@ -7,11 +7,12 @@
 //! routable hosts with one atomic load, no lock and no per-request filtering.
 //!
 //! - `state`: what one check's outcome does to a host, and when to check next (pure);
-//! - `probe`: one HTTP/1.1 or TCP check on the wire; `h2`: one HTTP/2 check.
+//! - `probe`: one HTTP/1.1 check on the wire; `h2`: one HTTP/2 check; `tcp`: one TCP check.
 
 mod h2;
 mod probe;
 mod state;
+mod tcp;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,7 +115,7 @@ async fn check_host(cluster: Arc<Cluster>, host: Arc<Host>, mut first: Option<mp
     let (Some(cfg), Some(stats)) = (&cluster.config.health_check, &cluster.health_stats) else {
         return;
     };
-    let mut prober = probe::Prober::new(&cfg.kind, &cluster.config.name);
+    let mut prober = probe::Prober::new(&cfg.kind, &cluster.config.name, cfg.reuse_connection);
     let mut st = state::HostState::new(host.health.load());
     loop {
         stats.attempt.inc();

@@ -308,21 +308,25 @@ impl Upstream {
         Self { addr, state, task }
     }
 
-    /// Answers `reply` to a connection whose bytes contain `expect`, then keeps it open
-    /// until the peer closes; anything else is closed unanswered.
+    /// Answers `reply` each time a connection's bytes contain `expect` (counted in `hits`),
+    /// until the peer closes.
     pub async fn ping_pong(expect: &'static [u8], reply: &'static [u8]) -> Self {
         Self::raw(move |mut s, st| async move {
-            st.hits.fetch_add(1, Ordering::SeqCst);
             let mut got = Vec::new();
             let mut buf = [0u8; 256];
-            while !got.windows(expect.len()).any(|w| w == expect) {
+            loop {
                 match s.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => got.extend_from_slice(&buf[..n]),
                 }
+                while let Some(i) = got.windows(expect.len()).position(|w| w == expect) {
+                    got.drain(..i + expect.len());
+                    st.hits.fetch_add(1, Ordering::SeqCst);
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
             }
-            let _ = s.write_all(reply).await;
-            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
         })
         .await
     }

@@ -23,6 +23,9 @@ pub(crate) struct RawHealthCheck {
     unhealthy_threshold: Option<Int<u32>>,
     healthy_threshold: Option<Int<u32>>,
     no_traffic_interval: Option<Dur>,
+    no_traffic_healthy_interval: Option<Dur>,
+    interval_jitter_percent: Option<Int<u32>>,
+    reuse_connection: Option<bool>,
     unhealthy_interval: Option<Dur>,
     unhealthy_edge_interval: Option<Dur>,
     healthy_edge_interval: Option<Dur>,
@@ -278,6 +281,11 @@ fn health_check(raw: RawHealthCheck, path: &str, errs: &mut Errors) -> Option<He
         "no_traffic_interval",
         DEFAULT_NO_TRAFFIC_INTERVAL,
     );
+    let no_traffic_healthy_interval = optional(
+        raw.no_traffic_healthy_interval,
+        "no_traffic_healthy_interval",
+        no_traffic_interval,
+    );
     let unhealthy_interval = optional(raw.unhealthy_interval, "unhealthy_interval", interval);
     let unhealthy_edge_interval = optional(
         raw.unhealthy_edge_interval,
@@ -314,6 +322,9 @@ fn health_check(raw: RawHealthCheck, path: &str, errs: &mut Errors) -> Option<He
         unhealthy_threshold,
         healthy_threshold,
         no_traffic_interval,
+        no_traffic_healthy_interval,
+        interval_jitter_percent: raw.interval_jitter_percent.map_or(0, |v| v.0),
+        reuse_connection: raw.reuse_connection.unwrap_or(true),
         unhealthy_interval,
         unhealthy_edge_interval,
         healthy_edge_interval,

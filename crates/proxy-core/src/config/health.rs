@@ -25,6 +25,12 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// Between checks while the cluster has not opened any upstream connection yet.
     pub no_traffic_interval: Duration,
+    /// The same for a host that passes (default `no_traffic_interval`).
+    pub no_traffic_healthy_interval: Duration,
+    /// A random extra delay of up to this percent of the interval, added to every interval.
+    pub interval_jitter_percent: u32,
+    /// Keep a check's connection for the next check (Envoy's default).
+    pub reuse_connection: bool,
     /// Between checks of an unhealthy host (default `interval`).
     pub unhealthy_interval: Duration,
     /// Before the first check after a host turns unhealthy (default `unhealthy_interval`).

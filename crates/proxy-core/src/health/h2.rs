@@ -20,6 +20,7 @@ pub(super) struct H2Prober {
     /// `http://<host><path>`: the `:authority` and `:path` of every check.
     uri: Uri,
     user_agent: bool,
+    reuse: bool,
     conn: Option<SendRequest<Empty<Bytes>>>,
 }
 
@@ -27,7 +28,7 @@ pub(super) struct H2Prober {
 
 impl H2Prober {
     /// `host`: the `:authority` sent (the check's `host`, else the cluster's name).
-    pub(super) fn new(check: HttpCheck, host: &str) -> Option<Self> {
+    pub(super) fn new(check: HttpCheck, host: &str, reuse: bool) -> Option<Self> {
         let uri = format!("http://{host}{}", check.path).parse().ok()?;
         let user_agent = !check
             .headers
@@ -37,6 +38,7 @@ impl H2Prober {
             check,
             uri,
             user_agent,
+            reuse,
             conn: None,
         })
     }
@@ -64,7 +66,9 @@ impl H2Prober {
         };
         // The body is not read: dropping it resets the stream, not the connection.
         let status = resp.status().as_u16();
-        self.conn = Some(sender);
+        if self.reuse {
+            self.conn = Some(sender);
+        }
         if self.check.expects(status) {
             Outcome::Success
         } else {

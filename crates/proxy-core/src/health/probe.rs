@@ -1,5 +1,5 @@
 //! One check against one host: an HTTP/1.1 `GET` on a connection kept between checks when the
-//! host allows it (HTTP/2 is `h2`'s), or a TCP connect with an optional payload exchange. The caller bounds each
+//! host allows it (HTTP/2 is `h2`'s, TCP `tcp`'s). The caller bounds each
 //! probe with the check's `timeout` (and calls [`Prober::reset`] when it fires).
 
 use std::net::SocketAddr;
@@ -8,13 +8,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::state::Outcome;
-use crate::config::{CheckKind, HttpCheck, TcpCheck};
+use crate::config::{CheckKind, HttpCheck};
 use crate::http1::names::NameCache;
 use crate::http1::response::{self, Parsed};
 use crate::http1::{Framing, MAX_RESPONSE_HEAD, READ_SIZE};
 
-/// The most of a response body read to keep a connection, or of a TCP answer searched for the
-/// `receive` blocks.
+/// The most of a response body read to keep a connection.
 const MAX_BODY: u64 = 64 * 1024;
 /// The user agent of HTTP checks: Envoy's, so origins that recognise health checks by it
 /// (Envoy's own health-check filter does) answer Baton's the same way.
@@ -30,7 +29,7 @@ pub struct Prober {
 enum Kind {
     Http(HttpProber),
     H2(super::h2::H2Prober),
-    Tcp(TcpCheck),
+    Tcp(super::tcp::TcpProber),
 }
 
 #[derive(Debug)]
@@ -40,6 +39,8 @@ struct HttpProber {
     request: Vec<u8>,
     /// The connection of the previous check, when the host left it open.
     conn: Option<TcpStream>,
+    /// `reuse_connection`: keep the connection for the next check.
+    reuse: bool,
     buf: Vec<u8>,
     names: NameCache,
     fields: Vec<response::Field>,
@@ -48,19 +49,20 @@ struct HttpProber {
 // === impl Prober ===
 
 impl Prober {
-    /// `cluster`: the name an HTTP check sends as `host` unless its `host` is set.
-    pub fn new(kind: &CheckKind, cluster: &str) -> Self {
+    /// `cluster`: the name an HTTP check sends as `host` unless its `host` is set; `reuse`:
+    /// keep a connection from one check to the next.
+    pub fn new(kind: &CheckKind, cluster: &str, reuse: bool) -> Self {
         let kind = match kind {
             CheckKind::Http(h) if h.http2 => {
                 let host = if h.host.is_empty() { cluster } else { &h.host };
-                match super::h2::H2Prober::new(h.clone(), host) {
+                match super::h2::H2Prober::new(h.clone(), host, reuse) {
                     Some(p) => Kind::H2(p),
                     // Validated: the path and host make a URI.
-                    None => Kind::Http(HttpProber::new(h.clone(), cluster)),
+                    None => Kind::Http(HttpProber::new(h.clone(), cluster, reuse)),
                 }
             }
-            CheckKind::Http(h) => Kind::Http(HttpProber::new(h.clone(), cluster)),
-            CheckKind::Tcp(t) => Kind::Tcp(t.clone()),
+            CheckKind::Http(h) => Kind::Http(HttpProber::new(h.clone(), cluster, reuse)),
+            CheckKind::Tcp(t) => Kind::Tcp(super::tcp::TcpProber::new(t.clone(), reuse)),
         };
         Self { kind }
     }
@@ -69,7 +71,7 @@ impl Prober {
         match &mut self.kind {
             Kind::Http(h) => h.probe(addr).await,
             Kind::H2(h) => h.probe(addr).await,
-            Kind::Tcp(t) => probe_tcp(t, addr).await,
+            Kind::Tcp(t) => t.probe(addr).await,
         }
     }
 
@@ -78,7 +80,7 @@ impl Prober {
         match &mut self.kind {
             Kind::Http(h) => h.conn = None,
             Kind::H2(h) => h.reset(),
-            Kind::Tcp(_) => {}
+            Kind::Tcp(t) => t.reset(),
         }
     }
 }
@@ -86,7 +88,7 @@ impl Prober {
 // === impl HttpProber ===
 
 impl HttpProber {
-    fn new(check: HttpCheck, cluster: &str) -> Self {
+    fn new(check: HttpCheck, cluster: &str, reuse: bool) -> Self {
         let host = if check.host.is_empty() {
             cluster
         } else {
@@ -112,6 +114,7 @@ impl HttpProber {
             check,
             request,
             conn: None,
+            reuse,
             buf: Vec::with_capacity(READ_SIZE),
             names: NameCache::new(16),
             fields: Vec::new(),
@@ -174,7 +177,7 @@ impl HttpProber {
             }
             _ => false,
         };
-        if keep {
+        if keep && self.reuse {
             self.conn = Some(conn);
         }
         Ok(outcome)
@@ -183,7 +186,7 @@ impl HttpProber {
 
 /// Why an exchange gave no outcome of its own.
 #[derive(Debug)]
-enum Stale {
+pub(super) enum Stale {
     /// The connection was closed before any byte of an answer: a kept one may just have
     /// timed out idle.
     BeforeAnswer,
@@ -203,64 +206,9 @@ async fn skip(conn: &mut TcpStream, mut n: u64) -> bool {
     true
 }
 
-/// Connect, write `send`, and look for every `receive` block, in order, in what comes back.
-async fn probe_tcp(check: &TcpCheck, addr: SocketAddr) -> Outcome {
-    let Ok(mut conn) = TcpStream::connect(addr).await else {
-        return Outcome::Network;
-    };
-    if !check.send.is_empty() && conn.write_all(&check.send).await.is_err() {
-        return Outcome::Network;
-    }
-    if check.receive.is_empty() {
-        return Outcome::Success;
-    }
-    let mut buf = Vec::new();
-    loop {
-        if contains_in_order(&buf, &check.receive) {
-            return Outcome::Success;
-        }
-        if buf.len() as u64 >= MAX_BODY {
-            return Outcome::Failure;
-        }
-        match conn.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return Outcome::Network,
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Every block is found in `buf`, each after the end of the one before (not necessarily
-/// adjacent).
-fn contains_in_order(buf: &[u8], blocks: &[Vec<u8>]) -> bool {
-    let mut at = 0;
-    for block in blocks {
-        match find(&buf[at..], block) {
-            Some(i) => at += i + block.len(),
-            None => return false,
-        }
-    }
-    true
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn receive_blocks_match_in_order_not_adjacent() {
-        let blocks = vec![b"PO".to_vec(), b"NG".to_vec()];
-        assert!(contains_in_order(b"xxPOyyNG", &blocks));
-        assert!(!contains_in_order(b"NGxxPO", &blocks));
-        assert!(!contains_in_order(b"PON", &blocks));
-        assert!(contains_in_order(b"", &[]));
-    }
 
     #[test]
     fn the_request_names_the_host_and_the_added_fields() {
@@ -274,7 +222,7 @@ mod tests {
                 http::HeaderValue::from_static("1"),
             )],
         };
-        let p = HttpProber::new(check, "web");
+        let p = HttpProber::new(check, "web", true);
         assert_eq!(
             String::from_utf8(p.request).unwrap(),
             "GET /healthz HTTP/1.1\r\nhost: web\r\nuser-agent: Envoy/HC\r\nx-hc: 1\r\n\r\n"

@@ -106,7 +106,11 @@ impl HostState {
     /// opened an upstream connection at some point.
     pub fn next_interval(&self, change: Change, traffic: bool, cfg: &HealthCheck) -> Duration {
         if !traffic {
-            return cfg.no_traffic_interval;
+            return if self.passing() {
+                cfg.no_traffic_healthy_interval
+            } else {
+                cfg.no_traffic_interval
+            };
         }
         match change {
             Change::BecameHealthy => cfg.healthy_edge_interval,
@@ -117,9 +121,11 @@ impl HostState {
     }
 }
 
-/// `base` plus a random share of `interval_jitter`.
+/// `base` plus a random share of `interval_jitter` and of `interval_jitter_percent` of `base`.
 pub fn with_jitter(base: Duration, cfg: &HealthCheck) -> Duration {
-    let jitter = cfg.interval_jitter.as_millis() as u64;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let jitter = ms(cfg.interval_jitter)
+        .saturating_add(ms(base).saturating_mul(u64::from(cfg.interval_jitter_percent)) / 100);
     if jitter == 0 {
         return base;
     }
@@ -140,6 +146,9 @@ mod tests {
             unhealthy_threshold: 3,
             healthy_threshold: 2,
             no_traffic_interval: s(60),
+            no_traffic_healthy_interval: s(61),
+            interval_jitter_percent: 0,
+            reuse_connection: true,
             unhealthy_interval: s(20),
             unhealthy_edge_interval: s(21),
             healthy_edge_interval: s(11),
@@ -189,7 +198,7 @@ mod tests {
         let c = cfg();
         let s = Duration::from_secs;
         let mut st = HostState::new(HealthFlags::HEALTHY);
-        assert_eq!(st.next_interval(Change::None, false, &c), s(60));
+        assert_eq!(st.next_interval(Change::None, false, &c), s(61));
         assert_eq!(st.next_interval(Change::None, true, &c), s(10));
         assert_eq!(st.next_interval(Change::BecameHealthy, true, &c), s(11));
         assert_eq!(st.next_interval(Change::BecameUnhealthy, true, &c), s(21));
@@ -197,6 +206,7 @@ mod tests {
             st.record(Outcome::Failure, &c);
         }
         assert_eq!(st.next_interval(Change::None, true, &c), s(20));
+        assert_eq!(st.next_interval(Change::None, false, &c), s(60));
     }
 
     #[test]
@@ -206,6 +216,11 @@ mod tests {
         for _ in 0..100 {
             let d = with_jitter(Duration::from_secs(1), &c);
             assert!(d >= Duration::from_secs(1) && d <= Duration::from_millis(1500));
+        }
+        c.interval_jitter_percent = 10;
+        for _ in 0..100 {
+            let d = with_jitter(Duration::from_secs(10), &c);
+            assert!(d >= Duration::from_secs(10) && d <= Duration::from_millis(11_500));
         }
     }
 }

@@ -47,6 +47,9 @@ const HTTP: &str = r#"
       unhealthy_threshold: 3
       healthy_threshold: 2
       no_traffic_interval: 7s
+      no_traffic_healthy_interval: 8s
+      interval_jitter_percent: 20
+      reuse_connection: false
       unhealthy_interval: 4s
       healthy_edge_interval: 1.5s
       always_log_health_check_failures: true
@@ -68,6 +71,9 @@ fn an_http_check_with_every_field() {
     assert_eq!(hc.interval_jitter, Duration::from_millis(500));
     assert_eq!((hc.unhealthy_threshold, hc.healthy_threshold), (3, 2));
     assert_eq!(hc.no_traffic_interval, s(7));
+    assert_eq!(hc.no_traffic_healthy_interval, s(8));
+    assert_eq!(hc.interval_jitter_percent, 20);
+    assert!(!hc.reuse_connection);
     assert_eq!(hc.unhealthy_interval, s(4));
     // Unset: the unhealthy interval.
     assert_eq!(hc.unhealthy_edge_interval, s(4));
@@ -96,6 +102,8 @@ fn defaults_follow_envoy() {
     .unwrap_or_else(|e| panic!("{e}"));
     let hc = c.health_check.expect("a health check");
     assert_eq!(hc.no_traffic_interval, Duration::from_secs(60));
+    assert_eq!(hc.no_traffic_healthy_interval, Duration::from_secs(60));
+    assert!(hc.reuse_connection);
     assert_eq!(hc.unhealthy_interval, Duration::from_secs(3));
     assert_eq!(hc.healthy_edge_interval, Duration::from_secs(3));
     let CheckKind::Http(h) = hc.kind else {
@@ -144,7 +152,7 @@ fn unsupported_and_bad_fields_are_named() {
         (check("grpc_health_check: {}"), format!("{hc}.grpc_health_check")),
         (check("tcp_health_check: {send: {binary: AAAA}}"), format!("{hc}.tcp_health_check.send.binary")),
         (check("tcp_health_check: {send: {text: xyz}}"), format!("{hc}.tcp_health_check.send.text")),
-        (check("tcp_health_check: {}, reuse_connection: false"), format!("{hc}.reuse_connection")),
+        (check("tcp_health_check: {}, initial_jitter: 1s"), format!("{hc}.initial_jitter")),
         (check("tcp_health_check: {}, unhealthy_interval: 0s"), format!("{hc}.unhealthy_interval")),
         ("\n    health_checks:\n    - {interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {}}\n".to_owned(), format!("{hc}.timeout")),
         ("\n    health_checks:\n    - {timeout: 1s, interval: 1s, healthy_threshold: 1, tcp_health_check: {}}\n".to_owned(), format!("{hc}.unhealthy_threshold")),
