@@ -330,3 +330,52 @@ async fn a_dead_host_is_out_before_the_first_request() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_under_load_sends_nothing_to_a_host_that_is_down() {
+    let fast = ["--drain-time-s", "1", "--parent-shutdown-time-s", "5"];
+    let up = Upstream::checked("up").await;
+    let down = Upstream::checked("down").await;
+    down.set_failing(true);
+    // One check per host per generation: whatever the child knows, its own first round told it.
+    let check = json!({
+        "interval": "60s",
+        "no_traffic_interval": "60s",
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+        "http_health_check": {"path": "/healthz"},
+    });
+    let config = Config::new()
+        .route(route("/", "web", json!({})))
+        .cluster(checked("web", &[up.port(), down.port()], check))
+        .render();
+    let parent = Baton::start_with(&config, &fast).await;
+    let load = Load::start(
+        parent.addr(),
+        Mode::KeepAlive,
+        4,
+        "/",
+        Duration::from_secs(60),
+    );
+    assert!(load.progress(50, Duration::from_secs(5)).await, "no load");
+    let mut child = parent.restart(&config, &fast);
+    child.wait_serving().await;
+    // Each generation checked each host once, before serving.
+    child.wait_stat("cluster.web.health_check.attempt", 4).await;
+    assert!(
+        load.progress(50, Duration::from_secs(5)).await,
+        "no load after the restart"
+    );
+    let report = load.stop().await;
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    assert_eq!(
+        report.statuses.keys().copied().collect::<Vec<_>>(),
+        vec![200]
+    );
+    assert_eq!(
+        down.proxied(),
+        0,
+        "the host that is down got proxied requests"
+    );
+    assert_eq!(up.proxied() as u64, report.ok);
+}
