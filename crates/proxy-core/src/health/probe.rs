@@ -146,22 +146,28 @@ impl HttpProber {
         if conn.write_all(&self.request).await.is_err() {
             return Err(Stale::BeforeAnswer);
         }
+        // Set once a byte of an answer came (a 1xx head counts, though it is dropped).
+        let mut answered = false;
         let head = loop {
-            let n = conn.read_buf(&mut self.buf).await.unwrap_or(0);
-            if n == 0 {
-                return Err(if self.buf.is_empty() {
-                    Stale::BeforeAnswer
-                } else {
-                    Stale::Failed(Outcome::Network)
-                });
-            }
-            match response::parse(&self.buf, false, &mut self.names, &mut self.fields) {
-                Ok(Parsed::Final(head)) => break head,
-                Ok(Parsed::Informational(len)) => {
-                    self.buf.drain(..len);
+            if !self.buf.is_empty() {
+                answered = true;
+                match response::parse(&self.buf, false, &mut self.names, &mut self.fields) {
+                    Ok(Parsed::Final(head)) => break head,
+                    Ok(Parsed::Informational(len)) => {
+                        // The final head may already be in the buffer: parse again first.
+                        self.buf.drain(..len);
+                        continue;
+                    }
+                    Ok(Parsed::Partial) if self.buf.len() < MAX_RESPONSE_HEAD => {}
+                    Ok(Parsed::Partial) | Err(_) => return Err(Stale::Failed(Outcome::Network)),
                 }
-                Ok(Parsed::Partial) if self.buf.len() < MAX_RESPONSE_HEAD => {}
-                Ok(Parsed::Partial) | Err(_) => return Err(Stale::Failed(Outcome::Network)),
+            }
+            if conn.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
+                return Err(if answered {
+                    Stale::Failed(Outcome::Network)
+                } else {
+                    Stale::BeforeAnswer
+                });
             }
         };
         let outcome = if self.check.expects(head.status.as_u16()) {
@@ -207,25 +213,4 @@ async fn skip(conn: &mut TcpStream, mut n: u64) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_request_names_the_host_and_the_added_fields() {
-        let check = HttpCheck {
-            host: String::new(),
-            path: "/healthz".into(),
-            http2: false,
-            expected_statuses: vec![(200, 201)],
-            headers: vec![(
-                http::HeaderName::from_static("x-hc"),
-                http::HeaderValue::from_static("1"),
-            )],
-        };
-        let p = HttpProber::new(check, "web", true);
-        assert_eq!(
-            String::from_utf8(p.request).unwrap(),
-            "GET /healthz HTTP/1.1\r\nhost: web\r\nuser-agent: Envoy/HC\r\nx-hc: 1\r\n\r\n"
-        );
-    }
-}
+mod tests;

@@ -127,6 +127,12 @@ mod tests {
         assert!(contains_in_order(b"", &[]));
     }
 
+    async fn bounded(probe: impl std::future::Future<Output = Outcome>) -> Outcome {
+        tokio::time::timeout(std::time::Duration::from_secs(5), probe)
+            .await
+            .expect("a probe that ends")
+    }
+
     #[tokio::test]
     async fn a_kept_connection_is_reused_and_replaced_once_closed() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -147,11 +153,11 @@ mod tests {
                 }
             }
         });
-        assert_eq!(p.probe(addr).await, Outcome::Success);
-        assert_eq!(p.probe(addr).await, Outcome::Success);
+        assert_eq!(bounded(p.probe(addr)).await, Outcome::Success);
+        assert_eq!(bounded(p.probe(addr)).await, Outcome::Success);
         // The server closed the first connection: a new one, not a failure.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(p.probe(addr).await, Outcome::Success);
+        assert_eq!(bounded(p.probe(addr)).await, Outcome::Success);
         server.await.unwrap();
     }
 }
