@@ -133,7 +133,8 @@ pub struct HostStatus {
     pub address: SocketAddr,
     pub hostname: String,
     pub weight: u32,
-    pub healthy: bool,
+    /// Why the host is out of load balancing, if it is.
+    pub health: crate::host_health::HealthFlags,
     pub cx_active: u64,
     pub cx_connect_fail: u64,
     pub rq_active: u64,
@@ -150,6 +151,8 @@ pub struct ClusterStatus {
     pub thresholds: Thresholds,
     pub hosts: Vec<HostStatus>,
     pub added_via_api: bool,
+    /// The cluster has outlier detection (Envoy then prints its success-rate lines).
+    pub outlier_detection: bool,
 }
 
 /// Gives the admin the current state of every cluster; implemented by the data plane.

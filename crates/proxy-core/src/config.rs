@@ -12,6 +12,13 @@ use std::time::Duration;
 use http::{HeaderName, StatusCode};
 use regex::Regex;
 
+mod health;
+
+pub use health::{
+    CheckKind, HealthCheck, HttpCheck, OutlierDetection, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
+    DEFAULT_PANIC_THRESHOLD,
+};
+
 /// Everything one generation serves.
 #[derive(Clone, Debug, Default)]
 pub struct Bootstrap {
@@ -399,6 +406,13 @@ pub struct Cluster {
     pub tls: Option<crate::tls::ClientTls>,
     /// `metadata.filter_metadata`.
     pub metadata: Metadata,
+    /// `health_checks[0]`; `None`: every host counts as healthy.
+    pub health_check: Option<HealthCheck>,
+    /// `common_lb_config.healthy_panic_threshold` in percent: below this share of healthy
+    /// hosts, balance across all of them. 0 turns panic mode off.
+    pub panic_threshold: f64,
+    /// `outlier_detection`; `None`: no passive ejection.
+    pub outlier: Option<OutlierDetection>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -438,8 +452,7 @@ pub struct Endpoint {
     /// `endpoint.hostname`: the host's name for `/clusters` (and the default upstream SNI);
     /// not used to connect.
     pub hostname: Option<String>,
-    /// `endpoint.health_check_config.port_value`: where active health checks would go. Kept
-    /// and shown; Baton has no active health checking yet, so nothing is sent there.
+    /// `health_check_config.port_value`: health checks go to this port instead.
     pub health_check_port: Option<u16>,
     /// `lb_endpoints[].metadata.filter_metadata`.
     pub metadata: Metadata,

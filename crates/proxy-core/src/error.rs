@@ -65,6 +65,14 @@ pub enum UpstreamFailure {
 // === impl UpstreamFailure ===
 
 impl UpstreamFailure {
+    /// The host failed (rather than Baton declining to try it): for outlier detection.
+    pub fn is_host_failure(self) -> bool {
+        matches!(
+            self,
+            Self::ConnectFailure | Self::Reset | Self::ProtocolError | Self::Timeout
+        )
+    }
+
     pub fn status(self) -> http::StatusCode {
         match self {
             Self::NoHealthyUpstream | Self::Overflow | Self::ConnectFailure | Self::Reset => {

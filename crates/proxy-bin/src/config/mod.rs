@@ -9,6 +9,7 @@
 mod cluster;
 mod de;
 mod headers;
+mod health;
 mod listener;
 mod raw;
 mod route;

@@ -530,6 +530,10 @@ pub(crate) struct Cluster {
     #[serde(default)]
     pub typed_extension_protocol_options: BTreeMap<String, Value>,
     pub transport_socket: Option<super::tls::TransportSocket>,
+    #[serde(default)]
+    pub health_checks: Vec<super::health::RawHealthCheck>,
+    pub common_lb_config: Option<super::health::CommonLbConfig>,
+    pub outlier_detection: Option<super::health::RawOutlierDetection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -563,14 +567,7 @@ pub(crate) struct LbEndpoint {
 pub(crate) struct Endpoint {
     pub address: Address,
     pub hostname: Option<String>,
-    pub health_check_config: Option<HealthCheckConfig>,
-}
-
-/// `endpoint.health_check_config`: only the port (see `config::Endpoint::health_check_port`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct HealthCheckConfig {
-    pub port_value: Option<Int<u32>>,
+    pub health_check_config: Option<super::health::HealthCheckConfig>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -349,7 +349,7 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
     };
     vec![
         ("unknown top-level field", set(base(), "/overload_manager", json!({})), "overload_manager"),
-        ("unknown cluster field", set(base(), &c0("/health_checks"), json!([])), "static_resources.clusters[0].health_checks"),
+        ("unknown cluster field", set(base(), &c0("/lb_subset_config"), json!({})), "static_resources.clusters[0].lb_subset_config"),
         ("bad duration", set(base(), &c0("/connect_timeout"), json!("5")), "static_resources.clusters[0].connect_timeout"),
         ("negative duration", set(base(), &hcm("/stream_idle_timeout"), json!("-1s")), "typed_config.stream_idle_timeout"),
         ("zero connect timeout", set(base(), &c0("/connect_timeout"), json!("0s")), "clusters[0].connect_timeout"),
@@ -441,10 +441,13 @@ fn bad_configs_name_the_offending_path() {
 
 #[test]
 fn unknown_fields_end_with_the_field_name_and_say_unsupported() {
-    let v = set(base(), &format!("{CLUSTER0}/health_checks"), json!([]));
+    let v = set(base(), &format!("{CLUSTER0}/lb_subset_config"), json!({}));
     let errs = parse_value(&v).unwrap_err();
     assert_eq!(errs.0.len(), 1);
-    assert_eq!(errs.0[0].path, "static_resources.clusters[0].health_checks");
+    assert_eq!(
+        errs.0[0].path,
+        "static_resources.clusters[0].lb_subset_config"
+    );
     assert!(
         errs.0[0]
             .message
