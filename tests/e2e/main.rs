@@ -20,6 +20,7 @@ mod restart;
 mod restart_safety;
 mod restarter;
 mod retries;
+mod rollback;
 mod stats;
 mod stats_cmd;
 mod streaming;

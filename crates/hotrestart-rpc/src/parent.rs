@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::conn::{Conn, Listener};
+use crate::conn::{Conn, Listener, PeerCred};
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::manifest;
@@ -75,6 +75,12 @@ pub trait ParentHandler {
     /// not be): only now does the child know its answer was heard, so a generation must not exit
     /// between the two (the child would take a reply lost with the parent for a refusal).
     fn ack_replied(&mut self) {}
+
+    /// A session starts with a peer whose credentials the kernel vouches for (SO_PEERCRED), before
+    /// its hello is read: the handler may keep its pid (e.g. to watch the child once it serves).
+    fn session_started(&mut self, peer: PeerCred) {
+        let _ = peer;
+    }
 
     /// The session with the child ended (disconnect, error, refusal or termination). Anything
     /// handed out but not acknowledged is the handler's again.
@@ -253,6 +259,7 @@ pub fn serve_one(
 ) -> Result<SessionEnd> {
     let span = tracing::info_span!("hotrestart_child", child.pid = conn.peer().pid);
     let _enter = span.enter();
+    handler.session_started(conn.peer());
     let result = session(&mut conn, handler, opts);
     handler.session_ended();
     match &result {

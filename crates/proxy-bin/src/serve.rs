@@ -17,6 +17,7 @@
 //! running generation.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,7 +28,7 @@ use proxy_core::cluster::ClusterManager;
 use proxy_core::config::Bootstrap;
 use proxy_core::handover::Handover;
 use proxy_core::lifecycle::{GenerationStatus, Lifecycle, Peer, Phase, Step};
-use proxy_core::worker::{Adopter, Dataplane};
+use proxy_core::worker::{Adopter, Dataplane, Workers};
 use shm_stats::Store;
 use tokio::sync::{mpsc, watch};
 
@@ -36,10 +37,12 @@ use crate::config::Loaded;
 use crate::listen;
 use crate::logging::LogHandle;
 use crate::restart::plan::{Place, RestartPlan};
+use crate::restart::successor::{Successor, Watched};
 use crate::restart::{self, child, parent, Grandparent, OwnedSocket, OwnedSockets, ParentEvent};
 use crate::signals::{self, ProcessSignal, Signals};
 
 mod draining;
+mod rollback;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -109,6 +112,49 @@ struct Generation {
     lifecycle: Arc<Lifecycle>,
     log: LogHandle,
     chain_started: SystemTime,
+    /// `server.hot_restart_rollbacks`: times this generation served again after its
+    /// successor died.
+    rollbacks: shm_stats::Counter,
+    /// `--rollback-window-s` where it applies (an epoch chain), zero elsewhere.
+    rollback_window: Duration,
+}
+
+/// What a generation serves with each time it serves (first, and again after a rollback).
+struct Serving {
+    drains: Drains,
+    workers: Workers,
+}
+
+/// What serving again needs, kept from the first start for the life of the generation.
+struct Resume {
+    /// The generation's listen sockets (shared with the parent side, which lends them).
+    owned: OwnedSockets,
+    /// For each admin interface started (`POST /quitquitquit`).
+    quit: mpsc::Sender<QuitRequest>,
+    epoch_started: Instant,
+    /// Set while a rollback window keeps the listen sockets open after this generation stops
+    /// accepting; cleared when it serves again.
+    keep_sockets: Arc<AtomicBool>,
+}
+
+/// Whether serving starts with resolving every cluster: the first time only (after a
+/// rollback the addresses are known and the DNS refresh carries on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resolve {
+    First,
+    Again,
+}
+
+/// How a drain ended.
+#[derive(Debug)]
+enum DrainEnd {
+    /// Every connection closed, or the deadline passed.
+    Done,
+    /// Told to end now (a second signal, or the next generation).
+    EndNow,
+    /// The successor died inside the rollback window: serve again (the connections left keep
+    /// draining meanwhile).
+    SuccessorDied(String),
 }
 
 /// The owner's side of a generation's drains: its connections' and its admin interface's. The
@@ -137,6 +183,18 @@ struct Inputs {
     quit: mpsc::Receiver<QuitRequest>,
     /// From the parent side (this generation's child); the parent side holds the sender.
     events: mpsc::UnboundedReceiver<ParentEvent>,
+    /// The child that asked this generation to drain and the addresses it took, until the
+    /// main loop decides on a rollback window.
+    cutover: Option<(Option<Successor>, Vec<SocketAddr>)>,
+    /// The rollback window in progress: the successor watched until it ends.
+    window: Option<Window>,
+}
+
+/// A rollback window in progress.
+#[derive(Debug)]
+struct Window {
+    successor: Watched,
+    until: tokio::time::Instant,
 }
 
 /// Serve until SIGTERM, SIGINT, `POST /quitquitquit` or a successor's drain request, then drain
@@ -145,6 +203,13 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
     let plan = RestartPlan::from_options(&opts);
     let epoch = restart::epoch(&plan);
     let lifecycle = Arc::new(Lifecycle::new(epoch));
+    // A `--hot-restart-file` successor renames its restart socket over this generation's:
+    // nothing could restart from a rolled-back one, so only epoch chains stand by.
+    let rollback_window = match plan {
+        RestartPlan::EpochChain { .. } => opts.rollback_window,
+        _ => Duration::ZERO,
+    };
+    lifecycle.set_rollback_window(rollback_window.as_secs());
     let ready = fail_on(
         &lifecycle,
         bootstrap(&plan, epoch, &loaded.bootstrap, &lifecycle),
@@ -173,6 +238,8 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
         handover,
         lifecycle: lifecycle.clone(),
         log,
+        rollbacks: store_at_exit.counter("server.hot_restart_rollbacks"),
+        rollback_window,
     };
     let result = fail_on(&lifecycle, rt.block_on(generation.serve(sockets)));
     shutdown(rt, &store_at_exit);
@@ -299,41 +366,39 @@ fn shutdown(rt: tokio::runtime::Runtime, store: &Store) {
 // === impl Generation ===
 
 impl Generation {
-    /// Serve until a reason to stop, then drain.
+    /// Serve until a reason to stop, then drain; after a restart with a rollback window, stand
+    /// by, and serve again if the successor dies inside it.
     async fn serve(self, sockets: Sockets) -> Result<(), Failed> {
         let epoch_started = Instant::now();
-        let (drains, drain_watch, admin_watch) = Drains::new(&self.opts);
         let signals = signals::unix().in_step(Step::Start)?;
         let (quit_tx, quit) = mpsc::channel(1);
-        let admin = AdminParts {
+        let Sockets {
+            listeners,
+            admin,
+            restart,
+            parent,
+            ..
+        } = sockets;
+        let owned = self.own_sockets(listeners, admin);
+        let resume = Resume {
+            owned: owned.clone(),
             quit: quit_tx,
-            control: drains.control.clone(),
-            shutdown: admin_watch,
             epoch_started,
+            keep_sockets: Arc::new(AtomicBool::new(false)),
         };
-        self.start_admin(sockets.admin.as_ref(), admin)
-            .in_step(Step::Start)?;
-        // Clusters are resolved before the first request can arrive.
-        self.clusters.resolve_all().await;
-        tokio::spawn(self.clusters.clone().run_dns_refresh(drain_watch.clone()));
-        let stop_watch = drain_watch.clone();
-        let mut workers = self
-            .dataplane
-            .spawn_workers(&sockets.listeners, self.opts.concurrency, drain_watch)
-            .context("could not start workers")
+        let mut serving = self
+            .start_serving(&resume, Resolve::First)
+            .await
             .in_step(Step::Start)?;
         // Only a generation with a parent takes connections; otherwise the workers stop
         // waiting for arrivals at once.
-        let adopter = workers.take_adopter().filter(|_| sockets.parent.is_some());
+        let adopter = serving.workers.take_adopter().filter(|_| parent.is_some());
         self.announce_serving();
 
         // Answer a future child; this generation's own parent drains from now on.
         let (events_tx, events) = mpsc::unbounded_channel();
         let grandparent = Grandparent::default();
-        let owned = self.own_sockets(sockets.listeners, sockets.admin);
-        self.close_sockets_when_accept_stops(owned.clone(), stop_watch);
-        let _parent_side = sockets
-            .restart
+        let _parent_side = restart
             .map(|listener| {
                 parent::spawn(parent::Answering {
                     listener,
@@ -345,11 +410,12 @@ impl Generation {
                     events: events_tx,
                     grandparent: grandparent.clone(),
                     handover: self.handover.clone(),
+                    rollback_window: self.rollback_window,
                 })
             })
             .transpose()
             .in_step(Step::Start)?;
-        if let Some(parent) = sockets.parent {
+        if let Some(parent) = parent {
             self.drain_parent(parent, grandparent, adopter);
         }
 
@@ -357,14 +423,88 @@ impl Generation {
             signals,
             quit,
             events,
+            cutover: None,
+            window: None,
         };
-        let stop = serve_until_stop(&mut inputs, &|| self.reopen_logs()).await;
-        if stop != Stop::Ended {
-            self.drain(stop, drains, &mut inputs, workers).await;
+        loop {
+            let stop = serve_until_stop(&mut inputs, &|| self.reopen_logs()).await;
+            self.open_window(stop, &mut inputs, &resume);
+            let ended = if stop == Stop::Ended {
+                DrainEnd::EndNow
+            } else {
+                self.drain(stop, serving, &mut inputs).await
+            };
+            self.settle_handover().await;
+            let reason = match ended {
+                DrainEnd::SuccessorDied(reason) => Some(reason),
+                DrainEnd::Done => self.stand_by(&mut inputs).await,
+                DrainEnd::EndNow => None,
+            };
+            let Some(reason) = reason else { break };
+            // The dead successor's pidfd stays readable: it is done with.
+            inputs.window = None;
+            serving = self
+                .roll_back(&resume, &reason)
+                .await
+                .in_step(Step::Serve)?;
         }
-        self.settle_handover().await;
         self.lifecycle.enter(Phase::Terminated);
         Ok(())
+    }
+
+    /// Start serving on the generation's own sockets (the first time, and again after a
+    /// rollback): the drains, the admin interface, the DNS refresh and the workers.
+    async fn start_serving(&self, resume: &Resume, resolve: Resolve) -> anyhow::Result<Serving> {
+        let (drains, drain_watch, admin_watch) = Drains::new(&self.opts);
+        let (listeners, admin) = self.serving_sockets(&resume.owned);
+        let parts = AdminParts {
+            quit: resume.quit.clone(),
+            control: drains.control.clone(),
+            shutdown: admin_watch,
+            epoch_started: resume.epoch_started,
+        };
+        self.start_admin(admin.as_ref(), parts)?;
+        if resolve == Resolve::First {
+            // Clusters are resolved before the first request can arrive.
+            self.clusters.resolve_all().await;
+        }
+        tokio::spawn(self.clusters.clone().run_dns_refresh(drain_watch.clone()));
+        self.close_sockets_when_accept_stops(resume, drain_watch.clone());
+        let workers = self
+            .dataplane
+            .spawn_workers(&listeners, self.opts.concurrency, drain_watch)
+            .context("could not start workers")?;
+        Ok(Serving { drains, workers })
+    }
+
+    /// Duplicates of the generation's listen sockets for its workers (in configuration order;
+    /// `None` for an address it no longer holds) and of its admin socket.
+    fn serving_sockets(
+        &self,
+        owned: &OwnedSockets,
+    ) -> (Vec<Option<TcpListener>>, Option<TcpListener>) {
+        let owned = owned.lock();
+        let dup = |addr: SocketAddr, name: &str| {
+            let o = owned.iter().find(|o| o.addr == addr && o.name == name)?;
+            o.socket
+                .try_clone()
+                .inspect_err(
+                    |e| tracing::error!(%addr, error = %e, "could not use a listen socket"),
+                )
+                .ok()
+        };
+        let listeners = self
+            .bootstrap
+            .listeners
+            .iter()
+            .map(|l| dup(l.address, &l.name))
+            .collect();
+        let admin = self
+            .bootstrap
+            .admin
+            .as_ref()
+            .and_then(|a| dup(a.address, "admin"));
+        (listeners, admin)
     }
 
     /// Serve the admin interface on `socket`, if the configuration has one.
@@ -451,17 +591,24 @@ impl Generation {
 
     /// Once this generation stops accepting (a successor serves, /drain_listeners, a
     /// shutdown), nothing accepts on its sockets: close them so new connections are refused
-    /// (or go to the successor's copies) rather than queue unanswered.
-    fn close_sockets_when_accept_stops(&self, owned: OwnedSockets, mut watch: drain::Watch) {
+    /// (or go to the successor's copies) rather than queue unanswered — unless a rollback
+    /// window keeps them for this generation to serve again (see [`Resume::keep_sockets`]).
+    fn close_sockets_when_accept_stops(&self, resume: &Resume, mut watch: drain::Watch) {
         let draining = self
             .store
             .gauge("listener_manager.total_listeners_draining");
         let active = self.store.gauge("listener_manager.total_listeners_active");
         let listeners = self.bootstrap.listeners.len() as i64;
+        active.set(listeners);
+        draining.set(0);
+        let owned = resume.owned.clone();
+        let keep = resume.keep_sockets.clone();
         tokio::spawn(async move {
             watch.accept_stopped(drain::Direction::Unspecified).await;
             drop(watch);
-            owned.lock().clear();
+            if !keep.load(Ordering::Acquire) {
+                owned.lock().clear();
+            }
             active.set(0);
             draining.set(listeners);
         });
@@ -570,7 +717,10 @@ async fn serve_until_stop(inputs: &mut Inputs, reopen_logs: &dyn Fn()) -> Stop {
             },
             Some(_) = inputs.quit.recv() => return Stop::Quit,
             Some(ev) = inputs.events.recv() => match ev {
-                ParentEvent::DrainListeners => return Stop::Restart,
+                ParentEvent::DrainListeners { successor, taken } => {
+                    inputs.cutover = Some((successor, taken));
+                    return Stop::Restart;
+                }
                 ParentEvent::Terminate => {
                     tracing::info!("asked to terminate by the next generation");
                     return Stop::Ended;

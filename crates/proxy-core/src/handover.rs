@@ -198,6 +198,22 @@ impl Handover {
         self.inner.ready.notify_all();
     }
 
+    /// The successor died and this generation serves again (a rollback): back to
+    /// [`Mode::Off`], so the next successor can take connections. Offers still queued stay
+    /// here.
+    pub fn resume(&self) {
+        if !self.inner.enabled {
+            return;
+        }
+        self.inner.mode.send_replace(Mode::Off);
+        let queued: Vec<Offer> = self.queue().drain(..).collect();
+        for offer in queued {
+            offer.settle(false);
+        }
+        self.inner.seen_active.store(0, Ordering::Release);
+        self.inner.ready.notify_all();
+    }
+
     pub fn mode(&self) -> Mode {
         *self.inner.mode.borrow()
     }

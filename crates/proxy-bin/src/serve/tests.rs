@@ -22,6 +22,8 @@ fn inputs() -> (Inputs, Senders) {
             signals,
             quit,
             events,
+            cutover: None,
+            window: None,
         },
         Senders {
             signals: signals_tx,
@@ -41,8 +43,14 @@ async fn each_input_stops_the_generation_its_own_way() -> Result<(), Box<dyn std
     assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Interrupt);
     s.quit.send(QuitRequest).await?;
     assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Quit);
-    s.events.send(ParentEvent::DrainListeners)?;
+    let taken = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+    s.events.send(ParentEvent::DrainListeners {
+        successor: None,
+        taken: taken.clone(),
+    })?;
     assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Restart);
+    // The main loop keeps what came with the drain request for the rollback window.
+    assert!(matches!(&i.cutover, Some((None, t)) if *t == taken));
     s.events.send(ParentEvent::Terminate)?;
     assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Ended);
     Ok(())

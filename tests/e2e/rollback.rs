@@ -1,0 +1,317 @@
+//! The rollback window (issue 24): after a restart the old generation stands by with its listen
+//! sockets and configuration; if the new generation dies inside the window, the old one serves
+//! again on the same sockets (no connection attempt refused), counts the rollback, and the next
+//! restart takes over from it. The window's end, or a third generation, ends it.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// A short drain and a long window: every kill below falls inside it.
+const WINDOW: &[&str] = &[
+    "--drain-time-s",
+    "1",
+    "--parent-shutdown-time-s",
+    "5",
+    "--rollback-window-s",
+    "30",
+];
+
+/// When the new generation is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillAt {
+    /// As soon as it serves (the old one is still draining or handing over).
+    Serving,
+    /// While the old generation hands its idle connections over (slowed down).
+    MidHandover,
+    /// Once the old generation has drained and stands by.
+    StandingBy,
+}
+
+/// Wait (bounded) until `b`'s log says `what`.
+async fn logged(b: &Baton, what: &str) {
+    logged_times(b, what, 1).await;
+}
+
+/// Wait (bounded) until `b`'s log has said `what` `n` times.
+async fn logged_times(b: &Baton, what: &str, n: usize) {
+    let until = Instant::now() + Duration::from_secs(15);
+    while b.stderr().matches(what).count() < n {
+        assert!(
+            Instant::now() < until,
+            "epoch {} never logged {what:?}:\n{}",
+            b.epoch,
+            b.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The resident set of `pid` in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Until a request on a new connection is answered with `body`; how long that took.
+async fn first_answer(b: &Baton, body: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Ok((200, got)) = try_get(b.addr(), "/").await {
+            if got == body {
+                return started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never answered {body:?}\n{}",
+            b.stderr()
+        );
+    }
+}
+
+/// Failures of `after` not already in `before`, and whether any is a refused connection.
+fn new_failures(before: &Report, after: &Report) -> (u64, bool) {
+    let refused = after
+        .errors
+        .iter()
+        .any(|e| e.contains("ConnectionRefused") || e.contains("refused"));
+    (after.failed - before.failed, refused)
+}
+
+async fn kill_the_new_generation(at: KillAt) {
+    let a = Baton::start_with(&direct("old"), WINDOW).await;
+    let mut idle = Vec::new();
+    if at == KillAt::MidHandover {
+        for _ in 0..6 {
+            let mut h = H1::connect(a.addr()).await.expect("connect");
+            let r = h.send(get_req("test.local", "/")).await.expect("request");
+            assert_eq!(r.text(), "old");
+            idle.push(h);
+        }
+    }
+    let keep_alive = Load::start(a.addr(), Mode::KeepAlive, 4, "/", Duration::from_secs(50));
+    let fresh = Load::start(
+        a.addr(),
+        Mode::NewConnection,
+        4,
+        "/",
+        Duration::from_secs(50),
+    );
+    assert!(fresh.progress(20, Duration::from_secs(5)).await, "no load");
+    // B acknowledges each batch of two fds 300 ms late: the hand-over of six idle
+    // connections takes a second or so.
+    let slow: &[(&str, &str)] = if at == KillAt::MidHandover {
+        &[
+            ("BATON_HANDOVER_ACK_DELAY_MS", "300"),
+            ("BATON_HANDOVER_MAX_FDS", "2"),
+        ]
+    } else {
+        &[]
+    };
+    let mut b = a.restart_env(&direct("new"), WINDOW, slow);
+    b.wait_serving().await;
+    assert!(fresh.wait_body("new", Duration::from_secs(10)).await);
+    match at {
+        // Right after cutover: A has been asked to drain.
+        KillAt::Serving => logged(&a, "child asks this generation to drain").await,
+        KillAt::MidHandover => logged(&b, "holding the acknowledgement").await,
+        KillAt::StandingBy => logged(&a, "standing by until the rollback window ends").await,
+    }
+    let (ka_before, fresh_before) = (keep_alive.report(), fresh.report());
+    // SIGKILL without reaping it yet, so that A can read how it died.
+    b.signal("KILL");
+    let took = first_answer(&a, "old").await;
+    logged(&a, "rolled back: generation 1").await;
+    // Requests B had in flight may fail; from here on nothing does.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (ka_mid, fresh_mid) = (keep_alive.report(), fresh.report());
+    assert!(fresh.wait_body("old", Duration::from_secs(5)).await);
+    assert!(keep_alive.progress(50, Duration::from_secs(5)).await);
+    assert!(fresh.progress(50, Duration::from_secs(5)).await);
+    let (ka_after, fresh_after) = (keep_alive.stop().await, fresh.stop().await);
+    let logs = || format!("--- A\n{}\n--- B\n{}", a.stderr(), b.stderr());
+    let (ka_failed, ka_refused) = new_failures(&ka_before, &ka_mid);
+    let (fresh_failed, fresh_refused) = new_failures(&fresh_before, &fresh_mid);
+    let mut idle_failed = 0;
+    for h in &mut idle {
+        if h.send(get_req("test.local", "/")).await.is_err() {
+            idle_failed += 1;
+        }
+    }
+    eprintln!(
+        "kill at {at:?}: old generation answering a new connection {} ms after the kill; \
+         failed after the kill: keep-alive {ka_failed}, new-connection {fresh_failed}, \
+         idle handed-over {idle_failed}/{}; errors {:?} {:?}",
+        took.as_millis(),
+        idle.len(),
+        ka_mid.errors,
+        fresh_mid.errors,
+    );
+    assert!(
+        !ka_refused && !fresh_refused,
+        "refused: {:?} {:?}",
+        ka_mid.errors,
+        fresh_mid.errors
+    );
+    // At most the requests in flight on B's connections when it died.
+    assert!(fresh_failed <= 4 && ka_failed <= 4, "{}", logs());
+    assert_eq!(
+        ka_after.failed,
+        ka_mid.failed,
+        "{:?}\n{}",
+        ka_after.errors,
+        logs()
+    );
+    assert_eq!(
+        fresh_after.failed,
+        fresh_mid.failed,
+        "{:?}\n{}",
+        fresh_after.errors,
+        logs()
+    );
+    assert!(
+        a.stderr().contains("exited with signal 9 (SIGKILL)"),
+        "{}",
+        logs()
+    );
+
+    // A serves again, as the restart status and the stats say.
+    a.wait_stat("server.hot_restart_rollbacks", 1).await;
+    let (_, status) = a.admin_get("/hot_restart_status").await;
+    let v: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(v["pid"], a.pid(), "{status}");
+    assert_eq!(v["phase"], "serving", "{status}");
+    assert_eq!(v["rollback"]["rollbacks"], 1, "{status}");
+    assert_eq!(v["rollback"]["window_s"], 30, "{status}");
+    b.kill();
+    let n_standing_by = a.stderr().matches("standing by until").count();
+
+    // The next restart takes over from A, with the epoch the dead generation had.
+    let mut c = a.restart(&direct("next"), WINDOW);
+    assert_eq!(c.epoch, 1);
+    c.wait_serving().await;
+    // Once A has stopped accepting again, only C answers; A stands by again.
+    first_answer(&c, "next").await;
+    logged_times(
+        &a,
+        "standing by until the rollback window ends",
+        n_standing_by + 1,
+    )
+    .await;
+    assert_eq!(get(c.addr(), "/").await.text(), "next");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_new_generation_right_after_it_serves_rolls_back() {
+    within(
+        90,
+        "rollback right after serving",
+        kill_the_new_generation(KillAt::Serving),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_new_generation_mid_handover_rolls_back() {
+    within(
+        90,
+        "rollback mid-handover",
+        kill_the_new_generation(KillAt::MidHandover),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_new_generation_while_the_old_stands_by_rolls_back() {
+    within(
+        90,
+        "rollback from stand-by",
+        kill_the_new_generation(KillAt::StandingBy),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_window_end_makes_the_standing_by_generation_exit_0() {
+    within(60, "window end", async {
+        let flags = [
+            "--drain-time-s",
+            "1",
+            "--parent-shutdown-time-s",
+            "5",
+            "--rollback-window-s",
+            "3",
+        ];
+        let mut a = Baton::start_with(&direct("old"), &flags).await;
+        let serving_rss = rss_kib(a.pid());
+        let (_, info) = a.admin_get("/server_info").await;
+        let v: serde_json::Value = serde_json::from_str(&info).expect("server_info JSON");
+        assert_eq!(v["command_line_options"]["rollback_window"], "3s", "{info}");
+        let mut b = a.restart(&direct("new"), &flags);
+        b.wait_serving().await;
+        logged(&a, "standing by until the rollback window ends").await;
+        let standing_rss = rss_kib(a.pid());
+        eprintln!("RSS of the old generation: serving {serving_rss:?} KiB, standing by {standing_rss:?} KiB");
+        // Nothing of A's accepts: B answers.
+        assert_eq!(get(b.addr(), "/").await.text(), "new");
+        let status = a.wait_exit(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", a.stderr());
+        assert!(a.stderr().contains("rollback window over; exiting"), "{}", a.stderr());
+        assert!(!a.stderr().contains("rolled back"), "{}", a.stderr());
+        assert_eq!(get(b.addr(), "/").await.text(), "new");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn window_zero_exits_once_drained_and_closes_its_sockets() {
+    within(60, "window 0", async {
+        let flags = ["--drain-time-s", "1", "--rollback-window-s", "0"];
+        let mut a = Baton::start_with(&direct("old"), &flags).await;
+        let mut b = a.restart(&direct("new"), &flags);
+        b.wait_serving().await;
+        let status = a.wait_exit(Duration::from_secs(10)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{status:?}\n{}",
+            a.stderr()
+        );
+        assert!(a.stderr().contains("drained; exiting"), "{}", a.stderr());
+        assert!(!a.stderr().contains("rollback window"), "{}", a.stderr());
+        assert!(!a.stderr().contains("standing by"), "{}", a.stderr());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_third_generation_ends_the_standing_by_one() {
+    within(60, "third generation", async {
+        let mut a = Baton::start_with(&direct("a"), WINDOW).await;
+        let mut b = a.restart(&direct("b"), WINDOW);
+        b.wait_serving().await;
+        logged(&a, "standing by until the rollback window ends").await;
+        let mut c = b.restart(&direct("c"), WINDOW);
+        c.wait_serving().await;
+        // Well before A's 30 s window ends.
+        let status = a.wait_exit(Duration::from_secs(10)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{status:?}\n{}",
+            a.stderr()
+        );
+        assert!(
+            a.stderr()
+                .contains("asked to terminate by the next generation while standing by"),
+            "{}",
+            a.stderr()
+        );
+        // B stands by in turn; C serves.
+        logged(&b, "standing by until the rollback window ends").await;
+        assert_eq!(get(c.addr(), "/").await.text(), "c");
+    })
+    .await;
+}
