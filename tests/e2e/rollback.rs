@@ -315,3 +315,72 @@ async fn a_third_generation_ends_the_standing_by_one() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn post_rollback_on_the_new_generation_hands_the_service_back() {
+    within(60, "POST /rollback", async {
+        let a = Baton::start_with(&direct("old"), WINDOW).await;
+        let fresh = Load::start(
+            a.addr(),
+            Mode::NewConnection,
+            4,
+            "/",
+            Duration::from_secs(40),
+        );
+        let keep_alive = Load::start(a.addr(), Mode::KeepAlive, 4, "/", Duration::from_secs(40));
+        let mut b = a.restart(&direct("new"), WINDOW);
+        b.wait_serving().await;
+        assert!(fresh.wait_body("new", Duration::from_secs(10)).await);
+        logged(&a, "standing by until the rollback window ends").await;
+        // A stands by: B answers the shared admin socket.
+        let (code, body) = b.admin_post("/rollback").await;
+        assert_eq!(code, 200, "{body}\n{}", b.stderr());
+        assert!(body.starts_with("rolled back: generation 0"), "{body}");
+        logged(&a, "rolled back: generation 1").await;
+        assert!(a.stderr().contains("asked to roll back: POST /rollback"), "{}", a.stderr());
+        assert!(fresh.wait_body("old", Duration::from_secs(5)).await);
+        let status = b.wait_exit(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| !s.success()), "{status:?}\n{}", b.stderr());
+        assert!(fresh.progress(50, Duration::from_secs(5)).await);
+        assert!(keep_alive.progress(50, Duration::from_secs(5)).await);
+        let (ka, fr) = (keep_alive.stop().await, fresh.stop().await);
+        eprintln!(
+            "POST /rollback: failed requests keep-alive {} of {}, new-connection {} of {}; {:?} {:?}",
+            ka.failed,
+            ka.sent(),
+            fr.failed,
+            fr.sent(),
+            ka.errors,
+            fr.errors
+        );
+        let logs = format!("--- A\n{}\n--- B\n{}", a.stderr(), b.stderr());
+        // A accepted again before B stopped: no connection attempt failed.
+        assert_eq!(fr.failed, 0, "{:?}\n{logs}", fr.errors);
+        a.wait_stat("server.hot_restart_rollbacks", 1).await;
+        // The next restart takes over from A as epoch 1 again.
+        let mut c = a.restart(&direct("next"), WINDOW);
+        c.wait_serving().await;
+        first_answer(&c, "next").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn post_rollback_without_a_standing_by_generation_is_refused() {
+    within(60, "POST /rollback refused", async {
+        // Epoch 0 has nothing to roll back to.
+        let flags = ["--drain-time-s", "1", "--rollback-window-s", "0"];
+        let mut a = Baton::start_with(&direct("old"), &flags).await;
+        let (code, body) = a.admin_post("/rollback").await;
+        assert_eq!(code, 409, "{body}");
+        // Window 0: the old generation is gone once drained; the new one keeps serving.
+        let mut b = a.restart(&direct("new"), &flags);
+        b.wait_serving().await;
+        assert!(a.wait_exit(Duration::from_secs(10)).await.is_some());
+        let (code, body) = b.admin_post("/rollback").await;
+        assert_eq!(code, 409, "{body}");
+        assert!(b.exited().is_none(), "{}", b.stderr());
+        assert_eq!(get(b.addr(), "/").await.text(), "new");
+    })
+    .await;
+}

@@ -47,6 +47,14 @@ pub trait ParentHandler {
     /// reply is sent first, then [`serve_one`] returns [`SessionEnd::Terminated`].
     fn terminate(&mut self) -> Result<(), String>;
 
+    /// The child gives way (an operator rollback): serve again now if this generation can (it
+    /// drains or stands by inside its rollback window). `Err` is sent to the child, which then
+    /// keeps serving.
+    fn roll_back(&mut self, reason: &str) -> Result<(), String> {
+        let _ = reason;
+        Err("this generation cannot serve again".into())
+    }
+
     /// A stats snapshot for the child, if this generation offers one.
     fn stats(&mut self) -> Option<StatsSnapshot> {
         None
@@ -313,6 +321,11 @@ fn session(
                 if ok {
                     return Ok(SessionEnd::Terminated);
                 }
+            }
+            Some(Body::RollBack(req)) => {
+                tracing::info!(reason = %req.reason, "child asks this generation to serve again");
+                let result = handler.roll_back(&req.reason);
+                reply_status(conn, id, result, opts)?;
             }
             Some(Body::StatsRequest(_)) => match handler.stats() {
                 Some(s) => send(conn, id, Body::StatsSnapshot(s), opts)?,

@@ -57,7 +57,17 @@ pub enum ParentEvent {
     },
     /// The child (or its successor) wants this generation gone now.
     Terminate,
+    /// The child gives way (an operator rollback): serve again now if inside the rollback
+    /// window, then answer (the child waits for it on the restart session).
+    RollBack {
+        reason: String,
+        answer: RollbackAnswer,
+    },
 }
+
+/// Where the main loop answers a [`ParentEvent::RollBack`]: `Ok` once it accepts again. The
+/// parent side waits on the other end (bounded), then replies to the child.
+pub type RollbackAnswer = std::sync::mpsc::SyncSender<Result<(), String>>;
 
 /// One listen socket a generation owns (its workers hold duplicates).
 #[derive(Debug)]

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use parking_lot::Mutex;
-use proxy_core::admin::{self, AdminState, ListenerStatus, QuitRequest, ServerInfo};
+use proxy_core::admin::{
+    self, AdminState, ListenerStatus, QuitRequest, RollbackRequest, ServerInfo,
+};
 use proxy_core::cluster::ClusterManager;
 use proxy_core::config::Bootstrap;
 use proxy_core::handover::Handover;
@@ -59,6 +61,9 @@ enum Stop {
     Restart,
     /// The next generation (or its successor) wants this one gone now: no drain.
     Ended,
+    /// `POST /rollback`: the previous generation serves again; this one drains and exits
+    /// non-zero.
+    GiveWay,
 }
 
 /// A step's error, with the step that failed.
@@ -131,6 +136,8 @@ struct Resume {
     owned: OwnedSockets,
     /// For each admin interface started (`POST /quitquitquit`).
     quit: mpsc::Sender<QuitRequest>,
+    /// For each admin interface started (`POST /rollback`).
+    rollback: mpsc::Sender<RollbackRequest>,
     epoch_started: Instant,
     /// Set while a rollback window keeps the listen sockets open after this generation stops
     /// accepting; cleared when it serves again.
@@ -152,9 +159,17 @@ enum DrainEnd {
     Done,
     /// Told to end now (a second signal, or the next generation).
     EndNow,
-    /// The successor died inside the rollback window: serve again (the connections left keep
-    /// draining meanwhile).
-    SuccessorDied(String),
+    /// The successor died or gave way inside the rollback window: serve again (the
+    /// connections left keep draining meanwhile).
+    TakeBack(TakeBack),
+}
+
+/// Why this generation serves again after a restart, and who waits to hear that it does (the
+/// successor, when it gave way).
+#[derive(Debug)]
+struct TakeBack {
+    reason: String,
+    answer: Option<restart::RollbackAnswer>,
 }
 
 /// The owner's side of a generation's drains: its connections' and its admin interface's. The
@@ -169,6 +184,8 @@ struct Drains {
 struct AdminParts {
     /// `POST /quitquitquit` sends here; the main loop holds the receiver.
     quit: mpsc::Sender<QuitRequest>,
+    /// `POST /rollback` sends here; the main loop holds the receiver.
+    rollback: mpsc::Sender<RollbackRequest>,
     /// For `/drain_listeners` and `/healthcheck/{fail,ok}`.
     control: drain::Control,
     /// Signalled when the generation drains; held by the admin's accept loop.
@@ -181,6 +198,10 @@ struct Inputs {
     signals: Signals,
     /// `POST /quitquitquit`; the admin interface holds the sender.
     quit: mpsc::Receiver<QuitRequest>,
+    /// `POST /rollback`; the admin interface holds the sender.
+    rollback: mpsc::Receiver<RollbackRequest>,
+    /// A `POST /rollback` being answered ([`Stop::GiveWay`]).
+    give_way: Option<RollbackRequest>,
     /// From the parent side (this generation's child); the parent side holds the sender.
     events: mpsc::UnboundedReceiver<ParentEvent>,
     /// The child that asked this generation to drain and the addresses it took, until the
@@ -372,6 +393,7 @@ impl Generation {
         let epoch_started = Instant::now();
         let signals = signals::unix().in_step(Step::Start)?;
         let (quit_tx, quit) = mpsc::channel(1);
+        let (rollback_tx, rollback) = mpsc::channel(1);
         let Sockets {
             listeners,
             admin,
@@ -383,6 +405,7 @@ impl Generation {
         let resume = Resume {
             owned: owned.clone(),
             quit: quit_tx,
+            rollback: rollback_tx,
             epoch_started,
             keep_sockets: Arc::new(AtomicBool::new(false)),
         };
@@ -398,7 +421,7 @@ impl Generation {
         // Answer a future child; this generation's own parent drains from now on.
         let (events_tx, events) = mpsc::unbounded_channel();
         let grandparent = Grandparent::default();
-        let _parent_side = restart
+        let mut parent_side = restart
             .map(|listener| {
                 parent::spawn(parent::Answering {
                     listener,
@@ -416,18 +439,29 @@ impl Generation {
             .transpose()
             .in_step(Step::Start)?;
         if let Some(parent) = parent {
-            self.drain_parent(parent, grandparent, adopter);
+            self.drain_parent(parent, grandparent.clone(), adopter);
         }
 
         let mut inputs = Inputs {
             signals,
             quit,
+            rollback,
+            give_way: None,
             events,
             cutover: None,
             window: None,
         };
-        loop {
+        let stop = loop {
             let stop = serve_until_stop(&mut inputs, &|| self.reopen_logs()).await;
+            if stop == Stop::GiveWay {
+                if !self.give_way(&grandparent, inputs.give_way.take()).await {
+                    continue;
+                }
+                // The next restart names its restart socket as this generation's.
+                parent_side = None;
+                // Every response from now on closes its connection.
+                serving.drains.control.set_health_check_failed(true);
+            }
             self.open_window(stop, &mut inputs, &resume);
             let ended = if stop == Stop::Ended {
                 DrainEnd::EndNow
@@ -435,18 +469,22 @@ impl Generation {
                 self.drain(stop, serving, &mut inputs).await
             };
             self.settle_handover().await;
-            let reason = match ended {
-                DrainEnd::SuccessorDied(reason) => Some(reason),
+            let back = match ended {
+                DrainEnd::TakeBack(back) => Some(back),
                 DrainEnd::Done => self.stand_by(&mut inputs).await,
                 DrainEnd::EndNow => None,
             };
-            let Some(reason) = reason else { break };
-            // The dead successor's pidfd stays readable: it is done with.
+            let Some(back) = back else { break stop };
+            // The successor is done with (a dead one's pidfd stays readable).
             inputs.window = None;
-            serving = self
-                .roll_back(&resume, &reason)
-                .await
-                .in_step(Step::Serve)?;
+            serving = self.roll_back(&resume, back).await.in_step(Step::Serve)?;
+        };
+        drop(parent_side);
+        if stop == Stop::GiveWay {
+            return Err(anyhow::anyhow!(
+                "rolled back: this generation gave way to the previous one (POST /rollback)"
+            ))
+            .in_step(Step::Serve);
         }
         self.lifecycle.enter(Phase::Terminated);
         Ok(())
@@ -459,6 +497,7 @@ impl Generation {
         let (listeners, admin) = self.serving_sockets(&resume.owned);
         let parts = AdminParts {
             quit: resume.quit.clone(),
+            rollback: resume.rollback.clone(),
             control: drains.control.clone(),
             shutdown: admin_watch,
             epoch_started: resume.epoch_started,
@@ -514,6 +553,7 @@ impl Generation {
         };
         let AdminParts {
             quit,
+            rollback,
             control,
             shutdown,
             epoch_started,
@@ -546,6 +586,7 @@ impl Generation {
                 .collect(),
             clusters: self.clusters.clone(),
             quit,
+            rollback: Some(rollback),
             drain: Some(control),
         });
         tokio::spawn(admin::serve(listener, state, shutdown));
@@ -716,6 +757,10 @@ async fn serve_until_stop(inputs: &mut Inputs, reopen_logs: &dyn Fn()) -> Stop {
                 }
             },
             Some(_) = inputs.quit.recv() => return Stop::Quit,
+            Some(req) = inputs.rollback.recv() => {
+                inputs.give_way = Some(req);
+                return Stop::GiveWay;
+            }
             Some(ev) = inputs.events.recv() => match ev {
                 ParentEvent::DrainListeners { successor, taken } => {
                     inputs.cutover = Some((successor, taken));
@@ -724,6 +769,9 @@ async fn serve_until_stop(inputs: &mut Inputs, reopen_logs: &dyn Fn()) -> Stop {
                 ParentEvent::Terminate => {
                     tracing::info!("asked to terminate by the next generation");
                     return Stop::Ended;
+                }
+                ParentEvent::RollBack { answer, .. } => {
+                    let _ = answer.send(Err("this generation serves: there is nothing to roll back to".to_owned()));
                 }
             },
             // Nothing can ask this generation to stop any more (no signal source left).

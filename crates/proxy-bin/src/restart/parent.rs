@@ -160,6 +160,19 @@ impl ParentHandler for Handler {
             .map_err(|_| "this generation is shutting down".to_owned())
     }
 
+    fn roll_back(&mut self, reason: &str) -> Result<(), String> {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        self.events
+            .send(ParentEvent::RollBack {
+                reason: reason.to_owned(),
+                answer,
+            })
+            .map_err(|_| "this generation is shutting down".to_owned())?;
+        answered
+            .recv_timeout(ROLLBACK_ANSWER_WAIT)
+            .unwrap_or_else(|_| Err("this generation did not serve again in time".to_owned()))
+    }
+
     fn take_connections(
         &mut self,
         request: &TakeConnections,
@@ -274,6 +287,10 @@ impl Handler {
 /// live connections over before ending it. Shorter than the grandchild's RPC timeout (it waits
 /// for its listen sockets meanwhile).
 const GRANDPARENT_HANDOVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest the parent side waits for the main loop to serve again on a child's rollback
+/// request. Shorter than the child's RPC timeout.
+const ROLLBACK_ANSWER_WAIT: Duration = Duration::from_secs(3);
 
 /// Longest a parent holds a take-connections request waiting for a connection to move.
 const MAX_TAKE_WAIT: Duration = Duration::from_secs(1);

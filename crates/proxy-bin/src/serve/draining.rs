@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use proxy_core::lifecycle::Phase;
 use proxy_core::worker::Workers;
 
-use super::{DrainEnd, Drains, Generation, Inputs, Serving, Stop};
+use super::{DrainEnd, Drains, Generation, Inputs, Serving, Stop, TakeBack};
 use crate::cli::Options;
 use crate::restart::ParentEvent;
 use crate::signals::ProcessSignal;
@@ -94,9 +94,9 @@ impl Generation {
                 );
                 return DrainEnd::EndNow;
             }
-            Waited::SuccessorDied(reason) => {
+            Waited::TakeBack(back) => {
                 finish_in_background(signal, workers, window.deadline);
-                return DrainEnd::SuccessorDied(reason);
+                return DrainEnd::TakeBack(back);
             }
         }
         DrainEnd::Done
@@ -141,12 +141,20 @@ impl Generation {
         loop {
             tokio::select! {
                 o = &mut released => return Waited::Drained(o),
-                reason = super::rollback::successor_died(inputs.window.as_ref()) => {
-                    return Waited::SuccessorDied(reason);
+                back = super::rollback::successor_died(inputs.window.as_ref()) => {
+                    return Waited::TakeBack(back);
                 }
-                Some(ev) = inputs.events.recv() => if matches!(ev, ParentEvent::Terminate) {
-                    tracing::info!("asked to terminate by the next generation while draining");
-                    return Waited::EndNow;
+                Some(ev) = inputs.events.recv() => match ev {
+                    ParentEvent::Terminate => {
+                        tracing::info!("asked to terminate by the next generation while draining");
+                        return Waited::EndNow;
+                    }
+                    ParentEvent::RollBack { reason, answer } => {
+                        if let Some(back) = super::rollback::gave_way(inputs.window.as_ref(), &reason, answer) {
+                            return Waited::TakeBack(back);
+                        }
+                    }
+                    ParentEvent::DrainListeners { .. } => {}
                 },
                 Some(sig) = inputs.signals.recv() => match sig {
                     ProcessSignal::Terminate | ProcessSignal::Interrupt => return Waited::EndNow,
@@ -170,7 +178,7 @@ impl Generation {
 enum Waited {
     Drained(drain::Outcome),
     EndNow,
-    SuccessorDied(String),
+    TakeBack(TakeBack),
 }
 
 /// After a rollback, the connections of the interrupted drain go on draining (bounded by its
@@ -191,11 +199,13 @@ fn finish_in_background(signal: drain::Signal, workers: Workers, deadline: tokio
 }
 
 /// How long a drain may take: a restart gives the old generation `--parent-shutdown-time-s`;
-/// a shutdown, the drain time but at least [`MIN_SHUTDOWN_GRACE`].
+/// giving way to it after a restart, [`MIN_SHUTDOWN_GRACE`]; a shutdown, the drain time but at
+/// least [`MIN_SHUTDOWN_GRACE`].
 pub(super) fn drain_budget(stop: Stop, opts: &Options) -> Duration {
-    if stop == Stop::Restart {
-        opts.parent_shutdown_time
-    } else {
-        opts.drain_time.max(MIN_SHUTDOWN_GRACE)
+    match stop {
+        Stop::Restart => opts.parent_shutdown_time,
+        // The previous generation serves again: requests in flight get the grace, no more.
+        Stop::GiveWay => MIN_SHUTDOWN_GRACE,
+        _ => opts.drain_time.max(MIN_SHUTDOWN_GRACE),
     }
 }

@@ -11,10 +11,12 @@ use std::time::SystemTime;
 
 use proxy_core::lifecycle::Phase;
 
-use super::{Generation, Inputs, Resolve, Resume, Serving, Stop, Window};
+use proxy_core::admin::RollbackRequest;
+
+use super::{Generation, Inputs, Resolve, Resume, Serving, Stop, TakeBack, Window};
 use crate::listen;
 use crate::restart::successor::Watched;
-use crate::restart::OwnedSocket;
+use crate::restart::{Grandparent, OwnedSocket, ParentEvent, RollbackAnswer};
 use crate::signals::ProcessSignal;
 
 // === impl Generation ===
@@ -58,7 +60,7 @@ impl Generation {
     /// Drained after a restart: hold on (no connections, no workers) until the window ends;
     /// why to serve again if the successor dies meanwhile. `None` (exit) at the end of the
     /// window, when the next generation or its successor ends this one, or on SIGTERM/SIGINT.
-    pub(super) async fn stand_by(&self, inputs: &mut Inputs) -> Option<String> {
+    pub(super) async fn stand_by(&self, inputs: &mut Inputs) -> Option<TakeBack> {
         let until = inputs.window.as_ref()?.until;
         if tokio::time::Instant::now() >= until {
             tracing::info!("the rollback window ended while draining; exiting");
@@ -73,14 +75,22 @@ impl Generation {
         );
         loop {
             tokio::select! {
-                reason = successor_died(inputs.window.as_ref()) => return Some(reason),
+                back = successor_died(inputs.window.as_ref()) => return Some(back),
                 () = tokio::time::sleep_until(until) => {
                     tracing::info!("rollback window over; exiting");
                     return None;
                 }
-                Some(ev) = inputs.events.recv() => if matches!(ev, crate::restart::ParentEvent::Terminate) {
-                    tracing::info!("asked to terminate by the next generation while standing by");
-                    return None;
+                Some(ev) = inputs.events.recv() => match ev {
+                    ParentEvent::Terminate => {
+                        tracing::info!("asked to terminate by the next generation while standing by");
+                        return None;
+                    }
+                    ParentEvent::RollBack { reason, answer } => {
+                        if let Some(back) = gave_way(inputs.window.as_ref(), &reason, answer) {
+                            return Some(back);
+                        }
+                    }
+                    ParentEvent::DrainListeners { .. } => {}
                 },
                 Some(sig) = inputs.signals.recv() => match sig {
                     ProcessSignal::Terminate | ProcessSignal::Interrupt => return None,
@@ -92,21 +102,73 @@ impl Generation {
         }
     }
 
-    /// The successor died inside the window: accept again on the kept sockets (binding again
-    /// those the successor had not taken), with this generation's configuration.
-    pub(super) async fn roll_back(&self, resume: &Resume, reason: &str) -> anyhow::Result<Serving> {
+    /// The successor died or gave way inside the window: accept again on the kept sockets
+    /// (binding again those the successor had not taken), with this generation's
+    /// configuration; then tell a successor that gave way.
+    pub(super) async fn roll_back(
+        &self,
+        resume: &Resume,
+        back: TakeBack,
+    ) -> anyhow::Result<Serving> {
         self.handover.resume();
         resume.keep_sockets.store(false, Ordering::Release);
         self.bind_missing(resume);
-        let serving = self.start_serving(resume, Resolve::Again).await?;
+        let started = self.start_serving(resume, Resolve::Again).await;
+        if let Some(answer) = back.answer {
+            let _ = answer.send(started.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+        }
+        let serving = started?;
         self.rollbacks.inc();
-        self.lifecycle.roll_back(reason);
+        self.lifecycle.roll_back(back.reason.as_str());
         tracing::warn!(
             epoch = self.place.epoch,
-            "rolled back: {reason}; this generation serves again with its own configuration"
+            "rolled back: {}; this generation serves again with its own configuration",
+            back.reason
         );
         super::notify_ready();
         Ok(serving)
+    }
+
+    /// `POST /rollback` on this generation: ask the previous one (still inside its rollback
+    /// window) to serve again, and answer the request. True when it does: this generation
+    /// then drains and exits non-zero.
+    pub(super) async fn give_way(
+        &self,
+        grandparent: &Grandparent,
+        request: Option<RollbackRequest>,
+    ) -> bool {
+        let Some(request) = request else { return false };
+        let parent = self.lifecycle.subscribe().borrow().parent;
+        let why = "POST /rollback".to_owned();
+        let link = grandparent.clone();
+        let asked = tokio::task::spawn_blocking(move || {
+            let mut client = link.client();
+            let Some(c) = client.as_mut() else {
+                return Err("no previous generation to roll back to: it has exited".to_owned());
+            };
+            c.roll_back(&why)
+                .map_err(|e| format!("the previous generation does not serve again: {e}"))?;
+            // Its session ends: the next restart may talk to it.
+            client.take();
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("could not ask the previous generation: {e}")));
+        let answer = asked.map(|()| {
+            let (epoch, pid) = parent.map_or((0, 0), |p| (p.epoch, p.pid));
+            format!(
+                "rolled back: generation {epoch} (pid {pid}) serves again; generation {} drains \
+                 and exits",
+                self.place.epoch
+            )
+        });
+        match &answer {
+            Ok(done) => tracing::warn!("{done}"),
+            Err(why) => tracing::warn!("POST /rollback refused: {why}"),
+        }
+        let gave_way = answer.is_ok();
+        let _ = request.reply.send(answer);
+        gave_way
     }
 
     /// Bind again the listeners (and admin) whose sockets closed at cutover because the
@@ -141,19 +203,37 @@ impl Generation {
 
 /// Ready with how the successor exited, if it does inside the rollback window; pending
 /// otherwise (no window, or past its end).
-pub(super) async fn successor_died(window: Option<&Window>) -> String {
+pub(super) async fn successor_died(window: Option<&Window>) -> TakeBack {
     let Some(w) = window else {
         return std::future::pending().await;
     };
     match tokio::time::timeout_at(w.until, w.successor.exited()).await {
-        Ok(how) => describe(&w.successor, &how),
+        Ok(how) => TakeBack {
+            reason: format!("{} exited with {how}", describe(&w.successor)),
+            answer: None,
+        },
         Err(_) => std::future::pending().await,
     }
 }
 
-fn describe(successor: &Watched, how: &str) -> String {
-    format!(
-        "generation {} (pid {}) exited with {how}",
-        successor.epoch, successor.pid
-    )
+/// The successor gives way (`reason`, from it): serve again if inside the window, else refuse.
+pub(super) fn gave_way(
+    window: Option<&Window>,
+    reason: &str,
+    answer: RollbackAnswer,
+) -> Option<TakeBack> {
+    match window.filter(|w| tokio::time::Instant::now() < w.until) {
+        Some(w) => Some(TakeBack {
+            reason: format!("{} asked to roll back: {reason}", describe(&w.successor)),
+            answer: Some(answer),
+        }),
+        None => {
+            let _ = answer.send(Err("the rollback window is over".to_owned()));
+            None
+        }
+    }
+}
+
+fn describe(successor: &Watched) -> String {
+    format!("generation {} (pid {})", successor.epoch, successor.pid)
 }
