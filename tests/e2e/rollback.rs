@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::restart::fds;
 use crate::support::*;
 
 /// A short drain and a long window: every kill below falls inside it.
@@ -47,6 +48,16 @@ async fn logged_times(b: &Baton, what: &str, n: usize) {
     }
 }
 
+/// When (seconds into the day, from its RFC 3339 timestamp) the first log line saying `what`
+/// was written.
+fn logged_at(log: &str, what: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(what))?;
+    let time = line.split_whitespace().next()?.split_once('T')?.1;
+    let mut parts = time.trim_end_matches('Z').split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
 /// The resident set of `pid` in KiB (`VmRSS`).
 fn rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -71,6 +82,18 @@ async fn first_answer(b: &Baton, body: &str) -> Duration {
             b.stderr()
         );
     }
+}
+
+/// The targets of `pid`'s file descriptors that are not sockets (epolls, eventfds, pidfds,
+/// files), sorted.
+fn non_socket_fds(pid: u32) -> Vec<String> {
+    let mut t: Vec<String> = fds(pid)
+        .into_iter()
+        .filter(|f| !f.is_socket())
+        .map(|f| f.target)
+        .collect();
+    t.sort();
+    t
 }
 
 /// Failures of `after` not already in `before`, and whether any is a refused connection.
@@ -102,6 +125,7 @@ async fn kill_the_new_generation(at: KillAt) {
         Duration::from_secs(50),
     );
     assert!(fresh.progress(20, Duration::from_secs(5)).await, "no load");
+    let fds_before = non_socket_fds(a.pid());
     // B acknowledges each batch of two fds 300 ms late: the hand-over of six idle
     // connections takes a second or so.
     let slow: &[(&str, &str)] = if at == KillAt::MidHandover {
@@ -178,6 +202,16 @@ async fn kill_the_new_generation(at: KillAt) {
         "{}",
         logs()
     );
+    // Serving again leaks nothing: the same epolls and eventfds as before the restart (once
+    // the workers of an interrupted drain are done), and no pidfd.
+    if at == KillAt::StandingBy {
+        assert_eq!(non_socket_fds(a.pid()), fds_before, "{}", logs());
+    }
+    assert!(
+        !non_socket_fds(a.pid()).iter().any(|t| t.contains("pidfd")),
+        "{:?}",
+        non_socket_fds(a.pid())
+    );
 
     // A serves again, as the restart status and the stats say.
     a.wait_stat("server.hot_restart_rollbacks", 1).await;
@@ -251,10 +285,30 @@ async fn the_window_end_makes_the_standing_by_generation_exit_0() {
         let (_, info) = a.admin_get("/server_info").await;
         let v: serde_json::Value = serde_json::from_str(&info).expect("server_info JSON");
         assert_eq!(v["command_line_options"]["rollback_window"], "3s", "{info}");
+        // Idle keep-alive connections move to B at cutover.
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            let mut h = H1::connect(a.addr()).await.expect("connect");
+            let r = h.send(get_req("test.local", "/")).await.expect("request");
+            assert_eq!(r.text(), "old");
+            idle.push(h);
+        }
         let mut b = a.restart(&direct("new"), &flags);
         b.wait_serving().await;
+        let served = Instant::now();
         logged(&a, "standing by until the rollback window ends").await;
         let standing_rss = rss_kib(a.pid());
+        let log = a.stderr();
+        let cutover = logged_at(&log, "child asks this generation to drain");
+        let standing = logged_at(&log, "standing by until the rollback window ends");
+        eprintln!(
+            "the old generation stands by (no connection, not accepting) {:?} ms after cutover \
+             (seen by the test {} ms after the new generation serves)",
+            cutover
+                .zip(standing)
+                .map(|(c, s)| ((s - c) * 1000.0).round()),
+            served.elapsed().as_millis()
+        );
         eprintln!("RSS of the old generation: serving {serving_rss:?} KiB, standing by {standing_rss:?} KiB");
         // Nothing of A's accepts: B answers.
         assert_eq!(get(b.addr(), "/").await.text(), "new");
@@ -263,6 +317,10 @@ async fn the_window_end_makes_the_standing_by_generation_exit_0() {
         assert!(a.stderr().contains("rollback window over; exiting"), "{}", a.stderr());
         assert!(!a.stderr().contains("rolled back"), "{}", a.stderr());
         assert_eq!(get(b.addr(), "/").await.text(), "new");
+        for h in &mut idle {
+            let r = h.send(get_req("test.local", "/")).await.expect("moved connection");
+            assert_eq!(r.text(), "new");
+        }
     })
     .await;
 }

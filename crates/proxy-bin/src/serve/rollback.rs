@@ -144,7 +144,9 @@ impl Generation {
         let asked = tokio::task::spawn_blocking(move || {
             let mut client = link.client();
             let Some(c) = client.as_mut() else {
-                return Err("no previous generation to roll back to: it has exited".to_owned());
+                return Err(
+                    "no previous generation to roll back to (none, or it has exited)".to_owned(),
+                );
             };
             c.roll_back(&why)
                 .map_err(|e| format!("the previous generation does not serve again: {e}"))?;
