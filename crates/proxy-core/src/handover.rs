@@ -577,6 +577,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rolled_back_generation_can_hand_over_again() {
+        let h = Handover::new(true, &Store::new());
+        let _reg = h.register().unwrap();
+        h.activate();
+        let pending = tokio::spawn({
+            let h = h.clone();
+            async move { h.offer(leaving(1)).await }
+        });
+        while h.queue().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // The successor died: what was queued stays here, and the next one may take again.
+        h.resume();
+        assert!(!pending.await.unwrap());
+        assert_eq!(h.mode(), Mode::Off);
+        assert!(h.register().is_some());
+        assert!(h.activate());
+        // The carrier may have ended the hand-over first (the successor's session closed):
+        // the rollback still leaves it Off.
+        h.end();
+        h.resume();
+        assert_eq!(h.mode(), Mode::Off);
+        assert!(!Handover::new(false, &Store::new()).activate());
+    }
+
+    #[tokio::test]
     async fn taken_offers_are_in_flight_until_answered() {
         let h = Handover::new(true, &Store::new());
         let _reg = h.register().unwrap();
