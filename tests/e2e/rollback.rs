@@ -105,26 +105,49 @@ fn new_failures(before: &Report, after: &Report) -> (u64, bool) {
     (after.failed - before.failed, refused)
 }
 
-async fn kill_the_new_generation(at: KillAt) {
-    let a = Baton::start_with(&direct("old"), WINDOW).await;
+/// `n` keep-alive connections to `b`, each after one request answered `body`.
+async fn idle_connections(b: &Baton, n: usize, body: &str) -> Vec<H1> {
     let mut idle = Vec::new();
-    if at == KillAt::MidHandover {
-        for _ in 0..6 {
-            let mut h = H1::connect(a.addr()).await.expect("connect");
-            let r = h.send(get_req("test.local", "/")).await.expect("request");
-            assert_eq!(r.text(), "old");
-            idle.push(h);
+    for _ in 0..n {
+        let mut h = H1::connect(b.addr()).await.expect("connect");
+        let r = h.send(get_req("test.local", "/")).await.expect("request");
+        assert_eq!(r.text(), body);
+        idle.push(h);
+    }
+    idle
+}
+
+/// Keep-alive and new-connection load on one address.
+struct Loads {
+    keep_alive: Load,
+    fresh: Load,
+}
+
+impl Loads {
+    fn start(b: &Baton) -> Self {
+        let max = Duration::from_secs(50);
+        Self {
+            keep_alive: Load::start(b.addr(), Mode::KeepAlive, 4, "/", max),
+            fresh: Load::start(b.addr(), Mode::NewConnection, 4, "/", max),
         }
     }
-    let keep_alive = Load::start(a.addr(), Mode::KeepAlive, 4, "/", Duration::from_secs(50));
-    let fresh = Load::start(
-        a.addr(),
-        Mode::NewConnection,
-        4,
-        "/",
-        Duration::from_secs(50),
+
+    fn reports(&self) -> (Report, Report) {
+        (self.keep_alive.report(), self.fresh.report())
+    }
+}
+
+/// Kill B at `at` under load, and check that A serves again with no refused connection, the
+/// failures bounded by what B held, and counts and shows its rollback.
+async fn kill_the_new_generation(at: KillAt) {
+    let a = Baton::start_with(&direct("old"), WINDOW).await;
+    let n_idle = if at == KillAt::MidHandover { 6 } else { 0 };
+    let mut idle = idle_connections(&a, n_idle, "old").await;
+    let loads = Loads::start(&a);
+    assert!(
+        loads.fresh.progress(20, Duration::from_secs(5)).await,
+        "no load"
     );
-    assert!(fresh.progress(20, Duration::from_secs(5)).await, "no load");
     let fds_before = non_socket_fds(a.pid());
     // B acknowledges each batch of two fds 300 ms late: the hand-over of six idle
     // connections takes a second or so.
@@ -138,28 +161,26 @@ async fn kill_the_new_generation(at: KillAt) {
     };
     let mut b = a.restart_env(&direct("new"), WINDOW, slow);
     b.wait_serving().await;
-    assert!(fresh.wait_body("new", Duration::from_secs(10)).await);
+    assert!(loads.fresh.wait_body("new", Duration::from_secs(10)).await);
     match at {
         // Right after cutover: A has been asked to drain.
         KillAt::Serving => logged(&a, "child asks this generation to drain").await,
         KillAt::MidHandover => logged(&b, "holding the acknowledgement").await,
         KillAt::StandingBy => logged(&a, "standing by until the rollback window ends").await,
     }
-    let (ka_before, fresh_before) = (keep_alive.report(), fresh.report());
+    let before = loads.reports();
     // SIGKILL without reaping it yet, so that A can read how it died.
     b.signal("KILL");
     let took = first_answer(&a, "old").await;
     logged(&a, "rolled back: generation 1").await;
     // Requests B had in flight may fail; from here on nothing does.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (ka_mid, fresh_mid) = (keep_alive.report(), fresh.report());
-    assert!(fresh.wait_body("old", Duration::from_secs(5)).await);
-    assert!(keep_alive.progress(50, Duration::from_secs(5)).await);
-    assert!(fresh.progress(50, Duration::from_secs(5)).await);
-    let (ka_after, fresh_after) = (keep_alive.stop().await, fresh.stop().await);
-    let logs = || format!("--- A\n{}\n--- B\n{}", a.stderr(), b.stderr());
-    let (ka_failed, ka_refused) = new_failures(&ka_before, &ka_mid);
-    let (fresh_failed, fresh_refused) = new_failures(&fresh_before, &fresh_mid);
+    let mid = loads.reports();
+    assert!(loads.fresh.wait_body("old", Duration::from_secs(5)).await);
+    assert!(loads.keep_alive.progress(50, Duration::from_secs(5)).await);
+    assert!(loads.fresh.progress(50, Duration::from_secs(5)).await);
+    let after = (loads.keep_alive.stop().await, loads.fresh.stop().await);
+    let logs = format!("--- A\n{}\n--- B\n{}", a.stderr(), b.stderr());
     let mut idle_failed = 0;
     for h in &mut idle {
         if h.send(get_req("test.local", "/")).await.is_err() {
@@ -168,52 +189,47 @@ async fn kill_the_new_generation(at: KillAt) {
     }
     eprintln!(
         "kill at {at:?}: old generation answering a new connection {} ms after the kill; \
-         failed after the kill: keep-alive {ka_failed}, new-connection {fresh_failed}, \
-         idle handed-over {idle_failed}/{}; errors {:?} {:?}",
-        took.as_millis(),
-        idle.len(),
-        ka_mid.errors,
-        fresh_mid.errors,
+         idle handed-over connections lost {idle_failed}/{n_idle}",
+        took.as_millis()
     );
-    assert!(
-        !ka_refused && !fresh_refused,
-        "refused: {:?} {:?}",
-        ka_mid.errors,
-        fresh_mid.errors
-    );
-    // At most the requests in flight on B's connections when it died.
-    assert!(fresh_failed <= 4 && ka_failed <= 4, "{}", logs());
-    assert_eq!(
-        ka_after.failed,
-        ka_mid.failed,
-        "{:?}\n{}",
-        ka_after.errors,
-        logs()
-    );
-    assert_eq!(
-        fresh_after.failed,
-        fresh_mid.failed,
-        "{:?}\n{}",
-        fresh_after.errors,
-        logs()
-    );
+    failures_after_kill(&before, &mid, &after, &logs);
     assert!(
         a.stderr().contains("exited with signal 9 (SIGKILL)"),
-        "{}",
-        logs()
+        "{logs}"
     );
     // Serving again leaks nothing: the same epolls and eventfds as before the restart (once
     // the workers of an interrupted drain are done), and no pidfd.
     if at == KillAt::StandingBy {
-        assert_eq!(non_socket_fds(a.pid()), fds_before, "{}", logs());
+        assert_eq!(non_socket_fds(a.pid()), fds_before, "{logs}");
     }
-    assert!(
-        !non_socket_fds(a.pid()).iter().any(|t| t.contains("pidfd")),
-        "{:?}",
-        non_socket_fds(a.pid())
-    );
+    serves_again(&a).await;
+    b.kill();
+    next_restart_from(&a).await;
+}
 
-    // A serves again, as the restart status and the stats say.
+/// Between `before` (the kill) and `mid` (A serves again), at most the requests in flight on
+/// B's connections failed, none refused; from `mid` to `after`, none.
+fn failures_after_kill(
+    before: &(Report, Report),
+    mid: &(Report, Report),
+    after: &(Report, Report),
+    logs: &str,
+) {
+    let (ka_failed, ka_refused) = new_failures(&before.0, &mid.0);
+    let (fresh_failed, fresh_refused) = new_failures(&before.1, &mid.1);
+    eprintln!(
+        "failed after the kill: keep-alive {ka_failed}, new-connection {fresh_failed}; \
+         errors {:?} {:?}",
+        mid.0.errors, mid.1.errors
+    );
+    assert!(!ka_refused && !fresh_refused, "refused: {mid:?}");
+    assert!(fresh_failed <= 4 && ka_failed <= 4, "{mid:?}\n{logs}");
+    assert_eq!(after.0.failed, mid.0.failed, "{:?}\n{logs}", after.0.errors);
+    assert_eq!(after.1.failed, mid.1.failed, "{:?}\n{logs}", after.1.errors);
+}
+
+/// A serves again, as its restart status and the stats say, and holds no pidfd.
+async fn serves_again(a: &Baton) {
     a.wait_stat("server.hot_restart_rollbacks", 1).await;
     let (_, status) = a.admin_get("/hot_restart_status").await;
     let v: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
@@ -221,17 +237,21 @@ async fn kill_the_new_generation(at: KillAt) {
     assert_eq!(v["phase"], "serving", "{status}");
     assert_eq!(v["rollback"]["rollbacks"], 1, "{status}");
     assert_eq!(v["rollback"]["window_s"], 30, "{status}");
-    b.kill();
-    let n_standing_by = a.stderr().matches("standing by until").count();
+    let fds = non_socket_fds(a.pid());
+    assert!(!fds.iter().any(|t| t.contains("pidfd")), "{fds:?}");
+}
 
-    // The next restart takes over from A, with the epoch the dead generation had.
+/// The next restart takes over from A, with the epoch the dead generation had; A then stands
+/// by again.
+async fn next_restart_from(a: &Baton) {
+    let n_standing_by = a.stderr().matches("standing by until").count();
     let mut c = a.restart(&direct("next"), WINDOW);
     assert_eq!(c.epoch, 1);
     c.wait_serving().await;
-    // Once A has stopped accepting again, only C answers; A stands by again.
+    // Once A has stopped accepting again, only C answers.
     first_answer(&c, "next").await;
     logged_times(
-        &a,
+        a,
         "standing by until the rollback window ends",
         n_standing_by + 1,
     )
@@ -286,13 +306,7 @@ async fn the_window_end_makes_the_standing_by_generation_exit_0() {
         let v: serde_json::Value = serde_json::from_str(&info).expect("server_info JSON");
         assert_eq!(v["command_line_options"]["rollback_window"], "3s", "{info}");
         // Idle keep-alive connections move to B at cutover.
-        let mut idle = Vec::new();
-        for _ in 0..4 {
-            let mut h = H1::connect(a.addr()).await.expect("connect");
-            let r = h.send(get_req("test.local", "/")).await.expect("request");
-            assert_eq!(r.text(), "old");
-            idle.push(h);
-        }
+        let mut idle = idle_connections(&a, 4, "old").await;
         let mut b = a.restart(&direct("new"), &flags);
         b.wait_serving().await;
         let served = Instant::now();
