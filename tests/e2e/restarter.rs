@@ -767,4 +767,23 @@ async fn a_new_epoch_killed_inside_the_rollback_window_rolls_back_then_a_reload_
     assert!(out.contains("epoch 1"), "{out}");
     chain.wait_serving_epoch(1, false).await;
     assert_eq!(get(local(chain.listen), "/next").await.status, 200);
+
+    // An operator rollback: epoch 1 gives way and exits 1, epoch 0 serves again.
+    let req = http::Request::post("/rollback")
+        .header("host", "admin")
+        .body(empty())
+        .expect("request");
+    let r = send1(local(chain.admin), req)
+        .await
+        .expect("POST /rollback");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc = chain
+        .wait_status("the second rollback", 15, |d| {
+            d["restarter"]["restarts"]["rolled_back"] == 2
+                && d["restarter"]["last_failure"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("exited with status 1"))
+        })
+        .await;
+    assert_eq!(doc["restarter"]["next_epoch"], 1, "{doc}");
 }
