@@ -456,3 +456,30 @@ async fn post_rollback_without_a_standing_by_generation_is_refused() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_window_that_ends_mid_drain_closes_the_kept_sockets() {
+    within(60, "window over mid-drain", async {
+        // Gradual over the default 600 s, no hand-over: the idle connection keeps A draining
+        // well past its 1 s window.
+        let flags = ["--rollback-window-s", "1", "--disable-connection-handover"];
+        let mut a = Baton::start_with(&direct("old"), &flags).await;
+        let _held = idle_connections(&a, 1, "old").await;
+        let mut b = a.restart(&direct("new"), &flags);
+        b.wait_serving().await;
+        logged(&a, "rollback window over while draining").await;
+        assert!(a.exited().is_none(), "A still drains its idle client");
+        // Without A's copies, B's death leaves nobody on the port: refused, not queued.
+        b.kill();
+        let refused = tokio::net::TcpStream::connect(a.addr()).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
+            "{refused:?}\n{}",
+            a.stderr()
+        );
+        assert!(!a.stderr().contains("rolled back"), "{}", a.stderr());
+    })
+    .await;
+}

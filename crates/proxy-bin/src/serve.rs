@@ -217,6 +217,9 @@ struct Inputs {
 struct Window {
     successor: Watched,
     until: tokio::time::Instant,
+    /// The listen sockets kept for a rollback (shared with the parent side): closed when the
+    /// window ends while this generation still drains, as they would have been at cutover.
+    kept: OwnedSockets,
 }
 
 /// Serve until SIGTERM, SIGINT, `POST /quitquitquit` or a successor's drain request, then drain

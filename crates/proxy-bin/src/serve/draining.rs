@@ -144,6 +144,9 @@ impl Generation {
                 back = super::rollback::successor_died(inputs.window.as_ref()) => {
                     return Waited::TakeBack(back);
                 }
+                () = super::rollback::window_over(inputs.window.as_ref()) => {
+                    super::rollback::close_window(&mut inputs.window);
+                }
                 Some(ev) = inputs.events.recv() => match ev {
                     ParentEvent::Terminate => {
                         tracing::info!("asked to terminate by the next generation while draining");

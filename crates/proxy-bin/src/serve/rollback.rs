@@ -54,6 +54,7 @@ impl Generation {
         inputs.window = Some(Window {
             successor: watched,
             until: tokio::time::Instant::now() + self.rollback_window,
+            kept: resume.owned.clone(),
         });
     }
 
@@ -215,6 +216,24 @@ pub(super) async fn successor_died(window: Option<&Window>) -> TakeBack {
             answer: None,
         },
         Err(_) => std::future::pending().await,
+    }
+}
+
+/// Ready when the rollback window ends; pending without one.
+pub(super) async fn window_over(window: Option<&Window>) {
+    match window {
+        Some(w) => tokio::time::sleep_until(w.until).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The window ended while this generation still drains: no rollback any more, so the listen
+/// sockets it kept close now (a connection attempt is then refused if the successor dies,
+/// rather than queued for nobody).
+pub(super) fn close_window(window: &mut Option<Window>) {
+    if let Some(w) = window.take() {
+        w.kept.lock().clear();
+        tracing::info!("rollback window over while draining: closed the kept listen sockets");
     }
 }
 
