@@ -483,3 +483,24 @@ async fn a_window_that_ends_mid_drain_closes_the_kept_sockets() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listener_the_new_generation_dropped_is_bound_again_on_rollback() {
+    within(60, "rebind on rollback", async {
+        let a = Baton::start_with(&direct("old"), WINDOW).await;
+        // B listens elsewhere: A's listener is not taken and closes at cutover.
+        let elsewhere = free_port();
+        let config = direct("new").replace("{{LISTEN}}", &elsewhere.to_string());
+        let mut b = a.restart(&config, WINDOW);
+        b.wait_serving().await;
+        logged(&a, "standing by until the rollback window ends").await;
+        assert_eq!(get(local(elsewhere), "/").await.text(), "new");
+        let closed = tokio::net::TcpStream::connect(a.addr()).await;
+        assert!(closed.is_err(), "A's listener is closed while it stands by");
+        b.signal("KILL");
+        logged(&a, "rolled back: generation 1").await;
+        assert_eq!(get(a.addr(), "/").await.text(), "old");
+        b.kill();
+    })
+    .await;
+}
