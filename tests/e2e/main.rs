@@ -24,6 +24,7 @@ mod restart;
 mod restart_safety;
 mod restarter;
 mod retries;
+mod rollback;
 mod slowloris;
 mod stats;
 mod stats_cmd;

@@ -171,6 +171,14 @@ impl ClusterStatusSource for Vec<ClusterStatus> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuitRequest;
 
+/// Sent on [`AdminState::rollback`] by `POST /rollback`: the owner asks the previous generation
+/// (still inside its rollback window) to serve again, and answers here with what to tell the
+/// operator (`Ok`: it serves again, and this generation exits non-zero; `Err`: nothing changed).
+#[derive(Debug)]
+pub struct RollbackRequest {
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+}
+
 /// Everything the admin server reads to answer requests.
 pub struct AdminState {
     pub stats: shm_stats::Store,
@@ -185,6 +193,9 @@ pub struct AdminState {
     pub clusters: Arc<dyn ClusterStatusSource>,
     /// `POST /quitquitquit` sends one [`QuitRequest`] here after answering.
     pub quit: tokio::sync::mpsc::Sender<QuitRequest>,
+    /// `POST /rollback` sends a [`RollbackRequest`] here and answers with its reply; `None`
+    /// where nothing can roll back (tests).
+    pub rollback: Option<tokio::sync::mpsc::Sender<RollbackRequest>>,
     /// The generation's drain control, for `/drain_listeners` and `/healthcheck/{fail,ok}`;
     /// `None` where nothing drains (tests).
     pub drain: Option<drain::Control>,

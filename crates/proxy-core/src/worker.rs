@@ -108,11 +108,12 @@ impl Dataplane {
     }
 
     /// Start `concurrency` workers serving `sockets` (one per listener, in configuration
-    /// order). Each worker stops accepting when `drain` fires and exits once its last
-    /// connection has closed.
+    /// order; a listener without a socket — one that could not be bound again after a
+    /// rollback — is not served). Each worker stops accepting when `drain` fires and exits
+    /// once its last connection has closed.
     pub fn spawn_workers(
         &self,
-        sockets: &[std::net::TcpListener],
+        sockets: &[Option<std::net::TcpListener>],
         concurrency: usize,
         drain: drain::Watch,
     ) -> Result<Workers, BuildError> {
@@ -123,6 +124,7 @@ impl Dataplane {
             senders.push(adopt_tx);
             let mut mine = Vec::with_capacity(sockets.len());
             for (l, s) in self.listeners.iter().zip(sockets) {
+                let Some(s) = s else { continue };
                 let sock = s.try_clone().map_err(|source| BuildError::Listener {
                     listener: l.config.name.clone(),
                     source,

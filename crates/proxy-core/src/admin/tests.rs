@@ -79,6 +79,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
         }],
         clusters: Arc::new(clusters),
         quit: quit_tx,
+        rollback: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -260,6 +261,15 @@ async fn endpoints_answer_like_envoy() -> TestResult {
     assert_eq!((r.status, r.body.as_str()), (200, "OK\n"));
     let quit = tokio::time::timeout(STEP, h.quit_rx.recv()).await?;
     assert_eq!(quit, Some(QuitRequest));
+
+    // Rolling back needs POST and an owner that can.
+    let r = get(h.addr, "/rollback").await?;
+    assert_eq!(r.status, 405);
+    let r = request(h.addr, "POST", "/rollback").await?;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (503, "this server cannot roll back\n")
+    );
 
     tokio::time::timeout(STEP, h.signal.drain()).await?;
     tokio::time::timeout(STEP, h.server).await??;
