@@ -110,6 +110,8 @@ pub struct HttpConnectionManager {
     /// `internal_address_config.cidr_ranges`: clients whose address is in one are internal
     /// (their `x-envoy-*` fields are kept). None by default: every client is external.
     pub internal_ranges: Vec<ipnet::IpNet>,
+    /// `http_filters` before the router, in order.
+    pub http_filters: Vec<HttpFilter>,
     /// `http_protocol_options.accept_http_10` (Envoy's default: off, HTTP/1.0 gets 426).
     pub accept_http_10: bool,
     /// `http_protocol_options.default_host_for_http_10`.
@@ -175,6 +177,42 @@ impl HttpConnectionManager {
     pub fn max_request_head(&self) -> usize {
         (self.max_request_headers_kb as usize * 1024).max(crate::http1::MIN_HEAD_LIMIT)
     }
+}
+
+/// An HTTP filter in front of the router.
+#[derive(Clone, Debug)]
+pub enum HttpFilter {
+    /// `envoy.filters.http.health_check`.
+    HealthCheck(HealthCheckFilter),
+}
+
+/// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered
+/// here (200, or 503 while the server fails health checks or drains) or, with
+/// `pass_through_mode`, forwarded unless failing.
+#[derive(Clone, Debug)]
+pub struct HealthCheckFilter {
+    pub pass_through_mode: bool,
+    /// All must match. `:path` is the target as sent (query included), `:method`,
+    /// `:authority` (or `host`).
+    pub headers: Vec<FilterHeaderMatcher>,
+    /// `x-envoy-upstream-healthchecked-cluster`: the node's cluster (empty without one).
+    pub service_cluster: String,
+}
+
+/// A header matcher that may name a pseudo-header.
+#[derive(Clone, Debug)]
+pub struct FilterHeaderMatcher {
+    pub field: MatchedField,
+    pub kind: HeaderMatchKind,
+    pub invert: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum MatchedField {
+    Path,
+    Method,
+    Authority,
+    Header(HeaderName),
 }
 
 /// One `access_log` entry.

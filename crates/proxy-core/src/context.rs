@@ -18,7 +18,7 @@ use crate::config;
 use crate::handover::{Handover, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
-use crate::stats::{CodeCounters, HttpStats, ListenerStats};
+use crate::stats::{CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats};
 use crate::tls::{ListenerTls, SslStats};
 use crate::upstream::Pools;
 
@@ -28,6 +28,8 @@ pub struct ListenerShared {
     pub config: config::Listener,
     pub router: Router,
     pub http_stats: HttpStats,
+    /// The health-check filter's stats, when the listener has one.
+    pub health_check_stats: Option<HealthCheckFilterStats>,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<AccessLogs>,
     /// Set when the listener terminates TLS.

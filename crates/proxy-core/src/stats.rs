@@ -394,6 +394,41 @@ impl ClusterStats {
     }
 }
 
+// === HealthCheckFilterStats ===
+
+/// `http.<stat_prefix>.health_check.*`: the health-check HTTP filter's (only with one).
+#[derive(Debug)]
+pub struct HealthCheckFilterStats {
+    pub request_total: Counter,
+    pub ok: Counter,
+    pub failed: Counter,
+    pub cached_response: Counter,
+    pub degraded: Counter,
+    pub failed_cluster_empty: Counter,
+    pub failed_cluster_not_found: Counter,
+    pub failed_cluster_unhealthy: Counter,
+}
+
+impl HealthCheckFilterStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("http.{stat_prefix}.health_check");
+        stat_struct!(
+            store,
+            p,
+            HealthCheckFilterStats {
+                request_total: counter,
+                ok: counter,
+                failed: counter,
+                cached_response: counter,
+                degraded: counter,
+                failed_cluster_empty: counter,
+                failed_cluster_not_found: counter,
+                failed_cluster_unhealthy: counter,
+            }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,13 +16,13 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::cluster::{ClusterManager, WorkerLb};
-use crate::config::{Bootstrap, CodecType};
+use crate::config::{self, Bootstrap, CodecType};
 use crate::context::{ListenerShared, TlsListener, Worker};
 use crate::downstream;
 use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, WorkerModes};
 use crate::router::Router;
-use crate::stats::{CodeCounters, HttpStats, ListenerStats};
+use crate::stats::{CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats};
 use crate::tls::SslStats;
 use crate::upstream::Pools;
 
@@ -76,6 +76,12 @@ impl Dataplane {
                     tls,
                     router,
                     http_stats: HttpStats::new(store, &lc.http.stat_prefix),
+                    health_check_stats: lc
+                        .http
+                        .http_filters
+                        .iter()
+                        .any(|f| matches!(f, config::HttpFilter::HealthCheck(_)))
+                        .then(|| HealthCheckFilterStats::new(store, &lc.http.stat_prefix)),
                     listener_stats: ListenerStats::new(store, &lc.address),
                     access_logs,
                     config: lc.clone(),

@@ -75,9 +75,9 @@ impl Config {
         route_config.insert("name".into(), json!("local_route"));
         route_config.insert("virtual_hosts".into(), json!([vhost]));
         hcm.insert("route_config".into(), Value::Object(route_config));
-        hcm.insert(
-            "http_filters".into(),
-            json!([{"name": "envoy.filters.http.router", "typed_config": router}]),
+        // Set with `.hcm("http_filters", …)` to put filters before the router.
+        hcm.entry("http_filters").or_insert_with(
+            || json!([{"name": "envoy.filters.http.router", "typed_config": router}]),
         );
         let v = json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": "{{ADMIN}}"}}},

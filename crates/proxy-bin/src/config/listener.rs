@@ -384,7 +384,10 @@ fn hcm(
         clusters,
         errs,
     );
-    let suppress_envoy_headers = errs.take(router(raw.http_filters, &join(path, "http_filters")));
+    let filters = errs.take(super::filters::http_filters(
+        raw.http_filters,
+        &join(path, "http_filters"),
+    ));
 
     if errs.0.len() != before {
         return None;
@@ -401,7 +404,8 @@ fn hcm(
         upgrade_types,
         access_logs,
         route_config: route_config?,
-        suppress_envoy_headers: suppress_envoy_headers?,
+        suppress_envoy_headers: filters.as_ref()?.0,
+        http_filters: filters?.1,
         max_request_headers_kb,
         internal_ranges,
         accept_http_10,
@@ -553,56 +557,4 @@ fn log_format(
             "required field is missing",
         )),
     }
-}
-
-/// Checks the HTTP filter list is exactly the router; returns its `suppress_envoy_headers`.
-fn router(filters: Vec<raw::HttpFilter>, path: &str) -> Result<bool, ConfigError> {
-    let n = filters.len();
-    let mut suppress = false;
-    if n == 0 {
-        // Envoy 1.40 validates such a manager, then answers no request: with no router nothing
-        // ends the stream, and clients wait until they give up.
-        return Err(ConfigError::new(
-            path,
-            "must contain the router filter, envoy.filters.http.router (without it Envoy accepts the configuration but never answers a request)",
-        ));
-    }
-    for (i, f) in filters.into_iter().enumerate() {
-        let p = format!("{path}[{i}]");
-        match f.typed_config {
-            Some(tc) => {
-                let tc_path = join(&p, "typed_config");
-                let (url, rest) = de::split_any(tc, &tc_path)?;
-                if url == raw::ROUTER_TYPE {
-                    let r: raw::Router = de::decode(rest, &tc_path)?;
-                    suppress = r.suppress_envoy_headers.unwrap_or(false);
-                } else {
-                    return Err(ConfigError::new(
-                        join(&tc_path, "@type"),
-                        format!(
-                            "unsupported HTTP filter `{url}`; Baton supports only the router ({})",
-                            raw::ROUTER_TYPE
-                        ),
-                    ));
-                }
-            }
-            None if f.name == "envoy.filters.http.router" => {}
-            None => {
-                return Err(ConfigError::new(
-                    join(&p, "name"),
-                    format!(
-                    "unsupported HTTP filter `{}`; Baton supports only envoy.filters.http.router",
-                    f.name
-                ),
-                ))
-            }
-        }
-        if i + 1 != n {
-            return Err(ConfigError::new(
-                p,
-                "the router must be the last (and only) HTTP filter",
-            ));
-        }
-    }
-    Ok(suppress)
 }

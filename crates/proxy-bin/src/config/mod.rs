@@ -8,6 +8,7 @@
 
 mod cluster;
 mod de;
+mod filters;
 mod headers;
 mod health;
 mod listener;
@@ -243,6 +244,13 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
     }
 
     if errs.is_empty() {
+        // The health-check filter names the node's cluster in its responses.
+        for l in &mut listeners {
+            for f in &mut l.http.http_filters {
+                let proxy_core::config::HttpFilter::HealthCheck(hc) = f;
+                hc.service_cluster.clone_from(&node.cluster);
+            }
+        }
         Ok(Bootstrap {
             node,
             admin,

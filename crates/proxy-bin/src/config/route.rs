@@ -213,7 +213,10 @@ fn route_match(raw: raw::RouteMatch, path: &str, errs: &mut Errors) -> Option<Ro
     })
 }
 
-fn header_matcher(raw: raw::HeaderMatcher, path: &str) -> Result<HeaderMatcher, ConfigError> {
+pub(crate) fn header_matcher(
+    raw: raw::HeaderMatcher,
+    path: &str,
+) -> Result<HeaderMatcher, ConfigError> {
     let name_path = join(path, "name");
     if raw.name.starts_with(':') {
         return Err(ConfigError::new(

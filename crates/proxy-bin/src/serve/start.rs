@@ -45,7 +45,10 @@ impl Generation {
             super::first_health_round(&self.clusters, drain_watch.clone()).await;
         } else {
             // Serving again after a rollback: checks resume without holding up the accepts.
-            drop(proxy_core::health::spawn(&self.clusters, drain_watch.clone()));
+            drop(proxy_core::health::spawn(
+                &self.clusters,
+                drain_watch.clone(),
+            ));
         }
         proxy_core::outlier::spawn(&self.clusters, drain_watch.clone());
         self.close_sockets_when_accept_stops(resume, drain_watch.clone());

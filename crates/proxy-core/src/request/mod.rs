@@ -5,6 +5,7 @@
 
 mod ahead;
 mod attempt;
+mod filters;
 mod forward;
 pub mod local;
 mod mutate;
@@ -66,6 +67,10 @@ pub async fn handle(
     if let Some(logs) = l.access_logs.as_ref() {
         tracker.set_log(logs.capture(&req));
     }
+    let passed = match filters::on_request(cx, &req) {
+        Ok(p) => p,
+        Err(resp) => return Ok(finish(cx, *resp, tracker)),
+    };
     // Routing is synchronous, so only forwarding adds a future to this one's state.
     let (mut resp, matched, seen) = match route(&l, &c, &req, &mut tracker) {
         Routed::Reply(r, matched) => (r, matched, Seen::keep(matched, &req)),
@@ -81,6 +86,18 @@ pub async fn handle(
     if let Some(m) = matched.and_then(|r| r.mutations.as_deref()) {
         mutate_response(cx, m, seen.as_deref(), &mut resp, &tracker);
     }
+    filters::on_response(&passed, &mut resp);
+    Ok(finish(cx, resp, tracker))
+}
+
+/// The response as it leaves: its status and head for the access log, HTTP/1.1, and
+/// `Connection: close` while draining.
+fn finish(
+    cx: Ctx<'_>,
+    mut resp: Response<ProxyBody>,
+    mut tracker: Box<Tracker>,
+) -> Response<ProxyBody> {
+    let Ctx { w, c, .. } = cx;
     tracker.set_status(resp.status().as_u16());
     if let Some(log) = tracker.log_mut() {
         log.response_headers = Some(resp.headers().clone());
@@ -100,7 +117,7 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let (parts, body) = resp.into_parts();
-    Ok(Response::from_parts(parts, body.on_finish(tracker)))
+    Response::from_parts(parts, body.on_finish(tracker))
 }
 
 /// A request [`crate::headers::check_request`] refused: 400 or 431 (Envoy's `DPE`); an
