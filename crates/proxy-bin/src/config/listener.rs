@@ -308,6 +308,37 @@ fn http_filter(
     hcm(raw, &tc_path, clusters, errs)
 }
 
+/// An HCM's timeouts with Envoy's defaults (and Baton's for `request_headers_timeout`); `0s`
+/// turns one off.
+struct Timeouts {
+    idle: Option<Duration>,
+    stream_idle: Option<Duration>,
+    request: Option<Duration>,
+    request_headers: Option<Duration>,
+}
+
+impl Timeouts {
+    fn of(raw: &raw::HttpConnectionManager) -> Self {
+        let or_default = |d: Option<de::Dur>, default: Duration| match d {
+            None => Some(default),
+            Some(d) => d.nonzero(),
+        };
+        let idle = raw
+            .common_http_protocol_options
+            .as_ref()
+            .and_then(|o| o.idle_timeout);
+        Self {
+            idle: or_default(idle, DEFAULT_IDLE_TIMEOUT),
+            stream_idle: or_default(raw.stream_idle_timeout, DEFAULT_STREAM_IDLE_TIMEOUT),
+            request: raw.request_timeout.and_then(|d| d.nonzero()),
+            request_headers: or_default(
+                raw.request_headers_timeout,
+                DEFAULT_REQUEST_HEADERS_TIMEOUT,
+            ),
+        }
+    }
+}
+
 fn hcm(
     raw: raw::HttpConnectionManager,
     path: &str,
@@ -323,22 +354,7 @@ fn hcm(
         Some(raw::CodecType::Http1) => CodecType::Http1,
         Some(raw::CodecType::Http2) => CodecType::Http2,
     };
-    let idle_timeout = match raw
-        .common_http_protocol_options
-        .and_then(|o| o.idle_timeout)
-    {
-        None => Some(DEFAULT_IDLE_TIMEOUT),
-        Some(d) => d.nonzero(),
-    };
-    let stream_idle_timeout = match raw.stream_idle_timeout {
-        None => Some(DEFAULT_STREAM_IDLE_TIMEOUT),
-        Some(d) => d.nonzero(),
-    };
-    let request_timeout = raw.request_timeout.and_then(|d| d.nonzero());
-    let request_headers_timeout = match raw.request_headers_timeout {
-        None => Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
-        Some(d) => d.nonzero(),
-    };
+    let t = Timeouts::of(&raw);
     let max_request_headers_kb = raw
         .max_request_headers_kb
         .map_or(DEFAULT_MAX_REQUEST_HEADERS_KB, |v| v.0);
@@ -397,10 +413,10 @@ fn hcm(
         codec_type,
         generate_request_id: raw.generate_request_id.unwrap_or(true),
         use_remote_address: raw.use_remote_address.unwrap_or(false),
-        idle_timeout,
-        stream_idle_timeout,
-        request_timeout,
-        request_headers_timeout,
+        idle_timeout: t.idle,
+        stream_idle_timeout: t.stream_idle,
+        request_timeout: t.request,
+        request_headers_timeout: t.request_headers,
         upgrade_types,
         access_logs,
         route_config: route_config?,
