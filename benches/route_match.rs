@@ -21,7 +21,7 @@ const ROUTES_PER_VHOST: usize = 20;
 
 fn forward(cluster: &str) -> RouteAction {
     RouteAction::Forward(ForwardAction {
-        cluster: cluster.to_owned(),
+        cluster: proxy_core::config::ClusterSpecifier::Cluster(cluster.to_owned()),
         prefix_rewrite: None,
         host_rewrite_literal: None,
         timeout: Some(Duration::from_secs(15)),
@@ -32,12 +32,14 @@ fn forward(cluster: &str) -> RouteAction {
 fn route(name: String, path: PathMatch, headers: Vec<HeaderMatcher>, action: RouteAction) -> Route {
     Route {
         name,
+        metadata: Default::default(),
         matcher: RouteMatch {
             path,
             case_sensitive: true,
             headers,
         },
         action,
+        headers: Default::default(),
     }
 }
 
@@ -69,6 +71,7 @@ fn quickstart() -> Router {
         name: "local_route".into(),
         virtual_hosts: vec![VirtualHost {
             name: "local_service".into(),
+            metadata: Default::default(),
             domains: vec!["*".into()],
             routes: vec![route(
                 "default".into(),
@@ -76,7 +79,9 @@ fn quickstart() -> Router {
                 vec![],
                 forward("service_envoyproxy_io"),
             )],
+            headers: Default::default(),
         }],
+        ..Default::default()
     })
 }
 
@@ -209,10 +214,13 @@ fn large() -> Router {
         virtual_hosts: (0..VHOSTS)
             .map(|i| VirtualHost {
                 name: format!("vh{i}"),
+                metadata: Default::default(),
                 domains: domains(i),
                 routes: routes(i),
+                headers: Default::default(),
             })
             .collect(),
+        ..Default::default()
     })
 }
 

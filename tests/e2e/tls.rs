@@ -395,6 +395,45 @@ async fn mtls_accepts_trusted_client_and_refuses_others() {
     assert_eq!(baton.stat(&format!("{p}.no_certificate")).await, Some(0));
 }
 
+#[tokio::test]
+async fn static_secrets_named_by_the_context_serve_and_verify() {
+    let up = Upstream::echo("up").await;
+    let (ca, client_ca) = (Ca::new("server ca"), Ca::new("client ca"));
+    let server = ca.leaf("s.test");
+    let ts = json!({"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": true,
+        "common_tls_context": {
+            "tls_certificate_sds_secret_configs": [{"name": "server"}],
+            "validation_context_sds_secret_config": {"name": "clients"},
+        },
+    }});
+    let secrets = json!([
+        {"name": "server", "tls_certificate": {
+            "certificate_chain": data(&server.cert), "private_key": data(&server.key)}},
+        {"name": "clients", "validation_context": {"trusted_ca": data(&client_ca.pem())}},
+    ]);
+    let text = with_chains(&echo_config(&up), vec![(vec![], ts)]).replacen(
+        "\"static_resources\": {",
+        &format!("\"static_resources\": {{\n\"secrets\": {secrets},"),
+        1,
+    );
+    let baton = Baton::start(&text).await;
+    let roots = [ca.pem()];
+    let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
+    let good = client_ca.leaf("client.test");
+    let o = |cert| ClientOpts {
+        sni: "s.test",
+        alpn: &["http/1.1"],
+        roots: &roots,
+        client_cert: cert,
+    };
+    let ok = get_with(baton.addr(), o(Some(&good))).await.unwrap();
+    assert_eq!(ok.resp.status, 200);
+    assert_eq!(ok.peer_cert, der(&server.cert));
+    assert!(get_with(baton.addr(), o(None)).await.is_err());
+}
+
 /// An HTTP upstream behind rustls: answers `sni=<server name> proto=<version>`.
 struct TlsUpstream {
     port: u16,

@@ -363,6 +363,28 @@ fn take_sockets(
     })
 }
 
+/// Start health checking and wait for the first check of every host (each is bounded by its
+/// check's timeout), so that workers start with the hosts known to be down already out.
+async fn first_health_round(clusters: &ClusterManager, shutdown: drain::Watch) {
+    let bound = clusters
+        .clusters()
+        .iter()
+        .filter_map(|c| c.config.health_check.as_ref().map(|h| h.timeout))
+        .max();
+    let first = proxy_core::health::spawn(clusters, shutdown);
+    let Some(bound) = bound else { return };
+    let hosts = first.pending();
+    let started = Instant::now();
+    // A little more than the longest timeout: a connect or a probe never takes longer.
+    if tokio::time::timeout(bound + Duration::from_secs(1), first.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the first health-check round did not finish in time; serving anyway");
+    }
+    tracing::info!(hosts, elapsed = ?started.elapsed(), "first health-check round done");
+}
+
 /// The main runtime: the admin interface, the main loop, the DNS refresh (workers have their
 /// own threads).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -106,9 +106,10 @@ pub struct ServerInfo {
     pub version: String,
     /// The hot restart compatibility version (`/hot_restart_version`).
     pub hot_restart_version: String,
-    /// The command line options as JSON, with Envoy's snake_case field names. `service_node`
-    /// and `service_cluster` (strings) fill `/server_info`'s `node`.
+    /// The command line options as JSON, with Envoy's snake_case field names.
     pub command_line_options: serde_json::Value,
+    /// The bootstrap's `node`, command line overrides applied.
+    pub node: crate::config::Node,
     /// This process's hot restart epoch.
     pub epoch: u32,
     /// Worker threads (`--concurrency`).
@@ -132,7 +133,8 @@ pub struct HostStatus {
     pub address: SocketAddr,
     pub hostname: String,
     pub weight: u32,
-    pub healthy: bool,
+    /// Why the host is out of load balancing, if it is.
+    pub health: crate::host_health::HealthFlags,
     pub cx_active: u64,
     pub cx_connect_fail: u64,
     pub rq_active: u64,
@@ -149,6 +151,8 @@ pub struct ClusterStatus {
     pub thresholds: Thresholds,
     pub hosts: Vec<HostStatus>,
     pub added_via_api: bool,
+    /// The cluster has outlier detection (Envoy then prints its success-rate lines).
+    pub outlier_detection: bool,
 }
 
 /// Gives the admin the current state of every cluster; implemented by the data plane.

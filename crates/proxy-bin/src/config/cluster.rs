@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use proxy_core::config::{
-    Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Thresholds, DEFAULT_BUFFER_LIMIT,
+    Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Locality, Thresholds,
+    DEFAULT_BUFFER_LIMIT,
 };
 use serde_json::Value;
 
@@ -17,7 +18,12 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
 
 /// Validates one cluster; records errors and returns `None` if any.
-pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Cluster> {
+pub(crate) fn cluster(
+    value: Value,
+    path: &str,
+    secrets: &super::tls::Secrets,
+    errs: &mut Errors,
+) -> Option<Cluster> {
     let raw: raw::Cluster = errs.take(de::decode(value, path))?;
     let before = errs.0.len();
     if raw.name.is_empty() {
@@ -52,6 +58,21 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
     };
 
     let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
+    let hc_path = join(path, "health_checks");
+    let tls_checked = raw.transport_socket.is_some() && !raw.health_checks.is_empty();
+    let health_check = super::health::health_checks(raw.health_checks, &hc_path, errs);
+    if tls_checked {
+        errs.push(
+            format!("{hc_path}[0]"),
+            "health checks of a cluster with a transport_socket (TLS) are not supported",
+        );
+    }
+    let panic_threshold = super::health::panic_threshold(raw.common_lb_config, path, errs);
+    let outlier = super::health::outlier_detection(
+        raw.outlier_detection,
+        &join(path, "outlier_detection"),
+        errs,
+    );
     let circuit_breakers = thresholds(raw.circuit_breakers, &join(path, "circuit_breakers"), errs);
     let mut http = protocol_options(raw.typed_extension_protocol_options, path, errs);
 
@@ -60,6 +81,7 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
             ts,
             &join(path, "transport_socket"),
             http.http2,
+            secrets,
         ))
     });
     // ALPN offering h2 first, with no explicit protocol options, asks for HTTP/2.
@@ -75,6 +97,7 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
     Some(Cluster {
         tls,
         name: raw.name,
+        metadata: raw::Metadata::into_map(raw.metadata),
         discovery,
         connect_timeout,
         lb_policy,
@@ -86,6 +109,9 @@ pub(crate) fn cluster(value: Value, path: &str, errs: &mut Errors) -> Option<Clu
             .per_connection_buffer_limit_bytes
             .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0),
         http2: http.http2,
+        health_check,
+        panic_threshold,
+        outlier,
     })
 }
 
@@ -157,11 +183,17 @@ fn endpoints(
     }
     // Counted as written, so a bad endpoint is not also reported as a missing one.
     let mut count = 0;
-    for (i, loc) in la.endpoints.into_iter().enumerate() {
+    for (i, mut loc) in la.endpoints.into_iter().enumerate() {
+        let loc_path = format!("{la_path}.endpoints[{i}]");
+        let Some(group) = errs.take(locality_group(&mut loc, &loc_path)) else {
+            continue;
+        };
         for (j, lb) in loc.lb_endpoints.into_iter().enumerate() {
             count += 1;
-            let p = format!("{la_path}.endpoints[{i}].lb_endpoints[{j}]");
-            if let Some(e) = errs.take(endpoint(lb, discovery, &p)) {
+            let p = format!("{loc_path}.lb_endpoints[{j}]");
+            if let Some(mut e) = errs.take(endpoint(lb, discovery, &p)) {
+                e.locality.clone_from(&group.locality);
+                e.locality_weight = group.weight;
                 out.push(e);
             }
         }
@@ -173,6 +205,40 @@ fn endpoints(
         );
     }
     out
+}
+
+/// What an `endpoints[]` entry gives each of its `lb_endpoints`.
+struct LocalityGroup {
+    locality: Option<Locality>,
+    weight: Option<u32>,
+}
+
+/// An `endpoints[]` entry's `locality`, `priority` and `load_balancing_weight`.
+fn locality_group(
+    loc: &mut raw::LocalityLbEndpoints,
+    path: &str,
+) -> Result<LocalityGroup, ConfigError> {
+    if let Some(p) = loc.priority.filter(|p| p.0 != 0) {
+        // Envoy sends to a lower priority only while the higher ones lack healthy hosts, and
+        // Baton has no health checking to decide that.
+        return Err(ConfigError::new(
+            join(path, "priority"),
+            format!(
+                "unsupported value {}: Baton balances over priority 0 only (priority failover needs health checking)",
+                p.0
+            ),
+        ));
+    }
+    if loc.load_balancing_weight.is_some_and(|w| w.0 == 0) {
+        return Err(ConfigError::new(
+            join(path, "load_balancing_weight"),
+            "must be at least 1",
+        ));
+    }
+    Ok(LocalityGroup {
+        locality: loc.locality.take().map(super::locality),
+        weight: loc.load_balancing_weight.map(|w| w.0),
+    })
 }
 
 fn endpoint(
@@ -204,6 +270,8 @@ fn endpoint(
             "an upstream endpoint needs a port in 1..=65535",
         ));
     }
+    let health_check_port =
+        super::health::check_port(lb.endpoint.health_check_config, &join(path, "endpoint"))?;
     let weight = lb.load_balancing_weight.map_or(1, |w| w.0);
     if weight == 0 {
         return Err(ConfigError::new(
@@ -211,7 +279,16 @@ fn endpoint(
             "must be at least 1",
         ));
     }
-    Ok(Endpoint { host, port, weight })
+    Ok(Endpoint {
+        host,
+        port,
+        weight,
+        hostname: lb.endpoint.hostname.filter(|h| !h.is_empty()),
+        health_check_port,
+        metadata: raw::Metadata::into_map(lb.metadata),
+        locality: None,
+        locality_weight: None,
+    })
 }
 
 /// Letters, digits, `-` and `_` in dot-separated labels of 1..=63 bytes, 253 bytes at most.

@@ -253,6 +253,85 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// A protobuf enum as Envoy reads it from JSON: a value name in any ASCII case (`round_robin`,
+/// `Strict_Dns`, `tlsv1_2` — Envoy parses enums case-insensitively) or the value's number.
+pub(crate) trait ProtoEnum: Sized + 'static {
+    /// The value names Baton implements, as the proto spells them.
+    const NAMES: &'static [&'static str];
+    fn from_name(name: &str) -> Option<Self>;
+    fn from_number(n: i64) -> Option<Self>;
+}
+
+/// Deserializes a [`ProtoEnum`] from a string or an integer.
+pub(crate) fn deserialize_enum<'de, T: ProtoEnum, D: Deserializer<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
+    struct V<T>(PhantomData<T>);
+    impl<T: ProtoEnum> V<T> {
+        fn unsupported<E: de::Error>(what: &str) -> E {
+            E::custom(format!(
+                "unsupported value {what}; Baton supports {}",
+                T::NAMES.join(", ")
+            ))
+        }
+        fn number<E: de::Error>(n: i64) -> Result<T, E> {
+            T::from_number(n).ok_or_else(|| Self::unsupported(&n.to_string()))
+        }
+    }
+    impl<T: ProtoEnum> Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "one of {}", T::NAMES.join(", "))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            T::from_name(v).ok_or_else(|| Self::unsupported(&format!("`{v}`")))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            Self::number(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            Self::number(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+    }
+    d.deserialize_any(V(PhantomData))
+}
+
+/// Declares a [`ProtoEnum`]: each variant with its proto name and number.
+macro_rules! proto_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($variant:ident = ($text:literal, $num:literal)),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $($variant),+
+        }
+
+        impl $crate::config::de::ProtoEnum for $name {
+            const NAMES: &'static [&'static str] = &[$($text),+];
+            fn from_name(name: &str) -> Option<Self> {
+                $(if name.eq_ignore_ascii_case($text) {
+                    return Some(Self::$variant);
+                })+
+                None
+            }
+            fn from_number(n: i64) -> Option<Self> {
+                match n {
+                    $($num => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::config::de::deserialize_enum(d)
+            }
+        }
+    };
+}
+pub(crate) use proto_enum;
+
 /// An object that must be empty (`google_re2: {}`, `http2_protocol_options: {}`).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -343,5 +422,37 @@ mod tests {
         assert_eq!(e.path, "tc.@type");
         let e = any::<Inner>(json!("str"), "tc", "t/x").unwrap_err();
         assert_eq!(e.path, "tc");
+    }
+
+    proto_enum! {
+        enum Policy {
+            RoundRobin = ("ROUND_ROBIN", 0),
+            Random = ("RANDOM", 3),
+        }
+    }
+
+    #[test]
+    fn enums_read_any_case_and_numbers_as_envoy() {
+        for (v, want) in [
+            (json!("ROUND_ROBIN"), Policy::RoundRobin),
+            (json!("round_robin"), Policy::RoundRobin),
+            (json!("Round_Robin"), Policy::RoundRobin),
+            (json!(3), Policy::Random),
+        ] {
+            assert_eq!(decode::<Policy>(v, "p").unwrap(), want);
+        }
+        let e = decode::<Policy>(json!("MAGLEV"), "p").unwrap_err();
+        assert_eq!(e.path, "p");
+        assert_eq!(
+            e.message,
+            "unsupported value `MAGLEV`; Baton supports ROUND_ROBIN, RANDOM"
+        );
+        let e = decode::<Policy>(json!(5), "p").unwrap_err();
+        assert!(
+            e.message.starts_with("unsupported value 5;"),
+            "{}",
+            e.message
+        );
+        assert!(decode::<Policy>(json!("roundrobin"), "p").is_err());
     }
 }

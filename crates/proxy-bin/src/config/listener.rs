@@ -16,12 +16,17 @@ use serde_json::Value;
 
 use super::de::{self, join};
 use super::raw;
+use super::tls::Secrets;
 use super::{ConfigError, Errors};
 
 /// Envoy's default `common_http_protocol_options.idle_timeout`.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Envoy's default `stream_idle_timeout`.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Baton's `request_headers_timeout` when none is configured (Envoy has none): a request head
+/// still incomplete a minute after its first byte is answered 408, as nginx's
+/// `client_header_timeout` does by default. `0s` turns it off.
+const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Envoy's `max_request_headers_kb` default and bound.
 const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
 const MAX_REQUEST_HEADERS_KB: u32 = 8192;
@@ -59,13 +64,17 @@ pub(crate) fn listener(
     value: Value,
     path: &str,
     clusters: &HashSet<String>,
+    secrets: &Secrets,
     errs: &mut Errors,
 ) -> Option<Listener> {
     let raw: raw::Listener = errs.take(de::decode(value, path))?;
     let before = errs.0.len();
-    if raw.name.is_empty() {
-        errs.push(join(path, "name"), "must not be empty");
-    }
+    // Envoy 1.40 names a listener without a name (or with an empty one) by a random UUID v4;
+    // its stats are named by address (`listener.<addr>.*`) either way.
+    let name = raw
+        .name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(proxy_core::headers::new_uuid);
     let address = errs.take(socket_address(
         &raw.address.socket_address,
         &join(path, "address.socket_address"),
@@ -85,6 +94,7 @@ pub(crate) fn listener(
         raw.filter_chains,
         &join(path, "filter_chains"),
         clusters,
+        secrets,
         errs,
     );
     let tls = (!chains.tls.is_empty()).then(|| ListenerTls { chains: chains.tls });
@@ -92,7 +102,7 @@ pub(crate) fn listener(
         return None;
     }
     Some(Listener {
-        name: raw.name,
+        name,
         address: address?,
         per_connection_buffer_limit_bytes,
         http: chains.http?,
@@ -124,6 +134,7 @@ fn filter_chains(
     raw_chains: Vec<raw::FilterChain>,
     path: &str,
     clusters: &HashSet<String>,
+    secrets: &Secrets,
     errs: &mut Errors,
 ) -> Chains {
     let mut out = Chains {
@@ -154,7 +165,7 @@ fn filter_chains(
         }
         let fcm = filter_chain_match.unwrap_or_default();
         if let Some(tls) =
-            filter_chain_transport(fcm, transport_socket, &chain_path, &mut seen, errs)
+            filter_chain_transport(fcm, transport_socket, &chain_path, &mut seen, secrets, errs)
         {
             out.tls.push(tls);
         }
@@ -202,6 +213,7 @@ fn filter_chain_transport(
     transport_socket: Option<super::tls::TransportSocket>,
     chain_path: &str,
     seen: &mut ChainsSeen,
+    secrets: &Secrets,
     errs: &mut Errors,
 ) -> Option<TlsChain> {
     let fcm_path = join(chain_path, "filter_chain_match");
@@ -240,6 +252,7 @@ fn filter_chain_transport(
     let tls = errs.take(super::tls::downstream(
         ts,
         &join(chain_path, "transport_socket"),
+        secrets,
     ))?;
     Some(TlsChain { server_names, tls })
 }
@@ -322,6 +335,10 @@ fn hcm(
         Some(d) => d.nonzero(),
     };
     let request_timeout = raw.request_timeout.and_then(|d| d.nonzero());
+    let request_headers_timeout = match raw.request_headers_timeout {
+        None => Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
+        Some(d) => d.nonzero(),
+    };
     let max_request_headers_kb = raw
         .max_request_headers_kb
         .map_or(DEFAULT_MAX_REQUEST_HEADERS_KB, |v| v.0);
@@ -331,6 +348,15 @@ fn hcm(
             format!("must be between 1 and {MAX_REQUEST_HEADERS_KB} (KiB)"),
         );
     }
+
+    let internal_ranges = raw
+        .internal_address_config
+        .map(|c| internal_ranges(c, &join(path, "internal_address_config"), errs))
+        .unwrap_or_default();
+    let (accept_http_10, default_host_for_http_10) = raw
+        .http_protocol_options
+        .map(|o| http1_options(o, &join(path, "http_protocol_options"), errs))
+        .unwrap_or_default();
 
     let mut upgrade_types: Vec<String> = Vec::new();
     for (i, u) in raw.upgrade_configs.iter().enumerate() {
@@ -371,12 +397,75 @@ fn hcm(
         idle_timeout,
         stream_idle_timeout,
         request_timeout,
+        request_headers_timeout,
         upgrade_types,
         access_logs,
         route_config: route_config?,
         suppress_envoy_headers: suppress_envoy_headers?,
         max_request_headers_kb,
+        internal_ranges,
+        accept_http_10,
+        default_host_for_http_10,
     })
+}
+
+/// `internal_address_config`. `unix_sockets` holds whatever its value: Baton's listeners are
+/// TCP, no client comes over a Unix socket.
+fn internal_ranges(
+    raw: raw::InternalAddressConfig,
+    path: &str,
+    errs: &mut Errors,
+) -> Vec<ipnet::IpNet> {
+    let _ = raw.unix_sockets;
+    cidr_ranges(raw.cidr_ranges, path, errs)
+}
+
+/// `http_protocol_options`: whether HTTP/1.0 is accepted, and the `Host` given to an HTTP/1.0
+/// request without one.
+fn http1_options(
+    raw: raw::Http1ProtocolOptions,
+    path: &str,
+    errs: &mut Errors,
+) -> (bool, Option<http::HeaderValue>) {
+    let host = raw.default_host_for_http_10.and_then(|h| {
+        let v = http::HeaderValue::from_str(&h)
+            .ok()
+            .filter(|v| !h.is_empty() && proxy_core::headers::valid_host(v.as_bytes()));
+        if v.is_none() {
+            errs.push(
+                join(path, "default_host_for_http_10"),
+                format!("`{h}` is not a host[:port]"),
+            );
+        }
+        v
+    });
+    (raw.accept_http_10.unwrap_or(false), host)
+}
+
+/// `cidr_ranges[]` (`address_prefix` an IP literal, `prefix_len` within its family's bits;
+/// absent means the whole address).
+fn cidr_ranges(raw: Vec<raw::CidrRange>, path: &str, errs: &mut Errors) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let p = format!("{path}.cidr_ranges[{i}]");
+        let Ok(ip) = r.address_prefix.parse::<std::net::IpAddr>() else {
+            errs.push(
+                join(&p, "address_prefix"),
+                format!("`{}` is not an IP address", r.address_prefix),
+            );
+            continue;
+        };
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        let len = r.prefix_len.map_or(bits, |l| l.0);
+        match ipnet::IpNet::new(ip, len) {
+            Ok(net) => out.push(net.trunc()),
+            Err(_) => errs.push(
+                join(&p, "prefix_len"),
+                format!("must be at most {bits} for `{ip}`"),
+            ),
+        }
+    }
+    out
 }
 
 /// Letters, digits, `-`, `_` and `.` (SNI host names).
@@ -471,9 +560,11 @@ fn router(filters: Vec<raw::HttpFilter>, path: &str) -> Result<bool, ConfigError
     let n = filters.len();
     let mut suppress = false;
     if n == 0 {
+        // Envoy 1.40 validates such a manager, then answers no request: with no router nothing
+        // ends the stream, and clients wait until they give up.
         return Err(ConfigError::new(
             path,
-            "must contain the router filter, envoy.filters.http.router",
+            "must contain the router filter, envoy.filters.http.router (without it Envoy accepts the configuration but never answers a request)",
         ));
     }
     for (i, f) in filters.into_iter().enumerate() {

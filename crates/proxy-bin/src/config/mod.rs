@@ -8,6 +8,8 @@
 
 mod cluster;
 mod de;
+mod headers;
+mod health;
 mod listener;
 mod raw;
 mod route;
@@ -17,7 +19,7 @@ mod tls;
 use std::fmt;
 use std::path::Path;
 
-use proxy_core::config::{Admin, Bootstrap};
+use proxy_core::config::{Admin, Bootstrap, Locality, Node};
 
 /// A parsed and validated bootstrap.
 #[derive(Debug, Clone)]
@@ -163,11 +165,12 @@ pub fn parse_str(text: &str) -> Result<Loaded, ConfigErrors> {
 
 fn from_value(value: serde_json::Value) -> Result<Loaded, ConfigErrors> {
     let mut value = match value {
-        // An empty document is an empty bootstrap, as an empty proto message.
+        // A JSON `null` document is an empty bootstrap, as an empty proto message.
         serde_json::Value::Null => serde_json::Value::Object(Default::default()),
         v => v,
     };
     source::snake_case_keys(&mut value, "")?;
+    source::strip_nulls(&mut value, "");
     let bootstrap = convert(value.clone())?;
     Ok(Loaded {
         bootstrap,
@@ -178,8 +181,11 @@ fn from_value(value: serde_json::Value) -> Result<Loaded, ConfigErrors> {
 fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
     let raw: raw::Bootstrap = de::decode(value, "")?;
     let mut errs = Errors::default();
+    let node = raw.node.map(node).unwrap_or_default();
     let admin = raw.admin.and_then(|a| admin(a, &mut errs));
     let statics = raw.static_resources.unwrap_or_default();
+    // Secrets first: TLS contexts refer to them by name.
+    let secrets = tls::secrets(statics.secrets, &mut errs);
 
     // Clusters first: routes must name one of them.
     let mut clusters = Vec::new();
@@ -196,7 +202,7 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
                 );
             }
         }
-        if let Some(c) = cluster::cluster(v, &path, &mut errs) {
+        if let Some(c) = cluster::cluster(v, &path, &secrets, &mut errs) {
             clusters.push(c);
         }
     }
@@ -205,7 +211,7 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
     let mut listener_names = std::collections::HashSet::new();
     for (i, v) in statics.listeners.into_iter().enumerate() {
         let path = format!("static_resources.listeners[{i}]");
-        let Some(l) = listener::listener(v, &path, &cluster_names, &mut errs) else {
+        let Some(l) = listener::listener(v, &path, &cluster_names, &secrets, &mut errs) else {
             continue;
         };
         if !listener_names.insert(l.name.clone()) {
@@ -238,6 +244,7 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
 
     if errs.is_empty() {
         Ok(Bootstrap {
+            node,
             admin,
             listeners,
             clusters,
@@ -245,6 +252,40 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
     } else {
         Err(ConfigErrors(errs.0))
     }
+}
+
+fn node(raw: raw::Node) -> Node {
+    Node {
+        id: raw.id.unwrap_or_default(),
+        cluster: raw.cluster.unwrap_or_default(),
+        metadata: raw.metadata.unwrap_or_default(),
+        locality: raw.locality.map(locality),
+    }
+}
+
+pub(crate) fn locality(raw: raw::Locality) -> Locality {
+    Locality {
+        region: raw.region.unwrap_or_default(),
+        zone: raw.zone.unwrap_or_default(),
+        sub_zone: raw.sub_zone.unwrap_or_default(),
+    }
+}
+
+/// `node` as Envoy serves it: `--service-node` and `--service-cluster`, when given and not
+/// empty, replace `node.id` and `node.cluster`.
+pub fn node_with_overrides(
+    node: &Node,
+    service_node: Option<&str>,
+    service_cluster: Option<&str>,
+) -> Node {
+    let mut out = node.clone();
+    if let Some(id) = service_node.filter(|s| !s.is_empty()) {
+        id.clone_into(&mut out.id);
+    }
+    if let Some(cluster) = service_cluster.filter(|s| !s.is_empty()) {
+        cluster.clone_into(&mut out.cluster);
+    }
+    out
 }
 
 fn admin(raw: raw::Admin, errs: &mut Errors) -> Option<Admin> {

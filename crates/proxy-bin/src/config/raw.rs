@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::de::{Dur, Empty, Int};
+use super::de::{proto_enum, Dur, Empty, Int};
 
 pub(crate) const HCM_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -27,8 +27,29 @@ pub(crate) const HTTP_OPTIONS_TYPE: &str =
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Bootstrap {
+    pub node: Option<Node>,
     pub admin: Option<Admin>,
     pub static_resources: Option<StaticResources>,
+}
+
+/// `config.core.v3.Node`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Node {
+    pub id: Option<String>,
+    pub cluster: Option<String>,
+    /// A `google.protobuf.Struct`.
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    pub locality: Option<Locality>,
+}
+
+/// `config.core.v3.Locality`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Locality {
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub sub_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +66,8 @@ pub(crate) struct StaticResources {
     pub listeners: Vec<Value>,
     #[serde(default)]
     pub clusters: Vec<Value>,
+    #[serde(default)]
+    pub secrets: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,10 +85,31 @@ pub(crate) struct SocketAddress {
     pub protocol: Option<Protocol>,
 }
 
+proto_enum! {
+    pub(crate) enum Protocol {
+        Tcp = ("TCP", 0),
+    }
+}
+
+/// `config.core.v3.Metadata`: `filter_metadata` only (namespace → Struct).
 #[derive(Debug, Deserialize)]
-pub(crate) enum Protocol {
-    #[serde(rename = "TCP")]
-    Tcp,
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metadata {
+    #[serde(default)]
+    pub filter_metadata: BTreeMap<String, serde_json::Map<String, Value>>,
+}
+
+impl Metadata {
+    /// As the runtime keeps it: namespace → Struct.
+    pub(crate) fn into_map(this: Option<Self>) -> proxy_core::config::Metadata {
+        this.map(|m| {
+            m.filter_metadata
+                .into_iter()
+                .map(|(k, v)| (k, Value::Object(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -74,7 +118,8 @@ pub(crate) enum Protocol {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Listener {
-    pub name: String,
+    /// Absent or empty: a random UUID, as Envoy names such listeners.
+    pub name: Option<String>,
     pub address: Address,
     pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
     #[serde(default)]
@@ -111,14 +156,12 @@ pub(crate) struct Filter {
     pub typed_config: Option<Value>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum CodecType {
-    #[serde(rename = "AUTO")]
-    Auto,
-    #[serde(rename = "HTTP1")]
-    Http1,
-    #[serde(rename = "HTTP2")]
-    Http2,
+proto_enum! {
+    pub(crate) enum CodecType {
+        Auto = ("AUTO", 0),
+        Http1 = ("HTTP1", 1),
+        Http2 = ("HTTP2", 2),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,7 +174,10 @@ pub(crate) struct HttpConnectionManager {
     pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
     pub stream_idle_timeout: Option<Dur>,
     pub request_timeout: Option<Dur>,
+    pub request_headers_timeout: Option<Dur>,
     pub max_request_headers_kb: Option<Int<u32>>,
+    pub internal_address_config: Option<InternalAddressConfig>,
+    pub http_protocol_options: Option<Http1ProtocolOptions>,
     #[serde(default)]
     pub upgrade_configs: Vec<UpgradeConfig>,
     #[serde(default)]
@@ -145,6 +191,29 @@ pub(crate) struct HttpConnectionManager {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommonHttpProtocolOptions {
     pub idle_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Http1ProtocolOptions {
+    pub accept_http_10: Option<bool>,
+    pub default_host_for_http_10: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InternalAddressConfig {
+    /// Baton listens on TCP only, so no client comes over a Unix socket.
+    pub unix_sockets: Option<bool>,
+    #[serde(default)]
+    pub cidr_ranges: Vec<CidrRange>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CidrRange {
+    pub address_prefix: String,
+    pub prefix_len: Option<Int<u8>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,27 +281,81 @@ pub(crate) struct RouteConfiguration {
     pub name: Option<String>,
     #[serde(default)]
     pub virtual_hosts: Vec<VirtualHost>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
+    pub most_specific_header_mutations_wins: Option<bool>,
+}
+
+/// A `HeaderValueOption`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderValueOption {
+    pub header: HeaderValue,
+    pub append: Option<bool>,
+    pub append_action: Option<AppendAction>,
+    pub keep_empty_value: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderValue {
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum AppendAction {
+    AppendIfExistsOrAdd,
+    AddIfAbsent,
+    OverwriteIfExistsOrAdd,
+    OverwriteIfExists,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VirtualHost {
     pub name: String,
+    pub metadata: Option<Metadata>,
     #[serde(default)]
     pub domains: Vec<String>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Route {
     pub name: Option<String>,
+    pub metadata: Option<Metadata>,
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
     pub route: Option<RouteAction>,
     pub direct_response: Option<DirectResponse>,
     pub redirect: Option<Redirect>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,11 +405,43 @@ pub(crate) struct StringMatcher {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteAction {
-    pub cluster: String,
+    pub cluster: Option<String>,
+    pub weighted_clusters: Option<WeightedClusters>,
     pub prefix_rewrite: Option<String>,
     pub host_rewrite_literal: Option<String>,
     pub timeout: Option<Dur>,
     pub retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WeightedClusters {
+    pub clusters: Vec<ClusterWeight>,
+    /// Deprecated in Envoy; when given it must equal the weights' sum.
+    pub total_weight: Option<UInt32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterWeight {
+    pub name: String,
+    pub weight: Option<UInt32>,
+}
+
+/// A `google.protobuf.UInt32Value`: a number, or `{value: N}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum UInt32 {
+    Plain(Int<u32>),
+    Wrapped { value: Int<u32> },
+}
+
+impl UInt32 {
+    pub fn get(&self) -> u32 {
+        match self {
+            UInt32::Plain(v) | UInt32::Wrapped { value: v } => v.0,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,18 +461,14 @@ pub(crate) struct DirectResponse {
     pub body: Option<DataSource>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum RedirectCode {
-    #[serde(rename = "MOVED_PERMANENTLY")]
-    MovedPermanently,
-    #[serde(rename = "FOUND")]
-    Found,
-    #[serde(rename = "SEE_OTHER")]
-    SeeOther,
-    #[serde(rename = "TEMPORARY_REDIRECT")]
-    TemporaryRedirect,
-    #[serde(rename = "PERMANENT_REDIRECT")]
-    PermanentRedirect,
+proto_enum! {
+    pub(crate) enum RedirectCode {
+        MovedPermanently = ("MOVED_PERMANENTLY", 0),
+        Found = ("FOUND", 1),
+        SeeOther = ("SEE_OTHER", 2),
+        TemporaryRedirect = ("TEMPORARY_REDIRECT", 3),
+        PermanentRedirect = ("PERMANENT_REDIRECT", 4),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,44 +487,37 @@ pub(crate) struct Redirect {
 // ---------------------------------------------------------------------------------------------
 // Clusters.
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum DiscoveryType {
-    #[serde(rename = "STATIC")]
-    Static,
-    #[serde(rename = "STRICT_DNS")]
-    StrictDns,
-    #[serde(rename = "LOGICAL_DNS")]
-    LogicalDns,
+proto_enum! {
+    pub(crate) enum DiscoveryType {
+        Static = ("STATIC", 0),
+        StrictDns = ("STRICT_DNS", 1),
+        LogicalDns = ("LOGICAL_DNS", 2),
+    }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum LbPolicy {
-    #[serde(rename = "ROUND_ROBIN")]
-    RoundRobin,
-    #[serde(rename = "LEAST_REQUEST")]
-    LeastRequest,
-    #[serde(rename = "RANDOM")]
-    Random,
+proto_enum! {
+    pub(crate) enum LbPolicy {
+        RoundRobin = ("ROUND_ROBIN", 0),
+        LeastRequest = ("LEAST_REQUEST", 1),
+        Random = ("RANDOM", 3),
+    }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) enum DnsLookupFamily {
-    #[serde(rename = "AUTO")]
-    Auto,
-    #[serde(rename = "V4_ONLY")]
-    V4Only,
-    #[serde(rename = "V6_ONLY")]
-    V6Only,
-    #[serde(rename = "V4_PREFERRED")]
-    V4Preferred,
-    #[serde(rename = "ALL")]
-    All,
+proto_enum! {
+    pub(crate) enum DnsLookupFamily {
+        Auto = ("AUTO", 0),
+        V4Only = ("V4_ONLY", 1),
+        V6Only = ("V6_ONLY", 2),
+        V4Preferred = ("V4_PREFERRED", 3),
+        All = ("ALL", 4),
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Cluster {
     pub name: String,
+    pub metadata: Option<Metadata>,
     #[serde(rename = "type")]
     pub kind: Option<DiscoveryType>,
     pub connect_timeout: Option<Dur>,
@@ -386,6 +530,10 @@ pub(crate) struct Cluster {
     #[serde(default)]
     pub typed_extension_protocol_options: BTreeMap<String, Value>,
     pub transport_socket: Option<super::tls::TransportSocket>,
+    #[serde(default)]
+    pub health_checks: Vec<super::health::RawHealthCheck>,
+    pub common_lb_config: Option<super::health::CommonLbConfig>,
+    pub outlier_detection: Option<super::health::RawOutlierDetection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -399,8 +547,11 @@ pub(crate) struct LoadAssignment {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LocalityLbEndpoints {
+    pub locality: Option<Locality>,
     #[serde(default)]
     pub lb_endpoints: Vec<LbEndpoint>,
+    pub load_balancing_weight: Option<Int<u32>>,
+    pub priority: Option<Int<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -408,12 +559,15 @@ pub(crate) struct LocalityLbEndpoints {
 pub(crate) struct LbEndpoint {
     pub endpoint: Endpoint,
     pub load_balancing_weight: Option<Int<u32>>,
+    pub metadata: Option<Metadata>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Endpoint {
     pub address: Address,
+    pub hostname: Option<String>,
+    pub health_check_config: Option<super::health::HealthCheckConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -423,10 +577,10 @@ pub(crate) struct CircuitBreakers {
     pub thresholds: Vec<Thresholds>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) enum Priority {
-    #[serde(rename = "DEFAULT")]
-    Default,
+proto_enum! {
+    pub(crate) enum Priority {
+        Default = ("DEFAULT", 0),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,16 +1,27 @@
 //! Turns configuration text (YAML or JSON) into a `serde_json::Value`, and merges an overlay over
 //! a base the way protobuf's `MergeFrom` does for Envoy's `--config-yaml`.
 
-use serde_json::Value;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use serde_saphyr::Tagged;
 
 use super::ConfigError;
 
-/// Parses one YAML document (JSON is YAML too). `origin` names the source in messages.
+/// The YAML tag Envoy drops a mapping entry for (`!ignore defs: &anchor {...}` holds anchors
+/// the rest of the file refers to).
+const IGNORE_TAG: &str = "!ignore";
+
+/// Parses one YAML document (JSON is YAML too). `origin` names the source in messages. A
+/// document with no node at all (empty, or only comments) is an error, as in Envoy ("unable to
+/// convert YAML as JSON"); `{}` is an empty bootstrap.
 pub(crate) fn parse_yaml(text: &str, origin: &str) -> Result<Value, ConfigError> {
     let mut options = serde_saphyr::options::Options::default();
     // One-line messages: ConfigErrors prints one error per line.
     options.with_snippet = false;
-    serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| {
+    let node = serde_saphyr::from_str_with_options::<Option<Node>>(text, options).map_err(|e| {
         let e = e.without_snippet();
         let mut message = first_line(&e.to_string());
         // The parser's hint names its own API, which means nothing to a user.
@@ -32,7 +43,86 @@ pub(crate) fn parse_yaml(text: &str, origin: &str) -> Result<Value, ConfigError>
             ),
             _ => ConfigError::new("", format!("could not parse {origin} as YAML: {message}")),
         }
-    })
+    })?;
+    match node {
+        Some(Node(v)) => Ok(v),
+        None => Err(ConfigError::new(
+            "",
+            format!("{origin} holds no configuration (the YAML document is empty); write `{{}}` for an empty bootstrap"),
+        )),
+    }
+}
+
+/// A YAML node as JSON, without the mapping entries whose key is tagged `!ignore`.
+struct Node(Value);
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML node")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
+        Ok(Node(Value::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
+        Ok(Node(Value::from(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
+        Ok(Node(Value::from(v)))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Node, E> {
+        // Beyond 64 bits: kept as written, so the field's own check names the problem.
+        Ok(Node(Value::String(v.to_string())))
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Node, E> {
+        Ok(Node(Value::String(v.to_string())))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
+        Ok(Node(
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
+        Ok(Node(Value::String(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
+        Ok(Node(Value::String(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node(Value::Null))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node(Value::Null))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        Node::deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Node(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Node(Value::Array(out)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut out = Map::new();
+        while let Some(Tagged(key, tag)) = map.next_key::<Tagged<String>>()? {
+            let Node(v) = map.next_value()?;
+            if tag.as_deref() != Some(IGNORE_TAG) {
+                out.insert(key, v);
+            }
+        }
+        Ok(Node(Value::Object(out)))
+    }
 }
 
 /// Parses a JSON document; serde_json reports line and column itself.
@@ -50,6 +140,8 @@ fn first_line(s: &str) -> String {
 /// dots) are left alone. `path` is where `v` sits, for the error on a field given both ways.
 pub(crate) fn snake_case_keys(v: &mut Value, path: &str) -> Result<(), ConfigError> {
     match v {
+        // A map of namespaces to Structs: every key is the user's own.
+        Value::Object(_) if path.ends_with("filter_metadata") => {}
         Value::Object(map) => {
             let renames: Vec<(String, String)> = map
                 .keys()
@@ -67,7 +159,9 @@ pub(crate) fn snake_case_keys(v: &mut Value, path: &str) -> Result<(), ConfigErr
                 }
             }
             for (k, x) in map.iter_mut() {
-                snake_case_keys(x, &super::de::join(path, k))?;
+                if !holds_struct(path, k) {
+                    snake_case_keys(x, &super::de::join(path, k))?;
+                }
             }
         }
         Value::Array(items) => {
@@ -78,6 +172,35 @@ pub(crate) fn snake_case_keys(v: &mut Value, path: &str) -> Result<(), ConfigErr
         _ => {}
     }
     Ok(())
+}
+
+/// Whether field `key` of the object at `path` is a `google.protobuf.Struct`, whose keys are
+/// the user's own (kept verbatim, never renamed) and whose nulls are values: `node.metadata`
+/// and each namespace of a `metadata.filter_metadata` map.
+fn holds_struct(path: &str, key: &str) -> bool {
+    (path == "node" && key == "metadata") || path.ends_with("filter_metadata")
+}
+
+/// Removes every object entry whose value is `null`: protobuf JSON reads `null` as the field's
+/// default, which for Baton's optional fields and lists is "absent" (as Envoy). Structs keep
+/// their nulls; a `null` list element stays, for the field's own check to reject.
+pub(crate) fn strip_nulls(v: &mut Value, path: &str) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|_, x| !x.is_null());
+            for (k, x) in map.iter_mut() {
+                if !holds_struct(path, k) {
+                    strip_nulls(x, &super::de::join(path, k));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter_mut().enumerate() {
+                strip_nulls(x, &format!("{path}[{i}]"));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `portValue` → `port_value`; `None` if `k` is not a camelCase identifier.
@@ -192,5 +315,50 @@ mod tests {
     fn json_errors_carry_position() {
         let e = parse_json("{\"a\": }", "f.json").unwrap_err();
         assert!(e.message.contains("line 1"), "{}", e.message);
+    }
+
+    #[test]
+    fn ignore_tagged_keys_are_dropped_and_their_anchors_kept() {
+        let v = parse_yaml(
+            "!ignore defs:\n  port: &port 7\na:\n  !ignore b: 1\n  c: *port\nd: !ignore 2\n",
+            "x",
+        )
+        .unwrap();
+        // As Envoy: only a tagged key drops its entry; a tagged value stays.
+        assert_eq!(v, json!({"a": {"c": 7}, "d": 2}));
+    }
+
+    #[test]
+    fn an_empty_document_is_an_error() {
+        for text in ["", "# only a comment\n", "\n\n"] {
+            let e = parse_yaml(text, "config").unwrap_err();
+            assert!(
+                e.message.contains("holds no configuration"),
+                "{}",
+                e.message
+            );
+        }
+        assert_eq!(parse_yaml("{}", "config").unwrap(), json!({}));
+    }
+
+    #[test]
+    fn nulls_are_absent_fields_except_inside_structs() {
+        let mut v = json!({"a": null, "l": [{"x": null, "y": 1}, null],
+            "node": {"metadata": {"k": null, "camelKey": 1}, "id": null},
+            "c": {"metadata": {"filter_metadata": {"ns": {"k": null}}}}});
+        strip_nulls(&mut v, "");
+        assert_eq!(
+            v,
+            json!({"l": [{"y": 1}, null], "node": {"metadata": {"k": null, "camelKey": 1}},
+                "c": {"metadata": {"filter_metadata": {"ns": {"k": null}}}}})
+        );
+        let mut v = json!({"node": {"metadata": {"camelKey": 1}},
+            "c": {"metadata": {"filterMetadata": {"myNs": {"someKey": 1}}}}});
+        snake_case_keys(&mut v, "").unwrap();
+        assert_eq!(
+            v,
+            json!({"node": {"metadata": {"camelKey": 1}},
+                "c": {"metadata": {"filter_metadata": {"myNs": {"someKey": 1}}}}})
+        );
     }
 }

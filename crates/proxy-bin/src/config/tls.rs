@@ -13,8 +13,11 @@ use proxy_core::tls::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::de::{self, join};
+use super::de::{self, join, proto_enum};
 use super::ConfigError;
+
+mod secrets;
+pub(crate) use secrets::{secrets, Secrets};
 
 pub(crate) const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 pub(crate) const DOWNSTREAM_TYPE: &str =
@@ -61,12 +64,15 @@ struct CommonTlsContext {
     #[serde(default)]
     tls_certificates: Vec<TlsCertificate>,
     #[serde(default)]
+    tls_certificate_sds_secret_configs: Vec<secrets::SdsSecretConfig>,
+    validation_context_sds_secret_config: Option<secrets::SdsSecretConfig>,
+    #[serde(default)]
     alpn_protocols: Vec<String>,
     tls_params: Option<TlsParams>,
     validation_context: Option<ValidationContext>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TlsCertificate {
     certificate_chain: Option<FileOrInline>,
@@ -74,7 +80,7 @@ struct TlsCertificate {
 }
 
 /// `config.core.v3.DataSource` with `filename` or `inline_string`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileOrInline {
     filename: Option<String>,
@@ -90,21 +96,17 @@ struct TlsParams {
     cipher_suites: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-enum Protocol {
-    #[serde(rename = "TLS_AUTO")]
-    Auto,
-    #[serde(rename = "TLSv1_0")]
-    V1_0,
-    #[serde(rename = "TLSv1_1")]
-    V1_1,
-    #[serde(rename = "TLSv1_2")]
-    V1_2,
-    #[serde(rename = "TLSv1_3")]
-    V1_3,
+proto_enum! {
+    enum Protocol {
+        Auto = ("TLS_AUTO", 0),
+        V1_0 = ("TLSv1_0", 1),
+        V1_1 = ("TLSv1_1", 2),
+        V1_2 = ("TLSv1_2", 3),
+        V1_3 = ("TLSv1_3", 4),
+    }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ValidationContext {
     trusted_ca: Option<FileOrInline>,
@@ -135,16 +137,21 @@ pub(crate) fn listener_filter(f: ListenerFilter, path: &str) -> Result<(), Confi
 struct Empty {}
 
 /// The TLS context of a filter chain's `transport_socket`.
-pub(crate) fn downstream(ts: TransportSocket, path: &str) -> Result<ServerTls, ConfigError> {
+pub(crate) fn downstream(
+    ts: TransportSocket,
+    path: &str,
+    secrets: &Secrets,
+) -> Result<ServerTls, ConfigError> {
     let tc_path = join(path, "typed_config");
     let tc = socket_config(ts, path, &tc_path)?;
     let raw: DownstreamTlsContext = de::any(tc, &tc_path, DOWNSTREAM_TYPE)?;
+    let (common, origins) = common(raw.common_tls_context, &tc_path, secrets)?;
     let spec = ServerSpec {
-        common: common(raw.common_tls_context, &tc_path)?,
+        common,
         require_client_certificate: raw.require_client_certificate.unwrap_or(false),
     };
     tls::server_config(&spec, SystemTime::now())
-        .map_err(|e| ConfigError::new(join(&tc_path, &e.field), e.message))
+        .map_err(|e| ConfigError::new(secrets::locate(&tc_path, &origins, &e.field), e.message))
 }
 
 /// The TLS context of a cluster's `transport_socket`. `http2`: the cluster is configured for
@@ -153,11 +160,12 @@ pub(crate) fn upstream(
     ts: TransportSocket,
     path: &str,
     http2: bool,
+    secrets: &Secrets,
 ) -> Result<ClientTls, ConfigError> {
     let tc_path = join(path, "typed_config");
     let tc = socket_config(ts, path, &tc_path)?;
     let raw: UpstreamTlsContext = de::any(tc, &tc_path, UPSTREAM_TYPE)?;
-    let mut common = common(raw.common_tls_context, &tc_path)?;
+    let (mut common, origins) = common(raw.common_tls_context, &tc_path, secrets)?;
     if http2 && common.alpn_protocols.is_empty() {
         common.alpn_protocols.push("h2".to_owned());
     }
@@ -166,7 +174,7 @@ pub(crate) fn upstream(
         sni: raw.sni.filter(|s| !s.is_empty()),
     };
     tls::client_config(&spec, SystemTime::now())
-        .map_err(|e| ConfigError::new(join(&tc_path, &e.field), e.message))
+        .map_err(|e| ConfigError::new(secrets::locate(&tc_path, &origins, &e.field), e.message))
 }
 
 fn socket_config(ts: TransportSocket, path: &str, tc_path: &str) -> Result<Value, ConfigError> {
@@ -189,11 +197,18 @@ fn socket_config(ts: TransportSocket, path: &str, tc_path: &str) -> Result<Value
         .ok_or_else(|| ConfigError::new(tc_path, "required field is missing"))
 }
 
-fn common(raw: Option<CommonTlsContext>, path: &str) -> Result<CommonSpec, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(CommonSpec::default());
+/// The `common_tls_context` of the `typed_config` at `path`, static secrets resolved, and
+/// where those came from.
+fn common(
+    raw: Option<CommonTlsContext>,
+    path: &str,
+    secrets: &Secrets,
+) -> Result<(CommonSpec, secrets::Origins), ConfigError> {
+    let Some(mut raw) = raw else {
+        return Ok((CommonSpec::default(), Vec::new()));
     };
     let path = join(path, "common_tls_context");
+    let origins = secrets.resolve(&mut raw, &path)?;
     let mut out = CommonSpec::default();
     for (i, c) in raw.tls_certificates.into_iter().enumerate() {
         let p = format!("{path}.tls_certificates[{i}]");
@@ -238,7 +253,7 @@ fn common(raw: Option<CommonTlsContext>, path: &str) -> Result<CommonSpec, Confi
             )?);
         }
     }
-    Ok(out)
+    Ok((out, origins))
 }
 
 fn version(p: Option<Protocol>, path: &str) -> Result<Option<TlsVersion>, ConfigError> {

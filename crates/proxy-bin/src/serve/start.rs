@@ -40,6 +40,16 @@ impl Generation {
             self.clusters.resolve_all().await;
         }
         tokio::spawn(self.clusters.clone().run_dns_refresh(drain_watch.clone()));
+        match resolve {
+            // Hosts are checked once before the first request can arrive.
+            Resolve::First => super::first_health_round(&self.clusters, drain_watch.clone()).await,
+            // Serving again must not wait: checks start over in the background.
+            Resolve::Again => drop(proxy_core::health::spawn(
+                &self.clusters,
+                drain_watch.clone(),
+            )),
+        }
+        proxy_core::outlier::spawn(&self.clusters, drain_watch.clone());
         self.close_sockets_when_accept_stops(resume, drain_watch.clone());
         let workers = self
             .dataplane
@@ -104,6 +114,11 @@ impl Generation {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 hot_restart_version: self.plan.hot_restart_version(),
                 command_line_options: self.place.command_line_options(&self.opts),
+                node: crate::config::node_with_overrides(
+                    &self.bootstrap.node,
+                    self.opts.service_node.as_deref(),
+                    self.opts.service_cluster.as_deref(),
+                ),
                 epoch: self.place.epoch,
                 concurrency: u32::try_from(self.opts.concurrency).unwrap_or(u32::MAX),
                 epoch_started,

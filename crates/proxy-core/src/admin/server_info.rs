@@ -9,6 +9,7 @@ use shm_stats::{Gauge, Store};
 
 use super::clusters::pretty;
 use super::{ServerInfo, ServerState};
+use crate::config::Node;
 
 /// Envoy's `server.*` gauges about the process, registered in a store.
 #[derive(Debug)]
@@ -100,13 +101,6 @@ pub(super) fn server_info_json(
         .map(|d| d.as_secs())
         .unwrap_or(0)
         .max(current);
-    let opt = |key: &str| {
-        info.command_line_options
-            .get(key)
-            .and_then(Json::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
     pretty(&json!({
         "version": info.version,
         "state": state.as_str(),
@@ -114,12 +108,32 @@ pub(super) fn server_info_json(
         "command_line_options": info.command_line_options,
         "uptime_current_epoch": format!("{current}s"),
         "uptime_all_epochs": format!("{all}s"),
-        "node": {
-            "id": opt("service_node"),
-            "cluster": opt("service_cluster"),
-        },
+        "node": node_json(&info.node),
         "hot_restart": hot_restart,
     }))
+}
+
+/// `node` as Envoy's `/server_info` shows it: `id` and `cluster` always, `metadata` and
+/// `locality` only when set (proto3 JSON leaves out empty messages).
+fn node_json(node: &Node) -> Json {
+    let mut out = json!({"id": node.id, "cluster": node.cluster});
+    if !node.metadata.is_empty() {
+        out["metadata"] = Json::Object(node.metadata.clone());
+    }
+    if let Some(l) = &node.locality {
+        let mut loc = serde_json::Map::new();
+        for (k, v) in [
+            ("region", &l.region),
+            ("zone", &l.zone),
+            ("sub_zone", &l.sub_zone),
+        ] {
+            if !v.is_empty() {
+                loc.insert(k.to_owned(), Json::String(v.clone()));
+            }
+        }
+        out["locality"] = Json::Object(loc);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -135,6 +149,11 @@ mod tests {
             version: "abc/0.1.0/Clean/RELEASE/rustls".to_owned(),
             hot_restart_version: "baton.1".to_owned(),
             command_line_options: json!({"service_node": "n1", "service_cluster": "c1", "concurrency": 2}),
+            node: Node {
+                id: "n1".to_owned(),
+                cluster: "c1".to_owned(),
+                ..Node::default()
+            },
             epoch: 3,
             concurrency: 2,
             epoch_started: Instant::now().checked_sub(Duration::from_secs(12))?,
@@ -198,5 +217,25 @@ mod tests {
         assert!(secs("uptime_current_epoch").is_some_and(|s| (12..100).contains(&s)));
         assert!(secs("uptime_all_epochs").is_some_and(|s| s >= 100));
         Ok(())
+    }
+
+    #[test]
+    fn node_shows_metadata_and_locality_only_when_set() {
+        let mut node = Node {
+            id: "n".to_owned(),
+            ..Node::default()
+        };
+        assert_eq!(node_json(&node), json!({"id": "n", "cluster": ""}));
+        node.metadata.insert("k".to_owned(), json!([1, null]));
+        node.locality = Some(crate::config::Locality {
+            region: "r".to_owned(),
+            zone: String::new(),
+            sub_zone: "s".to_owned(),
+        });
+        assert_eq!(
+            node_json(&node),
+            json!({"id": "n", "cluster": "", "metadata": {"k": [1, null]},
+                "locality": {"region": "r", "sub_zone": "s"}})
+        );
     }
 }

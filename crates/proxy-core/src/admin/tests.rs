@@ -43,7 +43,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             address: "127.0.0.1:8080".parse()?,
             hostname: String::new(),
             weight: 1,
-            healthy: true,
+            health: crate::host_health::HealthFlags::HEALTHY,
             cx_active: 1,
             cx_connect_fail: 0,
             rq_active: 0,
@@ -52,6 +52,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             rq_success: 5,
         }],
         added_via_api: false,
+        outlier_detection: false,
     }];
     let state = Arc::new(AdminState {
         drain: None,
@@ -60,6 +61,11 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             version: "test/0.1.0/Clean/DEBUG/rustls".to_owned(),
             hot_restart_version: "baton.test.1".to_owned(),
             command_line_options: json!({"service_node": "node-a", "service_cluster": "edge"}),
+            node: crate::config::Node {
+                id: "node-a".to_owned(),
+                cluster: "edge".to_owned(),
+                ..Default::default()
+            },
             epoch: 0,
             concurrency: 2,
             epoch_started: Instant::now(),

@@ -21,17 +21,22 @@ fn router_with(prefix: &str, action: RouteAction) -> Router {
         name: "r".into(),
         virtual_hosts: vec![config::VirtualHost {
             name: "v".into(),
+            metadata: Default::default(),
             domains: vec!["*".into()],
             routes: vec![config::Route {
                 name: "only".into(),
+                metadata: Default::default(),
                 matcher: RouteMatch {
                     path: PathMatch::Prefix(prefix.into()),
                     case_sensitive: true,
                     headers: vec![],
                 },
                 action,
+                headers: Default::default(),
             }],
+            headers: Default::default(),
         }],
+        ..Default::default()
     };
     Router::new(&cfg, |_| Some(0)).expect("valid route config")
 }

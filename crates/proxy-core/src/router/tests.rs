@@ -5,6 +5,7 @@ use http::HeaderValue;
 fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Route {
     config::Route {
         name: name.into(),
+        metadata: Default::default(),
         matcher: RouteMatch {
             path,
             case_sensitive: true,
@@ -14,14 +15,17 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Ro
             status: http::StatusCode::OK,
             body: None,
         }),
+        headers: Default::default(),
     }
 }
 
 fn vhost(name: &str, domains: &[&str], routes: Vec<config::Route>) -> config::VirtualHost {
     config::VirtualHost {
         name: name.into(),
+        metadata: Default::default(),
         domains: domains.iter().map(|d| (*d).into()).collect(),
         routes,
+        headers: Default::default(),
     }
 }
 
@@ -81,6 +85,7 @@ fn router() -> Router {
                 ],
             ),
         ],
+        ..Default::default()
     };
     Router::new(&cfg, |_| Some(0)).unwrap()
 }
@@ -129,6 +134,7 @@ fn no_virtual_host_means_no_route() {
             &["a.com"],
             vec![route("x", PathMatch::Prefix("/".into()), vec![])],
         )],
+        ..Default::default()
     };
     let r = Router::new(&cfg, |_| None).unwrap();
     assert!(r.route("b.com", "/", &HeaderMap::new()).is_none());
@@ -142,6 +148,7 @@ fn case_insensitive_prefix() {
     let cfg = RouteConfig {
         name: "r".into(),
         virtual_hosts: vec![vhost("v", &["*"], vec![rt])],
+        ..Default::default()
     };
     let r = Router::new(&cfg, |_| None).unwrap();
     assert!(r.route("h", "/api/x", &HeaderMap::new()).is_some());

@@ -9,6 +9,7 @@
 //! `Arc<ServerConfig>` / `Arc<ClientConfig>`, so a generation reads its certificates exactly
 //! once, when its configuration is loaded — a hot restart is how certificates rotate.
 
+mod cert_error;
 mod stats;
 mod x509;
 
@@ -271,7 +272,10 @@ fn roots(src: &PemSource, field: &str) -> Result<Arc<RootCertStore>, TlsError> {
         store.add(c).map_err(|e| {
             TlsError::new(
                 describe(src, field),
-                format!("could not use CA certificate: {e}"),
+                format!(
+                    "unusable CA certificate: {}",
+                    cert_error::words(&e, "a trusted CA")
+                ),
             )
         })?;
     }
@@ -303,25 +307,37 @@ fn certified_key(
         )
     })?;
     let ck = CertifiedKey::new(chain, key);
+    let leaf = ck.cert.first().map(|c| c.as_ref()).unwrap_or_default();
+    let mismatch = || {
+        TlsError::new(
+            describe(&spec.private_key, &key_field),
+            format!(
+                "private key does not match the certificate in {}",
+                describe(&spec.certificate_chain, &chain_field)
+            ),
+        )
+    };
     match ck.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            return Err(TlsError::new(
-                describe(&spec.private_key, &key_field),
-                format!(
-                    "private key does not match the certificate in {}",
-                    describe(&spec.certificate_chain, &chain_field)
-                ),
-            ))
+            return Err(mismatch())
         }
-        Err(e) => {
-            return Err(TlsError::new(
-                describe(&spec.certificate_chain, &chain_field),
-                format!("could not parse certificate: {e}"),
-            ))
-        }
+        // webpki reads X.509 v3 only; a v1 certificate (Envoy's examples) is compared here.
+        Err(e) => match (x509::subject_public_key_info(leaf), ck.key.public_key()) {
+            (Some(spki), Some(key)) if spki == key.as_ref() => {}
+            (Some(_), Some(_)) => return Err(mismatch()),
+            (Some(_), None) => {}
+            (None, _) => {
+                return Err(TlsError::new(
+                    describe(&spec.certificate_chain, &chain_field),
+                    format!(
+                        "unusable certificate: {}",
+                        cert_error::words(&e, "a certificate")
+                    ),
+                ))
+            }
+        },
     }
-    let leaf = ck.cert.first().map(|c| c.as_ref()).unwrap_or_default();
     match not_after(leaf) {
         Some(t) if t < now => {
             let secs = t

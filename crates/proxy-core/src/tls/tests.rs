@@ -3,7 +3,9 @@
 
 use std::time::SystemTime;
 
+use super::cert_error::words;
 use super::*;
+use rustls::{CertificateError, Error};
 
 struct Pair {
     cert: String,
@@ -223,4 +225,54 @@ fn sni_selection_prefers_exact_then_longest_wildcard_then_default() {
         chains: vec![chain(&["a.test"])],
     };
     assert!(no_default.select(Some("b.test")).is_none());
+}
+
+/// An X.509 v1 self-signed certificate (no extensions, as `openssl x509 -req` writes it and as
+/// Envoy's own example certificate is) and its key.
+fn v1() -> Pair {
+    Pair {
+        cert: include_str!("../../../../tests/fixtures/tls/x509v1-cert.pem").to_owned(),
+        key: include_str!("../../../../tests/fixtures/tls/x509v1-key.pem").to_owned(),
+    }
+}
+
+#[test]
+fn x509_v1_certificates_load_as_served_certificates_and_as_trusted_cas() {
+    let p = v1();
+    assert!(p.cert.contains("BEGIN CERTIFICATE"));
+    let mut s = inline(&p);
+    s.common.trusted_ca = Some(PemSource::Inline(p.cert.clone()));
+    s.require_client_certificate = true;
+    server_config(&s, SystemTime::now()).unwrap_or_else(|e| panic!("{e}"));
+    // The key check still works without webpki: another key is refused.
+    let other = self_signed("b.test");
+    let s = spec(PemSource::Inline(p.cert), PemSource::Inline(other.key));
+    let e = server_config(&s, SystemTime::now()).unwrap_err();
+    assert!(e.message.contains("does not match"), "{e}");
+}
+
+#[test]
+fn an_unusable_certificate_is_explained_in_words() {
+    let a = self_signed("a.test");
+    // A PEM CERTIFICATE block whose contents are not a certificate.
+    let junk = "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
+    let s = spec(PemSource::Inline(junk.into()), PemSource::Inline(a.key));
+    let e = server_config(&s, SystemTime::now()).unwrap_err();
+    assert!(e.field.ends_with("certificate_chain.inline_string"), "{e}");
+    assert!(
+        e.message
+            .contains("unusable certificate: it is not a DER-encoded X.509 certificate"),
+        "{e}"
+    );
+    assert!(!e.message.contains("Other("), "{e}");
+    let e = words(
+        &Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+            std::sync::Arc::new(webpki::Error::UnsupportedCertVersion),
+        ))),
+        "an upstream server's certificate",
+    );
+    assert_eq!(
+        e,
+        "its X.509 version is not accepted for an upstream server's certificate (only v3, and v1 for a certificate Baton serves)"
+    );
 }

@@ -1,6 +1,8 @@
 //! Just enough DER to read an X.509 certificate's `notAfter` (RFC 5280 §4.1.2.5), so an
-//! expired certificate is refused when the configuration is loaded. A full X.509 parser would
-//! be a large dependency for one field; rustls verifies everything else at handshake time.
+//! expired certificate is refused when the configuration is loaded, and its
+//! `subjectPublicKeyInfo`, so a key is matched with an X.509 v1 certificate (which webpki, reading
+//! v3 only, will not parse; Envoy's own example certificate is v1). A full X.509 parser would be
+//! a large dependency for two fields; rustls verifies everything else at handshake time.
 
 use std::time::{Duration, SystemTime};
 
@@ -30,8 +32,9 @@ const SEQUENCE: u8 = 0x30;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 
-/// The certificate's `notAfter`, or `None` if `der` is not a certificate this can read.
-pub fn not_after(der: &[u8]) -> Option<SystemTime> {
+/// The fields of `tbsCertificate` from `validity` on (`validity`, `subject`,
+/// `subjectPublicKeyInfo`, …), or `None` if `der` is not a certificate this can read.
+fn from_validity(der: &[u8]) -> Option<&[u8]> {
     let (tag, cert, _) = tlv(der)?;
     if tag != SEQUENCE {
         return None;
@@ -41,7 +44,7 @@ pub fn not_after(der: &[u8]) -> Option<SystemTime> {
         return None;
     }
     let mut rest = tbs;
-    // `[0] EXPLICIT version`, when present.
+    // `[0] EXPLICIT version`, absent in a v1 certificate.
     if rest.first() == Some(&0xa0) {
         rest = tlv(rest)?.2;
     }
@@ -49,6 +52,22 @@ pub fn not_after(der: &[u8]) -> Option<SystemTime> {
     for _ in 0..3 {
         rest = tlv(rest)?.2;
     }
+    Some(rest)
+}
+
+/// The certificate's whole `subjectPublicKeyInfo` element (tag and length included, as
+/// rustls' `SubjectPublicKeyInfoDer`), or `None` if `der` is not a certificate this can read.
+pub fn subject_public_key_info(der: &[u8]) -> Option<&[u8]> {
+    let rest = from_validity(der)?;
+    // validity, subject.
+    let rest = tlv(tlv(rest)?.2)?.2;
+    let (tag, _, after) = tlv(rest)?;
+    (tag == SEQUENCE).then(|| &rest[..rest.len() - after.len()])
+}
+
+/// The certificate's `notAfter`, or `None` if `der` is not a certificate this can read.
+pub fn not_after(der: &[u8]) -> Option<SystemTime> {
+    let rest = from_validity(der)?;
     let (tag, validity, _) = tlv(rest)?;
     if tag != SEQUENCE {
         return None;
@@ -103,6 +122,8 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
+        assert!(subject_public_key_info(b"").is_none());
+        assert!(subject_public_key_info(&[0x30, 0x02, 0x30, 0x00]).is_none());
         assert!(not_after(b"").is_none());
         assert!(not_after(&[0x30, 0x05, 1, 2]).is_none());
         assert!(not_after(&[0x30, 0x02, 0x30, 0x00]).is_none());
