@@ -36,18 +36,19 @@ impl Generation {
         };
         self.start_admin(admin.as_ref(), parts)?;
         if resolve == Resolve::First {
-            // Clusters are resolved before the first request can arrive.
+            // Clusters are resolved, and their hosts checked once, before the first request
+            // can arrive.
             self.clusters.resolve_all().await;
         }
         tokio::spawn(self.clusters.clone().run_dns_refresh(drain_watch.clone()));
-        match resolve {
-            // Hosts are checked once before the first request can arrive.
-            Resolve::First => super::first_health_round(&self.clusters, drain_watch.clone()).await,
-            // Serving again must not wait: checks start over in the background.
-            Resolve::Again => drop(proxy_core::health::spawn(
+        if resolve == Resolve::First {
+            super::first_health_round(&self.clusters, drain_watch.clone()).await;
+        } else {
+            // Serving again after a rollback: checks resume without holding up the accepts.
+            drop(proxy_core::health::spawn(
                 &self.clusters,
                 drain_watch.clone(),
-            )),
+            ));
         }
         proxy_core::outlier::spawn(&self.clusters, drain_watch.clone());
         self.close_sockets_when_accept_stops(resume, drain_watch.clone());
