@@ -305,6 +305,7 @@ async fn the_window_end_makes_the_standing_by_generation_exit_0() {
         let (_, info) = a.admin_get("/server_info").await;
         let v: serde_json::Value = serde_json::from_str(&info).expect("server_info JSON");
         assert_eq!(v["command_line_options"]["rollback_window"], "3s", "{info}");
+        assert_eq!(v["hot_restart"]["rollback"]["window_s"], 3, "{info}");
         // Idle keep-alive connections move to B at cutover.
         let mut idle = idle_connections(&a, 4, "old").await;
         let mut b = a.restart(&direct("new"), &flags);

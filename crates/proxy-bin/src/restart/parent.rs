@@ -136,9 +136,9 @@ impl ParentHandler for Handler {
     fn drain_listeners(&mut self, request: &DrainListeners) -> Result<(), String> {
         // The child holds its own copies now; this generation's are closed when it stops
         // accepting (see `OwnedSockets`).
+        let successor = self.open_successor()?;
         self.lent.clear();
         self.state.draining = true;
-        let successor = self.open_successor();
         // Before the drain starts, so no connection that can move is asked to close.
         if request.handover_connections && self.handover.activate() {
             tracing::info!(
@@ -263,21 +263,29 @@ impl ParentHandler for Handler {
 impl Handler {
     /// A pidfd on the child asking to drain, when this generation has a rollback window. The
     /// child is blocked on that request, so its pid still names it.
-    fn open_successor(&self) -> Option<Successor> {
-        if !self.watch_child {
-            return None;
-        }
-        let pid = self.child_pid?;
+    /// `Err` when the child has already exited: this generation does not drain for a dead
+    /// child (nobody would read the reply) and goes on serving.
+    fn open_successor(&self) -> Result<Option<Successor>, String> {
+        let Some(pid) = self.child_pid.filter(|_| self.watch_child) else {
+            return Ok(None);
+        };
         let epoch = self.state.epoch.saturating_add(1);
         match Successor::open(pid, epoch) {
-            Ok(s) => Some(s),
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                tracing::warn!(
+                    pid,
+                    "the next generation exited before this one drained; serving on"
+                );
+                Err(format!("the child (pid {pid}) has exited"))
+            }
             Err(e) => {
                 tracing::warn!(
                     pid,
                     error = %e,
                     "could not watch the next generation (pidfd_open); no rollback this time"
                 );
-                None
+                Ok(None)
             }
         }
     }

@@ -1,17 +1,17 @@
 //! The rollback window (`--rollback-window-s`): after a restart the old generation keeps its
 //! listen sockets, configuration and stats, drains as usual, then stands by until the window
-//! (counted from cutover) ends. If the successor dies inside it — seen on its pidfd — this
-//! generation accepts again on the same sockets (the kernel's accept queue is shared, so no
-//! connection attempt is refused meanwhile) and is the serving generation again: the next
-//! restart takes over from it with the same epoch the dead successor had.
+//! (counted from cutover) ends. If the successor dies inside it — seen on its pidfd — or gives
+//! way (`POST /rollback` on it, see [`Generation::give_way`]), this generation accepts again on
+//! the same sockets (the kernel's accept queue is shared, so no connection attempt is refused
+//! meanwhile) and is the serving generation again: the next restart takes over from it with the
+//! same epoch the successor had.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use proxy_core::lifecycle::Phase;
-
 use proxy_core::admin::RollbackRequest;
+use proxy_core::lifecycle::Phase;
 
 use super::{Generation, Inputs, Resolve, Resume, Serving, Stop, TakeBack, Window};
 use crate::listen;
@@ -59,7 +59,7 @@ impl Generation {
     }
 
     /// Drained after a restart: hold on (no connections, no workers) until the window ends;
-    /// why to serve again if the successor dies meanwhile. `None` (exit) at the end of the
+    /// why to serve again if the successor dies or gives way meanwhile. `None` (exit) at the end of the
     /// window, when the next generation or its successor ends this one, or on SIGTERM/SIGINT.
     pub(super) async fn stand_by(&self, inputs: &mut Inputs) -> Option<TakeBack> {
         let until = inputs.window.as_ref()?.until;
