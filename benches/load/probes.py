@@ -279,7 +279,11 @@ def run(name, cmd, origin, only):
     cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
     cfg.write(bootstrap(port, admin, origin.port))
     cfg.close()
-    extra = ["--base-id", str(os.getpid() % 10000 + 7)] if name == "envoy" else []
+    # A base id of our own (both keep a shared-memory region per base id), and a drain that
+    # does not wait, so SIGTERM ends each cleanly and its region goes with it.
+    base_id = os.getpid() % 10000 + (7 if name == "envoy" else 8)
+    extra = ["--base-id", str(base_id)]
+    extra += ["--drain-time-s", "0"]
     proc = subprocess.Popen(cmd + ["-c", cfg.name, "--concurrency", "1"] + extra,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -294,9 +298,19 @@ def run(name, cmd, origin, only):
             out[probe] = {"status": status, "origin": origin.take()}
         return out
     finally:
-        proc.kill()
-        proc.wait()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         os.unlink(cfg.name)
+        if name == "envoy":
+            # Envoy leaves its hot-restart region behind (named after base id × 10).
+            try:
+                os.unlink(f"/dev/shm/envoy_shared_memory_{base_id * 10}")
+            except OSError:
+                pass
 
 
 def main():
