@@ -193,3 +193,50 @@ fn an_x509_v1_certificate_loads_as_envoy_loads_it() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stdout.ends_with("v1.yaml' OK\n"), "{stdout}");
 }
+
+/// Wait (≤ 5 s) until connecting to `addr` is refused.
+async fn wait_refused(addr: std::net::SocketAddr) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            other => {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "still accepting: {other:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_only_drain_stops_the_inbound_listener_alone() {
+    let config = Config::new().route(serde_json::json!({
+        "match": {"prefix": "/"}, "direct_response": {"status": 200},
+    }));
+    let outbound_port = free_port();
+    let text = edited(&config, |v| {
+        let listeners = v["static_resources"]["listeners"].as_array_mut().unwrap();
+        let mut out = listeners[0].clone();
+        listeners[0]["traffic_direction"] = serde_json::json!("INBOUND");
+        out["name"] = serde_json::json!("outbound");
+        out["traffic_direction"] = serde_json::json!("outbound");
+        out["address"]["socket_address"]["port_value"] = serde_json::json!(outbound_port);
+        listeners.push(out);
+    });
+    let baton = Baton::start(&text).await;
+    let outbound = local(outbound_port);
+    assert_eq!(get(baton.addr(), "/").await.status, 200);
+    assert_eq!(get(outbound, "/").await.status, 200);
+    assert_eq!(
+        baton.admin_post("/drain_listeners?inboundonly").await.0,
+        200
+    );
+    wait_refused(baton.addr()).await;
+    assert_eq!(get(outbound, "/").await.status, 200);
+    // A drain of every listener then stops the outbound one too.
+    assert_eq!(baton.admin_post("/drain_listeners").await.0, 200);
+    wait_refused(outbound).await;
+}

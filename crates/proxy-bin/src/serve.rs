@@ -457,18 +457,30 @@ impl Generation {
     /// Once this generation stops accepting (a successor serves, /drain_listeners, a
     /// shutdown), nothing accepts on its sockets: close them so new connections are refused
     /// (or go to the successor's copies) rather than queue unanswered.
-    fn close_sockets_when_accept_stops(&self, owned: OwnedSockets, mut watch: drain::Watch) {
+    /// Each listener's socket closes when accepting stops for its `traffic_direction` (an
+    /// inbound-only drain stops the inbound ones); the admin's with the last.
+    fn close_sockets_when_accept_stops(&self, owned: OwnedSockets, watch: drain::Watch) {
         let draining = self
             .store
             .gauge("listener_manager.total_listeners_draining");
         let active = self.store.gauge("listener_manager.total_listeners_active");
-        let listeners = self.bootstrap.listeners.len() as i64;
+        for l in &self.bootstrap.listeners {
+            let (owned, mut watch) = (owned.clone(), watch.clone());
+            let (active, draining) = (active.clone(), draining.clone());
+            let (addr, direction) = (l.address, l.direction);
+            tokio::spawn(async move {
+                watch.accept_stopped(direction).await;
+                drop(watch);
+                owned.lock().retain(|s| s.addr != addr || s.name == "admin");
+                active.dec();
+                draining.inc();
+            });
+        }
+        let mut watch = watch;
         tokio::spawn(async move {
             watch.accept_stopped(drain::Direction::Unspecified).await;
             drop(watch);
             owned.lock().clear();
-            active.set(0);
-            draining.set(listeners);
         });
     }
 

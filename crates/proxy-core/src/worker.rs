@@ -278,7 +278,7 @@ async fn accept_loop(
     loop {
         tokio::select! {
             biased;
-            _ = drain.accept_stopped(drain::Direction::Unspecified) => break,
+            _ = drain.accept_stopped(l.config.direction) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     let (l, w, drain, alive) = (l.clone(), w.clone(), drain.clone(), alive.clone());

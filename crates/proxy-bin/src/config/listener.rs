@@ -97,8 +97,14 @@ pub(crate) fn listener(
     if errs.0.len() != before {
         return None;
     }
+    let direction = match raw.traffic_direction {
+        None | Some(raw::TrafficDirection::Unspecified) => drain::Direction::Unspecified,
+        Some(raw::TrafficDirection::Inbound) => drain::Direction::Inbound,
+        Some(raw::TrafficDirection::Outbound) => drain::Direction::Outbound,
+    };
     Some(Listener {
         name,
+        direction,
         address: address?,
         per_connection_buffer_limit_bytes,
         http: chains.http?,

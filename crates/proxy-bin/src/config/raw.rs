@@ -115,11 +115,20 @@ impl Metadata {
 // ---------------------------------------------------------------------------------------------
 // Listeners and the HTTP connection manager.
 
+proto_enum! {
+    pub(crate) enum TrafficDirection {
+        Unspecified = ("UNSPECIFIED", 0),
+        Inbound = ("INBOUND", 1),
+        Outbound = ("OUTBOUND", 2),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Listener {
     /// Absent or empty: a random UUID, as Envoy names such listeners.
     pub name: Option<String>,
+    pub traffic_direction: Option<TrafficDirection>,
     pub address: Address,
     pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
     #[serde(default)]

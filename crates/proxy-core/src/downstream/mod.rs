@@ -66,7 +66,7 @@ pub async fn serve_arriving(
     ls.downstream_cx_active.inc();
     ls.server_total_connections.inc();
     hs.downstream_cx_active.inc();
-    let dconn = drain.connection(drain::Direction::Unspecified);
+    let dconn = drain.connection(l.config.direction);
     drop(drain);
     match (conn.kind, streams.next()) {
         (Kind::Http1, None) => {
@@ -130,7 +130,7 @@ pub async fn serve_conn(
     hs.downstream_cx_active.inc();
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(l.config.address);
-    let mut dconn = drain.connection(drain::Direction::Unspecified);
+    let mut dconn = drain.connection(l.config.direction);
     drop(drain);
     let hcm = &l.config.http;
     let first_bytes_wait = hcm.idle_timeout.unwrap_or(Duration::from_secs(3600));

@@ -415,3 +415,31 @@ fn a_bad_static_secret_is_reported_at_the_secret() {
     .unwrap_err();
     assert!(e.0[0].message.contains("exactly one of"), "{e}");
 }
+
+#[test]
+fn traffic_direction_decides_what_an_inbound_only_drain_stops() {
+    let l0 = "/static_resources/listeners/0";
+    for (value, want) in [
+        (json!("INBOUND"), drain::Direction::Inbound),
+        (json!("outbound"), drain::Direction::Outbound),
+        (json!("UNSPECIFIED"), drain::Direction::Unspecified),
+    ] {
+        let v = set(base(), &format!("{l0}/traffic_direction"), value);
+        let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
+        assert_eq!(b.listeners[0].direction, want);
+    }
+    assert_eq!(
+        parse_str(QUICKSTART).unwrap().bootstrap.listeners[0].direction,
+        drain::Direction::Unspecified
+    );
+    let e = parse_value(&set(
+        base(),
+        &format!("{l0}/traffic_direction"),
+        json!("SIDEWAYS"),
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.0[0].path, "static_resources.listeners[0].traffic_direction",
+        "{e}"
+    );
+}
