@@ -240,3 +240,16 @@ async fn inbound_only_drain_stops_the_inbound_listener_alone() {
     assert_eq!(baton.admin_post("/drain_listeners").await.0, 200);
     wait_refused(outbound).await;
 }
+
+#[tokio::test]
+async fn a_freebind_listener_serves() {
+    // The socket option itself is checked by `listen::tests`; here the binary binds with it.
+    let config = Config::new().route(serde_json::json!({
+        "match": {"prefix": "/"}, "direct_response": {"status": 200},
+    }));
+    let text = edited(&config, |v| {
+        v["static_resources"]["listeners"][0]["freebind"] = serde_json::json!(true);
+    });
+    let baton = Baton::start(&text).await;
+    assert_eq!(get(baton.addr(), "/").await.status, 200);
+}

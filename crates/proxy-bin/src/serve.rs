@@ -238,24 +238,24 @@ fn take_sockets(
             epoch: p.epoch,
         });
     }
-    let mut take_or_bind = |name: &str, addr: SocketAddr| match inherited.sockets.remove(&addr) {
-        Some(s) => {
-            s.set_nonblocking(true)
-                .with_context(|| format!("could not use the inherited socket for {addr}"))?;
-            Ok(s)
-        }
-        None => {
-            listen::bind_tcp(addr).with_context(|| format!("could not start listener '{name}'"))
-        }
-    };
+    let mut take_or_bind =
+        |name: &str, addr: SocketAddr, freebind: bool| match inherited.sockets.remove(&addr) {
+            Some(s) => {
+                s.set_nonblocking(true)
+                    .with_context(|| format!("could not use the inherited socket for {addr}"))?;
+                Ok(s)
+            }
+            None => listen::bind_tcp(addr, freebind)
+                .with_context(|| format!("could not start listener '{name}'")),
+        };
     let listeners = bootstrap
         .listeners
         .iter()
-        .map(|l| take_or_bind(&l.name, l.address))
+        .map(|l| take_or_bind(&l.name, l.address, l.freebind))
         .collect::<anyhow::Result<Vec<_>>>()
         .in_step(Step::Bind)?;
     let admin = admin_address
-        .map(|a| take_or_bind("admin", a).context("could not start the admin listener"))
+        .map(|a| take_or_bind("admin", a, false).context("could not start the admin listener"))
         .transpose()
         .in_step(Step::Bind)?;
     // Inherited sockets this configuration no longer uses are closed here; the parent closes

@@ -62,6 +62,8 @@ pub struct Listener {
     /// The filter chains' TLS contexts (`transport_socket` `envoy.transport_sockets.tls`);
     /// `None`: cleartext. Every chain shares `http`.
     pub tls: Option<crate::tls::ListenerTls>,
+    /// `freebind`: its socket is bound with `IP_FREEBIND` (by whoever binds it).
+    pub freebind: bool,
     /// `traffic_direction`: an inbound listener (and its connections) is drained by
     /// `/drain_listeners?inboundonly`, the others only by a drain of all listeners.
     pub direction: drain::Direction,

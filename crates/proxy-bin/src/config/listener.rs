@@ -105,6 +105,7 @@ pub(crate) fn listener(
     Some(Listener {
         name,
         direction,
+        freebind: raw.freebind.unwrap_or(false),
         address: address?,
         per_connection_buffer_limit_bytes,
         http: chains.http?,

@@ -129,6 +129,7 @@ pub(crate) struct Listener {
     /// Absent or empty: a random UUID, as Envoy names such listeners.
     pub name: Option<String>,
     pub traffic_direction: Option<TrafficDirection>,
+    pub freebind: Option<bool>,
     pub address: Address,
     pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
     #[serde(default)]

@@ -443,3 +443,11 @@ fn traffic_direction_decides_what_an_inbound_only_drain_stops() {
         "{e}"
     );
 }
+
+#[test]
+fn freebind_is_carried_to_the_listener() {
+    let p = "/static_resources/listeners/0/freebind";
+    let b = parse_value(&set(base(), p, json!(true))).unwrap().bootstrap;
+    assert!(b.listeners[0].freebind);
+    assert!(!parse_str(QUICKSTART).unwrap().bootstrap.listeners[0].freebind);
+}
