@@ -253,3 +253,60 @@ async fn a_freebind_listener_serves() {
     let baton = Baton::start(&text).await;
     assert_eq!(get(baton.addr(), "/").await.status, 200);
 }
+
+/// Every path answered `body`, on a listener that also listens on 127.0.0.1:`more`.
+fn with_additional_address(body: &str, more: u16) -> String {
+    edited(
+        &Config::new().route(serde_json::json!({
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 200, "body": {"inline_string": body}},
+        })),
+        |v| {
+            v["static_resources"]["listeners"][0]["additional_addresses"] = serde_json::json!([
+                {"address": {"socket_address": {"address": "127.0.0.1", "port_value": more}}},
+            ]);
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn additional_addresses_are_listened_on_and_taken_over_by_a_restart() {
+    let more = free_port();
+    let baton = Baton::start(&with_additional_address("g0", more)).await;
+    assert_eq!(get(baton.addr(), "/").await.text(), "g0");
+    assert_eq!(get(local(more), "/").await.text(), "g0");
+    // As Envoy 1.40: stats under the first address only, `/listeners` one line per address.
+    let total = format!("listener.127.0.0.1_{}.downstream_cx_total", baton.listen);
+    baton.wait_stat(&total, 2).await;
+    let (_, stats) = baton.admin_get("/stats").await;
+    assert!(
+        !stats.contains(&format!("listener.127.0.0.1_{more}.")),
+        "{stats}"
+    );
+    let (_, listeners) = baton.admin_get("/listeners").await;
+    assert_eq!(
+        listeners,
+        format!(
+            "listener_0::127.0.0.1:{}\nlistener_0::127.0.0.1:{more}\n",
+            baton.listen
+        )
+    );
+    // The next generation takes both sockets (binding the second anew would fail: the first
+    // generation still holds it).
+    let mut next = baton.restart(
+        &with_additional_address("g1", more),
+        &["--drain-time-s", "1", "--parent-shutdown-time-s", "5"],
+    );
+    next.wait_serving().await;
+    within(
+        5,
+        "the additional address served by the new generation",
+        async {
+            while get(local(more), "/").await.text() != "g1" {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+    assert_eq!(get(next.addr(), "/").await.text(), "g1");
+}

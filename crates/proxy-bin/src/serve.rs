@@ -83,8 +83,9 @@ struct Ready {
 /// The sockets a generation serves on and its links to the rest of its chain.
 #[derive(Debug)]
 struct Sockets {
-    /// One per configured listener, in configuration order.
-    listeners: Vec<TcpListener>,
+    /// Each configured listener's (its `address`, then its `additional_addresses`), in
+    /// configuration order.
+    listeners: Vec<Vec<TcpListener>>,
     admin: Option<TcpListener>,
     /// This generation's restart socket, for a future child; `None` without hot restart.
     restart: Option<hotrestart_rpc::Listener>,
@@ -228,7 +229,7 @@ fn take_sockets(
     let wanted: Vec<SocketAddr> = bootstrap
         .listeners
         .iter()
-        .map(|l| l.address)
+        .flat_map(|l| l.addresses())
         .chain(admin_address)
         .collect();
     let mut inherited = child::take_over(plan, place, &wanted).in_step(Step::TakeOver)?;
@@ -251,7 +252,11 @@ fn take_sockets(
     let listeners = bootstrap
         .listeners
         .iter()
-        .map(|l| take_or_bind(&l.name, l.address, l.freebind))
+        .map(|l| {
+            l.addresses()
+                .map(|a| take_or_bind(&l.name, a, l.freebind))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
         .collect::<anyhow::Result<Vec<_>>>()
         .in_step(Step::Bind)?;
     let admin = admin_address
@@ -407,6 +412,7 @@ impl Generation {
                 .map(|l| ListenerStatus {
                     name: l.name.clone(),
                     address: l.address,
+                    additional_addresses: l.additional_addresses.clone(),
                 })
                 .collect(),
             clusters: self.clusters.clone(),
@@ -432,16 +438,24 @@ impl Generation {
     }
 
     /// The generation's listen sockets by address and name, for a successor to take.
-    fn own_sockets(&self, listeners: Vec<TcpListener>, admin: Option<TcpListener>) -> OwnedSockets {
+    fn own_sockets(
+        &self,
+        listeners: Vec<Vec<TcpListener>>,
+        admin: Option<TcpListener>,
+    ) -> OwnedSockets {
         let mut owned: Vec<OwnedSocket> = self
             .bootstrap
             .listeners
             .iter()
             .zip(listeners)
-            .map(|(l, socket)| OwnedSocket {
-                addr: l.address,
-                name: l.name.clone(),
-                socket,
+            .flat_map(|(l, sockets)| {
+                l.addresses()
+                    .zip(sockets)
+                    .map(|(addr, socket)| OwnedSocket {
+                        addr,
+                        name: l.name.clone(),
+                        socket,
+                    })
             })
             .collect();
         if let (Some(a), Some(socket)) = (&self.bootstrap.admin, admin) {
@@ -467,11 +481,13 @@ impl Generation {
         for l in &self.bootstrap.listeners {
             let (owned, mut watch) = (owned.clone(), watch.clone());
             let (active, draining) = (active.clone(), draining.clone());
-            let (addr, direction) = (l.address, l.direction);
+            let (addrs, direction): (Vec<SocketAddr>, _) = (l.addresses().collect(), l.direction);
             tokio::spawn(async move {
                 watch.accept_stopped(direction).await;
                 drop(watch);
-                owned.lock().retain(|s| s.addr != addr || s.name == "admin");
+                owned
+                    .lock()
+                    .retain(|s| !addrs.contains(&s.addr) || s.name == "admin");
                 active.dec();
                 draining.inc();
             });

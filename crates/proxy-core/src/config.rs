@@ -56,6 +56,9 @@ pub struct Admin {
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
+    /// `additional_addresses[].address`: more sockets the listener accepts on, served exactly
+    /// as `address` (its stats, hand-over key and name are `address`'s).
+    pub additional_addresses: Vec<SocketAddr>,
     /// Soft limit on bytes buffered per connection, each direction (Envoy default 1 MiB).
     pub per_connection_buffer_limit_bytes: u32,
     pub http: HttpConnectionManager,
@@ -102,6 +105,13 @@ pub struct HttpConnectionManager {
     /// `max_request_headers_kb` (Envoy default 60, at most 8192): a request head longer than
     /// this is answered 431.
     pub max_request_headers_kb: u32,
+}
+
+impl Listener {
+    /// Every address it listens on: `address`, then `additional_addresses`.
+    pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.address).chain(self.additional_addresses.iter().copied())
+    }
 }
 
 impl HttpConnectionManager {

@@ -107,12 +107,12 @@ impl Dataplane {
         &self.listeners
     }
 
-    /// Start `concurrency` workers serving `sockets` (one per listener, in configuration
-    /// order). Each worker stops accepting when `drain` fires and exits once its last
-    /// connection has closed.
+    /// Start `concurrency` workers serving `sockets` (each listener's, in configuration order:
+    /// its `address`, then its `additional_addresses`). Each worker stops accepting when
+    /// `drain` fires and exits once its last connection has closed.
     pub fn spawn_workers(
         &self,
-        sockets: &[std::net::TcpListener],
+        sockets: &[Vec<std::net::TcpListener>],
         concurrency: usize,
         drain: drain::Watch,
     ) -> Result<Workers, BuildError> {
@@ -122,17 +122,19 @@ impl Dataplane {
             let (adopt_tx, adopt_rx) = mpsc::unbounded_channel();
             senders.push(adopt_tx);
             let mut mine = Vec::with_capacity(sockets.len());
-            for (l, s) in self.listeners.iter().zip(sockets) {
-                let sock = s.try_clone().map_err(|source| BuildError::Listener {
-                    listener: l.config.name.clone(),
-                    source,
-                })?;
-                sock.set_nonblocking(true)
-                    .map_err(|source| BuildError::Listener {
+            for (l, socks) in self.listeners.iter().zip(sockets) {
+                for s in socks {
+                    let sock = s.try_clone().map_err(|source| BuildError::Listener {
                         listener: l.config.name.clone(),
                         source,
                     })?;
-                mine.push((l.clone(), sock));
+                    sock.set_nonblocking(true)
+                        .map_err(|source| BuildError::Listener {
+                            listener: l.config.name.clone(),
+                            source,
+                        })?;
+                    mine.push((l.clone(), sock));
+                }
             }
             let clusters = self.clusters.clone();
             let drain = drain.clone();
@@ -237,8 +239,11 @@ fn run_worker(
         });
         tokio::task::spawn_local(worker.modes.clone().follow(worker.handover.clone()));
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let mut served: Vec<Arc<ListenerShared>> = listeners.iter().map(|(l, _)| l.clone()).collect();
+        // A listener with additional addresses comes once per socket, one after the other.
+        served.dedup_by(|a, b| Arc::ptr_eq(a, b));
         tokio::task::spawn_local(adopt_loop(
-            listeners.iter().map(|(l, _)| l.clone()).collect(),
+            served,
             worker.clone(),
             adopt_rx,
             drain.clone(),

@@ -75,6 +75,13 @@ pub(crate) fn listener(
         &raw.address.socket_address,
         &join(path, "address.socket_address"),
     ));
+    let mut additional_addresses = Vec::new();
+    for (i, a) in raw.additional_addresses.iter().enumerate() {
+        let p = format!("{path}.additional_addresses[{i}].address.socket_address");
+        if let Some(a) = errs.take(socket_address(&a.address.socket_address, &p)) {
+            additional_addresses.push(a);
+        }
+    }
     let per_connection_buffer_limit_bytes = raw
         .per_connection_buffer_limit_bytes
         .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0);
@@ -104,6 +111,7 @@ pub(crate) fn listener(
     };
     Some(Listener {
         name,
+        additional_addresses,
         direction,
         freebind: raw.freebind.unwrap_or(false),
         address: address?,

@@ -218,18 +218,28 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
                 format!("duplicate listener name `{}`", l.name),
             );
         }
-        // Port 0 asks for any free port, so two such listeners do not clash.
-        if l.address.port() != 0 && listeners.iter().any(|o| o.address == l.address) {
-            errs.push(
-                format!("{path}.address"),
-                format!("address {} is already used by another listener", l.address),
-            );
+        // Port 0 asks for any free port, so two such sockets do not clash.
+        for (j, a) in l.addresses().enumerate() {
+            let taken = listeners
+                .iter()
+                .flat_map(|o| o.addresses())
+                .chain(l.addresses().take(j));
+            if a.port() != 0 && taken.into_iter().any(|o| o == a) {
+                let at = match j {
+                    0 => format!("{path}.address"),
+                    _ => format!("{path}.additional_addresses[{}].address", j - 1),
+                };
+                errs.push(at, format!("address {a} is already used by a listener"));
+            }
         }
         listeners.push(l);
     }
 
     if let Some(a) = admin.as_ref().filter(|a| a.address.port() != 0) {
-        if let Some(l) = listeners.iter().find(|l| l.address == a.address) {
+        if let Some(l) = listeners
+            .iter()
+            .find(|l| l.addresses().any(|x| x == a.address))
+        {
             errs.push(
                 "admin.address",
                 format!(

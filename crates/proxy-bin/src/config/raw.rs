@@ -130,12 +130,21 @@ pub(crate) struct Listener {
     pub name: Option<String>,
     pub traffic_direction: Option<TrafficDirection>,
     pub freebind: Option<bool>,
+    #[serde(default)]
+    pub additional_addresses: Vec<AdditionalAddress>,
     pub address: Address,
     pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
     #[serde(default)]
     pub listener_filters: Vec<super::tls::ListenerFilter>,
     #[serde(default)]
     pub filter_chains: Vec<FilterChain>,
+}
+
+/// `listener.v3.AdditionalAddress`: the address only (no `socket_options`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdditionalAddress {
+    pub address: Address,
 }
 
 #[derive(Debug, Deserialize)]

@@ -451,3 +451,44 @@ fn freebind_is_carried_to_the_listener() {
     assert!(b.listeners[0].freebind);
     assert!(!parse_str(QUICKSTART).unwrap().bootstrap.listeners[0].freebind);
 }
+
+#[test]
+fn additional_addresses_are_listener_addresses_too() {
+    let p = "/static_resources/listeners/0/additional_addresses";
+    let addr = |port: u16| json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}});
+    let b = parse_value(&set(base(), p, json!([addr(10001), addr(10002)])))
+        .unwrap()
+        .bootstrap;
+    let want: Vec<std::net::SocketAddr> = vec![
+        "127.0.0.1:10001".parse().unwrap(),
+        "127.0.0.1:10002".parse().unwrap(),
+    ];
+    assert_eq!(b.listeners[0].additional_addresses, want);
+    assert_eq!(b.listeners[0].addresses().count(), 3);
+    // The quick-start listens on 0.0.0.0:10000; the admin on 0.0.0.0:9901.
+    let e = parse_value(&set(base(), p, json!([addr(10001), addr(10001)]))).unwrap_err();
+    assert_eq!(
+        e.0[0].path, "static_resources.listeners[0].additional_addresses[1].address",
+        "{e}"
+    );
+    let dup = json!([{"address": {"socket_address": {"address": "0.0.0.0", "port_value": 9901}}}]);
+    let e = parse_value(&set(base(), p, dup)).unwrap_err();
+    assert_eq!(e.0[0].path, "admin.address", "{e}");
+    let bad = json!([{"address": {"socket_address": {"address": "nowhere", "port_value": 1}}}]);
+    let e = parse_value(&set(base(), p, bad)).unwrap_err();
+    assert_eq!(
+        e.0[0].path,
+        "static_resources.listeners[0].additional_addresses[0].address.socket_address.address",
+        "{e}"
+    );
+    let e = parse_value(&set(
+        base(),
+        p,
+        json!([{"address": addr(1)["address"], "socket_options": {}}]),
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.0[0].path, "static_resources.listeners[0].additional_addresses[0].socket_options",
+        "{e}"
+    );
+}
