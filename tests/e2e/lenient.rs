@@ -28,8 +28,12 @@ fn an_empty_config_file_is_an_error_and_braces_are_an_empty_bootstrap() {
 
 /// The rendered `config` as JSON, changed by `edit`, back to text (placeholders unquoted).
 fn edited(config: &Config, edit: impl FnOnce(&mut serde_json::Value)) -> String {
-    let text = config
-        .render()
+    edited_text(&config.render(), edit)
+}
+
+/// As [`edited`], on a rendered configuration.
+fn edited_text(text: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let text = text
         .replace("{{ADMIN}}", "\"{{ADMIN}}\"")
         .replace("{{LISTEN}}", "\"{{LISTEN}}\"");
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -309,4 +313,32 @@ async fn additional_addresses_are_listened_on_and_taken_over_by_a_restart() {
     )
     .await;
     assert_eq!(get(next.addr(), "/").await.text(), "g1");
+}
+
+#[tokio::test]
+async fn a_client_without_a_client_hello_is_closed_after_listener_filters_timeout() {
+    use tokio::io::AsyncReadExt;
+    let text = tls_listener(serde_json::json!({
+        "tls_certificates": [{
+            "certificate_chain": {"filename": V1_CERT},
+            "private_key": {"filename": V1_KEY},
+        }],
+    }));
+    let text = edited_text(&text, |v| {
+        let l = &mut v["static_resources"]["listeners"][0];
+        l["listener_filters"] =
+            serde_json::json!([{"name": "envoy.filters.listener.tls_inspector"}]);
+        l["listener_filters_timeout"] = serde_json::json!("0.2s");
+    });
+    let baton = Baton::start(&text).await;
+    let mut silent = tokio::net::TcpStream::connect(baton.addr()).await.unwrap();
+    let mut buf = [0u8; 16];
+    // Closed by Baton (read returns 0) well before the 10 s handshake bound.
+    let n = within(5, "the silent connection closed", silent.read(&mut buf)).await;
+    assert_eq!(n.unwrap_or(0), 0);
+    let stat = format!(
+        "listener.127.0.0.1_{}.downstream_pre_cx_timeout",
+        baton.listen
+    );
+    baton.wait_stat(&stat, 1).await;
 }

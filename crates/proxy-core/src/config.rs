@@ -65,6 +65,11 @@ pub struct Listener {
     /// The filter chains' TLS contexts (`transport_socket` `envoy.transport_sockets.tls`);
     /// `None`: cleartext. Every chain shares `http`.
     pub tls: Option<crate::tls::ListenerTls>,
+    /// `listener_filters_timeout` when the listener has listener filters (the TLS inspector;
+    /// Envoy default 15 s): how long a TLS client may take to send its ClientHello. `None`:
+    /// no listener filters (Envoy then has no such wait) or `0s` (no limit of its own; the
+    /// handshake's bound still applies).
+    pub listener_filters_timeout: Option<Duration>,
     /// `freebind`: its socket is bound with `IP_FREEBIND` (by whoever binds it).
     pub freebind: bool,
     /// `traffic_direction`: an inbound listener (and its connections) is drained by

@@ -70,6 +70,9 @@ impl Dataplane {
                         chains: chains.clone(),
                         stats: SslStats::new(store, &p),
                         no_filter_chain_match: store.counter(&format!("{p}.no_filter_chain_match")),
+                        listener_filters_timeout: lc.listener_filters_timeout,
+                        downstream_pre_cx_timeout: store
+                            .counter(&format!("{p}.downstream_pre_cx_timeout")),
                     }
                 });
                 Ok(Arc::new(ListenerShared {

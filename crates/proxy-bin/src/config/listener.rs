@@ -21,6 +21,8 @@ use super::{ConfigError, Errors};
 
 /// Envoy's default `common_http_protocol_options.idle_timeout`.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default `listener_filters_timeout`.
+const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 /// Envoy's default `stream_idle_timeout`.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Envoy's `max_request_headers_kb` default and bound.
@@ -86,6 +88,15 @@ pub(crate) fn listener(
         .per_connection_buffer_limit_bytes
         .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0);
 
+    // Envoy bounds its listener filters (here the TLS inspector's wait for the ClientHello) by
+    // listener_filters_timeout, 15 s unless set; with no listener filter there is no such wait.
+    let timeout_set = raw.listener_filters_timeout.is_some();
+    let listener_filters_timeout = if raw.listener_filters.is_empty() {
+        None
+    } else {
+        raw.listener_filters_timeout
+            .map_or(Some(DEFAULT_LISTENER_FILTERS_TIMEOUT), |d| d.nonzero())
+    };
     for (i, f) in raw.listener_filters.into_iter().enumerate() {
         errs.take(super::tls::listener_filter(
             f,
@@ -101,6 +112,12 @@ pub(crate) fn listener(
         errs,
     );
     let tls = (!chains.tls.is_empty()).then(|| ListenerTls { chains: chains.tls });
+    if timeout_set && tls.is_none() {
+        errs.push(
+            join(path, "listener_filters_timeout"),
+            "unsupported on a listener without TLS filter chains: Baton's only listener filter, the TLS inspector, waits for a ClientHello",
+        );
+    }
     if errs.0.len() != before {
         return None;
     }
@@ -112,6 +129,7 @@ pub(crate) fn listener(
     Some(Listener {
         name,
         additional_addresses,
+        listener_filters_timeout,
         direction,
         freebind: raw.freebind.unwrap_or(false),
         address: address?,

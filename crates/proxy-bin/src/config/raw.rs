@@ -132,6 +132,7 @@ pub(crate) struct Listener {
     pub freebind: Option<bool>,
     #[serde(default)]
     pub additional_addresses: Vec<AdditionalAddress>,
+    pub listener_filters_timeout: Option<Dur>,
     pub address: Address,
     pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
     #[serde(default)]

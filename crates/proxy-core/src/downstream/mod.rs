@@ -141,8 +141,8 @@ pub async fn serve_conn(
             // Boxed, like every path but the common cleartext HTTP/1.1 one: a connection's task is
             // as large as its largest state, and every connection's task is allocated and
             // moved whole.
-            match tokio::time::timeout(wait, Box::pin(tls_accept(t, stream))).await {
-                Ok(Some(s)) => {
+            match Box::pin(tls_accept(t, stream, wait)).await {
+                Some(s) => {
                     let alpn = match s.get_ref().1.alpn_protocol() {
                         Some(b"h2") => Some(Sniffed::Http2),
                         Some(b"http/1.1") => Some(Sniffed::Http1),
@@ -150,11 +150,7 @@ pub async fn serve_conn(
                     };
                     (Stream::Tls(Box::new(s)), alpn)
                 }
-                Ok(None) => return close_unserved(&l, opened),
-                Err(_) => {
-                    t.stats.connection_error.inc();
-                    return close_unserved(&l, opened);
-                }
+                None => return close_unserved(&l, opened),
             }
         }
     };

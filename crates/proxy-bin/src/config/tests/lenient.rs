@@ -492,3 +492,50 @@ fn additional_addresses_are_listener_addresses_too() {
         "{e}"
     );
 }
+
+#[test]
+fn listener_filters_timeout_bounds_the_tls_inspector_as_in_envoy() {
+    let l0 = "/static_resources/listeners/0";
+    let inspector = json!([{"name": "envoy.filters.listener.tls_inspector"}]);
+    let tls = |v| {
+        let v = set(v, &format!("{l0}/listener_filters"), inspector.clone());
+        set(
+            v,
+            &format!("{l0}/filter_chains/0/transport_socket"),
+            json!({"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": {"tls_certificates": [{
+                    "certificate_chain": {"filename": V1_CERT}, "private_key": {"filename": V1_KEY}}]}}}),
+        )
+    };
+    let timeout = |v: &serde_json::Value| {
+        parse_value(v)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .bootstrap
+            .listeners[0]
+            .listener_filters_timeout
+    };
+    // Envoy's default, 15 s, once there is a listener filter; none without one.
+    assert_eq!(timeout(&tls(base())), Some(Duration::from_secs(15)));
+    assert_eq!(timeout(&base()), None);
+    let set_to = |d: &str| {
+        tls(set(
+            base(),
+            &format!("{l0}/listener_filters_timeout"),
+            json!(d),
+        ))
+    };
+    assert_eq!(timeout(&set_to("0.5s")), Some(Duration::from_millis(500)));
+    assert_eq!(timeout(&set_to("0s")), None);
+    // On a cleartext listener Baton has nothing it would bound.
+    let v = set(
+        base(),
+        &format!("{l0}/listener_filters_timeout"),
+        json!("1s"),
+    );
+    let e = parse_value(&v).unwrap_err();
+    assert_eq!(
+        e.0[0].path, "static_resources.listeners[0].listener_filters_timeout",
+        "{e}"
+    );
+}
