@@ -342,3 +342,37 @@ async fn a_client_without_a_client_hello_is_closed_after_listener_filters_timeou
     );
     baton.wait_stat(&stat, 1).await;
 }
+
+#[tokio::test]
+async fn a_silent_cleartext_client_is_closed_when_the_tls_inspector_gives_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Envoy 1.40 with the TLS inspector on a cleartext listener and `listener_filters_timeout:
+    // 1s`: a silent connection is closed after 1 s (downstream_pre_cx_timeout 1), a request
+    // is answered.
+    let config = Config::new().route(serde_json::json!({
+        "match": {"prefix": "/"}, "direct_response": {"status": 200},
+    }));
+    let text = edited(&config, |v| {
+        let l = &mut v["static_resources"]["listeners"][0];
+        l["listener_filters"] =
+            serde_json::json!([{"name": "envoy.filters.listener.tls_inspector"}]);
+        l["listener_filters_timeout"] = serde_json::json!("0.2s");
+    });
+    let baton = Baton::start(&text).await;
+    let mut silent = tokio::net::TcpStream::connect(baton.addr()).await.unwrap();
+    let mut talker = tokio::net::TcpStream::connect(baton.addr()).await.unwrap();
+    talker
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = within(5, "an answer", talker.read(&mut buf)).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    let n = within(5, "the silent connection closed", silent.read(&mut buf)).await;
+    assert_eq!(n.unwrap_or(0), 0);
+    let stat = format!(
+        "listener.127.0.0.1_{}.downstream_pre_cx_timeout",
+        baton.listen
+    );
+    baton.wait_stat(&stat, 1).await;
+}

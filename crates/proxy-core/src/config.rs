@@ -66,9 +66,9 @@ pub struct Listener {
     /// `None`: cleartext. Every chain shares `http`.
     pub tls: Option<crate::tls::ListenerTls>,
     /// `listener_filters_timeout` when the listener has listener filters (the TLS inspector;
-    /// Envoy default 15 s): how long a TLS client may take to send its ClientHello. `None`:
-    /// no listener filters (Envoy then has no such wait) or `0s` (no limit of its own; the
-    /// handshake's bound still applies).
+    /// Envoy default 15 s): how long a TLS client may take to send its ClientHello, and a
+    /// cleartext client its first bytes. `None`: no listener filters (Envoy then has no such
+    /// wait) or `0s` (no limit of its own; a TLS handshake's bound still applies).
     pub listener_filters_timeout: Option<Duration>,
     /// `freebind`: its socket is bound with `IP_FREEBIND` (by whoever binds it).
     pub freebind: bool,

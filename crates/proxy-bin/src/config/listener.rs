@@ -90,7 +90,6 @@ pub(crate) fn listener(
 
     // Envoy bounds its listener filters (here the TLS inspector's wait for the ClientHello) by
     // listener_filters_timeout, 15 s unless set; with no listener filter there is no such wait.
-    let timeout_set = raw.listener_filters_timeout.is_some();
     let listener_filters_timeout = if raw.listener_filters.is_empty() {
         None
     } else {
@@ -112,12 +111,6 @@ pub(crate) fn listener(
         errs,
     );
     let tls = (!chains.tls.is_empty()).then(|| ListenerTls { chains: chains.tls });
-    if timeout_set && tls.is_none() {
-        errs.push(
-            join(path, "listener_filters_timeout"),
-            "unsupported on a listener without TLS filter chains: Baton's only listener filter, the TLS inspector, waits for a ClientHello",
-        );
-    }
     if errs.0.len() != before {
         return None;
     }

@@ -135,7 +135,21 @@ pub async fn serve_conn(
     let hcm = &l.config.http;
     let first_bytes_wait = hcm.idle_timeout.unwrap_or(Duration::from_secs(3600));
     let (stream, alpn) = match &l.tls {
-        None => (Stream::Plain(stream), None),
+        None => {
+            // Envoy's TLS inspector on a cleartext listener waits this long for the first
+            // bytes (to tell TLS from cleartext), then closes the connection.
+            if let Some(d) = l.config.listener_filters_timeout {
+                let mut first = [0u8; 1];
+                if tokio::time::timeout(d, stream.peek(&mut first))
+                    .await
+                    .is_err()
+                {
+                    l.listener_stats.downstream_pre_cx_timeout.inc();
+                    return close_unserved(&l, opened);
+                }
+            }
+            (Stream::Plain(stream), None)
+        }
         Some(t) => {
             let wait = TLS_HANDSHAKE_TIMEOUT.min(first_bytes_wait);
             // Boxed, like every path but the common cleartext HTTP/1.1 one: a connection's task is
