@@ -84,9 +84,9 @@ async fn node_is_shown_by_server_info_with_the_command_line_overrides() {
         });
     });
     // What Envoy 1.40 shows for this node (its extra user agent fields aside).
-    let want = |id: &str, cluster: &str| {
+    let want = |id: &str, cluster: &str, zone: &str| {
         serde_json::json!({"id": id, "cluster": cluster, "metadata": {"a": 1, "b": ["x", null]},
-            "locality": {"region": "r1", "zone": "z1"}})
+            "locality": {"region": "r1", "zone": zone}})
     };
     let info = |body: String| -> serde_json::Value {
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["node"].clone()
@@ -94,7 +94,7 @@ async fn node_is_shown_by_server_info_with_the_command_line_overrides() {
     let baton = Baton::start(&text).await;
     assert_eq!(
         info(baton.admin_get("/server_info").await.1),
-        want("my-node", "my-cluster")
+        want("my-node", "my-cluster", "z1")
     );
     drop(baton);
     let baton = Baton::start_with(
@@ -104,12 +104,14 @@ async fn node_is_shown_by_server_info_with_the_command_line_overrides() {
             "cli-node",
             "--service-cluster",
             "cli-cluster",
+            "--service-zone",
+            "cli-zone",
         ],
     )
     .await;
     assert_eq!(
         info(baton.admin_get("/server_info").await.1),
-        want("cli-node", "cli-cluster")
+        want("cli-node", "cli-cluster", "cli-zone")
     );
 }
 

@@ -395,8 +395,11 @@ impl Generation {
                 command_line_options: self.place.command_line_options(&self.opts),
                 node: crate::config::node_with_overrides(
                     &self.bootstrap.node,
-                    self.opts.service_node.as_deref(),
-                    self.opts.service_cluster.as_deref(),
+                    crate::config::NodeOverrides {
+                        id: self.opts.service_node.as_deref(),
+                        cluster: self.opts.service_cluster.as_deref(),
+                        zone: self.opts.service_zone.as_deref(),
+                    },
                 ),
                 epoch: self.place.epoch,
                 concurrency: u32::try_from(self.opts.concurrency).unwrap_or(u32::MAX),

@@ -279,19 +279,29 @@ pub(crate) fn locality(raw: raw::Locality) -> Locality {
     }
 }
 
-/// `node` as Envoy serves it: `--service-node` and `--service-cluster`, when given and not
-/// empty, replace `node.id` and `node.cluster`.
-pub fn node_with_overrides(
-    node: &Node,
-    service_node: Option<&str>,
-    service_cluster: Option<&str>,
-) -> Node {
+/// The command line flags that replace parts of `node`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeOverrides<'a> {
+    /// `--service-node`: `node.id`.
+    pub id: Option<&'a str>,
+    /// `--service-cluster`: `node.cluster`.
+    pub cluster: Option<&'a str>,
+    /// `--service-zone`: `node.locality.zone`.
+    pub zone: Option<&'a str>,
+}
+
+/// `node` as Envoy serves it: each flag given and not empty replaces its field.
+pub fn node_with_overrides(node: &Node, flags: NodeOverrides<'_>) -> Node {
     let mut out = node.clone();
-    if let Some(id) = service_node.filter(|s| !s.is_empty()) {
-        id.clone_into(&mut out.id);
+    let given = |f: Option<&str>| f.filter(|s| !s.is_empty()).map(str::to_owned);
+    if let Some(id) = given(flags.id) {
+        out.id = id;
     }
-    if let Some(cluster) = service_cluster.filter(|s| !s.is_empty()) {
-        cluster.clone_into(&mut out.cluster);
+    if let Some(cluster) = given(flags.cluster) {
+        out.cluster = cluster;
+    }
+    if let Some(zone) = given(flags.zone) {
+        out.locality.get_or_insert_with(Locality::default).zone = zone;
     }
     out
 }

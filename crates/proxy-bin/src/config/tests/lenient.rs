@@ -144,19 +144,44 @@ fn node_is_kept_and_the_command_line_overrides_id_and_cluster() {
         ),
         ("r1", "z1", "s1")
     );
-    // Envoy: `--service-node cli-node --service-cluster cli-cluster` replace id and cluster;
-    // empty flags do not.
-    let o = node_with_overrides(&node, Some("cli-node"), Some("cli-cluster"));
+    // Envoy: `--service-node cli-node --service-cluster cli-cluster --service-zone cli-zone`
+    // replace id, cluster and locality.zone; empty flags do not.
+    let flags = NodeOverrides {
+        id: Some("cli-node"),
+        cluster: Some("cli-cluster"),
+        zone: Some("cli-zone"),
+    };
+    let o = node_with_overrides(&node, flags);
     assert_eq!(
         (o.id.as_str(), o.cluster.as_str()),
         ("cli-node", "cli-cluster")
     );
     assert_eq!(o.metadata, node.metadata);
-    let o = node_with_overrides(&node, Some(""), None);
+    // `--service-zone` replaces the zone only (Envoy: region r1, zone cli-zone, sub_zone s1).
+    let loc = o.locality.expect("locality");
+    assert_eq!(
+        (
+            loc.region.as_str(),
+            loc.zone.as_str(),
+            loc.sub_zone.as_str()
+        ),
+        ("r1", "cli-zone", "s1")
+    );
+    let flags = NodeOverrides {
+        id: Some(""),
+        ..NodeOverrides::default()
+    };
+    let o = node_with_overrides(&node, flags);
     assert_eq!(
         (o.id.as_str(), o.cluster.as_str()),
         ("my-node", "my-cluster")
     );
+    let zone_only = NodeOverrides {
+        zone: Some("z"),
+        ..NodeOverrides::default()
+    };
+    let o = node_with_overrides(&Node::default(), zone_only);
+    assert_eq!(o.locality.map(|l| l.zone), Some("z".to_owned()));
     let e = parse_value(&set(base(), "/node", json!({"user_agent_name": "x"}))).unwrap_err();
     assert_eq!(e.0[0].path, "node.user_agent_name", "{e}");
     let e = parse_value(&set(base(), "/node", json!({"metadata": [1]}))).unwrap_err();
