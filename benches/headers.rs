@@ -123,13 +123,19 @@ fn bench_plain(c: &mut Criterion) {
         &mut g,
         "prepare_request_headers/use_remote_address",
         &h,
-        |h| prepare_request_headers(h, Forwarded::of(REMOTE, true, false), Upgrade::Strip),
+        |h| prepare_request_headers(h, Forwarded::of(REMOTE, true, false, false), Upgrade::Strip),
     );
     bench_mut(
         &mut g,
         "prepare_request_headers/no_remote_address",
         &h,
-        |h| prepare_request_headers(h, Forwarded::of(REMOTE, false, false), Upgrade::Strip),
+        |h| {
+            prepare_request_headers(
+                h,
+                Forwarded::of(REMOTE, false, false, false),
+                Upgrade::Strip,
+            )
+        },
     );
     g.bench_function("upgrade_type/none", |b| {
         b.iter(|| upgrade_type(black_box(&h)))
@@ -152,7 +158,7 @@ fn bench_hop_by_hop(c: &mut Criterion) {
         &mut g,
         "prepare_request_headers/use_remote_address",
         &h,
-        |h| prepare_request_headers(h, Forwarded::of(REMOTE, true, false), Upgrade::Strip),
+        |h| prepare_request_headers(h, Forwarded::of(REMOTE, true, false, false), Upgrade::Strip),
     );
     g.bench_function("upgrade_type/none", |b| {
         b.iter(|| upgrade_type(black_box(&h)))
@@ -166,7 +172,7 @@ fn bench_websocket(c: &mut Criterion) {
     let mut prepared = h.clone();
     prepare_request_headers(
         &mut prepared,
-        Forwarded::of(REMOTE, true, false),
+        Forwarded::of(REMOTE, true, false, false),
         Upgrade::Keep,
     );
     assert_eq!(upgrade_type(&prepared), Some("websocket"));
@@ -183,7 +189,7 @@ fn bench_websocket(c: &mut Criterion) {
         &mut g,
         "prepare_request_headers/use_remote_address",
         &h,
-        |h| prepare_request_headers(h, Forwarded::of(REMOTE, true, false), Upgrade::Keep),
+        |h| prepare_request_headers(h, Forwarded::of(REMOTE, true, false, false), Upgrade::Keep),
     );
     g.bench_function("upgrade_type/websocket", |b| {
         b.iter(|| upgrade_type(black_box(&h)))

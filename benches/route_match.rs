@@ -21,7 +21,7 @@ const ROUTES_PER_VHOST: usize = 20;
 
 fn forward(cluster: &str) -> RouteAction {
     RouteAction::Forward(ForwardAction {
-        cluster: cluster.to_owned(),
+        cluster: proxy_core::config::ClusterSpecifier::Cluster(cluster.to_owned()),
         prefix_rewrite: None,
         host_rewrite_literal: None,
         timeout: Some(Duration::from_secs(15)),
@@ -39,6 +39,7 @@ fn route(name: String, path: PathMatch, headers: Vec<HeaderMatcher>, action: Rou
             headers,
         },
         action,
+        headers: Default::default(),
     }
 }
 
@@ -78,7 +79,9 @@ fn quickstart() -> Router {
                 vec![],
                 forward("service_envoyproxy_io"),
             )],
+            headers: Default::default(),
         }],
+        ..Default::default()
     })
 }
 
@@ -214,8 +217,10 @@ fn large() -> Router {
                 metadata: Default::default(),
                 domains: domains(i),
                 routes: routes(i),
+                headers: Default::default(),
             })
             .collect(),
+        ..Default::default()
     })
 }
 

@@ -171,9 +171,12 @@ start_gen() { # start_gen CASE EPOCH: one proxy generation; pid in LAST_PID
   case "$cs" in
     baton | baton-off)
       [[ $cs == baton-off && $HANDOVER_FLAG -eq 1 ]] && extra=(--disable-connection-handover)
+      # --rollback-window-s 0: this times the old generation's exit, which a rollback window
+      # (10 s by default) would hold back after it has drained.
       start_bg "$cs-e$epoch" "$BATON_BIN" -c "$WORK/baton.yaml" --concurrency 1 \
         --base-id "$BATON_ID" --restart-epoch "$epoch" --drain-time-s "$DRAIN_S" \
-        --parent-shutdown-time-s "$PARENT_S" --log-level info "${extra[@]}" ;;
+        --parent-shutdown-time-s "$PARENT_S" --rollback-window-s 0 --log-level info \
+        "${extra[@]}" ;;
     envoy)
       start_bg "envoy-e$epoch" "$ENVOY" -c "$WORK/envoy.yaml" --concurrency 1 \
         --base-id "$ENVOY_ID" --restart-epoch "$epoch" --drain-time-s "$ENVOY_DRAIN_S" \

@@ -85,9 +85,11 @@ start_gen() {
   local proxy=$1 epoch=$2
   case "$proxy" in
     baton)
+      # --rollback-window-s 0: the old generation's "terminated" is timed, which a rollback
+      # window (10 s by default) would hold back after it has drained.
       start_bg "baton-e$epoch" "$BATON_BIN" -c "$WORK/baton.yaml" --concurrency 1 \
         --base-id "$RBATON_ID" --restart-epoch "$epoch" --drain-time-s "$RESTART_DRAIN_S" \
-        --parent-shutdown-time-s "$RESTART_PARENT_S" --log-level info ;;
+        --parent-shutdown-time-s "$RESTART_PARENT_S" --rollback-window-s 0 --log-level info ;;
     envoy)
       start_bg "envoy-e$epoch" "$ENVOY" -c "$WORK/envoy.yaml" --concurrency 1 \
         --base-id "$RENVOY_ID" --restart-epoch "$epoch" --drain-time-s "$RESTART_DRAIN_S" \

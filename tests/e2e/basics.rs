@@ -18,6 +18,10 @@ fn basics_config(echo: &Upstream, extra_router: Option<bool>) -> String {
     let mut c = Config::new()
         .hcm("use_remote_address", json!(true))
         .route(route("/rw/", "echo", json!({"prefix_rewrite": "/new/"})))
+        .route(json!({"match": {"path": "/exact/path"},
+            "route": {"cluster": "echo", "prefix_rewrite": "/new"}}))
+        .route(json!({"match": {"safe_regex": {"regex": "/re/.*"}},
+            "route": {"cluster": "echo", "prefix_rewrite": "/x"}}))
         .route(route(
             "/hr/",
             "echo",
@@ -105,7 +109,18 @@ async fn prefix_rewrite_and_host_rewrite() {
     let seen = echo.last();
     assert_eq!(seen.uri.path(), "/hr/x");
     assert_eq!(seen.header("host"), Some("rewritten.example"));
+    assert_eq!(seen.header("x-envoy-original-host"), Some("test.local"));
     assert!(seen.header("x-envoy-original-path").is_none());
+
+    // What a `path` or `safe_regex` match matched is the whole path: prefix_rewrite replaces
+    // it, the query stays (Envoy 1.40 on the same routes).
+    for (path, want) in [("/exact/path?a=1", "/new?a=1"), ("/re/abc?q", "/x?q")] {
+        assert_eq!(get(baton.addr(), path).await.status, 200);
+        let seen = echo.last();
+        assert_eq!(seen.uri.path_and_query().unwrap().as_str(), want);
+        assert_eq!(seen.header("x-envoy-original-path"), Some(path));
+        assert!(seen.header("x-envoy-original-host").is_none());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

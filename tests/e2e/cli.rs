@@ -73,8 +73,8 @@ fn validate_rejects_bad_configs_naming_the_field_and_binds_nothing() {
     let table: Vec<(&str, Value, &str)> = vec![
         (
             "unsupported cluster field",
-            set(base.clone(), &format!("{c0}/health_checks"), json!([])),
-            "static_resources.clusters[0].health_checks",
+            set(base.clone(), &format!("{c0}/lb_subset_config"), json!({})),
+            "static_resources.clusters[0].lb_subset_config",
         ),
         (
             "unknown cluster in route",

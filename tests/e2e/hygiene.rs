@@ -111,7 +111,11 @@ async fn http1_host_must_be_there_once_and_an_absolute_target_wins() {
         assert!(a.has_field("connection"), "and says so: {}", a.head);
     }
     assert_eq!(up.hits(), 0, "nothing refused reached the origin");
-    // HTTP/1.0 needs no Host.
+    // HTTP/1.0 is refused by default (426, as Envoy); accepted, it needs no Host.
+    let a = exchange(&baton, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert_eq!(a.status, 426);
+    let accept = json!({"accept_http_10": true});
+    let baton = baton_for(&up, &[("http_protocol_options", accept)]).await;
     let a = exchange(&baton, b"GET /old HTTP/1.0\r\n\r\n").await;
     assert_eq!(a.status, 200);
     // The absolute-form target's authority is the one routed and the one sent.
@@ -210,6 +214,162 @@ async fn envoy_headers_from_clients_are_removed() {
             "{method}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_clients_keep_their_envoy_headers_and_are_marked_internal() {
+    let up = Upstream::echo("a").await;
+    // 127.0.0.0/8 is internal: the test's client is.
+    let internal = json!({"cidr_ranges": [{"address_prefix": "127.0.0.0", "prefix_len": 8}]});
+    let baton = baton_for(
+        &up,
+        &[
+            ("use_remote_address", json!(true)),
+            ("internal_address_config", internal),
+        ],
+    )
+    .await;
+    for method in ["GET", "POST"] {
+        let raw = format!(
+            "{method} /e HTTP/1.1\r\nHost: h\r\nX-Envoy-Original-Path: /admin\r\n\
+             x-envoy-retry-on: 5xx\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(exchange(&baton, raw.as_bytes()).await.status, 200);
+        let seen = up.last();
+        assert_eq!(
+            seen.header("x-envoy-original-path"),
+            Some("/admin"),
+            "{method}"
+        );
+        assert_eq!(seen.header("x-envoy-retry-on"), Some("5xx"), "{method}");
+        assert_eq!(seen.header("x-envoy-internal"), Some("true"), "{method}");
+    }
+    // Another range: the client is external again, and nothing marks it internal.
+    let elsewhere = json!({"cidr_ranges": [{"address_prefix": "10.0.0.0", "prefix_len": 8}]});
+    let baton = baton_for(
+        &up,
+        &[
+            ("use_remote_address", json!(true)),
+            ("internal_address_config", elsewhere),
+        ],
+    )
+    .await;
+    let raw = b"GET /e HTTP/1.1\r\nHost: h\r\nX-Envoy-Internal: true\r\n\r\n";
+    assert_eq!(exchange(&baton, raw).await.status, 200);
+    assert_eq!(up.last().header("x-envoy-internal"), None);
+}
+
+/// Requests refused for their framing, target form, `Host` or version: what, bytes, status
+/// (Envoy 1.40's for each, on the same bytes).
+fn refused_forms() -> Vec<(&'static str, Vec<u8>, u16)> {
+    let post = |fields: &str, body: &str| {
+        format!("POST /s HTTP/1.1\r\nHost: a\r\n{fields}\r\n{body}").into_bytes()
+    };
+    vec![
+        (
+            "CL then TE",
+            post(
+                "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",
+                "0\r\n\r\nX",
+            ),
+            400,
+        ),
+        (
+            "TE then CL",
+            post(
+                "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+                "0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "gzip, chunked",
+            post("Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n"),
+            501,
+        ),
+        (
+            "xchunked",
+            post("Transfer-Encoding: xchunked\r\n", "0\r\n\r\n"),
+            501,
+        ),
+        (
+            "two TE lines",
+            post(
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                "0\r\n\r\n",
+            ),
+            501,
+        ),
+        (
+            "fragment",
+            b"GET /s#f HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "fragment, with a body",
+            b"POST /s#f HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx".to_vec(),
+            400,
+        ),
+        (
+            "asterisk-form GET",
+            b"GET * HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "authority-form GET",
+            b"GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "no slash",
+            b"GET s HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "Host with a space",
+            b"GET /s HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "Host with userinfo",
+            b"GET /s HTTP/1.1\r\nHost: u@a\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "Host with a path",
+            b"POST /s HTTP/1.1\r\nHost: a/b\r\ncontent-length: 0\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "HTTP/1.0",
+            b"GET /s HTTP/1.0\r\nHost: a\r\n\r\n".to_vec(),
+            426,
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_target_and_host_forms_are_refused_as_envoy_refuses_them() {
+    let up = Upstream::echo("a").await;
+    let baton = baton_for(&up, &[]).await;
+    for (what, raw, status) in &refused_forms() {
+        let a = exchange(&baton, raw).await;
+        assert_eq!(a.status, *status, "{what}: {}", a.head);
+        assert!(a.closed, "{what}: the connection closes");
+    }
+    assert_eq!(up.hits(), 0, "nothing refused reached the origin");
+    // `Upgrade: h2c` is no switch: served over HTTP/1.1 as it is, without the field.
+    let a = exchange(
+        &baton,
+        b"GET /h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(up.last().header("upgrade"), None);
+    assert_eq!(up.last().header("http2-settings"), None);
+    // OPTIONS * is fine.
+    let a = exchange(&baton, b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_ne!(a.status, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,4 +510,107 @@ async fn upstream_heads_over_60_kib_and_bad_framing_are_502() {
     }
     // Every probe reached the origin (the 502s are about its answers).
     assert_eq!(heads.lock().expect("heads").len(), 10);
+}
+
+/// A chunked request `body` (after the head).
+fn chunked(body: &str) -> Vec<u8> {
+    format!("POST /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{body}")
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_chunked_request_bodies_are_400_and_never_reach_the_origin() {
+    let up = Upstream::echo("a").await;
+    let baton = baton_for(&up, &[]).await;
+    for body in [
+        // Seventeen hex digits: more than 64 bits.
+        "10000000000000000\r\nhello\r\n0\r\n\r\n",
+        // A size that wraps a 64-bit counter.
+        "fffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        // Bare LF ending a size line, and a chunk's data.
+        "5\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\n0\r\n\r\n",
+        // The CRLF after a chunk's data missing.
+        "5\r\nhello0\r\n\r\n",
+        // Not a size at all.
+        "zz\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let a = exchange(&baton, &chunked(body)).await;
+        assert_eq!(a.status, 400, "{body:?}: {}", a.head);
+        assert!(
+            a.closed,
+            "{body:?}: the connection closes after a framing error"
+        );
+    }
+    assert_eq!(up.hits(), 0, "nothing malformed reached the origin");
+    // A well-formed chunked body with an extension still goes through.
+    let a = exchange(&baton, &chunked("5;ext=1\r\nhello\r\n0\r\n\r\n")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(up.hits(), 1);
+    assert_eq!(
+        baton.stat("http.ingress_http.downstream_rq_4xx").await,
+        Some(6)
+    );
+    baton
+        .wait_stat("http.ingress_http.downstream_cx_protocol_error", 6)
+        .await;
+}
+
+/// Send `first`, wait until the origin has the request, then send `then` (and close our side
+/// when `half_close`); the status Baton answers.
+async fn body_in_two_parts(
+    baton: &Baton,
+    up: &Upstream,
+    first: &[u8],
+    then: &[u8],
+    half_close: bool,
+) -> u16 {
+    let hits = up.hits();
+    let mut s = TcpStream::connect(baton.addr()).await.expect("connect");
+    s.write_all(first).await.expect("write");
+    within(5, "the request at the origin", async {
+        while up.hits() == hits {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    s.write_all(then).await.expect("write");
+    if half_close {
+        s.shutdown().await.expect("shutdown");
+    }
+    let mut buf = Vec::new();
+    within(5, "the response", s.read_to_end(&mut buf))
+        .await
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status in {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_that_goes_wrong_on_the_way_is_400_not_an_upstream_failure() {
+    let up = Upstream::echo("a").await;
+    let baton = baton_for(&up, &[]).await;
+    // The origin echoes the body after 2 s: no response is under way when the body fails.
+    let head = "POST /delay/2000 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let first = format!("{head}5\r\nhello\r\n").into_bytes();
+    // The upstream already has the head and the first chunk when the framing goes wrong.
+    let status = body_in_two_parts(&baton, &up, &first, b"zz\r\n", false).await;
+    assert_eq!(status, 400);
+    // The client stops half-way (and closes its side).
+    let status = body_in_two_parts(&baton, &up, &first, b"", true).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        baton.stat("http.ingress_http.downstream_rq_5xx").await,
+        Some(0)
+    );
+    baton
+        .wait_stat("http.ingress_http.downstream_cx_protocol_error", 1)
+        .await;
+    assert_eq!(
+        baton.stat("http.ingress_http.downstream_rq_rx_reset").await,
+        Some(1)
+    );
 }

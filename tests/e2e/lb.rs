@@ -120,3 +120,72 @@ async fn envoy_quickstart_fixture_serves() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_clusters_split_requests_by_weight_per_request() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let z = Upstream::echo("z").await;
+    let config = Config::new()
+        .route(
+            json!({"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
+                {"name": "ca", "weight": 1},
+                {"name": "cb", "weight": {"value": 3}},
+                {"name": "cz", "weight": 0},
+            ]}}}),
+        )
+        .cluster(cluster("ca", &[a.port()]))
+        .cluster(cluster("cb", &[b.port()]))
+        .cluster(cluster("cz", &[z.port()]))
+        .render();
+    let baton = Baton::start(&config).await;
+    let got = names(&baton, 400).await;
+    let n_a = got.iter().filter(|n| *n == "a").count();
+    let n_b = got.iter().filter(|n| *n == "b").count();
+    // A quarter to `ca` (100 expected, σ ≈ 8.7): far outside these bounds only by a bug.
+    assert!((50..=150).contains(&n_a), "a: {n_a} of 400");
+    assert_eq!(n_a + n_b, 400, "weight 0 takes nothing: {got:?}");
+    assert_eq!(z.hits(), 0);
+    assert_eq!(
+        baton.stat("cluster.ca.upstream_rq_total").await,
+        Some(n_a as i64)
+    );
+}
+
+#[test]
+fn weighted_clusters_are_checked() {
+    let bad = |weighted: serde_json::Value| {
+        let config = Config::new()
+            .route(json!({"match": {"prefix": "/"}, "route": {"weighted_clusters": weighted}}))
+            .cluster(cluster("ca", &[1]))
+            .render()
+            .replace("{{LISTEN}}", &free_port().to_string())
+            .replace("{{ADMIN}}", &free_port().to_string());
+        let dir = TempDir::new("weighted");
+        let path = dir.file("c.yaml");
+        std::fs::write(&path, config).expect("write");
+        let (status, _, err) = run_baton(&["--mode", "validate", "-c", path.to_str().unwrap()]);
+        assert!(!status.success());
+        err
+    };
+    let err = bad(json!({"clusters": [{"name": "nope", "weight": 1}]}));
+    assert!(
+        err.contains("weighted_clusters.clusters[0].name: unknown cluster `nope`"),
+        "{err}"
+    );
+    let err = bad(json!({"clusters": [{"name": "ca", "weight": 0}]}));
+    assert!(
+        err.contains("weighted_clusters.clusters: needs a cluster with a positive weight"),
+        "{err}"
+    );
+    let err = bad(json!({"clusters": [{"name": "ca", "weight": 2}], "total_weight": 3}));
+    assert!(
+        err.contains("weighted_clusters.total_weight: is 3, the weights add up to 2"),
+        "{err}"
+    );
+    let err = bad(json!({"clusters": [{"name": "ca", "weight": 2}], "runtime_key_prefix": "x"}));
+    assert!(
+        err.contains("weighted_clusters.runtime_key_prefix"),
+        "{err}"
+    );
+}

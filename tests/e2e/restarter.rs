@@ -114,6 +114,7 @@ impl Chain {
             .arg(&config_path)
             .args(["--base-id", &base_id.to_string()])
             .args(["--concurrency", "1", "--drain-time-s", "1"])
+            .args(no_rollback_window_unless_given(baton_args))
             .args(baton_args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -727,4 +728,62 @@ async fn readiness_does_not_depend_on_the_log_level() {
     let echo = Upstream::echo("e").await;
     let chain = Chain::start(&config(&echo), &[], &["-l", "error"], &[]);
     chain.wait_serving_epoch(0, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_epoch_killed_inside_the_rollback_window_rolls_back_then_a_reload_succeeds() {
+    let echo = Upstream::echo("e").await;
+    let chain = Chain::start(&config(&echo), &[], &["--rollback-window-s", "30"], &[]);
+    chain.wait_serving_epoch(0, true).await;
+    let (code, _, err) = chain.reload();
+    assert_eq!(code, Some(0), "{err}\n{}", chain.stderr());
+    let doc = chain.wait_serving_epoch(1, false).await;
+    let new = doc["generations"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["epoch"] == 1))
+        .and_then(|g| g["pid"].as_u64())
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(0);
+    signal(new, Signal::SIGKILL);
+    let doc = chain
+        .wait_status("the rollback reported", 15, |d| {
+            d["restarter"]["restarts"]["rolled_back"] == 1
+                && d["restarter"]["last_failure"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("rolled back: "))
+        })
+        .await;
+    let reason = doc["restarter"]["last_failure"]["reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(reason.contains("killed by signal 9"), "{doc}");
+    assert_eq!(doc["restarter"]["next_epoch"], 1, "{doc}");
+    chain.wait_serving_epoch(0, true).await;
+    assert_eq!(get(local(chain.listen), "/again").await.status, 200);
+
+    // The next restart takes over from epoch 0 again, as epoch 1.
+    let (code, out, err) = chain.reload();
+    assert_eq!(code, Some(0), "{err}\n{}", chain.stderr());
+    assert!(out.contains("epoch 1"), "{out}");
+    chain.wait_serving_epoch(1, false).await;
+    assert_eq!(get(local(chain.listen), "/next").await.status, 200);
+
+    // An operator rollback: epoch 1 gives way and exits 1, epoch 0 serves again.
+    let req = http::Request::post("/rollback")
+        .header("host", "admin")
+        .body(empty())
+        .expect("request");
+    let r = send1(local(chain.admin), req)
+        .await
+        .expect("POST /rollback");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc = chain
+        .wait_status("the second rollback", 15, |d| {
+            d["restarter"]["restarts"]["rolled_back"] == 2
+                && d["restarter"]["last_failure"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("exited with status 1"))
+        })
+        .await;
+    assert_eq!(doc["restarter"]["next_epoch"], 1, "{doc}");
 }

@@ -15,7 +15,7 @@ use crate::negotiate;
 use crate::pb::envelope::Body;
 use crate::pb::{
     BatchAck, ConnectionsAck, ConnectionsBatch, DrainListeners, Envelope, Hello,
-    ListenSocketsRequest, ParentState, SocketManifest, StatsRequest, StatsSnapshot,
+    ListenSocketsRequest, ParentState, RollBack, SocketManifest, StatsRequest, StatsSnapshot,
     TakeConnections, Terminate,
 };
 
@@ -156,6 +156,17 @@ impl Client {
         self.status_call(
             "tell the parent to terminate",
             Body::Terminate(Terminate {}),
+        )
+    }
+
+    /// Asks the parent (still in its rollback window) to serve again, as this generation gives
+    /// way; `reason` goes to its log. `Ok` once it accepts again.
+    pub fn roll_back(&mut self, reason: &str) -> Result<()> {
+        self.status_call(
+            "ask the parent to serve again",
+            Body::RollBack(RollBack {
+                reason: reason.to_owned(),
+            }),
         )
     }
 

@@ -11,7 +11,8 @@
 //! 3. `DrainListeners` → `StatusReply`; with `handover_connections`, then `TakeConnections` →
 //!    `ConnectionsBatch` (live connections at an idle point, their sockets by SCM_RIGHTS) and
 //!    `ConnectionsAck` → `StatusReply`, repeated until the parent has nothing left to hand over.
-//! 4. `Terminate` → `StatusReply`.
+//! 4. `Terminate` → `StatusReply`; or, while the parent is inside its rollback window,
+//!    `RollBack` → `StatusReply` (the parent serves again and the child gives way).
 //!
 //! The core ([`frame`], [`negotiate`], [`manifest`], [`pb`]) is pure functions over bytes: no
 //! sockets, no clock. [`Listener`], [`Conn`], [`connect`], [`Client`] and [`serve_one`] add

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::conn::{Conn, Listener};
+use crate::conn::{Conn, Listener, PeerCred};
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::manifest;
@@ -47,6 +47,14 @@ pub trait ParentHandler {
     /// reply is sent first, then [`serve_one`] returns [`SessionEnd::Terminated`].
     fn terminate(&mut self) -> Result<(), String>;
 
+    /// The child gives way (an operator rollback): serve again now if this generation can (it
+    /// drains or stands by inside its rollback window). `Err` is sent to the child, which then
+    /// keeps serving.
+    fn roll_back(&mut self, reason: &str) -> Result<(), String> {
+        let _ = reason;
+        Err("this generation cannot serve again".into())
+    }
+
     /// A stats snapshot for the child, if this generation offers one.
     fn stats(&mut self) -> Option<StatsSnapshot> {
         None
@@ -75,6 +83,12 @@ pub trait ParentHandler {
     /// not be): only now does the child know its answer was heard, so a generation must not exit
     /// between the two (the child would take a reply lost with the parent for a refusal).
     fn ack_replied(&mut self) {}
+
+    /// A session starts with a peer whose credentials the kernel vouches for (SO_PEERCRED), before
+    /// its hello is read: the handler may keep its pid (e.g. to watch the child once it serves).
+    fn session_started(&mut self, peer: PeerCred) {
+        let _ = peer;
+    }
 
     /// The session with the child ended (disconnect, error, refusal or termination). Anything
     /// handed out but not acknowledged is the handler's again.
@@ -253,6 +267,7 @@ pub fn serve_one(
 ) -> Result<SessionEnd> {
     let span = tracing::info_span!("hotrestart_child", child.pid = conn.peer().pid);
     let _enter = span.enter();
+    handler.session_started(conn.peer());
     let result = session(&mut conn, handler, opts);
     handler.session_ended();
     match &result {
@@ -306,6 +321,11 @@ fn session(
                 if ok {
                     return Ok(SessionEnd::Terminated);
                 }
+            }
+            Some(Body::RollBack(req)) => {
+                tracing::info!(reason = %req.reason, "child asks this generation to serve again");
+                let result = handler.roll_back(&req.reason);
+                reply_status(conn, id, result, opts)?;
             }
             Some(Body::StatsRequest(_)) => match handler.stats() {
                 Some(s) => send(conn, id, Body::StatsSnapshot(s), opts)?,

@@ -44,6 +44,7 @@ impl Body {
             Body::TakeConnections(_) => "take_connections",
             Body::ConnectionsBatch(_) => "connections_batch",
             Body::ConnectionsAck(_) => "connections_ack",
+            Body::RollBack(_) => "roll_back",
         }
     }
 }

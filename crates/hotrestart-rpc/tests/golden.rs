@@ -9,7 +9,7 @@ use hotrestart_rpc::frame::{self, FrameHeader, HEADER_LEN, MAGIC};
 use hotrestart_rpc::negotiate;
 use hotrestart_rpc::pb::{
     BatchAck, ConnectionKind, ConnectionsAck, ConnectionsBatch, DrainListeners, MovedConnection,
-    StatsRequest, StatusReply, TakeConnections, Terminate, UnknownMessage,
+    RollBack, StatsRequest, StatusReply, TakeConnections, Terminate, UnknownMessage,
 };
 use hotrestart_rpc::{
     Body, Envelope, Error, Hello, HelloReply, ListenSocketsReply, ListenSocketsRequest,
@@ -231,6 +231,16 @@ fn samples() -> Vec<(&'static str, Envelope, usize)> {
             0,
         ),
         (
+            "roll_back",
+            Envelope::new(
+                9,
+                Body::RollBack(RollBack {
+                    reason: "operator rollback".into(),
+                }),
+            ),
+            0,
+        ),
+        (
             "status_reply_ok",
             Envelope::new(
                 3,
@@ -317,6 +327,7 @@ fn every_body_kind_has_a_fixture() {
         "take_connections",
         "connections_batch",
         "connections_ack",
+        "roll_back",
     ];
     assert_eq!(kinds, expected.into_iter().collect());
 }

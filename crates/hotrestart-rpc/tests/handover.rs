@@ -99,6 +99,11 @@ fn hands_over_600_listen_sockets_in_batches() {
         client.drain_listeners(false),
         Err(Error::Remote { .. })
     ));
+    // A parent that cannot serve again says so; the session goes on.
+    assert!(matches!(
+        client.roll_back("test"),
+        Err(Error::Remote { .. })
+    ));
     client.terminate().unwrap();
     let (exit, parent) = thread.join();
     assert_eq!(exit, ServeExit::Terminated);

@@ -22,6 +22,8 @@ pub const DEFAULT_SOCKET_PATH: &str = "@baton_domain_socket";
 pub const DEFAULT_MAX_STATS: u64 = 16_384;
 /// Envoy's old `--max-obj-name-len` default, which was also its minimum.
 pub const DEFAULT_MAX_OBJ_NAME_LEN: u64 = 60;
+/// `--rollback-window-s` when not given.
+pub const DEFAULT_ROLLBACK_WINDOW_S: u64 = 10;
 /// Envoy's old upper bound for `--max-stats` (100M).
 pub const MAX_MAX_STATS: u64 = 100_000_000;
 /// Baton's upper bound for `--max-obj-name-len` (Envoy had none; this keeps the shared region's
@@ -130,6 +132,10 @@ pub struct Options {
     /// keep-alive connections and idle upgrade tunnels to the next generation (Envoy's
     /// behaviour).
     pub disable_connection_handover: bool,
+    /// Baton only: after a hot restart the old generation keeps its listen sockets, its
+    /// configuration and its stats this long from cutover, and serves again if the new
+    /// generation dies meanwhile (a rollback); zero exits as soon as it has drained.
+    pub rollback_window: Duration,
     /// Hot restart RPC socket; a leading `@` means the Linux abstract namespace.
     pub socket_path: String,
     /// Permission bits for a filesystem `socket_path`; 0 for an abstract one (as Envoy).
@@ -178,6 +184,7 @@ impl Options {
             "skip_hot_restart_on_no_parent": self.skip_hot_restart_on_no_parent,
             "skip_hot_restart_parent_stats": self.skip_hot_restart_parent_stats,
             "disable_connection_handover": self.disable_connection_handover,
+            "rollback_window": format!("{}s", self.rollback_window.as_secs()),
             "hot_restart_file": path(&self.hot_restart_file),
             "max_stats": self.max_stats.to_string(),
             "max_obj_name_len": self.max_obj_name_len.to_string(),
@@ -303,6 +310,10 @@ struct Args {
     /// connections and idle WebSocket tunnels to the next generation
     #[arg(long)]
     disable_connection_handover: bool,
+    /// After a hot restart, seconds the old generation stands by, ready to serve again if the
+    /// new one dies (Baton only; 0 exits once drained)
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_ROLLBACK_WINDOW_S)]
+    rollback_window_s: u64,
     /// Hot restart socket (a leading @ is the abstract namespace)
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET_PATH)]
     socket_path: String,
@@ -486,6 +497,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Parsed {
         skip_hot_restart_on_no_parent: args.skip_hot_restart_on_no_parent,
         skip_hot_restart_parent_stats: args.skip_hot_restart_parent_stats,
         disable_connection_handover: args.disable_connection_handover,
+        rollback_window: Duration::from_secs(args.rollback_window_s),
         socket_path: args.socket_path,
         hot_restart_file: args.hot_restart_file,
         service_cluster: args.service_cluster,

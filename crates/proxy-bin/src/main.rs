@@ -3,7 +3,9 @@
 //! sequence. `baton stats ...` (see `stats_cmd`) inspects a running chain instead; `baton
 //! restarter ...` (see `restarter`) supervises a chain, and `baton reload`/`baton status` (see
 //! `ctl`) talk to that restarter.
-#![forbid(unsafe_code)]
+//!
+//! No `unsafe` code but in `restart::successor` (registering a pidfd with tokio's reactor).
+#![deny(unsafe_code)]
 
 mod cli;
 mod config;

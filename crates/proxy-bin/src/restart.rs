@@ -10,11 +10,14 @@
 //! - [`plan`]: the restart options, decided once from the command line;
 //! - [`child`]: taking over from the parent, then receiving its live connections;
 //! - [`parent`]: answering this generation's own child, on a thread of its own;
+//! - [`successor`]: watching that child through the rollback window (a pidfd);
 //! - `wire`: the RPC messages' addresses, parsed once where they arrive.
 
 pub mod child;
 pub mod parent;
 pub mod plan;
+#[allow(unsafe_code)]
+pub mod successor;
 mod wire;
 
 use std::collections::HashMap;
@@ -43,13 +46,28 @@ pub struct Inherited {
 }
 
 /// Something the parent side asks of the generation's main loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ParentEvent {
     /// The child serves: stop accepting and drain.
-    DrainListeners,
+    DrainListeners {
+        /// The child, watched through the rollback window (`None` without one).
+        successor: Option<successor::Successor>,
+        /// The addresses whose listen sockets the child took.
+        taken: Vec<SocketAddr>,
+    },
     /// The child (or its successor) wants this generation gone now.
     Terminate,
+    /// The child gives way (an operator rollback): serve again now if inside the rollback
+    /// window, then answer (the child waits for it on the restart session).
+    RollBack {
+        reason: String,
+        answer: RollbackAnswer,
+    },
 }
+
+/// Where the main loop answers a [`ParentEvent::RollBack`]: `Ok` once it accepts again. The
+/// parent side waits on the other end (bounded), then replies to the child.
+pub type RollbackAnswer = std::sync::mpsc::SyncSender<Result<(), String>>;
 
 /// One listen socket a generation owns (its workers hold duplicates).
 #[derive(Debug)]

@@ -8,7 +8,10 @@
 //!    a reason to stop ([`serve_until_stop`]);
 //! 3. **drain** ([`Generation::drain`]): stop accepting and let connections finish or move,
 //!    bounded by a deadline;
-//! 4. **shutdown** ([`shutdown`]): end the runtime and leave the stats region.
+//! 4. after a restart, **stand by** ([`Generation::stand_by`], `rollback`) through the rollback
+//!    window, and **serve again** ([`Generation::roll_back`]) if the successor dies or gives
+//!    way meanwhile (back to 2's wait);
+//! 5. **shutdown** ([`shutdown`]): end the runtime and leave the stats region.
 //!
 //! Each step enters its [`Phase`] on the generation's [`Lifecycle`]; a step that fails marks the
 //! generation failed with that [`Step`]. Order matters for a production proxy: every listen
@@ -17,17 +20,17 @@
 //! running generation.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use parking_lot::Mutex;
-use proxy_core::admin::{self, AdminState, ListenerStatus, QuitRequest, ServerInfo};
+use proxy_core::admin::{QuitRequest, RollbackRequest};
 use proxy_core::cluster::ClusterManager;
 use proxy_core::config::Bootstrap;
 use proxy_core::handover::Handover;
 use proxy_core::lifecycle::{GenerationStatus, Lifecycle, Peer, Phase, Step};
-use proxy_core::worker::{Adopter, Dataplane};
+use proxy_core::worker::{Adopter, Dataplane, Workers};
 use shm_stats::Store;
 use tokio::sync::{mpsc, watch};
 
@@ -36,10 +39,13 @@ use crate::config::Loaded;
 use crate::listen;
 use crate::logging::LogHandle;
 use crate::restart::plan::{Place, RestartPlan};
-use crate::restart::{self, child, parent, Grandparent, OwnedSocket, OwnedSockets, ParentEvent};
+use crate::restart::successor::{Successor, Watched};
+use crate::restart::{self, child, Grandparent, OwnedSockets, ParentEvent};
 use crate::signals::{self, ProcessSignal, Signals};
 
 mod draining;
+mod rollback;
+mod start;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -56,6 +62,9 @@ enum Stop {
     Restart,
     /// The next generation (or its successor) wants this one gone now: no drain.
     Ended,
+    /// `POST /rollback`: the previous generation serves again; this one drains and exits
+    /// non-zero.
+    GiveWay,
 }
 
 /// A step's error, with the step that failed.
@@ -110,6 +119,59 @@ struct Generation {
     lifecycle: Arc<Lifecycle>,
     log: LogHandle,
     chain_started: SystemTime,
+    /// `server.hot_restart_rollbacks`: times this generation served again after its
+    /// successor died.
+    rollbacks: shm_stats::Counter,
+    /// `--rollback-window-s` where it applies (an epoch chain), zero elsewhere.
+    rollback_window: Duration,
+}
+
+/// What a generation serves with each time it serves (first, and again after a rollback).
+struct Serving {
+    drains: Drains,
+    workers: Workers,
+}
+
+/// What serving again needs, kept from the first start for the life of the generation.
+struct Resume {
+    /// The generation's listen sockets (shared with the parent side, which lends them).
+    owned: OwnedSockets,
+    /// For each admin interface started (`POST /quitquitquit`).
+    quit: mpsc::Sender<QuitRequest>,
+    /// For each admin interface started (`POST /rollback`).
+    rollback: mpsc::Sender<RollbackRequest>,
+    epoch_started: Instant,
+    /// Set while a rollback window keeps the listen sockets open after this generation stops
+    /// accepting; cleared when it serves again.
+    keep_sockets: Arc<AtomicBool>,
+}
+
+/// Whether serving starts with resolving every cluster: the first time only (after a
+/// rollback the addresses are known and the DNS refresh carries on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resolve {
+    First,
+    Again,
+}
+
+/// How a drain ended.
+#[derive(Debug)]
+enum DrainEnd {
+    /// Every connection closed, or the deadline passed.
+    Done,
+    /// Told to end now (a second signal, or the next generation).
+    EndNow,
+    /// The successor died or gave way inside the rollback window: serve again (the
+    /// connections left keep draining meanwhile).
+    TakeBack(TakeBack),
+}
+
+/// Why this generation serves again after a restart, and who waits to hear that it does (the
+/// successor, when it gave way).
+#[derive(Debug)]
+struct TakeBack {
+    reason: String,
+    answer: Option<restart::RollbackAnswer>,
 }
 
 /// The owner's side of a generation's drains: its connections' and its admin interface's. The
@@ -124,6 +186,8 @@ struct Drains {
 struct AdminParts {
     /// `POST /quitquitquit` sends here; the main loop holds the receiver.
     quit: mpsc::Sender<QuitRequest>,
+    /// `POST /rollback` sends here; the main loop holds the receiver.
+    rollback: mpsc::Sender<RollbackRequest>,
     /// For `/drain_listeners` and `/healthcheck/{fail,ok}`.
     control: drain::Control,
     /// Signalled when the generation drains; held by the admin's accept loop.
@@ -136,8 +200,27 @@ struct Inputs {
     signals: Signals,
     /// `POST /quitquitquit`; the admin interface holds the sender.
     quit: mpsc::Receiver<QuitRequest>,
+    /// `POST /rollback`; the admin interface holds the sender.
+    rollback: mpsc::Receiver<RollbackRequest>,
+    /// A `POST /rollback` being answered ([`Stop::GiveWay`]).
+    give_way: Option<RollbackRequest>,
     /// From the parent side (this generation's child); the parent side holds the sender.
     events: mpsc::UnboundedReceiver<ParentEvent>,
+    /// The child that asked this generation to drain and the addresses it took, until the
+    /// main loop decides on a rollback window.
+    cutover: Option<(Option<Successor>, Vec<SocketAddr>)>,
+    /// The rollback window in progress: the successor watched until it ends.
+    window: Option<Window>,
+}
+
+/// A rollback window in progress.
+#[derive(Debug)]
+struct Window {
+    successor: Watched,
+    until: tokio::time::Instant,
+    /// The listen sockets kept for a rollback (shared with the parent side): closed when the
+    /// window ends while this generation still drains, as they would have been at cutover.
+    kept: OwnedSockets,
 }
 
 /// Serve until SIGTERM, SIGINT, `POST /quitquitquit` or a successor's drain request, then drain
@@ -146,6 +229,13 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
     let plan = RestartPlan::from_options(&opts);
     let epoch = restart::epoch(&plan);
     let lifecycle = Arc::new(Lifecycle::new(epoch));
+    // A `--hot-restart-file` successor renames its restart socket over this generation's:
+    // nothing could restart from a rolled-back one, so only epoch chains stand by.
+    let rollback_window = match plan {
+        RestartPlan::EpochChain { .. } => opts.rollback_window,
+        _ => Duration::ZERO,
+    };
+    lifecycle.set_rollback_window(rollback_window.as_secs());
     let ready = fail_on(
         &lifecycle,
         bootstrap(&plan, epoch, &loaded.bootstrap, &lifecycle),
@@ -174,6 +264,8 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
         handover,
         lifecycle: lifecycle.clone(),
         log,
+        rollbacks: store_at_exit.counter("server.hot_restart_rollbacks"),
+        rollback_window,
     };
     let result = fail_on(&lifecycle, rt.block_on(generation.serve(sockets)));
     shutdown(rt, &store_at_exit);
@@ -276,6 +368,28 @@ fn take_sockets(
     })
 }
 
+/// Start health checking and wait for the first check of every host (each is bounded by its
+/// check's timeout), so that workers start with the hosts known to be down already out.
+async fn first_health_round(clusters: &ClusterManager, shutdown: drain::Watch) {
+    let bound = clusters
+        .clusters()
+        .iter()
+        .filter_map(|c| c.config.health_check.as_ref().map(|h| h.timeout))
+        .max();
+    let first = proxy_core::health::spawn(clusters, shutdown);
+    let Some(bound) = bound else { return };
+    let hosts = first.pending();
+    let started = Instant::now();
+    // A little more than the longest timeout: a connect or a probe never takes longer.
+    if tokio::time::timeout(bound + Duration::from_secs(1), first.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the first health-check round did not finish in time; serving anyway");
+    }
+    tracing::info!(hosts, elapsed = ?started.elapsed(), "first health-check round done");
+}
+
 /// The main runtime: the admin interface, the main loop, the DNS refresh (workers have their
 /// own threads).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -304,203 +418,94 @@ fn shutdown(rt: tokio::runtime::Runtime, store: &Store) {
 // === impl Generation ===
 
 impl Generation {
-    /// Serve until a reason to stop, then drain.
+    /// Serve until a reason to stop, then drain; after a restart with a rollback window, stand
+    /// by, and serve again if the successor dies inside it.
     async fn serve(self, sockets: Sockets) -> Result<(), Failed> {
         let epoch_started = Instant::now();
-        let (drains, drain_watch, admin_watch) = Drains::new(&self.opts);
         let signals = signals::unix().in_step(Step::Start)?;
         let (quit_tx, quit) = mpsc::channel(1);
-        let admin = AdminParts {
+        let (rollback_tx, rollback) = mpsc::channel(1);
+        let Sockets {
+            listeners,
+            admin,
+            restart,
+            parent,
+            ..
+        } = sockets;
+        let owned = self.own_sockets(listeners, admin);
+        let resume = Resume {
+            owned: owned.clone(),
             quit: quit_tx,
-            control: drains.control.clone(),
-            shutdown: admin_watch,
+            rollback: rollback_tx,
             epoch_started,
+            keep_sockets: Arc::new(AtomicBool::new(false)),
         };
-        self.start_admin(sockets.admin.as_ref(), admin)
-            .in_step(Step::Start)?;
-        // Clusters are resolved before the first request can arrive.
-        self.clusters.resolve_all().await;
-        tokio::spawn(self.clusters.clone().run_dns_refresh(drain_watch.clone()));
-        let stop_watch = drain_watch.clone();
-        let mut workers = self
-            .dataplane
-            .spawn_workers(&sockets.listeners, self.opts.concurrency, drain_watch)
-            .context("could not start workers")
+        let mut serving = self
+            .start_serving(&resume, Resolve::First)
+            .await
             .in_step(Step::Start)?;
         // Only a generation with a parent takes connections; otherwise the workers stop
         // waiting for arrivals at once.
-        let adopter = workers.take_adopter().filter(|_| sockets.parent.is_some());
+        let adopter = serving.workers.take_adopter().filter(|_| parent.is_some());
         self.announce_serving();
 
         // Answer a future child; this generation's own parent drains from now on.
         let (events_tx, events) = mpsc::unbounded_channel();
         let grandparent = Grandparent::default();
-        let owned = self.own_sockets(sockets.listeners, sockets.admin);
-        self.close_sockets_when_accept_stops(owned.clone(), stop_watch);
-        let _parent_side = sockets
-            .restart
-            .map(|listener| {
-                parent::spawn(parent::Answering {
-                    listener,
-                    hot_restart_version: self.plan.hot_restart_version(),
-                    epoch: self.place.epoch,
-                    chain_started: self.chain_started,
-                    concurrency: self.opts.concurrency,
-                    sockets: owned,
-                    events: events_tx,
-                    grandparent: grandparent.clone(),
-                    handover: self.handover.clone(),
-                })
-            })
+        let mut parent_side = restart
+            .map(|listener| self.answer_children(listener, owned, events_tx, &grandparent))
             .transpose()
             .in_step(Step::Start)?;
-        if let Some(parent) = sockets.parent {
-            self.drain_parent(parent, grandparent, adopter);
+        if let Some(parent) = parent {
+            self.drain_parent(parent, grandparent.clone(), adopter);
         }
 
         let mut inputs = Inputs {
             signals,
             quit,
+            rollback,
+            give_way: None,
             events,
+            cutover: None,
+            window: None,
         };
-        let stop = serve_until_stop(&mut inputs, &|| self.reopen_logs()).await;
-        if stop != Stop::Ended {
-            self.drain(stop, drains, &mut inputs, workers).await;
+        let stop = loop {
+            let stop = serve_until_stop(&mut inputs, &|| self.reopen_logs()).await;
+            if stop == Stop::GiveWay {
+                if !self.give_way(&grandparent, inputs.give_way.take()).await {
+                    continue;
+                }
+                // The next restart names its restart socket as this generation's.
+                parent_side = None;
+                // Every response from now on closes its connection.
+                serving.drains.control.set_health_check_failed(true);
+            }
+            self.open_window(stop, &mut inputs, &resume);
+            let ended = if stop == Stop::Ended {
+                DrainEnd::EndNow
+            } else {
+                self.drain(stop, serving, &mut inputs).await
+            };
+            self.settle_handover().await;
+            let back = match ended {
+                DrainEnd::TakeBack(back) => Some(back),
+                DrainEnd::Done => self.stand_by(&mut inputs).await,
+                DrainEnd::EndNow => None,
+            };
+            let Some(back) = back else { break stop };
+            // The successor is done with (a dead one's pidfd stays readable).
+            inputs.window = None;
+            serving = self.roll_back(&resume, back).await.in_step(Step::Serve)?;
+        };
+        drop(parent_side);
+        if stop == Stop::GiveWay {
+            return Err(anyhow::anyhow!(
+                "rolled back: this generation gave way to the previous one (POST /rollback)"
+            ))
+            .in_step(Step::Serve);
         }
-        self.settle_handover().await;
         self.lifecycle.enter(Phase::Terminated);
         Ok(())
-    }
-
-    /// Serve the admin interface on `socket`, if the configuration has one.
-    fn start_admin(&self, socket: Option<&TcpListener>, parts: AdminParts) -> anyhow::Result<()> {
-        let Some(sock) = socket else {
-            return Ok(());
-        };
-        let AdminParts {
-            quit,
-            control,
-            shutdown,
-            epoch_started,
-        } = parts;
-        let listener = tokio::net::TcpListener::from_std(
-            sock.try_clone().context("could not use the admin socket")?,
-        )
-        .context("could not use the admin socket")?;
-        let state = Arc::new(AdminState {
-            stats: self.store.clone(),
-            server: ServerInfo {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                hot_restart_version: self.plan.hot_restart_version(),
-                command_line_options: self.place.command_line_options(&self.opts),
-                node: crate::config::node_with_overrides(
-                    &self.bootstrap.node,
-                    crate::config::NodeOverrides {
-                        id: self.opts.service_node.as_deref(),
-                        cluster: self.opts.service_cluster.as_deref(),
-                        zone: self.opts.service_zone.as_deref(),
-                    },
-                ),
-                epoch: self.place.epoch,
-                concurrency: u32::try_from(self.opts.concurrency).unwrap_or(u32::MAX),
-                epoch_started,
-                chain_started: self.chain_started,
-            },
-            generation: self.lifecycle.subscribe(),
-            config_dump: self.config_dump.clone(),
-            listeners: self
-                .bootstrap
-                .listeners
-                .iter()
-                .map(|l| ListenerStatus {
-                    name: l.name.clone(),
-                    address: l.address,
-                    additional_addresses: l.additional_addresses.clone(),
-                })
-                .collect(),
-            clusters: self.clusters.clone(),
-            quit,
-            drain: Some(control),
-        });
-        tokio::spawn(admin::serve(listener, state, shutdown));
-        Ok(())
-    }
-
-    /// This generation serves: enter the phase (which tells a supervising restarter, see
-    /// [`notify_ready_when_serving`]) and say so in the log, for people.
-    fn announce_serving(&self) {
-        tokio::spawn(notify_ready_when_serving(self.lifecycle.subscribe()));
-        self.lifecycle.enter(Phase::Serving);
-        tracing::info!(
-            listeners = self.bootstrap.listeners.len(),
-            clusters = self.bootstrap.clusters.len(),
-            concurrency = self.opts.concurrency,
-            epoch = self.place.epoch,
-            "baton is serving"
-        );
-    }
-
-    /// The generation's listen sockets by address and name, for a successor to take.
-    fn own_sockets(
-        &self,
-        listeners: Vec<Vec<TcpListener>>,
-        admin: Option<TcpListener>,
-    ) -> OwnedSockets {
-        let mut owned: Vec<OwnedSocket> = self
-            .bootstrap
-            .listeners
-            .iter()
-            .zip(listeners)
-            .flat_map(|(l, sockets)| {
-                l.addresses()
-                    .zip(sockets)
-                    .map(|(addr, socket)| OwnedSocket {
-                        addr,
-                        name: l.name.clone(),
-                        socket,
-                    })
-            })
-            .collect();
-        if let (Some(a), Some(socket)) = (&self.bootstrap.admin, admin) {
-            owned.push(OwnedSocket {
-                addr: a.address,
-                name: "admin".to_owned(),
-                socket,
-            });
-        }
-        Arc::new(Mutex::new(owned))
-    }
-
-    /// Once this generation stops accepting (a successor serves, /drain_listeners, a
-    /// shutdown), nothing accepts on its sockets: close them so new connections are refused
-    /// (or go to the successor's copies) rather than queue unanswered.
-    /// Each listener's socket closes when accepting stops for its `traffic_direction` (an
-    /// inbound-only drain stops the inbound ones); the admin's with the last.
-    fn close_sockets_when_accept_stops(&self, owned: OwnedSockets, watch: drain::Watch) {
-        let draining = self
-            .store
-            .gauge("listener_manager.total_listeners_draining");
-        let active = self.store.gauge("listener_manager.total_listeners_active");
-        for l in &self.bootstrap.listeners {
-            let (owned, mut watch) = (owned.clone(), watch.clone());
-            let (active, draining) = (active.clone(), draining.clone());
-            let (addrs, direction): (Vec<SocketAddr>, _) = (l.addresses().collect(), l.direction);
-            tokio::spawn(async move {
-                watch.accept_stopped(direction).await;
-                drop(watch);
-                owned
-                    .lock()
-                    .retain(|s| !addrs.contains(&s.addr) || s.name == "admin");
-                active.dec();
-                draining.inc();
-            });
-        }
-        let mut watch = watch;
-        tokio::spawn(async move {
-            watch.accept_stopped(drain::Direction::Unspecified).await;
-            drop(watch);
-            owned.lock().clear();
-        });
     }
 
     /// Tell the parent to drain (on a blocking thread: the RPC blocks), then take its live
@@ -605,11 +610,21 @@ async fn serve_until_stop(inputs: &mut Inputs, reopen_logs: &dyn Fn()) -> Stop {
                 }
             },
             Some(_) = inputs.quit.recv() => return Stop::Quit,
+            Some(req) = inputs.rollback.recv() => {
+                inputs.give_way = Some(req);
+                return Stop::GiveWay;
+            }
             Some(ev) = inputs.events.recv() => match ev {
-                ParentEvent::DrainListeners => return Stop::Restart,
+                ParentEvent::DrainListeners { successor, taken } => {
+                    inputs.cutover = Some((successor, taken));
+                    return Stop::Restart;
+                }
                 ParentEvent::Terminate => {
                     tracing::info!("asked to terminate by the next generation");
                     return Stop::Ended;
+                }
+                ParentEvent::RollBack { answer, .. } => {
+                    let _ = answer.send(Err("this generation serves: there is nothing to roll back to".to_owned()));
                 }
             },
             // Nothing can ask this generation to stop any more (no signal source left).

@@ -134,7 +134,8 @@ pub struct HostStatus {
     pub address: SocketAddr,
     pub hostname: String,
     pub weight: u32,
-    pub healthy: bool,
+    /// Why the host is out of load balancing, if it is.
+    pub health: crate::host_health::HealthFlags,
     pub cx_active: u64,
     pub cx_connect_fail: u64,
     pub rq_active: u64,
@@ -151,6 +152,8 @@ pub struct ClusterStatus {
     pub thresholds: Thresholds,
     pub hosts: Vec<HostStatus>,
     pub added_via_api: bool,
+    /// The cluster has outlier detection (Envoy then prints its success-rate lines).
+    pub outlier_detection: bool,
 }
 
 /// Gives the admin the current state of every cluster; implemented by the data plane.
@@ -169,6 +172,14 @@ impl ClusterStatusSource for Vec<ClusterStatus> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuitRequest;
 
+/// Sent on [`AdminState::rollback`] by `POST /rollback`: the owner asks the previous generation
+/// (still inside its rollback window) to serve again, and answers here with what to tell the
+/// operator (`Ok`: it serves again, and this generation exits non-zero; `Err`: nothing changed).
+#[derive(Debug)]
+pub struct RollbackRequest {
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+}
+
 /// Everything the admin server reads to answer requests.
 pub struct AdminState {
     pub stats: shm_stats::Store,
@@ -183,6 +194,9 @@ pub struct AdminState {
     pub clusters: Arc<dyn ClusterStatusSource>,
     /// `POST /quitquitquit` sends one [`QuitRequest`] here after answering.
     pub quit: tokio::sync::mpsc::Sender<QuitRequest>,
+    /// `POST /rollback` sends a [`RollbackRequest`] here and answers with its reply; `None`
+    /// where nothing can roll back (tests).
+    pub rollback: Option<tokio::sync::mpsc::Sender<RollbackRequest>>,
     /// The generation's drain control, for `/drain_listeners` and `/healthcheck/{fail,ok}`;
     /// `None` where nothing drains (tests).
     pub drain: Option<drain::Control>,

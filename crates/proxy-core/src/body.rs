@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -56,6 +58,40 @@ pub enum BodyTimeout {
 #[derive(Debug, thiserror::Error)]
 #[error("could not finish the stream: {0:?} timeout")]
 pub struct TimeoutError(pub BodyTimeout);
+
+/// Why a downstream request body ended before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Its framing was wrong (a chunk size line, a missing CRLF): the client's error, 400.
+    Malformed,
+    /// The client went away in the middle of it.
+    Incomplete,
+}
+
+impl BodyFault {
+    /// hyper says "incomplete message" of a body cut before its declared length, and gives an
+    /// `UnexpectedEof` of a chunked one cut in the middle.
+    pub fn of(e: &hyper::Error) -> Self {
+        let eof = std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
+        if e.is_incomplete_message() || eof {
+            BodyFault::Incomplete
+        } else {
+            BodyFault::Malformed
+        }
+    }
+}
+
+/// A downstream request's body as forwarding streams it: the frames read ahead before the
+/// upstream was chosen, then the rest as it arrives. A fault of the client's is recorded in
+/// `fault`, so the request is answered for what it is (400), not as an upstream failure.
+#[derive(Debug)]
+pub struct RequestStream {
+    pub ahead: VecDeque<Frame<Bytes>>,
+    pub rest: Incoming,
+    pub fault: Rc<Cell<Option<BodyFault>>>,
+}
 
 /// A downstream request's body: hyper's, or none (a request read by Baton's own HTTP/1.1
 /// server, which only takes requests without a body).
@@ -108,6 +144,7 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Stream(Incoming),
+    Request(Box<RequestStream>),
     UpstreamH1(H1Body),
 }
 
@@ -137,6 +174,11 @@ impl ProxyBody {
             RequestBody::Hyper(b) => Self::stream(b),
             RequestBody::Empty => Self::empty(),
         }
+    }
+
+    /// A downstream request's body, streamed after the frames already read.
+    pub fn request_stream(body: RequestStream) -> Self {
+        Self::with_kind(Kind::Request(Box::new(body)))
     }
 
     /// A response body read by Baton's own upstream HTTP/1.1 client.
@@ -248,6 +290,7 @@ impl Body for ProxyBody {
             Kind::Stream(s) => Pin::new(s)
                 .poll_frame(cx)
                 .map(|r| r.map(|f| f.map_err(BodyError::from))),
+            Kind::Request(r) => r.poll_frame(cx),
             Kind::UpstreamH1(b) => b.poll_frame(cx),
         };
         if let Some(t) = this.timers.as_mut() {
@@ -286,6 +329,7 @@ impl Body for ProxyBody {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Stream(s) => s.is_end_stream(),
+            Kind::Request(r) => r.ahead.is_empty() && r.rest.is_end_stream(),
             Kind::UpstreamH1(b) => b.is_end_stream(),
         }
     }
@@ -295,8 +339,42 @@ impl Body for ProxyBody {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Stream(s) => s.size_hint(),
+            Kind::Request(r) => r.size_hint(),
             Kind::UpstreamH1(b) => b.size_hint(),
         }
+    }
+}
+
+// === impl RequestStream ===
+
+impl RequestStream {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(f) = self.ahead.pop_front() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        let polled = Pin::new(&mut self.rest).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            self.fault.set(Some(BodyFault::of(e)));
+        }
+        polled.map(|r| r.map(|f| f.map_err(BodyError::from)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let ahead: u64 = self
+            .ahead
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + ahead);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + ahead);
+        }
+        hint
     }
 }
 
@@ -338,6 +416,7 @@ impl std::fmt::Debug for ProxyBody {
             Kind::Empty => "empty",
             Kind::Full(_) => "full",
             Kind::Stream(_) => "stream",
+            Kind::Request(_) => "request",
             Kind::UpstreamH1(_) => "upstream-h1",
         };
         f.debug_struct("ProxyBody")

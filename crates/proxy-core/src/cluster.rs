@@ -1,22 +1,27 @@
 //! Clusters: the hosts each one resolves to (STATIC, STRICT_DNS, LOGICAL_DNS), their live
 //! per-host counters, DNS refresh, and per-worker load balancing.
 //!
-//! The [`ClusterManager`] is shared by every worker; a host set is swapped atomically when DNS
-//! answers change, so the request path reads it without a lock. Load-balancer state
-//! ([`WorkerLb`]) is per worker and never shared.
+//! The [`ClusterManager`] is shared by every worker; a host set is a snapshot swapped atomically
+//! when DNS answers or a host's health change, so the request path reads it without a lock.
+//! Load-balancer state ([`WorkerLb`], in `lb`) is per worker and never shared.
 
-use std::cell::RefCell;
+mod lb;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use shm_stats::Store;
+use tokio::sync::{mpsc, Notify};
 
-use crate::config::{self, Discovery, DnsLookupFamily, LbPolicy};
-use crate::stats::ClusterStats;
+use crate::config::{self, Discovery, DnsLookupFamily};
+use crate::host_health::{AtomicHealth, HealthFlags};
+use crate::stats::{ClusterStats, HealthCheckStats, OutlierStats};
+
+pub use lb::WorkerLb;
 
 /// Every cluster of a configuration.
 #[derive(Debug)]
@@ -32,7 +37,14 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// `cluster.<name>.ssl.*`, for a cluster with an upstream TLS context.
     pub ssl: Option<crate::tls::SslStats>,
+    /// `cluster.<name>.health_check.*`, for a cluster with a health check.
+    pub health_stats: Option<HealthCheckStats>,
+    /// For a cluster with `outlier_detection`: where hosts crossing a threshold are reported.
+    pub outlier: Option<OutlierSink>,
     hosts: ArcSwap<HostSet>,
+    /// Woken when the host set's members change: the health checker (its only waiter)
+    /// starts checking the new hosts and stops checking the gone ones.
+    members_changed: Notify,
     /// Retries under way across every worker (the `max_retries` circuit breaker).
     retries_active: AtomicU64,
 }
@@ -42,12 +54,26 @@ pub struct Cluster {
 #[must_use]
 pub struct RetryGuard(Arc<Cluster>);
 
-/// The hosts of a cluster at one moment. Replaced as a whole, never mutated.
+/// The hosts of a cluster at one moment, and those load balancing uses. Replaced as a whole,
+/// never mutated: a snapshot.
 #[derive(Debug, Default)]
 pub struct HostSet {
     pub hosts: Vec<Arc<Host>>,
+    /// The hosts to balance across: the healthy ones, or every host in panic mode.
+    pub routable: Vec<Arc<Host>>,
+    /// Fewer hosts are healthy than `healthy_panic_threshold` asks for.
+    pub panic: bool,
     /// Changes whenever the set changes, so workers know to reset their balancer state.
     pub version: u64,
+}
+
+/// What a host is made of, before it is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostSpec {
+    addr: SocketAddr,
+    hostname: String,
+    weight: u32,
+    check_port: Option<u16>,
 }
 
 /// One upstream address.
@@ -57,8 +83,42 @@ pub struct Host {
     /// The DNS name it was resolved from (or the literal address).
     pub hostname: String,
     pub weight: u32,
+    /// Where health checks go: `addr`, or its IP with `health_check_config.port_value`.
+    pub check_addr: SocketAddr,
+    /// Written by the health checker only; a host of a cluster without one stays healthy.
+    pub health: AtomicHealth,
     pub stats: HostStats,
+    /// Consecutive errors, for outlier detection (written by every worker).
+    pub outlier: OutlierCounters,
 }
+
+/// A host's consecutive errors since its last success.
+#[derive(Debug, Default)]
+pub struct OutlierCounters {
+    pub consecutive_5xx: AtomicU32,
+    pub consecutive_gateway_failure: AtomicU32,
+}
+
+/// Why a host was reported to its cluster's outlier detector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detected {
+    Consecutive5xx,
+    ConsecutiveGatewayFailure,
+    /// An active health check passed (which may end an ejection).
+    HealthCheckPassed,
+}
+
+/// The reporting end of a cluster's outlier detection: workers (on a threshold) and the health
+/// checker send here; the detector task (`crate::outlier`) takes the receiving end once.
+#[derive(Debug)]
+pub struct OutlierSink {
+    pub stats: OutlierStats,
+    tx: mpsc::UnboundedSender<(Arc<Host>, Detected)>,
+    rx: std::sync::Mutex<Option<OutlierReports>>,
+}
+
+/// The detector's end of a cluster's outlier reports.
+pub type OutlierReports = mpsc::UnboundedReceiver<(Arc<Host>, Detected)>;
 
 /// Live counters of one host, shown by the admin's `/clusters`.
 #[derive(Debug, Default)]
@@ -70,21 +130,6 @@ pub struct HostStats {
     pub rq_total: AtomicU64,
     pub rq_error: AtomicU64,
     pub rq_success: AtomicU64,
-}
-
-/// Per-worker balancer state, one entry per cluster.
-#[derive(Debug)]
-pub struct WorkerLb {
-    per_cluster: Vec<RefCell<LbState>>,
-}
-
-#[derive(Debug, Default)]
-struct LbState {
-    version: u64,
-    next: usize,
-    /// Smooth weighted round robin's current weights, when weights differ.
-    current: Vec<i64>,
-    weighted: bool,
 }
 
 // === impl ClusterManager ===
@@ -104,8 +149,21 @@ impl ClusterManager {
                         .tls
                         .as_ref()
                         .map(|_| crate::tls::SslStats::new(store, &format!("cluster.{}", c.name))),
+                    health_stats: c
+                        .health_check
+                        .as_ref()
+                        .map(|_| HealthCheckStats::new(store, &c.name)),
+                    outlier: c.outlier.as_ref().map(|_| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        OutlierSink {
+                            stats: OutlierStats::new(store, &c.name),
+                            tx,
+                            rx: std::sync::Mutex::new(Some(rx)),
+                        }
+                    }),
                     config: c.clone(),
                     hosts: ArcSwap::from_pointee(HostSet::default()),
+                    members_changed: Notify::new(),
                     retries_active: AtomicU64::new(0),
                 };
                 if c.discovery == Discovery::Static {
@@ -114,7 +172,7 @@ impl ClusterManager {
                         .iter()
                         .filter_map(|e| {
                             let ip: IpAddr = e.host.parse().ok()?;
-                            Some((SocketAddr::new(ip, e.port), e.shown_hostname(), e.weight))
+                            Some(HostSpec::new(SocketAddr::new(ip, e.port), e))
                         })
                         .collect();
                     cluster.set_hosts(addrs);
@@ -176,6 +234,53 @@ impl ClusterManager {
     }
 }
 
+// === impl OutlierSink ===
+
+impl OutlierSink {
+    /// The detector's end of the reports; `None` once taken.
+    pub fn take_reports(&self) -> Option<OutlierReports> {
+        self.rx.lock().ok()?.take()
+    }
+}
+
+// === impl Host ===
+
+impl HostSpec {
+    fn new(addr: SocketAddr, ep: &config::Endpoint) -> Self {
+        Self {
+            addr,
+            hostname: ep.shown_hostname(),
+            weight: ep.weight.max(1),
+            check_port: ep.health_check_port,
+        }
+    }
+}
+
+impl Host {
+    /// `checked`: its cluster has a health check, so it waits for a first pass.
+    fn new(spec: HostSpec, checked: bool) -> Self {
+        let check_addr =
+            SocketAddr::new(spec.addr.ip(), spec.check_port.unwrap_or(spec.addr.port()));
+        let flags = HealthFlags::HEALTHY.with(HealthFlags::FAILED_ACTIVE_HC, checked);
+        Self {
+            addr: spec.addr,
+            hostname: spec.hostname,
+            weight: spec.weight,
+            check_addr,
+            health: AtomicHealth::new(flags),
+            stats: HostStats::default(),
+            outlier: OutlierCounters::default(),
+        }
+    }
+
+    /// A host built from `spec` would be this one.
+    fn matches(&self, spec: &HostSpec) -> bool {
+        self.addr == spec.addr
+            && self.weight == spec.weight
+            && self.check_addr.port() == spec.check_port.unwrap_or(spec.addr.port())
+    }
+}
+
 // === impl Cluster ===
 
 impl Cluster {
@@ -202,42 +307,144 @@ impl Cluster {
         self.hosts.load()
     }
 
-    /// Replace the host set, keeping the `Host` (and its counters) of every address that stays.
-    fn set_hosts(&self, addrs: Vec<(SocketAddr, String, u32)>) {
-        let old = self.hosts.load_full();
-        let same = old.hosts.len() == addrs.len()
-            && old
-                .hosts
-                .iter()
-                .zip(&addrs)
-                .all(|(h, (a, _, w))| h.addr == *a && h.weight == *w);
-        if same {
+    /// Count the result of one request to `host` for outlier detection: the upstream's status,
+    /// or the status a local failure (connect failure, reset, timeout) is answered with. A
+    /// host reaching a threshold is reported to the detector.
+    #[inline]
+    pub fn record_outcome(&self, host: &Arc<Host>, status: u16) {
+        let (Some(od), Some(sink)) = (&self.config.outlier, &self.outlier) else {
+            return;
+        };
+        let c = &host.outlier;
+        if status < 500 {
+            // Writes only to end a run: the common case reads and leaves the line shared.
+            for n in [&c.consecutive_5xx, &c.consecutive_gateway_failure] {
+                if n.load(Ordering::Relaxed) != 0 {
+                    n.store(0, Ordering::Relaxed);
+                }
+            }
             return;
         }
-        let hosts: Vec<Arc<Host>> = addrs
-            .into_iter()
-            .map(|(addr, hostname, weight)| {
-                old.hosts
-                    .iter()
-                    .find(|h| h.addr == addr && h.weight == weight)
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        Arc::new(Host {
-                            addr,
-                            hostname,
-                            weight: weight.max(1),
-                            stats: HostStats::default(),
-                        })
-                    })
-            })
+        let count = |n: &AtomicU32, threshold: u32, what: Detected| {
+            if n.fetch_add(1, Ordering::Relaxed) + 1 == threshold {
+                n.store(0, Ordering::Relaxed);
+                let _ = sink.tx.send((host.clone(), what));
+            }
+        };
+        count(
+            &c.consecutive_5xx,
+            od.consecutive_5xx,
+            Detected::Consecutive5xx,
+        );
+        if matches!(status, 502..=504) {
+            count(
+                &c.consecutive_gateway_failure,
+                od.consecutive_gateway_failure,
+                Detected::ConsecutiveGatewayFailure,
+            );
+        } else if c.consecutive_gateway_failure.load(Ordering::Relaxed) != 0 {
+            c.consecutive_gateway_failure.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// An active health check of `host` passed: an ejection may end
+    /// (`successful_active_health_check_uneject_host`).
+    pub fn report_health_check_pass(&self, host: &Arc<Host>) {
+        let (Some(od), Some(sink)) = (&self.config.outlier, &self.outlier) else {
+            return;
+        };
+        if od.uneject_on_health_check
+            && host
+                .health
+                .load()
+                .contains(HealthFlags::FAILED_OUTLIER_CHECK)
+        {
+            let _ = sink.tx.send((host.clone(), Detected::HealthCheckPassed));
+        }
+    }
+
+    /// Woken when hosts join or leave (see [`Self::hosts`] for who they are now).
+    pub async fn members_changed(&self) {
+        self.members_changed.notified().await;
+    }
+
+    /// Replace the host set, keeping the `Host` (its counters and health) of every address
+    /// that stays. A new host of a health-checked cluster starts out of balancing until its
+    /// first check passes, as Envoy's do.
+    fn set_hosts(&self, specs: Vec<HostSpec>) {
+        let checked = self.config.health_check.is_some();
+        let mut changed = false;
+        let set = self.hosts.rcu(|old| {
+            let same = old.hosts.len() == specs.len()
+                && old.hosts.iter().zip(&specs).all(|(h, s)| h.matches(s));
+            changed = !same;
+            if same {
+                return Arc::clone(old);
+            }
+            let hosts = specs
+                .iter()
+                .map(|s| {
+                    old.hosts
+                        .iter()
+                        .find(|h| h.matches(s))
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Host::new(s.clone(), checked)))
+                })
+                .collect();
+            Arc::new(self.snapshot(hosts, old.version + 1))
+        });
+        if changed {
+            self.stats.membership_change.inc();
+            self.count_membership(&self.hosts.load());
+            self.members_changed.notify_one();
+        }
+        drop(set);
+    }
+
+    /// Publish the hosts' current health (after the checker changed a host's flags): the
+    /// routable hosts and panic mode are computed again, once, for every worker.
+    pub fn publish_health(&self) {
+        self.hosts
+            .rcu(|old| Arc::new(self.snapshot(old.hosts.clone(), old.version + 1)));
+        self.count_membership(&self.hosts.load());
+    }
+
+    /// A host set of `hosts`, with the routable ones as their health is now.
+    fn snapshot(&self, hosts: Vec<Arc<Host>>, version: u64) -> HostSet {
+        let healthy: Vec<Arc<Host>> = hosts
+            .iter()
+            .filter(|h| h.health.load().is_healthy())
+            .cloned()
             .collect();
-        self.stats.membership_total.set(hosts.len() as i64);
-        self.stats.membership_healthy.set(hosts.len() as i64);
-        self.stats.membership_change.inc();
-        self.hosts.store(Arc::new(HostSet {
+        let threshold = self.config.panic_threshold;
+        let panic = !hosts.is_empty()
+            && healthy.len() < hosts.len()
+            && (healthy.len() as f64 * 100.0) < threshold * hosts.len() as f64;
+        let routable = if panic { hosts.clone() } else { healthy };
+        HostSet {
             hosts,
-            version: old.version + 1,
-        }));
+            routable,
+            panic,
+            version,
+        }
+    }
+
+    fn count_membership(&self, set: &HostSet) {
+        let healthy = set
+            .hosts
+            .iter()
+            .filter(|h| h.health.load().is_healthy())
+            .count();
+        self.stats.membership_total.set(set.hosts.len() as i64);
+        self.stats.membership_healthy.set(healthy as i64);
+        if let Some(hc) = &self.health_stats {
+            let passing = set
+                .hosts
+                .iter()
+                .filter(|h| !h.health.load().contains(HealthFlags::FAILED_ACTIVE_HC))
+                .count();
+            hc.healthy.set(passing as i64);
+        }
     }
 
     /// Resolve this DNS cluster's endpoints once and publish the result.
@@ -261,12 +468,7 @@ impl Cluster {
                     } else {
                         found.len()
                     };
-                    addrs.extend(
-                        found
-                            .into_iter()
-                            .take(take)
-                            .map(|a| (a, ep.shown_hostname(), ep.weight)),
-                    );
+                    addrs.extend(found.into_iter().take(take).map(|a| HostSpec::new(a, ep)));
                 }
                 Ok(_) => {
                     failed = true;
@@ -330,77 +532,6 @@ async fn resolve(
     })
 }
 
-// === impl WorkerLb ===
-
-impl WorkerLb {
-    pub fn new(clusters: &ClusterManager) -> Self {
-        Self {
-            per_cluster: clusters
-                .clusters
-                .iter()
-                .map(|_| RefCell::new(LbState::default()))
-                .collect(),
-        }
-    }
-
-    /// Pick a host of `cluster` (index `idx`) by its policy, skipping none: every resolved host
-    /// counts as healthy until health checking exists.
-    pub fn pick(&self, idx: usize, cluster: &Cluster, set: &HostSet) -> Option<Arc<Host>> {
-        let n = set.hosts.len();
-        if n == 0 {
-            return None;
-        }
-        if n == 1 {
-            return Some(set.hosts[0].clone());
-        }
-        let mut st = self.per_cluster.get(idx)?.borrow_mut();
-        if st.version != set.version {
-            st.version = set.version;
-            st.next = fastrand::usize(..n);
-            st.weighted = set.hosts.iter().any(|h| h.weight != set.hosts[0].weight);
-            st.current = vec![0; n];
-        }
-        let i = match cluster.config.lb_policy {
-            LbPolicy::RoundRobin if !st.weighted => {
-                let i = st.next % n;
-                st.next = st.next.wrapping_add(1);
-                i
-            }
-            LbPolicy::RoundRobin => {
-                // Smooth weighted round robin: even spread, exact proportions.
-                let total: i64 = set.hosts.iter().map(|h| i64::from(h.weight)).sum();
-                let mut best = 0;
-                for (j, h) in set.hosts.iter().enumerate() {
-                    st.current[j] += i64::from(h.weight);
-                    if st.current[j] > st.current[best] {
-                        best = j;
-                    }
-                }
-                st.current[best] -= total;
-                best
-            }
-            LbPolicy::Random => weighted_random(set),
-            LbPolicy::LeastRequest => {
-                // Power of two choices on active requests scaled by weight.
-                let a = weighted_random(set);
-                let mut b = weighted_random(set);
-                if b == a {
-                    b = (a + 1) % n;
-                }
-                let load = |h: &Host| {
-                    (h.stats.rq_active.load(Ordering::Relaxed) as f64 + 1.0) / f64::from(h.weight)
-                };
-                if load(&set.hosts[b]) < load(&set.hosts[a]) {
-                    b
-                } else {
-                    a
-                }
-            }
-        };
-        Some(set.hosts[i].clone())
-    }
-}
-
 impl Drop for RetryGuard {
     fn drop(&mut self) {
         self.0.retries_active.fetch_sub(1, Ordering::AcqRel);
@@ -415,6 +546,7 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                 name: c.config.name.clone(),
                 thresholds: c.config.circuit_breakers,
                 added_via_api: false,
+                outlier_detection: c.config.outlier.is_some(),
                 hosts: c
                     .hosts()
                     .hosts
@@ -425,7 +557,7 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                             address: h.addr,
                             hostname: h.hostname.clone(),
                             weight: h.weight,
-                            healthy: true,
+                            health: h.health.load(),
                             cx_active: s.cx_active.load(Ordering::Relaxed),
                             cx_connect_fail: s.cx_connect_fail.load(Ordering::Relaxed),
                             rq_active: s.rq_active.load(Ordering::Relaxed),
@@ -440,132 +572,5 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
     }
 }
 
-fn weighted_random(set: &HostSet) -> usize {
-    let total: u64 = set.hosts.iter().map(|h| u64::from(h.weight)).sum();
-    let mut r = fastrand::u64(..total.max(1));
-    for (i, h) in set.hosts.iter().enumerate() {
-        let w = u64::from(h.weight);
-        if r < w {
-            return i;
-        }
-        r -= w;
-    }
-    set.hosts.len() - 1
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Endpoint, Thresholds};
-
-    fn cluster(policy: LbPolicy, eps: &[(&str, u16, u32)]) -> config::Cluster {
-        config::Cluster {
-            name: "c".into(),
-            discovery: Discovery::Static,
-            connect_timeout: Duration::from_secs(1),
-            lb_policy: policy,
-            endpoints: eps
-                .iter()
-                .map(|(h, p, w)| Endpoint {
-                    host: (*h).into(),
-                    port: *p,
-                    weight: *w,
-                    ..Endpoint::default()
-                })
-                .collect(),
-            dns_lookup_family: DnsLookupFamily::V4Only,
-            dns_refresh_rate: Duration::from_secs(5),
-            circuit_breakers: Thresholds::default(),
-            per_connection_buffer_limit_bytes: config::DEFAULT_BUFFER_LIMIT,
-            tls: None,
-            http2: false,
-            metadata: Default::default(),
-        }
-    }
-
-    fn counts(policy: LbPolicy, eps: &[(&str, u16, u32)], n: usize) -> HashMap<u16, usize> {
-        let store = Store::new();
-        let cm = ClusterManager::new(&[cluster(policy, eps)], &store);
-        let lb = WorkerLb::new(&cm);
-        let c = cm.get(0).unwrap();
-        let mut out = HashMap::new();
-        for _ in 0..n {
-            let set = c.hosts();
-            let h = lb.pick(0, c, &set).unwrap();
-            *out.entry(h.addr.port()).or_default() += 1;
-        }
-        out
-    }
-
-    #[test]
-    fn round_robin_is_even_and_weighted_is_proportional() {
-        let even = counts(
-            LbPolicy::RoundRobin,
-            &[
-                ("127.0.0.1", 1, 1),
-                ("127.0.0.1", 2, 1),
-                ("127.0.0.1", 3, 1),
-            ],
-            300,
-        );
-        assert!(even.values().all(|c| *c == 100), "{even:?}");
-        let weighted = counts(
-            LbPolicy::RoundRobin,
-            &[("127.0.0.1", 1, 1), ("127.0.0.1", 2, 3)],
-            400,
-        );
-        assert_eq!(weighted[&1], 100);
-        assert_eq!(weighted[&2], 300);
-    }
-
-    #[test]
-    fn random_and_least_request_reach_every_host() {
-        for policy in [LbPolicy::Random, LbPolicy::LeastRequest] {
-            let c = counts(policy, &[("127.0.0.1", 1, 1), ("127.0.0.1", 2, 1)], 400);
-            assert!(c[&1] > 100 && c[&2] > 100, "{policy:?} {c:?}");
-        }
-    }
-
-    #[test]
-    fn static_hosts_and_membership() {
-        let store = Store::new();
-        let cm = ClusterManager::new(
-            &[cluster(
-                LbPolicy::RoundRobin,
-                &[("127.0.0.1", 1, 1), ("::1", 2, 1)],
-            )],
-            &store,
-        );
-        let c = cm.get(cm.index("c").unwrap()).unwrap();
-        assert_eq!(c.hosts().hosts.len(), 2);
-        assert_eq!(c.stats.membership_total.value(), 2);
-    }
-
-    #[test]
-    fn max_retries_breaker_admits_up_to_the_limit() {
-        let store = Store::new();
-        let mut cfg = cluster(LbPolicy::RoundRobin, &[("127.0.0.1", 1, 1)]);
-        cfg.circuit_breakers.max_retries = 2;
-        let cm = ClusterManager::new(&[cfg], &store);
-        let c = cm.get(0).unwrap();
-        let a = c.try_retry().expect("first retry");
-        let b = c.try_retry().expect("second retry");
-        assert!(c.try_retry().is_none());
-        assert_eq!(c.stats.upstream_rq_retry_overflow.value(), 1);
-        drop(a);
-        assert!(c.try_retry().is_some());
-        drop(b);
-    }
-
-    #[tokio::test]
-    async fn dns_clusters_resolve_localhost() {
-        let store = Store::new();
-        let mut cfg = cluster(LbPolicy::RoundRobin, &[("localhost", 8080, 1)]);
-        cfg.discovery = Discovery::LogicalDns;
-        let cm = ClusterManager::new(&[cfg], &store);
-        cm.resolve_all().await;
-        let set = cm.get(0).unwrap().hosts();
-        assert_eq!(set.hosts.len(), 1);
-        assert_eq!(set.hosts[0].addr, "127.0.0.1:8080".parse().unwrap());
-    }
-}
+mod tests;

@@ -12,6 +12,13 @@ use std::time::Duration;
 use http::{HeaderName, StatusCode};
 use regex::Regex;
 
+mod health;
+
+pub use health::{
+    CheckKind, HealthCheck, HttpCheck, OutlierDetection, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
+    DEFAULT_PANIC_THRESHOLD,
+};
+
 /// Everything one generation serves.
 #[derive(Clone, Debug, Default)]
 pub struct Bootstrap {
@@ -101,6 +108,9 @@ pub struct HttpConnectionManager {
     pub stream_idle_timeout: Option<Duration>,
     /// `request_timeout`: the whole request must have been received by then. `None`: disabled.
     pub request_timeout: Option<Duration>,
+    /// `request_headers_timeout`: a request head must be complete this long after its first
+    /// byte. Unset in the configuration: Baton's default head deadline; `0s`: `None`.
+    pub request_headers_timeout: Option<Duration>,
     /// `upgrade_configs[].upgrade_type` that are allowed, lower-cased (e.g. `websocket`).
     pub upgrade_types: Vec<String>,
     pub access_logs: Vec<AccessLog>,
@@ -110,6 +120,36 @@ pub struct HttpConnectionManager {
     /// `max_request_headers_kb` (Envoy default 60, at most 8192): a request head longer than
     /// this is answered 431.
     pub max_request_headers_kb: u32,
+    /// `internal_address_config.cidr_ranges`: clients whose address is in one are internal
+    /// (their `x-envoy-*` fields are kept). None by default: every client is external.
+    pub internal_ranges: Vec<ipnet::IpNet>,
+    /// `http_protocol_options.accept_http_10` (Envoy's default: off, HTTP/1.0 gets 426).
+    pub accept_http_10: bool,
+    /// `http_protocol_options.default_host_for_http_10`.
+    pub default_host_for_http_10: Option<http::HeaderValue>,
+}
+
+/// Which timeout bounds the time from a request head's first byte to its end (see
+/// [`HttpConnectionManager::head_deadline`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadTimeout {
+    /// `request_headers_timeout` (or Baton's default for it).
+    Headers,
+    /// `request_timeout`: the request starts with its first byte.
+    Request,
+    /// `stream_idle_timeout`: a head's bytes are no frame of the stream yet.
+    StreamIdle,
+}
+
+impl HeadTimeout {
+    /// The body of the 408 it is answered with (Envoy's words).
+    pub fn body(self) -> &'static str {
+        match self {
+            HeadTimeout::Headers => "request header timeout",
+            HeadTimeout::Request => "request timeout",
+            HeadTimeout::StreamIdle => "stream timeout",
+        }
+    }
 }
 
 impl Listener {
@@ -120,6 +160,36 @@ impl Listener {
 }
 
 impl HttpConnectionManager {
+    /// Whether a client at `ip` is internal (`internal_address_config`).
+    #[inline]
+    pub fn is_internal(&self, ip: std::net::IpAddr) -> bool {
+        !self.internal_ranges.is_empty() && self.internal_ranges.iter().any(|r| r.contains(&ip))
+    }
+
+    /// How long an upgrade tunnel may go with no byte either way: the shorter of
+    /// `stream_idle_timeout` (the upgraded stream stays open) and `idle_timeout`.
+    pub fn tunnel_idle_timeout(&self) -> Option<Duration> {
+        match (self.stream_idle_timeout, self.idle_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// How long a request head may take from its first byte, and which timeout that is: the
+    /// shortest of `request_headers_timeout`, `request_timeout` and `stream_idle_timeout`
+    /// (as in Envoy, the stream and its timers exist from a head's first byte). `None`: a head
+    /// may take forever (all three disabled).
+    pub fn head_deadline(&self) -> Option<(Duration, HeadTimeout)> {
+        [
+            (self.request_headers_timeout, HeadTimeout::Headers),
+            (self.request_timeout, HeadTimeout::Request),
+            (self.stream_idle_timeout, HeadTimeout::StreamIdle),
+        ]
+        .into_iter()
+        .filter_map(|(d, which)| d.map(|d| (d, which)))
+        .min_by_key(|(d, _)| *d)
+    }
+
     /// The longest request head accepted, in bytes (hyper's smallest buffer limit, 8 KiB, at
     /// least).
     pub fn max_request_head(&self) -> usize {
@@ -148,6 +218,50 @@ pub enum AccessLogSink {
 pub struct RouteConfig {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
+    pub headers: HeaderMutations,
+    /// `most_specific_header_mutations_wins`: apply the route's mutations last, not first.
+    pub most_specific_header_mutations_wins: bool,
+}
+
+/// `request_headers_to_add`, `request_headers_to_remove`, `response_headers_to_add`,
+/// `response_headers_to_remove` of one level (route configuration, virtual host, route).
+#[derive(Clone, Debug, Default)]
+pub struct HeaderMutations {
+    pub request_add: Vec<HeaderAdd>,
+    pub request_remove: Vec<http::HeaderName>,
+    pub response_add: Vec<HeaderAdd>,
+    pub response_remove: Vec<http::HeaderName>,
+}
+
+impl HeaderMutations {
+    pub fn is_empty(&self) -> bool {
+        self.request_add.is_empty()
+            && self.request_remove.is_empty()
+            && self.response_add.is_empty()
+            && self.response_remove.is_empty()
+    }
+}
+
+/// One `HeaderValueOption`.
+#[derive(Clone, Debug)]
+pub struct HeaderAdd {
+    pub name: http::HeaderName,
+    /// As written: Envoy's command operators (`%REQ(x)%`, `%DOWNSTREAM_REMOTE_ADDRESS%`, …)
+    /// are rendered per message.
+    pub value: String,
+    pub action: AppendAction,
+    /// `keep_empty_value`: a value that renders empty is still added.
+    pub keep_empty_value: bool,
+}
+
+/// `append_action` (or the older `append`: true is the first, false the third).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AppendAction {
+    #[default]
+    AppendIfExistsOrAdd,
+    AddIfAbsent,
+    OverwriteIfExistsOrAdd,
+    OverwriteIfExists,
 }
 
 #[derive(Clone, Debug)]
@@ -158,6 +272,7 @@ pub struct VirtualHost {
     /// As written: `*`, `example.com`, `*.example.com`, `example.*`, optionally with `:port`.
     pub domains: Vec<String>,
     pub routes: Vec<Route>,
+    pub headers: HeaderMutations,
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +282,7 @@ pub struct Route {
     pub metadata: Metadata,
     pub matcher: RouteMatch,
     pub action: RouteAction,
+    pub headers: HeaderMutations,
 }
 
 #[derive(Clone, Debug)]
@@ -215,12 +331,32 @@ pub enum RouteAction {
 /// `route` action: send to a cluster.
 #[derive(Clone, Debug)]
 pub struct ForwardAction {
-    pub cluster: String,
+    pub cluster: ClusterSpecifier,
     pub prefix_rewrite: Option<String>,
     pub host_rewrite_literal: Option<String>,
     /// Whole-response timeout (Envoy default 15 s); `None`: disabled (`0s`).
     pub timeout: Option<Duration>,
     pub retry_policy: Option<RetryPolicy>,
+}
+
+/// Which cluster a route sends to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterSpecifier {
+    /// `cluster`.
+    Cluster(String),
+    /// `weighted_clusters.clusters[]`: one picked per request, in proportion to its weight
+    /// (the weights are positive; their sum is the total).
+    Weighted(Vec<(String, u32)>),
+}
+
+impl ClusterSpecifier {
+    /// Every cluster named.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            ClusterSpecifier::Cluster(c) => vec![c.as_str()],
+            ClusterSpecifier::Weighted(w) => w.iter().map(|(c, _)| c.as_str()).collect(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -290,6 +426,13 @@ pub struct Cluster {
     pub tls: Option<crate::tls::ClientTls>,
     /// `metadata.filter_metadata`.
     pub metadata: Metadata,
+    /// `health_checks[0]`; `None`: every host counts as healthy.
+    pub health_check: Option<HealthCheck>,
+    /// `common_lb_config.healthy_panic_threshold` in percent: below this share of healthy
+    /// hosts, balance across all of them. 0 turns panic mode off.
+    pub panic_threshold: f64,
+    /// `outlier_detection`; `None`: no passive ejection.
+    pub outlier: Option<OutlierDetection>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -329,8 +472,7 @@ pub struct Endpoint {
     /// `endpoint.hostname`: the host's name for `/clusters` (and the default upstream SNI);
     /// not used to connect.
     pub hostname: Option<String>,
-    /// `endpoint.health_check_config.port_value`: where active health checks would go. Kept
-    /// and shown; Baton has no active health checking yet, so nothing is sent there.
+    /// `health_check_config.port_value`: health checks go to this port instead.
     pub health_check_port: Option<u16>,
     /// `lb_endpoints[].metadata.filter_metadata`.
     pub metadata: Metadata,

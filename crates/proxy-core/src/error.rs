@@ -20,6 +20,14 @@ pub enum BuildError {
     },
     #[error("could not find cluster {cluster:?} referenced by a route")]
     UnknownCluster { cluster: String },
+    #[error("header value {value:?}: {source}")]
+    HeaderFormat {
+        value: String,
+        #[source]
+        source: crate::access_log::FormatError,
+    },
+    #[error("header value {value:?} is not a valid field value")]
+    HeaderValue { value: String },
     #[error("could not start worker thread {index}: {source}")]
     Worker {
         index: usize,
@@ -57,6 +65,14 @@ pub enum UpstreamFailure {
 // === impl UpstreamFailure ===
 
 impl UpstreamFailure {
+    /// The host failed (rather than Baton declining to try it): for outlier detection.
+    pub fn is_host_failure(self) -> bool {
+        matches!(
+            self,
+            Self::ConnectFailure | Self::Reset | Self::ProtocolError | Self::Timeout
+        )
+    }
+
     pub fn status(self) -> http::StatusCode {
         match self {
             Self::NoHealthyUpstream | Self::Overflow | Self::ConnectFailure | Self::Reset => {

@@ -198,6 +198,22 @@ impl Handover {
         self.inner.ready.notify_all();
     }
 
+    /// The successor died and this generation serves again (a rollback): back to
+    /// [`Mode::Off`], so the next successor can take connections. Offers still queued stay
+    /// here.
+    pub fn resume(&self) {
+        if !self.inner.enabled {
+            return;
+        }
+        self.inner.mode.send_replace(Mode::Off);
+        let queued: Vec<Offer> = self.queue().drain(..).collect();
+        for offer in queued {
+            offer.settle(false);
+        }
+        self.inner.seen_active.store(0, Ordering::Release);
+        self.inner.ready.notify_all();
+    }
+
     pub fn mode(&self) -> Mode {
         *self.inner.mode.borrow()
     }
@@ -558,6 +574,32 @@ mod tests {
         assert!(!h.offer(leaving(1)).await);
         assert!(h.register().is_none());
         assert!(!h.activate(), "ended stays ended");
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_generation_can_hand_over_again() {
+        let h = Handover::new(true, &Store::new());
+        let _reg = h.register().unwrap();
+        h.activate();
+        let pending = tokio::spawn({
+            let h = h.clone();
+            async move { h.offer(leaving(1)).await }
+        });
+        while h.queue().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // The successor died: what was queued stays here, and the next one may take again.
+        h.resume();
+        assert!(!pending.await.unwrap());
+        assert_eq!(h.mode(), Mode::Off);
+        assert!(h.register().is_some());
+        assert!(h.activate());
+        // The carrier may have ended the hand-over first (the successor's session closed):
+        // the rollback still leaves it Off.
+        h.end();
+        h.resume();
+        assert_eq!(h.mode(), Mode::Off);
+        assert!(!Handover::new(false, &Store::new()).activate());
     }
 
     #[tokio::test]

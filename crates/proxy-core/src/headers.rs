@@ -8,10 +8,11 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, StatusCode, Version};
+use http::{Method, Request, StatusCode, Version};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub(crate) static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -33,6 +34,18 @@ pub enum Refusal {
     ConnectionNamesManaged,
     /// The fields' names and values add up to more than `max_request_headers_kb` (431).
     HeadersTooLarge,
+    /// A target with a fragment, an authority-form target on other than CONNECT, an
+    /// asterisk-form one on other than OPTIONS (RFC 9112 §3.2).
+    BadTarget,
+    /// A `Host` that is no `host[:port]` (RFC 9110 §7.2): a space, userinfo, a path.
+    BadHost,
+    /// `Content-Length` and `Transfer-Encoding` both (RFC 9112 §6.3).
+    FramingConflict,
+    /// A transfer coding other than exactly one `chunked` (501, as Envoy).
+    UnsupportedTransferCoding,
+    /// HTTP/1.0 (or 0.9) while the HCM's `http_protocol_options.accept_http_10` is off, its
+    /// default (426, as Envoy).
+    Http10NotAccepted,
 }
 
 impl Refusal {
@@ -40,9 +53,64 @@ impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
             Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Refusal::Http10NotAccepted => StatusCode::UPGRADE_REQUIRED,
             _ => StatusCode::BAD_REQUEST,
         }
     }
+
+    /// The body it is answered with (Envoy's words where Envoy has a body).
+    pub fn body(self) -> &'static str {
+        match self {
+            Refusal::UnsupportedTransferCoding => "Not Implemented",
+            Refusal::Http10NotAccepted => "Upgrade Required",
+            Refusal::FramingConflict => "Bad Request",
+            _ => "",
+        }
+    }
+}
+
+/// What [`check_request`] needs of the connection and the HCM.
+#[derive(Clone, Copy, Debug)]
+pub struct Checks<'a> {
+    /// `max_request_headers_kb` in bytes.
+    pub max_head: usize,
+    /// The client is internal (`internal_address_config`): its `x-envoy-*` fields stay.
+    pub internal: bool,
+    /// `http_protocol_options.accept_http_10`.
+    pub accept_http_10: bool,
+    /// `http_protocol_options.default_host_for_http_10`: the `Host` of an HTTP/1.0 request
+    /// without one.
+    pub default_host_10: Option<&'a HeaderValue>,
+}
+
+/// Whether a `Host` value is a `host[:port]`: reg-name, IPv4 or bracketed IPv6 characters and a
+/// port, nothing else (no space, no userinfo, no path). Empty is allowed (RFC 9110 §7.2).
+pub fn valid_host(v: &[u8]) -> bool {
+    v.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+                    | b':'
+                    | b'['
+                    | b']'
+            )
+    })
 }
 
 /// A head's size as Envoy counts it against `max_request_headers_kb`: its fields' names and
@@ -77,11 +145,22 @@ pub fn is_envoy(name: &[u8]) -> bool {
 /// - An authority in the target (absolute-form, `:authority`) replaces `Host`: the upstream
 ///   gets the authority routing used, never a second opinion. One with userinfo is refused.
 /// - No `Connection` token may name a field the proxy manages ([`is_managed`]).
-/// - `x-envoy-*` fields are removed: every client is external (see the README).
+/// - `x-envoy-*` fields are removed unless the client is `internal` (the HCM's
+///   `internal_address_config`; none is by default).
 /// - The fields add up to at most `max_head` bytes ([`fields_size`]).
-pub fn check_request<B>(req: &mut Request<B>, max_head: usize) -> Result<(), Refusal> {
-    if fields_size(req.headers()) > max_head {
+/// - HTTP/1.0 only with `accept_http_10`; a valid `Host`, target form and transfer coding
+///   ([`check_form`]).
+/// - An `Upgrade: h2c` is no switch Baton makes: the field goes, the request is served as it
+///   is (as Envoy does).
+pub fn check_request<B>(req: &mut Request<B>, checks: Checks<'_>) -> Result<(), Refusal> {
+    if fields_size(req.headers()) > checks.max_head {
         return Err(Refusal::HeadersTooLarge);
+    }
+    check_form(req, checks.accept_http_10)?;
+    if let Some(host) = checks.default_host_10 {
+        if req.version() == Version::HTTP_10 && !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, host.clone());
+        }
     }
     for line in req.headers().get_all(header::CONNECTION) {
         let names_managed = line
@@ -114,7 +193,47 @@ pub fn check_request<B>(req: &mut Request<B>, max_head: usize) -> Result<(), Ref
             Refusal::DuplicateHost
         });
     }
-    strip_envoy(req.headers_mut());
+    if !checks.internal {
+        strip_envoy(req.headers_mut());
+    }
+    let h2c = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"h2c"));
+    if h2c {
+        req.headers_mut().remove(header::UPGRADE);
+    }
+    Ok(())
+}
+
+/// The request's version, target form, `Host` values and transfer coding.
+fn check_form<B>(req: &Request<B>, accept_http_10: bool) -> Result<(), Refusal> {
+    let version = req.version();
+    if (version == Version::HTTP_10 || version == Version::HTTP_09) && !accept_http_10 {
+        return Err(Refusal::Http10NotAccepted);
+    }
+    let uri = req.uri();
+    let method = req.method();
+    if uri.scheme().is_none() && uri.authority().is_some() && method != Method::CONNECT {
+        return Err(Refusal::BadTarget);
+    }
+    if uri.path() == "*" && method != Method::OPTIONS {
+        return Err(Refusal::BadTarget);
+    }
+    let h = req.headers();
+    if h.get_all(header::HOST)
+        .iter()
+        .any(|v| !valid_host(v.as_bytes()))
+    {
+        return Err(Refusal::BadHost);
+    }
+    let mut codings = h.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(te) = codings.next() {
+        let chunked = te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
+        if !chunked || codings.next().is_some() {
+            return Err(Refusal::UnsupportedTransferCoding);
+        }
+    }
     Ok(())
 }
 
@@ -251,14 +370,18 @@ pub struct Forwarded {
     pub use_remote_address: bool,
     /// The downstream connection is TLS (`x-forwarded-proto: https`).
     pub tls: bool,
+    /// The client is internal (`internal_address_config`): with `use_remote_address`, the
+    /// upstream is told so in `x-envoy-internal: true`, as Envoy does.
+    pub internal: bool,
 }
 
 impl Forwarded {
-    pub fn of(remote: SocketAddr, use_remote_address: bool, tls: bool) -> Self {
+    pub fn of(remote: SocketAddr, use_remote_address: bool, tls: bool, internal: bool) -> Self {
         Self {
             remote,
             use_remote_address,
             tls,
+            internal,
         }
     }
 }
@@ -271,6 +394,7 @@ pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded, upgrade: Upgra
         remote,
         use_remote_address,
         tls,
+        internal,
     } = fwd;
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     strip_hop_by_hop(h, upgrade);
@@ -291,6 +415,9 @@ pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded, upgrade: Upgra
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
         h.insert(X_FORWARDED_PROTO.clone(), proto);
+        if internal {
+            h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+        }
     } else {
         // One hashed lookup: kept when present, set when absent.
         h.entry(&X_FORWARDED_PROTO).or_insert(proto);

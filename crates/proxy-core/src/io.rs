@@ -112,6 +112,11 @@ impl ServerIo {
         Ok(true)
     }
 
+    /// Whether bytes put back by [`ServerIo::prepend`] wait to be read.
+    pub fn has_prefix(&self) -> bool {
+        !self.prefix.is_empty()
+    }
+
     /// Bytes yielded before the stream's own (what [`ServerIo::prepend`] put back and nobody
     /// has read yet), taken out.
     pub fn take_prefix(&mut self) -> Bytes {

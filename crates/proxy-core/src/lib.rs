@@ -11,13 +11,13 @@
 //! Modules form layers; each imports only from layers below it (no cycle):
 //!
 //! - leaves: [`config`] (the validated configuration), [`error`], [`flags`] (Envoy's response
-//!   flags), [`stats`], [`deadline`], [`headers`] (forwarding fields, hop-by-hop),
+//!   flags), [`host_health`] (a host's health flags), [`stats`], [`deadline`], [`headers`] (forwarding fields, hop-by-hop),
 //!   [`http1`] (the HTTP/1.1 codec, pure over bytes), [`io`] (a downstream socket and its
 //!   sniffing), [`tls`], [`router`], [`cluster`], [`handover`], [`h2_drain`], [`tunnel`],
 //!   [`access_log`] and [`access`] (formats and sinks), [`admin`];
 //! - upstream: [`client`] (Baton's own HTTP/1.1 client: a connection and its response body),
-//!   [`body`] (the bodies a request and a response travel in), [`upstream`] (per-worker pools,
-//!   connects, hyper's clients);
+//!   [`body`] (the bodies a request and a response travel in), [`health`] (active health
+//!   checking, once per process), [`outlier`] (outlier detection's ejections), [`upstream`] (per-worker pools, connects, hyper's clients);
 //! - [`context`]: the shared types of a listener, a worker and a connection;
 //! - [`request`]: one request — routing, local replies, rewrites, forwarding with retries, the
 //!   upgrade to a tunnel, and its accounting;
@@ -39,6 +39,7 @@ pub mod h2_drain;
 pub mod handover;
 mod header_pool;
 pub mod headers;
+pub mod host_health;
 pub mod http1;
 pub mod io;
 pub mod lifecycle;
@@ -51,6 +52,8 @@ pub mod tunnel;
 // Upstream: Baton's own HTTP/1.1 client, proxied bodies, pools and connects.
 pub mod body;
 pub mod client;
+pub mod health;
+pub mod outlier;
 pub mod upstream;
 
 // One request, one connection, the workers.

@@ -1,6 +1,6 @@
 //! One generation's life as a type: the [`Phase`] it is in, broadcast on a tokio `watch` on
 //! every transition as a [`GenerationStatus`] (the phase, when each phase began, the parent it
-//! took over from, drain progress, connections received).
+//! took over from, drain progress, connections received, its rollback window).
 //!
 //! The owner of the process (`proxy-bin`) is the only producer: it holds the [`Lifecycle`] and
 //! enters each phase as its steps complete. Everything else reads: the admin interface derives
@@ -14,8 +14,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Serialize, Serializer};
 use tokio::sync::watch;
 
-/// Where a generation is in its life. Moves forward only: starting, validating, taking
-/// sockets, serving, draining, then terminated — or failed from any of them.
+/// Where a generation is in its life. Moves forward: starting, validating, taking sockets,
+/// serving, draining, (standing by,) then terminated — or failed from any of them. The one way
+/// back is a rollback: a draining or standing-by generation whose successor died inside the
+/// rollback window serves again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Phase {
@@ -29,6 +31,9 @@ pub enum Phase {
     Serving,
     /// No longer accepting; open connections are finishing or moving to the next generation.
     Draining,
+    /// Drained after a restart, holding its listen sockets and configuration until the rollback
+    /// window ends, ready to serve again if the next generation dies.
+    StandingBy,
     /// Done: drained, or ended by the next generation.
     Terminated,
     /// A step failed; the process exits non-zero.
@@ -85,6 +90,21 @@ pub struct GenerationStatus {
     pub handover: Option<HandoverCounts>,
     /// The reason of the last failure.
     pub last_failure: Option<Failure>,
+    /// The rollback window after a restart of this generation, and the rollbacks it made.
+    pub rollback: RollbackStatus,
+}
+
+/// A generation's rollback window (`--rollback-window-s`): how long after handing over to a
+/// successor it stands by to serve again, until when it does now, and its rollbacks so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RollbackStatus {
+    pub window_s: u64,
+    /// When the current window ends (set at cutover, cleared by a rollback).
+    pub until_unix_ms: Option<u64>,
+    /// Times this generation served again after its successor died.
+    pub rollbacks: u64,
+    /// Why the last rollback happened (`generation N exited with …`).
+    pub last_reason: Option<String>,
 }
 
 /// A phase entered at a wall-clock time.
@@ -135,6 +155,7 @@ impl Phase {
             Phase::TakingSockets => "taking_sockets",
             Phase::Serving => "serving",
             Phase::Draining => "draining",
+            Phase::StandingBy => "standing_by",
             Phase::Terminated => "terminated",
             Phase::Failed(_) => "failed",
         }
@@ -202,6 +223,7 @@ impl GenerationStatus {
             drain: None,
             handover: None,
             last_failure: None,
+            rollback: RollbackStatus::default(),
         }
     }
 
@@ -275,6 +297,31 @@ impl Lifecycle {
         });
     }
 
+    /// The rollback window of this generation (`--rollback-window-s`).
+    pub fn set_rollback_window(&self, window_s: u64) {
+        self.tx.send_modify(|s| s.rollback.window_s = window_s);
+    }
+
+    /// A successor serves: this generation may serve again until `until` if it dies.
+    pub fn open_rollback_window(&self, until: SystemTime) {
+        self.tx
+            .send_modify(|s| s.rollback.until_unix_ms = Some(unix_ms(until)));
+    }
+
+    /// The successor died inside the window: serve again (back to [`Phase::Serving`]), and
+    /// record why.
+    pub fn roll_back(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.tx.send_modify(|s| {
+            s.rollback.rollbacks += 1;
+            s.rollback.until_unix_ms = None;
+            s.rollback.last_reason = Some(reason);
+            s.drain = None;
+            tracing::info!(epoch = s.epoch, phase = "serving", "restart phase");
+            s.enter(Phase::Serving, SystemTime::now());
+        });
+    }
+
     /// Connections taken from the previous generation (moved) and left with it (refused).
     pub fn set_handover(&self, moved: usize, refused: usize) {
         self.tx.send_modify(|s| {
@@ -313,6 +360,8 @@ mod tests {
                 "epoch": 2, "pid": 77, "phase": "starting",
                 "phases": [{"phase": "starting", "at_unix_ms": 1_000}],
                 "parent": null, "drain": null, "handover": null, "last_failure": null,
+                "rollback": {"window_s": 0, "until_unix_ms": null, "rollbacks": 0,
+                             "last_reason": null},
             })
         );
         s.enter(Phase::Validating, at(1_001));

@@ -7,8 +7,8 @@ use http::HeaderMap;
 use regex::Regex;
 
 use crate::config::{
-    DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch, Redirect,
-    RouteAction, RouteConfig,
+    ClusterSpecifier, DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch,
+    Redirect, RouteAction, RouteConfig,
 };
 use crate::error::BuildError;
 
@@ -33,6 +33,8 @@ pub struct VirtualHost {
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
+    /// Header mutations of the route, its virtual host and the route configuration.
+    pub mutations: Option<Box<Mutations>>,
     path: CompiledPath,
     case_sensitive: bool,
     headers: Vec<CompiledHeader>,
@@ -75,12 +77,71 @@ pub enum Action {
 /// A `route` action with its cluster resolved to an index of the cluster manager.
 #[derive(Debug)]
 pub struct Forward {
-    pub cluster: usize,
-    pub cluster_name: String,
+    pub targets: Targets,
     pub config: ForwardAction,
     /// `x-envoy-expected-rq-timeout-ms`: the per-try timeout, else the route timeout (built
     /// once here rather than formatted per request).
     pub expected_timeout_ms: Option<http::HeaderValue>,
+}
+
+/// The clusters a route sends to, resolved: one, or several picked by weight per request.
+#[derive(Debug)]
+pub enum Targets {
+    One(RouteCluster),
+    /// With each its running total of weights (the last one's is the sum).
+    Weighted(Vec<(RouteCluster, u64)>),
+}
+
+/// A cluster a route sends to: its index among the worker's clusters, and its name.
+#[derive(Debug, Clone)]
+pub struct RouteCluster {
+    pub index: usize,
+    pub name: String,
+}
+
+// === impl Targets ===
+
+impl Targets {
+    fn new(
+        spec: &ClusterSpecifier,
+        cluster_index: &impl Fn(&str) -> Option<usize>,
+    ) -> Result<Self, BuildError> {
+        let resolve = |name: &str| {
+            let index = cluster_index(name).ok_or_else(|| BuildError::UnknownCluster {
+                cluster: name.to_owned(),
+            })?;
+            Ok(RouteCluster {
+                index,
+                name: name.to_owned(),
+            })
+        };
+        Ok(match spec {
+            ClusterSpecifier::Cluster(c) => Targets::One(resolve(c)?),
+            ClusterSpecifier::Weighted(w) => {
+                let mut total = 0u64;
+                let mut picks = Vec::with_capacity(w.len());
+                for (name, weight) in w {
+                    total += u64::from(*weight);
+                    picks.push((resolve(name)?, total));
+                }
+                Targets::Weighted(picks)
+            }
+        })
+    }
+
+    /// The cluster for one request.
+    #[inline]
+    pub fn pick(&self) -> &RouteCluster {
+        match self {
+            Targets::One(t) => t,
+            Targets::Weighted(picks) => {
+                let total = picks.last().map_or(1, |(_, t)| *t);
+                let at = fastrand::u64(0..total.max(1));
+                let i = picks.partition_point(|(_, upto)| *upto <= at);
+                &picks[i.min(picks.len() - 1)].0
+            }
+        }
+    }
 }
 
 // === impl Router ===
@@ -113,7 +174,13 @@ impl Router {
             }
             let mut routes = Vec::with_capacity(vh.routes.len());
             for r in &vh.routes {
-                routes.push(compile_route(r, &cluster_index)?);
+                let mut levels = [&r.headers, &vh.headers, &cfg.headers];
+                if cfg.most_specific_header_mutations_wins {
+                    levels.reverse();
+                }
+                let mut route = compile_route(r, &cluster_index)?;
+                route.mutations = Mutations::compile(&levels)?;
+                routes.push(route);
             }
             router.vhosts.push(VirtualHost {
                 name: vh.name.clone(),
@@ -264,10 +331,7 @@ fn compile_route(
         .collect::<Result<Vec<_>, BuildError>>()?;
     let action = match &r.action {
         RouteAction::Forward(f) => Action::Forward(Forward {
-            cluster: cluster_index(&f.cluster).ok_or_else(|| BuildError::UnknownCluster {
-                cluster: f.cluster.clone(),
-            })?,
-            cluster_name: f.cluster.clone(),
+            targets: Targets::new(&f.cluster, &cluster_index)?,
             expected_timeout_ms: f
                 .retry_policy
                 .as_ref()
@@ -281,6 +345,7 @@ fn compile_route(
     };
     Ok(Route {
         name: r.name.clone(),
+        mutations: None,
         path,
         case_sensitive: r.matcher.case_sensitive,
         headers,
@@ -288,5 +353,8 @@ fn compile_route(
     })
 }
 
+pub mod mutate;
 #[cfg(test)]
 mod tests;
+
+pub use mutate::Mutations;

@@ -43,6 +43,7 @@ pub struct HttpStats {
     pub downstream_rq_5xx: Counter,
     pub downstream_rq_timeout: Counter,
     pub downstream_rq_idle_timeout: Counter,
+    pub downstream_rq_header_timeout: Counter,
     pub downstream_rq_rx_reset: Counter,
     pub downstream_rq_time: Histogram,
     pub no_route: Counter,
@@ -100,13 +101,61 @@ pub struct ClusterStats {
     pub upstream_rq_time: Histogram,
     pub membership_total: Gauge,
     pub membership_healthy: Gauge,
+    /// Always 0: Baton has no degraded hosts.
+    pub membership_degraded: Gauge,
+    /// Always 0: Baton excludes no host from load balancing but unhealthy ones.
+    pub membership_excluded: Gauge,
     pub membership_change: Counter,
+    /// Hosts chosen in panic mode (too few healthy: every host is used).
+    pub lb_healthy_panic: Counter,
     pub update_attempt: Counter,
     pub update_success: Counter,
     pub update_failure: Counter,
     /// `cluster.<name>.upstream_rq_<code>` handles, created on first use.
     prefix: String,
     store: Store,
+}
+
+/// `cluster.<name>.health_check.*`: one per cluster with a health check, counted by the
+/// process's health checker only.
+#[derive(Debug)]
+pub struct HealthCheckStats {
+    pub attempt: Counter,
+    pub success: Counter,
+    /// Every failed check (network failures included).
+    pub failure: Counter,
+    /// Always 0 until outlier detection exists.
+    pub passive_failure: Counter,
+    /// Failed checks that could not connect, timed out or lost the connection.
+    pub network_failure: Counter,
+    /// Always 0: Baton does not verify the cluster name a service answers with.
+    pub verify_cluster: Counter,
+    /// Hosts that health checking counts as healthy.
+    pub healthy: Gauge,
+    /// Always 0: Baton has no degraded hosts.
+    pub degraded: Gauge,
+}
+
+/// `cluster.<name>.outlier_detection.*`: one per cluster with outlier detection, counted by
+/// its detector.
+#[derive(Debug)]
+pub struct OutlierStats {
+    /// Hosts ejected now.
+    pub ejections_active: Gauge,
+    /// Ejections (Envoy's deprecated name; as `ejections_enforced_total`).
+    pub ejections_total: Counter,
+    /// Ejections.
+    pub ejections_enforced_total: Counter,
+    /// Detections not enforced: `max_ejection_percent` would be passed.
+    pub ejections_overflow: Counter,
+    /// Consecutive-5xx detections (Envoy's deprecated name).
+    pub ejections_consecutive_5xx: Counter,
+    pub ejections_detected_consecutive_5xx: Counter,
+    pub ejections_enforced_consecutive_5xx: Counter,
+    pub ejections_detected_consecutive_gateway_failure: Counter,
+    pub ejections_enforced_consecutive_gateway_failure: Counter,
+    /// Kinds of detection Baton does not implement, kept at 0 so the names are Envoy's.
+    pub never: Vec<Counter>,
 }
 
 /// Per-worker cache of `upstream_rq_<code>` counters, so the shared registry is consulted once
@@ -176,6 +225,7 @@ impl HttpStats {
                 downstream_rq_5xx: counter,
                 downstream_rq_timeout: counter,
                 downstream_rq_idle_timeout: counter,
+                downstream_rq_header_timeout: counter,
                 downstream_rq_rx_reset: counter,
                 downstream_rq_time: histogram,
                 no_route: counter,
@@ -218,6 +268,69 @@ impl ListenerStats {
     }
 }
 
+// === impl HealthCheckStats ===
+
+impl HealthCheckStats {
+    pub fn new(store: &Store, cluster: &str) -> Self {
+        let p = format!("cluster.{cluster}.health_check");
+        stat_struct!(
+            store,
+            p,
+            HealthCheckStats {
+                attempt: counter,
+                success: counter,
+                failure: counter,
+                passive_failure: counter,
+                network_failure: counter,
+                verify_cluster: counter,
+                healthy: gauge,
+                degraded: gauge,
+            }
+        )
+    }
+}
+
+// === impl OutlierStats ===
+
+impl OutlierStats {
+    pub fn new(store: &Store, cluster: &str) -> Self {
+        let p = format!("cluster.{cluster}.outlier_detection");
+        let never = [
+            "ejections_detected_consecutive_local_origin_failure",
+            "ejections_detected_degradation",
+            "ejections_detected_failure_percentage",
+            "ejections_detected_local_origin_failure_percentage",
+            "ejections_detected_local_origin_success_rate",
+            "ejections_detected_success_rate",
+            "ejections_enforced_consecutive_local_origin_failure",
+            "ejections_enforced_failure_percentage",
+            "ejections_enforced_local_origin_failure_percentage",
+            "ejections_enforced_local_origin_success_rate",
+            "ejections_enforced_success_rate",
+            "ejections_success_rate",
+        ]
+        .iter()
+        .map(|n| store.counter(&format!("{p}.{n}")))
+        .collect();
+        stat_struct!(
+            store,
+            p,
+            OutlierStats {
+                ejections_active: gauge,
+                ejections_total: counter,
+                ejections_enforced_total: counter,
+                ejections_overflow: counter,
+                ejections_consecutive_5xx: counter,
+                ejections_detected_consecutive_5xx: counter,
+                ejections_enforced_consecutive_5xx: counter,
+                ejections_detected_consecutive_gateway_failure: counter,
+                ejections_enforced_consecutive_gateway_failure: counter,
+            },
+            never: never
+        )
+    }
+}
+
 // === impl ClusterStats ===
 
 impl ClusterStats {
@@ -256,7 +369,10 @@ impl ClusterStats {
             upstream_rq_time: histogram,
             membership_total: gauge,
             membership_healthy: gauge,
+            membership_degraded: gauge,
+            membership_excluded: gauge,
             membership_change: counter,
+            lb_healthy_panic: counter,
             update_attempt: counter,
             update_success: counter,
             update_failure: counter,

@@ -5,7 +5,7 @@
 //! The copy is our own rather than `tokio::io::copy_bidirectional` because the hand-over needs
 //! to know that no byte is held in either direction's buffer at the moment the sockets leave.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,6 +31,10 @@ pub struct TunnelInfo {
     pub upstream: SocketAddr,
     pub cluster: String,
     pub requests: u64,
+    /// No byte either way for this long closes the tunnel (the HCM's shorter of
+    /// `stream_idle_timeout` and `idle_timeout`, as an upgraded stream is one that stays
+    /// open). `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// How a tunnel ended.
@@ -40,6 +44,8 @@ pub enum Ended {
     Closed,
     /// It moved to the next generation.
     HandedOver,
+    /// No byte moved either way for its idle timeout: both ends were closed.
+    IdleTimeout,
 }
 
 /// Copy between the downstream connection and hyper's upgraded upstream connection. A
@@ -52,10 +58,27 @@ pub async fn run(down: ServerIo, up: Upgraded, handover: &Handover, info: Tunnel
             run_plain(down, up, handover, info).await
         }
         Err(up) => {
-            let mut down = down;
-            let mut up = TokioIo::new(up);
-            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-            Ended::Closed
+            let (mut down, mut up) = (down, TokioIo::new(up));
+            let (mut to_up, mut to_down) = (Pump::new(), Pump::new());
+            let mut last_active = Instant::now();
+            let mut idle = IdleClock::new(info.idle_timeout);
+            let stop = poll_fn(|cx| {
+                let pumps = (&mut to_up, &mut to_down);
+                pump_both(
+                    cx,
+                    &mut down,
+                    &mut up,
+                    pumps,
+                    false,
+                    &mut last_active,
+                    &mut idle,
+                )
+            })
+            .await;
+            match stop {
+                Stop::IdleTimeout => Ended::IdleTimeout,
+                Stop::Finished | Stop::Idle => Ended::Closed,
+            }
         }
     }
 }
@@ -77,10 +100,14 @@ pub async fn run_plain(
     let mut to_up = Pump::new();
     let mut to_down = Pump::new();
     let mut last_active = Instant::now();
+    let mut idle = IdleClock::new(info.idle_timeout);
     loop {
         let moving = reg.is_some() && *modes.borrow_and_update() == Mode::Active;
         let stop = tokio::select! {
-            r = poll_fn(|cx| pump_both(cx, &mut down, &mut up, &mut to_up, &mut to_down, moving, &mut last_active)) => r,
+            r = poll_fn(|cx| {
+                let pumps = (&mut to_up, &mut to_down);
+                pump_both(cx, &mut down, &mut up, pumps, moving, &mut last_active, &mut idle)
+            }) => r,
             changed = modes.changed(), if reg.is_some() => {
                 if changed.is_err() || *modes.borrow() == Mode::Ended {
                     reg = None;
@@ -90,6 +117,7 @@ pub async fn run_plain(
         };
         match stop {
             Stop::Finished => return Ended::Closed,
+            Stop::IdleTimeout => return Ended::IdleTimeout,
             Stop::Idle => {
                 if offer(&mut down, &mut up, handover, &info, last_active.elapsed()).await {
                     return Ended::HandedOver;
@@ -135,18 +163,25 @@ async fn offer(
 
 enum Stop {
     Finished,
+    /// Both directions idle while a successor takes connections.
     Idle,
+    /// No byte either way for the tunnel's idle timeout.
+    IdleTimeout,
 }
 
-fn pump_both(
+fn pump_both<D, U>(
     cx: &mut Context<'_>,
-    down: &mut ServerIo,
-    up: &mut ServerIo,
-    to_up: &mut Pump,
-    to_down: &mut Pump,
+    down: &mut D,
+    up: &mut U,
+    (to_up, to_down): (&mut Pump, &mut Pump),
     moving: bool,
     last_active: &mut Instant,
-) -> Poll<Stop> {
+    idle: &mut IdleClock,
+) -> Poll<Stop>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let moved = to_up.moved + to_down.moved;
     let a = to_up.poll(cx, Pin::new(&mut *down), Pin::new(&mut *up));
     let b = to_down.poll(cx, Pin::new(&mut *up), Pin::new(&mut *down));
@@ -161,7 +196,40 @@ fn pump_both(
     if moving && to_up.is_idle() && to_down.is_idle() {
         return Poll::Ready(Stop::Idle);
     }
+    if idle.poll_expired(cx, *last_active).is_ready() {
+        return Poll::Ready(Stop::IdleTimeout);
+    }
     Poll::Pending
+}
+
+/// A tunnel's idle timeout: ready once no byte has moved for the timeout (never without one).
+/// The timer is re-armed from the last activity whenever it fires early.
+struct IdleClock {
+    limit: Option<Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleClock {
+    fn new(limit: Option<Duration>) -> Self {
+        Self { limit, sleep: None }
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>, last_active: Instant) -> Poll<()> {
+        let Some(limit) = self.limit else {
+            return Poll::Pending;
+        };
+        let at = tokio::time::Instant::from_std(last_active + limit);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            if last_active.elapsed() >= limit {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(at);
+        }
+    }
 }
 
 /// One direction of the copy: read into the buffer, write it out, flush; on EOF, shut the
@@ -271,6 +339,7 @@ mod tests {
             upstream: "127.0.0.1:3".parse().unwrap(),
             cluster: "c".into(),
             requests: 1,
+            idle_timeout: None,
         }
     }
 

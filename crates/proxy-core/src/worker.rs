@@ -111,8 +111,9 @@ impl Dataplane {
     }
 
     /// Start `concurrency` workers serving `sockets` (each listener's, in configuration order:
-    /// its `address`, then its `additional_addresses`). Each worker stops accepting when
-    /// `drain` fires and exits once its last connection has closed.
+    /// its `address`, then its `additional_addresses`; a listener without any socket — one
+    /// that could not be bound again after a rollback — is not served). Each worker stops
+    /// accepting when `drain` fires and exits once its last connection has closed.
     pub fn spawn_workers(
         &self,
         sockets: &[Vec<std::net::TcpListener>],

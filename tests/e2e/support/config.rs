@@ -16,6 +16,8 @@ pub struct Config {
     router: Map<String, Value>,
     routes: Vec<Value>,
     clusters: Vec<Value>,
+    route_config: Map<String, Value>,
+    vhost: Map<String, Value>,
 }
 
 impl Config {
@@ -26,6 +28,18 @@ impl Config {
     /// Set a field of the HTTP connection manager (e.g. `use_remote_address`).
     pub fn hcm(mut self, key: &str, value: Value) -> Self {
         self.hcm.insert(key.to_owned(), value);
+        self
+    }
+
+    /// Set a field of the `route_config` (e.g. `request_headers_to_add`).
+    pub fn route_config(mut self, key: &str, value: Value) -> Self {
+        self.route_config.insert(key.to_owned(), value);
+        self
+    }
+
+    /// Set a field of the one virtual host.
+    pub fn vhost(mut self, key: &str, value: Value) -> Self {
+        self.vhost.insert(key.to_owned(), value);
         self
     }
 
@@ -53,13 +67,14 @@ impl Config {
         let mut hcm = self.hcm.clone();
         hcm.insert("@type".into(), json!(HCM));
         hcm.insert("stat_prefix".into(), json!("ingress_http"));
-        hcm.insert(
-            "route_config".into(),
-            json!({
-                "name": "local_route",
-                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": self.routes}],
-            }),
-        );
+        let mut vhost = self.vhost.clone();
+        vhost.insert("name".into(), json!("all"));
+        vhost.insert("domains".into(), json!(["*"]));
+        vhost.insert("routes".into(), json!(self.routes));
+        let mut route_config = self.route_config.clone();
+        route_config.insert("name".into(), json!("local_route"));
+        route_config.insert("virtual_hosts".into(), json!([vhost]));
+        hcm.insert("route_config".into(), Value::Object(route_config));
         hcm.insert(
             "http_filters".into(),
             json!([{"name": "envoy.filters.http.router", "typed_config": router}]),

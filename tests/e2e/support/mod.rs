@@ -172,6 +172,7 @@ impl Baton {
             .arg("-c")
             .arg(&config_path)
             .args(["--concurrency", "2", "--base-id", &base_id.to_string()])
+            .args(no_rollback_window_unless_given(extra))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(out)
@@ -315,6 +316,17 @@ impl Drop for Baton {
             return;
         }
         let _ = std::fs::remove_file(format!("/dev/shm/baton_{}", self.base_id));
+    }
+}
+
+/// `--rollback-window-s 0` unless `extra` sets a window: most tests time the old generation's
+/// exit after a restart (drain, hand-over, restart tests), which a rollback window (10 s by
+/// default) would hold back; the rollback tests give theirs.
+pub fn no_rollback_window_unless_given(extra: &[&str]) -> &'static [&'static str] {
+    if extra.contains(&"--rollback-window-s") {
+        &[]
+    } else {
+        &["--rollback-window-s", "0"]
     }
 }
 

@@ -50,6 +50,7 @@ impl Baton {
             .arg(&config_path)
             .args(["--concurrency", "2", "--base-id", &self.base_id.to_string()])
             .args(["--restart-epoch", &epoch.to_string()])
+            .args(super::no_rollback_window_unless_given(extra))
             .args(extra)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

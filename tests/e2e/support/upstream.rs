@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,12 @@ pub struct State {
     pub conns: AtomicUsize,
     /// Chunks of `/slow/` responses written so far.
     pub chunks_sent: AtomicUsize,
+    /// [`Upstream::checked`]: `/healthz` answers 503 while set.
+    pub failing: AtomicBool,
+    /// [`Upstream::checked`]: requests for `/healthz` (also counted in `hits`).
+    pub health_hits: AtomicUsize,
+    /// [`Upstream::checked`]: every other request answers 500 while set.
+    pub broken: AtomicBool,
     pub seen: Mutex<Vec<Seen>>,
 }
 
@@ -163,6 +169,57 @@ impl Upstream {
         .await
     }
 
+    /// The echo upstream with a health endpoint: `/healthz` answers 200, or 503 while
+    /// [`Self::set_failing`] says so; everything else is echoed whatever the health.
+    pub async fn checked(name: &str) -> Self {
+        Self::checked_with(Proto::H1, name).await
+    }
+
+    /// [`Self::checked`] speaking HTTP/2 with prior knowledge only.
+    pub async fn checked_h2(name: &str) -> Self {
+        Self::checked_with(Proto::H2, name).await
+    }
+
+    async fn checked_with(proto: Proto, name: &str) -> Self {
+        let echo = echo_handler(name);
+        Self::serve(
+            proto,
+            Arc::new(move |req, st| {
+                if req.uri().path() != "/healthz" {
+                    if st.broken.load(Ordering::SeqCst) {
+                        record(&req, &st);
+                        return Box::pin(async { reply(500, full("broken")) });
+                    }
+                    return echo(req, st);
+                }
+                record(&req, &st);
+                st.health_hits.fetch_add(1, Ordering::SeqCst);
+                let status = if st.failing.load(Ordering::SeqCst) {
+                    503
+                } else {
+                    200
+                };
+                Box::pin(async move { reply(status, full("health")) })
+            }),
+        )
+        .await
+    }
+
+    /// [`Self::checked`]: make `/healthz` answer 503 (`true`) or 200.
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// [`Self::checked`]: answer every request but health checks with 500 (`true`), or echo.
+    pub fn set_broken(&self, broken: bool) {
+        self.state.broken.store(broken, Ordering::SeqCst);
+    }
+
+    /// [`Self::checked`]: requests other than health checks.
+    pub fn proxied(&self) -> usize {
+        self.hits() - self.state.health_hits.load(Ordering::SeqCst)
+    }
+
     /// Answers the first `n` requests with 503, then echoes.
     pub async fn fail_first(n: usize) -> Self {
         let echo = echo_handler("after-failures");
@@ -249,6 +306,29 @@ impl Upstream {
             }
         });
         Self { addr, state, task }
+    }
+
+    /// Answers `reply` each time a connection's bytes contain `expect` (counted in `hits`),
+    /// until the peer closes.
+    pub async fn ping_pong(expect: &'static [u8], reply: &'static [u8]) -> Self {
+        Self::raw(move |mut s, st| async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 256];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                while let Some(i) = got.windows(expect.len()).position(|w| w == expect) {
+                    got.drain(..i + expect.len());
+                    st.hits.fetch_add(1, Ordering::SeqCst);
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .await
     }
 
     /// Accepts and closes at once (a reset before any response).

@@ -223,6 +223,14 @@ fn argument_table() {
         ),
         (&["-c", "a"], Run(|o| !o.disable_connection_handover)),
         (
+            &["-c", "a"],
+            Run(|o| o.rollback_window == Duration::from_secs(DEFAULT_ROLLBACK_WINDOW_S)),
+        ),
+        (
+            &["-c", "a", "--rollback-window-s", "0"],
+            Run(|o| o.rollback_window.is_zero()),
+        ),
+        (
             &["-c", "a", "--disable-connection-handover"],
             Run(|o| o.disable_connection_handover),
         ),
@@ -390,6 +398,7 @@ fn json_has_envoy_shape() {
     assert_eq!(j["socket_path"], DEFAULT_SOCKET_PATH);
     assert_eq!(j["socket_mode"], 0);
     assert_eq!(j["max_stats"], "16384");
+    assert_eq!(j["rollback_window"], "10s");
 }
 
 #[test]

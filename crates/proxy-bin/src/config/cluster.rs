@@ -58,6 +58,21 @@ pub(crate) fn cluster(
     };
 
     let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
+    let hc_path = join(path, "health_checks");
+    let tls_checked = raw.transport_socket.is_some() && !raw.health_checks.is_empty();
+    let health_check = super::health::health_checks(raw.health_checks, &hc_path, errs);
+    if tls_checked {
+        errs.push(
+            format!("{hc_path}[0]"),
+            "health checks of a cluster with a transport_socket (TLS) are not supported",
+        );
+    }
+    let panic_threshold = super::health::panic_threshold(raw.common_lb_config, path, errs);
+    let outlier = super::health::outlier_detection(
+        raw.outlier_detection,
+        &join(path, "outlier_detection"),
+        errs,
+    );
     let circuit_breakers = thresholds(raw.circuit_breakers, &join(path, "circuit_breakers"), errs);
     let mut http = protocol_options(raw.typed_extension_protocol_options, path, errs);
 
@@ -94,6 +109,9 @@ pub(crate) fn cluster(
             .per_connection_buffer_limit_bytes
             .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0),
         http2: http.http2,
+        health_check,
+        panic_threshold,
+        outlier,
     })
 }
 
@@ -252,6 +270,8 @@ fn endpoint(
             "an upstream endpoint needs a port in 1..=65535",
         ));
     }
+    let health_check_port =
+        super::health::check_port(lb.endpoint.health_check_config, &join(path, "endpoint"))?;
     let weight = lb.load_balancing_weight.map_or(1, |w| w.0);
     if weight == 0 {
         return Err(ConfigError::new(
@@ -259,21 +279,12 @@ fn endpoint(
             "must be at least 1",
         ));
     }
-    let health_check_port = match lb.endpoint.health_check_config.and_then(|h| h.port_value) {
-        None => None,
-        Some(p) => Some(u16::try_from(p.0).map_err(|_| {
-            ConfigError::new(
-                join(path, "endpoint.health_check_config.port_value"),
-                format!("port {} is out of range 0..=65535", p.0),
-            )
-        })?),
-    };
     Ok(Endpoint {
         host,
         port,
         weight,
         hostname: lb.endpoint.hostname.filter(|h| !h.is_empty()),
-        health_check_port: health_check_port.filter(|p| *p != 0),
+        health_check_port,
         metadata: raw::Metadata::into_map(lb.metadata),
         locality: None,
         locality_weight: None,

@@ -25,6 +25,10 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 /// Envoy's default `stream_idle_timeout`.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Baton's `request_headers_timeout` when none is configured (Envoy has none): a request head
+/// still incomplete a minute after its first byte is answered 408, as nginx's
+/// `client_header_timeout` does by default. `0s` turns it off.
+const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Envoy's `max_request_headers_kb` default and bound.
 const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
 const MAX_REQUEST_HEADERS_KB: u32 = 8192;
@@ -357,6 +361,10 @@ fn hcm(
         Some(d) => d.nonzero(),
     };
     let request_timeout = raw.request_timeout.and_then(|d| d.nonzero());
+    let request_headers_timeout = match raw.request_headers_timeout {
+        None => Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
+        Some(d) => d.nonzero(),
+    };
     let max_request_headers_kb = raw
         .max_request_headers_kb
         .map_or(DEFAULT_MAX_REQUEST_HEADERS_KB, |v| v.0);
@@ -366,6 +374,15 @@ fn hcm(
             format!("must be between 1 and {MAX_REQUEST_HEADERS_KB} (KiB)"),
         );
     }
+
+    let internal_ranges = raw
+        .internal_address_config
+        .map(|c| internal_ranges(c, &join(path, "internal_address_config"), errs))
+        .unwrap_or_default();
+    let (accept_http_10, default_host_for_http_10) = raw
+        .http_protocol_options
+        .map(|o| http1_options(o, &join(path, "http_protocol_options"), errs))
+        .unwrap_or_default();
 
     let mut upgrade_types: Vec<String> = Vec::new();
     for (i, u) in raw.upgrade_configs.iter().enumerate() {
@@ -406,12 +423,75 @@ fn hcm(
         idle_timeout,
         stream_idle_timeout,
         request_timeout,
+        request_headers_timeout,
         upgrade_types,
         access_logs,
         route_config: route_config?,
         suppress_envoy_headers: suppress_envoy_headers?,
         max_request_headers_kb,
+        internal_ranges,
+        accept_http_10,
+        default_host_for_http_10,
     })
+}
+
+/// `internal_address_config`. `unix_sockets` holds whatever its value: Baton's listeners are
+/// TCP, no client comes over a Unix socket.
+fn internal_ranges(
+    raw: raw::InternalAddressConfig,
+    path: &str,
+    errs: &mut Errors,
+) -> Vec<ipnet::IpNet> {
+    let _ = raw.unix_sockets;
+    cidr_ranges(raw.cidr_ranges, path, errs)
+}
+
+/// `http_protocol_options`: whether HTTP/1.0 is accepted, and the `Host` given to an HTTP/1.0
+/// request without one.
+fn http1_options(
+    raw: raw::Http1ProtocolOptions,
+    path: &str,
+    errs: &mut Errors,
+) -> (bool, Option<http::HeaderValue>) {
+    let host = raw.default_host_for_http_10.and_then(|h| {
+        let v = http::HeaderValue::from_str(&h)
+            .ok()
+            .filter(|v| !h.is_empty() && proxy_core::headers::valid_host(v.as_bytes()));
+        if v.is_none() {
+            errs.push(
+                join(path, "default_host_for_http_10"),
+                format!("`{h}` is not a host[:port]"),
+            );
+        }
+        v
+    });
+    (raw.accept_http_10.unwrap_or(false), host)
+}
+
+/// `cidr_ranges[]` (`address_prefix` an IP literal, `prefix_len` within its family's bits;
+/// absent means the whole address).
+fn cidr_ranges(raw: Vec<raw::CidrRange>, path: &str, errs: &mut Errors) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let p = format!("{path}.cidr_ranges[{i}]");
+        let Ok(ip) = r.address_prefix.parse::<std::net::IpAddr>() else {
+            errs.push(
+                join(&p, "address_prefix"),
+                format!("`{}` is not an IP address", r.address_prefix),
+            );
+            continue;
+        };
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        let len = r.prefix_len.map_or(bits, |l| l.0);
+        match ipnet::IpNet::new(ip, len) {
+            Ok(net) => out.push(net.trunc()),
+            Err(_) => errs.push(
+                join(&p, "prefix_len"),
+                format!("must be at most {bits} for `{ip}`"),
+            ),
+        }
+    }
+    out
 }
 
 /// Letters, digits, `-`, `_` and `.` (SNI host names).

@@ -8,6 +8,8 @@
 
 mod cluster;
 mod de;
+mod headers;
+mod health;
 mod listener;
 mod raw;
 mod route;

@@ -194,7 +194,10 @@ pub(crate) struct HttpConnectionManager {
     pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
     pub stream_idle_timeout: Option<Dur>,
     pub request_timeout: Option<Dur>,
+    pub request_headers_timeout: Option<Dur>,
     pub max_request_headers_kb: Option<Int<u32>>,
+    pub internal_address_config: Option<InternalAddressConfig>,
+    pub http_protocol_options: Option<Http1ProtocolOptions>,
     #[serde(default)]
     pub upgrade_configs: Vec<UpgradeConfig>,
     #[serde(default)]
@@ -208,6 +211,29 @@ pub(crate) struct HttpConnectionManager {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommonHttpProtocolOptions {
     pub idle_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Http1ProtocolOptions {
+    pub accept_http_10: Option<bool>,
+    pub default_host_for_http_10: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InternalAddressConfig {
+    /// Baton listens on TCP only, so no client comes over a Unix socket.
+    pub unix_sockets: Option<bool>,
+    #[serde(default)]
+    pub cidr_ranges: Vec<CidrRange>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CidrRange {
+    pub address_prefix: String,
+    pub prefix_len: Option<Int<u8>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +301,42 @@ pub(crate) struct RouteConfiguration {
     pub name: Option<String>,
     #[serde(default)]
     pub virtual_hosts: Vec<VirtualHost>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
+    pub most_specific_header_mutations_wins: Option<bool>,
+}
+
+/// A `HeaderValueOption`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderValueOption {
+    pub header: HeaderValue,
+    pub append: Option<bool>,
+    pub append_action: Option<AppendAction>,
+    pub keep_empty_value: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderValue {
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum AppendAction {
+    AppendIfExistsOrAdd,
+    AddIfAbsent,
+    OverwriteIfExistsOrAdd,
+    OverwriteIfExists,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +348,14 @@ pub(crate) struct VirtualHost {
     pub domains: Vec<String>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +368,14 @@ pub(crate) struct Route {
     pub route: Option<RouteAction>,
     pub direct_response: Option<DirectResponse>,
     pub redirect: Option<Redirect>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -347,11 +425,43 @@ pub(crate) struct StringMatcher {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteAction {
-    pub cluster: String,
+    pub cluster: Option<String>,
+    pub weighted_clusters: Option<WeightedClusters>,
     pub prefix_rewrite: Option<String>,
     pub host_rewrite_literal: Option<String>,
     pub timeout: Option<Dur>,
     pub retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WeightedClusters {
+    pub clusters: Vec<ClusterWeight>,
+    /// Deprecated in Envoy; when given it must equal the weights' sum.
+    pub total_weight: Option<UInt32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterWeight {
+    pub name: String,
+    pub weight: Option<UInt32>,
+}
+
+/// A `google.protobuf.UInt32Value`: a number, or `{value: N}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum UInt32 {
+    Plain(Int<u32>),
+    Wrapped { value: Int<u32> },
+}
+
+impl UInt32 {
+    pub fn get(&self) -> u32 {
+        match self {
+            UInt32::Plain(v) | UInt32::Wrapped { value: v } => v.0,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -440,6 +550,10 @@ pub(crate) struct Cluster {
     #[serde(default)]
     pub typed_extension_protocol_options: BTreeMap<String, Value>,
     pub transport_socket: Option<super::tls::TransportSocket>,
+    #[serde(default)]
+    pub health_checks: Vec<super::health::RawHealthCheck>,
+    pub common_lb_config: Option<super::health::CommonLbConfig>,
+    pub outlier_detection: Option<super::health::RawOutlierDetection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -473,14 +587,7 @@ pub(crate) struct LbEndpoint {
 pub(crate) struct Endpoint {
     pub address: Address,
     pub hostname: Option<String>,
-    pub health_check_config: Option<HealthCheckConfig>,
-}
-
-/// `endpoint.health_check_config`: only the port (see `config::Endpoint::health_check_port`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct HealthCheckConfig {
-    pub port_value: Option<Int<u32>>,
+    pub health_check_config: Option<super::health::HealthCheckConfig>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use http::{HeaderName, StatusCode};
 use proxy_core::config::{
-    DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch, Redirect, RetryOn,
-    RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    ClusterSpecifier, DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch,
+    Redirect, RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
 };
 use regex::Regex;
 
@@ -50,6 +50,16 @@ pub(crate) fn route_config(
                 );
             }
         }
+        let vh_headers = super::headers::mutations(
+            super::headers::Raw {
+                request_add: vh.request_headers_to_add,
+                request_remove: vh.request_headers_to_remove,
+                response_add: vh.response_headers_to_add,
+                response_remove: vh.response_headers_to_remove,
+            },
+            &vh_path,
+            errs,
+        );
         let mut routes = Vec::new();
         for (k, r) in vh.routes.into_iter().enumerate() {
             if let Some(r) = route(r, &format!("{vh_path}.routes[{k}]"), clusters, errs) {
@@ -61,11 +71,26 @@ pub(crate) fn route_config(
             metadata: raw::Metadata::into_map(vh.metadata),
             domains: vh.domains,
             routes,
+            headers: vh_headers,
         });
     }
+    let headers = super::headers::mutations(
+        super::headers::Raw {
+            request_add: raw.request_headers_to_add,
+            request_remove: raw.request_headers_to_remove,
+            response_add: raw.response_headers_to_add,
+            response_remove: raw.response_headers_to_remove,
+        },
+        path,
+        errs,
+    );
     (errs.0.len() == before).then(|| RouteConfig {
         name: raw.name.unwrap_or_default(),
         virtual_hosts,
+        headers,
+        most_specific_header_mutations_wins: raw
+            .most_specific_header_mutations_wins
+            .unwrap_or(false),
     })
 }
 
@@ -118,11 +143,22 @@ fn route(
             None
         }
     };
+    let headers = super::headers::mutations(
+        super::headers::Raw {
+            request_add: raw.request_headers_to_add,
+            request_remove: raw.request_headers_to_remove,
+            response_add: raw.response_headers_to_add,
+            response_remove: raw.response_headers_to_remove,
+        },
+        path,
+        errs,
+    );
     Some(Route {
         name: raw.name.unwrap_or_default(),
         metadata: raw::Metadata::into_map(raw.metadata),
         matcher: matcher?,
         action: action?,
+        headers,
     })
 }
 
@@ -298,6 +334,79 @@ fn check_header_safe(s: &str, path: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `cluster` or `weighted_clusters` (exactly one), every cluster named known.
+fn cluster_specifier(
+    raw: &raw::RouteAction,
+    path: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
+) -> Option<ClusterSpecifier> {
+    let mut known = |name: &str, p: String| {
+        let ok = clusters.contains(name);
+        if !ok {
+            errs.push(
+                p,
+                format!("unknown cluster `{name}` (not in static_resources.clusters)"),
+            );
+        }
+        ok
+    };
+    match (&raw.cluster, &raw.weighted_clusters) {
+        (Some(c), None) => {
+            known(c, join(path, "cluster")).then(|| ClusterSpecifier::Cluster(c.clone()))
+        }
+        (None, Some(w)) => {
+            let wpath = join(path, "weighted_clusters");
+            let mut out = Vec::with_capacity(w.clusters.len());
+            for (i, c) in w.clusters.iter().enumerate() {
+                let weight = c.weight.as_ref().map_or(0, raw::UInt32::get);
+                if known(&c.name, format!("{wpath}.clusters[{i}].name")) && weight > 0 {
+                    out.push((c.name.clone(), weight));
+                }
+            }
+            weighted(out, w, &wpath, errs)
+        }
+        (Some(_), Some(_)) => {
+            errs.push(
+                path.to_owned(),
+                "`cluster` and `weighted_clusters` are exclusive",
+            );
+            None
+        }
+        (None, None) => {
+            errs.push(path.to_owned(), "needs `cluster` or `weighted_clusters`");
+            None
+        }
+    }
+}
+
+/// The checked weighted clusters: some weight in all, and `total_weight` (when given) their sum.
+fn weighted(
+    out: Vec<(String, u32)>,
+    w: &raw::WeightedClusters,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<ClusterSpecifier> {
+    let sum: u64 = out.iter().map(|(_, n)| u64::from(*n)).sum();
+    if out.is_empty() || sum == 0 {
+        errs.push(
+            join(path, "clusters"),
+            "needs a cluster with a positive weight",
+        );
+        return None;
+    }
+    if let Some(t) = &w.total_weight {
+        if u64::from(t.get()) != sum {
+            errs.push(
+                join(path, "total_weight"),
+                format!("is {}, the weights add up to {sum}", t.get()),
+            );
+            return None;
+        }
+    }
+    Some(ClusterSpecifier::Weighted(out))
+}
+
 fn forward(
     raw: raw::RouteAction,
     path: &str,
@@ -305,15 +414,7 @@ fn forward(
     errs: &mut Errors,
 ) -> Option<RouteAction> {
     let before = errs.0.len();
-    if !clusters.contains(&raw.cluster) {
-        errs.push(
-            join(path, "cluster"),
-            format!(
-                "unknown cluster `{}` (not in static_resources.clusters)",
-                raw.cluster
-            ),
-        );
-    }
+    let cluster = cluster_specifier(&raw, path, clusters, errs);
     if let Some(p) = &raw.prefix_rewrite {
         errs.take(check_header_safe(p, &join(path, "prefix_rewrite")));
     }
@@ -332,7 +433,7 @@ fn forward(
         return None;
     }
     Some(RouteAction::Forward(ForwardAction {
-        cluster: raw.cluster,
+        cluster: cluster?,
         prefix_rewrite: raw.prefix_rewrite,
         host_rewrite_literal: raw.host_rewrite_literal,
         timeout: match raw.timeout {

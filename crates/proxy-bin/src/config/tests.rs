@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use proxy_core::config::{
-    AccessLogSink, CodecType, Discovery, DnsLookupFamily, HeaderMatchKind, LbPolicy, PathMatch,
-    RouteAction,
+    AccessLogSink, ClusterSpecifier, CodecType, Discovery, DnsLookupFamily, HeaderMatchKind,
+    LbPolicy, PathMatch, RouteAction,
 };
 use serde_json::{json, Value};
 
@@ -69,6 +69,7 @@ fn quickstart_fixture_validates_with_envoy_defaults() {
     assert_eq!(h.idle_timeout, Some(Duration::from_secs(3600)));
     assert_eq!(h.stream_idle_timeout, Some(Duration::from_secs(300)));
     assert_eq!(h.request_timeout, None);
+    assert_eq!(h.request_headers_timeout, Some(Duration::from_secs(60)));
     assert!(!h.suppress_envoy_headers);
     assert_eq!(h.max_request_headers_kb, 60);
     assert_eq!(h.access_logs.len(), 1);
@@ -82,7 +83,10 @@ fn quickstart_fixture_validates_with_envoy_defaults() {
     assert!(r.matcher.case_sensitive);
     match &r.action {
         RouteAction::Forward(f) => {
-            assert_eq!(f.cluster, "service_backend");
+            assert_eq!(
+                f.cluster,
+                ClusterSpecifier::Cluster("service_backend".into())
+            );
             assert_eq!(f.host_rewrite_literal.as_deref(), Some("localhost"));
             assert_eq!(f.timeout, Some(Duration::from_secs(15)));
             assert!(f.retry_policy.is_none());
@@ -130,6 +134,7 @@ static_resources:
           common_http_protocol_options: {idle_timeout: 0s}
           stream_idle_timeout: {seconds: 1, nanos: 500000000}
           request_timeout: 0.25s
+          request_headers_timeout: 0s
           upgrade_configs: [{upgrade_type: WebSocket}]
           access_log:
           - name: f
@@ -219,6 +224,10 @@ fn every_supported_field_is_converted() {
     assert_eq!(h.idle_timeout, None);
     assert_eq!(h.stream_idle_timeout, Some(Duration::from_millis(1500)));
     assert_eq!(h.request_timeout, Some(Duration::from_millis(250)));
+    assert_eq!(
+        h.request_headers_timeout, None,
+        "0s turns the head deadline off"
+    );
     assert_eq!(h.upgrade_types, vec!["websocket".to_owned()]);
     assert_eq!(
         h.access_logs[0].sink,
@@ -340,7 +349,7 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
     };
     vec![
         ("unknown top-level field", set(base(), "/overload_manager", json!({})), "overload_manager"),
-        ("unknown cluster field", set(base(), &c0("/health_checks"), json!([])), "static_resources.clusters[0].health_checks"),
+        ("unknown cluster field", set(base(), &c0("/lb_subset_config"), json!({})), "static_resources.clusters[0].lb_subset_config"),
         ("bad duration", set(base(), &c0("/connect_timeout"), json!("5")), "static_resources.clusters[0].connect_timeout"),
         ("negative duration", set(base(), &hcm("/stream_idle_timeout"), json!("-1s")), "typed_config.stream_idle_timeout"),
         ("zero connect timeout", set(base(), &c0("/connect_timeout"), json!("0s")), "clusters[0].connect_timeout"),
@@ -432,10 +441,13 @@ fn bad_configs_name_the_offending_path() {
 
 #[test]
 fn unknown_fields_end_with_the_field_name_and_say_unsupported() {
-    let v = set(base(), &format!("{CLUSTER0}/health_checks"), json!([]));
+    let v = set(base(), &format!("{CLUSTER0}/lb_subset_config"), json!({}));
     let errs = parse_value(&v).unwrap_err();
     assert_eq!(errs.0.len(), 1);
-    assert_eq!(errs.0[0].path, "static_resources.clusters[0].health_checks");
+    assert_eq!(
+        errs.0[0].path,
+        "static_resources.clusters[0].lb_subset_config"
+    );
     assert!(
         errs.0[0]
             .message
@@ -649,6 +661,35 @@ fn garbage_and_truncated_input_never_panics() {
             let _ = parse_value(&set(base(), ptr, v.clone()));
         }
     }
+}
+
+#[test]
+fn internal_address_config_cidr_ranges() {
+    let ranges = json!({"unix_sockets": false, "cidr_ranges": [
+        {"address_prefix": "10.1.2.3", "prefix_len": 8},
+        {"address_prefix": "::1"},
+    ]});
+    let v = set(base(), &format!("{HCM}/internal_address_config"), ranges);
+    let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
+    let h = &b.listeners[0].http;
+    assert!(h.is_internal("10.200.0.1".parse().unwrap()));
+    assert!(h.is_internal("::1".parse().unwrap()));
+    assert!(!h.is_internal("11.0.0.1".parse().unwrap()));
+    let bad = json!({"cidr_ranges": [
+        {"address_prefix": "10.0.0.0", "prefix_len": 33},
+        {"address_prefix": "ten"},
+    ]});
+    let v = set(base(), &format!("{HCM}/internal_address_config"), bad);
+    let errs = parse_value(&v).unwrap_err();
+    let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    assert!(
+        paths[0].ends_with("internal_address_config.cidr_ranges[0].prefix_len"),
+        "{paths:?}"
+    );
+    assert!(
+        paths[1].ends_with("internal_address_config.cidr_ranges[1].address_prefix"),
+        "{paths:?}"
+    );
 }
 
 mod lenient;

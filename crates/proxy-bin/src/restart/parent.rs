@@ -13,11 +13,12 @@ use hotrestart_rpc::pb::{
     ConnectionsAck, ConnectionsBatch, DrainListeners, ListenSocketsRequest, ParentState,
     SocketManifest, TakeConnections,
 };
-use hotrestart_rpc::{Listener, ParentHandler, ServeOptions};
+use hotrestart_rpc::{Listener, ParentHandler, PeerCred, ServeOptions};
 use proxy_core::handover::{self, Handover, Offer};
 use proxy_core::lifecycle::unix_ms;
 use tokio::sync::mpsc;
 
+use super::successor::Successor;
 use super::{wire, Grandparent, OwnedSockets, ParentEvent};
 
 /// The parent side of this generation: answers its child's requests on a dedicated thread,
@@ -51,6 +52,9 @@ pub struct Answering {
     pub grandparent: Grandparent,
     /// Live connections for the child.
     pub handover: Handover,
+    /// `--rollback-window-s`: when not zero, the child that asks this generation to drain is
+    /// watched (a pidfd sent with the drain event), and the session may idle that long.
+    pub rollback_window: Duration,
 }
 
 struct Handler {
@@ -58,8 +62,12 @@ struct Handler {
     sockets: OwnedSockets,
     /// Duplicates lent to the child in the last hand-over (the reply borrows from them).
     lent: Vec<(SocketManifest, std::net::TcpListener)>,
-    /// Addresses the child took; the others are closed when the drain starts.
+    /// Addresses the child of this session took; the others are closed when the drain starts.
     taken: Vec<SocketAddr>,
+    /// The process of this session's child (SO_PEERCRED).
+    child_pid: Option<u32>,
+    /// Whether to watch the child that asks to drain (a rollback window is set).
+    watch_child: bool,
     events: mpsc::UnboundedSender<ParentEvent>,
     /// This generation's own parent while it still drains: ended when a grandchild arrives, so
     /// no more than three generations ever overlap.
@@ -130,6 +138,7 @@ impl ParentHandler for Handler {
         // accepting (see `OwnedSockets`).
         self.lent.clear();
         self.state.draining = true;
+        let successor = self.open_successor();
         // Before the drain starts, so no connection that can move is asked to close.
         if request.handover_connections && self.handover.activate() {
             tracing::info!(
@@ -138,7 +147,10 @@ impl ParentHandler for Handler {
             );
         }
         self.events
-            .send(ParentEvent::DrainListeners)
+            .send(ParentEvent::DrainListeners {
+                successor,
+                taken: self.taken.clone(),
+            })
             .map_err(|_| "this generation is shutting down".to_owned())
     }
 
@@ -146,6 +158,19 @@ impl ParentHandler for Handler {
         self.events
             .send(ParentEvent::Terminate)
             .map_err(|_| "this generation is shutting down".to_owned())
+    }
+
+    fn roll_back(&mut self, reason: &str) -> Result<(), String> {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        self.events
+            .send(ParentEvent::RollBack {
+                reason: reason.to_owned(),
+                answer,
+            })
+            .map_err(|_| "this generation is shutting down".to_owned())?;
+        answered
+            .recv_timeout(ROLLBACK_ANSWER_WAIT)
+            .unwrap_or_else(|_| Err("this generation did not serve again in time".to_owned()))
     }
 
     fn take_connections(
@@ -212,6 +237,11 @@ impl ParentHandler for Handler {
         self.answered.clear();
     }
 
+    fn session_started(&mut self, peer: PeerCred) {
+        self.child_pid = u32::try_from(peer.pid).ok().filter(|p| *p > 0);
+        self.taken.clear();
+    }
+
     fn session_ended(&mut self) {
         for offer in self.offered.drain(..) {
             offer.settle(false);
@@ -228,10 +258,39 @@ impl ParentHandler for Handler {
     }
 }
 
+// === impl Handler ===
+
+impl Handler {
+    /// A pidfd on the child asking to drain, when this generation has a rollback window. The
+    /// child is blocked on that request, so its pid still names it.
+    fn open_successor(&self) -> Option<Successor> {
+        if !self.watch_child {
+            return None;
+        }
+        let pid = self.child_pid?;
+        let epoch = self.state.epoch.saturating_add(1);
+        match Successor::open(pid, epoch) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(
+                    pid,
+                    error = %e,
+                    "could not watch the next generation (pidfd_open); no rollback this time"
+                );
+                None
+            }
+        }
+    }
+}
+
 /// Longest a generation waits, when a grandchild arrives, for its parent to finish handing its
 /// live connections over before ending it. Shorter than the grandchild's RPC timeout (it waits
 /// for its listen sockets meanwhile).
 const GRANDPARENT_HANDOVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest the parent side waits for the main loop to serve again on a child's rollback
+/// request. Shorter than the child's RPC timeout.
+const ROLLBACK_ANSWER_WAIT: Duration = Duration::from_secs(3);
 
 /// Longest a parent holds a take-connections request waiting for a connection to move.
 const MAX_TAKE_WAIT: Duration = Duration::from_secs(1);
@@ -251,6 +310,8 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
         sockets: a.sockets,
         lent: Vec::new(),
         taken: Vec::new(),
+        child_pid: None,
+        watch_child: !a.rollback_window.is_zero(),
         events: a.events,
         grandparent: a.grandparent,
         handover: a.handover,
@@ -258,7 +319,10 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
         answered: Vec::new(),
         last_batch: false,
     };
-    let serve_opts = ServeOptions::new(a.hot_restart_version);
+    let mut serve_opts = ServeOptions::new(a.hot_restart_version);
+    // The child's session stays open through the window: its successor ends this generation
+    // over it (three-generation rule).
+    serve_opts.idle_timeout += a.rollback_window;
     let stop_flag = stop.clone();
     let listener = a.listener;
     let socket_file = listener.socket_file();

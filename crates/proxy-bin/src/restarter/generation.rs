@@ -34,7 +34,7 @@ pub type Tail = Arc<Mutex<VecDeque<String>>>;
 /// What happened to a child.
 #[derive(Debug)]
 pub enum ChildEvent {
-    /// It reported that it serves.
+    /// It reported that it serves (first, or again after a rollback).
     Serving { pid: u32 },
     /// It exited (`status` describes how).
     Exited { pid: u32, status: ExitStatus },
@@ -182,7 +182,9 @@ async fn watch_stderr(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
-            r = ready.recv(&mut dgram), if !serving => {
+            // Again after the first: a generation that rolled back (its successor died inside
+            // its rollback window) serves again.
+            r = ready.recv(&mut dgram) => {
                 if let Ok(n) = r {
                     if is_ready_datagram(&dgram[..n]) {
                         serving = true;

@@ -31,6 +31,15 @@ struct Attempt {
     timed_out: Option<String>,
 }
 
+/// A serving generation that died without being asked to stop: the reason of a rollback, if
+/// its parent serves again.
+#[derive(Debug)]
+struct Died {
+    epoch: u32,
+    pid: u32,
+    how: String,
+}
+
 #[derive(Debug)]
 struct Failure {
     epoch: u32,
@@ -51,6 +60,12 @@ struct Supervisor {
     succeeded: u64,
     failed: u64,
     last_failure: Option<Failure>,
+    /// Times a draining generation served again because its successor died.
+    rollbacks: u64,
+    /// The last serving generation that died, until its parent rolls back (or not).
+    died: Option<Died>,
+    /// A generation that rolled back before its successor's exit was seen: (epoch, pid).
+    rolled_back: Option<(u32, u32)>,
     /// When SIGKILL follows the SIGTERM sent to every generation.
     stopping: Option<Instant>,
     killed: bool,
@@ -98,6 +113,9 @@ async fn run_async(s: Settings) -> ExitCode {
         succeeded: 0,
         failed: 0,
         last_failure: None,
+        rollbacks: 0,
+        died: None,
+        rolled_back: None,
         stopping: None,
         killed: false,
         unclean: false,
@@ -301,8 +319,13 @@ impl Supervisor {
     }
 
     fn on_serving(&mut self, pid: u32) {
+        let mut again = false;
         if let Some(g) = self.gens.iter_mut().find(|g| g.pid == pid) {
+            again = g.phase() == ChildPhase::Draining;
             g.enter(ChildPhase::Serving);
+        }
+        if again {
+            return self.on_rolled_back(pid);
         }
         let Some(a) = self.attempt.take_if(|a| a.pid == pid) else {
             return;
@@ -335,6 +358,44 @@ impl Supervisor {
         if let Some(q) = self.queued.take() {
             self.start_next(q);
         }
+    }
+
+    /// A draining generation serves again: its successor died inside its rollback window. The
+    /// next restart takes over from it, with the epoch the dead one had.
+    fn on_rolled_back(&mut self, pid: u32) {
+        let Some(g) = self.gens.iter_mut().find(|g| g.pid == pid) else {
+            return;
+        };
+        g.drain_started = None;
+        let epoch = g.epoch;
+        self.next_epoch = epoch.saturating_add(1);
+        self.rollbacks += 1;
+        match self.died.take() {
+            Some(d) if d.epoch == epoch.saturating_add(1) => self.report_rollback(epoch, pid, &d),
+            _ => self.rolled_back = Some((epoch, pid)),
+        }
+    }
+
+    /// Say why generation `epoch` (`pid`) serves again: `d` died.
+    fn report_rollback(&mut self, epoch: u32, pid: u32, d: &Died) {
+        let reason = format!(
+            "rolled back: epoch {} (pid {}) {}; epoch {epoch} (pid {pid}) serves again",
+            d.epoch, d.pid, d.how
+        );
+        tracing::warn!("{reason}");
+        self.notify.send(&[
+            ("READY", "1".to_owned()),
+            (
+                "STATUS",
+                format!("serving epoch {epoch} (pid {pid}) after a rollback"),
+            ),
+        ]);
+        self.last_failure = Some(Failure {
+            epoch: d.epoch,
+            pid: Some(d.pid),
+            reason,
+            at: SystemTime::now(),
+        });
     }
 
     /// With `--use-dynamic-base-id`: read the id epoch 0 chose, and open the control socket
@@ -378,6 +439,20 @@ impl Supervisor {
             return;
         }
         let how = generation::describe(&status);
+        if self.stopping.is_none() && g.phase() == ChildPhase::Serving {
+            let d = Died {
+                epoch: g.epoch,
+                pid,
+                how: how.clone(),
+            };
+            match self.rolled_back.take() {
+                Some((e, p)) if e.saturating_add(1) == g.epoch => self.report_rollback(e, p, &d),
+                other => {
+                    self.rolled_back = other;
+                    self.died = Some(d);
+                }
+            }
+        }
         if self.stopping.is_none() && !status.success() && g.phase() == ChildPhase::Serving {
             self.unclean = true;
             tracing::error!(epoch = g.epoch, pid, "the serving generation {how}");
@@ -501,7 +576,11 @@ impl Supervisor {
                 "state": state,
                 "next_epoch": self.next_epoch,
                 "restart_queued": self.queued.is_some(),
-                "restarts": {"succeeded": self.succeeded, "failed": self.failed},
+                "restarts": {
+                    "succeeded": self.succeeded,
+                    "failed": self.failed,
+                    "rolled_back": self.rollbacks,
+                },
                 "last_failure": self.last_failure.as_ref().map(|f| json!({
                     "epoch": f.epoch,
                     "pid": f.pid,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use proxy_core::lifecycle::Phase;
 use proxy_core::worker::Workers;
 
-use super::{Drains, Generation, Inputs, Stop};
+use super::{DrainEnd, Drains, Generation, Inputs, Serving, Stop, TakeBack};
 use crate::cli::Options;
 use crate::restart::ParentEvent;
 use crate::signals::ProcessSignal;
@@ -32,14 +32,16 @@ struct DrainWindow {
 
 impl Generation {
     /// Drain: stop accepting, ask connections to close over the drain time, and return as
-    /// soon as the last one has gone (or at the deadline, or when told to end now).
+    /// soon as the last one has gone (or at the deadline, when told to end now, or when the
+    /// successor dies inside the rollback window: the connections left then finish draining
+    /// in the background).
     pub(super) async fn drain(
         &self,
         stop: Stop,
-        drains: Drains,
+        serving: Serving,
         inputs: &mut Inputs,
-        workers: Workers,
-    ) {
+    ) -> DrainEnd {
+        let Serving { drains, workers } = serving;
         let started = SystemTime::now();
         let budget = drain_budget(stop, &self.opts);
         tracing::info!(
@@ -69,7 +71,7 @@ impl Generation {
             deadline: tokio::time::Instant::now() + budget,
         };
         match self.wait_drained(&signal, &control, window, inputs).await {
-            Some(drain::Outcome::Released) => {
+            Waited::Drained(drain::Outcome::Released) => {
                 // Every connection has closed: the workers are finishing.
                 tokio::task::spawn_blocking(move || workers.join())
                     .await
@@ -79,17 +81,25 @@ impl Generation {
                     "drained; exiting"
                 );
             }
-            Some(drain::Outcome::TimedOut { remaining }) => {
+            Waited::Drained(drain::Outcome::TimedOut { remaining }) => {
                 tracing::warn!(
                     remaining,
                     "drain deadline passed with connections open; closing them"
                 );
             }
-            None => tracing::info!(
-                remaining = control.counts().remaining,
-                "ending now; closing the connections left"
-            ),
+            Waited::EndNow => {
+                tracing::info!(
+                    remaining = control.counts().remaining,
+                    "ending now; closing the connections left"
+                );
+                return DrainEnd::EndNow;
+            }
+            Waited::TakeBack(back) => {
+                finish_in_background(signal, workers, window.deadline);
+                return DrainEnd::TakeBack(back);
+            }
         }
+        DrainEnd::Done
     }
 
     /// Before exiting (drained, past the deadline, or told to end now): wait (bounded) until
@@ -115,27 +125,42 @@ impl Generation {
         }
     }
 
-    /// Wait for every release token to go (or the deadline), refreshing the drain progress;
-    /// `None` when told to end now (a second SIGTERM/SIGINT, or the next generation).
+    /// Wait for every release token to go (or the deadline), refreshing the drain progress,
+    /// unless told to end now (a second SIGTERM/SIGINT, or the next generation) or the
+    /// successor dies inside the rollback window.
     async fn wait_drained(
         &self,
         signal: &drain::Signal,
         control: &drain::Control,
         window: DrainWindow,
         inputs: &mut Inputs,
-    ) -> Option<drain::Outcome> {
+    ) -> Waited {
         let released = signal.wait_released(window.deadline);
         tokio::pin!(released);
         let mut tick = tokio::time::interval(DRAIN_STATUS_PERIOD);
         loop {
             tokio::select! {
-                o = &mut released => return Some(o),
-                Some(ev) = inputs.events.recv() => if ev == ParentEvent::Terminate {
-                    tracing::info!("asked to terminate by the next generation while draining");
-                    return None;
+                o = &mut released => return Waited::Drained(o),
+                back = super::rollback::successor_died(inputs.window.as_ref()) => {
+                    return Waited::TakeBack(back);
+                }
+                () = super::rollback::window_over(inputs.window.as_ref()) => {
+                    super::rollback::close_window(&mut inputs.window);
+                }
+                Some(ev) = inputs.events.recv() => match ev {
+                    ParentEvent::Terminate => {
+                        tracing::info!("asked to terminate by the next generation while draining");
+                        return Waited::EndNow;
+                    }
+                    ParentEvent::RollBack { reason, answer } => {
+                        if let Some(back) = super::rollback::gave_way(inputs.window.as_ref(), &reason, answer) {
+                            return Waited::TakeBack(back);
+                        }
+                    }
+                    ParentEvent::DrainListeners { .. } => {}
                 },
                 Some(sig) = inputs.signals.recv() => match sig {
-                    ProcessSignal::Terminate | ProcessSignal::Interrupt => return None,
+                    ProcessSignal::Terminate | ProcessSignal::Interrupt => return Waited::EndNow,
                     ProcessSignal::ReopenLogs => self.reopen_logs(),
                     ProcessSignal::Hangup => {}
                 },
@@ -151,12 +176,39 @@ impl Generation {
     }
 }
 
+/// How [`Generation::wait_drained`] returned.
+#[derive(Debug)]
+enum Waited {
+    Drained(drain::Outcome),
+    EndNow,
+    TakeBack(TakeBack),
+}
+
+/// After a rollback, the connections of the interrupted drain go on draining (bounded by its
+/// deadline) while this generation serves again; their workers are then joined.
+fn finish_in_background(signal: drain::Signal, workers: Workers, deadline: tokio::time::Instant) {
+    tokio::spawn(async move {
+        let outcome = signal.wait_released(deadline).await;
+        if outcome == drain::Outcome::Released {
+            tokio::task::spawn_blocking(move || workers.join())
+                .await
+                .ok();
+        }
+        tracing::info!(
+            ?outcome,
+            "the connections drained before the rollback are done"
+        );
+    });
+}
+
 /// How long a drain may take: a restart gives the old generation `--parent-shutdown-time-s`;
-/// a shutdown, the drain time but at least [`MIN_SHUTDOWN_GRACE`].
+/// giving way to it after a restart, [`MIN_SHUTDOWN_GRACE`]; a shutdown, the drain time but at
+/// least [`MIN_SHUTDOWN_GRACE`].
 pub(super) fn drain_budget(stop: Stop, opts: &Options) -> Duration {
-    if stop == Stop::Restart {
-        opts.parent_shutdown_time
-    } else {
-        opts.drain_time.max(MIN_SHUTDOWN_GRACE)
+    match stop {
+        Stop::Restart => opts.parent_shutdown_time,
+        // The previous generation serves again: requests in flight get the grace, no more.
+        Stop::GiveWay => MIN_SHUTDOWN_GRACE,
+        _ => opts.drain_time.max(MIN_SHUTDOWN_GRACE),
     }
 }

@@ -11,22 +11,29 @@ struct Senders {
     signals: mpsc::UnboundedSender<ProcessSignal>,
     quit: mpsc::Sender<QuitRequest>,
     events: mpsc::UnboundedSender<ParentEvent>,
+    rollback: mpsc::Sender<RollbackRequest>,
 }
 
 fn inputs() -> (Inputs, Senders) {
     let (signals_tx, signals) = mpsc::unbounded_channel();
     let (quit_tx, quit) = mpsc::channel(1);
     let (events_tx, events) = mpsc::unbounded_channel();
+    let (rollback_tx, rollback) = mpsc::channel(1);
     (
         Inputs {
             signals,
             quit,
+            rollback,
+            give_way: None,
             events,
+            cutover: None,
+            window: None,
         },
         Senders {
             signals: signals_tx,
             quit: quit_tx,
             events: events_tx,
+            rollback: rollback_tx,
         },
     )
 }
@@ -41,10 +48,30 @@ async fn each_input_stops_the_generation_its_own_way() -> Result<(), Box<dyn std
     assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Interrupt);
     s.quit.send(QuitRequest).await?;
     assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Quit);
-    s.events.send(ParentEvent::DrainListeners)?;
+    let taken = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+    s.events.send(ParentEvent::DrainListeners {
+        successor: None,
+        taken: taken.clone(),
+    })?;
     assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Restart);
+    // The main loop keeps what came with the drain request for the rollback window.
+    assert!(matches!(&i.cutover, Some((None, t)) if *t == taken));
     s.events.send(ParentEvent::Terminate)?;
     assert_eq!(serve_until_stop(&mut i, &never).await, Stop::Ended);
+    // A child asking a serving generation to serve again is refused; it goes on serving.
+    let (answer, answered) = std::sync::mpsc::sync_channel(1);
+    s.events.send(ParentEvent::RollBack {
+        reason: "test".to_owned(),
+        answer,
+    })?;
+    let serving = tokio::time::timeout(Duration::from_millis(50), serve_until_stop(&mut i, &never));
+    assert!(serving.await.is_err(), "still serving");
+    assert!(answered.try_recv().is_ok_and(|r| r.is_err()));
+    // `POST /rollback` on this generation: it gives way.
+    let (reply, _) = tokio::sync::oneshot::channel();
+    s.rollback.send(RollbackRequest { reply }).await?;
+    assert_eq!(serve_until_stop(&mut i, &never).await, Stop::GiveWay);
+    assert!(i.give_way.is_some());
     Ok(())
 }
 

@@ -268,6 +268,33 @@ impl Format {
     }
 }
 
+impl Format {
+    /// Appends a header value for `rec` to `out`: as [`Format::write`], except that a command
+    /// operator with no value gives nothing instead of `-` (Envoy's header formatter).
+    pub fn write_value(&self, rec: &Record<'_>, out: &mut String) {
+        let mut value = String::new();
+        for piece in &self.pieces {
+            if let Op::Literal(s) = &piece.op {
+                out.push_str(s);
+                continue;
+            }
+            value.clear();
+            write_op(&piece.op, rec, &mut value);
+            if value == "-" {
+                continue;
+            }
+            if let Some(max) = piece.max_len.filter(|&m| value.len() > m) {
+                let mut cut = max;
+                while !value.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                value.truncate(cut);
+            }
+            out.push_str(&value);
+        }
+    }
+}
+
 fn push_or_dash(out: &mut String, value: Option<&str>) {
     match value {
         Some(v) if !v.is_empty() => out.push_str(v),

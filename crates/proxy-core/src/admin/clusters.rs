@@ -12,6 +12,7 @@ use serde_json::{json, Value as Json};
 
 use super::{ClusterStatus, HostStatus, ListenerStatus};
 use crate::config::Thresholds;
+use crate::host_health::HealthFlags;
 
 /// The per-host stats, in the name order Envoy prints them, as (name, value, is gauge).
 fn host_stats(h: &HostStatus) -> [(&'static str, u64, bool); 6] {
@@ -23,15 +24,6 @@ fn host_stats(h: &HostStatus) -> [(&'static str, u64, bool); 6] {
         ("rq_success", h.rq_success, false),
         ("rq_total", h.rq_total, false),
     ]
-}
-
-/// Envoy's `health_flags` text: `healthy`, or the failure flag.
-fn health_flags(h: &HostStatus) -> &'static str {
-    if h.healthy {
-        "healthy"
-    } else {
-        "/failed_active_hc"
-    }
 }
 
 fn write_thresholds(out: &mut String, cluster: &str, priority: &str, t: &Thresholds) {
@@ -51,6 +43,17 @@ pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
     for c in clusters {
         let name = &c.name;
         let _ = writeln!(out, "{name}::observability_name::{name}");
+        if c.outlier_detection {
+            // Success-rate ejection is not implemented: Envoy's value when it has no data.
+            for line in [
+                "success_rate_average",
+                "success_rate_ejection_threshold",
+                "local_origin_success_rate_average",
+                "local_origin_success_rate_ejection_threshold",
+            ] {
+                let _ = writeln!(out, "{name}::outlier::{line}::-1");
+            }
+        }
         write_thresholds(&mut out, name, "default_priority", &c.thresholds);
         write_thresholds(&mut out, name, "high_priority", &Thresholds::default());
         let _ = writeln!(out, "{name}::added_via_api::{}", c.added_via_api);
@@ -60,7 +63,7 @@ pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
                 let _ = writeln!(out, "{host}::{stat}::{v}");
             }
             let _ = writeln!(out, "{host}::hostname::{}", h.hostname);
-            let _ = writeln!(out, "{host}::health_flags::{}", health_flags(h));
+            let _ = writeln!(out, "{host}::health_flags::{}", h.health.render());
             let _ = writeln!(out, "{host}::weight::{}", h.weight);
             let _ = writeln!(out, "{host}::region::");
             let _ = writeln!(out, "{host}::zone::");
@@ -109,12 +112,18 @@ fn host_json(h: &HostStatus) -> Json {
             })
         })
         .collect();
-    let mut health = json!({ "eds_health_status": "HEALTHY" });
-    if !h.healthy {
-        if let Some(obj) = health.as_object_mut() {
-            obj.insert("failed_active_health_check".to_owned(), Json::Bool(true));
+    // Envoy's `admin.v3.HostHealthStatus`: a flag appears only when set.
+    let mut health = serde_json::Map::new();
+    for (flag, name) in [
+        (HealthFlags::FAILED_ACTIVE_HC, "failed_active_health_check"),
+        (HealthFlags::FAILED_OUTLIER_CHECK, "failed_outlier_check"),
+        (HealthFlags::ACTIVE_HC_TIMEOUT, "active_hc_timeout"),
+    ] {
+        if h.health.contains(flag) {
+            health.insert(name.to_owned(), Json::Bool(true));
         }
     }
+    health.insert("eds_health_status".to_owned(), Json::from("HEALTHY"));
     json!({
         "address": socket_address(h.address),
         "stats": stats,

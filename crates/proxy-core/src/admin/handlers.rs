@@ -11,7 +11,7 @@ use serde_json::json;
 use super::clusters::{clusters_json, clusters_text, listeners_json, listeners_text, pretty};
 use super::server_info::{server_info_json, ServerStats};
 use super::stats_format::{format_param, render_json, render_text, StatsFormat, StatsParams};
-use super::{prometheus, AdminState, QuitRequest, ServerState};
+use super::{prometheus, AdminState, QuitRequest, RollbackRequest, ServerState};
 
 /// The body type of every admin response.
 pub(super) type Body = Full<Bytes>;
@@ -87,6 +87,11 @@ const ENDPOINTS: &[Endpoint] = &[
         path: "/ready",
         help: "the server state; 200 when LIVE, 503 otherwise",
         mutates: false,
+    },
+    Endpoint {
+        path: "/rollback",
+        help: "give way to the previous generation if it is inside its rollback window (POST)",
+        mutates: true,
     },
     Endpoint {
         path: "/server_info",
@@ -223,7 +228,7 @@ fn wants_json(params: &[(String, String)]) -> bool {
 }
 
 /// Answer one request.
-pub(super) fn handle(
+pub(super) async fn handle(
     ctx: &Ctx,
     method: &Method,
     path: &str,
@@ -306,9 +311,38 @@ pub(super) fn handle(
             }
             text(StatusCode::OK, "OK\n".to_owned())
         }
+        "/rollback" => rollback(ctx).await,
         other => text(
             StatusCode::NOT_FOUND,
             format!("invalid path {other}. {}", help_text()),
+        ),
+    }
+}
+
+/// Longest `POST /rollback` waits for the owner's answer (it asks the previous generation).
+const ROLLBACK_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `POST /rollback`: ask the owner to hand the service back to the previous generation.
+async fn rollback(ctx: &Ctx) -> Response<Body> {
+    let Some(tx) = ctx.state.rollback.as_ref() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server cannot roll back\n".to_owned(),
+        );
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if tx.send(RollbackRequest { reply }).await.is_err() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this generation is shutting down\n".to_owned(),
+        );
+    }
+    match tokio::time::timeout(ROLLBACK_ANSWER_WITHIN, answer).await {
+        Ok(Ok(Ok(done))) => text(StatusCode::OK, format!("{done}\n")),
+        Ok(Ok(Err(why))) => text(StatusCode::CONFLICT, format!("{why}\n")),
+        Ok(Err(_)) | Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no answer from this generation\n".to_owned(),
         ),
     }
 }

@@ -63,7 +63,7 @@ async fn serve_connection(stream: TcpStream, ctx: Arc<Ctx>, mut shutdown: drain:
     let service = service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
         async move {
-            let resp = handle(&ctx, req.method(), req.uri().path(), req.uri().query());
+            let resp = handle(&ctx, req.method(), req.uri().path(), req.uri().query()).await;
             Ok::<_, Infallible>(resp)
         }
     });

@@ -43,7 +43,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             address: "127.0.0.1:8080".parse()?,
             hostname: String::new(),
             weight: 1,
-            healthy: true,
+            health: crate::host_health::HealthFlags::HEALTHY,
             cx_active: 1,
             cx_connect_fail: 0,
             rq_active: 0,
@@ -52,6 +52,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             rq_success: 5,
         }],
         added_via_api: false,
+        outlier_detection: false,
     }];
     let state = Arc::new(AdminState {
         drain: None,
@@ -79,6 +80,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
         }],
         clusters: Arc::new(clusters),
         quit: quit_tx,
+        rollback: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -260,6 +262,15 @@ async fn endpoints_answer_like_envoy() -> TestResult {
     assert_eq!((r.status, r.body.as_str()), (200, "OK\n"));
     let quit = tokio::time::timeout(STEP, h.quit_rx.recv()).await?;
     assert_eq!(quit, Some(QuitRequest));
+
+    // Rolling back needs POST and an owner that can.
+    let r = get(h.addr, "/rollback").await?;
+    assert_eq!(r.status, 405);
+    let r = request(h.addr, "POST", "/rollback").await?;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (503, "this server cannot roll back\n")
+    );
 
     tokio::time::timeout(STEP, h.signal.drain()).await?;
     tokio::time::timeout(STEP, h.server).await??;

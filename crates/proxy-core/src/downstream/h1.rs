@@ -11,12 +11,14 @@ use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
+use crate::config::HeadTimeout;
 use crate::context::{ConnCtx, ListenerShared, Upgraded};
 use crate::handover::{Handover, Kind, Leaving, Mode, ModeWaiter, Registration};
 use crate::io::ServerIo;
 
 use super::h1_loop::{self, End};
 use super::linger::linger_close;
+use super::slow::{count_head_timeout, head_timeout_bytes, HeadWatch};
 use super::svc::{HandleFuture, Svc};
 
 /// An idle keep-alive connection asked to close is closed only once it has been idle this
@@ -43,6 +45,8 @@ enum H1End {
     Closing,
     /// Stopped at an idle point for the next generation to take it.
     Handover,
+    /// A request head took too long: the connection is taken back to answer 408.
+    HeadTimeout(HeadTimeout),
 }
 
 /// Serve an HTTP/1.1 connection. hyper is polled without its own shutdown so that the socket
@@ -87,14 +91,21 @@ async fn serve_http1_hyper<F: HandleFuture>(
     let handover = svc.w.handover.clone();
     let mut reg = reg;
     let mut io = io;
+    let partial = io.has_prefix();
+    let mut watch = HeadWatch::new(l.config.http.head_deadline(), io.counts(), ctx, partial);
     loop {
         ctx.movable.set(reg.is_some());
         let mut conn = h1_builder(l.config.http.max_request_head())
             .serve_connection(TokioIo::new(io), svc.clone());
         let waiter = reg.as_ref().map(|_| svc.w.modes.waiter());
-        let end = drive_h1(&mut conn, l, ctx, waiter).await?;
+        let end = drive_h1(&mut conn, l, ctx, waiter, watch.take()).await?;
         let parts = conn.into_parts();
         io = parts.io.into_inner();
+        if let H1End::HeadTimeout(which) = end {
+            drop(reg);
+            refuse_slow_head(io, l, ctx, which).await;
+            return Ok(());
+        }
         if let Some(tx) = ctx.upgrade.borrow_mut().take() {
             ctx.movable.set(false);
             drop(reg);
@@ -143,7 +154,11 @@ async fn drive_h1<F: HandleFuture>(
     l: &ListenerShared,
     ctx: &ConnCtx,
     mut modes: Option<ModeWaiter>,
+    mut watch: Option<HeadWatch>,
 ) -> Result<H1End, hyper::Error> {
+    let head_look =
+        tokio::time::sleep_until(watch.as_ref().map_or_else(far_off, |w| w.next_look()));
+    tokio::pin!(head_look);
     let idle = l.config.http.idle_timeout;
     let far = Duration::from_secs(365 * 24 * 3600);
     let since = ctx.last_active.get().elapsed();
@@ -180,6 +195,13 @@ async fn drive_h1<F: HandleFuture>(
                 }
             }
             _ = idle_point(ctx), if moving && open => {}
+            _ = head_look.as_mut(), if watch.is_some() && open => {
+                let Some(w) = watch.as_mut() else { continue };
+                if let Some(which) = w.look(ctx) {
+                    return Ok(H1End::HeadTimeout(which));
+                }
+                head_look.as_mut().reset(w.next_look());
+            }
             _ = drain.close_requested(), if !asked && !moving && open => {
                 // Every response from now on carries `Connection: close` (drain_close() is
                 // sticky); an idle connection is closed once it has been idle for the grace.
@@ -204,6 +226,23 @@ async fn drive_h1<F: HandleFuture>(
                 }
             }
         }
+    }
+}
+
+/// An instant no timer reaches.
+fn far_off() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
+/// Answer a request head that took too long on a connection taken back from hyper's session
+/// (which had sent nothing of a response: no request was in flight), and close it.
+async fn refuse_slow_head(mut io: ServerIo, l: &ListenerShared, ctx: &ConnCtx, which: HeadTimeout) {
+    use tokio::io::AsyncWriteExt;
+    tracing::debug!(remote = %ctx.remote, ?which, "request head timed out");
+    count_head_timeout(l, which);
+    if io.write_all(&head_timeout_bytes(which)).await.is_ok() {
+        let _ = io.flush().await;
+        linger_close(io).await;
     }
 }
 

@@ -26,6 +26,7 @@ use http_body::Body;
 use tokio::io::AsyncWriteExt;
 
 use crate::body::{ProxyBody, RequestBody};
+use crate::config::HeadTimeout;
 use crate::context::{ConnCtx, ListenerShared};
 use crate::handover::{Mode, ModeWaiter};
 use crate::http1::fields::{hex_len, put_field};
@@ -34,6 +35,7 @@ use crate::http1::request::{self, Parsed, Span};
 use crate::http1::{encode, Framing, READ_SIZE};
 use crate::io::ServerIo;
 
+use super::slow::{count_head_timeout, head_timeout_reply};
 use super::svc::{HandleFuture, Svc};
 
 /// Response data up to this size is copied into the write buffer (one write for head and
@@ -87,6 +89,16 @@ enum Wake {
     Event,
     /// The hand-over ended: nothing to watch any more.
     ModesEnded,
+    /// A request head was not complete in time.
+    HeadTimeout,
+}
+
+/// Why [`Conn::read_head`] has no head to serve.
+enum NoHead {
+    /// The loop ends so.
+    End(End),
+    /// The head's deadline passed: it is answered 408.
+    TimedOut(HeadTimeout),
 }
 
 /// What, besides the client's bytes, ends a wait for a request: the hand-over's mode, the
@@ -97,6 +109,11 @@ struct Events<'a, C> {
     close_requested: Pin<&'a mut C>,
     idle: Option<Duration>,
     idle_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The time a request head may take from its first byte, and which timeout that is.
+    head: Option<(Duration, HeadTimeout)>,
+    /// Armed at a head's first byte, until the head is complete.
+    head_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    head_armed: bool,
     ctx: &'a ConnCtx,
 }
 
@@ -113,6 +130,22 @@ impl<C: Future> Events<'_, C> {
         self.ctx.movable.set(false);
     }
 
+    /// A request head has begun: its deadline starts now (once per head).
+    fn head_started(&mut self) {
+        let Some((limit, _)) = self.head else {
+            return;
+        };
+        if self.head_armed {
+            return;
+        }
+        self.head_armed = true;
+        let at = tokio::time::Instant::now() + limit;
+        match &mut self.head_sleep {
+            Some(s) => s.as_mut().reset(at),
+            None => self.head_sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
     /// Ready with the first event, `seen` being the mode before the wait.
     fn poll(&mut self, cx: &mut Context<'_>, seen: Mode) -> Poll<Wake> {
         if let Some(m) = &self.modes {
@@ -124,6 +157,14 @@ impl<C: Future> Events<'_, C> {
         }
         if self.close_requested.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Wake::Event);
+        }
+        if self.head_armed {
+            // A head under way: its stream exists, so the connection is not idle.
+            let sleep = self.head_sleep.as_mut().expect("armed with a timer");
+            return match sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Wake::HeadTimeout),
+                Poll::Pending => Poll::Pending,
+            };
         }
         let Some(idle) = self.idle else {
             return Poll::Pending;
@@ -196,6 +237,9 @@ impl Conn<'_> {
             close_requested,
             idle: l.config.http.idle_timeout,
             idle_sleep: None,
+            head: l.config.http.head_deadline(),
+            head_sleep: None,
+            head_armed: false,
             ctx,
         };
         loop {
@@ -206,7 +250,8 @@ impl Conn<'_> {
             }
             let head = match self.read_head(&mut events).await {
                 Ok(head) => head,
-                Err(end) => return end,
+                Err(NoHead::End(end)) => return end,
+                Err(NoHead::TimedOut(which)) => return self.head_timed_out(l, ctx, which).await,
             };
             if let Some(end) = self.serve_one(svc, l, ctx, head).await {
                 return end;
@@ -219,18 +264,25 @@ impl Conn<'_> {
     async fn read_head<C: Future>(
         &mut self,
         events: &mut Events<'_, C>,
-    ) -> Result<request::Head, End> {
+    ) -> Result<request::Head, NoHead> {
+        let fallback = Err(NoHead::End(End::Fallback));
         loop {
             match self.parse() {
                 // Possibly over `max_request_headers_kb` (its fields are no longer than the
                 // head): hyper's session measures them, and answers 431 if so.
-                Parsed::Head(h) if h.len > self.head_limit => return Err(End::Fallback),
-                Parsed::Head(h) => return Ok(h),
-                Parsed::Hyper => return Err(End::Fallback),
+                Parsed::Head(h) if h.len > self.head_limit => return fallback,
+                Parsed::Head(h) => {
+                    events.head_armed = false;
+                    return Ok(h);
+                }
+                Parsed::Hyper => return fallback,
                 Parsed::Partial => {}
             }
             if self.buf.len() >= self.head_limit {
-                return Err(End::Fallback);
+                return fallback;
+            }
+            if !self.buf.is_empty() {
+                events.head_started();
             }
             if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
                 self.buf.reserve(READ_SIZE);
@@ -248,19 +300,41 @@ impl Conn<'_> {
                 Wake::Read(Ok(0)) => {
                     // A clean close between requests; a truncated head is hyper's to judge.
                     if self.buf.is_empty() {
-                        return Err(End::Closed { linger: false });
+                        return Err(NoHead::End(End::Closed { linger: false }));
                     }
-                    return Err(End::Fallback);
+                    return fallback;
                 }
                 Wake::Read(Ok(_)) => {}
                 Wake::Read(Err(e)) => {
                     let remote = events.ctx.remote;
                     tracing::debug!(%remote, error = %e, "downstream read failed");
-                    return Err(End::Closed { linger: false });
+                    return Err(NoHead::End(End::Closed { linger: false }));
                 }
-                Wake::Event => return Err(End::Fallback),
+                Wake::Event => return fallback,
                 Wake::ModesEnded => events.modes_ended(),
+                Wake::HeadTimeout => {
+                    let which = events.head.map_or(HeadTimeout::Headers, |(_, w)| w);
+                    return Err(NoHead::TimedOut(which));
+                }
             }
+        }
+    }
+
+    /// A request head was not complete in time: 408 with Envoy's words for the timeout, and
+    /// the connection closes.
+    #[cold]
+    async fn head_timed_out(
+        &mut self,
+        l: &ListenerShared,
+        ctx: &ConnCtx,
+        which: HeadTimeout,
+    ) -> End {
+        tracing::debug!(remote = %ctx.remote, ?which, "request head timed out");
+        count_head_timeout(l, which);
+        let resp = head_timeout_reply(which);
+        match self.respond(resp, false, true, false).await {
+            Ok(_) => End::Closed { linger: true },
+            Err(_) => End::Closed { linger: false },
         }
     }
 
@@ -314,6 +388,13 @@ impl Conn<'_> {
     /// The request whose head was parsed; `None` when a part of it does not convert (hyper
     /// then judges it).
     fn request(&mut self, head: &request::Head) -> Option<Request<RequestBody>> {
+        if let Some(refusal) = head.refusal {
+            // Answered as refused (and the connection closed): nothing of it is used.
+            drop(self.buf.split_to(head.len));
+            let mut req = Request::new(RequestBody::Empty);
+            req.extensions_mut().insert(refusal);
+            return Some(req);
+        }
         let raw = self.buf.split_to(head.len).freeze();
         // Room for what forwarding adds (x-request-id, x-forwarded-*, x-envoy-*) without a
         // rehash.

@@ -6,6 +6,7 @@ mod h1;
 mod h1_loop;
 mod h2;
 mod linger;
+mod slow;
 mod svc;
 mod tls;
 
@@ -90,15 +91,19 @@ pub async fn serve_arriving(
                 upstream: up.peer_addr().unwrap_or(l.config.address),
                 cluster: conn.cluster,
                 requests: conn.requests,
+                idle_timeout: l.config.http.tunnel_idle_timeout(),
             };
             hs.downstream_cx_upgrades_active.inc();
-            crate::tunnel::run_plain(
+            let ended = crate::tunnel::run_plain(
                 ServerIo::new(Stream::Plain(down), conn.read_buf),
                 ServerIo::new(Stream::Plain(up), Bytes::new()),
                 &w.handover,
                 info,
             )
             .await;
+            if ended == crate::tunnel::Ended::IdleTimeout {
+                hs.downstream_rq_idle_timeout.inc();
+            }
             hs.downstream_cx_upgrades_active.dec();
             drop((dconn, alive));
         }

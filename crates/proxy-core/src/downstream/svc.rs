@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::context::{ConnCtx, ListenerShared, Worker};
-use crate::headers::check_request;
+use crate::headers::{check_request, Checks};
 
 pub(crate) trait HandleFuture:
     Future<Output = Result<Response<ProxyBody>, Infallible>> + 'static
@@ -83,7 +83,14 @@ impl<F: HandleFuture> hyper::service::Service<Request<Incoming>> for Svc<F> {
     /// carries its [`crate::headers::Refusal`] to [`crate::request::handle`], which answers it.
     fn call(&self, req: Request<Incoming>) -> InFlight<F> {
         let mut req = req.map(RequestBody::Hyper);
-        if let Err(refusal) = check_request(&mut req, self.l.config.http.max_request_head()) {
+        let hcm = &self.l.config.http;
+        let checks = Checks {
+            max_head: hcm.max_request_head(),
+            internal: hcm.is_internal(self.c.remote.ip()),
+            accept_http_10: hcm.accept_http_10,
+            default_host_10: hcm.default_host_for_http_10.as_ref(),
+        };
+        if let Err(refusal) = check_request(&mut req, checks) {
             req.extensions_mut().insert(refusal);
         }
         self.call_with(req)

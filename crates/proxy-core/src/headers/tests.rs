@@ -112,7 +112,7 @@ fn req(version: Version, uri: &'static str, pairs: &[(&'static str, &'static str
 
 #[test]
 fn host_rules() {
-    let check = |mut r: Request<()>| check_request(&mut r, 1 << 16).map(|()| r);
+    let check = |mut r: Request<()>| check_request(&mut r, checks(1 << 16)).map(|()| r);
     let v11 = Version::HTTP_11;
     assert_eq!(check(req(v11, "/", &[])).err(), Some(Refusal::MissingHost));
     let two = [("host", "a"), ("host", "b")];
@@ -157,7 +157,7 @@ fn host_rules() {
 
 #[test]
 fn connection_naming_managed_fields_and_envoy_fields() {
-    let check = |mut r: Request<()>| check_request(&mut r, 1 << 16).map(|()| r);
+    let check = |mut r: Request<()>| check_request(&mut r, checks(1 << 16)).map(|()| r);
     for name in [
         "Host",
         "x-request-id",
@@ -206,15 +206,22 @@ fn connection_naming_managed_fields_and_envoy_fields() {
         "/",
         &[("host", "h"), ("x-long", "0123456789")],
     );
-    assert_eq!(check_request(&mut r, 20), Err(Refusal::HeadersTooLarge));
-    assert_eq!(check_request(&mut r, 21), Ok(()));
+    assert_eq!(
+        check_request(&mut r, checks(20)),
+        Err(Refusal::HeadersTooLarge)
+    );
+    assert_eq!(check_request(&mut r, checks(21)), Ok(()));
 }
 
 #[test]
 fn prepare_appends_remote_address_and_sets_proto() {
     let remote: SocketAddr = ([192, 0, 2, 1], 4000).into();
     let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("connection", "close")]);
-    prepare_request_headers(&mut h, Forwarded::of(remote, true, false), Upgrade::Strip);
+    prepare_request_headers(
+        &mut h,
+        Forwarded::of(remote, true, false, false),
+        Upgrade::Strip,
+    );
     assert_eq!(
         h,
         map(&[
@@ -224,7 +231,11 @@ fn prepare_appends_remote_address_and_sets_proto() {
     );
     let v6: SocketAddr = "[2001:db8::ff00:42:8329]:443".parse().unwrap_or(remote);
     let mut h = map(&[("x-forwarded-for", "")]);
-    prepare_request_headers(&mut h, Forwarded::of(v6, true, false), Upgrade::Strip);
+    prepare_request_headers(
+        &mut h,
+        Forwarded::of(v6, true, false, false),
+        Upgrade::Strip,
+    );
     assert_eq!(
         h,
         map(&[
@@ -233,11 +244,19 @@ fn prepare_appends_remote_address_and_sets_proto() {
         ])
     );
     let mut h = map(&[("x-forwarded-proto", "https")]);
-    prepare_request_headers(&mut h, Forwarded::of(remote, false, false), Upgrade::Strip);
+    prepare_request_headers(
+        &mut h,
+        Forwarded::of(remote, false, false, false),
+        Upgrade::Strip,
+    );
     assert_eq!(h, map(&[("x-forwarded-proto", "https")]));
     // Over TLS, with use_remote_address, Baton sets the scheme it saw.
     let mut h = map(&[("x-forwarded-proto", "http")]);
-    prepare_request_headers(&mut h, Forwarded::of(remote, true, true), Upgrade::Strip);
+    prepare_request_headers(
+        &mut h,
+        Forwarded::of(remote, true, true, false),
+        Upgrade::Strip,
+    );
     assert_eq!(
         h,
         map(&[
@@ -275,4 +294,14 @@ fn request_id_is_a_uuid_v4() {
         }
     }
     assert_ne!(new_request_id(), id);
+}
+
+/// The checks of an external client's request, HTTP/1.0 accepted.
+fn checks(max_head: usize) -> Checks<'static> {
+    Checks {
+        max_head,
+        internal: false,
+        accept_http_10: true,
+        default_host_10: None,
+    }
 }

@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use bytes::Bytes;
 use http::{Method, Request, Uri};
 
-use crate::headers::{is_envoy, is_managed};
+use crate::headers::{is_envoy, is_managed, valid_host, Refusal};
 
 use super::fields::has_token;
 use super::names::NameCache;
@@ -38,6 +38,9 @@ pub struct Head {
     pub close: bool,
     /// `TE: trailers`: the client takes trailers.
     pub te_trailers: bool,
+    /// Refused as it is, before anything else: answered (and the connection closed) with no
+    /// request made of it.
+    pub refusal: Option<Refusal>,
 }
 
 /// What the buffer holds.
@@ -47,6 +50,23 @@ pub enum Parsed {
     Partial,
     /// Not Baton's loop's: hyper serves it.
     Hyper,
+}
+
+// === impl Head ===
+
+impl Head {
+    /// A head of `len` bytes refused as it is (see [`parse`]).
+    fn refused(len: usize, refusal: Refusal) -> Self {
+        Head {
+            len,
+            method: Method::GET,
+            target: (0, 0),
+            fields: 0,
+            close: true,
+            te_trailers: false,
+            refusal: Some(refusal),
+        }
+    }
 }
 
 /// Parse a request head at the start of `buf`, its fields' positions into `spans`.
@@ -62,64 +82,74 @@ pub fn parse(buf: &[u8], spans: &mut Vec<Span>) -> Parsed {
         // hyper answers it (400, 431).
         Err(_) => return Parsed::Hyper,
     };
-    if r.version != Some(1) || r.headers.len() > MAX_SERVED_FIELDS {
+    if r.version != Some(1) {
+        // HTTP/1.0 and what hyper refuses (426, 400).
         return Parsed::Hyper;
     }
     let (Some(method), Some(path)) = (r.method, r.path) else {
         return Parsed::Hyper;
     };
-    let Some(method) = served_method(method) else {
-        return Parsed::Hyper;
-    };
-    if !path.starts_with('/') {
-        // Absolute-form and asterisk-form targets.
-        return Parsed::Hyper;
+    if path.contains('#') {
+        // A fragment is the client's own (RFC 9110 §4.2.5); hyper would drop it silently.
+        return Parsed::Head(Head::refused(len, Refusal::BadTarget));
     }
+    let method = served_method(method);
+    // Absolute-form, asterisk-form, authority-form targets, many fields: hyper's (whatever
+    // it is, the head is still looked at for what is refused as it is).
+    let mut hyper =
+        method.is_none() || !path.starts_with('/') || r.headers.len() > MAX_SERVED_FIELDS;
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
+    let mut f = Framing::default();
     let mut close = false;
     let mut te_trailers = false;
-    let mut length_seen = false;
     let mut host_seen = false;
+    let mut bad_host = false;
     spans.clear();
     for h in r.headers.iter() {
         let name = h.name.as_bytes();
         // The fields that decide framing, switching or keep-alive, by their length first.
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
-                if host_seen {
-                    return Parsed::Hyper;
-                }
+                hyper |= host_seen;
                 host_seen = true;
+                bad_host |= !valid_host(h.value);
             }
             2 if name.eq_ignore_ascii_case(b"te") => {
                 te_trailers = has_token(h.value, b"trailers");
             }
-            6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Hyper,
-            7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Hyper,
+            6 if name.eq_ignore_ascii_case(b"expect") => hyper = true,
+            7 if name.eq_ignore_ascii_case(b"upgrade") => hyper = true,
             10 if name.eq_ignore_ascii_case(b"connection") => match connection(h.value) {
                 Some(c) => close |= c,
-                None => return Parsed::Hyper,
+                None => hyper = true,
             },
             14 if name.eq_ignore_ascii_case(b"content-length") => {
-                if length_seen || h.value.trim_ascii() != b"0" {
-                    return Parsed::Hyper;
-                }
-                length_seen = true;
+                hyper |= f.lengths > 0 || h.value.trim_ascii() != b"0";
+                f.lengths += 1;
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Hyper,
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                f.codings += 1;
+                f.chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                hyper = true;
+            }
             // `x-envoy-*` from a client: hyper's path removes them.
-            _ if is_envoy(name) => return Parsed::Hyper,
+            _ if is_envoy(name) => hyper = true,
             _ => {}
         }
-        spans.push(Span {
-            name: span(name),
-            value: span(h.value),
-        });
+        if !hyper {
+            spans.push(Span {
+                name: span(name),
+                value: span(h.value),
+            });
+        }
     }
-    if !host_seen {
+    if let Some(refusal) = f.refusal().or(bad_host.then_some(Refusal::BadHost)) {
+        return Parsed::Head(Head::refused(len, refusal));
+    }
+    let Some(method) = method.filter(|_| !hyper && host_seen) else {
         return Parsed::Hyper;
-    }
+    };
     Parsed::Head(Head {
         len,
         method,
@@ -127,7 +157,33 @@ pub fn parse(buf: &[u8], spans: &mut Vec<Span>) -> Parsed {
         fields: r.headers.len(),
         close,
         te_trailers,
+        refusal: None,
     })
+}
+
+/// A head's framing fields, which hyper's parser reconciles where Baton refuses.
+#[derive(Default)]
+struct Framing {
+    /// `Content-Length` lines.
+    lengths: u32,
+    /// `Transfer-Encoding` lines, and whether the last one is exactly `chunked`.
+    codings: u32,
+    chunked: bool,
+}
+
+impl Framing {
+    /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.3: a smuggling vector;
+    /// hyper would drop the length and go on): 400. A coding other than exactly one `chunked`:
+    /// 501, as Envoy.
+    fn refusal(&self) -> Option<Refusal> {
+        if self.codings > 0 && self.lengths > 0 {
+            Some(Refusal::FramingConflict)
+        } else if self.codings > 1 || (self.codings == 1 && !self.chunked) {
+            Some(Refusal::UnsupportedTransferCoding)
+        } else {
+            None
+        }
+    }
 }
 
 /// A `Connection` value's tokens in one pass: whether it asks to close; `None` when the loop

@@ -144,15 +144,23 @@ pub(super) async fn attempt_once(
         None => work.await,
     };
     match res {
-        Ok((response, checkin, sent_at)) => Ok(AttemptDone {
-            response,
-            checkin,
-            sent_at,
-            attempt,
-        }),
+        Ok((response, checkin, sent_at)) => {
+            cluster.record_outcome(&host, response.status().as_u16());
+            Ok(AttemptDone {
+                response,
+                checkin,
+                sent_at,
+                attempt,
+            })
+        }
         Err(e) => {
             if e.0 == UpstreamFailure::Reset {
                 cluster.stats.upstream_rq_rx_reset.inc();
+            }
+            if e.0.is_host_failure() {
+                // As Envoy without `split_external_local_origin_errors`: a local failure
+                // counts as the 5xx it is answered with.
+                cluster.record_outcome(&host, e.0.status().as_u16());
             }
             Err(e)
         }

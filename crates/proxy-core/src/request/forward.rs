@@ -17,16 +17,18 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use crate::body::{BodyTimeout, ProxyBody, RequestBody};
+use crate::body::{BodyFault, BodyTimeout, ProxyBody, RequestBody, RequestStream};
 use crate::cluster::Cluster;
 use crate::context::Ctx;
 use crate::error::UpstreamFailure;
 use crate::flags::ResponseFlags;
 use crate::headers::{prepare_request_headers, upgrade_type, Forwarded, Upgrade};
-use crate::router::{Forward, Route};
+use crate::router::{Forward, Route, RouteCluster};
 
+use super::ahead::read_ahead;
 use super::attempt::{attempt_once, AttemptDone};
 use super::local::{local_reply, request_timeout};
+use super::mutate::mutate_request;
 use super::retry::{Next, Tries};
 use super::rewrite::{rewrite_path, set_upstream_authority};
 use super::tracker::Tracker;
@@ -45,6 +47,8 @@ struct Body {
     stream: Option<ProxyBody>,
     /// Set when the streamed body hit `request_timeout` or `stream_idle_timeout`.
     timed_out: Option<Rc<Cell<Option<BodyTimeout>>>>,
+    /// Set when the client got the streamed body wrong or left in its middle.
+    fault: Option<Rc<Cell<Option<BodyFault>>>>,
     /// The body was read whole before forwarding (the route timeout starts now, not at the
     /// request's start).
     read_first: bool,
@@ -72,6 +76,8 @@ struct Failure {
     failure: UpstreamFailure,
     /// The streamed request body hit `request_timeout` or `stream_idle_timeout`.
     body_timed_out: bool,
+    /// The client's streamed body failed: the try failed for it, not for the upstream.
+    body_fault: Option<BodyFault>,
     /// The try went on a reused keep-alive connection, the request is idempotent, its body
     /// replayable and its head still in hand: it may be sent once more on a new connection.
     resendable: bool,
@@ -85,7 +91,8 @@ pub(super) async fn forward(
     req: Request<RequestBody>,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
-    let Some(cluster) = cx.w.clusters.get(f.cluster).cloned() else {
+    let to = f.targets.pick();
+    let Some(cluster) = cx.w.clusters.get(to.index).cloned() else {
         return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
     };
     if let Some(kind) = upgrade_type(req.headers()) {
@@ -94,7 +101,7 @@ pub(super) async fn forward(
             return local_reply(StatusCode::FORBIDDEN, Bytes::from_static(b"upgrade failed"));
         }
         // Boxed: the rare upgrade path must not grow every request's future.
-        return Box::pin(tunnel(cx, route, f, &cluster, req, tracker)).await;
+        return Box::pin(tunnel(cx, route, f, to, &cluster, req, tracker)).await;
     }
     let (mut parts, body) = req.into_parts();
     let mut body = if replayable_by_buffering(cx, f, &body) {
@@ -104,10 +111,15 @@ pub(super) async fn forward(
             Ok(b) => b,
             Err(reply) => return reply,
         }
+    } else if body.is_end_stream() {
+        empty_body()
     } else {
-        plain_body(cx, body, tracker)
+        match Box::pin(streamed_body(cx, body, tracker)).await {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        }
     };
-    let target = prepare_head(cx, route, f, &cluster, &mut parts);
+    let target = prepare_head(cx, (route, f), &cluster, &mut parts, tracker.start());
     let limits = Limits::of(cx, f, &parts.method, &body, tracker);
     let mut tries = Tries::new(f.config.retry_policy.as_ref(), body.replay.is_some());
     tries.start();
@@ -117,7 +129,7 @@ pub(super) async fn forward(
         let mut up = upstream_request(&mut parts, &target, &mut body, last);
         let outcome = attempt_once(
             cx.w,
-            f.cluster,
+            to.index,
             &cluster,
             &mut up,
             limits.deadline,
@@ -132,17 +144,18 @@ pub(super) async fn forward(
             Ok(done) => {
                 crate::header_pool::give(sent);
                 let status = done.response.status().as_u16();
-                if retry_answered(cx, f, &cluster, &mut tries, status) {
+                if retry_answered(cx, to, &cluster, &mut tries, status) {
                     tries.start();
                     continue;
                 }
-                return respond(cx, f, done, tracker);
+                return respond(cx, to, done, tracker);
             }
             Err(e) => e,
         };
         let failure = Failure {
             failure,
             body_timed_out: body.timed_out.as_ref().is_some_and(|t| t.get().is_some()),
+            body_fault: body.fault.as_ref().and_then(|f| f.get()),
             resendable: reused
                 && limits.idempotent
                 && body.replay.is_some()
@@ -159,6 +172,9 @@ pub(super) async fn forward(
                 crate::header_pool::give(sent);
                 if failure.body_timed_out {
                     return request_timeout_reply(cx, tracker);
+                }
+                if let Some(fault) = failure.body_fault {
+                    return body_fault_reply(cx, fault, tracker);
                 }
                 return tracker.failure_reply(failure.failure);
             }
@@ -195,27 +211,76 @@ fn request_deadline(cx: Ctx<'_>, tracker: &Tracker) -> Option<tokio::time::Insta
         .map(|t| tokio::time::Instant::from_std(tracker.start()) + t)
 }
 
-/// An empty body (replayable), or one streamed to the upstream as it arrives.
+/// An empty body (replayable).
 #[inline]
-fn plain_body(cx: Ctx<'_>, body: RequestBody, tracker: &mut Tracker) -> Body {
-    if body.is_end_stream() {
-        return Body {
-            replay: Some(Bytes::new()),
-            stream: None,
-            timed_out: None,
-            read_first: false,
-        };
+fn empty_body() -> Body {
+    Body {
+        replay: Some(Bytes::new()),
+        stream: None,
+        timed_out: None,
+        fault: None,
+        read_first: false,
     }
+}
+
+/// Read ahead of a streamed request body before anything goes upstream (see
+/// [`read_ahead`]); more than this is left for the stream.
+const READ_AHEAD_MAX: u32 = 64 * 1024;
+
+/// A body streamed to the upstream as it arrives, after what has already arrived was read
+/// (`Err`: the reply when that part was wrong).
+async fn streamed_body(
+    cx: Ctx<'_>,
+    body: RequestBody,
+    tracker: &mut Tracker,
+) -> Result<Body, Response<ProxyBody>> {
+    let RequestBody::Hyper(mut rest) = body else {
+        return Ok(empty_body());
+    };
+    let cap = READ_AHEAD_MAX.min(cx.l.config.per_connection_buffer_limit_bytes) as usize;
+    let ahead = match read_ahead(&mut rest, cap).await {
+        Ok(ahead) => ahead,
+        Err(fault) => return Err(body_fault_reply(cx, fault, tracker)),
+    };
+    let fault = Rc::new(Cell::new(None));
+    let stream = RequestStream {
+        ahead,
+        rest,
+        fault: fault.clone(),
+    };
     let deadline = request_deadline(cx, tracker);
-    let (b, fired) = ProxyBody::request(body)
+    let (b, fired) = ProxyBody::request_stream(stream)
         .count_into(tracker.received())
         .with_timeouts(cx.l.config.http.stream_idle_timeout, deadline);
-    Body {
+    Ok(Body {
         replay: None,
         stream: Some(b),
         timed_out: Some(fired),
+        fault: Some(fault),
         read_first: true,
+    })
+}
+
+/// The client got its body wrong (400, Envoy's `DPE`) or left in its middle (`DC`, and the 400
+/// goes nowhere); the connection closes after it.
+#[cold]
+fn body_fault_reply(cx: Ctx<'_>, fault: BodyFault, tracker: &mut Tracker) -> Response<ProxyBody> {
+    match fault {
+        BodyFault::Malformed => {
+            cx.l.http_stats.downstream_cx_protocol_error.inc();
+            tracker.set_flag(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+        }
+        BodyFault::Incomplete => {
+            cx.l.http_stats.downstream_rq_rx_reset.inc();
+            tracker.set_flag(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+        }
     }
+    let mut resp = local_reply(StatusCode::BAD_REQUEST, Bytes::new());
+    if !cx.c.http2 {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// The body read whole, within `request_timeout`. `Err`: the reply when it could not be read.
@@ -243,6 +308,7 @@ async fn buffer_body(
         replay: Some(b),
         stream: None,
         timed_out: None,
+        fault: None,
         read_first: true,
     })
 }
@@ -259,17 +325,23 @@ fn request_timeout_reply(cx: Ctx<'_>, tracker: &mut Tracker) -> Response<ProxyBo
 #[inline]
 fn prepare_head(
     cx: Ctx<'_>,
-    route: &Route,
-    f: &Forward,
+    (route, f): (&Route, &Forward),
     cluster: &Cluster,
     parts: &mut http::request::Parts,
+    started: std::time::Instant,
 ) -> Target {
     let hcm = &cx.l.config.http;
     prepare_request_headers(
         &mut parts.headers,
-        Forwarded::of(cx.c.remote, hcm.use_remote_address, cx.c.tls),
+        Forwarded::of(
+            cx.c.remote,
+            hcm.use_remote_address,
+            cx.c.tls,
+            hcm.is_internal(cx.c.remote.ip()),
+        ),
         Upgrade::Strip,
     );
+    mutate_request(cx, route, &cluster.config.name, parts, started);
     if !hcm.suppress_envoy_headers {
         if let Some(v) = &f.expected_timeout_ms {
             parts
@@ -333,12 +405,12 @@ impl Limits {
 /// downstream).
 fn retry_answered(
     cx: Ctx<'_>,
-    f: &Forward,
+    to: &RouteCluster,
     cluster: &Arc<Cluster>,
     tries: &mut Tries<'_>,
     status: u16,
 ) -> bool {
-    cluster.stats.response(status, &cx.w.codes[f.cluster]);
+    cluster.stats.response(status, &cx.w.codes[to.index]);
     if tries.after_status(status, cluster) == Next::Retry {
         return true;
     }
@@ -404,7 +476,7 @@ fn upstream_request(
 /// timeout on its body, and what the tracker needs.
 fn respond(
     cx: Ctx<'_>,
-    f: &Forward,
+    to: &RouteCluster,
     done: AttemptDone,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
@@ -424,7 +496,7 @@ fn respond(
             millis_value(service_time.as_millis() as u64),
         );
     }
-    tracker.upstream_chosen(attempt.host.addr, &f.cluster_name);
+    tracker.upstream_chosen(attempt.host.addr, &to.name);
     let body = rbody.with_idle_timeout(hcm.stream_idle_timeout);
     tracker.set_upstream(attempt.into_track(checkin));
     Response::from_parts(rparts, body)

@@ -3,9 +3,11 @@
 //! ([`retry`]) and timeouts, and account for it in stats once its response has been fully sent
 //! ([`tracker`]).
 
+mod ahead;
 mod attempt;
 mod forward;
 pub mod local;
+mod mutate;
 mod retry;
 mod rewrite;
 mod tracker;
@@ -28,6 +30,7 @@ use crate::router::{Action, Forward, Route};
 
 use self::forward::forward;
 use self::local::{local_reply, redirect};
+use self::mutate::{mutate_response, Seen};
 use self::tracker::Tracker;
 
 /// Serve one request. Never fails: every error becomes Envoy's local reply.
@@ -64,10 +67,20 @@ pub async fn handle(
         tracker.set_log(logs.capture(&req));
     }
     // Routing is synchronous, so only forwarding adds a future to this one's state.
-    let mut resp = match route(&l, &c, &req, &mut tracker) {
-        Routed::Reply(r) => r,
-        Routed::Forward(route, f) => forward(cx, route, f, req, &mut tracker).await,
+    let (mut resp, matched, seen) = match route(&l, &c, &req, &mut tracker) {
+        Routed::Reply(r, matched) => (r, matched, Seen::keep(matched, &req)),
+        Routed::Forward(route, f) => {
+            let seen = Seen::keep(Some(route), &req);
+            (
+                forward(cx, route, f, req, &mut tracker).await,
+                Some(route),
+                seen,
+            )
+        }
     };
+    if let Some(m) = matched.and_then(|r| r.mutations.as_deref()) {
+        mutate_response(cx, m, seen.as_deref(), &mut resp, &tracker);
+    }
     tracker.set_status(resp.status().as_u16());
     if let Some(log) = tracker.log_mut() {
         log.response_headers = Some(resp.headers().clone());
@@ -97,7 +110,10 @@ pub async fn handle(
 fn refused(c: &ConnCtx, refusal: Refusal, tracker: &mut Tracker) -> Response<ProxyBody> {
     tracing::debug!(remote = %c.remote, ?refusal, "request refused");
     tracker.set_flag(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
-    let mut resp = local_reply(refusal.status(), Bytes::new());
+    let mut resp = local_reply(
+        refusal.status(),
+        Bytes::from_static(refusal.body().as_bytes()),
+    );
     if !c.http2 {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -107,7 +123,8 @@ fn refused(c: &ConnCtx, refusal: Refusal, tracker: &mut Tracker) -> Response<Pro
 
 /// What routing decided.
 enum Routed<'l> {
-    Reply(Response<ProxyBody>),
+    /// Answered here; by the route, if one matched.
+    Reply(Response<ProxyBody>, Option<&'l Route>),
     Forward(&'l Route, &'l Forward),
 }
 
@@ -118,13 +135,13 @@ fn route<'l>(
     tracker: &mut Tracker,
 ) -> Routed<'l> {
     if let Some(&refusal) = req.extensions().get::<Refusal>() {
-        return Routed::Reply(refused(c, refusal, tracker));
+        return Routed::Reply(refused(c, refusal, tracker), None);
     }
     if req.method() == Method::CONNECT {
         // No route takes CONNECT (Envoy: 404 unless a route matches it with `connect_matcher`).
         l.http_stats.no_route.inc();
         tracker.set_flag(ResponseFlags::NO_ROUTE_FOUND);
-        return Routed::Reply(local_reply(StatusCode::NOT_FOUND, Bytes::new()));
+        return Routed::Reply(local_reply(StatusCode::NOT_FOUND, Bytes::new()), None);
     }
     let route = {
         let authority = authority_of(req);
@@ -134,7 +151,7 @@ fn route<'l>(
     let Some(route) = route else {
         l.http_stats.no_route.inc();
         tracker.set_flag(ResponseFlags::NO_ROUTE_FOUND);
-        return Routed::Reply(local_reply(StatusCode::NOT_FOUND, Bytes::new()));
+        return Routed::Reply(local_reply(StatusCode::NOT_FOUND, Bytes::new()), None);
     };
     if let Some(log) = tracker.log_mut() {
         log.route_name = Some(route.name.clone());
@@ -142,12 +159,13 @@ fn route<'l>(
     match &route.action {
         Action::Direct(d) => {
             l.http_stats.rq_direct_response.inc();
-            Routed::Reply(local_reply(d.status, d.body.clone().unwrap_or_default()))
+            let body = d.body.clone().unwrap_or_default();
+            Routed::Reply(local_reply(d.status, body), Some(route))
         }
         Action::Redirect(_) => {
             l.http_stats.rq_redirect.inc();
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            Routed::Reply(redirect(route, authority_of(req), path))
+            Routed::Reply(redirect(route, authority_of(req), path), Some(route))
         }
         Action::Forward(f) => Routed::Forward(route, f),
     }

@@ -7,8 +7,11 @@ use http::Uri;
 use crate::router::Route;
 
 static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+static X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
 
-/// The upstream path after `prefix_rewrite`; the original goes in `x-envoy-original-path`.
+/// The upstream path after `prefix_rewrite`, which replaces what the route matched: its prefix,
+/// or the whole path for a `path` or `safe_regex` match (the query stays, as in Envoy). The
+/// original goes in `x-envoy-original-path`.
 pub(super) fn rewrite_path(
     route: &Route,
     rewrite: Option<&str>,
@@ -19,14 +22,15 @@ pub(super) fn rewrite_path(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let (Some(rw), Some(prefix)) = (rewrite, route.prefix()) else {
+    let Some(rw) = rewrite else {
         return original;
     };
+    let matched = route.prefix().map_or(original.path().len(), str::len);
     let pq = original.as_str();
     if let Ok(v) = HeaderValue::from_str(pq) {
         h.insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
     }
-    let rest = pq.get(prefix.len()..).unwrap_or("");
+    let rest = pq.get(matched..).unwrap_or("");
     let mut out = String::with_capacity(rw.len() + rest.len() + 1);
     if !rw.starts_with('/') {
         out.push('/');
@@ -37,13 +41,23 @@ pub(super) fn rewrite_path(
 }
 
 /// Point the request at the upstream: origin-form URI and `Host` for HTTP/1.1, absolute URI
-/// (`:authority`) and no `Host` for HTTP/2. `host_rewrite` replaces the downstream authority.
+/// (`:authority`) and no `Host` for HTTP/2. `host_rewrite` replaces the downstream authority,
+/// which goes in `x-envoy-original-host`.
 pub(super) fn set_upstream_authority(
     parts: &mut http::request::Parts,
     http2: bool,
     host_rewrite: Option<&str>,
     path: PathAndQuery,
 ) -> Uri {
+    if host_rewrite.is_some() {
+        let original = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
+        if let Some(v) = original {
+            parts.headers.insert(X_ENVOY_ORIGINAL_HOST.clone(), v);
+        }
+    }
     let mut uri = http::uri::Parts::default();
     uri.path_and_query = Some(path);
     if http2 {

@@ -32,8 +32,11 @@ fn router_with(prefix: &str, action: RouteAction) -> Router {
                     headers: vec![],
                 },
                 action,
+                headers: Default::default(),
             }],
+            headers: Default::default(),
         }],
+        ..Default::default()
     };
     Router::new(&cfg, |_| Some(0)).expect("valid route config")
 }

@@ -9,12 +9,42 @@ use crate::cluster::Cluster;
 use crate::context::{Ctx, Upgraded};
 use crate::error::UpstreamFailure;
 use crate::headers::{prepare_request_headers, strip_hop_by_hop, Forwarded, Upgrade};
-use crate::router::{Forward, Route};
+use crate::router::{Forward, Route, RouteCluster};
 use crate::upstream;
 
 use super::attempt::Attempt;
 use super::rewrite::{rewrite_path, set_upstream_authority};
 use super::tracker::Tracker;
+
+/// The upgrade request's head for the upstream, in place: forwarding fields (the upgrade
+/// kept), the route's mutations, the path and host rewrites; its URI.
+fn upgrade_head(
+    cx: Ctx<'_>,
+    (route, f): (&Route, &Forward),
+    cluster: &str,
+    parts: &mut http::request::Parts,
+    started: std::time::Instant,
+) -> http::Uri {
+    let Ctx { l, c, .. } = cx;
+    prepare_request_headers(
+        &mut parts.headers,
+        Forwarded::of(
+            c.remote,
+            l.config.http.use_remote_address,
+            c.tls,
+            l.config.http.is_internal(c.remote.ip()),
+        ),
+        Upgrade::Keep,
+    );
+    super::mutate::mutate_request(cx, route, cluster, parts, started);
+    let path = rewrite_path(
+        route,
+        f.config.prefix_rewrite.as_deref(),
+        &parts.uri,
+        &mut parts.headers,
+    );
+    set_upstream_authority(parts, false, f.config.host_rewrite_literal.as_deref(), path)
+}
 
 /// Forward a protocol switch (WebSocket): a dedicated upstream connection, and once both sides
 /// have switched, bytes copied both ways until either closes.
@@ -22,38 +52,23 @@ pub(super) async fn tunnel(
     cx: Ctx<'_>,
     route: &Route,
     f: &Forward,
+    target: &RouteCluster,
     cluster: &Arc<Cluster>,
     req: Request<RequestBody>,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
     let Ctx { l, w, c } = cx;
     let (mut parts, body) = req.into_parts();
-    prepare_request_headers(
-        &mut parts.headers,
-        Forwarded::of(c.remote, l.config.http.use_remote_address, c.tls),
-        Upgrade::Keep,
-    );
-    let path = rewrite_path(
-        route,
-        f.config.prefix_rewrite.as_deref(),
-        &parts.uri,
-        &mut parts.headers,
-    );
-    let uri = set_upstream_authority(
-        &mut parts,
-        false,
-        f.config.host_rewrite_literal.as_deref(),
-        path,
-    );
+    let uri = upgrade_head(cx, (route, f), &target.name, &mut parts, tracker.start());
     let host = {
         let set = cluster.hosts();
-        w.lb.pick(f.cluster, cluster, &set)
+        w.lb.pick(target.index, cluster, &set)
     };
     let Some(host) = host else {
         cluster.stats.upstream_cx_none_healthy.inc();
         return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
     };
-    let attempt = Attempt::start(cluster.clone(), host.clone(), f.cluster);
+    let attempt = Attempt::start(cluster.clone(), host.clone(), target.index);
     let mut sender = match upstream::connect_h1(cluster, &host, true).await {
         Ok(s) => s,
         Err(e) => return tracker.failure_reply(e),
@@ -67,7 +82,9 @@ pub(super) async fn tunnel(
         Err(e) => return tracker.failure_reply(upstream::classify(&e)),
     };
     let status = resp.status();
-    cluster.stats.response(status.as_u16(), &w.codes[f.cluster]);
+    cluster
+        .stats
+        .response(status.as_u16(), &w.codes[target.index]);
     if status != StatusCode::SWITCHING_PROTOCOLS {
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers, Upgrade::Strip);
@@ -79,6 +96,7 @@ pub(super) async fn tunnel(
     let (tx, on_downstream) = tokio::sync::oneshot::channel();
     *c.upgrade.borrow_mut() = Some(tx);
     let hs_active = l.http_stats.downstream_cx_upgrades_active.clone();
+    let hs_idle = l.http_stats.downstream_rq_idle_timeout.clone();
     l.http_stats.downstream_cx_upgrades_total.inc();
     // The tunnel keeps the connection context (and so the generation's drain) alive.
     let conn = c.clone();
@@ -89,6 +107,7 @@ pub(super) async fn tunnel(
         upstream: attempt.host.addr,
         cluster: cluster.config.name.clone(),
         requests: c.requests.get(),
+        idle_timeout: l.config.http.tunnel_idle_timeout(),
     };
     tokio::task::spawn_local(async move {
         let _attempt = attempt;
@@ -96,7 +115,11 @@ pub(super) async fn tunnel(
         if let (Ok(Upgraded { mut io, read_buf }), Ok(up)) = (down, up) {
             hs_active.inc();
             io.prepend(read_buf);
-            crate::tunnel::run(io, up, &handover, info).await;
+            if crate::tunnel::run(io, up, &handover, info).await
+                == crate::tunnel::Ended::IdleTimeout
+            {
+                hs_idle.inc();
+            }
             hs_active.dec();
         }
         drop(conn);

@@ -15,6 +15,7 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Ro
             status: http::StatusCode::OK,
             body: None,
         }),
+        headers: Default::default(),
     }
 }
 
@@ -24,6 +25,7 @@ fn vhost(name: &str, domains: &[&str], routes: Vec<config::Route>) -> config::Vi
         metadata: Default::default(),
         domains: domains.iter().map(|d| (*d).into()).collect(),
         routes,
+        headers: Default::default(),
     }
 }
 
@@ -83,6 +85,7 @@ fn router() -> Router {
                 ],
             ),
         ],
+        ..Default::default()
     };
     Router::new(&cfg, |_| Some(0)).unwrap()
 }
@@ -131,6 +134,7 @@ fn no_virtual_host_means_no_route() {
             &["a.com"],
             vec![route("x", PathMatch::Prefix("/".into()), vec![])],
         )],
+        ..Default::default()
     };
     let r = Router::new(&cfg, |_| None).unwrap();
     assert!(r.route("b.com", "/", &HeaderMap::new()).is_none());
@@ -144,6 +148,7 @@ fn case_insensitive_prefix() {
     let cfg = RouteConfig {
         name: "r".into(),
         virtual_hosts: vec![vhost("v", &["*"], vec![rt])],
+        ..Default::default()
     };
     let r = Router::new(&cfg, |_| None).unwrap();
     assert!(r.route("h", "/api/x", &HeaderMap::new()).is_some());

@@ -16,7 +16,7 @@ fn sample() -> Vec<ClusterStatus> {
                 address: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 hostname: "app1".to_owned(),
                 weight: 1,
-                healthy: true,
+                health: crate::host_health::HealthFlags::HEALTHY,
                 cx_active: 2,
                 cx_connect_fail: 3,
                 rq_active: 1,
@@ -28,7 +28,7 @@ fn sample() -> Vec<ClusterStatus> {
                 address: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 9090)),
                 hostname: String::new(),
                 weight: 3,
-                healthy: false,
+                health: crate::host_health::HealthFlags::FAILED_ACTIVE_HC,
                 cx_active: 0,
                 cx_connect_fail: 0,
                 rq_active: 0,
@@ -38,6 +38,7 @@ fn sample() -> Vec<ClusterStatus> {
             },
         ],
         added_via_api: false,
+        outlier_detection: false,
     }]
 }
 
@@ -78,6 +79,31 @@ fn clusters_text_form() {
     assert!(lines.contains(&"backend::[::1]:9090::health_flags::/failed_active_hc"));
     assert!(lines.contains(&"backend::[::1]:9090::weight::3"));
     assert!(clusters_text(&[]).is_empty());
+}
+
+#[test]
+fn outlier_detection_lines_follow_the_name_as_envoys() {
+    let mut clusters = sample();
+    clusters[0].outlier_detection = true;
+    clusters[0].hosts[1].health = crate::host_health::HealthFlags::FAILED_OUTLIER_CHECK;
+    let out = clusters_text(&clusters);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..5],
+        [
+            "backend::observability_name::backend",
+            "backend::outlier::success_rate_average::-1",
+            "backend::outlier::success_rate_ejection_threshold::-1",
+            "backend::outlier::local_origin_success_rate_average::-1",
+            "backend::outlier::local_origin_success_rate_ejection_threshold::-1",
+        ]
+    );
+    assert!(lines.contains(&"backend::[::1]:9090::health_flags::/failed_outlier_check"));
+    let v: Json = serde_json::from_str(&clusters_json(&clusters)).expect("JSON");
+    assert_eq!(
+        v["cluster_statuses"][0]["host_statuses"][1]["health_status"],
+        json!({"eds_health_status": "HEALTHY", "failed_outlier_check": true})
+    );
 }
 
 #[test]

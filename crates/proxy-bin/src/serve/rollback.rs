@@ -1,0 +1,260 @@
+//! The rollback window (`--rollback-window-s`): after a restart the old generation keeps its
+//! listen sockets, configuration and stats, drains as usual, then stands by until the window
+//! (counted from cutover) ends. If the successor dies inside it — seen on its pidfd — this
+//! generation accepts again on the same sockets (the kernel's accept queue is shared, so no
+//! connection attempt is refused meanwhile) and is the serving generation again: the next
+//! restart takes over from it with the same epoch the dead successor had.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use proxy_core::lifecycle::Phase;
+
+use proxy_core::admin::RollbackRequest;
+
+use super::{Generation, Inputs, Resolve, Resume, Serving, Stop, TakeBack, Window};
+use crate::listen;
+use crate::restart::successor::Watched;
+use crate::restart::{Grandparent, OwnedSocket, ParentEvent, RollbackAnswer};
+use crate::signals::ProcessSignal;
+
+// === impl Generation ===
+
+impl Generation {
+    /// At cutover (a successor serves and asked this generation to drain): with a rollback
+    /// window and a watchable successor, keep the listen sockets the successor took (the
+    /// others close, as they would without a window) and start watching it.
+    pub(super) fn open_window(&self, stop: Stop, inputs: &mut Inputs, resume: &Resume) {
+        let Some((successor, taken)) = inputs.cutover.take() else {
+            return;
+        };
+        if stop != Stop::Restart || self.rollback_window.is_zero() {
+            return;
+        }
+        let Some(successor) = successor else { return };
+        let (pid, epoch) = (successor.pid, successor.epoch);
+        let watched = match successor.watch() {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "could not watch the next generation; no rollback");
+                return;
+            }
+        };
+        resume.keep_sockets.store(true, Ordering::Release);
+        resume.owned.lock().retain(|o| taken.contains(&o.addr));
+        self.lifecycle
+            .open_rollback_window(SystemTime::now() + self.rollback_window);
+        tracing::info!(
+            successor_pid = pid,
+            successor_epoch = epoch,
+            window_s = self.rollback_window.as_secs(),
+            "rollback window open: keeping the listen sockets until it ends"
+        );
+        inputs.window = Some(Window {
+            successor: watched,
+            until: tokio::time::Instant::now() + self.rollback_window,
+            kept: resume.owned.clone(),
+        });
+    }
+
+    /// Drained after a restart: hold on (no connections, no workers) until the window ends;
+    /// why to serve again if the successor dies meanwhile. `None` (exit) at the end of the
+    /// window, when the next generation or its successor ends this one, or on SIGTERM/SIGINT.
+    pub(super) async fn stand_by(&self, inputs: &mut Inputs) -> Option<TakeBack> {
+        let until = inputs.window.as_ref()?.until;
+        if tokio::time::Instant::now() >= until {
+            tracing::info!("the rollback window ended while draining; exiting");
+            return None;
+        }
+        self.lifecycle.enter(Phase::StandingBy);
+        tracing::info!(
+            left_ms = until
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_millis(),
+            "standing by until the rollback window ends"
+        );
+        loop {
+            tokio::select! {
+                back = successor_died(inputs.window.as_ref()) => return Some(back),
+                () = tokio::time::sleep_until(until) => {
+                    tracing::info!("rollback window over; exiting");
+                    return None;
+                }
+                Some(ev) = inputs.events.recv() => match ev {
+                    ParentEvent::Terminate => {
+                        tracing::info!("asked to terminate by the next generation while standing by");
+                        return None;
+                    }
+                    ParentEvent::RollBack { reason, answer } => {
+                        if let Some(back) = gave_way(inputs.window.as_ref(), &reason, answer) {
+                            return Some(back);
+                        }
+                    }
+                    ParentEvent::DrainListeners { .. } => {}
+                },
+                Some(sig) = inputs.signals.recv() => match sig {
+                    ProcessSignal::Terminate | ProcessSignal::Interrupt => return None,
+                    ProcessSignal::ReopenLogs => self.reopen_logs(),
+                    ProcessSignal::Hangup => {}
+                },
+                Some(_) = inputs.quit.recv() => return None,
+            }
+        }
+    }
+
+    /// The successor died or gave way inside the window: accept again on the kept sockets
+    /// (binding again those the successor had not taken), with this generation's
+    /// configuration; then tell a successor that gave way.
+    pub(super) async fn roll_back(
+        &self,
+        resume: &Resume,
+        back: TakeBack,
+    ) -> anyhow::Result<Serving> {
+        self.handover.resume();
+        resume.keep_sockets.store(false, Ordering::Release);
+        self.bind_missing(resume);
+        let started = self.start_serving(resume, Resolve::Again).await;
+        if let Some(answer) = back.answer {
+            let _ = answer.send(started.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+        }
+        let serving = started?;
+        self.rollbacks.inc();
+        self.lifecycle.roll_back(back.reason.as_str());
+        tracing::warn!(
+            epoch = self.place.epoch,
+            "rolled back: {}; this generation serves again with its own configuration",
+            back.reason
+        );
+        super::notify_ready();
+        Ok(serving)
+    }
+
+    /// `POST /rollback` on this generation: ask the previous one (still inside its rollback
+    /// window) to serve again, and answer the request. True when it does: this generation
+    /// then drains and exits non-zero.
+    pub(super) async fn give_way(
+        &self,
+        grandparent: &Grandparent,
+        request: Option<RollbackRequest>,
+    ) -> bool {
+        let Some(request) = request else { return false };
+        let parent = self.lifecycle.subscribe().borrow().parent;
+        let why = "POST /rollback".to_owned();
+        let link = grandparent.clone();
+        let asked = tokio::task::spawn_blocking(move || {
+            let mut client = link.client();
+            let Some(c) = client.as_mut() else {
+                return Err(
+                    "no previous generation to roll back to (none, or it has exited)".to_owned(),
+                );
+            };
+            c.roll_back(&why)
+                .map_err(|e| format!("the previous generation does not serve again: {e}"))?;
+            // Its session ends: the next restart may talk to it.
+            client.take();
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("could not ask the previous generation: {e}")));
+        let answer = asked.map(|()| {
+            let (epoch, pid) = parent.map_or((0, 0), |p| (p.epoch, p.pid));
+            format!(
+                "rolled back: generation {epoch} (pid {pid}) serves again; generation {} drains \
+                 and exits",
+                self.place.epoch
+            )
+        });
+        match &answer {
+            Ok(done) => tracing::warn!("{done}"),
+            Err(why) => tracing::warn!("POST /rollback refused: {why}"),
+        }
+        let gave_way = answer.is_ok();
+        let _ = request.reply.send(answer);
+        gave_way
+    }
+
+    /// Bind again the listeners (and admin) whose sockets closed at cutover because the
+    /// successor did not take them; a failure leaves that listener unserved, and says so.
+    fn bind_missing(&self, resume: &Resume) {
+        let mut owned = resume.owned.lock();
+        let wanted = self
+            .bootstrap
+            .listeners
+            .iter()
+            .flat_map(|l| l.addresses().map(|a| (a, l.name.clone(), l.freebind)))
+            .chain(
+                self.bootstrap
+                    .admin
+                    .as_ref()
+                    .map(|a| (a.address, "admin".to_owned(), false)),
+            );
+        let missing: Vec<(SocketAddr, String, bool)> = wanted
+            .filter(|(addr, _, _)| !owned.iter().any(|o| o.addr == *addr))
+            .collect();
+        for (addr, name, freebind) in missing {
+            match listen::bind_tcp(addr, freebind) {
+                Ok(socket) => owned.push(OwnedSocket { addr, name, socket }),
+                Err(e) => tracing::error!(
+                    listener = %name,
+                    "could not listen again after the rollback: {e:#}"
+                ),
+            }
+        }
+    }
+}
+
+/// Ready with how the successor exited, if it does inside the rollback window; pending
+/// otherwise (no window, or past its end).
+pub(super) async fn successor_died(window: Option<&Window>) -> TakeBack {
+    let Some(w) = window else {
+        return std::future::pending().await;
+    };
+    match tokio::time::timeout_at(w.until, w.successor.exited()).await {
+        Ok(how) => TakeBack {
+            reason: format!("{} exited with {how}", describe(&w.successor)),
+            answer: None,
+        },
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Ready when the rollback window ends; pending without one.
+pub(super) async fn window_over(window: Option<&Window>) {
+    match window {
+        Some(w) => tokio::time::sleep_until(w.until).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The window ended while this generation still drains: no rollback any more, so the listen
+/// sockets it kept close now (a connection attempt is then refused if the successor dies,
+/// rather than queued for nobody).
+pub(super) fn close_window(window: &mut Option<Window>) {
+    if let Some(w) = window.take() {
+        w.kept.lock().clear();
+        tracing::info!("rollback window over while draining: closed the kept listen sockets");
+    }
+}
+
+/// The successor gives way (`reason`, from it): serve again if inside the window, else refuse.
+pub(super) fn gave_way(
+    window: Option<&Window>,
+    reason: &str,
+    answer: RollbackAnswer,
+) -> Option<TakeBack> {
+    match window.filter(|w| tokio::time::Instant::now() < w.until) {
+        Some(w) => Some(TakeBack {
+            reason: format!("{} asked to roll back: {reason}", describe(&w.successor)),
+            answer: Some(answer),
+        }),
+        None => {
+            let _ = answer.send(Err("the rollback window is over".to_owned()));
+            None
+        }
+    }
+}
+
+fn describe(successor: &Watched) -> String {
+    format!("generation {} (pid {})", successor.epoch, successor.pid)
+}

@@ -1,0 +1,113 @@
+//! Per-worker load balancing over a cluster's routable hosts (the healthy ones, or all of them
+//! in panic mode, as the host set was published). The balancer state is per worker and never
+//! shared; choosing a host reads only the published set and per-host atomics.
+
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{Cluster, ClusterManager, Host, HostSet};
+use crate::config::LbPolicy;
+
+/// Per-worker balancer state, one entry per cluster.
+#[derive(Debug)]
+pub struct WorkerLb {
+    per_cluster: Vec<RefCell<LbState>>,
+}
+
+#[derive(Debug, Default)]
+struct LbState {
+    version: u64,
+    next: usize,
+    /// Smooth weighted round robin's current weights, when weights differ.
+    current: Vec<i64>,
+    weighted: bool,
+}
+
+// === impl WorkerLb ===
+
+impl WorkerLb {
+    pub fn new(clusters: &ClusterManager) -> Self {
+        Self {
+            per_cluster: clusters
+                .clusters
+                .iter()
+                .map(|_| RefCell::new(LbState::default()))
+                .collect(),
+        }
+    }
+
+    /// Pick a host of `cluster` (index `idx`) by its policy among the set's routable hosts;
+    /// `None` when there is none (no host, or none healthy with panic mode off).
+    pub fn pick(&self, idx: usize, cluster: &Cluster, set: &HostSet) -> Option<Arc<Host>> {
+        let hosts = &set.routable;
+        let n = hosts.len();
+        if n == 0 {
+            return None;
+        }
+        if set.panic {
+            cluster.stats.lb_healthy_panic.inc();
+        }
+        if n == 1 {
+            return Some(hosts[0].clone());
+        }
+        let mut st = self.per_cluster.get(idx)?.borrow_mut();
+        if st.version != set.version {
+            st.version = set.version;
+            st.next = fastrand::usize(..n);
+            st.weighted = hosts.iter().any(|h| h.weight != hosts[0].weight);
+            st.current = vec![0; n];
+        }
+        let i = match cluster.config.lb_policy {
+            LbPolicy::RoundRobin if !st.weighted => {
+                let i = st.next % n;
+                st.next = st.next.wrapping_add(1);
+                i
+            }
+            LbPolicy::RoundRobin => {
+                // Smooth weighted round robin: even spread, exact proportions.
+                let total: i64 = hosts.iter().map(|h| i64::from(h.weight)).sum();
+                let mut best = 0;
+                for (j, h) in hosts.iter().enumerate() {
+                    st.current[j] += i64::from(h.weight);
+                    if st.current[j] > st.current[best] {
+                        best = j;
+                    }
+                }
+                st.current[best] -= total;
+                best
+            }
+            LbPolicy::Random => weighted_random(hosts),
+            LbPolicy::LeastRequest => {
+                // Power of two choices on active requests scaled by weight.
+                let a = weighted_random(hosts);
+                let mut b = weighted_random(hosts);
+                if b == a {
+                    b = (a + 1) % n;
+                }
+                let load = |h: &Host| {
+                    (h.stats.rq_active.load(Ordering::Relaxed) as f64 + 1.0) / f64::from(h.weight)
+                };
+                if load(&hosts[b]) < load(&hosts[a]) {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        Some(hosts[i].clone())
+    }
+}
+
+fn weighted_random(hosts: &[Arc<Host>]) -> usize {
+    let total: u64 = hosts.iter().map(|h| u64::from(h.weight)).sum();
+    let mut r = fastrand::u64(..total.max(1));
+    for (i, h) in hosts.iter().enumerate() {
+        let w = u64::from(h.weight);
+        if r < w {
+            return i;
+        }
+        r -= w;
+    }
+    hosts.len() - 1
+}

@@ -1,0 +1,212 @@
+//! Outlier detection (`clusters[].outlier_detection`): passive ejection of hosts that keep
+//! failing, once per process.
+//!
+//! Workers count each host's consecutive errors with atomics ([`Cluster::record_outcome`]) and
+//! report a host that reaches a threshold; one detector task per cluster decides: it ejects
+//! (sets the host's `FAILED_OUTLIER_CHECK` flag and publishes a new host-set snapshot) unless
+//! `max_ejection_percent` would be passed or the enforcement roll says no, and every
+//! `interval` ends the ejections whose time is up (`base_ejection_time` times the host's
+//! ejection count, at most `max_ejection_time`) and lowers the count of hosts that stayed in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cluster::{Cluster, ClusterManager, Detected, Host};
+use crate::config::OutlierDetection;
+use crate::host_health::HealthFlags;
+use crate::stats::OutlierStats;
+
+/// One cluster's ejection bookkeeping, apart from its clock and its randomness.
+#[derive(Debug, Default)]
+struct Detector {
+    hosts: HashMap<usize, Ejection>,
+}
+
+/// What the detector remembers of one host.
+#[derive(Debug)]
+struct Ejection {
+    host: Arc<Host>,
+    /// Ejections in a row: the ejection time's multiplier.
+    count: u32,
+    /// While ejected: until when.
+    until: Option<Instant>,
+}
+
+/// What the detector decided about one report.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Ignored,
+    Overflow,
+    NotEnforced,
+    Ejected,
+    Returned,
+}
+
+/// Run a detector for every cluster with outlier detection, until `shutdown` fires.
+pub fn spawn(clusters: &ClusterManager, mut shutdown: drain::Watch) {
+    let detectors: Vec<_> = clusters
+        .clusters()
+        .iter()
+        .filter(|c| c.config.outlier.is_some())
+        .map(|c| detect(c.clone()))
+        .collect();
+    if detectors.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = futures_util::future::join_all(detectors) => {}
+            _ = shutdown.signaled() => {}
+        }
+    });
+}
+
+async fn detect(cluster: Arc<Cluster>) {
+    let (Some(cfg), Some(sink)) = (cluster.config.outlier.clone(), cluster.outlier.as_ref()) else {
+        return;
+    };
+    let Some(mut reports) = sink.take_reports() else {
+        return;
+    };
+    let stats = &sink.stats;
+    let mut detector = Detector::default();
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let changed = tokio::select! {
+            report = reports.recv() => {
+                let Some((host, what)) = report else { return };
+                let total = cluster.hosts().hosts.len();
+                let roll = fastrand::u32(..100);
+                let d = detector.report(&host, what, total, roll, Instant::now(), &cfg);
+                count(stats, what, &d);
+                if d == Decision::Ejected {
+                    tracing::warn!(cluster = %cluster.config.name, host = %host.addr, ?what, "outlier detection ejected a host");
+                }
+                matches!(d, Decision::Ejected | Decision::Returned)
+            }
+            _ = tick.tick() => {
+                let live = cluster.hosts().hosts.iter().map(|h| Arc::as_ptr(h) as usize).collect::<Vec<_>>();
+                detector.review(Instant::now(), &live) > 0
+            }
+        };
+        if changed {
+            stats.ejections_active.set(detector.ejected() as i64);
+            cluster.publish_health();
+        }
+    }
+}
+
+fn count(stats: &OutlierStats, what: Detected, d: &Decision) {
+    match what {
+        Detected::Consecutive5xx => {
+            stats.ejections_detected_consecutive_5xx.inc();
+            stats.ejections_consecutive_5xx.inc();
+        }
+        Detected::ConsecutiveGatewayFailure => {
+            stats.ejections_detected_consecutive_gateway_failure.inc();
+        }
+        Detected::HealthCheckPassed => return,
+    }
+    match d {
+        Decision::Overflow => stats.ejections_overflow.inc(),
+        Decision::Ejected => {
+            stats.ejections_total.inc();
+            stats.ejections_enforced_total.inc();
+            if what == Detected::Consecutive5xx {
+                stats.ejections_enforced_consecutive_5xx.inc();
+            } else {
+                stats.ejections_enforced_consecutive_gateway_failure.inc();
+            }
+        }
+        _ => {}
+    }
+}
+
+// === impl Detector ===
+
+impl Detector {
+    fn ejected(&self) -> usize {
+        self.hosts.values().filter(|e| e.until.is_some()).count()
+    }
+
+    /// Decide about a report on `host` of a cluster of `total` hosts; `roll` is uniform in
+    /// `0..100` (the enforcement draw).
+    fn report(
+        &mut self,
+        host: &Arc<Host>,
+        what: Detected,
+        total: usize,
+        roll: u32,
+        now: Instant,
+        cfg: &OutlierDetection,
+    ) -> Decision {
+        let key = Arc::as_ptr(host) as usize;
+        if what == Detected::HealthCheckPassed {
+            return match self.hosts.get_mut(&key) {
+                Some(e) if e.until.is_some() => {
+                    e.until = None;
+                    host.health.set(HealthFlags::FAILED_OUTLIER_CHECK, false);
+                    Decision::Returned
+                }
+                _ => Decision::Ignored,
+            };
+        }
+        if self.hosts.get(&key).is_some_and(|e| e.until.is_some()) {
+            return Decision::Ignored;
+        }
+        if (self.ejected() + 1) * 100 > cfg.max_ejection_percent as usize * total {
+            return Decision::Overflow;
+        }
+        let enforcing = match what {
+            Detected::Consecutive5xx => cfg.enforcing_consecutive_5xx,
+            _ => cfg.enforcing_consecutive_gateway_failure,
+        };
+        if roll >= enforcing {
+            return Decision::NotEnforced;
+        }
+        let e = self.hosts.entry(key).or_insert_with(|| Ejection {
+            host: host.clone(),
+            count: 0,
+            until: None,
+        });
+        e.count = e.count.saturating_add(1);
+        let longest = cfg.max_ejection_time.max(cfg.base_ejection_time);
+        let time = cfg.base_ejection_time.saturating_mul(e.count).min(longest);
+        e.until = Some(now + time);
+        host.health.set(HealthFlags::FAILED_OUTLIER_CHECK, true);
+        Decision::Ejected
+    }
+
+    /// End the ejections whose time is up, lower the count of hosts that stayed in, forget
+    /// hosts no longer in the cluster (`live`); how many hosts came back.
+    fn review(&mut self, now: Instant, live: &[usize]) -> usize {
+        self.hosts.retain(|k, _| live.contains(k));
+        let mut returned = 0;
+        for e in self.hosts.values_mut() {
+            match e.until {
+                Some(t) if t <= now => {
+                    e.until = None;
+                    e.host.health.set(HealthFlags::FAILED_OUTLIER_CHECK, false);
+                    e.host
+                        .outlier
+                        .consecutive_5xx
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    e.host
+                        .outlier
+                        .consecutive_gateway_failure
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    returned += 1;
+                }
+                Some(_) => {}
+                None => e.count = e.count.saturating_sub(1),
+            }
+        }
+        self.hosts.retain(|_, e| e.count > 0 || e.until.is_some());
+        returned
+    }
+}
+
+#[cfg(test)]
+mod tests;
