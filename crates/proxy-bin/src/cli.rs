@@ -147,6 +147,7 @@ pub struct Options {
     pub hot_restart_file: Option<PathBuf>,
     pub service_cluster: Option<String>,
     pub service_node: Option<String>,
+    pub service_zone: Option<String>,
     pub max_stats: u64,
     pub max_obj_name_len: u64,
 }
@@ -171,6 +172,7 @@ impl Options {
             "log_path": path(&self.log_path),
             "service_cluster": self.service_cluster.clone().unwrap_or_default(),
             "service_node": self.service_node.clone().unwrap_or_default(),
+            "service_zone": self.service_zone.clone().unwrap_or_default(),
             "mode": self.mode.as_proto_name(),
             "disable_hot_restart": self.disable_hot_restart,
             "restart_epoch": self.restart_epoch,
@@ -330,6 +332,9 @@ struct Args {
     /// Local service node name (overrides node.id)
     #[arg(long, value_name = "NAME")]
     service_node: Option<String>,
+    /// Local service zone (overrides node.locality.zone)
+    #[arg(long, value_name = "ZONE")]
+    service_zone: Option<String>,
     /// Capacity of the shared stats region, in stats
     #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = DEFAULT_MAX_STATS, value_parser = parse_max_stats)]
     max_stats: u64,
@@ -497,6 +502,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Parsed {
         hot_restart_file: args.hot_restart_file,
         service_cluster: args.service_cluster,
         service_node: args.service_node,
+        service_zone: args.service_zone,
         max_stats: args.max_stats,
         max_obj_name_len: args.max_obj_name_len,
     };

@@ -92,8 +92,9 @@ struct Ready {
 /// The sockets a generation serves on and its links to the rest of its chain.
 #[derive(Debug)]
 struct Sockets {
-    /// One per configured listener, in configuration order.
-    listeners: Vec<TcpListener>,
+    /// Each configured listener's (its `address`, then its `additional_addresses`), in
+    /// configuration order.
+    listeners: Vec<Vec<TcpListener>>,
     admin: Option<TcpListener>,
     /// This generation's restart socket, for a future child; `None` without hot restart.
     restart: Option<hotrestart_rpc::Listener>,
@@ -320,7 +321,7 @@ fn take_sockets(
     let wanted: Vec<SocketAddr> = bootstrap
         .listeners
         .iter()
-        .map(|l| l.address)
+        .flat_map(|l| l.addresses())
         .chain(admin_address)
         .collect();
     let mut inherited = child::take_over(plan, place, &wanted).in_step(Step::TakeOver)?;
@@ -330,24 +331,28 @@ fn take_sockets(
             epoch: p.epoch,
         });
     }
-    let mut take_or_bind = |name: &str, addr: SocketAddr| match inherited.sockets.remove(&addr) {
-        Some(s) => {
-            s.set_nonblocking(true)
-                .with_context(|| format!("could not use the inherited socket for {addr}"))?;
-            Ok(s)
-        }
-        None => {
-            listen::bind_tcp(addr).with_context(|| format!("could not start listener '{name}'"))
-        }
-    };
+    let mut take_or_bind =
+        |name: &str, addr: SocketAddr, freebind: bool| match inherited.sockets.remove(&addr) {
+            Some(s) => {
+                s.set_nonblocking(true)
+                    .with_context(|| format!("could not use the inherited socket for {addr}"))?;
+                Ok(s)
+            }
+            None => listen::bind_tcp(addr, freebind)
+                .with_context(|| format!("could not start listener '{name}'")),
+        };
     let listeners = bootstrap
         .listeners
         .iter()
-        .map(|l| take_or_bind(&l.name, l.address))
+        .map(|l| {
+            l.addresses()
+                .map(|a| take_or_bind(&l.name, a, l.freebind))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
         .collect::<anyhow::Result<Vec<_>>>()
         .in_step(Step::Bind)?;
     let admin = admin_address
-        .map(|a| take_or_bind("admin", a).context("could not start the admin listener"))
+        .map(|a| take_or_bind("admin", a, false).context("could not start the admin listener"))
         .transpose()
         .in_step(Step::Bind)?;
     // Inherited sockets this configuration no longer uses are closed here; the parent closes

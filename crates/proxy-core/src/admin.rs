@@ -125,6 +125,7 @@ pub struct ServerInfo {
 pub struct ListenerStatus {
     pub name: String,
     pub address: SocketAddr,
+    pub additional_addresses: Vec<SocketAddr>,
 }
 
 /// One upstream host as `/clusters` shows it.

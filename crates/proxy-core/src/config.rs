@@ -63,12 +63,25 @@ pub struct Admin {
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
+    /// `additional_addresses[].address`: more sockets the listener accepts on, served exactly
+    /// as `address` (its stats, hand-over key and name are `address`'s).
+    pub additional_addresses: Vec<SocketAddr>,
     /// Soft limit on bytes buffered per connection, each direction (Envoy default 1 MiB).
     pub per_connection_buffer_limit_bytes: u32,
     pub http: HttpConnectionManager,
     /// The filter chains' TLS contexts (`transport_socket` `envoy.transport_sockets.tls`);
     /// `None`: cleartext. Every chain shares `http`.
     pub tls: Option<crate::tls::ListenerTls>,
+    /// `listener_filters_timeout` when the listener has listener filters (the TLS inspector;
+    /// Envoy default 15 s): how long a TLS client may take to send its ClientHello, and a
+    /// cleartext client its first bytes. `None`: no listener filters (Envoy then has no such
+    /// wait) or `0s` (no limit of its own; a TLS handshake's bound still applies).
+    pub listener_filters_timeout: Option<Duration>,
+    /// `freebind`: its socket is bound with `IP_FREEBIND` (by whoever binds it).
+    pub freebind: bool,
+    /// `traffic_direction`: an inbound listener (and its connections) is drained by
+    /// `/drain_listeners?inboundonly`, the others only by a drain of all listeners.
+    pub direction: drain::Direction,
 }
 
 /// Which HTTP codec a listener speaks downstream.
@@ -138,6 +151,13 @@ impl HeadTimeout {
             HeadTimeout::Request => "request timeout",
             HeadTimeout::StreamIdle => "stream timeout",
         }
+    }
+}
+
+impl Listener {
+    /// Every address it listens on: `address`, then `additional_addresses`.
+    pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.address).chain(self.additional_addresses.iter().copied())
     }
 }
 

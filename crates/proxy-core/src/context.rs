@@ -43,6 +43,10 @@ pub struct TlsListener {
     pub stats: SslStats,
     /// `listener.<address>.no_filter_chain_match`: no chain for the client's SNI.
     pub no_filter_chain_match: shm_stats::Counter,
+    /// The listener's `listener_filters_timeout` for reading the ClientHello.
+    pub listener_filters_timeout: Option<std::time::Duration>,
+    /// `listener.<address>.downstream_pre_cx_timeout`: no ClientHello within it.
+    pub downstream_pre_cx_timeout: shm_stats::Counter,
 }
 
 /// One worker thread's state. `!Send`: it never leaves its thread.

@@ -61,6 +61,9 @@ pub struct ListenerStats {
     pub downstream_cx_active: Gauge,
     pub downstream_cx_destroy: Counter,
     pub downstream_cx_length_ms: Histogram,
+    /// Listener filters (the TLS inspector) that did not finish within
+    /// `listener_filters_timeout`.
+    pub downstream_pre_cx_timeout: Counter,
 }
 
 /// `cluster.<name>.*`.
@@ -258,6 +261,7 @@ impl ListenerStats {
                 downstream_cx_active: gauge,
                 downstream_cx_destroy: counter,
                 downstream_cx_length_ms: histogram,
+                downstream_pre_cx_timeout: counter,
             },
             server_total_connections: store.gauge("server.total_connections")
         )

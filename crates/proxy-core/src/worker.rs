@@ -70,6 +70,9 @@ impl Dataplane {
                         chains: chains.clone(),
                         stats: SslStats::new(store, &p),
                         no_filter_chain_match: store.counter(&format!("{p}.no_filter_chain_match")),
+                        listener_filters_timeout: lc.listener_filters_timeout,
+                        downstream_pre_cx_timeout: store
+                            .counter(&format!("{p}.downstream_pre_cx_timeout")),
                     }
                 });
                 Ok(Arc::new(ListenerShared {
@@ -113,13 +116,13 @@ impl Dataplane {
         &self.listeners
     }
 
-    /// Start `concurrency` workers serving `sockets` (one per listener, in configuration
-    /// order; a listener without a socket — one that could not be bound again after a
-    /// rollback — is not served). Each worker stops accepting when `drain` fires and exits
-    /// once its last connection has closed.
+    /// Start `concurrency` workers serving `sockets` (each listener's, in configuration order:
+    /// its `address`, then its `additional_addresses`; a listener without any socket — one
+    /// that could not be bound again after a rollback — is not served). Each worker stops
+    /// accepting when `drain` fires and exits once its last connection has closed.
     pub fn spawn_workers(
         &self,
-        sockets: &[Option<std::net::TcpListener>],
+        sockets: &[Vec<std::net::TcpListener>],
         concurrency: usize,
         drain: drain::Watch,
     ) -> Result<Workers, BuildError> {
@@ -129,18 +132,19 @@ impl Dataplane {
             let (adopt_tx, adopt_rx) = mpsc::unbounded_channel();
             senders.push(adopt_tx);
             let mut mine = Vec::with_capacity(sockets.len());
-            for (l, s) in self.listeners.iter().zip(sockets) {
-                let Some(s) = s else { continue };
-                let sock = s.try_clone().map_err(|source| BuildError::Listener {
-                    listener: l.config.name.clone(),
-                    source,
-                })?;
-                sock.set_nonblocking(true)
-                    .map_err(|source| BuildError::Listener {
+            for (l, socks) in self.listeners.iter().zip(sockets) {
+                for s in socks {
+                    let sock = s.try_clone().map_err(|source| BuildError::Listener {
                         listener: l.config.name.clone(),
                         source,
                     })?;
-                mine.push((l.clone(), sock));
+                    sock.set_nonblocking(true)
+                        .map_err(|source| BuildError::Listener {
+                            listener: l.config.name.clone(),
+                            source,
+                        })?;
+                    mine.push((l.clone(), sock));
+                }
             }
             let clusters = self.clusters.clone();
             let drain = drain.clone();
@@ -245,8 +249,11 @@ fn run_worker(
         });
         tokio::task::spawn_local(worker.modes.clone().follow(worker.handover.clone()));
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let mut served: Vec<Arc<ListenerShared>> = listeners.iter().map(|(l, _)| l.clone()).collect();
+        // A listener with additional addresses comes once per socket, one after the other.
+        served.dedup_by(|a, b| Arc::ptr_eq(a, b));
         tokio::task::spawn_local(adopt_loop(
-            listeners.iter().map(|(l, _)| l.clone()).collect(),
+            served,
             worker.clone(),
             adopt_rx,
             drain.clone(),
@@ -286,7 +293,7 @@ async fn accept_loop(
     loop {
         tokio::select! {
             biased;
-            _ = drain.accept_stopped(drain::Direction::Unspecified) => break,
+            _ = drain.accept_stopped(l.config.direction) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     let (l, w, drain, alive) = (l.clone(), w.clone(), drain.clone(), alive.clone());

@@ -21,6 +21,8 @@ use super::{ConfigError, Errors};
 
 /// Envoy's default `common_http_protocol_options.idle_timeout`.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default `listener_filters_timeout`.
+const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 /// Envoy's default `stream_idle_timeout`.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Baton's `request_headers_timeout` when none is configured (Envoy has none): a request head
@@ -79,10 +81,25 @@ pub(crate) fn listener(
         &raw.address.socket_address,
         &join(path, "address.socket_address"),
     ));
+    let mut additional_addresses = Vec::new();
+    for (i, a) in raw.additional_addresses.iter().enumerate() {
+        let p = format!("{path}.additional_addresses[{i}].address.socket_address");
+        if let Some(a) = errs.take(socket_address(&a.address.socket_address, &p)) {
+            additional_addresses.push(a);
+        }
+    }
     let per_connection_buffer_limit_bytes = raw
         .per_connection_buffer_limit_bytes
         .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0);
 
+    // Envoy bounds its listener filters (here the TLS inspector's wait for the ClientHello) by
+    // listener_filters_timeout, 15 s unless set; with no listener filter there is no such wait.
+    let listener_filters_timeout = if raw.listener_filters.is_empty() {
+        None
+    } else {
+        raw.listener_filters_timeout
+            .map_or(Some(DEFAULT_LISTENER_FILTERS_TIMEOUT), |d| d.nonzero())
+    };
     for (i, f) in raw.listener_filters.into_iter().enumerate() {
         errs.take(super::tls::listener_filter(
             f,
@@ -101,8 +118,17 @@ pub(crate) fn listener(
     if errs.0.len() != before {
         return None;
     }
+    let direction = match raw.traffic_direction {
+        None | Some(raw::TrafficDirection::Unspecified) => drain::Direction::Unspecified,
+        Some(raw::TrafficDirection::Inbound) => drain::Direction::Inbound,
+        Some(raw::TrafficDirection::Outbound) => drain::Direction::Outbound,
+    };
     Some(Listener {
         name,
+        additional_addresses,
+        listener_filters_timeout,
+        direction,
+        freebind: raw.freebind.unwrap_or(false),
         address: address?,
         per_connection_buffer_limit_bytes,
         http: chains.http?,

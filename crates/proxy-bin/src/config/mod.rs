@@ -221,18 +221,28 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
                 format!("duplicate listener name `{}`", l.name),
             );
         }
-        // Port 0 asks for any free port, so two such listeners do not clash.
-        if l.address.port() != 0 && listeners.iter().any(|o| o.address == l.address) {
-            errs.push(
-                format!("{path}.address"),
-                format!("address {} is already used by another listener", l.address),
-            );
+        // Port 0 asks for any free port, so two such sockets do not clash.
+        for (j, a) in l.addresses().enumerate() {
+            let taken = listeners
+                .iter()
+                .flat_map(|o| o.addresses())
+                .chain(l.addresses().take(j));
+            if a.port() != 0 && taken.into_iter().any(|o| o == a) {
+                let at = match j {
+                    0 => format!("{path}.address"),
+                    _ => format!("{path}.additional_addresses[{}].address", j - 1),
+                };
+                errs.push(at, format!("address {a} is already used by a listener"));
+            }
         }
         listeners.push(l);
     }
 
     if let Some(a) = admin.as_ref().filter(|a| a.address.port() != 0) {
-        if let Some(l) = listeners.iter().find(|l| l.address == a.address) {
+        if let Some(l) = listeners
+            .iter()
+            .find(|l| l.addresses().any(|x| x == a.address))
+        {
             errs.push(
                 "admin.address",
                 format!(
@@ -279,19 +289,29 @@ pub(crate) fn locality(raw: raw::Locality) -> Locality {
     }
 }
 
-/// `node` as Envoy serves it: `--service-node` and `--service-cluster`, when given and not
-/// empty, replace `node.id` and `node.cluster`.
-pub fn node_with_overrides(
-    node: &Node,
-    service_node: Option<&str>,
-    service_cluster: Option<&str>,
-) -> Node {
+/// The command line flags that replace parts of `node`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeOverrides<'a> {
+    /// `--service-node`: `node.id`.
+    pub id: Option<&'a str>,
+    /// `--service-cluster`: `node.cluster`.
+    pub cluster: Option<&'a str>,
+    /// `--service-zone`: `node.locality.zone`.
+    pub zone: Option<&'a str>,
+}
+
+/// `node` as Envoy serves it: each flag given and not empty replaces its field.
+pub fn node_with_overrides(node: &Node, flags: NodeOverrides<'_>) -> Node {
     let mut out = node.clone();
-    if let Some(id) = service_node.filter(|s| !s.is_empty()) {
-        id.clone_into(&mut out.id);
+    let given = |f: Option<&str>| f.filter(|s| !s.is_empty()).map(str::to_owned);
+    if let Some(id) = given(flags.id) {
+        out.id = id;
     }
-    if let Some(cluster) = service_cluster.filter(|s| !s.is_empty()) {
-        cluster.clone_into(&mut out.cluster);
+    if let Some(cluster) = given(flags.cluster) {
+        out.cluster = cluster;
+    }
+    if let Some(zone) = given(flags.zone) {
+        out.locality.get_or_insert_with(Locality::default).zone = zone;
     }
     out
 }

@@ -115,17 +115,37 @@ impl Metadata {
 // ---------------------------------------------------------------------------------------------
 // Listeners and the HTTP connection manager.
 
+proto_enum! {
+    pub(crate) enum TrafficDirection {
+        Unspecified = ("UNSPECIFIED", 0),
+        Inbound = ("INBOUND", 1),
+        Outbound = ("OUTBOUND", 2),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Listener {
     /// Absent or empty: a random UUID, as Envoy names such listeners.
     pub name: Option<String>,
+    pub traffic_direction: Option<TrafficDirection>,
+    pub freebind: Option<bool>,
+    #[serde(default)]
+    pub additional_addresses: Vec<AdditionalAddress>,
+    pub listener_filters_timeout: Option<Dur>,
     pub address: Address,
     pub per_connection_buffer_limit_bytes: Option<Int<u32>>,
     #[serde(default)]
     pub listener_filters: Vec<super::tls::ListenerFilter>,
     #[serde(default)]
     pub filter_chains: Vec<FilterChain>,
+}
+
+/// `listener.v3.AdditionalAddress`: the address only (no `socket_options`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdditionalAddress {
+    pub address: Address,
 }
 
 #[derive(Debug, Deserialize)]

@@ -182,18 +182,18 @@ impl Generation {
             .bootstrap
             .listeners
             .iter()
-            .map(|l| (l.address, l.name.clone()))
+            .flat_map(|l| l.addresses().map(|a| (a, l.name.clone(), l.freebind)))
             .chain(
                 self.bootstrap
                     .admin
                     .as_ref()
-                    .map(|a| (a.address, "admin".to_owned())),
+                    .map(|a| (a.address, "admin".to_owned(), false)),
             );
-        let missing: Vec<(SocketAddr, String)> = wanted
-            .filter(|(addr, _)| !owned.iter().any(|o| o.addr == *addr))
+        let missing: Vec<(SocketAddr, String, bool)> = wanted
+            .filter(|(addr, _, _)| !owned.iter().any(|o| o.addr == *addr))
             .collect();
-        for (addr, name) in missing {
-            match listen::bind_tcp(addr) {
+        for (addr, name, freebind) in missing {
+            match listen::bind_tcp(addr, freebind) {
                 Ok(socket) => owned.push(OwnedSocket { addr, name, socket }),
                 Err(e) => tracing::error!(
                     listener = %name,

@@ -59,12 +59,13 @@ impl Generation {
         Ok(Serving { drains, workers })
     }
 
-    /// Duplicates of the generation's listen sockets for its workers (in configuration order;
-    /// `None` for an address it no longer holds) and of its admin socket.
+    /// Duplicates of the generation's listen sockets for its workers (each listener's, its
+    /// `address` then its `additional_addresses`, in configuration order; none for an address
+    /// it no longer holds) and of its admin socket.
     fn serving_sockets(
         &self,
         owned: &OwnedSockets,
-    ) -> (Vec<Option<TcpListener>>, Option<TcpListener>) {
+    ) -> (Vec<Vec<TcpListener>>, Option<TcpListener>) {
         let owned = owned.lock();
         let dup = |addr: SocketAddr, name: &str| {
             let o = owned.iter().find(|o| o.addr == addr && o.name == name)?;
@@ -79,7 +80,7 @@ impl Generation {
             .bootstrap
             .listeners
             .iter()
-            .map(|l| dup(l.address, &l.name))
+            .map(|l| l.addresses().filter_map(|a| dup(a, &l.name)).collect())
             .collect();
         let admin = self
             .bootstrap
@@ -117,8 +118,11 @@ impl Generation {
                 command_line_options: self.place.command_line_options(&self.opts),
                 node: crate::config::node_with_overrides(
                     &self.bootstrap.node,
-                    self.opts.service_node.as_deref(),
-                    self.opts.service_cluster.as_deref(),
+                    crate::config::NodeOverrides {
+                        id: self.opts.service_node.as_deref(),
+                        cluster: self.opts.service_cluster.as_deref(),
+                        zone: self.opts.service_zone.as_deref(),
+                    },
                 ),
                 epoch: self.place.epoch,
                 concurrency: u32::try_from(self.opts.concurrency).unwrap_or(u32::MAX),
@@ -134,6 +138,7 @@ impl Generation {
                 .map(|l| ListenerStatus {
                     name: l.name.clone(),
                     address: l.address,
+                    additional_addresses: l.additional_addresses.clone(),
                 })
                 .collect(),
             clusters: self.clusters.clone(),
@@ -162,7 +167,7 @@ impl Generation {
     /// The generation's listen sockets by address and name, for a successor to take.
     pub(super) fn own_sockets(
         &self,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Vec<TcpListener>>,
         admin: Option<TcpListener>,
     ) -> OwnedSockets {
         let mut owned: Vec<OwnedSocket> = self
@@ -170,10 +175,14 @@ impl Generation {
             .listeners
             .iter()
             .zip(listeners)
-            .map(|(l, socket)| OwnedSocket {
-                addr: l.address,
-                name: l.name.clone(),
-                socket,
+            .flat_map(|(l, sockets)| {
+                l.addresses()
+                    .zip(sockets)
+                    .map(|(addr, socket)| OwnedSocket {
+                        addr,
+                        name: l.name.clone(),
+                        socket,
+                    })
             })
             .collect();
         if let (Some(a), Some(socket)) = (&self.bootstrap.admin, admin) {
@@ -190,24 +199,38 @@ impl Generation {
     /// shutdown), nothing accepts on its sockets: close them so new connections are refused
     /// (or go to the successor's copies) rather than queue unanswered — unless a rollback
     /// window keeps them for this generation to serve again (see [`Resume::keep_sockets`]).
-    fn close_sockets_when_accept_stops(&self, resume: &Resume, mut watch: drain::Watch) {
+    /// Each listener's sockets close when accepting stops for its `traffic_direction` (an
+    /// inbound-only drain stops the inbound ones); the admin's with the last.
+    fn close_sockets_when_accept_stops(&self, resume: &Resume, watch: drain::Watch) {
         let draining = self
             .store
             .gauge("listener_manager.total_listeners_draining");
         let active = self.store.gauge("listener_manager.total_listeners_active");
-        let listeners = self.bootstrap.listeners.len() as i64;
-        active.set(listeners);
+        active.set(self.bootstrap.listeners.len() as i64);
         draining.set(0);
-        let owned = resume.owned.clone();
-        let keep = resume.keep_sockets.clone();
+        for l in &self.bootstrap.listeners {
+            let (owned, keep) = (resume.owned.clone(), resume.keep_sockets.clone());
+            let (mut watch, active, draining) = (watch.clone(), active.clone(), draining.clone());
+            let (addrs, direction): (Vec<SocketAddr>, _) = (l.addresses().collect(), l.direction);
+            tokio::spawn(async move {
+                watch.accept_stopped(direction).await;
+                drop(watch);
+                if !keep.load(Ordering::Acquire) {
+                    owned
+                        .lock()
+                        .retain(|s| !addrs.contains(&s.addr) || s.name == "admin");
+                }
+                active.dec();
+                draining.inc();
+            });
+        }
+        let (owned, keep, mut watch) = (resume.owned.clone(), resume.keep_sockets.clone(), watch);
         tokio::spawn(async move {
             watch.accept_stopped(drain::Direction::Unspecified).await;
             drop(watch);
             if !keep.load(Ordering::Acquire) {
                 owned.lock().clear();
             }
-            active.set(0);
-            draining.set(listeners);
         });
     }
 

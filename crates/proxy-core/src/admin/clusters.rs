@@ -160,7 +160,9 @@ pub(super) fn clusters_json(clusters: &[ClusterStatus]) -> String {
 pub(super) fn listeners_text(listeners: &[ListenerStatus]) -> String {
     let mut out = String::new();
     for l in listeners {
-        let _ = writeln!(out, "{}::{}", l.name, l.address);
+        for a in std::iter::once(&l.address).chain(&l.additional_addresses) {
+            let _ = writeln!(out, "{}::{a}", l.name);
+        }
     }
     out
 }
@@ -169,7 +171,18 @@ pub(super) fn listeners_text(listeners: &[ListenerStatus]) -> String {
 pub(super) fn listeners_json(listeners: &[ListenerStatus]) -> String {
     let statuses: Vec<Json> = listeners
         .iter()
-        .map(|l| json!({ "name": l.name, "local_address": socket_address(l.address) }))
+        .map(|l| {
+            let mut v = json!({ "name": l.name, "local_address": socket_address(l.address) });
+            if !l.additional_addresses.is_empty() {
+                let more: Vec<Json> = l
+                    .additional_addresses
+                    .iter()
+                    .map(|a| socket_address(*a))
+                    .collect();
+                v["additional_local_addresses"] = Json::Array(more);
+            }
+            v
+        })
         .collect();
     pretty(&json!({ "listener_statuses": statuses }))
 }

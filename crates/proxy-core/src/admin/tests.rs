@@ -76,6 +76,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
         listeners: vec![ListenerStatus {
             name: "listener_0".to_owned(),
             address: "0.0.0.0:10000".parse()?,
+            additional_addresses: vec![],
         }],
         clusters: Arc::new(clusters),
         quit: quit_tx,

@@ -67,7 +67,7 @@ pub async fn serve_arriving(
     ls.downstream_cx_active.inc();
     ls.server_total_connections.inc();
     hs.downstream_cx_active.inc();
-    let dconn = drain.connection(drain::Direction::Unspecified);
+    let dconn = drain.connection(l.config.direction);
     drop(drain);
     match (conn.kind, streams.next()) {
         (Kind::Http1, None) => {
@@ -135,19 +135,33 @@ pub async fn serve_conn(
     hs.downstream_cx_active.inc();
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(l.config.address);
-    let mut dconn = drain.connection(drain::Direction::Unspecified);
+    let mut dconn = drain.connection(l.config.direction);
     drop(drain);
     let hcm = &l.config.http;
     let first_bytes_wait = hcm.idle_timeout.unwrap_or(Duration::from_secs(3600));
     let (stream, alpn) = match &l.tls {
-        None => (Stream::Plain(stream), None),
+        None => {
+            // Envoy's TLS inspector on a cleartext listener waits this long for the first
+            // bytes (to tell TLS from cleartext), then closes the connection.
+            if let Some(d) = l.config.listener_filters_timeout {
+                let mut first = [0u8; 1];
+                if tokio::time::timeout(d, stream.peek(&mut first))
+                    .await
+                    .is_err()
+                {
+                    l.listener_stats.downstream_pre_cx_timeout.inc();
+                    return close_unserved(&l, opened);
+                }
+            }
+            (Stream::Plain(stream), None)
+        }
         Some(t) => {
             let wait = TLS_HANDSHAKE_TIMEOUT.min(first_bytes_wait);
             // Boxed, like every path but the common cleartext HTTP/1.1 one: a connection's task is
             // as large as its largest state, and every connection's task is allocated and
             // moved whole.
-            match tokio::time::timeout(wait, Box::pin(tls_accept(t, stream))).await {
-                Ok(Some(s)) => {
+            match Box::pin(tls_accept(t, stream, wait)).await {
+                Some(s) => {
                     let alpn = match s.get_ref().1.alpn_protocol() {
                         Some(b"h2") => Some(Sniffed::Http2),
                         Some(b"http/1.1") => Some(Sniffed::Http1),
@@ -155,11 +169,7 @@ pub async fn serve_conn(
                     };
                     (Stream::Tls(Box::new(s)), alpn)
                 }
-                Ok(None) => return close_unserved(&l, opened),
-                Err(_) => {
-                    t.stats.connection_error.inc();
-                    return close_unserved(&l, opened);
-                }
+                None => return close_unserved(&l, opened),
             }
         }
     };

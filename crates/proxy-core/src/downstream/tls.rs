@@ -10,14 +10,38 @@ use crate::context::TlsListener;
 pub(super) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Read the ClientHello, pick the filter chain for its SNI, and complete the handshake with
-/// that chain's context. `None` (counted) when no chain matches or the handshake fails.
+/// that chain's context. `None` (counted) when no chain matches, the handshake fails or takes
+/// too long: the ClientHello may take the listener's `listener_filters_timeout` (counted as
+/// `downstream_pre_cx_timeout`, as Envoy's TLS inspector) and the rest `wait`; without one,
+/// the whole handshake may take `wait`.
 pub(super) async fn tls_accept(
     t: &TlsListener,
     stream: TcpStream,
+    wait: Duration,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let acceptor =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
-    let start = match acceptor.await {
+    let mut deadline = tokio::time::Instant::now() + wait;
+    let hello = match t.listener_filters_timeout {
+        Some(d) => match tokio::time::timeout(d, acceptor).await {
+            Ok(r) => {
+                deadline = tokio::time::Instant::now() + wait;
+                r
+            }
+            Err(_) => {
+                t.downstream_pre_cx_timeout.inc();
+                return None;
+            }
+        },
+        None => match tokio::time::timeout_at(deadline, acceptor).await {
+            Ok(r) => r,
+            Err(_) => {
+                t.stats.connection_error.inc();
+                return None;
+            }
+        },
+    };
+    let start = match hello {
         Ok(s) => s,
         Err(e) => {
             t.stats.record_error(&e);
@@ -28,7 +52,13 @@ pub(super) async fn tls_accept(
         t.no_filter_chain_match.inc();
         return None;
     };
-    match start.into_stream(chain.tls.config.clone()).await {
+    let Ok(handshake) =
+        tokio::time::timeout_at(deadline, start.into_stream(chain.tls.config.clone())).await
+    else {
+        t.stats.connection_error.inc();
+        return None;
+    };
+    match handshake {
         Ok(s) => {
             let conn = s.get_ref().1;
             t.stats.record_handshake(

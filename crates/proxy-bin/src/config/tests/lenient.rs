@@ -144,19 +144,44 @@ fn node_is_kept_and_the_command_line_overrides_id_and_cluster() {
         ),
         ("r1", "z1", "s1")
     );
-    // Envoy: `--service-node cli-node --service-cluster cli-cluster` replace id and cluster;
-    // empty flags do not.
-    let o = node_with_overrides(&node, Some("cli-node"), Some("cli-cluster"));
+    // Envoy: `--service-node cli-node --service-cluster cli-cluster --service-zone cli-zone`
+    // replace id, cluster and locality.zone; empty flags do not.
+    let flags = NodeOverrides {
+        id: Some("cli-node"),
+        cluster: Some("cli-cluster"),
+        zone: Some("cli-zone"),
+    };
+    let o = node_with_overrides(&node, flags);
     assert_eq!(
         (o.id.as_str(), o.cluster.as_str()),
         ("cli-node", "cli-cluster")
     );
     assert_eq!(o.metadata, node.metadata);
-    let o = node_with_overrides(&node, Some(""), None);
+    // `--service-zone` replaces the zone only (Envoy: region r1, zone cli-zone, sub_zone s1).
+    let loc = o.locality.expect("locality");
+    assert_eq!(
+        (
+            loc.region.as_str(),
+            loc.zone.as_str(),
+            loc.sub_zone.as_str()
+        ),
+        ("r1", "cli-zone", "s1")
+    );
+    let flags = NodeOverrides {
+        id: Some(""),
+        ..NodeOverrides::default()
+    };
+    let o = node_with_overrides(&node, flags);
     assert_eq!(
         (o.id.as_str(), o.cluster.as_str()),
         ("my-node", "my-cluster")
     );
+    let zone_only = NodeOverrides {
+        zone: Some("z"),
+        ..NodeOverrides::default()
+    };
+    let o = node_with_overrides(&Node::default(), zone_only);
+    assert_eq!(o.locality.map(|l| l.zone), Some("z".to_owned()));
     let e = parse_value(&set(base(), "/node", json!({"user_agent_name": "x"}))).unwrap_err();
     assert_eq!(e.0[0].path, "node.user_agent_name", "{e}");
     let e = parse_value(&set(base(), "/node", json!({"metadata": [1]}))).unwrap_err();
@@ -414,4 +439,128 @@ fn a_bad_static_secret_is_reported_at_the_secret() {
     ))
     .unwrap_err();
     assert!(e.0[0].message.contains("exactly one of"), "{e}");
+}
+
+#[test]
+fn traffic_direction_decides_what_an_inbound_only_drain_stops() {
+    let l0 = "/static_resources/listeners/0";
+    for (value, want) in [
+        (json!("INBOUND"), drain::Direction::Inbound),
+        (json!("outbound"), drain::Direction::Outbound),
+        (json!("UNSPECIFIED"), drain::Direction::Unspecified),
+    ] {
+        let v = set(base(), &format!("{l0}/traffic_direction"), value);
+        let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
+        assert_eq!(b.listeners[0].direction, want);
+    }
+    assert_eq!(
+        parse_str(QUICKSTART).unwrap().bootstrap.listeners[0].direction,
+        drain::Direction::Unspecified
+    );
+    let e = parse_value(&set(
+        base(),
+        &format!("{l0}/traffic_direction"),
+        json!("SIDEWAYS"),
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.0[0].path, "static_resources.listeners[0].traffic_direction",
+        "{e}"
+    );
+}
+
+#[test]
+fn freebind_is_carried_to_the_listener() {
+    let p = "/static_resources/listeners/0/freebind";
+    let b = parse_value(&set(base(), p, json!(true))).unwrap().bootstrap;
+    assert!(b.listeners[0].freebind);
+    assert!(!parse_str(QUICKSTART).unwrap().bootstrap.listeners[0].freebind);
+}
+
+#[test]
+fn additional_addresses_are_listener_addresses_too() {
+    let p = "/static_resources/listeners/0/additional_addresses";
+    let addr = |port: u16| json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}});
+    let b = parse_value(&set(base(), p, json!([addr(10001), addr(10002)])))
+        .unwrap()
+        .bootstrap;
+    let want: Vec<std::net::SocketAddr> = vec![
+        "127.0.0.1:10001".parse().unwrap(),
+        "127.0.0.1:10002".parse().unwrap(),
+    ];
+    assert_eq!(b.listeners[0].additional_addresses, want);
+    assert_eq!(b.listeners[0].addresses().count(), 3);
+    // The quick-start listens on 0.0.0.0:10000; the admin on 0.0.0.0:9901.
+    let e = parse_value(&set(base(), p, json!([addr(10001), addr(10001)]))).unwrap_err();
+    assert_eq!(
+        e.0[0].path, "static_resources.listeners[0].additional_addresses[1].address",
+        "{e}"
+    );
+    let dup = json!([{"address": {"socket_address": {"address": "0.0.0.0", "port_value": 9901}}}]);
+    let e = parse_value(&set(base(), p, dup)).unwrap_err();
+    assert_eq!(e.0[0].path, "admin.address", "{e}");
+    let bad = json!([{"address": {"socket_address": {"address": "nowhere", "port_value": 1}}}]);
+    let e = parse_value(&set(base(), p, bad)).unwrap_err();
+    assert_eq!(
+        e.0[0].path,
+        "static_resources.listeners[0].additional_addresses[0].address.socket_address.address",
+        "{e}"
+    );
+    let e = parse_value(&set(
+        base(),
+        p,
+        json!([{"address": addr(1)["address"], "socket_options": {}}]),
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.0[0].path, "static_resources.listeners[0].additional_addresses[0].socket_options",
+        "{e}"
+    );
+}
+
+#[test]
+fn listener_filters_timeout_bounds_the_tls_inspector_as_in_envoy() {
+    let l0 = "/static_resources/listeners/0";
+    let inspector = json!([{"name": "envoy.filters.listener.tls_inspector"}]);
+    let tls = |v| {
+        let v = set(v, &format!("{l0}/listener_filters"), inspector.clone());
+        set(
+            v,
+            &format!("{l0}/filter_chains/0/transport_socket"),
+            json!({"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": {"tls_certificates": [{
+                    "certificate_chain": {"filename": V1_CERT}, "private_key": {"filename": V1_KEY}}]}}}),
+        )
+    };
+    let timeout = |v: &serde_json::Value| {
+        parse_value(v)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .bootstrap
+            .listeners[0]
+            .listener_filters_timeout
+    };
+    // Envoy's default, 15 s, once there is a listener filter; none without one.
+    assert_eq!(timeout(&tls(base())), Some(Duration::from_secs(15)));
+    assert_eq!(timeout(&base()), None);
+    let set_to = |d: &str| {
+        tls(set(
+            base(),
+            &format!("{l0}/listener_filters_timeout"),
+            json!(d),
+        ))
+    };
+    assert_eq!(timeout(&set_to("0.5s")), Some(Duration::from_millis(500)));
+    assert_eq!(timeout(&set_to("0s")), None);
+    // A cleartext listener with the TLS inspector waits for the first bytes as long; without
+    // a listener filter the setting bounds nothing, in Envoy as here.
+    let v = set(base(), &format!("{l0}/listener_filters"), inspector.clone());
+    let v = set(v, &format!("{l0}/listener_filters_timeout"), json!("1s"));
+    assert_eq!(timeout(&v), Some(Duration::from_secs(1)));
+    let v = set(
+        base(),
+        &format!("{l0}/listener_filters_timeout"),
+        json!("1s"),
+    );
+    assert_eq!(timeout(&v), None);
 }

@@ -140,22 +140,26 @@ fn listeners_forms() -> Result<(), Box<dyn std::error::Error>> {
         ListenerStatus {
             name: "listener_0".to_owned(),
             address: "0.0.0.0:10000".parse()?,
+            additional_addresses: vec![],
         },
         ListenerStatus {
             name: "v6".to_owned(),
             address: "[::1]:10001".parse()?,
+            additional_addresses: vec!["127.0.0.1:10002".parse()?],
         },
     ];
     assert_eq!(
         listeners_text(&listeners),
-        "listener_0::0.0.0.0:10000\nv6::[::1]:10001\n"
+        // As Envoy 1.40: one line per address, the listener's name on each.
+        "listener_0::0.0.0.0:10000\nv6::[::1]:10001\nv6::127.0.0.1:10002\n"
     );
     let v: Json = serde_json::from_str(&listeners_json(&listeners))?;
     assert_eq!(
         v,
         json!({"listener_statuses": [
             {"name": "listener_0", "local_address": {"socket_address": {"address": "0.0.0.0", "port_value": 10000}}},
-            {"name": "v6", "local_address": {"socket_address": {"address": "::1", "port_value": 10001}}},
+            {"name": "v6", "local_address": {"socket_address": {"address": "::1", "port_value": 10001}},
+                "additional_local_addresses": [{"socket_address": {"address": "127.0.0.1", "port_value": 10002}}]},
         ]})
     );
     Ok(())
