@@ -7,8 +7,10 @@
 //! routable hosts with one atomic load, no lock and no per-request filtering.
 //!
 //! - `state`: what one check's outcome does to a host, and when to check next (pure);
+//! - `conn`: a check's connection, TCP or TLS with the cluster's context;
 //! - `probe`: one HTTP/1.1 check on the wire; `h2`: one HTTP/2 check; `tcp`: one TCP check.
 
+mod conn;
 mod h2;
 mod probe;
 mod state;
@@ -115,7 +117,9 @@ async fn check_host(cluster: Arc<Cluster>, host: Arc<Host>, mut first: Option<mp
     let (Some(cfg), Some(stats)) = (&cluster.config.health_check, &cluster.health_stats) else {
         return;
     };
-    let mut prober = probe::Prober::new(&cfg.kind, &cluster.config.name, cfg.reuse_connection);
+    let Some(mut prober) = probe::Prober::new(&cluster.config, &host) else {
+        return;
+    };
     let mut st = state::HostState::new(host.health.load());
     loop {
         stats.attempt.inc();
