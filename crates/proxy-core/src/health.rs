@@ -145,7 +145,11 @@ async fn check_host(cluster: Arc<Cluster>, host: Arc<Host>, mut first: Option<mp
         if change != state::Change::None {
             cluster.publish_health();
         }
-        log(&cluster, &host, cfg, outcome, change);
+        // The start's first round would log every host: only its failures are told.
+        let quiet = first.is_some() && outcome.is_success();
+        if !quiet {
+            log(&cluster, &host, cfg, outcome, change);
+        }
         if let Some(tx) = first.take() {
             let _ = tx.try_send(());
         }
