@@ -151,7 +151,10 @@ async fn check_host(cluster: Arc<Cluster>, host: Arc<Host>, mut first: FirstChec
         if outcome.is_success() {
             cluster.report_health_check_pass(&host);
         }
-        if change != state::Change::None {
+        if matches!(
+            change,
+            state::Change::BecameHealthy | state::Change::BecameUnhealthy
+        ) {
             cluster.publish_health();
         }
         // The start's first round would log every host: only its failures are told.
@@ -205,10 +208,12 @@ fn log(cluster: &Cluster, host: &Host, cfg: &HealthCheck, outcome: Outcome, chan
         state::Change::BecameUnhealthy => {
             tracing::warn!(cluster = %name, host = %host.addr, ?outcome, "health check failed: host out of load balancing");
         }
-        state::Change::None if !outcome.is_success() && cfg.always_log_failures => {
+        state::Change::None | state::Change::Pending
+            if !outcome.is_success() && cfg.always_log_failures =>
+        {
             tracing::warn!(cluster = %name, host = %host.addr, ?outcome, "health check failed");
         }
-        state::Change::None => {}
+        state::Change::None | state::Change::Pending => {}
     }
 }
 
