@@ -102,11 +102,11 @@ async fn a_failing_host_is_avoided_then_brought_back() {
     assert!(b.proxied() > before, "the recovered host got no request");
 
     // The counters add up, as Envoy's do: a failed check is a failure, and a 503 is not a
-    // network failure.
+    // network failure. (One 503 took b out: as Envoy, a status is not held to the threshold.)
     let attempt = stat(&baton, "cluster.web.health_check.attempt").await;
     let success = stat(&baton, "cluster.web.health_check.success").await;
     let failure = stat(&baton, "cluster.web.health_check.failure").await;
-    assert!(failure >= 2 && success >= 3 && success + failure <= attempt);
+    assert!(failure >= 1 && success >= 3 && success + failure <= attempt);
     assert_eq!(
         stat(&baton, "cluster.web.health_check.network_failure").await,
         0
@@ -160,12 +160,16 @@ async fn http2_checks_with_prior_knowledge() {
     assert_eq!(hc.uri.authority().map(|a| a.as_str()), Some("hc.example"));
     assert_eq!(hc.header("user-agent"), Some("Envoy/HC"));
     // Checks share a connection: one per host, not one per check.
-    assert!(
-        b.state
-            .health_hits
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 2
-    );
+    let until = Instant::now() + Duration::from_secs(5);
+    while b
+        .state
+        .health_hits
+        .load(std::sync::atomic::Ordering::SeqCst)
+        < 4
+    {
+        assert!(Instant::now() < until, "fewer than 4 checks of b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(b.conns() <= 3, "{} connections", b.conns());
 }
 

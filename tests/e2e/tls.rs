@@ -503,6 +503,62 @@ fn upstream_socket(ca: &str, sni: &str, alpn: &[&str]) -> Value {
     })
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_use_the_clusters_tls_context() {
+    let ca = Ca::new("upstream ca");
+    let up = tls_upstream(&ca.leaf("up.test")).await;
+    let hc = |kind: Value| {
+        let mut hc = json!({
+            "timeout": "1s",
+            "interval": "0.1s",
+            "no_traffic_interval": "0.1s",
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+        });
+        hc.as_object_mut()
+            .expect("object")
+            .extend(kind.as_object().expect("kind").clone());
+        json!([hc])
+    };
+    let http1 = json!({"http_health_check": {"path": "/healthz"}});
+    let http2 = json!({"http_health_check": {"path": "/healthz", "codec_client_type": "HTTP2"}});
+    let tls_cluster = |name: &str, ca: &str, kind: Value| {
+        // ALPN h2 for proxied requests: the HTTP/1.1 check must still offer http/1.1 only.
+        let c = with(
+            cluster(name, &[up.port]),
+            "transport_socket",
+            upstream_socket(ca, "up.test", &["h2"]),
+        );
+        with(c, "health_checks", hc(kind))
+    };
+    let other = Ca::new("other").pem();
+    let config = Config::new()
+        .route(route("/", "h1", json!({})))
+        .cluster(tls_cluster("h1", &ca.pem(), http1.clone()))
+        .cluster(tls_cluster("h2", &ca.pem(), http2))
+        .cluster(tls_cluster(
+            "tcp",
+            &ca.pem(),
+            json!({"tcp_health_check": {}}),
+        ))
+        .cluster(tls_cluster("untrusted", &other, http1));
+    let baton = Baton::start(&config.render()).await;
+    for c in ["h1", "h2", "tcp"] {
+        baton
+            .wait_stat(&format!("cluster.{c}.health_check.healthy"), 1)
+            .await;
+    }
+    baton
+        .wait_stat("cluster.untrusted.health_check.network_failure", 2)
+        .await;
+    assert_eq!(
+        baton.stat("cluster.untrusted.health_check.healthy").await,
+        Some(0)
+    );
+    assert_eq!(baton.stat("cluster.h1.health_check.failure").await, Some(0));
+    assert_eq!(baton.stat("cluster.h2.health_check.failure").await, Some(0));
+}
+
 #[tokio::test]
 async fn upstream_tls_with_sni_trusted_ca_and_alpn_h2() {
     let ca = Ca::new("upstream ca");

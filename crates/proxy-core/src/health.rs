@@ -7,8 +7,10 @@
 //! routable hosts with one atomic load, no lock and no per-request filtering.
 //!
 //! - `state`: what one check's outcome does to a host, and when to check next (pure);
+//! - `conn`: a check's connection, TCP or TLS with the cluster's context;
 //! - `probe`: one HTTP/1.1 check on the wire; `h2`: one HTTP/2 check; `tcp`: one TCP check.
 
+mod conn;
 mod h2;
 mod probe;
 mod state;
@@ -31,10 +33,15 @@ pub use state::Outcome;
 #[derive(Debug)]
 #[must_use]
 pub struct FirstRound {
-    /// Each host's task sends once after its first check; the senders drop with the tasks.
+    /// Each host at start reports once ([`FirstCheck`]): after its first check, or when its
+    /// task ends without one (the host left the cluster).
     done: mpsc::Receiver<()>,
     hosts: usize,
 }
+
+/// A host's part of the [`FirstRound`]: reported when done, or when dropped undone.
+#[derive(Debug)]
+struct FirstCheck(Option<mpsc::Sender<()>>);
 
 // === impl FirstRound ===
 
@@ -100,7 +107,11 @@ async fn supervise(cluster: Arc<Cluster>, first: mpsc::Sender<()>) {
         });
         for (ptr, host) in current {
             running.entry(ptr).or_insert_with(|| {
-                tasks.spawn(check_host(cluster.clone(), host.clone(), first.clone()))
+                tasks.spawn(check_host(
+                    cluster.clone(),
+                    host.clone(),
+                    FirstCheck(first.clone()),
+                ))
             });
         }
         drop(set);
@@ -111,11 +122,13 @@ async fn supervise(cluster: Arc<Cluster>, first: mpsc::Sender<()>) {
 }
 
 /// Check `host` forever: one probe per interval, its outcome counted and applied.
-async fn check_host(cluster: Arc<Cluster>, host: Arc<Host>, mut first: Option<mpsc::Sender<()>>) {
+async fn check_host(cluster: Arc<Cluster>, host: Arc<Host>, mut first: FirstCheck) {
     let (Some(cfg), Some(stats)) = (&cluster.config.health_check, &cluster.health_stats) else {
         return;
     };
-    let mut prober = probe::Prober::new(&cfg.kind, &cluster.config.name, cfg.reuse_connection);
+    let Some(mut prober) = probe::Prober::new(&cluster.config, &host) else {
+        return;
+    };
     let mut st = state::HostState::new(host.health.load());
     loop {
         stats.attempt.inc();
@@ -138,16 +151,38 @@ async fn check_host(cluster: Arc<Cluster>, host: Arc<Host>, mut first: Option<mp
         if outcome.is_success() {
             cluster.report_health_check_pass(&host);
         }
-        if change != state::Change::None {
+        if matches!(
+            change,
+            state::Change::BecameHealthy | state::Change::BecameUnhealthy
+        ) {
             cluster.publish_health();
         }
-        log(&cluster, &host, cfg, outcome, change);
-        if let Some(tx) = first.take() {
-            let _ = tx.try_send(());
+        // The start's first round would log every host: only its failures are told.
+        let quiet = first.0.is_some() && outcome.is_success();
+        if !quiet {
+            log(&cluster, &host, cfg, outcome, change);
         }
+        first.done();
         let traffic = cluster.stats.upstream_cx_total.value() > 0;
         let wait = state::with_jitter(st.next_interval(change, traffic, cfg), cfg);
         tokio::time::sleep(wait).await;
+    }
+}
+
+// === impl FirstCheck ===
+
+impl FirstCheck {
+    /// This host's first check is done (once; later calls do nothing).
+    fn done(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for FirstCheck {
+    fn drop(&mut self) {
+        self.done();
     }
 }
 
@@ -173,9 +208,109 @@ fn log(cluster: &Cluster, host: &Host, cfg: &HealthCheck, outcome: Outcome, chan
         state::Change::BecameUnhealthy => {
             tracing::warn!(cluster = %name, host = %host.addr, ?outcome, "health check failed: host out of load balancing");
         }
-        state::Change::None if !outcome.is_success() && cfg.always_log_failures => {
+        state::Change::None | state::Change::Pending
+            if !outcome.is_success() && cfg.always_log_failures =>
+        {
             tracing::warn!(cluster = %name, host = %host.addr, ?outcome, "health check failed");
         }
-        state::Change::None => {}
+        state::Change::None | state::Change::Pending => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{self, CheckKind, Discovery, DnsLookupFamily, Endpoint, LbPolicy};
+
+    /// A cluster of hosts on `ports` of 127.0.0.1 with a TCP check (connect only).
+    fn cluster(ports: &[u16]) -> ClusterManager {
+        let s = Duration::from_secs;
+        let c = config::Cluster {
+            name: "c".into(),
+            discovery: Discovery::Static,
+            connect_timeout: s(1),
+            lb_policy: LbPolicy::RoundRobin,
+            endpoints: ports
+                .iter()
+                .map(|p| Endpoint {
+                    host: "127.0.0.1".into(),
+                    port: *p,
+                    weight: 1,
+                    health_check_port: None,
+                })
+                .collect(),
+            dns_lookup_family: DnsLookupFamily::V4Only,
+            dns_refresh_rate: s(5),
+            circuit_breakers: config::Thresholds::default(),
+            per_connection_buffer_limit_bytes: config::DEFAULT_BUFFER_LIMIT,
+            tls: None,
+            http2: false,
+            health_check: Some(HealthCheck {
+                timeout: s(1),
+                interval: s(60),
+                interval_jitter: Duration::ZERO,
+                interval_jitter_percent: 0,
+                unhealthy_threshold: 1,
+                healthy_threshold: 1,
+                no_traffic_interval: s(60),
+                no_traffic_healthy_interval: s(60),
+                unhealthy_interval: s(60),
+                unhealthy_edge_interval: s(60),
+                healthy_edge_interval: s(60),
+                reuse_connection: true,
+                always_log_failures: false,
+                kind: CheckKind::Tcp(config::TcpCheck::default()),
+            }),
+            panic_threshold: config::DEFAULT_PANIC_THRESHOLD,
+            outlier: None,
+        };
+        ClusterManager::new(&[c], &shm_stats::Store::new())
+    }
+
+    #[tokio::test]
+    async fn the_first_round_checks_every_host_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = listener.local_addr().unwrap().port();
+        // A port nobody listens on: bound, then closed.
+        let down = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let cm = cluster(&[up, down]);
+        let (_signal, watch) = drain::channel();
+        let first = spawn(&cm, watch);
+        assert_eq!(first.pending(), 2);
+        tokio::time::timeout(Duration::from_secs(5), first.wait())
+            .await
+            .expect("the first round ends");
+        let c = cm.get(0).unwrap();
+        let set = c.hosts();
+        let flags: Vec<_> = set.hosts.iter().map(|h| h.health.load()).collect();
+        assert_eq!(flags, [HealthFlags::HEALTHY, HealthFlags::FAILED_ACTIVE_HC]);
+        // One of two healthy is not below 50%: no panic, only the live host is routable.
+        assert!(!set.panic);
+        assert_eq!(set.routable.len(), 1);
+        let stats = c.health_stats.as_ref().unwrap();
+        assert_eq!(
+            (stats.attempt.value(), stats.network_failure.value()),
+            (2, 1)
+        );
+        assert_eq!(stats.healthy.value(), 1);
+    }
+
+    #[test]
+    fn a_host_gone_before_its_first_check_still_ends_the_round() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let done = FirstCheck(Some(tx.clone()));
+        let mut checked = FirstCheck(Some(tx));
+        checked.done();
+        checked.done();
+        drop(checked);
+        drop(done);
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err(), "one report per host");
     }
 }

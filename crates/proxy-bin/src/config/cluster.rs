@@ -59,14 +59,7 @@ pub(crate) fn cluster(
 
     let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
     let hc_path = join(path, "health_checks");
-    let tls_checked = raw.transport_socket.is_some() && !raw.health_checks.is_empty();
     let health_check = super::health::health_checks(raw.health_checks, &hc_path, errs);
-    if tls_checked {
-        errs.push(
-            format!("{hc_path}[0]"),
-            "health checks of a cluster with a transport_socket (TLS) are not supported",
-        );
-    }
     let panic_threshold = super::health::panic_threshold(raw.common_lb_config, path, errs);
     let outlier = super::health::outlier_detection(
         raw.outlier_detection,

@@ -1,5 +1,6 @@
-//! An HTTP/2 health check (`codec_client_type: HTTP2`): cleartext with prior knowledge, as
-//! Envoy's, on a connection kept from one check to the next while it stays usable.
+//! An HTTP/2 health check (`codec_client_type: HTTP2`): with prior knowledge in cleartext, or
+//! over TLS offering `h2`, on a connection kept from one check to the next while it stays
+//! usable.
 
 use std::net::SocketAddr;
 
@@ -8,8 +9,8 @@ use http::{Method, Request, Uri};
 use http_body_util::Empty;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
+use super::conn::Connect;
 use super::state::Outcome;
 use crate::config::HttpCheck;
 
@@ -20,6 +21,7 @@ pub(super) struct H2Prober {
     /// `http://<host><path>`: the `:authority` and `:path` of every check.
     uri: Uri,
     user_agent: bool,
+    connect: Connect,
     reuse: bool,
     conn: Option<SendRequest<Empty<Bytes>>>,
 }
@@ -28,7 +30,7 @@ pub(super) struct H2Prober {
 
 impl H2Prober {
     /// `host`: the `:authority` sent (the check's `host`, else the cluster's name).
-    pub(super) fn new(check: HttpCheck, host: &str, reuse: bool) -> Option<Self> {
+    pub(super) fn new(check: HttpCheck, host: &str, connect: Connect, reuse: bool) -> Option<Self> {
         let uri = format!("http://{host}{}", check.path).parse().ok()?;
         let user_agent = !check
             .headers
@@ -38,6 +40,7 @@ impl H2Prober {
             check,
             uri,
             user_agent,
+            connect,
             reuse,
             conn: None,
         })
@@ -46,7 +49,7 @@ impl H2Prober {
     pub(super) async fn probe(&mut self, addr: SocketAddr) -> Outcome {
         let mut sender = match self.conn.take() {
             Some(s) if s.is_ready() => s,
-            _ => match connect(addr).await {
+            _ => match handshake(&self.connect, addr).await {
                 Some(s) => s,
                 None => return Outcome::Network,
             },
@@ -81,9 +84,8 @@ impl H2Prober {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Option<SendRequest<Empty<Bytes>>> {
-    let stream = TcpStream::connect(addr).await.ok()?;
-    let _ = stream.set_nodelay(true);
+async fn handshake(connect: &Connect, addr: SocketAddr) -> Option<SendRequest<Empty<Bytes>>> {
+    let stream = connect.connect(addr).await.ok()?;
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .handshake(TokioIo::new(stream))

@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::conn::{Alpn, BoxStream, Connect};
 use super::state::Outcome;
-use crate::config::{CheckKind, HttpCheck};
+use crate::cluster::Host;
+use crate::config::{self, CheckKind, HttpCheck};
 use crate::http1::names::NameCache;
 use crate::http1::response::{self, Parsed};
 use crate::http1::{Framing, MAX_RESPONSE_HEAD, READ_SIZE};
@@ -37,8 +38,9 @@ struct HttpProber {
     check: HttpCheck,
     /// The request, encoded once.
     request: Vec<u8>,
+    connect: Connect,
     /// The connection of the previous check, when the host left it open.
-    conn: Option<TcpStream>,
+    conn: Option<BoxStream>,
     /// `reuse_connection`: keep the connection for the next check.
     reuse: bool,
     buf: Vec<u8>,
@@ -49,22 +51,39 @@ struct HttpProber {
 // === impl Prober ===
 
 impl Prober {
-    /// `cluster`: the name an HTTP check sends as `host` unless its `host` is set; `reuse`:
-    /// keep a connection from one check to the next.
-    pub fn new(kind: &CheckKind, cluster: &str, reuse: bool) -> Self {
-        let kind = match kind {
+    /// The prober of `host`, a host of health-checked `cluster`; `None` without a check.
+    pub fn new(cluster: &config::Cluster, host: &Host) -> Option<Self> {
+        let hc = cluster.health_check.as_ref()?;
+        let name = cluster.name.as_str();
+        let reuse = hc.reuse_connection;
+        let connect = |alpn| Connect::new(cluster.tls.as_ref(), host, alpn);
+        let kind = match &hc.kind {
             CheckKind::Http(h) if h.http2 => {
-                let host = if h.host.is_empty() { cluster } else { &h.host };
-                match super::h2::H2Prober::new(h.clone(), host, reuse) {
+                let authority = if h.host.is_empty() { name } else { &h.host };
+                match super::h2::H2Prober::new(h.clone(), authority, connect(Alpn::Http2), reuse) {
                     Some(p) => Kind::H2(p),
                     // Validated: the path and host make a URI.
-                    None => Kind::Http(HttpProber::new(h.clone(), cluster, reuse)),
+                    None => Kind::Http(HttpProber::new(
+                        h.clone(),
+                        name,
+                        connect(Alpn::Http1),
+                        reuse,
+                    )),
                 }
             }
-            CheckKind::Http(h) => Kind::Http(HttpProber::new(h.clone(), cluster, reuse)),
-            CheckKind::Tcp(t) => Kind::Tcp(super::tcp::TcpProber::new(t.clone(), reuse)),
+            CheckKind::Http(h) => Kind::Http(HttpProber::new(
+                h.clone(),
+                name,
+                connect(Alpn::Http1),
+                reuse,
+            )),
+            CheckKind::Tcp(t) => Kind::Tcp(super::tcp::TcpProber::new(
+                t.clone(),
+                connect(Alpn::Cluster),
+                reuse,
+            )),
         };
-        Self { kind }
+        Some(Self { kind })
     }
 
     pub async fn probe(&mut self, addr: SocketAddr) -> Outcome {
@@ -88,7 +107,7 @@ impl Prober {
 // === impl HttpProber ===
 
 impl HttpProber {
-    fn new(check: HttpCheck, cluster: &str, reuse: bool) -> Self {
+    fn new(check: HttpCheck, cluster: &str, connect: Connect, reuse: bool) -> Self {
         let host = if check.host.is_empty() {
             cluster
         } else {
@@ -113,6 +132,7 @@ impl HttpProber {
         Self {
             check,
             request,
+            connect,
             conn: None,
             reuse,
             buf: Vec::with_capacity(READ_SIZE),
@@ -130,10 +150,9 @@ impl HttpProber {
                 Ok(outcome) | Err(Stale::Failed(outcome)) => return outcome,
             }
         }
-        let Ok(conn) = TcpStream::connect(addr).await else {
+        let Ok(conn) = self.connect.connect(addr).await else {
             return Outcome::Network;
         };
-        let _ = conn.set_nodelay(true);
         match self.exchange(conn).await {
             Ok(outcome) | Err(Stale::Failed(outcome)) => outcome,
             Err(Stale::BeforeAnswer) => Outcome::Network,
@@ -141,7 +160,7 @@ impl HttpProber {
     }
 
     /// One request and its response on `conn`, which is kept if the host allows.
-    async fn exchange(&mut self, mut conn: TcpStream) -> Result<Outcome, Stale> {
+    async fn exchange(&mut self, mut conn: BoxStream) -> Result<Outcome, Stale> {
         self.buf.clear();
         if conn.write_all(&self.request).await.is_err() {
             return Err(Stale::BeforeAnswer);
@@ -200,7 +219,7 @@ pub(super) enum Stale {
 }
 
 /// Read and drop `n` more body bytes; whether they all came.
-async fn skip(conn: &mut TcpStream, mut n: u64) -> bool {
+async fn skip(conn: &mut BoxStream, mut n: u64) -> bool {
     let mut scratch = [0u8; 1024];
     while n > 0 {
         let want = scratch.len().min(n as usize);

@@ -5,9 +5,10 @@
 
 use std::net::SocketAddr;
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::conn::{BoxStream, Connect};
 use super::probe::Stale;
 use super::state::Outcome;
 use crate::config::TcpCheck;
@@ -19,17 +20,19 @@ const MAX_ANSWER: usize = 64 * 1024;
 #[derive(Debug)]
 pub(super) struct TcpProber {
     check: TcpCheck,
+    connect: Connect,
     reuse: bool,
-    conn: Option<TcpStream>,
+    conn: Option<BoxStream>,
     buf: Vec<u8>,
 }
 
 // === impl TcpProber ===
 
 impl TcpProber {
-    pub(super) fn new(check: TcpCheck, reuse: bool) -> Self {
+    pub(super) fn new(check: TcpCheck, connect: Connect, reuse: bool) -> Self {
         Self {
             check,
+            connect,
             reuse,
             conn: None,
             buf: Vec::new(),
@@ -47,7 +50,7 @@ impl TcpProber {
                 Ok(outcome) | Err(Stale::Failed(outcome)) => return outcome,
             }
         }
-        let Ok(conn) = TcpStream::connect(addr).await else {
+        let Ok(conn) = self.connect.connect(addr).await else {
             return Outcome::Network;
         };
         match self.exchange(conn, false).await {
@@ -57,8 +60,8 @@ impl TcpProber {
     }
 
     /// One check on `conn` (`kept`: from a previous check), which is kept if asked to.
-    async fn exchange(&mut self, mut conn: TcpStream, kept: bool) -> Result<Outcome, Stale> {
-        if kept && !still_open(&conn) {
+    async fn exchange(&mut self, mut conn: BoxStream, kept: bool) -> Result<Outcome, Stale> {
+        if kept && !still_open(&mut conn) {
             return Err(Stale::BeforeAnswer);
         }
         if !self.check.send.is_empty() && conn.write_all(&self.check.send).await.is_err() {
@@ -82,14 +85,14 @@ impl TcpProber {
     }
 }
 
-/// Whether the peer has not closed `conn` (what it sent unasked is dropped).
-fn still_open(conn: &TcpStream) -> bool {
+/// Whether the peer has not closed `conn`, without waiting (what it sent unasked is dropped).
+fn still_open(conn: &mut BoxStream) -> bool {
     let mut scratch = [0u8; 1024];
     loop {
-        match conn.try_read(&mut scratch) {
-            Ok(0) => return false,
-            Ok(_) => {}
-            Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+        match conn.read(&mut scratch).now_or_never() {
+            None => return true,
+            Some(Ok(0) | Err(_)) => return false,
+            Some(Ok(_)) => {}
         }
     }
 }
@@ -141,7 +144,7 @@ mod tests {
             send: b"PING".to_vec(),
             receive: vec![b"PONG".to_vec()],
         };
-        let mut p = TcpProber::new(check, true);
+        let mut p = TcpProber::new(check, Connect::plain(), true);
         let server = tokio::spawn(async move {
             // First connection: two answers, then closed; second: one answer.
             for answers in [2, 1] {

@@ -13,7 +13,7 @@ fn the_request_names_the_host_and_the_added_fields() {
             http::HeaderValue::from_static("1"),
         )],
     };
-    let p = HttpProber::new(check, "web", true);
+    let p = HttpProber::new(check, "web", Connect::plain(), true);
     assert_eq!(
         String::from_utf8(p.request).unwrap(),
         "GET /healthz HTTP/1.1\r\nhost: web\r\nuser-agent: Envoy/HC\r\nx-hc: 1\r\n\r\n"
@@ -62,7 +62,7 @@ fn prober() -> HttpProber {
         headers: Vec::new(),
         http2: false,
     };
-    HttpProber::new(check, "c", true)
+    HttpProber::new(check, "c", Connect::plain(), true)
 }
 
 #[tokio::test]
