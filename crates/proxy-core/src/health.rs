@@ -238,7 +238,7 @@ mod tests {
                     host: "127.0.0.1".into(),
                     port: *p,
                     weight: 1,
-                    health_check_port: None,
+                    ..Endpoint::default()
                 })
                 .collect(),
             dns_lookup_family: DnsLookupFamily::V4Only,
@@ -247,6 +247,7 @@ mod tests {
             per_connection_buffer_limit_bytes: config::DEFAULT_BUFFER_LIMIT,
             tls: None,
             http2: false,
+            metadata: Default::default(),
             health_check: Some(HealthCheck {
                 timeout: s(1),
                 interval: s(60),
