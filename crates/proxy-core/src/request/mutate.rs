@@ -133,8 +133,9 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    pub(super) fn keep<B>(route: Option<&Route>, req: &Request<B>) -> Option<Box<Seen>> {
-        let m = route?.mutations.as_deref()?;
+    #[inline]
+    pub(super) fn keep<B>(route: &Route, req: &Request<B>) -> Option<Box<Seen>> {
+        let m = route.mutations.as_deref()?;
         let renders = m.response.iter().any(|op| {
             matches!(
                 op,
