@@ -34,11 +34,12 @@ pub(super) fn on_request(
     req: &Request<RequestBody>,
 ) -> Result<Passed, Box<Response<ProxyBody>>> {
     let mut passed = Passed::default();
-    if req.extensions().get::<crate::headers::Refusal>().is_some() {
+    let filters = &cx.l.config.http.http_filters;
+    if filters.is_empty() || req.extensions().get::<crate::headers::Refusal>().is_some() {
         // Refused as it came: answered before any filter, as Envoy's codec does.
         return Ok(passed);
     }
-    for f in &cx.l.config.http.http_filters {
+    for f in filters {
         match f {
             HttpFilter::HealthCheck(hc) => health_check(cx, hc, req, &mut passed)?,
         }
