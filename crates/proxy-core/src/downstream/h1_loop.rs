@@ -35,7 +35,7 @@ use crate::http1::request::{self, Parsed, Span};
 use crate::http1::{encode, Framing, READ_SIZE};
 use crate::io::ServerIo;
 
-use super::slow::{count_head_timeout, head_timeout_reply};
+use super::slow::{count_head_timeout, head_timeout_bytes};
 use super::svc::{HandleFuture, Svc};
 
 /// Response data up to this size is copied into the write buffer (one write for head and
@@ -331,9 +331,11 @@ impl Conn<'_> {
     ) -> End {
         tracing::debug!(remote = %ctx.remote, ?which, "request head timed out");
         count_head_timeout(l, which);
-        let resp = head_timeout_reply(which);
-        match self.respond(resp, false, true, false).await {
-            Ok(_) => End::Closed { linger: true },
+        // Written as bytes rather than through `respond`, whose one call site (the request
+        // path) keeps it inlined there.
+        let written = self.io.write_all(&head_timeout_bytes(which)).await;
+        match written.and(self.io.flush().await) {
+            Ok(()) => End::Closed { linger: true },
             Err(_) => End::Closed { linger: false },
         }
     }

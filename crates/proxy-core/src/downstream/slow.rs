@@ -5,16 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
 use tokio::time::Instant;
 
-use crate::body::ProxyBody;
 use crate::config::HeadTimeout;
 use crate::context::{ConnCtx, ListenerShared};
 use crate::io::IoCounts;
-use crate::request::local::local_reply;
 
 /// Count a head that timed out: `downstream_rq_header_timeout` (Envoy's name) for
 /// `request_headers_timeout`, and the counters `request_timeout` and `stream_idle_timeout` use.
@@ -28,18 +23,7 @@ pub(super) fn count_head_timeout(l: &ListenerShared, which: HeadTimeout) {
     s.downstream_rq_4xx.inc();
 }
 
-/// The 408 a head that timed out is answered with; the connection closes after it.
-pub(super) fn head_timeout_reply(which: HeadTimeout) -> Response<ProxyBody> {
-    let mut resp = local_reply(
-        StatusCode::REQUEST_TIMEOUT,
-        Bytes::from_static(which.body().as_bytes()),
-    );
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
-}
-
-/// The 408 as bytes, for a connection taken back from hyper's session.
+/// The 408 a head that timed out is answered with, as bytes (the connection closes after it).
 pub(super) fn head_timeout_bytes(which: HeadTimeout) -> Vec<u8> {
     let body = which.body();
     format!(

@@ -28,27 +28,29 @@ pub(super) struct Passed {
     failing: bool,
 }
 
-/// Run the filters on a request: `Err` with the response when one answers it.
+/// Run the filters on a request: `Err` with the response when one answers it; `Ok(None)` when
+/// the listener has none (the common case: nothing kept in the request's future).
 pub(super) fn on_request(
     cx: Ctx<'_>,
     req: &Request<RequestBody>,
-) -> Result<Passed, Box<Response<ProxyBody>>> {
-    let mut passed = Passed::default();
+) -> Result<Option<Box<Passed>>, Box<Response<ProxyBody>>> {
     let filters = &cx.l.config.http.http_filters;
     if filters.is_empty() || req.extensions().get::<crate::headers::Refusal>().is_some() {
         // Refused as it came: answered before any filter, as Envoy's codec does.
-        return Ok(passed);
+        return Ok(None);
     }
+    let mut passed = Box::<Passed>::default();
     for f in filters {
         match f {
             HttpFilter::HealthCheck(hc) => health_check(cx, hc, req, &mut passed)?,
         }
     }
-    Ok(passed)
+    Ok(Some(passed))
 }
 
 /// Run the filters on a response (in reverse order in Envoy; one kind today).
-pub(super) fn on_response(passed: &Passed, resp: &mut Response<ProxyBody>) {
+pub(super) fn on_response(passed: Option<&Passed>, resp: &mut Response<ProxyBody>) {
+    let Some(passed) = passed else { return };
     if let Some(cluster) = &passed.health_check {
         resp.headers_mut()
             .insert(HEALTHCHECKED_CLUSTER.clone(), cluster.clone());

@@ -89,7 +89,7 @@ pub async fn handle(
     if let Some(m) = matched.and_then(|r| r.mutations.as_deref()) {
         mutate_response(cx, m, seen.as_deref(), &mut resp, &tracker);
     }
-    filters::on_response(&passed, &mut resp);
+    filters::on_response(passed.as_deref(), &mut resp);
     Ok(finish(cx, resp, tracker))
 }
 
