@@ -144,6 +144,9 @@ struct Resume {
     /// Set while a rollback window keeps the listen sockets open after this generation stops
     /// accepting; cleared when it serves again.
     keep_sockets: Arc<AtomicBool>,
+    /// How many times this generation has started serving: a stop from an earlier time (one
+    /// that a rollback superseded) must not close the sockets it serves on now.
+    serving_round: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Whether serving starts with resolving every cluster: the first time only (after a
@@ -439,6 +442,7 @@ impl Generation {
             rollback: rollback_tx,
             epoch_started,
             keep_sockets: Arc::new(AtomicBool::new(false)),
+            serving_round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         let mut serving = self
             .start_serving(&resume, Resolve::First)

@@ -208,14 +208,21 @@ impl Generation {
         let active = self.store.gauge("listener_manager.total_listeners_active");
         active.set(self.bootstrap.listeners.len() as i64);
         draining.set(0);
+        // This serving's round: a task woken after a rollback started another one (it can run
+        // late on a busy machine) leaves the sockets alone.
+        let round = resume.serving_round.fetch_add(1, Ordering::AcqRel) + 1;
+        let close = {
+            let (keep, current) = (resume.keep_sockets.clone(), resume.serving_round.clone());
+            move || !keep.load(Ordering::Acquire) && current.load(Ordering::Acquire) == round
+        };
         for l in &self.bootstrap.listeners {
-            let (owned, keep) = (resume.owned.clone(), resume.keep_sockets.clone());
+            let (owned, close) = (resume.owned.clone(), close.clone());
             let (mut watch, active, draining) = (watch.clone(), active.clone(), draining.clone());
             let (addrs, direction): (Vec<SocketAddr>, _) = (l.addresses().collect(), l.direction);
             tokio::spawn(async move {
                 watch.accept_stopped(direction).await;
                 drop(watch);
-                if !keep.load(Ordering::Acquire) {
+                if close() {
                     owned
                         .lock()
                         .retain(|s| !addrs.contains(&s.addr) || s.name == "admin");
@@ -224,11 +231,11 @@ impl Generation {
                 draining.inc();
             });
         }
-        let (owned, keep, mut watch) = (resume.owned.clone(), resume.keep_sockets.clone(), watch);
+        let (owned, mut watch) = (resume.owned.clone(), watch);
         tokio::spawn(async move {
             watch.accept_stopped(drain::Direction::Unspecified).await;
             drop(watch);
-            if !keep.load(Ordering::Acquire) {
+            if close() {
                 owned.lock().clear();
             }
         });
