@@ -14,6 +14,23 @@ use super::de::join;
 use super::raw;
 use super::{ConfigError, Errors};
 
+/// The four header-mutation fields of a raw route configuration, virtual host or route, checked
+/// (a macro: the three raw types share the fields but no type).
+macro_rules! header_mutations {
+    ($raw:expr, $path:expr, $errs:expr) => {
+        super::headers::mutations(
+            super::headers::Raw {
+                request_add: $raw.request_headers_to_add,
+                request_remove: $raw.request_headers_to_remove,
+                response_add: $raw.response_headers_to_add,
+                response_remove: $raw.response_headers_to_remove,
+            },
+            $path,
+            $errs,
+        )
+    };
+}
+
 /// Envoy's default route `timeout`.
 const DEFAULT_ROUTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// Bound on a compiled regex's size, so a hostile pattern cannot take much memory.
@@ -50,16 +67,7 @@ pub(crate) fn route_config(
                 );
             }
         }
-        let vh_headers = super::headers::mutations(
-            super::headers::Raw {
-                request_add: vh.request_headers_to_add,
-                request_remove: vh.request_headers_to_remove,
-                response_add: vh.response_headers_to_add,
-                response_remove: vh.response_headers_to_remove,
-            },
-            &vh_path,
-            errs,
-        );
+        let vh_headers = header_mutations!(vh, &vh_path, errs);
         let mut routes = Vec::new();
         for (k, r) in vh.routes.into_iter().enumerate() {
             if let Some(r) = route(r, &format!("{vh_path}.routes[{k}]"), clusters, errs) {
@@ -74,16 +82,7 @@ pub(crate) fn route_config(
             headers: vh_headers,
         });
     }
-    let headers = super::headers::mutations(
-        super::headers::Raw {
-            request_add: raw.request_headers_to_add,
-            request_remove: raw.request_headers_to_remove,
-            response_add: raw.response_headers_to_add,
-            response_remove: raw.response_headers_to_remove,
-        },
-        path,
-        errs,
-    );
+    let headers = header_mutations!(raw, path, errs);
     (errs.0.len() == before).then(|| RouteConfig {
         name: raw.name.unwrap_or_default(),
         virtual_hosts,
@@ -143,16 +142,7 @@ fn route(
             None
         }
     };
-    let headers = super::headers::mutations(
-        super::headers::Raw {
-            request_add: raw.request_headers_to_add,
-            request_remove: raw.request_headers_to_remove,
-            response_add: raw.response_headers_to_add,
-            response_remove: raw.response_headers_to_remove,
-        },
-        path,
-        errs,
-    );
+    let headers = header_mutations!(raw, path, errs);
     Some(Route {
         name: raw.name.unwrap_or_default(),
         metadata: raw::Metadata::into_map(raw.metadata),
