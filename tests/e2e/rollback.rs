@@ -505,3 +505,151 @@ async fn a_listener_the_new_generation_dropped_is_bound_again_on_rollback() {
     })
     .await;
 }
+
+/// Until `load` has sent `n` requests, answered or not (bounded).
+async fn sent_past(load: &Load, n: u64) {
+    let until = Instant::now() + Duration::from_secs(15);
+    while load.report().sent() < n {
+        assert!(Instant::now() < until, "no load: {:?}", load.report());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The restart's new configuration is valid but wrong: its one cluster points at a port nobody
+/// listens on, so it answers every request 503 (`UF`) itself. Its health gate fails within the
+/// window; it gives way and the old generation serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_configuration_is_rolled_back_by_the_health_gate() {
+    within(60, "health gate rollback", async {
+        let a = Baton::start_with(&direct("old"), WINDOW).await;
+        let fresh = Load::start(
+            a.addr(),
+            Mode::NewConnection,
+            4,
+            "/",
+            Duration::from_secs(40),
+        );
+        assert!(fresh.progress(20, Duration::from_secs(5)).await, "no load");
+        let broken = Config::new()
+            .route(route("/", "dead", serde_json::json!({})))
+            .cluster(cluster("dead", &[free_port()]))
+            .render();
+        let mut b = a.restart(&broken, WINDOW);
+        b.wait_serving().await;
+        let before = fresh.report();
+        logged(&a, "rolled back: generation 1").await;
+        let gate_line = a.stderr();
+        assert!(
+            gate_line.contains("asked to roll back: health gate: 100.0% of the"),
+            "{gate_line}"
+        );
+        assert!(fresh.wait_body("old", Duration::from_secs(5)).await);
+        let status = b.wait_exit(Duration::from_secs(10)).await;
+        assert!(
+            status.is_some_and(|s| s.code() == Some(1)),
+            "{status:?}\n{}",
+            b.stderr()
+        );
+        assert!(b
+            .stderr()
+            .contains("gave way to the previous one (health gate:"));
+        let mid = fresh.report();
+        assert!(fresh.progress(50, Duration::from_secs(5)).await);
+        let after = fresh.stop().await;
+        let served_503 = after.statuses.get(&503).copied().unwrap_or(0);
+        eprintln!(
+            "health gate: {served_503} requests answered 503 by the broken generation before the \
+             rollback (of {} sent since it served)",
+            mid.sent() - before.sent(),
+        );
+        // The gate judges from cutover, every 100 ms, once 20 are answered.
+        assert!(
+            (20..1000).contains(&served_503),
+            "{:?}\n{}",
+            after.statuses,
+            b.stderr()
+        );
+        // Every failure is one of those 503s: no connection attempt failed.
+        assert_eq!(after.failed, served_503, "{:?}", after.errors);
+        // After the rollback, only the old configuration answers.
+        assert_eq!(
+            after.statuses.get(&503).copied(),
+            mid.statuses.get(&503).copied()
+        );
+        a.wait_stat("server.hot_restart_rollbacks", 1).await;
+    })
+    .await;
+}
+
+/// An upstream that fails as much before the restart as after it is no reason to roll back:
+/// the gate compares with the old generation's last minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gate_does_not_blame_a_new_generation_for_an_upstream_already_failing() {
+    within(60, "health gate baseline", async {
+        let dead = free_port();
+        let failing = Config::new()
+            .route(route("/", "dead", serde_json::json!({})))
+            .cluster(cluster("dead", &[dead]))
+            .render();
+        let a = Baton::start_with(&failing, WINDOW).await;
+        let fresh = Load::start(
+            a.addr(),
+            Mode::NewConnection,
+            4,
+            "/",
+            Duration::from_secs(40),
+        );
+        sent_past(&fresh, 100).await;
+        let mut b = a.restart(&failing, WINDOW);
+        b.wait_serving().await;
+        logged(&a, "standing by until the rollback window ends").await;
+        // Well past the gate's minimum count, all of them failures, as before.
+        sent_past(&fresh, fresh.report().sent() + 200).await;
+        let after = fresh.stop().await;
+        assert!(!a.stderr().contains("rolled back"), "{}", a.stderr());
+        assert!(!b.stderr().contains("health gate:"), "{}", b.stderr());
+        assert_eq!(after.statuses.get(&200), None, "{:?}", after.statuses);
+    })
+    .await;
+}
+
+/// `baton rollback --base-id N`: the operator's rollback without the admin address; refused
+/// with nothing to roll back to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn baton_rollback_hands_the_service_back_from_the_command_line() {
+    within(60, "baton rollback", async {
+        let a = Baton::start_with(&direct("old"), WINDOW).await;
+        let base = a.base_id.to_string();
+        let (st, _, err) = run_baton(&["rollback", "--base-id", &base]);
+        assert_eq!(st.code(), Some(1), "{err}");
+        assert!(err.contains("nothing to roll back to: epoch 0"), "{err}");
+        let fresh = Load::start(
+            a.addr(),
+            Mode::NewConnection,
+            4,
+            "/",
+            Duration::from_secs(40),
+        );
+        let mut b = a.restart(&direct("new"), WINDOW);
+        b.wait_serving().await;
+        assert!(fresh.wait_body("new", Duration::from_secs(10)).await);
+        let (st, out, err) = run_baton(&["rollback", "--base-id", &base]);
+        assert_eq!(st.code(), Some(0), "{out}{err}\n{}", b.stderr());
+        assert!(
+            out.contains("epoch 0") && out.contains("serves again; epoch 1"),
+            "{out}"
+        );
+        assert!(a
+            .stderr()
+            .contains("asked to roll back: SIGUSR2 (baton rollback)"));
+        let status = b.wait_exit(Duration::from_secs(5)).await;
+        assert!(status.is_some_and(|s| s.code() == Some(1)), "{status:?}");
+        assert!(fresh.wait_body("old", Duration::from_secs(5)).await);
+        assert!(fresh.progress(50, Duration::from_secs(5)).await);
+        let report = fresh.stop().await;
+        assert_eq!(report.failed, 0, "{:?}", report.errors);
+        let (st, _, err) = run_baton(&["rollback", "--base-id", "4000000000"]);
+        assert_eq!(st.code(), Some(3), "{err}");
+    })
+    .await;
+}

@@ -125,6 +125,7 @@ mod tests {
             concurrency: 2,
             server_version: "baton test".into(),
             draining: false,
+            ..ParentState::default()
         }
     }
 

@@ -24,6 +24,10 @@ pub const DEFAULT_MAX_STATS: u64 = 16_384;
 pub const DEFAULT_MAX_OBJ_NAME_LEN: u64 = 60;
 /// `--rollback-window-s` when not given.
 pub const DEFAULT_ROLLBACK_WINDOW_S: u64 = 10;
+/// `--rollback-gate-failure-percent` when not given.
+pub const DEFAULT_GATE_FAILURE_PERCENT: u8 = 20;
+/// `--rollback-gate-min-requests` when not given.
+pub const DEFAULT_GATE_MIN_REQUESTS: u64 = 20;
 /// Envoy's old upper bound for `--max-stats` (100M).
 pub const MAX_MAX_STATS: u64 = 100_000_000;
 /// Baton's upper bound for `--max-obj-name-len` (Envoy had none; this keeps the shared region's
@@ -136,6 +140,8 @@ pub struct Options {
     /// configuration and its stats this long from cutover, and serves again if the new
     /// generation dies meanwhile (a rollback); zero exits as soon as it has drained.
     pub rollback_window: Duration,
+    /// Baton only: the new generation's health gate through its parent's rollback window.
+    pub rollback_gate: GateOptions,
     /// Hot restart RPC socket; a leading `@` means the Linux abstract namespace.
     pub socket_path: String,
     /// Permission bits for a filesystem `socket_path`; 0 for an abstract one (as Envoy).
@@ -150,6 +156,17 @@ pub struct Options {
     pub service_zone: Option<String>,
     pub max_stats: u64,
     pub max_obj_name_len: u64,
+}
+
+/// When a new generation fails its health gate inside the rollback window (and gives way to
+/// the previous one): when the share of the requests it answered with its own 502/503/504 for
+/// an upstream failure exceeds the previous generation's share over its last minute by more
+/// than `failure_percent` points, once it has answered at least `min_requests`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateOptions {
+    /// 0–100; 100 turns the share rule off.
+    pub failure_percent: u8,
+    pub min_requests: u64,
 }
 
 impl Options {
@@ -185,6 +202,8 @@ impl Options {
             "skip_hot_restart_parent_stats": self.skip_hot_restart_parent_stats,
             "disable_connection_handover": self.disable_connection_handover,
             "rollback_window": format!("{}s", self.rollback_window.as_secs()),
+            "rollback_gate_failure_percent": self.rollback_gate.failure_percent,
+            "rollback_gate_min_requests": self.rollback_gate.min_requests.to_string(),
             "hot_restart_file": path(&self.hot_restart_file),
             "max_stats": self.max_stats.to_string(),
             "max_obj_name_len": self.max_obj_name_len.to_string(),
@@ -314,6 +333,17 @@ struct Args {
     /// new one dies (Baton only; 0 exits once drained)
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_ROLLBACK_WINDOW_S)]
     rollback_window_s: u64,
+    /// Inside the rollback window, the new generation gives way when the share of requests it
+    /// answers 502/503/504 itself for an upstream failure exceeds the old generation's recent
+    /// share by more than this many percentage points (Baton only; 100 turns it off)
+    #[arg(long, value_name = "PERCENT", default_value_t = DEFAULT_GATE_FAILURE_PERCENT,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    rollback_gate_failure_percent: u8,
+    /// Requests the new generation answers before its health gate judges the failure share
+    /// (Baton only)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_GATE_MIN_REQUESTS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    rollback_gate_min_requests: u64,
     /// Hot restart socket (a leading @ is the abstract namespace)
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET_PATH)]
     socket_path: String,
@@ -498,6 +528,10 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Parsed {
         skip_hot_restart_parent_stats: args.skip_hot_restart_parent_stats,
         disable_connection_handover: args.disable_connection_handover,
         rollback_window: Duration::from_secs(args.rollback_window_s),
+        rollback_gate: GateOptions {
+            failure_percent: args.rollback_gate_failure_percent,
+            min_requests: args.rollback_gate_min_requests,
+        },
         socket_path: args.socket_path,
         hot_restart_file: args.hot_restart_file,
         service_cluster: args.service_cluster,

@@ -1,4 +1,4 @@
-//! `baton reload` and `baton status`: clients of a running `baton restarter` (its control
+//! `baton reload` and `baton status` (and `baton rollback`, see [`rollback`]): clients of a running `baton restarter` (its control
 //! socket; see `restarter::control`), with `status` falling back to the chain's stats region
 //! when no restarter runs (a chain started by hand or by another supervisor).
 //!
@@ -21,6 +21,8 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use crate::restarter::{control_address, control_call, Request};
+
+pub mod rollback;
 
 const EXIT_NOT_SERVING: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -171,14 +173,7 @@ pub fn status_main(args: &[OsString]) -> ExitCode {
 /// Without a restarter: the live generations of the chain's stats region (pid, epoch, when it
 /// attached, connections). `None` when there is no region.
 fn from_region(args: &StatusArgs) -> Result<Option<Value>, shm_stats::Error> {
-    let backing = match &args.hot_restart_file {
-        Some(file) => {
-            let mut p = file.clone().into_os_string();
-            p.push(".stats");
-            shm_stats::Backing::File(p.into())
-        }
-        None => shm_stats::Backing::for_base_id(args.base_id),
-    };
+    let backing = stats_backing(args.base_id, args.hot_restart_file.as_ref());
     let report = match shm_stats::RegionView::open(&backing) {
         Ok(v) => v.read(),
         Err(shm_stats::Error::NoRegion { .. }) => return Ok(None),
@@ -225,6 +220,21 @@ fn from_region(args: &StatusArgs) -> Result<Option<Value>, shm_stats::Error> {
         "restarter": null,
         "generations": generations,
     })))
+}
+
+/// Where a chain's stats region lives: beside its `--hot-restart-file`, or named by its base id.
+fn stats_backing(
+    base_id: u32,
+    hot_restart_file: Option<&std::path::PathBuf>,
+) -> shm_stats::Backing {
+    match hot_restart_file {
+        Some(file) => {
+            let mut p = file.clone().into_os_string();
+            p.push(".stats");
+            shm_stats::Backing::File(p.into())
+        }
+        None => shm_stats::Backing::for_base_id(base_id),
+    }
 }
 
 fn ago(now_ms: u64, at: &Value) -> String {

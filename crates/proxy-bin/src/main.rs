@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Some("restarter") => return restarter::main(&args[2..], args.first()),
         Some("reload") => return ctl::reload_main(&args[2..]),
         Some("status") => return ctl::status_main(&args[2..]),
+        Some("rollback") => return ctl::rollback::main(&args[2..]),
         _ => {}
     }
     let opts = match cli::parse(args) {

@@ -44,6 +44,7 @@ use crate::restart::{self, child, Grandparent, OwnedSockets, ParentEvent};
 use crate::signals::{self, ProcessSignal, Signals};
 
 mod draining;
+mod gate;
 mod rollback;
 mod start;
 mod store;
@@ -62,8 +63,8 @@ enum Stop {
     Restart,
     /// The next generation (or its successor) wants this one gone now: no drain.
     Ended,
-    /// `POST /rollback`: the previous generation serves again; this one drains and exits
-    /// non-zero.
+    /// `POST /rollback` or a failed health gate: the previous generation serves again; this
+    /// one drains and exits non-zero.
     GiveWay,
 }
 
@@ -205,8 +206,10 @@ struct Inputs {
     quit: mpsc::Receiver<QuitRequest>,
     /// `POST /rollback`; the admin interface holds the sender.
     rollback: mpsc::Receiver<RollbackRequest>,
-    /// A `POST /rollback` being answered ([`Stop::GiveWay`]).
-    give_way: Option<RollbackRequest>,
+    /// Why this generation gives way ([`Stop::GiveWay`]).
+    give_way: Option<GiveWay>,
+    /// The rollback health gate through the parent's window: ready with a reason when it fails.
+    gate: Option<gate::Judging>,
     /// From the parent side (this generation's child); the parent side holds the sender.
     events: mpsc::UnboundedReceiver<ParentEvent>,
     /// The child that asked this generation to drain and the addresses it took, until the
@@ -214,6 +217,14 @@ struct Inputs {
     cutover: Option<(Option<Successor>, Vec<SocketAddr>)>,
     /// The rollback window in progress: the successor watched until it ends.
     window: Option<Window>,
+}
+
+/// Why this generation gives way to its parent: an operator's `POST /rollback` (answered when
+/// done) or its failed health gate.
+#[derive(Debug)]
+struct GiveWay {
+    why: String,
+    request: Option<RollbackRequest>,
 }
 
 /// A rollback window in progress.
@@ -452,16 +463,20 @@ impl Generation {
         // waiting for arrivals at once.
         let adopter = serving.workers.take_adopter().filter(|_| parent.is_some());
         self.announce_serving();
+        let recent = self.sample_recent_traffic();
 
         // Answer a future child; this generation's own parent drains from now on.
         let (events_tx, events) = mpsc::unbounded_channel();
         let grandparent = Grandparent::default();
         let mut parent_side = restart
-            .map(|listener| self.answer_children(listener, owned, events_tx, &grandparent))
+            .map(|listener| self.answer_children(listener, owned, events_tx, &grandparent, recent))
             .transpose()
             .in_step(Step::Start)?;
+        let mut gate = None;
         if let Some(parent) = parent {
-            self.drain_parent(parent, grandparent.clone(), adopter);
+            let (cutover_tx, cutover) = tokio::sync::oneshot::channel();
+            gate = self.gate(parent.parent(), cutover);
+            self.drain_parent(parent, grandparent.clone(), adopter, cutover_tx);
         }
 
         let mut inputs = Inputs {
@@ -469,16 +484,19 @@ impl Generation {
             quit,
             rollback,
             give_way: None,
+            gate,
             events,
             cutover: None,
             window: None,
         };
+        let mut gave_way = None;
         let stop = loop {
             let stop = serve_until_stop(&mut inputs, &|| self.reopen_logs()).await;
             if stop == Stop::GiveWay {
-                if !self.give_way(&grandparent, inputs.give_way.take()).await {
+                let Some(why) = self.give_way(&grandparent, inputs.give_way.take()).await else {
                     continue;
-                }
+                };
+                gave_way = Some(why);
                 // The next restart names its restart socket as this generation's.
                 parent_side = None;
                 // Every response from now on closes its connection.
@@ -502,9 +520,9 @@ impl Generation {
             serving = self.roll_back(&resume, back).await.in_step(Step::Serve)?;
         };
         drop(parent_side);
-        if stop == Stop::GiveWay {
+        if let (Stop::GiveWay, Some(why)) = (stop, gave_way) {
             return Err(anyhow::anyhow!(
-                "rolled back: this generation gave way to the previous one (POST /rollback)"
+                "rolled back: this generation gave way to the previous one ({why})"
             ))
             .in_step(Step::Serve);
         }
@@ -520,6 +538,7 @@ impl Generation {
         mut parent: hotrestart_rpc::Client,
         grandparent: Grandparent,
         adopter: Option<Adopter>,
+        cutover: tokio::sync::oneshot::Sender<()>,
     ) {
         let take = self.handover.enabled();
         let lifecycle = self.lifecycle.clone();
@@ -527,6 +546,7 @@ impl Generation {
         tokio::task::spawn_blocking(move || match parent.drain_listeners(take) {
             Ok(()) => {
                 tracing::info!("the previous generation is draining");
+                let _ = cutover.send(());
                 let receive = take && adopter.is_some();
                 grandparent.keep(parent, receive);
                 if let (true, Some(adopter)) = (receive, adopter) {
@@ -612,10 +632,19 @@ async fn serve_until_stop(inputs: &mut Inputs, reopen_logs: &dyn Fn()) -> Stop {
                 ProcessSignal::Hangup => {
                     tracing::info!("SIGHUP ignored: restarts are started with --restart-epoch");
                 }
+                ProcessSignal::RollBack => {
+                    inputs.give_way = Some(GiveWay { why: "SIGUSR2 (baton rollback)".to_owned(), request: None });
+                    return Stop::GiveWay;
+                }
             },
             Some(_) = inputs.quit.recv() => return Stop::Quit,
-            Some(req) = inputs.rollback.recv() => {
-                inputs.give_way = Some(req);
+            Some(request) = inputs.rollback.recv() => {
+                inputs.give_way = Some(GiveWay { why: "POST /rollback".to_owned(), request: Some(request) });
+                return Stop::GiveWay;
+            }
+            why = gate_failed(&mut inputs.gate), if inputs.gate.is_some() => {
+                tracing::warn!("{why}: giving way to the previous generation");
+                inputs.give_way = Some(GiveWay { why, request: None });
                 return Stop::GiveWay;
             }
             Some(ev) = inputs.events.recv() => match ev {
@@ -635,6 +664,17 @@ async fn serve_until_stop(inputs: &mut Inputs, reopen_logs: &dyn Fn()) -> Stop {
             else => return Stop::Terminate,
         }
     }
+}
+
+/// Ready with the health gate's reason when it fails (once: the gate is spent); pending
+/// without a gate.
+async fn gate_failed(gate: &mut Option<gate::Judging>) -> String {
+    let Some(g) = gate.as_mut() else {
+        return std::future::pending().await;
+    };
+    let why = g.await;
+    *gate = None;
+    why
 }
 
 /// Tell a supervising `baton restarter` that this generation serves, once its phase says so:

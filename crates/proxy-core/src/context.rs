@@ -61,6 +61,8 @@ pub struct Worker {
     pub handover: Handover,
     /// This thread's copy of the hand-over's mode, which its connections wait on.
     pub modes: Rc<WorkerModes>,
+    /// This worker's count of answered requests (the rollback health gate's).
+    pub tally: Arc<crate::tally::Slot>,
 }
 
 /// One downstream connection, shared by the requests on it.

@@ -46,6 +46,7 @@ pub mod lifecycle;
 pub mod router;
 mod slot_pool;
 pub mod stats;
+pub mod tally;
 pub mod tls;
 pub mod tunnel;
 

@@ -23,6 +23,7 @@ use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, WorkerModes};
 use crate::router::Router;
 use crate::stats::{CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats};
+use crate::tally::{Slot, Tally};
 use crate::tls::SslStats;
 use crate::upstream::Pools;
 
@@ -32,6 +33,8 @@ pub struct Dataplane {
     listeners: Vec<Arc<ListenerShared>>,
     clusters: Arc<ClusterManager>,
     handover: Handover,
+    /// What this process answered, for the rollback health gate (kept across serving again).
+    tally: Arc<Tally>,
 }
 
 /// The running worker threads.
@@ -98,6 +101,7 @@ impl Dataplane {
             listeners,
             clusters,
             handover: Handover::new(false, store),
+            tally: Arc::default(),
         })
     }
 
@@ -106,6 +110,11 @@ impl Dataplane {
     pub fn with_handover(mut self, handover: Handover) -> Self {
         self.handover = handover;
         self
+    }
+
+    /// What this process's workers answered (every time it served).
+    pub fn tally(&self) -> &Arc<Tally> {
+        &self.tally
     }
 
     pub fn handover(&self) -> &Handover {
@@ -149,9 +158,12 @@ impl Dataplane {
             let clusters = self.clusters.clone();
             let drain = drain.clone();
             let handover = self.handover.clone();
+            let tally = self.tally.slot();
             let handle = std::thread::Builder::new()
                 .name(format!("baton-worker-{index}"))
-                .spawn(move || run_worker(index, clusters, handover, mine, adopt_rx, drain))
+                .spawn(move || {
+                    run_worker(index, clusters, (handover, tally), mine, adopt_rx, drain)
+                })
                 .map_err(|source| BuildError::Worker { index, source })?;
             handles.push(handle);
         }
@@ -218,7 +230,7 @@ impl Adopter {
 fn run_worker(
     index: usize,
     clusters: Arc<ClusterManager>,
-    handover: Handover,
+    (handover, tally): (Handover, Arc<Slot>),
     listeners: Vec<(Arc<ListenerShared>, std::net::TcpListener)>,
     adopt_rx: mpsc::UnboundedReceiver<Arriving>,
     drain: drain::Watch,
@@ -246,6 +258,7 @@ fn run_worker(
             clusters,
             modes: WorkerModes::new(&handover),
             handover,
+            tally,
         });
         tokio::task::spawn_local(worker.modes.clone().follow(worker.handover.clone()));
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);

@@ -84,6 +84,7 @@ impl ParentHandler for TestParent {
             concurrency: 4,
             server_version: "test".into(),
             draining: self.drained.load(Ordering::Acquire),
+            ..ParentState::default()
         }
     }
 

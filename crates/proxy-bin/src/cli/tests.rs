@@ -231,6 +231,35 @@ fn argument_table() {
             Run(|o| o.rollback_window.is_zero()),
         ),
         (
+            &["-c", "a"],
+            Run(|o| {
+                o.rollback_gate
+                    == GateOptions {
+                        failure_percent: DEFAULT_GATE_FAILURE_PERCENT,
+                        min_requests: DEFAULT_GATE_MIN_REQUESTS,
+                    }
+            }),
+        ),
+        (
+            &[
+                "-c",
+                "a",
+                "--rollback-gate-failure-percent",
+                "100",
+                "--rollback-gate-min-requests",
+                "5",
+            ],
+            Run(|o| o.rollback_gate.failure_percent == 100 && o.rollback_gate.min_requests == 5),
+        ),
+        (
+            &["-c", "a", "--rollback-gate-failure-percent", "101"],
+            Error("101 is not in 0..=100"),
+        ),
+        (
+            &["-c", "a", "--rollback-gate-min-requests", "0"],
+            Error("0 is not in 1.."),
+        ),
+        (
             &["-c", "a", "--disable-connection-handover"],
             Run(|o| o.disable_connection_handover),
         ),

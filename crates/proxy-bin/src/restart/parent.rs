@@ -11,11 +11,12 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use hotrestart_rpc::pb::{
     ConnectionsAck, ConnectionsBatch, DrainListeners, ListenSocketsRequest, ParentState,
-    SocketManifest, TakeConnections,
+    RecentTraffic, SocketManifest, TakeConnections,
 };
 use hotrestart_rpc::{Listener, ParentHandler, PeerCred, ServeOptions};
 use proxy_core::handover::{self, Handover, Offer};
 use proxy_core::lifecycle::unix_ms;
+use proxy_core::tally::Recent;
 use tokio::sync::mpsc;
 
 use super::successor::Successor;
@@ -55,10 +56,14 @@ pub struct Answering {
     /// `--rollback-window-s`: when not zero, the child that asks this generation to drain is
     /// watched (a pidfd sent with the drain event), and the session may idle that long.
     pub rollback_window: Duration,
+    /// This generation's traffic over its last minute, told to a child (its health gate's
+    /// baseline).
+    pub recent: Arc<Recent>,
 }
 
 struct Handler {
     state: ParentState,
+    recent: Arc<Recent>,
     sockets: OwnedSockets,
     /// Duplicates lent to the child in the last hand-over (the reply borrows from them).
     lent: Vec<(SocketManifest, std::net::TcpListener)>,
@@ -93,7 +98,15 @@ impl std::fmt::Debug for ParentSide {
 
 impl ParentHandler for Handler {
     fn state(&mut self) -> ParentState {
-        self.state.clone()
+        let (counts, span) = self.recent.last_minute(std::time::Instant::now());
+        ParentState {
+            recent: Some(RecentTraffic {
+                answered: counts.answered,
+                upstream_failed: counts.upstream_failed,
+                span_ms: u64::try_from(span.as_millis()).unwrap_or(u64::MAX),
+            }),
+            ..self.state.clone()
+        }
     }
 
     fn listen_sockets(
@@ -314,7 +327,10 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
             concurrency: u32::try_from(a.concurrency).unwrap_or(u32::MAX),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             draining: false,
+            rollback_window_ms: u64::try_from(a.rollback_window.as_millis()).unwrap_or(u64::MAX),
+            recent: None,
         },
+        recent: a.recent,
         sockets: a.sockets,
         lent: Vec::new(),
         taken: Vec::new(),

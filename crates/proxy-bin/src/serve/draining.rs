@@ -162,7 +162,7 @@ impl Generation {
                 Some(sig) = inputs.signals.recv() => match sig {
                     ProcessSignal::Terminate | ProcessSignal::Interrupt => return Waited::EndNow,
                     ProcessSignal::ReopenLogs => self.reopen_logs(),
-                    ProcessSignal::Hangup => {}
+                    ProcessSignal::Hangup | ProcessSignal::RollBack => {}
                 },
                 _ = tick.tick() => {
                     self.lifecycle.set_drain(

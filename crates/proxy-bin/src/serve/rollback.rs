@@ -10,10 +10,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use proxy_core::admin::RollbackRequest;
 use proxy_core::lifecycle::Phase;
 
-use super::{Generation, Inputs, Resolve, Resume, Serving, Stop, TakeBack, Window};
+use super::{Generation, GiveWay, Inputs, Resolve, Resume, Serving, Stop, TakeBack, Window};
 use crate::listen;
 use crate::restart::successor::Watched;
 use crate::restart::{Grandparent, OwnedSocket, ParentEvent, RollbackAnswer};
@@ -96,7 +95,7 @@ impl Generation {
                 Some(sig) = inputs.signals.recv() => match sig {
                     ProcessSignal::Terminate | ProcessSignal::Interrupt => return None,
                     ProcessSignal::ReopenLogs => self.reopen_logs(),
-                    ProcessSignal::Hangup => {}
+                    ProcessSignal::Hangup | ProcessSignal::RollBack => {}
                 },
                 Some(_) = inputs.quit.recv() => return None,
             }
@@ -130,18 +129,18 @@ impl Generation {
         Ok(serving)
     }
 
-    /// `POST /rollback` on this generation: ask the previous one (still inside its rollback
-    /// window) to serve again, and answer the request. True when it does: this generation
-    /// then drains and exits non-zero.
+    /// `POST /rollback` on this generation, or its failed health gate: ask the previous one
+    /// (still inside its rollback window) to serve again, and answer the request. Why, when it
+    /// does: this generation then drains and exits non-zero.
     pub(super) async fn give_way(
         &self,
         grandparent: &Grandparent,
-        request: Option<RollbackRequest>,
-    ) -> bool {
-        let Some(request) = request else { return false };
+        give_way: Option<GiveWay>,
+    ) -> Option<String> {
+        let GiveWay { why, request } = give_way?;
         let parent = self.lifecycle.subscribe().borrow().parent;
-        let why = "POST /rollback".to_owned();
         let link = grandparent.clone();
+        let asked_why = why.clone();
         let asked = tokio::task::spawn_blocking(move || {
             let mut client = link.client();
             let Some(c) = client.as_mut() else {
@@ -149,7 +148,7 @@ impl Generation {
                     "no previous generation to roll back to (none, or it has exited)".to_owned(),
                 );
             };
-            c.roll_back(&why)
+            c.roll_back(&asked_why)
                 .map_err(|e| format!("the previous generation does not serve again: {e}"))?;
             // Its session ends: the next restart may talk to it.
             client.take();
@@ -167,11 +166,13 @@ impl Generation {
         });
         match &answer {
             Ok(done) => tracing::warn!("{done}"),
-            Err(why) => tracing::warn!("POST /rollback refused: {why}"),
+            Err(refused) => tracing::warn!("could not roll back ({why}): {refused}"),
         }
         let gave_way = answer.is_ok();
-        let _ = request.reply.send(answer);
-        gave_way
+        if let Some(request) = request {
+            let _ = request.reply.send(answer);
+        }
+        gave_way.then_some(why)
     }
 
     /// Bind again the listeners (and admin) whose sockets closed at cutover because the

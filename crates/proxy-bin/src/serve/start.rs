@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use parking_lot::Mutex;
 use proxy_core::admin::{self, AdminState, ListenerStatus, ServerInfo};
 use proxy_core::lifecycle::Phase;
+use proxy_core::tally::Recent;
 use tokio::sync::mpsc;
 
 use super::{notify_ready_when_serving, AdminParts, Drains, Generation, Resolve, Resume, Serving};
@@ -248,6 +249,7 @@ impl Generation {
         owned: OwnedSockets,
         events: mpsc::UnboundedSender<ParentEvent>,
         grandparent: &Grandparent,
+        recent: Arc<Recent>,
     ) -> anyhow::Result<parent::ParentSide> {
         parent::spawn(parent::Answering {
             listener,
@@ -260,6 +262,7 @@ impl Generation {
             grandparent: grandparent.clone(),
             handover: self.handover.clone(),
             rollback_window: self.rollback_window,
+            recent,
         })
     }
 }

@@ -25,6 +25,7 @@ fn inputs() -> (Inputs, Senders) {
             quit,
             rollback,
             give_way: None,
+            gate: None,
             events,
             cutover: None,
             window: None,
@@ -71,7 +72,19 @@ async fn each_input_stops_the_generation_its_own_way() -> Result<(), Box<dyn std
     let (reply, _) = tokio::sync::oneshot::channel();
     s.rollback.send(RollbackRequest { reply }).await?;
     assert_eq!(serve_until_stop(&mut i, &never).await, Stop::GiveWay);
-    assert!(i.give_way.is_some());
+    assert!(i.give_way.take().is_some_and(|g| g.request.is_some()));
+    // A failed health gate: it gives way too, once.
+    i.gate = Some(Box::pin(async { "health gate: test".to_owned() }));
+    assert_eq!(serve_until_stop(&mut i, &never).await, Stop::GiveWay);
+    assert!(i
+        .give_way
+        .take()
+        .is_some_and(|g| g.request.is_none() && g.why == "health gate: test"));
+    assert!(i.gate.is_none(), "the gate is spent");
+    // `baton rollback` (SIGUSR2): it gives way too.
+    s.signals.send(ProcessSignal::RollBack)?;
+    assert_eq!(serve_until_stop(&mut i, &never).await, Stop::GiveWay);
+    assert!(i.give_way.take().is_some_and(|g| g.why.contains("SIGUSR2")));
     Ok(())
 }
 

@@ -146,6 +146,8 @@ impl Tracker {
         }
         if self.status == 0 && flags.is_empty() {
             flags = ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
+        } else if self.status != 0 {
+            self.w.tally.record(self.status, flags);
         }
         if let Some(mut up) = self.upstream.take() {
             let a = &mut up.attempt;
