@@ -158,6 +158,17 @@ pub fn spawn(
 /// Distinguishes the ready sockets of one restarter's children.
 static READY_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Why a generation gave way to its predecessor (`POST /rollback`, `baton rollback`, its health
+/// gate), from its last log lines.
+pub fn gave_way_reason(tail: &[String]) -> Option<String> {
+    const SAID: &str = "gave way to the previous one (";
+    tail.iter().rev().find_map(|line| {
+        let (_, rest) = line.split_once(SAID)?;
+        let end = rest.rfind(')')?;
+        Some(rest[..end].to_owned())
+    })
+}
+
 fn is_ready_datagram(d: &[u8]) -> bool {
     d.split(|b| *b == b'\n' || *b == b' ')
         .any(|f| f == b"READY=1")
@@ -267,6 +278,21 @@ pub fn describe(status: &ExitStatus) -> String {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt as _;
+
+    #[test]
+    fn a_generation_that_gave_way_says_why() {
+        let tail = vec![
+            "... INFO draining".to_owned(),
+            "... ERROR rolled back: this generation gave way to the previous one (health gate: \
+             90.0% of the 30 requests answered (x))"
+                .to_owned(),
+        ];
+        assert_eq!(
+            gave_way_reason(&tail).as_deref(),
+            Some("health gate: 90.0% of the 30 requests answered (x)")
+        );
+        assert_eq!(gave_way_reason(&["exited".to_owned()]), None);
+    }
 
     #[test]
     fn reasons_prefer_the_error_lines() {

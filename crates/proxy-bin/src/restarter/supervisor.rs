@@ -440,10 +440,14 @@ impl Supervisor {
         }
         let how = generation::describe(&status);
         if self.stopping.is_none() && g.phase() == ChildPhase::Serving {
+            let tail: Vec<String> = g.tail.lock().iter().cloned().collect();
             let d = Died {
                 epoch: g.epoch,
                 pid,
-                how: how.clone(),
+                how: match generation::gave_way_reason(&tail) {
+                    Some(why) => format!("gave way ({why}) and {how}"),
+                    None => how.clone(),
+                },
             };
             match self.rolled_back.take() {
                 Some((e, p)) if e.saturating_add(1) == g.epoch => self.report_rollback(e, p, &d),

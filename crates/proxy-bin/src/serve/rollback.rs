@@ -111,6 +111,10 @@ impl Generation {
         back: TakeBack,
     ) -> anyhow::Result<Serving> {
         self.handover.resume();
+        // Supersede the interrupted serving first: one of its accept-stopped tasks running
+        // late (it may not have run yet) must find its round over, not the sockets unkept, or
+        // it would empty what this generation lends its next successor.
+        resume.serving_round.fetch_add(1, Ordering::AcqRel);
         resume.keep_sockets.store(false, Ordering::Release);
         self.bind_missing(resume);
         let started = self.start_serving(resume, Resolve::Again).await;
