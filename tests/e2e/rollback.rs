@@ -653,3 +653,33 @@ async fn baton_rollback_hands_the_service_back_from_the_command_line() {
     })
     .await;
 }
+
+/// A generation that gives way hands its idle keep-alive connections back to the previous one
+/// (the hand-over in the other direction): their next requests are answered by the old
+/// configuration on the same TCP connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_generation_that_gives_way_hands_its_idle_connections_back() {
+    within(60, "hand-back", async {
+        let a = Baton::start_with(&direct("old"), WINDOW).await;
+        let mut b = a.restart(&direct("new"), WINDOW);
+        b.wait_serving().await;
+        logged(&a, "standing by until the rollback window ends").await;
+        let mut idle = idle_connections(&b, 6, "new").await;
+        let (code, body) = b.admin_post("/rollback").await;
+        assert_eq!(code, 200, "{body}\n{}", b.stderr());
+        logged(&b, "handed connections back to the previous generation").await;
+        let status = b.wait_exit(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| s.code() == Some(1)), "{status:?}");
+        let logs = format!("--- A\n{}\n--- B\n{}", a.stderr(), b.stderr());
+        assert!(logs.contains("given=6 taken=6"), "{logs}");
+        for h in &mut idle {
+            let r = h
+                .send(get_req("test.local", "/"))
+                .await
+                .unwrap_or_else(|e| panic!("a handed-back connection failed: {e}\n{logs}"));
+            assert_eq!(r.text(), "old");
+        }
+        a.wait_stat("server.connections_received", 6).await;
+    })
+    .await;
+}

@@ -4,7 +4,7 @@
 //! Each request carries a fresh id and its reply must echo it; a reply of the wrong kind, a failed
 //! status or an "unknown message" answer is a typed error. Calls block up to the client's timeout.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use crate::conn::Conn;
@@ -14,7 +14,7 @@ use crate::manifest::BatchAssembler;
 use crate::negotiate;
 use crate::pb::envelope::Body;
 use crate::pb::{
-    BatchAck, ConnectionsAck, ConnectionsBatch, DrainListeners, Envelope, Hello,
+    BatchAck, ConnectionsAck, ConnectionsBatch, DrainListeners, Envelope, GiveConnections, Hello,
     ListenSocketsRequest, ParentState, RollBack, SocketManifest, StatsRequest, StatsSnapshot,
     TakeConnections, Terminate,
 };
@@ -168,6 +168,40 @@ impl Client {
                 reason: reason.to_owned(),
             }),
         )
+    }
+
+    /// After a [`Client::roll_back`] the parent accepted: hands `batch`'s connections (their
+    /// `fds` in order, as [`Client::take_connections`] receives them) back to the parent. Which
+    /// it took (`taken[i]` for `connections[i]`): this generation closes its copies of those.
+    pub fn give_connections(
+        &mut self,
+        batch: ConnectionsBatch,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<Vec<bool>> {
+        const OP: &str = "hand connections back to the parent";
+        let expected = manifest::connection_fds(&batch)?;
+        if expected != fds.len() {
+            return Err(Error::BadBatch {
+                reason: format!(
+                    "{} connections need {expected} fds, {} given",
+                    batch.connections.len(),
+                    fds.len()
+                ),
+            });
+        }
+        let count = batch.connections.len();
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = Body::GiveConnections(GiveConnections { batch: Some(batch) });
+        self.conn
+            .send(&Envelope::new(id, body), fds, self.timeout)?;
+        match self.recv_reply(id)? {
+            Some(Body::ConnectionsAck(ack)) if ack.taken.len() == count => Ok(ack.taken),
+            Some(Body::ConnectionsAck(ack)) => Err(Error::BadBatch {
+                reason: format!("{} answers for {count} connections", ack.taken.len()),
+            }),
+            other => Err(status_error(OP, "connections_ack", other)),
+        }
     }
 
     /// Asks for the parent's stats.

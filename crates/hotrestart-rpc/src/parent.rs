@@ -6,7 +6,7 @@
 //! only: they never panic and never touch the handler beyond what the child asked for, so the
 //! serving generation is unaffected.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,19 @@ pub trait ParentHandler {
     fn connections_ack(&mut self, ack: &ConnectionsAck) -> Result<(), String> {
         let _ = ack;
         Ok(())
+    }
+
+    /// The child hands connections back after a rollback (see [`ParentHandler::roll_back`]):
+    /// `fds` are `batch`'s in order (already checked against it). Which the handler took
+    /// (`taken[i]` for `connections[i]`); those it did not take are closed here, and the child
+    /// goes on serving them. `Err`: none taken.
+    fn give_connections(
+        &mut self,
+        batch: ConnectionsBatch,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Vec<bool>, String> {
+        let _ = (batch, fds);
+        Err("this generation takes no connections back".into())
     }
 
     /// The reply to [`ParentHandler::connections_ack`] has been written to the child (or could
@@ -290,6 +303,10 @@ fn session(
             Err(e) => return Err(e),
         };
         let id = msg.id;
+        if let Some(Body::GiveConnections(give)) = msg.body {
+            receive_connections(conn, id, give.batch.unwrap_or_default(), fds, handler, opts)?;
+            continue;
+        }
         if !fds.is_empty() {
             // A request never carries fds; they are closed by dropping them.
             drop(fds);
@@ -476,6 +493,39 @@ fn send_connections(
         return Err(e);
     }
     Ok(())
+}
+
+/// A child hands connections back: check the fds against the batch, let the handler take them,
+/// answer which it took.
+fn receive_connections(
+    conn: &mut Conn,
+    id: u64,
+    batch: ConnectionsBatch,
+    fds: Vec<OwnedFd>,
+    handler: &mut impl ParentHandler,
+    opts: &ServeOptions,
+) -> Result<()> {
+    match manifest::connection_fds(&batch) {
+        Ok(n) if n == fds.len() => {}
+        Ok(n) => {
+            let error = format!("{n} fds expected, {} came", fds.len());
+            return reply_status(conn, id, Err(error), opts);
+        }
+        Err(e) => return reply_status(conn, id, Err(e.to_string()), opts),
+    }
+    tracing::info!(
+        connections = batch.connections.len(),
+        "the child hands connections back"
+    );
+    match handler.give_connections(batch, fds) {
+        Ok(taken) => send(
+            conn,
+            id,
+            Body::ConnectionsAck(ConnectionsAck { taken }),
+            opts,
+        ),
+        Err(e) => reply_status(conn, id, Err(e), opts),
+    }
 }
 
 fn reply_status(

@@ -45,6 +45,7 @@ impl Body {
             Body::ConnectionsBatch(_) => "connections_batch",
             Body::ConnectionsAck(_) => "connections_ack",
             Body::RollBack(_) => "roll_back",
+            Body::GiveConnections(_) => "give_connections",
         }
     }
 }

@@ -102,6 +102,20 @@ impl ParentHandler for ConnParent {
         Ok(())
     }
 
+    /// Takes back the first connection of a batch only (and keeps its socket, as served).
+    fn give_connections(
+        &mut self,
+        batch: ConnectionsBatch,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<Vec<bool>, String> {
+        let mut taken = vec![false; batch.connections.len()];
+        if let (Some(first), Some(fd)) = (batch.connections.first(), fds.into_iter().next()) {
+            taken[0] = true;
+            self.conns.push((first.clone(), vec![TcpStream::from(fd)]));
+        }
+        Ok(taken)
+    }
+
     fn session_ended(&mut self) {
         self.lent = None;
         self.seen.lock().unwrap().sessions_ended += 1;
@@ -295,6 +309,48 @@ fn a_batch_of_unknown_kind_is_refused_whole() {
     stop.store(true, std::sync::atomic::Ordering::Release);
     let parent = handle.join().unwrap();
     assert_eq!(parent.conns.len(), 1);
+}
+
+#[test]
+fn a_child_hands_connections_back_and_the_parent_serves_the_ones_it_took() {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut c1, s1) = pair(&tcp);
+    let (_c2, s2) = pair(&tcp);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let parent = ConnParent {
+        conns: Vec::new(),
+        lent: None,
+        seen,
+    };
+    let (endpoint, _stop, handle) = spawn_parent(parent);
+    let mut child = client(&endpoint);
+    let batch = ConnectionsBatch {
+        connections: vec![
+            moved(ConnectionKind::Http1, b""),
+            moved(ConnectionKind::Http1, b""),
+        ],
+        more: false,
+        still_open: 2,
+    };
+    // An fd short: refused before anything is sent.
+    let err = child
+        .give_connections(batch.clone(), &[s1.as_fd()])
+        .unwrap_err();
+    assert!(matches!(err, Error::BadBatch { .. }), "{err}");
+    let taken = child
+        .give_connections(batch, &[s1.as_fd(), s2.as_fd()])
+        .unwrap();
+    assert_eq!(taken, vec![true, false]);
+    // The child closes its copy of the one taken: the parent's is the same socket.
+    drop(s1);
+    child.terminate().unwrap();
+    drop(child);
+    let mut parent = handle.join().unwrap();
+    let (_, socks) = parent.conns.pop().unwrap();
+    (&socks[0]).write_all(b"from the parent").unwrap();
+    let mut got = [0u8; 15];
+    c1.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"from the parent");
 }
 
 #[test]

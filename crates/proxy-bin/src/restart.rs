@@ -84,6 +84,11 @@ pub struct OwnedSocket {
 /// accepts on refuses connections instead of queueing them.
 pub type OwnedSockets = Arc<Mutex<Vec<OwnedSocket>>>;
 
+/// Where the live connections a successor hands back after a rollback go: the workers of this
+/// generation serving again (set by the rollback, emptied when that successor's session ends,
+/// so the workers are not kept waiting for arrivals past it).
+pub type Returning = Arc<Mutex<Option<proxy_core::worker::Adopter>>>;
+
 /// This generation's own parent while it still drains, shared by the thread that receives its
 /// connections and the parent side, which ends it when a grandchild arrives (so no more than
 /// three generations ever overlap).

@@ -148,6 +148,9 @@ struct Resume {
     /// How many times this generation has started serving: a stop from an earlier time (one
     /// that a rollback superseded) must not close the sockets it serves on now.
     serving_round: Arc<std::sync::atomic::AtomicU64>,
+    /// Where a successor that gave way hands its connections back (shared with the parent
+    /// side).
+    returning: restart::Returning,
 }
 
 /// Whether serving starts with resolving every cluster: the first time only (after a
@@ -454,6 +457,7 @@ impl Generation {
             epoch_started,
             keep_sockets: Arc::new(AtomicBool::new(false)),
             serving_round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            returning: restart::Returning::default(),
         };
         let mut serving = self
             .start_serving(&resume, Resolve::First)
@@ -469,7 +473,10 @@ impl Generation {
         let (events_tx, events) = mpsc::unbounded_channel();
         let grandparent = Grandparent::default();
         let mut parent_side = restart
-            .map(|listener| self.answer_children(listener, owned, events_tx, &grandparent, recent))
+            .map(|listener| {
+                let returning = resume.returning.clone();
+                self.answer_children(listener, owned, events_tx, &grandparent, recent, returning)
+            })
             .transpose()
             .in_step(Step::Start)?;
         let mut gate = None;
@@ -499,8 +506,9 @@ impl Generation {
                 gave_way = Some(why);
                 // The next restart names its restart socket as this generation's.
                 parent_side = None;
-                // Every response from now on closes its connection.
+                // Every response from now on closes its connection; idle ones go back.
                 serving.drains.control.set_health_check_failed(true);
+                self.hand_back(&grandparent);
             }
             self.open_window(stop, &mut inputs, &resume);
             let ended = if stop == Stop::Ended {

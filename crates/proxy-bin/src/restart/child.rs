@@ -139,6 +139,69 @@ pub fn receive_connections(
     (moved, refused)
 }
 
+/// After this generation gave way (a rollback): offer `handover`'s connections as they reach
+/// an idle point, batch by batch, back to the previous generation over `link` until none is
+/// open or `deadline`: (given, taken). Each is the previous generation's or stays here.
+pub fn hand_back(
+    handover: &proxy_core::handover::Handover,
+    link: &super::Grandparent,
+    deadline: std::time::Instant,
+) -> (usize, usize) {
+    let (mut given, mut taken) = (0, 0);
+    while std::time::Instant::now() < deadline && handover.open() > 0 {
+        let offers = handover.take(hotrestart_rpc::frame::MAX_FDS_PER_FRAME, GIVE_WAIT);
+        if offers.is_empty() {
+            continue;
+        }
+        let batch = hotrestart_rpc::ConnectionsBatch {
+            connections: offers
+                .iter()
+                .map(|o| wire::moved_connection(&o.conn))
+                .collect(),
+            more: true,
+            still_open: handover.open() as u64,
+        };
+        let answer = {
+            let fds: Vec<_> = offers
+                .iter()
+                .flat_map(|o| o.conn.fds.iter().map(std::os::fd::AsFd::as_fd))
+                .collect();
+            let mut client = link.client();
+            match client.as_mut() {
+                Some(c) => c.give_connections(batch, &fds),
+                None => return (given, taken),
+            }
+        };
+        given += offers.len();
+        match answer {
+            Ok(yes) => {
+                for (offer, t) in offers.into_iter().zip(yes) {
+                    taken += usize::from(t);
+                    offer.settle(t);
+                }
+            }
+            Err(e) => {
+                // A refusal took none: keep them. Otherwise the previous generation may hold
+                // some: close ours rather than serve a socket twice.
+                let refused = matches!(
+                    e,
+                    hotrestart_rpc::Error::Remote { .. }
+                        | hotrestart_rpc::Error::NotSupported { .. }
+                );
+                tracing::warn!(error = %e, "could not hand connections back");
+                for offer in offers {
+                    offer.settle(!refused);
+                }
+                return (given, taken);
+            }
+        }
+    }
+    (given, taken)
+}
+
+/// How long one hand-back batch waits for a connection to reach an idle point.
+const GIVE_WAIT: Duration = Duration::from_millis(100);
+
 /// After a failed exchange (not a plain "no" from the parent) the session's state is unknown:
 /// disconnect, so the parent takes back whatever it had offered and drains it as usual.
 fn end_session_on_failure(client: &mut Option<Client>, e: &hotrestart_rpc::Error) {

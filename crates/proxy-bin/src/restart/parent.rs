@@ -20,7 +20,7 @@ use proxy_core::tally::Recent;
 use tokio::sync::mpsc;
 
 use super::successor::Successor;
-use super::{wire, Grandparent, OwnedSockets, ParentEvent};
+use super::{wire, Grandparent, OwnedSockets, ParentEvent, Returning};
 
 /// The parent side of this generation: answers its child's requests on a dedicated thread,
 /// which stops (at its next accept poll) when this is dropped.
@@ -59,11 +59,14 @@ pub struct Answering {
     /// This generation's traffic over its last minute, told to a child (its health gate's
     /// baseline).
     pub recent: Arc<Recent>,
+    /// Where connections the child hands back after a rollback go.
+    pub returning: Returning,
 }
 
 struct Handler {
     state: ParentState,
     recent: Arc<Recent>,
+    returning: Returning,
     sockets: OwnedSockets,
     /// Duplicates lent to the child in the last hand-over (the reply borrows from them).
     lent: Vec<(SocketManifest, std::net::TcpListener)>,
@@ -246,6 +249,35 @@ impl ParentHandler for Handler {
         Ok(())
     }
 
+    fn give_connections(
+        &mut self,
+        batch: ConnectionsBatch,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<Vec<bool>, String> {
+        let returning = self.returning.lock();
+        let Some(adopter) = returning.as_ref() else {
+            return Err("this generation is not serving again after a rollback".to_owned());
+        };
+        let mut fds = fds.into_iter();
+        let taken: Vec<bool> = batch
+            .connections
+            .iter()
+            .map(|c| {
+                let n = hotrestart_rpc::manifest::fds_of_kind(c.kind).unwrap_or(0);
+                let socks: Vec<_> = fds.by_ref().take(n).collect();
+                wire::arriving_connection(c, socks)
+                    .filter(|a| adopter.accepts(a.listener))
+                    .is_some_and(|conn| adopter.adopt(conn))
+            })
+            .collect();
+        tracing::info!(
+            given = taken.len(),
+            taken = taken.iter().filter(|t| **t).count(),
+            "took connections back from the generation that gave way"
+        );
+        Ok(taken)
+    }
+
     fn ack_replied(&mut self) {
         self.answered.clear();
     }
@@ -256,6 +288,8 @@ impl ParentHandler for Handler {
     }
 
     fn session_ended(&mut self) {
+        // A successor that handed connections back is done with this generation.
+        self.returning.lock().take();
         for offer in self.offered.drain(..) {
             offer.settle(false);
         }
@@ -331,6 +365,7 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
             recent: None,
         },
         recent: a.recent,
+        returning: a.returning,
         sockets: a.sockets,
         lent: Vec::new(),
         taken: Vec::new(),

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use proxy_core::lifecycle::Phase;
 
@@ -111,6 +111,8 @@ impl Generation {
         back: TakeBack,
     ) -> anyhow::Result<Serving> {
         self.handover.resume();
+        // A successor that gave way (rather than died) answers, then hands connections back.
+        let gave_way = back.answer.is_some();
         // Supersede the interrupted serving first: one of its accept-stopped tasks running
         // late (it may not have run yet) must find its round over, not the sockets unkept, or
         // it would empty what this generation lends its next successor.
@@ -121,7 +123,11 @@ impl Generation {
         if let Some(answer) = back.answer {
             let _ = answer.send(started.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
         }
-        let serving = started?;
+        let mut serving = started?;
+        if gave_way {
+            // The successor lives on and hands its idle connections back.
+            *resume.returning.lock() = serving.workers.take_adopter();
+        }
         self.rollbacks.inc();
         self.lifecycle.roll_back(back.reason.as_str());
         tracing::warn!(
@@ -152,11 +158,9 @@ impl Generation {
                     "no previous generation to roll back to (none, or it has exited)".to_owned(),
                 );
             };
+            // The session stays for the hand-back (see `hand_back`), which ends it.
             c.roll_back(&asked_why)
-                .map_err(|e| format!("the previous generation does not serve again: {e}"))?;
-            // Its session ends: the next restart may talk to it.
-            client.take();
-            Ok(())
+                .map_err(|e| format!("the previous generation does not serve again: {e}"))
         })
         .await
         .unwrap_or_else(|e| Err(format!("could not ask the previous generation: {e}")));
@@ -177,6 +181,32 @@ impl Generation {
             let _ = request.reply.send(answer);
         }
         gave_way.then_some(why)
+    }
+
+    /// After giving way: hand this generation's idle keep-alive connections (and idle
+    /// tunnels) back to the previous generation over the restart session, at most
+    /// [`HAND_BACK_TIME`]; the others close at their next response. Then end the session, so
+    /// the next restart can talk to the previous generation.
+    pub(super) fn hand_back(&self, grandparent: &Grandparent) {
+        let link = grandparent.clone();
+        if !self.handover.activate() {
+            link.client().take();
+            return;
+        }
+        let handover = self.handover.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let (given, taken) =
+                crate::restart::child::hand_back(&handover, &link, started + HAND_BACK_TIME);
+            handover.end();
+            link.client().take();
+            tracing::info!(
+                given,
+                taken,
+                took_ms = started.elapsed().as_millis(),
+                "handed connections back to the previous generation"
+            );
+        });
     }
 
     /// Bind again the listeners (and admin) whose sockets closed at cutover because the
@@ -208,6 +238,9 @@ impl Generation {
         }
     }
 }
+
+/// Longest a generation that gave way hands connections back.
+const HAND_BACK_TIME: Duration = Duration::from_secs(2);
 
 /// Ready with how the successor exited, if it does inside the rollback window; pending
 /// otherwise (no window, or past its end).

@@ -14,7 +14,7 @@ use proxy_core::tally::Recent;
 use tokio::sync::mpsc;
 
 use super::{notify_ready_when_serving, AdminParts, Drains, Generation, Resolve, Resume, Serving};
-use crate::restart::{parent, Grandparent, OwnedSocket, OwnedSockets, ParentEvent};
+use crate::restart::{parent, Grandparent, OwnedSocket, OwnedSockets, ParentEvent, Returning};
 
 // === impl Generation ===
 
@@ -250,6 +250,7 @@ impl Generation {
         events: mpsc::UnboundedSender<ParentEvent>,
         grandparent: &Grandparent,
         recent: Arc<Recent>,
+        returning: Returning,
     ) -> anyhow::Result<parent::ParentSide> {
         parent::spawn(parent::Answering {
             listener,
@@ -263,6 +264,7 @@ impl Generation {
             handover: self.handover.clone(),
             rollback_window: self.rollback_window,
             recent,
+            returning,
         })
     }
 }
