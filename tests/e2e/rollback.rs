@@ -207,6 +207,62 @@ async fn kill_the_new_generation(at: KillAt) {
     next_restart_from(&a).await;
 }
 
+/// Before cutover the old generation never stopped serving: a new generation killed before it
+/// reaches its parent, or after taking its listen sockets but before serving, costs nothing.
+async fn kill_before_cutover(hold: bool) {
+    let a = Baton::start_with(&direct("old"), WINDOW).await;
+    let loads = Loads::start(&a);
+    assert!(
+        loads.fresh.progress(20, Duration::from_secs(5)).await,
+        "no load"
+    );
+    let env: &[(&str, &str)] = if hold {
+        &[("BATON_TEST_HOLD_AFTER_SOCKETS_MS", "5000")]
+    } else {
+        &[]
+    };
+    let b = a.restart_env(&direct("new"), WINDOW, env);
+    if hold {
+        logged(&b, "holding after taking the listen sockets").await;
+    }
+    b.signal("KILL");
+    assert!(loads.keep_alive.progress(50, Duration::from_secs(5)).await);
+    assert!(loads.fresh.progress(50, Duration::from_secs(5)).await);
+    let (ka, fresh) = (loads.keep_alive.stop().await, loads.fresh.stop().await);
+    eprintln!(
+        "kill {}: failed keep-alive {} of {}, new-connection {} of {}",
+        if hold {
+            "with sockets taken"
+        } else {
+            "before connecting"
+        },
+        ka.failed,
+        ka.sent(),
+        fresh.failed,
+        fresh.sent()
+    );
+    assert_eq!(
+        ka.failed + fresh.failed,
+        0,
+        "{:?} {:?}",
+        ka.errors,
+        fresh.errors
+    );
+    assert!(!a.stderr().contains("draining"), "{}", a.stderr());
+    assert_eq!(fresh.bodies.get("new"), None, "{:?}", fresh.bodies);
+    next_restart_from(&a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_new_generation_before_it_connects_changes_nothing() {
+    within(60, "kill before connecting", kill_before_cutover(false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_new_generation_with_sockets_taken_changes_nothing() {
+    within(60, "kill with sockets taken", kill_before_cutover(true)).await;
+}
+
 /// Between `before` (the kill) and `mid` (A serves again), at most the requests in flight on
 /// B's connections failed, none refused; from `mid` to `after`, none.
 fn failures_after_kill(

@@ -342,6 +342,7 @@ fn take_sockets(
         .chain(admin_address)
         .collect();
     let mut inherited = child::take_over(plan, place, &wanted).in_step(Step::TakeOver)?;
+    child::hold_after_taking_sockets();
     if let Some(p) = inherited.parent.as_ref().map(|c| c.parent()) {
         lifecycle.set_parent(Peer {
             pid: p.pid,

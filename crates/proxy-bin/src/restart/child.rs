@@ -211,6 +211,25 @@ fn end_session_on_failure(client: &mut Option<Client>, e: &hotrestart_rpc::Error
     }
 }
 
+/// Fault injection for tests of a generation that dies between taking its parent's listen
+/// sockets and serving: it holds this long there.
+const HOLD_ENV: &str = "BATON_TEST_HOLD_AFTER_SOCKETS_MS";
+
+/// Holds for [`HOLD_ENV`] (tests only: unset, nothing happens).
+pub fn hold_after_taking_sockets() {
+    let Some(ms) = std::env::var(HOLD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    tracing::warn!(
+        hold_ms = ms,
+        "holding after taking the listen sockets ({HOLD_ENV}, for tests)"
+    );
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
 /// Fault injection for tests of a failed hand-over: the child holds each batch this long
 /// before acknowledging it (so a test can kill it in between).
 const ACK_DELAY_ENV: &str = "BATON_HANDOVER_ACK_DELAY_MS";
