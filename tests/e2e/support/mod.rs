@@ -263,11 +263,16 @@ impl Baton {
         parse_stat(&body, name)
     }
 
-    /// Wait (≤ 5 s) until stat `name` equals `want`; panic with the last value otherwise.
+    /// Wait (≤ 5 s) until stat `name` equals `want`; panic with the last value otherwise. A
+    /// failed GET is tried again: right after a restart the shared admin socket may still
+    /// hand a connection to the generation that is closing its admin interface.
     pub async fn wait_stat(&self, name: &str, want: i64) {
         let until = Instant::now() + Duration::from_secs(5);
         loop {
-            let got = self.stat(name).await;
+            let got = match try_get(local(self.admin), "/stats").await {
+                Ok((_, body)) => parse_stat(&body, name),
+                Err(_) => None,
+            };
             if got == Some(want) {
                 return;
             }
