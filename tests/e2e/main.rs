@@ -16,6 +16,7 @@ mod h2;
 mod handover;
 mod headers_mutation;
 mod health;
+mod health_grpc;
 mod hygiene;
 mod keepalive;
 mod lb;

@@ -15,8 +15,8 @@ use regex::Regex;
 mod health;
 
 pub use health::{
-    CheckKind, HealthCheck, HttpCheck, OutlierDetection, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
-    DEFAULT_PANIC_THRESHOLD,
+    CheckKind, GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, TcpCheck,
+    DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_PANIC_THRESHOLD,
 };
 
 /// Everything one generation serves.

@@ -8,9 +8,11 @@
 //!
 //! - `state`: what one check's outcome does to a host, and when to check next (pure);
 //! - `conn`: a check's connection, TCP or TLS with the cluster's context;
-//! - `probe`: one HTTP/1.1 check on the wire; `h2`: one HTTP/2 check; `tcp`: one TCP check.
+//! - `probe`: one HTTP/1.1 check on the wire; `h2`: one HTTP/2 check; `grpc`: one gRPC check;
+//!   `tcp`: one TCP check.
 
 mod conn;
+mod grpc;
 mod h2;
 mod probe;
 mod state;

@@ -84,6 +84,8 @@ pub(crate) fn cluster(
         }
     }
 
+    super::health::require_http2(health_check.as_ref(), http.http2, path, errs);
+
     if errs.0.len() != before {
         return None;
     }

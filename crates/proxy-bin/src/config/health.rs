@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use proxy_core::config::{
-    CheckKind, HealthCheck, HttpCheck, OutlierDetection, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
-    DEFAULT_PANIC_THRESHOLD,
+    CheckKind, GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, TcpCheck,
+    DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_PANIC_THRESHOLD,
 };
 use serde::Deserialize;
 
@@ -33,6 +33,17 @@ pub(crate) struct RawHealthCheck {
     always_log_health_check_failures: bool,
     http_health_check: Option<HttpHealthCheck>,
     tcp_health_check: Option<TcpHealthCheck>,
+    grpc_health_check: Option<GrpcHealthCheck>,
+}
+
+/// `grpc_health_check` (`initial_metadata` is not supported).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcHealthCheck {
+    #[serde(default)]
+    service_name: String,
+    #[serde(default)]
+    authority: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,15 +315,24 @@ fn health_check(raw: RawHealthCheck, path: &str, errs: &mut Errors) -> Option<He
     };
     let unhealthy_threshold = threshold(raw.unhealthy_threshold, "unhealthy_threshold");
     let healthy_threshold = threshold(raw.healthy_threshold, "healthy_threshold");
-    let kind = match (raw.http_health_check, raw.tcp_health_check) {
-        (Some(h), None) => {
+    let kind = match (
+        raw.http_health_check,
+        raw.tcp_health_check,
+        raw.grpc_health_check,
+    ) {
+        (Some(h), None, None) => {
             http_check(h, &join(path, "http_health_check"), errs).map(CheckKind::Http)
         }
-        (None, Some(t)) => tcp_check(t, &join(path, "tcp_health_check"), errs).map(CheckKind::Tcp),
+        (None, Some(t), None) => {
+            tcp_check(t, &join(path, "tcp_health_check"), errs).map(CheckKind::Tcp)
+        }
+        (None, None, Some(g)) => {
+            grpc_check(g, &join(path, "grpc_health_check"), errs).map(CheckKind::Grpc)
+        }
         _ => {
             errs.push(
                 path,
-                "needs exactly one of `http_health_check` and `tcp_health_check` (the others are not supported)",
+                "needs exactly one of `http_health_check`, `tcp_health_check` and `grpc_health_check` (the others are not supported)",
             );
             None
         }
@@ -401,6 +421,35 @@ fn http_check(raw: HttpHealthCheck, path: &str, errs: &mut Errors) -> Option<Htt
         headers,
         http2: raw.codec_client_type == Some(CodecClientType::Http2),
     })
+}
+
+fn grpc_check(raw: GrpcHealthCheck, path: &str, errs: &mut Errors) -> Option<GrpcCheck> {
+    let before = errs.0.len();
+    let authority_ok = raw.authority.is_empty()
+        || raw
+            .authority
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| a.as_str() == raw.authority);
+    if !authority_ok {
+        errs.push(
+            join(path, "authority"),
+            format!("`{}` is not a valid authority", raw.authority),
+        );
+    }
+    (errs.0.len() == before).then_some(GrpcCheck {
+        service_name: raw.service_name,
+        authority: raw.authority,
+    })
+}
+
+/// Envoy 1.40 refuses a gRPC check of a cluster that does not speak HTTP/2 upstream.
+pub(crate) fn require_http2(hc: Option<&HealthCheck>, http2: bool, path: &str, errs: &mut Errors) {
+    if hc.is_some_and(|h| matches!(h.kind, CheckKind::Grpc(_))) && !http2 {
+        errs.push(
+            join(path, "health_checks[0].grpc_health_check"),
+            "the cluster must speak HTTP/2 upstream for gRPC health checking (`http2_protocol_options` in its `typed_extension_protocol_options`)",
+        );
+    }
 }
 
 fn tcp_check(raw: TcpHealthCheck, path: &str, errs: &mut Errors) -> Option<TcpCheck> {

@@ -47,6 +47,16 @@ pub struct HealthCheck {
 pub enum CheckKind {
     Http(HttpCheck),
     Tcp(TcpCheck),
+    Grpc(GrpcCheck),
+}
+
+/// `grpc_health_check`: `grpc.health.v1.Health/Check` over HTTP/2; passes on `SERVING`.
+#[derive(Clone, Debug, Default)]
+pub struct GrpcCheck {
+    /// The `service` asked about (empty: the server as a whole).
+    pub service_name: String,
+    /// The `:authority` sent; empty in the configuration means the cluster's name.
+    pub authority: String,
 }
 
 /// `http_health_check`.

@@ -175,6 +175,41 @@ fn unsupported_and_bad_fields_are_named() {
     );
 }
 
+const H2: &str = r#"
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+"#;
+
+#[test]
+fn a_grpc_check_on_an_http2_cluster() {
+    let grpc = |body: &str| {
+        format!("\n    health_checks:\n    - {{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {body}}}\n")
+    };
+    let c = cluster(&format!(
+        "{}{H2}",
+        grpc("{service_name: svc.A, authority: hc.example}")
+    ))
+    .unwrap();
+    let CheckKind::Grpc(g) = &c.health_check.unwrap().kind else {
+        panic!("a gRPC check");
+    };
+    assert_eq!(
+        (g.service_name.as_str(), g.authority.as_str()),
+        ("svc.A", "hc.example")
+    );
+    let hc = "static_resources.clusters[0].health_checks[0].grpc_health_check";
+    // As Envoy 1.40: "cluster must support HTTP/2 for gRPC healthchecking".
+    let (p, msg) = error(&grpc("{}"), "");
+    assert_eq!(p, hc);
+    assert!(msg.contains("HTTP/2"), "{msg}");
+    let (p, _) = error(&format!("{}{H2}", grpc("{authority: 'a b'}")), "");
+    assert_eq!(p, format!("{hc}.authority"));
+    let (p, _) = error(&format!("{}{H2}", grpc("{initial_metadata: []}")), "");
+    assert_eq!(p, format!("{hc}.initial_metadata"));
+}
+
 #[test]
 fn outlier_detection_consecutive_errors() {
     let c = cluster(
