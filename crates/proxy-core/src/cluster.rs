@@ -92,12 +92,22 @@ pub struct Host {
     pub outlier: OutlierCounters,
 }
 
-/// A host's consecutive errors since its last success.
+/// A host's consecutive errors since its last success, and its requests and failures (5xx,
+/// local failures included) in the detector's current interval.
 #[derive(Debug, Default)]
 pub struct OutlierCounters {
     pub consecutive_5xx: AtomicU32,
     pub consecutive_gateway_failure: AtomicU32,
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+    /// The success rate of the last interval, in percent, when the host had
+    /// `success_rate_request_volume` requests in it and was not ejected.
+    pub success_rate: Rate,
 }
+
+/// A percentage the outlier detector publishes for `/clusters`, or none (Envoy's `-1`).
+#[derive(Debug)]
+pub struct Rate(AtomicU64);
 
 /// Why a host was reported to its cluster's outlier detector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +123,9 @@ pub enum Detected {
 #[derive(Debug)]
 pub struct OutlierSink {
     pub stats: OutlierStats,
+    /// The last success-rate detection's mean and ejection threshold, when it ran.
+    pub success_rate_average: Rate,
+    pub success_rate_threshold: Rate,
     tx: mpsc::UnboundedSender<(Arc<Host>, Detected)>,
     rx: std::sync::Mutex<Option<OutlierReports>>,
 }
@@ -157,6 +170,8 @@ impl ClusterManager {
                         let (tx, rx) = mpsc::unbounded_channel();
                         OutlierSink {
                             stats: OutlierStats::new(store, &c.name),
+                            success_rate_average: Rate::default(),
+                            success_rate_threshold: Rate::default(),
                             tx,
                             rx: std::sync::Mutex::new(Some(rx)),
                         }
@@ -231,6 +246,29 @@ impl ClusterManager {
             _ = futures_util::future::join_all(loops) => {}
             _ = shutdown.signaled() => {}
         }
+    }
+}
+
+// === impl Rate ===
+
+impl Rate {
+    /// No value: a bit pattern no stored `f64` has here (a NaN's).
+    const NONE: u64 = u64::MAX;
+
+    pub fn get(&self) -> Option<f64> {
+        let bits = self.0.load(Ordering::Relaxed);
+        (bits != Self::NONE).then(|| f64::from_bits(bits))
+    }
+
+    pub fn set(&self, v: Option<f64>) {
+        let bits = v.filter(|v| !v.is_nan()).map_or(Self::NONE, f64::to_bits);
+        self.0.store(bits, Ordering::Relaxed);
+    }
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Self(AtomicU64::new(Self::NONE))
     }
 }
 
@@ -316,6 +354,7 @@ impl Cluster {
             return;
         };
         let c = &host.outlier;
+        c.requests.fetch_add(1, Ordering::Relaxed);
         if status < 500 {
             // Writes only to end a run: the common case reads and leaves the line shared.
             for n in [&c.consecutive_5xx, &c.consecutive_gateway_failure] {
@@ -325,6 +364,7 @@ impl Cluster {
             }
             return;
         }
+        c.failures.fetch_add(1, Ordering::Relaxed);
         let count = |n: &AtomicU32, threshold: u32, what: Detected| {
             if n.fetch_add(1, Ordering::Relaxed) + 1 == threshold {
                 n.store(0, Ordering::Relaxed);
@@ -547,6 +587,14 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                 thresholds: c.config.circuit_breakers,
                 added_via_api: false,
                 outlier_detection: c.config.outlier.is_some(),
+                success_rate_average: c
+                    .outlier
+                    .as_ref()
+                    .and_then(|o| o.success_rate_average.get()),
+                success_rate_threshold: c
+                    .outlier
+                    .as_ref()
+                    .and_then(|o| o.success_rate_threshold.get()),
                 hosts: c
                     .hosts()
                     .hosts
@@ -564,6 +612,7 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                             rq_total: s.rq_total.load(Ordering::Relaxed),
                             rq_error: s.rq_error.load(Ordering::Relaxed),
                             rq_success: s.rq_success.load(Ordering::Relaxed),
+                            success_rate: h.outlier.success_rate.get(),
                         }
                     })
                     .collect(),

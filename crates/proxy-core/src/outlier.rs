@@ -7,12 +7,18 @@
 //! `max_ejection_percent` would be passed or the enforcement roll says no, and every
 //! `interval` ends the ejections whose time is up (`base_ejection_time` times the host's
 //! ejection count, at most `max_ejection_time`) and lowers the count of hosts that stayed in.
+//! Every `interval` also runs success-rate and failure-percentage detection (`rates`) over the
+//! requests and failures each host counted since the last one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cluster::{Cluster, ClusterManager, Detected, Host};
+mod rates;
+
+use std::sync::atomic::Ordering;
+
+use crate::cluster::{Cluster, ClusterManager, Detected, Host, OutlierSink};
 use crate::config::OutlierDetection;
 use crate::host_health::HealthFlags;
 use crate::stats::OutlierStats;
@@ -31,6 +37,17 @@ struct Ejection {
     count: u32,
     /// While ejected: until when.
     until: Option<Instant>,
+}
+
+pub use rates::format_rate;
+
+/// Why a host is an outlier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Consecutive5xx,
+    ConsecutiveGatewayFailure,
+    SuccessRate,
+    FailurePercentage,
 }
 
 /// What the detector decided about one report.
@@ -80,7 +97,9 @@ async fn detect(cluster: Arc<Cluster>) {
                 let total = cluster.hosts().hosts.len();
                 let roll = fastrand::u32(..100);
                 let d = detector.report(&host, what, total, roll, Instant::now(), &cfg);
-                count(stats, what, &d);
+                if let Some(kind) = Kind::of(what) {
+                    count(stats, kind, &d);
+                }
                 if d == Decision::Ejected {
                     tracing::warn!(cluster = %cluster.config.name, host = %host.addr, ?what, "outlier detection ejected a host");
                 }
@@ -88,7 +107,9 @@ async fn detect(cluster: Arc<Cluster>) {
             }
             _ = tick.tick() => {
                 let live = cluster.hosts().hosts.iter().map(|h| Arc::as_ptr(h) as usize).collect::<Vec<_>>();
-                detector.review(Instant::now(), &live) > 0
+                let returned = detector.review(Instant::now(), &live) > 0;
+                let ejected = detect_rates(&cluster, sink, &mut detector, &cfg);
+                returned || ejected
             }
         };
         if changed {
@@ -98,29 +119,119 @@ async fn detect(cluster: Arc<Cluster>) {
     }
 }
 
-fn count(stats: &OutlierStats, what: Detected, d: &Decision) {
-    match what {
-        Detected::Consecutive5xx => {
-            stats.ejections_detected_consecutive_5xx.inc();
-            stats.ejections_consecutive_5xx.inc();
-        }
-        Detected::ConsecutiveGatewayFailure => {
-            stats.ejections_detected_consecutive_gateway_failure.inc();
-        }
-        Detected::HealthCheckPassed => return,
+/// Success-rate and failure-percentage detection over the interval that just ended (every
+/// host's counters start again); whether a host was ejected.
+fn detect_rates(
+    cluster: &Cluster,
+    sink: &OutlierSink,
+    detector: &mut Detector,
+    cfg: &OutlierDetection,
+) -> bool {
+    let set = cluster.hosts();
+    let samples: Vec<_> = set
+        .hosts
+        .iter()
+        .map(|h| {
+            let c = &h.outlier;
+            let requests = c.requests.swap(0, Ordering::Relaxed);
+            let failures = c.failures.swap(0, Ordering::Relaxed);
+            let ejected = h.health.load().contains(HealthFlags::FAILED_OUTLIER_CHECK);
+            (!ejected).then_some(rates::Sample { requests, failures })
+        })
+        .collect();
+    let v = rates::judge(&samples, cfg);
+    sink.success_rate_average.set(v.average);
+    sink.success_rate_threshold.set(v.threshold);
+    for (h, rate) in set.hosts.iter().zip(&v.rates) {
+        h.outlier.success_rate.set(*rate);
     }
+    let now = Instant::now();
+    let mut ejected = false;
+    let outliers = v
+        .success_rate
+        .iter()
+        .map(|&i| (i, Kind::SuccessRate))
+        .chain(
+            v.failure_percentage
+                .iter()
+                .map(|&i| (i, Kind::FailurePercentage)),
+        );
+    for (i, kind) in outliers {
+        let host = &set.hosts[i];
+        let d = detector.eject(host, kind, set.hosts.len(), fastrand::u32(..100), now, cfg);
+        count(&sink.stats, kind, &d);
+        if d == Decision::Ejected {
+            ejected = true;
+            tracing::warn!(cluster = %cluster.config.name, host = %host.addr, ?kind, "outlier detection ejected a host");
+        }
+    }
+    ejected
+}
+
+/// Count a detection of `kind` and what became of it, with Envoy's names.
+fn count(stats: &OutlierStats, kind: Kind, d: &Decision) {
+    let (detected, enforced) = match kind {
+        Kind::Consecutive5xx => {
+            stats.ejections_consecutive_5xx.inc();
+            (
+                &stats.ejections_detected_consecutive_5xx,
+                &stats.ejections_enforced_consecutive_5xx,
+            )
+        }
+        Kind::ConsecutiveGatewayFailure => (
+            &stats.ejections_detected_consecutive_gateway_failure,
+            &stats.ejections_enforced_consecutive_gateway_failure,
+        ),
+        Kind::SuccessRate => {
+            stats.ejections_success_rate.inc();
+            (
+                &stats.ejections_detected_success_rate,
+                &stats.ejections_enforced_success_rate,
+            )
+        }
+        Kind::FailurePercentage => (
+            &stats.ejections_detected_failure_percentage,
+            &stats.ejections_enforced_failure_percentage,
+        ),
+    };
+    detected.inc();
+    // Envoy's deprecated total counts these two kinds within `max_ejection_percent`,
+    // enforced or not.
+    let in_total = matches!(kind, Kind::Consecutive5xx | Kind::SuccessRate);
     match d {
         Decision::Overflow => stats.ejections_overflow.inc(),
+        Decision::NotEnforced if in_total => stats.ejections_total.inc(),
         Decision::Ejected => {
-            stats.ejections_total.inc();
-            stats.ejections_enforced_total.inc();
-            if what == Detected::Consecutive5xx {
-                stats.ejections_enforced_consecutive_5xx.inc();
-            } else {
-                stats.ejections_enforced_consecutive_gateway_failure.inc();
+            if in_total {
+                stats.ejections_total.inc();
             }
+            stats.ejections_enforced_total.inc();
+            enforced.inc();
         }
         _ => {}
+    }
+}
+
+// === impl Kind ===
+
+impl Kind {
+    /// The kind of a worker's report; `None` for a passed health check.
+    fn of(what: Detected) -> Option<Self> {
+        match what {
+            Detected::Consecutive5xx => Some(Self::Consecutive5xx),
+            Detected::ConsecutiveGatewayFailure => Some(Self::ConsecutiveGatewayFailure),
+            Detected::HealthCheckPassed => None,
+        }
+    }
+
+    /// Percent chance that a detection of this kind ejects.
+    fn enforcing(self, cfg: &OutlierDetection) -> u32 {
+        match self {
+            Self::Consecutive5xx => cfg.enforcing_consecutive_5xx,
+            Self::ConsecutiveGatewayFailure => cfg.enforcing_consecutive_gateway_failure,
+            Self::SuccessRate => cfg.enforcing_success_rate,
+            Self::FailurePercentage => cfg.enforcing_failure_percentage,
+        }
     }
 }
 
@@ -153,17 +264,31 @@ impl Detector {
                 _ => Decision::Ignored,
             };
         }
+        match Kind::of(what) {
+            Some(kind) => self.eject(host, kind, total, roll, now, cfg),
+            None => Decision::Ignored,
+        }
+    }
+
+    /// Eject `host`, detected as `kind`, unless it is out already, `max_ejection_percent`
+    /// forbids, or the enforcement `roll` (uniform in `0..100`) says no.
+    fn eject(
+        &mut self,
+        host: &Arc<Host>,
+        kind: Kind,
+        total: usize,
+        roll: u32,
+        now: Instant,
+        cfg: &OutlierDetection,
+    ) -> Decision {
+        let key = Arc::as_ptr(host) as usize;
         if self.hosts.get(&key).is_some_and(|e| e.until.is_some()) {
             return Decision::Ignored;
         }
         if (self.ejected() + 1) * 100 > cfg.max_ejection_percent as usize * total {
             return Decision::Overflow;
         }
-        let enforcing = match what {
-            Detected::Consecutive5xx => cfg.enforcing_consecutive_5xx,
-            _ => cfg.enforcing_consecutive_gateway_failure,
-        };
-        if roll >= enforcing {
+        if roll >= kind.enforcing(cfg) {
             return Decision::NotEnforced;
         }
         let e = self.hosts.entry(key).or_insert_with(|| Ejection {

@@ -112,7 +112,7 @@ struct Payload {
     text: String,
 }
 
-/// `clusters[].outlier_detection`: consecutive errors only.
+/// `clusters[].outlier_detection`: consecutive errors, success rate, failure percentage.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOutlierDetection {
@@ -126,6 +126,13 @@ pub(crate) struct RawOutlierDetection {
     max_ejection_percent: Option<Int<u32>>,
     enforcing_success_rate: Option<Int<u32>>,
     successful_active_health_check_uneject_host: Option<bool>,
+    success_rate_minimum_hosts: Option<Int<u32>>,
+    success_rate_request_volume: Option<Int<u32>>,
+    success_rate_stdev_factor: Option<Int<u32>>,
+    failure_percentage_threshold: Option<Int<u32>>,
+    failure_percentage_minimum_hosts: Option<Int<u32>>,
+    failure_percentage_request_volume: Option<Int<u32>>,
+    enforcing_failure_percentage: Option<Int<u32>>,
 }
 
 /// `clusters[].common_lb_config`: only the panic threshold.
@@ -190,12 +197,6 @@ pub(crate) fn outlier_detection(
 ) -> Option<OutlierDetection> {
     let raw = raw?;
     let d = OutlierDetection::default();
-    if raw.enforcing_success_rate.map(|v| v.0) != Some(0) {
-        errs.push(
-            join(path, "enforcing_success_rate"),
-            "success-rate ejection is not implemented: set `enforcing_success_rate: 0` (Envoy's default is 100)",
-        );
-    }
     let mut percent = |v: Option<Int<u32>>, field: &str, default: u32| {
         let v = v.map_or(default, |v| v.0);
         if v > 100 {
@@ -218,6 +219,22 @@ pub(crate) fn outlier_detection(
         "max_ejection_percent",
         d.max_ejection_percent,
     );
+    let enforcing_success_rate = percent(
+        raw.enforcing_success_rate,
+        "enforcing_success_rate",
+        d.enforcing_success_rate,
+    );
+    let failure_percentage_threshold = percent(
+        raw.failure_percentage_threshold,
+        "failure_percentage_threshold",
+        d.failure_percentage_threshold,
+    );
+    let enforcing_failure_percentage = percent(
+        raw.enforcing_failure_percentage,
+        "enforcing_failure_percentage",
+        d.enforcing_failure_percentage,
+    );
+    let or = |v: Option<Int<u32>>, default: u32| v.map_or(default, |v| v.0);
     let mut positive = |v: Option<Dur>, field: &str, default: Duration| match v {
         Some(v) if v.0.is_zero() => {
             errs.push(join(path, field), "must be greater than 0s");
@@ -227,10 +244,11 @@ pub(crate) fn outlier_detection(
         None => default,
     };
     Some(OutlierDetection {
-        consecutive_5xx: raw.consecutive_5xx.map_or(d.consecutive_5xx, |v| v.0),
-        consecutive_gateway_failure: raw
-            .consecutive_gateway_failure
-            .map_or(d.consecutive_gateway_failure, |v| v.0),
+        consecutive_5xx: or(raw.consecutive_5xx, d.consecutive_5xx),
+        consecutive_gateway_failure: or(
+            raw.consecutive_gateway_failure,
+            d.consecutive_gateway_failure,
+        ),
         enforcing_consecutive_5xx,
         enforcing_consecutive_gateway_failure,
         interval: positive(raw.interval, "interval", d.interval),
@@ -248,6 +266,26 @@ pub(crate) fn outlier_detection(
         uneject_on_health_check: raw
             .successful_active_health_check_uneject_host
             .unwrap_or(d.uneject_on_health_check),
+        success_rate_minimum_hosts: or(
+            raw.success_rate_minimum_hosts,
+            d.success_rate_minimum_hosts,
+        ),
+        success_rate_request_volume: or(
+            raw.success_rate_request_volume,
+            d.success_rate_request_volume,
+        ),
+        success_rate_stdev_factor: or(raw.success_rate_stdev_factor, d.success_rate_stdev_factor),
+        enforcing_success_rate,
+        failure_percentage_threshold,
+        failure_percentage_minimum_hosts: or(
+            raw.failure_percentage_minimum_hosts,
+            d.failure_percentage_minimum_hosts,
+        ),
+        failure_percentage_request_volume: or(
+            raw.failure_percentage_request_volume,
+            d.failure_percentage_request_volume,
+        ),
+        enforcing_failure_percentage,
     })
 }
 

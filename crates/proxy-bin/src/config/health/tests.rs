@@ -224,6 +224,13 @@ fn outlier_detection_consecutive_errors() {
       max_ejection_percent: 50
       enforcing_success_rate: 0
       successful_active_health_check_uneject_host: false
+      success_rate_minimum_hosts: 3
+      success_rate_request_volume: 10
+      success_rate_stdev_factor: 1000
+      failure_percentage_threshold: 40
+      failure_percentage_minimum_hosts: 2
+      failure_percentage_request_volume: 20
+      enforcing_failure_percentage: 100
 "#,
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -235,11 +242,49 @@ fn outlier_detection_consecutive_errors() {
     assert_eq!(od.max_ejection_time, Duration::from_secs(4));
     assert_eq!(od.max_ejection_percent, 50);
     assert!(!od.uneject_on_health_check);
+    assert_eq!(
+        (
+            od.success_rate_minimum_hosts,
+            od.success_rate_request_volume,
+            od.success_rate_stdev_factor,
+            od.enforcing_success_rate
+        ),
+        (3, 10, 1000, 0)
+    );
+    assert_eq!(
+        (
+            od.failure_percentage_threshold,
+            od.failure_percentage_minimum_hosts,
+            od.failure_percentage_request_volume,
+            od.enforcing_failure_percentage
+        ),
+        (40, 2, 20, 100)
+    );
+    // Envoy's defaults.
+    let d = cluster("\n    outlier_detection: {}\n").unwrap();
+    let d = d.outlier.unwrap();
+    assert_eq!(
+        (
+            d.success_rate_minimum_hosts,
+            d.success_rate_request_volume,
+            d.success_rate_stdev_factor,
+            d.enforcing_success_rate
+        ),
+        (5, 100, 1900, 100)
+    );
+    assert_eq!(
+        (
+            d.failure_percentage_threshold,
+            d.failure_percentage_minimum_hosts,
+            d.failure_percentage_request_volume,
+            d.enforcing_failure_percentage
+        ),
+        (85, 5, 50, 0)
+    );
     let od = "static_resources.clusters[0].outlier_detection";
     for (extra, path) in [
-        ("{}", format!("{od}.enforcing_success_rate")),
         (
-            "{enforcing_success_rate: 100}",
+            "{enforcing_success_rate: 101}",
             format!("{od}.enforcing_success_rate"),
         ),
         (
@@ -247,8 +292,12 @@ fn outlier_detection_consecutive_errors() {
             format!("{od}.max_ejection_percent"),
         ),
         (
-            "{enforcing_success_rate: 0, success_rate_minimum_hosts: 3}",
-            format!("{od}.success_rate_minimum_hosts"),
+            "{failure_percentage_threshold: 200}",
+            format!("{od}.failure_percentage_threshold"),
+        ),
+        (
+            "{enforcing_failure_percentage: 101}",
+            format!("{od}.enforcing_failure_percentage"),
         ),
         (
             "{enforcing_success_rate: 0, split_external_local_origin_errors: true}",
