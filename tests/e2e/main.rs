@@ -22,6 +22,7 @@ mod keepalive;
 mod lb;
 mod lenient;
 mod outlier;
+mod outlier_local;
 mod outlier_rates;
 mod restart;
 mod restart_safety;

@@ -144,6 +144,7 @@ pub struct HostStatus {
     pub rq_success: u64,
     /// Its success rate in the outlier detector's last interval, if it had one.
     pub success_rate: Option<f64>,
+    pub local_origin_success_rate: Option<f64>,
 }
 
 /// One cluster as `/clusters` shows it.
@@ -159,6 +160,8 @@ pub struct ClusterStatus {
     /// The last success-rate detection's mean and ejection threshold, when it ran.
     pub success_rate_average: Option<f64>,
     pub success_rate_threshold: Option<f64>,
+    pub local_origin_success_rate_average: Option<f64>,
+    pub local_origin_success_rate_threshold: Option<f64>,
 }
 
 /// Gives the admin the current state of every cluster; implemented by the data plane.

@@ -103,6 +103,12 @@ pub struct OutlierCounters {
     /// The success rate of the last interval, in percent, when the host had
     /// `success_rate_request_volume` requests in it and was not ejected.
     pub success_rate: Rate,
+    /// With `split_external_local_origin_errors`: local failures in a row, and the local
+    /// events (a connection obtained, or a local failure) of the interval and their failures.
+    pub consecutive_local_origin_failure: AtomicU32,
+    pub local_requests: AtomicU64,
+    pub local_failures: AtomicU64,
+    pub local_origin_success_rate: Rate,
 }
 
 /// A percentage the outlier detector publishes for `/clusters`, or none (Envoy's `-1`).
@@ -114,6 +120,7 @@ pub struct Rate(AtomicU64);
 pub enum Detected {
     Consecutive5xx,
     ConsecutiveGatewayFailure,
+    ConsecutiveLocalOriginFailure,
     /// An active health check passed (which may end an ejection).
     HealthCheckPassed,
 }
@@ -126,6 +133,9 @@ pub struct OutlierSink {
     /// The last success-rate detection's mean and ejection threshold, when it ran.
     pub success_rate_average: Rate,
     pub success_rate_threshold: Rate,
+    /// The same for local-origin events (`split_external_local_origin_errors`).
+    pub local_origin_success_rate_average: Rate,
+    pub local_origin_success_rate_threshold: Rate,
     tx: mpsc::UnboundedSender<(Arc<Host>, Detected)>,
     rx: std::sync::Mutex<Option<OutlierReports>>,
 }
@@ -172,6 +182,8 @@ impl ClusterManager {
                             stats: OutlierStats::new(store, &c.name),
                             success_rate_average: Rate::default(),
                             success_rate_threshold: Rate::default(),
+                            local_origin_success_rate_average: Rate::default(),
+                            local_origin_success_rate_threshold: Rate::default(),
                             tx,
                             rx: std::sync::Mutex::new(Some(rx)),
                         }
@@ -346,8 +358,8 @@ impl Cluster {
     }
 
     /// Count the result of one request to `host` for outlier detection: the upstream's status,
-    /// or the status a local failure (connect failure, reset, timeout) is answered with. A
-    /// host reaching a threshold is reported to the detector.
+    /// or (through [`Self::record_local_failure`] without the split) the status a local
+    /// failure is answered with. A host reaching a threshold is reported to the detector.
     #[inline]
     pub fn record_outcome(&self, host: &Arc<Host>, status: u16) {
         let (Some(od), Some(sink)) = (&self.config.outlier, &self.outlier) else {
@@ -384,6 +396,51 @@ impl Cluster {
             );
         } else if c.consecutive_gateway_failure.load(Ordering::Relaxed) != 0 {
             c.consecutive_gateway_failure.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A local failure of a request to `host` (connect failure, reset, timeout), answered
+    /// with `status`: with `split_external_local_origin_errors` a local-origin failure, else
+    /// counted as that status.
+    #[inline]
+    pub fn record_local_failure(&self, host: &Arc<Host>, status: u16) {
+        let (Some(od), Some(sink)) = (&self.config.outlier, &self.outlier) else {
+            return;
+        };
+        if !od.split_external_local_origin_errors {
+            return self.record_outcome(host, status);
+        }
+        let c = &host.outlier;
+        c.local_requests.fetch_add(1, Ordering::Relaxed);
+        c.local_failures.fetch_add(1, Ordering::Relaxed);
+        let n = c
+            .consecutive_local_origin_failure
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if n == od.consecutive_local_origin_failure {
+            c.consecutive_local_origin_failure
+                .store(0, Ordering::Relaxed);
+            let _ = sink
+                .tx
+                .send((host.clone(), Detected::ConsecutiveLocalOriginFailure));
+        }
+    }
+
+    /// A request got a connection to `host`: with `split_external_local_origin_errors`, a
+    /// local-origin success (as Envoy counts one when its pool hands a connection over).
+    #[inline]
+    pub fn record_connected(&self, host: &Host) {
+        let Some(od) = &self.config.outlier else {
+            return;
+        };
+        if !od.split_external_local_origin_errors {
+            return;
+        }
+        let c = &host.outlier;
+        c.local_requests.fetch_add(1, Ordering::Relaxed);
+        if c.consecutive_local_origin_failure.load(Ordering::Relaxed) != 0 {
+            c.consecutive_local_origin_failure
+                .store(0, Ordering::Relaxed);
         }
     }
 
@@ -595,6 +652,14 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                     .outlier
                     .as_ref()
                     .and_then(|o| o.success_rate_threshold.get()),
+                local_origin_success_rate_average: c
+                    .outlier
+                    .as_ref()
+                    .and_then(|o| o.local_origin_success_rate_average.get()),
+                local_origin_success_rate_threshold: c
+                    .outlier
+                    .as_ref()
+                    .and_then(|o| o.local_origin_success_rate_threshold.get()),
                 hosts: c
                     .hosts()
                     .hosts
@@ -613,6 +678,7 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                             rq_error: s.rq_error.load(Ordering::Relaxed),
                             rq_success: s.rq_success.load(Ordering::Relaxed),
                             success_rate: h.outlier.success_rate.get(),
+                            local_origin_success_rate: h.outlier.local_origin_success_rate.get(),
                         }
                     })
                     .collect(),

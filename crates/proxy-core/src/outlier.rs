@@ -16,7 +16,7 @@ use std::time::Instant;
 
 mod rates;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cluster::{Cluster, ClusterManager, Detected, Host, OutlierSink};
 use crate::config::OutlierDetection;
@@ -46,8 +46,11 @@ pub use rates::format_rate;
 enum Kind {
     Consecutive5xx,
     ConsecutiveGatewayFailure,
+    ConsecutiveLocalOriginFailure,
     SuccessRate,
     FailurePercentage,
+    LocalOriginSuccessRate,
+    LocalOriginFailurePercentage,
 }
 
 /// What the detector decided about one report.
@@ -120,7 +123,8 @@ async fn detect(cluster: Arc<Cluster>) {
 }
 
 /// Success-rate and failure-percentage detection over the interval that just ended (every
-/// host's counters start again); whether a host was ejected.
+/// host's counters start again), of the upstream's answers and, with
+/// `split_external_local_origin_errors`, of local-origin events; whether a host was ejected.
 fn detect_rates(
     cluster: &Cluster,
     sink: &OutlierSink,
@@ -128,26 +132,29 @@ fn detect_rates(
     cfg: &OutlierDetection,
 ) -> bool {
     let set = cluster.hosts();
-    let samples: Vec<_> = set
+    let ejected: Vec<bool> = set
         .hosts
         .iter()
-        .map(|h| {
-            let c = &h.outlier;
-            let requests = c.requests.swap(0, Ordering::Relaxed);
-            let failures = c.failures.swap(0, Ordering::Relaxed);
-            let ejected = h.health.load().contains(HealthFlags::FAILED_OUTLIER_CHECK);
-            (!ejected).then_some(rates::Sample { requests, failures })
-        })
+        .map(|h| h.health.load().contains(HealthFlags::FAILED_OUTLIER_CHECK))
         .collect();
-    let v = rates::judge(&samples, cfg);
+    let take = |requests: &AtomicU64, failures: &AtomicU64, out: bool| {
+        let requests = requests.swap(0, Ordering::Relaxed);
+        let failures = failures.swap(0, Ordering::Relaxed);
+        (!out).then_some(rates::Sample { requests, failures })
+    };
+    let external: Vec<_> = set
+        .hosts
+        .iter()
+        .zip(&ejected)
+        .map(|(h, &out)| take(&h.outlier.requests, &h.outlier.failures, out))
+        .collect();
+    let v = rates::judge(&external, cfg);
     sink.success_rate_average.set(v.average);
     sink.success_rate_threshold.set(v.threshold);
     for (h, rate) in set.hosts.iter().zip(&v.rates) {
         h.outlier.success_rate.set(*rate);
     }
-    let now = Instant::now();
-    let mut ejected = false;
-    let outliers = v
+    let mut outliers: Vec<(usize, Kind)> = v
         .success_rate
         .iter()
         .map(|&i| (i, Kind::SuccessRate))
@@ -155,17 +162,44 @@ fn detect_rates(
             v.failure_percentage
                 .iter()
                 .map(|&i| (i, Kind::FailurePercentage)),
+        )
+        .collect();
+    if cfg.split_external_local_origin_errors {
+        let local: Vec<_> = set
+            .hosts
+            .iter()
+            .zip(&ejected)
+            .map(|(h, &out)| take(&h.outlier.local_requests, &h.outlier.local_failures, out))
+            .collect();
+        let v = rates::judge(&local, cfg);
+        sink.local_origin_success_rate_average.set(v.average);
+        sink.local_origin_success_rate_threshold.set(v.threshold);
+        for (h, rate) in set.hosts.iter().zip(&v.rates) {
+            h.outlier.local_origin_success_rate.set(*rate);
+        }
+        outliers.extend(
+            v.success_rate
+                .iter()
+                .map(|&i| (i, Kind::LocalOriginSuccessRate)),
         );
+        outliers.extend(
+            v.failure_percentage
+                .iter()
+                .map(|&i| (i, Kind::LocalOriginFailurePercentage)),
+        );
+    }
+    let now = Instant::now();
+    let mut any = false;
     for (i, kind) in outliers {
         let host = &set.hosts[i];
         let d = detector.eject(host, kind, set.hosts.len(), fastrand::u32(..100), now, cfg);
         count(&sink.stats, kind, &d);
         if d == Decision::Ejected {
-            ejected = true;
+            any = true;
             tracing::warn!(cluster = %cluster.config.name, host = %host.addr, ?kind, "outlier detection ejected a host");
         }
     }
-    ejected
+    any
 }
 
 /// Count a detection of `kind` and what became of it, with Envoy's names.
@@ -193,10 +227,26 @@ fn count(stats: &OutlierStats, kind: Kind, d: &Decision) {
             &stats.ejections_detected_failure_percentage,
             &stats.ejections_enforced_failure_percentage,
         ),
+        Kind::ConsecutiveLocalOriginFailure => (
+            &stats.ejections_detected_consecutive_local_origin_failure,
+            &stats.ejections_enforced_consecutive_local_origin_failure,
+        ),
+        Kind::LocalOriginSuccessRate => {
+            // Envoy's deprecated count takes both success rates (measured).
+            stats.ejections_success_rate.inc();
+            (
+                &stats.ejections_detected_local_origin_success_rate,
+                &stats.ejections_enforced_local_origin_success_rate,
+            )
+        }
+        Kind::LocalOriginFailurePercentage => (
+            &stats.ejections_detected_local_origin_failure_percentage,
+            &stats.ejections_enforced_local_origin_failure_percentage,
+        ),
     };
     detected.inc();
-    // Envoy's deprecated total counts these two kinds within `max_ejection_percent`,
-    // enforced or not.
+    // Envoy's deprecated total counts these two kinds (not their local-origin kin) within
+    // `max_ejection_percent`, enforced or not (measured).
     let in_total = matches!(kind, Kind::Consecutive5xx | Kind::SuccessRate);
     match d {
         Decision::Overflow => stats.ejections_overflow.inc(),
@@ -220,6 +270,7 @@ impl Kind {
         match what {
             Detected::Consecutive5xx => Some(Self::Consecutive5xx),
             Detected::ConsecutiveGatewayFailure => Some(Self::ConsecutiveGatewayFailure),
+            Detected::ConsecutiveLocalOriginFailure => Some(Self::ConsecutiveLocalOriginFailure),
             Detected::HealthCheckPassed => None,
         }
     }
@@ -231,6 +282,9 @@ impl Kind {
             Self::ConsecutiveGatewayFailure => cfg.enforcing_consecutive_gateway_failure,
             Self::SuccessRate => cfg.enforcing_success_rate,
             Self::FailurePercentage => cfg.enforcing_failure_percentage,
+            Self::ConsecutiveLocalOriginFailure => cfg.enforcing_consecutive_local_origin_failure,
+            Self::LocalOriginSuccessRate => cfg.enforcing_local_origin_success_rate,
+            Self::LocalOriginFailurePercentage => cfg.enforcing_failure_percentage_local_origin,
         }
     }
 }
@@ -321,6 +375,10 @@ impl Detector {
                     e.host
                         .outlier
                         .consecutive_gateway_failure
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    e.host
+                        .outlier
+                        .consecutive_local_origin_failure
                         .store(0, std::sync::atomic::Ordering::Relaxed);
                     returned += 1;
                 }

@@ -161,6 +161,12 @@ pub struct OutlierStats {
     pub ejections_enforced_success_rate: Counter,
     pub ejections_detected_failure_percentage: Counter,
     pub ejections_enforced_failure_percentage: Counter,
+    pub ejections_detected_consecutive_local_origin_failure: Counter,
+    pub ejections_enforced_consecutive_local_origin_failure: Counter,
+    pub ejections_detected_local_origin_success_rate: Counter,
+    pub ejections_enforced_local_origin_success_rate: Counter,
+    pub ejections_detected_local_origin_failure_percentage: Counter,
+    pub ejections_enforced_local_origin_failure_percentage: Counter,
     /// Kinds of detection Baton does not implement, kept at 0 so the names are Envoy's.
     pub never: Vec<Counter>,
 }
@@ -302,18 +308,10 @@ impl HealthCheckStats {
 impl OutlierStats {
     pub fn new(store: &Store, cluster: &str) -> Self {
         let p = format!("cluster.{cluster}.outlier_detection");
-        let never = [
-            "ejections_detected_consecutive_local_origin_failure",
-            "ejections_detected_degradation",
-            "ejections_detected_local_origin_failure_percentage",
-            "ejections_detected_local_origin_success_rate",
-            "ejections_enforced_consecutive_local_origin_failure",
-            "ejections_enforced_local_origin_failure_percentage",
-            "ejections_enforced_local_origin_success_rate",
-        ]
-        .iter()
-        .map(|n| store.counter(&format!("{p}.{n}")))
-        .collect();
+        let never = ["ejections_detected_degradation"]
+            .iter()
+            .map(|n| store.counter(&format!("{p}.{n}")))
+            .collect();
         stat_struct!(
             store,
             p,
@@ -332,6 +330,12 @@ impl OutlierStats {
                 ejections_enforced_success_rate: counter,
                 ejections_detected_failure_percentage: counter,
                 ejections_enforced_failure_percentage: counter,
+                ejections_detected_consecutive_local_origin_failure: counter,
+                ejections_enforced_consecutive_local_origin_failure: counter,
+                ejections_detected_local_origin_success_rate: counter,
+                ejections_enforced_local_origin_success_rate: counter,
+                ejections_detected_local_origin_failure_percentage: counter,
+                ejections_enforced_local_origin_failure_percentage: counter,
             },
             never: never
         )

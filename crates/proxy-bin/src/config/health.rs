@@ -133,6 +133,11 @@ pub(crate) struct RawOutlierDetection {
     failure_percentage_minimum_hosts: Option<Int<u32>>,
     failure_percentage_request_volume: Option<Int<u32>>,
     enforcing_failure_percentage: Option<Int<u32>>,
+    split_external_local_origin_errors: Option<bool>,
+    consecutive_local_origin_failure: Option<Int<u32>>,
+    enforcing_consecutive_local_origin_failure: Option<Int<u32>>,
+    enforcing_local_origin_success_rate: Option<Int<u32>>,
+    enforcing_failure_percentage_local_origin: Option<Int<u32>>,
 }
 
 /// `clusters[].common_lb_config`: only the panic threshold.
@@ -197,43 +202,6 @@ pub(crate) fn outlier_detection(
 ) -> Option<OutlierDetection> {
     let raw = raw?;
     let d = OutlierDetection::default();
-    let mut percent = |v: Option<Int<u32>>, field: &str, default: u32| {
-        let v = v.map_or(default, |v| v.0);
-        if v > 100 {
-            errs.push(join(path, field), "must be a percentage in 0..=100");
-        }
-        v
-    };
-    let enforcing_consecutive_5xx = percent(
-        raw.enforcing_consecutive_5xx,
-        "enforcing_consecutive_5xx",
-        d.enforcing_consecutive_5xx,
-    );
-    let enforcing_consecutive_gateway_failure = percent(
-        raw.enforcing_consecutive_gateway_failure,
-        "enforcing_consecutive_gateway_failure",
-        d.enforcing_consecutive_gateway_failure,
-    );
-    let max_ejection_percent = percent(
-        raw.max_ejection_percent,
-        "max_ejection_percent",
-        d.max_ejection_percent,
-    );
-    let enforcing_success_rate = percent(
-        raw.enforcing_success_rate,
-        "enforcing_success_rate",
-        d.enforcing_success_rate,
-    );
-    let failure_percentage_threshold = percent(
-        raw.failure_percentage_threshold,
-        "failure_percentage_threshold",
-        d.failure_percentage_threshold,
-    );
-    let enforcing_failure_percentage = percent(
-        raw.enforcing_failure_percentage,
-        "enforcing_failure_percentage",
-        d.enforcing_failure_percentage,
-    );
     let or = |v: Option<Int<u32>>, default: u32| v.map_or(default, |v| v.0);
     let mut positive = |v: Option<Dur>, field: &str, default: Duration| match v {
         Some(v) if v.0.is_zero() => {
@@ -243,14 +211,17 @@ pub(crate) fn outlier_detection(
         Some(v) => v.0,
         None => default,
     };
-    Some(OutlierDetection {
+    let od = OutlierDetection {
         consecutive_5xx: or(raw.consecutive_5xx, d.consecutive_5xx),
         consecutive_gateway_failure: or(
             raw.consecutive_gateway_failure,
             d.consecutive_gateway_failure,
         ),
-        enforcing_consecutive_5xx,
-        enforcing_consecutive_gateway_failure,
+        enforcing_consecutive_5xx: or(raw.enforcing_consecutive_5xx, d.enforcing_consecutive_5xx),
+        enforcing_consecutive_gateway_failure: or(
+            raw.enforcing_consecutive_gateway_failure,
+            d.enforcing_consecutive_gateway_failure,
+        ),
         interval: positive(raw.interval, "interval", d.interval),
         base_ejection_time: positive(
             raw.base_ejection_time,
@@ -262,7 +233,7 @@ pub(crate) fn outlier_detection(
             "max_ejection_time",
             d.max_ejection_time,
         ),
-        max_ejection_percent,
+        max_ejection_percent: or(raw.max_ejection_percent, d.max_ejection_percent),
         uneject_on_health_check: raw
             .successful_active_health_check_uneject_host
             .unwrap_or(d.uneject_on_health_check),
@@ -275,8 +246,11 @@ pub(crate) fn outlier_detection(
             d.success_rate_request_volume,
         ),
         success_rate_stdev_factor: or(raw.success_rate_stdev_factor, d.success_rate_stdev_factor),
-        enforcing_success_rate,
-        failure_percentage_threshold,
+        enforcing_success_rate: or(raw.enforcing_success_rate, d.enforcing_success_rate),
+        failure_percentage_threshold: or(
+            raw.failure_percentage_threshold,
+            d.failure_percentage_threshold,
+        ),
         failure_percentage_minimum_hosts: or(
             raw.failure_percentage_minimum_hosts,
             d.failure_percentage_minimum_hosts,
@@ -285,8 +259,69 @@ pub(crate) fn outlier_detection(
             raw.failure_percentage_request_volume,
             d.failure_percentage_request_volume,
         ),
-        enforcing_failure_percentage,
-    })
+        enforcing_failure_percentage: or(
+            raw.enforcing_failure_percentage,
+            d.enforcing_failure_percentage,
+        ),
+        split_external_local_origin_errors: raw
+            .split_external_local_origin_errors
+            .unwrap_or(d.split_external_local_origin_errors),
+        consecutive_local_origin_failure: or(
+            raw.consecutive_local_origin_failure,
+            d.consecutive_local_origin_failure,
+        ),
+        enforcing_consecutive_local_origin_failure: or(
+            raw.enforcing_consecutive_local_origin_failure,
+            d.enforcing_consecutive_local_origin_failure,
+        ),
+        enforcing_local_origin_success_rate: or(
+            raw.enforcing_local_origin_success_rate,
+            d.enforcing_local_origin_success_rate,
+        ),
+        enforcing_failure_percentage_local_origin: or(
+            raw.enforcing_failure_percentage_local_origin,
+            d.enforcing_failure_percentage_local_origin,
+        ),
+    };
+    check_percentages(&od, path, errs);
+    Some(od)
+}
+
+/// Every percentage of `od` is within 0..=100.
+fn check_percentages(od: &OutlierDetection, path: &str, errs: &mut Errors) {
+    for (field, v) in [
+        ("enforcing_consecutive_5xx", od.enforcing_consecutive_5xx),
+        (
+            "enforcing_consecutive_gateway_failure",
+            od.enforcing_consecutive_gateway_failure,
+        ),
+        ("max_ejection_percent", od.max_ejection_percent),
+        ("enforcing_success_rate", od.enforcing_success_rate),
+        (
+            "failure_percentage_threshold",
+            od.failure_percentage_threshold,
+        ),
+        (
+            "enforcing_failure_percentage",
+            od.enforcing_failure_percentage,
+        ),
+        (
+            "enforcing_consecutive_local_origin_failure",
+            od.enforcing_consecutive_local_origin_failure,
+        ),
+        (
+            "enforcing_local_origin_success_rate",
+            od.enforcing_local_origin_success_rate,
+        ),
+        (
+            "enforcing_failure_percentage_local_origin",
+            od.enforcing_failure_percentage_local_origin,
+        ),
+    ] {
+        if v > 100 {
+            errs.push(join(path, field), "must be a percentage in 0..=100");
+        }
+    }
 }
 
 /// The cluster's `health_checks` (at `path`): at most one, validated.

@@ -61,12 +61,17 @@ pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
         let name = &c.name;
         let _ = writeln!(out, "{name}::observability_name::{name}");
         if c.outlier_detection {
-            // Local-origin success rates are not split out: Envoy's -1 when it has no data.
             for (line, v) in [
                 ("success_rate_average", c.success_rate_average),
                 ("success_rate_ejection_threshold", c.success_rate_threshold),
-                ("local_origin_success_rate_average", None),
-                ("local_origin_success_rate_ejection_threshold", None),
+                (
+                    "local_origin_success_rate_average",
+                    c.local_origin_success_rate_average,
+                ),
+                (
+                    "local_origin_success_rate_ejection_threshold",
+                    c.local_origin_success_rate_threshold,
+                ),
             ] {
                 let _ = writeln!(out, "{name}::outlier::{line}::{}", rate(v));
             }
@@ -88,7 +93,11 @@ pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
             let _ = writeln!(out, "{host}::canary::false");
             let _ = writeln!(out, "{host}::priority::0");
             let _ = writeln!(out, "{host}::success_rate::{}", rate(h.success_rate));
-            let _ = writeln!(out, "{host}::local_origin_success_rate::-1");
+            let _ = writeln!(
+                out,
+                "{host}::local_origin_success_rate::{}",
+                rate(h.local_origin_success_rate)
+            );
         }
     }
     out
@@ -152,6 +161,9 @@ fn host_json(h: &HostStatus) -> Json {
     if let Some(r) = h.success_rate {
         v["success_rate"] = rate_json(r);
     }
+    if let Some(r) = h.local_origin_success_rate {
+        v["local_origin_success_rate"] = rate_json(r);
+    }
     v
 }
 
@@ -174,6 +186,9 @@ pub(super) fn clusters_json(clusters: &[ClusterStatus]) -> String {
             });
             if let Some(t) = c.success_rate_threshold {
                 v["success_rate_ejection_threshold"] = rate_json(t);
+            }
+            if let Some(t) = c.local_origin_success_rate_threshold {
+                v["local_origin_success_rate_ejection_threshold"] = rate_json(t);
             }
             v
         })

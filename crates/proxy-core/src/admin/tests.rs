@@ -51,11 +51,14 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             rq_error: 0,
             rq_success: 5,
             success_rate: None,
+            local_origin_success_rate: None,
         }],
         added_via_api: false,
         outlier_detection: false,
         success_rate_average: None,
         success_rate_threshold: None,
+        local_origin_success_rate_average: None,
+        local_origin_success_rate_threshold: None,
     }];
     let state = Arc::new(AdminState {
         drain: None,

@@ -131,6 +131,14 @@ pub struct OutlierDetection {
     pub failure_percentage_request_volume: u32,
     /// Percent chance that a failure-percentage detection ejects (Envoy: 0).
     pub enforcing_failure_percentage: u32,
+    /// Local failures (connect failures, resets, timeouts) are counted apart from the
+    /// upstream's 5xx: by `consecutive_local_origin_failure` and the local-origin rates.
+    pub split_external_local_origin_errors: bool,
+    /// With the split: consecutive local failures that detect an outlier; 0 never does.
+    pub consecutive_local_origin_failure: u32,
+    pub enforcing_consecutive_local_origin_failure: u32,
+    pub enforcing_local_origin_success_rate: u32,
+    pub enforcing_failure_percentage_local_origin: u32,
 }
 
 impl Default for OutlierDetection {
@@ -154,6 +162,11 @@ impl Default for OutlierDetection {
             failure_percentage_minimum_hosts: 5,
             failure_percentage_request_volume: 50,
             enforcing_failure_percentage: 0,
+            split_external_local_origin_errors: false,
+            consecutive_local_origin_failure: 5,
+            enforcing_consecutive_local_origin_failure: 100,
+            enforcing_local_origin_success_rate: 100,
+            enforcing_failure_percentage_local_origin: 0,
         }
     }
 }

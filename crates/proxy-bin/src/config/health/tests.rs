@@ -231,6 +231,11 @@ fn outlier_detection_consecutive_errors() {
       failure_percentage_minimum_hosts: 2
       failure_percentage_request_volume: 20
       enforcing_failure_percentage: 100
+      split_external_local_origin_errors: true
+      consecutive_local_origin_failure: 4
+      enforcing_consecutive_local_origin_failure: 50
+      enforcing_local_origin_success_rate: 60
+      enforcing_failure_percentage_local_origin: 70
 "#,
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -260,6 +265,16 @@ fn outlier_detection_consecutive_errors() {
         ),
         (40, 2, 20, 100)
     );
+    assert!(od.split_external_local_origin_errors);
+    assert_eq!(
+        (
+            od.consecutive_local_origin_failure,
+            od.enforcing_consecutive_local_origin_failure,
+            od.enforcing_local_origin_success_rate,
+            od.enforcing_failure_percentage_local_origin
+        ),
+        (4, 50, 60, 70)
+    );
     // Envoy's defaults.
     let d = cluster("\n    outlier_detection: {}\n").unwrap();
     let d = d.outlier.unwrap();
@@ -281,6 +296,16 @@ fn outlier_detection_consecutive_errors() {
         ),
         (85, 5, 50, 0)
     );
+    assert!(!d.split_external_local_origin_errors);
+    assert_eq!(
+        (
+            d.consecutive_local_origin_failure,
+            d.enforcing_consecutive_local_origin_failure,
+            d.enforcing_local_origin_success_rate,
+            d.enforcing_failure_percentage_local_origin
+        ),
+        (5, 100, 100, 0)
+    );
     let od = "static_resources.clusters[0].outlier_detection";
     for (extra, path) in [
         (
@@ -300,8 +325,12 @@ fn outlier_detection_consecutive_errors() {
             format!("{od}.enforcing_failure_percentage"),
         ),
         (
-            "{enforcing_success_rate: 0, split_external_local_origin_errors: true}",
-            format!("{od}.split_external_local_origin_errors"),
+            "{enforcing_local_origin_success_rate: 101}",
+            format!("{od}.enforcing_local_origin_success_rate"),
+        ),
+        (
+            "{detect_degraded_hosts: true}",
+            format!("{od}.detect_degraded_hosts"),
         ),
         (
             "{enforcing_success_rate: 0, interval: 0s}",

@@ -24,6 +24,7 @@ fn sample() -> Vec<ClusterStatus> {
                 rq_error: 5,
                 rq_success: 35,
                 success_rate: None,
+                local_origin_success_rate: None,
             },
             HostStatus {
                 address: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 9090)),
@@ -37,12 +38,15 @@ fn sample() -> Vec<ClusterStatus> {
                 rq_error: 0,
                 rq_success: 0,
                 success_rate: None,
+                local_origin_success_rate: None,
             },
         ],
         added_via_api: false,
         outlier_detection: false,
         success_rate_average: None,
         success_rate_threshold: None,
+        local_origin_success_rate_average: None,
+        local_origin_success_rate_threshold: None,
     }]
 }
 
