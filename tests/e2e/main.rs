@@ -24,6 +24,7 @@ mod lenient;
 mod outlier;
 mod outlier_local;
 mod outlier_rates;
+mod priority;
 mod restart;
 mod restart_safety;
 mod restarter;

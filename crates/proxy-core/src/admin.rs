@@ -134,6 +134,8 @@ pub struct HostStatus {
     pub address: SocketAddr,
     pub hostname: String,
     pub weight: u32,
+    /// Its priority level.
+    pub priority: u32,
     /// Why the host is out of load balancing, if it is.
     pub health: crate::host_health::HealthFlags,
     pub cx_active: u64,

@@ -6,6 +6,7 @@
 //! Load-balancer state ([`WorkerLb`], in `lb`) is per worker and never shared.
 
 mod lb;
+mod priority;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +23,7 @@ use crate::host_health::{AtomicHealth, HealthFlags};
 use crate::stats::{ClusterStats, HealthCheckStats, OutlierStats};
 
 pub use lb::WorkerLb;
+pub use priority::Level;
 
 /// Every cluster of a configuration.
 #[derive(Debug)]
@@ -59,10 +61,8 @@ pub struct RetryGuard(Arc<Cluster>);
 #[derive(Debug, Default)]
 pub struct HostSet {
     pub hosts: Vec<Arc<Host>>,
-    /// The hosts to balance across: the healthy ones, or every host in panic mode.
-    pub routable: Vec<Arc<Host>>,
-    /// Fewer hosts are healthy than `healthy_panic_threshold` asks for.
-    pub panic: bool,
+    /// The priority levels, 0 first (at least one), with their routable hosts and load.
+    pub levels: Vec<Level>,
     /// Changes whenever the set changes, so workers know to reset their balancer state.
     pub version: u64,
 }
@@ -74,6 +74,7 @@ struct HostSpec {
     hostname: String,
     weight: u32,
     check_port: Option<u16>,
+    priority: u32,
 }
 
 /// One upstream address.
@@ -83,6 +84,8 @@ pub struct Host {
     /// The DNS name it was resolved from (or the literal address).
     pub hostname: String,
     pub weight: u32,
+    /// Its `endpoints[].priority` (0 is the highest).
+    pub priority: u32,
     /// Where health checks go: `addr`, or its IP with `health_check_config.port_value`.
     pub check_addr: SocketAddr,
     /// Written by the health checker only; a host of a cluster without one stays healthy.
@@ -302,6 +305,7 @@ impl HostSpec {
             hostname: ep.shown_hostname(),
             weight: ep.weight.max(1),
             check_port: ep.health_check_port,
+            priority: ep.priority,
         }
     }
 }
@@ -316,6 +320,7 @@ impl Host {
             addr: spec.addr,
             hostname: spec.hostname,
             weight: spec.weight,
+            priority: spec.priority,
             check_addr,
             health: AtomicHealth::new(flags),
             stats: HostStats::default(),
@@ -327,6 +332,7 @@ impl Host {
     fn matches(&self, spec: &HostSpec) -> bool {
         self.addr == spec.addr
             && self.weight == spec.weight
+            && self.priority == spec.priority
             && self.check_addr.port() == spec.check_port.unwrap_or(spec.addr.port())
     }
 }
@@ -506,22 +512,16 @@ impl Cluster {
         self.count_membership(&self.hosts.load());
     }
 
-    /// A host set of `hosts`, with the routable ones as their health is now.
+    /// A host set of `hosts`, with each level's routable hosts and load as their health is now.
     fn snapshot(&self, hosts: Vec<Arc<Host>>, version: u64) -> HostSet {
-        let healthy: Vec<Arc<Host>> = hosts
-            .iter()
-            .filter(|h| h.health.load().is_healthy())
-            .cloned()
-            .collect();
-        let threshold = self.config.panic_threshold;
-        let panic = !hosts.is_empty()
-            && healthy.len() < hosts.len()
-            && (healthy.len() as f64 * 100.0) < threshold * hosts.len() as f64;
-        let routable = if panic { hosts.clone() } else { healthy };
+        let levels = priority::levels(
+            &hosts,
+            self.config.overprovisioning_factor,
+            self.config.panic_threshold,
+        );
         HostSet {
             hosts,
-            routable,
-            panic,
+            levels,
             version,
         }
     }
@@ -670,6 +670,7 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                             address: h.addr,
                             hostname: h.hostname.clone(),
                             weight: h.weight,
+                            priority: h.priority,
                             health: h.health.load(),
                             cx_active: s.cx_active.load(Ordering::Relaxed),
                             cx_connect_fail: s.cx_connect_fail.load(Ordering::Relaxed),

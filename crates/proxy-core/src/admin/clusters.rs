@@ -1,8 +1,7 @@
 //! `/clusters` and `/listeners` in Envoy's text and JSON forms.
 //!
-//! Baton has no localities or priorities other than the default, so the fields Envoy prints for
-//! those carry the values Envoy prints when they are not configured (empty zone, priority 0);
-//! success rates are the outlier detector's, `-1` when it has none. High-priority circuit breakers are not
+//! Localities are not shown per host, so the fields Envoy prints for those carry the values
+//! Envoy prints when they are not configured (empty zone); success rates are the outlier detector's, `-1` when it has none. High-priority circuit breakers are not
 //! configurable in Baton, so they are Envoy's defaults.
 
 use std::fmt::Write as _;
@@ -91,7 +90,7 @@ pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
             let _ = writeln!(out, "{host}::zone::");
             let _ = writeln!(out, "{host}::sub_zone::");
             let _ = writeln!(out, "{host}::canary::false");
-            let _ = writeln!(out, "{host}::priority::0");
+            let _ = writeln!(out, "{host}::priority::{}", h.priority);
             let _ = writeln!(out, "{host}::success_rate::{}", rate(h.success_rate));
             let _ = writeln!(
                 out,
@@ -160,6 +159,10 @@ fn host_json(h: &HostStatus) -> Json {
     });
     if let Some(r) = h.success_rate {
         v["success_rate"] = rate_json(r);
+    }
+    // proto3 JSON leaves priority 0 out.
+    if h.priority != 0 {
+        v["priority"] = Json::from(h.priority);
     }
     if let Some(r) = h.local_origin_success_rate {
         v["local_origin_success_rate"] = rate_json(r);

@@ -43,6 +43,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             address: "127.0.0.1:8080".parse()?,
             hostname: String::new(),
             weight: 1,
+            priority: 0,
             health: crate::host_health::HealthFlags::HEALTHY,
             cx_active: 1,
             cx_connect_fail: 0,
