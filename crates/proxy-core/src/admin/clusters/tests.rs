@@ -153,6 +153,23 @@ fn success_rates_as_envoy_prints_them() {
     assert!(c["host_statuses"][0].get("success_rate").is_none());
 }
 
+/// As Envoy 1.40 shows a priority-1 host: `priority::1` in text, `"priority": 1` in JSON, and
+/// no field for priority 0 (measured).
+#[test]
+fn priorities_as_envoy_shows_them() {
+    let mut clusters = sample();
+    clusters[0].hosts[1].priority = 1;
+    let out = clusters_text(&clusters);
+    assert!(out
+        .lines()
+        .any(|l| l == "backend::127.0.0.1:8080::priority::0"));
+    assert!(out.lines().any(|l| l == "backend::[::1]:9090::priority::1"));
+    let v: Json = serde_json::from_str(&clusters_json(&clusters)).expect("JSON");
+    let hosts = &v["cluster_statuses"][0]["host_statuses"];
+    assert!(hosts[0].get("priority").is_none());
+    assert_eq!(hosts[1]["priority"], 1);
+}
+
 #[test]
 fn clusters_json_form() -> Result<(), Box<dyn std::error::Error>> {
     let v: Json = serde_json::from_str(&clusters_json(&sample()))?;
