@@ -129,11 +129,13 @@ pub struct ListenerStatus {
 }
 
 /// One upstream host as `/clusters` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HostStatus {
     pub address: SocketAddr,
     pub hostname: String,
     pub weight: u32,
+    /// Its priority level.
+    pub priority: u32,
     /// Why the host is out of load balancing, if it is.
     pub health: crate::host_health::HealthFlags,
     pub cx_active: u64,
@@ -142,10 +144,13 @@ pub struct HostStatus {
     pub rq_total: u64,
     pub rq_error: u64,
     pub rq_success: u64,
+    /// Its success rate in the outlier detector's last interval, if it had one.
+    pub success_rate: Option<f64>,
+    pub local_origin_success_rate: Option<f64>,
 }
 
 /// One cluster as `/clusters` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClusterStatus {
     pub name: String,
     /// The default-priority circuit breaker thresholds.
@@ -154,6 +159,11 @@ pub struct ClusterStatus {
     pub added_via_api: bool,
     /// The cluster has outlier detection (Envoy then prints its success-rate lines).
     pub outlier_detection: bool,
+    /// The last success-rate detection's mean and ejection threshold, when it ran.
+    pub success_rate_average: Option<f64>,
+    pub success_rate_threshold: Option<f64>,
+    pub local_origin_success_rate_average: Option<f64>,
+    pub local_origin_success_rate_threshold: Option<f64>,
 }
 
 /// Gives the admin the current state of every cluster; implemented by the data plane.

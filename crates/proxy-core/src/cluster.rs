@@ -6,6 +6,7 @@
 //! Load-balancer state ([`WorkerLb`], in `lb`) is per worker and never shared.
 
 mod lb;
+mod priority;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +23,7 @@ use crate::host_health::{AtomicHealth, HealthFlags};
 use crate::stats::{ClusterStats, HealthCheckStats, OutlierStats};
 
 pub use lb::WorkerLb;
+pub use priority::Level;
 
 /// Every cluster of a configuration.
 #[derive(Debug)]
@@ -59,10 +61,8 @@ pub struct RetryGuard(Arc<Cluster>);
 #[derive(Debug, Default)]
 pub struct HostSet {
     pub hosts: Vec<Arc<Host>>,
-    /// The hosts to balance across: the healthy ones, or every host in panic mode.
-    pub routable: Vec<Arc<Host>>,
-    /// Fewer hosts are healthy than `healthy_panic_threshold` asks for.
-    pub panic: bool,
+    /// The priority levels, 0 first (at least one), with their routable hosts and load.
+    pub levels: Vec<Level>,
     /// Changes whenever the set changes, so workers know to reset their balancer state.
     pub version: u64,
 }
@@ -74,6 +74,7 @@ struct HostSpec {
     hostname: String,
     weight: u32,
     check_port: Option<u16>,
+    priority: u32,
 }
 
 /// One upstream address.
@@ -83,6 +84,8 @@ pub struct Host {
     /// The DNS name it was resolved from (or the literal address).
     pub hostname: String,
     pub weight: u32,
+    /// Its `endpoints[].priority` (0 is the highest).
+    pub priority: u32,
     /// Where health checks go: `addr`, or its IP with `health_check_config.port_value`.
     pub check_addr: SocketAddr,
     /// Written by the health checker only; a host of a cluster without one stays healthy.
@@ -92,18 +95,35 @@ pub struct Host {
     pub outlier: OutlierCounters,
 }
 
-/// A host's consecutive errors since its last success.
+/// A host's consecutive errors since its last success, and its requests and failures (5xx,
+/// local failures included) in the detector's current interval.
 #[derive(Debug, Default)]
 pub struct OutlierCounters {
     pub consecutive_5xx: AtomicU32,
     pub consecutive_gateway_failure: AtomicU32,
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+    /// The success rate of the last interval, in percent, when the host had
+    /// `success_rate_request_volume` requests in it and was not ejected.
+    pub success_rate: Rate,
+    /// With `split_external_local_origin_errors`: local failures in a row, and the local
+    /// events (a connection obtained, or a local failure) of the interval and their failures.
+    pub consecutive_local_origin_failure: AtomicU32,
+    pub local_requests: AtomicU64,
+    pub local_failures: AtomicU64,
+    pub local_origin_success_rate: Rate,
 }
+
+/// A percentage the outlier detector publishes for `/clusters`, or none (Envoy's `-1`).
+#[derive(Debug)]
+pub struct Rate(AtomicU64);
 
 /// Why a host was reported to its cluster's outlier detector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detected {
     Consecutive5xx,
     ConsecutiveGatewayFailure,
+    ConsecutiveLocalOriginFailure,
     /// An active health check passed (which may end an ejection).
     HealthCheckPassed,
 }
@@ -113,6 +133,12 @@ pub enum Detected {
 #[derive(Debug)]
 pub struct OutlierSink {
     pub stats: OutlierStats,
+    /// The last success-rate detection's mean and ejection threshold, when it ran.
+    pub success_rate_average: Rate,
+    pub success_rate_threshold: Rate,
+    /// The same for local-origin events (`split_external_local_origin_errors`).
+    pub local_origin_success_rate_average: Rate,
+    pub local_origin_success_rate_threshold: Rate,
     tx: mpsc::UnboundedSender<(Arc<Host>, Detected)>,
     rx: std::sync::Mutex<Option<OutlierReports>>,
 }
@@ -157,6 +183,10 @@ impl ClusterManager {
                         let (tx, rx) = mpsc::unbounded_channel();
                         OutlierSink {
                             stats: OutlierStats::new(store, &c.name),
+                            success_rate_average: Rate::default(),
+                            success_rate_threshold: Rate::default(),
+                            local_origin_success_rate_average: Rate::default(),
+                            local_origin_success_rate_threshold: Rate::default(),
                             tx,
                             rx: std::sync::Mutex::new(Some(rx)),
                         }
@@ -234,6 +264,29 @@ impl ClusterManager {
     }
 }
 
+// === impl Rate ===
+
+impl Rate {
+    /// No value: a bit pattern no stored `f64` has here (a NaN's).
+    const NONE: u64 = u64::MAX;
+
+    pub fn get(&self) -> Option<f64> {
+        let bits = self.0.load(Ordering::Relaxed);
+        (bits != Self::NONE).then(|| f64::from_bits(bits))
+    }
+
+    pub fn set(&self, v: Option<f64>) {
+        let bits = v.filter(|v| !v.is_nan()).map_or(Self::NONE, f64::to_bits);
+        self.0.store(bits, Ordering::Relaxed);
+    }
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Self(AtomicU64::new(Self::NONE))
+    }
+}
+
 // === impl OutlierSink ===
 
 impl OutlierSink {
@@ -252,6 +305,7 @@ impl HostSpec {
             hostname: ep.shown_hostname(),
             weight: ep.weight.max(1),
             check_port: ep.health_check_port,
+            priority: ep.priority,
         }
     }
 }
@@ -266,6 +320,7 @@ impl Host {
             addr: spec.addr,
             hostname: spec.hostname,
             weight: spec.weight,
+            priority: spec.priority,
             check_addr,
             health: AtomicHealth::new(flags),
             stats: HostStats::default(),
@@ -277,6 +332,7 @@ impl Host {
     fn matches(&self, spec: &HostSpec) -> bool {
         self.addr == spec.addr
             && self.weight == spec.weight
+            && self.priority == spec.priority
             && self.check_addr.port() == spec.check_port.unwrap_or(spec.addr.port())
     }
 }
@@ -308,14 +364,15 @@ impl Cluster {
     }
 
     /// Count the result of one request to `host` for outlier detection: the upstream's status,
-    /// or the status a local failure (connect failure, reset, timeout) is answered with. A
-    /// host reaching a threshold is reported to the detector.
+    /// or (through [`Self::record_local_failure`] without the split) the status a local
+    /// failure is answered with. A host reaching a threshold is reported to the detector.
     #[inline]
     pub fn record_outcome(&self, host: &Arc<Host>, status: u16) {
         let (Some(od), Some(sink)) = (&self.config.outlier, &self.outlier) else {
             return;
         };
         let c = &host.outlier;
+        c.requests.fetch_add(1, Ordering::Relaxed);
         if status < 500 {
             // Writes only to end a run: the common case reads and leaves the line shared.
             for n in [&c.consecutive_5xx, &c.consecutive_gateway_failure] {
@@ -325,6 +382,7 @@ impl Cluster {
             }
             return;
         }
+        c.failures.fetch_add(1, Ordering::Relaxed);
         let count = |n: &AtomicU32, threshold: u32, what: Detected| {
             if n.fetch_add(1, Ordering::Relaxed) + 1 == threshold {
                 n.store(0, Ordering::Relaxed);
@@ -344,6 +402,51 @@ impl Cluster {
             );
         } else if c.consecutive_gateway_failure.load(Ordering::Relaxed) != 0 {
             c.consecutive_gateway_failure.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A local failure of a request to `host` (connect failure, reset, timeout), answered
+    /// with `status`: with `split_external_local_origin_errors` a local-origin failure, else
+    /// counted as that status.
+    #[inline]
+    pub fn record_local_failure(&self, host: &Arc<Host>, status: u16) {
+        let (Some(od), Some(sink)) = (&self.config.outlier, &self.outlier) else {
+            return;
+        };
+        if !od.split_external_local_origin_errors {
+            return self.record_outcome(host, status);
+        }
+        let c = &host.outlier;
+        c.local_requests.fetch_add(1, Ordering::Relaxed);
+        c.local_failures.fetch_add(1, Ordering::Relaxed);
+        let n = c
+            .consecutive_local_origin_failure
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if n == od.consecutive_local_origin_failure {
+            c.consecutive_local_origin_failure
+                .store(0, Ordering::Relaxed);
+            let _ = sink
+                .tx
+                .send((host.clone(), Detected::ConsecutiveLocalOriginFailure));
+        }
+    }
+
+    /// A request got a connection to `host`: with `split_external_local_origin_errors`, a
+    /// local-origin success (as Envoy counts one when its pool hands a connection over).
+    #[inline]
+    pub fn record_connected(&self, host: &Host) {
+        let Some(od) = &self.config.outlier else {
+            return;
+        };
+        if !od.split_external_local_origin_errors {
+            return;
+        }
+        let c = &host.outlier;
+        c.local_requests.fetch_add(1, Ordering::Relaxed);
+        if c.consecutive_local_origin_failure.load(Ordering::Relaxed) != 0 {
+            c.consecutive_local_origin_failure
+                .store(0, Ordering::Relaxed);
         }
     }
 
@@ -409,22 +512,16 @@ impl Cluster {
         self.count_membership(&self.hosts.load());
     }
 
-    /// A host set of `hosts`, with the routable ones as their health is now.
+    /// A host set of `hosts`, with each level's routable hosts and load as their health is now.
     fn snapshot(&self, hosts: Vec<Arc<Host>>, version: u64) -> HostSet {
-        let healthy: Vec<Arc<Host>> = hosts
-            .iter()
-            .filter(|h| h.health.load().is_healthy())
-            .cloned()
-            .collect();
-        let threshold = self.config.panic_threshold;
-        let panic = !hosts.is_empty()
-            && healthy.len() < hosts.len()
-            && (healthy.len() as f64 * 100.0) < threshold * hosts.len() as f64;
-        let routable = if panic { hosts.clone() } else { healthy };
+        let levels = priority::levels(
+            &hosts,
+            self.config.overprovisioning_factor,
+            self.config.panic_threshold,
+        );
         HostSet {
             hosts,
-            routable,
-            panic,
+            levels,
             version,
         }
     }
@@ -547,6 +644,22 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                 thresholds: c.config.circuit_breakers,
                 added_via_api: false,
                 outlier_detection: c.config.outlier.is_some(),
+                success_rate_average: c
+                    .outlier
+                    .as_ref()
+                    .and_then(|o| o.success_rate_average.get()),
+                success_rate_threshold: c
+                    .outlier
+                    .as_ref()
+                    .and_then(|o| o.success_rate_threshold.get()),
+                local_origin_success_rate_average: c
+                    .outlier
+                    .as_ref()
+                    .and_then(|o| o.local_origin_success_rate_average.get()),
+                local_origin_success_rate_threshold: c
+                    .outlier
+                    .as_ref()
+                    .and_then(|o| o.local_origin_success_rate_threshold.get()),
                 hosts: c
                     .hosts()
                     .hosts
@@ -557,6 +670,7 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                             address: h.addr,
                             hostname: h.hostname.clone(),
                             weight: h.weight,
+                            priority: h.priority,
                             health: h.health.load(),
                             cx_active: s.cx_active.load(Ordering::Relaxed),
                             cx_connect_fail: s.cx_connect_fail.load(Ordering::Relaxed),
@@ -564,6 +678,8 @@ impl crate::admin::ClusterStatusSource for ClusterManager {
                             rq_total: s.rq_total.load(Ordering::Relaxed),
                             rq_error: s.rq_error.load(Ordering::Relaxed),
                             rq_success: s.rq_success.load(Ordering::Relaxed),
+                            success_rate: h.outlier.success_rate.get(),
+                            local_origin_success_rate: h.outlier.local_origin_success_rate.get(),
                         }
                     })
                     .collect(),

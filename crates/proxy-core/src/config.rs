@@ -15,8 +15,8 @@ use regex::Regex;
 mod health;
 
 pub use health::{
-    CheckKind, HealthCheck, HttpCheck, OutlierDetection, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
-    DEFAULT_PANIC_THRESHOLD,
+    CheckKind, GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, TcpCheck,
+    DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_PANIC_THRESHOLD,
 };
 
 /// Everything one generation serves.
@@ -471,7 +471,13 @@ pub struct Cluster {
     pub panic_threshold: f64,
     /// `outlier_detection`; `None`: no passive ejection.
     pub outlier: Option<OutlierDetection>,
+    /// `load_assignment.policy.overprovisioning_factor` (Envoy's 140): a priority level with
+    /// this percent times its healthy share at 100% or more takes all the load it is due.
+    pub overprovisioning_factor: u32,
 }
+
+/// Envoy's default `overprovisioning_factor`.
+pub const DEFAULT_OVERPROVISIONING_FACTOR: u32 = 140;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Discovery {
@@ -516,6 +522,8 @@ pub struct Endpoint {
     pub metadata: Metadata,
     /// The enclosing `endpoints[]`' `locality`.
     pub locality: Option<Locality>,
+    /// The enclosing `endpoints[]`' `priority` (0 is the highest).
+    pub priority: u32,
     /// The enclosing `endpoints[]`' `load_balancing_weight`. Envoy weighs localities by it only
     /// with `common_lb_config.locality_weighted_lb_config`, which Baton does not accept, so
     /// (as in Envoy without it) hosts are balanced across localities by their own weights.

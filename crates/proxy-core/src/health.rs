@@ -8,9 +8,11 @@
 //!
 //! - `state`: what one check's outcome does to a host, and when to check next (pure);
 //! - `conn`: a check's connection, TCP or TLS with the cluster's context;
-//! - `probe`: one HTTP/1.1 check on the wire; `h2`: one HTTP/2 check; `tcp`: one TCP check.
+//! - `probe`: one HTTP/1.1 check on the wire; `h2`: one HTTP/2 check; `grpc`: one gRPC check;
+//!   `tcp`: one TCP check.
 
 mod conn;
+mod grpc;
 mod h2;
 mod probe;
 mod state;
@@ -266,6 +268,7 @@ mod tests {
             }),
             panic_threshold: config::DEFAULT_PANIC_THRESHOLD,
             outlier: None,
+            overprovisioning_factor: config::DEFAULT_OVERPROVISIONING_FACTOR,
         };
         ClusterManager::new(&[c], &shm_stats::Store::new())
     }
@@ -291,8 +294,8 @@ mod tests {
         let flags: Vec<_> = set.hosts.iter().map(|h| h.health.load()).collect();
         assert_eq!(flags, [HealthFlags::HEALTHY, HealthFlags::FAILED_ACTIVE_HC]);
         // One of two healthy is not below 50%: no panic, only the live host is routable.
-        assert!(!set.panic);
-        assert_eq!(set.routable.len(), 1);
+        assert!(!set.levels[0].panic);
+        assert_eq!(set.levels[0].routable.len(), 1);
         let stats = c.health_stats.as_ref().unwrap();
         assert_eq!(
             (stats.attempt.value(), stats.network_failure.value()),

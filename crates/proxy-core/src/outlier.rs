@@ -7,12 +7,18 @@
 //! `max_ejection_percent` would be passed or the enforcement roll says no, and every
 //! `interval` ends the ejections whose time is up (`base_ejection_time` times the host's
 //! ejection count, at most `max_ejection_time`) and lowers the count of hosts that stayed in.
+//! Every `interval` also runs success-rate and failure-percentage detection (`rates`) over the
+//! requests and failures each host counted since the last one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cluster::{Cluster, ClusterManager, Detected, Host};
+mod rates;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cluster::{Cluster, ClusterManager, Detected, Host, OutlierSink};
 use crate::config::OutlierDetection;
 use crate::host_health::HealthFlags;
 use crate::stats::OutlierStats;
@@ -31,6 +37,20 @@ struct Ejection {
     count: u32,
     /// While ejected: until when.
     until: Option<Instant>,
+}
+
+pub use rates::format_rate;
+
+/// Why a host is an outlier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Consecutive5xx,
+    ConsecutiveGatewayFailure,
+    ConsecutiveLocalOriginFailure,
+    SuccessRate,
+    FailurePercentage,
+    LocalOriginSuccessRate,
+    LocalOriginFailurePercentage,
 }
 
 /// What the detector decided about one report.
@@ -80,7 +100,9 @@ async fn detect(cluster: Arc<Cluster>) {
                 let total = cluster.hosts().hosts.len();
                 let roll = fastrand::u32(..100);
                 let d = detector.report(&host, what, total, roll, Instant::now(), &cfg);
-                count(stats, what, &d);
+                if let Some(kind) = Kind::of(what) {
+                    count(stats, kind, &d);
+                }
                 if d == Decision::Ejected {
                     tracing::warn!(cluster = %cluster.config.name, host = %host.addr, ?what, "outlier detection ejected a host");
                 }
@@ -88,7 +110,9 @@ async fn detect(cluster: Arc<Cluster>) {
             }
             _ = tick.tick() => {
                 let live = cluster.hosts().hosts.iter().map(|h| Arc::as_ptr(h) as usize).collect::<Vec<_>>();
-                detector.review(Instant::now(), &live) > 0
+                let returned = detector.review(Instant::now(), &live) > 0;
+                let ejected = detect_rates(&cluster, sink, &mut detector, &cfg);
+                returned || ejected
             }
         };
         if changed {
@@ -98,29 +122,170 @@ async fn detect(cluster: Arc<Cluster>) {
     }
 }
 
-fn count(stats: &OutlierStats, what: Detected, d: &Decision) {
-    match what {
-        Detected::Consecutive5xx => {
-            stats.ejections_detected_consecutive_5xx.inc();
-            stats.ejections_consecutive_5xx.inc();
-        }
-        Detected::ConsecutiveGatewayFailure => {
-            stats.ejections_detected_consecutive_gateway_failure.inc();
-        }
-        Detected::HealthCheckPassed => return,
+/// Success-rate and failure-percentage detection over the interval that just ended (every
+/// host's counters start again), of the upstream's answers and, with
+/// `split_external_local_origin_errors`, of local-origin events; whether a host was ejected.
+fn detect_rates(
+    cluster: &Cluster,
+    sink: &OutlierSink,
+    detector: &mut Detector,
+    cfg: &OutlierDetection,
+) -> bool {
+    let set = cluster.hosts();
+    let ejected: Vec<bool> = set
+        .hosts
+        .iter()
+        .map(|h| h.health.load().contains(HealthFlags::FAILED_OUTLIER_CHECK))
+        .collect();
+    let take = |requests: &AtomicU64, failures: &AtomicU64, out: bool| {
+        let requests = requests.swap(0, Ordering::Relaxed);
+        let failures = failures.swap(0, Ordering::Relaxed);
+        (!out).then_some(rates::Sample { requests, failures })
+    };
+    let external: Vec<_> = set
+        .hosts
+        .iter()
+        .zip(&ejected)
+        .map(|(h, &out)| take(&h.outlier.requests, &h.outlier.failures, out))
+        .collect();
+    let v = rates::judge(&external, cfg);
+    sink.success_rate_average.set(v.average);
+    sink.success_rate_threshold.set(v.threshold);
+    for (h, rate) in set.hosts.iter().zip(&v.rates) {
+        h.outlier.success_rate.set(*rate);
     }
+    let mut outliers: Vec<(usize, Kind)> = v
+        .success_rate
+        .iter()
+        .map(|&i| (i, Kind::SuccessRate))
+        .chain(
+            v.failure_percentage
+                .iter()
+                .map(|&i| (i, Kind::FailurePercentage)),
+        )
+        .collect();
+    if cfg.split_external_local_origin_errors {
+        let local: Vec<_> = set
+            .hosts
+            .iter()
+            .zip(&ejected)
+            .map(|(h, &out)| take(&h.outlier.local_requests, &h.outlier.local_failures, out))
+            .collect();
+        let v = rates::judge(&local, cfg);
+        sink.local_origin_success_rate_average.set(v.average);
+        sink.local_origin_success_rate_threshold.set(v.threshold);
+        for (h, rate) in set.hosts.iter().zip(&v.rates) {
+            h.outlier.local_origin_success_rate.set(*rate);
+        }
+        outliers.extend(
+            v.success_rate
+                .iter()
+                .map(|&i| (i, Kind::LocalOriginSuccessRate)),
+        );
+        outliers.extend(
+            v.failure_percentage
+                .iter()
+                .map(|&i| (i, Kind::LocalOriginFailurePercentage)),
+        );
+    }
+    let now = Instant::now();
+    let mut any = false;
+    for (i, kind) in outliers {
+        let host = &set.hosts[i];
+        let d = detector.eject(host, kind, set.hosts.len(), fastrand::u32(..100), now, cfg);
+        count(&sink.stats, kind, &d);
+        if d == Decision::Ejected {
+            any = true;
+            tracing::warn!(cluster = %cluster.config.name, host = %host.addr, ?kind, "outlier detection ejected a host");
+        }
+    }
+    any
+}
+
+/// Count a detection of `kind` and what became of it, with Envoy's names.
+fn count(stats: &OutlierStats, kind: Kind, d: &Decision) {
+    let (detected, enforced) = match kind {
+        Kind::Consecutive5xx => {
+            stats.ejections_consecutive_5xx.inc();
+            (
+                &stats.ejections_detected_consecutive_5xx,
+                &stats.ejections_enforced_consecutive_5xx,
+            )
+        }
+        Kind::ConsecutiveGatewayFailure => (
+            &stats.ejections_detected_consecutive_gateway_failure,
+            &stats.ejections_enforced_consecutive_gateway_failure,
+        ),
+        Kind::SuccessRate => {
+            stats.ejections_success_rate.inc();
+            (
+                &stats.ejections_detected_success_rate,
+                &stats.ejections_enforced_success_rate,
+            )
+        }
+        Kind::FailurePercentage => (
+            &stats.ejections_detected_failure_percentage,
+            &stats.ejections_enforced_failure_percentage,
+        ),
+        Kind::ConsecutiveLocalOriginFailure => (
+            &stats.ejections_detected_consecutive_local_origin_failure,
+            &stats.ejections_enforced_consecutive_local_origin_failure,
+        ),
+        Kind::LocalOriginSuccessRate => {
+            // Envoy's deprecated count takes both success rates (measured).
+            stats.ejections_success_rate.inc();
+            (
+                &stats.ejections_detected_local_origin_success_rate,
+                &stats.ejections_enforced_local_origin_success_rate,
+            )
+        }
+        Kind::LocalOriginFailurePercentage => (
+            &stats.ejections_detected_local_origin_failure_percentage,
+            &stats.ejections_enforced_local_origin_failure_percentage,
+        ),
+    };
+    detected.inc();
+    // Envoy's deprecated total counts these two kinds (not their local-origin kin) within
+    // `max_ejection_percent`, enforced or not (measured).
+    let in_total = matches!(kind, Kind::Consecutive5xx | Kind::SuccessRate);
     match d {
         Decision::Overflow => stats.ejections_overflow.inc(),
+        Decision::NotEnforced if in_total => stats.ejections_total.inc(),
         Decision::Ejected => {
-            stats.ejections_total.inc();
-            stats.ejections_enforced_total.inc();
-            if what == Detected::Consecutive5xx {
-                stats.ejections_enforced_consecutive_5xx.inc();
-            } else {
-                stats.ejections_enforced_consecutive_gateway_failure.inc();
+            if in_total {
+                stats.ejections_total.inc();
             }
+            stats.ejections_enforced_total.inc();
+            enforced.inc();
         }
         _ => {}
+    }
+}
+
+// === impl Kind ===
+
+impl Kind {
+    /// The kind of a worker's report; `None` for a passed health check.
+    fn of(what: Detected) -> Option<Self> {
+        match what {
+            Detected::Consecutive5xx => Some(Self::Consecutive5xx),
+            Detected::ConsecutiveGatewayFailure => Some(Self::ConsecutiveGatewayFailure),
+            Detected::ConsecutiveLocalOriginFailure => Some(Self::ConsecutiveLocalOriginFailure),
+            Detected::HealthCheckPassed => None,
+        }
+    }
+
+    /// Percent chance that a detection of this kind ejects.
+    fn enforcing(self, cfg: &OutlierDetection) -> u32 {
+        match self {
+            Self::Consecutive5xx => cfg.enforcing_consecutive_5xx,
+            Self::ConsecutiveGatewayFailure => cfg.enforcing_consecutive_gateway_failure,
+            Self::SuccessRate => cfg.enforcing_success_rate,
+            Self::FailurePercentage => cfg.enforcing_failure_percentage,
+            Self::ConsecutiveLocalOriginFailure => cfg.enforcing_consecutive_local_origin_failure,
+            Self::LocalOriginSuccessRate => cfg.enforcing_local_origin_success_rate,
+            Self::LocalOriginFailurePercentage => cfg.enforcing_failure_percentage_local_origin,
+        }
     }
 }
 
@@ -153,17 +318,31 @@ impl Detector {
                 _ => Decision::Ignored,
             };
         }
+        match Kind::of(what) {
+            Some(kind) => self.eject(host, kind, total, roll, now, cfg),
+            None => Decision::Ignored,
+        }
+    }
+
+    /// Eject `host`, detected as `kind`, unless it is out already, `max_ejection_percent`
+    /// forbids, or the enforcement `roll` (uniform in `0..100`) says no.
+    fn eject(
+        &mut self,
+        host: &Arc<Host>,
+        kind: Kind,
+        total: usize,
+        roll: u32,
+        now: Instant,
+        cfg: &OutlierDetection,
+    ) -> Decision {
+        let key = Arc::as_ptr(host) as usize;
         if self.hosts.get(&key).is_some_and(|e| e.until.is_some()) {
             return Decision::Ignored;
         }
         if (self.ejected() + 1) * 100 > cfg.max_ejection_percent as usize * total {
             return Decision::Overflow;
         }
-        let enforcing = match what {
-            Detected::Consecutive5xx => cfg.enforcing_consecutive_5xx,
-            _ => cfg.enforcing_consecutive_gateway_failure,
-        };
-        if roll >= enforcing {
+        if roll >= kind.enforcing(cfg) {
             return Decision::NotEnforced;
         }
         let e = self.hosts.entry(key).or_insert_with(|| Ejection {
@@ -196,6 +375,10 @@ impl Detector {
                     e.host
                         .outlier
                         .consecutive_gateway_failure
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    e.host
+                        .outlier
+                        .consecutive_local_origin_failure
                         .store(0, std::sync::atomic::Ordering::Relaxed);
                     returned += 1;
                 }

@@ -142,7 +142,8 @@ pub struct HealthCheckStats {
 pub struct OutlierStats {
     /// Hosts ejected now.
     pub ejections_active: Gauge,
-    /// Ejections (Envoy's deprecated name; as `ejections_enforced_total`).
+    /// Consecutive-5xx and success-rate ejections within `max_ejection_percent`, enforced or
+    /// not (Envoy's deprecated name).
     pub ejections_total: Counter,
     /// Ejections.
     pub ejections_enforced_total: Counter,
@@ -154,6 +155,18 @@ pub struct OutlierStats {
     pub ejections_enforced_consecutive_5xx: Counter,
     pub ejections_detected_consecutive_gateway_failure: Counter,
     pub ejections_enforced_consecutive_gateway_failure: Counter,
+    /// Success-rate detections (Envoy's deprecated name).
+    pub ejections_success_rate: Counter,
+    pub ejections_detected_success_rate: Counter,
+    pub ejections_enforced_success_rate: Counter,
+    pub ejections_detected_failure_percentage: Counter,
+    pub ejections_enforced_failure_percentage: Counter,
+    pub ejections_detected_consecutive_local_origin_failure: Counter,
+    pub ejections_enforced_consecutive_local_origin_failure: Counter,
+    pub ejections_detected_local_origin_success_rate: Counter,
+    pub ejections_enforced_local_origin_success_rate: Counter,
+    pub ejections_detected_local_origin_failure_percentage: Counter,
+    pub ejections_enforced_local_origin_failure_percentage: Counter,
     /// Kinds of detection Baton does not implement, kept at 0 so the names are Envoy's.
     pub never: Vec<Counter>,
 }
@@ -295,23 +308,10 @@ impl HealthCheckStats {
 impl OutlierStats {
     pub fn new(store: &Store, cluster: &str) -> Self {
         let p = format!("cluster.{cluster}.outlier_detection");
-        let never = [
-            "ejections_detected_consecutive_local_origin_failure",
-            "ejections_detected_degradation",
-            "ejections_detected_failure_percentage",
-            "ejections_detected_local_origin_failure_percentage",
-            "ejections_detected_local_origin_success_rate",
-            "ejections_detected_success_rate",
-            "ejections_enforced_consecutive_local_origin_failure",
-            "ejections_enforced_failure_percentage",
-            "ejections_enforced_local_origin_failure_percentage",
-            "ejections_enforced_local_origin_success_rate",
-            "ejections_enforced_success_rate",
-            "ejections_success_rate",
-        ]
-        .iter()
-        .map(|n| store.counter(&format!("{p}.{n}")))
-        .collect();
+        let never = ["ejections_detected_degradation"]
+            .iter()
+            .map(|n| store.counter(&format!("{p}.{n}")))
+            .collect();
         stat_struct!(
             store,
             p,
@@ -325,6 +325,17 @@ impl OutlierStats {
                 ejections_enforced_consecutive_5xx: counter,
                 ejections_detected_consecutive_gateway_failure: counter,
                 ejections_enforced_consecutive_gateway_failure: counter,
+                ejections_success_rate: counter,
+                ejections_detected_success_rate: counter,
+                ejections_enforced_success_rate: counter,
+                ejections_detected_failure_percentage: counter,
+                ejections_enforced_failure_percentage: counter,
+                ejections_detected_consecutive_local_origin_failure: counter,
+                ejections_enforced_consecutive_local_origin_failure: counter,
+                ejections_detected_local_origin_success_rate: counter,
+                ejections_enforced_local_origin_success_rate: counter,
+                ejections_detected_local_origin_failure_percentage: counter,
+                ejections_enforced_local_origin_failure_percentage: counter,
             },
             never: never
         )

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod config;
+pub mod grpc;
 pub mod load;
 pub mod restart;
 pub mod upstream;

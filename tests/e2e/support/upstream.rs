@@ -56,8 +56,8 @@ pub struct State {
     pub seen: Mutex<Vec<Seen>>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler =
+pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(super) type Handler =
     Arc<dyn Fn(Request<Incoming>, Arc<State>) -> BoxFuture<Response<Body>> + Send + Sync>;
 
 /// A running upstream.
@@ -75,7 +75,7 @@ impl Drop for Upstream {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Proto {
+pub(super) enum Proto {
     H1,
     H2,
 }
@@ -102,7 +102,7 @@ impl Upstream {
         self.seen().pop().expect("the upstream saw a request")
     }
 
-    async fn serve(proto: Proto, handler: Handler) -> Self {
+    pub(super) async fn serve(proto: Proto, handler: Handler) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
@@ -437,7 +437,7 @@ async fn read_head(s: &mut TcpStream) -> Option<String> {
     Some(text)
 }
 
-fn record(req: &Request<Incoming>, st: &State) {
+pub(super) fn record(req: &Request<Incoming>, st: &State) {
     st.seen.lock().expect("seen lock").push(Seen {
         method: req.method().clone(),
         uri: req.uri().clone(),
@@ -459,7 +459,7 @@ fn reply(status: u16, body: Body) -> Response<Body> {
 /// - anything else: 200 with the request body streamed back.
 ///
 /// Every response carries `x-upstream: <name>`.
-fn echo_handler(name: &str) -> Handler {
+pub(super) fn echo_handler(name: &str) -> Handler {
     let name: Arc<str> = name.into();
     Arc::new(move |req, st| {
         record(&req, &st);

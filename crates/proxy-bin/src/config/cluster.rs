@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proxy_core::config::{
     Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Locality, Thresholds,
-    DEFAULT_BUFFER_LIMIT,
+    DEFAULT_BUFFER_LIMIT, DEFAULT_OVERPROVISIONING_FACTOR,
 };
 use serde_json::Value;
 
@@ -57,6 +57,7 @@ pub(crate) fn cluster(
         Some(raw::DnsLookupFamily::All) => DnsLookupFamily::All,
     };
 
+    let overprovisioning_factor = overprovisioning_factor(raw.load_assignment.as_ref(), path, errs);
     let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
     let hc_path = join(path, "health_checks");
     let health_check = super::health::health_checks(raw.health_checks, &hc_path, errs);
@@ -84,6 +85,8 @@ pub(crate) fn cluster(
         }
     }
 
+    super::health::require_http2(health_check.as_ref(), http.http2, path, errs);
+
     if errs.0.len() != before {
         return None;
     }
@@ -105,7 +108,24 @@ pub(crate) fn cluster(
         health_check,
         panic_threshold,
         outlier,
+        overprovisioning_factor,
     })
+}
+
+/// `load_assignment.policy.overprovisioning_factor`: more than 0 (Envoy's rule), default 140.
+fn overprovisioning_factor(la: Option<&raw::LoadAssignment>, path: &str, errs: &mut Errors) -> u32 {
+    let v = la.and_then(|la| la.policy.as_ref()?.overprovisioning_factor.as_ref());
+    match v {
+        None => DEFAULT_OVERPROVISIONING_FACTOR,
+        Some(v) if v.0 == 0 => {
+            errs.push(
+                join(path, "load_assignment.policy.overprovisioning_factor"),
+                "must be greater than 0",
+            );
+            DEFAULT_OVERPROVISIONING_FACTOR
+        }
+        Some(v) => v.0,
+    }
 }
 
 /// The upstream HTTP protocol a cluster's `typed_extension_protocol_options` ask for.
@@ -187,6 +207,7 @@ fn endpoints(
             if let Some(mut e) = errs.take(endpoint(lb, discovery, &p)) {
                 e.locality.clone_from(&group.locality);
                 e.locality_weight = group.weight;
+                e.priority = group.priority;
                 out.push(e);
             }
         }
@@ -204,6 +225,7 @@ fn endpoints(
 struct LocalityGroup {
     locality: Option<Locality>,
     weight: Option<u32>,
+    priority: u32,
 }
 
 /// An `endpoints[]` entry's `locality`, `priority` and `load_balancing_weight`.
@@ -211,17 +233,6 @@ fn locality_group(
     loc: &mut raw::LocalityLbEndpoints,
     path: &str,
 ) -> Result<LocalityGroup, ConfigError> {
-    if let Some(p) = loc.priority.filter(|p| p.0 != 0) {
-        // Envoy sends to a lower priority only while the higher ones lack healthy hosts, and
-        // Baton has no health checking to decide that.
-        return Err(ConfigError::new(
-            join(path, "priority"),
-            format!(
-                "unsupported value {}: Baton balances over priority 0 only (priority failover needs health checking)",
-                p.0
-            ),
-        ));
-    }
     if loc.load_balancing_weight.is_some_and(|w| w.0 == 0) {
         return Err(ConfigError::new(
             join(path, "load_balancing_weight"),
@@ -231,6 +242,7 @@ fn locality_group(
     Ok(LocalityGroup {
         locality: loc.locality.take().map(super::locality),
         weight: loc.load_balancing_weight.map(|w| w.0),
+        priority: loc.priority.map_or(0, |p| p.0),
     })
 }
 
@@ -281,6 +293,7 @@ fn endpoint(
         metadata: raw::Metadata::into_map(lb.metadata),
         locality: None,
         locality_weight: None,
+        priority: 0,
     })
 }
 

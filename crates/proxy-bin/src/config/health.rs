@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use proxy_core::config::{
-    CheckKind, HealthCheck, HttpCheck, OutlierDetection, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
-    DEFAULT_PANIC_THRESHOLD,
+    CheckKind, GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, TcpCheck,
+    DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_PANIC_THRESHOLD,
 };
 use serde::Deserialize;
 
@@ -33,6 +33,17 @@ pub(crate) struct RawHealthCheck {
     always_log_health_check_failures: bool,
     http_health_check: Option<HttpHealthCheck>,
     tcp_health_check: Option<TcpHealthCheck>,
+    grpc_health_check: Option<GrpcHealthCheck>,
+}
+
+/// `grpc_health_check` (`initial_metadata` is not supported).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcHealthCheck {
+    #[serde(default)]
+    service_name: String,
+    #[serde(default)]
+    authority: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,7 +112,7 @@ struct Payload {
     text: String,
 }
 
-/// `clusters[].outlier_detection`: consecutive errors only.
+/// `clusters[].outlier_detection`: consecutive errors, success rate, failure percentage.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOutlierDetection {
@@ -115,6 +126,18 @@ pub(crate) struct RawOutlierDetection {
     max_ejection_percent: Option<Int<u32>>,
     enforcing_success_rate: Option<Int<u32>>,
     successful_active_health_check_uneject_host: Option<bool>,
+    success_rate_minimum_hosts: Option<Int<u32>>,
+    success_rate_request_volume: Option<Int<u32>>,
+    success_rate_stdev_factor: Option<Int<u32>>,
+    failure_percentage_threshold: Option<Int<u32>>,
+    failure_percentage_minimum_hosts: Option<Int<u32>>,
+    failure_percentage_request_volume: Option<Int<u32>>,
+    enforcing_failure_percentage: Option<Int<u32>>,
+    split_external_local_origin_errors: Option<bool>,
+    consecutive_local_origin_failure: Option<Int<u32>>,
+    enforcing_consecutive_local_origin_failure: Option<Int<u32>>,
+    enforcing_local_origin_success_rate: Option<Int<u32>>,
+    enforcing_failure_percentage_local_origin: Option<Int<u32>>,
 }
 
 /// `clusters[].common_lb_config`: only the panic threshold.
@@ -179,34 +202,7 @@ pub(crate) fn outlier_detection(
 ) -> Option<OutlierDetection> {
     let raw = raw?;
     let d = OutlierDetection::default();
-    if raw.enforcing_success_rate.map(|v| v.0) != Some(0) {
-        errs.push(
-            join(path, "enforcing_success_rate"),
-            "success-rate ejection is not implemented: set `enforcing_success_rate: 0` (Envoy's default is 100)",
-        );
-    }
-    let mut percent = |v: Option<Int<u32>>, field: &str, default: u32| {
-        let v = v.map_or(default, |v| v.0);
-        if v > 100 {
-            errs.push(join(path, field), "must be a percentage in 0..=100");
-        }
-        v
-    };
-    let enforcing_consecutive_5xx = percent(
-        raw.enforcing_consecutive_5xx,
-        "enforcing_consecutive_5xx",
-        d.enforcing_consecutive_5xx,
-    );
-    let enforcing_consecutive_gateway_failure = percent(
-        raw.enforcing_consecutive_gateway_failure,
-        "enforcing_consecutive_gateway_failure",
-        d.enforcing_consecutive_gateway_failure,
-    );
-    let max_ejection_percent = percent(
-        raw.max_ejection_percent,
-        "max_ejection_percent",
-        d.max_ejection_percent,
-    );
+    let or = |v: Option<Int<u32>>, default: u32| v.map_or(default, |v| v.0);
     let mut positive = |v: Option<Dur>, field: &str, default: Duration| match v {
         Some(v) if v.0.is_zero() => {
             errs.push(join(path, field), "must be greater than 0s");
@@ -215,13 +211,17 @@ pub(crate) fn outlier_detection(
         Some(v) => v.0,
         None => default,
     };
-    Some(OutlierDetection {
-        consecutive_5xx: raw.consecutive_5xx.map_or(d.consecutive_5xx, |v| v.0),
-        consecutive_gateway_failure: raw
-            .consecutive_gateway_failure
-            .map_or(d.consecutive_gateway_failure, |v| v.0),
-        enforcing_consecutive_5xx,
-        enforcing_consecutive_gateway_failure,
+    let od = OutlierDetection {
+        consecutive_5xx: or(raw.consecutive_5xx, d.consecutive_5xx),
+        consecutive_gateway_failure: or(
+            raw.consecutive_gateway_failure,
+            d.consecutive_gateway_failure,
+        ),
+        enforcing_consecutive_5xx: or(raw.enforcing_consecutive_5xx, d.enforcing_consecutive_5xx),
+        enforcing_consecutive_gateway_failure: or(
+            raw.enforcing_consecutive_gateway_failure,
+            d.enforcing_consecutive_gateway_failure,
+        ),
         interval: positive(raw.interval, "interval", d.interval),
         base_ejection_time: positive(
             raw.base_ejection_time,
@@ -233,11 +233,95 @@ pub(crate) fn outlier_detection(
             "max_ejection_time",
             d.max_ejection_time,
         ),
-        max_ejection_percent,
+        max_ejection_percent: or(raw.max_ejection_percent, d.max_ejection_percent),
         uneject_on_health_check: raw
             .successful_active_health_check_uneject_host
             .unwrap_or(d.uneject_on_health_check),
-    })
+        success_rate_minimum_hosts: or(
+            raw.success_rate_minimum_hosts,
+            d.success_rate_minimum_hosts,
+        ),
+        success_rate_request_volume: or(
+            raw.success_rate_request_volume,
+            d.success_rate_request_volume,
+        ),
+        success_rate_stdev_factor: or(raw.success_rate_stdev_factor, d.success_rate_stdev_factor),
+        enforcing_success_rate: or(raw.enforcing_success_rate, d.enforcing_success_rate),
+        failure_percentage_threshold: or(
+            raw.failure_percentage_threshold,
+            d.failure_percentage_threshold,
+        ),
+        failure_percentage_minimum_hosts: or(
+            raw.failure_percentage_minimum_hosts,
+            d.failure_percentage_minimum_hosts,
+        ),
+        failure_percentage_request_volume: or(
+            raw.failure_percentage_request_volume,
+            d.failure_percentage_request_volume,
+        ),
+        enforcing_failure_percentage: or(
+            raw.enforcing_failure_percentage,
+            d.enforcing_failure_percentage,
+        ),
+        split_external_local_origin_errors: raw
+            .split_external_local_origin_errors
+            .unwrap_or(d.split_external_local_origin_errors),
+        consecutive_local_origin_failure: or(
+            raw.consecutive_local_origin_failure,
+            d.consecutive_local_origin_failure,
+        ),
+        enforcing_consecutive_local_origin_failure: or(
+            raw.enforcing_consecutive_local_origin_failure,
+            d.enforcing_consecutive_local_origin_failure,
+        ),
+        enforcing_local_origin_success_rate: or(
+            raw.enforcing_local_origin_success_rate,
+            d.enforcing_local_origin_success_rate,
+        ),
+        enforcing_failure_percentage_local_origin: or(
+            raw.enforcing_failure_percentage_local_origin,
+            d.enforcing_failure_percentage_local_origin,
+        ),
+    };
+    check_percentages(&od, path, errs);
+    Some(od)
+}
+
+/// Every percentage of `od` is within 0..=100.
+fn check_percentages(od: &OutlierDetection, path: &str, errs: &mut Errors) {
+    for (field, v) in [
+        ("enforcing_consecutive_5xx", od.enforcing_consecutive_5xx),
+        (
+            "enforcing_consecutive_gateway_failure",
+            od.enforcing_consecutive_gateway_failure,
+        ),
+        ("max_ejection_percent", od.max_ejection_percent),
+        ("enforcing_success_rate", od.enforcing_success_rate),
+        (
+            "failure_percentage_threshold",
+            od.failure_percentage_threshold,
+        ),
+        (
+            "enforcing_failure_percentage",
+            od.enforcing_failure_percentage,
+        ),
+        (
+            "enforcing_consecutive_local_origin_failure",
+            od.enforcing_consecutive_local_origin_failure,
+        ),
+        (
+            "enforcing_local_origin_success_rate",
+            od.enforcing_local_origin_success_rate,
+        ),
+        (
+            "enforcing_failure_percentage_local_origin",
+            od.enforcing_failure_percentage_local_origin,
+        ),
+    ] {
+        if v > 100 {
+            errs.push(join(path, field), "must be a percentage in 0..=100");
+        }
+    }
 }
 
 /// The cluster's `health_checks` (at `path`): at most one, validated.
@@ -304,15 +388,24 @@ fn health_check(raw: RawHealthCheck, path: &str, errs: &mut Errors) -> Option<He
     };
     let unhealthy_threshold = threshold(raw.unhealthy_threshold, "unhealthy_threshold");
     let healthy_threshold = threshold(raw.healthy_threshold, "healthy_threshold");
-    let kind = match (raw.http_health_check, raw.tcp_health_check) {
-        (Some(h), None) => {
+    let kind = match (
+        raw.http_health_check,
+        raw.tcp_health_check,
+        raw.grpc_health_check,
+    ) {
+        (Some(h), None, None) => {
             http_check(h, &join(path, "http_health_check"), errs).map(CheckKind::Http)
         }
-        (None, Some(t)) => tcp_check(t, &join(path, "tcp_health_check"), errs).map(CheckKind::Tcp),
+        (None, Some(t), None) => {
+            tcp_check(t, &join(path, "tcp_health_check"), errs).map(CheckKind::Tcp)
+        }
+        (None, None, Some(g)) => {
+            grpc_check(g, &join(path, "grpc_health_check"), errs).map(CheckKind::Grpc)
+        }
         _ => {
             errs.push(
                 path,
-                "needs exactly one of `http_health_check` and `tcp_health_check` (the others are not supported)",
+                "needs exactly one of `http_health_check`, `tcp_health_check` and `grpc_health_check` (the others are not supported)",
             );
             None
         }
@@ -401,6 +494,35 @@ fn http_check(raw: HttpHealthCheck, path: &str, errs: &mut Errors) -> Option<Htt
         headers,
         http2: raw.codec_client_type == Some(CodecClientType::Http2),
     })
+}
+
+fn grpc_check(raw: GrpcHealthCheck, path: &str, errs: &mut Errors) -> Option<GrpcCheck> {
+    let before = errs.0.len();
+    let authority_ok = raw.authority.is_empty()
+        || raw
+            .authority
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| a.as_str() == raw.authority);
+    if !authority_ok {
+        errs.push(
+            join(path, "authority"),
+            format!("`{}` is not a valid authority", raw.authority),
+        );
+    }
+    (errs.0.len() == before).then_some(GrpcCheck {
+        service_name: raw.service_name,
+        authority: raw.authority,
+    })
+}
+
+/// Envoy 1.40 refuses a gRPC check of a cluster that does not speak HTTP/2 upstream.
+pub(crate) fn require_http2(hc: Option<&HealthCheck>, http2: bool, path: &str, errs: &mut Errors) {
+    if hc.is_some_and(|h| matches!(h.kind, CheckKind::Grpc(_))) && !http2 {
+        errs.push(
+            join(path, "health_checks[0].grpc_health_check"),
+            "the cluster must speak HTTP/2 upstream for gRPC health checking (`http2_protocol_options` in its `typed_extension_protocol_options`)",
+        );
+    }
 }
 
 fn tcp_check(raw: TcpHealthCheck, path: &str, errs: &mut Errors) -> Option<TcpCheck> {

@@ -562,6 +562,14 @@ pub(crate) struct LoadAssignment {
     pub cluster_name: String,
     #[serde(default)]
     pub endpoints: Vec<LocalityLbEndpoints>,
+    pub policy: Option<LoadAssignmentPolicy>,
+}
+
+/// `load_assignment.policy`: only the overprovisioning factor.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoadAssignmentPolicy {
+    pub overprovisioning_factor: Option<Int<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,8 +1,7 @@
 //! `/clusters` and `/listeners` in Envoy's text and JSON forms.
 //!
-//! Baton has no localities, priorities other than the default, or outlier detection, so the
-//! fields Envoy prints for those carry the values Envoy prints when they are not configured
-//! (empty zone, priority 0, success rate -1). High-priority circuit breakers are not
+//! Localities are not shown per host, so the fields Envoy prints for those carry the values
+//! Envoy prints when they are not configured (empty zone); success rates are the outlier detector's, `-1` when it has none. High-priority circuit breakers are not
 //! configurable in Baton, so they are Envoy's defaults.
 
 use std::fmt::Write as _;
@@ -37,6 +36,23 @@ fn write_thresholds(out: &mut String, cluster: &str, priority: &str, t: &Thresho
     }
 }
 
+/// A success rate as Envoy prints it; `-1` for none.
+fn rate(v: Option<f64>) -> String {
+    crate::outlier::format_rate(v.unwrap_or(-1.0))
+}
+
+/// A rate as Envoy's JSON has it (`google.protobuf.DoubleValue`: `{"value": …}`, the value
+/// left out when 0, as proto3 does, and integral values printed without a fraction).
+fn rate_json(v: f64) -> Json {
+    if v == 0.0 {
+        json!({})
+    } else if v == v.trunc() && v.abs() < 1e15 {
+        json!({ "value": v as i64 })
+    } else {
+        json!({ "value": v })
+    }
+}
+
 /// Envoy's `/clusters` text form.
 pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
     let mut out = String::new();
@@ -44,14 +60,19 @@ pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
         let name = &c.name;
         let _ = writeln!(out, "{name}::observability_name::{name}");
         if c.outlier_detection {
-            // Success-rate ejection is not implemented: Envoy's value when it has no data.
-            for line in [
-                "success_rate_average",
-                "success_rate_ejection_threshold",
-                "local_origin_success_rate_average",
-                "local_origin_success_rate_ejection_threshold",
+            for (line, v) in [
+                ("success_rate_average", c.success_rate_average),
+                ("success_rate_ejection_threshold", c.success_rate_threshold),
+                (
+                    "local_origin_success_rate_average",
+                    c.local_origin_success_rate_average,
+                ),
+                (
+                    "local_origin_success_rate_ejection_threshold",
+                    c.local_origin_success_rate_threshold,
+                ),
             ] {
-                let _ = writeln!(out, "{name}::outlier::{line}::-1");
+                let _ = writeln!(out, "{name}::outlier::{line}::{}", rate(v));
             }
         }
         write_thresholds(&mut out, name, "default_priority", &c.thresholds);
@@ -69,9 +90,13 @@ pub(super) fn clusters_text(clusters: &[ClusterStatus]) -> String {
             let _ = writeln!(out, "{host}::zone::");
             let _ = writeln!(out, "{host}::sub_zone::");
             let _ = writeln!(out, "{host}::canary::false");
-            let _ = writeln!(out, "{host}::priority::0");
-            let _ = writeln!(out, "{host}::success_rate::-1");
-            let _ = writeln!(out, "{host}::local_origin_success_rate::-1");
+            let _ = writeln!(out, "{host}::priority::{}", h.priority);
+            let _ = writeln!(out, "{host}::success_rate::{}", rate(h.success_rate));
+            let _ = writeln!(
+                out,
+                "{host}::local_origin_success_rate::{}",
+                rate(h.local_origin_success_rate)
+            );
         }
     }
     out
@@ -124,14 +149,25 @@ fn host_json(h: &HostStatus) -> Json {
         }
     }
     health.insert("eds_health_status".to_owned(), Json::from("HEALTHY"));
-    json!({
+    let mut v = json!({
         "address": socket_address(h.address),
         "stats": stats,
         "health_status": health,
         "weight": h.weight,
         "hostname": h.hostname,
         "locality": {},
-    })
+    });
+    if let Some(r) = h.success_rate {
+        v["success_rate"] = rate_json(r);
+    }
+    // proto3 JSON leaves priority 0 out.
+    if h.priority != 0 {
+        v["priority"] = Json::from(h.priority);
+    }
+    if let Some(r) = h.local_origin_success_rate {
+        v["local_origin_success_rate"] = rate_json(r);
+    }
+    v
 }
 
 /// Envoy's `/clusters?format=json` (`admin.v3.Clusters`), pretty-printed.
@@ -139,7 +175,7 @@ pub(super) fn clusters_json(clusters: &[ClusterStatus]) -> String {
     let statuses: Vec<Json> = clusters
         .iter()
         .map(|c| {
-            json!({
+            let mut v = json!({
                 "name": c.name,
                 "observability_name": c.name,
                 "added_via_api": c.added_via_api,
@@ -150,7 +186,14 @@ pub(super) fn clusters_json(clusters: &[ClusterStatus]) -> String {
                     ]
                 },
                 "host_statuses": c.hosts.iter().map(host_json).collect::<Vec<_>>(),
-            })
+            });
+            if let Some(t) = c.success_rate_threshold {
+                v["success_rate_ejection_threshold"] = rate_json(t);
+            }
+            if let Some(t) = c.local_origin_success_rate_threshold {
+                v["local_origin_success_rate_ejection_threshold"] = rate_json(t);
+            }
+            v
         })
         .collect();
     pretty(&json!({ "cluster_statuses": statuses }))

@@ -43,6 +43,7 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             address: "127.0.0.1:8080".parse()?,
             hostname: String::new(),
             weight: 1,
+            priority: 0,
             health: crate::host_health::HealthFlags::HEALTHY,
             cx_active: 1,
             cx_connect_fail: 0,
@@ -50,9 +51,15 @@ async fn start() -> Result<Harness, Box<dyn std::error::Error + Send + Sync>> {
             rq_total: 5,
             rq_error: 0,
             rq_success: 5,
+            success_rate: None,
+            local_origin_success_rate: None,
         }],
         added_via_api: false,
         outlier_detection: false,
+        success_rate_average: None,
+        success_rate_threshold: None,
+        local_origin_success_rate_average: None,
+        local_origin_success_rate_threshold: None,
     }];
     let state = Arc::new(AdminState {
         drain: None,

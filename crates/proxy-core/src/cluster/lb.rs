@@ -1,6 +1,8 @@
 //! Per-worker load balancing over a cluster's routable hosts (the healthy ones, or all of them
-//! in panic mode, as the host set was published). The balancer state is per worker and never
-//! shared; choosing a host reads only the published set and per-host atomics.
+//! in panic mode, as the host set was published): a priority level drawn by the levels' loads
+//! (when there are several), then a host of it by the cluster's policy. The balancer state is
+//! per worker and never shared; choosing a host reads only the published set and per-host
+//! atomics.
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -12,7 +14,8 @@ use crate::config::LbPolicy;
 /// Per-worker balancer state, one entry per cluster.
 #[derive(Debug)]
 pub struct WorkerLb {
-    per_cluster: Vec<RefCell<LbState>>,
+    /// Per cluster, one state per priority level.
+    per_cluster: Vec<RefCell<Vec<LbState>>>,
 }
 
 #[derive(Debug, Default)]
@@ -32,7 +35,7 @@ impl WorkerLb {
             per_cluster: clusters
                 .clusters
                 .iter()
-                .map(|_| RefCell::new(LbState::default()))
+                .map(|_| RefCell::new(vec![LbState::default()]))
                 .collect(),
         }
     }
@@ -40,18 +43,27 @@ impl WorkerLb {
     /// Pick a host of `cluster` (index `idx`) by its policy among the set's routable hosts;
     /// `None` when there is none (no host, or none healthy with panic mode off).
     pub fn pick(&self, idx: usize, cluster: &Cluster, set: &HostSet) -> Option<Arc<Host>> {
-        let hosts = &set.routable;
+        let level = match set.levels.len() {
+            0 => return None,
+            1 => 0,
+            _ => choose_level(set),
+        };
+        let hosts = &set.levels[level].routable;
         let n = hosts.len();
         if n == 0 {
             return None;
         }
-        if set.panic {
+        if set.levels[level].panic {
             cluster.stats.lb_healthy_panic.inc();
         }
         if n == 1 {
             return Some(hosts[0].clone());
         }
-        let mut st = self.per_cluster.get(idx)?.borrow_mut();
+        let mut states = self.per_cluster.get(idx)?.borrow_mut();
+        if states.len() < set.levels.len() {
+            states.resize_with(set.levels.len(), LbState::default);
+        }
+        let st = &mut states[level];
         if st.version != set.version {
             st.version = set.version;
             st.next = fastrand::usize(..n);
@@ -97,6 +109,19 @@ impl WorkerLb {
         };
         Some(hosts[i].clone())
     }
+}
+
+/// A level drawn by the levels' loads (percentages adding up to 100).
+fn choose_level(set: &HostSet) -> usize {
+    let draw = fastrand::u32(1..=100);
+    let mut sum = 0;
+    for (i, l) in set.levels.iter().enumerate() {
+        sum += l.load;
+        if draw <= sum {
+            return i;
+        }
+    }
+    0
 }
 
 fn weighted_random(hosts: &[Arc<Host>]) -> usize {

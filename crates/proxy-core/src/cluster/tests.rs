@@ -27,6 +27,7 @@ fn cluster(policy: LbPolicy, eps: &[(&str, u16, u32)]) -> config::Cluster {
         health_check: None,
         panic_threshold: config::DEFAULT_PANIC_THRESHOLD,
         outlier: None,
+        overprovisioning_factor: config::DEFAULT_OVERPROVISIONING_FACTOR,
     }
 }
 
@@ -144,8 +145,8 @@ fn unhealthy_hosts_are_skipped_until_panic() {
     assert_eq!(c.stats.lb_healthy_panic.value(), 500);
     // Back to all healthy.
     fail(c, &[]);
-    assert!(!c.hosts().panic);
-    assert_eq!(c.hosts().routable.len(), 5);
+    assert!(!c.hosts().levels[0].panic);
+    assert_eq!(c.hosts().levels[0].routable.len(), 5);
 }
 
 #[test]
@@ -194,7 +195,7 @@ fn checked_hosts_start_failed_and_use_the_check_port() {
     assert_eq!(set.hosts[0].check_addr, "127.0.0.1:9".parse().unwrap());
     assert_eq!(set.hosts[0].health.load(), HealthFlags::FAILED_ACTIVE_HC);
     // The only host is down: panic mode still routes to it (Envoy's default).
-    assert!(set.panic);
+    assert!(set.levels[0].panic);
     assert_eq!(c.stats.membership_healthy.value(), 0);
     assert_eq!(c.health_stats.as_ref().unwrap().healthy.value(), 0);
 }

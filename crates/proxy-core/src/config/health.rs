@@ -47,6 +47,16 @@ pub struct HealthCheck {
 pub enum CheckKind {
     Http(HttpCheck),
     Tcp(TcpCheck),
+    Grpc(GrpcCheck),
+}
+
+/// `grpc_health_check`: `grpc.health.v1.Health/Check` over HTTP/2; passes on `SERVING`.
+#[derive(Clone, Debug, Default)]
+pub struct GrpcCheck {
+    /// The `service` asked about (empty: the server as a whole).
+    pub service_name: String,
+    /// The `:authority` sent; empty in the configuration means the cluster's name.
+    pub authority: String,
 }
 
 /// `http_health_check`.
@@ -82,8 +92,8 @@ impl HttpCheck {
     }
 }
 
-/// `clusters[].outlier_detection`: ejection on consecutive errors (success-rate and
-/// failure-percentage ejection are not implemented, so they must be off).
+/// `clusters[].outlier_detection`: ejection on consecutive errors, on a success rate far below
+/// the other hosts', and on a failure percentage over a threshold.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutlierDetection {
     /// Consecutive 5xx (local connect failures, resets and timeouts count as 503/504) that
@@ -105,6 +115,30 @@ pub struct OutlierDetection {
     pub max_ejection_percent: u32,
     /// A passing active health check ends an ejection.
     pub uneject_on_health_check: bool,
+    /// Hosts with enough requests in an interval for success-rate detection to run.
+    pub success_rate_minimum_hosts: u32,
+    /// Requests in an interval for a host to count in success-rate detection.
+    pub success_rate_request_volume: u32,
+    /// A host is an outlier below the mean success rate minus this / 1000 standard deviations.
+    pub success_rate_stdev_factor: u32,
+    /// Percent chance that a success-rate detection ejects.
+    pub enforcing_success_rate: u32,
+    /// A host failing at least this percent of its requests is an outlier.
+    pub failure_percentage_threshold: u32,
+    /// Hosts with enough requests in an interval for failure-percentage detection to run.
+    pub failure_percentage_minimum_hosts: u32,
+    /// Requests in an interval for a host to count in failure-percentage detection.
+    pub failure_percentage_request_volume: u32,
+    /// Percent chance that a failure-percentage detection ejects (Envoy: 0).
+    pub enforcing_failure_percentage: u32,
+    /// Local failures (connect failures, resets, timeouts) are counted apart from the
+    /// upstream's 5xx: by `consecutive_local_origin_failure` and the local-origin rates.
+    pub split_external_local_origin_errors: bool,
+    /// With the split: consecutive local failures that detect an outlier; 0 never does.
+    pub consecutive_local_origin_failure: u32,
+    pub enforcing_consecutive_local_origin_failure: u32,
+    pub enforcing_local_origin_success_rate: u32,
+    pub enforcing_failure_percentage_local_origin: u32,
 }
 
 impl Default for OutlierDetection {
@@ -120,6 +154,19 @@ impl Default for OutlierDetection {
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 10,
             uneject_on_health_check: true,
+            success_rate_minimum_hosts: 5,
+            success_rate_request_volume: 100,
+            success_rate_stdev_factor: 1900,
+            enforcing_success_rate: 100,
+            failure_percentage_threshold: 85,
+            failure_percentage_minimum_hosts: 5,
+            failure_percentage_request_volume: 50,
+            enforcing_failure_percentage: 0,
+            split_external_local_origin_errors: false,
+            consecutive_local_origin_failure: 5,
+            enforcing_consecutive_local_origin_failure: 100,
+            enforcing_local_origin_success_rate: 100,
+            enforcing_failure_percentage_local_origin: 0,
         }
     }
 }

@@ -62,6 +62,11 @@ impl Connect {
         Self { tls }
     }
 
+    /// Whether checks go over TLS (`https` is their scheme).
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     pub(super) async fn connect(&self, addr: SocketAddr) -> std::io::Result<BoxStream> {
         let tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);

@@ -84,7 +84,13 @@ impl H2Prober {
     }
 }
 
-async fn handshake(connect: &Connect, addr: SocketAddr) -> Option<SendRequest<Empty<Bytes>>> {
+/// A new HTTP/2 connection to `addr`, its driver spawned.
+pub(super) async fn handshake<B>(connect: &Connect, addr: SocketAddr) -> Option<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = connect.connect(addr).await.ok()?;
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())

@@ -1,5 +1,5 @@
 //! One check against one host: an HTTP/1.1 `GET` on a connection kept between checks when the
-//! host allows it (HTTP/2 is `h2`'s, TCP `tcp`'s). The caller bounds each
+//! host allows it (HTTP/2 is `h2`'s, gRPC `grpc`'s, TCP `tcp`'s). The caller bounds each
 //! probe with the check's `timeout` (and calls [`Prober::reset`] when it fires).
 
 use std::net::SocketAddr;
@@ -30,6 +30,7 @@ pub struct Prober {
 enum Kind {
     Http(HttpProber),
     H2(super::h2::H2Prober),
+    Grpc(super::grpc::GrpcProber),
     Tcp(super::tcp::TcpProber),
 }
 
@@ -77,6 +78,20 @@ impl Prober {
                 connect(Alpn::Http1),
                 reuse,
             )),
+            CheckKind::Grpc(g) => {
+                let authority = if g.authority.is_empty() {
+                    name
+                } else {
+                    &g.authority
+                };
+                // Validated: the authority makes a URI.
+                Kind::Grpc(super::grpc::GrpcProber::new(
+                    g,
+                    authority,
+                    connect(Alpn::Http2),
+                    reuse,
+                )?)
+            }
             CheckKind::Tcp(t) => Kind::Tcp(super::tcp::TcpProber::new(
                 t.clone(),
                 connect(Alpn::Cluster),
@@ -90,6 +105,7 @@ impl Prober {
         match &mut self.kind {
             Kind::Http(h) => h.probe(addr).await,
             Kind::H2(h) => h.probe(addr).await,
+            Kind::Grpc(g) => g.probe(addr).await,
             Kind::Tcp(t) => t.probe(addr).await,
         }
     }
@@ -99,6 +115,7 @@ impl Prober {
         match &mut self.kind {
             Kind::Http(h) => h.conn = None,
             Kind::H2(h) => h.reset(),
+            Kind::Grpc(g) => g.reset(),
             Kind::Tcp(t) => t.reset(),
         }
     }

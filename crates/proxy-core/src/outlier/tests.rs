@@ -32,6 +32,7 @@ fn cluster(ports: &[u16], od: OutlierDetection) -> ClusterManager {
         health_check: None,
         panic_threshold: config::DEFAULT_PANIC_THRESHOLD,
         outlier: Some(od),
+        overprovisioning_factor: config::DEFAULT_OVERPROVISIONING_FACTOR,
     };
     ClusterManager::new(&[c], &store)
 }

@@ -124,6 +124,7 @@ pub(super) async fn attempt_once(
                 .checkout(cidx, cluster, &host, own)
                 .await
                 .map_err(|f| (f, false))?;
+            cluster.record_connected(&host);
             let sent_at = Instant::now();
             let home = Home {
                 pools: w.pools.clone(),
@@ -147,9 +148,11 @@ pub(super) async fn attempt_once(
     // costs two copies of it per request (callgrind).
     match &res {
         Ok((response, ..)) => cluster.record_outcome(&host, response.status().as_u16()),
-        // As Envoy without `split_external_local_origin_errors`: a local failure counts as
+        // Without `split_external_local_origin_errors`, as Envoy: a local failure counts as
         // the 5xx it is answered with.
-        Err((f, _)) if f.is_host_failure() => cluster.record_outcome(&host, f.status().as_u16()),
+        Err((f, _)) if f.is_host_failure() => {
+            cluster.record_local_failure(&host, f.status().as_u16())
+        }
         Err(_) => {}
     }
     match res {

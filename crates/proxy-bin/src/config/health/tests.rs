@@ -175,6 +175,41 @@ fn unsupported_and_bad_fields_are_named() {
     );
 }
 
+const H2: &str = r#"
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+"#;
+
+#[test]
+fn a_grpc_check_on_an_http2_cluster() {
+    let grpc = |body: &str| {
+        format!("\n    health_checks:\n    - {{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {body}}}\n")
+    };
+    let c = cluster(&format!(
+        "{}{H2}",
+        grpc("{service_name: svc.A, authority: hc.example}")
+    ))
+    .unwrap();
+    let CheckKind::Grpc(g) = &c.health_check.unwrap().kind else {
+        panic!("a gRPC check");
+    };
+    assert_eq!(
+        (g.service_name.as_str(), g.authority.as_str()),
+        ("svc.A", "hc.example")
+    );
+    let hc = "static_resources.clusters[0].health_checks[0].grpc_health_check";
+    // As Envoy 1.40: "cluster must support HTTP/2 for gRPC healthchecking".
+    let (p, msg) = error(&grpc("{}"), "");
+    assert_eq!(p, hc);
+    assert!(msg.contains("HTTP/2"), "{msg}");
+    let (p, _) = error(&format!("{}{H2}", grpc("{authority: 'a b'}")), "");
+    assert_eq!(p, format!("{hc}.authority"));
+    let (p, _) = error(&format!("{}{H2}", grpc("{initial_metadata: []}")), "");
+    assert_eq!(p, format!("{hc}.initial_metadata"));
+}
+
 #[test]
 fn outlier_detection_consecutive_errors() {
     let c = cluster(
@@ -189,6 +224,18 @@ fn outlier_detection_consecutive_errors() {
       max_ejection_percent: 50
       enforcing_success_rate: 0
       successful_active_health_check_uneject_host: false
+      success_rate_minimum_hosts: 3
+      success_rate_request_volume: 10
+      success_rate_stdev_factor: 1000
+      failure_percentage_threshold: 40
+      failure_percentage_minimum_hosts: 2
+      failure_percentage_request_volume: 20
+      enforcing_failure_percentage: 100
+      split_external_local_origin_errors: true
+      consecutive_local_origin_failure: 4
+      enforcing_consecutive_local_origin_failure: 50
+      enforcing_local_origin_success_rate: 60
+      enforcing_failure_percentage_local_origin: 70
 "#,
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -200,11 +247,69 @@ fn outlier_detection_consecutive_errors() {
     assert_eq!(od.max_ejection_time, Duration::from_secs(4));
     assert_eq!(od.max_ejection_percent, 50);
     assert!(!od.uneject_on_health_check);
+    assert_eq!(
+        (
+            od.success_rate_minimum_hosts,
+            od.success_rate_request_volume,
+            od.success_rate_stdev_factor,
+            od.enforcing_success_rate
+        ),
+        (3, 10, 1000, 0)
+    );
+    assert_eq!(
+        (
+            od.failure_percentage_threshold,
+            od.failure_percentage_minimum_hosts,
+            od.failure_percentage_request_volume,
+            od.enforcing_failure_percentage
+        ),
+        (40, 2, 20, 100)
+    );
+    assert!(od.split_external_local_origin_errors);
+    assert_eq!(
+        (
+            od.consecutive_local_origin_failure,
+            od.enforcing_consecutive_local_origin_failure,
+            od.enforcing_local_origin_success_rate,
+            od.enforcing_failure_percentage_local_origin
+        ),
+        (4, 50, 60, 70)
+    );
+    // Envoy's defaults.
+    let d = cluster("\n    outlier_detection: {}\n").unwrap();
+    let d = d.outlier.unwrap();
+    assert_eq!(
+        (
+            d.success_rate_minimum_hosts,
+            d.success_rate_request_volume,
+            d.success_rate_stdev_factor,
+            d.enforcing_success_rate
+        ),
+        (5, 100, 1900, 100)
+    );
+    assert_eq!(
+        (
+            d.failure_percentage_threshold,
+            d.failure_percentage_minimum_hosts,
+            d.failure_percentage_request_volume,
+            d.enforcing_failure_percentage
+        ),
+        (85, 5, 50, 0)
+    );
+    assert!(!d.split_external_local_origin_errors);
+    assert_eq!(
+        (
+            d.consecutive_local_origin_failure,
+            d.enforcing_consecutive_local_origin_failure,
+            d.enforcing_local_origin_success_rate,
+            d.enforcing_failure_percentage_local_origin
+        ),
+        (5, 100, 100, 0)
+    );
     let od = "static_resources.clusters[0].outlier_detection";
     for (extra, path) in [
-        ("{}", format!("{od}.enforcing_success_rate")),
         (
-            "{enforcing_success_rate: 100}",
+            "{enforcing_success_rate: 101}",
             format!("{od}.enforcing_success_rate"),
         ),
         (
@@ -212,12 +317,20 @@ fn outlier_detection_consecutive_errors() {
             format!("{od}.max_ejection_percent"),
         ),
         (
-            "{enforcing_success_rate: 0, success_rate_minimum_hosts: 3}",
-            format!("{od}.success_rate_minimum_hosts"),
+            "{failure_percentage_threshold: 200}",
+            format!("{od}.failure_percentage_threshold"),
         ),
         (
-            "{enforcing_success_rate: 0, split_external_local_origin_errors: true}",
-            format!("{od}.split_external_local_origin_errors"),
+            "{enforcing_failure_percentage: 101}",
+            format!("{od}.enforcing_failure_percentage"),
+        ),
+        (
+            "{enforcing_local_origin_success_rate: 101}",
+            format!("{od}.enforcing_local_origin_success_rate"),
+        ),
+        (
+            "{detect_degraded_hosts: true}",
+            format!("{od}.detect_degraded_hosts"),
         ),
         (
             "{enforcing_success_rate: 0, interval: 0s}",

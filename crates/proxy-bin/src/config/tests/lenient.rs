@@ -273,13 +273,41 @@ fn endpoint_hostname_health_check_port_and_locality_are_kept() {
     );
     assert_eq!(e.locality_weight, Some(5));
 
+    // Priorities are balanced as Envoy spreads load over them.
+    let l = parse_value(&set(base(), &format!("{ep}/priority"), json!(2))).unwrap();
+    assert_eq!(l.bootstrap.clusters[0].endpoints[0].priority, 2);
+    assert_eq!(l.bootstrap.clusters[0].overprovisioning_factor, 140);
+    let la = ep.rsplit_once("/endpoints/").map(|(la, _)| la).unwrap();
+    let policy = |v| {
+        set(
+            base(),
+            &format!("{la}/policy"),
+            json!({"overprovisioning_factor": v}),
+        )
+    };
+    let l = parse_value(&policy(100)).unwrap();
+    assert_eq!(l.bootstrap.clusters[0].overprovisioning_factor, 100);
+    let e = parse_value(&policy(0)).unwrap_err();
+    assert!(
+        e.0[0]
+            .path
+            .ends_with("load_assignment.policy.overprovisioning_factor"),
+        "{e}"
+    );
+    let e = parse_value(&set(
+        base(),
+        &format!("{la}/policy"),
+        json!({"drop_overloads": []}),
+    ))
+    .unwrap_err();
+    assert!(
+        e.0[0]
+            .path
+            .ends_with("load_assignment.policy.drop_overloads"),
+        "{e}"
+    );
+
     let bad = [
-        (
-            "priority",
-            json!(1),
-            "endpoints[0].priority",
-            "priority 0 only",
-        ),
         (
             "load_balancing_weight",
             json!(0),

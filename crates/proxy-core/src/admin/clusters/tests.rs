@@ -16,6 +16,7 @@ fn sample() -> Vec<ClusterStatus> {
                 address: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 hostname: "app1".to_owned(),
                 weight: 1,
+                priority: 0,
                 health: crate::host_health::HealthFlags::HEALTHY,
                 cx_active: 2,
                 cx_connect_fail: 3,
@@ -23,11 +24,14 @@ fn sample() -> Vec<ClusterStatus> {
                 rq_total: 40,
                 rq_error: 5,
                 rq_success: 35,
+                success_rate: None,
+                local_origin_success_rate: None,
             },
             HostStatus {
                 address: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 9090)),
                 hostname: String::new(),
                 weight: 3,
+                priority: 0,
                 health: crate::host_health::HealthFlags::FAILED_ACTIVE_HC,
                 cx_active: 0,
                 cx_connect_fail: 0,
@@ -35,10 +39,16 @@ fn sample() -> Vec<ClusterStatus> {
                 rq_total: 0,
                 rq_error: 0,
                 rq_success: 0,
+                success_rate: None,
+                local_origin_success_rate: None,
             },
         ],
         added_via_api: false,
         outlier_detection: false,
+        success_rate_average: None,
+        success_rate_threshold: None,
+        local_origin_success_rate_average: None,
+        local_origin_success_rate_threshold: None,
     }]
 }
 
@@ -104,6 +114,60 @@ fn outlier_detection_lines_follow_the_name_as_envoys() {
         v["cluster_statuses"][0]["host_statuses"][1]["health_status"],
         json!({"eds_health_status": "HEALTHY", "failed_outlier_check": true})
     );
+}
+
+/// As Envoy 1.40 shows an interval with three hosts at 100% and one at 0% (measured).
+#[test]
+fn success_rates_as_envoy_prints_them() {
+    let mut clusters = sample();
+    let c = &mut clusters[0];
+    c.outlier_detection = true;
+    c.success_rate_average = Some(75.0);
+    c.success_rate_threshold = Some(31.698_729_810_778_07);
+    c.hosts[0].success_rate = Some(100.0);
+    c.hosts[1].success_rate = Some(0.0);
+    let out = clusters_text(&clusters);
+    for line in [
+        "backend::outlier::success_rate_average::75",
+        "backend::outlier::success_rate_ejection_threshold::31.6987",
+        "backend::outlier::local_origin_success_rate_average::-1",
+        "backend::127.0.0.1:8080::success_rate::100",
+        "backend::[::1]:9090::success_rate::0",
+        "backend::[::1]:9090::local_origin_success_rate::-1",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no {line} in:\n{out}");
+    }
+    let v: Json = serde_json::from_str(&clusters_json(&clusters)).expect("JSON");
+    let c = &v["cluster_statuses"][0];
+    assert_eq!(
+        c["success_rate_ejection_threshold"],
+        json!({"value": 31.698_729_810_778_07})
+    );
+    assert_eq!(c["host_statuses"][0]["success_rate"], json!({"value": 100}));
+    // proto3 JSON leaves a zero value out.
+    assert_eq!(c["host_statuses"][1]["success_rate"], json!({}));
+    // No value: no field.
+    let v: Json = serde_json::from_str(&clusters_json(&sample())).expect("JSON");
+    let c = &v["cluster_statuses"][0];
+    assert!(c.get("success_rate_ejection_threshold").is_none());
+    assert!(c["host_statuses"][0].get("success_rate").is_none());
+}
+
+/// As Envoy 1.40 shows a priority-1 host: `priority::1` in text, `"priority": 1` in JSON, and
+/// no field for priority 0 (measured).
+#[test]
+fn priorities_as_envoy_shows_them() {
+    let mut clusters = sample();
+    clusters[0].hosts[1].priority = 1;
+    let out = clusters_text(&clusters);
+    assert!(out
+        .lines()
+        .any(|l| l == "backend::127.0.0.1:8080::priority::0"));
+    assert!(out.lines().any(|l| l == "backend::[::1]:9090::priority::1"));
+    let v: Json = serde_json::from_str(&clusters_json(&clusters)).expect("JSON");
+    let hosts = &v["cluster_statuses"][0]["host_statuses"];
+    assert!(hosts[0].get("priority").is_none());
+    assert_eq!(hosts[1]["priority"], 1);
 }
 
 #[test]
