@@ -618,7 +618,7 @@ async fn a_broken_configuration_is_rolled_back_by_the_health_gate() {
              rollback (of {} sent since it served)",
             mid.sent() - before.sent(),
         );
-        // The gate judges from cutover, every 100 ms, once 20 are answered.
+        // The gate judges from cutover, every 25 ms, once 20 are answered.
         assert!(
             (20..1000).contains(&served_503),
             "{:?}\n{}",

@@ -70,7 +70,7 @@ impl Generation {
 }
 
 /// How often the gate looks.
-const PERIOD: Duration = Duration::from_millis(100);
+const PERIOD: Duration = Duration::from_millis(25);
 
 /// What the gate judges against: the parent's window and recent traffic.
 #[derive(Clone, Copy, Debug, PartialEq)]
