@@ -383,3 +383,56 @@ async fn a_restart_under_load_sends_nothing_to_a_host_that_is_down() {
     );
     assert_eq!(up.proxied() as u64, report.ok);
 }
+
+/// A host whose checks time out holds a fresh generation's first round up to the check's
+/// timeout; a restarted generation takes the parent's verdict instead, serves at once with the
+/// host out, and runs its own first round in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_takes_the_parent_s_health_and_does_not_wait_for_a_first_round() {
+    let fast = ["--drain-time-s", "1", "--parent-shutdown-time-s", "5"];
+    let up = Upstream::checked("up").await;
+    let silent = Upstream::silent().await;
+    let check = json!({
+        "timeout": "3s",
+        "interval": "60s",
+        "no_traffic_interval": "60s",
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+        "http_health_check": {"path": "/healthz"},
+    });
+    let config = Config::new()
+        .route(route("/", "web", json!({})))
+        .cluster(checked("web", &[up.port(), silent.port()], check))
+        .render();
+    let started = Instant::now();
+    let parent = Baton::start_with(&config, &fast).await;
+    let fresh = started.elapsed();
+    let started = Instant::now();
+    let mut child = parent.restart(&config, &fast);
+    child.wait_serving().await;
+    let restarted = started.elapsed();
+    eprintln!(
+        "time to serve with a check timing out: fresh {} ms, restarted with the parent's health \
+         {} ms",
+        fresh.as_millis(),
+        restarted.as_millis()
+    );
+    assert!(fresh >= Duration::from_secs(3), "{fresh:?}");
+    assert!(
+        child
+            .stderr()
+            .contains("first health-check round runs in the background"),
+        "{}",
+        child.stderr()
+    );
+    let (_, clusters) = child.admin_get("/clusters").await;
+    let line = format!(
+        "web::127.0.0.1:{}::health_flags::/failed_active_hc",
+        silent.port()
+    );
+    assert!(clusters.contains(&line), "{clusters}");
+    for i in 0..20 {
+        assert_eq!(get(child.addr(), &format!("/r{i}")).await.status, 200);
+    }
+    assert_eq!(up.proxied(), 20);
+}

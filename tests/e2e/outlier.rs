@@ -147,3 +147,66 @@ async fn connect_failures_count_as_5xx() {
         0
     );
 }
+
+/// A restart keeps the parent's ejections: the new generation starts with the host the parent
+/// ejected still out (for the time it had left) and sends it no request; a chain started
+/// afresh with the same configuration, which knows nothing, sends it some before ejecting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_parent_s_ejections() {
+    let fast = ["--drain-time-s", "1", "--parent-shutdown-time-s", "5"];
+    let ups = [
+        Upstream::checked("a").await,
+        Upstream::checked("b").await,
+        Upstream::checked("c").await,
+    ];
+    let ports: Vec<u16> = ups.iter().map(Upstream::port).collect();
+    let web = with(
+        cluster("web", &ports),
+        "outlier_detection",
+        json!({
+            "consecutive_5xx": 3,
+            "interval": "0.2s",
+            "base_ejection_time": "60s",
+            "max_ejection_percent": 50,
+            "enforcing_success_rate": 0,
+        }),
+    );
+    let config = Config::new()
+        .route(route("/", "web", json!({})))
+        .cluster(web)
+        .render();
+    let mut parent = Baton::start_with(&config, &fast).await;
+    ups[1].set_broken(true);
+    let got = statuses(&parent, 12).await;
+    assert!(got.iter().filter(|s| **s == 500).count() >= 3, "{got:?}");
+    wait_flags(&parent, ports[1], "/failed_outlier_check").await;
+
+    let before = ups[1].proxied();
+    let mut child = parent.restart(&config, &fast);
+    child.wait_serving().await;
+    assert!(
+        child
+            .stderr()
+            .contains("took the previous generation's host health"),
+        "{}",
+        child.stderr()
+    );
+    assert!(parent.wait_exit(Duration::from_secs(10)).await.is_some());
+    wait_flags(&child, ports[1], "/failed_outlier_check").await;
+    assert_eq!(stat(&child, "ejections_active").await, 1);
+    assert!(statuses(&child, 20).await.iter().all(|s| *s == 200));
+    assert_eq!(
+        ups[1].proxied(),
+        before,
+        "the new generation sent the ejected host requests"
+    );
+
+    // Without the parent's state: a fresh chain learns the hard way.
+    let fresh = Baton::start(&config).await;
+    let got = statuses(&fresh, 12).await;
+    eprintln!(
+        "a fresh chain sent the failing host {} requests before ejecting it; the restarted one 0",
+        ups[1].proxied() - before
+    );
+    assert!(got.iter().filter(|s| **s == 500).count() >= 3, "{got:?}");
+}

@@ -153,6 +153,11 @@ impl ParentLink {
     }
 }
 
+/// What the parent knows of its upstream hosts, from its restart state.
+pub fn inherited_health(parent: &Client) -> Vec<proxy_core::cluster::HostHealth> {
+    wire::inherited_health(parent.parent())
+}
+
 /// Bind this generation's restart socket (before serving, so a clash fails the start); `None`
 /// without hot restart.
 pub fn bind_restart_socket(plan: &RestartPlan, place: Place) -> anyhow::Result<Option<Listener>> {

@@ -125,6 +125,8 @@ struct Generation {
     rollbacks: shm_stats::Counter,
     /// `--rollback-window-s` where it applies (an epoch chain), zero elsewhere.
     rollback_window: Duration,
+    /// The parent's upstream host health, which this generation starts with.
+    inherited_health: Vec<proxy_core::cluster::HostHealth>,
 }
 
 /// What a generation serves with each time it serves (first, and again after a rollback).
@@ -283,6 +285,11 @@ pub fn run(opts: Options, loaded: Loaded, log: LogHandle) -> anyhow::Result<()> 
         log,
         rollbacks: store_at_exit.counter("server.hot_restart_rollbacks"),
         rollback_window,
+        inherited_health: sockets
+            .parent
+            .as_ref()
+            .map(restart::inherited_health)
+            .unwrap_or_default(),
     };
     let result = fail_on(&lifecycle, rt.block_on(generation.serve(sockets)));
     shutdown(rt, &store_at_exit);
@@ -388,7 +395,9 @@ fn take_sockets(
 
 /// Start health checking and wait for the first check of every host (each is bounded by its
 /// check's timeout), so that workers start with the hosts known to be down already out.
-async fn first_health_round(clusters: &ClusterManager, shutdown: drain::Watch) {
+/// With `inherited` (the parent's health covers every checked host) the round runs without
+/// holding serving up.
+async fn first_health_round(clusters: &ClusterManager, shutdown: drain::Watch, inherited: bool) {
     let bound = clusters
         .clusters()
         .iter()
@@ -396,6 +405,14 @@ async fn first_health_round(clusters: &ClusterManager, shutdown: drain::Watch) {
         .max();
     let first = proxy_core::health::spawn(clusters, shutdown);
     let Some(bound) = bound else { return };
+    if inherited {
+        tracing::info!(
+            hosts = first.pending(),
+            "first health-check round runs in the background: the previous generation's health \
+             covers every host"
+        );
+        return;
+    }
     let hosts = first.pending();
     let started = Instant::now();
     // A little more than the longest timeout: a connect or a probe never takes longer.

@@ -5,6 +5,7 @@
 //! when DNS answers or a host's health change, so the request path reads it without a lock.
 //! Load-balancer state ([`WorkerLb`], in `lb`) is per worker and never shared.
 
+mod inherit;
 mod lb;
 mod priority;
 
@@ -112,7 +113,19 @@ pub struct OutlierCounters {
     pub local_requests: AtomicU64,
     pub local_failures: AtomicU64,
     pub local_origin_success_rate: Rate,
+    /// What the detector last decided about the host, readable by a successor.
+    pub ejection: EjectionShare,
 }
+
+/// A host's outlier ejection as the detector publishes it (the detector's own bookkeeping
+/// stays in its task): read for the next generation, and written by it from its parent's.
+#[derive(Debug, Default)]
+pub struct EjectionShare {
+    ejections: AtomicU32,
+    until_unix_ms: AtomicU64,
+}
+
+pub use inherit::HostHealth;
 
 /// A percentage the outlier detector publishes for `/clusters`, or none (Envoy's `-1`).
 #[derive(Debug)]

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 mod rates;
 
@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::cluster::{Cluster, ClusterManager, Detected, Host, OutlierSink};
 use crate::config::OutlierDetection;
 use crate::host_health::HealthFlags;
+use crate::lifecycle::unix_ms;
 use crate::stats::OutlierStats;
 
 /// One cluster's ejection bookkeeping, apart from its clock and its randomness.
@@ -90,7 +91,11 @@ async fn detect(cluster: Arc<Cluster>) {
         return;
     };
     let stats = &sink.stats;
-    let mut detector = Detector::default();
+    // Ejections the previous generation made go on (see `cluster::inherit`).
+    let mut detector = Detector::inherited(&cluster.hosts().hosts, Instant::now());
+    if detector.ejected() > 0 {
+        stats.ejections_active.set(detector.ejected() as i64);
+    }
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -292,6 +297,26 @@ impl Kind {
 // === impl Detector ===
 
 impl Detector {
+    /// The ejections `hosts` carry from the previous generation.
+    fn inherited(hosts: &[Arc<Host>], now: Instant) -> Self {
+        let hosts = hosts
+            .iter()
+            .filter_map(|h| {
+                let (count, _) = h.outlier.ejection.read();
+                let left = h.outlier.ejection.left();
+                (count > 0 || !left.is_zero()).then(|| {
+                    let e = Ejection {
+                        host: h.clone(),
+                        count,
+                        until: (!left.is_zero()).then(|| now + left),
+                    };
+                    (Arc::as_ptr(h) as usize, e)
+                })
+            })
+            .collect();
+        Self { hosts }
+    }
+
     fn ejected(&self) -> usize {
         self.hosts.values().filter(|e| e.until.is_some()).count()
     }
@@ -313,6 +338,7 @@ impl Detector {
                 Some(e) if e.until.is_some() => {
                     e.until = None;
                     host.health.set(HealthFlags::FAILED_OUTLIER_CHECK, false);
+                    host.outlier.ejection.publish(e.count, None);
                     Decision::Returned
                 }
                 _ => Decision::Ignored,
@@ -355,6 +381,9 @@ impl Detector {
         let time = cfg.base_ejection_time.saturating_mul(e.count).min(longest);
         e.until = Some(now + time);
         host.health.set(HealthFlags::FAILED_OUTLIER_CHECK, true);
+        host.outlier
+            .ejection
+            .publish(e.count, Some(unix_ms(SystemTime::now() + time)));
         Decision::Ejected
     }
 
@@ -384,6 +413,9 @@ impl Detector {
                 }
                 Some(_) => {}
                 None => e.count = e.count.saturating_sub(1),
+            }
+            if e.until.is_none() {
+                e.host.outlier.ejection.publish(e.count, None);
             }
         }
         self.hosts.retain(|_, e| e.count > 0 || e.until.is_some());

@@ -61,12 +61,15 @@ pub struct Answering {
     pub recent: Arc<Recent>,
     /// Where connections the child hands back after a rollback go.
     pub returning: Returning,
+    /// The upstream hosts, whose health the child starts with.
+    pub clusters: Arc<proxy_core::cluster::ClusterManager>,
 }
 
 struct Handler {
     state: ParentState,
     recent: Arc<Recent>,
     returning: Returning,
+    clusters: Arc<proxy_core::cluster::ClusterManager>,
     sockets: OwnedSockets,
     /// Duplicates lent to the child in the last hand-over (the reply borrows from them).
     lent: Vec<(SocketManifest, std::net::TcpListener)>,
@@ -108,6 +111,7 @@ impl ParentHandler for Handler {
                 upstream_failed: counts.upstream_failed,
                 span_ms: u64::try_from(span.as_millis()).unwrap_or(u64::MAX),
             }),
+            hosts: wire::host_health(&self.clusters.host_health()),
             ..self.state.clone()
         }
     }
@@ -363,9 +367,11 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
             draining: false,
             rollback_window_ms: u64::try_from(a.rollback_window.as_millis()).unwrap_or(u64::MAX),
             recent: None,
+            hosts: Vec::new(),
         },
         recent: a.recent,
         returning: a.returning,
+        clusters: a.clusters,
         sockets: a.sockets,
         lent: Vec::new(),
         taken: Vec::new(),

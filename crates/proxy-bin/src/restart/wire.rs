@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use hotrestart_rpc::pb::{
-    ConnectionKind, ListenSocketsRequest, MovedConnection, SocketManifest, SocketType, WantedSocket,
+    ConnectionKind, HostHealth, ListenSocketsRequest, MovedConnection, SocketManifest, SocketType,
+    WantedSocket,
 };
 use proxy_core::handover;
 
@@ -87,6 +88,40 @@ pub fn inherited(
         bail!("the parent sent a non-TCP socket for {addr}");
     }
     Ok((addr, TcpListener::from(fd)))
+}
+
+/// The parent's host health as it goes in its restart state.
+pub fn host_health(hosts: &[proxy_core::cluster::HostHealth]) -> Vec<HostHealth> {
+    hosts
+        .iter()
+        .map(|h| HostHealth {
+            cluster: h.cluster.clone(),
+            address: h.addr.to_string(),
+            failed_active_hc: h.failed_active_hc,
+            ejected_for_ms: u64::try_from(h.ejected_for.as_millis()).unwrap_or(u64::MAX),
+            ejections: h.ejections,
+        })
+        .collect()
+}
+
+/// The parent's host health as the child reads it (an entry whose address does not parse is
+/// left out).
+pub fn inherited_health(
+    state: &hotrestart_rpc::ParentState,
+) -> Vec<proxy_core::cluster::HostHealth> {
+    state
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            Some(proxy_core::cluster::HostHealth {
+                cluster: h.cluster.clone(),
+                addr: h.address.parse().ok()?,
+                failed_active_hc: h.failed_active_hc,
+                ejected_for: Duration::from_millis(h.ejected_for_ms),
+                ejections: h.ejections,
+            })
+        })
+        .collect()
 }
 
 /// A live connection as the parent offers it.
@@ -169,6 +204,26 @@ mod tests {
         assert!(err.is_some_and(|e| e.to_string().contains("unusable address")));
         let (addr, _) = inherited(&m, OwnedFd::from(sock))?;
         assert_eq!(addr, "[::1]:8080".parse()?);
+        Ok(())
+    }
+
+    #[test]
+    fn host_health_crosses_with_typed_addresses() -> Result<(), std::net::AddrParseError> {
+        let hosts = vec![proxy_core::cluster::HostHealth {
+            cluster: "web".to_owned(),
+            addr: "[::1]:8080".parse()?,
+            failed_active_hc: true,
+            ejected_for: Duration::from_millis(1500),
+            ejections: 2,
+        }];
+        let mut state = hotrestart_rpc::ParentState {
+            hosts: host_health(&hosts),
+            ..Default::default()
+        };
+        assert_eq!(state.hosts[0].address, "[::1]:8080");
+        assert_eq!(inherited_health(&state), hosts);
+        state.hosts[0].address = "nowhere".to_owned();
+        assert!(inherited_health(&state).is_empty());
         Ok(())
     }
 

@@ -43,7 +43,8 @@ impl Generation {
         }
         tokio::spawn(self.clusters.clone().run_dns_refresh(drain_watch.clone()));
         if resolve == Resolve::First {
-            super::first_health_round(&self.clusters, drain_watch.clone()).await;
+            let inherited = self.inherit_health();
+            super::first_health_round(&self.clusters, drain_watch.clone(), inherited).await;
         } else {
             // Serving again after a rollback: checks resume without holding up the accepts.
             drop(proxy_core::health::spawn(
@@ -58,6 +59,29 @@ impl Generation {
             .spawn_workers(&listeners, self.opts.concurrency, drain_watch)
             .context("could not start workers")?;
         Ok(Serving { drains, workers })
+    }
+
+    /// Start with the parent's host health (after the clusters are resolved, before checks and
+    /// outlier detection start). True when it covered every health-checked host: then serving
+    /// need not wait for a first round of checks.
+    fn inherit_health(&self) -> bool {
+        if self.inherited_health.is_empty() {
+            return false;
+        }
+        let (covered, checked) = self.clusters.inherit_health(&self.inherited_health);
+        let down = self
+            .inherited_health
+            .iter()
+            .filter(|h| h.failed_active_hc || !h.ejected_for.is_zero())
+            .count();
+        tracing::info!(
+            hosts = self.inherited_health.len(),
+            down,
+            covered,
+            checked,
+            "took the previous generation's host health"
+        );
+        covered == checked && checked > 0
     }
 
     /// Duplicates of the generation's listen sockets for its workers (each listener's, its
@@ -265,6 +289,7 @@ impl Generation {
             rollback_window: self.rollback_window,
             recent,
             returning,
+            clusters: self.clusters.clone(),
         })
     }
 }
