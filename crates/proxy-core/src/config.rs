@@ -12,7 +12,10 @@ use std::time::Duration;
 use http::{HeaderName, StatusCode};
 use regex::Regex;
 
+mod chain;
 mod health;
+
+pub use chain::{ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy};
 
 pub use health::{
     CheckKind, HealthCheck, HttpCheck, OutlierDetection, TcpCheck, DEFAULT_NO_TRAFFIC_INTERVAL,
@@ -68,10 +71,13 @@ pub struct Listener {
     pub additional_addresses: Vec<SocketAddr>,
     /// Soft limit on bytes buffered per connection, each direction (Envoy default 1 MiB).
     pub per_connection_buffer_limit_bytes: u32,
-    pub http: HttpConnectionManager,
-    /// The filter chains' TLS contexts (`transport_socket` `envoy.transport_sockets.tls`);
-    /// `None`: cleartext. Every chain shares `http`.
-    pub tls: Option<crate::tls::ListenerTls>,
+    /// `filter_chains`, in order; at most one matches a connection.
+    pub filter_chains: Vec<FilterChain>,
+    /// `default_filter_chain`: for a connection no chain matches.
+    pub default_filter_chain: Option<FilterChain>,
+    /// `listener_filters` has `envoy.filters.listener.tls_inspector`: a connection's first
+    /// bytes are peeked (not consumed) for a TLS ClientHello's SNI and ALPN.
+    pub tls_inspector: bool,
     /// `listener_filters_timeout` when the listener has listener filters (the TLS inspector;
     /// Envoy default 15 s): how long a TLS client may take to send its ClientHello, and a
     /// cleartext client its first bytes. `None`: no listener filters (Envoy then has no such
@@ -155,6 +161,16 @@ impl HeadTimeout {
 }
 
 impl Listener {
+    /// Every chain: `filter_chains`, then the default one.
+    pub fn chains(&self) -> impl Iterator<Item = &FilterChain> + '_ {
+        self.filter_chains.iter().chain(&self.default_filter_chain)
+    }
+
+    /// The HTTP connection manager of its first HTTP chain.
+    pub fn first_http(&self) -> Option<&HttpConnectionManager> {
+        self.chains().find_map(FilterChain::http)
+    }
+
     /// Every address it listens on: `address`, then `additional_addresses`.
     pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         std::iter::once(self.address).chain(self.additional_addresses.iter().copied())

@@ -66,6 +66,18 @@ pub struct ListenerStats {
     pub downstream_pre_cx_timeout: Counter,
 }
 
+/// `tcp.<stat_prefix>.*`: one per `tcp_proxy` filter.
+#[derive(Debug)]
+pub struct TcpProxyStats {
+    pub downstream_cx_total: Counter,
+    /// No cluster of that name in the configuration.
+    pub downstream_cx_no_route: Counter,
+    pub downstream_cx_rx_bytes_total: Counter,
+    pub downstream_cx_tx_bytes_total: Counter,
+    /// Connections closed by the filter's `idle_timeout`.
+    pub idle_timeout: Counter,
+}
+
 /// `cluster.<name>.*`.
 #[derive(Debug)]
 pub struct ClusterStats {
@@ -78,6 +90,8 @@ pub struct ClusterStats {
     pub upstream_cx_overflow: Counter,
     pub upstream_cx_destroy: Counter,
     pub upstream_cx_none_healthy: Counter,
+    /// A `tcp_proxy` connection gave up after `max_connect_attempts` failed connects.
+    pub upstream_cx_connect_attempts_exceeded: Counter,
     pub upstream_cx_connect_ms: Histogram,
     pub upstream_cx_rx_bytes_total: Counter,
     pub upstream_cx_tx_bytes_total: Counter,
@@ -268,6 +282,25 @@ impl ListenerStats {
     }
 }
 
+// === impl TcpProxyStats ===
+
+impl TcpProxyStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("tcp.{stat_prefix}");
+        stat_struct!(
+            store,
+            p,
+            TcpProxyStats {
+                downstream_cx_total: counter,
+                downstream_cx_no_route: counter,
+                downstream_cx_rx_bytes_total: counter,
+                downstream_cx_tx_bytes_total: counter,
+                idle_timeout: counter,
+            }
+        )
+    }
+}
+
 // === impl HealthCheckStats ===
 
 impl HealthCheckStats {
@@ -346,6 +379,7 @@ impl ClusterStats {
             upstream_cx_overflow: counter,
             upstream_cx_destroy: counter,
             upstream_cx_none_healthy: counter,
+                upstream_cx_connect_attempts_exceeded: counter,
             upstream_cx_connect_ms: histogram,
             upstream_cx_rx_bytes_total: counter,
             upstream_cx_tx_bytes_total: counter,

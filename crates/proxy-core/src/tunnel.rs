@@ -57,29 +57,37 @@ pub async fn run(down: ServerIo, up: Upgraded, handover: &Handover, info: Tunnel
             let up = ServerIo::new(Stream::Plain(parts.io.into_inner()), parts.read_buf);
             run_plain(down, up, handover, info).await
         }
-        Err(up) => {
-            let (mut down, mut up) = (down, TokioIo::new(up));
-            let (mut to_up, mut to_down) = (Pump::new(), Pump::new());
-            let mut last_active = Instant::now();
-            let mut idle = IdleClock::new(info.idle_timeout);
-            let stop = poll_fn(|cx| {
-                let pumps = (&mut to_up, &mut to_down);
-                pump_both(
-                    cx,
-                    &mut down,
-                    &mut up,
-                    pumps,
-                    false,
-                    &mut last_active,
-                    &mut idle,
-                )
-            })
-            .await;
-            match stop {
-                Stop::IdleTimeout => Ended::IdleTimeout,
-                Stop::Finished | Stop::Idle => Ended::Closed,
-            }
-        }
+        Err(up) => copy(down, TokioIo::new(up), info.idle_timeout).await,
+    }
+}
+
+/// Copy between `down` and `up` until both directions have finished (an end that has sent
+/// everything is shut down for writing; the other direction goes on), either fails, or no
+/// byte moves either way for `idle_timeout`. Never handed over.
+pub async fn copy<D, U>(mut down: D, mut up: U, idle_timeout: Option<Duration>) -> Ended
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut to_up, mut to_down) = (Pump::new(), Pump::new());
+    let mut last_active = Instant::now();
+    let mut idle = IdleClock::new(idle_timeout);
+    let stop = poll_fn(|cx| {
+        let pumps = (&mut to_up, &mut to_down);
+        pump_both(
+            cx,
+            &mut down,
+            &mut up,
+            pumps,
+            false,
+            &mut last_active,
+            &mut idle,
+        )
+    })
+    .await;
+    match stop {
+        Stop::IdleTimeout => Ended::IdleTimeout,
+        Stop::Finished | Stop::Idle => Ended::Closed,
     }
 }
 

@@ -30,9 +30,9 @@ fn upgrade_head(
         &mut parts.headers,
         Forwarded::of(
             c.remote,
-            l.config.http.use_remote_address,
+            l.http.use_remote_address,
             c.tls,
-            l.config.http.is_internal(c.remote.ip()),
+            l.http.is_internal(c.remote.ip()),
         ),
         Upgrade::Keep,
     );
@@ -107,7 +107,7 @@ pub(super) async fn tunnel(
         upstream: attempt.host.addr,
         cluster: cluster.config.name.clone(),
         requests: c.requests.get(),
-        idle_timeout: l.config.http.tunnel_idle_timeout(),
+        idle_timeout: l.http.tunnel_idle_timeout(),
     };
     tokio::task::spawn_local(async move {
         let _attempt = attempt;
