@@ -30,6 +30,7 @@ mod slowloris;
 mod stats;
 mod stats_cmd;
 mod streaming;
+mod tcp_proxy;
 mod timeouts;
 mod tls;
 mod upstream_h1;

@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod load;
 pub mod restart;
+pub mod tcp;
 pub mod upstream;
 pub mod ws;
 
