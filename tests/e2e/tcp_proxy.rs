@@ -162,7 +162,8 @@ async fn missing_cluster_connect_attempts_and_circuit_breaker() {
         .await;
     b.wait_stat("cluster.dead.upstream_cx_connect_attempts_exceeded", 1)
         .await;
-    assert_eq!(b.stat("cluster.dead.upstream_cx_total").await, Some(0));
+    // As Envoy 1.40: each attempt is an upstream connection.
+    assert_eq!(b.stat("cluster.dead.upstream_cx_total").await, Some(3));
 
     // A cluster the configuration lacks: accepted (as Envoy does), its connections closed.
     let b = Baton::start(&bootstrap(
@@ -390,5 +391,72 @@ async fn cleartext_terminated_and_passed_through_tls_on_one_port() {
     .await;
     // Baton never took part in the passed-through sessions: only the two it terminated count.
     b.wait_stat(&format!("listener.127.0.0.1_{}.ssl.handshake", b.listen), 2)
+        .await;
+}
+
+#[tokio::test]
+async fn a_hot_restart_leaves_tcp_proxy_connections_in_the_old_generation_until_they_close() {
+    let (a, c) = (
+        TcpEcho::start(Some("a")).await,
+        TcpEcho::start(Some("c")).await,
+    );
+    let config = |port: u16| {
+        bootstrap(
+            json!({"filter_chains": [{"filters": tcp(json!({"cluster": "echo"}))}]}),
+            vec![cluster("echo", &[port])],
+        )
+    };
+    let mut old = Baton::start(&config(a.port())).await;
+    let mut s = TcpStream::connect(addr(&old)).await.unwrap();
+    let mut buf = [0u8; 3];
+    s.write_all(b"1").await.unwrap();
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"a\n1");
+
+    let mut new = old.restart(&config(c.port()), &[]);
+    new.wait_serving().await;
+    // New connections go to the new generation, and its origin.
+    assert_eq!(
+        exchange(addr(&new), b"").await.as_deref(),
+        Some(&b"c\nbye"[..])
+    );
+    // The old connection is still served, by the old generation, both ways.
+    s.write_all(b"2").await.unwrap();
+    let mut one = [0u8; 1];
+    within(5, "old connection echo", s.read_exact(&mut one))
+        .await
+        .unwrap();
+    assert_eq!(&one, b"2");
+    assert!(
+        old.exited().is_none(),
+        "the old generation waits for its connection"
+    );
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"bye");
+    assert!(
+        old.wait_exit(Duration::from_secs(10)).await.is_some(),
+        "the old generation exits once its last connection has closed"
+    );
+}
+
+#[tokio::test]
+async fn two_http_connection_managers_on_one_listener() {
+    let second = free_port();
+    let mut two = http("two");
+    two[0]["typed_config"]["stat_prefix"] = json!("second_http");
+    let listener = json!({
+        "additional_addresses": [{"address": {"socket_address": {"address": "127.0.0.1", "port_value": second}}}],
+        "filter_chains": [
+            {"filters": http("one")},
+            {"filter_chain_match": {"destination_port": second}, "filters": two},
+        ],
+    });
+    let b = Baton::start(&bootstrap(listener, vec![])).await;
+    assert_eq!(crate::support::get(addr(&b), "/").await.text(), "one");
+    assert_eq!(crate::support::get(local(second), "/").await.text(), "two");
+    b.wait_stat("http.second_http.downstream_rq_total", 1).await;
+    b.wait_stat("http.ingress_http.downstream_rq_total", 1)
         .await;
 }

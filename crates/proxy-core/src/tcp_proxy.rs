@@ -103,7 +103,13 @@ async fn connect(
                     .await
                     .map(|s| Upstream::Tls(Box::new(s))),
             },
-            Err(e) => Err(e),
+            Err(e) => {
+                if e == UpstreamFailure::ConnectFailure {
+                    // Envoy counts every connection it opens, one that fails to connect too.
+                    cluster.stats.upstream_cx_total.inc();
+                }
+                Err(e)
+            }
         };
         match up {
             Ok(up) => {

@@ -48,10 +48,18 @@ pub enum Ended {
     IdleTimeout,
 }
 
-/// Copy between the downstream connection and hyper's upgraded upstream connection. A
-/// cleartext upstream is unwrapped to its socket so the tunnel may move; any other is copied
-/// as it is.
-pub async fn run(down: ServerIo, up: Upgraded, handover: &Handover, info: TunnelInfo) -> Ended {
+/// Copy between the downstream connection and hyper's upgraded upstream connection. With a
+/// `handover` (the tunnel may move), a cleartext upstream is unwrapped to its socket; any other
+/// is copied as it is.
+pub async fn run(
+    down: ServerIo,
+    up: Upgraded,
+    handover: Option<&Handover>,
+    info: TunnelInfo,
+) -> Ended {
+    let Some(handover) = handover else {
+        return copy(down, TokioIo::new(up), info.idle_timeout).await;
+    };
     match up.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let up = ServerIo::new(Stream::Plain(parts.io.into_inner()), parts.read_buf);

@@ -59,7 +59,9 @@ pub(super) async fn serve_http1<F: HandleFuture>(
     l: &ListenerShared,
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {
-    let reg = if io.is_plain() {
+    // Only a connection of a listener's only chain may move: the next generation serves what
+    // arrives on its listener's only chain.
+    let reg = if io.is_plain() && l.movable {
         svc.w.handover.register()
     } else {
         None
