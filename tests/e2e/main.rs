@@ -21,6 +21,7 @@ mod keepalive;
 mod lb;
 mod lenient;
 mod outlier;
+mod proxy_protocol;
 mod restart;
 mod restart_safety;
 mod restarter;

@@ -415,11 +415,14 @@ async fn a_hot_restart_leaves_tcp_proxy_connections_in_the_old_generation_until_
 
     let mut new = old.restart(&config(c.port()), &[]);
     new.wait_serving().await;
-    // New connections go to the new generation, and its origin.
-    assert_eq!(
-        exchange(addr(&new), b"").await.as_deref(),
-        Some(&b"c\nbye"[..])
-    );
+    // New connections go to the new generation, and its origin, once the old one has stopped
+    // accepting (just after the new one serves).
+    within(5, "a connection to the new generation", async {
+        while exchange(addr(&new), b"").await.as_deref() != Some(&b"c\nbye"[..]) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     // The old connection is still served, by the old generation, both ways.
     s.write_all(b"2").await.unwrap();
     let mut one = [0u8; 1];

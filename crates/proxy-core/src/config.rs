@@ -75,9 +75,8 @@ pub struct Listener {
     pub filter_chains: Vec<FilterChain>,
     /// `default_filter_chain`: for a connection no chain matches.
     pub default_filter_chain: Option<FilterChain>,
-    /// `listener_filters` has `envoy.filters.listener.tls_inspector`: a connection's first
-    /// bytes are peeked (not consumed) for a TLS ClientHello's SNI and ALPN.
-    pub tls_inspector: bool,
+    /// `listener_filters`, run in order on each connection before its chain is chosen.
+    pub listener_filters: Vec<ListenerFilter>,
     /// `listener_filters_timeout` when the listener has listener filters (the TLS inspector;
     /// Envoy default 15 s): how long a TLS client may take to send its ClientHello, and a
     /// cleartext client its first bytes. `None`: no listener filters (Envoy then has no such
@@ -88,6 +87,25 @@ pub struct Listener {
     /// `traffic_direction`: an inbound listener (and its connections) is drained by
     /// `/drain_listeners?inboundonly`, the others only by a drain of all listeners.
     pub direction: drain::Direction,
+}
+
+/// One `listener_filters[]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenerFilter {
+    /// `envoy.filters.listener.tls_inspector`: a connection's first bytes are peeked (not
+    /// consumed) for a TLS ClientHello's SNI and ALPN.
+    TlsInspector,
+    /// `envoy.filters.listener.proxy_protocol`.
+    ProxyProtocol(ProxyProtocol),
+}
+
+/// `envoy.filters.listener.proxy_protocol`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    /// A connection without a PROXY protocol header is served (with its own addresses).
+    pub allow_requests_without_proxy_protocol: bool,
+    /// `proxy_proto.<stat_prefix>.*` (`proxy_proto.*` when empty).
+    pub stat_prefix: String,
 }
 
 /// Which HTTP codec a listener speaks downstream.
@@ -164,6 +182,12 @@ impl Listener {
     /// Every chain: `filter_chains`, then the default one.
     pub fn chains(&self) -> impl Iterator<Item = &FilterChain> + '_ {
         self.filter_chains.iter().chain(&self.default_filter_chain)
+    }
+
+    /// Whether it runs the TLS inspector.
+    pub fn tls_inspector(&self) -> bool {
+        self.listener_filters
+            .contains(&ListenerFilter::TlsInspector)
     }
 
     /// The HTTP connection manager of its first HTTP chain.

@@ -18,7 +18,9 @@ use crate::config;
 use crate::handover::{Handover, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
-use crate::stats::{CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats, TcpProxyStats};
+use crate::stats::{
+    CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats, ProxyProtoStats, TcpProxyStats,
+};
 use crate::tls::SslStats;
 use crate::upstream::Pools;
 use shm_stats::Counter;
@@ -34,6 +36,8 @@ pub struct ListenerState {
     pub has_default: bool,
     /// `listener.<address>.no_filter_chain_match`.
     pub no_filter_chain_match: Counter,
+    /// `proxy_proto.*`, when the listener has the PROXY protocol filter.
+    pub proxy_proto: Option<ProxyProtoStats>,
     /// `listener.<address>.ssl.*`, when a chain terminates TLS.
     pub ssl: Option<SslStats>,
     /// One chain that matches every connection and no listener filter: nothing to choose.

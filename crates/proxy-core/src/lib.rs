@@ -11,7 +11,7 @@
 //! Modules form layers; each imports only from layers below it (no cycle):
 //!
 //! - leaves: [`config`] (the validated configuration), [`chain`] (choosing a listener's filter
-//!   chain), [`tls_inspector`] (peeking a ClientHello), [`error`], [`flags`] (Envoy's response
+//!   chain), [`tls_inspector`] (peeking a ClientHello), [`proxy_protocol`] (reading a PROXY header), [`error`], [`flags`] (Envoy's response
 //!   flags), [`host_health`] (a host's health flags), [`stats`], [`deadline`], [`headers`] (forwarding fields, hop-by-hop),
 //!   [`http1`] (the HTTP/1.1 codec, pure over bytes), [`io`] (a downstream socket and its
 //!   sniffing), [`tls`], [`router`], [`cluster`], [`handover`], [`h2_drain`], [`tunnel`],
@@ -46,6 +46,7 @@ pub mod host_health;
 pub mod http1;
 pub mod io;
 pub mod lifecycle;
+pub mod proxy_protocol;
 pub mod router;
 mod slot_pool;
 pub mod stats;

@@ -64,6 +64,8 @@ pub struct ListenerStats {
     /// Listener filters (the TLS inspector) that did not finish within
     /// `listener_filters_timeout`.
     pub downstream_pre_cx_timeout: Counter,
+    /// Connections in the listener filters.
+    pub downstream_pre_cx_active: Gauge,
 }
 
 /// `tcp.<stat_prefix>.*`: one per `tcp_proxy` filter.
@@ -76,6 +78,20 @@ pub struct TcpProxyStats {
     pub downstream_cx_tx_bytes_total: Counter,
     /// Connections closed by the filter's `idle_timeout`.
     pub idle_timeout: Counter,
+}
+
+/// `proxy_proto.[<stat_prefix>.]*` of a listener's PROXY protocol filter, and the server-wide
+/// `downstream_cx_proxy_proto_error`.
+#[derive(Debug)]
+pub struct ProxyProtoStats {
+    pub not_found_allowed: Counter,
+    pub not_found_disallowed: Counter,
+    pub v1_found: Counter,
+    pub v1_error: Counter,
+    pub v2_found: Counter,
+    pub v2_error: Counter,
+    /// `downstream_cx_proxy_proto_error`: connections closed for a missing or bad header.
+    pub error: Counter,
 }
 
 /// `cluster.<name>.*`.
@@ -276,6 +292,7 @@ impl ListenerStats {
                 downstream_cx_destroy: counter,
                 downstream_cx_length_ms: histogram,
                 downstream_pre_cx_timeout: counter,
+                downstream_pre_cx_active: gauge,
             },
             server_total_connections: store.gauge("server.total_connections")
         )
@@ -298,6 +315,28 @@ impl TcpProxyStats {
                 idle_timeout: counter,
             }
         )
+    }
+}
+
+// === impl ProxyProtoStats ===
+
+impl ProxyProtoStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = if stat_prefix.is_empty() {
+            "proxy_proto".to_owned()
+        } else {
+            format!("proxy_proto.{stat_prefix}")
+        };
+        let c = |name: &str| store.counter(&format!("{p}.{name}"));
+        Self {
+            not_found_allowed: c("not_found_allowed"),
+            not_found_disallowed: c("not_found_disallowed"),
+            v1_found: c("versions.v1.found"),
+            v1_error: c("versions.v1.error"),
+            v2_found: c("versions.v2.found"),
+            v2_error: c("versions.v2.error"),
+            error: store.counter("downstream_cx_proxy_proto_error"),
+        }
     }
 }
 

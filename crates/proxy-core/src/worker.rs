@@ -22,7 +22,9 @@ use crate::downstream;
 use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, WorkerModes};
 use crate::router::Router;
-use crate::stats::{CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats, TcpProxyStats};
+use crate::stats::{
+    CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats, ProxyProtoStats, TcpProxyStats,
+};
 use crate::tls::SslStats;
 use crate::upstream::Pools;
 
@@ -215,7 +217,7 @@ fn build_listener(
         .chains()
         .map(|fc| build_chain(&config, fc, sole, clusters, store))
         .collect::<Result<Vec<_>, BuildError>>()?;
-    let trivial = !lc.tls_inspector
+    let trivial = lc.listener_filters.is_empty()
         && lc.filter_chains.len() == 1
         && lc.default_filter_chain.is_none()
         && lc.filter_chains[0].matcher.is_empty();
@@ -226,6 +228,12 @@ fn build_listener(
             .any(|c| c.tls.is_some())
             .then(|| SslStats::new(store, &p)),
         no_filter_chain_match: store.counter(&format!("{p}.no_filter_chain_match")),
+        proxy_proto: lc.listener_filters.iter().find_map(|f| match f {
+            config::ListenerFilter::ProxyProtocol(pp) => {
+                Some(ProxyProtoStats::new(store, &pp.stat_prefix))
+            }
+            config::ListenerFilter::TlsInspector => None,
+        }),
         has_default: lc.default_filter_chain.is_some(),
         trivial,
         chains,

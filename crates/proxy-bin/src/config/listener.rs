@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use proxy_core::config::{
-    AccessLog, AccessLogSink, CodecType, HttpConnectionManager, Listener, DEFAULT_BUFFER_LIMIT,
+    AccessLog, AccessLogSink, CodecType, HttpConnectionManager, Listener, ListenerFilter,
+    DEFAULT_BUFFER_LIMIT,
 };
 use serde_json::Value;
 
@@ -99,13 +100,18 @@ pub(crate) fn listener(
         raw.listener_filters_timeout
             .map_or(Some(DEFAULT_LISTENER_FILTERS_TIMEOUT), |d| d.nonzero())
     };
-    // The TLS inspector is the only listener filter Baton has.
-    let tls_inspector = !raw.listener_filters.is_empty();
+    let mut listener_filters = Vec::with_capacity(raw.listener_filters.len());
     for (i, f) in raw.listener_filters.into_iter().enumerate() {
-        errs.take(super::tls::listener_filter(
-            f,
-            &format!("{path}.listener_filters[{i}]"),
-        ));
+        let p = format!("{path}.listener_filters[{i}]");
+        if let Some(f) = errs.take(super::tls::listener_filter(f, &p)) {
+            let pp = |f: &ListenerFilter| matches!(f, ListenerFilter::ProxyProtocol(_));
+            if listener_filters.contains(&f) {
+                errs.push(p, "the listener already has this listener filter");
+            } else if pp(&f) && listener_filters.iter().any(pp) {
+                errs.push(p, "unsupported: a second PROXY protocol filter");
+            }
+            listener_filters.push(f);
+        }
     }
 
     let chains = super::chains::filter_chains(
@@ -136,7 +142,7 @@ pub(crate) fn listener(
         freebind: raw.freebind.unwrap_or(false),
         address: address?,
         per_connection_buffer_limit_bytes,
-        tls_inspector,
+        listener_filters,
         filter_chains: chains.filter_chains,
         default_filter_chain: chains.default,
     })

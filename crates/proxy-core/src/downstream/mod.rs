@@ -2,6 +2,7 @@
 //! TLS, protocol sniffing, then HTTP/1.1 ([`h1`]: Baton's own loop, then hyper's session) or
 //! HTTP/2 ([`h2`]); every request goes to [`crate::request::handle`].
 
+mod accept;
 mod h1;
 mod h1_loop;
 mod h2;
@@ -22,14 +23,14 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::chain::ConnMeta;
 use crate::config::CodecType;
 use crate::context::{ChainKind, ConnCtx, ListenerShared, ListenerState, Worker};
 use crate::handover::{Arriving, Kind};
 use crate::io::{ServerIo, Sniffed, Stream};
 use crate::stats::{HttpStats, ListenerStats};
-use crate::tls_inspector::Inspected;
 
+pub use self::accept::Accepted;
+use self::accept::{choose_chain, ListenerConn};
 use self::h1::serve_http1;
 use self::h2::serve_http2;
 use self::svc::Svc;
@@ -140,79 +141,11 @@ pub fn serve_conn(
         alive,
     };
     drop(drain);
-    serve_accepted(ListenerConn::open(lst), w, conn)
-}
-
-/// A connection counted open on its listener (`listener.<address>.*`) until dropped.
-struct ListenerConn {
-    lst: Arc<ListenerState>,
-    opened: Instant,
-}
-
-impl ListenerConn {
-    fn open(lst: Arc<ListenerState>) -> Self {
-        let ls = &lst.stats;
-        ls.downstream_cx_total.inc();
-        ls.downstream_cx_active.inc();
-        ls.server_total_connections.inc();
-        Self {
-            lst,
-            opened: Instant::now(),
-        }
+    let open = ListenerConn::new(lst);
+    if open.lst.trivial {
+        open.count();
     }
-}
-
-impl Drop for ListenerConn {
-    fn drop(&mut self) {
-        close_listener(&self.lst.stats, self.opened);
-    }
-}
-
-/// A connection just accepted, its filter chain chosen.
-#[derive(Debug)]
-pub struct Accepted {
-    pub stream: TcpStream,
-    pub remote: SocketAddr,
-    pub drain: drain::Conn,
-    pub alive: mpsc::Sender<()>,
-}
-
-/// Run the listener filters (the TLS inspector) and choose the chain; `None` (counted) when
-/// none matches or the listener filters gave up.
-async fn choose_chain(
-    lst: &ListenerState,
-    stream: &TcpStream,
-    local: SocketAddr,
-    remote: SocketAddr,
-) -> Option<usize> {
-    let inspected = if lst.config.tls_inspector {
-        let inspect = crate::tls_inspector::inspect(stream);
-        let r = match lst.config.listener_filters_timeout {
-            Some(d) => match tokio::time::timeout(d, inspect).await {
-                Ok(r) => r,
-                Err(_) => {
-                    lst.stats.downstream_pre_cx_timeout.inc();
-                    return None;
-                }
-            },
-            None => inspect.await,
-        };
-        r.ok().flatten()?
-    } else {
-        Inspected::default()
-    };
-    let meta = ConnMeta {
-        local,
-        remote,
-        transport: if inspected.tls { "tls" } else { "raw_buffer" },
-        sni: inspected.sni.as_deref(),
-        alpn: &inspected.alpn,
-    };
-    let chain = lst.select(&meta);
-    if chain.is_none() {
-        lst.no_filter_chain_match.inc();
-    }
-    chain
+    serve_accepted(open, w, conn)
 }
 
 /// Run the listener filters and choose the chain (unless there is nothing to choose), then
@@ -220,13 +153,18 @@ async fn choose_chain(
 /// terminates TLS, the protocol's sniffing, then HTTP/1.1 or HTTP/2.
 async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
     let lst = &open.lst;
-    let local = conn.stream.local_addr().unwrap_or(lst.config.address);
+    let mut local = conn.stream.local_addr().unwrap_or(lst.config.address);
     let i = if lst.trivial {
         0
     } else {
         // Boxed: only listeners with a choice to make pay for it.
         match Box::pin(choose_chain(lst, &conn.stream, local, conn.remote)).await {
-            Some(i) => i,
+            Some(c) => {
+                // The PROXY protocol's addresses, when it gave some.
+                (conn.remote, local) = (c.remote, c.local);
+                open.count();
+                c.index
+            }
             None => return,
         }
     };
@@ -261,7 +199,7 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
                     };
                     (Stream::Tls(Box::new(s)), alpn)
                 }
-                None => return close_http(hs, open.opened),
+                None => return close_http(hs, open.opened()),
             }
         }
     };
@@ -300,7 +238,7 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
         };
         serve_sniffed(l, w, io, proto, start).await;
     }
-    close_http(hs, open.opened);
+    close_http(hs, open.opened());
 }
 
 /// What a connection starts with once its protocol is known.
