@@ -463,3 +463,32 @@ async fn two_http_connection_managers_on_one_listener() {
     b.wait_stat("http.ingress_http.downstream_rq_total", 1)
         .await;
 }
+
+#[tokio::test]
+async fn the_http_inspector_chooses_chains_by_application_protocol() {
+    let echo = TcpEcho::start(Some("raw")).await;
+    let listener = json!({
+        "listener_filters": [{"name": "envoy.filters.listener.http_inspector", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}}],
+        "filter_chains": [
+            {"filter_chain_match": {"application_protocols": ["http/1.1", "http/1.0"]}, "filters": http("h1")},
+            {"filter_chain_match": {"application_protocols": ["h2c"]}, "filters": http("h2c")},
+        ],
+        "default_filter_chain": {"filters": tcp(json!({"cluster": "echo"}))},
+    });
+    let b = Baton::start(&bootstrap(listener, vec![cluster("echo", &[echo.port()])])).await;
+    assert_eq!(crate::support::get(addr(&b), "/").await.text(), "h1");
+    let mut h2 = crate::support::H2::connect(addr(&b)).await.unwrap();
+    let resp = h2.send(crate::support::get_req("x", "/")).await.unwrap();
+    assert_eq!(resp.text(), "h2c");
+    // Not HTTP: the default chain, and the bytes the inspector peeked reach the origin.
+    assert_eq!(
+        exchange(addr(&b), b"hello").await.as_deref(),
+        Some(&b"raw\nhellobye"[..])
+    );
+    // As Envoy 1.40 counts them.
+    b.wait_stat("http_inspector.http11_found", 1).await;
+    b.wait_stat("http_inspector.http2_found", 1).await;
+    b.wait_stat("http_inspector.http_not_found", 1).await;
+    assert_eq!(b.stat("http_inspector.http10_found").await, Some(0));
+}

@@ -95,6 +95,9 @@ pub enum ListenerFilter {
     /// `envoy.filters.listener.tls_inspector`: a connection's first bytes are peeked (not
     /// consumed) for a TLS ClientHello's SNI and ALPN.
     TlsInspector,
+    /// `envoy.filters.listener.http_inspector`: a cleartext connection's first bytes are peeked
+    /// for an HTTP/1.x request line or the HTTP/2 preface (its application protocol).
+    HttpInspector,
     /// `envoy.filters.listener.proxy_protocol`.
     ProxyProtocol(ProxyProtocol),
 }

@@ -19,7 +19,8 @@ use crate::handover::{Handover, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats, ProxyProtoStats, TcpProxyStats,
+    CodeCounters, HealthCheckFilterStats, HttpInspectorStats, HttpStats, ListenerStats,
+    ProxyProtoStats, TcpProxyStats,
 };
 use crate::tls::SslStats;
 use crate::upstream::Pools;
@@ -36,6 +37,8 @@ pub struct ListenerState {
     pub has_default: bool,
     /// `listener.<address>.no_filter_chain_match`.
     pub no_filter_chain_match: Counter,
+    /// `http_inspector.*`, when the listener has the HTTP inspector.
+    pub http_inspector: Option<HttpInspectorStats>,
     /// `proxy_proto.*`, when the listener has the PROXY protocol filter.
     pub proxy_proto: Option<ProxyProtoStats>,
     /// `listener.<address>.ssl.*`, when a chain terminates TLS.

@@ -11,7 +11,7 @@
 //! Modules form layers; each imports only from layers below it (no cycle):
 //!
 //! - leaves: [`config`] (the validated configuration), [`chain`] (choosing a listener's filter
-//!   chain), [`tls_inspector`] (peeking a ClientHello), [`proxy_protocol`] (reading a PROXY header), [`error`], [`flags`] (Envoy's response
+//!   chain), [`tls_inspector`] (peeking a ClientHello), [`proxy_protocol`] (reading a PROXY header), [`http_inspector`], [`error`], [`flags`] (Envoy's response
 //!   flags), [`host_health`] (a host's health flags), [`stats`], [`deadline`], [`headers`] (forwarding fields, hop-by-hop),
 //!   [`http1`] (the HTTP/1.1 codec, pure over bytes), [`io`] (a downstream socket and its
 //!   sniffing), [`tls`], [`router`], [`cluster`], [`handover`], [`h2_drain`], [`tunnel`],
@@ -44,6 +44,7 @@ mod header_pool;
 pub mod headers;
 pub mod host_health;
 pub mod http1;
+pub mod http_inspector;
 pub mod io;
 pub mod lifecycle;
 pub mod proxy_protocol;

@@ -94,6 +94,16 @@ pub struct ProxyProtoStats {
     pub error: Counter,
 }
 
+/// `http_inspector.*` (server-wide, as Envoy names them).
+#[derive(Debug)]
+pub struct HttpInspectorStats {
+    pub http10_found: Counter,
+    pub http11_found: Counter,
+    pub http2_found: Counter,
+    pub http_not_found: Counter,
+    pub read_error: Counter,
+}
+
 /// `cluster.<name>.*`.
 #[derive(Debug)]
 pub struct ClusterStats {
@@ -313,6 +323,24 @@ impl TcpProxyStats {
                 downstream_cx_rx_bytes_total: counter,
                 downstream_cx_tx_bytes_total: counter,
                 idle_timeout: counter,
+            }
+        )
+    }
+}
+
+// === impl HttpInspectorStats ===
+
+impl HttpInspectorStats {
+    pub fn new(store: &Store) -> Self {
+        stat_struct!(
+            store,
+            "http_inspector",
+            HttpInspectorStats {
+                http10_found: counter,
+                http11_found: counter,
+                http2_found: counter,
+                http_not_found: counter,
+                read_error: counter,
             }
         )
     }

@@ -23,7 +23,8 @@ use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, WorkerModes};
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats, ProxyProtoStats, TcpProxyStats,
+    CodeCounters, HealthCheckFilterStats, HttpInspectorStats, HttpStats, ListenerStats,
+    ProxyProtoStats, TcpProxyStats,
 };
 use crate::tls::SslStats;
 use crate::upstream::Pools;
@@ -228,11 +229,15 @@ fn build_listener(
             .any(|c| c.tls.is_some())
             .then(|| SslStats::new(store, &p)),
         no_filter_chain_match: store.counter(&format!("{p}.no_filter_chain_match")),
+        http_inspector: lc
+            .listener_filters
+            .contains(&config::ListenerFilter::HttpInspector)
+            .then(|| HttpInspectorStats::new(store)),
         proxy_proto: lc.listener_filters.iter().find_map(|f| match f {
             config::ListenerFilter::ProxyProtocol(pp) => {
                 Some(ProxyProtoStats::new(store, &pp.stat_prefix))
             }
-            config::ListenerFilter::TlsInspector => None,
+            config::ListenerFilter::TlsInspector | config::ListenerFilter::HttpInspector => None,
         }),
         has_default: lc.default_filter_chain.is_some(),
         trivial,

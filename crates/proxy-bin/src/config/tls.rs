@@ -135,22 +135,30 @@ pub(crate) fn listener_filter(
                 stat_prefix: raw.stat_prefix.unwrap_or_default(),
             }))
         }
+        (Some(tc), Some(HTTP_INSPECTOR_TYPE), _) => {
+            let _: Empty = de::any(tc, &tc_path, HTTP_INSPECTOR_TYPE)?;
+            Ok(F::HttpInspector)
+        }
         (Some(tc), _, _) => {
             let _: Empty = de::any(tc, &tc_path, TLS_INSPECTOR_TYPE)?;
             Ok(F::TlsInspector)
         }
         (None, _, TLS_INSPECTOR) => Ok(F::TlsInspector),
+        (None, _, HTTP_INSPECTOR) => Ok(F::HttpInspector),
         (None, _, PROXY_PROTOCOL) => Ok(F::ProxyProtocol(ProxyProtocol::default())),
         (None, _, other) => Err(ConfigError::new(
             join(path, "name"),
             format!(
-                "unsupported listener filter `{other}`; Baton supports {TLS_INSPECTOR} and {PROXY_PROTOCOL}"
+                "unsupported listener filter `{other}`; Baton supports {TLS_INSPECTOR}, {HTTP_INSPECTOR} and {PROXY_PROTOCOL}"
             ),
         )),
     }
 }
 
 pub(crate) const PROXY_PROTOCOL: &str = "envoy.filters.listener.proxy_protocol";
+const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+const HTTP_INSPECTOR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
 const PROXY_PROTOCOL_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol";
 

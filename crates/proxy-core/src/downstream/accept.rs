@@ -1,5 +1,5 @@
 //! A connection between accept and its filter chain: the listener filters (the PROXY protocol,
-//! the TLS inspector) run in order, bounded by `listener_filters_timeout`, then the chain is
+//! the TLS and HTTP inspectors) run in order, bounded by `listener_filters_timeout`, then the chain is
 //! chosen. The connection counts on its listener only once it has a chain, as in Envoy.
 
 use std::cell::Cell;
@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::chain::ConnMeta;
 use crate::config::ListenerFilter;
 use crate::context::ListenerState;
+use crate::http_inspector::{self, Found};
 use crate::proxy_protocol::{self, Header, Version};
 use crate::tls_inspector::{self, Inspected};
 
@@ -125,6 +126,25 @@ async fn run_filters(
             ListenerFilter::TlsInspector => {
                 inspected = tls_inspector::inspect(stream).await.ok().flatten()?;
             }
+            // As Envoy's: it looks only at connections no earlier filter found to be TLS.
+            ListenerFilter::HttpInspector if !inspected.tls => {
+                let stats = lst.http_inspector.as_ref()?;
+                let found = match http_inspector::inspect(stream).await {
+                    Ok(f) => f?,
+                    Err(_) => {
+                        stats.read_error.inc();
+                        return None;
+                    }
+                };
+                match found {
+                    Found::Http10 => stats.http10_found.inc(),
+                    Found::Http11 => stats.http11_found.inc(),
+                    Found::H2c => stats.http2_found.inc(),
+                    Found::NotHttp => stats.http_not_found.inc(),
+                }
+                inspected.alpn = found.protocol().map(str::to_owned).into_iter().collect();
+            }
+            ListenerFilter::HttpInspector => {}
             ListenerFilter::ProxyProtocol(pp) => {
                 let stats = lst.proxy_proto.as_ref()?;
                 match proxy_protocol::read(stream).await.ok()? {
