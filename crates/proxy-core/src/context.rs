@@ -67,7 +67,6 @@ pub enum ChainKind {
 #[derive(Debug)]
 pub struct TcpProxyShared {
     pub config: config::TcpProxy,
-    pub listener: SocketAddr,
     pub stats: TcpProxyStats,
     /// Each target's cluster index (`None`: not in the configuration) and, for
     /// `weighted_clusters`, the running total of weights.

@@ -25,6 +25,11 @@ use crate::tls::SslStats;
 use crate::tunnel::{self, Ended};
 use crate::upstream::{connect_tcp, connect_tls, Counted};
 
+/// Bytes read at once each way: fewer, larger reads and writes than an HTTP tunnel's 16 KiB
+/// (a 1 GiB transfer measured ~720 MiB/s with 16 KiB, see the commit), still well under
+/// Envoy's default per-connection buffer limit (1 MiB).
+const BUF: usize = 64 * 1024;
+
 /// Serve `conn` on the `tcp_proxy` filter `t`; `tls`: the chain's TLS context, to terminate.
 pub async fn serve(
     t: &Arc<TcpProxyShared>,
@@ -55,10 +60,10 @@ pub async fn serve(
     let counts = down.counts();
     let ended = match connect(&w, cluster, t.config.max_connect_attempts).await {
         Some((Upstream::Plain(up), cluster, _guard)) => {
-            tunnel::copy(down, Counted::new(up, cluster), t.config.idle_timeout).await
+            tunnel::copy(down, Counted::new(up, cluster), t.config.idle_timeout, BUF).await
         }
         Some((Upstream::Tls(up), cluster, _guard)) => {
-            tunnel::copy(down, Counted::new(*up, cluster), t.config.idle_timeout).await
+            tunnel::copy(down, Counted::new(*up, cluster), t.config.idle_timeout, BUF).await
         }
         None => Ended::Closed,
     };

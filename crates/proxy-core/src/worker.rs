@@ -285,7 +285,6 @@ fn build_chain(
             };
             ChainKind::Tcp(Arc::new(TcpProxyShared {
                 stats: TcpProxyStats::new(store, &t.stat_prefix),
-                listener: config.address,
                 config: t.clone(),
                 targets,
             }))
