@@ -25,20 +25,20 @@ use crate::support::{run_baton, within, Baton, TempDir, BATON};
 // ------------------------------------------------------------------------------------------
 // Certificates.
 
-struct Ca {
+pub(crate) struct Ca {
     cert: rcgen::Certificate,
     key: rcgen::KeyPair,
 }
 
 /// A PEM certificate and key.
 #[derive(Clone)]
-struct Leaf {
-    cert: String,
-    key: String,
+pub(crate) struct Leaf {
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         p.distinguished_name
@@ -48,16 +48,16 @@ impl Ca {
         Self { cert, key }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.cert.pem()
     }
 
-    fn leaf(&self, name: &str) -> Leaf {
+    pub(crate) fn leaf(&self, name: &str) -> Leaf {
         self.leaf_for(&[name])
     }
 
     /// A certificate for every name in `names` (the first is its common name).
-    fn leaf_for(&self, names: &[&str]) -> Leaf {
+    pub(crate) fn leaf_for(&self, names: &[&str]) -> Leaf {
         let mut p =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -72,17 +72,17 @@ impl Ca {
     }
 }
 
-fn der(pem: &str) -> CertificateDer<'static> {
+pub(crate) fn der(pem: &str) -> CertificateDer<'static> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
-fn key_der(pem: &str) -> PrivateKeyDer<'static> {
+pub(crate) fn key_der(pem: &str) -> PrivateKeyDer<'static> {
     use rustls::pki_types::pem::PemObject;
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
-fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn ring() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -93,7 +93,7 @@ fn data(inline: &str) -> Value {
     json!({ "inline_string": inline })
 }
 
-fn downstream_socket(leaf: &Leaf, extra: Value) -> Value {
+pub(crate) fn downstream_socket(leaf: &Leaf, extra: Value) -> Value {
     let mut tc = json!({
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "common_tls_context": {

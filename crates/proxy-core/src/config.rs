@@ -12,7 +12,10 @@ use std::time::Duration;
 use http::{HeaderName, StatusCode};
 use regex::Regex;
 
+mod chain;
 mod health;
+
+pub use chain::{ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy};
 
 pub use health::{
     CheckKind, GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, TcpCheck,
@@ -68,10 +71,12 @@ pub struct Listener {
     pub additional_addresses: Vec<SocketAddr>,
     /// Soft limit on bytes buffered per connection, each direction (Envoy default 1 MiB).
     pub per_connection_buffer_limit_bytes: u32,
-    pub http: HttpConnectionManager,
-    /// The filter chains' TLS contexts (`transport_socket` `envoy.transport_sockets.tls`);
-    /// `None`: cleartext. Every chain shares `http`.
-    pub tls: Option<crate::tls::ListenerTls>,
+    /// `filter_chains`, in order; at most one matches a connection.
+    pub filter_chains: Vec<FilterChain>,
+    /// `default_filter_chain`: for a connection no chain matches.
+    pub default_filter_chain: Option<FilterChain>,
+    /// `listener_filters`, run in order on each connection before its chain is chosen.
+    pub listener_filters: Vec<ListenerFilter>,
     /// `listener_filters_timeout` when the listener has listener filters (the TLS inspector;
     /// Envoy default 15 s): how long a TLS client may take to send its ClientHello, and a
     /// cleartext client its first bytes. `None`: no listener filters (Envoy then has no such
@@ -82,6 +87,28 @@ pub struct Listener {
     /// `traffic_direction`: an inbound listener (and its connections) is drained by
     /// `/drain_listeners?inboundonly`, the others only by a drain of all listeners.
     pub direction: drain::Direction,
+}
+
+/// One `listener_filters[]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenerFilter {
+    /// `envoy.filters.listener.tls_inspector`: a connection's first bytes are peeked (not
+    /// consumed) for a TLS ClientHello's SNI and ALPN.
+    TlsInspector,
+    /// `envoy.filters.listener.http_inspector`: a cleartext connection's first bytes are peeked
+    /// for an HTTP/1.x request line or the HTTP/2 preface (its application protocol).
+    HttpInspector,
+    /// `envoy.filters.listener.proxy_protocol`.
+    ProxyProtocol(ProxyProtocol),
+}
+
+/// `envoy.filters.listener.proxy_protocol`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    /// A connection without a PROXY protocol header is served (with its own addresses).
+    pub allow_requests_without_proxy_protocol: bool,
+    /// `proxy_proto.<stat_prefix>.*` (`proxy_proto.*` when empty).
+    pub stat_prefix: String,
 }
 
 /// Which HTTP codec a listener speaks downstream.
@@ -155,6 +182,22 @@ impl HeadTimeout {
 }
 
 impl Listener {
+    /// Every chain: `filter_chains`, then the default one.
+    pub fn chains(&self) -> impl Iterator<Item = &FilterChain> + '_ {
+        self.filter_chains.iter().chain(&self.default_filter_chain)
+    }
+
+    /// Whether it runs the TLS inspector.
+    pub fn tls_inspector(&self) -> bool {
+        self.listener_filters
+            .contains(&ListenerFilter::TlsInspector)
+    }
+
+    /// The HTTP connection manager of its first HTTP chain.
+    pub fn first_http(&self) -> Option<&HttpConnectionManager> {
+        self.chains().find_map(FilterChain::http)
+    }
+
     /// Every address it listens on: `address`, then `additional_addresses`.
     pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         std::iter::once(self.address).chain(self.additional_addresses.iter().copied())

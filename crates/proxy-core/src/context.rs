@@ -18,35 +18,75 @@ use crate::config;
 use crate::handover::{Handover, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
-use crate::stats::{CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats};
-use crate::tls::{ListenerTls, SslStats};
+use crate::stats::{
+    CodeCounters, HealthCheckFilterStats, HttpInspectorStats, HttpStats, ListenerStats,
+    ProxyProtoStats, TcpProxyStats,
+};
+use crate::tls::SslStats;
 use crate::upstream::Pools;
+use shm_stats::Counter;
 
-/// A listener's read-only state, shared by every worker.
+/// A listener's read-only state, shared by every worker: its filter chains, one of which is
+/// chosen for each connection.
+#[derive(Debug)]
+pub struct ListenerState {
+    pub config: Arc<config::Listener>,
+    pub stats: ListenerStats,
+    /// `filter_chains`, then the default chain if there is one.
+    pub chains: Vec<Chain>,
+    pub has_default: bool,
+    /// `listener.<address>.no_filter_chain_match`.
+    pub no_filter_chain_match: Counter,
+    /// `http_inspector.*`, when the listener has the HTTP inspector.
+    pub http_inspector: Option<HttpInspectorStats>,
+    /// `proxy_proto.*`, when the listener has the PROXY protocol filter.
+    pub proxy_proto: Option<ProxyProtoStats>,
+    /// `listener.<address>.ssl.*`, when a chain terminates TLS.
+    pub ssl: Option<SslStats>,
+    /// One chain that matches every connection and no listener filter: nothing to choose.
+    pub trivial: bool,
+}
+
+/// One filter chain, ready to serve.
+#[derive(Debug)]
+pub struct Chain {
+    pub matcher: config::ChainMatch,
+    /// The TLS context it terminates with; `None`: the bytes go to the filter as they come.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub serve: ChainKind,
+}
+
+/// A chain's network filter.
+#[derive(Debug)]
+pub enum ChainKind {
+    Http(Arc<ListenerShared>),
+    Tcp(Arc<TcpProxyShared>),
+}
+
+/// A `tcp_proxy` filter's read-only state.
+#[derive(Debug)]
+pub struct TcpProxyShared {
+    pub config: config::TcpProxy,
+    pub stats: TcpProxyStats,
+    /// Each target's cluster index (`None`: not in the configuration) and, for
+    /// `weighted_clusters`, the running total of weights.
+    pub targets: Vec<(Option<usize>, u64)>,
+}
+
+/// An HTTP filter chain's read-only state (with its listener's), shared by every worker.
 #[derive(Debug)]
 pub struct ListenerShared {
-    pub config: config::Listener,
+    pub config: Arc<config::Listener>,
+    /// The chain's HTTP connection manager.
+    pub http: config::HttpConnectionManager,
     pub router: Router,
     pub http_stats: HttpStats,
     /// The health-check filter's stats, when the listener has one.
     pub health_check_stats: Option<HealthCheckFilterStats>,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<AccessLogs>,
-    /// Set when the listener terminates TLS.
-    pub tls: Option<TlsListener>,
-}
-
-/// A TLS listener's filter chains and its `listener.<address>.ssl.*` stats.
-#[derive(Debug)]
-pub struct TlsListener {
-    pub chains: ListenerTls,
-    pub stats: SslStats,
-    /// `listener.<address>.no_filter_chain_match`: no chain for the client's SNI.
-    pub no_filter_chain_match: shm_stats::Counter,
-    /// The listener's `listener_filters_timeout` for reading the ClientHello.
-    pub listener_filters_timeout: Option<std::time::Duration>,
-    /// `listener.<address>.downstream_pre_cx_timeout`: no ClientHello within it.
-    pub downstream_pre_cx_timeout: shm_stats::Counter,
+    /// Its connections may move to the next generation: the listener's only chain.
+    pub movable: bool,
 }
 
 /// One worker thread's state. `!Send`: it never leaves its thread.
@@ -108,4 +148,44 @@ pub struct Ctx<'a> {
     pub l: &'a Arc<ListenerShared>,
     pub w: &'a Rc<Worker>,
     pub c: &'a Rc<ConnCtx>,
+}
+
+// === impl ListenerState ===
+
+impl ListenerState {
+    /// The chain for a connection, as Envoy chooses it (the default chain when none matches).
+    /// Its index in `chains`.
+    pub fn select(&self, conn: &crate::chain::ConnMeta<'_>) -> Option<usize> {
+        let n = self.chains.len() - usize::from(self.has_default);
+        crate::chain::select(&self.chains[..n], |c| &c.matcher, conn)
+            .or_else(|| self.has_default.then_some(n))
+    }
+
+    /// Its only chain when that is a cleartext HTTP one (a connection from the previous
+    /// generation is served by it).
+    pub fn sole_http(&self) -> Option<&Arc<ListenerShared>> {
+        match self.chains.as_slice() {
+            [Chain {
+                tls: None,
+                serve: ChainKind::Http(l),
+                ..
+            }] => Some(l),
+            _ => None,
+        }
+    }
+}
+
+// === impl TcpProxyShared ===
+
+impl TcpProxyShared {
+    /// The cluster index for one connection (picked by weight among `weighted_clusters`);
+    /// `None`: a cluster the configuration does not have.
+    pub fn pick(&self) -> Option<usize> {
+        let total = self.targets.last().map_or(1, |(_, t)| *t).max(1);
+        let at = fastrand::u64(0..total);
+        let i = self.targets.partition_point(|(_, upto)| *upto <= at);
+        self.targets
+            .get(i.min(self.targets.len().saturating_sub(1)))?
+            .0
+    }
 }

@@ -10,7 +10,8 @@
 //!
 //! Modules form layers; each imports only from layers below it (no cycle):
 //!
-//! - leaves: [`config`] (the validated configuration), [`error`], [`flags`] (Envoy's response
+//! - leaves: [`config`] (the validated configuration), [`chain`] (choosing a listener's filter
+//!   chain), [`tls_inspector`] (peeking a ClientHello), [`proxy_protocol`] (reading a PROXY header), [`http_inspector`], [`error`], [`flags`] (Envoy's response
 //!   flags), [`host_health`] (a host's health flags), [`stats`], [`deadline`], [`headers`] (forwarding fields, hop-by-hop),
 //!   [`http1`] (the HTTP/1.1 codec, pure over bytes), [`io`] (a downstream socket and its
 //!   sniffing), [`tls`], [`router`], [`cluster`], [`handover`], [`h2_drain`], [`tunnel`],
@@ -23,6 +24,7 @@
 //!   upgrade to a tunnel, and its accounting;
 //! - [`downstream`]: one connection from accept or hand-over arrival to close — TLS, sniffing,
 //!   Baton's own HTTP/1.1 loop, hyper's HTTP/1.1 and HTTP/2 sessions, lingering close;
+//! - [`tcp_proxy`]: the `tcp_proxy` network filter, a connection joined to an upstream one;
 //! - [`worker`]: the data plane of a generation, its worker threads, accept and adopt loops.
 #![forbid(unsafe_code)]
 
@@ -30,6 +32,7 @@
 pub mod access;
 pub mod access_log;
 pub mod admin;
+pub mod chain;
 pub mod cluster;
 pub mod config;
 pub mod deadline;
@@ -41,13 +44,16 @@ mod header_pool;
 pub mod headers;
 pub mod host_health;
 pub mod http1;
+pub mod http_inspector;
 pub mod io;
 pub mod lifecycle;
+pub mod proxy_protocol;
 pub mod router;
 mod slot_pool;
 pub mod stats;
 pub mod tally;
 pub mod tls;
+pub mod tls_inspector;
 pub mod tunnel;
 
 // Upstream: Baton's own HTTP/1.1 client, proxied bodies, pools and connects.
@@ -61,6 +67,7 @@ pub mod upstream;
 pub mod context;
 pub mod downstream;
 pub mod request;
+pub mod tcp_proxy;
 pub mod worker;
 
 #[cfg(test)]

@@ -64,6 +64,44 @@ pub struct ListenerStats {
     /// Listener filters (the TLS inspector) that did not finish within
     /// `listener_filters_timeout`.
     pub downstream_pre_cx_timeout: Counter,
+    /// Connections in the listener filters.
+    pub downstream_pre_cx_active: Gauge,
+}
+
+/// `tcp.<stat_prefix>.*`: one per `tcp_proxy` filter.
+#[derive(Debug)]
+pub struct TcpProxyStats {
+    pub downstream_cx_total: Counter,
+    /// No cluster of that name in the configuration.
+    pub downstream_cx_no_route: Counter,
+    pub downstream_cx_rx_bytes_total: Counter,
+    pub downstream_cx_tx_bytes_total: Counter,
+    /// Connections closed by the filter's `idle_timeout`.
+    pub idle_timeout: Counter,
+}
+
+/// `proxy_proto.[<stat_prefix>.]*` of a listener's PROXY protocol filter, and the server-wide
+/// `downstream_cx_proxy_proto_error`.
+#[derive(Debug)]
+pub struct ProxyProtoStats {
+    pub not_found_allowed: Counter,
+    pub not_found_disallowed: Counter,
+    pub v1_found: Counter,
+    pub v1_error: Counter,
+    pub v2_found: Counter,
+    pub v2_error: Counter,
+    /// `downstream_cx_proxy_proto_error`: connections closed for a missing or bad header.
+    pub error: Counter,
+}
+
+/// `http_inspector.*` (server-wide, as Envoy names them).
+#[derive(Debug)]
+pub struct HttpInspectorStats {
+    pub http10_found: Counter,
+    pub http11_found: Counter,
+    pub http2_found: Counter,
+    pub http_not_found: Counter,
+    pub read_error: Counter,
 }
 
 /// `cluster.<name>.*`.
@@ -78,6 +116,8 @@ pub struct ClusterStats {
     pub upstream_cx_overflow: Counter,
     pub upstream_cx_destroy: Counter,
     pub upstream_cx_none_healthy: Counter,
+    /// A `tcp_proxy` connection gave up after `max_connect_attempts` failed connects.
+    pub upstream_cx_connect_attempts_exceeded: Counter,
     pub upstream_cx_connect_ms: Histogram,
     pub upstream_cx_rx_bytes_total: Counter,
     pub upstream_cx_tx_bytes_total: Counter,
@@ -275,9 +315,69 @@ impl ListenerStats {
                 downstream_cx_destroy: counter,
                 downstream_cx_length_ms: histogram,
                 downstream_pre_cx_timeout: counter,
+                downstream_pre_cx_active: gauge,
             },
             server_total_connections: store.gauge("server.total_connections")
         )
+    }
+}
+
+// === impl TcpProxyStats ===
+
+impl TcpProxyStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("tcp.{stat_prefix}");
+        stat_struct!(
+            store,
+            p,
+            TcpProxyStats {
+                downstream_cx_total: counter,
+                downstream_cx_no_route: counter,
+                downstream_cx_rx_bytes_total: counter,
+                downstream_cx_tx_bytes_total: counter,
+                idle_timeout: counter,
+            }
+        )
+    }
+}
+
+// === impl HttpInspectorStats ===
+
+impl HttpInspectorStats {
+    pub fn new(store: &Store) -> Self {
+        stat_struct!(
+            store,
+            "http_inspector",
+            HttpInspectorStats {
+                http10_found: counter,
+                http11_found: counter,
+                http2_found: counter,
+                http_not_found: counter,
+                read_error: counter,
+            }
+        )
+    }
+}
+
+// === impl ProxyProtoStats ===
+
+impl ProxyProtoStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = if stat_prefix.is_empty() {
+            "proxy_proto".to_owned()
+        } else {
+            format!("proxy_proto.{stat_prefix}")
+        };
+        let c = |name: &str| store.counter(&format!("{p}.{name}"));
+        Self {
+            not_found_allowed: c("not_found_allowed"),
+            not_found_disallowed: c("not_found_disallowed"),
+            v1_found: c("versions.v1.found"),
+            v1_error: c("versions.v1.error"),
+            v2_found: c("versions.v2.found"),
+            v2_error: c("versions.v2.error"),
+            error: store.counter("downstream_cx_proxy_proto_error"),
+        }
     }
 }
 
@@ -357,6 +457,7 @@ impl ClusterStats {
             upstream_cx_overflow: counter,
             upstream_cx_destroy: counter,
             upstream_cx_none_healthy: counter,
+                upstream_cx_connect_attempts_exceeded: counter,
             upstream_cx_connect_ms: histogram,
             upstream_cx_rx_bytes_total: counter,
             upstream_cx_tx_bytes_total: counter,

@@ -48,38 +48,55 @@ pub enum Ended {
     IdleTimeout,
 }
 
-/// Copy between the downstream connection and hyper's upgraded upstream connection. A
-/// cleartext upstream is unwrapped to its socket so the tunnel may move; any other is copied
-/// as it is.
-pub async fn run(down: ServerIo, up: Upgraded, handover: &Handover, info: TunnelInfo) -> Ended {
+/// Copy between the downstream connection and hyper's upgraded upstream connection. With a
+/// `handover` (the tunnel may move), a cleartext upstream is unwrapped to its socket; any other
+/// is copied as it is.
+pub async fn run(
+    down: ServerIo,
+    up: Upgraded,
+    handover: Option<&Handover>,
+    info: TunnelInfo,
+) -> Ended {
+    let Some(handover) = handover else {
+        return copy(down, TokioIo::new(up), info.idle_timeout, BUF).await;
+    };
     match up.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let up = ServerIo::new(Stream::Plain(parts.io.into_inner()), parts.read_buf);
             run_plain(down, up, handover, info).await
         }
-        Err(up) => {
-            let (mut down, mut up) = (down, TokioIo::new(up));
-            let (mut to_up, mut to_down) = (Pump::new(), Pump::new());
-            let mut last_active = Instant::now();
-            let mut idle = IdleClock::new(info.idle_timeout);
-            let stop = poll_fn(|cx| {
-                let pumps = (&mut to_up, &mut to_down);
-                pump_both(
-                    cx,
-                    &mut down,
-                    &mut up,
-                    pumps,
-                    false,
-                    &mut last_active,
-                    &mut idle,
-                )
-            })
-            .await;
-            match stop {
-                Stop::IdleTimeout => Ended::IdleTimeout,
-                Stop::Finished | Stop::Idle => Ended::Closed,
-            }
-        }
+        Err(up) => copy(down, TokioIo::new(up), info.idle_timeout, BUF).await,
+    }
+}
+
+/// Copy between `down` and `up` until both directions have finished (an end that has sent
+/// everything is shut down for writing; the other direction goes on), either fails, or no
+/// byte moves either way for `idle_timeout`, through a `buf`-byte buffer each way. Never handed
+/// over.
+pub async fn copy<D, U>(mut down: D, mut up: U, idle_timeout: Option<Duration>, buf: usize) -> Ended
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut to_up, mut to_down) = (Pump::with_capacity(buf), Pump::with_capacity(buf));
+    let mut last_active = Instant::now();
+    let mut idle = IdleClock::new(idle_timeout);
+    let stop = poll_fn(|cx| {
+        let pumps = (&mut to_up, &mut to_down);
+        pump_both(
+            cx,
+            &mut down,
+            &mut up,
+            pumps,
+            false,
+            &mut last_active,
+            &mut idle,
+        )
+    })
+    .await;
+    match stop {
+        Stop::IdleTimeout => Ended::IdleTimeout,
+        Stop::Finished | Stop::Idle => Ended::Closed,
     }
 }
 
@@ -97,8 +114,8 @@ pub async fn run_plain(
         None
     };
     let mut modes = handover.subscribe();
-    let mut to_up = Pump::new();
-    let mut to_down = Pump::new();
+    let mut to_up = Pump::with_capacity(BUF);
+    let mut to_down = Pump::with_capacity(BUF);
     let mut last_active = Instant::now();
     let mut idle = IdleClock::new(info.idle_timeout);
     loop {
@@ -245,9 +262,9 @@ struct Pump {
 }
 
 impl Pump {
-    fn new() -> Self {
+    fn with_capacity(buf: usize) -> Self {
         Self {
-            buf: vec![0; BUF].into_boxed_slice(),
+            buf: vec![0; buf].into_boxed_slice(),
             pos: 0,
             cap: 0,
             eof: false,

@@ -339,7 +339,10 @@ pub fn classify(e: &hyper::Error) -> UpstreamFailure {
 }
 
 /// Open a TCP connection to `host` within the cluster's connect timeout and circuit breaker.
-async fn connect_tcp(cluster: &Cluster, host: &Host) -> Result<TcpStream, UpstreamFailure> {
+pub(crate) async fn connect_tcp(
+    cluster: &Cluster,
+    host: &Host,
+) -> Result<TcpStream, UpstreamFailure> {
     let stats = &cluster.stats;
     let max = i64::from(cluster.config.circuit_breakers.max_connections);
     if stats.upstream_cx_active.value() >= max {
@@ -399,13 +402,13 @@ impl Drop for Pending<'_> {
 
 /// An upstream connection's IO counting its bytes in `upstream_cx_rx_bytes_total` /
 /// `upstream_cx_tx_bytes_total` as they pass (above TLS, as Envoy counts them).
-struct Counted<IO> {
+pub(crate) struct Counted<IO> {
     io: IO,
     cluster: Arc<Cluster>,
 }
 
 impl<IO> Counted<IO> {
-    fn new(io: IO, cluster: Arc<Cluster>) -> Self {
+    pub(crate) fn new(io: IO, cluster: Arc<Cluster>) -> Self {
         Self { io, cluster }
     }
 }
@@ -467,7 +470,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
 /// Complete the TLS handshake of an upstream connection, counting it in `cluster.<name>.ssl.*`.
 /// The server name is the context's `sni`, else the endpoint's DNS name; an IP-literal host
 /// sends no SNI.
-async fn connect_tls(
+pub(crate) async fn connect_tls(
     cluster: &Cluster,
     host: &Host,
     tls: &crate::tls::ClientTls,

@@ -16,13 +16,16 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::cluster::{ClusterManager, WorkerLb};
-use crate::config::{self, Bootstrap, CodecType};
-use crate::context::{ListenerShared, TlsListener, Worker};
+use crate::config::{self, Bootstrap, CodecType, NetworkFilter};
+use crate::context::{Chain, ChainKind, ListenerShared, ListenerState, TcpProxyShared, Worker};
 use crate::downstream;
 use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, WorkerModes};
 use crate::router::Router;
-use crate::stats::{CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats};
+use crate::stats::{
+    CodeCounters, HealthCheckFilterStats, HttpInspectorStats, HttpStats, ListenerStats,
+    ProxyProtoStats, TcpProxyStats,
+};
 use crate::tally::{Slot, Tally};
 use crate::tls::SslStats;
 use crate::upstream::Pools;
@@ -30,7 +33,7 @@ use crate::upstream::Pools;
 /// The data plane of one generation, built from a validated configuration.
 #[derive(Debug)]
 pub struct Dataplane {
-    listeners: Vec<Arc<ListenerShared>>,
+    listeners: Vec<Arc<ListenerState>>,
     clusters: Arc<ClusterManager>,
     handover: Handover,
     /// What this process answered, for the rollback health gate (kept across serving again).
@@ -64,35 +67,7 @@ impl Dataplane {
         let listeners = bootstrap
             .listeners
             .iter()
-            .map(|lc| {
-                let router = Router::new(&lc.http.route_config, |name| clusters.index(name))?;
-                let access_logs = crate::access::AccessLogs::open(&lc.http.access_logs)?;
-                let tls = lc.tls.as_ref().map(|chains| {
-                    let p = format!("listener.{}", crate::stats::listener_stat_name(&lc.address));
-                    TlsListener {
-                        chains: chains.clone(),
-                        stats: SslStats::new(store, &p),
-                        no_filter_chain_match: store.counter(&format!("{p}.no_filter_chain_match")),
-                        listener_filters_timeout: lc.listener_filters_timeout,
-                        downstream_pre_cx_timeout: store
-                            .counter(&format!("{p}.downstream_pre_cx_timeout")),
-                    }
-                });
-                Ok(Arc::new(ListenerShared {
-                    tls,
-                    router,
-                    http_stats: HttpStats::new(store, &lc.http.stat_prefix),
-                    health_check_stats: lc
-                        .http
-                        .http_filters
-                        .iter()
-                        .any(|f| matches!(f, config::HttpFilter::HealthCheck(_)))
-                        .then(|| HealthCheckFilterStats::new(store, &lc.http.stat_prefix)),
-                    listener_stats: ListenerStats::new(store, &lc.address),
-                    access_logs,
-                    config: lc.clone(),
-                }))
-            })
+            .map(|lc| build_listener(lc, &clusters, store).map(Arc::new))
             .collect::<Result<Vec<_>, BuildError>>()?;
         store
             .gauge("listener_manager.total_listeners_active")
@@ -121,8 +96,19 @@ impl Dataplane {
         &self.handover
     }
 
-    pub fn listeners(&self) -> &[Arc<ListenerShared>] {
+    pub fn listeners(&self) -> &[Arc<ListenerState>] {
         &self.listeners
+    }
+
+    /// Every HTTP filter chain of every listener.
+    pub fn http_chains(&self) -> impl Iterator<Item = &Arc<ListenerShared>> + '_ {
+        self.listeners
+            .iter()
+            .flat_map(|l| &l.chains)
+            .filter_map(|c| match &c.serve {
+                ChainKind::Http(h) => Some(h),
+                ChainKind::Tcp(_) => None,
+            })
     }
 
     /// Start `concurrency` workers serving `sockets` (each listener's, in configuration order:
@@ -170,7 +156,10 @@ impl Dataplane {
         let adoptable = self
             .listeners
             .iter()
-            .filter(|l| l.tls.is_none() && l.config.http.codec_type != CodecType::Http2)
+            .filter(|l| {
+                l.sole_http()
+                    .is_some_and(|h| h.http.codec_type != CodecType::Http2)
+            })
             .map(|l| l.config.address)
             .collect();
         Ok(Workers {
@@ -206,7 +195,8 @@ impl Workers {
 
 impl Adopter {
     /// Whether a connection accepted on `listener` (its configured address) can be served here
-    /// (either kind): the listener exists in this configuration, is cleartext and speaks HTTP/1.
+    /// (either kind): the listener exists in this configuration, has one filter chain, cleartext,
+    /// whose HTTP connection manager speaks HTTP/1.
     pub fn accepts(&self, listener: SocketAddr) -> bool {
         self.adoptable.contains(&listener)
     }
@@ -227,11 +217,103 @@ impl Adopter {
     }
 }
 
+/// A listener's state: its chains built, its stats resolved.
+fn build_listener(
+    lc: &config::Listener,
+    clusters: &ClusterManager,
+    store: &Store,
+) -> Result<ListenerState, BuildError> {
+    let config = Arc::new(lc.clone());
+    let p = format!("listener.{}", crate::stats::listener_stat_name(&lc.address));
+    let sole = lc.chains().count() == 1;
+    let chains = lc
+        .chains()
+        .map(|fc| build_chain(&config, fc, sole, clusters, store))
+        .collect::<Result<Vec<_>, BuildError>>()?;
+    let trivial = lc.listener_filters.is_empty()
+        && lc.filter_chains.len() == 1
+        && lc.default_filter_chain.is_none()
+        && lc.filter_chains[0].matcher.is_empty();
+    Ok(ListenerState {
+        stats: ListenerStats::new(store, &lc.address),
+        ssl: lc
+            .chains()
+            .any(|c| c.tls.is_some())
+            .then(|| SslStats::new(store, &p)),
+        no_filter_chain_match: store.counter(&format!("{p}.no_filter_chain_match")),
+        http_inspector: lc
+            .listener_filters
+            .contains(&config::ListenerFilter::HttpInspector)
+            .then(|| HttpInspectorStats::new(store)),
+        proxy_proto: lc.listener_filters.iter().find_map(|f| match f {
+            config::ListenerFilter::ProxyProtocol(pp) => {
+                Some(ProxyProtoStats::new(store, &pp.stat_prefix))
+            }
+            config::ListenerFilter::TlsInspector | config::ListenerFilter::HttpInspector => None,
+        }),
+        has_default: lc.default_filter_chain.is_some(),
+        trivial,
+        chains,
+        config,
+    })
+}
+
+fn build_chain(
+    config: &Arc<config::Listener>,
+    fc: &config::FilterChain,
+    sole: bool,
+    clusters: &ClusterManager,
+    store: &Store,
+) -> Result<Chain, BuildError> {
+    let serve = match &fc.filter {
+        NetworkFilter::Http(hcm) => {
+            let router = Router::new(&hcm.route_config, |name| clusters.index(name))?;
+            ChainKind::Http(Arc::new(ListenerShared {
+                router,
+                access_logs: crate::access::AccessLogs::open(&hcm.access_logs)?,
+                http_stats: HttpStats::new(store, &hcm.stat_prefix),
+                health_check_stats: hcm
+                    .http_filters
+                    .iter()
+                    .any(|f| matches!(f, config::HttpFilter::HealthCheck(_)))
+                    .then(|| HealthCheckFilterStats::new(store, &hcm.stat_prefix)),
+                listener_stats: ListenerStats::new(store, &config.address),
+                movable: sole && fc.tls.is_none(),
+                http: (**hcm).clone(),
+                config: config.clone(),
+            }))
+        }
+        NetworkFilter::TcpProxy(t) => {
+            let mut total = 0u64;
+            let targets = match &t.cluster {
+                config::ClusterSpecifier::Cluster(c) => vec![(clusters.index(c), 1)],
+                config::ClusterSpecifier::Weighted(w) => w
+                    .iter()
+                    .map(|(c, weight)| {
+                        total += u64::from(*weight);
+                        (clusters.index(c), total)
+                    })
+                    .collect(),
+            };
+            ChainKind::Tcp(Arc::new(TcpProxyShared {
+                stats: TcpProxyStats::new(store, &t.stat_prefix),
+                config: t.clone(),
+                targets,
+            }))
+        }
+    };
+    Ok(Chain {
+        matcher: fc.matcher.clone(),
+        tls: fc.tls.as_ref().map(|t| t.config.clone()),
+        serve,
+    })
+}
+
 fn run_worker(
     index: usize,
     clusters: Arc<ClusterManager>,
     (handover, tally): (Handover, Arc<Slot>),
-    listeners: Vec<(Arc<ListenerShared>, std::net::TcpListener)>,
+    listeners: Vec<(Arc<ListenerState>, std::net::TcpListener)>,
     adopt_rx: mpsc::UnboundedReceiver<Arriving>,
     drain: drain::Watch,
 ) {
@@ -262,7 +344,7 @@ fn run_worker(
         });
         tokio::task::spawn_local(worker.modes.clone().follow(worker.handover.clone()));
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-        let mut served: Vec<Arc<ListenerShared>> = listeners.iter().map(|(l, _)| l.clone()).collect();
+        let mut served: Vec<Arc<ListenerState>> = listeners.iter().map(|(l, _)| l.clone()).collect();
         // A listener with additional addresses comes once per socket, one after the other.
         served.dedup_by(|a, b| Arc::ptr_eq(a, b));
         tokio::task::spawn_local(adopt_loop(
@@ -297,7 +379,7 @@ fn run_worker(
 }
 
 async fn accept_loop(
-    l: Arc<ListenerShared>,
+    l: Arc<ListenerState>,
     w: Rc<Worker>,
     listener: TcpListener,
     mut drain: drain::Watch,
@@ -333,14 +415,18 @@ async fn accept_loop(
 /// [`Adopter`] is dropped (even while this generation drains: they were taken, so they are
 /// served).
 async fn adopt_loop(
-    listeners: Vec<Arc<ListenerShared>>,
+    listeners: Vec<Arc<ListenerState>>,
     w: Rc<Worker>,
     mut arrivals: mpsc::UnboundedReceiver<Arriving>,
     drain: drain::Watch,
     alive: mpsc::Sender<()>,
 ) {
     while let Some(conn) = arrivals.recv().await {
-        match listeners.iter().find(|l| l.config.address == conn.listener) {
+        let found = listeners
+            .iter()
+            .find(|l| l.config.address == conn.listener)
+            .and_then(|l| l.sole_http());
+        match found {
             Some(l) => {
                 tokio::task::spawn_local(downstream::serve_arriving(
                     l.clone(),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod grpc;
 pub mod load;
 pub mod restart;
+pub mod tcp;
 pub mod upstream;
 pub mod ws;
 

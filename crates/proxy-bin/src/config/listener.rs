@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use proxy_core::config::{
-    AccessLog, AccessLogSink, CodecType, HttpConnectionManager, Listener, DEFAULT_BUFFER_LIMIT,
+    AccessLog, AccessLogSink, CodecType, HttpConnectionManager, Listener, ListenerFilter,
+    DEFAULT_BUFFER_LIMIT,
 };
-use proxy_core::tls::{ListenerTls, TlsChain};
 use serde_json::Value;
 
 use super::de::{self, join};
@@ -100,21 +100,31 @@ pub(crate) fn listener(
         raw.listener_filters_timeout
             .map_or(Some(DEFAULT_LISTENER_FILTERS_TIMEOUT), |d| d.nonzero())
     };
+    let mut listener_filters = Vec::with_capacity(raw.listener_filters.len());
     for (i, f) in raw.listener_filters.into_iter().enumerate() {
-        errs.take(super::tls::listener_filter(
-            f,
-            &format!("{path}.listener_filters[{i}]"),
-        ));
+        let p = format!("{path}.listener_filters[{i}]");
+        if let Some(f) = errs.take(super::tls::listener_filter(f, &p)) {
+            let pp = |f: &ListenerFilter| matches!(f, ListenerFilter::ProxyProtocol(_));
+            if listener_filters.contains(&f) {
+                errs.push(p, "the listener already has this listener filter");
+            } else if pp(&f) && listener_filters.iter().any(pp) {
+                errs.push(p, "unsupported: a second PROXY protocol filter");
+            }
+            listener_filters.push(f);
+        }
     }
 
-    let chains = filter_chains(
+    let chains = super::chains::filter_chains(
         raw.filter_chains,
-        &join(path, "filter_chains"),
+        raw.default_filter_chain,
+        (
+            &join(path, "filter_chains"),
+            &join(path, "default_filter_chain"),
+        ),
         clusters,
         secrets,
         errs,
     );
-    let tls = (!chains.tls.is_empty()).then(|| ListenerTls { chains: chains.tls });
     if errs.0.len() != before {
         return None;
     }
@@ -123,6 +133,7 @@ pub(crate) fn listener(
         Some(raw::TrafficDirection::Inbound) => drain::Direction::Inbound,
         Some(raw::TrafficDirection::Outbound) => drain::Direction::Outbound,
     };
+    let chains = chains?;
     Some(Listener {
         name,
         additional_addresses,
@@ -131,166 +142,14 @@ pub(crate) fn listener(
         freebind: raw.freebind.unwrap_or(false),
         address: address?,
         per_connection_buffer_limit_bytes,
-        http: chains.http?,
-        tls,
+        listener_filters,
+        filter_chains: chains.filter_chains,
+        default_filter_chain: chains.default,
     })
 }
 
-/// What a listener's filter chains amount to: the one HTTP connection manager they share, and
-/// the TLS chains chosen by SNI (empty for a cleartext listener).
-struct Chains {
-    http: Option<HttpConnectionManager>,
-    tls: Vec<TlsChain>,
-}
-
-/// What the chains seen so far constrain about the next one.
-#[derive(Default)]
-struct ChainsSeen {
-    /// Cleartext chains.
-    plain: usize,
-    /// TLS chains without `server_names` (at most one may be the default).
-    defaults: usize,
-    /// Server names matched by an earlier chain, lowercased.
-    names: HashSet<String>,
-}
-
-/// Validates `filter_chains` (at `path`): one cleartext chain, or TLS chains that all carry the
-/// same filters as the first.
-fn filter_chains(
-    raw_chains: Vec<raw::FilterChain>,
-    path: &str,
-    clusters: &HashSet<String>,
-    secrets: &Secrets,
-    errs: &mut Errors,
-) -> Chains {
-    let mut out = Chains {
-        http: None,
-        tls: Vec::new(),
-    };
-    let mut seen = ChainsSeen::default();
-    if raw_chains.is_empty() {
-        errs.push(path, "a listener needs at least one filter chain");
-    }
-    let first_filters = raw_chains.first().map(|c| c.filters.clone());
-    for (ci, chain) in raw_chains.into_iter().enumerate() {
-        let raw::FilterChain {
-            filter_chain_match,
-            filters,
-            transport_socket,
-            ..
-        } = chain;
-        let chain_path = format!("{path}[{ci}]");
-        let filters_path = join(&chain_path, "filters");
-        if ci == 0 {
-            out.http = first_chain_filters(filters, &filters_path, clusters, errs);
-        } else if first_filters.as_ref() != Some(&filters) {
-            errs.push(
-                &filters_path,
-                "unsupported: every filter chain of a listener must carry the same filters as filter_chains[0] (Baton runs one HTTP connection manager per listener)",
-            );
-        }
-        let fcm = filter_chain_match.unwrap_or_default();
-        if let Some(tls) =
-            filter_chain_transport(fcm, transport_socket, &chain_path, &mut seen, secrets, errs)
-        {
-            out.tls.push(tls);
-        }
-    }
-    if seen.plain > 0 && (seen.plain > 1 || !out.tls.is_empty()) {
-        errs.push(
-            path,
-            "unsupported: a listener has either one cleartext filter chain or only TLS filter chains",
-        );
-    }
-    out
-}
-
-/// The filters of `filter_chains[0]`: exactly one, the HTTP connection manager.
-fn first_chain_filters(
-    filters: Vec<raw::Filter>,
-    filters_path: &str,
-    clusters: &HashSet<String>,
-    errs: &mut Errors,
-) -> Option<HttpConnectionManager> {
-    let mut filters = filters.into_iter();
-    match (filters.next(), filters.next()) {
-        (Some(f), None) => http_filter(f, &format!("{filters_path}[0]"), clusters, errs),
-        (None, _) => {
-            errs.push(
-                filters_path,
-                "the filter chain needs exactly one filter, envoy.filters.network.http_connection_manager",
-            );
-            None
-        }
-        (Some(_), Some(_)) => {
-            errs.push(
-                format!("{filters_path}[1]"),
-                "unsupported: Baton supports exactly one network filter, the HTTP connection manager",
-            );
-            None
-        }
-    }
-}
-
-/// One chain's `filter_chain_match` and `transport_socket`: its TLS chain, or `None` for a
-/// cleartext chain (counted in `seen`) or an invalid one.
-fn filter_chain_transport(
-    fcm: raw::FilterChainMatch,
-    transport_socket: Option<super::tls::TransportSocket>,
-    chain_path: &str,
-    seen: &mut ChainsSeen,
-    secrets: &Secrets,
-    errs: &mut Errors,
-) -> Option<TlsChain> {
-    let fcm_path = join(chain_path, "filter_chain_match");
-    let server_names = server_names(&fcm.server_names, &fcm_path, &mut seen.names, errs);
-    let is_tls = transport_socket.is_some();
-    if is_tls && fcm.server_names.is_empty() {
-        seen.defaults += 1;
-        if seen.defaults > 1 {
-            errs.push(
-                chain_path,
-                "only one filter chain may omit filter_chain_match.server_names (the default chain)",
-            );
-        }
-    }
-    match fcm.transport_protocol.as_deref() {
-        None => {}
-        Some("tls") if is_tls => {}
-        Some("raw_buffer") if !is_tls => {}
-        Some(other) => errs.push(
-            join(&fcm_path, "transport_protocol"),
-            format!(
-                "unsupported value `{other}`: use `tls` on a chain with a TLS transport_socket, `raw_buffer` on one without"
-            ),
-        ),
-    }
-    let Some(ts) = transport_socket else {
-        seen.plain += 1;
-        if !fcm.server_names.is_empty() {
-            errs.push(
-                join(&fcm_path, "server_names"),
-                "matching on server names needs a TLS transport_socket on this chain",
-            );
-        }
-        return None;
-    };
-    let tls = errs.take(super::tls::downstream(
-        ts,
-        &join(chain_path, "transport_socket"),
-        secrets,
-    ))?;
-    Some(TlsChain { server_names, tls })
-}
-
-/// `filter_chain_match.server_names`, lowercased without a trailing dot; a name already matched
-/// by another chain of the listener (`seen`) is an error.
-fn server_names(
-    names: &[String],
-    fcm_path: &str,
-    seen: &mut HashSet<String>,
-    errs: &mut Errors,
-) -> Vec<String> {
+/// `filter_chain_match.server_names`, lowercased without a trailing dot.
+pub(crate) fn server_names(names: &[String], fcm_path: &str, errs: &mut Errors) -> Vec<String> {
     let mut out = Vec::with_capacity(names.len());
     for (ni, n) in names.iter().enumerate() {
         let np = format!("{fcm_path}.server_names[{ni}]");
@@ -301,11 +160,6 @@ fn server_names(
                 np,
                 format!("`{n}` is not a server name or `*.suffix` wildcard"),
             );
-        } else if !seen.insert(lower.clone()) {
-            errs.push(
-                np,
-                format!("server name `{n}` is matched by another filter chain"),
-            );
         } else {
             out.push(lower);
         }
@@ -313,7 +167,7 @@ fn server_names(
     out
 }
 
-fn http_filter(
+pub(crate) fn http_filter(
     f: raw::Filter,
     path: &str,
     clusters: &HashSet<String>,
@@ -491,9 +345,14 @@ fn http1_options(
 /// `cidr_ranges[]` (`address_prefix` an IP literal, `prefix_len` within its family's bits;
 /// absent means the whole address).
 fn cidr_ranges(raw: Vec<raw::CidrRange>, path: &str, errs: &mut Errors) -> Vec<ipnet::IpNet> {
+    cidrs(raw, &join(path, "cidr_ranges"), errs)
+}
+
+/// A list of `CidrRange`s (at `path`); an absent `prefix_len` is the whole address.
+pub(crate) fn cidrs(raw: Vec<raw::CidrRange>, path: &str, errs: &mut Errors) -> Vec<ipnet::IpNet> {
     let mut out = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
-        let p = format!("{path}.cidr_ranges[{i}]");
+        let p = format!("{path}[{i}]");
         let Ok(ip) = r.address_prefix.parse::<std::net::IpAddr>() else {
             errs.push(
                 join(&p, "address_prefix"),

@@ -6,6 +6,7 @@
 //! `deny_unknown_fields` ([`raw`], decoded piecewise by [`de`] so errors carry full paths) →
 //! semantic checks and conversion ([`listener`], [`route`], [`cluster`], [`tls`]).
 
+mod chains;
 mod cluster;
 mod de;
 mod filters;
@@ -256,9 +257,18 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
     if errs.is_empty() {
         // The health-check filter names the node's cluster in its responses.
         for l in &mut listeners {
-            for f in &mut l.http.http_filters {
-                let proxy_core::config::HttpFilter::HealthCheck(hc) = f;
-                hc.service_cluster.clone_from(&node.cluster);
+            let chains = l
+                .filter_chains
+                .iter_mut()
+                .chain(&mut l.default_filter_chain);
+            for c in chains {
+                let proxy_core::config::NetworkFilter::Http(h) = &mut c.filter else {
+                    continue;
+                };
+                for f in &mut h.http_filters {
+                    let proxy_core::config::HttpFilter::HealthCheck(hc) = f;
+                    hc.service_cluster.clone_from(&node.cluster);
+                }
             }
         }
         Ok(Bootstrap {

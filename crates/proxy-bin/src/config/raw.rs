@@ -139,6 +139,7 @@ pub(crate) struct Listener {
     pub listener_filters: Vec<super::tls::ListenerFilter>,
     #[serde(default)]
     pub filter_chains: Vec<FilterChain>,
+    pub default_filter_chain: Option<FilterChain>,
 }
 
 /// `listener.v3.AdditionalAddress`: the address only (no `socket_options`).
@@ -163,10 +164,41 @@ pub(crate) struct FilterChain {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FilterChainMatch {
+    pub destination_port: Option<UInt32>,
+    #[serde(default)]
+    pub prefix_ranges: Vec<CidrRange>,
     #[serde(default)]
     pub server_names: Vec<String>,
-    /// `tls` (with a TLS transport socket) or `raw_buffer` (without).
     pub transport_protocol: Option<String>,
+    #[serde(default)]
+    pub application_protocols: Vec<String>,
+    pub source_type: Option<SourceType>,
+    #[serde(default)]
+    pub source_prefix_ranges: Vec<CidrRange>,
+    #[serde(default)]
+    pub source_ports: Vec<Int<u32>>,
+}
+
+proto_enum! {
+    pub(crate) enum SourceType {
+        Any = ("ANY", 0),
+        SameIpOrLoopback = ("SAME_IP_OR_LOOPBACK", 1),
+        External = ("EXTERNAL", 2),
+    }
+}
+
+pub(crate) const TCP_PROXY_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+
+/// `envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TcpProxy {
+    pub stat_prefix: String,
+    pub cluster: Option<String>,
+    pub weighted_clusters: Option<WeightedClusters>,
+    pub idle_timeout: Option<Dur>,
+    pub max_connect_attempts: Option<UInt32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

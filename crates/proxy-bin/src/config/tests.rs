@@ -61,7 +61,7 @@ fn quickstart_fixture_validates_with_envoy_defaults() {
     assert_eq!(l.name, "listener_0");
     assert_eq!(l.address, "0.0.0.0:10000".parse().unwrap());
     assert_eq!(l.per_connection_buffer_limit_bytes, 1024 * 1024);
-    let h = &l.http;
+    let h = l.first_http().unwrap();
     assert_eq!(h.stat_prefix, "ingress_http");
     assert_eq!(h.codec_type, CodecType::Auto);
     assert!(h.generate_request_id);
@@ -216,7 +216,7 @@ fn every_supported_field_is_converted() {
     let l = &b.listeners[0];
     assert_eq!(l.address, "[::]:8443".parse().unwrap());
     assert_eq!(l.per_connection_buffer_limit_bytes, 32768);
-    let h = &l.http;
+    let h = l.first_http().unwrap();
     assert_eq!(h.codec_type, CodecType::Http2);
     assert_eq!(h.max_request_headers_kb, 96);
     assert!(!h.generate_request_id);
@@ -367,7 +367,7 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         ("duplicate cluster", second_cluster, "static_resources.clusters[1].name"),
         ("duplicate listener name", second_listener("listener_0", 10001), "static_resources.listeners[1].name"),
         ("duplicate listener address", second_listener("listener_1", 10000), "static_resources.listeners[1].address"),
-        ("wrong hcm type", set(base(), &hcm("/@type"), json!("type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy")), "filters[0].typed_config.@type"),
+        ("wrong hcm type", set(base(), &hcm("/@type"), json!("type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy")), "filters[0].typed_config.@type"),
         ("unsupported http filter", set(base(), &hcm("/http_filters/0"), json!({"name": "envoy.filters.http.cors", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}})), "http_filters[0].typed_config.@type"),
         ("router not last", set(base(), &hcm("/http_filters/1"), json!({"name": "envoy.filters.http.router"})), "http_filters[0]"),
         ("no http filters", set(base(), &hcm("/http_filters"), json!([])), "typed_config.http_filters"),
@@ -387,9 +387,15 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         ("ignore_case", set(base(), &r0("/match/headers"), json!([{"name": "x", "string_match": {"exact": "x", "ignore_case": true}}])), "string_match.ignore_case"),
         ("admin access log", set(base(), "/admin/access_log_path", json!("/tmp/admin.log")), "admin.access_log_path"),
         ("two filter chains", set(base(), "/static_resources/listeners/0/filter_chains/1", json!({"filters": []})), "listeners[0].filter_chains[1]"),
-        ("filter_chain_match", set(base(), "/static_resources/listeners/0/filter_chains/0/filter_chain_match", json!({"destination_port": 80})), "filter_chains[0].filter_chain_match.destination_port"),
-        ("server names without tls", set(base(), "/static_resources/listeners/0/filter_chains/0/filter_chain_match", json!({"server_names": ["a.test"]})), "filter_chains[0].filter_chain_match.server_names"),
-        ("listener filter", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "envoy.filters.listener.http_inspector"}])), "listener_filters[0].name"),
+        ("filter_chain_match", set(base(), "/static_resources/listeners/0/filter_chains/0/filter_chain_match", json!({"direct_source_prefix_ranges": []})), "filter_chains[0].filter_chain_match.direct_source_prefix_ranges"),
+        ("destination port 0", set(base(), "/static_resources/listeners/0/filter_chains/0/filter_chain_match", json!({"destination_port": 0})), "filter_chains[0].filter_chain_match.destination_port"),
+        ("source port out of range", set(base(), "/static_resources/listeners/0/filter_chains/0/filter_chain_match", json!({"source_ports": [70000]})), "filter_chain_match.source_ports[0]"),
+        ("overlapping chains", set(base(), "/static_resources/listeners/0/filter_chains/1", base()["static_resources"]["listeners"][0]["filter_chains"][0].clone()), "listeners[0].filter_chains[1].filter_chain_match"),
+        ("tcp_proxy without cluster", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t"})), "filters[0].typed_config"),
+        ("tcp_proxy connect attempts", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t", "cluster": "c", "max_connect_attempts": 0})), "typed_config.max_connect_attempts"),
+        ("tcp_proxy access log", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t", "cluster": "c", "access_log": []})), "typed_config.access_log"),
+        ("listener filter", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "envoy.filters.listener.original_dst"}])), "listener_filters[0].name"),
+        ("proxy protocol rules", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "p", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol", "rules": []}}])), "listener_filters[0].typed_config.rules"),
         ("transport socket name", set(base(), "/static_resources/listeners/0/filter_chains/0/transport_socket", json!({"name": "envoy.transport_sockets.alts", "typed_config": {}})), "filter_chains[0].transport_socket.name"),
         ("tls context field", set(base(), "/static_resources/listeners/0/filter_chains/0/transport_socket", json!({"name": "envoy.transport_sockets.tls", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", "ocsp_staple_policy": "LENIENT_STAPLING"}})), "transport_socket.typed_config.ocsp_staple_policy"),
         ("tls missing cert file", set(base(), "/static_resources/listeners/0/filter_chains/0/transport_socket", json!({"name": "envoy.transport_sockets.tls", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", "common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": "/nonexistent/c.pem"}, "private_key": {"filename": "/nonexistent/k.pem"}}]}}})), "common_tls_context.tls_certificates[0].certificate_chain.filename"),
@@ -505,7 +511,10 @@ fn camel_case_field_names_are_accepted() {
         .replace("dns_lookup_family", "dnsLookupFamily");
     let b = parse_str(&text).unwrap_or_else(|e| panic!("{e}")).bootstrap;
     assert_eq!(b.listeners[0].address.port(), 10000);
-    assert_eq!(b.listeners[0].http.stat_prefix, "ingress_http");
+    assert_eq!(
+        b.listeners[0].first_http().unwrap().stat_prefix,
+        "ingress_http"
+    );
     assert_eq!(b.clusters[0].dns_lookup_family, DnsLookupFamily::V4Only);
     // Overlay in one spelling over a file in the other.
     let path = temp_file("camel.yaml", QUICKSTART);
@@ -671,7 +680,7 @@ fn internal_address_config_cidr_ranges() {
     ]});
     let v = set(base(), &format!("{HCM}/internal_address_config"), ranges);
     let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
-    let h = &b.listeners[0].http;
+    let h = b.listeners[0].first_http().unwrap();
     assert!(h.is_internal("10.200.0.1".parse().unwrap()));
     assert!(h.is_internal("::1".parse().unwrap()));
     assert!(!h.is_internal("11.0.0.1".parse().unwrap()));

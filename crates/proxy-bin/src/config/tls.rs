@@ -112,24 +112,62 @@ struct ValidationContext {
     trusted_ca: Option<FileOrInline>,
 }
 
-/// Checks one `listener_filters[]` entry is the TLS inspector (which Baton does not need as a
-/// separate step: the handshake reads the SNI itself).
-pub(crate) fn listener_filter(f: ListenerFilter, path: &str) -> Result<(), ConfigError> {
-    if let Some(tc) = f.typed_config {
-        let _: Empty = de::any(tc, &join(path, "typed_config"), TLS_INSPECTOR_TYPE)?;
-        return Ok(());
-    }
-    if f.name == TLS_INSPECTOR {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
+/// One `listener_filters[]` entry: the TLS inspector or the PROXY protocol.
+pub(crate) fn listener_filter(
+    f: ListenerFilter,
+    path: &str,
+) -> Result<proxy_core::config::ListenerFilter, ConfigError> {
+    use proxy_core::config::{ListenerFilter as F, ProxyProtocol};
+    let tc_path = join(path, "typed_config");
+    let url = f
+        .typed_config
+        .as_ref()
+        .and_then(|tc| tc.get("@type"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    match (f.typed_config, url.as_deref(), f.name.as_str()) {
+        (Some(tc), Some(PROXY_PROTOCOL_TYPE), _) => {
+            let raw: RawProxyProtocol = de::any(tc, &tc_path, PROXY_PROTOCOL_TYPE)?;
+            Ok(F::ProxyProtocol(ProxyProtocol {
+                allow_requests_without_proxy_protocol: raw
+                    .allow_requests_without_proxy_protocol
+                    .unwrap_or(false),
+                stat_prefix: raw.stat_prefix.unwrap_or_default(),
+            }))
+        }
+        (Some(tc), Some(HTTP_INSPECTOR_TYPE), _) => {
+            let _: Empty = de::any(tc, &tc_path, HTTP_INSPECTOR_TYPE)?;
+            Ok(F::HttpInspector)
+        }
+        (Some(tc), _, _) => {
+            let _: Empty = de::any(tc, &tc_path, TLS_INSPECTOR_TYPE)?;
+            Ok(F::TlsInspector)
+        }
+        (None, _, TLS_INSPECTOR) => Ok(F::TlsInspector),
+        (None, _, HTTP_INSPECTOR) => Ok(F::HttpInspector),
+        (None, _, PROXY_PROTOCOL) => Ok(F::ProxyProtocol(ProxyProtocol::default())),
+        (None, _, other) => Err(ConfigError::new(
             join(path, "name"),
             format!(
-                "unsupported listener filter `{}`; Baton supports only {TLS_INSPECTOR}",
-                f.name
+                "unsupported listener filter `{other}`; Baton supports {TLS_INSPECTOR}, {HTTP_INSPECTOR} and {PROXY_PROTOCOL}"
             ),
-        ))
+        )),
     }
+}
+
+pub(crate) const PROXY_PROTOCOL: &str = "envoy.filters.listener.proxy_protocol";
+const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+const HTTP_INSPECTOR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+const PROXY_PROTOCOL_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol";
+
+/// `ProxyProtocol`: `rules`, `pass_through_tlvs`, `disallowed_versions` are refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxyProtocol {
+    allow_requests_without_proxy_protocol: Option<bool>,
+    stat_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

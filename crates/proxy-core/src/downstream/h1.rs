@@ -59,7 +59,9 @@ pub(super) async fn serve_http1<F: HandleFuture>(
     l: &ListenerShared,
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {
-    let reg = if io.is_plain() {
+    // Only a connection of a listener's only chain may move: the next generation serves what
+    // arrives on its listener's only chain.
+    let reg = if io.is_plain() && l.movable {
         svc.w.handover.register()
     } else {
         None
@@ -92,11 +94,11 @@ async fn serve_http1_hyper<F: HandleFuture>(
     let mut reg = reg;
     let mut io = io;
     let partial = io.has_prefix();
-    let mut watch = HeadWatch::new(l.config.http.head_deadline(), io.counts(), ctx, partial);
+    let mut watch = HeadWatch::new(l.http.head_deadline(), io.counts(), ctx, partial);
     loop {
         ctx.movable.set(reg.is_some());
-        let mut conn = h1_builder(l.config.http.max_request_head())
-            .serve_connection(TokioIo::new(io), svc.clone());
+        let mut conn =
+            h1_builder(l.http.max_request_head()).serve_connection(TokioIo::new(io), svc.clone());
         let waiter = reg.as_ref().map(|_| svc.w.modes.waiter());
         let end = drive_h1(&mut conn, l, ctx, waiter, watch.take()).await?;
         let parts = conn.into_parts();
@@ -134,7 +136,7 @@ async fn serve_http1_hyper<F: HandleFuture>(
         io.prepend(parts.read_buf);
         if end == H1End::Closing && io.take_pending().unwrap_or(false) {
             l.http_stats.downstream_cx_drain_rescued.inc();
-            let mut b = h1_builder(l.config.http.max_request_head());
+            let mut b = h1_builder(l.http.max_request_head());
             b.keep_alive(false);
             let mut again = b.serve_connection(TokioIo::new(io), svc);
             std::future::poll_fn(|cx| again.poll_without_shutdown(cx)).await?;
@@ -159,7 +161,7 @@ async fn drive_h1<F: HandleFuture>(
     let head_look =
         tokio::time::sleep_until(watch.as_ref().map_or_else(far_off, |w| w.next_look()));
     tokio::pin!(head_look);
-    let idle = l.config.http.idle_timeout;
+    let idle = l.http.idle_timeout;
     let far = Duration::from_secs(365 * 24 * 3600);
     let since = ctx.last_active.get().elapsed();
     let idle_sleep = tokio::time::sleep(idle.unwrap_or(far).saturating_sub(since));

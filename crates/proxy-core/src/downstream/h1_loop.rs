@@ -209,7 +209,7 @@ pub(crate) async fn serve<F: HandleFuture>(
         io,
         buf,
         wbuf: Vec::with_capacity(512),
-        head_limit: l.config.http.max_request_head(),
+        head_limit: l.http.max_request_head(),
     };
     let end = conn.run(svc, l, ctx, watch_modes).await;
     if end == End::Fallback {
@@ -235,9 +235,9 @@ impl Conn<'_> {
         let mut events = Events {
             modes: watch_modes.then(|| svc.w.modes.waiter()),
             close_requested,
-            idle: l.config.http.idle_timeout,
+            idle: l.http.idle_timeout,
             idle_sleep: None,
-            head: l.config.http.head_deadline(),
+            head: l.http.head_deadline(),
             head_sleep: None,
             head_armed: false,
             ctx,

@@ -29,7 +29,7 @@ pub(super) async fn serve_http2<F: HandleFuture>(
         .timer(TokioTimer::new())
         .serve_connection(TokioIo::new(H2Io::new(io, ctl.clone())), svc);
     tokio::pin!(conn);
-    let idle = l.config.http.idle_timeout;
+    let idle = l.http.idle_timeout;
     let far = Duration::from_secs(365 * 24 * 3600);
     let idle_sleep = tokio::time::sleep(idle.unwrap_or(far));
     tokio::pin!(idle_sleep);

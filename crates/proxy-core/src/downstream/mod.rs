@@ -2,6 +2,7 @@
 //! TLS, protocol sniffing, then HTTP/1.1 ([`h1`]: Baton's own loop, then hyper's session) or
 //! HTTP/2 ([`h2`]); every request goes to [`crate::request::handle`].
 
+mod accept;
 mod h1;
 mod h1_loop;
 mod h2;
@@ -10,7 +11,9 @@ mod slow;
 mod svc;
 mod tls;
 
-use std::cell::{Cell, RefCell};
+pub(crate) use self::tls::{tls_accept, TLS_HANDSHAKE_TIMEOUT};
+
+pub(crate) use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,14 +24,16 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::config::CodecType;
-use crate::context::{ConnCtx, ListenerShared, Worker};
+use crate::context::{ChainKind, ConnCtx, ListenerShared, ListenerState, Worker};
 use crate::handover::{Arriving, Kind};
 use crate::io::{ServerIo, Sniffed, Stream};
+use crate::stats::{HttpStats, ListenerStats};
 
+pub use self::accept::Accepted;
+use self::accept::{choose_chain, ListenerConn};
 use self::h1::serve_http1;
 use self::h2::serve_http2;
 use self::svc::Svc;
-use self::tls::{tls_accept, TLS_HANDSHAKE_TIMEOUT};
 
 /// Serve a connection taken over from the previous generation, as if it had been accepted
 /// here (without counting it as a new connection).
@@ -91,7 +96,7 @@ pub async fn serve_arriving(
                 upstream: up.peer_addr().unwrap_or(l.config.address),
                 cluster: conn.cluster,
                 requests: conn.requests,
-                idle_timeout: l.config.http.tunnel_idle_timeout(),
+                idle_timeout: l.http.tunnel_idle_timeout(),
             };
             hs.downstream_cx_upgrades_active.inc();
             let ended = crate::tunnel::run_plain(
@@ -109,58 +114,83 @@ pub async fn serve_arriving(
         }
         _ => tracing::warn!("a connection arrived with the wrong number of sockets; closing it"),
     }
-    close_unserved(&l, opened);
+    close_listener(&l.listener_stats, opened);
+    close_http(&l.http_stats, opened);
 }
 
 /// How long a connection accepted just before a drain may take to send its first bytes.
 const DRAIN_FIRST_BYTES_GRACE: Duration = Duration::from_secs(1);
 
-/// Serve a connection accepted on `l`'s socket, from the TLS handshake and protocol sniffing to
-/// its close.
-pub async fn serve_conn(
-    l: Arc<ListenerShared>,
+/// Serve a connection accepted on `lst`'s socket: its listener filters, the choice of its
+/// filter chain, then that chain's network filter until the connection closes. A listener with
+/// one HTTP chain and nothing to choose goes straight to it: its task is no larger than it
+/// would be without filter chains.
+pub fn serve_conn(
+    lst: Arc<ListenerState>,
     w: Rc<Worker>,
     stream: TcpStream,
     remote: SocketAddr,
     drain: drain::Watch,
     alive: mpsc::Sender<()>,
-) {
-    let opened = Instant::now();
-    let ls = &l.listener_stats;
+) -> impl std::future::Future<Output = ()> + 'static {
+    let _ = stream.set_nodelay(true);
+    let conn = Accepted {
+        stream,
+        remote,
+        drain: drain.connection(lst.config.direction),
+        alive,
+    };
+    drop(drain);
+    let open = ListenerConn::new(lst);
+    if open.lst.trivial {
+        open.count();
+    }
+    serve_accepted(open, w, conn)
+}
+
+/// Run the listener filters and choose the chain (unless there is nothing to choose), then
+/// serve the connection on it: `tcp_proxy`, or HTTP — the TLS handshake if the chain
+/// terminates TLS, the protocol's sniffing, then HTTP/1.1 or HTTP/2.
+async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
+    let lst = &open.lst;
+    let mut local = conn.stream.local_addr().unwrap_or(lst.config.address);
+    let i = if lst.trivial {
+        0
+    } else {
+        // Boxed: only listeners with a choice to make pay for it.
+        match Box::pin(choose_chain(lst, &conn.stream, local, conn.remote)).await {
+            Some(c) => {
+                // The PROXY protocol's addresses, when it gave some.
+                (conn.remote, local) = (c.remote, c.local);
+                open.count();
+                c.index
+            }
+            None => return,
+        }
+    };
+    let chain = &lst.chains[i];
+    let l = match &chain.serve {
+        ChainKind::Http(l) => l,
+        ChainKind::Tcp(t) => {
+            let tls = chain.tls.as_ref().map(|c| (c, lst.ssl.as_ref()));
+            return Box::pin(crate::tcp_proxy::serve(t, w, conn, tls)).await;
+        }
+    };
     let hs = &l.http_stats;
-    ls.downstream_cx_total.inc();
-    ls.downstream_cx_active.inc();
-    ls.server_total_connections.inc();
     hs.downstream_cx_total.inc();
     hs.downstream_cx_active.inc();
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(l.config.address);
-    let mut dconn = drain.connection(l.config.direction);
-    drop(drain);
-    let hcm = &l.config.http;
+    // `conn`'s fields are used in place, not bound again: the task stays as small as it was.
+    let hcm = &l.http;
     let first_bytes_wait = hcm.idle_timeout.unwrap_or(Duration::from_secs(3600));
-    let (stream, alpn) = match &l.tls {
-        None => {
-            // Envoy's TLS inspector on a cleartext listener waits this long for the first
-            // bytes (to tell TLS from cleartext), then closes the connection.
-            if let Some(d) = l.config.listener_filters_timeout {
-                let mut first = [0u8; 1];
-                if tokio::time::timeout(d, stream.peek(&mut first))
-                    .await
-                    .is_err()
-                {
-                    l.listener_stats.downstream_pre_cx_timeout.inc();
-                    return close_unserved(&l, opened);
-                }
-            }
-            (Stream::Plain(stream), None)
-        }
-        Some(t) => {
+    let (stream, alpn) = match &chain.tls {
+        None => (Stream::Plain(conn.stream), None),
+        Some(config) => {
+            let ssl = open.lst.ssl.as_ref();
             let wait = TLS_HANDSHAKE_TIMEOUT.min(first_bytes_wait);
             // Boxed, like every path but the common cleartext HTTP/1.1 one: a connection's task is
             // as large as its largest state, and every connection's task is allocated and
             // moved whole.
-            match Box::pin(tls_accept(t, stream, wait)).await {
+            match Box::pin(tls_accept(config, ssl, conn.stream, wait)).await {
                 Some(s) => {
                     let alpn = match s.get_ref().1.alpn_protocol() {
                         Some(b"h2") => Some(Sniffed::Http2),
@@ -169,7 +199,7 @@ pub async fn serve_conn(
                     };
                     (Stream::Tls(Box::new(s)), alpn)
                 }
-                None => return close_unserved(&l, opened),
+                None => return close_http(hs, open.opened()),
             }
         }
     };
@@ -183,7 +213,7 @@ pub async fn serve_conn(
             tokio::pin!(sniff);
             let r = tokio::select! {
                 r = &mut sniff => r,
-                _ = dconn.close_requested() => {
+                _ = conn.drain.close_requested() => {
                     // Draining before the first byte: give a request already on its way a
                     // moment to arrive rather than closing under it.
                     match tokio::time::timeout(DRAIN_FIRST_BYTES_GRACE, &mut sniff).await {
@@ -197,18 +227,18 @@ pub async fn serve_conn(
     };
     if let Some((io, proto)) = sniffed {
         let start = Started {
-            remote,
+            remote: conn.remote,
             local,
             tls,
-            drain: dconn,
-            alive,
+            drain: conn.drain,
+            alive: conn.alive,
             idle: Duration::ZERO,
             requests: 0,
             fresh: true,
         };
-        serve_sniffed(&l, w, io, proto, start).await;
+        serve_sniffed(l, w, io, proto, start).await;
     }
-    close_unserved(&l, opened);
+    close_http(hs, open.opened());
 }
 
 /// What a connection starts with once its protocol is known.
@@ -281,16 +311,17 @@ async fn serve_sniffed(
         .add(counts.tx.load(std::sync::atomic::Ordering::Relaxed));
 }
 
-/// Count a downstream connection's end.
-fn close_unserved(l: &ListenerShared, opened: Instant) {
-    let length = opened.elapsed();
-    let ls = &l.listener_stats;
-    let hs = &l.http_stats;
+/// Count a downstream connection's end on its listener.
+fn close_listener(ls: &ListenerStats, opened: Instant) {
     ls.downstream_cx_active.dec();
     ls.server_total_connections.dec();
     ls.downstream_cx_destroy.inc();
-    ls.downstream_cx_length_ms.record(length);
+    ls.downstream_cx_length_ms.record(opened.elapsed());
+}
+
+/// Count a downstream connection's end on its HTTP connection manager.
+fn close_http(hs: &HttpStats, opened: Instant) {
     hs.downstream_cx_active.dec();
     hs.downstream_cx_destroy.inc();
-    hs.downstream_cx_length_ms.record(length);
+    hs.downstream_cx_length_ms.record(opened.elapsed());
 }

@@ -83,7 +83,7 @@ impl<F: HandleFuture> hyper::service::Service<Request<Incoming>> for Svc<F> {
     /// carries its [`crate::headers::Refusal`] to [`crate::request::handle`], which answers it.
     fn call(&self, req: Request<Incoming>) -> InFlight<F> {
         let mut req = req.map(RequestBody::Hyper);
-        let hcm = &self.l.config.http;
+        let hcm = &self.l.http;
         let checks = Checks {
             max_head: hcm.max_request_head(),
             internal: hcm.is_internal(self.c.remote.ip()),

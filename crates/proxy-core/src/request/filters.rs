@@ -34,7 +34,7 @@ pub(super) fn on_request(
     cx: Ctx<'_>,
     req: &Request<RequestBody>,
 ) -> Result<Option<Box<Passed>>, Box<Response<ProxyBody>>> {
-    let filters = &cx.l.config.http.http_filters;
+    let filters = &cx.l.http.http_filters;
     if filters.is_empty() || req.extensions().get::<crate::headers::Refusal>().is_some() {
         // Refused as it came: answered before any filter, as Envoy's codec does.
         return Ok(None);

@@ -186,7 +186,6 @@ fn upgrade_allowed(cx: Ctx<'_>, kind: &str) -> bool {
     !cx.c.http2
         && cx
             .l
-            .config
             .http
             .upgrade_types
             .iter()
@@ -206,7 +205,7 @@ fn replayable_by_buffering(cx: Ctx<'_>, f: &Forward, body: &RequestBody) -> bool
 
 /// `request_timeout` as a deadline from the request's start.
 fn request_deadline(cx: Ctx<'_>, tracker: &Tracker) -> Option<tokio::time::Instant> {
-    let hcm = &cx.l.config.http;
+    let hcm = &cx.l.http;
     hcm.request_timeout
         .map(|t| tokio::time::Instant::from_std(tracker.start()) + t)
 }
@@ -251,7 +250,7 @@ async fn streamed_body(
     let deadline = request_deadline(cx, tracker);
     let (b, fired) = ProxyBody::request_stream(stream)
         .count_into(tracker.received())
-        .with_timeouts(cx.l.config.http.stream_idle_timeout, deadline);
+        .with_timeouts(cx.l.http.stream_idle_timeout, deadline);
     Ok(Body {
         replay: None,
         stream: Some(b),
@@ -330,7 +329,7 @@ fn prepare_head(
     parts: &mut http::request::Parts,
     started: std::time::Instant,
 ) -> Target {
-    let hcm = &cx.l.config.http;
+    let hcm = &cx.l.http;
     prepare_request_headers(
         &mut parts.headers,
         Forwarded::of(
@@ -383,11 +382,9 @@ impl Limits {
         });
         Self {
             deadline,
-            per_try: policy.and_then(|p| p.per_try_timeout).or(cx
-                .l
-                .config
-                .http
-                .stream_idle_timeout),
+            per_try: policy
+                .and_then(|p| p.per_try_timeout)
+                .or(cx.l.http.stream_idle_timeout),
             idempotent: matches!(
                 *method,
                 Method::GET
@@ -480,7 +477,7 @@ fn respond(
     done: AttemptDone,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
-    let hcm = &cx.l.config.http;
+    let hcm = &cx.l.http;
     let AttemptDone {
         response,
         checkin,

@@ -58,7 +58,7 @@ pub async fn handle(
     };
     let mut tracker = Tracker::new(cx);
     let mut req = req;
-    if l.config.http.generate_request_id {
+    if l.http.generate_request_id {
         // One hashed lookup: a client's id is kept.
         req.headers_mut()
             .entry(&X_REQUEST_ID)

@@ -30,9 +30,9 @@ fn upgrade_head(
         &mut parts.headers,
         Forwarded::of(
             c.remote,
-            l.config.http.use_remote_address,
+            l.http.use_remote_address,
             c.tls,
-            l.config.http.is_internal(c.remote.ip()),
+            l.http.is_internal(c.remote.ip()),
         ),
         Upgrade::Keep,
     );
@@ -100,14 +100,16 @@ pub(super) async fn tunnel(
     l.http_stats.downstream_cx_upgrades_total.inc();
     // The tunnel keeps the connection context (and so the generation's drain) alive.
     let conn = c.clone();
-    let handover = w.handover.clone();
+    // Only a tunnel of a listener's only chain may move (the next generation serves what
+    // arrives on its listener's only chain).
+    let handover = l.movable.then(|| w.handover.clone());
     let info = crate::tunnel::TunnelInfo {
         listener: l.config.address,
         peer: c.remote,
         upstream: attempt.host.addr,
         cluster: cluster.config.name.clone(),
         requests: c.requests.get(),
-        idle_timeout: l.config.http.tunnel_idle_timeout(),
+        idle_timeout: l.http.tunnel_idle_timeout(),
     };
     tokio::task::spawn_local(async move {
         let _attempt = attempt;
@@ -115,7 +117,7 @@ pub(super) async fn tunnel(
         if let (Ok(Upgraded { mut io, read_buf }), Ok(up)) = (down, up) {
             hs_active.inc();
             io.prepend(read_buf);
-            if crate::tunnel::run(io, up, &handover, info).await
+            if crate::tunnel::run(io, up, handover.as_ref(), info).await
                 == crate::tunnel::Ended::IdleTimeout
             {
                 hs_idle.inc();

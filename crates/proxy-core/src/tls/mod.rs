@@ -1,8 +1,8 @@
 //! TLS with rustls (ring provider only): building the downstream `ServerConfig`s and upstream
 //! `ClientConfig`s from Envoy's `DownstreamTlsContext` / `UpstreamTlsContext` settings, checked
 //! at configuration load (files readable, keys matching their certificates, certificates not
-//! expired, cipher suites and versions rustls supports), and choosing a listener's filter chain
-//! by SNI.
+//! expired, cipher suites and versions rustls supports). Choosing a listener's filter chain (by
+//! SNI among others) is [`crate::chain`]'s.
 //!
 //! Every config is built with `builder_with_provider(ring)`, never the process-default provider,
 //! so no second provider can ever be picked up. The validated model carries the ready
@@ -111,21 +111,6 @@ pub struct ServerTls {
 pub struct ClientTls {
     pub config: Arc<ClientConfig>,
     pub sni: Option<String>,
-}
-
-/// One filter chain of a TLS listener: the server names it answers (empty: the default chain)
-/// and its TLS context.
-#[derive(Clone, Debug)]
-pub struct TlsChain {
-    /// `filter_chain_match.server_names`, lower-cased: `example.com` or `*.example.com`.
-    pub server_names: Vec<String>,
-    pub tls: ServerTls,
-}
-
-/// A listener's TLS filter chains.
-#[derive(Clone, Debug)]
-pub struct ListenerTls {
-    pub chains: Vec<TlsChain>,
 }
 
 /// The cipher suites rustls (ring) implements, by Envoy's (BoringSSL's) name.
@@ -542,37 +527,6 @@ impl ServerCertVerifier for NoCertVerify {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-// === impl ListenerTls ===
-
-impl ListenerTls {
-    /// The chain for a client's SNI, as Envoy: an exact name first, then the longest
-    /// `*.suffix` wildcard, then the chain without server names.
-    pub fn select(&self, sni: Option<&str>) -> Option<&TlsChain> {
-        if let Some(name) = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()) {
-            if let Some(c) = self.chains.iter().find(|c| c.server_names.contains(&name)) {
-                return Some(c);
-            }
-            let mut best: Option<(&TlsChain, usize)> = None;
-            for c in &self.chains {
-                for n in &c.server_names {
-                    if let Some(suffix) = n.strip_prefix('*') {
-                        if name.len() > suffix.len()
-                            && name.ends_with(suffix)
-                            && best.is_none_or(|(_, l)| suffix.len() > l)
-                        {
-                            best = Some((c, suffix.len()));
-                        }
-                    }
-                }
-            }
-            if let Some((c, _)) = best {
-                return Some(c);
-            }
-        }
-        self.chains.iter().find(|c| c.server_names.is_empty())
     }
 }
 

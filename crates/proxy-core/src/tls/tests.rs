@@ -197,36 +197,6 @@ fn client_config_checks_sni_and_ca() {
     assert_eq!(e.field, "sni");
 }
 
-#[test]
-fn sni_selection_prefers_exact_then_longest_wildcard_then_default() {
-    let tls = server_config(&inline(&self_signed("a.test")), SystemTime::now()).unwrap();
-    let chain = |names: &[&str]| TlsChain {
-        server_names: names.iter().map(|s| s.to_string()).collect(),
-        tls: tls.clone(),
-    };
-    let l = ListenerTls {
-        chains: vec![
-            chain(&["*.example.com"]),
-            chain(&["*.api.example.com"]),
-            chain(&["www.example.com"]),
-            chain(&[]),
-        ],
-    };
-    let idx = |sni: Option<&str>| {
-        let c = l.select(sni).unwrap();
-        l.chains.iter().position(|x| std::ptr::eq(x, c)).unwrap()
-    };
-    assert_eq!(idx(Some("WWW.example.com")), 2);
-    assert_eq!(idx(Some("v1.api.example.com")), 1);
-    assert_eq!(idx(Some("x.example.com")), 0);
-    assert_eq!(idx(Some("example.com")), 3);
-    assert_eq!(idx(None), 3);
-    let no_default = ListenerTls {
-        chains: vec![chain(&["a.test"])],
-    };
-    assert!(no_default.select(Some("b.test")).is_none());
-}
-
 /// An X.509 v1 self-signed certificate (no extensions, as `openssl x509 -req` writes it and as
 /// Envoy's own example certificate is) and its key.
 fn v1() -> Pair {

@@ -23,7 +23,11 @@ fn null_lists_and_objects_are_absent_fields() {
     let v = set(v, &format!("{CLUSTER0}/circuit_breakers"), json!(null));
     let v = set(v, &format!("{CLUSTER0}/lb_policy"), json!(null));
     let loaded = parse_value(&v).unwrap_or_else(|e| panic!("{e}"));
-    assert!(loaded.bootstrap.listeners[0].http.access_logs.is_empty());
+    assert!(loaded.bootstrap.listeners[0]
+        .first_http()
+        .unwrap()
+        .access_logs
+        .is_empty());
     // `/config_dump` shows the bootstrap as Envoy parsed it: without the nulls.
     assert!(loaded
         .effective
@@ -105,7 +109,10 @@ fn enum_values_are_read_in_any_case_and_as_numbers() {
     assert_eq!(b.clusters[0].discovery, Discovery::StrictDns);
     assert_eq!(b.clusters[0].lb_policy, LbPolicy::LeastRequest);
     assert_eq!(b.clusters[0].dns_lookup_family, DnsLookupFamily::V4Only);
-    assert_eq!(b.listeners[0].http.codec_type, CodecType::Http1);
+    assert_eq!(
+        b.listeners[0].first_http().unwrap().codec_type,
+        CodecType::Http1
+    );
     let v = set(base(), &format!("{CLUSTER0}/type"), json!(1));
     let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
     assert_eq!(b.clusters[0].discovery, Discovery::StrictDns);
@@ -217,7 +224,11 @@ fn metadata_is_kept_on_clusters_endpoints_routes_and_virtual_hosts() {
     };
     assert_eq!(b.clusters[0].metadata, want("c"));
     assert_eq!(b.clusters[0].endpoints[0].metadata, want("envoy.lb"));
-    let vhost = &b.listeners[0].http.route_config.virtual_hosts[0];
+    let vhost = &b.listeners[0]
+        .first_http()
+        .unwrap()
+        .route_config
+        .virtual_hosts[0];
     assert_eq!(vhost.metadata, want("vh"));
     assert_eq!(vhost.routes[0].metadata, want("r"));
     // Shown by /config_dump as written.
@@ -387,7 +398,7 @@ fn tls_contexts_take_static_secrets_by_name() {
         "validation_context_sds_secret_config": {"name": "ca"},
     }));
     let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
-    assert!(b.listeners[0].tls.is_some());
+    assert!(b.listeners[0].filter_chains[0].tls.is_some());
 
     let ctx = "filter_chains[0].transport_socket.typed_config.common_tls_context";
     let bad = [
