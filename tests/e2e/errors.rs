@@ -79,6 +79,13 @@ async fn connection_refused_is_503_connection_failure() {
             .await
             >= Some(1)
     );
+    // As Envoy 1.40: every connection opened counts, one that fails to connect too.
+    let total = f.baton.stat("cluster.refused.upstream_cx_total").await;
+    let failed = f
+        .baton
+        .stat("cluster.refused.upstream_cx_connect_fail")
+        .await;
+    assert_eq!(total, failed);
     let _ = f.refused_port;
 }
 

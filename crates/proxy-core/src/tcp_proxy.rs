@@ -108,13 +108,7 @@ async fn connect(
                     .await
                     .map(|s| Upstream::Tls(Box::new(s))),
             },
-            Err(e) => {
-                if e == UpstreamFailure::ConnectFailure {
-                    // Envoy counts every connection it opens, one that fails to connect too.
-                    cluster.stats.upstream_cx_total.inc();
-                }
-                Err(e)
-            }
+            Err(e) => Err(e),
         };
         match up {
             Ok(up) => {

@@ -350,6 +350,8 @@ pub(crate) async fn connect_tcp(
         return Err(UpstreamFailure::Overflow);
     }
     let started = Instant::now();
+    // Envoy counts every connection it opens, one that then fails to connect too.
+    stats.upstream_cx_total.inc();
     let res = tokio::time::timeout(
         cluster.config.connect_timeout,
         TcpStream::connect(host.addr),
@@ -372,7 +374,6 @@ pub(crate) async fn connect_tcp(
     };
     let _ = stream.set_nodelay(true);
     stats.upstream_cx_connect_ms.record(started.elapsed());
-    stats.upstream_cx_total.inc();
     Ok(stream)
 }
 

@@ -154,9 +154,12 @@ fn host_json(h: &HostStatus) -> Json {
         "stats": stats,
         "health_status": health,
         "weight": h.weight,
-        "hostname": h.hostname,
         "locality": {},
     });
+    // proto3 JSON leaves an empty string out.
+    if !h.hostname.is_empty() {
+        v["hostname"] = Json::from(h.hostname.clone());
+    }
     if let Some(r) = h.success_rate {
         v["success_rate"] = rate_json(r);
     }
