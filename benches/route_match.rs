@@ -40,6 +40,7 @@ fn route(name: String, path: PathMatch, headers: Vec<HeaderMatcher>, action: Rou
         },
         action,
         headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
@@ -80,6 +81,7 @@ fn quickstart() -> Router {
                 forward("service_envoyproxy_io"),
             )],
             headers: Default::default(),
+            filter_configs: Default::default(),
         }],
         ..Default::default()
     })
@@ -218,6 +220,7 @@ fn large() -> Router {
                 domains: domains(i),
                 routes: routes(i),
                 headers: Default::default(),
+                filter_configs: Default::default(),
             })
             .collect(),
         ..Default::default()

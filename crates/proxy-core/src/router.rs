@@ -8,7 +8,7 @@ use regex::Regex;
 
 use crate::config::{
     ClusterSpecifier, DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch,
-    Redirect, RouteAction, RouteConfig,
+    Redirect, ResolvedFilterConfigs, RouteAction, RouteConfig,
 };
 use crate::error::BuildError;
 
@@ -35,6 +35,9 @@ pub struct Route {
     pub name: String,
     /// Header mutations of the route, its virtual host and the route configuration.
     pub mutations: Option<Box<Mutations>>,
+    /// `typed_per_filter_config` of the route, its virtual host and the route configuration,
+    /// most specific first.
+    pub filter_configs: Option<Box<ResolvedFilterConfigs>>,
     path: CompiledPath,
     case_sensitive: bool,
     headers: Vec<CompiledHeader>,
@@ -180,6 +183,12 @@ impl Router {
                 }
                 let mut route = compile_route(r, &cluster_index)?;
                 route.mutations = Mutations::compile(&levels)?;
+                route.filter_configs = ResolvedFilterConfigs::resolve(&[
+                    &r.filter_configs,
+                    &vh.filter_configs,
+                    &cfg.filter_configs,
+                ])
+                .map(Box::new);
                 routes.push(route);
             }
             router.vhosts.push(VirtualHost {
@@ -346,6 +355,7 @@ fn compile_route(
     Ok(Route {
         name: r.name.clone(),
         mutations: None,
+        filter_configs: None,
         path,
         case_sensitive: r.matcher.case_sensitive,
         headers,

@@ -45,6 +45,8 @@ pub struct HttpStats {
     pub downstream_rq_idle_timeout: Counter,
     pub downstream_rq_header_timeout: Counter,
     pub downstream_rq_rx_reset: Counter,
+    /// A request body over the buffer filter's `max_request_bytes` (413).
+    pub downstream_rq_too_large: Counter,
     pub downstream_rq_time: Histogram,
     pub no_route: Counter,
     pub rq_direct_response: Counter,
@@ -227,6 +229,7 @@ impl HttpStats {
                 downstream_rq_idle_timeout: counter,
                 downstream_rq_header_timeout: counter,
                 downstream_rq_rx_reset: counter,
+                downstream_rq_too_large: counter,
                 downstream_rq_time: histogram,
                 no_route: counter,
                 rq_direct_response: counter,

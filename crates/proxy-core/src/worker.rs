@@ -83,7 +83,7 @@ impl Dataplane {
                         .http
                         .http_filters
                         .iter()
-                        .any(|f| matches!(f, config::HttpFilter::HealthCheck(_)))
+                        .any(|f| matches!(f.filter, config::HttpFilter::HealthCheck(_)))
                         .then(|| HealthCheckFilterStats::new(store, &lc.http.stat_prefix)),
                     listener_stats: ListenerStats::new(store, &lc.address),
                     access_logs,

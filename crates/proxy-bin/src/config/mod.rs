@@ -257,8 +257,9 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
         // The health-check filter names the node's cluster in its responses.
         for l in &mut listeners {
             for f in &mut l.http.http_filters {
-                let proxy_core::config::HttpFilter::HealthCheck(hc) = f;
-                hc.service_cluster.clone_from(&node.cluster);
+                if let proxy_core::config::HttpFilter::HealthCheck(hc) = &mut f.filter {
+                    hc.service_cluster.clone_from(&node.cluster);
+                }
             }
         }
         Ok(Bootstrap {

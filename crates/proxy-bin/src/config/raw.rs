@@ -284,6 +284,8 @@ pub(crate) struct DataSource {
 pub(crate) struct HttpFilter {
     pub name: String,
     pub typed_config: Option<Value>,
+    pub disabled: Option<bool>,
+    pub is_optional: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,6 +312,8 @@ pub(crate) struct RouteConfiguration {
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
     pub most_specific_header_mutations_wins: Option<bool>,
+    #[serde(default)]
+    pub typed_per_filter_config: serde_json::Map<String, Value>,
 }
 
 /// A `HeaderValueOption`.
@@ -356,6 +360,8 @@ pub(crate) struct VirtualHost {
     pub response_headers_to_add: Vec<HeaderValueOption>,
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub typed_per_filter_config: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -376,6 +382,8 @@ pub(crate) struct Route {
     pub response_headers_to_add: Vec<HeaderValueOption>,
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub typed_per_filter_config: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]

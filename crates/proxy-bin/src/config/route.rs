@@ -68,6 +68,7 @@ pub(crate) fn route_config(
             }
         }
         let vh_headers = header_mutations!(vh, &vh_path, errs);
+        let vh_filters = super::filters::filter_configs(vh.typed_per_filter_config, &vh_path, errs);
         let mut routes = Vec::new();
         for (k, r) in vh.routes.into_iter().enumerate() {
             if let Some(r) = route(r, &format!("{vh_path}.routes[{k}]"), clusters, errs) {
@@ -80,10 +81,13 @@ pub(crate) fn route_config(
             domains: vh.domains,
             routes,
             headers: vh_headers,
+            filter_configs: vh_filters,
         });
     }
     let headers = header_mutations!(raw, path, errs);
+    let filter_configs = super::filters::filter_configs(raw.typed_per_filter_config, path, errs);
     (errs.0.len() == before).then(|| RouteConfig {
+        filter_configs,
         name: raw.name.unwrap_or_default(),
         virtual_hosts,
         headers,
@@ -143,7 +147,9 @@ fn route(
         }
     };
     let headers = header_mutations!(raw, path, errs);
+    let filter_configs = super::filters::filter_configs(raw.typed_per_filter_config, path, errs);
     Some(Route {
+        filter_configs,
         name: raw.name.unwrap_or_default(),
         metadata: raw::Metadata::into_map(raw.metadata),
         matcher: matcher?,

@@ -67,10 +67,11 @@ pub async fn handle(
     if let Some(logs) = l.access_logs.as_ref() {
         tracker.set_log(logs.capture(&req));
     }
-    let passed = match filters::on_request(cx, &req) {
-        Ok(p) => p,
-        Err(resp) => return Ok(finish(cx, *resp, tracker)),
-    };
+    if !l.config.http.http_filters.is_empty() && req.extensions().get::<Refusal>().is_none() {
+        // Boxed: a listener without filters keeps nothing of them in its requests' futures.
+        // (A refused request is answered before any filter, as Envoy's codec does.)
+        return Ok(Box::pin(filtered(cx, req, tracker)).await);
+    }
     // Routing is synchronous, so only forwarding adds a future to this one's state.
     let matched;
     let seen;
@@ -89,8 +90,43 @@ pub async fn handle(
     if let Some(m) = matched.and_then(|r| r.mutations.as_deref()) {
         mutate_response(cx, m, seen.as_deref(), &mut resp, &tracker);
     }
-    filters::on_response(passed.as_deref(), &mut resp);
     Ok(finish(cx, resp, tracker))
+}
+
+/// A request on a listener with HTTP filters: its route found first (filters read their
+/// per-route configuration from it), the filters run, then the route's action; the response
+/// goes back through the filters that ran. A filter's local reply gets the route's response
+/// header mutations too, as in Envoy.
+async fn filtered(
+    cx: Ctx<'_>,
+    mut req: Request<RequestBody>,
+    mut tracker: Box<Tracker>,
+) -> Response<ProxyBody> {
+    let found = if req.method() == Method::CONNECT {
+        None
+    } else {
+        let authority = authority_of(&req);
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        cx.l.router.route(authority, path, req.headers())
+    };
+    let mut passed = filters::Passed::default();
+    let decoded = filters::decode(cx, found, &mut req, &mut tracker, &mut passed).await;
+    let seen = found.and_then(|route| Seen::keep(route, &req));
+    // A filter's reply has been through the filters before it already.
+    let (mut resp, encoded) = match decoded {
+        Err(reply) => (*reply, true),
+        Ok(()) => match routed(cx.l, &req, found, &mut tracker) {
+            Routed::Reply(r, _) => (r, false),
+            Routed::Forward(route, f) => (forward(cx, route, f, req, &mut tracker).await, false),
+        },
+    };
+    if let Some(m) = found.and_then(|r| r.mutations.as_deref()) {
+        mutate_response(cx, m, seen.as_deref(), &mut resp, &tracker);
+    }
+    if !encoded {
+        filters::encode(&passed, &mut resp);
+    }
+    finish(cx, resp, tracker)
 }
 
 /// The response as it leaves: its status and head for the access log, HTTP/1.1, and
@@ -170,6 +206,17 @@ fn route<'l>(
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         l.router.route(authority, path, req.headers())
     };
+    routed(l, req, route, tracker)
+}
+
+/// What the route found for a request (`None`: none) makes of it.
+#[inline]
+fn routed<'l>(
+    l: &'l ListenerShared,
+    req: &Request<RequestBody>,
+    route: Option<&'l Route>,
+    tracker: &mut Tracker,
+) -> Routed<'l> {
     let Some(route) = route else {
         l.http_stats.no_route.inc();
         tracker.set_flag(ResponseFlags::NO_ROUTE_FOUND);

@@ -33,8 +33,10 @@ fn router_with(prefix: &str, action: RouteAction) -> Router {
                 },
                 action,
                 headers: Default::default(),
+                filter_configs: Default::default(),
             }],
             headers: Default::default(),
+            filter_configs: Default::default(),
         }],
         ..Default::default()
     };

@@ -16,6 +16,7 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Ro
             body: None,
         }),
         headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
@@ -26,6 +27,7 @@ fn vhost(name: &str, domains: &[&str], routes: Vec<config::Route>) -> config::Vi
         domains: domains.iter().map(|d| (*d).into()).collect(),
         routes,
         headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
