@@ -11,6 +11,7 @@ mod cli;
 mod downstream_h1;
 mod drain;
 mod errors;
+mod fault;
 mod filter_config;
 mod filters;
 mod h2;

@@ -18,7 +18,9 @@ use crate::config;
 use crate::handover::{Handover, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
-use crate::stats::{CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats};
+use crate::stats::{
+    CodeCounters, FaultFilterStats, HealthCheckFilterStats, HttpStats, ListenerStats,
+};
 use crate::tls::{ListenerTls, SslStats};
 use crate::upstream::Pools;
 
@@ -30,6 +32,8 @@ pub struct ListenerShared {
     pub http_stats: HttpStats,
     /// The health-check filter's stats, when the listener has one.
     pub health_check_stats: Option<HealthCheckFilterStats>,
+    /// The fault filter's stats, when the listener has one.
+    pub fault_stats: Option<FaultFilterStats>,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<AccessLogs>,
     /// Set when the listener terminates TLS.

@@ -436,6 +436,48 @@ impl HealthCheckFilterStats {
     }
 }
 
+// === FaultFilterStats ===
+
+/// `http.<stat_prefix>.fault.*`: the fault filter's (only with one).
+#[derive(Debug)]
+pub struct FaultFilterStats {
+    pub delays_injected: Counter,
+    pub aborts_injected: Counter,
+    pub response_rl_injected: Counter,
+    pub faults_overflow: Counter,
+    pub active_faults: Gauge,
+    /// `….fault.<downstream cluster>.{delays,aborts}_injected`, created on first use.
+    prefix: String,
+    store: Store,
+}
+
+impl FaultFilterStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("http.{stat_prefix}.fault");
+        stat_struct!(
+            store,
+            p,
+            FaultFilterStats {
+                delays_injected: counter,
+                aborts_injected: counter,
+                response_rl_injected: counter,
+                faults_overflow: counter,
+                active_faults: gauge,
+            },
+            prefix: p.clone(),
+            store: store.clone()
+        )
+    }
+
+    /// `….fault.<cluster>.<what>` (`delays_injected`, `aborts_injected`): a downstream
+    /// cluster's count.
+    pub fn downstream_cluster(&self, cluster: &str, what: &str) {
+        self.store
+            .counter(&format!("{}.{cluster}.{what}", self.prefix))
+            .inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,9 @@ use crate::downstream;
 use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, WorkerModes};
 use crate::router::Router;
-use crate::stats::{CodeCounters, HealthCheckFilterStats, HttpStats, ListenerStats};
+use crate::stats::{
+    CodeCounters, FaultFilterStats, HealthCheckFilterStats, HttpStats, ListenerStats,
+};
 use crate::tls::SslStats;
 use crate::upstream::Pools;
 
@@ -85,6 +87,12 @@ impl Dataplane {
                         .iter()
                         .any(|f| matches!(f.filter, config::HttpFilter::HealthCheck(_)))
                         .then(|| HealthCheckFilterStats::new(store, &lc.http.stat_prefix)),
+                    fault_stats: lc
+                        .http
+                        .http_filters
+                        .iter()
+                        .any(|f| matches!(f.filter, config::HttpFilter::Fault(_)))
+                        .then(|| FaultFilterStats::new(store, &lc.http.stat_prefix)),
                     listener_stats: ListenerStats::new(store, &lc.address),
                     access_logs,
                     config: lc.clone(),

@@ -4,10 +4,11 @@
 //! configuration is parsed in its module below.
 
 mod buffer;
+mod fault;
 mod health_check;
 mod per_route;
 
-use proxy_core::config::{HttpFilter, HttpFilterEntry};
+use proxy_core::config::{FilterHeaderMatcher, HttpFilter, HttpFilterEntry, MatchedField};
 use serde_json::Value;
 
 use super::de::{self, join};
@@ -17,7 +18,8 @@ use super::ConfigError;
 pub(crate) use per_route::filter_configs;
 
 /// The filters Baton has, by the type URL of their `typed_config`.
-const SUPPORTED: &str = "the router, envoy.filters.http.health_check and envoy.filters.http.buffer";
+const SUPPORTED: &str =
+    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer and envoy.filters.http.fault";
 
 /// The filters before the router, and the router's `suppress_envoy_headers`. The router must
 /// be there, last.
@@ -92,6 +94,7 @@ fn filter(f: raw::HttpFilter, p: &str) -> Result<Parsed, ConfigError> {
         }
         health_check::TYPE => HttpFilter::HealthCheck(health_check::parse(rest, &tc_path)?),
         buffer::TYPE => HttpFilter::Buffer(buffer::parse(rest, &tc_path)?),
+        fault::TYPE => HttpFilter::Fault(Box::new(fault::parse(rest, &tc_path)?)),
         _ if f.is_optional == Some(true) && !envoy_filter(&url) => return Ok(Parsed::Skipped),
         _ => {
             return Err(ConfigError::new(
@@ -137,6 +140,34 @@ impl BoolValue {
             BoolValue::Plain(b) | BoolValue::Wrapped { value: b } => b,
         }
     }
+}
+
+/// A filter's `headers[]`: header matchers that may name `:path` (as sent, query included),
+/// `:method` or `:authority` (`host`).
+fn header_matchers(
+    raw: Vec<raw::HeaderMatcher>,
+    path: &str,
+) -> Result<Vec<FilterHeaderMatcher>, ConfigError> {
+    let mut headers = Vec::new();
+    for (i, mut h) in raw.into_iter().enumerate() {
+        let field = match h.name.to_ascii_lowercase().as_str() {
+            ":path" => Some(MatchedField::Path),
+            ":method" => Some(MatchedField::Method),
+            ":authority" | "host" => Some(MatchedField::Authority),
+            _ => None,
+        };
+        if field.is_some() {
+            // Checked as an ordinary name; the field it reads is the pseudo-header's.
+            h.name = "x-pseudo".into();
+        }
+        let m = super::route::header_matcher(h, &format!("{path}.headers[{i}]"))?;
+        headers.push(FilterHeaderMatcher {
+            field: field.unwrap_or(MatchedField::Header(m.name)),
+            kind: m.kind,
+            invert: m.invert,
+        });
+    }
+    Ok(headers)
 }
 
 /// Decode `rest` (an `Any` without its `@type`) into `T`.

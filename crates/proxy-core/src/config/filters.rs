@@ -21,6 +21,8 @@ pub enum HttpFilter {
     HealthCheck(HealthCheckFilter),
     /// `envoy.filters.http.buffer`.
     Buffer(BufferFilter),
+    /// `envoy.filters.http.fault`.
+    Fault(Box<FaultFilter>),
 }
 
 /// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered
@@ -68,6 +70,75 @@ pub enum BufferPerRoute {
     Buffer(BufferFilter),
 }
 
+/// `envoy.filters.http.fault` (`HTTPFault`): delays and aborts injected into matching
+/// requests.
+#[derive(Clone, Debug, Default)]
+pub struct FaultFilter {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+    /// Faults only for requests routed to this cluster.
+    pub upstream_cluster: Option<String>,
+    /// All must match.
+    pub headers: Vec<FilterHeaderMatcher>,
+    /// Faults only for requests whose `x-envoy-downstream-service-node` is one of these.
+    pub downstream_nodes: Vec<String>,
+    /// At most this many faulted requests at once (unlimited by default).
+    pub max_active_faults: Option<u32>,
+    /// `!disable_downstream_cluster_stats`: also count per
+    /// `x-envoy-downstream-service-cluster`.
+    pub downstream_cluster_stats: bool,
+}
+
+/// A `type.v3.FractionalPercent`: `numerator` out of `denominator` (100, 10 000, 1 000 000).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FractionalPercent {
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
+impl FractionalPercent {
+    /// A roll with `random` (uniform over `u64`): whether it falls within the fraction.
+    pub fn hit(self, random: u64) -> bool {
+        random % u64::from(self.denominator.max(1)) < u64::from(self.numerator)
+    }
+}
+
+/// `FaultDelay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultDelay {
+    pub kind: FaultDelayKind,
+    /// Unset in the configuration: 0 out of 100 (never), as in Envoy.
+    pub percentage: FractionalPercent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultDelayKind {
+    /// `fixed_delay`.
+    Fixed(std::time::Duration),
+    /// `header_delay`: `x-envoy-fault-delay-request` (milliseconds).
+    Header,
+}
+
+/// `FaultAbort`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultAbort {
+    pub kind: FaultAbortKind,
+    /// Unset in the configuration: 0 out of 100 (never), as in Envoy.
+    pub percentage: FractionalPercent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultAbortKind {
+    /// `http_status`, in [200, 600).
+    Http(u16),
+    /// `grpc_status`: a gRPC request gets a trailers-only answer with this status; any other
+    /// 200 with Envoy's body.
+    Grpc(u32),
+    /// `header_abort`: `x-envoy-fault-abort-request` (an HTTP status) or
+    /// `x-envoy-fault-abort-grpc-request`.
+    Header,
+}
+
 /// One `typed_per_filter_config` entry of a route configuration, virtual host or route.
 #[derive(Clone, Debug)]
 pub struct PerFilter {
@@ -82,6 +153,8 @@ pub struct PerFilter {
 #[derive(Clone, Debug)]
 pub enum RouteFilterConfig {
     Buffer(BufferPerRoute),
+    /// A route's `HTTPFault` replaces the filter's whole configuration.
+    Fault(Box<FaultFilter>),
 }
 
 /// `typed_per_filter_config` of one level: filter name → its entry.

@@ -9,14 +9,19 @@
 //! level first); a filter reads its per-route configuration from there too.
 
 mod buffer;
+mod fault;
 mod health_check;
 
 use http::{Request, Response};
 
 use crate::body::{ProxyBody, RequestBody};
-use crate::config::{HttpFilter, RouteFilterConfig};
+use http::header;
+
+use crate::config::{
+    FilterHeaderMatcher, HeaderMatchKind, HttpFilter, MatchedField, RouteFilterConfig,
+};
 use crate::context::Ctx;
-use crate::router::Route;
+use crate::router::{Route, RouteCluster};
 
 use super::tracker::Tracker;
 
@@ -24,6 +29,8 @@ use super::tracker::Tracker;
 #[derive(Debug, Default)]
 pub(super) struct Passed {
     health_check: health_check::Passed,
+    /// A fault injected: counted in `active_faults` while this lives.
+    fault: Option<fault::Active>,
 }
 
 /// Run the enabled filters on a request, in order: `Err` with the response when one answers
@@ -31,6 +38,7 @@ pub(super) struct Passed {
 pub(super) async fn decode(
     cx: Ctx<'_>,
     route: Option<&Route>,
+    target: Option<&RouteCluster>,
     req: &mut Request<RequestBody>,
     tracker: &mut Tracker,
     passed: &mut Passed,
@@ -53,6 +61,14 @@ pub(super) async fn decode(
                 };
                 buffer::decode(cx, b, per_route, req, tracker).await
             }
+            HttpFilter::Fault(f) => {
+                let f = match config {
+                    Some(RouteFilterConfig::Fault(p)) => p,
+                    _ => f,
+                };
+                let cluster = target.map(|t| t.name.as_str());
+                fault::decode(cx, f, cluster, req, tracker, &mut passed.fault).await
+            }
         };
         if let Err(mut resp) = stop {
             encode(passed, &mut resp);
@@ -65,4 +81,30 @@ pub(super) async fn decode(
 /// Run the filters that ran on the request on its response, in reverse order.
 pub(super) fn encode(passed: &Passed, resp: &mut Response<ProxyBody>) {
     health_check::encode(&passed.health_check, resp);
+}
+
+/// Whether a filter's header matcher accepts `req`.
+pub(super) fn header_matches(m: &FilterHeaderMatcher, req: &Request<RequestBody>) -> bool {
+    let value: Option<&str> = match &m.field {
+        MatchedField::Path => req.uri().path_and_query().map(|p| p.as_str()),
+        MatchedField::Method => Some(req.method().as_str()),
+        MatchedField::Authority => req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        }),
+        MatchedField::Header(name) => req.headers().get(name).and_then(|v| v.to_str().ok()),
+    };
+    let hit = match (&m.kind, value) {
+        (HeaderMatchKind::Present(p), v) => v.is_some() == *p,
+        (_, None) => false,
+        (HeaderMatchKind::Exact(s), Some(v)) => v == s,
+        (HeaderMatchKind::Prefix(s), Some(v)) => v.starts_with(s.as_str()),
+        (HeaderMatchKind::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
+        (HeaderMatchKind::Contains(s), Some(v)) => v.contains(s.as_str()),
+        (HeaderMatchKind::Regex(re), Some(v)) => re
+            .find(v)
+            .is_some_and(|f| f.start() == 0 && f.end() == v.len()),
+    };
+    hit != m.invert
 }

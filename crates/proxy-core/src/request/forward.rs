@@ -83,15 +83,28 @@ struct Failure {
     resendable: bool,
 }
 
-/// Forward `req` along `route` to `f`'s cluster.
-pub(super) async fn forward(
+/// Forward `req` along `route` to `f`'s cluster (one of them, picked by weight).
+#[inline(always)]
+pub(super) fn forward<'a>(
+    cx: Ctx<'a>,
+    route: &'a Route,
+    f: &'a Forward,
+    req: Request<RequestBody>,
+    tracker: &'a mut Tracker,
+) -> impl std::future::Future<Output = Response<ProxyBody>> + 'a {
+    forward_to(cx, route, f, f.targets.pick(), req, tracker)
+}
+
+/// Forward `req` along `route` to `to`, one of `f`'s clusters (picked before the HTTP filters
+/// ran, which see it).
+pub(super) async fn forward_to(
     cx: Ctx<'_>,
     route: &Route,
     f: &Forward,
+    to: &RouteCluster,
     req: Request<RequestBody>,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
-    let to = f.targets.pick();
     let Some(cluster) = cx.w.clusters.get(to.index).cloned() else {
         return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
     };

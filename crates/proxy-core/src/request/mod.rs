@@ -29,7 +29,7 @@ use crate::handover::Mode;
 use crate::headers::{new_request_id, Refusal, X_REQUEST_ID};
 use crate::router::{Action, Forward, Route};
 
-use self::forward::forward;
+use self::forward::{forward, forward_to};
 use self::local::{local_reply, redirect};
 use self::mutate::{mutate_response, Seen};
 use self::tracker::Tracker;
@@ -109,15 +109,24 @@ async fn filtered(
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         cx.l.router.route(authority, path, req.headers())
     };
+    // A weighted route's cluster is picked now: filters see it (the fault filter's
+    // `upstream_cluster`), and the request goes there.
+    let target = found.and_then(|r| match &r.action {
+        Action::Forward(f) => Some(f.targets.pick()),
+        _ => None,
+    });
     let mut passed = filters::Passed::default();
-    let decoded = filters::decode(cx, found, &mut req, &mut tracker, &mut passed).await;
+    let decoded = filters::decode(cx, found, target, &mut req, &mut tracker, &mut passed).await;
     let seen = found.and_then(|route| Seen::keep(route, &req));
     // A filter's reply has been through the filters before it already.
     let (mut resp, encoded) = match decoded {
         Err(reply) => (*reply, true),
         Ok(()) => match routed(cx.l, &req, found, &mut tracker) {
             Routed::Reply(r, _) => (r, false),
-            Routed::Forward(route, f) => (forward(cx, route, f, req, &mut tracker).await, false),
+            Routed::Forward(route, f) => {
+                let to = target.unwrap_or_else(|| f.targets.pick());
+                (forward_to(cx, route, f, to, req, &mut tracker).await, false)
+            }
         },
     };
     if let Some(m) = found.and_then(|r| r.mutations.as_deref()) {

@@ -1,6 +1,6 @@
 //! `envoy.extensions.filters.http.health_check.v3.HealthCheck`.
 
-use proxy_core::config::{FilterHeaderMatcher, HealthCheckFilter, MatchedField};
+use proxy_core::config::HealthCheckFilter;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -29,25 +29,7 @@ pub(super) fn parse(rest: Value, path: &str) -> Result<HealthCheckFilter, Config
             "is required (as in Envoy)",
         ));
     };
-    let mut headers = Vec::new();
-    for (i, mut h) in raw.headers.into_iter().enumerate() {
-        let field = match h.name.to_ascii_lowercase().as_str() {
-            ":path" => Some(MatchedField::Path),
-            ":method" => Some(MatchedField::Method),
-            ":authority" | "host" => Some(MatchedField::Authority),
-            _ => None,
-        };
-        if field.is_some() {
-            // Checked as an ordinary name; the field it reads is the pseudo-header's.
-            h.name = "x-pseudo".into();
-        }
-        let m = super::super::route::header_matcher(h, &format!("{path}.headers[{i}]"))?;
-        headers.push(FilterHeaderMatcher {
-            field: field.unwrap_or(MatchedField::Header(m.name)),
-            kind: m.kind,
-            invert: m.invert,
-        });
-    }
+    let headers = super::header_matchers(raw.headers, path)?;
     Ok(HealthCheckFilter {
         pass_through_mode: pass.get(),
         headers,

@@ -8,12 +8,13 @@ use serde_json::{Map, Value};
 
 use super::super::de::{self, join};
 use super::super::{ConfigError, Errors};
-use super::buffer;
+use super::{buffer, fault};
 
 const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
 
 /// The per-route configuration types Baton has.
-const SUPPORTED: &str = "envoy.config.route.v3.FilterConfig and the buffer filter's BufferPerRoute";
+const SUPPORTED: &str =
+    "envoy.config.route.v3.FilterConfig, the buffer filter's BufferPerRoute and the fault filter's HTTPFault";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,7 +81,7 @@ fn entry(any: Value, path: &str) -> Result<Option<PerFilter>, ConfigError> {
 
 /// Whether Baton has a per-route configuration of type `url`.
 fn known(url: &str) -> bool {
-    url == buffer::PER_ROUTE_TYPE
+    [buffer::PER_ROUTE_TYPE, fault::TYPE].contains(&url)
 }
 
 fn config(url: &str, rest: Value, path: &str) -> Result<RouteFilterConfig, ConfigError> {
@@ -88,6 +89,9 @@ fn config(url: &str, rest: Value, path: &str) -> Result<RouteFilterConfig, Confi
         buffer::PER_ROUTE_TYPE => Ok(RouteFilterConfig::Buffer(buffer::parse_per_route(
             rest, path,
         )?)),
+        fault::TYPE => Ok(RouteFilterConfig::Fault(Box::new(fault::parse(
+            rest, path,
+        )?))),
         _ => Err(ConfigError::new(
             join(path, "@type"),
             format!("unsupported per-filter configuration `{url}`; Baton supports {SUPPORTED}"),

@@ -5,7 +5,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 
 use crate::body::{ProxyBody, RequestBody};
-use crate::config::{FilterHeaderMatcher, HeaderMatchKind, HealthCheckFilter, MatchedField};
+use crate::config::HealthCheckFilter;
 use crate::context::Ctx;
 
 use super::super::local::local_reply;
@@ -31,7 +31,7 @@ pub(super) fn decode(
 ) -> Result<(), Box<Response<ProxyBody>>> {
     let failing = cx.c.drain.health_check_failed() || cx.c.drain.is_draining();
     passed.failing |= failing;
-    if !hc.headers.iter().all(|m| matches(m, req)) {
+    if !hc.headers.iter().all(|m| super::header_matches(m, req)) {
         return Ok(());
     }
     let cluster =
@@ -68,29 +68,4 @@ pub(super) fn encode(passed: &Passed, resp: &mut Response<ProxyBody>) {
         resp.headers_mut()
             .insert(IMMEDIATE_FAIL.clone(), HeaderValue::from_static("true"));
     }
-}
-
-fn matches(m: &FilterHeaderMatcher, req: &Request<RequestBody>) -> bool {
-    let value: Option<&str> = match &m.field {
-        MatchedField::Path => req.uri().path_and_query().map(|p| p.as_str()),
-        MatchedField::Method => Some(req.method().as_str()),
-        MatchedField::Authority => req.uri().authority().map(|a| a.as_str()).or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-        }),
-        MatchedField::Header(name) => req.headers().get(name).and_then(|v| v.to_str().ok()),
-    };
-    let hit = match (&m.kind, value) {
-        (HeaderMatchKind::Present(p), v) => v.is_some() == *p,
-        (_, None) => false,
-        (HeaderMatchKind::Exact(s), Some(v)) => v == s,
-        (HeaderMatchKind::Prefix(s), Some(v)) => v.starts_with(s.as_str()),
-        (HeaderMatchKind::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
-        (HeaderMatchKind::Contains(s), Some(v)) => v.contains(s.as_str()),
-        (HeaderMatchKind::Regex(re), Some(v)) => re
-            .find(v)
-            .is_some_and(|f| f.start() == 0 && f.end() == v.len()),
-    };
-    hit != m.invert
 }
