@@ -22,6 +22,7 @@ mod hygiene;
 mod keepalive;
 mod lb;
 mod lenient;
+mod local_ratelimit;
 mod outlier;
 mod restart;
 mod restart_safety;

@@ -20,6 +20,7 @@ use crate::io::ServerIo;
 use crate::router::Router;
 use crate::stats::{
     CodeCounters, FaultFilterStats, HealthCheckFilterStats, HttpStats, ListenerStats,
+    LocalRateLimitStats,
 };
 use crate::tls::{ListenerTls, SslStats};
 use crate::upstream::Pools;
@@ -34,6 +35,9 @@ pub struct ListenerShared {
     pub health_check_stats: Option<HealthCheckFilterStats>,
     /// The fault filter's stats, when the listener has one.
     pub fault_stats: Option<FaultFilterStats>,
+    /// The local rate limit filter's stats, by `stat_prefix` (the listener's filter's and its
+    /// routes').
+    pub local_rate_limit_stats: Vec<(String, LocalRateLimitStats)>,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<AccessLogs>,
     /// Set when the listener terminates TLS.
@@ -86,6 +90,10 @@ pub struct ConnCtx {
     /// The connection may move to the next generation at its next idle point (so a drain does
     /// not ask it to close while a successor takes connections).
     pub movable: Cell<bool>,
+    /// The local rate limit filter's buckets of this connection
+    /// (`local_rate_limit_per_downstream_connection`), by the address of the configuration's
+    /// bucket; empty (no allocation) otherwise.
+    pub rate_limit_buckets: RefCell<Vec<(usize, config::TokenBucket)>>,
     /// Keeps the worker alive while this connection (or a tunnel spawned from it) lives.
     pub _alive: mpsc::Sender<()>,
     /// This connection's drain handle: asks it to close, and (as a token) keeps the

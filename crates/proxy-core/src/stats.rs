@@ -478,6 +478,36 @@ impl FaultFilterStats {
     }
 }
 
+// === LocalRateLimitStats ===
+
+/// `<stat_prefix>.http_local_rate_limit.*`: one local rate limit configuration's.
+#[derive(Debug)]
+pub struct LocalRateLimitStats {
+    pub enabled: Counter,
+    pub enforced: Counter,
+    pub ok: Counter,
+    pub rate_limited: Counter,
+    /// Always 0: Baton has no shadow mode (descriptors' `shadow_mode`).
+    pub shadow_mode: Counter,
+}
+
+impl LocalRateLimitStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("{stat_prefix}.http_local_rate_limit");
+        stat_struct!(
+            store,
+            p,
+            LocalRateLimitStats {
+                enabled: counter,
+                enforced: counter,
+                ok: counter,
+                rate_limited: counter,
+                shadow_mode: counter,
+            }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

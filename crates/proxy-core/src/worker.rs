@@ -24,6 +24,7 @@ use crate::handover::{Arriving, Handover, WorkerModes};
 use crate::router::Router;
 use crate::stats::{
     CodeCounters, FaultFilterStats, HealthCheckFilterStats, HttpStats, ListenerStats,
+    LocalRateLimitStats,
 };
 use crate::tls::SslStats;
 use crate::upstream::Pools;
@@ -93,6 +94,7 @@ impl Dataplane {
                         .iter()
                         .any(|f| matches!(f.filter, config::HttpFilter::Fault(_)))
                         .then(|| FaultFilterStats::new(store, &lc.http.stat_prefix)),
+                    local_rate_limit_stats: local_rate_limit_stats(store, &lc.http),
                     listener_stats: ListenerStats::new(store, &lc.address),
                     access_logs,
                     config: lc.clone(),
@@ -351,4 +353,35 @@ async fn adopt_loop(
             ),
         }
     }
+}
+
+/// The stats of every local rate limit configuration of `hcm` (its filters' and its routes'),
+/// one set per `stat_prefix`.
+fn local_rate_limit_stats(
+    store: &shm_stats::Store,
+    hcm: &config::HttpConnectionManager,
+) -> Vec<(String, LocalRateLimitStats)> {
+    let rc = &hcm.route_config;
+    let from_filters = hcm.http_filters.iter().filter_map(|f| match &f.filter {
+        config::HttpFilter::LocalRateLimit(l) => Some(&l.stat_prefix),
+        _ => None,
+    });
+    let levels = std::iter::once(&rc.filter_configs)
+        .chain(rc.virtual_hosts.iter().map(|v| &v.filter_configs))
+        .chain(
+            rc.virtual_hosts
+                .iter()
+                .flat_map(|v| v.routes.iter().map(|r| &r.filter_configs)),
+        );
+    let from_routes = levels.flatten().filter_map(|(_, per)| match &per.config {
+        Some(config::RouteFilterConfig::LocalRateLimit(l)) => Some(&l.stat_prefix),
+        _ => None,
+    });
+    let mut out: Vec<(String, LocalRateLimitStats)> = Vec::new();
+    for prefix in from_filters.chain(from_routes) {
+        if !out.iter().any(|(p, _)| p == prefix) {
+            out.push((prefix.clone(), LocalRateLimitStats::new(store, prefix)));
+        }
+    }
+    out
 }

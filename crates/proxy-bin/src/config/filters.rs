@@ -6,6 +6,7 @@
 mod buffer;
 mod fault;
 mod health_check;
+mod local_ratelimit;
 mod per_route;
 
 use proxy_core::config::{FilterHeaderMatcher, HttpFilter, HttpFilterEntry, MatchedField};
@@ -19,7 +20,7 @@ pub(crate) use per_route::filter_configs;
 
 /// The filters Baton has, by the type URL of their `typed_config`.
 const SUPPORTED: &str =
-    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer and envoy.filters.http.fault";
+    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer, envoy.filters.http.fault and envoy.filters.http.local_ratelimit";
 
 /// The filters before the router, and the router's `suppress_envoy_headers`. The router must
 /// be there, last.
@@ -95,6 +96,9 @@ fn filter(f: raw::HttpFilter, p: &str) -> Result<Parsed, ConfigError> {
         health_check::TYPE => HttpFilter::HealthCheck(health_check::parse(rest, &tc_path)?),
         buffer::TYPE => HttpFilter::Buffer(buffer::parse(rest, &tc_path)?),
         fault::TYPE => HttpFilter::Fault(Box::new(fault::parse(rest, &tc_path)?)),
+        local_ratelimit::TYPE => {
+            HttpFilter::LocalRateLimit(Box::new(local_ratelimit::parse(rest, &tc_path)?))
+        }
         _ if f.is_optional == Some(true) && !envoy_filter(&url) => return Ok(Parsed::Skipped),
         _ => {
             return Err(ConfigError::new(

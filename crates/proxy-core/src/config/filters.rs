@@ -1,7 +1,10 @@
 //! The HTTP filters in front of the router, as configured: the HCM's `http_filters` entries and
 //! the per-route configurations (`typed_per_filter_config`) that may override them.
 
-use super::{HeaderMatchKind, HeaderName};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{HeaderAdd, HeaderMatchKind, HeaderName};
 
 /// One `http_filters` entry before the router.
 #[derive(Clone, Debug)]
@@ -23,6 +26,8 @@ pub enum HttpFilter {
     Buffer(BufferFilter),
     /// `envoy.filters.http.fault`.
     Fault(Box<FaultFilter>),
+    /// `envoy.filters.http.local_ratelimit`.
+    LocalRateLimit(Box<LocalRateLimit>),
 }
 
 /// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered
@@ -155,6 +160,8 @@ pub enum RouteFilterConfig {
     Buffer(BufferPerRoute),
     /// A route's `HTTPFault` replaces the filter's whole configuration.
     Fault(Box<FaultFilter>),
+    /// A route's `LocalRateLimit`, with its own bucket and stats.
+    LocalRateLimit(Box<LocalRateLimit>),
 }
 
 /// `typed_per_filter_config` of one level: filter name → its entry.
@@ -202,5 +209,104 @@ impl ResolvedFilterConfigs {
             .iter()
             .find(|(n, _, _)| n == name)
             .and_then(|(_, _, c)| c.as_ref())
+    }
+}
+
+/// `envoy.filters.http.local_ratelimit` (`LocalRateLimit`): a token bucket in front of the
+/// router.
+#[derive(Clone, Debug)]
+pub struct LocalRateLimit {
+    /// Stats are `<stat_prefix>.http_local_rate_limit.*`.
+    pub stat_prefix: String,
+    /// `status.code` (default 429).
+    pub status: u16,
+    /// `token_bucket`: shared by every worker (one per configuration, as Envoy's), unless
+    /// `per_connection`.
+    pub bucket: Arc<TokenBucket>,
+    /// `filter_enabled.default_value`; unset: 0% (the filter does nothing), as Envoy.
+    pub enabled: FractionalPercent,
+    /// `filter_enforced.default_value`; unset: 0% (limited requests only counted).
+    pub enforced: FractionalPercent,
+    /// `response_headers_to_add`: on limited responses.
+    pub response_headers_to_add: Vec<HeaderAdd>,
+    /// `request_headers_to_add_when_not_enforced`.
+    pub request_headers_when_not_enforced: Vec<HeaderAdd>,
+    /// `enable_x_ratelimit_headers: DRAFT_VERSION_03`.
+    pub x_ratelimit_headers: bool,
+    /// `local_rate_limit_per_downstream_connection`: a bucket per connection.
+    pub per_connection: bool,
+}
+
+/// A token bucket filled continuously at `tokens_per_fill` per `fill_interval`, up to
+/// `max_tokens`, full at the start. Shared between threads (a mutex held for a few
+/// instructions).
+#[derive(Debug)]
+pub struct TokenBucket {
+    pub max_tokens: u32,
+    /// Tokens per second.
+    rate: f64,
+    state: Mutex<BucketState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BucketState {
+    tokens: f64,
+    at: Instant,
+}
+
+/// What a bucket answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Consumed {
+    pub allowed: bool,
+    /// Whole tokens left.
+    pub remaining: u32,
+    /// Seconds until the next token (0 while any is left), rounded up.
+    pub reset_secs: u64,
+}
+
+impl TokenBucket {
+    pub fn new(max_tokens: u32, tokens_per_fill: u32, fill_interval: Duration) -> Self {
+        TokenBucket {
+            max_tokens,
+            rate: f64::from(tokens_per_fill) / fill_interval.as_secs_f64().max(1e-9),
+            state: Mutex::new(BucketState {
+                tokens: f64::from(max_tokens),
+                at: Instant::now(),
+            }),
+        }
+    }
+
+    /// A fresh bucket with this one's shape (a connection's own).
+    pub fn fresh(&self) -> Self {
+        TokenBucket {
+            max_tokens: self.max_tokens,
+            rate: self.rate,
+            state: Mutex::new(BucketState {
+                tokens: f64::from(self.max_tokens),
+                at: Instant::now(),
+            }),
+        }
+    }
+
+    /// Take one token at `now`, if there is one.
+    pub fn consume(&self, now: Instant) -> Consumed {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(s.at).as_secs_f64();
+        s.tokens = (s.tokens + elapsed * self.rate).min(f64::from(self.max_tokens));
+        s.at = now.max(s.at);
+        let allowed = s.tokens >= 1.0;
+        if allowed {
+            s.tokens -= 1.0;
+        }
+        let reset_secs = if s.tokens >= 1.0 {
+            0
+        } else {
+            ((1.0 - s.tokens) / self.rate).ceil() as u64
+        };
+        Consumed {
+            allowed,
+            remaining: s.tokens.floor() as u32,
+            reset_secs,
+        }
     }
 }

@@ -11,6 +11,7 @@
 mod buffer;
 mod fault;
 mod health_check;
+mod local_ratelimit;
 
 use http::{Request, Response};
 
@@ -31,6 +32,8 @@ pub(super) struct Passed {
     health_check: health_check::Passed,
     /// A fault injected: counted in `active_faults` while this lives.
     fault: Option<fault::Active>,
+    /// `x-ratelimit-*` for the response.
+    rate_limit: Option<local_ratelimit::Passed>,
 }
 
 /// Run the enabled filters on a request, in order: `Err` with the response when one answers
@@ -69,6 +72,13 @@ pub(super) async fn decode(
                 let cluster = target.map(|t| t.name.as_str());
                 fault::decode(cx, f, cluster, req, tracker, &mut passed.fault).await
             }
+            HttpFilter::LocalRateLimit(l) => {
+                let l = match config {
+                    Some(RouteFilterConfig::LocalRateLimit(p)) => p,
+                    _ => l,
+                };
+                local_ratelimit::decode(cx, l, req, tracker, &mut passed.rate_limit)
+            }
         };
         if let Err(mut resp) = stop {
             encode(passed, &mut resp);
@@ -80,6 +90,7 @@ pub(super) async fn decode(
 
 /// Run the filters that ran on the request on its response, in reverse order.
 pub(super) fn encode(passed: &Passed, resp: &mut Response<ProxyBody>) {
+    local_ratelimit::encode(passed.rate_limit.as_ref(), resp);
     health_check::encode(&passed.health_check, resp);
 }
 
