@@ -41,6 +41,7 @@ fn route(name: String, path: PathMatch, headers: Vec<HeaderMatcher>, action: Rou
         action,
         headers: Default::default(),
         filter_configs: Default::default(),
+        cors: None,
     }
 }
 
@@ -82,6 +83,7 @@ fn quickstart() -> Router {
             )],
             headers: Default::default(),
             filter_configs: Default::default(),
+            cors: None,
         }],
         ..Default::default()
     })
@@ -221,6 +223,7 @@ fn large() -> Router {
                 routes: routes(i),
                 headers: Default::default(),
                 filter_configs: Default::default(),
+                cors: None,
             })
             .collect(),
         ..Default::default()

@@ -8,6 +8,7 @@ mod support;
 mod admin;
 mod basics;
 mod cli;
+mod cors;
 mod downstream_h1;
 mod drain;
 mod errors;

@@ -282,6 +282,8 @@ pub struct VirtualHost {
     pub headers: HeaderMutations,
     /// `typed_per_filter_config`.
     pub filter_configs: FilterConfigs,
+    /// The legacy `cors` policy.
+    pub cors: Option<CorsPolicy>,
 }
 
 #[derive(Clone, Debug)]
@@ -294,6 +296,8 @@ pub struct Route {
     pub headers: HeaderMutations,
     /// `typed_per_filter_config`.
     pub filter_configs: FilterConfigs,
+    /// The legacy `route.cors` policy.
+    pub cors: Option<CorsPolicy>,
 }
 
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use crate::handover::{Handover, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, FaultFilterStats, HealthCheckFilterStats, HttpStats, ListenerStats,
+    CodeCounters, CorsStats, FaultFilterStats, HealthCheckFilterStats, HttpStats, ListenerStats,
     LocalRateLimitStats,
 };
 use crate::tls::{ListenerTls, SslStats};
@@ -33,6 +33,8 @@ pub struct ListenerShared {
     pub http_stats: HttpStats,
     /// The health-check filter's stats, when the listener has one.
     pub health_check_stats: Option<HealthCheckFilterStats>,
+    /// The CORS filter's stats, when the listener has one.
+    pub cors_stats: Option<CorsStats>,
     /// The fault filter's stats, when the listener has one.
     pub fault_stats: Option<FaultFilterStats>,
     /// The local rate limit filter's stats, by `stat_prefix` (the listener's filter's and its

@@ -183,11 +183,10 @@ impl Router {
                 }
                 let mut route = compile_route(r, &cluster_index)?;
                 route.mutations = Mutations::compile(&levels)?;
-                route.filter_configs = ResolvedFilterConfigs::resolve(&[
-                    &r.filter_configs,
-                    &vh.filter_configs,
-                    &cfg.filter_configs,
-                ])
+                route.filter_configs = ResolvedFilterConfigs::resolve(
+                    &[&r.filter_configs, &vh.filter_configs, &cfg.filter_configs],
+                    [r.cors.as_ref(), vh.cors.as_ref()],
+                )
                 .map(Box::new);
                 routes.push(route);
             }

@@ -478,6 +478,29 @@ impl FaultFilterStats {
     }
 }
 
+// === CorsStats ===
+
+/// `http.<stat_prefix>.cors.*`: the CORS filter's (only with one).
+#[derive(Debug)]
+pub struct CorsStats {
+    pub origin_valid: Counter,
+    pub origin_invalid: Counter,
+}
+
+impl CorsStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("http.{stat_prefix}.cors");
+        stat_struct!(
+            store,
+            p,
+            CorsStats {
+                origin_valid: counter,
+                origin_invalid: counter,
+            }
+        )
+    }
+}
+
 // === LocalRateLimitStats ===
 
 /// `<stat_prefix>.http_local_rate_limit.*`: one local rate limit configuration's.

@@ -23,7 +23,7 @@ use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, WorkerModes};
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, FaultFilterStats, HealthCheckFilterStats, HttpStats, ListenerStats,
+    CodeCounters, CorsStats, FaultFilterStats, HealthCheckFilterStats, HttpStats, ListenerStats,
     LocalRateLimitStats,
 };
 use crate::tls::SslStats;
@@ -95,6 +95,12 @@ impl Dataplane {
                         .any(|f| matches!(f.filter, config::HttpFilter::Fault(_)))
                         .then(|| FaultFilterStats::new(store, &lc.http.stat_prefix)),
                     local_rate_limit_stats: local_rate_limit_stats(store, &lc.http),
+                    cors_stats: lc
+                        .http
+                        .http_filters
+                        .iter()
+                        .any(|f| matches!(f.filter, config::HttpFilter::Cors))
+                        .then(|| CorsStats::new(store, &lc.http.stat_prefix)),
                     listener_stats: ListenerStats::new(store, &lc.address),
                     access_logs,
                     config: lc.clone(),

@@ -4,6 +4,7 @@
 //! configuration is parsed in its module below.
 
 mod buffer;
+mod cors;
 mod fault;
 mod health_check;
 mod local_ratelimit;
@@ -16,11 +17,12 @@ use super::de::{self, join};
 use super::raw;
 use super::ConfigError;
 
+pub(crate) use cors::legacy as legacy_cors;
 pub(crate) use per_route::filter_configs;
 
 /// The filters Baton has, by the type URL of their `typed_config`.
 const SUPPORTED: &str =
-    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer, envoy.filters.http.fault and envoy.filters.http.local_ratelimit";
+    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer, envoy.filters.http.fault, envoy.filters.http.local_ratelimit and envoy.filters.http.cors";
 
 /// The filters before the router, and the router's `suppress_envoy_headers`. The router must
 /// be there, last.
@@ -96,6 +98,10 @@ fn filter(f: raw::HttpFilter, p: &str) -> Result<Parsed, ConfigError> {
         health_check::TYPE => HttpFilter::HealthCheck(health_check::parse(rest, &tc_path)?),
         buffer::TYPE => HttpFilter::Buffer(buffer::parse(rest, &tc_path)?),
         fault::TYPE => HttpFilter::Fault(Box::new(fault::parse(rest, &tc_path)?)),
+        cors::TYPE => {
+            cors::parse_filter(rest, &tc_path)?;
+            HttpFilter::Cors
+        }
         local_ratelimit::TYPE => {
             HttpFilter::LocalRateLimit(Box::new(local_ratelimit::parse(rest, &tc_path)?))
         }

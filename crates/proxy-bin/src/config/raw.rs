@@ -347,6 +347,8 @@ pub(crate) enum AppendAction {
 #[serde(deny_unknown_fields)]
 pub(crate) struct VirtualHost {
     pub name: String,
+    /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
+    pub cors: Option<Value>,
     pub metadata: Option<Metadata>,
     #[serde(default)]
     pub domains: Vec<String>,
@@ -439,6 +441,8 @@ pub(crate) struct RouteAction {
     pub host_rewrite_literal: Option<String>,
     pub timeout: Option<Dur>,
     pub retry_policy: Option<RetryPolicy>,
+    /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
+    pub cors: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

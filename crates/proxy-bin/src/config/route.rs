@@ -69,6 +69,9 @@ pub(crate) fn route_config(
         }
         let vh_headers = header_mutations!(vh, &vh_path, errs);
         let vh_filters = super::filters::filter_configs(vh.typed_per_filter_config, &vh_path, errs);
+        let vh_cors = vh
+            .cors
+            .and_then(|c| errs.take(super::filters::legacy_cors(c, &join(&vh_path, "cors"))));
         let mut routes = Vec::new();
         for (k, r) in vh.routes.into_iter().enumerate() {
             if let Some(r) = route(r, &format!("{vh_path}.routes[{k}]"), clusters, errs) {
@@ -82,6 +85,7 @@ pub(crate) fn route_config(
             routes,
             headers: vh_headers,
             filter_configs: vh_filters,
+            cors: vh_cors,
         });
     }
     let headers = header_mutations!(raw, path, errs);
@@ -121,11 +125,16 @@ fn check_domain(d: &str) -> Result<(), String> {
 }
 
 fn route(
-    raw: raw::Route,
+    mut raw: raw::Route,
     path: &str,
     clusters: &HashSet<String>,
     errs: &mut Errors,
 ) -> Option<Route> {
+    let cors = raw
+        .route
+        .as_mut()
+        .and_then(|a| a.cors.take())
+        .and_then(|c| errs.take(super::filters::legacy_cors(c, &join(path, "route.cors"))));
     let matcher = route_match(raw.matcher, &join(path, "match"), errs);
     let action = match (raw.route, raw.direct_response, raw.redirect) {
         (Some(a), None, None) => forward(a, &join(path, "route"), clusters, errs),
@@ -150,6 +159,7 @@ fn route(
     let filter_configs = super::filters::filter_configs(raw.typed_per_filter_config, path, errs);
     Some(Route {
         filter_configs,
+        cors,
         name: raw.name.unwrap_or_default(),
         metadata: raw::Metadata::into_map(raw.metadata),
         matcher: matcher?,

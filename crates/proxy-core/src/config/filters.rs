@@ -28,6 +28,8 @@ pub enum HttpFilter {
     Fault(Box<FaultFilter>),
     /// `envoy.filters.http.local_ratelimit`.
     LocalRateLimit(Box<LocalRateLimit>),
+    /// `envoy.filters.http.cors`: its policies are the routes' (per-filter or legacy `cors`).
+    Cors,
 }
 
 /// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered
@@ -162,6 +164,8 @@ pub enum RouteFilterConfig {
     Fault(Box<FaultFilter>),
     /// A route's `LocalRateLimit`, with its own bucket and stats.
     LocalRateLimit(Box<LocalRateLimit>),
+    /// `CorsPolicy`: merged field by field across levels, most specific first.
+    Cors(Box<CorsPolicy>),
 }
 
 /// `typed_per_filter_config` of one level: filter name → its entry.
@@ -173,26 +177,54 @@ pub type FilterConfigs = Vec<(String, PerFilter)>;
 #[derive(Clone, Debug, Default)]
 pub struct ResolvedFilterConfigs {
     entries: Vec<(String, bool, Option<RouteFilterConfig>)>,
+    /// The legacy `cors` of the route's action and its virtual host, merged (for a CORS
+    /// filter with no per-filter policy).
+    legacy_cors: Option<CorsPolicy>,
 }
 
 impl ResolvedFilterConfigs {
-    /// Merge `levels`, most specific first; `None` when no level has any entry.
-    pub fn resolve(levels: &[&FilterConfigs]) -> Option<Self> {
+    /// Merge `levels`, most specific first, and the legacy CORS policies (route, virtual
+    /// host); `None` when there is nothing.
+    pub fn resolve(
+        levels: &[&FilterConfigs],
+        legacy_cors: [Option<&CorsPolicy>; 2],
+    ) -> Option<Self> {
         let mut entries: Vec<(String, bool, Option<RouteFilterConfig>)> = Vec::new();
         for level in levels {
             for (name, per) in level.iter() {
                 match entries.iter_mut().find(|(n, _, _)| n == name) {
                     // A more specific level decided `disabled`; it may lack a configuration.
-                    Some((_, _, config)) => {
-                        if config.is_none() {
-                            config.clone_from(&per.config);
+                    Some((_, _, config)) => match (config, &per.config) {
+                        (
+                            Some(RouteFilterConfig::Cors(mine)),
+                            Some(RouteFilterConfig::Cors(less)),
+                        ) => {
+                            mine.fill_from(less);
                         }
-                    }
+                        (config @ None, _) => config.clone_from(&per.config),
+                        _ => {}
+                    },
                     None => entries.push((name.clone(), per.disabled, per.config.clone())),
                 }
             }
         }
-        (!entries.is_empty()).then_some(ResolvedFilterConfigs { entries })
+        let legacy_cors = match legacy_cors {
+            [Some(r), Some(v)] => {
+                let mut p = r.clone();
+                p.fill_from(v);
+                Some(p)
+            }
+            [r, v] => r.or(v).cloned(),
+        };
+        (!entries.is_empty() || legacy_cors.is_some()).then_some(ResolvedFilterConfigs {
+            entries,
+            legacy_cors,
+        })
+    }
+
+    /// The legacy `cors` policy (route action's over the virtual host's).
+    pub fn legacy_cors(&self) -> Option<&CorsPolicy> {
+        self.legacy_cors.as_ref()
     }
 
     /// `Some(disabled)` when a level names the filter `name`.
@@ -308,5 +340,46 @@ impl TokenBucket {
             remaining: s.tokens.floor() as u32,
             reset_secs,
         }
+    }
+}
+
+/// `envoy.extensions.filters.http.cors.v3.CorsPolicy` (or the legacy `config.route.v3`
+/// one): each field unset (`None`, empty) defers to a less specific level's.
+#[derive(Clone, Debug, Default)]
+pub struct CorsPolicy {
+    /// `allow_origin_string_match`: an origin matching one is allowed.
+    pub allow_origin: Vec<HeaderMatchKind>,
+    pub allow_methods: Option<String>,
+    pub allow_headers: Option<String>,
+    pub expose_headers: Option<String>,
+    pub max_age: Option<String>,
+    pub allow_credentials: Option<bool>,
+    /// `filter_enabled.default_value` (default 100%).
+    pub enabled: Option<FractionalPercent>,
+    /// `forward_not_matching_preflights` (default true).
+    pub forward_not_matching_preflights: Option<bool>,
+}
+
+impl CorsPolicy {
+    /// Fill what this level leaves unset from a less specific one.
+    pub fn fill_from(&mut self, less: &CorsPolicy) {
+        if self.allow_origin.is_empty() {
+            self.allow_origin.clone_from(&less.allow_origin);
+        }
+        fn fill<T: Clone>(mine: &mut Option<T>, less: &Option<T>) {
+            if mine.is_none() {
+                mine.clone_from(less);
+            }
+        }
+        fill(&mut self.allow_methods, &less.allow_methods);
+        fill(&mut self.allow_headers, &less.allow_headers);
+        fill(&mut self.expose_headers, &less.expose_headers);
+        fill(&mut self.max_age, &less.max_age);
+        fill(&mut self.allow_credentials, &less.allow_credentials);
+        fill(&mut self.enabled, &less.enabled);
+        fill(
+            &mut self.forward_not_matching_preflights,
+            &less.forward_not_matching_preflights,
+        );
     }
 }

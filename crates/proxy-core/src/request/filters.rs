@@ -9,6 +9,7 @@
 //! level first); a filter reads its per-route configuration from there too.
 
 mod buffer;
+mod cors;
 mod fault;
 mod health_check;
 mod local_ratelimit;
@@ -34,6 +35,8 @@ pub(super) struct Passed {
     fault: Option<fault::Active>,
     /// `x-ratelimit-*` for the response.
     rate_limit: Option<local_ratelimit::Passed>,
+    /// An allowed CORS origin's response fields.
+    cors: Option<cors::Passed>,
 }
 
 /// Run the enabled filters on a request, in order: `Err` with the response when one answers
@@ -79,6 +82,13 @@ pub(super) async fn decode(
                 };
                 local_ratelimit::decode(cx, l, req, tracker, &mut passed.rate_limit)
             }
+            HttpFilter::Cors => {
+                let policy = match config {
+                    Some(RouteFilterConfig::Cors(p)) => Some(&**p),
+                    _ => per_route.and_then(|p| p.legacy_cors()),
+                };
+                cors::decode(cx, policy, req, &mut passed.cors)
+            }
         };
         if let Err(mut resp) = stop {
             encode(passed, &mut resp);
@@ -90,6 +100,7 @@ pub(super) async fn decode(
 
 /// Run the filters that ran on the request on its response, in reverse order.
 pub(super) fn encode(passed: &Passed, resp: &mut Response<ProxyBody>) {
+    cors::encode(passed.cors.as_ref(), resp);
     local_ratelimit::encode(passed.rate_limit.as_ref(), resp);
     health_check::encode(&passed.health_check, resp);
 }

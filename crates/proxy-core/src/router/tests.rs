@@ -17,6 +17,7 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Ro
         }),
         headers: Default::default(),
         filter_configs: Default::default(),
+        cors: None,
     }
 }
 
@@ -28,6 +29,7 @@ fn vhost(name: &str, domains: &[&str], routes: Vec<config::Route>) -> config::Vi
         routes,
         headers: Default::default(),
         filter_configs: Default::default(),
+        cors: None,
     }
 }
 

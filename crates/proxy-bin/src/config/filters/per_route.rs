@@ -8,13 +8,13 @@ use serde_json::{Map, Value};
 
 use super::super::de::{self, join};
 use super::super::{ConfigError, Errors};
-use super::{buffer, fault, local_ratelimit};
+use super::{buffer, cors, fault, local_ratelimit};
 
 const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
 
 /// The per-route configuration types Baton has.
 const SUPPORTED: &str =
-    "envoy.config.route.v3.FilterConfig, the buffer filter's BufferPerRoute, the fault filter's HTTPFault and the local rate limit filter's LocalRateLimit";
+    "envoy.config.route.v3.FilterConfig, the buffer filter's BufferPerRoute, the fault filter's HTTPFault, the local rate limit filter's LocalRateLimit and the CORS filter's CorsPolicy";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +81,13 @@ fn entry(any: Value, path: &str) -> Result<Option<PerFilter>, ConfigError> {
 
 /// Whether Baton has a per-route configuration of type `url`.
 fn known(url: &str) -> bool {
-    [buffer::PER_ROUTE_TYPE, fault::TYPE, local_ratelimit::TYPE].contains(&url)
+    [
+        buffer::PER_ROUTE_TYPE,
+        fault::TYPE,
+        local_ratelimit::TYPE,
+        cors::POLICY_TYPE,
+    ]
+    .contains(&url)
 }
 
 fn config(url: &str, rest: Value, path: &str) -> Result<RouteFilterConfig, ConfigError> {
@@ -95,6 +101,7 @@ fn config(url: &str, rest: Value, path: &str) -> Result<RouteFilterConfig, Confi
         local_ratelimit::TYPE => Ok(RouteFilterConfig::LocalRateLimit(Box::new(
             local_ratelimit::parse(rest, path)?,
         ))),
+        cors::POLICY_TYPE => Ok(RouteFilterConfig::Cors(Box::new(cors::policy(rest, path)?))),
         _ => Err(ConfigError::new(
             join(path, "@type"),
             format!("unsupported per-filter configuration `{url}`; Baton supports {SUPPORTED}"),
