@@ -241,3 +241,32 @@ fn unknown_filters_and_fields_are_refused_with_their_path() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weighted_clusters_config_is_the_most_specific() {
+    let up = Upstream::echo("a").await;
+    let weighted = |per_filter: Value| {
+        json!({"weighted_clusters": {"clusters": [
+            {"name": "up", "weight": 1, "typed_per_filter_config": per_filter}]}})
+    };
+    let config = Config::new()
+        .hcm("http_filters", json!([buffer(100, false), router()]))
+        .route(json!({"match": {"prefix": "/w"},
+            "route": weighted(json!({"buf": per_route_limit(5)})),
+            "typed_per_filter_config": {"buf": per_route_limit(50)}}))
+        .route(json!({"match": {"prefix": "/d"},
+            "route": weighted(json!({"buf": {"@type": FILTER_CONFIG, "disabled": true}}))}))
+        .route(json!({"match": {"prefix": "/"}, "route": {"cluster": "up"}}))
+        .cluster(cluster("up", &[up.port()]))
+        .render();
+    let baton = Baton::start(&config).await;
+    for (path, len, status) in [
+        ("/w", 6, 413),
+        ("/w", 5, 200),
+        ("/d", 200, 200),
+        ("/x", 101, 413),
+    ] {
+        let r = post(&baton, path, len).await;
+        assert_eq!(r.status, status, "{path} with {len} bytes: {}", r.text());
+    }
+}

@@ -352,6 +352,9 @@ pub struct ForwardAction {
     /// Whole-response timeout (Envoy default 15 s); `None`: disabled (`0s`).
     pub timeout: Option<Duration>,
     pub retry_policy: Option<RetryPolicy>,
+    /// `weighted_clusters.clusters[].typed_per_filter_config`, in the order of
+    /// [`ClusterSpecifier::Weighted`]'s clusters; empty when none has any.
+    pub weighted_filter_configs: Vec<FilterConfigs>,
 }
 
 /// Which cluster a route sends to.

@@ -100,6 +100,9 @@ pub enum Targets {
 pub struct RouteCluster {
     pub index: usize,
     pub name: String,
+    /// A weighted cluster's `typed_per_filter_config` over its route's levels (most specific
+    /// first); `None`: the route's.
+    pub filter_configs: Option<Box<ResolvedFilterConfigs>>,
 }
 
 // === impl Targets ===
@@ -116,6 +119,7 @@ impl Targets {
             Ok(RouteCluster {
                 index,
                 name: name.to_owned(),
+                filter_configs: None,
             })
         };
         Ok(match spec {
@@ -188,6 +192,7 @@ impl Router {
                     [r.cors.as_ref(), vh.cors.as_ref()],
                 )
                 .map(Box::new);
+                weighted_filter_configs(&mut route, r, vh, cfg);
                 routes.push(route);
             }
             router.vhosts.push(VirtualHost {
@@ -237,6 +242,36 @@ impl Router {
     /// `headers`.
     pub fn route(&self, authority: &str, path: &str, headers: &HeaderMap) -> Option<&Route> {
         self.virtual_host(authority)?.route(path, headers)
+    }
+}
+
+/// Each weighted cluster's `typed_per_filter_config`, resolved over its route's levels.
+fn weighted_filter_configs(
+    route: &mut Route,
+    r: &crate::config::Route,
+    vh: &crate::config::VirtualHost,
+    cfg: &RouteConfig,
+) {
+    let (Action::Forward(f), RouteAction::Forward(action)) = (&mut route.action, &r.action) else {
+        return;
+    };
+    let Targets::Weighted(picks) = &mut f.targets else {
+        return;
+    };
+    for ((target, _), own) in picks.iter_mut().zip(&action.weighted_filter_configs) {
+        if own.is_empty() {
+            continue;
+        }
+        target.filter_configs = ResolvedFilterConfigs::resolve(
+            &[
+                own,
+                &r.filter_configs,
+                &vh.filter_configs,
+                &cfg.filter_configs,
+            ],
+            [r.cors.as_ref(), vh.cors.as_ref()],
+        )
+        .map(Box::new);
     }
 }
 

@@ -458,6 +458,8 @@ pub(crate) struct WeightedClusters {
 pub(crate) struct ClusterWeight {
     pub name: String,
     pub weight: Option<UInt32>,
+    #[serde(default)]
+    pub typed_per_filter_config: serde_json::Map<String, Value>,
 }
 
 /// A `google.protobuf.UInt32Value`: a number, or `{value: N}`.

@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use http::{HeaderName, StatusCode};
 use proxy_core::config::{
-    ClusterSpecifier, DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch,
-    Redirect, RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    ClusterSpecifier, DirectResponse, FilterConfigs, ForwardAction, HeaderMatchKind, HeaderMatcher,
+    PathMatch, Redirect, RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch,
+    VirtualHost,
 };
 use regex::Regex;
 
@@ -345,10 +346,11 @@ fn check_header_safe(s: &str, path: &str) -> Result<(), ConfigError> {
 
 /// `cluster` or `weighted_clusters` (exactly one), every cluster named known.
 fn cluster_specifier(
-    raw: &raw::RouteAction,
+    raw: &mut raw::RouteAction,
     path: &str,
     clusters: &HashSet<String>,
     errs: &mut Errors,
+    filter_configs: &mut Vec<FilterConfigs>,
 ) -> Option<ClusterSpecifier> {
     let mut known = |name: &str, p: String| {
         let ok = clusters.contains(name);
@@ -360,18 +362,28 @@ fn cluster_specifier(
         }
         ok
     };
-    match (&raw.cluster, &raw.weighted_clusters) {
+    match (&raw.cluster, &mut raw.weighted_clusters) {
         (Some(c), None) => {
             known(c, join(path, "cluster")).then(|| ClusterSpecifier::Cluster(c.clone()))
         }
         (None, Some(w)) => {
             let wpath = join(path, "weighted_clusters");
             let mut out = Vec::with_capacity(w.clusters.len());
-            for (i, c) in w.clusters.iter().enumerate() {
+            let mut configs = Vec::new();
+            for (i, c) in w.clusters.iter_mut().enumerate() {
                 let weight = c.weight.as_ref().map_or(0, raw::UInt32::get);
-                if known(&c.name, format!("{wpath}.clusters[{i}].name")) && weight > 0 {
+                let cpath = format!("{wpath}.clusters[{i}]");
+                if known(&c.name, join(&cpath, "name")) && weight > 0 {
                     out.push((c.name.clone(), weight));
+                    let per = std::mem::take(&mut c.typed_per_filter_config);
+                    configs.push((per, cpath));
                 }
+            }
+            if configs.iter().any(|(per, _)| !per.is_empty()) {
+                *filter_configs = configs
+                    .into_iter()
+                    .map(|(per, p)| super::filters::filter_configs(per, &p, errs))
+                    .collect();
             }
             weighted(out, w, &wpath, errs)
         }
@@ -417,13 +429,14 @@ fn weighted(
 }
 
 fn forward(
-    raw: raw::RouteAction,
+    mut raw: raw::RouteAction,
     path: &str,
     clusters: &HashSet<String>,
     errs: &mut Errors,
 ) -> Option<RouteAction> {
     let before = errs.0.len();
-    let cluster = cluster_specifier(&raw, path, clusters, errs);
+    let mut weighted_filter_configs = Vec::new();
+    let cluster = cluster_specifier(&mut raw, path, clusters, errs, &mut weighted_filter_configs);
     if let Some(p) = &raw.prefix_rewrite {
         errs.take(check_header_safe(p, &join(path, "prefix_rewrite")));
     }
@@ -450,6 +463,7 @@ fn forward(
             Some(d) => d.nonzero(),
         },
         retry_policy,
+        weighted_filter_configs,
     }))
 }
 

@@ -49,7 +49,10 @@ pub(super) async fn decode(
     tracker: &mut Tracker,
     passed: &mut Passed,
 ) -> Result<(), Box<Response<ProxyBody>>> {
-    let per_route = route.and_then(|r| r.filter_configs.as_deref());
+    // A weighted cluster's own configurations are the most specific.
+    let per_route = target
+        .and_then(|t| t.filter_configs.as_deref())
+        .or_else(|| route.and_then(|r| r.filter_configs.as_deref()));
     for entry in &cx.l.config.http.http_filters {
         let disabled = per_route.and_then(|p| p.disabled(&entry.name));
         if disabled.unwrap_or(entry.disabled) {
