@@ -9,6 +9,7 @@ mod admin;
 mod basics;
 mod cli;
 mod cors;
+mod csrf;
 mod downstream_h1;
 mod drain;
 mod errors;

@@ -19,8 +19,8 @@ use crate::handover::{Handover, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, CorsStats, FaultFilterStats, HealthCheckFilterStats, HttpStats, ListenerStats,
-    LocalRateLimitStats,
+    CodeCounters, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats, HttpStats,
+    ListenerStats, LocalRateLimitStats,
 };
 use crate::tls::{ListenerTls, SslStats};
 use crate::upstream::Pools;
@@ -35,6 +35,8 @@ pub struct ListenerShared {
     pub health_check_stats: Option<HealthCheckFilterStats>,
     /// The CORS filter's stats, when the listener has one.
     pub cors_stats: Option<CorsStats>,
+    /// The CSRF filter's stats, when the listener has one.
+    pub csrf_stats: Option<CsrfStats>,
     /// The fault filter's stats, when the listener has one.
     pub fault_stats: Option<FaultFilterStats>,
     /// The local rate limit filter's stats, by `stat_prefix` (the listener's filter's and its

@@ -501,6 +501,31 @@ impl CorsStats {
     }
 }
 
+// === CsrfStats ===
+
+/// `http.<stat_prefix>.csrf.*`: the CSRF filter's (only with one).
+#[derive(Debug)]
+pub struct CsrfStats {
+    pub missing_source_origin: Counter,
+    pub request_invalid: Counter,
+    pub request_valid: Counter,
+}
+
+impl CsrfStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("http.{stat_prefix}.csrf");
+        stat_struct!(
+            store,
+            p,
+            CsrfStats {
+                missing_source_origin: counter,
+                request_invalid: counter,
+                request_valid: counter,
+            }
+        )
+    }
+}
+
 // === LocalRateLimitStats ===
 
 /// `<stat_prefix>.http_local_rate_limit.*`: one local rate limit configuration's.

@@ -23,8 +23,8 @@ use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, WorkerModes};
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, CorsStats, FaultFilterStats, HealthCheckFilterStats, HttpStats, ListenerStats,
-    LocalRateLimitStats,
+    CodeCounters, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats, HttpStats,
+    ListenerStats, LocalRateLimitStats,
 };
 use crate::tls::SslStats;
 use crate::upstream::Pools;
@@ -101,6 +101,12 @@ impl Dataplane {
                         .iter()
                         .any(|f| matches!(f.filter, config::HttpFilter::Cors))
                         .then(|| CorsStats::new(store, &lc.http.stat_prefix)),
+                    csrf_stats: lc
+                        .http
+                        .http_filters
+                        .iter()
+                        .any(|f| matches!(f.filter, config::HttpFilter::Csrf(_)))
+                        .then(|| CsrfStats::new(store, &lc.http.stat_prefix)),
                     listener_stats: ListenerStats::new(store, &lc.address),
                     access_logs,
                     config: lc.clone(),

@@ -5,6 +5,7 @@
 
 mod buffer;
 mod cors;
+mod csrf;
 mod fault;
 mod health_check;
 mod local_ratelimit;
@@ -22,7 +23,7 @@ pub(crate) use per_route::filter_configs;
 
 /// The filters Baton has, by the type URL of their `typed_config`.
 const SUPPORTED: &str =
-    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer, envoy.filters.http.fault, envoy.filters.http.local_ratelimit and envoy.filters.http.cors";
+    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer, envoy.filters.http.fault, envoy.filters.http.local_ratelimit, envoy.filters.http.cors and envoy.filters.http.csrf";
 
 /// The filters before the router, and the router's `suppress_envoy_headers`. The router must
 /// be there, last.
@@ -98,6 +99,7 @@ fn filter(f: raw::HttpFilter, p: &str) -> Result<Parsed, ConfigError> {
         health_check::TYPE => HttpFilter::HealthCheck(health_check::parse(rest, &tc_path)?),
         buffer::TYPE => HttpFilter::Buffer(buffer::parse(rest, &tc_path)?),
         fault::TYPE => HttpFilter::Fault(Box::new(fault::parse(rest, &tc_path)?)),
+        csrf::TYPE => HttpFilter::Csrf(Box::new(csrf::parse(rest, &tc_path)?)),
         cors::TYPE => {
             cors::parse_filter(rest, &tc_path)?;
             HttpFilter::Cors

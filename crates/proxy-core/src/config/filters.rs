@@ -30,6 +30,8 @@ pub enum HttpFilter {
     LocalRateLimit(Box<LocalRateLimit>),
     /// `envoy.filters.http.cors`: its policies are the routes' (per-filter or legacy `cors`).
     Cors,
+    /// `envoy.filters.http.csrf`.
+    Csrf(Box<CsrfPolicy>),
 }
 
 /// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered
@@ -166,6 +168,8 @@ pub enum RouteFilterConfig {
     LocalRateLimit(Box<LocalRateLimit>),
     /// `CorsPolicy`: merged field by field across levels, most specific first.
     Cors(Box<CorsPolicy>),
+    /// A route's `CsrfPolicy` replaces the filter's.
+    Csrf(Box<CsrfPolicy>),
 }
 
 /// `typed_per_filter_config` of one level: filter name → its entry.
@@ -381,5 +385,129 @@ impl CorsPolicy {
             &mut self.forward_not_matching_preflights,
             &less.forward_not_matching_preflights,
         );
+    }
+}
+
+/// `envoy.extensions.filters.http.csrf.v3.CsrfPolicy`: a request that may change state
+/// (`POST`, `PUT`, `DELETE`, `PATCH`) must come from its own origin or an allowed one.
+#[derive(Clone, Debug)]
+pub struct CsrfPolicy {
+    /// `filter_enabled.default_value` (required): checked and enforced.
+    pub enabled: FractionalPercent,
+    /// `shadow_enabled.default_value` (default 0%): checked and counted only.
+    pub shadow: FractionalPercent,
+    /// `additional_origins`: source origins (host and port) also accepted.
+    pub additional_origins: Vec<HeaderMatchKind>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer(n: u32) -> PerFilter {
+        PerFilter {
+            disabled: false,
+            config: Some(RouteFilterConfig::Buffer(BufferPerRoute::Buffer(
+                BufferFilter {
+                    max_request_bytes: n,
+                },
+            ))),
+        }
+    }
+
+    fn limit(r: &ResolvedFilterConfigs, name: &str) -> Option<u32> {
+        match r.config(name) {
+            Some(RouteFilterConfig::Buffer(BufferPerRoute::Buffer(b))) => Some(b.max_request_bytes),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_most_specific_level_wins_for_disabled_and_config() {
+        let route = vec![(
+            "b".to_owned(),
+            PerFilter {
+                disabled: true,
+                config: None,
+            },
+        )];
+        let vhost = vec![("b".to_owned(), buffer(8)), ("c".to_owned(), buffer(9))];
+        let rc = vec![("c".to_owned(), buffer(1)), ("d".to_owned(), buffer(2))];
+        let r = ResolvedFilterConfigs::resolve(&[&route, &vhost, &rc], [None, None]).unwrap();
+        assert_eq!(r.disabled("b"), Some(true));
+        // A level that only disables leaves the configuration to the next one.
+        assert_eq!(limit(&r, "b"), Some(8));
+        assert_eq!((r.disabled("c"), limit(&r, "c")), (Some(false), Some(9)));
+        assert_eq!(limit(&r, "d"), Some(2));
+        assert_eq!(r.disabled("x"), None);
+        assert!(ResolvedFilterConfigs::resolve(&[&vec![], &vec![]], [None, None]).is_none());
+    }
+
+    #[test]
+    fn cors_policies_merge_field_by_field() {
+        let route = CorsPolicy {
+            expose_headers: Some("x-r".into()),
+            ..Default::default()
+        };
+        let vhost = CorsPolicy {
+            expose_headers: Some("x-v".into()),
+            allow_methods: Some("GET".into()),
+            allow_origin: vec![HeaderMatchKind::Exact("o".into())],
+            ..Default::default()
+        };
+        let at = |p: CorsPolicy| {
+            vec![(
+                "cors".to_owned(),
+                PerFilter {
+                    disabled: false,
+                    config: Some(RouteFilterConfig::Cors(Box::new(p))),
+                },
+            )]
+        };
+        let r = ResolvedFilterConfigs::resolve(&[&at(route), &at(vhost)], [None, None]).unwrap();
+        let Some(RouteFilterConfig::Cors(p)) = r.config("cors") else {
+            panic!("no policy")
+        };
+        assert_eq!(p.expose_headers.as_deref(), Some("x-r"));
+        assert_eq!(p.allow_methods.as_deref(), Some("GET"));
+        assert_eq!(p.allow_origin.len(), 1);
+    }
+
+    #[test]
+    fn a_token_bucket_refills_continuously_up_to_its_size() {
+        let b = TokenBucket::new(2, 1, Duration::from_secs(10));
+        let t = Instant::now();
+        let c = b.consume(t);
+        assert_eq!((c.allowed, c.remaining, c.reset_secs), (true, 1, 0));
+        let c = b.consume(t);
+        assert_eq!((c.allowed, c.remaining, c.reset_secs), (true, 0, 10));
+        assert!(!b.consume(t + Duration::from_secs(5)).allowed);
+        let c = b.consume(t + Duration::from_secs(10));
+        assert_eq!((c.allowed, c.remaining), (true, 0));
+        // Never more than max_tokens however long it waits.
+        let later = t + Duration::from_secs(1000);
+        assert_eq!(b.consume(later).remaining, 1);
+        assert_eq!(b.fresh().consume(later).remaining, 1);
+    }
+
+    #[test]
+    fn fractional_percent_bounds() {
+        let never = FractionalPercent {
+            numerator: 0,
+            denominator: 100,
+        };
+        let always = FractionalPercent {
+            numerator: 100,
+            denominator: 100,
+        };
+        let over = FractionalPercent {
+            numerator: 200,
+            denominator: 100,
+        };
+        for r in [0, 1, 99, 100, u64::MAX] {
+            assert!(!never.hit(r));
+            assert!(always.hit(r));
+            assert!(over.hit(r));
+        }
     }
 }

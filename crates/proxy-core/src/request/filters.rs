@@ -10,6 +10,7 @@
 
 mod buffer;
 mod cors;
+mod csrf;
 mod fault;
 mod health_check;
 mod local_ratelimit;
@@ -91,6 +92,13 @@ pub(super) async fn decode(
                     _ => per_route.and_then(|p| p.legacy_cors()),
                 };
                 cors::decode(cx, policy, req, &mut passed.cors)
+            }
+            HttpFilter::Csrf(p) => {
+                let p = match config {
+                    Some(RouteFilterConfig::Csrf(r)) => r,
+                    _ => p,
+                };
+                csrf::decode(cx, p, req)
             }
         };
         if let Err(mut resp) = stop {

@@ -250,7 +250,7 @@ fn routed<'l>(
 }
 
 /// The request's authority: `:authority` (HTTP/2, absolute-form) or `Host`.
-fn authority_of(req: &Request<RequestBody>) -> &str {
+pub(super) fn authority_of(req: &Request<RequestBody>) -> &str {
     if let Some(a) = req.uri().authority() {
         return a.as_str();
     }

@@ -3,7 +3,7 @@
 //! (`config.route.v3.CorsPolicy`, the same fields). `shadow_enabled` and
 //! `allow_private_network_access: true` are refused.
 
-use proxy_core::config::CorsPolicy;
+use proxy_core::config::{CorsPolicy, HeaderMatchKind};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -62,24 +62,10 @@ pub(super) fn policy(rest: Value, path: &str) -> Result<CorsPolicy, ConfigError>
             "is not supported by Baton",
         ));
     }
-    let mut allow_origin = Vec::new();
-    for (i, sm) in raw.allow_origin_string_match.into_iter().enumerate() {
-        let m = super::super::route::header_matcher(
-            raw::HeaderMatcher {
-                name: "origin".into(),
-                string_match: Some(sm),
-                exact_match: None,
-                prefix_match: None,
-                suffix_match: None,
-                contains_match: None,
-                safe_regex_match: None,
-                present_match: None,
-                invert_match: None,
-            },
-            &format!("{path}.allow_origin_string_match[{i}]"),
-        )?;
-        allow_origin.push(m.kind);
-    }
+    let allow_origin = string_matchers(
+        raw.allow_origin_string_match,
+        &join(path, "allow_origin_string_match"),
+    )?;
     let enabled = match raw.filter_enabled {
         None => None,
         Some(r) => Some(percentage(
@@ -97,4 +83,30 @@ pub(super) fn policy(rest: Value, path: &str) -> Result<CorsPolicy, ConfigError>
         enabled,
         forward_not_matching_preflights: raw.forward_not_matching_preflights.map(BoolValue::get),
     })
+}
+
+/// `type.matcher.v3.StringMatcher`s (through the header matcher's checks).
+pub(super) fn string_matchers(
+    raw: Vec<raw::StringMatcher>,
+    path: &str,
+) -> Result<Vec<HeaderMatchKind>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, sm) in raw.into_iter().enumerate() {
+        let m = super::super::route::header_matcher(
+            raw::HeaderMatcher {
+                name: "origin".into(),
+                string_match: Some(sm),
+                exact_match: None,
+                prefix_match: None,
+                suffix_match: None,
+                contains_match: None,
+                safe_regex_match: None,
+                present_match: None,
+                invert_match: None,
+            },
+            &format!("{path}[{i}]"),
+        )?;
+        out.push(m.kind);
+    }
+    Ok(out)
 }
