@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use proxy_core::config::{
-    BufferFilter, BufferPerRoute, CorsPolicy, FilterConfigs, FractionalPercent, PerFilter,
+    BufferFilter, BufferPerRoute, FilterConfigs, FractionalPercent, PerFilter,
     ResolvedFilterConfigs, RouteFilterConfig, TokenBucket,
 };
 
@@ -64,7 +64,6 @@ fn lookups(c: &mut Criterion) {
             }
         })
     });
-    let _ = CorsPolicy::default();
 }
 
 fn bucket(c: &mut Criterion) {

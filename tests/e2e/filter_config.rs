@@ -48,8 +48,14 @@ async fn a_body_over_max_request_bytes_is_answered_413_as_envoy_does() {
     let up = Upstream::echo("a").await;
     let config = Config::new()
         .hcm("http_filters", json!([buffer(10, false), router()]))
-        .route(json!({"match": {"prefix": "/"}, "route": {"cluster": "up"},
+        .route(json!({"name": "rn", "match": {"prefix": "/"}, "route": {"cluster": "up"},
             "response_headers_to_add": [{"header": {"key": "x-route", "value": "r"}}]}))
+        .hcm(
+            "access_log",
+            json!([{"name": "envoy.access_loggers.stdout", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": {"text_format_source": {"inline_string": "LOG %RESPONSE_CODE% %ROUTE_NAME%\n"}}}}]),
+        )
         .vhost(
             "response_headers_to_add",
             json!([{"header": {"key": "x-vh", "value": "v"}}]),
@@ -96,6 +102,9 @@ async fn a_body_over_max_request_bytes_is_answered_413_as_envoy_does() {
             .await,
         Some(1)
     );
+    // The route a filter's reply answered for is logged, as Envoy logs it.
+    let log = baton.stdout();
+    assert!(log.contains("LOG 413 rn\n"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

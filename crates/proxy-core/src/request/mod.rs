@@ -115,6 +115,10 @@ async fn filtered(
         Action::Forward(f) => Some(f.targets.pick()),
         _ => None,
     });
+    if let (Some(route), Some(log)) = (found, tracker.log_mut()) {
+        // Logged even when a filter answers.
+        log.route_name = Some(route.name.clone());
+    }
     let mut passed = filters::Passed::default();
     let decoded = filters::decode(cx, found, target, &mut req, &mut tracker, &mut passed).await;
     let seen = found.and_then(|route| Seen::keep(route, &req));
