@@ -83,20 +83,8 @@ struct Failure {
     resendable: bool,
 }
 
-/// Forward `req` along `route` to `f`'s cluster (one of them, picked by weight).
-#[inline(always)]
-pub(super) fn forward<'a>(
-    cx: Ctx<'a>,
-    route: &'a Route,
-    f: &'a Forward,
-    req: Request<RequestBody>,
-    tracker: &'a mut Tracker,
-) -> impl std::future::Future<Output = Response<ProxyBody>> + 'a {
-    forward_to(cx, route, f, f.targets.pick(), req, tracker)
-}
-
-/// Forward `req` along `route` to `to`, one of `f`'s clusters (picked before the HTTP filters
-/// ran, which see it).
+/// Forward `req` along `route` to `to`, one of `f`'s clusters (picked by weight; with HTTP
+/// filters, before they ran, so they see it).
 pub(super) async fn forward_to(
     cx: Ctx<'_>,
     route: &Route,
