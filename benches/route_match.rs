@@ -26,6 +26,7 @@ fn forward(cluster: &str) -> RouteAction {
         host_rewrite_literal: None,
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
+        weighted_filter_configs: Vec::new(),
     })
 }
 
@@ -40,6 +41,8 @@ fn route(name: String, path: PathMatch, headers: Vec<HeaderMatcher>, action: Rou
         },
         action,
         headers: Default::default(),
+        filter_configs: Default::default(),
+        cors: None,
     }
 }
 
@@ -80,6 +83,8 @@ fn quickstart() -> Router {
                 forward("service_envoyproxy_io"),
             )],
             headers: Default::default(),
+            filter_configs: Default::default(),
+            cors: None,
         }],
         ..Default::default()
     })
@@ -218,6 +223,8 @@ fn large() -> Router {
                 domains: domains(i),
                 routes: routes(i),
                 headers: Default::default(),
+                filter_configs: Default::default(),
+                cors: None,
             })
             .collect(),
         ..Default::default()

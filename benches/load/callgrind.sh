@@ -57,6 +57,7 @@ WARMUP=2000
 KA_CONNECTIONS=50
 CLOSE_CONNECTIONS=10
 RUNS=1
+BOOT_OPTS=()  # --filter / --vhost lines for the bootstrap
 IDLE_SECS=5
 KEEP=0
 READY_TIMEOUT=120  # valgrind makes Baton's start slow
@@ -73,6 +74,9 @@ usage: benches/load/callgrind.sh --baton PATH [--baton-b PATH] [--requests N] [-
   --runs R                 repeat the measurement R times per mode, report the median (default $RUNS)
   --ka-connections N       h2load connections in h1-keepalive (default $KA_CONNECTIONS)
   --close-connections N    h2load connections in h1-close (default $CLOSE_CONNECTIONS)
+  --filter LINE            an http_filters line before the router (repeatable), e.g.
+                           '- { name: f, typed_config: { "@type": ..., ... } }'
+  --vhost LINE             a line in the virtual host (repeatable), e.g. typed_per_filter_config
   --keep                   keep the work dir (configs, logs, callgrind dumps)
 Output: one line per mode, "mode instructions_per_request" (with --baton-b: "mode A B B/A").
 Exit status: 0 ok; 1 setup or measurement error.
@@ -86,6 +90,8 @@ while [[ $# -gt 0 ]]; do
     --baton-b) BATON_B=${2:?}; shift 2 ;;
     --baton-b=*) BATON_B=${1#*=}; shift ;;
     --requests) REQUESTS=${2:?}; shift 2 ;;
+    --filter) BOOT_OPTS+=(--filter "${2:?}"); shift 2 ;;
+    --vhost) BOOT_OPTS+=(--vhost "${2:?}"); shift 2 ;;
     --requests=*) REQUESTS=${1#*=}; shift ;;
     --warmup) WARMUP=${2:?}; shift 2 ;;
     --warmup=*) WARMUP=${1#*=}; shift ;;
@@ -185,7 +191,7 @@ measure() { # measure LABEL BINARY PORT ADMIN
   flags+=(--disable-hot-restart)
   if grep -q -- '--base-id' <<<"$help"; then flags+=(--base-id $((RANDOM % 1000 + 3000))); fi
   if grep -q -- '--log-level' <<<"$help"; then flags+=(--log-level warn); fi
-  envoy_bootstrap "$port" "$admin" "$ORIGIN_PORT" >"$WORK/baton-$label.yaml"
+  envoy_bootstrap "$port" "$admin" "$ORIGIN_PORT" "${BOOT_OPTS[@]}" >"$WORK/baton-$label.yaml"
   cg="$WORK/callgrind-$label.out"
   log "$label: $bin ($("$bin" --version 2>&1 | head -n 1 || true))"
   start_bg "baton-$label" valgrind --tool=callgrind --callgrind-out-file="$cg" \

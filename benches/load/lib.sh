@@ -247,16 +247,21 @@ EOF
 #   --tls CERT KEY            terminate TLS (tls_inspector, ALPN h2 and http/1.1) with these PEMs
 #   --hcm LINE                one more line in the HttpConnectionManager (repeatable)
 #   --cluster-option LINE     one more line in every cluster (e.g. circuit_breakers)
+#   --filter LINE             one more line in http_filters, before the router (repeatable; e.g.
+#                             a whole flow-style filter: `- { name: ..., typed_config: {...} }`)
+#   --vhost LINE              one more line in the virtual host (repeatable)
 #   --route PREFIX NAME PORT ROUTE_OPTIONS
 #                             before the catch-all, route PREFIX to a cluster NAME at 127.0.0.1:PORT,
 #                             ROUTE_OPTIONS ("" or e.g. "timeout: 0s") added to its route action
 envoy_bootstrap() {
-  local listen=$1 admin=$2 origin=$3 cert="" key="" hcm=() copt="" routes=() i
+  local listen=$1 admin=$2 origin=$3 cert="" key="" hcm=() copt="" routes=() filters=() vhost=() i
   shift 3
   while (($#)); do
     case "$1" in
       --tls) cert=$2 key=$3; shift 3 ;;
       --hcm) hcm+=("$2"); shift 2 ;;
+      --filter) filters+=("$2"); shift 2 ;;
+      --vhost) vhost+=("$2"); shift 2 ;;
       --cluster-option) copt=$2; shift 2 ;;
       --route) routes+=("$2" "$3" "$4" "$5"); shift 5 ;;
       *) die "envoy_bootstrap: unknown option $1" ;;
@@ -305,8 +310,9 @@ EOF
             virtual_hosts:
             - name: origin
               domains: ["*"]
-              routes:
 EOF
+  for i in "${vhost[@]}"; do printf '              %s\n' "$i"; done
+  printf '              routes:\n'
   for ((i = 0; i < ${#routes[@]}; i += 4)); do
     printf '              - match: { prefix: "%s" }\n                route: { cluster: %s%s }\n' \
       "${routes[i]}" "${routes[i + 1]}" "${routes[i + 3]:+, ${routes[i + 3]}}"
@@ -315,6 +321,9 @@ EOF
               - match: { prefix: "/" }
                 route: { cluster: origin }
           http_filters:
+EOF
+  for i in "${filters[@]}"; do printf '          %s\n' "$i"; done
+  cat <<EOF
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router

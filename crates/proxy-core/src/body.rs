@@ -94,11 +94,13 @@ pub struct RequestStream {
 }
 
 /// A downstream request's body: hyper's, or none (a request read by Baton's own HTTP/1.1
-/// server, which only takes requests without a body).
+/// server, which only takes requests without a body), or one an HTTP filter read whole (the
+/// buffer filter), handed out once.
 #[derive(Debug)]
 pub enum RequestBody {
     Hyper(Incoming),
     Empty,
+    Full(Option<Bytes>),
 }
 
 impl Body for RequestBody {
@@ -112,6 +114,7 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -119,6 +122,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Hyper(b) => b.is_end_stream(),
             RequestBody::Empty => true,
+            RequestBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
         }
     }
 
@@ -126,6 +130,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Hyper(b) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }
@@ -172,7 +177,8 @@ impl ProxyBody {
     pub fn request(body: RequestBody) -> Self {
         match body {
             RequestBody::Hyper(b) => Self::stream(b),
-            RequestBody::Empty => Self::empty(),
+            RequestBody::Empty | RequestBody::Full(None) => Self::empty(),
+            RequestBody::Full(Some(b)) => Self::full(b),
         }
     }
 

@@ -13,9 +13,11 @@ use http::{HeaderName, StatusCode};
 use regex::Regex;
 
 mod chain;
+mod filters;
 mod health;
 
 pub use chain::{ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy};
+pub use filters::*;
 
 pub use health::{
     CheckKind, GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, TcpCheck,
@@ -151,7 +153,7 @@ pub struct HttpConnectionManager {
     /// (their `x-envoy-*` fields are kept). None by default: every client is external.
     pub internal_ranges: Vec<ipnet::IpNet>,
     /// `http_filters` before the router, in order.
-    pub http_filters: Vec<HttpFilter>,
+    pub http_filters: Vec<HttpFilterEntry>,
     /// `http_protocol_options.accept_http_10` (Envoy's default: off, HTTP/1.0 gets 426).
     pub accept_http_10: bool,
     /// `http_protocol_options.default_host_for_http_10`.
@@ -242,42 +244,6 @@ impl HttpConnectionManager {
     }
 }
 
-/// An HTTP filter in front of the router.
-#[derive(Clone, Debug)]
-pub enum HttpFilter {
-    /// `envoy.filters.http.health_check`.
-    HealthCheck(HealthCheckFilter),
-}
-
-/// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered
-/// here (200, or 503 while the server fails health checks or drains) or, with
-/// `pass_through_mode`, forwarded unless failing.
-#[derive(Clone, Debug)]
-pub struct HealthCheckFilter {
-    pub pass_through_mode: bool,
-    /// All must match. `:path` is the target as sent (query included), `:method`,
-    /// `:authority` (or `host`).
-    pub headers: Vec<FilterHeaderMatcher>,
-    /// `x-envoy-upstream-healthchecked-cluster`: the node's cluster (empty without one).
-    pub service_cluster: String,
-}
-
-/// A header matcher that may name a pseudo-header.
-#[derive(Clone, Debug)]
-pub struct FilterHeaderMatcher {
-    pub field: MatchedField,
-    pub kind: HeaderMatchKind,
-    pub invert: bool,
-}
-
-#[derive(Clone, Debug)]
-pub enum MatchedField {
-    Path,
-    Method,
-    Authority,
-    Header(HeaderName),
-}
-
 /// One `access_log` entry.
 #[derive(Clone, Debug)]
 pub struct AccessLog {
@@ -302,6 +268,8 @@ pub struct RouteConfig {
     pub headers: HeaderMutations,
     /// `most_specific_header_mutations_wins`: apply the route's mutations last, not first.
     pub most_specific_header_mutations_wins: bool,
+    /// `typed_per_filter_config`.
+    pub filter_configs: FilterConfigs,
 }
 
 /// `request_headers_to_add`, `request_headers_to_remove`, `response_headers_to_add`,
@@ -354,6 +322,10 @@ pub struct VirtualHost {
     pub domains: Vec<String>,
     pub routes: Vec<Route>,
     pub headers: HeaderMutations,
+    /// `typed_per_filter_config`.
+    pub filter_configs: FilterConfigs,
+    /// The legacy `cors` policy.
+    pub cors: Option<CorsPolicy>,
 }
 
 #[derive(Clone, Debug)]
@@ -364,6 +336,10 @@ pub struct Route {
     pub matcher: RouteMatch,
     pub action: RouteAction,
     pub headers: HeaderMutations,
+    /// `typed_per_filter_config`.
+    pub filter_configs: FilterConfigs,
+    /// The legacy `route.cors` policy.
+    pub cors: Option<CorsPolicy>,
 }
 
 #[derive(Clone, Debug)]
@@ -418,6 +394,9 @@ pub struct ForwardAction {
     /// Whole-response timeout (Envoy default 15 s); `None`: disabled (`0s`).
     pub timeout: Option<Duration>,
     pub retry_policy: Option<RetryPolicy>,
+    /// `weighted_clusters.clusters[].typed_per_filter_config`, in the order of
+    /// [`ClusterSpecifier::Weighted`]'s clusters; empty when none has any.
+    pub weighted_filter_configs: Vec<FilterConfigs>,
 }
 
 /// Which cluster a route sends to.

@@ -19,8 +19,9 @@ use crate::handover::{Handover, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, HealthCheckFilterStats, HttpInspectorStats, HttpStats, ListenerStats,
-    ProxyProtoStats, TcpProxyStats,
+    CodeCounters, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
+    HttpInspectorStats, HttpStats, ListenerStats, LocalRateLimitStats, ProxyProtoStats,
+    TcpProxyStats,
 };
 use crate::tls::SslStats;
 use crate::upstream::Pools;
@@ -83,6 +84,15 @@ pub struct ListenerShared {
     pub http_stats: HttpStats,
     /// The health-check filter's stats, when the listener has one.
     pub health_check_stats: Option<HealthCheckFilterStats>,
+    /// The CORS filter's stats, when the listener has one.
+    pub cors_stats: Option<CorsStats>,
+    /// The CSRF filter's stats, when the listener has one.
+    pub csrf_stats: Option<CsrfStats>,
+    /// The fault filter's stats, when the listener has one.
+    pub fault_stats: Option<FaultFilterStats>,
+    /// The local rate limit filter's stats, by `stat_prefix` (the listener's filter's and its
+    /// routes').
+    pub local_rate_limit_stats: Vec<(String, LocalRateLimitStats)>,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<AccessLogs>,
     /// Its connections may move to the next generation: the listener's only chain.
@@ -124,6 +134,10 @@ pub struct ConnCtx {
     /// The connection may move to the next generation at its next idle point (so a drain does
     /// not ask it to close while a successor takes connections).
     pub movable: Cell<bool>,
+    /// The local rate limit filter's buckets of this connection
+    /// (`local_rate_limit_per_downstream_connection`), by the address of the configuration's
+    /// bucket; empty (no allocation) otherwise.
+    pub rate_limit_buckets: RefCell<Vec<(usize, config::TokenBucket)>>,
     /// Keeps the worker alive while this connection (or a tunnel spawned from it) lives.
     pub _alive: mpsc::Sender<()>,
     /// This connection's drain handle: asks it to close, and (as a token) keeps the

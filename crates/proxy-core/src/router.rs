@@ -8,7 +8,7 @@ use regex::Regex;
 
 use crate::config::{
     ClusterSpecifier, DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch,
-    Redirect, RouteAction, RouteConfig,
+    Redirect, ResolvedFilterConfigs, RouteAction, RouteConfig,
 };
 use crate::error::BuildError;
 
@@ -35,6 +35,9 @@ pub struct Route {
     pub name: String,
     /// Header mutations of the route, its virtual host and the route configuration.
     pub mutations: Option<Box<Mutations>>,
+    /// `typed_per_filter_config` of the route, its virtual host and the route configuration,
+    /// most specific first.
+    pub filter_configs: Option<Box<ResolvedFilterConfigs>>,
     path: CompiledPath,
     case_sensitive: bool,
     headers: Vec<CompiledHeader>,
@@ -97,6 +100,9 @@ pub enum Targets {
 pub struct RouteCluster {
     pub index: usize,
     pub name: String,
+    /// A weighted cluster's `typed_per_filter_config` over its route's levels (most specific
+    /// first); `None`: the route's.
+    pub filter_configs: Option<Box<ResolvedFilterConfigs>>,
 }
 
 // === impl Targets ===
@@ -113,6 +119,7 @@ impl Targets {
             Ok(RouteCluster {
                 index,
                 name: name.to_owned(),
+                filter_configs: None,
             })
         };
         Ok(match spec {
@@ -180,6 +187,12 @@ impl Router {
                 }
                 let mut route = compile_route(r, &cluster_index)?;
                 route.mutations = Mutations::compile(&levels)?;
+                route.filter_configs = ResolvedFilterConfigs::resolve(
+                    &[&r.filter_configs, &vh.filter_configs, &cfg.filter_configs],
+                    [r.cors.as_ref(), vh.cors.as_ref()],
+                )
+                .map(Box::new);
+                weighted_filter_configs(&mut route, r, vh, cfg);
                 routes.push(route);
             }
             router.vhosts.push(VirtualHost {
@@ -229,6 +242,36 @@ impl Router {
     /// `headers`.
     pub fn route(&self, authority: &str, path: &str, headers: &HeaderMap) -> Option<&Route> {
         self.virtual_host(authority)?.route(path, headers)
+    }
+}
+
+/// Each weighted cluster's `typed_per_filter_config`, resolved over its route's levels.
+fn weighted_filter_configs(
+    route: &mut Route,
+    r: &crate::config::Route,
+    vh: &crate::config::VirtualHost,
+    cfg: &RouteConfig,
+) {
+    let (Action::Forward(f), RouteAction::Forward(action)) = (&mut route.action, &r.action) else {
+        return;
+    };
+    let Targets::Weighted(picks) = &mut f.targets else {
+        return;
+    };
+    for ((target, _), own) in picks.iter_mut().zip(&action.weighted_filter_configs) {
+        if own.is_empty() {
+            continue;
+        }
+        target.filter_configs = ResolvedFilterConfigs::resolve(
+            &[
+                own,
+                &r.filter_configs,
+                &vh.filter_configs,
+                &cfg.filter_configs,
+            ],
+            [r.cors.as_ref(), vh.cors.as_ref()],
+        )
+        .map(Box::new);
     }
 }
 
@@ -346,6 +389,7 @@ fn compile_route(
     Ok(Route {
         name: r.name.clone(),
         mutations: None,
+        filter_configs: None,
         path,
         case_sensitive: r.matcher.case_sensitive,
         headers,

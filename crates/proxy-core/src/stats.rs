@@ -45,6 +45,8 @@ pub struct HttpStats {
     pub downstream_rq_idle_timeout: Counter,
     pub downstream_rq_header_timeout: Counter,
     pub downstream_rq_rx_reset: Counter,
+    /// A request body over the buffer filter's `max_request_bytes` (413).
+    pub downstream_rq_too_large: Counter,
     pub downstream_rq_time: Histogram,
     pub no_route: Counter,
     pub rq_direct_response: Counter,
@@ -280,6 +282,7 @@ impl HttpStats {
                 downstream_rq_idle_timeout: counter,
                 downstream_rq_header_timeout: counter,
                 downstream_rq_rx_reset: counter,
+                downstream_rq_too_large: counter,
                 downstream_rq_time: histogram,
                 no_route: counter,
                 rq_direct_response: counter,
@@ -540,6 +543,126 @@ impl HealthCheckFilterStats {
                 failed_cluster_empty: counter,
                 failed_cluster_not_found: counter,
                 failed_cluster_unhealthy: counter,
+            }
+        )
+    }
+}
+
+// === FaultFilterStats ===
+
+/// `http.<stat_prefix>.fault.*`: the fault filter's (only with one).
+#[derive(Debug)]
+pub struct FaultFilterStats {
+    pub delays_injected: Counter,
+    pub aborts_injected: Counter,
+    pub response_rl_injected: Counter,
+    pub faults_overflow: Counter,
+    pub active_faults: Gauge,
+    /// `….fault.<downstream cluster>.{delays,aborts}_injected`, created on first use.
+    prefix: String,
+    store: Store,
+}
+
+impl FaultFilterStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("http.{stat_prefix}.fault");
+        stat_struct!(
+            store,
+            p,
+            FaultFilterStats {
+                delays_injected: counter,
+                aborts_injected: counter,
+                response_rl_injected: counter,
+                faults_overflow: counter,
+                active_faults: gauge,
+            },
+            prefix: p.clone(),
+            store: store.clone()
+        )
+    }
+
+    /// `….fault.<cluster>.<what>` (`delays_injected`, `aborts_injected`): a downstream
+    /// cluster's count.
+    pub fn downstream_cluster(&self, cluster: &str, what: &str) {
+        self.store
+            .counter(&format!("{}.{cluster}.{what}", self.prefix))
+            .inc();
+    }
+}
+
+// === CorsStats ===
+
+/// `http.<stat_prefix>.cors.*`: the CORS filter's (only with one).
+#[derive(Debug)]
+pub struct CorsStats {
+    pub origin_valid: Counter,
+    pub origin_invalid: Counter,
+}
+
+impl CorsStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("http.{stat_prefix}.cors");
+        stat_struct!(
+            store,
+            p,
+            CorsStats {
+                origin_valid: counter,
+                origin_invalid: counter,
+            }
+        )
+    }
+}
+
+// === CsrfStats ===
+
+/// `http.<stat_prefix>.csrf.*`: the CSRF filter's (only with one).
+#[derive(Debug)]
+pub struct CsrfStats {
+    pub missing_source_origin: Counter,
+    pub request_invalid: Counter,
+    pub request_valid: Counter,
+}
+
+impl CsrfStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("http.{stat_prefix}.csrf");
+        stat_struct!(
+            store,
+            p,
+            CsrfStats {
+                missing_source_origin: counter,
+                request_invalid: counter,
+                request_valid: counter,
+            }
+        )
+    }
+}
+
+// === LocalRateLimitStats ===
+
+/// `<stat_prefix>.http_local_rate_limit.*`: one local rate limit configuration's.
+#[derive(Debug)]
+pub struct LocalRateLimitStats {
+    pub enabled: Counter,
+    pub enforced: Counter,
+    pub ok: Counter,
+    pub rate_limited: Counter,
+    /// Always 0: Baton has no shadow mode (descriptors' `shadow_mode`).
+    pub shadow_mode: Counter,
+}
+
+impl LocalRateLimitStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let p = format!("{stat_prefix}.http_local_rate_limit");
+        stat_struct!(
+            store,
+            p,
+            LocalRateLimitStats {
+                enabled: counter,
+                enforced: counter,
+                ok: counter,
+                rate_limited: counter,
+                shadow_mode: counter,
             }
         )
     }

@@ -23,8 +23,9 @@ use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, WorkerModes};
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, HealthCheckFilterStats, HttpInspectorStats, HttpStats, ListenerStats,
-    ProxyProtoStats, TcpProxyStats,
+    CodeCounters, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
+    HttpInspectorStats, HttpStats, ListenerStats, LocalRateLimitStats, ProxyProtoStats,
+    TcpProxyStats,
 };
 use crate::tally::{Slot, Tally};
 use crate::tls::SslStats;
@@ -272,11 +273,15 @@ fn build_chain(
                 router,
                 access_logs: crate::access::AccessLogs::open(&hcm.access_logs)?,
                 http_stats: HttpStats::new(store, &hcm.stat_prefix),
-                health_check_stats: hcm
-                    .http_filters
-                    .iter()
-                    .any(|f| matches!(f, config::HttpFilter::HealthCheck(_)))
+                health_check_stats: has(hcm, |f| matches!(f, config::HttpFilter::HealthCheck(_)))
                     .then(|| HealthCheckFilterStats::new(store, &hcm.stat_prefix)),
+                fault_stats: has(hcm, |f| matches!(f, config::HttpFilter::Fault(_)))
+                    .then(|| FaultFilterStats::new(store, &hcm.stat_prefix)),
+                local_rate_limit_stats: local_rate_limit_stats(store, hcm),
+                cors_stats: has(hcm, |f| matches!(f, config::HttpFilter::Cors))
+                    .then(|| CorsStats::new(store, &hcm.stat_prefix)),
+                csrf_stats: has(hcm, |f| matches!(f, config::HttpFilter::Csrf(_)))
+                    .then(|| CsrfStats::new(store, &hcm.stat_prefix)),
                 listener_stats: ListenerStats::new(store, &config.address),
                 movable: sole && fc.tls.is_none(),
                 http: (**hcm).clone(),
@@ -442,4 +447,40 @@ async fn adopt_loop(
             ),
         }
     }
+}
+
+/// The stats of every local rate limit configuration of `hcm` (its filters' and its routes'),
+/// one set per `stat_prefix`.
+/// Whether the connection manager has an HTTP filter `is`.
+fn has(hcm: &config::HttpConnectionManager, is: impl Fn(&config::HttpFilter) -> bool) -> bool {
+    hcm.http_filters.iter().any(|f| is(&f.filter))
+}
+
+fn local_rate_limit_stats(
+    store: &shm_stats::Store,
+    hcm: &config::HttpConnectionManager,
+) -> Vec<(String, LocalRateLimitStats)> {
+    let rc = &hcm.route_config;
+    let from_filters = hcm.http_filters.iter().filter_map(|f| match &f.filter {
+        config::HttpFilter::LocalRateLimit(l) => Some(&l.stat_prefix),
+        _ => None,
+    });
+    let levels = std::iter::once(&rc.filter_configs)
+        .chain(rc.virtual_hosts.iter().map(|v| &v.filter_configs))
+        .chain(
+            rc.virtual_hosts
+                .iter()
+                .flat_map(|v| v.routes.iter().map(|r| &r.filter_configs)),
+        );
+    let from_routes = levels.flatten().filter_map(|(_, per)| match &per.config {
+        Some(config::RouteFilterConfig::LocalRateLimit(l)) => Some(&l.stat_prefix),
+        _ => None,
+    });
+    let mut out: Vec<(String, LocalRateLimitStats)> = Vec::new();
+    for prefix in from_filters.chain(from_routes) {
+        if !out.iter().any(|(p, _)| p == prefix) {
+            out.push((prefix.clone(), LocalRateLimitStats::new(store, prefix)));
+        }
+    }
+    out
 }

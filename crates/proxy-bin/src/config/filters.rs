@@ -1,41 +1,36 @@
 //! An HCM's `http_filters`: the filters Baton runs in front of the router, in order, and the
-//! router last (its `suppress_envoy_headers`).
+//! router last (its `suppress_envoy_headers`); and the per-filter configurations of routes,
+//! virtual hosts and route configurations (`typed_per_filter_config`). Each filter's own
+//! configuration is parsed in its module below.
 
-use proxy_core::config::{FilterHeaderMatcher, HealthCheckFilter, HttpFilter, MatchedField};
-use serde::Deserialize;
+mod buffer;
+mod cors;
+mod csrf;
+mod fault;
+mod health_check;
+mod local_ratelimit;
+mod per_route;
+
+use proxy_core::config::{FilterHeaderMatcher, HttpFilter, HttpFilterEntry, MatchedField};
 use serde_json::Value;
 
 use super::de::{self, join};
 use super::raw;
 use super::ConfigError;
 
-const HEALTH_CHECK_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck";
+pub(crate) use cors::legacy as legacy_cors;
+pub(crate) use per_route::filter_configs;
 
-/// `envoy.extensions.filters.http.health_check.v3.HealthCheck` (`cache_time` and
-/// `cluster_min_healthy_percentages` are refused by name).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HealthCheck {
-    pass_through_mode: Option<BoolValue>,
-    #[serde(default)]
-    headers: Vec<raw::HeaderMatcher>,
-}
-
-/// A `google.protobuf.BoolValue`: `true` or `{value: true}`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum BoolValue {
-    Plain(bool),
-    Wrapped { value: bool },
-}
+/// The filters Baton has, by the type URL of their `typed_config`.
+const SUPPORTED: &str =
+    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer, envoy.filters.http.fault, envoy.filters.http.local_ratelimit, envoy.filters.http.cors and envoy.filters.http.csrf";
 
 /// The filters before the router, and the router's `suppress_envoy_headers`. The router must
 /// be there, last.
 pub(crate) fn http_filters(
     filters: Vec<raw::HttpFilter>,
     path: &str,
-) -> Result<(bool, Vec<HttpFilter>), ConfigError> {
+) -> Result<(bool, Vec<HttpFilterEntry>), ConfigError> {
     let n = filters.len();
     if n == 0 {
         // Envoy 1.40 validates such a manager, then answers no request: with no router nothing
@@ -57,13 +52,14 @@ pub(crate) fn http_filters(
                     "the router must be the last HTTP filter (Envoy: a terminal filter)",
                 ))
             }
-            (Parsed::Filter(_), true) => {
+            (Parsed::Filter(_) | Parsed::Skipped, true) => {
                 return Err(ConfigError::new(
                     p,
                     "the last HTTP filter must be the router, envoy.filters.http.router",
                 ))
             }
             (Parsed::Filter(f), false) => out.push(f),
+            (Parsed::Skipped, false) => {}
         }
     }
     Ok((false, out))
@@ -73,55 +69,99 @@ pub(crate) fn http_filters(
 enum Parsed {
     /// The router, with its `suppress_envoy_headers`.
     Router(bool),
-    Filter(HttpFilter),
+    Filter(HttpFilterEntry),
+    /// `is_optional` and of a type Baton does not have: left out, as Envoy leaves out an
+    /// optional filter it has no implementation for.
+    Skipped,
 }
 
 fn filter(f: raw::HttpFilter, p: &str) -> Result<Parsed, ConfigError> {
+    let disabled = f.disabled.unwrap_or(false);
     let Some(tc) = f.typed_config else {
         if f.name == "envoy.filters.http.router" {
-            return Ok(Parsed::Router(false));
+            return router(false, disabled, p);
         }
         return Err(ConfigError::new(
             join(p, "name"),
             format!(
-                "unsupported HTTP filter `{}` without a typed_config; Baton supports the router and envoy.filters.http.health_check (with its typed_config)",
+                "unsupported HTTP filter `{}` without a typed_config; Baton supports {SUPPORTED} (each with its typed_config)",
                 f.name
             ),
         ));
     };
     let tc_path = join(p, "typed_config");
     let (url, rest) = de::split_any(tc, &tc_path)?;
-    if url == raw::ROUTER_TYPE {
-        let r: raw::Router = de::decode(rest, &tc_path)?;
-        return Ok(Parsed::Router(r.suppress_envoy_headers.unwrap_or(false)));
-    }
-    if url == HEALTH_CHECK_TYPE {
-        return Ok(Parsed::Filter(HttpFilter::HealthCheck(health_check(
-            rest, &tc_path,
-        )?)));
-    }
-    Err(ConfigError::new(
-        join(&tc_path, "@type"),
-        format!(
-            "unsupported HTTP filter `{url}`; Baton supports the router ({}) and the health check ({HEALTH_CHECK_TYPE})",
-            raw::ROUTER_TYPE
-        ),
-    ))
+    let filter = match url.as_str() {
+        raw::ROUTER_TYPE => {
+            let r: raw::Router = de::decode(rest, &tc_path)?;
+            return router(r.suppress_envoy_headers.unwrap_or(false), disabled, p);
+        }
+        health_check::TYPE => HttpFilter::HealthCheck(health_check::parse(rest, &tc_path)?),
+        buffer::TYPE => HttpFilter::Buffer(buffer::parse(rest, &tc_path)?),
+        fault::TYPE => HttpFilter::Fault(Box::new(fault::parse(rest, &tc_path)?)),
+        csrf::TYPE => HttpFilter::Csrf(Box::new(csrf::parse(rest, &tc_path)?)),
+        cors::TYPE => {
+            cors::parse_filter(rest, &tc_path)?;
+            HttpFilter::Cors
+        }
+        local_ratelimit::TYPE => {
+            HttpFilter::LocalRateLimit(Box::new(local_ratelimit::parse(rest, &tc_path)?))
+        }
+        _ if f.is_optional == Some(true) && !envoy_filter(&url) => return Ok(Parsed::Skipped),
+        _ => {
+            return Err(ConfigError::new(
+                join(&tc_path, "@type"),
+                format!("unsupported HTTP filter `{url}`; Baton supports {SUPPORTED}"),
+            ))
+        }
+    };
+    Ok(Parsed::Filter(HttpFilterEntry {
+        name: f.name,
+        disabled,
+        filter,
+    }))
 }
 
-fn health_check(rest: Value, path: &str) -> Result<HealthCheckFilter, ConfigError> {
-    let raw: HealthCheck = de::decode(rest, path)?;
-    let Some(pass) = raw.pass_through_mode else {
+fn router(suppress: bool, disabled: bool, p: &str) -> Result<Parsed, ConfigError> {
+    if disabled {
         return Err(ConfigError::new(
-            join(path, "pass_through_mode"),
-            "is required (as in Envoy)",
+            join(p, "disabled"),
+            "the router, the terminal filter, cannot be disabled",
         ));
-    };
-    let pass_through_mode = match pass {
-        BoolValue::Plain(b) | BoolValue::Wrapped { value: b } => b,
-    };
+    }
+    Ok(Parsed::Router(suppress))
+}
+
+/// Whether `url` is the type of one of Envoy's HTTP filters: an optional one is not left out,
+/// since Envoy would run it.
+pub(super) fn envoy_filter(url: &str) -> bool {
+    url.starts_with("type.googleapis.com/envoy.extensions.filters.http.")
+}
+
+/// A `google.protobuf.BoolValue`: `true` or `{value: true}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum BoolValue {
+    Plain(bool),
+    Wrapped { value: bool },
+}
+
+impl BoolValue {
+    fn get(self) -> bool {
+        match self {
+            BoolValue::Plain(b) | BoolValue::Wrapped { value: b } => b,
+        }
+    }
+}
+
+/// A filter's `headers[]`: header matchers that may name `:path` (as sent, query included),
+/// `:method` or `:authority` (`host`).
+fn header_matchers(
+    raw: Vec<raw::HeaderMatcher>,
+    path: &str,
+) -> Result<Vec<FilterHeaderMatcher>, ConfigError> {
     let mut headers = Vec::new();
-    for (i, mut h) in raw.headers.into_iter().enumerate() {
+    for (i, mut h) in raw.into_iter().enumerate() {
         let field = match h.name.to_ascii_lowercase().as_str() {
             ":path" => Some(MatchedField::Path),
             ":method" => Some(MatchedField::Method),
@@ -139,9 +179,10 @@ fn health_check(rest: Value, path: &str) -> Result<HealthCheckFilter, ConfigErro
             invert: m.invert,
         });
     }
-    Ok(HealthCheckFilter {
-        pass_through_mode,
-        headers,
-        service_cluster: String::new(),
-    })
+    Ok(headers)
+}
+
+/// Decode `rest` (an `Any` without its `@type`) into `T`.
+fn decode<T: serde::de::DeserializeOwned>(rest: Value, path: &str) -> Result<T, ConfigError> {
+    de::decode(rest, path)
 }

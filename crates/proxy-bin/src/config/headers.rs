@@ -71,7 +71,7 @@ fn removes(raw: Vec<String>, path: &str, request: bool, errs: &mut Errors) -> Ve
     out
 }
 
-fn adds(
+pub(crate) fn adds(
     raw: Vec<raw::HeaderValueOption>,
     path: &str,
     request: bool,

@@ -266,8 +266,9 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
                     continue;
                 };
                 for f in &mut h.http_filters {
-                    let proxy_core::config::HttpFilter::HealthCheck(hc) = f;
-                    hc.service_cluster.clone_from(&node.cluster);
+                    if let proxy_core::config::HttpFilter::HealthCheck(hc) = &mut f.filter {
+                        hc.service_cluster.clone_from(&node.cluster);
+                    }
                 }
             }
         }

@@ -316,6 +316,8 @@ pub(crate) struct DataSource {
 pub(crate) struct HttpFilter {
     pub name: String,
     pub typed_config: Option<Value>,
+    pub disabled: Option<bool>,
+    pub is_optional: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,6 +344,8 @@ pub(crate) struct RouteConfiguration {
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
     pub most_specific_header_mutations_wins: Option<bool>,
+    #[serde(default)]
+    pub typed_per_filter_config: serde_json::Map<String, Value>,
 }
 
 /// A `HeaderValueOption`.
@@ -375,6 +379,8 @@ pub(crate) enum AppendAction {
 #[serde(deny_unknown_fields)]
 pub(crate) struct VirtualHost {
     pub name: String,
+    /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
+    pub cors: Option<Value>,
     pub metadata: Option<Metadata>,
     #[serde(default)]
     pub domains: Vec<String>,
@@ -388,6 +394,8 @@ pub(crate) struct VirtualHost {
     pub response_headers_to_add: Vec<HeaderValueOption>,
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub typed_per_filter_config: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -408,6 +416,8 @@ pub(crate) struct Route {
     pub response_headers_to_add: Vec<HeaderValueOption>,
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub typed_per_filter_config: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -463,6 +473,8 @@ pub(crate) struct RouteAction {
     pub host_rewrite_literal: Option<String>,
     pub timeout: Option<Dur>,
     pub retry_policy: Option<RetryPolicy>,
+    /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
+    pub cors: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -478,6 +490,8 @@ pub(crate) struct WeightedClusters {
 pub(crate) struct ClusterWeight {
     pub name: String,
     pub weight: Option<UInt32>,
+    #[serde(default)]
+    pub typed_per_filter_config: serde_json::Map<String, Value>,
 }
 
 /// A `google.protobuf.UInt32Value`: a number, or `{value: N}`.

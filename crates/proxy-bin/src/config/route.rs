@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use http::{HeaderName, StatusCode};
 use proxy_core::config::{
-    ClusterSpecifier, DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch,
-    Redirect, RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    ClusterSpecifier, DirectResponse, FilterConfigs, ForwardAction, HeaderMatchKind, HeaderMatcher,
+    PathMatch, Redirect, RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch,
+    VirtualHost,
 };
 use regex::Regex;
 
@@ -68,6 +69,10 @@ pub(crate) fn route_config(
             }
         }
         let vh_headers = header_mutations!(vh, &vh_path, errs);
+        let vh_filters = super::filters::filter_configs(vh.typed_per_filter_config, &vh_path, errs);
+        let vh_cors = vh
+            .cors
+            .and_then(|c| errs.take(super::filters::legacy_cors(c, &join(&vh_path, "cors"))));
         let mut routes = Vec::new();
         for (k, r) in vh.routes.into_iter().enumerate() {
             if let Some(r) = route(r, &format!("{vh_path}.routes[{k}]"), clusters, errs) {
@@ -80,10 +85,14 @@ pub(crate) fn route_config(
             domains: vh.domains,
             routes,
             headers: vh_headers,
+            filter_configs: vh_filters,
+            cors: vh_cors,
         });
     }
     let headers = header_mutations!(raw, path, errs);
+    let filter_configs = super::filters::filter_configs(raw.typed_per_filter_config, path, errs);
     (errs.0.len() == before).then(|| RouteConfig {
+        filter_configs,
         name: raw.name.unwrap_or_default(),
         virtual_hosts,
         headers,
@@ -117,11 +126,16 @@ fn check_domain(d: &str) -> Result<(), String> {
 }
 
 fn route(
-    raw: raw::Route,
+    mut raw: raw::Route,
     path: &str,
     clusters: &HashSet<String>,
     errs: &mut Errors,
 ) -> Option<Route> {
+    let cors = raw
+        .route
+        .as_mut()
+        .and_then(|a| a.cors.take())
+        .and_then(|c| errs.take(super::filters::legacy_cors(c, &join(path, "route.cors"))));
     let matcher = route_match(raw.matcher, &join(path, "match"), errs);
     let action = match (raw.route, raw.direct_response, raw.redirect) {
         (Some(a), None, None) => forward(a, &join(path, "route"), clusters, errs),
@@ -143,7 +157,10 @@ fn route(
         }
     };
     let headers = header_mutations!(raw, path, errs);
+    let filter_configs = super::filters::filter_configs(raw.typed_per_filter_config, path, errs);
     Some(Route {
+        filter_configs,
+        cors,
         name: raw.name.unwrap_or_default(),
         metadata: raw::Metadata::into_map(raw.metadata),
         matcher: matcher?,
@@ -329,10 +346,11 @@ fn check_header_safe(s: &str, path: &str) -> Result<(), ConfigError> {
 
 /// `cluster` or `weighted_clusters` (exactly one), every cluster named known.
 fn cluster_specifier(
-    raw: &raw::RouteAction,
+    raw: &mut raw::RouteAction,
     path: &str,
     clusters: &HashSet<String>,
     errs: &mut Errors,
+    filter_configs: &mut Vec<FilterConfigs>,
 ) -> Option<ClusterSpecifier> {
     let mut known = |name: &str, p: String| {
         let ok = clusters.contains(name);
@@ -344,18 +362,28 @@ fn cluster_specifier(
         }
         ok
     };
-    match (&raw.cluster, &raw.weighted_clusters) {
+    match (&raw.cluster, &mut raw.weighted_clusters) {
         (Some(c), None) => {
             known(c, join(path, "cluster")).then(|| ClusterSpecifier::Cluster(c.clone()))
         }
         (None, Some(w)) => {
             let wpath = join(path, "weighted_clusters");
             let mut out = Vec::with_capacity(w.clusters.len());
-            for (i, c) in w.clusters.iter().enumerate() {
+            let mut configs = Vec::new();
+            for (i, c) in w.clusters.iter_mut().enumerate() {
                 let weight = c.weight.as_ref().map_or(0, raw::UInt32::get);
-                if known(&c.name, format!("{wpath}.clusters[{i}].name")) && weight > 0 {
+                let cpath = format!("{wpath}.clusters[{i}]");
+                if known(&c.name, join(&cpath, "name")) && weight > 0 {
                     out.push((c.name.clone(), weight));
+                    let per = std::mem::take(&mut c.typed_per_filter_config);
+                    configs.push((per, cpath));
                 }
+            }
+            if configs.iter().any(|(per, _)| !per.is_empty()) {
+                *filter_configs = configs
+                    .into_iter()
+                    .map(|(per, p)| super::filters::filter_configs(per, &p, errs))
+                    .collect();
             }
             weighted(out, w, &wpath, errs)
         }
@@ -401,13 +429,14 @@ fn weighted(
 }
 
 fn forward(
-    raw: raw::RouteAction,
+    mut raw: raw::RouteAction,
     path: &str,
     clusters: &HashSet<String>,
     errs: &mut Errors,
 ) -> Option<RouteAction> {
     let before = errs.0.len();
-    let cluster = cluster_specifier(&raw, path, clusters, errs);
+    let mut weighted_filter_configs = Vec::new();
+    let cluster = cluster_specifier(&mut raw, path, clusters, errs, &mut weighted_filter_configs);
     if let Some(p) = &raw.prefix_rewrite {
         errs.take(check_header_safe(p, &join(path, "prefix_rewrite")));
     }
@@ -434,6 +463,7 @@ fn forward(
             Some(d) => d.nonzero(),
         },
         retry_policy,
+        weighted_filter_configs,
     }))
 }
 

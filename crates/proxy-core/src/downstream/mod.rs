@@ -276,6 +276,7 @@ async fn serve_sniffed(
         requests: Cell::new(start.requests),
         idle_waker: RefCell::new(None),
         movable: Cell::new(false),
+        rate_limit_buckets: RefCell::default(),
         _alive: start.alive,
         drain: start.drain,
         upgrade: RefCell::new(None),

@@ -1,108 +1,123 @@
-//! The HTTP filters in front of the router, on the request's way in and the response's way
-//! out. Today: `envoy.filters.http.health_check`.
+//! The HTTP filters in front of the router, on the request's way in ([`decode`]) and the
+//! response's way out ([`encode`]), each in its module below. A listener without filters never
+//! comes here: [`super::handle`] takes this path in one branch, boxed, so a request's future
+//! keeps nothing of it otherwise.
+//!
+//! As in Envoy, a filter that answers a request locally stops the chain; the answer then passes
+//! back through the filters already run. Which filters run for a request is decided by the HCM
+//! list's `disabled` and, over it, the matched route's `typed_per_filter_config` (most specific
+//! level first); a filter reads its per-route configuration from there too.
 
-use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+mod buffer;
+mod cors;
+mod csrf;
+mod fault;
+mod health_check;
+mod local_ratelimit;
+
+use http::{Request, Response};
 
 use crate::body::{ProxyBody, RequestBody};
+use http::header;
+
 use crate::config::{
-    FilterHeaderMatcher, HeaderMatchKind, HealthCheckFilter, HttpFilter, MatchedField,
+    FilterHeaderMatcher, HeaderMatchKind, HttpFilter, MatchedField, RouteFilterConfig,
 };
 use crate::context::Ctx;
+use crate::router::{Route, RouteCluster};
 
-use super::local::local_reply;
-
-static HEALTHCHECKED_CLUSTER: HeaderName =
-    HeaderName::from_static("x-envoy-upstream-healthchecked-cluster");
-static IMMEDIATE_FAIL: HeaderName = HeaderName::from_static("x-envoy-immediate-health-check-fail");
+use super::tracker::Tracker;
 
 /// What the filters decided on the way in, for the way out.
 #[derive(Debug, Default)]
 pub(super) struct Passed {
-    /// A health-check filter saw a health check it let through: the response names the
-    /// service cluster.
-    health_check: Option<HeaderValue>,
-    /// A health-check filter is configured and the server fails health checks (or drains):
-    /// every response says so.
-    failing: bool,
+    health_check: health_check::Passed,
+    /// A fault injected: counted in `active_faults` while this lives.
+    fault: Option<fault::Active>,
+    /// `x-ratelimit-*` for the response.
+    rate_limit: Option<local_ratelimit::Passed>,
+    /// An allowed CORS origin's response fields.
+    cors: Option<cors::Passed>,
 }
 
-/// Run the filters on a request: `Err` with the response when one answers it; `Ok(None)` when
-/// the listener has none (the common case: nothing kept in the request's future).
-pub(super) fn on_request(
+/// Run the enabled filters on a request, in order: `Err` with the response when one answers
+/// it (which has then passed back through the filters before it).
+pub(super) async fn decode(
     cx: Ctx<'_>,
-    req: &Request<RequestBody>,
-) -> Result<Option<Box<Passed>>, Box<Response<ProxyBody>>> {
-    let filters = &cx.l.http.http_filters;
-    if filters.is_empty() || req.extensions().get::<crate::headers::Refusal>().is_some() {
-        // Refused as it came: answered before any filter, as Envoy's codec does.
-        return Ok(None);
-    }
-    let mut passed = Box::<Passed>::default();
-    for f in filters {
-        match f {
-            HttpFilter::HealthCheck(hc) => health_check(cx, hc, req, &mut passed)?,
-        }
-    }
-    Ok(Some(passed))
-}
-
-/// Run the filters on a response (in reverse order in Envoy; one kind today).
-pub(super) fn on_response(passed: Option<&Passed>, resp: &mut Response<ProxyBody>) {
-    let Some(passed) = passed else { return };
-    if let Some(cluster) = &passed.health_check {
-        resp.headers_mut()
-            .insert(HEALTHCHECKED_CLUSTER.clone(), cluster.clone());
-    }
-    if passed.failing {
-        resp.headers_mut()
-            .insert(IMMEDIATE_FAIL.clone(), HeaderValue::from_static("true"));
-    }
-}
-
-/// `envoy.filters.http.health_check`, with Envoy's answers and stats.
-fn health_check(
-    cx: Ctx<'_>,
-    hc: &HealthCheckFilter,
-    req: &Request<RequestBody>,
+    route: Option<&Route>,
+    target: Option<&RouteCluster>,
+    req: &mut Request<RequestBody>,
+    tracker: &mut Tracker,
     passed: &mut Passed,
 ) -> Result<(), Box<Response<ProxyBody>>> {
-    let failing = cx.c.drain.health_check_failed() || cx.c.drain.is_draining();
-    passed.failing |= failing;
-    if !hc.headers.iter().all(|m| matches(m, req)) {
-        return Ok(());
+    // A weighted cluster's own configurations are the most specific.
+    let per_route = target
+        .and_then(|t| t.filter_configs.as_deref())
+        .or_else(|| route.and_then(|r| r.filter_configs.as_deref()));
+    for entry in &cx.l.http.http_filters {
+        let disabled = per_route.and_then(|p| p.disabled(&entry.name));
+        if disabled.unwrap_or(entry.disabled) {
+            continue;
+        }
+        let config = per_route.and_then(|p| p.config(&entry.name));
+        let stop = match &entry.filter {
+            HttpFilter::HealthCheck(hc) => {
+                health_check::decode(cx, hc, req, &mut passed.health_check)
+            }
+            HttpFilter::Buffer(b) => {
+                let per_route = match config {
+                    Some(RouteFilterConfig::Buffer(p)) => Some(p),
+                    _ => None,
+                };
+                buffer::decode(cx, b, per_route, req, tracker).await
+            }
+            HttpFilter::Fault(f) => {
+                let f = match config {
+                    Some(RouteFilterConfig::Fault(p)) => p,
+                    _ => f,
+                };
+                let cluster = target.map(|t| t.name.as_str());
+                fault::decode(cx, f, cluster, req, tracker, &mut passed.fault).await
+            }
+            HttpFilter::LocalRateLimit(l) => {
+                let l = match config {
+                    Some(RouteFilterConfig::LocalRateLimit(p)) => p,
+                    _ => l,
+                };
+                local_ratelimit::decode(cx, l, req, tracker, &mut passed.rate_limit)
+            }
+            HttpFilter::Cors => {
+                let policy = match config {
+                    Some(RouteFilterConfig::Cors(p)) => Some(&**p),
+                    _ => per_route.and_then(|p| p.legacy_cors()),
+                };
+                cors::decode(cx, policy, req, &mut passed.cors)
+            }
+            HttpFilter::Csrf(p) => {
+                let p = match config {
+                    Some(RouteFilterConfig::Csrf(r)) => r,
+                    _ => p,
+                };
+                csrf::decode(cx, p, req)
+            }
+        };
+        if let Err(mut resp) = stop {
+            encode(passed, &mut resp);
+            return Err(resp);
+        }
     }
-    let cluster =
-        HeaderValue::from_str(&hc.service_cluster).unwrap_or_else(|_| HeaderValue::from_static(""));
-    if hc.pass_through_mode && !failing {
-        passed.health_check = Some(cluster);
-        return Ok(());
-    }
-    let stats = cx.l.health_check_stats.as_ref();
-    if let Some(s) = stats {
-        s.request_total.inc();
-    }
-    let status = if failing {
-        stats.inspect(|s| s.failed.inc());
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        stats.inspect(|s| s.ok.inc());
-        StatusCode::OK
-    };
-    let mut resp = local_reply(status, Bytes::new());
-    resp.headers_mut()
-        .insert(HEALTHCHECKED_CLUSTER.clone(), cluster);
-    if failing {
-        resp.headers_mut()
-            .insert(IMMEDIATE_FAIL.clone(), HeaderValue::from_static("true"));
-    }
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    Err(Box::new(resp))
+    Ok(())
 }
 
-fn matches(m: &FilterHeaderMatcher, req: &Request<RequestBody>) -> bool {
+/// Run the filters that ran on the request on its response, in reverse order.
+pub(super) fn encode(passed: &Passed, resp: &mut Response<ProxyBody>) {
+    cors::encode(passed.cors.as_ref(), resp);
+    local_ratelimit::encode(passed.rate_limit.as_ref(), resp);
+    health_check::encode(&passed.health_check, resp);
+}
+
+/// Whether a filter's header matcher accepts `req`.
+pub(super) fn header_matches(m: &FilterHeaderMatcher, req: &Request<RequestBody>) -> bool {
     let value: Option<&str> = match &m.field {
         MatchedField::Path => req.uri().path_and_query().map(|p| p.as_str()),
         MatchedField::Method => Some(req.method().as_str()),

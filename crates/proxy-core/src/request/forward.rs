@@ -83,15 +83,16 @@ struct Failure {
     resendable: bool,
 }
 
-/// Forward `req` along `route` to `f`'s cluster.
-pub(super) async fn forward(
+/// Forward `req` along `route` to `to`, one of `f`'s clusters (picked by weight; with HTTP
+/// filters, before they ran, so they see it).
+pub(super) async fn forward_to(
     cx: Ctx<'_>,
     route: &Route,
     f: &Forward,
+    to: &RouteCluster,
     req: Request<RequestBody>,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
-    let to = f.targets.pick();
     let Some(cluster) = cx.w.clusters.get(to.index).cloned() else {
         return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
     };
@@ -204,7 +205,7 @@ fn replayable_by_buffering(cx: Ctx<'_>, f: &Forward, body: &RequestBody) -> bool
 }
 
 /// `request_timeout` as a deadline from the request's start.
-fn request_deadline(cx: Ctx<'_>, tracker: &Tracker) -> Option<tokio::time::Instant> {
+pub(super) fn request_deadline(cx: Ctx<'_>, tracker: &Tracker) -> Option<tokio::time::Instant> {
     let hcm = &cx.l.http;
     hcm.request_timeout
         .map(|t| tokio::time::Instant::from_std(tracker.start()) + t)
@@ -233,8 +234,21 @@ async fn streamed_body(
     body: RequestBody,
     tracker: &mut Tracker,
 ) -> Result<Body, Response<ProxyBody>> {
-    let RequestBody::Hyper(mut rest) = body else {
-        return Ok(empty_body());
+    let mut rest = match body {
+        RequestBody::Hyper(rest) => rest,
+        RequestBody::Empty => return Ok(empty_body()),
+        // Read whole by the buffer filter: sent from memory, so it may be sent again.
+        RequestBody::Full(b) => {
+            let received = tracker.received();
+            received.set(received.get() + b.as_ref().map_or(0, |b| b.len() as u64));
+            return Ok(Body {
+                replay: b,
+                stream: None,
+                timed_out: None,
+                fault: None,
+                read_first: true,
+            });
+        }
     };
     let cap = READ_AHEAD_MAX.min(cx.l.config.per_connection_buffer_limit_bytes) as usize;
     let ahead = match read_ahead(&mut rest, cap).await {
@@ -263,7 +277,11 @@ async fn streamed_body(
 /// The client got its body wrong (400, Envoy's `DPE`) or left in its middle (`DC`, and the 400
 /// goes nowhere); the connection closes after it.
 #[cold]
-fn body_fault_reply(cx: Ctx<'_>, fault: BodyFault, tracker: &mut Tracker) -> Response<ProxyBody> {
+pub(super) fn body_fault_reply(
+    cx: Ctx<'_>,
+    fault: BodyFault,
+    tracker: &mut Tracker,
+) -> Response<ProxyBody> {
     match fault {
         BodyFault::Malformed => {
             cx.l.http_stats.downstream_cx_protocol_error.inc();
@@ -313,7 +331,7 @@ async fn buffer_body(
 }
 
 /// The request was not received in full within `request_timeout` (Envoy: 408, `DT`).
-fn request_timeout_reply(cx: Ctx<'_>, tracker: &mut Tracker) -> Response<ProxyBody> {
+pub(super) fn request_timeout_reply(cx: Ctx<'_>, tracker: &mut Tracker) -> Response<ProxyBody> {
     cx.l.http_stats.downstream_rq_timeout.inc();
     tracker.set_flag(ResponseFlags::DURATION_TIMEOUT);
     request_timeout()

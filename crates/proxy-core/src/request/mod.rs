@@ -27,9 +27,9 @@ use crate::context::{ConnCtx, Ctx, ListenerShared, Worker};
 use crate::flags::ResponseFlags;
 use crate::handover::Mode;
 use crate::headers::{new_request_id, Refusal, X_REQUEST_ID};
-use crate::router::{Action, Forward, Route};
+use crate::router::{Action, Forward, Route, RouteCluster};
 
-use self::forward::forward;
+use self::forward::forward_to;
 use self::local::{local_reply, redirect};
 use self::mutate::{mutate_response, Seen};
 use self::tracker::Tracker;
@@ -67,14 +67,24 @@ pub async fn handle(
     if let Some(logs) = l.access_logs.as_ref() {
         tracker.set_log(logs.capture(&req));
     }
-    let passed = match filters::on_request(cx, &req) {
-        Ok(p) => p,
-        Err(resp) => return Ok(finish(cx, *resp, tracker)),
-    };
+    // With filters, the route is found and the filters run first: boxed, and only the filters'
+    // part (what forwarding needs stays in this future), so a listener without filters keeps
+    // nothing of them. A refused request is answered before any filter, as Envoy's codec does.
+    let mut pre: Option<Box<Decided<'_>>> = None;
+    if !l.http.http_filters.is_empty() && req.extensions().get::<Refusal>().is_none() {
+        match Box::pin(before(cx, &mut req, &mut tracker)).await {
+            Err(reply) => return Ok(finish(cx, *reply, tracker)),
+            Ok(d) => pre = Some(d),
+        }
+    }
     // Routing is synchronous, so only forwarding adds a future to this one's state.
     let matched;
     let seen;
-    let mut resp = match route(&l, &c, &req, &mut tracker) {
+    let routed = match pre.as_deref() {
+        None => route(&l, &c, &req, &mut tracker),
+        Some(d) => routed(&l, &req, d.found, &mut tracker),
+    };
+    let mut resp = match routed {
         Routed::Reply(r, m) => {
             matched = m;
             seen = m.and_then(|route| Seen::keep(route, &req));
@@ -83,14 +93,73 @@ pub async fn handle(
         Routed::Forward(route, f) => {
             matched = Some(route);
             seen = Seen::keep(route, &req);
-            forward(cx, route, f, req, &mut tracker).await
+            let to = pre.as_deref().and_then(|d| d.target);
+            forward_to(
+                cx,
+                route,
+                f,
+                to.unwrap_or_else(|| f.targets.pick()),
+                req,
+                &mut tracker,
+            )
+            .await
         }
     };
     if let Some(m) = matched.and_then(|r| r.mutations.as_deref()) {
         mutate_response(cx, m, seen.as_deref(), &mut resp, &tracker);
     }
-    filters::on_response(passed.as_deref(), &mut resp);
+    if let Some(d) = &pre {
+        filters::encode(&d.passed, &mut resp);
+    }
     Ok(finish(cx, resp, tracker))
+}
+
+/// What the HTTP filters decided for a request they let through: its route, the cluster picked
+/// (a weighted route's, picked before the filters so they see it), and their state for the way
+/// out.
+struct Decided<'l> {
+    found: Option<&'l Route>,
+    target: Option<&'l RouteCluster>,
+    passed: filters::Passed,
+}
+
+/// A request on a listener with HTTP filters: its route found first (filters read their
+/// per-route configuration from it), then the filters. `Err`: a filter answered (the reply has
+/// been back through the filters before it, and has the route's response header mutations, as
+/// in Envoy).
+async fn before<'l>(
+    cx: Ctx<'l>,
+    req: &mut Request<RequestBody>,
+    tracker: &mut Tracker,
+) -> Result<Box<Decided<'l>>, Box<Response<ProxyBody>>> {
+    let found = if req.method() == Method::CONNECT {
+        None
+    } else {
+        let authority = authority_of(req);
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        cx.l.router.route(authority, path, req.headers())
+    };
+    let target = found.and_then(|r| match &r.action {
+        Action::Forward(f) => Some(f.targets.pick()),
+        _ => None,
+    });
+    if let (Some(route), Some(log)) = (found, tracker.log_mut()) {
+        // Logged even when a filter answers.
+        log.route_name = Some(route.name.clone());
+    }
+    let mut passed = filters::Passed::default();
+    if let Err(mut reply) = filters::decode(cx, found, target, req, tracker, &mut passed).await {
+        if let Some(m) = found.and_then(|r| r.mutations.as_deref()) {
+            let seen = found.and_then(|route| Seen::keep(route, req));
+            mutate_response(cx, m, seen.as_deref(), &mut reply, tracker);
+        }
+        return Err(reply);
+    }
+    Ok(Box::new(Decided {
+        found,
+        target,
+        passed,
+    }))
 }
 
 /// The response as it leaves: its status and head for the access log, HTTP/1.1, and
@@ -170,6 +239,17 @@ fn route<'l>(
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         l.router.route(authority, path, req.headers())
     };
+    routed(l, req, route, tracker)
+}
+
+/// What the route found for a request (`None`: none) makes of it.
+#[inline]
+fn routed<'l>(
+    l: &'l ListenerShared,
+    req: &Request<RequestBody>,
+    route: Option<&'l Route>,
+    tracker: &mut Tracker,
+) -> Routed<'l> {
     let Some(route) = route else {
         l.http_stats.no_route.inc();
         tracker.set_flag(ResponseFlags::NO_ROUTE_FOUND);
@@ -194,7 +274,7 @@ fn route<'l>(
 }
 
 /// The request's authority: `:authority` (HTTP/2, absolute-form) or `Host`.
-fn authority_of(req: &Request<RequestBody>) -> &str {
+pub(super) fn authority_of(req: &Request<RequestBody>) -> &str {
     if let Some(a) = req.uri().authority() {
         return a.as_str();
     }

@@ -33,8 +33,12 @@ fn router_with(prefix: &str, action: RouteAction) -> Router {
                 },
                 action,
                 headers: Default::default(),
+                filter_configs: Default::default(),
+                cors: None,
             }],
             headers: Default::default(),
+            filter_configs: Default::default(),
+            cors: None,
         }],
         ..Default::default()
     };

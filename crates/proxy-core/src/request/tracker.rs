@@ -76,6 +76,11 @@ impl Tracker {
         self.flags = flag;
     }
 
+    /// The request also carries this response flag (a fault filter's `DI` and `FI`).
+    pub(super) fn add_flag(&mut self, flag: ResponseFlags) {
+        self.flags.insert(flag);
+    }
+
     /// Envoy's local reply for `f`, flagged.
     pub(super) fn failure_reply(&mut self, f: UpstreamFailure) -> Response<ProxyBody> {
         self.set_flag(f.flag());

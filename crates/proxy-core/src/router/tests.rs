@@ -16,6 +16,8 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Ro
             body: None,
         }),
         headers: Default::default(),
+        filter_configs: Default::default(),
+        cors: None,
     }
 }
 
@@ -26,6 +28,8 @@ fn vhost(name: &str, domains: &[&str], routes: Vec<config::Route>) -> config::Vi
         domains: domains.iter().map(|d| (*d).into()).collect(),
         routes,
         headers: Default::default(),
+        filter_configs: Default::default(),
+        cors: None,
     }
 }
 
