@@ -398,8 +398,7 @@ async fn hot_restart_file_chain_takes_epochs_in_turn_and_never_overlaps_three() 
         let drain_only = [extra[0], extra[1], DRAIN_ONLY[0]];
         let mut g1 = g0.restart(&direct("g1"), &drain_only);
         g1.wait_serving().await;
-        let (_, status) = g1.admin_get("/hot_restart_status").await;
-        let v: Value = serde_json::from_str(&status).expect("status json");
+        let v = g1.own_status().await;
         assert_eq!(v["epoch"], 1, "the epoch comes from the chain: {v}");
         assert_eq!(
             v["parent"]["pid"].as_u64(),
@@ -433,15 +432,7 @@ async fn hot_restart_file_chain_takes_epochs_in_turn_and_never_overlaps_three() 
             g0.stderr()
         );
         // g1 shares the admin socket until it stops accepting: ask until g2 answers.
-        let until = Instant::now() + Duration::from_secs(5);
-        let v = loop {
-            let (_, status) = g2.admin_get("/hot_restart_status").await;
-            let v: Value = serde_json::from_str(&status).expect("status json");
-            if v["pid"] == g2.pid() || Instant::now() >= until {
-                break v;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let v = g2.own_status().await;
         assert_eq!(v["epoch"], 2, "{v}");
         assert_eq!(get(g2.addr(), "/").await.text(), "g2");
     })

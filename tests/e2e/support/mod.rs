@@ -260,9 +260,39 @@ impl Baton {
     }
 
     /// The value of the counter or gauge `name` in `/stats`, if present.
+    /// A stat as the admin interface shows it. A failed GET is tried again (≤ 2 s): right
+    /// after a restart the shared admin socket may hand a connection to the generation that is
+    /// closing its admin interface.
     pub async fn stat(&self, name: &str) -> Option<i64> {
-        let (_, body) = self.admin_get("/stats").await;
-        parse_stat(&body, name)
+        let until = Instant::now() + Duration::from_secs(2);
+        loop {
+            match try_get(local(self.admin), "/stats").await {
+                Ok((_, body)) => return parse_stat(&body, name),
+                Err(e) if Instant::now() >= until => panic!("admin GET /stats: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// This generation's `/hot_restart_status` (≤ 5 s): while its parent still accepts on the
+    /// shared admin socket, an answer may come from the parent; asked again until this
+    /// process answers.
+    pub async fn own_status(&self) -> serde_json::Value {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok((200, body)) = try_get(local(self.admin), "/hot_restart_status").await {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                if v["pid"] == self.pid() {
+                    return v;
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "epoch {} never answered its own /hot_restart_status",
+                self.epoch
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Wait (≤ 5 s) until stat `name` equals `want`; panic with the last value otherwise. A
