@@ -44,9 +44,9 @@ const PROXIED_KEEPALIVE: u64 = 4;
 /// Allocations per proxied GET on a new connection (`Connection: close`): accept to close.
 const PROXIED_NEW_CONNECTION: u64 = 17;
 /// Allocations per keep-alive GET answered by a `direct_response` route.
-const DIRECT_KEEPALIVE: u64 = 8;
+const DIRECT_KEEPALIVE: u64 = 4;
 /// Allocations per `direct_response` GET on a new connection.
-const DIRECT_NEW_CONNECTION: u64 = 21;
+const DIRECT_NEW_CONNECTION: u64 = 17;
 
 /// Requests before measuring (pools, lazily built state, buffers grown to size).
 const WARMUP: usize = 300;

@@ -11,6 +11,8 @@ use crate::router::{Action, Route};
 pub fn local_reply(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = status;
+    // From the worker's pool (the response loop gives it back once written).
+    *resp.headers_mut() = crate::header_pool::take(LOCAL_REPLY_FIELDS);
     if !body.is_empty() {
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -20,6 +22,9 @@ pub fn local_reply(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
     }
     resp
 }
+
+/// Fields a local reply's map has room for: its own two, the date, server and route mutations.
+const LOCAL_REPLY_FIELDS: usize = 8;
 
 /// The request was not received in full within `request_timeout` (Envoy: 408).
 pub fn request_timeout() -> Response<ProxyBody> {

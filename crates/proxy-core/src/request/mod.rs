@@ -88,6 +88,9 @@ pub async fn handle(
         Routed::Reply(r, m) => {
             matched = m;
             seen = m.and_then(|route| Seen::keep(route, &req));
+            // Answered here: the request's header map goes back to the worker's pool (the
+            // forwarding path gives back the map it sent).
+            crate::header_pool::give(std::mem::take(req.headers_mut()));
             r
         }
         Routed::Forward(route, f) => {
