@@ -38,6 +38,7 @@ fn route(name: String, path: PathMatch, headers: Vec<HeaderMatcher>, action: Rou
             path,
             case_sensitive: true,
             headers,
+            query_parameters: vec![],
         },
         action,
         headers: Default::default(),

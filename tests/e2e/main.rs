@@ -31,6 +31,7 @@ mod outlier_local;
 mod outlier_rates;
 mod priority;
 mod proxy_protocol;
+mod query_params;
 mod restart;
 mod restart_safety;
 mod restarter;

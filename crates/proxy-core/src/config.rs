@@ -349,6 +349,17 @@ pub struct RouteMatch {
     pub case_sensitive: bool,
     /// All must match.
     pub headers: Vec<HeaderMatcher>,
+    /// `query_parameters`: all must match.
+    pub query_parameters: Vec<QueryParameterMatcher>,
+}
+
+/// One `match.query_parameters[]` entry: the request's first parameter named `name` (exactly,
+/// as written in the query string), its value as written (not percent-decoded), as Envoy 1.40
+/// matches them. `Present(true)`: the parameter is there, with or without a value.
+#[derive(Clone, Debug)]
+pub struct QueryParameterMatcher {
+    pub name: String,
+    pub kind: HeaderMatchKind,
 }
 
 #[derive(Clone, Debug)]

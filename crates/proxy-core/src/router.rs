@@ -41,6 +41,8 @@ pub struct Route {
     path: CompiledPath,
     case_sensitive: bool,
     headers: Vec<CompiledHeader>,
+    /// `query_parameters`: (name, what its first value must be).
+    query: Vec<(String, CompiledHeaderKind)>,
     pub action: Action,
 }
 
@@ -279,10 +281,12 @@ fn weighted_filter_configs(
 
 impl VirtualHost {
     pub fn route(&self, path_and_query: &str, headers: &HeaderMap) -> Option<&Route> {
-        let path = path_and_query
+        let (path, query) = path_and_query
             .split_once('?')
-            .map_or(path_and_query, |(p, _)| p);
-        self.routes.iter().find(|r| r.matches(path, headers))
+            .unwrap_or((path_and_query, ""));
+        self.routes
+            .iter()
+            .find(|r| r.matches(path, headers) && r.query_matches(query))
     }
 }
 
@@ -318,6 +322,35 @@ impl Route {
         };
         path_ok && self.headers.iter().all(|h| h.matches(headers))
     }
+
+    /// Every `query_parameters` matcher against `query` (the text after `?`).
+    fn query_matches(&self, query: &str) -> bool {
+        self.query.iter().all(|(name, kind)| {
+            let first = query.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == name).then_some(v)
+            });
+            match (kind, first) {
+                (CompiledHeaderKind::Present(want), v) => v.is_some() == *want,
+                (_, None) => false,
+                (kind, Some(v)) => kind.matches_value(v),
+            }
+        })
+    }
+}
+
+impl CompiledHeaderKind {
+    /// Whether a present value matches (`Present` is decided by the caller).
+    fn matches_value(&self, v: &str) -> bool {
+        match self {
+            CompiledHeaderKind::Present(_) => true,
+            CompiledHeaderKind::Exact(s) => v == s,
+            CompiledHeaderKind::Prefix(s) => v.starts_with(s.as_str()),
+            CompiledHeaderKind::Suffix(s) => v.ends_with(s.as_str()),
+            CompiledHeaderKind::Contains(s) => v.contains(s.as_str()),
+            CompiledHeaderKind::Regex(re) => re.is_match(v),
+        }
+    }
 }
 
 impl CompiledHeader {
@@ -326,11 +359,7 @@ impl CompiledHeader {
         let result = match (&self.kind, value) {
             (CompiledHeaderKind::Present(want), v) => v.is_some() == *want,
             (_, None) => false,
-            (CompiledHeaderKind::Exact(s), Some(v)) => v == s,
-            (CompiledHeaderKind::Prefix(s), Some(v)) => v.starts_with(s.as_str()),
-            (CompiledHeaderKind::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
-            (CompiledHeaderKind::Contains(s), Some(v)) => v.contains(s.as_str()),
-            (CompiledHeaderKind::Regex(re), Some(v)) => re.is_match(v),
+            (kind, Some(v)) => kind.matches_value(v),
         };
         result != self.invert
     }
@@ -340,6 +369,17 @@ fn anchored(re: &Regex) -> Result<Regex, BuildError> {
     Regex::new(&format!("^(?:{})$", re.as_str())).map_err(|e| BuildError::Regex {
         regex: re.as_str().to_owned(),
         source: e,
+    })
+}
+
+fn compile_kind(kind: &HeaderMatchKind) -> Result<CompiledHeaderKind, BuildError> {
+    Ok(match kind {
+        HeaderMatchKind::Exact(s) => CompiledHeaderKind::Exact(s.clone()),
+        HeaderMatchKind::Prefix(s) => CompiledHeaderKind::Prefix(s.clone()),
+        HeaderMatchKind::Suffix(s) => CompiledHeaderKind::Suffix(s.clone()),
+        HeaderMatchKind::Contains(s) => CompiledHeaderKind::Contains(s.clone()),
+        HeaderMatchKind::Regex(re) => CompiledHeaderKind::Regex(anchored(re)?),
+        HeaderMatchKind::Present(p) => CompiledHeaderKind::Present(*p),
     })
 }
 
@@ -357,20 +397,18 @@ fn compile_route(
         .headers
         .iter()
         .map(|h: &HeaderMatcher| {
-            let kind = match &h.kind {
-                HeaderMatchKind::Exact(s) => CompiledHeaderKind::Exact(s.clone()),
-                HeaderMatchKind::Prefix(s) => CompiledHeaderKind::Prefix(s.clone()),
-                HeaderMatchKind::Suffix(s) => CompiledHeaderKind::Suffix(s.clone()),
-                HeaderMatchKind::Contains(s) => CompiledHeaderKind::Contains(s.clone()),
-                HeaderMatchKind::Regex(re) => CompiledHeaderKind::Regex(anchored(re)?),
-                HeaderMatchKind::Present(p) => CompiledHeaderKind::Present(*p),
-            };
             Ok(CompiledHeader {
                 name: h.name.clone(),
-                kind,
+                kind: compile_kind(&h.kind)?,
                 invert: h.invert,
             })
         })
+        .collect::<Result<Vec<_>, BuildError>>()?;
+    let query = r
+        .matcher
+        .query_parameters
+        .iter()
+        .map(|q| Ok((q.name.clone(), compile_kind(&q.kind)?)))
         .collect::<Result<Vec<_>, BuildError>>()?;
     let action = match &r.action {
         RouteAction::Forward(f) => Action::Forward(Forward {
@@ -393,6 +431,7 @@ fn compile_route(
         path,
         case_sensitive: r.matcher.case_sensitive,
         headers,
+        query,
         action,
     })
 }

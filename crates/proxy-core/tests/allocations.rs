@@ -269,6 +269,7 @@ fn route(prefix: &str, action: RouteAction) -> Route {
             path: PathMatch::Prefix(prefix.into()),
             case_sensitive: true,
             headers: vec![],
+            query_parameters: vec![],
         },
         action,
         headers: Default::default(),

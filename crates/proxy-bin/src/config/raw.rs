@@ -429,6 +429,17 @@ pub(crate) struct RouteMatch {
     pub case_sensitive: Option<bool>,
     #[serde(default)]
     pub headers: Vec<HeaderMatcher>,
+    #[serde(default)]
+    pub query_parameters: Vec<QueryParameterMatcher>,
+}
+
+/// `config.route.v3.QueryParameterMatcher`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueryParameterMatcher {
+    pub name: String,
+    pub string_match: Option<StringMatcher>,
+    pub present_match: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use http::{HeaderName, StatusCode};
 use proxy_core::config::{
     ClusterSpecifier, DirectResponse, FilterConfigs, ForwardAction, HeaderMatchKind, HeaderMatcher,
-    PathMatch, Redirect, RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch,
-    VirtualHost,
+    PathMatch, QueryParameterMatcher, Redirect, RetryOn, RetryPolicy, Route, RouteAction,
+    RouteConfig, RouteMatch, VirtualHost,
 };
 use regex::Regex;
 
@@ -210,6 +210,13 @@ fn route_match(raw: raw::RouteMatch, path: &str, errs: &mut Errors) -> Option<Ro
             headers.push(h);
         }
     }
+    let mut query_parameters = Vec::new();
+    for (i, q) in raw.query_parameters.into_iter().enumerate() {
+        let at = format!("{path}.query_parameters[{i}]");
+        if let Some(q) = errs.take(query_matcher(q, &at)) {
+            query_parameters.push(q);
+        }
+    }
     if errs.0.len() != before {
         return None;
     }
@@ -217,6 +224,43 @@ fn route_match(raw: raw::RouteMatch, path: &str, errs: &mut Errors) -> Option<Ro
         path: path_match?,
         case_sensitive: raw.case_sensitive.unwrap_or(true),
         headers,
+        query_parameters,
+    })
+}
+
+/// `match.query_parameters[]`: `string_match` (as for headers) or `present_match: true`.
+fn query_matcher(
+    raw: raw::QueryParameterMatcher,
+    path: &str,
+) -> Result<QueryParameterMatcher, ConfigError> {
+    if raw.name.is_empty() {
+        return Err(ConfigError::new(join(path, "name"), "must not be empty"));
+    }
+    let kind = match (raw.string_match, raw.present_match) {
+        (Some(s), None) => string_matcher(s, &join(path, "string_match"))?,
+        (None, Some(true)) => HeaderMatchKind::Present(true),
+        (None, Some(false)) => {
+            return Err(ConfigError::new(
+                join(path, "present_match"),
+                "unsupported value: only `true` (Envoy never matches `false`)",
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                join(path, "present_match"),
+                "conflicts with `string_match`: give exactly one",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::new(
+                path,
+                "needs one of `string_match`, `present_match`",
+            ))
+        }
+    };
+    Ok(QueryParameterMatcher {
+        name: raw.name,
+        kind,
     })
 }
 

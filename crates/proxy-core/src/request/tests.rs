@@ -30,6 +30,7 @@ fn router_with(prefix: &str, action: RouteAction) -> Router {
                     path: PathMatch::Prefix(prefix.into()),
                     case_sensitive: true,
                     headers: vec![],
+                    query_parameters: vec![],
                 },
                 action,
                 headers: Default::default(),

@@ -10,6 +10,7 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Ro
             path,
             case_sensitive: true,
             headers,
+            query_parameters: vec![],
         },
         action: RouteAction::Direct(DirectResponse {
             status: http::StatusCode::OK,
@@ -157,4 +158,41 @@ fn case_insensitive_prefix() {
     let r = Router::new(&cfg, |_| None).unwrap();
     assert!(r.route("h", "/api/x", &HeaderMap::new()).is_some());
     assert!(r.route("h", "/ap", &HeaderMap::new()).is_none());
+}
+
+#[test]
+fn query_parameters_match_the_first_value_as_written() {
+    let q = |name: &str, kind: HeaderMatchKind| config::QueryParameterMatcher {
+        name: name.into(),
+        kind,
+    };
+    let mut exact = route("exact", PathMatch::Prefix("/".into()), vec![]);
+    exact.matcher.query_parameters = vec![q("a", HeaderMatchKind::Exact("x%20y".into()))];
+    let mut present = route("present", PathMatch::Prefix("/".into()), vec![]);
+    present.matcher.query_parameters = vec![q("p", HeaderMatchKind::Present(true))];
+    let mut multi = route("multi", PathMatch::Prefix("/".into()), vec![]);
+    multi.matcher.query_parameters = vec![q("m", HeaderMatchKind::Exact("2".into()))];
+    let fallback = route("none", PathMatch::Prefix("/".into()), vec![]);
+    let rc = config::RouteConfig {
+        virtual_hosts: vec![vhost("all", &["*"], vec![exact, present, multi, fallback])],
+        ..Default::default()
+    };
+    let router = Router::new(&rc, |_| Some(0)).expect("router");
+    let h = HeaderMap::new();
+    // Expectations measured on Envoy 1.40 with the same routes.
+    for (pq, want) in [
+        ("/x?a=x%20y", "exact"),
+        ("/x?a=x+y", "none"),
+        ("/x?p", "present"),
+        ("/x?p=", "present"),
+        ("/x?p=1", "present"),
+        ("/x?m=1&m=2", "none"),
+        ("/x?m=2&m=1", "multi"),
+        ("/x?A=x%20y", "none"),
+        ("/x?a", "none"),
+        ("/x", "none"),
+    ] {
+        let got = router.route("h", pq, &h).map(|r| r.name.as_str());
+        assert_eq!(got, Some(want), "{pq}");
+    }
 }
