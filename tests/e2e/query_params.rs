@@ -1,6 +1,7 @@
-//! Route matching on `match.query_parameters` (issue 23), with the answers Envoy 1.40 gave on the
-//! same routes: the first parameter of that name, its value as written (not percent-decoded),
-//! `present_match` with or without a value; what Baton does not match is refused with its path.
+//! Route matching on `match.query_parameters` and `match.path_separated_prefix` (issue 23),
+//! with the answers Envoy 1.40 gave on the same routes: the first parameter of that name, its
+//! value as written (not percent-decoded), `present_match` with or without a value; a prefix
+//! alone or followed by `/`; what Baton does not match is refused with its path.
 
 use serde_json::json;
 
@@ -88,5 +89,48 @@ fn what_baton_does_not_match_is_refused_with_its_path() {
         let (status, _, err) = run_baton(&["--mode", "validate", "-c", file.to_str().unwrap()]);
         assert_eq!(status.code(), Some(1), "{m}: {err}");
         assert!(err.contains(path) && err.contains(words), "{m}: {err}");
+    }
+}
+
+/// `match.path_separated_prefix`, with the answers Envoy 1.40 gave on the same routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_separated_prefix_matches_as_envoy_does() {
+    let config = Config::new()
+        .route(direct(json!({"path_separated_prefix": "/api"}), "api"))
+        .route(direct(
+            json!({"path_separated_prefix": "/CI", "case_sensitive": false}),
+            "ci",
+        ))
+        .route(direct(json!({"prefix": "/"}), "none"))
+        .render();
+    let baton = Baton::start(&config).await;
+    for (path, want) in [
+        ("/api", "api"),
+        ("/api/", "api"),
+        ("/api/x", "api"),
+        ("/api?x=1", "api"),
+        ("/apix", "none"),
+        ("/API", "none"),
+        ("/ap", "none"),
+        ("/ci", "ci"),
+        ("/ci/x", "ci"),
+        ("/Ci?y", "ci"),
+        ("/cix", "none"),
+    ] {
+        assert_eq!(get(baton.addr(), path).await.text(), want, "{path}");
+    }
+    // Refused as Envoy refuses them.
+    for bad in ["/api/", "/a?b", "/a#b", "/"] {
+        let text = Config::new()
+            .route(direct(json!({"path_separated_prefix": bad}), "x"))
+            .render()
+            .replace("{{LISTEN}}", &free_port().to_string())
+            .replace("{{ADMIN}}", &free_port().to_string());
+        let dir = TempDir::new("sep-prefix");
+        let file = dir.file("c.json");
+        std::fs::write(&file, text).expect("write");
+        let (status, _, err) = run_baton(&["--mode", "validate", "-c", file.to_str().unwrap()]);
+        assert_eq!(status.code(), Some(1), "{bad}: {err}");
+        assert!(err.contains("match.path_separated_prefix"), "{bad}: {err}");
     }
 }

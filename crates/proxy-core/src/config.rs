@@ -368,6 +368,9 @@ pub enum PathMatch {
     Exact(String),
     /// Must match the whole path (without the query string), as Envoy's `safe_regex`.
     Regex(Regex),
+    /// `path_separated_prefix`: the path (without the query string) is the prefix, or the
+    /// prefix then `/…` (`/api` matches `/api`, `/api/x`, `/api?q`, not `/apix`).
+    SeparatedPrefix(String),
 }
 
 #[derive(Clone, Debug)]

@@ -52,6 +52,8 @@ enum CompiledPath {
     Exact(String),
     /// Anchored at both ends.
     Regex(Regex),
+    /// The prefix, alone or followed by `/`.
+    SeparatedPrefix(String),
 }
 
 #[derive(Debug)]
@@ -296,20 +298,17 @@ impl Route {
     /// The matched prefix, for `prefix_rewrite`; `None` for path and regex matches.
     pub fn prefix(&self) -> Option<&str> {
         match &self.path {
-            CompiledPath::Prefix(p) => Some(p),
+            CompiledPath::Prefix(p) | CompiledPath::SeparatedPrefix(p) => Some(p),
             _ => None,
         }
     }
 
     fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
         let path_ok = match &self.path {
-            CompiledPath::Prefix(p) => {
-                path.len() >= p.len()
-                    && if self.case_sensitive {
-                        path.as_bytes().starts_with(p.as_bytes())
-                    } else {
-                        path.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-                    }
+            CompiledPath::Prefix(p) => self.starts_with(path, p),
+            CompiledPath::SeparatedPrefix(p) => {
+                self.starts_with(path, p)
+                    && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
             }
             CompiledPath::Exact(p) => {
                 if self.case_sensitive {
@@ -321,6 +320,16 @@ impl Route {
             CompiledPath::Regex(re) => re.is_match(path),
         };
         path_ok && self.headers.iter().all(|h| h.matches(headers))
+    }
+
+    /// `path` starts with `p` (in this route's case sensitivity).
+    fn starts_with(&self, path: &str, p: &str) -> bool {
+        path.len() >= p.len()
+            && if self.case_sensitive {
+                path.as_bytes().starts_with(p.as_bytes())
+            } else {
+                path.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            }
     }
 
     /// Every `query_parameters` matcher against `query` (the text after `?`).
@@ -391,6 +400,7 @@ fn compile_route(
         PathMatch::Prefix(p) => CompiledPath::Prefix(p.clone()),
         PathMatch::Exact(p) => CompiledPath::Exact(p.clone()),
         PathMatch::Regex(re) => CompiledPath::Regex(anchored(re)?),
+        PathMatch::SeparatedPrefix(p) => CompiledPath::SeparatedPrefix(p.clone()),
     };
     let headers = r
         .matcher

@@ -426,6 +426,7 @@ pub(crate) struct RouteMatch {
     pub prefix: Option<String>,
     pub path: Option<String>,
     pub safe_regex: Option<RegexMatcher>,
+    pub path_separated_prefix: Option<String>,
     pub case_sensitive: Option<bool>,
     #[serde(default)]
     pub headers: Vec<HeaderMatcher>,

@@ -193,14 +193,25 @@ pub(crate) fn compile_regex(raw: &raw::RegexMatcher, path: &str) -> Result<Regex
 
 fn route_match(raw: raw::RouteMatch, path: &str, errs: &mut Errors) -> Option<RouteMatch> {
     let before = errs.0.len();
-    let path_match = match (raw.prefix, raw.path, raw.safe_regex) {
-        (Some(p), None, None) => Some(PathMatch::Prefix(p)),
-        (None, Some(p), None) => Some(PathMatch::Exact(p)),
-        (None, None, Some(r)) => errs
+    let path_match = match (
+        raw.prefix,
+        raw.path,
+        raw.safe_regex,
+        raw.path_separated_prefix,
+    ) {
+        (Some(p), None, None, None) => Some(PathMatch::Prefix(p)),
+        (None, Some(p), None, None) => Some(PathMatch::Exact(p)),
+        (None, None, Some(r), None) => errs
             .take(compile_regex(&r, &join(path, "safe_regex")))
             .map(PathMatch::Regex),
+        (None, None, None, Some(p)) => errs
+            .take(separated_prefix(p, &join(path, "path_separated_prefix")))
+            .map(PathMatch::SeparatedPrefix),
         _ => {
-            errs.push(path, "needs exactly one of `prefix`, `path`, `safe_regex`");
+            errs.push(
+                path,
+                "needs exactly one of `prefix`, `path`, `safe_regex`, `path_separated_prefix`",
+            );
             None
         }
     };
@@ -226,6 +237,20 @@ fn route_match(raw: raw::RouteMatch, path: &str, errs: &mut Errors) -> Option<Ro
         headers,
         query_parameters,
     })
+}
+
+/// `path_separated_prefix`: as Envoy validates it, at least two characters, no `?` or `#`, not
+/// ending with `/`.
+fn separated_prefix(p: String, path: &str) -> Result<String, ConfigError> {
+    if p.len() < 2 || p.ends_with('/') || p.contains(['?', '#']) {
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "`{p}` must be at least two characters, without `?` or `#`, and not end with `/`"
+            ),
+        ));
+    }
+    Ok(p)
 }
 
 /// `match.query_parameters[]`: `string_match` (as for headers) or `present_match: true`.
