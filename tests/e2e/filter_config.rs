@@ -198,13 +198,8 @@ fn refused(filters: Value, per_filter: Value) -> String {
             json!({"match": {"prefix": "/"}, "direct_response": {"status": 200},
             "typed_per_filter_config": per_filter}),
         )
-        .render()
-        .replace("{{LISTEN}}", &free_port().to_string())
-        .replace("{{ADMIN}}", &free_port().to_string());
-    let dir = TempDir::new("filter-config");
-    let path = dir.file("c.json");
-    std::fs::write(&path, text).expect("write");
-    let (status, _, err) = run_baton(&["--mode", "validate", "-c", path.to_str().unwrap()]);
+        .render();
+    let (status, err) = validate_config(&text);
     assert!(!status.success(), "accepted");
     err
 }

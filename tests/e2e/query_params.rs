@@ -80,13 +80,7 @@ fn what_baton_does_not_match_is_refused_with_its_path() {
             "case-insensitive",
         ),
     ] {
-        let text = route(m.clone())
-            .replace("{{LISTEN}}", &free_port().to_string())
-            .replace("{{ADMIN}}", &free_port().to_string());
-        let dir = TempDir::new("query-params");
-        let file = dir.file("c.json");
-        std::fs::write(&file, text).expect("write");
-        let (status, _, err) = run_baton(&["--mode", "validate", "-c", file.to_str().unwrap()]);
+        let (status, err) = validate_config(&route(m.clone()));
         assert_eq!(status.code(), Some(1), "{m}: {err}");
         assert!(err.contains(path) && err.contains(words), "{m}: {err}");
     }
@@ -123,13 +117,8 @@ async fn path_separated_prefix_matches_as_envoy_does() {
     for bad in ["/api/", "/a?b", "/a#b", "/"] {
         let text = Config::new()
             .route(direct(json!({"path_separated_prefix": bad}), "x"))
-            .render()
-            .replace("{{LISTEN}}", &free_port().to_string())
-            .replace("{{ADMIN}}", &free_port().to_string());
-        let dir = TempDir::new("sep-prefix");
-        let file = dir.file("c.json");
-        std::fs::write(&file, text).expect("write");
-        let (status, _, err) = run_baton(&["--mode", "validate", "-c", file.to_str().unwrap()]);
+            .render();
+        let (status, err) = validate_config(&text);
         assert_eq!(status.code(), Some(1), "{bad}: {err}");
         assert!(err.contains("match.path_separated_prefix"), "{bad}: {err}");
     }

@@ -87,6 +87,20 @@ fn unique_base_id() -> u32 {
 }
 
 /// Run `baton` to completion with `args` (bounded by 10 s): exit status, stdout, stderr.
+/// `baton --mode validate` on a rendered test configuration (placeholders filled with free
+/// ports): its exit status and stderr.
+pub fn validate_config(rendered: &str) -> (ExitStatus, String) {
+    let text = rendered
+        .replace("{{LISTEN}}", &free_port().to_string())
+        .replace("{{ADMIN}}", &free_port().to_string());
+    let dir = TempDir::new("validate");
+    let path = dir.file("c.json");
+    std::fs::write(&path, text).expect("write the configuration");
+    let path = path.to_str().expect("a UTF-8 temp path");
+    let (status, _, err) = run_baton(&["--mode", "validate", "-c", path]);
+    (status, err)
+}
+
 pub fn run_baton(args: &[&str]) -> (ExitStatus, String, String) {
     let dir = TempDir::new("run");
     let out = std::fs::File::create(dir.file("stdout")).expect("stdout file");
