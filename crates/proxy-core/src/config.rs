@@ -158,6 +158,71 @@ pub struct HttpConnectionManager {
     pub accept_http_10: bool,
     /// `http_protocol_options.default_host_for_http_10`.
     pub default_host_for_http_10: Option<http::HeaderValue>,
+    /// What goes into each response's `server` field, and when.
+    pub server: ServerHeader,
+    /// `via`: appended to the request's and the response's `via` fields.
+    pub via: Option<http::HeaderValue>,
+    /// `skip_xff_append`: with `use_remote_address`, `x-forwarded-for` is left as the client
+    /// sent it.
+    pub skip_xff_append: bool,
+    /// `always_set_request_id_in_response`: the response carries the request's `x-request-id`.
+    pub always_set_request_id_in_response: bool,
+    /// `preserve_external_request_id`: an external client's `x-request-id` is kept with
+    /// `use_remote_address` (Envoy otherwise replaces it).
+    pub preserve_external_request_id: bool,
+    /// `merge_slashes`: runs of `/` in the path become one before routing and forwarding.
+    pub merge_slashes: bool,
+    /// `common_http_protocol_options.max_requests_per_connection`: the connection closes after
+    /// its response to this many requests.
+    pub max_requests_per_connection: Option<u64>,
+    /// `common_http_protocol_options.max_connection_duration`: the connection is asked to close
+    /// (HTTP/1.1: at its next response or while idle; HTTP/2: GOAWAY) this long after it opened.
+    pub max_connection_duration: Option<Duration>,
+    /// `common_http_protocol_options.max_headers_count` (Envoy's default 100): a request with
+    /// more fields is answered 431.
+    pub max_headers_count: usize,
+    /// `common_http_protocol_options.headers_with_underscores_action`.
+    pub underscores: Underscores,
+}
+
+/// `server_name` and `server_header_transformation`: what a response's `server` field says.
+#[derive(Clone, Debug)]
+pub struct ServerHeader {
+    /// `server_name` (Envoy's default `envoy`).
+    pub name: http::HeaderValue,
+    pub transformation: ServerTransformation,
+}
+
+impl Default for ServerHeader {
+    fn default() -> Self {
+        Self {
+            name: http::HeaderValue::from_static("envoy"),
+            transformation: ServerTransformation::Overwrite,
+        }
+    }
+}
+
+/// `server_header_transformation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServerTransformation {
+    /// Every response says `server_name`, the upstream's `server` replaced.
+    #[default]
+    Overwrite,
+    /// `server_name` when the response has no `server` of its own.
+    AppendIfAbsent,
+    /// The upstream's `server` as it is; none on a local reply.
+    PassThrough,
+}
+
+/// `headers_with_underscores_action`: request fields whose name holds `_`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Underscores {
+    #[default]
+    Allow,
+    /// 400, and the connection closes.
+    Reject,
+    /// The field is removed.
+    Drop,
 }
 
 /// Which timeout bounds the time from a request head's first byte to its end (see
@@ -404,13 +469,37 @@ pub enum RouteAction {
 pub struct ForwardAction {
     pub cluster: ClusterSpecifier,
     pub prefix_rewrite: Option<String>,
+    /// `regex_rewrite`: every match in the path (not the query) replaced; not with
+    /// `prefix_rewrite`.
+    pub regex_rewrite: Option<Box<RegexRewrite>>,
+    /// The `host_rewrite_specifier`: `host_rewrite_literal`, ...
     pub host_rewrite_literal: Option<String>,
+    /// ... `host_rewrite_header` (the host from this request field, when it has a value) ...
+    pub host_rewrite_header: Option<HeaderName>,
+    /// ... or `host_rewrite_path_regex` (the host from the path, without the query, rewritten).
+    pub host_rewrite_path_regex: Option<Box<RegexRewrite>>,
     /// Whole-response timeout (Envoy default 15 s); `None`: disabled (`0s`).
     pub timeout: Option<Duration>,
     pub retry_policy: Option<RetryPolicy>,
     /// `weighted_clusters.clusters[].typed_per_filter_config`, in the order of
     /// [`ClusterSpecifier::Weighted`]'s clusters; empty when none has any.
     pub weighted_filter_configs: Vec<FilterConfigs>,
+}
+
+/// Envoy's `RegexMatchAndSubstitute`: every match of `regex` (unanchored) replaced by
+/// `substitution`, whose `\N` are the match's groups.
+#[derive(Clone, Debug)]
+pub struct RegexRewrite {
+    pub regex: Regex,
+    /// In the `regex` crate's syntax (`${N}` for a group, `$$` for `$`).
+    pub substitution: String,
+}
+
+impl RegexRewrite {
+    /// `text` with every match replaced.
+    pub fn apply<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        self.regex.replace_all(text, self.substitution.as_str())
+    }
 }
 
 /// Which cluster a route sends to.

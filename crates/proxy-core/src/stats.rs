@@ -24,6 +24,8 @@ pub struct HttpStats {
     pub downstream_cx_protocol_error: Counter,
     pub downstream_cx_idle_timeout: Counter,
     pub downstream_cx_drain_close: Counter,
+    pub downstream_cx_max_requests_reached: Counter,
+    pub downstream_cx_max_duration_reached: Counter,
     /// A request that arrived as an idle connection was being closed, answered anyway.
     pub downstream_cx_drain_rescued: Counter,
     pub downstream_cx_rx_bytes_total: Counter,
@@ -262,6 +264,8 @@ impl HttpStats {
                 downstream_cx_protocol_error: counter,
                 downstream_cx_idle_timeout: counter,
                 downstream_cx_drain_close: counter,
+                downstream_cx_max_requests_reached: counter,
+                downstream_cx_max_duration_reached: counter,
                 downstream_cx_drain_rescued: counter,
                 downstream_cx_rx_bytes_total: counter,
                 downstream_cx_tx_bytes_total: counter,

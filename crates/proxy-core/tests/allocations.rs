@@ -308,7 +308,10 @@ fn hcm() -> HttpConnectionManager {
     let forward = RouteAction::Forward(ForwardAction {
         cluster: ClusterSpecifier::Cluster("origin".into()),
         prefix_rewrite: None,
+        regex_rewrite: None,
         host_rewrite_literal: None,
+        host_rewrite_header: None,
+        host_rewrite_path_regex: None,
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
         weighted_filter_configs: vec![],
@@ -343,6 +346,16 @@ fn hcm() -> HttpConnectionManager {
         http_filters: vec![],
         accept_http_10: false,
         default_host_for_http_10: None,
+        server: Default::default(),
+        via: None,
+        skip_xff_append: false,
+        always_set_request_id_in_response: false,
+        preserve_external_request_id: false,
+        merge_slashes: false,
+        max_requests_per_connection: None,
+        max_connection_duration: None,
+        max_headers_count: 100,
+        underscores: Default::default(),
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proxy_core::config::{
     AccessLog, AccessLogSink, CodecType, HttpConnectionManager, Listener, ListenerFilter,
-    DEFAULT_BUFFER_LIMIT,
+    ServerHeader, ServerTransformation, Underscores, DEFAULT_BUFFER_LIMIT,
 };
 use serde_json::Value;
 
@@ -245,6 +245,18 @@ fn hcm(
         );
     }
 
+    let server = server_header(&raw, path, errs);
+    let via = raw.via.as_deref().and_then(|v| {
+        let hv = http::HeaderValue::from_str(v)
+            .ok()
+            .filter(|_| !v.is_empty());
+        if hv.is_none() {
+            errs.push(join(path, "via"), format!("`{v}` is not a header value"));
+        }
+        hv
+    });
+    let common = connection_limits(raw.common_http_protocol_options.as_ref(), path, errs);
+
     let internal_ranges = raw
         .internal_address_config
         .map(|c| internal_ranges(c, &join(path, "internal_address_config"), errs))
@@ -306,7 +318,81 @@ fn hcm(
         internal_ranges,
         accept_http_10,
         default_host_for_http_10,
+        server,
+        via,
+        skip_xff_append: raw.skip_xff_append.unwrap_or(false),
+        always_set_request_id_in_response: raw.always_set_request_id_in_response.unwrap_or(false),
+        preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
+        merge_slashes: raw.merge_slashes.unwrap_or(false),
+        max_requests_per_connection: common.max_requests,
+        max_connection_duration: common.max_duration,
+        max_headers_count: common.max_headers,
+        underscores: common.underscores,
     })
+}
+
+/// `server_name` (Envoy's default `envoy`) and `server_header_transformation`.
+fn server_header(raw: &raw::HttpConnectionManager, path: &str, errs: &mut Errors) -> ServerHeader {
+    let mut server = ServerHeader::default();
+    if let Some(name) = &raw.server_name {
+        match http::HeaderValue::from_str(name) {
+            Ok(v) if !name.is_empty() => server.name = v,
+            _ => errs.push(
+                join(path, "server_name"),
+                format!("`{name}` is not a header value"),
+            ),
+        }
+    }
+    server.transformation = match raw.server_header_transformation {
+        None | Some(raw::ServerHeaderTransformation::Overwrite) => ServerTransformation::Overwrite,
+        Some(raw::ServerHeaderTransformation::AppendIfAbsent) => {
+            ServerTransformation::AppendIfAbsent
+        }
+        Some(raw::ServerHeaderTransformation::PassThrough) => ServerTransformation::PassThrough,
+    };
+    server
+}
+
+/// What `common_http_protocol_options` says of a downstream connection and its requests
+/// (`idle_timeout` is read with the other timeouts).
+struct ConnectionLimits {
+    max_requests: Option<u64>,
+    max_duration: Option<Duration>,
+    max_headers: usize,
+    underscores: Underscores,
+}
+
+/// Envoy's default `max_headers_count`, and the most it takes.
+const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
+
+fn connection_limits(
+    raw: Option<&raw::CommonHttpProtocolOptions>,
+    path: &str,
+    errs: &mut Errors,
+) -> ConnectionLimits {
+    let p = join(path, "common_http_protocol_options");
+    let max_headers = raw
+        .and_then(|o| o.max_headers_count.as_ref())
+        .map_or(DEFAULT_MAX_HEADERS_COUNT, |v| v.0);
+    if max_headers == 0 {
+        errs.push(join(&p, "max_headers_count"), "must be at least 1");
+    }
+    ConnectionLimits {
+        // 0, as unset: no limit (Envoy).
+        max_requests: raw
+            .and_then(|o| o.max_requests_per_connection.as_ref())
+            .map(|v| u64::from(v.0))
+            .filter(|&n| n > 0),
+        max_duration: raw
+            .and_then(|o| o.max_connection_duration)
+            .and_then(|d| d.nonzero()),
+        max_headers: max_headers as usize,
+        underscores: match raw.and_then(|o| o.headers_with_underscores_action) {
+            None | Some(raw::HeadersWithUnderscoresAction::Allow) => Underscores::Allow,
+            Some(raw::HeadersWithUnderscoresAction::RejectRequest) => Underscores::Reject,
+            Some(raw::HeadersWithUnderscoresAction::DropHeader) => Underscores::Drop,
+        },
+    }
 }
 
 /// `internal_address_config`. `unix_sockets` holds whatever its value: Baton's listeners are

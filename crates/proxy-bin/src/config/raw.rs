@@ -216,6 +216,22 @@ proto_enum! {
     }
 }
 
+proto_enum! {
+    pub(crate) enum ServerHeaderTransformation {
+        Overwrite = ("OVERWRITE", 0),
+        AppendIfAbsent = ("APPEND_IF_ABSENT", 1),
+        PassThrough = ("PASS_THROUGH", 2),
+    }
+}
+
+proto_enum! {
+    pub(crate) enum HeadersWithUnderscoresAction {
+        Allow = ("ALLOW", 0),
+        RejectRequest = ("REJECT_REQUEST", 1),
+        DropHeader = ("DROP_HEADER", 2),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HttpConnectionManager {
@@ -223,6 +239,13 @@ pub(crate) struct HttpConnectionManager {
     pub codec_type: Option<CodecType>,
     pub generate_request_id: Option<bool>,
     pub use_remote_address: Option<bool>,
+    pub skip_xff_append: Option<bool>,
+    pub via: Option<String>,
+    pub server_name: Option<String>,
+    pub server_header_transformation: Option<ServerHeaderTransformation>,
+    pub always_set_request_id_in_response: Option<bool>,
+    pub preserve_external_request_id: Option<bool>,
+    pub merge_slashes: Option<bool>,
     pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
     pub stream_idle_timeout: Option<Dur>,
     pub request_timeout: Option<Dur>,
@@ -243,6 +266,10 @@ pub(crate) struct HttpConnectionManager {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommonHttpProtocolOptions {
     pub idle_timeout: Option<Dur>,
+    pub max_requests_per_connection: Option<Int<u32>>,
+    pub max_connection_duration: Option<Dur>,
+    pub max_headers_count: Option<Int<u32>>,
+    pub headers_with_underscores_action: Option<HeadersWithUnderscoresAction>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -482,11 +509,21 @@ pub(crate) struct RouteAction {
     pub cluster: Option<String>,
     pub weighted_clusters: Option<WeightedClusters>,
     pub prefix_rewrite: Option<String>,
+    pub regex_rewrite: Option<RegexMatchAndSubstitute>,
     pub host_rewrite_literal: Option<String>,
+    pub host_rewrite_header: Option<String>,
+    pub host_rewrite_path_regex: Option<RegexMatchAndSubstitute>,
     pub timeout: Option<Dur>,
     pub retry_policy: Option<RetryPolicy>,
     /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
     pub cors: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegexMatchAndSubstitute {
+    pub pattern: RegexMatcher,
+    pub substitution: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use http::{HeaderName, StatusCode};
 use proxy_core::config::{
     ClusterSpecifier, DirectResponse, FilterConfigs, ForwardAction, HeaderMatchKind, HeaderMatcher,
-    PathMatch, QueryParameterMatcher, Redirect, RetryOn, RetryPolicy, Route, RouteAction,
-    RouteConfig, RouteMatch, VirtualHost,
+    PathMatch, QueryParameterMatcher, Redirect, RegexRewrite, RetryOn, RetryPolicy, Route,
+    RouteAction, RouteConfig, RouteMatch, VirtualHost,
 };
 use regex::Regex;
 
@@ -516,6 +516,43 @@ fn forward(
             errs.take(check_header_safe(h, &join(path, "host_rewrite_literal")));
         }
     }
+    if raw.prefix_rewrite.is_some() && raw.regex_rewrite.is_some() {
+        errs.push(
+            join(path, "regex_rewrite"),
+            "give either `prefix_rewrite` or `regex_rewrite`, not both",
+        );
+    }
+    let path_regex = raw
+        .regex_rewrite
+        .take()
+        .and_then(|r| errs.take(regex_rewrite(r, &join(path, "regex_rewrite"))))
+        .map(Box::new);
+    let host_rewrites = [
+        raw.host_rewrite_literal.is_some(),
+        raw.host_rewrite_header.is_some(),
+        raw.host_rewrite_path_regex.is_some(),
+    ];
+    if host_rewrites.iter().filter(|&&b| b).count() > 1 {
+        errs.push(
+            path.to_owned(),
+            "give one of `host_rewrite_literal`, `host_rewrite_header`, `host_rewrite_path_regex`",
+        );
+    }
+    let host_rewrite_header = raw.host_rewrite_header.take().and_then(|h| {
+        let name = http::HeaderName::from_bytes(h.as_bytes()).ok();
+        if name.is_none() {
+            errs.push(
+                join(path, "host_rewrite_header"),
+                format!("`{h}` is not a header name"),
+            );
+        }
+        name
+    });
+    let host_rewrite_path_regex = raw
+        .host_rewrite_path_regex
+        .take()
+        .and_then(|r| errs.take(regex_rewrite(r, &join(path, "host_rewrite_path_regex"))))
+        .map(Box::new);
     let retry_policy = match raw.retry_policy {
         Some(r) => Some(retry_policy(r, &join(path, "retry_policy"), errs)?),
         None => None,
@@ -526,7 +563,10 @@ fn forward(
     Some(RouteAction::Forward(ForwardAction {
         cluster: cluster?,
         prefix_rewrite: raw.prefix_rewrite,
+        regex_rewrite: path_regex,
         host_rewrite_literal: raw.host_rewrite_literal,
+        host_rewrite_header,
+        host_rewrite_path_regex,
         timeout: match raw.timeout {
             None => Some(DEFAULT_ROUTE_TIMEOUT),
             Some(d) => d.nonzero(),
@@ -534,6 +574,57 @@ fn forward(
         retry_policy,
         weighted_filter_configs,
     }))
+}
+
+/// A `RegexMatchAndSubstitute`: the pattern unanchored (every match is replaced), the
+/// substitution's `\N` group references turned into the `regex` crate's `${N}`.
+fn regex_rewrite(
+    raw: raw::RegexMatchAndSubstitute,
+    path: &str,
+) -> Result<RegexRewrite, ConfigError> {
+    // Checked as a match pattern is (size, syntax), then compiled as written.
+    compile_regex(&raw.pattern, &join(path, "pattern"))?;
+    let regex = regex::RegexBuilder::new(&raw.pattern.regex)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            ConfigError::new(join(path, "pattern.regex"), format!("invalid regex: {e}"))
+        })?;
+    let mut substitution = String::with_capacity(raw.substitution.len() + 8);
+    let mut chars = raw.substitution.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => substitution.push_str("$$"),
+            '\\' => match chars.peek().copied() {
+                Some(d) if d.is_ascii_digit() => {
+                    chars.next();
+                    let group = d.to_digit(10).unwrap_or(0) as usize;
+                    if group > regex.captures_len() - 1 {
+                        return Err(ConfigError::new(
+                            join(path, "substitution"),
+                            format!("`\\{group}` names no group of the pattern"),
+                        ));
+                    }
+                    substitution.push_str(&format!("${{{group}}}"));
+                }
+                Some('\\') => {
+                    chars.next();
+                    substitution.push('\\');
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        join(path, "substitution"),
+                        "a `\\` must be followed by a digit or another `\\`",
+                    ))
+                }
+            },
+            c => substitution.push(c),
+        }
+    }
+    Ok(RegexRewrite {
+        regex,
+        substitution,
+    })
 }
 
 fn retry_policy(raw: raw::RetryPolicy, path: &str, errs: &mut Errors) -> Option<RetryPolicy> {

@@ -208,7 +208,9 @@ async fn drive_h1<F: HandleFuture>(
                 // Every response from now on carries `Connection: close` (drain_close() is
                 // sticky); an idle connection is closed once it has been idle for the grace.
                 asked = true;
-                l.http_stats.downstream_cx_drain_close.inc();
+                if !ctx.drain.asked_by_limit() {
+                    l.http_stats.downstream_cx_drain_close.inc();
+                }
                 let since = ctx.last_active.get().elapsed();
                 let wait = DRAIN_IDLE_GRACE.saturating_sub(since);
                 idle_sleep.as_mut().reset(tokio::time::Instant::now() + wait);
@@ -242,7 +244,11 @@ async fn refuse_slow_head(mut io: ServerIo, l: &ListenerShared, ctx: &ConnCtx, w
     use tokio::io::AsyncWriteExt;
     tracing::debug!(remote = %ctx.remote, ?which, "request head timed out");
     count_head_timeout(l, which);
-    if io.write_all(&head_timeout_bytes(which)).await.is_ok() {
+    if io
+        .write_all(&head_timeout_bytes(which, &l.http))
+        .await
+        .is_ok()
+    {
         let _ = io.flush().await;
         linger_close(io).await;
     }

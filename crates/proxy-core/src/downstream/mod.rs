@@ -282,6 +282,10 @@ async fn serve_sniffed(
         upgrade: RefCell::new(None),
     });
     let svc = Svc::new(l.clone(), w, ctx.clone(), crate::request::handle);
+    let _max_duration = l
+        .http
+        .max_connection_duration
+        .map(|d| limit_duration(d, &ctx, l));
     let result = match proto {
         Sniffed::Http1 => {
             if start.fresh {
@@ -310,6 +314,33 @@ async fn serve_sniffed(
         .add(counts.rx.load(std::sync::atomic::Ordering::Relaxed));
     hs.downstream_cx_tx_bytes_total
         .add(counts.tx.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+/// `max_connection_duration`: the connection is asked to close once it has been open (in this
+/// generation) for `d`, as a drain asks it (`Connection: close` on its next response, an idle
+/// HTTP/1.1 connection closed, HTTP/2 GOAWAY), and counted. The timer ends with the connection
+/// (the guard aborts it).
+fn limit_duration(d: Duration, ctx: &Rc<ConnCtx>, l: &Arc<ListenerShared>) -> AbortOnDrop {
+    let ctx = Rc::downgrade(ctx);
+    let l = l.clone();
+    AbortOnDrop(tokio::task::spawn_local(async move {
+        tokio::time::sleep(d).await;
+        if let Some(ctx) = ctx.upgrade() {
+            if !ctx.drain.is_asked() {
+                l.http_stats.downstream_cx_max_duration_reached.inc();
+                ctx.drain.ask_close();
+            }
+        }
+    }))
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Count a downstream connection's end on its listener.

@@ -30,7 +30,7 @@ use super::attempt::{attempt_once, AttemptDone};
 use super::local::{local_reply, request_timeout};
 use super::mutate::mutate_request;
 use super::retry::{Next, Tries};
-use super::rewrite::{rewrite_path, set_upstream_authority};
+use super::rewrite::upstream_target;
 use super::tracker::Tracker;
 use super::upgrade::tunnel;
 
@@ -350,12 +350,7 @@ fn prepare_head(
     let hcm = &cx.l.http;
     prepare_request_headers(
         &mut parts.headers,
-        Forwarded::of(
-            cx.c.remote,
-            hcm.use_remote_address,
-            cx.c.tls,
-            hcm.is_internal(cx.c.remote.ip()),
-        ),
+        Forwarded::from_hcm(hcm, cx.c.remote, cx.c.tls),
         Upgrade::Strip,
     );
     mutate_request(cx, route, &cluster.config.name, parts, started);
@@ -366,15 +361,8 @@ fn prepare_head(
                 .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), v.clone());
         }
     }
-    let cfg = &f.config;
-    let path = rewrite_path(
-        route,
-        cfg.prefix_rewrite.as_deref(),
-        &parts.uri,
-        &mut parts.headers,
-    );
     let http2 = cluster.config.http2;
-    let uri = set_upstream_authority(parts, http2, cfg.host_rewrite_literal.as_deref(), path);
+    let uri = upstream_target(route, &f.config, parts, http2);
     let version = if http2 {
         Version::HTTP_2
     } else {

@@ -13,7 +13,6 @@ use crate::router::{Forward, Route, RouteCluster};
 use crate::upstream;
 
 use super::attempt::Attempt;
-use super::rewrite::{rewrite_path, set_upstream_authority};
 use super::tracker::Tracker;
 
 /// The upgrade request's head for the upstream, in place: forwarding fields (the upgrade
@@ -28,22 +27,11 @@ fn upgrade_head(
     let Ctx { l, c, .. } = cx;
     prepare_request_headers(
         &mut parts.headers,
-        Forwarded::of(
-            c.remote,
-            l.http.use_remote_address,
-            c.tls,
-            l.http.is_internal(c.remote.ip()),
-        ),
+        Forwarded::from_hcm(&l.http, c.remote, c.tls),
         Upgrade::Keep,
     );
     super::mutate::mutate_request(cx, route, cluster, parts, started);
-    let path = rewrite_path(
-        route,
-        f.config.prefix_rewrite.as_deref(),
-        &parts.uri,
-        &mut parts.headers,
-    );
-    set_upstream_authority(parts, false, f.config.host_rewrite_literal.as_deref(), path)
+    super::rewrite::upstream_target(route, &f.config, parts, false)
 }
 
 /// Forward a protocol switch (WebSocket): a dedicated upstream connection, and once both sides
