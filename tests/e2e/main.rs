@@ -37,6 +37,7 @@ mod restart;
 mod restart_safety;
 mod restarter;
 mod retries;
+mod retry_policies;
 mod rollback;
 mod route_rewrites;
 mod slowloris;

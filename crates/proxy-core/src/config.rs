@@ -445,6 +445,23 @@ pub struct HeaderMatcher {
     pub invert: bool,
 }
 
+impl HeaderMatcher {
+    /// Whether `headers` match (the first value of the name; a regex is anchored when built).
+    pub fn matches(&self, headers: &http::HeaderMap) -> bool {
+        let value = headers.get(&self.name).map(|v| v.to_str().unwrap_or(""));
+        let result = match (&self.kind, value) {
+            (HeaderMatchKind::Present(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (HeaderMatchKind::Exact(s), Some(v)) => v == s,
+            (HeaderMatchKind::Prefix(s), Some(v)) => v.starts_with(s.as_str()),
+            (HeaderMatchKind::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
+            (HeaderMatchKind::Contains(s), Some(v)) => v.contains(s.as_str()),
+            (HeaderMatchKind::Regex(re), Some(v)) => re.is_match(v),
+        };
+        result != self.invert
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum HeaderMatchKind {
     Exact(String),
@@ -457,6 +474,8 @@ pub enum HeaderMatchKind {
     Present(bool),
 }
 
+// Forwarding is what nearly every route does (see `router::Action`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum RouteAction {
     Forward(ForwardAction),
@@ -530,6 +549,48 @@ pub struct RetryPolicy {
     pub per_try_timeout: Option<Duration>,
     /// `retriable_status_codes`, used with `retriable-status-codes`.
     pub retriable_status_codes: Vec<u16>,
+    /// `retry_back_off` (Envoy's defaults: 25 ms base, ten times that at most).
+    pub back_off: RetryBackOff,
+    /// `retry_host_predicate` `envoy.retry_host_predicates.previous_hosts`: a retry avoids the
+    /// hosts already tried, re-picking up to `host_selection_retry_max_attempts` times.
+    pub previous_hosts: bool,
+    /// `host_selection_retry_max_attempts` (Envoy default 1).
+    pub host_selection_retry_max_attempts: u32,
+    /// `retriable_headers`, used with `retriable-headers`: a response with a field that
+    /// matches any of them is retried.
+    pub retriable_headers: Vec<HeaderMatcher>,
+    /// `retriable_request_headers`: when given, only a request that matches one of them is
+    /// retried.
+    pub retriable_request_headers: Vec<HeaderMatcher>,
+}
+
+/// Envoy's jittered exponential back-off between retries: the n-th retry waits a uniform
+/// random time below `base × (2ⁿ − 1)`, at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBackOff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryBackOff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(25),
+            max: Duration::from_millis(250),
+        }
+    }
+}
+
+impl RetryBackOff {
+    /// The wait before retry number `retry` (1 for the first), drawn with `random` (a uniform
+    /// `u64`), as Envoy's `JitteredExponentialBackOffStrategy` draws it.
+    pub fn wait(&self, retry: u32, random: u64) -> Duration {
+        let base = self.base.as_millis().max(1) as u64;
+        let max = self.max.as_millis() as u64;
+        let multiplier = (1u64 << retry.clamp(1, 62)) - 1;
+        let ceiling = multiplier.saturating_mul(base);
+        Duration::from_millis((random % ceiling).min(max))
+    }
 }
 
 /// The `retry_on` conditions Baton implements.
@@ -549,6 +610,46 @@ pub struct RetryOn {
     pub refused_stream: bool,
     /// `retriable-status-codes`.
     pub retriable_status_codes: bool,
+    /// `retriable-headers`: see [`RetryPolicy::retriable_headers`].
+    pub retriable_headers: bool,
+    /// `envoy-ratelimited`: a response with `x-envoy-ratelimited`.
+    pub envoy_ratelimited: bool,
+}
+
+impl RetryOn {
+    /// Turn on the condition named `name` as `retry_on` writes it; `false` when Baton does
+    /// not know it.
+    pub fn set(&mut self, name: &str) -> bool {
+        let flag = match name {
+            "5xx" => &mut self.five_xx,
+            "gateway-error" => &mut self.gateway_error,
+            "connect-failure" => &mut self.connect_failure,
+            "reset" => &mut self.reset,
+            "retriable-4xx" => &mut self.retriable_4xx,
+            "refused-stream" => &mut self.refused_stream,
+            "retriable-status-codes" => &mut self.retriable_status_codes,
+            "retriable-headers" => &mut self.retriable_headers,
+            "envoy-ratelimited" => &mut self.envoy_ratelimited,
+            _ => return false,
+        };
+        *flag = true;
+        true
+    }
+
+    /// The conditions of both.
+    pub fn union(self, o: RetryOn) -> RetryOn {
+        RetryOn {
+            five_xx: self.five_xx || o.five_xx,
+            gateway_error: self.gateway_error || o.gateway_error,
+            connect_failure: self.connect_failure || o.connect_failure,
+            reset: self.reset || o.reset,
+            retriable_4xx: self.retriable_4xx || o.retriable_4xx,
+            refused_stream: self.refused_stream || o.refused_stream,
+            retriable_status_codes: self.retriable_status_codes || o.retriable_status_codes,
+            retriable_headers: self.retriable_headers || o.retriable_headers,
+            envoy_ratelimited: self.envoy_ratelimited || o.envoy_ratelimited,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -563,10 +563,33 @@ impl UInt32 {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RetryPolicy {
     pub retry_on: Option<String>,
-    pub num_retries: Option<Int<u32>>,
+    pub num_retries: Option<UInt32>,
     pub per_try_timeout: Option<Dur>,
     #[serde(default)]
     pub retriable_status_codes: Vec<Int<u32>>,
+    pub retry_back_off: Option<RetryBackOff>,
+    #[serde(default)]
+    pub retry_host_predicate: Vec<TypedExtension>,
+    pub host_selection_retry_max_attempts: Option<Int<i64>>,
+    #[serde(default)]
+    pub retriable_headers: Vec<HeaderMatcher>,
+    #[serde(default)]
+    pub retriable_request_headers: Vec<HeaderMatcher>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryBackOff {
+    pub base_interval: Option<Dur>,
+    pub max_interval: Option<Dur>,
+}
+
+/// An extension by name, with its typed configuration (read by whoever knows the name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TypedExtension {
+    pub name: String,
+    pub typed_config: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use http::{HeaderName, StatusCode};
 use proxy_core::config::{
     ClusterSpecifier, DirectResponse, FilterConfigs, ForwardAction, HeaderMatchKind, HeaderMatcher,
-    PathMatch, QueryParameterMatcher, Redirect, RegexRewrite, RetryOn, RetryPolicy, Route,
-    RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    PathMatch, QueryParameterMatcher, Redirect, RegexRewrite, RetryBackOff, RetryOn, RetryPolicy,
+    Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
 };
 use regex::Regex;
 
@@ -631,19 +631,12 @@ fn retry_policy(raw: raw::RetryPolicy, path: &str, errs: &mut Errors) -> Option<
     let before = errs.0.len();
     let mut on = RetryOn::default();
     for cond in raw.retry_on.as_deref().unwrap_or("").split(',') {
-        match cond.trim() {
-            "" => {}
-            "5xx" => on.five_xx = true,
-            "gateway-error" => on.gateway_error = true,
-            "connect-failure" => on.connect_failure = true,
-            "reset" => on.reset = true,
-            "retriable-4xx" => on.retriable_4xx = true,
-            "refused-stream" => on.refused_stream = true,
-            "retriable-status-codes" => on.retriable_status_codes = true,
-            other => errs.push(
+        let cond = cond.trim();
+        if !cond.is_empty() && !on.set(cond) {
+            errs.push(
                 join(path, "retry_on"),
-                format!("unsupported retry condition `{other}`; Baton supports 5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, retriable-status-codes"),
-            ),
+                format!("unsupported retry condition `{cond}`; Baton supports 5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited"),
+            );
         }
     }
     let mut codes = Vec::new();
@@ -656,12 +649,89 @@ fn retry_policy(raw: raw::RetryPolicy, path: &str, errs: &mut Errors) -> Option<
             ),
         }
     }
+    let back_off = raw
+        .retry_back_off
+        .map(|b| retry_back_off(b, &join(path, "retry_back_off"), errs))
+        .unwrap_or_default();
+    let mut previous_hosts = false;
+    for (i, p) in raw.retry_host_predicate.iter().enumerate() {
+        let pp = format!("{path}.retry_host_predicate[{i}]");
+        const PREVIOUS_HOSTS: &str =
+            "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+        let type_ok = match &p.typed_config {
+            None => true,
+            Some(v) => {
+                let t = v.get("@type").and_then(|t| t.as_str());
+                let fields = v.as_object().map_or(0, |o| o.len());
+                t == Some(PREVIOUS_HOSTS) && fields == 1
+            }
+        };
+        if p.name != "envoy.retry_host_predicates.previous_hosts" || !type_ok {
+            errs.push(
+                pp,
+                "Baton knows one retry host predicate: `envoy.retry_host_predicates.previous_hosts` (PreviousHostsPredicate, no fields)",
+            );
+        } else {
+            previous_hosts = true;
+        }
+    }
+    let host_selection_retry_max_attempts = match raw.host_selection_retry_max_attempts {
+        None => 1,
+        Some(n) if n.0 >= 0 => n.0.min(i64::from(u32::MAX)) as u32,
+        Some(n) => {
+            errs.push(
+                join(path, "host_selection_retry_max_attempts"),
+                format!("{} is negative", n.0),
+            );
+            1
+        }
+    };
+    let matchers = |list: Vec<raw::HeaderMatcher>, field: &str, errs: &mut Errors| {
+        list.into_iter()
+            .enumerate()
+            .filter_map(|(i, m)| errs.take(header_matcher(m, &format!("{path}.{field}[{i}]"))))
+            .collect::<Vec<_>>()
+    };
+    let retriable_headers = matchers(raw.retriable_headers, "retriable_headers", errs);
+    let retriable_request_headers = matchers(
+        raw.retriable_request_headers,
+        "retriable_request_headers",
+        errs,
+    );
     (errs.0.len() == before).then(|| RetryPolicy {
         retry_on: on,
-        num_retries: raw.num_retries.map_or(1, |n| n.0),
+        num_retries: raw.num_retries.map_or(1, |n| n.get()),
         per_try_timeout: raw.per_try_timeout.and_then(|d| d.nonzero()),
         retriable_status_codes: codes,
+        back_off,
+        previous_hosts,
+        host_selection_retry_max_attempts,
+        retriable_headers,
+        retriable_request_headers,
     })
+}
+
+/// `retry_back_off`: `base_interval` required and positive; `max_interval` (ten times the base
+/// by default) not below it, as Envoy validates them.
+fn retry_back_off(raw: raw::RetryBackOff, path: &str, errs: &mut Errors) -> RetryBackOff {
+    let Some(base) = raw.base_interval.and_then(|d| d.nonzero()) else {
+        errs.push(
+            join(path, "base_interval"),
+            "is required and must be greater than 0",
+        );
+        return RetryBackOff::default();
+    };
+    let max = raw
+        .max_interval
+        .and_then(|d| d.nonzero())
+        .unwrap_or(base * 10);
+    if max < base {
+        errs.push(
+            join(path, "max_interval"),
+            "must be greater than or equal to the base_interval",
+        );
+    }
+    RetryBackOff { base, max }
 }
 
 fn direct(raw: raw::DirectResponse, path: &str) -> Result<RouteAction, ConfigError> {

@@ -87,27 +87,52 @@ impl Drop for Attempt {
     }
 }
 
-pub(super) async fn attempt_once(
-    w: &Rc<Worker>,
-    cidx: usize,
-    cluster: &Arc<Cluster>,
-    req: &mut Request<ProxyBody>,
-    deadline: Option<tokio::time::Instant>,
-    per_try: Option<Duration>,
-) -> Result<AttemptDone, (UpstreamFailure, bool)> {
+/// The host for one try at cluster `cidx`, unless its `max_requests` breaker is open or it has
+/// no host to give. `avoid`: the hosts already tried (this try's is added) and how many times
+/// a pick among them is made again (`previous_hosts`).
+pub(super) fn choose(
+    w: &Worker,
+    (cidx, cluster): (usize, &Arc<Cluster>),
+    avoid: Option<(&mut Vec<Arc<Host>>, u32)>,
+) -> Result<Arc<Host>, (UpstreamFailure, bool)> {
     let max_rq = i64::from(cluster.config.circuit_breakers.max_requests);
     if cluster.stats.upstream_rq_active.value() >= max_rq {
         cluster.stats.upstream_rq_pending_overflow.inc();
         return Err((UpstreamFailure::Overflow, false));
     }
-    let host = {
-        let set = cluster.hosts();
-        w.lb.pick(cidx, cluster, &set)
-    };
-    let Some(host) = host else {
+    let set = cluster.hosts();
+    let mut host = w.lb.pick(cidx, cluster, &set);
+    if let Some((tried, reselect)) = avoid {
+        // As Envoy's `previous_hosts`: pick again while the host was tried, at most
+        // `host_selection_retry_max_attempts` times; the last pick stands.
+        let mut left = reselect;
+        while left > 0
+            && host
+                .as_ref()
+                .is_some_and(|h| tried.iter().any(|t| Arc::ptr_eq(t, h)))
+        {
+            host = w.lb.pick(cidx, cluster, &set);
+            left -= 1;
+        }
+        if let Some(h) = &host {
+            tried.push(h.clone());
+        }
+    }
+    host.ok_or_else(|| {
         cluster.stats.upstream_cx_none_healthy.inc();
-        return Err((UpstreamFailure::NoHealthyUpstream, false));
-    };
+        (UpstreamFailure::NoHealthyUpstream, false)
+    })
+}
+
+/// One try of `req` at `host` of cluster `cidx` (see [`choose`]).
+pub(super) async fn attempt_once(
+    w: &Rc<Worker>,
+    (cidx, cluster): (usize, &Arc<Cluster>),
+    host: Arc<Host>,
+    req: &mut Request<ProxyBody>,
+    deadline: Option<tokio::time::Instant>,
+    per_try: Option<Duration>,
+) -> Result<AttemptDone, (UpstreamFailure, bool)> {
     let attempt = Attempt::start(cluster.clone(), host.clone(), cidx);
     let try_deadline = match (deadline, per_try) {
         (Some(d), Some(p)) => Some(d.min(tokio::time::Instant::now() + p)),
