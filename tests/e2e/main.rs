@@ -26,6 +26,7 @@ mod keepalive;
 mod lb;
 mod lenient;
 mod local_ratelimit;
+mod original_dst;
 mod outlier;
 mod outlier_local;
 mod outlier_rates;

@@ -120,6 +120,9 @@ pub struct Worker {
 pub struct ConnCtx {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// `local` was restored by a listener filter (the original destination, or the PROXY
+    /// protocol's): an `ORIGINAL_DST` cluster without `use_http_header` routes there.
+    pub restored: bool,
     pub http2: bool,
     /// The connection is TLS.
     pub tls: bool,

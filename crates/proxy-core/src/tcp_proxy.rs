@@ -8,6 +8,7 @@
 //! Connections are not handed over to the next generation: they drain in the one that
 //! accepted them, as Envoy's do.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,11 +31,20 @@ use crate::upstream::{connect_tcp, connect_tls, Counted};
 /// Envoy's default per-connection buffer limit (1 MiB).
 const BUF: usize = 64 * 1024;
 
+/// A connection's local address after the listener filters.
+#[derive(Clone, Copy, Debug)]
+pub struct Local {
+    pub addr: SocketAddr,
+    /// Restored by a listener filter (the original destination, or the PROXY protocol's).
+    pub restored: bool,
+}
+
 /// Serve `conn` on the `tcp_proxy` filter `t`; `tls`: the chain's TLS context, to terminate.
 pub async fn serve(
     t: &Arc<TcpProxyShared>,
     w: Rc<Worker>,
     conn: Accepted,
+    local: Local,
     tls: Option<(&Arc<rustls::ServerConfig>, Option<&SslStats>)>,
 ) {
     let s = &t.stats;
@@ -58,7 +68,8 @@ pub async fn serve(
     };
     let down = ServerIo::new(down, Bytes::new());
     let counts = down.counts();
-    let ended = match connect(&w, cluster, t.config.max_connect_attempts).await {
+    let dst = local.restored.then_some(local.addr);
+    let ended = match connect(&w, cluster, t.config.max_connect_attempts, dst).await {
         Some((Upstream::Plain(up), cluster, _guard)) => {
             tunnel::copy(down, Counted::new(up, cluster), t.config.idle_timeout, BUF).await
         }
@@ -85,15 +96,19 @@ enum Upstream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// Connect to a host of the cluster, trying up to `attempts` hosts; `None` (counted) when no
+/// Connect to a host of the cluster (an `ORIGINAL_DST` cluster's: `dst`, the connection's
+/// restored original destination), trying up to `attempts` hosts; `None` (counted) when no
 /// host is healthy, the circuit breaker is full, or every attempt failed.
 async fn connect(
     w: &Worker,
     (cidx, cluster): (usize, Arc<Cluster>),
     attempts: u32,
+    dst: Option<SocketAddr>,
 ) -> Option<(Upstream, Arc<Cluster>, CxGuard)> {
     for _ in 0..attempts.max(1) {
-        let host = {
+        let host = if cluster.config.original_dst.is_some() {
+            cluster.original_dst_host(None, dst)
+        } else {
             let set = cluster.hosts();
             w.lb.pick(cidx, &cluster, &set)
         };

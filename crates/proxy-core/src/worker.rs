@@ -250,7 +250,9 @@ fn build_listener(
             config::ListenerFilter::ProxyProtocol(pp) => {
                 Some(ProxyProtoStats::new(store, &pp.stat_prefix))
             }
-            config::ListenerFilter::TlsInspector | config::ListenerFilter::HttpInspector => None,
+            config::ListenerFilter::TlsInspector
+            | config::ListenerFilter::HttpInspector
+            | config::ListenerFilter::OriginalDst => None,
         }),
         has_default: lc.default_filter_chain.is_some(),
         trivial,

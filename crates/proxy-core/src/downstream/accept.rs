@@ -41,6 +41,9 @@ pub(super) struct Chosen {
     pub index: usize,
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// `local` was restored by a listener filter (the original destination, or the PROXY
+    /// protocol's): an `ORIGINAL_DST` cluster sends the connection's requests there.
+    pub restored: bool,
 }
 
 impl ListenerConn {
@@ -93,7 +96,7 @@ pub(super) async fn choose_chain(
         }),
     };
     ls.downstream_pre_cx_active.dec();
-    let (inspected, remote, local) = filtered?;
+    let (inspected, remote, local, restored) = filtered?;
     let meta = ConnMeta {
         local,
         remote,
@@ -109,18 +112,21 @@ pub(super) async fn choose_chain(
         index,
         remote,
         local,
+        restored,
     })
 }
 
-/// The listener filters, in order: what the TLS inspector saw and the addresses the PROXY
-/// protocol gave (else the connection's own).
+/// The listener filters, in order: what the TLS inspector saw, the addresses the PROXY
+/// protocol or the original destination gave (else the connection's own), and whether the
+/// local address is such a restored one.
 async fn run_filters(
     lst: &ListenerState,
     stream: &TcpStream,
     mut local: SocketAddr,
     mut remote: SocketAddr,
-) -> Option<(Inspected, SocketAddr, SocketAddr)> {
+) -> Option<(Inspected, SocketAddr, SocketAddr, bool)> {
     let mut inspected = Inspected::default();
+    let mut restored = false;
     for f in &lst.config.listener_filters {
         match f {
             ListenerFilter::TlsInspector => {
@@ -145,6 +151,11 @@ async fn run_filters(
                 inspected.alpn = found.protocol().map(str::to_owned).into_iter().collect();
             }
             ListenerFilter::HttpInspector => {}
+            ListenerFilter::OriginalDst => {
+                if let Some(dst) = crate::original_dst::lookup(stream, local) {
+                    (local, restored) = (dst, true);
+                }
+            }
             ListenerFilter::ProxyProtocol(pp) => {
                 let stats = lst.proxy_proto.as_ref()?;
                 match proxy_protocol::read(stream).await.ok()? {
@@ -154,7 +165,7 @@ async fn run_filters(
                             Version::V2 => stats.v2_found.inc(),
                         }
                         if let Some((src, dst)) = addrs {
-                            (remote, local) = (src, dst);
+                            (remote, local, restored) = (src, dst, true);
                         }
                     }
                     Header::NotFound if pp.allow_requests_without_proxy_protocol => {
@@ -178,5 +189,5 @@ async fn run_filters(
             }
         }
     }
-    Some((inspected, remote, local))
+    Some((inspected, remote, local, restored))
 }

@@ -65,7 +65,16 @@ pub async fn serve_arriving(
         // The client has gone meanwhile.
         return;
     };
-    let local = down.local_addr().unwrap_or(l.config.address);
+    let mut local = down.local_addr().unwrap_or(l.config.address);
+    let mut restored = false;
+    if l.config
+        .listener_filters
+        .contains(&crate::config::ListenerFilter::OriginalDst)
+    {
+        if let Some(dst) = crate::original_dst::lookup(&down, local) {
+            (local, restored) = (dst, true);
+        }
+    }
     let opened = Instant::now();
     let ls = &l.listener_stats;
     let hs = &l.http_stats;
@@ -80,6 +89,7 @@ pub async fn serve_arriving(
             let start = Started {
                 remote,
                 local,
+                restored,
                 tls: false,
                 drain: dconn,
                 alive,
@@ -154,14 +164,15 @@ pub fn serve_conn(
 async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
     let lst = &open.lst;
     let mut local = conn.stream.local_addr().unwrap_or(lst.config.address);
+    let mut restored = false;
     let i = if lst.trivial {
         0
     } else {
         // Boxed: only listeners with a choice to make pay for it.
         match Box::pin(choose_chain(lst, &conn.stream, local, conn.remote)).await {
             Some(c) => {
-                // The PROXY protocol's addresses, when it gave some.
-                (conn.remote, local) = (c.remote, c.local);
+                // The PROXY protocol's addresses or the original destination, when given.
+                (conn.remote, local, restored) = (c.remote, c.local, c.restored);
                 open.count();
                 c.index
             }
@@ -173,7 +184,11 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
         ChainKind::Http(l) => l,
         ChainKind::Tcp(t) => {
             let tls = chain.tls.as_ref().map(|c| (c, lst.ssl.as_ref()));
-            return Box::pin(crate::tcp_proxy::serve(t, w, conn, tls)).await;
+            let local = crate::tcp_proxy::Local {
+                addr: local,
+                restored,
+            };
+            return Box::pin(crate::tcp_proxy::serve(t, w, conn, local, tls)).await;
         }
     };
     let hs = &l.http_stats;
@@ -229,6 +244,7 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
         let start = Started {
             remote: conn.remote,
             local,
+            restored,
             tls,
             drain: conn.drain,
             alive: conn.alive,
@@ -245,6 +261,8 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
 struct Started {
     remote: SocketAddr,
     local: SocketAddr,
+    /// `local` was restored by a listener filter.
+    restored: bool,
     tls: bool,
     drain: drain::Conn,
     alive: mpsc::Sender<()>,
@@ -269,6 +287,7 @@ async fn serve_sniffed(
     let ctx = Rc::new(ConnCtx {
         remote,
         local: start.local,
+        restored: start.restored,
         http2: proto == Sniffed::Http2,
         tls: start.tls,
         active: Cell::new(0),

@@ -12,7 +12,7 @@ use hyper::client::conn::http1;
 use crate::body::ProxyBody;
 use crate::client::{Home, SendError};
 use crate::cluster::{Cluster, Host};
-use crate::context::Worker;
+use crate::context::{ConnCtx, Worker};
 use crate::error::UpstreamFailure;
 use crate::upstream;
 
@@ -89,6 +89,7 @@ impl Drop for Attempt {
 
 pub(super) async fn attempt_once(
     w: &Rc<Worker>,
+    conn: &ConnCtx,
     cidx: usize,
     cluster: &Arc<Cluster>,
     req: &mut Request<ProxyBody>,
@@ -100,7 +101,9 @@ pub(super) async fn attempt_once(
         cluster.stats.upstream_rq_pending_overflow.inc();
         return Err((UpstreamFailure::Overflow, false));
     }
-    let host = {
+    let host = if cluster.config.original_dst.is_some() {
+        cluster.original_dst_host(Some(req.headers()), conn.restored.then_some(conn.local))
+    } else {
         let set = cluster.hosts();
         w.lb.pick(cidx, cluster, &set)
     };

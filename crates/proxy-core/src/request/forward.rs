@@ -130,6 +130,7 @@ pub(super) async fn forward_to(
         let mut up = upstream_request(&mut parts, &target, &mut body, last);
         let outcome = attempt_once(
             cx.w,
+            cx.c,
             to.index,
             &cluster,
             &mut up,
