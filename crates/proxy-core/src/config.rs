@@ -77,6 +77,9 @@ pub struct Listener {
     pub filter_chains: Vec<FilterChain>,
     /// `default_filter_chain`: for a connection no chain matches.
     pub default_filter_chain: Option<FilterChain>,
+    /// `access_log`: one line per connection when it closes, including those no chain
+    /// matched and those a listener filter refused (as Envoy 1.40).
+    pub access_logs: Vec<AccessLog>,
     /// `listener_filters`, run in order on each connection before its chain is chosen.
     pub listener_filters: Vec<ListenerFilter>,
     /// `listener_filters_timeout` when the listener has listener filters (the TLS inspector;

@@ -46,6 +46,8 @@ pub struct ListenerState {
     pub ssl: Option<SslStats>,
     /// One chain that matches every connection and no listener filter: nothing to choose.
     pub trivial: bool,
+    /// `access_log`: a line for every connection when it ends.
+    pub access_logs: Option<AccessLogs>,
 }
 
 /// One filter chain, ready to serve.
@@ -72,6 +74,8 @@ pub struct TcpProxyShared {
     /// Each target's cluster index (`None`: not in the configuration) and, for
     /// `weighted_clusters`, the running total of weights.
     pub targets: Vec<(Option<usize>, u64)>,
+    /// `access_log`: a line for every connection when it closes.
+    pub access_logs: Option<AccessLogs>,
 }
 
 /// An HTTP filter chain's read-only state (with its listener's), shared by every worker.

@@ -112,6 +112,23 @@ impl Dataplane {
             })
     }
 
+    /// Reopen every access log's file sink (log rotation): the HTTP connection managers',
+    /// the listeners' and the `tcp_proxy` filters'.
+    pub fn reopen_access_logs(&self) {
+        for l in &self.listeners {
+            let chains = l.chains.iter().map(|c| match &c.serve {
+                ChainKind::Http(h) => h.access_logs.as_ref(),
+                ChainKind::Tcp(t) => t.access_logs.as_ref(),
+            });
+            for logs in std::iter::once(l.access_logs.as_ref())
+                .chain(chains)
+                .flatten()
+            {
+                logs.reopen();
+            }
+        }
+    }
+
     /// Start `concurrency` workers serving `sockets` (each listener's, in configuration order:
     /// its `address`, then its `additional_addresses`; a listener without any socket — one
     /// that could not be bound again after a rollback — is not served). Each worker stops
@@ -255,6 +272,7 @@ fn build_listener(
             | config::ListenerFilter::OriginalDst => None,
         }),
         has_default: lc.default_filter_chain.is_some(),
+        access_logs: crate::access::AccessLogs::open(&lc.access_logs)?,
         trivial,
         chains,
         config,
@@ -304,6 +322,7 @@ fn build_chain(
             };
             ChainKind::Tcp(Arc::new(TcpProxyShared {
                 stats: TcpProxyStats::new(store, &t.stat_prefix),
+                access_logs: crate::access::AccessLogs::open(&t.access_logs)?,
                 config: t.clone(),
                 targets,
             }))

@@ -281,6 +281,7 @@ fn route(prefix: &str, action: RouteAction) -> Route {
 /// The listener as `proxy-bin` builds it from a minimal Envoy bootstrap (Envoy's defaults).
 fn listener(address: SocketAddr) -> Listener {
     Listener {
+        access_logs: Vec::new(),
         name: "bench".into(),
         address,
         additional_addresses: vec![],

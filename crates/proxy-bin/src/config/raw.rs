@@ -140,6 +140,8 @@ pub(crate) struct Listener {
     #[serde(default)]
     pub filter_chains: Vec<FilterChain>,
     pub default_filter_chain: Option<FilterChain>,
+    #[serde(default)]
+    pub access_log: Vec<AccessLog>,
 }
 
 /// `listener.v3.AdditionalAddress`: the address only (no `socket_options`).
@@ -199,6 +201,8 @@ pub(crate) struct TcpProxy {
     pub weighted_clusters: Option<WeightedClusters>,
     pub idle_timeout: Option<Dur>,
     pub max_connect_attempts: Option<UInt32>,
+    #[serde(default)]
+    pub access_log: Vec<AccessLog>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -77,14 +77,31 @@ impl Drop for ListenerConn {
     }
 }
 
-/// Run the listener filters and choose the chain; `None` (counted) when a listener filter
+/// A connection no chain took: the addresses it had then, how long its listener filters
+/// took, and whether it was for want of a matching chain (else a listener filter refused it or
+/// gave up).
+pub(super) struct Refused {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub took: Duration,
+    pub no_chain: bool,
+}
+
+/// Run the listener filters and choose the chain; refused (and counted) when a listener filter
 /// refused the connection or gave up, or no chain matches.
 pub(super) async fn choose_chain(
     lst: &ListenerState,
     stream: &TcpStream,
     local: SocketAddr,
     remote: SocketAddr,
-) -> Option<Chosen> {
+) -> Result<Chosen, Refused> {
+    let started = Instant::now();
+    let refused = |remote, local, no_chain| Refused {
+        remote,
+        local,
+        took: started.elapsed(),
+        no_chain,
+    };
     let ls = &lst.stats;
     ls.downstream_pre_cx_active.inc();
     let filters = run_filters(lst, stream, local, remote);
@@ -96,7 +113,9 @@ pub(super) async fn choose_chain(
         }),
     };
     ls.downstream_pre_cx_active.dec();
-    let (inspected, remote, local, restored) = filtered?;
+    let Some((inspected, remote, local, restored)) = filtered else {
+        return Err(refused(remote, local, false));
+    };
     let meta = ConnMeta {
         local,
         remote,
@@ -106,9 +125,9 @@ pub(super) async fn choose_chain(
     };
     let Some(index) = lst.select(&meta) else {
         lst.no_filter_chain_match.inc();
-        return None;
+        return Err(refused(remote, local, true));
     };
-    Some(Chosen {
+    Ok(Chosen {
         index,
         remote,
         local,
