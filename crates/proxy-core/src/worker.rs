@@ -101,17 +101,6 @@ impl Dataplane {
         &self.listeners
     }
 
-    /// Every HTTP filter chain of every listener.
-    pub fn http_chains(&self) -> impl Iterator<Item = &Arc<ListenerShared>> + '_ {
-        self.listeners
-            .iter()
-            .flat_map(|l| &l.chains)
-            .filter_map(|c| match &c.serve {
-                ChainKind::Http(h) => Some(h),
-                ChainKind::Tcp(_) => None,
-            })
-    }
-
     /// Reopen every access log's file sink (log rotation): the HTTP connection managers',
     /// the listeners' and the `tcp_proxy` filters'.
     pub fn reopen_access_logs(&self) {

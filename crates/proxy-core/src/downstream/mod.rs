@@ -257,11 +257,12 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
             requests: 0,
             fresh: true,
         };
+        let bytes = serve_sniffed(l, w, io, proto, start).await;
         let version = match proto {
             Sniffed::Http1 => http::Version::HTTP_11,
             Sniffed::Http2 => http::Version::HTTP_2,
         };
-        (Some(version), serve_sniffed(l, w, io, proto, start).await)
+        (Some(version), bytes)
     } else {
         (None, (0, 0))
     };
