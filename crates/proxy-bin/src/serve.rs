@@ -603,11 +603,7 @@ impl Generation {
         if let Err(e) = self.log.reopen() {
             tracing::error!("could not reopen the log file: {e:#}");
         }
-        for l in self.dataplane.http_chains() {
-            if let Some(logs) = &l.access_logs {
-                logs.reopen();
-            }
-        }
+        self.dataplane.reopen_access_logs();
     }
 }
 

@@ -7,11 +7,12 @@
 
 mod inherit;
 mod lb;
+mod original_dst;
 mod priority;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +95,8 @@ pub struct Host {
     pub stats: HostStats,
     /// Consecutive errors, for outlier detection (written by every worker).
     pub outlier: OutlierCounters,
+    /// An `ORIGINAL_DST` cluster's host was picked since the last cleanup sweep.
+    used: AtomicBool,
 }
 
 /// A host's consecutive errors since its last success, and its requests and failures (5xx,
@@ -246,25 +249,34 @@ impl ClusterManager {
     pub async fn resolve_all(&self) {
         let mut tasks = Vec::new();
         for c in &self.clusters {
-            if c.config.discovery != Discovery::Static {
+            if c.config.discovery.is_dns() {
                 tasks.push(c.refresh());
             }
         }
         futures_util::future::join_all(tasks).await;
     }
 
-    /// Re-resolve DNS clusters every `dns_refresh_rate` until `shutdown` fires.
+    /// Re-resolve DNS clusters every `dns_refresh_rate`, and sweep `ORIGINAL_DST` clusters'
+    /// unused hosts every `cleanup_interval`, until `shutdown` fires.
     pub async fn run_dns_refresh(self: Arc<Self>, mut shutdown: drain::Watch) {
-        let dns: Vec<_> = self
+        let timed: Vec<_> = self
             .clusters
             .iter()
             .filter(|c| c.config.discovery != Discovery::Static)
             .cloned()
             .collect();
-        if dns.is_empty() {
+        if timed.is_empty() {
             return;
         }
-        let loops = dns.into_iter().map(|c| async move {
+        let loops = timed.into_iter().map(|c| async move {
+            if let Some(od) = &c.config.original_dst {
+                let mut tick = tokio::time::interval(od.cleanup_interval);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    c.original_dst_sweep();
+                }
+            }
             loop {
                 tokio::time::sleep(c.config.dns_refresh_rate.max(Duration::from_millis(100))).await;
                 c.refresh().await;
@@ -338,6 +350,7 @@ impl Host {
             health: AtomicHealth::new(flags),
             stats: HostStats::default(),
             outlier: OutlierCounters::default(),
+            used: AtomicBool::new(true),
         }
     }
 

@@ -77,6 +77,9 @@ pub struct Listener {
     pub filter_chains: Vec<FilterChain>,
     /// `default_filter_chain`: for a connection no chain matches.
     pub default_filter_chain: Option<FilterChain>,
+    /// `access_log`: one line per connection when it closes, including those no chain
+    /// matched and those a listener filter refused (as Envoy 1.40).
+    pub access_logs: Vec<AccessLog>,
     /// `listener_filters`, run in order on each connection before its chain is chosen.
     pub listener_filters: Vec<ListenerFilter>,
     /// `listener_filters_timeout` when the listener has listener filters (the TLS inspector;
@@ -102,6 +105,9 @@ pub enum ListenerFilter {
     HttpInspector,
     /// `envoy.filters.listener.proxy_protocol`.
     ProxyProtocol(ProxyProtocol),
+    /// `envoy.filters.listener.original_dst`: a connection redirected by netfilter takes the
+    /// address it was originally sent to as its local address.
+    OriginalDst,
 }
 
 /// `envoy.filters.listener.proxy_protocol`.
@@ -700,6 +706,22 @@ pub struct Cluster {
     /// `load_assignment.policy.overprovisioning_factor` (Envoy's 140): a priority level with
     /// this percent times its healthy share at 100% or more takes all the load it is due.
     pub overprovisioning_factor: u32,
+    /// An `ORIGINAL_DST` cluster's settings (`Some` exactly when `discovery` is
+    /// [`Discovery::OriginalDst`]).
+    pub original_dst: Option<OriginalDst>,
+}
+
+/// An `ORIGINAL_DST` cluster: its hosts are made on demand from each downstream connection's
+/// original destination (or a request header), and forgotten when unused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginalDst {
+    /// `original_dst_lb_config.use_http_header`: the header (`http_header_name`, default
+    /// `x-envoy-original-dst-host`) whose `ip:port` a request goes to.
+    pub header: Option<http::HeaderName>,
+    /// `original_dst_lb_config.upstream_port_override`: the port used, whatever the address's.
+    pub port_override: Option<u16>,
+    /// `cleanup_interval` (Envoy default 5 s): a host unused for one whole interval is removed.
+    pub cleanup_interval: Duration,
 }
 
 /// Envoy's default `overprovisioning_factor`.
@@ -710,6 +732,15 @@ pub enum Discovery {
     Static,
     StrictDns,
     LogicalDns,
+    /// `ORIGINAL_DST`: see [`OriginalDst`].
+    OriginalDst,
+}
+
+impl Discovery {
+    /// Resolved from DNS names, now and every `dns_refresh_rate`.
+    pub fn is_dns(self) -> bool {
+        matches!(self, Discovery::StrictDns | Discovery::LogicalDns)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -718,6 +749,9 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+    /// `CLUSTER_PROVIDED`: the cluster chooses its host (an `ORIGINAL_DST` cluster's only
+    /// policy).
+    ClusterProvided,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

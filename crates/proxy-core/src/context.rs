@@ -46,6 +46,8 @@ pub struct ListenerState {
     pub ssl: Option<SslStats>,
     /// One chain that matches every connection and no listener filter: nothing to choose.
     pub trivial: bool,
+    /// `access_log`: a line for every connection when it ends.
+    pub access_logs: Option<AccessLogs>,
 }
 
 /// One filter chain, ready to serve.
@@ -72,6 +74,8 @@ pub struct TcpProxyShared {
     /// Each target's cluster index (`None`: not in the configuration) and, for
     /// `weighted_clusters`, the running total of weights.
     pub targets: Vec<(Option<usize>, u64)>,
+    /// `access_log`: a line for every connection when it closes.
+    pub access_logs: Option<AccessLogs>,
 }
 
 /// An HTTP filter chain's read-only state (with its listener's), shared by every worker.
@@ -120,6 +124,9 @@ pub struct Worker {
 pub struct ConnCtx {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// `local` was restored by a listener filter (the original destination, or the PROXY
+    /// protocol's): an `ORIGINAL_DST` cluster without `use_http_header` routes there.
+    pub restored: bool,
     pub http2: bool,
     /// The connection is TLS.
     pub tls: bool,
@@ -146,6 +153,8 @@ pub struct ConnCtx {
     /// Set by a tunnel whose upstream switched protocols: once hyper has written the 101, the
     /// connection's driver hands the downstream socket (and bytes read past the request) here.
     pub upgrade: RefCell<Option<oneshot::Sender<Upgraded>>>,
+    /// The `max_connection_duration` timer, ended with the connection.
+    pub(crate) limit_timer: RefCell<Option<crate::downstream::AbortOnDrop>>,
 }
 
 /// A downstream HTTP/1.1 connection taken back from hyper after a protocol switch.

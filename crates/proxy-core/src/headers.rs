@@ -171,7 +171,7 @@ pub fn is_envoy(name: &[u8]) -> bool {
 /// - No `Connection` token may name a field the proxy manages ([`is_managed`]).
 /// - `x-envoy-*` fields are removed unless the client is `internal` (the HCM's
 ///   `internal_address_config`; none is by default); the fault filter's `x-envoy-fault-*`
-///   controls stay, as in Envoy.
+///   controls and `x-envoy-original-dst-host` stay, as in Envoy.
 /// - The fields add up to at most `max_head` bytes ([`fields_size`]).
 /// - HTTP/1.0 only with `accept_http_10`; a valid `Host`, target form and transfer coding
 ///   ([`check_form`]).
@@ -316,11 +316,14 @@ fn check_form<B>(req: &Request<B>, accept_http_10: bool) -> Result<(), Refusal> 
     Ok(())
 }
 
-/// Remove every `x-envoy-*` field but the fault filter's controls (`x-envoy-fault-*`), which
-/// Envoy 1.40 takes from any client and passes on.
+/// Remove every `x-envoy-*` field but the fault filter's controls (`x-envoy-fault-*`) and
+/// the `ORIGINAL_DST` cluster's `x-envoy-original-dst-host`, which Envoy 1.40 takes from any
+/// client and passes on.
 fn strip_envoy(h: &mut HeaderMap) {
     let stripped = |name: &[u8]| {
-        is_envoy(name) && !(name.len() > 14 && name[8..14].eq_ignore_ascii_case(b"fault-"))
+        is_envoy(name)
+            && !(name.len() > 14 && name[8..14].eq_ignore_ascii_case(b"fault-"))
+            && !name.eq_ignore_ascii_case(b"x-envoy-original-dst-host")
     };
     while let Some(name) = h.keys().find(|k| stripped(k.as_str().as_bytes())).cloned() {
         h.remove(&name);

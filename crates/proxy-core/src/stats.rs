@@ -122,6 +122,8 @@ pub struct ClusterStats {
     pub upstream_cx_none_healthy: Counter,
     /// A `tcp_proxy` connection gave up after `max_connect_attempts` failed connects.
     pub upstream_cx_connect_attempts_exceeded: Counter,
+    /// An `ORIGINAL_DST` cluster's request header was not an `ip:port`.
+    pub original_dst_host_invalid: Counter,
     pub upstream_cx_connect_ms: Histogram,
     pub upstream_cx_rx_bytes_total: Counter,
     pub upstream_cx_tx_bytes_total: Counter,
@@ -467,6 +469,7 @@ impl ClusterStats {
             upstream_cx_destroy: counter,
             upstream_cx_none_healthy: counter,
                 upstream_cx_connect_attempts_exceeded: counter,
+            original_dst_host_invalid: counter,
             upstream_cx_connect_ms: histogram,
             upstream_cx_rx_bytes_total: counter,
             upstream_cx_tx_bytes_total: counter,

@@ -101,15 +101,21 @@ impl Dataplane {
         &self.listeners
     }
 
-    /// Every HTTP filter chain of every listener.
-    pub fn http_chains(&self) -> impl Iterator<Item = &Arc<ListenerShared>> + '_ {
-        self.listeners
-            .iter()
-            .flat_map(|l| &l.chains)
-            .filter_map(|c| match &c.serve {
-                ChainKind::Http(h) => Some(h),
-                ChainKind::Tcp(_) => None,
-            })
+    /// Reopen every access log's file sink (log rotation): the HTTP connection managers',
+    /// the listeners' and the `tcp_proxy` filters'.
+    pub fn reopen_access_logs(&self) {
+        for l in &self.listeners {
+            let chains = l.chains.iter().map(|c| match &c.serve {
+                ChainKind::Http(h) => h.access_logs.as_ref(),
+                ChainKind::Tcp(t) => t.access_logs.as_ref(),
+            });
+            for logs in std::iter::once(l.access_logs.as_ref())
+                .chain(chains)
+                .flatten()
+            {
+                logs.reopen();
+            }
+        }
     }
 
     /// Start `concurrency` workers serving `sockets` (each listener's, in configuration order:
@@ -250,9 +256,12 @@ fn build_listener(
             config::ListenerFilter::ProxyProtocol(pp) => {
                 Some(ProxyProtoStats::new(store, &pp.stat_prefix))
             }
-            config::ListenerFilter::TlsInspector | config::ListenerFilter::HttpInspector => None,
+            config::ListenerFilter::TlsInspector
+            | config::ListenerFilter::HttpInspector
+            | config::ListenerFilter::OriginalDst => None,
         }),
         has_default: lc.default_filter_chain.is_some(),
+        access_logs: crate::access::AccessLogs::open(&lc.access_logs)?,
         trivial,
         chains,
         config,
@@ -302,6 +311,7 @@ fn build_chain(
             };
             ChainKind::Tcp(Arc::new(TcpProxyShared {
                 stats: TcpProxyStats::new(store, &t.stat_prefix),
+                access_logs: crate::access::AccessLogs::open(&t.access_logs)?,
                 config: t.clone(),
                 targets,
             }))

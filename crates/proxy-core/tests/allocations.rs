@@ -281,6 +281,7 @@ fn route(prefix: &str, action: RouteAction) -> Route {
 /// The listener as `proxy-bin` builds it from a minimal Envoy bootstrap (Envoy's defaults).
 fn listener(address: SocketAddr) -> Listener {
     Listener {
+        access_logs: Vec::new(),
         name: "bench".into(),
         address,
         additional_addresses: vec![],
@@ -382,6 +383,7 @@ fn cluster(origin: SocketAddr) -> proxy_core::config::Cluster {
         panic_threshold: proxy_core::config::DEFAULT_PANIC_THRESHOLD,
         outlier: None,
         overprovisioning_factor: proxy_core::config::DEFAULT_OVERPROVISIONING_FACTOR,
+        original_dst: None,
     }
 }
 

@@ -260,6 +260,7 @@ fn tcp_proxy(raw: raw::TcpProxy, path: &str, errs: &mut Errors) -> Option<TcpPro
             None
         }
     };
+    let access_logs = super::listener::access_logs(raw.access_log, path, errs);
     if errs.0.len() != before {
         return None;
     }
@@ -270,6 +271,7 @@ fn tcp_proxy(raw: raw::TcpProxy, path: &str, errs: &mut Errors) -> Option<TcpPro
             .idle_timeout
             .map_or(Some(DEFAULT_TCP_IDLE_TIMEOUT), |d| d.nonzero()),
         max_connect_attempts,
+        access_logs,
     })
 }
 

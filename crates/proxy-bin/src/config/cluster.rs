@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use proxy_core::config::{
-    Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Locality, Thresholds,
+    Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Locality, OriginalDst, Thresholds,
     DEFAULT_BUFFER_LIMIT, DEFAULT_OVERPROVISIONING_FACTOR,
 };
 use serde_json::Value;
@@ -24,7 +24,7 @@ pub(crate) fn cluster(
     secrets: &super::tls::Secrets,
     errs: &mut Errors,
 ) -> Option<Cluster> {
-    let raw: raw::Cluster = errs.take(de::decode(value, path))?;
+    let mut raw: raw::Cluster = errs.take(de::decode(value, path))?;
     let before = errs.0.len();
     if raw.name.is_empty() {
         errs.push(join(path, "name"), "must not be empty");
@@ -33,6 +33,7 @@ pub(crate) fn cluster(
         None | Some(raw::DiscoveryType::Static) => Discovery::Static,
         Some(raw::DiscoveryType::StrictDns) => Discovery::StrictDns,
         Some(raw::DiscoveryType::LogicalDns) => Discovery::LogicalDns,
+        Some(raw::DiscoveryType::OriginalDst) => Discovery::OriginalDst,
     };
     let connect_timeout = raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
     if connect_timeout.is_zero() {
@@ -48,7 +49,9 @@ pub(crate) fn cluster(
         None | Some(raw::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
         Some(raw::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
         Some(raw::LbPolicy::Random) => LbPolicy::Random,
+        Some(raw::LbPolicy::ClusterProvided) => LbPolicy::ClusterProvided,
     };
+    let original_dst = original_dst(&mut raw, discovery, lb_policy, path, errs);
     let dns_lookup_family = match raw.dns_lookup_family {
         None | Some(raw::DnsLookupFamily::Auto) => DnsLookupFamily::Auto,
         Some(raw::DnsLookupFamily::V4Only) => DnsLookupFamily::V4Only,
@@ -109,6 +112,119 @@ pub(crate) fn cluster(
         panic_threshold,
         outlier,
         overprovisioning_factor,
+        original_dst,
+    })
+}
+
+/// The header an `ORIGINAL_DST` cluster with `use_http_header` reads by default.
+const DEFAULT_ORIGINAL_DST_HEADER: &str = "x-envoy-original-dst-host";
+/// Envoy's default `cleanup_interval`.
+const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// An `ORIGINAL_DST` cluster's settings, checked as Envoy 1.40 checks them (its messages in
+/// the comments); what only such a cluster uses is refused on any other.
+fn original_dst(
+    raw: &mut raw::Cluster,
+    discovery: Discovery,
+    lb_policy: LbPolicy,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<OriginalDst> {
+    let lb_path = join(path, "original_dst_lb_config");
+    let ci_path = join(path, "cleanup_interval");
+    if discovery != Discovery::OriginalDst {
+        if lb_policy == LbPolicy::ClusterProvided {
+            // "cluster provided LB specified but cluster 'c' did not provide one."
+            errs.push(
+                join(path, "lb_policy"),
+                "CLUSTER_PROVIDED needs a cluster that provides its load balancer (type ORIGINAL_DST)",
+            );
+        }
+        if raw.original_dst_lb_config.is_some() {
+            errs.push(lb_path, "only an ORIGINAL_DST cluster uses it");
+        }
+        if raw.cleanup_interval.is_some() {
+            errs.push(ci_path, "only an ORIGINAL_DST cluster uses it");
+        }
+        return None;
+    }
+    let before = errs.0.len();
+    if lb_policy != LbPolicy::ClusterProvided {
+        // "LB policy ROUND_ROBIN is not valid for Cluster type ORIGINAL_DST. Only
+        // 'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'"
+        errs.push(
+            join(path, "lb_policy"),
+            "only CLUSTER_PROVIDED is allowed with cluster type ORIGINAL_DST (and is not the default)",
+        );
+    }
+    if raw.load_assignment.take().is_some() {
+        errs.push(
+            join(path, "load_assignment"),
+            "ORIGINAL_DST clusters must have no load assignment configured",
+        );
+    }
+    if !raw.health_checks.is_empty() {
+        errs.push(
+            join(path, "health_checks"),
+            "unsupported on an ORIGINAL_DST cluster",
+        );
+    }
+    if raw.outlier_detection.is_some() {
+        errs.push(
+            join(path, "outlier_detection"),
+            "unsupported on an ORIGINAL_DST cluster",
+        );
+    }
+    let cleanup_interval = raw
+        .cleanup_interval
+        .map_or(DEFAULT_CLEANUP_INTERVAL, |d| d.0);
+    if cleanup_interval.is_zero() {
+        errs.push(ci_path, "must be greater than 0s");
+    }
+    let lb = raw.original_dst_lb_config.take();
+    let use_header = lb.as_ref().and_then(|l| l.use_http_header).unwrap_or(false);
+    let name = lb
+        .as_ref()
+        .and_then(|l| l.http_header_name.clone())
+        .filter(|n| !n.is_empty());
+    let header = match (use_header, name) {
+        (false, None) => None,
+        (false, Some(n)) => {
+            errs.push(
+                join(&lb_path, "http_header_name"),
+                format!("`{n}` is given but use_http_header is false; set use_http_header to true to use it"),
+            );
+            None
+        }
+        (true, None) => Some(http::HeaderName::from_static(DEFAULT_ORIGINAL_DST_HEADER)),
+        (true, Some(n)) => {
+            let h = http::HeaderName::from_bytes(n.as_bytes()).ok();
+            if h.is_none() {
+                errs.push(
+                    join(&lb_path, "http_header_name"),
+                    format!("`{n}` is not an HTTP header name"),
+                );
+            }
+            h
+        }
+    };
+    let port_override = lb
+        .as_ref()
+        .and_then(|l| l.upstream_port_override.as_ref())
+        .and_then(|p| match u16::try_from(p.0) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                errs.push(
+                    join(&lb_path, "upstream_port_override"),
+                    "must be less than or equal to 65535",
+                );
+                None
+            }
+        });
+    (errs.0.len() == before).then_some(OriginalDst {
+        header,
+        port_override,
+        cleanup_interval,
     })
 }
 

@@ -114,6 +114,7 @@ pub(crate) fn listener(
         }
     }
 
+    let access_logs = access_logs(raw.access_log, path, errs);
     let chains = super::chains::filter_chains(
         raw.filter_chains,
         raw.default_filter_chain,
@@ -143,6 +144,7 @@ pub(crate) fn listener(
         address: address?,
         per_connection_buffer_limit_bytes,
         listener_filters,
+        access_logs,
         filter_chains: chains.filter_chains,
         default_filter_chain: chains.default,
     })
@@ -279,12 +281,7 @@ fn hcm(
         }
     }
 
-    let mut access_logs = Vec::new();
-    for (i, a) in raw.access_log.into_iter().enumerate() {
-        if let Some(l) = errs.take(access_log(a, &format!("{path}.access_log[{i}]"))) {
-            access_logs.push(l);
-        }
-    }
+    let access_logs = access_logs(raw.access_log, path, errs);
 
     let route_config = super::route::route_config(
         raw.route_config,
@@ -469,7 +466,7 @@ pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, ConfigError> {
+pub(crate) fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, ConfigError> {
     let tc_path = join(path, "typed_config");
     let tc = raw.typed_config.ok_or_else(|| {
         ConfigError::new(
@@ -526,6 +523,21 @@ fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, ConfigError>
             ),
         )),
     }
+}
+
+/// `access_log[]` of the HTTP connection manager, listener or `tcp_proxy` at `path`.
+pub(crate) fn access_logs(
+    raw: Vec<raw::AccessLog>,
+    path: &str,
+    errs: &mut Errors,
+) -> Vec<AccessLog> {
+    let mut out = Vec::new();
+    for (i, a) in raw.into_iter().enumerate() {
+        if let Some(l) = errs.take(access_log(a, &format!("{path}.access_log[{i}]"))) {
+            out.push(l);
+        }
+    }
+    out
 }
 
 fn log_format(

@@ -140,6 +140,8 @@ pub(crate) struct Listener {
     #[serde(default)]
     pub filter_chains: Vec<FilterChain>,
     pub default_filter_chain: Option<FilterChain>,
+    #[serde(default)]
+    pub access_log: Vec<AccessLog>,
 }
 
 /// `listener.v3.AdditionalAddress`: the address only (no `socket_options`).
@@ -199,6 +201,8 @@ pub(crate) struct TcpProxy {
     pub weighted_clusters: Option<WeightedClusters>,
     pub idle_timeout: Option<Dur>,
     pub max_connect_attempts: Option<UInt32>,
+    #[serde(default)]
+    pub access_log: Vec<AccessLog>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -630,6 +634,7 @@ proto_enum! {
         Static = ("STATIC", 0),
         StrictDns = ("STRICT_DNS", 1),
         LogicalDns = ("LOGICAL_DNS", 2),
+        OriginalDst = ("ORIGINAL_DST", 4),
     }
 }
 
@@ -638,6 +643,7 @@ proto_enum! {
         RoundRobin = ("ROUND_ROBIN", 0),
         LeastRequest = ("LEAST_REQUEST", 1),
         Random = ("RANDOM", 3),
+        ClusterProvided = ("CLUSTER_PROVIDED", 6),
     }
 }
 
@@ -672,6 +678,18 @@ pub(crate) struct Cluster {
     pub health_checks: Vec<super::health::RawHealthCheck>,
     pub common_lb_config: Option<super::health::CommonLbConfig>,
     pub outlier_detection: Option<super::health::RawOutlierDetection>,
+    pub cleanup_interval: Option<Dur>,
+    pub original_dst_lb_config: Option<OriginalDstLbConfig>,
+}
+
+/// `original_dst_lb_config`: the other fields (`use_port_from_host_filter_state`, ...) are
+/// refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OriginalDstLbConfig {
+    pub use_http_header: Option<bool>,
+    pub http_header_name: Option<String>,
+    pub upstream_port_override: Option<Int<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -393,8 +393,9 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         ("overlapping chains", set(base(), "/static_resources/listeners/0/filter_chains/1", base()["static_resources"]["listeners"][0]["filter_chains"][0].clone()), "listeners[0].filter_chains[1].filter_chain_match"),
         ("tcp_proxy without cluster", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t"})), "filters[0].typed_config"),
         ("tcp_proxy connect attempts", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t", "cluster": "c", "max_connect_attempts": 0})), "typed_config.max_connect_attempts"),
-        ("tcp_proxy access log", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t", "cluster": "c", "access_log": []})), "typed_config.access_log"),
-        ("listener filter", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "envoy.filters.listener.original_dst"}])), "listener_filters[0].name"),
+        ("tcp_proxy access log", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t", "cluster": "c", "access_log_options": {}})), "typed_config.access_log_options"),
+        ("listener filter", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "envoy.filters.listener.local_ratelimit"}])), "listener_filters[0].name"),
+        ("original_dst traffic_direction", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "o", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst", "traffic_direction": "INBOUND"}}])), "listener_filters[0].typed_config.traffic_direction"),
         ("proxy protocol rules", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "p", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol", "rules": []}}])), "listener_filters[0].typed_config.rules"),
         ("transport socket name", set(base(), "/static_resources/listeners/0/filter_chains/0/transport_socket", json!({"name": "envoy.transport_sockets.alts", "typed_config": {}})), "filter_chains[0].transport_socket.name"),
         ("tls context field", set(base(), "/static_resources/listeners/0/filter_chains/0/transport_socket", json!({"name": "envoy.transport_sockets.tls", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", "ocsp_staple_policy": "LENIENT_STAPLING"}})), "transport_socket.typed_config.ocsp_staple_policy"),
@@ -702,3 +703,4 @@ fn internal_address_config_cidr_ranges() {
 }
 
 mod lenient;
+mod original_dst;

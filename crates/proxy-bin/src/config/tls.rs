@@ -139,6 +139,11 @@ pub(crate) fn listener_filter(
             let _: Empty = de::any(tc, &tc_path, HTTP_INSPECTOR_TYPE)?;
             Ok(F::HttpInspector)
         }
+        // `traffic_direction` (Windows only in Envoy) is refused as an unknown field.
+        (Some(tc), Some(ORIGINAL_DST_TYPE), _) => {
+            let _: Empty = de::any(tc, &tc_path, ORIGINAL_DST_TYPE)?;
+            Ok(F::OriginalDst)
+        }
         (Some(tc), _, _) => {
             let _: Empty = de::any(tc, &tc_path, TLS_INSPECTOR_TYPE)?;
             Ok(F::TlsInspector)
@@ -146,16 +151,20 @@ pub(crate) fn listener_filter(
         (None, _, TLS_INSPECTOR) => Ok(F::TlsInspector),
         (None, _, HTTP_INSPECTOR) => Ok(F::HttpInspector),
         (None, _, PROXY_PROTOCOL) => Ok(F::ProxyProtocol(ProxyProtocol::default())),
+        (None, _, ORIGINAL_DST) => Ok(F::OriginalDst),
         (None, _, other) => Err(ConfigError::new(
             join(path, "name"),
             format!(
-                "unsupported listener filter `{other}`; Baton supports {TLS_INSPECTOR}, {HTTP_INSPECTOR} and {PROXY_PROTOCOL}"
+                "unsupported listener filter `{other}`; Baton supports {TLS_INSPECTOR}, {HTTP_INSPECTOR}, {PROXY_PROTOCOL} and {ORIGINAL_DST}"
             ),
         )),
     }
 }
 
 pub(crate) const PROXY_PROTOCOL: &str = "envoy.filters.listener.proxy_protocol";
+const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
+const ORIGINAL_DST_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
 const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
 const HTTP_INSPECTOR_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";

@@ -89,7 +89,9 @@ impl WorkerLb {
                 st.current[best] -= total;
                 best
             }
-            LbPolicy::Random => weighted_random(hosts),
+            // An ORIGINAL_DST cluster (CLUSTER_PROVIDED) chooses its hosts itself
+            // (`Cluster::original_dst_host`) and is never balanced here.
+            LbPolicy::Random | LbPolicy::ClusterProvided => weighted_random(hosts),
             LbPolicy::LeastRequest => {
                 // Power of two choices on active requests scaled by weight.
                 let a = weighted_random(hosts);

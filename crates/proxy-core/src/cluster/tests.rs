@@ -28,6 +28,7 @@ fn cluster(policy: LbPolicy, eps: &[(&str, u16, u32)]) -> config::Cluster {
         panic_threshold: config::DEFAULT_PANIC_THRESHOLD,
         outlier: None,
         overprovisioning_factor: config::DEFAULT_OVERPROVISIONING_FACTOR,
+        original_dst: None,
     }
 }
 
@@ -210,4 +211,51 @@ async fn dns_clusters_resolve_localhost() {
     let set = cm.get(0).unwrap().hosts();
     assert_eq!(set.hosts.len(), 1);
     assert_eq!(set.hosts[0].addr, "127.0.0.1:8080".parse().unwrap());
+}
+
+#[test]
+fn original_dst_hosts_are_made_on_demand_and_swept_after_an_unused_interval() {
+    let mut cfg = cluster(LbPolicy::ClusterProvided, &[]);
+    cfg.discovery = Discovery::OriginalDst;
+    cfg.original_dst = Some(config::OriginalDst {
+        header: Some(http::HeaderName::from_static("x-dst")),
+        port_override: None,
+        cleanup_interval: Duration::from_secs(5),
+    });
+    let store = Store::new();
+    let cm = ClusterManager::new(&[cfg], &store);
+    let c = cm.get(0).unwrap();
+    let restored: SocketAddr = "10.0.0.1:80".parse().unwrap();
+    assert!(c.original_dst_host(None, None).is_none());
+    let a = c.original_dst_host(None, Some(restored)).unwrap();
+    assert_eq!(a.addr, restored);
+    assert_eq!(a.hostname, "c10.0.0.1:80");
+    // The header wins over the connection's destination; the same address is the same host.
+    let mut h = http::HeaderMap::new();
+    h.insert("x-dst", http::HeaderValue::from_static("[::1]:8080"));
+    let b = c.original_dst_host(Some(&h), Some(restored)).unwrap();
+    assert_eq!(b.addr, "[::1]:8080".parse().unwrap());
+    assert!(Arc::ptr_eq(
+        &a,
+        &c.original_dst_host(None, Some(restored)).unwrap()
+    ));
+    // An invalid header is counted and the connection's destination used.
+    h.insert("x-dst", http::HeaderValue::from_static("::1"));
+    let again = c.original_dst_host(Some(&h), Some(restored)).unwrap();
+    assert!(Arc::ptr_eq(&a, &again));
+    assert_eq!(c.stats.original_dst_host_invalid.value(), 1);
+    assert_eq!(c.hosts().hosts.len(), 2);
+    assert_eq!(c.stats.membership_change.value(), 2);
+
+    // Used since the last sweep: kept (and unmarked); unused through a whole one: removed.
+    c.original_dst_sweep();
+    assert_eq!(c.hosts().hosts.len(), 2);
+    c.original_dst_host(None, Some(restored)).unwrap();
+    c.original_dst_sweep();
+    let left: Vec<_> = c.hosts().hosts.iter().map(|h| h.addr).collect();
+    assert_eq!(left, [restored]);
+    assert_eq!(c.stats.membership_total.value(), 1);
+    assert_eq!(c.stats.membership_change.value(), 3);
+    c.original_dst_sweep();
+    assert!(c.hosts().hosts.is_empty());
 }

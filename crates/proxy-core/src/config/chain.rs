@@ -38,6 +38,8 @@ pub struct TcpProxy {
     pub idle_timeout: Option<Duration>,
     /// `max_connect_attempts` (Envoy default 1, at least 1).
     pub max_connect_attempts: u32,
+    /// `access_log`: one line per connection when it closes.
+    pub access_logs: Vec<super::AccessLog>,
 }
 
 /// `filter_chain_match`: every criterion left empty matches anything.

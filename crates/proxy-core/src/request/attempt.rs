@@ -12,7 +12,7 @@ use hyper::client::conn::http1;
 use crate::body::ProxyBody;
 use crate::client::{Home, SendError};
 use crate::cluster::{Cluster, Host};
-use crate::context::Worker;
+use crate::context::{ConnCtx, Worker};
 use crate::error::UpstreamFailure;
 use crate::upstream;
 
@@ -88,17 +88,27 @@ impl Drop for Attempt {
 }
 
 /// The host for one try at cluster `cidx`, unless its `max_requests` breaker is open or it has
-/// no host to give. `avoid`: the hosts already tried (this try's is added) and how many times
-/// a pick among them is made again (`previous_hosts`).
+/// no host to give (an `ORIGINAL_DST` cluster's from the request's `headers` or the
+/// connection's restored destination). `avoid`: the hosts already tried (this try's is added)
+/// and how many times a pick among them is made again (`previous_hosts`).
 pub(super) fn choose(
     w: &Worker,
+    conn: &ConnCtx,
     (cidx, cluster): (usize, &Arc<Cluster>),
+    headers: &http::HeaderMap,
     avoid: Option<(&mut Vec<Arc<Host>>, u32)>,
 ) -> Result<Arc<Host>, (UpstreamFailure, bool)> {
     let max_rq = i64::from(cluster.config.circuit_breakers.max_requests);
     if cluster.stats.upstream_rq_active.value() >= max_rq {
         cluster.stats.upstream_rq_pending_overflow.inc();
         return Err((UpstreamFailure::Overflow, false));
+    }
+    if cluster.config.original_dst.is_some() {
+        let host = cluster.original_dst_host(Some(headers), conn.restored.then_some(conn.local));
+        return host.ok_or_else(|| {
+            cluster.stats.upstream_cx_none_healthy.inc();
+            (UpstreamFailure::NoHealthyUpstream, false)
+        });
     }
     let set = cluster.hosts();
     let mut host = w.lb.pick(cidx, cluster, &set);

@@ -150,7 +150,7 @@ pub(super) async fn forward_to(
         let mut up = upstream_request(&mut parts, &target, &mut body, last);
         let reselect = tries.reselect();
         let avoid = tries.tried.as_mut().map(|t| (t, reselect));
-        let outcome = match choose(cx.w, (to.index, &cluster), avoid) {
+        let outcome = match choose(cx.w, cx.c, (to.index, &cluster), up.headers(), avoid) {
             Ok(host) => {
                 let c = (to.index, &cluster);
                 attempt_once(cx.w, c, host, &mut up, limits.deadline, limits.per_try).await
