@@ -45,4 +45,5 @@ mod tcp_proxy;
 mod timeouts;
 mod tls;
 mod upstream_h1;
+mod upstream_options;
 mod websocket;

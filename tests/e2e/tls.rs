@@ -435,8 +435,8 @@ async fn static_secrets_named_by_the_context_serve_and_verify() {
 }
 
 /// An HTTP upstream behind rustls: answers `sni=<server name> proto=<version>`.
-struct TlsUpstream {
-    port: u16,
+pub(crate) struct TlsUpstream {
+    pub(crate) port: u16,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -447,13 +447,18 @@ impl Drop for TlsUpstream {
 }
 
 async fn tls_upstream(leaf: &Leaf) -> TlsUpstream {
+    tls_upstream_alpn(leaf, &[b"h2", b"http/1.1"]).await
+}
+
+/// An HTTPS upstream answering `sni=<name> proto=<version>`, offering `alpn`.
+pub(crate) async fn tls_upstream_alpn(leaf: &Leaf, alpn: &[&[u8]]) -> TlsUpstream {
     let mut c = rustls::ServerConfig::builder_with_provider(ring())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![der(&leaf.cert)], key_der(&leaf.key))
         .unwrap();
-    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(c));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -489,7 +494,7 @@ async fn tls_upstream(leaf: &Leaf) -> TlsUpstream {
     TlsUpstream { port, task }
 }
 
-fn upstream_socket(ca: &str, sni: &str, alpn: &[&str]) -> Value {
+pub(crate) fn upstream_socket(ca: &str, sni: &str, alpn: &[&str]) -> Value {
     json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {

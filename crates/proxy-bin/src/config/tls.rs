@@ -197,15 +197,16 @@ pub(crate) fn downstream(
 pub(crate) fn upstream(
     ts: TransportSocket,
     path: &str,
-    http2: bool,
+    alpn: &[&str],
     secrets: &Secrets,
 ) -> Result<ClientTls, ConfigError> {
     let tc_path = join(path, "typed_config");
     let tc = socket_config(ts, path, &tc_path)?;
     let raw: UpstreamTlsContext = de::any(tc, &tc_path, UPSTREAM_TYPE)?;
     let (mut common, origins) = common(raw.common_tls_context, &tc_path, secrets)?;
-    if http2 && common.alpn_protocols.is_empty() {
-        common.alpn_protocols.push("h2".to_owned());
+    // The protocols the cluster's HTTP options ask for, unless the context names its own.
+    if common.alpn_protocols.is_empty() {
+        common.alpn_protocols = alpn.iter().map(|p| (*p).to_owned()).collect();
     }
     let spec = ClientSpec {
         common,

@@ -110,6 +110,9 @@ pub struct ServerTls {
 #[derive(Clone, Debug)]
 pub struct ClientTls {
     pub config: Arc<ClientConfig>,
+    /// `config` offering `http/1.1` alone, when `config` offers `h2` too: for a connection
+    /// that may switch protocols (WebSocket), which only HTTP/1.1 can.
+    pub http1_config: Option<Arc<ClientConfig>>,
     pub sni: Option<String>,
 }
 
@@ -475,8 +478,15 @@ pub fn client_config(spec: &ClientSpec, now: SystemTime) -> Result<ClientTls, Tl
             ));
         }
     }
+    let offers = |p: &[u8]| config.alpn_protocols.iter().any(|a| a == p);
+    let http1_config = (offers(b"h2") && offers(b"http/1.1")).then(|| {
+        let mut c = config.clone();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(c)
+    });
     Ok(ClientTls {
         config: Arc::new(config),
+        http1_config,
         sni: spec.sni.clone(),
     })
 }
