@@ -301,3 +301,132 @@ async fn tcp_keepalive_is_set_on_upstream_sockets() {
     let (tr, _) = upstream_socket_timer(plain.port()).expect("Baton's socket to plain");
     assert_eq!(tr, 0, "no keepalive without tcp_keepalive");
 }
+
+/// What a raw HTTP/2 upstream saw of Baton's connection.
+#[derive(Debug, Default)]
+struct H2Seen {
+    settings: Vec<(u16, u32)>,
+    connection_window_increment: Option<u32>,
+    pings: usize,
+    /// Baton closed the connection.
+    closed: bool,
+}
+
+/// Accept one HTTP/2 connection on `l`, read its frames for `watch` (answering PINGs when
+/// `ack_pings`), and report them. Never answers a request.
+async fn watch_h2(
+    l: tokio::net::TcpListener,
+    watch: std::time::Duration,
+    ack_pings: bool,
+) -> H2Seen {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut s, _) = l.accept().await.unwrap();
+    let mut preface = [0u8; 24];
+    s.read_exact(&mut preface).await.unwrap();
+    assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    // Empty SETTINGS.
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut seen = H2Seen::default();
+    let read_frames = async {
+        loop {
+            let mut head = [0u8; 9];
+            if s.read_exact(&mut head).await.is_err() {
+                seen.closed = true;
+                return;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            if s.read_exact(&mut payload).await.is_err() {
+                seen.closed = true;
+                return;
+            }
+            match kind {
+                // SETTINGS (not an ACK): acknowledged.
+                4 if flags & 1 == 0 => {
+                    for p in payload.chunks_exact(6) {
+                        let id = u16::from_be_bytes([p[0], p[1]]);
+                        let v = u32::from_be_bytes([p[2], p[3], p[4], p[5]]);
+                        seen.settings.push((id, v));
+                    }
+                    let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                }
+                6 if flags & 1 == 0 => {
+                    seen.pings += 1;
+                    if ack_pings {
+                        let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                        ack.extend_from_slice(&payload);
+                        let _ = s.write_all(&ack).await;
+                    }
+                }
+                8 if stream == 0 => {
+                    let inc = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                    seen.connection_window_increment = Some(inc & 0x7fff_ffff);
+                }
+                _ => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(watch, read_frames).await;
+    seen
+}
+
+/// `explicit_http_config.http2_protocol_options` reach the wire: the window sizes and
+/// `max_concurrent_streams` in Baton's SETTINGS / WINDOW_UPDATE, `connection_keepalive` as
+/// PINGs every `interval`, and a PING not answered within `timeout` closes the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_settings_and_keepalive_reach_the_wire() {
+    use std::time::Duration;
+    let options = || {
+        json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {
+                    "initial_stream_window_size": 131072,
+                    "initial_connection_window_size": 1048576,
+                    "max_concurrent_streams": 7,
+                    "connection_keepalive": {"interval": "0.2s", "timeout": "0.3s"},
+                }},
+            }
+        })
+    };
+    for ack_pings in [true, false] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let config = Config::new()
+            .route(route("/", "c", json!({"timeout": "3s"})))
+            .cluster(with(
+                cluster("c", &[port]),
+                "typed_extension_protocol_options",
+                options(),
+            ))
+            .render();
+        let baton = Baton::start(&config).await;
+        let watcher = tokio::spawn(watch_h2(l, Duration::from_millis(1500), ack_pings));
+        let addr = baton.addr();
+        let request = tokio::spawn(async move {
+            let mut c = H1::connect(addr).await.unwrap();
+            c.send(get_req("t", "/")).await.map(|r| r.status)
+        });
+        let seen = watcher.await.unwrap();
+        // SETTINGS_MAX_CONCURRENT_STREAMS (3) and SETTINGS_INITIAL_WINDOW_SIZE (4).
+        assert!(seen.settings.contains(&(3, 7)), "{seen:?}");
+        assert!(seen.settings.contains(&(4, 131_072)), "{seen:?}");
+        assert_eq!(
+            seen.connection_window_increment,
+            Some(1_048_576 - 65_535),
+            "{seen:?}"
+        );
+        if ack_pings {
+            // 1.5 s at one PING every 0.2 s.
+            assert!(seen.pings >= 4, "{seen:?}");
+            assert!(!seen.closed, "{seen:?}");
+        } else {
+            // The first PING goes unanswered: closed 0.3 s later.
+            assert!(seen.closed, "{seen:?}");
+            assert!(seen.pings >= 1, "{seen:?}");
+        }
+        let _ = request.await;
+    }
+}
