@@ -443,7 +443,7 @@ pub(crate) struct QueryParameterMatcher {
     pub present_match: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RegexMatcher {
     #[allow(dead_code)] // only the empty form parses
@@ -465,7 +465,7 @@ pub(crate) struct HeaderMatcher {
     pub invert_match: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StringMatcher {
     pub exact: Option<String>,

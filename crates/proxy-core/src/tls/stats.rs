@@ -1,6 +1,6 @@
 //! Envoy's TLS stats under a prefix (`listener.<address>.ssl.*`, `cluster.<name>.ssl.*`):
 //! `handshake`, `connection_error`, `session_reused`, `no_certificate`, `fail_verify_no_cert`,
-//! `fail_verify_error`, `versions.<TLSv1.x>`, `ciphers.<name>`, `curves.<name>`. Every handle is
+//! `fail_verify_error`, `fail_verify_san`, `versions.<TLSv1.x>`, `ciphers.<name>`, `curves.<name>`. Every handle is
 //! created up front so a handshake only touches atomics.
 
 use std::io;
@@ -26,6 +26,8 @@ pub struct SslStats {
     pub no_certificate: Counter,
     pub fail_verify_no_cert: Counter,
     pub fail_verify_error: Counter,
+    /// The chain verified, but no subject alternative name matched.
+    pub fail_verify_san: Counter,
     tls12: Counter,
     tls13: Counter,
     ciphers: Vec<Counter>,
@@ -43,6 +45,7 @@ impl SslStats {
             no_certificate: c("no_certificate"),
             fail_verify_no_cert: c("fail_verify_no_cert"),
             fail_verify_error: c("fail_verify_error"),
+            fail_verify_san: c("fail_verify_san"),
             tls12: c("versions.TLSv1.2"),
             tls13: c("versions.TLSv1.3"),
             ciphers: SUITES
@@ -93,6 +96,9 @@ impl SslStats {
             .and_then(|inner| inner.downcast_ref::<rustls::Error>());
         match tls {
             Some(rustls::Error::NoCertificatesPresented) => self.fail_verify_no_cert.inc(),
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )) => self.fail_verify_san.inc(),
             Some(rustls::Error::InvalidCertificate(_)) => self.fail_verify_error.inc(),
             _ => {}
         }

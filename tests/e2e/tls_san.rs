@@ -1,0 +1,239 @@
+//! `validation_context.match_typed_subject_alt_names` (and the deprecated
+//! `match_subject_alt_names`), upstream on the server's certificate and downstream on a client
+//! certificate under mTLS. Envoy 1.40 accepts every matcher kind used here, refuses
+//! `SAN_TYPE_UNSPECIFIED`, SAN matchers without `trusted_ca` ("SAN-based verification of peer
+//! certificates without trusted CA is insecure and not allowed") and `ignore_case` with
+//! `safe_regex`; a chain that verifies with no name matching counts `ssl.fail_verify_san`.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+use crate::tls::{
+    data, downstream_socket, echo_config, get_with, stat_prefix, tls_upstream_alpn, with_chains,
+    Ca, ClientOpts,
+};
+
+fn san(kind: &str, matcher: Value) -> Value {
+    json!({"san_type": kind, "matcher": matcher})
+}
+
+/// An upstream TLS socket trusting `ca`, sending SNI `sni`, with `validation` merged into its
+/// validation context.
+fn upstream_tls(ca: &str, sni: &str, validation: Value) -> Value {
+    let mut vc = json!({"trusted_ca": data(ca)});
+    if let (Some(vc), Value::Object(extra)) = (vc.as_object_mut(), validation) {
+        vc.extend(extra);
+    }
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": sni,
+            "common_tls_context": {"validation_context": vc},
+        },
+    })
+}
+
+fn up_sans() -> Vec<rcgen::SanType> {
+    vec![
+        rcgen::SanType::DnsName("up.test".try_into().unwrap()),
+        rcgen::SanType::URI("spiffe://td/ns/prod/sa/api".try_into().unwrap()),
+        rcgen::SanType::Rfc822Name("Ops@Example.com".try_into().unwrap()),
+        rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_server_names_are_matched() {
+    let ca = Ca::new("upstream ca");
+    let up = tls_upstream_alpn(&ca.leaf_sans(up_sans()), &[b"http/1.1"]).await;
+    // (cluster, validation context fields, accepted)
+    let cases: Vec<(&str, Value, bool)> = vec![
+        (
+            "dns_exact",
+            json!({"match_typed_subject_alt_names": [san("DNS", json!({"exact": "UP.test"}))]}),
+            true,
+        ),
+        (
+            "dns_regex",
+            json!({"match_typed_subject_alt_names": [san("DNS", json!({"safe_regex": {"regex": "up\\.t[a-z]+"}}))]}),
+            true,
+        ),
+        (
+            "uri_prefix",
+            json!({"match_typed_subject_alt_names": [san("URI", json!({"prefix": "spiffe://td/"}))]}),
+            true,
+        ),
+        (
+            "uri_contains",
+            json!({"match_typed_subject_alt_names": [san("URI", json!({"contains": "/prod/"}))]}),
+            true,
+        ),
+        (
+            "email_suffix",
+            json!({"match_typed_subject_alt_names": [san("EMAIL", json!({"suffix": "@example.com", "ignore_case": true}))]}),
+            true,
+        ),
+        (
+            "ip_exact",
+            json!({"match_typed_subject_alt_names": [san("IP_ADDRESS", json!({"exact": "127.0.0.1"}))]}),
+            true,
+        ),
+        // One of several is enough.
+        (
+            "any_of",
+            json!({"match_typed_subject_alt_names": [san("DNS", json!({"exact": "no.test"})), san("URI", json!({"suffix": "/sa/api"}))]}),
+            true,
+        ),
+        // Deprecated: matched against every name type (here the IP address).
+        (
+            "deprecated",
+            json!({"match_subject_alt_names": [{"exact": "127.0.0.1"}]}),
+            true,
+        ),
+        (
+            "dns_other",
+            json!({"match_typed_subject_alt_names": [san("DNS", json!({"exact": "other.test"}))]}),
+            false,
+        ),
+        // A URI matcher does not look at DNS names.
+        (
+            "wrong_type",
+            json!({"match_typed_subject_alt_names": [san("URI", json!({"exact": "up.test"}))]}),
+            false,
+        ),
+        (
+            "case",
+            json!({"match_typed_subject_alt_names": [san("EMAIL", json!({"suffix": "@example.com"}))]}),
+            false,
+        ),
+    ];
+    let mut config = Config::new();
+    for (name, validation, _) in &cases {
+        // The SNI names none of the certificate's names: with matchers, Envoy does not
+        // compare it.
+        config = config
+            .route(route(&format!("/{name}"), name, json!({})))
+            .cluster(with(
+                cluster(name, &[up.port]),
+                "transport_socket",
+                upstream_tls(&ca.pem(), "elsewhere.test", validation.clone()),
+            ));
+    }
+    let baton = Baton::start(&config.render()).await;
+    for (name, _, accepted) in &cases {
+        let r = get(baton.addr(), &format!("/{name}")).await;
+        let want = if *accepted { 200 } else { 503 };
+        assert_eq!(r.status, want, "{name}: {}", r.text());
+        let san_failures = baton
+            .stat(&format!("cluster.{name}.ssl.fail_verify_san"))
+            .await;
+        assert_eq!(san_failures, Some(i64::from(!accepted)), "{name}");
+        if !accepted {
+            assert_eq!(
+                baton
+                    .stat(&format!("cluster.{name}.ssl.fail_verify_error"))
+                    .await,
+                Some(0),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downstream_client_names_are_matched() {
+    let up = Upstream::echo("up").await;
+    let ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let server = ca.leaf("m.test");
+    let text = with_chains(
+        &echo_config(&up),
+        vec![(
+            vec![],
+            downstream_socket(
+                &server,
+                json!({
+                    "require_client_certificate": true,
+                    "common_tls_context": {"validation_context": {
+                        "trusted_ca": data(&client_ca.pem()),
+                        "match_typed_subject_alt_names": [
+                            san("URI", json!({"exact": "spiffe://td/ns/prod/sa/client"})),
+                        ],
+                    }},
+                }),
+            ),
+        )],
+    );
+    let baton = Baton::start(&text).await;
+    let roots = [ca.pem()];
+    let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
+    let good = client_ca.leaf_sans(vec![rcgen::SanType::URI(
+        "spiffe://td/ns/prod/sa/client".try_into().unwrap(),
+    )]);
+    let other = client_ca.leaf_sans(vec![rcgen::SanType::URI(
+        "spiffe://td/ns/dev/sa/client".try_into().unwrap(),
+    )]);
+    let o = |cert| ClientOpts {
+        sni: "m.test",
+        alpn: &["http/1.1"],
+        roots: &roots,
+        client_cert: cert,
+    };
+    let ok = get_with(baton.addr(), o(Some(&good))).await.unwrap();
+    assert_eq!(ok.resp.status, 200);
+    assert!(get_with(baton.addr(), o(Some(&other))).await.is_err());
+    let p = stat_prefix(&baton);
+    baton.wait_stat(&format!("{p}.fail_verify_san"), 1).await;
+    assert_eq!(baton.stat(&format!("{p}.fail_verify_error")).await, Some(0));
+    assert_eq!(baton.stat(&format!("{p}.handshake")).await, Some(1));
+}
+
+#[test]
+fn refused_as_envoy_refuses() {
+    let ca = Ca::new("ca");
+    let socket = |validation: Value, with_ca: bool| {
+        let mut s = upstream_tls(&ca.pem(), "x.test", validation);
+        if !with_ca {
+            s["typed_config"]["common_tls_context"]["validation_context"]
+                .as_object_mut()
+                .unwrap()
+                .remove("trusted_ca");
+        }
+        s
+    };
+    for (validation, with_ca, want) in [
+        (
+            json!({"match_typed_subject_alt_names": [san("DNS", json!({"exact": "a"}))]}),
+            false,
+            "without trusted CA is insecure and not allowed",
+        ),
+        (
+            json!({"match_typed_subject_alt_names": [{"matcher": {"exact": "a"}}]}),
+            true,
+            "match_typed_subject_alt_names[0].san_type",
+        ),
+        (
+            json!({"match_typed_subject_alt_names": [san("OTHER_NAME", json!({"exact": "a"}))]}),
+            true,
+            "match_typed_subject_alt_names[0].san_type",
+        ),
+        (
+            json!({"match_typed_subject_alt_names": [san("DNS", json!({"safe_regex": {"regex": "a"}, "ignore_case": true}))]}),
+            true,
+            "match_typed_subject_alt_names[0].matcher.ignore_case",
+        ),
+    ] {
+        let config = Config::new()
+            .route(route("/", "c", json!({})))
+            .cluster(with(
+                cluster("c", &[free_port()]),
+                "transport_socket",
+                socket(validation, with_ca),
+            ))
+            .render();
+        let (status, stderr) = validate_config(&config);
+        assert!(!status.success());
+        assert!(stderr.contains(want), "want {want}: {stderr}");
+    }
+}
