@@ -237,3 +237,113 @@ fn refused_as_envoy_refuses() {
         assert!(stderr.contains(want), "want {want}: {stderr}");
     }
 }
+
+fn auto_sni_options(auto_san_validation: bool) -> Value {
+    json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http_protocol_options": {}},
+            "upstream_http_protocol_options": {"auto_sni": true, "auto_san_validation": auto_san_validation},
+        }
+    })
+}
+
+/// `upstream_http_protocol_options.auto_sni`: the SNI is the request's host, one pool per
+/// name; `auto_san_validation`: the certificate must be valid for that name, whatever the SAN
+/// matchers say (Envoy's override).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_sni_and_auto_san_validation() {
+    let ca = Ca::new("upstream ca");
+    let leaf = ca.leaf_for(&["a.test", "b.test"]);
+    let up = tls_upstream_alpn(&leaf, &[b"http/1.1"]).await;
+    let tls = |validation: Value| {
+        let mut s = upstream_tls(&ca.pem(), "", validation);
+        s["typed_config"].as_object_mut().unwrap().remove("sni");
+        s
+    };
+    let c = |name: &str, validated: bool, validation: Value| {
+        let c = with(
+            cluster(name, &[up.port]),
+            "transport_socket",
+            tls(validation),
+        );
+        with(
+            c,
+            "typed_extension_protocol_options",
+            auto_sni_options(validated),
+        )
+    };
+    let config = Config::new()
+        .route(route("/auto", "auto", json!({})))
+        .route(route("/checked", "checked", json!({})))
+        .cluster(c("auto", false, json!({})))
+        .cluster(c(
+            "checked",
+            true,
+            json!({"match_typed_subject_alt_names": [san("DNS", json!({"exact": "nothing.test"}))]}),
+        ))
+        .render();
+    let baton = Baton::start(&config).await;
+    let mut client = H1::connect(baton.addr()).await.unwrap();
+    for host in ["a.test", "b.test:8443", "a.test"] {
+        let r = client.send(get_req(host, "/auto")).await.unwrap();
+        let name = host.split(':').next().unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, format!("sni={name} proto=HTTP/1.1"))
+        );
+    }
+    // One connection per name, reused for the second a.test.
+    baton.wait_stat("cluster.auto.upstream_cx_total", 2).await;
+    let r = client.send(get_req("b.test", "/checked")).await.unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "sni=b.test proto=HTTP/1.1".to_owned()),
+        "the name sent replaces the matchers"
+    );
+    let r = client.send(get_req("c.test", "/checked")).await.unwrap();
+    assert_eq!(r.status, 503, "c.test is not a name of the certificate");
+    baton
+        .wait_stat("cluster.checked.ssl.fail_verify_san", 1)
+        .await;
+}
+
+#[test]
+fn auto_sni_refusals() {
+    let ca = Ca::new("ca");
+    let mut only_validation = auto_sni_options(true);
+    only_validation["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        ["upstream_http_protocol_options"]["auto_sni"] = json!(false);
+    for (options, tls, want) in [
+        (
+            only_validation,
+            true,
+            "upstream_http_protocol_options.auto_san_validation",
+        ),
+        (
+            auto_sni_options(false),
+            false,
+            "HttpProtocolOptions.upstream_http_protocol_options",
+        ),
+    ] {
+        let mut c = with(
+            cluster("c", &[free_port()]),
+            "typed_extension_protocol_options",
+            options,
+        );
+        if tls {
+            c = with(
+                c,
+                "transport_socket",
+                upstream_tls(&ca.pem(), "x.test", json!({})),
+            );
+        }
+        let config = Config::new()
+            .route(route("/", "c", json!({})))
+            .cluster(c)
+            .render();
+        let (status, stderr) = validate_config(&config);
+        assert!(!status.success());
+        assert!(stderr.contains(want), "want {want}: {stderr}");
+    }
+}

@@ -41,7 +41,11 @@ use crate::LocalExec;
 /// Idle HTTP/1.1 connections kept per host and worker; more are closed when returned.
 const MAX_IDLE_PER_HOST: usize = 256;
 
-type HostMap = HashMap<(usize, SocketAddr), HostPool, BuildHasherDefault<KeyHasher>>;
+/// Cluster index, host address, and the SNI of an `auto_sni` cluster's connections (one
+/// pool per server name, as Envoy keys its pools by transport socket options).
+type PoolKey = (usize, SocketAddr, Option<Arc<str>>);
+
+type HostMap = HashMap<PoolKey, HostPool, BuildHasherDefault<KeyHasher>>;
 
 /// One worker's upstream connections, keyed by cluster index and host address.
 #[derive(Debug, Default)]
@@ -135,6 +139,8 @@ pub struct PooledH1 {
     send: http1::SendRequest<ProxyBody>,
     life: Life,
     cluster: Arc<Cluster>,
+    /// The server name it was opened with (`auto_sni`).
+    sni: Option<Arc<str>>,
 }
 
 /// A host's shared HTTP/2 connection, as the pool holds it.
@@ -167,15 +173,17 @@ pub struct Checkout {
 impl Pools {
     /// A ready connection to `host`: an idle pooled one, the shared HTTP/2 one, or a new one.
     /// `own`: the request's body is in memory, so a cleartext HTTP/1.1 upstream gets Baton's
-    /// own client ([`Conn::Own`]).
+    /// own client ([`Conn::Own`]). `sni`: the server name an `auto_sni` cluster's request
+    /// asks for ([`auto_sni`]).
     pub async fn checkout(
         &self,
         cidx: usize,
         cluster: &Arc<Cluster>,
         host: &Arc<Host>,
         own: bool,
+        sni: Option<Arc<str>>,
     ) -> Result<Checkout, UpstreamFailure> {
-        let key = (cidx, host.addr);
+        let key = (cidx, host.addr, sni);
         let limits = &cluster.config.upstream.limits;
         if own && !cluster.config.http2 && cluster.config.tls.is_none() {
             loop {
@@ -240,13 +248,13 @@ impl Pools {
         }
         let _pending = Pending::enter(cluster)?;
         let conn = if cluster.config.upstream.auto_http {
-            match Box::pin(connect_auto(cluster, host)).await? {
-                Negotiated::H1(send) => Conn::H1(PooledH1::new(send, cluster)),
+            match Box::pin(connect_auto(cluster, host, key.2.as_deref())).await? {
+                Negotiated::H1(send) => Conn::H1(PooledH1::new(send, cluster, key.2.clone())),
                 Negotiated::H2(send) => {
                     let mut life = Life::new(Instant::now());
                     let retire = start_request(&mut life, cluster, Instant::now());
                     let mut hosts = self.hosts.borrow_mut();
-                    let pool = hosts.entry(key).or_default();
+                    let pool = hosts.entry(key.clone()).or_default();
                     pool.alpn_h2 = true;
                     if retire.is_none() && pool.h2.is_none() {
                         pool.h2 = Some(PooledH2 {
@@ -262,8 +270,9 @@ impl Pools {
             }
         } else {
             Conn::H1(PooledH1::new(
-                Box::pin(connect_h1(cluster, host, false)).await?,
+                Box::pin(connect_h1(cluster, host, false, key.2.as_deref())).await?,
                 cluster,
+                key.2.clone(),
             ))
         };
         Ok(Checkout {
@@ -275,7 +284,7 @@ impl Pools {
     /// The shared HTTP/2 connection to `host`, opened if there is none.
     async fn checkout_h2(
         &self,
-        key: (usize, SocketAddr),
+        key: PoolKey,
         cluster: &Arc<Cluster>,
         host: &Arc<Host>,
     ) -> Result<Checkout, UpstreamFailure> {
@@ -283,7 +292,7 @@ impl Pools {
             let connecting = self
                 .hosts
                 .borrow_mut()
-                .entry(key)
+                .entry(key.clone())
                 .or_default()
                 .h2_connecting
                 .clone();
@@ -291,7 +300,7 @@ impl Pools {
             let limits = &cluster.config.upstream.limits;
             let existing = {
                 let mut hosts = self.hosts.borrow_mut();
-                let pool = hosts.entry(key).or_default();
+                let pool = hosts.entry(key.clone()).or_default();
                 let now = Instant::now();
                 match pool.h2.as_mut() {
                     Some(p) if p.send.is_closed() => {
@@ -323,26 +332,26 @@ impl Pools {
             }
             let _pending = Pending::enter(cluster)?;
             let conn = if cluster.config.upstream.auto_http {
-                match Box::pin(connect_auto(cluster, host)).await? {
+                match Box::pin(connect_auto(cluster, host, key.2.as_deref())).await? {
                     Negotiated::H1(send) => {
                         // The host no longer offers h2.
                         if let Some(p) = self.hosts.borrow_mut().get_mut(&key) {
                             p.alpn_h2 = false;
                         }
                         return Ok(Checkout {
-                            conn: Conn::H1(PooledH1::new(send, cluster)),
+                            conn: Conn::H1(PooledH1::new(send, cluster, key.2.clone())),
                             reused: false,
                         });
                     }
                     Negotiated::H2(send) => send,
                 }
             } else {
-                Box::pin(connect_h2(cluster, host)).await?
+                Box::pin(connect_h2(cluster, host, key.2.as_deref())).await?
             };
             let now = Instant::now();
             let mut life = Life::new(now);
             if start_request(&mut life, cluster, now).is_none() {
-                self.hosts.borrow_mut().entry(key).or_default().h2 = Some(PooledH2 {
+                self.hosts.borrow_mut().entry(key.clone()).or_default().h2 = Some(PooledH2 {
                     send: conn.clone(),
                     life,
                     cluster: cluster.clone(),
@@ -368,7 +377,7 @@ impl Pools {
         let deadline = c.life.deadline(&limits);
         {
             let mut hosts = self.hosts.borrow_mut();
-            let pool = hosts.entry((cidx, c.addr())).or_default();
+            let pool = hosts.entry((cidx, c.addr(), None)).or_default();
             if pool.own.len() >= MAX_IDLE_PER_HOST {
                 return;
             }
@@ -392,7 +401,7 @@ impl Pools {
         let deadline = s.life.deadline(limits);
         {
             let mut hosts = self.hosts.borrow_mut();
-            let pool = hosts.entry((cidx, addr)).or_default();
+            let pool = hosts.entry((cidx, addr, s.sni.clone())).or_default();
             if pool.idle.len() >= MAX_IDLE_PER_HOST {
                 return;
             }
@@ -506,7 +515,11 @@ fn start_request(life: &mut Life, cluster: &Cluster, now: Instant) -> Option<Ret
 
 impl PooledH1 {
     /// A new connection, about to carry its first request.
-    fn new(send: http1::SendRequest<ProxyBody>, cluster: &Arc<Cluster>) -> Self {
+    fn new(
+        send: http1::SendRequest<ProxyBody>,
+        cluster: &Arc<Cluster>,
+        sni: Option<Arc<str>>,
+    ) -> Self {
         let now = Instant::now();
         let mut life = Life::new(now);
         start_request(&mut life, cluster, now);
@@ -514,6 +527,7 @@ impl PooledH1 {
             send,
             life,
             cluster: cluster.clone(),
+            sni,
         }
     }
 }
@@ -763,7 +777,7 @@ pub(crate) async fn connect_tls(
     tls: &crate::tls::ClientTls,
     stream: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamFailure> {
-    connect_tls_with(cluster, host, tls, tls.config.clone(), stream).await
+    connect_tls_with(cluster, host, tls, tls.config.clone(), stream, None).await
 }
 
 /// [`connect_tls`] with `config` (the context's, or its HTTP/1.1-only variant).
@@ -773,9 +787,10 @@ async fn connect_tls_with(
     tls: &crate::tls::ClientTls,
     config: Arc<rustls::ClientConfig>,
     stream: TcpStream,
+    auto_sni: Option<&str>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamFailure> {
     use rustls::pki_types::ServerName;
-    let name = tls.sni.as_deref().unwrap_or(&host.hostname);
+    let name = auto_sni.or(tls.sni.as_deref()).unwrap_or(&host.hostname);
     let server_name = match ServerName::try_from(name.to_owned()) {
         Ok(n) => n,
         Err(_) => ServerName::IpAddress(host.addr.ip().into()),
@@ -821,6 +836,7 @@ pub async fn connect_h1(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
     upgrades: bool,
+    sni: Option<&str>,
 ) -> Result<http1::SendRequest<ProxyBody>, UpstreamFailure> {
     let stream = connect_tcp(cluster, host).await?;
     match &cluster.config.tls {
@@ -831,7 +847,7 @@ pub async fn connect_h1(
                 .http1_config
                 .clone()
                 .unwrap_or_else(|| tls.config.clone());
-            let s = connect_tls_with(cluster, host, tls, config, stream).await?;
+            let s = connect_tls_with(cluster, host, tls, config, stream, sni).await?;
             handshake_h1(cluster, host, upgrades, s).await
         }
     }
@@ -848,6 +864,7 @@ enum Negotiated {
 async fn connect_auto(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
+    sni: Option<&str>,
 ) -> Result<Negotiated, UpstreamFailure> {
     let stream = connect_tcp(cluster, host).await?;
     let Some(tls) = &cluster.config.tls else {
@@ -856,7 +873,7 @@ async fn connect_auto(
             .await
             .map(Negotiated::H1);
     };
-    let s = connect_tls(cluster, host, tls, stream).await?;
+    let s = connect_tls_with(cluster, host, tls, tls.config.clone(), stream, sni).await?;
     if s.get_ref().1.alpn_protocol() == Some(b"h2") {
         handshake_h2(cluster, host, s).await.map(Negotiated::H2)
     } else {
@@ -910,12 +927,13 @@ where
 async fn connect_h2(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
+    sni: Option<&str>,
 ) -> Result<http2::SendRequest<ProxyBody>, UpstreamFailure> {
     let stream = connect_tcp(cluster, host).await?;
     match &cluster.config.tls {
         None => handshake_h2(cluster, host, stream).await,
         Some(tls) => {
-            let s = connect_tls(cluster, host, tls, stream).await?;
+            let s = connect_tls_with(cluster, host, tls, tls.config.clone(), stream, sni).await?;
             handshake_h2(cluster, host, s).await
         }
     }
@@ -959,6 +977,25 @@ where
         drop(guard);
     });
     Ok(sender)
+}
+
+/// The server name an `auto_sni` TLS cluster's connection for `req` sends: the request's
+/// host (`:authority` or `Host`) without its port; `None` for other clusters (their SNI is
+/// the context's `sni` or the endpoint's name).
+pub fn auto_sni(cluster: &Cluster, uri: &http::Uri, headers: &http::HeaderMap) -> Option<Arc<str>> {
+    if !cluster.config.upstream.auto_sni || cluster.config.tls.is_none() {
+        return None;
+    }
+    let authority = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => headers.get(header::HOST)?.to_str().ok()?,
+    };
+    let host = match authority.strip_prefix('[') {
+        // `[v6]:port`.
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| Arc::from(host))
 }
 
 /// Whether `req` can go on Baton's own client ([`H1Conn`]): its body is in memory.

@@ -87,14 +87,24 @@ pub(crate) fn cluster(
         Codec::Auto => &["h2", "http/1.1"],
         Codec::Http1 | Codec::Unset => &[],
     };
+    let has_tls = raw.transport_socket.is_some();
     let tls = raw.transport_socket.and_then(|ts| {
         errs.take(super::tls::upstream(
             ts,
             &join(path, "transport_socket"),
             alpn,
+            protocol.auto_san_validation,
             secrets,
         ))
     });
+    if let Some(p) = &protocol.upstream_http_path {
+        if !has_tls && (protocol.options.auto_sni || protocol.auto_san_validation) {
+            errs.push(
+                p.clone(),
+                "auto_sni and auto_san_validation apply to TLS connections: the cluster needs a transport_socket",
+            );
+        }
+    }
     let http2 = match protocol.codec {
         Codec::Http2 => true,
         Codec::Http1 | Codec::Auto => false,

@@ -223,6 +223,7 @@ pub(crate) fn upstream(
     ts: TransportSocket,
     path: &str,
     alpn: &[&str],
+    auto_san_validation: bool,
     secrets: &Secrets,
 ) -> Result<ClientTls, ConfigError> {
     let tc_path = join(path, "typed_config");
@@ -236,6 +237,7 @@ pub(crate) fn upstream(
     let spec = ClientSpec {
         common,
         sni: raw.sni.filter(|s| !s.is_empty()),
+        auto_san_validation,
     };
     tls::client_config(&spec, SystemTime::now())
         .map_err(|e| ConfigError::new(secrets::locate(&tc_path, &origins, &e.field), e.message))

@@ -25,6 +25,15 @@ pub(crate) struct HttpProtocolOptions {
     explicit_http_config: Option<HttpConfig>,
     auto_config: Option<HttpConfig>,
     common_http_protocol_options: Option<CommonOptions>,
+    upstream_http_protocol_options: Option<UpstreamHttpProtocolOptions>,
+}
+
+/// `config.core.v3.UpstreamHttpProtocolOptions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamHttpProtocolOptions {
+    auto_sni: Option<bool>,
+    auto_san_validation: Option<bool>,
 }
 
 /// `explicit_http_config` / `auto_config`: which codecs, and the HTTP/2 settings.
@@ -102,6 +111,10 @@ pub(crate) enum Codec {
 pub(crate) struct Validated {
     pub codec: Codec,
     pub options: UpstreamOptions,
+    /// `upstream_http_protocol_options.auto_san_validation`, for the TLS context.
+    pub auto_san_validation: bool,
+    /// Where `upstream_http_protocol_options` was given, for errors that need TLS.
+    pub upstream_http_path: Option<String>,
 }
 
 /// The typed `typed_extension_protocol_options` and the deprecated fields of the cluster at
@@ -182,6 +195,19 @@ pub(crate) fn protocol_options(
         }
         if let Some(c) = o.common_http_protocol_options {
             out.options.limits = limits(c);
+        }
+        if let Some(u) = o.upstream_http_protocol_options {
+            let up = join(&p, "upstream_http_protocol_options");
+            out.options.auto_sni = u.auto_sni.unwrap_or(false);
+            out.auto_san_validation = u.auto_san_validation.unwrap_or(false);
+            if out.auto_san_validation && !out.options.auto_sni {
+                // Baton's TLS verifies the name it sends; Envoy can verify another one.
+                errs.push(
+                    join(&up, "auto_san_validation"),
+                    "Baton validates the upstream certificate against the name it sends, so auto_san_validation needs auto_sni: true",
+                );
+            }
+            out.upstream_http_path = Some(up);
         }
     }
     deprecated_fields(deprecated, typed_given, path, &mut out, errs);

@@ -19,6 +19,9 @@ pub struct UpstreamOptions {
     pub http2: Http2Settings,
     /// `upstream_connection_options.tcp_keepalive`; `None`: the system's (off).
     pub tcp_keepalive: Option<TcpKeepalive>,
+    /// `upstream_http_protocol_options.auto_sni`: a TLS connection's server name is the
+    /// request's host, and connections are pooled per name.
+    pub auto_sni: bool,
 }
 
 /// When an upstream connection is closed although nothing went wrong with it.

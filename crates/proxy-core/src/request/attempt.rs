@@ -115,9 +115,10 @@ pub(super) async fn attempt_once(
         let mut stale_tries = 0;
         loop {
             let own = upstream::sendable(req);
+            let sni = upstream::auto_sni(cluster, req.uri(), req.headers());
             let co = w
                 .pools
-                .checkout(cidx, cluster, &host, own)
+                .checkout(cidx, cluster, &host, own, sni)
                 .await
                 .map_err(|f| (f, false))?;
             cluster.record_connected(&host);

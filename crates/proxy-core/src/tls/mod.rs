@@ -86,6 +86,9 @@ pub struct ClientSpec {
     pub common: CommonSpec,
     /// `sni`: the server name sent; `None`: the endpoint's host name when it is a DNS name.
     pub sni: Option<String>,
+    /// The cluster's `auto_san_validation`: the certificate must be valid for the server name
+    /// the connection sends (the request's host, with `auto_sni`), whatever SAN matchers say.
+    pub auto_san_validation: bool,
 }
 
 /// A TLS setting that cannot be used. `field` is relative to the TLS context
@@ -449,8 +452,15 @@ pub fn client_config(spec: &ClientSpec, now: SystemTime) -> Result<ClientTls, Tl
         .map_err(|e| TlsError::new("common_tls_context.tls_params", e.to_string()))?;
     let ca_field = "common_tls_context.validation_context.trusted_ca";
     check_san_needs_ca(common)?;
+    if spec.auto_san_validation && common.trusted_ca.is_none() {
+        return Err(TlsError::new(
+            "common_tls_context.validation_context.trusted_ca",
+            "required by the cluster's auto_san_validation, to verify the certificate it validates the name of",
+        ));
+    }
     let builder = match &common.trusted_ca {
-        Some(ca) if common.san_matchers.is_empty() => {
+        // Envoy's SAN override: the name sent replaces the matchers.
+        Some(ca) if common.san_matchers.is_empty() || spec.auto_san_validation => {
             builder.with_root_certificates(roots(ca, ca_field)?)
         }
         // As Envoy with SAN matchers: the chain is verified, then the names matched; the

@@ -96,8 +96,11 @@ impl SslStats {
             .and_then(|inner| inner.downcast_ref::<rustls::Error>());
         match tls {
             Some(rustls::Error::NoCertificatesPresented) => self.fail_verify_no_cert.inc(),
+            // SAN matchers, or the name sent (`auto_san_validation`, Baton's own check).
             Some(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
+                rustls::CertificateError::ApplicationVerificationFailure
+                | rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
             )) => self.fail_verify_san.inc(),
             Some(rustls::Error::InvalidCertificate(_)) => self.fail_verify_error.inc(),
             _ => {}
