@@ -90,10 +90,22 @@ impl SslStats {
 
     /// Count a failed handshake; `e` is what tokio-rustls returned.
     pub fn record_error(&self, e: &io::Error) {
-        self.connection_error.inc();
         let tls = e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        // A name check failing is not a connection error to Envoy 1.40 (seen: an upstream
+        // SAN mismatch counts `fail_verify_san` 1, `connection_error` 0).
+        let san = matches!(
+            tls,
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure
+                    | rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. },
+            ))
+        );
+        if !san {
+            self.connection_error.inc();
+        }
         match tls {
             Some(rustls::Error::NoCertificatesPresented) => self.fail_verify_no_cert.inc(),
             // SAN matchers, or the name sent (`auto_san_validation`, Baton's own check).
