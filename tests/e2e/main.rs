@@ -49,5 +49,7 @@ mod streaming;
 mod tcp_proxy;
 mod timeouts;
 mod tls;
+mod tls_san;
 mod upstream_h1;
+mod upstream_options;
 mod websocket;

@@ -15,9 +15,15 @@ use regex::Regex;
 mod chain;
 mod filters;
 mod health;
+mod upstream;
 
 pub use chain::{ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy};
 pub use filters::*;
+
+pub use upstream::{
+    ConnectionLimits, H2Keepalive, Http2Settings, TcpKeepalive, UpstreamOptions,
+    DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+};
 
 pub use health::{
     CheckKind, GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, TcpCheck,
@@ -706,6 +712,8 @@ pub struct Cluster {
     /// `load_assignment.policy.overprovisioning_factor` (Envoy's 140): a priority level with
     /// this percent times its healthy share at 100% or more takes all the load it is due.
     pub overprovisioning_factor: u32,
+    /// Socket options, HTTP/2 settings and connection limits of its upstream connections.
+    pub upstream: UpstreamOptions,
     /// An `ORIGINAL_DST` cluster's settings (`Some` exactly when `discovery` is
     /// [`Discovery::OriginalDst`]).
     pub original_dst: Option<OriginalDst>,

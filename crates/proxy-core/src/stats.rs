@@ -119,6 +119,12 @@ pub struct ClusterStats {
     pub upstream_cx_connect_timeout: Counter,
     pub upstream_cx_overflow: Counter,
     pub upstream_cx_destroy: Counter,
+    /// Closed after `common_http_protocol_options.idle_timeout` without a request.
+    pub upstream_cx_idle_timeout: Counter,
+    /// Closed for having carried `max_requests_per_connection` requests.
+    pub upstream_cx_max_requests: Counter,
+    /// Closed for having lived `max_connection_duration`.
+    pub upstream_cx_max_duration_reached: Counter,
     pub upstream_cx_none_healthy: Counter,
     /// A `tcp_proxy` connection gave up after `max_connect_attempts` failed connects.
     pub upstream_cx_connect_attempts_exceeded: Counter,
@@ -467,6 +473,9 @@ impl ClusterStats {
             upstream_cx_connect_timeout: counter,
             upstream_cx_overflow: counter,
             upstream_cx_destroy: counter,
+            upstream_cx_idle_timeout: counter,
+            upstream_cx_max_requests: counter,
+            upstream_cx_max_duration_reached: counter,
             upstream_cx_none_healthy: counter,
                 upstream_cx_connect_attempts_exceeded: counter,
             original_dst_host_invalid: counter,

@@ -383,6 +383,7 @@ fn cluster(origin: SocketAddr) -> proxy_core::config::Cluster {
         panic_threshold: proxy_core::config::DEFAULT_PANIC_THRESHOLD,
         outlier: None,
         overprovisioning_factor: proxy_core::config::DEFAULT_OVERPROVISIONING_FACTOR,
+        upstream: Default::default(),
         original_dst: None,
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::de::{self, join};
 use super::raw;
+use super::upstream_options::{self, Codec};
 use super::{ConfigError, Errors};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,24 +72,62 @@ pub(crate) fn cluster(
         errs,
     );
     let circuit_breakers = thresholds(raw.circuit_breakers, &join(path, "circuit_breakers"), errs);
-    let mut http = protocol_options(raw.typed_extension_protocol_options, path, errs);
-
+    let deprecated = upstream_options::Deprecated {
+        http2_protocol_options: raw.http2_protocol_options,
+        http_protocol_options: raw.http_protocol_options,
+        common_http_protocol_options: raw.common_http_protocol_options,
+        max_requests_per_connection: raw.max_requests_per_connection,
+    };
+    let protocol = upstream_options::protocol_options(
+        raw.typed_extension_protocol_options,
+        deprecated,
+        raw.upstream_connection_options,
+        path,
+        errs,
+    );
+    let alpn: &[&str] = match protocol.codec {
+        Codec::Http2 => &["h2"],
+        Codec::Auto => &["h2", "http/1.1"],
+        Codec::Http1 | Codec::Unset => &[],
+    };
+    let has_tls = raw.transport_socket.is_some();
     let tls = raw.transport_socket.and_then(|ts| {
         errs.take(super::tls::upstream(
             ts,
             &join(path, "transport_socket"),
-            http.http2,
+            alpn,
+            protocol.auto_san_validation,
             secrets,
         ))
     });
-    // ALPN offering h2 first, with no explicit protocol options, asks for HTTP/2.
-    if let Some(t) = &tls {
-        if !http.explicit && t.config.alpn_protocols.first().is_some_and(|p| p == b"h2") {
-            http.http2 = true;
+    if let Some(p) = &protocol.upstream_http_path {
+        if !has_tls && (protocol.options.auto_sni || protocol.auto_san_validation) {
+            errs.push(
+                p.clone(),
+                "auto_sni and auto_san_validation apply to TLS connections: the cluster needs a transport_socket",
+            );
         }
     }
+    let http2 = match protocol.codec {
+        Codec::Http2 => true,
+        Codec::Http1 | Codec::Auto => false,
+        // ALPN offering h2 first, with no explicit protocol options, asks for HTTP/2.
+        Codec::Unset => tls
+            .as_ref()
+            .is_some_and(|t| t.config.alpn_protocols.first().is_some_and(|p| p == b"h2")),
+    };
+    if protocol.codec == Codec::Auto && tls.is_none() {
+        // Envoy 1.40: "ALPN configured for cluster c which has a non-ALPN transport socket".
+        errs.push(
+            format!(
+                "{path}.typed_extension_protocol_options.{}.auto_config",
+                raw::HTTP_OPTIONS_KEY
+            ),
+            "chooses the protocol by ALPN, which needs a TLS transport_socket",
+        );
+    }
 
-    super::health::require_http2(health_check.as_ref(), http.http2, path, errs);
+    super::health::require_http2(health_check.as_ref(), http2, path, errs);
 
     if errs.0.len() != before {
         return None;
@@ -107,7 +146,8 @@ pub(crate) fn cluster(
         per_connection_buffer_limit_bytes: raw
             .per_connection_buffer_limit_bytes
             .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0),
-        http2: http.http2,
+        http2,
+        upstream: protocol.options,
         health_check,
         panic_threshold,
         outlier,
@@ -242,55 +282,6 @@ fn overprovisioning_factor(la: Option<&raw::LoadAssignment>, path: &str, errs: &
         }
         Some(v) => v.0,
     }
-}
-
-/// The upstream HTTP protocol a cluster's `typed_extension_protocol_options` ask for.
-#[derive(Debug, Default)]
-struct HttpProtocol {
-    /// HTTP/2 to the upstream.
-    http2: bool,
-    /// Set by `explicit_http_config` (else ALPN may still choose HTTP/2).
-    explicit: bool,
-}
-
-/// `typed_extension_protocol_options` of the cluster at `path`: only Envoy's
-/// `HttpProtocolOptions` with an `explicit_http_config`.
-fn protocol_options(
-    options: impl IntoIterator<Item = (String, Value)>,
-    path: &str,
-    errs: &mut Errors,
-) -> HttpProtocol {
-    let mut out = HttpProtocol::default();
-    for (key, v) in options {
-        let p = format!("{path}.typed_extension_protocol_options.{key}");
-        if key != raw::HTTP_OPTIONS_KEY {
-            errs.push(
-                p,
-                format!(
-                    "unsupported protocol options; Baton supports only {}",
-                    raw::HTTP_OPTIONS_KEY
-                ),
-            );
-            continue;
-        }
-        if let Some(o) = errs.take(de::any::<raw::HttpProtocolOptions>(
-            v,
-            &p,
-            raw::HTTP_OPTIONS_TYPE,
-        )) {
-            let e = o.explicit_http_config;
-            out.explicit = true;
-            match (e.http_protocol_options, e.http2_protocol_options) {
-                (Some(_), None) => out.http2 = false,
-                (None, Some(_)) => out.http2 = true,
-                _ => errs.push(
-                    join(&p, "explicit_http_config"),
-                    "needs exactly one of `http_protocol_options: {}` and `http2_protocol_options: {}`",
-                ),
-            }
-        }
-    }
-    out
 }
 
 fn endpoints(

@@ -17,6 +17,7 @@ mod raw;
 mod route;
 mod source;
 mod tls;
+mod upstream_options;
 
 use std::fmt;
 use std::path::Path;

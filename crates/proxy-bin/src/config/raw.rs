@@ -474,7 +474,7 @@ pub(crate) struct QueryParameterMatcher {
     pub present_match: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RegexMatcher {
     #[allow(dead_code)] // only the empty form parses
@@ -496,7 +496,7 @@ pub(crate) struct HeaderMatcher {
     pub invert_match: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StringMatcher {
     pub exact: Option<String>,
@@ -678,6 +678,12 @@ pub(crate) struct Cluster {
     pub health_checks: Vec<super::health::RawHealthCheck>,
     pub common_lb_config: Option<super::health::CommonLbConfig>,
     pub outlier_detection: Option<super::health::RawOutlierDetection>,
+    pub upstream_connection_options: Option<super::upstream_options::UpstreamConnectionOptions>,
+    /// Deprecated in Envoy for `typed_extension_protocol_options` (still accepted by 1.40).
+    pub http2_protocol_options: Option<super::upstream_options::Http2Options>,
+    pub http_protocol_options: Option<Empty>,
+    pub common_http_protocol_options: Option<super::upstream_options::CommonOptions>,
+    pub max_requests_per_connection: Option<Int<u32>>,
     pub cleanup_interval: Option<Dur>,
     pub original_dst_lb_config: Option<OriginalDstLbConfig>,
 }
@@ -756,17 +762,4 @@ pub(crate) struct Thresholds {
     pub max_pending_requests: Option<Int<u32>>,
     pub max_requests: Option<Int<u32>>,
     pub max_retries: Option<Int<u32>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct HttpProtocolOptions {
-    pub explicit_http_config: ExplicitHttpConfig,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ExplicitHttpConfig {
-    pub http_protocol_options: Option<Empty>,
-    pub http2_protocol_options: Option<Empty>,
 }

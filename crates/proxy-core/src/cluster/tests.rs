@@ -28,6 +28,7 @@ fn cluster(policy: LbPolicy, eps: &[(&str, u16, u32)]) -> config::Cluster {
         panic_threshold: config::DEFAULT_PANIC_THRESHOLD,
         outlier: None,
         overprovisioning_factor: config::DEFAULT_OVERPROVISIONING_FACTOR,
+        upstream: Default::default(),
         original_dst: None,
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use hyper::client::conn::http1;
 
 use crate::body::ProxyBody;
 use crate::client::{Home, SendError};
@@ -27,7 +26,7 @@ pub(super) struct Attempt {
 pub(super) struct AttemptDone {
     pub(super) response: Response<ProxyBody>,
     /// A hyper HTTP/1.1 connection to return to the pool once the response body is read.
-    pub(super) checkin: Option<http1::SendRequest<ProxyBody>>,
+    pub(super) checkin: Option<crate::upstream::PooledH1>,
     pub(super) sent_at: Instant,
     pub(super) attempt: Attempt,
 }
@@ -36,7 +35,7 @@ pub(super) struct AttemptDone {
 pub(super) struct UpstreamTrack {
     pub(super) attempt: Attempt,
     /// An HTTP/1.1 connection to return to the pool once the response body has been read.
-    pub(super) checkin: Option<http1::SendRequest<ProxyBody>>,
+    pub(super) checkin: Option<crate::upstream::PooledH1>,
 }
 
 // === impl Attempt ===
@@ -55,10 +54,7 @@ impl Attempt {
         }
     }
 
-    pub(super) fn into_track(
-        self,
-        checkin: Option<http1::SendRequest<ProxyBody>>,
-    ) -> UpstreamTrack {
+    pub(super) fn into_track(self, checkin: Option<crate::upstream::PooledH1>) -> UpstreamTrack {
         UpstreamTrack {
             checkin,
             attempt: self,
@@ -154,9 +150,10 @@ pub(super) async fn attempt_once(
         let mut stale_tries = 0;
         loop {
             let own = upstream::sendable(req);
+            let sni = upstream::auto_sni(cluster, req.uri(), req.headers());
             let co = w
                 .pools
-                .checkout(cidx, cluster, &host, own)
+                .checkout(cidx, cluster, &host, own, sni)
                 .await
                 .map_err(|f| (f, false))?;
             cluster.record_connected(&host);

@@ -57,7 +57,8 @@ pub(super) async fn tunnel(
         return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
     };
     let attempt = Attempt::start(cluster.clone(), host.clone(), target.index);
-    let mut sender = match upstream::connect_h1(cluster, &host, true).await {
+    let sni = upstream::auto_sni(cluster, &uri, &parts.headers);
+    let mut sender = match upstream::connect_h1(cluster, &host, true, sni.as_deref()).await {
         Ok(s) => s,
         Err(e) => return tracker.failure_reply(e),
     };
