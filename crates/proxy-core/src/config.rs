@@ -16,7 +16,9 @@ mod chain;
 mod filters;
 mod health;
 
-pub use chain::{ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy};
+pub use chain::{
+    ChainDigest, ChainId, ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy,
+};
 pub use filters::*;
 
 pub use health::{

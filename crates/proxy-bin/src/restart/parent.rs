@@ -160,9 +160,11 @@ impl ParentHandler for Handler {
         self.lent.clear();
         self.state.draining = true;
         // Before the drain starts, so no connection that can move is asked to close.
-        if request.handover_connections && self.handover.activate() {
+        let tcp_proxy = request.handover_tcp_proxy;
+        if request.handover_connections && self.handover.activate(tcp_proxy) {
             tracing::info!(
                 open = self.handover.open(),
+                tcp_proxy,
                 "handing live connections to the next generation"
             );
         }
@@ -270,7 +272,7 @@ impl ParentHandler for Handler {
                 let n = hotrestart_rpc::manifest::fds_of_kind(c.kind).unwrap_or(0);
                 let socks: Vec<_> = fds.by_ref().take(n).collect();
                 wire::arriving_connection(c, socks)
-                    .filter(|a| adopter.accepts(a.listener))
+                    .filter(|a| adopter.accepts(a))
                     .is_some_and(|conn| adopter.adopt(conn))
             })
             .collect();

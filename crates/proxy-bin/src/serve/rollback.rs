@@ -189,7 +189,9 @@ impl Generation {
     /// the next restart can talk to the previous generation.
     pub(super) fn hand_back(&self, grandparent: &Grandparent) {
         let link = grandparent.clone();
-        if !self.handover.activate() {
+        // `tcp_proxy` connections stay: the previous generation may predate their hand-over
+        // (an older binary refuses a batch with a kind it does not know).
+        if !self.handover.activate(false) {
             link.client().take();
             return;
         }

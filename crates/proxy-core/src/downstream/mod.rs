@@ -91,6 +91,9 @@ pub async fn serve_arriving(
         }
         (Kind::Tunnel, Some(up)) => {
             let info = crate::tunnel::TunnelInfo {
+                kind: Kind::Tunnel,
+                chain: l.chain.clone(),
+                idle: conn.idle,
                 listener: l.config.address,
                 peer: remote,
                 upstream: up.peer_addr().unwrap_or(l.config.address),
@@ -104,6 +107,7 @@ pub async fn serve_arriving(
                 ServerIo::new(Stream::Plain(up), Bytes::new()),
                 &w.handover,
                 info,
+                crate::tunnel::BUF,
             )
             .await;
             if ended == crate::tunnel::Ended::IdleTimeout {
@@ -173,7 +177,10 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
         ChainKind::Http(l) => l,
         ChainKind::Tcp(t) => {
             let tls = chain.tls.as_ref().map(|c| (c, lst.ssl.as_ref()));
-            return Box::pin(crate::tcp_proxy::serve(t, w, conn, tls)).await;
+            if Box::pin(crate::tcp_proxy::serve(t, w, conn, tls)).await {
+                open.moved();
+            }
+            return;
         }
     };
     let hs = &l.http_stats;
@@ -313,7 +320,7 @@ async fn serve_sniffed(
 }
 
 /// Count a downstream connection's end on its listener.
-fn close_listener(ls: &ListenerStats, opened: Instant) {
+pub(crate) fn close_listener(ls: &ListenerStats, opened: Instant) {
     ls.downstream_cx_active.dec();
     ls.server_total_connections.dec();
     ls.downstream_cx_destroy.inc();
