@@ -222,10 +222,7 @@ async fn a_connection_whose_chain_changed_stays_and_ends_with_the_old_generation
         next.wait_serving().await;
         // Refused by the new generation: the old one goes on serving it.
         let until = Instant::now() + Duration::from_secs(5);
-        while !g
-            .stderr()
-            .contains("connection hand-over complete; draining what could not move left=1")
-        {
+        while !g.stderr().contains("connection hand-over complete") {
             assert!(Instant::now() < until, "no hand-over:\n{}", g.stderr());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -349,6 +346,49 @@ async fn without_connection_handover_nothing_moves() {
         .await;
         gone(&mut g, "the previous generation").await;
         assert_eq!(next.stat("server.connections_handed_over").await, Some(0));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tcp_proxy_connection_goes_back_when_the_new_generation_gives_way() {
+    let origin = TcpEcho::start(None).await;
+    let cfg = one_chain(origin.port(), json!({}));
+    let window = &[
+        "--drain-time-s",
+        "1",
+        "--parent-shutdown-time-s",
+        "5",
+        "--rollback-window-s",
+        "30",
+    ];
+    within(60, "tcp_proxy hand-back", async {
+        let a = Baton::start_with(&cfg, window).await;
+        let mut s = TcpStream::connect(addr(&a)).await.expect("connect");
+        echo(&mut s, b"served by the old generation").await;
+        let mut b = a.restart(&cfg, window);
+        b.wait_serving().await;
+        // Its connection moved: the old generation has nothing left and stands by.
+        let until = Instant::now() + Duration::from_secs(10);
+        while !a
+            .stderr()
+            .contains("standing by until the rollback window ends")
+        {
+            assert!(Instant::now() < until, "not standing by:\n{}", a.stderr());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        echo(&mut s, b"served by the new generation").await;
+        let (code, body) = b.admin_post("/rollback").await;
+        assert_eq!(code, 200, "{body}\n{}", b.stderr());
+        let status = b.wait_exit(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| s.code() == Some(1)), "{status:?}");
+        let logs = format!("--- A\n{}\n--- B\n{}", a.stderr(), b.stderr());
+        assert!(logs.contains("given=1 taken=1"), "{logs}");
+        echo(&mut s, b"served by the old generation again").await;
+        // Once to the new generation, once back.
+        a.wait_stat("server.connections_received", 2).await;
+        assert_eq!(a.stat("tcp.tp.downstream_cx_total").await, Some(1));
+        assert_eq!(origin.accepted(), 1);
     })
     .await;
 }

@@ -370,6 +370,7 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
             rollback_window_ms: u64::try_from(a.rollback_window.as_millis()).unwrap_or(u64::MAX),
             recent: None,
             hosts: Vec::new(),
+            takes_tcp_proxy: true,
         },
         recent: a.recent,
         returning: a.returning,
