@@ -467,6 +467,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tcp_proxy_connection_is_offered_only_to_a_successor_that_takes_them() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        for takes in [false, true] {
+            let (mut client, down) = pair(&l).await;
+            let (mut origin, up) = pair(&l).await;
+            let h = Handover::new(true, &shm_stats::Store::new());
+            let h2 = h.clone();
+            let mut tcp = info();
+            tcp.kind = Kind::TcpProxy;
+            tcp.chain.name = "db".into();
+            let t = tokio::task::spawn(async move {
+                run_plain(
+                    ServerIo::new(Stream::Plain(down), Bytes::new()),
+                    ServerIo::new(Stream::Plain(up), Bytes::new()),
+                    &h2,
+                    tcp,
+                    BUF,
+                )
+                .await
+            });
+            while h.open() == 0 {
+                tokio::task::yield_now().await;
+            }
+            h.activate(takes);
+            if takes {
+                let taker = h.clone();
+                let offer = tokio::task::spawn_blocking(move || loop {
+                    if let Some(o) = taker.take(253, Duration::from_secs(5)).pop() {
+                        return o;
+                    }
+                })
+                .await
+                .unwrap();
+                assert_eq!(offer.conn.kind, Kind::TcpProxy);
+                assert_eq!(offer.conn.chain.name, "db");
+                assert_eq!(offer.conn.fds.len(), 2);
+                offer.settle(true);
+                assert_eq!(t.await.unwrap(), Ended::HandedOver);
+            } else {
+                // Not offered: it leaves the hand-over and keeps copying.
+                while h.open() != 0 {
+                    tokio::task::yield_now().await;
+                }
+                assert!(h.take(253, Duration::ZERO).is_empty());
+                client.write_all(b"x").await.unwrap();
+                let mut b = [0u8; 1];
+                origin.read_exact(&mut b).await.unwrap();
+                drop((client, origin));
+                assert_eq!(t.await.unwrap(), Ended::Closed);
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn an_idle_tunnel_is_offered_and_a_refused_one_keeps_copying() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (mut client, down) = pair(&l).await;

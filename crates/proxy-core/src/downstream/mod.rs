@@ -87,7 +87,8 @@ pub async fn serve_arriving(
                 requests: conn.requests,
                 fresh: false,
             };
-            serve_sniffed(&l, w, io, Sniffed::Http1, start).await;
+            // Boxed: the task stays small whichever kind arrives (a tunnel's copy is boxed too).
+            Box::pin(serve_sniffed(&l, w, io, Sniffed::Http1, start)).await;
         }
         (Kind::Tunnel, Some(up)) => {
             let info = crate::tunnel::TunnelInfo {
@@ -102,13 +103,13 @@ pub async fn serve_arriving(
                 idle_timeout: l.http.tunnel_idle_timeout(),
             };
             hs.downstream_cx_upgrades_active.inc();
-            let ended = crate::tunnel::run_plain(
+            let ended = Box::pin(crate::tunnel::run_plain(
                 ServerIo::new(Stream::Plain(down), conn.read_buf),
                 ServerIo::new(Stream::Plain(up), Bytes::new()),
                 &w.handover,
                 info,
                 crate::tunnel::BUF,
-            )
+            ))
             .await;
             if ended == crate::tunnel::Ended::IdleTimeout {
                 hs.downstream_rq_idle_timeout.inc();
