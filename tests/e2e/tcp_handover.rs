@@ -97,6 +97,11 @@ async fn tcp_proxy_connections_move_with_both_sockets_and_are_counted_once() {
         }
         eprintln!("{moved_bytes} bytes each way through moved connections");
         // One connection each, whichever generation served it: a move is not a new connection.
+        // Envoy 1.40 on the same configuration across a hot restart (its connection stays in
+        // the parent; the child's admin merges the parent's stats): tcp.tp.downstream_cx_total
+        // 1, cluster.echo.upstream_cx_total 1 and upstream_cx_active 1 while the connection
+        // lives, listener downstream_cx_total 1 — the same counts, the connection in the new
+        // generation here.
         assert_eq!(g.stat("server.connections_handed_over").await, Some(6));
         assert_eq!(g.stat("server.connections_received").await, Some(6));
         assert_eq!(g.stat("tcp.tp.downstream_cx_total").await, Some(3));
