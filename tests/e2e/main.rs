@@ -46,6 +46,7 @@ mod slowloris;
 mod stats;
 mod stats_cmd;
 mod streaming;
+mod tcp_handover;
 mod tcp_proxy;
 mod timeouts;
 mod tls;

@@ -569,7 +569,7 @@ impl Generation {
         let take = self.handover.enabled();
         let lifecycle = self.lifecycle.clone();
         let handover = self.handover.clone();
-        tokio::task::spawn_blocking(move || match parent.drain_listeners(take) {
+        tokio::task::spawn_blocking(move || match parent.drain_listeners(take, true) {
             Ok(()) => {
                 tracing::info!("the previous generation is draining");
                 let _ = cutover.send(());

@@ -17,7 +17,9 @@ mod filters;
 mod health;
 mod upstream;
 
-pub use chain::{ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy};
+pub use chain::{
+    ChainDigest, ChainId, ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy,
+};
 pub use filters::*;
 
 pub use upstream::{

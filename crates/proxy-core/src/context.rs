@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::access::AccessLogs;
 use crate::cluster::{ClusterManager, WorkerLb};
 use crate::config;
-use crate::handover::{Handover, WorkerModes};
+use crate::handover::{Handover, Kind, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
 use crate::stats::{
@@ -53,6 +53,8 @@ pub struct ListenerState {
 /// One filter chain, ready to serve.
 #[derive(Debug)]
 pub struct Chain {
+    /// Its identity across generations (a moved connection names it).
+    pub id: config::ChainId,
     pub matcher: config::ChainMatch,
     /// The TLS context it terminates with; `None`: the bytes go to the filter as they come.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -69,6 +71,9 @@ pub enum ChainKind {
 /// A `tcp_proxy` filter's read-only state.
 #[derive(Debug)]
 pub struct TcpProxyShared {
+    /// The listener's configured address, and the chain's identity (for a hand-over).
+    pub listener: SocketAddr,
+    pub chain: config::ChainId,
     pub config: config::TcpProxy,
     pub stats: TcpProxyStats,
     /// Each target's cluster index (`None`: not in the configuration) and, for
@@ -99,8 +104,10 @@ pub struct ListenerShared {
     pub local_rate_limit_stats: Vec<(String, LocalRateLimitStats)>,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<AccessLogs>,
-    /// Its connections may move to the next generation: the listener's only chain.
+    /// Its connections may move to the next generation: a cleartext chain.
     pub movable: bool,
+    /// The chain's identity across generations.
+    pub chain: config::ChainId,
 }
 
 /// One worker thread's state. `!Send`: it never leaves its thread.
@@ -184,17 +191,27 @@ impl ListenerState {
             .or_else(|| self.has_default.then_some(n))
     }
 
-    /// Its only chain when that is a cleartext HTTP one (a connection from the previous
-    /// generation is served by it).
-    pub fn sole_http(&self) -> Option<&Arc<ListenerShared>> {
-        match self.chains.as_slice() {
-            [Chain {
-                tls: None,
-                serve: ChainKind::Http(l),
-                ..
-            }] => Some(l),
-            _ => None,
-        }
+    /// The chain that serves a connection of `kind` arriving from the previous generation
+    /// with `chain` (`None`, from an older generation: the listener's only chain): the chain
+    /// with that identity, cleartext, with the right filter (an HTTP connection manager that
+    /// speaks HTTP/1 for HTTP/1 connections and tunnels, `tcp_proxy` for `tcp_proxy`
+    /// connections). `None`: it cannot be served here.
+    pub fn adoptable(&self, kind: Kind, chain: Option<&config::ChainId>) -> Option<&Chain> {
+        let found = match chain {
+            Some(id) => self.chains.iter().find(|c| c.id == *id),
+            None => match self.chains.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            },
+        }?;
+        let fits = match (&found.serve, kind) {
+            (ChainKind::Http(l), Kind::Http1 | Kind::Tunnel) => {
+                l.http.codec_type != config::CodecType::Http2
+            }
+            (ChainKind::Tcp(_), Kind::TcpProxy) => true,
+            _ => false,
+        };
+        (fits && found.tls.is_none()).then_some(found)
     }
 }
 

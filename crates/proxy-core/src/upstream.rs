@@ -712,6 +712,14 @@ impl<IO> Counted<IO> {
     pub(crate) fn new(io: IO, cluster: Arc<Cluster>) -> Self {
         Self { io, cluster }
     }
+
+    pub(crate) fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut IO {
+        &mut self.io
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {

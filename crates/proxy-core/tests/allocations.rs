@@ -288,6 +288,7 @@ fn listener(address: SocketAddr) -> Listener {
         per_connection_buffer_limit_bytes: proxy_core::config::DEFAULT_BUFFER_LIMIT,
         filter_chains: vec![FilterChain {
             name: String::new(),
+            digest: [0; 32],
             matcher: Default::default(),
             tls: None,
             filter: NetworkFilter::Http(Box::new(hcm())),

@@ -136,6 +136,8 @@ fn chain(
     }
     Some(FilterChain {
         name: raw.name.unwrap_or_default(),
+        // Set by the listener, from the chain as written.
+        digest: [0; 32],
         matcher,
         tls,
         filter: filter?,

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use proxy_core::config::{
-    AccessLog, AccessLogSink, CodecType, HttpConnectionManager, Listener, ListenerFilter,
-    ServerHeader, ServerTransformation, Underscores, DEFAULT_BUFFER_LIMIT,
+    AccessLog, AccessLogSink, ChainDigest, CodecType, HttpConnectionManager, Listener,
+    ListenerFilter, ServerHeader, ServerTransformation, Underscores, DEFAULT_BUFFER_LIMIT,
 };
 use serde_json::Value;
 
@@ -61,6 +61,49 @@ pub(crate) fn socket_address(
     Ok(SocketAddr::new(ip, port(raw, path)?))
 }
 
+/// The digest of each of a listener's `filter_chains` (in order) and of its
+/// `default_filter_chain`: SHA-256 of what decides whether a live connection can go on, on that
+/// chain, in the next generation — the chain's `filter_chain_match` and `transport_socket`, a
+/// `tcp_proxy` filter's whole configuration (its connection is bound to the upstream that
+/// configuration chose), and of an HTTP connection manager only its `codec_type` (a connection
+/// between requests carries nothing else from it: its next request is routed by the new
+/// configuration, as a new connection's would be). Read from the chain as loaded (keys in snake
+/// case and sorted, nulls removed).
+fn chain_digests(listener: &Value) -> (Vec<ChainDigest>, Option<ChainDigest>) {
+    fn digest(chain: &Value) -> ChainDigest {
+        let filters: Vec<Value> = chain
+            .get("filters")
+            .and_then(Value::as_array)
+            .map(|fs| fs.iter().map(filter_identity).collect())
+            .unwrap_or_default();
+        let identity = serde_json::json!({
+            "filter_chain_match": chain.get("filter_chain_match"),
+            "transport_socket": chain.get("transport_socket"),
+            "filters": filters,
+        });
+        let d = ring::digest::digest(&ring::digest::SHA256, identity.to_string().as_bytes());
+        let mut out = [0; 32];
+        out.copy_from_slice(d.as_ref());
+        out
+    }
+    fn filter_identity(filter: &Value) -> Value {
+        let tc = filter.get("typed_config");
+        match tc.and_then(|t| t.get("@type")).and_then(Value::as_str) {
+            Some(raw::HCM_TYPE) => serde_json::json!({
+                "@type": raw::HCM_TYPE,
+                "codec_type": tc.and_then(|t| t.get("codec_type")),
+            }),
+            _ => filter.clone(),
+        }
+    }
+    let chains = listener
+        .get("filter_chains")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().map(digest).collect())
+        .unwrap_or_default();
+    (chains, listener.get("default_filter_chain").map(digest))
+}
+
 /// Validates one listener; records errors and returns `None` if any.
 pub(crate) fn listener(
     value: Value,
@@ -69,6 +112,7 @@ pub(crate) fn listener(
     secrets: &Secrets,
     errs: &mut Errors,
 ) -> Option<Listener> {
+    let digests = chain_digests(&value);
     let raw: raw::Listener = errs.take(de::decode(value, path))?;
     let before = errs.0.len();
     // Envoy 1.40 names a listener without a name (or with an empty one) by a random UUID v4;
@@ -134,7 +178,14 @@ pub(crate) fn listener(
         Some(raw::TrafficDirection::Inbound) => drain::Direction::Inbound,
         Some(raw::TrafficDirection::Outbound) => drain::Direction::Outbound,
     };
-    let chains = chains?;
+    let mut chains = chains?;
+    // Chains that failed validation were reported above: here every chain is at its index.
+    for (fc, digest) in chains.filter_chains.iter_mut().zip(&digests.0) {
+        fc.digest = *digest;
+    }
+    if let (Some(fc), Some(digest)) = (chains.default.as_mut(), digests.1) {
+        fc.digest = digest;
+    }
     Some(Listener {
         name,
         additional_addresses,

@@ -715,5 +715,78 @@ fn internal_address_config_cidr_ranges() {
 }
 
 mod lenient;
+
+#[test]
+fn a_chain_is_identified_by_its_name_and_a_digest_of_its_configuration() {
+    let chain = |v: &Value| {
+        let loaded = parse_value(v).expect("valid");
+        let l = &loaded.bootstrap.listeners[0];
+        (
+            l.filter_chains[0].id(),
+            l.default_filter_chain.as_ref().map(|c| c.id()),
+        )
+    };
+    let (a, none) = chain(&base());
+    assert_eq!(none, None);
+    assert_ne!(a.digest, [0; 32]);
+    // The same configuration, written in camelCase and with its keys in another order: the
+    // same chain.
+    let camel = set(
+        base(),
+        "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/statPrefix",
+        json!("ingress_http"),
+    );
+    let camel = remove(
+        camel,
+        "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/stat_prefix",
+    );
+    assert_eq!(chain(&camel).0, a);
+    // A changed route is the same chain (a connection between requests is routed by the new
+    // configuration); another codec is not.
+    let routed = set(
+        base(),
+        &format!("{ROUTE0}/match"),
+        json!({"prefix": "/other"}),
+    );
+    assert_eq!(chain(&routed).0, a);
+    let h2 = set(base(), &format!("{HCM}/codec_type"), json!("HTTP2"));
+    assert_ne!(chain(&h2).0.digest, a.digest);
+    let named = set(
+        base(),
+        "/static_resources/listeners/0/filter_chains/0/name",
+        json!("web"),
+    );
+    let n = chain(&named).0;
+    assert_eq!((n.name.as_str(), n.digest), ("web", a.digest));
+    // A `tcp_proxy` chain is its whole filter configuration.
+    let tcp = |cluster: &str| {
+        let cluster_name = base()["static_resources"]["clusters"][0]["name"].clone();
+        let v = set(
+            base(),
+            HCM,
+            json!({
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": "t",
+                "cluster": cluster_name,
+            }),
+        );
+        let v = set(v, &format!("{HCM}/stat_prefix"), json!(cluster));
+        chain(&v).0
+    };
+    assert_eq!(tcp("t"), tcp("t"));
+    assert_ne!(tcp("t").digest, tcp("u").digest);
+    assert_ne!(tcp("t").digest, a.digest);
+    // The default chain has its own.
+    let chains = base()["static_resources"]["listeners"][0]["filter_chains"][0].clone();
+    let with_default = set(
+        base(),
+        "/static_resources/listeners/0/default_filter_chain",
+        chains,
+    );
+    let (first, default) = chain(&with_default);
+    assert_eq!(first, a);
+    assert_eq!(default.map(|d| d.digest), Some(a.digest));
+}
+
 mod original_dst;
 mod upstream_options;

@@ -63,6 +63,16 @@ impl ListenerConn {
         self.opened.set(Some(Instant::now()));
     }
 
+    /// The connection moved to the next generation: no longer active here, and not closed
+    /// (the successor counts its end).
+    pub fn moved(&self) {
+        if self.opened.take().is_some() {
+            let ls = &self.lst.stats;
+            ls.downstream_cx_active.dec();
+            ls.server_total_connections.dec();
+        }
+    }
+
     /// When it was counted open.
     pub fn opened(&self) -> Instant {
         self.opened.get().unwrap_or_else(Instant::now)

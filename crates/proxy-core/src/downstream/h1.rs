@@ -59,8 +59,8 @@ pub(super) async fn serve_http1<F: HandleFuture>(
     l: &ListenerShared,
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {
-    // Only a connection of a listener's only chain may move: the next generation serves what
-    // arrives on its listener's only chain.
+    // Only a connection of a cleartext chain may move: the next generation serves it on the
+    // same chain, if it still has it unchanged.
     let reg = if io.is_plain() && l.movable {
         svc.w.handover.register()
     } else {
@@ -297,6 +297,7 @@ async fn offer_h1(
         idle: ctx.last_active.get().elapsed(),
         requests: ctx.requests.get(),
         upstream: None,
+        chain: l.chain.clone(),
         fds: vec![fd],
     };
     if handover.offer(leaving).await {

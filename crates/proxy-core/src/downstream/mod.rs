@@ -99,10 +99,14 @@ pub async fn serve_arriving(
                 requests: conn.requests,
                 fresh: false,
             };
-            serve_sniffed(&l, w, io, Sniffed::Http1, start).await;
+            // Boxed: the task stays small whichever kind arrives (a tunnel's copy is boxed too).
+            Box::pin(serve_sniffed(&l, w, io, Sniffed::Http1, start)).await;
         }
         (Kind::Tunnel, Some(up)) => {
             let info = crate::tunnel::TunnelInfo {
+                kind: Kind::Tunnel,
+                chain: l.chain.clone(),
+                idle: conn.idle,
                 listener: l.config.address,
                 peer: remote,
                 upstream: up.peer_addr().unwrap_or(l.config.address),
@@ -111,12 +115,13 @@ pub async fn serve_arriving(
                 idle_timeout: l.http.tunnel_idle_timeout(),
             };
             hs.downstream_cx_upgrades_active.inc();
-            let ended = crate::tunnel::run_plain(
+            let ended = Box::pin(crate::tunnel::run_plain(
                 ServerIo::new(Stream::Plain(down), conn.read_buf),
                 ServerIo::new(Stream::Plain(up), Bytes::new()),
                 &w.handover,
                 info,
-            )
+                crate::tunnel::BUF,
+            ))
             .await;
             if ended == crate::tunnel::Ended::IdleTimeout {
                 hs.downstream_rq_idle_timeout.inc();
@@ -333,6 +338,11 @@ async fn serve_tcp(
 ) {
     let remote = conn.remote;
     let c = crate::tcp_proxy::serve(t, w, conn, local, tls).await;
+    if c.moved {
+        // Served on by the next generation: not closed here.
+        open.moved();
+        return;
+    }
     let Some(logs) = &open.lst.access_logs else {
         return;
     };
@@ -457,7 +467,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Count a downstream connection's end on its listener.
-fn close_listener(ls: &ListenerStats, opened: Instant) {
+pub(crate) fn close_listener(ls: &ListenerStats, opened: Instant) {
     ls.downstream_cx_active.dec();
     ls.server_total_connections.dec();
     ls.downstream_cx_destroy.inc();

@@ -89,10 +89,13 @@ pub(super) async fn tunnel(
     l.http_stats.downstream_cx_upgrades_total.inc();
     // The tunnel keeps the connection context (and so the generation's drain) alive.
     let conn = c.clone();
-    // Only a tunnel of a listener's only chain may move (the next generation serves what
-    // arrives on its listener's only chain).
+    // Only a tunnel of a cleartext chain may move (the next generation serves it on the same
+    // chain).
     let handover = l.movable.then(|| w.handover.clone());
     let info = crate::tunnel::TunnelInfo {
+        kind: crate::handover::Kind::Tunnel,
+        chain: l.chain.clone(),
+        idle: std::time::Duration::ZERO,
         listener: l.config.address,
         peer: c.remote,
         upstream: attempt.host.addr,
