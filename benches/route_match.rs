@@ -30,6 +30,7 @@ fn forward(cluster: &str) -> RouteAction {
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
         weighted_filter_configs: Vec::new(),
+        cluster_not_found_response_code: http::StatusCode::SERVICE_UNAVAILABLE,
     })
 }
 

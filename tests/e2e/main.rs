@@ -8,6 +8,7 @@ mod support;
 mod admin;
 mod basics;
 mod cli;
+mod cluster_header;
 mod connection_logs;
 mod cors;
 mod csrf;

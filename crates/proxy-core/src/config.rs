@@ -517,6 +517,9 @@ pub struct ForwardAction {
     /// `weighted_clusters.clusters[].typed_per_filter_config`, in the order of
     /// [`ClusterSpecifier::Weighted`]'s clusters; empty when none has any.
     pub weighted_filter_configs: Vec<FilterConfigs>,
+    /// `cluster_not_found_response_code`: the answer when [`ClusterSpecifier::Header`] names no
+    /// cluster (503 by default, as Envoy).
+    pub cluster_not_found_response_code: http::StatusCode,
 }
 
 /// Envoy's `RegexMatchAndSubstitute`: every match of `regex` (unanchored) replaced by
@@ -543,6 +546,9 @@ pub enum ClusterSpecifier {
     /// `weighted_clusters.clusters[]`: one picked per request, in proportion to its weight
     /// (the weights are positive; their sum is the total).
     Weighted(Vec<(String, u32)>),
+    /// `cluster_header`: the cluster named by this request field, looked up per request (a
+    /// route action only).
+    Header(HeaderName),
 }
 
 impl ClusterSpecifier {
@@ -551,6 +557,7 @@ impl ClusterSpecifier {
         match self {
             ClusterSpecifier::Cluster(c) => vec![c.as_str()],
             ClusterSpecifier::Weighted(w) => w.iter().map(|(c, _)| c.as_str()).collect(),
+            ClusterSpecifier::Header(_) => Vec::new(),
         }
     }
 }

@@ -62,7 +62,8 @@ impl ResponseFlags {
     /// The request was not received in full within `request_timeout` (Envoy's `DT`).
     pub const DURATION_TIMEOUT: Self = Self(1 << 20);
     pub const UPSTREAM_PROTOCOL_ERROR: Self = Self(1 << 21);
-    /// A `tcp_proxy` connection's cluster is not in the configuration (Envoy's `NC`).
+    /// A `tcp_proxy` connection's cluster is not in the configuration, or a `cluster_header`
+    /// names none (Envoy's `NC`).
     pub const NO_CLUSTER_FOUND: Self = Self(1 << 22);
 
     pub fn is_empty(self) -> bool {

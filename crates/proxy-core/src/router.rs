@@ -2,6 +2,7 @@
 //! accepts the request — Envoy's order and rules, compiled once per configuration.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use regex::Regex;
@@ -94,12 +95,15 @@ pub struct Forward {
     pub expected_timeout_ms: Option<http::HeaderValue>,
 }
 
-/// The clusters a route sends to, resolved: one, or several picked by weight per request.
+/// The clusters a route sends to, resolved: one, or several picked by weight per request, or
+/// the one a request field names.
 #[derive(Debug)]
 pub enum Targets {
     One(RouteCluster),
     /// With each its running total of weights (the last one's is the sum).
     Weighted(Vec<(RouteCluster, u64)>),
+    /// `cluster_header`: the field, and every cluster by name (shared by the router's routes).
+    Header(http::HeaderName, Arc<HashMap<String, RouteCluster>>),
 }
 
 /// A cluster a route sends to: its index among the worker's clusters, and its name.
@@ -118,6 +122,7 @@ impl Targets {
     fn new(
         spec: &ClusterSpecifier,
         cluster_index: &impl Fn(&str) -> Option<usize>,
+        by_name: &Arc<HashMap<String, RouteCluster>>,
     ) -> Result<Self, BuildError> {
         let resolve = |name: &str| {
             let index = cluster_index(name).ok_or_else(|| BuildError::UnknownCluster {
@@ -140,32 +145,80 @@ impl Targets {
                 }
                 Targets::Weighted(picks)
             }
+            ClusterSpecifier::Header(h) => Targets::Header(h.clone(), by_name.clone()),
         })
     }
 
-    /// The cluster for one request.
+    /// The cluster for one request with `headers`; `None`: its `cluster_header` names no
+    /// cluster (or is absent, or not text).
     #[inline]
-    pub fn pick(&self) -> &RouteCluster {
+    pub fn pick(&self, headers: &HeaderMap) -> Option<&RouteCluster> {
         match self {
-            Targets::One(t) => t,
-            Targets::Weighted(picks) => {
-                let total = picks.last().map_or(1, |(_, t)| *t);
-                let at = fastrand::u64(0..total.max(1));
-                let i = picks.partition_point(|(_, upto)| *upto <= at);
-                &picks[i.min(picks.len() - 1)].0
-            }
+            Targets::One(t) => Some(t),
+            Targets::Header(name, by_name) => Self::by_header(name, by_name, headers),
+            Targets::Weighted(picks) => Some(Self::pick_weighted(picks)),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn by_header<'a>(
+        name: &http::HeaderName,
+        by_name: &'a HashMap<String, RouteCluster>,
+        headers: &HeaderMap,
+    ) -> Option<&'a RouteCluster> {
+        let value = headers.get(name)?.to_str().ok()?;
+        by_name.get(value)
+    }
+
+    fn pick_weighted(picks: &[(RouteCluster, u64)]) -> &RouteCluster {
+        let total = picks.last().map_or(1, |(_, t)| *t);
+        let at = fastrand::u64(0..total.max(1));
+        let i = picks.partition_point(|(_, upto)| *upto <= at);
+        &picks[i.min(picks.len() - 1)].0
     }
 }
 
 // === impl Router ===
 
 impl Router {
-    /// Compile `cfg`; `cluster_index` resolves a cluster name.
+    /// Compile `cfg`; `cluster_index` resolves a cluster name. A `cluster_header` route finds
+    /// no cluster (see [`Router::with_clusters`]).
     pub fn new(
         cfg: &RouteConfig,
         cluster_index: impl Fn(&str) -> Option<usize>,
     ) -> Result<Self, BuildError> {
+        Self::with_clusters(cfg, std::iter::empty(), cluster_index)
+    }
+
+    /// Compile `cfg`; `names` are every cluster's (what a `cluster_header` may name),
+    /// `cluster_index` resolves a name.
+    pub fn with_clusters<'n>(
+        cfg: &RouteConfig,
+        names: impl Iterator<Item = &'n str>,
+        cluster_index: impl Fn(&str) -> Option<usize>,
+    ) -> Result<Self, BuildError> {
+        let uses_header = cfg.virtual_hosts.iter().any(|vh| {
+            vh.routes.iter().any(|r| {
+                matches!(&r.action, RouteAction::Forward(f)
+                    if matches!(f.cluster, ClusterSpecifier::Header(_)))
+            })
+        });
+        let by_name: Arc<HashMap<String, RouteCluster>> = Arc::new(if uses_header {
+            names
+                .filter_map(|n| {
+                    let index = cluster_index(n)?;
+                    let c = RouteCluster {
+                        index,
+                        name: n.to_owned(),
+                        filter_configs: None,
+                    };
+                    Some((n.to_owned(), c))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        });
         let mut router = Router {
             exact: HashMap::new(),
             suffixes: Vec::new(),
@@ -192,7 +245,7 @@ impl Router {
                 if cfg.most_specific_header_mutations_wins {
                     levels.reverse();
                 }
-                let mut route = compile_route(r, &cluster_index)?;
+                let mut route = compile_route(r, &cluster_index, &by_name)?;
                 route.mutations = Mutations::compile(&levels)?;
                 route.filter_configs = ResolvedFilterConfigs::resolve(
                     &[&r.filter_configs, &vh.filter_configs, &cfg.filter_configs],
@@ -398,6 +451,7 @@ fn compile_kind(kind: &HeaderMatchKind) -> Result<CompiledHeaderKind, BuildError
 fn compile_route(
     r: &crate::config::Route,
     cluster_index: &impl Fn(&str) -> Option<usize>,
+    by_name: &Arc<HashMap<String, RouteCluster>>,
 ) -> Result<Route, BuildError> {
     let path = match &r.matcher.path {
         PathMatch::Prefix(p) => CompiledPath::Prefix(p.clone()),
@@ -425,7 +479,7 @@ fn compile_route(
         .collect::<Result<Vec<_>, BuildError>>()?;
     let action = match &r.action {
         RouteAction::Forward(f) => Action::Forward(Forward {
-            targets: Targets::new(&f.cluster, &cluster_index)?,
+            targets: Targets::new(&f.cluster, &cluster_index, by_name)?,
             expected_timeout_ms: f
                 .retry_policy
                 .as_ref()

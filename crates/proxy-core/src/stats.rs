@@ -51,6 +51,8 @@ pub struct HttpStats {
     pub downstream_rq_too_large: Counter,
     pub downstream_rq_time: Histogram,
     pub no_route: Counter,
+    /// A `cluster_header` that named no cluster.
+    pub no_cluster: Counter,
     pub rq_direct_response: Counter,
     pub rq_redirect: Counter,
     pub upgrade_failed: Counter,
@@ -299,6 +301,7 @@ impl HttpStats {
                 downstream_rq_too_large: counter,
                 downstream_rq_time: histogram,
                 no_route: counter,
+                no_cluster: counter,
                 rq_direct_response: counter,
                 rq_redirect: counter,
                 upgrade_failed: counter,

@@ -277,7 +277,11 @@ fn build_chain(
 ) -> Result<Chain, BuildError> {
     let serve = match &fc.filter {
         NetworkFilter::Http(hcm) => {
-            let router = Router::new(&hcm.route_config, |name| clusters.index(name))?;
+            let router = Router::with_clusters(
+                &hcm.route_config,
+                clusters.clusters().iter().map(|c| c.config.name.as_str()),
+                |name| clusters.index(name),
+            )?;
             ChainKind::Http(Arc::new(ListenerShared {
                 router,
                 access_logs: crate::access::AccessLogs::open(&hcm.access_logs)?,
@@ -309,6 +313,8 @@ fn build_chain(
                         (clusters.index(c), total)
                     })
                     .collect(),
+                // Not from a tcp_proxy's configuration: no cluster, the connection's `NC`.
+                config::ClusterSpecifier::Header(_) => Vec::new(),
             };
             ChainKind::Tcp(Arc::new(TcpProxyShared {
                 listener: config.address,

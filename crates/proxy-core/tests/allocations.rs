@@ -317,6 +317,7 @@ fn hcm() -> HttpConnectionManager {
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
         weighted_filter_configs: vec![],
+        cluster_not_found_response_code: StatusCode::SERVICE_UNAVAILABLE,
     });
     HttpConnectionManager {
         stat_prefix: "ingress_http".into(),

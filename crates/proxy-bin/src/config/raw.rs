@@ -512,6 +512,8 @@ pub(crate) struct StringMatcher {
 pub(crate) struct RouteAction {
     pub cluster: Option<String>,
     pub weighted_clusters: Option<WeightedClusters>,
+    pub cluster_header: Option<String>,
+    pub cluster_not_found_response_code: Option<ClusterNotFoundCode>,
     pub prefix_rewrite: Option<String>,
     pub regex_rewrite: Option<RegexMatchAndSubstitute>,
     pub host_rewrite_literal: Option<String>,
@@ -601,6 +603,14 @@ pub(crate) struct TypedExtension {
 pub(crate) struct DirectResponse {
     pub status: Int<u32>,
     pub body: Option<DataSource>,
+}
+
+proto_enum! {
+    pub(crate) enum ClusterNotFoundCode {
+        ServiceUnavailable = ("SERVICE_UNAVAILABLE", 0),
+        NotFound = ("NOT_FOUND", 1),
+        InternalServerError = ("INTERNAL_SERVER_ERROR", 2),
+    }
 }
 
 proto_enum! {

@@ -431,6 +431,30 @@ fn cluster_specifier(
         }
         ok
     };
+    if let Some(h) = &raw.cluster_header {
+        let hpath = join(path, "cluster_header");
+        if raw.cluster.is_some() || raw.weighted_clusters.is_some() {
+            errs.push(
+                hpath,
+                "give one of `cluster`, `weighted_clusters`, `cluster_header`",
+            );
+            return None;
+        }
+        if h.starts_with(':') {
+            errs.push(
+                hpath,
+                format!("pseudo-header `{h}` is not supported: name a request header"),
+            );
+            return None;
+        }
+        return match HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => Some(ClusterSpecifier::Header(name)),
+            Err(_) => {
+                errs.push(hpath, format!("`{h}` is not a header name"));
+                None
+            }
+        };
+    }
     match (&raw.cluster, &mut raw.weighted_clusters) {
         (Some(c), None) => {
             known(c, join(path, "cluster")).then(|| ClusterSpecifier::Cluster(c.clone()))
@@ -464,7 +488,10 @@ fn cluster_specifier(
             None
         }
         (None, None) => {
-            errs.push(path.to_owned(), "needs `cluster` or `weighted_clusters`");
+            errs.push(
+                path.to_owned(),
+                "needs `cluster`, `weighted_clusters` or `cluster_header`",
+            );
             None
         }
     }
@@ -573,6 +600,15 @@ fn forward(
         },
         retry_policy,
         weighted_filter_configs,
+        cluster_not_found_response_code: match raw.cluster_not_found_response_code {
+            None | Some(raw::ClusterNotFoundCode::ServiceUnavailable) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Some(raw::ClusterNotFoundCode::NotFound) => StatusCode::NOT_FOUND,
+            Some(raw::ClusterNotFoundCode::InternalServerError) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        },
     }))
 }
 

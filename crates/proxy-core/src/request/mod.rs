@@ -122,16 +122,17 @@ pub async fn handle(
         Routed::Forward(route, f) => {
             matched = Some(route);
             seen = Seen::keep(route, &req);
-            let to = pre.as_deref().and_then(|d| d.target);
-            forward_to(
-                cx,
-                route,
-                f,
-                to.unwrap_or_else(|| f.targets.pick()),
-                req,
-                &mut tracker,
-            )
-            .await
+            let to = match pre.as_deref() {
+                Some(d) => d.target,
+                None => f.targets.pick(req.headers()),
+            };
+            match to {
+                Some(to) => forward_to(cx, route, f, to, req, &mut tracker).await,
+                None => {
+                    crate::header_pool::give(std::mem::take(req.headers_mut()));
+                    no_cluster(&l, f, &mut tracker)
+                }
+            }
         }
     };
     if let Some(m) = matched.and_then(|r| r.mutations.as_deref()) {
@@ -184,7 +185,7 @@ async fn before<'l>(
         cx.l.router.route(authority, path, req.headers())
     };
     let target = found.and_then(|r| match &r.action {
-        Action::Forward(f) => Some(f.targets.pick()),
+        Action::Forward(f) => f.targets.pick(req.headers()),
         _ => None,
     });
     if let (Some(route), Some(log)) = (found, tracker.log_mut()) {
@@ -280,6 +281,16 @@ fn refused(c: &ConnCtx, refusal: Refusal, tracker: &mut Tracker) -> Response<Pro
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// A `cluster_header` route whose field names no cluster: its
+/// `cluster_not_found_response_code` with no body, Envoy's `NC` and `no_cluster`.
+#[cold]
+#[inline(never)]
+fn no_cluster(l: &ListenerShared, f: &Forward, tracker: &mut Tracker) -> Response<ProxyBody> {
+    l.http_stats.no_cluster.inc();
+    tracker.set_flag(ResponseFlags::NO_CLUSTER_FOUND);
+    local_reply(f.config.cluster_not_found_response_code, Bytes::new())
 }
 
 /// What routing decided.
