@@ -31,6 +31,7 @@ fn forward(cluster: &str) -> RouteAction {
         retry_policy: None,
         weighted_filter_configs: Vec::new(),
         cluster_not_found_response_code: http::StatusCode::SERVICE_UNAVAILABLE,
+        mirrors: Vec::new(),
     })
 }
 

@@ -29,6 +29,7 @@ mod keepalive;
 mod lb;
 mod lenient;
 mod local_ratelimit;
+mod mirror;
 mod original_dst;
 mod outlier;
 mod outlier_local;

@@ -520,6 +520,18 @@ pub struct ForwardAction {
     /// `cluster_not_found_response_code`: the answer when [`ClusterSpecifier::Header`] names no
     /// cluster (503 by default, as Envoy).
     pub cluster_not_found_response_code: http::StatusCode,
+    /// `request_mirror_policies[]`.
+    pub mirrors: Vec<MirrorPolicy>,
+}
+
+/// `request_mirror_policies[]`: a copy of the request to `cluster`, fire and forget.
+#[derive(Clone, Debug)]
+pub struct MirrorPolicy {
+    pub cluster: String,
+    /// `runtime_fraction.default_value`; `None`: every request.
+    pub fraction: Option<filters::FractionalPercent>,
+    /// `!disable_shadow_host_suffix_append`: the host gets `-shadow` (before any port).
+    pub host_suffix: bool,
 }
 
 /// Envoy's `RegexMatchAndSubstitute`: every match of `regex` (unanchored) replaced by

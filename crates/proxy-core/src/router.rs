@@ -93,6 +93,16 @@ pub struct Forward {
     /// `x-envoy-expected-rq-timeout-ms`: the per-try timeout, else the route timeout (built
     /// once here rather than formatted per request).
     pub expected_timeout_ms: Option<http::HeaderValue>,
+    /// `request_mirror_policies[]`, their clusters resolved.
+    pub mirrors: Box<[Mirror]>,
+}
+
+/// A `request_mirror_policies[]` entry with its cluster's index.
+#[derive(Debug)]
+pub struct Mirror {
+    pub index: usize,
+    pub fraction: Option<crate::config::FractionalPercent>,
+    pub host_suffix: bool,
 }
 
 /// The clusters a route sends to, resolved: one, or several picked by weight per request, or
@@ -486,6 +496,21 @@ fn compile_route(
                 .and_then(|p| p.per_try_timeout)
                 .or(f.timeout)
                 .map(|t| http::HeaderValue::from(t.as_millis() as u64)),
+            mirrors: f
+                .mirrors
+                .iter()
+                .map(|m| {
+                    Ok(Mirror {
+                        index: cluster_index(&m.cluster).ok_or_else(|| {
+                            BuildError::UnknownCluster {
+                                cluster: m.cluster.clone(),
+                            }
+                        })?,
+                        fraction: m.fraction,
+                        host_suffix: m.host_suffix,
+                    })
+                })
+                .collect::<Result<_, BuildError>>()?,
             config: f.clone(),
         }),
         RouteAction::Direct(d) => Action::Direct(d.clone()),

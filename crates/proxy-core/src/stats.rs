@@ -147,6 +147,8 @@ pub struct ClusterStats {
     pub upstream_rq_retry: Counter,
     pub upstream_rq_retry_success: Counter,
     pub upstream_rq_retry_overflow: Counter,
+    /// A request whose body could not be held for its mirrors (Envoy's name).
+    pub retry_or_shadow_abandoned: Counter,
     pub upstream_rq_retry_limit_exceeded: Counter,
     pub upstream_rq_retry_backoff_exponential: Counter,
     pub upstream_rq_1xx: Counter,
@@ -497,6 +499,7 @@ impl ClusterStats {
             upstream_rq_retry: counter,
             upstream_rq_retry_success: counter,
             upstream_rq_retry_overflow: counter,
+            retry_or_shadow_abandoned: counter,
             upstream_rq_retry_limit_exceeded: counter,
             upstream_rq_retry_backoff_exponential: counter,
             upstream_rq_1xx: counter,

@@ -318,6 +318,7 @@ fn hcm() -> HttpConnectionManager {
         retry_policy: None,
         weighted_filter_configs: vec![],
         cluster_not_found_response_code: StatusCode::SERVICE_UNAVAILABLE,
+        mirrors: Vec::new(),
     });
     HttpConnectionManager {
         stat_prefix: "ingress_http".into(),

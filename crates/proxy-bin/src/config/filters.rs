@@ -6,7 +6,7 @@
 mod buffer;
 mod cors;
 mod csrf;
-mod fault;
+pub(crate) mod fault;
 mod health_check;
 mod local_ratelimit;
 mod per_route;

@@ -521,8 +521,31 @@ pub(crate) struct RouteAction {
     pub host_rewrite_path_regex: Option<RegexMatchAndSubstitute>,
     pub timeout: Option<Dur>,
     pub retry_policy: Option<RetryPolicy>,
+    #[serde(default)]
+    pub request_mirror_policies: Vec<RequestMirrorPolicy>,
     /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
     pub cors: Option<Value>,
+}
+
+/// `RouteAction.RequestMirrorPolicy`; `trace_sampled`, `cluster_header` and the others are
+/// refused as unknown.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RequestMirrorPolicy {
+    #[serde(default)]
+    pub cluster: String,
+    pub runtime_fraction: Option<RuntimeFractionalPercent>,
+    pub disable_shadow_host_suffix_append: Option<bool>,
+}
+
+/// `RuntimeFractionalPercent`: Baton has no runtime, so `default_value` decides, as Envoy's
+/// does when the key is not set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuntimeFractionalPercent {
+    pub default_value: Option<super::filters::fault::Percent>,
+    #[allow(dead_code)] // no runtime overrides it
+    pub runtime_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use http::{HeaderName, StatusCode};
 use proxy_core::config::{
     ClusterSpecifier, DirectResponse, FilterConfigs, ForwardAction, HeaderMatchKind, HeaderMatcher,
-    PathMatch, QueryParameterMatcher, Redirect, RegexRewrite, RetryBackOff, RetryOn, RetryPolicy,
-    Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    MirrorPolicy, PathMatch, QueryParameterMatcher, Redirect, RegexRewrite, RetryBackOff, RetryOn,
+    RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
 };
 use regex::Regex;
 
@@ -584,6 +584,13 @@ fn forward(
         Some(r) => Some(retry_policy(r, &join(path, "retry_policy"), errs)?),
         None => None,
     };
+    let mut mirrors = Vec::with_capacity(raw.request_mirror_policies.len());
+    for (i, m) in raw.request_mirror_policies.into_iter().enumerate() {
+        let mpath = format!("{path}.request_mirror_policies[{i}]");
+        if let Some(m) = errs.take(mirror_policy(m, &mpath, clusters)) {
+            mirrors.push(m);
+        }
+    }
     if errs.0.len() != before {
         return None;
     }
@@ -600,6 +607,7 @@ fn forward(
         },
         retry_policy,
         weighted_filter_configs,
+        mirrors,
         cluster_not_found_response_code: match raw.cluster_not_found_response_code {
             None | Some(raw::ClusterNotFoundCode::ServiceUnavailable) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -610,6 +618,50 @@ fn forward(
             }
         },
     }))
+}
+
+/// A `request_mirror_policies[]` entry: a known `cluster`, the fraction of requests mirrored.
+fn mirror_policy(
+    raw: raw::RequestMirrorPolicy,
+    path: &str,
+    clusters: &HashSet<String>,
+) -> Result<MirrorPolicy, ConfigError> {
+    if raw.cluster.is_empty() {
+        return Err(ConfigError::new(
+            join(path, "cluster"),
+            "is required (Baton does not support `cluster_header` here)",
+        ));
+    }
+    if !clusters.contains(&raw.cluster) {
+        return Err(ConfigError::new(
+            join(path, "cluster"),
+            format!(
+                "unknown cluster `{}` (not in static_resources.clusters)",
+                raw.cluster
+            ),
+        ));
+    }
+    let fraction = match raw.runtime_fraction {
+        None => None,
+        Some(f) => {
+            let fpath = join(path, "runtime_fraction");
+            let Some(d) = f.default_value else {
+                return Err(ConfigError::new(
+                    join(&fpath, "default_value"),
+                    "is required",
+                ));
+            };
+            Some(super::filters::fault::percentage(
+                Some(d),
+                &join(&fpath, "default_value"),
+            )?)
+        }
+    };
+    Ok(MirrorPolicy {
+        cluster: raw.cluster,
+        fraction,
+        host_suffix: !raw.disable_shadow_host_suffix_append.unwrap_or(false),
+    })
 }
 
 /// A `RegexMatchAndSubstitute`: the pattern unanchored (every match is replaced), the

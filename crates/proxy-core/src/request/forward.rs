@@ -127,6 +127,9 @@ pub(super) async fn forward_to(
         None
     };
     let target = prepare_head(cx, (route, f), &cluster, &mut parts, tracker.start());
+    if !f.mirrors.is_empty() {
+        super::mirror::mirror(cx, f, &cluster, &parts, &target.uri, body.replay.as_ref());
+    }
     let policy = match &asked {
         None => f.config.retry_policy.as_ref().map(Policy::Route),
         Some(a) => a.policy(f.config.retry_policy.as_ref()),
@@ -212,14 +215,14 @@ fn upgrade_allowed(cx: Ctx<'_>, kind: &str) -> bool {
             .any(|t| t.eq_ignore_ascii_case(kind))
 }
 
-/// A body is replayable (so the request may be retried) when it is empty, or small enough to
-/// buffer whole within the connection's buffer limit and the route retries; otherwise it is
-/// streamed. Whether this one is buffered:
+/// A body is replayable (so the request may be retried or mirrored) when it is empty, or small
+/// enough to buffer whole within the connection's buffer limit and the route retries or
+/// mirrors; otherwise it is streamed. Whether this one is buffered:
 fn replayable_by_buffering(cx: Ctx<'_>, f: &Forward, body: &RequestBody) -> bool {
     let buffer_limit = u64::from(cx.l.config.per_connection_buffer_limit_bytes);
     let policy = f.config.retry_policy.as_ref();
     !body.is_end_stream()
-        && policy.is_some_and(|p| p.num_retries > 0)
+        && (policy.is_some_and(|p| p.num_retries > 0) || !f.mirrors.is_empty())
         && body.size_hint().exact().is_some_and(|n| n <= buffer_limit)
 }
 

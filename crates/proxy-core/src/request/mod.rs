@@ -8,6 +8,7 @@ mod attempt;
 mod filters;
 mod forward;
 pub mod local;
+mod mirror;
 mod mutate;
 mod retry;
 mod rewrite;

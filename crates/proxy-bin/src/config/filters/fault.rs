@@ -49,7 +49,7 @@ struct Abort {
 /// `type.v3.FractionalPercent`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Percent {
+pub(crate) struct Percent {
     numerator: Option<Int<u32>>,
     denominator: Option<Value>,
 }
@@ -119,7 +119,7 @@ fn abort(raw: Abort, path: &str) -> Result<FaultAbort, ConfigError> {
 }
 
 /// Unset: 0 out of 100, as protobuf's default message is.
-pub(super) fn percentage(
+pub(crate) fn percentage(
     raw: Option<Percent>,
     path: &str,
 ) -> Result<FractionalPercent, ConfigError> {
