@@ -32,6 +32,8 @@ fn forward(cluster: &str) -> RouteAction {
         weighted_filter_configs: Vec::new(),
         cluster_not_found_response_code: http::StatusCode::SERVICE_UNAVAILABLE,
         mirrors: Vec::new(),
+        idle_timeout: None,
+        upgrades: Vec::new(),
     })
 }
 

@@ -295,7 +295,13 @@ impl HttpConnectionManager {
     /// How long an upgrade tunnel may go with no byte either way: the shorter of
     /// `stream_idle_timeout` (the upgraded stream stays open) and `idle_timeout`.
     pub fn tunnel_idle_timeout(&self) -> Option<Duration> {
-        match (self.stream_idle_timeout, self.idle_timeout) {
+        self.tunnel_idle_timeout_with(self.stream_idle_timeout)
+    }
+
+    /// [`Self::tunnel_idle_timeout`] with `stream_idle` for the stream idle timeout (a route's
+    /// `idle_timeout` over the HCM's).
+    pub fn tunnel_idle_timeout_with(&self, stream_idle: Option<Duration>) -> Option<Duration> {
+        match (stream_idle, self.idle_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -522,6 +528,23 @@ pub struct ForwardAction {
     pub cluster_not_found_response_code: http::StatusCode,
     /// `request_mirror_policies[]`.
     pub mirrors: Vec<MirrorPolicy>,
+    /// The route's `idle_timeout`, over the HCM's `stream_idle_timeout`: `None` not set,
+    /// `Some(None)` disabled (`0s`).
+    pub idle_timeout: Option<Option<Duration>>,
+    /// `upgrade_configs[]`: upgrade type (lower case) and whether the route allows it, over
+    /// the HCM's list.
+    pub upgrades: Vec<(String, bool)>,
+}
+
+impl ForwardAction {
+    /// The stream idle timeout of a request on this route, the HCM's being `hcm`.
+    #[inline]
+    pub fn stream_idle_timeout(&self, hcm: Option<Duration>) -> Option<Duration> {
+        match self.idle_timeout {
+            None => hcm,
+            Some(t) => t,
+        }
+    }
 }
 
 /// `request_mirror_policies[]`: a copy of the request to `cluster`, fire and forget.

@@ -319,6 +319,8 @@ fn hcm() -> HttpConnectionManager {
         weighted_filter_configs: vec![],
         cluster_not_found_response_code: StatusCode::SERVICE_UNAVAILABLE,
         mirrors: Vec::new(),
+        idle_timeout: None,
+        upgrades: Vec::new(),
     });
     HttpConnectionManager {
         stat_prefix: "ingress_http".into(),

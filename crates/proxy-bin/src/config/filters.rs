@@ -141,13 +141,13 @@ pub(super) fn envoy_filter(url: &str) -> bool {
 /// A `google.protobuf.BoolValue`: `true` or `{value: true}`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(untagged)]
-enum BoolValue {
+pub(crate) enum BoolValue {
     Plain(bool),
     Wrapped { value: bool },
 }
 
 impl BoolValue {
-    fn get(self) -> bool {
+    pub(crate) fn get(self) -> bool {
         match self {
             BoolValue::Plain(b) | BoolValue::Wrapped { value: b } => b,
         }

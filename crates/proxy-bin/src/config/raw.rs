@@ -523,6 +523,9 @@ pub(crate) struct RouteAction {
     pub retry_policy: Option<RetryPolicy>,
     #[serde(default)]
     pub request_mirror_policies: Vec<RequestMirrorPolicy>,
+    pub idle_timeout: Option<Dur>,
+    #[serde(default)]
+    pub upgrade_configs: Vec<RouteUpgradeConfig>,
     /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
     pub cors: Option<Value>,
 }
@@ -536,6 +539,15 @@ pub(crate) struct RequestMirrorPolicy {
     pub cluster: String,
     pub runtime_fraction: Option<RuntimeFractionalPercent>,
     pub disable_shadow_host_suffix_append: Option<bool>,
+}
+
+/// `RouteAction.UpgradeConfig`; `connect_config` is refused as unknown.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteUpgradeConfig {
+    #[serde(default)]
+    pub upgrade_type: String,
+    pub enabled: Option<super::filters::BoolValue>,
 }
 
 /// `RuntimeFractionalPercent`: Baton has no runtime, so `default_value` decides, as Envoy's

@@ -591,6 +591,20 @@ fn forward(
             mirrors.push(m);
         }
     }
+    let mut upgrades: Vec<(String, bool)> = Vec::new();
+    for (i, u) in raw.upgrade_configs.into_iter().enumerate() {
+        let t = u.upgrade_type.to_ascii_lowercase();
+        let p = format!("{path}.upgrade_configs[{i}].upgrade_type");
+        if t.is_empty() || !t.bytes().all(super::listener::is_token_byte) {
+            errs.push(p, "must be a non-empty HTTP token such as `websocket`");
+        } else if t == "connect" {
+            errs.push(p, "`CONNECT` is not supported by Baton");
+        } else if upgrades.iter().any(|(have, _)| *have == t) {
+            errs.push(p, format!("duplicate upgrade type `{t}`"));
+        } else {
+            upgrades.push((t, u.enabled.is_none_or(|b| b.get())));
+        }
+    }
     if errs.0.len() != before {
         return None;
     }
@@ -608,6 +622,8 @@ fn forward(
         retry_policy,
         weighted_filter_configs,
         mirrors,
+        idle_timeout: raw.idle_timeout.map(|d| d.nonzero()),
+        upgrades,
         cluster_not_found_response_code: match raw.cluster_not_found_response_code {
             None | Some(raw::ClusterNotFoundCode::ServiceUnavailable) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -97,7 +97,7 @@ pub(super) async fn forward_to(
         return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
     };
     if let Some(kind) = upgrade_type(req.headers()) {
-        if !upgrade_allowed(cx, kind) {
+        if !upgrade_allowed(cx, f, kind) {
             cx.l.http_stats.upgrade_failed.inc();
             return local_reply(StatusCode::FORBIDDEN, Bytes::from_static(b"upgrade failed"));
         }
@@ -115,7 +115,7 @@ pub(super) async fn forward_to(
     } else if body.is_end_stream() {
         empty_body()
     } else {
-        match Box::pin(streamed_body(cx, body, tracker)).await {
+        match Box::pin(streamed_body(cx, f, body, tracker)).await {
             Ok(b) => b,
             Err(reply) => return reply,
         }
@@ -171,7 +171,7 @@ pub(super) async fn forward_to(
                     backing_off = true;
                     continue;
                 }
-                return respond(cx, to, done, tracker);
+                return respond(cx, (f, to), done, tracker);
             }
             Err(e) => e,
         };
@@ -205,14 +205,24 @@ pub(super) async fn forward_to(
     }
 }
 
-fn upgrade_allowed(cx: Ctx<'_>, kind: &str) -> bool {
-    !cx.c.http2
-        && cx
-            .l
-            .http
-            .upgrade_types
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(kind))
+/// An upgrade of type `kind` on HTTP/1.1: the route's `upgrade_configs` entry for it decides,
+/// else the HCM's list (as Envoy's).
+fn upgrade_allowed(cx: Ctx<'_>, f: &Forward, kind: &str) -> bool {
+    if cx.c.http2 {
+        return false;
+    }
+    if let Some((_, enabled)) = f
+        .config
+        .upgrades
+        .iter()
+        .find(|(t, _)| t.eq_ignore_ascii_case(kind))
+    {
+        return *enabled;
+    }
+    cx.l.http
+        .upgrade_types
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(kind))
 }
 
 /// A body is replayable (so the request may be retried or mirrored) when it is empty, or small
@@ -253,6 +263,7 @@ const READ_AHEAD_MAX: u32 = 64 * 1024;
 /// (`Err`: the reply when that part was wrong).
 async fn streamed_body(
     cx: Ctx<'_>,
+    f: &Forward,
     body: RequestBody,
     tracker: &mut Tracker,
 ) -> Result<Body, Response<ProxyBody>> {
@@ -286,7 +297,10 @@ async fn streamed_body(
     let deadline = request_deadline(cx, tracker);
     let (b, fired) = ProxyBody::request_stream(stream)
         .count_into(tracker.received())
-        .with_timeouts(cx.l.http.stream_idle_timeout, deadline);
+        .with_timeouts(
+            f.config.stream_idle_timeout(cx.l.http.stream_idle_timeout),
+            deadline,
+        );
     Ok(Body {
         replay: None,
         stream: Some(b),
@@ -412,7 +426,7 @@ impl Limits {
             deadline,
             per_try: policy
                 .and_then(|p| p.per_try_timeout)
-                .or(cx.l.http.stream_idle_timeout),
+                .or(f.config.stream_idle_timeout(cx.l.http.stream_idle_timeout)),
             idempotent: matches!(
                 *method,
                 Method::GET
@@ -546,7 +560,7 @@ fn upstream_request(
 /// timeout on its body, and what the tracker needs.
 fn respond(
     cx: Ctx<'_>,
-    to: &RouteCluster,
+    (f, to): (&Forward, &RouteCluster),
     done: AttemptDone,
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
@@ -567,7 +581,7 @@ fn respond(
         );
     }
     tracker.upstream_chosen(attempt.host.addr, &to.name);
-    let body = rbody.with_idle_timeout(hcm.stream_idle_timeout);
+    let body = rbody.with_idle_timeout(f.config.stream_idle_timeout(hcm.stream_idle_timeout));
     tracker.set_upstream(attempt.into_track(checkin));
     Response::from_parts(rparts, body)
 }

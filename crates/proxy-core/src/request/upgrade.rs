@@ -101,7 +101,9 @@ pub(super) async fn tunnel(
         upstream: attempt.host.addr,
         cluster: cluster.config.name.clone(),
         requests: c.requests.get(),
-        idle_timeout: l.http.tunnel_idle_timeout(),
+        idle_timeout: l
+            .http
+            .tunnel_idle_timeout_with(f.config.stream_idle_timeout(l.http.stream_idle_timeout)),
     };
     tokio::task::spawn_local(async move {
         let _attempt = attempt;
