@@ -43,6 +43,7 @@ mod restarter;
 mod retries;
 mod retry_policies;
 mod rollback;
+mod route_matchers;
 mod route_options;
 mod route_rewrites;
 mod slowloris;

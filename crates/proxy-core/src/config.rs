@@ -436,6 +436,21 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatcher>,
     /// `query_parameters`: all must match.
     pub query_parameters: Vec<QueryParameterMatcher>,
+    /// `headers[]` on `:method`, `:path` (with the query), `:authority`, `:scheme`.
+    pub pseudo_headers: Vec<(PseudoHeader, HeaderMatcher)>,
+    /// `grpc: {}`: `content-type` is `application/grpc` or `application/grpc+…`.
+    pub grpc: bool,
+    /// `runtime_fraction.default_value`: the share of requests matched (rolled per request).
+    pub runtime_fraction: Option<FractionalPercent>,
+}
+
+/// A request pseudo-header a route may match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PseudoHeader {
+    Method,
+    Path,
+    Authority,
+    Scheme,
 }
 
 /// One `match.query_parameters[]` entry: the request's first parameter named `name` (exactly,

@@ -8,8 +8,9 @@ use http::HeaderMap;
 use regex::Regex;
 
 use crate::config::{
-    ClusterSpecifier, DirectResponse, ForwardAction, HeaderMatchKind, HeaderMatcher, PathMatch,
-    Redirect, ResolvedFilterConfigs, RouteAction, RouteConfig,
+    ClusterSpecifier, DirectResponse, ForwardAction, FractionalPercent, HeaderMatchKind,
+    HeaderMatcher, PathMatch, PseudoHeader, Redirect, ResolvedFilterConfigs, RouteAction,
+    RouteConfig,
 };
 use crate::error::BuildError;
 
@@ -44,7 +45,33 @@ pub struct Route {
     headers: Vec<CompiledHeader>,
     /// `query_parameters`: (name, what its first value must be).
     query: Vec<(String, CompiledHeaderKind)>,
+    /// The rarer matchers (pseudo-headers, `grpc`, `runtime_fraction`); `None` for most
+    /// routes, which then pay one check for them all.
+    extra: Option<Box<ExtraMatch>>,
     pub action: Action,
+}
+
+#[derive(Debug)]
+struct ExtraMatch {
+    pseudo: Vec<(PseudoHeader, CompiledHeaderKind, bool)>,
+    grpc: bool,
+    fraction: Option<FractionalPercent>,
+}
+
+/// What a route may match besides the authority, path and header fields.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts<'a> {
+    pub method: &'a http::Method,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+}
+
+impl RequestFacts<'static> {
+    /// A plain-text `GET`.
+    pub const GET: Self = RequestFacts {
+        method: &http::Method::GET,
+        scheme: "http",
+    };
 }
 
 #[derive(Debug)]
@@ -308,10 +335,24 @@ impl Router {
         self.any
     }
 
-    /// The first matching route for a request with `authority`, `path` (may carry a query) and
-    /// `headers`.
+    /// The first matching route for a plain-text `GET` with `authority`, `path` (may carry a
+    /// query) and `headers`.
     pub fn route(&self, authority: &str, path: &str, headers: &HeaderMap) -> Option<&Route> {
-        self.virtual_host(authority)?.route(path, headers)
+        self.route_for(authority, path, headers, RequestFacts::GET)
+    }
+
+    /// The first matching route for a request with `authority`, `path` (may carry a query),
+    /// `headers` and `facts`.
+    #[inline]
+    pub fn route_for(
+        &self,
+        authority: &str,
+        path: &str,
+        headers: &HeaderMap,
+        facts: RequestFacts<'_>,
+    ) -> Option<&Route> {
+        self.virtual_host(authority)?
+            .route_for(authority, path, headers, facts)
     }
 }
 
@@ -349,12 +390,35 @@ fn weighted_filter_configs(
 
 impl VirtualHost {
     pub fn route(&self, path_and_query: &str, headers: &HeaderMap) -> Option<&Route> {
+        self.route_for("", path_and_query, headers, RequestFacts::GET)
+    }
+
+    /// The first route matching a request for `authority` and `path_and_query`.
+    pub fn route_for(
+        &self,
+        authority: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        facts: RequestFacts<'_>,
+    ) -> Option<&Route> {
         let (path, query) = path_and_query
             .split_once('?')
             .unwrap_or((path_and_query, ""));
-        self.routes
-            .iter()
-            .find(|r| r.matches(path, headers) && r.query_matches(query))
+        self.routes.iter().find(|r| {
+            r.matches(path, headers)
+                && r.query_matches(query)
+                && r.extra.as_deref().is_none_or(|x| {
+                    x.matches(
+                        headers,
+                        [
+                            facts.method.as_str(),
+                            path_and_query,
+                            authority,
+                            facts.scheme,
+                        ],
+                    )
+                })
+        })
     }
 }
 
@@ -412,6 +476,42 @@ impl Route {
             }
         })
     }
+}
+
+impl ExtraMatch {
+    /// `pseudo`: the values of `:method`, `:path`, `:authority`, `:scheme`.
+    #[cold]
+    #[inline(never)]
+    fn matches(&self, headers: &HeaderMap, pseudo: [&str; 4]) -> bool {
+        if self.grpc && !is_grpc(headers) {
+            return false;
+        }
+        let pseudo_ok = self.pseudo.iter().all(|(which, kind, invert)| {
+            let v = match which {
+                PseudoHeader::Method => pseudo[0],
+                PseudoHeader::Path => pseudo[1],
+                PseudoHeader::Authority => pseudo[2],
+                PseudoHeader::Scheme => pseudo[3],
+            };
+            let hit = match kind {
+                CompiledHeaderKind::Present(want) => *want,
+                kind => kind.matches_value(v),
+            };
+            hit != *invert
+        });
+        // Rolled last, only for a request that matches otherwise.
+        pseudo_ok && self.fraction.is_none_or(|f| f.hit(fastrand::u64(..)))
+    }
+}
+
+/// Envoy's gRPC test: `content-type` is `application/grpc` or `application/grpc+…`
+/// (`application/grpc-web` is not).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(http::header::CONTENT_TYPE) else {
+        return false;
+    };
+    let ct = ct.as_bytes();
+    ct.starts_with(b"application/grpc") && matches!(ct.get(16), None | Some(b'+'))
 }
 
 impl CompiledHeaderKind {
@@ -487,6 +587,20 @@ fn compile_route(
         .iter()
         .map(|q| Ok((q.name.clone(), compile_kind(&q.kind)?)))
         .collect::<Result<Vec<_>, BuildError>>()?;
+    let m = &r.matcher;
+    let extra = if m.pseudo_headers.is_empty() && !m.grpc && m.runtime_fraction.is_none() {
+        None
+    } else {
+        Some(Box::new(ExtraMatch {
+            pseudo: m
+                .pseudo_headers
+                .iter()
+                .map(|(p, h)| Ok((*p, compile_kind(&h.kind)?, h.invert)))
+                .collect::<Result<_, BuildError>>()?,
+            grpc: m.grpc,
+            fraction: m.runtime_fraction,
+        }))
+    };
     let action = match &r.action {
         RouteAction::Forward(f) => Action::Forward(Forward {
             targets: Targets::new(&f.cluster, &cluster_index, by_name)?,
@@ -524,6 +638,7 @@ fn compile_route(
         case_sensitive: r.matcher.case_sensitive,
         headers,
         query,
+        extra,
         action,
     })
 }

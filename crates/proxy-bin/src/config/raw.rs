@@ -463,6 +463,9 @@ pub(crate) struct RouteMatch {
     pub headers: Vec<HeaderMatcher>,
     #[serde(default)]
     pub query_parameters: Vec<QueryParameterMatcher>,
+    /// `GrpcRouteMatchOptions`, which has no fields.
+    pub grpc: Option<Empty>,
+    pub runtime_fraction: Option<RuntimeFractionalPercent>,
 }
 
 /// `config.route.v3.QueryParameterMatcher`.

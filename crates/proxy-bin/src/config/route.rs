@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use http::{HeaderName, StatusCode};
 use proxy_core::config::{
     ClusterSpecifier, DirectResponse, FilterConfigs, ForwardAction, HeaderMatchKind, HeaderMatcher,
-    MirrorPolicy, PathMatch, QueryParameterMatcher, Redirect, RegexRewrite, RetryBackOff, RetryOn,
-    RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    MirrorPolicy, PathMatch, PseudoHeader, QueryParameterMatcher, Redirect, RegexRewrite,
+    RetryBackOff, RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
 };
 use regex::Regex;
 
@@ -216,11 +216,45 @@ fn route_match(raw: raw::RouteMatch, path: &str, errs: &mut Errors) -> Option<Ro
         }
     };
     let mut headers = Vec::new();
-    for (i, h) in raw.headers.into_iter().enumerate() {
-        if let Some(h) = errs.take(header_matcher(h, &format!("{path}.headers[{i}]"))) {
+    let mut pseudo_headers = Vec::new();
+    for (i, mut h) in raw.headers.into_iter().enumerate() {
+        let hpath = format!("{path}.headers[{i}]");
+        if h.name.starts_with(':') {
+            let pseudo = match h.name.as_str() {
+                ":method" => PseudoHeader::Method,
+                ":path" => PseudoHeader::Path,
+                ":authority" => PseudoHeader::Authority,
+                ":scheme" => PseudoHeader::Scheme,
+                other => {
+                    errs.push(
+                        join(&hpath, "name"),
+                        format!("pseudo-header `{other}` is not supported; `:method`, `:path`, `:authority` and `:scheme` are"),
+                    );
+                    continue;
+                }
+            };
+            // Checked as any other field's matcher, under a stand-in name.
+            h.name = "x-pseudo".to_owned();
+            if let Some(m) = errs.take(header_matcher(h, &hpath)) {
+                pseudo_headers.push((pseudo, m));
+            }
+        } else if let Some(h) = errs.take(header_matcher(h, &hpath)) {
             headers.push(h);
         }
     }
+    let runtime_fraction = match raw.runtime_fraction {
+        None => None,
+        Some(f) => {
+            let fpath = join(path, "runtime_fraction.default_value");
+            match f.default_value {
+                None => {
+                    errs.push(fpath, "is required");
+                    None
+                }
+                Some(d) => errs.take(super::filters::fault::percentage(Some(d), &fpath)),
+            }
+        }
+    };
     let mut query_parameters = Vec::new();
     for (i, q) in raw.query_parameters.into_iter().enumerate() {
         let at = format!("{path}.query_parameters[{i}]");
@@ -236,6 +270,9 @@ fn route_match(raw: raw::RouteMatch, path: &str, errs: &mut Errors) -> Option<Ro
         case_sensitive: raw.case_sensitive.unwrap_or(true),
         headers,
         query_parameters,
+        pseudo_headers,
+        grpc: raw.grpc.is_some(),
+        runtime_fraction,
     })
 }
 

@@ -183,7 +183,8 @@ async fn before<'l>(
     } else {
         let authority = authority_of(req);
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        cx.l.router.route(authority, path, req.headers())
+        cx.l.router
+            .route_for(authority, path, req.headers(), facts(req, cx.c))
     };
     let target = found.and_then(|r| match &r.action {
         Action::Forward(f) => f.targets.pick(req.headers()),
@@ -319,7 +320,8 @@ fn route<'l>(
     let route = {
         let authority = authority_of(req);
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        l.router.route(authority, path, req.headers())
+        l.router
+            .route_for(authority, path, req.headers(), facts(req, c))
     };
     routed(l, req, route, tracker)
 }
@@ -352,6 +354,18 @@ fn routed<'l>(
             Routed::Reply(redirect(route, authority_of(req), path), Some(route))
         }
         Action::Forward(f) => Routed::Forward(route, f),
+    }
+}
+
+/// The request's method and scheme (`:scheme`, else the connection's), for route matching.
+#[inline]
+fn facts<'r>(req: &'r Request<RequestBody>, c: &ConnCtx) -> crate::router::RequestFacts<'r> {
+    crate::router::RequestFacts {
+        method: req.method(),
+        scheme: req
+            .uri()
+            .scheme_str()
+            .unwrap_or(if c.tls { "https" } else { "http" }),
     }
 }
 

@@ -11,6 +11,9 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Ro
             case_sensitive: true,
             headers,
             query_parameters: vec![],
+            pseudo_headers: vec![],
+            grpc: false,
+            runtime_fraction: None,
         },
         action: RouteAction::Direct(DirectResponse {
             status: http::StatusCode::OK,
