@@ -49,6 +49,7 @@ fn route(name: String, path: PathMatch, headers: Vec<HeaderMatcher>, action: Rou
             pseudo_headers: vec![],
             grpc: false,
             runtime_fraction: None,
+            tls_context: None,
         },
         action,
         headers: Default::default(),

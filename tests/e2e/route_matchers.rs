@@ -115,6 +115,52 @@ async fn a_runtime_fraction_is_rolled_per_request() {
     assert!((60..=140).contains(&half), "{half} of 200");
 }
 
+/// `tls_context`: a client certificate Baton accepted was validated, so `presented` and
+/// `validated` both say whether there is one (Envoy: a plain-text request presented none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_context_matches_whether_a_certificate_was_presented() {
+    use crate::tls::{data, downstream_socket, get_with, with_chains, Ca, ClientOpts};
+    let ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let server = ca.leaf("m.test");
+    let config = Config::new()
+        .route(answer(
+            json!({"prefix": "/", "tls_context": {"presented": true, "validated": true}}),
+            "validated",
+        ))
+        .route(answer(
+            json!({"prefix": "/", "tls_context": {"presented": false}}),
+            "none",
+        ))
+        .route(answer(json!({"prefix": "/"}), "other"));
+    let text = with_chains(
+        &config,
+        vec![(
+            vec![],
+            downstream_socket(
+                &server,
+                json!({"common_tls_context": {"validation_context": {"trusted_ca": data(&client_ca.pem())}}}),
+            ),
+        )],
+    );
+    let baton = Baton::start(&text).await;
+    let roots = [ca.pem()];
+    let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
+    let good = client_ca.leaf("client.test");
+    for (cert, want) in [(Some(&good), "validated"), (None, "none")] {
+        for alpn in [&["h2"][..], &["http/1.1"][..]] {
+            let o = ClientOpts {
+                sni: "m.test",
+                alpn,
+                roots: &roots,
+                client_cert: cert,
+            };
+            let seen = get_with(baton.addr(), o).await.expect("a TLS response");
+            assert_eq!(seen.resp.text(), want, "{alpn:?}");
+        }
+    }
+}
+
 #[test]
 fn unsupported_matchers_are_refused_with_their_path() {
     for (m, path, words) in [
@@ -130,9 +176,9 @@ fn unsupported_matchers_are_refused_with_their_path() {
         ),
         (json!({"prefix": "/", "grpc": {"x": 1}}), "match.grpc", ""),
         (
-            json!({"prefix": "/", "tls_context": {"presented": true}}),
+            json!({"prefix": "/", "dynamic_metadata": []}),
             "match",
-            "tls_context",
+            "dynamic_metadata",
         ),
         (json!({"connect_matcher": {}}), "match", "connect_matcher"),
     ] {

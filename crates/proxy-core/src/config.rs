@@ -442,6 +442,16 @@ pub struct RouteMatch {
     pub grpc: bool,
     /// `runtime_fraction.default_value`: the share of requests matched (rolled per request).
     pub runtime_fraction: Option<FractionalPercent>,
+    /// `tls_context.{presented,validated}`: whether the client presented a certificate, and
+    /// whether it was validated, must be as given.
+    pub tls_context: Option<TlsContextMatch>,
+}
+
+/// `match.tls_context`; a field not given is not checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsContextMatch {
+    pub presented: Option<bool>,
+    pub validated: Option<bool>,
 }
 
 /// A request pseudo-header a route may match on.

@@ -137,6 +137,9 @@ pub struct ConnCtx {
     pub http2: bool,
     /// The connection is TLS.
     pub tls: bool,
+    /// The TLS client presented a certificate (which the handshake then validated: Baton
+    /// accepts no unvalidated one).
+    pub peer_cert: bool,
     /// Requests whose response has not finished.
     pub active: Cell<usize>,
     /// When the last request finished (or the connection opened).

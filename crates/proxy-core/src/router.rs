@@ -10,7 +10,7 @@ use regex::Regex;
 use crate::config::{
     ClusterSpecifier, DirectResponse, ForwardAction, FractionalPercent, HeaderMatchKind,
     HeaderMatcher, PathMatch, PseudoHeader, Redirect, ResolvedFilterConfigs, RouteAction,
-    RouteConfig,
+    RouteConfig, TlsContextMatch,
 };
 use crate::error::BuildError;
 
@@ -56,6 +56,7 @@ struct ExtraMatch {
     pseudo: Vec<(PseudoHeader, CompiledHeaderKind, bool)>,
     grpc: bool,
     fraction: Option<FractionalPercent>,
+    tls: Option<TlsContextMatch>,
 }
 
 /// What a route may match besides the authority, path and header fields.
@@ -64,6 +65,8 @@ pub struct RequestFacts<'a> {
     pub method: &'a http::Method,
     /// `http` or `https`.
     pub scheme: &'a str,
+    /// The TLS client presented a certificate (validated: Baton accepts no other).
+    pub peer_cert: bool,
 }
 
 impl RequestFacts<'static> {
@@ -71,6 +74,7 @@ impl RequestFacts<'static> {
     pub const GET: Self = RequestFacts {
         method: &http::Method::GET,
         scheme: "http",
+        peer_cert: false,
     };
 }
 
@@ -416,6 +420,7 @@ impl VirtualHost {
                             authority,
                             facts.scheme,
                         ],
+                        facts.peer_cert,
                     )
                 })
         })
@@ -482,9 +487,17 @@ impl ExtraMatch {
     /// `pseudo`: the values of `:method`, `:path`, `:authority`, `:scheme`.
     #[cold]
     #[inline(never)]
-    fn matches(&self, headers: &HeaderMap, pseudo: [&str; 4]) -> bool {
+    fn matches(&self, headers: &HeaderMap, pseudo: [&str; 4], peer_cert: bool) -> bool {
         if self.grpc && !is_grpc(headers) {
             return false;
+        }
+        if let Some(t) = self.tls {
+            // A certificate Baton accepted was validated: both are whether there is one.
+            if t.presented.is_some_and(|p| p != peer_cert)
+                || t.validated.is_some_and(|v| v != peer_cert)
+            {
+                return false;
+            }
         }
         let pseudo_ok = self.pseudo.iter().all(|(which, kind, invert)| {
             let v = match which {
@@ -588,7 +601,11 @@ fn compile_route(
         .map(|q| Ok((q.name.clone(), compile_kind(&q.kind)?)))
         .collect::<Result<Vec<_>, BuildError>>()?;
     let m = &r.matcher;
-    let extra = if m.pseudo_headers.is_empty() && !m.grpc && m.runtime_fraction.is_none() {
+    let extra = if m.pseudo_headers.is_empty()
+        && !m.grpc
+        && m.runtime_fraction.is_none()
+        && m.tls_context.is_none()
+    {
         None
     } else {
         Some(Box::new(ExtraMatch {
@@ -599,6 +616,7 @@ fn compile_route(
                 .collect::<Result<_, BuildError>>()?,
             grpc: m.grpc,
             fraction: m.runtime_fraction,
+            tls: m.tls_context,
         }))
     };
     let action = match &r.action {

@@ -273,6 +273,7 @@ fn route(prefix: &str, action: RouteAction) -> Route {
             pseudo_headers: vec![],
             grpc: false,
             runtime_fraction: None,
+            tls_context: None,
         },
         action,
         headers: Default::default(),

@@ -466,6 +466,15 @@ pub(crate) struct RouteMatch {
     /// `GrpcRouteMatchOptions`, which has no fields.
     pub grpc: Option<Empty>,
     pub runtime_fraction: Option<RuntimeFractionalPercent>,
+    pub tls_context: Option<TlsContextMatchOptions>,
+}
+
+/// `RouteMatch.TlsContextMatchOptions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsContextMatchOptions {
+    pub presented: Option<super::filters::BoolValue>,
+    pub validated: Option<super::filters::BoolValue>,
 }
 
 /// `config.route.v3.QueryParameterMatcher`.

@@ -7,7 +7,8 @@ use http::{HeaderName, StatusCode};
 use proxy_core::config::{
     ClusterSpecifier, DirectResponse, FilterConfigs, ForwardAction, HeaderMatchKind, HeaderMatcher,
     MirrorPolicy, PathMatch, PseudoHeader, QueryParameterMatcher, Redirect, RegexRewrite,
-    RetryBackOff, RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
+    RetryBackOff, RetryOn, RetryPolicy, Route, RouteAction, RouteConfig, RouteMatch,
+    TlsContextMatch, VirtualHost,
 };
 use regex::Regex;
 
@@ -273,6 +274,10 @@ fn route_match(raw: raw::RouteMatch, path: &str, errs: &mut Errors) -> Option<Ro
         pseudo_headers,
         grpc: raw.grpc.is_some(),
         runtime_fraction,
+        tls_context: raw.tls_context.map(|t| TlsContextMatch {
+            presented: t.presented.map(|b| b.get()),
+            validated: t.validated.map(|b| b.get()),
+        }),
     })
 }
 

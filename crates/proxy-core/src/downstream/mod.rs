@@ -93,6 +93,7 @@ pub async fn serve_arriving(
                 local,
                 restored,
                 tls: false,
+                peer_cert: false,
                 drain: dconn,
                 alive,
                 idle: conn.idle,
@@ -229,6 +230,14 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
         }
     };
     let tls = matches!(stream, Stream::Tls(_));
+    let peer_cert = match &stream {
+        Stream::Tls(s) => s
+            .get_ref()
+            .1
+            .peer_certificates()
+            .is_some_and(|c| !c.is_empty()),
+        _ => false,
+    };
     let sniffed = match (alpn, hcm.codec_type) {
         (Some(proto), _) => Some((ServerIo::new(stream, Bytes::new()), proto)),
         (None, CodecType::Http1) => Some((ServerIo::new(stream, Bytes::new()), Sniffed::Http1)),
@@ -256,6 +265,7 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
             local,
             restored,
             tls,
+            peer_cert,
             drain: conn.drain,
             alive: conn.alive,
             idle: Duration::ZERO,
@@ -364,6 +374,8 @@ struct Started {
     /// `local` was restored by a listener filter.
     restored: bool,
     tls: bool,
+    /// The TLS client presented a (validated) certificate.
+    peer_cert: bool,
     drain: drain::Conn,
     alive: mpsc::Sender<()>,
     /// How long it has been idle (a connection from the previous generation).
@@ -391,6 +403,7 @@ async fn serve_sniffed(
         restored: start.restored,
         http2: proto == Sniffed::Http2,
         tls: start.tls,
+        peer_cert: start.peer_cert,
         active: Cell::new(0),
         last_active: Cell::new(now.checked_sub(start.idle).unwrap_or(now)),
         requests: Cell::new(start.requests),

@@ -366,6 +366,7 @@ fn facts<'r>(req: &'r Request<RequestBody>, c: &ConnCtx) -> crate::router::Reque
             .uri()
             .scheme_str()
             .unwrap_or(if c.tls { "https" } else { "http" }),
+        peer_cert: c.peer_cert,
     }
 }
 

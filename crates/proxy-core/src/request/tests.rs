@@ -34,6 +34,7 @@ fn router_with(prefix: &str, action: RouteAction) -> Router {
                     pseudo_headers: vec![],
                     grpc: false,
                     runtime_fraction: None,
+                    tls_context: None,
                 },
                 action,
                 headers: Default::default(),

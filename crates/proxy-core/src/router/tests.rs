@@ -14,6 +14,7 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatcher>) -> config::Ro
             pseudo_headers: vec![],
             grpc: false,
             runtime_fraction: None,
+            tls_context: None,
         },
         action: RouteAction::Direct(DirectResponse {
             status: http::StatusCode::OK,
