@@ -135,11 +135,9 @@ pub struct ConnCtx {
     /// protocol's): an `ORIGINAL_DST` cluster without `use_http_header` routes there.
     pub restored: bool,
     pub http2: bool,
-    /// The connection is TLS.
-    pub tls: bool,
-    /// The TLS client presented a certificate (which the handshake then validated: Baton
-    /// accepts no unvalidated one).
-    pub peer_cert: bool,
+    /// `None`: plain text; TLS, with whether the client presented a certificate (which the
+    /// handshake then validated: Baton accepts no unvalidated one). One byte, as a `bool`.
+    pub tls: Option<bool>,
     /// Requests whose response has not finished.
     pub active: Cell<usize>,
     /// When the last request finished (or the connection opened).

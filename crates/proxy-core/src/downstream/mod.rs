@@ -92,8 +92,7 @@ pub async fn serve_arriving(
                 remote,
                 local,
                 restored,
-                tls: false,
-                peer_cert: false,
+                tls: None,
                 drain: dconn,
                 alive,
                 idle: conn.idle,
@@ -205,8 +204,9 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
     // `conn`'s fields are used in place, not bound again: the task stays as small as it was.
     let hcm = &l.http;
     let first_bytes_wait = hcm.idle_timeout.unwrap_or(Duration::from_secs(3600));
-    let (stream, alpn) = match &chain.tls {
-        None => (Stream::Plain(conn.stream), None),
+    // `tls`: `None` for plain text, else whether the client presented a certificate.
+    let (stream, alpn, tls) = match &chain.tls {
+        None => (Stream::Plain(conn.stream), None, None),
         Some(config) => {
             let ssl = open.lst.ssl.as_ref();
             let wait = TLS_HANDSHAKE_TIMEOUT.min(first_bytes_wait);
@@ -220,7 +220,12 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
                         Some(b"http/1.1") => Some(Sniffed::Http1),
                         _ => None,
                     };
-                    (Stream::Tls(Box::new(s)), alpn)
+                    let peer = s
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty());
+                    (Stream::Tls(Box::new(s)), alpn, Some(peer))
                 }
                 None => {
                     log_http(&open, (conn.remote, local), None, (0, 0));
@@ -228,15 +233,6 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
                 }
             }
         }
-    };
-    let tls = matches!(stream, Stream::Tls(_));
-    let peer_cert = match &stream {
-        Stream::Tls(s) => s
-            .get_ref()
-            .1
-            .peer_certificates()
-            .is_some_and(|c| !c.is_empty()),
-        _ => false,
     };
     let sniffed = match (alpn, hcm.codec_type) {
         (Some(proto), _) => Some((ServerIo::new(stream, Bytes::new()), proto)),
@@ -265,7 +261,6 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
             local,
             restored,
             tls,
-            peer_cert,
             drain: conn.drain,
             alive: conn.alive,
             idle: Duration::ZERO,
@@ -373,9 +368,8 @@ struct Started {
     local: SocketAddr,
     /// `local` was restored by a listener filter.
     restored: bool,
-    tls: bool,
-    /// The TLS client presented a (validated) certificate.
-    peer_cert: bool,
+    /// `None`: plain text; else whether the TLS client presented a (validated) certificate.
+    tls: Option<bool>,
     drain: drain::Conn,
     alive: mpsc::Sender<()>,
     /// How long it has been idle (a connection from the previous generation).
@@ -403,7 +397,6 @@ async fn serve_sniffed(
         restored: start.restored,
         http2: proto == Sniffed::Http2,
         tls: start.tls,
-        peer_cert: start.peer_cert,
         active: Cell::new(0),
         last_active: Cell::new(now.checked_sub(start.idle).unwrap_or(now)),
         requests: Cell::new(start.requests),

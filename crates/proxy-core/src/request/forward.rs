@@ -386,7 +386,7 @@ fn prepare_head(
     let hcm = &cx.l.http;
     prepare_request_headers(
         &mut parts.headers,
-        Forwarded::from_hcm(hcm, cx.c.remote, cx.c.tls),
+        Forwarded::from_hcm(hcm, cx.c.remote, cx.c.tls.is_some()),
         Upgrade::Strip,
     );
     mutate_request(cx, route, &cluster.config.name, parts, started);

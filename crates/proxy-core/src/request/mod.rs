@@ -365,8 +365,8 @@ fn facts<'r>(req: &'r Request<RequestBody>, c: &ConnCtx) -> crate::router::Reque
         scheme: req
             .uri()
             .scheme_str()
-            .unwrap_or(if c.tls { "https" } else { "http" }),
-        peer_cert: c.peer_cert,
+            .unwrap_or(if c.tls.is_some() { "https" } else { "http" }),
+        peer_cert: c.tls == Some(true),
     }
 }
 

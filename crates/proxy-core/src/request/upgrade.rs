@@ -27,7 +27,7 @@ fn upgrade_head(
     let Ctx { l, c, .. } = cx;
     prepare_request_headers(
         &mut parts.headers,
-        Forwarded::from_hcm(&l.http, c.remote, c.tls),
+        Forwarded::from_hcm(&l.http, c.remote, c.tls.is_some()),
         Upgrade::Keep,
     );
     super::mutate::mutate_request(cx, route, cluster, parts, started);
