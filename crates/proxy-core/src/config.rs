@@ -15,12 +15,14 @@ use regex::Regex;
 mod chain;
 mod filters;
 mod health;
+mod rbac;
 mod upstream;
 
 pub use chain::{
     ChainDigest, ChainId, ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy,
 };
 pub use filters::*;
+pub use rbac::*;
 
 pub use upstream::{
     ConnectionLimits, H2Keepalive, Http2Settings, TcpKeepalive, UpstreamOptions,

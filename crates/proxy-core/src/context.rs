@@ -76,6 +76,8 @@ pub struct TcpProxyShared {
     pub chain: config::ChainId,
     pub config: config::TcpProxy,
     pub stats: TcpProxyStats,
+    /// The chain's network RBAC filters, run when a connection starts.
+    pub rbac: Vec<crate::rbac::NetworkRbacState>,
     /// Each target's cluster index (`None`: not in the configuration) and, for
     /// `weighted_clusters`, the running total of weights.
     pub targets: Vec<(Option<usize>, u64)>,
@@ -97,6 +99,10 @@ pub struct ListenerShared {
     pub cors_stats: Option<CorsStats>,
     /// The CSRF filter's stats, when the listener has one.
     pub csrf_stats: Option<CsrfStats>,
+    /// The chain's network RBAC filters, run when a connection starts.
+    pub network_rbac: Vec<crate::rbac::NetworkRbacState>,
+    /// Each RBAC filter's stats, in the order of `http_filters`.
+    pub rbac_stats: Vec<crate::stats::RbacStats>,
     /// The fault filter's stats, when the listener has one.
     pub fault_stats: Option<FaultFilterStats>,
     /// The local rate limit filter's stats, by `stat_prefix` (the listener's filter's and its
@@ -130,6 +136,8 @@ pub struct Worker {
 #[derive(Debug)]
 pub struct ConnCtx {
     pub remote: SocketAddr,
+    /// What RBAC reads of the connection (only when a filter may ask).
+    pub identity: Option<Box<crate::rbac::ConnIdentity>>,
     pub local: SocketAddr,
     /// `local` was restored by a listener filter (the original destination, or the PROXY
     /// protocol's): an `ORIGINAL_DST` cluster without `use_http_header` routes there.

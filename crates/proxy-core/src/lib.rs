@@ -49,6 +49,7 @@ pub mod io;
 pub mod lifecycle;
 pub mod original_dst;
 pub mod proxy_protocol;
+pub mod rbac;
 pub mod router;
 mod slot_pool;
 pub mod stats;

@@ -658,6 +658,39 @@ impl CsrfStats {
     }
 }
 
+// === RbacStats ===
+
+/// `<prefix>rbac.*`: one RBAC filter's (`http.<stat_prefix>.` for the HTTP filter, `<stat_prefix>.`
+/// for the network one), with the rules' and shadow rules' own prefixes.
+#[derive(Debug)]
+pub struct RbacStats {
+    pub allowed: Counter,
+    pub denied: Counter,
+    pub shadow_allowed: Counter,
+    pub shadow_denied: Counter,
+}
+
+impl RbacStats {
+    /// `prefix` ends with `.` (or is empty); Envoy 1.40 puts a `.` after each non-empty
+    /// rules prefix not ending with one (`rbac.r_.allowed`).
+    pub fn new(store: &Store, prefix: &str, rules: &str, shadow: &str) -> Self {
+        let join = |p: &str| {
+            if p.is_empty() || p.ends_with('.') {
+                format!("{prefix}rbac.{p}")
+            } else {
+                format!("{prefix}rbac.{p}.")
+            }
+        };
+        let (r, s) = (join(rules), join(shadow));
+        RbacStats {
+            allowed: store.counter(&format!("{r}allowed")),
+            denied: store.counter(&format!("{r}denied")),
+            shadow_allowed: store.counter(&format!("{s}shadow_allowed")),
+            shadow_denied: store.counter(&format!("{s}shadow_denied")),
+        }
+    }
+}
+
 // === LocalRateLimitStats ===
 
 /// `<stat_prefix>.http_local_rate_limit.*`: one local rate limit configuration's.

@@ -120,6 +120,12 @@ async fn proxy(
             None => return closed,
         },
     };
+    if !t.rbac.is_empty() {
+        let id = crate::rbac::ConnIdentity::of(&down, remote);
+        if !crate::rbac::network_allows(&t.rbac, &id.subject(local.addr, remote, None)) {
+            return closed;
+        }
+    }
     let Some(cluster) = t.pick().and_then(|i| Some((i, w.clusters.get(i)?.clone()))) else {
         s.downstream_cx_no_route.inc();
         closed.flags = ResponseFlags::NO_CLUSTER_FOUND;

@@ -289,6 +289,20 @@ fn build_chain(
                 local_rate_limit_stats: local_rate_limit_stats(store, hcm),
                 cors_stats: has(hcm, |f| matches!(f, config::HttpFilter::Cors))
                     .then(|| CorsStats::new(store, &hcm.stat_prefix)),
+                network_rbac: network_rbac(store, fc),
+                rbac_stats: hcm
+                    .http_filters
+                    .iter()
+                    .filter_map(|f| match &f.filter {
+                        config::HttpFilter::Rbac(r) => Some(crate::stats::RbacStats::new(
+                            store,
+                            &format!("http.{}.", hcm.stat_prefix),
+                            &r.rules_stat_prefix,
+                            &r.shadow_rules_stat_prefix,
+                        )),
+                        _ => None,
+                    })
+                    .collect(),
                 csrf_stats: has(hcm, |f| matches!(f, config::HttpFilter::Csrf(_)))
                     .then(|| CsrfStats::new(store, &hcm.stat_prefix)),
                 listener_stats: ListenerStats::new(store, &config.address),
@@ -314,6 +328,7 @@ fn build_chain(
                 listener: config.address,
                 chain: fc.id(),
                 stats: TcpProxyStats::new(store, &t.stat_prefix),
+                rbac: network_rbac(store, fc),
                 access_logs: crate::access::AccessLogs::open(&t.access_logs)?,
                 config: t.clone(),
                 targets,
@@ -475,6 +490,16 @@ async fn adopt_loop(
 /// The stats of every local rate limit configuration of `hcm` (its filters' and its routes'),
 /// one set per `stat_prefix`.
 /// Whether the connection manager has an HTTP filter `is`.
+fn network_rbac(
+    store: &shm_stats::Store,
+    fc: &config::FilterChain,
+) -> Vec<crate::rbac::NetworkRbacState> {
+    fc.rbac
+        .iter()
+        .map(|r| crate::rbac::NetworkRbacState::new(store, r))
+        .collect()
+}
+
 fn has(hcm: &config::HttpConnectionManager, is: impl Fn(&config::HttpFilter) -> bool) -> bool {
     hcm.http_filters.iter().any(|f| is(&f.filter))
 }

@@ -291,6 +291,7 @@ fn listener(address: SocketAddr) -> Listener {
             digest: [0; 32],
             matcher: Default::default(),
             tls: None,
+            rbac: vec![],
             filter: NetworkFilter::Http(Box::new(hcm())),
         }],
         default_filter_chain: None,

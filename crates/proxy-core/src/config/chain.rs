@@ -17,6 +17,8 @@ pub struct FilterChain {
     /// `transport_socket` `envoy.transport_sockets.tls`; `None`: the bytes are passed to the
     /// network filter as they come (cleartext, or TLS passed through).
     pub tls: Option<crate::tls::ServerTls>,
+    /// `envoy.filters.network.rbac` filters before the terminal one, in order.
+    pub rbac: Vec<super::NetworkRbac>,
     pub filter: NetworkFilter,
 }
 

@@ -14,6 +14,7 @@ mod csrf;
 mod fault;
 mod health_check;
 mod local_ratelimit;
+mod rbac;
 
 use http::{Request, Response};
 
@@ -54,7 +55,13 @@ pub(super) async fn decode(
     let per_route = target
         .and_then(|t| t.filter_configs.as_deref())
         .or_else(|| route.and_then(|r| r.filter_configs.as_deref()));
+    let mut rbac_index = 0;
     for entry in &cx.l.http.http_filters {
+        // Which RBAC filter this is (its stats), counted whether it runs or not.
+        let rbac_at = rbac_index;
+        if matches!(entry.filter, HttpFilter::Rbac(_)) {
+            rbac_index += 1;
+        }
         let disabled = per_route.and_then(|p| p.disabled(&entry.name));
         if disabled.unwrap_or(entry.disabled) {
             continue;
@@ -99,6 +106,14 @@ pub(super) async fn decode(
                     _ => p,
                 };
                 csrf::decode(cx, p, req)
+            }
+            HttpFilter::Rbac(f) => {
+                let stats = cx.l.rbac_stats.get(rbac_at);
+                let rules = match config {
+                    Some(RouteFilterConfig::Rbac(r)) => r,
+                    _ => &f.rbac,
+                };
+                rbac::decode(cx, rules, stats, req)
             }
         };
         if let Err(mut resp) = stop {
