@@ -35,6 +35,7 @@ mod outlier_rates;
 mod priority;
 mod proxy_protocol;
 mod query_params;
+mod rbac;
 mod restart;
 mod restart_safety;
 mod restarter;
