@@ -421,3 +421,42 @@ fn what_baton_does_not_evaluate_is_refused_with_its_path() {
         assert!(err.contains(&path), "{rbac}: {err}");
     }
 }
+
+#[test]
+fn network_rbac_refusals() {
+    let validate = |filters: Value| {
+        let text = bootstrap(
+            json!({"filter_chains": [{"filters": filters}]}),
+            vec![cluster("echo", &[1])],
+        );
+        let (status, err) = validate_config(&text);
+        assert!(!status.success(), "accepted");
+        err
+    };
+    let tp = tcp(json!({"cluster": "echo"}))[0].clone();
+    let sni = net_rbac(json!({"rules": {"policies": {"p": {
+        "permissions": [{"requested_server_name": {"exact": "a.test"}}],
+        "principals": [{"any": true}]}}}}));
+    // A chain without a transport socket: the server name is the TLS inspector's, which Baton
+    // does not give the network filters.
+    let err = validate(json!([sni, tp.clone()]));
+    assert!(err.contains("filters[0].typed_config"), "{err}");
+    assert!(err.contains("requested_server_name"), "{err}");
+    let err = validate(json!([tp.clone(), net_rbac(json!({}))]));
+    assert!(err.contains("filters[0]"), "{err}");
+    let err = validate(json!([
+        net_rbac(json!({"enforcement_type": "CONTINUOUS"})),
+        tp.clone()
+    ]));
+    assert!(
+        err.contains("filters[0].typed_config.enforcement_type"),
+        "{err}"
+    );
+    let mut no_prefix = net_rbac(json!({}));
+    no_prefix["typed_config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("stat_prefix");
+    let err = validate(json!([no_prefix, tp]));
+    assert!(err.contains("filters[0].typed_config.stat_prefix"), "{err}");
+}

@@ -259,3 +259,181 @@ fn string(m: &HeaderMatchKind, v: &str) -> bool {
         HeaderMatchKind::Present(p) => *p,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RbacPolicy, RbacRules};
+
+    fn rules(action: RbacAction, permission: Permission, principal: Principal) -> RbacRules {
+        RbacRules {
+            action,
+            policies: vec![(
+                "p".into(),
+                RbacPolicy {
+                    permissions: vec![permission],
+                    principals: vec![principal],
+                },
+            )],
+        }
+    }
+
+    fn subject<'a>(tls: Option<&'a TlsPeer>, head: Option<RequestHead<'a>>) -> Subject<'a> {
+        Subject {
+            local: "10.0.0.1:8443".parse().unwrap(),
+            direct_remote: "192.0.2.1:5000".parse().unwrap(),
+            remote: "198.51.100.7:0".parse().unwrap(),
+            tls,
+            sni: None,
+            request: head,
+        }
+    }
+
+    #[test]
+    fn actions_allow_deny_and_log() {
+        let s = subject(None, None);
+        let hit = |a| rules(a, Permission::DestinationPort(8443), Principal::Any);
+        let miss = |a| rules(a, Permission::DestinationPort(1), Principal::Any);
+        assert_eq!(
+            evaluate(&hit(RbacAction::Allow), &s),
+            Decision {
+                allowed: true,
+                policy: Some("p")
+            }
+        );
+        assert!(!evaluate(&miss(RbacAction::Allow), &s).allowed);
+        assert!(!evaluate(&hit(RbacAction::Deny), &s).allowed);
+        assert!(evaluate(&miss(RbacAction::Deny), &s).allowed);
+        assert!(evaluate(&hit(RbacAction::Log), &s).allowed);
+        assert!(evaluate(&miss(RbacAction::Log), &s).allowed);
+    }
+
+    #[test]
+    fn addresses_ports_and_combinators() {
+        let s = subject(None, None);
+        let net = |t: &str| t.parse::<ipnet::IpNet>().unwrap();
+        let allowed = |perm, princ| evaluate(&rules(RbacAction::Allow, perm, princ), &s).allowed;
+        assert!(allowed(
+            Permission::DestinationIp(net("10.0.0.0/8")),
+            Principal::DirectRemoteIp(net("192.0.2.0/24"))
+        ));
+        assert!(!allowed(
+            Permission::Any,
+            Principal::RemoteIp(net("192.0.2.0/24"))
+        ));
+        assert!(allowed(
+            Permission::DestinationPortRange(8443, 8444),
+            Principal::RemoteIp(net("198.51.100.0/24"))
+        ));
+        // The range's end is exclusive.
+        assert!(!allowed(
+            Permission::DestinationPortRange(8000, 8443),
+            Principal::Any
+        ));
+        assert!(allowed(Permission::And(vec![]), Principal::Any));
+        assert!(!allowed(Permission::Or(vec![]), Principal::Any));
+        assert!(allowed(
+            Permission::Not(Box::new(Permission::DestinationPort(1))),
+            Principal::Not(Box::new(Principal::Authenticated(None)))
+        ));
+        // Without a request, header and path rules do not match.
+        assert!(!allowed(
+            Permission::UrlPath(HeaderMatchKind::Prefix("/".into())),
+            Principal::Any
+        ));
+    }
+
+    #[test]
+    fn authenticated_names_uri_then_dns_then_subject() {
+        let peer = TlsPeer {
+            sni: "api.test".into(),
+            uri_sans: vec!["spiffe://t/a".into()],
+            dns_sans: vec!["a.test".into()],
+            subject: "CN=a,O=T".into(),
+        };
+        let s = subject(Some(&peer), None);
+        let name = |m: HeaderMatchKind| {
+            evaluate(
+                &rules(
+                    RbacAction::Allow,
+                    Permission::Any,
+                    Principal::Authenticated(Some(m)),
+                ),
+                &s,
+            )
+            .allowed
+        };
+        assert!(name(HeaderMatchKind::Exact("spiffe://t/a".into())));
+        assert!(name(HeaderMatchKind::Exact("a.test".into())));
+        assert!(name(HeaderMatchKind::Exact("CN=a,O=T".into())));
+        assert!(!name(HeaderMatchKind::Exact("b.test".into())));
+        let sni = |m: HeaderMatchKind| {
+            evaluate(
+                &rules(
+                    RbacAction::Allow,
+                    Permission::RequestedServerName(m),
+                    Principal::Any,
+                ),
+                &s,
+            )
+            .allowed
+        };
+        assert!(sni(HeaderMatchKind::Suffix(".test".into())));
+        // A cleartext connection: not authenticated, no server name.
+        let plain = subject(None, None);
+        let any_auth = rules(
+            RbacAction::Allow,
+            Permission::Any,
+            Principal::Authenticated(None),
+        );
+        assert!(!evaluate(&any_auth, &plain).allowed);
+        assert!(evaluate(&any_auth, &s).allowed);
+    }
+
+    #[test]
+    fn headers_join_repeated_values_and_pseudo_headers_read_the_request() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-a", "1".parse().unwrap());
+        headers.append("x-a", "2".parse().unwrap());
+        let uri: Uri = "/p/q?x=1".parse().unwrap();
+        let head = RequestHead {
+            method: &Method::PUT,
+            uri: &uri,
+            headers: &headers,
+        };
+        let s = subject(None, Some(head));
+        let header = |field, kind, invert| {
+            let m = FilterHeaderMatcher {
+                field,
+                kind,
+                invert,
+            };
+            evaluate(
+                &rules(RbacAction::Allow, Permission::Header(m), Principal::Any),
+                &s,
+            )
+            .allowed
+        };
+        let name = || MatchedField::Header(http::HeaderName::from_static("x-a"));
+        assert!(header(name(), HeaderMatchKind::Exact("1,2".into()), false));
+        assert!(!header(name(), HeaderMatchKind::Exact("1".into()), false));
+        assert!(header(
+            MatchedField::Path,
+            HeaderMatchKind::Exact("/p/q?x=1".into()),
+            false
+        ));
+        assert!(header(
+            MatchedField::Method,
+            HeaderMatchKind::Exact("GET".into()),
+            true
+        ));
+        let path = |m| {
+            evaluate(
+                &rules(RbacAction::Allow, Permission::UrlPath(m), Principal::Any),
+                &s,
+            )
+            .allowed
+        };
+        assert!(path(HeaderMatchKind::Exact("/p/q".into())));
+    }
+}

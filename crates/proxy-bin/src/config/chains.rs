@@ -131,6 +131,19 @@ fn chain(
             secrets,
         ))?),
     };
+    if tls.is_none() {
+        // A chain passing TLS through: Baton does not give its network filters the server name
+        // the TLS inspector read.
+        if let Some(i) = rbac
+            .iter()
+            .position(|r| super::filters::rbac_uses_sni(&r.rbac))
+        {
+            errs.push(
+                format!("{path}.filters[{i}].typed_config"),
+                "requested_server_name is evaluated only on chains that terminate TLS (with a transport_socket); not supported on a chain passing TLS through",
+            );
+        }
+    }
     if errs.0.len() != before {
         return None;
     }

@@ -21,7 +21,9 @@ use super::ConfigError;
 
 pub(crate) use cors::legacy as legacy_cors;
 pub(crate) use per_route::filter_configs;
-pub(crate) use rbac::{parse_network as network_rbac, NETWORK_TYPE as NETWORK_RBAC_TYPE};
+pub(crate) use rbac::{
+    parse_network as network_rbac, uses_sni as rbac_uses_sni, NETWORK_TYPE as NETWORK_RBAC_TYPE,
+};
 
 /// The filters Baton has, by the type URL of their `typed_config`.
 const SUPPORTED: &str =

@@ -343,6 +343,25 @@ mod tests {
     }
 
     #[test]
+    fn subject_as_rfc_2253_last_rdn_first_and_escaped() {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "a,b+c ".to_owned());
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme".to_owned());
+        p.distinguished_name
+            .push(rcgen::DnType::CountryName, "FR".to_owned());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(
+            subject_rfc2253(cert.der()).as_deref(),
+            Some("C=FR,O=Acme,CN=a\\,b\\+c\\ ")
+        );
+        assert_eq!(attribute_name(&[0x2a, 0x03, 0x04]), "1.2.3.4");
+        assert_eq!(subject_rfc2253(b"\x30\x00"), None);
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert!(subject_public_key_info(b"").is_none());
         assert!(subject_public_key_info(&[0x30, 0x02, 0x30, 0x00]).is_none());

@@ -273,6 +273,23 @@ pub(crate) fn parse_network(rest: Value, path: &str) -> Result<NetworkRbac, Conf
     })
 }
 
+/// Whether `rbac` has a `requested_server_name` permission.
+pub(crate) fn uses_sni(rbac: &Rbac) -> bool {
+    fn perm(p: &Permission) -> bool {
+        match p {
+            Permission::RequestedServerName(_) => true,
+            Permission::And(v) | Permission::Or(v) => v.iter().any(perm),
+            Permission::Not(p) => perm(p),
+            _ => false,
+        }
+    }
+    [&rbac.rules, &rbac.shadow_rules]
+        .into_iter()
+        .flatten()
+        .flat_map(|r| &r.policies)
+        .any(|(_, p)| p.permissions.iter().any(perm))
+}
+
 /// Refuse each field set that Baton does not honour.
 fn refuse(fields: &[(bool, &str, &str)], path: &str) -> Result<(), ConfigError> {
     match fields.iter().find(|(set, _, _)| *set) {
