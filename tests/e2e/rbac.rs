@@ -153,6 +153,11 @@ async fn permissions_and_principals_of_every_kind() {
                         {"destination_port": 1},
                         {"url_path": {"path": {"prefix": "/port"}}}]}}),
                     any.clone()),
+                // Inverted: a missing header matches nothing (Envoy 1.40 denied `/inv` alone).
+                "inv": policy(
+                    json!({"url_path": {"path": {"prefix": "/inv"}}}),
+                    json!({"header": {"name": "x-block", "string_match": {"exact": "1"},
+                        "invert_match": true}})),
                 "regex": policy(any.clone(), json!({"header": {"name": "x-id",
                     "string_match": {"safe_regex": {"regex": "[0-9]+"}}}})),
             }}})),
@@ -210,8 +215,17 @@ async fn permissions_and_principals_of_every_kind() {
         &send(&b, "GET", "/any", &[("x-id", "12a")]).await,
         "regex whole",
     );
-    assert_eq!(b.stat("http.ingress_http.rbac.allowed").await, Some(7));
-    assert_eq!(b.stat("http.ingress_http.rbac.denied").await, Some(8));
+    assert_denied(&send(&b, "GET", "/inv", &[]).await, "inverted, missing");
+    assert_denied(
+        &send(&b, "GET", "/inv", &[("x-block", "1")]).await,
+        "inverted, equal",
+    );
+    ok(
+        send(&b, "GET", "/inv", &[("x-block", "2")]).await,
+        "inverted",
+    );
+    assert_eq!(b.stat("http.ingress_http.rbac.allowed").await, Some(8));
+    assert_eq!(b.stat("http.ingress_http.rbac.denied").await, Some(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

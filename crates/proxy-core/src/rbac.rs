@@ -238,12 +238,13 @@ fn header(m: &FilterHeaderMatcher, r: RequestHead<'_>) -> bool {
             }
         }
     };
-    let hit = match (&m.kind, value) {
-        (HeaderMatchKind::Present(p), v) => v.is_some() == *p,
+    match (&m.kind, value) {
+        (HeaderMatchKind::Present(p), v) => (v.is_some() == *p) != m.invert,
+        // A missing header matches no value, inverted or not (Envoy 1.40: an inverted exact
+        // match denied a request without the header).
         (_, None) => false,
-        (kind, Some(v)) => string(kind, v),
-    };
-    hit != m.invert
+        (kind, Some(v)) => string(kind, v) != m.invert,
+    }
 }
 
 /// A `StringMatcher` on `v`.
@@ -427,6 +428,9 @@ mod tests {
             HeaderMatchKind::Exact("GET".into()),
             true
         ));
+        let missing = || MatchedField::Header(http::HeaderName::from_static("x-b"));
+        assert!(!header(missing(), HeaderMatchKind::Exact("1".into()), true));
+        assert!(header(missing(), HeaderMatchKind::Present(true), true));
         let path = |m| {
             evaluate(
                 &rules(RbacAction::Allow, Permission::UrlPath(m), Principal::Any),
