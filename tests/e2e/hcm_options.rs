@@ -16,14 +16,14 @@ use crate::support::*;
 
 /// A response read off a raw connection: the head's fields (lower-case names, in order) and
 /// the body.
-struct Raw {
-    status: u16,
-    fields: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Raw {
+    pub(crate) status: u16,
+    pub(crate) fields: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Raw {
-    fn field(&self, name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(n, _)| n == name)
@@ -78,12 +78,12 @@ async fn exchange_on(s: &mut TcpStream, req: &str) -> Raw {
 }
 
 /// One request on a fresh connection.
-async fn exchange(baton: &Baton, req: &str) -> Raw {
+pub(crate) async fn exchange(baton: &Baton, req: &str) -> Raw {
     let mut s = TcpStream::connect(baton.addr()).await.expect("connect");
     exchange_on(&mut s, req).await
 }
 
-fn get(path: &str, extra: &str) -> String {
+pub(crate) fn get(path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nhost: h\r\n{extra}\r\n")
 }
 

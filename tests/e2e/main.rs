@@ -28,6 +28,7 @@ mod keepalive;
 mod lb;
 mod lenient;
 mod local_ratelimit;
+mod local_reply;
 mod original_dst;
 mod outlier;
 mod outlier_local;

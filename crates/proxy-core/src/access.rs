@@ -64,6 +64,38 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
+// === impl LogCapture ===
+
+impl LogCapture {
+    /// What `req` says as it arrives.
+    pub fn of<B>(req: &Request<B>) -> Box<LogCapture> {
+        Box::new(LogCapture {
+            start_time: SystemTime::now(),
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            authority: req
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned)
+                }),
+            version: req.version(),
+            request_headers: req.headers().clone(),
+            response_headers: None,
+            route_name: None,
+            upstream_host: None,
+            upstream_cluster: None,
+        })
+    }
+}
+
 // === impl AccessLogs ===
 
 impl AccessLogs {
@@ -97,30 +129,7 @@ impl AccessLogs {
     }
 
     pub fn capture<B>(&self, req: &Request<B>) -> Box<LogCapture> {
-        Box::new(LogCapture {
-            start_time: SystemTime::now(),
-            method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-            authority: req
-                .uri()
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .or_else(|| {
-                    req.headers()
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(str::to_owned)
-                }),
-            version: req.version(),
-            request_headers: req.headers().clone(),
-            response_headers: None,
-            route_name: None,
-            upstream_host: None,
-            upstream_cluster: None,
-        })
+        LogCapture::of(req)
     }
 
     /// `downstream`: the connection's remote and local addresses.
@@ -146,6 +155,7 @@ impl AccessLogs {
             downstream_remote: downstream.0,
             downstream_local: downstream.1,
             upstream_transport_failure_reason: None,
+            local_reply_body: None,
         };
         self.write_record(&rec);
     }
@@ -174,6 +184,7 @@ impl AccessLogs {
             downstream_remote: c.remote,
             downstream_local: c.local,
             upstream_transport_failure_reason: None,
+            local_reply_body: None,
         };
         self.write_record(&rec);
     }

@@ -15,12 +15,17 @@ use regex::Regex;
 mod chain;
 mod filters;
 mod health;
+mod local_reply;
 mod upstream;
 
 pub use chain::{
     ChainDigest, ChainId, ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy,
 };
 pub use filters::*;
+pub use local_reply::{
+    BodyFormat, BodyKind, CompareOp, Comparison, JsonValue, LocalReplyConfig, Mapper, ReplyFilter,
+    ReplyHeader,
+};
 
 pub use upstream::{
     ConnectionLimits, H2Keepalive, Http2Settings, TcpKeepalive, UpstreamOptions,
@@ -197,6 +202,8 @@ pub struct HttpConnectionManager {
     pub max_headers_count: usize,
     /// `common_http_protocol_options.headers_with_underscores_action`.
     pub underscores: Underscores,
+    /// `local_reply_config`; `None`: Baton's replies go out as they are made.
+    pub local_reply: Option<std::sync::Arc<LocalReplyConfig>>,
 }
 
 /// `server_name` and `server_header_transformation`: what a response's `server` field says.

@@ -358,6 +358,7 @@ fn hcm() -> HttpConnectionManager {
         max_connection_duration: None,
         max_headers_count: 100,
         underscores: Default::default(),
+        local_reply: None,
     }
 }
 

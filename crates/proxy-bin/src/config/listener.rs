@@ -333,6 +333,13 @@ fn hcm(
     }
 
     let access_logs = access_logs(raw.access_log, path, errs);
+    let local_reply = raw.local_reply_config.map(|c| {
+        std::sync::Arc::new(super::local_reply::local_reply_config(
+            c,
+            &join(path, "local_reply_config"),
+            errs,
+        ))
+    });
 
     let route_config = super::route::route_config(
         raw.route_config,
@@ -376,6 +383,7 @@ fn hcm(
         max_connection_duration: common.max_duration,
         max_headers_count: common.max_headers,
         underscores: common.underscores,
+        local_reply,
     })
 }
 

@@ -13,6 +13,7 @@ mod filters;
 mod headers;
 mod health;
 mod listener;
+mod local_reply;
 mod raw;
 mod route;
 mod source;

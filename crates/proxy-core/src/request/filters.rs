@@ -62,7 +62,11 @@ pub(super) async fn decode(
         let config = per_route.and_then(|p| p.config(&entry.name));
         let stop = match &entry.filter {
             HttpFilter::HealthCheck(hc) => {
-                health_check::decode(cx, hc, req, &mut passed.health_check)
+                let r = health_check::decode(cx, hc, req, &mut passed.health_check);
+                if r.is_err() || passed.health_check.is_health_check() {
+                    tracker.mark_health_check();
+                }
+                r
             }
             HttpFilter::Buffer(b) => {
                 let per_route = match config {

@@ -8,6 +8,7 @@ mod attempt;
 mod filters;
 mod forward;
 pub mod local;
+mod local_reply;
 mod mutate;
 mod retry;
 mod rewrite;
@@ -92,6 +93,9 @@ pub async fn handle(
         };
     if let Some(logs) = l.access_logs.as_ref() {
         tracker.set_log(logs.capture(&req));
+    } else if hcm.local_reply.is_some() {
+        // Mappers' filters and body formats read the request.
+        tracker.set_log(crate::access::LogCapture::of(&req));
     }
     // With filters, the route is found and the filters run first: boxed, and only the filters'
     // part (what forwarding needs stays in this future), so a listener without filters keeps
@@ -219,6 +223,11 @@ fn finish(
 ) -> Response<ProxyBody> {
     let Ctx { l, w, c } = cx;
     let hcm = &l.http;
+    if let Some(lr) = &hcm.local_reply {
+        if !tracker.answered_by_upstream() {
+            local_reply::rewrite(cx, lr, &mut resp, &tracker);
+        }
+    }
     tracker.set_status(resp.status().as_u16());
     let h = resp.headers_mut();
     match hcm.server.transformation {

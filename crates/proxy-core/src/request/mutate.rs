@@ -120,6 +120,7 @@ fn record<'a>(s: &'a Subject<'a>, h: &'a HeaderMap, response: bool) -> Record<'a
         downstream_remote: s.remote,
         downstream_local: s.local,
         upstream_transport_failure_reason: None,
+        local_reply_body: None,
     }
 }
 
