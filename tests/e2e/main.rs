@@ -33,6 +33,7 @@ mod original_dst;
 mod outlier;
 mod outlier_local;
 mod outlier_rates;
+mod path_normalization;
 mod priority;
 mod proxy_protocol;
 mod query_params;

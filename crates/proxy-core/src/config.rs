@@ -202,6 +202,10 @@ pub struct HttpConnectionManager {
     pub max_headers_count: usize,
     /// `common_http_protocol_options.headers_with_underscores_action`.
     pub underscores: Underscores,
+    /// `normalize_path` (Envoy's default off): see [`crate::headers::path::normalize`].
+    pub normalize_path: bool,
+    /// `path_with_escaped_slashes_action`.
+    pub escaped_slashes: EscapedSlashes,
     /// `local_reply_config`; `None`: Baton's replies go out as they are made.
     pub local_reply: Option<std::sync::Arc<LocalReplyConfig>>,
 }
@@ -244,6 +248,19 @@ pub enum Underscores {
     Reject,
     /// The field is removed.
     Drop,
+}
+
+/// `path_with_escaped_slashes_action`: a path holding `%2F`, `%2f`, `%5C` or `%5c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EscapedSlashes {
+    /// `KEEP_UNCHANGED` (and Envoy's `IMPLEMENTATION_SPECIFIC_DEFAULT`).
+    #[default]
+    Keep,
+    /// 400 (`downstream_rq_failed_path_normalization`), and the connection closes.
+    Reject,
+    /// 307 to the unescaped path (`downstream_rq_redirected_with_normalized_path`).
+    UnescapeAndRedirect,
+    UnescapeAndForward,
 }
 
 /// Which timeout bounds the time from a request head's first byte to its end (see

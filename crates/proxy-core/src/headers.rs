@@ -627,5 +627,7 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
     t
 };
 
+pub mod path;
+
 #[cfg(test)]
 mod tests;

@@ -49,6 +49,10 @@ pub struct HttpStats {
     pub downstream_rq_rx_reset: Counter,
     /// A request body over the buffer filter's `max_request_bytes` (413).
     pub downstream_rq_too_large: Counter,
+    /// `normalize_path` or `path_with_escaped_slashes_action` refused a path (400).
+    pub downstream_rq_failed_path_normalization: Counter,
+    /// `UNESCAPE_AND_REDIRECT` redirected a path (307).
+    pub downstream_rq_redirected_with_normalized_path: Counter,
     pub downstream_rq_time: Histogram,
     pub no_route: Counter,
     pub rq_direct_response: Counter,
@@ -297,6 +301,8 @@ impl HttpStats {
                 downstream_rq_header_timeout: counter,
                 downstream_rq_rx_reset: counter,
                 downstream_rq_too_large: counter,
+                downstream_rq_failed_path_normalization: counter,
+                downstream_rq_redirected_with_normalized_path: counter,
                 downstream_rq_time: histogram,
                 no_route: counter,
                 rq_direct_response: counter,

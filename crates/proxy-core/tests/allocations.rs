@@ -358,6 +358,8 @@ fn hcm() -> HttpConnectionManager {
         max_connection_duration: None,
         max_headers_count: 100,
         underscores: Default::default(),
+        normalize_path: false,
+        escaped_slashes: Default::default(),
         local_reply: None,
     }
 }

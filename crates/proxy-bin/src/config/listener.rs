@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use proxy_core::config::{
-    AccessLog, AccessLogSink, ChainDigest, CodecType, HttpConnectionManager, Listener,
-    ListenerFilter, ServerHeader, ServerTransformation, Underscores, DEFAULT_BUFFER_LIMIT,
+    AccessLog, AccessLogSink, ChainDigest, CodecType, EscapedSlashes, HttpConnectionManager,
+    Listener, ListenerFilter, ServerHeader, ServerTransformation, Underscores,
+    DEFAULT_BUFFER_LIMIT,
 };
 use serde_json::Value;
 
@@ -383,6 +384,19 @@ fn hcm(
         max_connection_duration: common.max_duration,
         max_headers_count: common.max_headers,
         underscores: common.underscores,
+        normalize_path: raw.normalize_path.unwrap_or(false),
+        escaped_slashes: match raw.path_with_escaped_slashes_action {
+            None
+            | Some(raw::PathWithEscapedSlashesAction::ImplementationSpecificDefault)
+            | Some(raw::PathWithEscapedSlashesAction::KeepUnchanged) => EscapedSlashes::Keep,
+            Some(raw::PathWithEscapedSlashesAction::RejectRequest) => EscapedSlashes::Reject,
+            Some(raw::PathWithEscapedSlashesAction::UnescapeAndRedirect) => {
+                EscapedSlashes::UnescapeAndRedirect
+            }
+            Some(raw::PathWithEscapedSlashesAction::UnescapeAndForward) => {
+                EscapedSlashes::UnescapeAndForward
+            }
+        },
         local_reply,
     })
 }

@@ -229,6 +229,16 @@ proto_enum! {
 }
 
 proto_enum! {
+    pub(crate) enum PathWithEscapedSlashesAction {
+        ImplementationSpecificDefault = ("IMPLEMENTATION_SPECIFIC_DEFAULT", 0),
+        KeepUnchanged = ("KEEP_UNCHANGED", 1),
+        RejectRequest = ("REJECT_REQUEST", 2),
+        UnescapeAndRedirect = ("UNESCAPE_AND_REDIRECT", 3),
+        UnescapeAndForward = ("UNESCAPE_AND_FORWARD", 4),
+    }
+}
+
+proto_enum! {
     pub(crate) enum HeadersWithUnderscoresAction {
         Allow = ("ALLOW", 0),
         RejectRequest = ("REJECT_REQUEST", 1),
@@ -251,6 +261,8 @@ pub(crate) struct HttpConnectionManager {
     pub preserve_external_request_id: Option<bool>,
     pub merge_slashes: Option<bool>,
     pub local_reply_config: Option<LocalReplyConfig>,
+    pub normalize_path: Option<bool>,
+    pub path_with_escaped_slashes_action: Option<PathWithEscapedSlashesAction>,
     pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
     pub stream_idle_timeout: Option<Dur>,
     pub request_timeout: Option<Dur>,
