@@ -56,3 +56,4 @@ mod tls_san;
 mod upstream_h1;
 mod upstream_options;
 mod websocket;
+mod xff_trusted_hops;

@@ -32,6 +32,9 @@ pub struct LogCapture {
     pub route_name: Option<String>,
     pub upstream_host: Option<SocketAddr>,
     pub upstream_cluster: Option<String>,
+    /// The client `xff_num_trusted_hops` found in `x-forwarded-for`, for
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%` (`None`: the peer).
+    pub downstream_remote: Option<SocketAddr>,
 }
 
 /// What a connection's line says (a listener's `access_log`, `tcp_proxy`'s), written when it
@@ -92,6 +95,7 @@ impl LogCapture {
             route_name: None,
             upstream_host: None,
             upstream_cluster: None,
+            downstream_remote: None,
         })
     }
 }
@@ -152,7 +156,7 @@ impl AccessLogs {
             upstream_host: cap.upstream_host,
             upstream_cluster: cap.upstream_cluster.as_deref(),
             route_name: cap.route_name.as_deref(),
-            downstream_remote: downstream.0,
+            downstream_remote: cap.downstream_remote.unwrap_or(downstream.0),
             downstream_local: downstream.1,
             upstream_transport_failure_reason: None,
             local_reply_body: None,

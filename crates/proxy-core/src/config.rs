@@ -202,6 +202,10 @@ pub struct HttpConnectionManager {
     pub max_headers_count: usize,
     /// `common_http_protocol_options.headers_with_underscores_action`.
     pub underscores: Underscores,
+    /// `xff_num_trusted_hops` (0): with `use_remote_address`, the client is the address this
+    /// many entries from the right of the `x-forwarded-for` received (see
+    /// [`HttpConnectionManager::trusted_client`]).
+    pub xff_num_trusted_hops: u32,
     /// `normalize_path` (Envoy's default off): see [`crate::headers::path::normalize`].
     pub normalize_path: bool,
     /// `path_with_escaped_slashes_action`.
@@ -314,6 +318,39 @@ impl HttpConnectionManager {
     #[inline]
     pub fn is_internal(&self, ip: std::net::IpAddr) -> bool {
         !self.internal_ranges.is_empty() && self.internal_ranges.iter().any(|r| r.contains(&ip))
+    }
+
+    /// Whether the request from `remote` with `headers` is internal. With trusted hops, as
+    /// Envoy 1.40: only a request that came with no `x-forwarded-for` from an internal peer (the
+    /// one Envoy forwards with a single `x-forwarded-for` entry).
+    #[inline]
+    pub fn is_internal_request(&self, remote: std::net::IpAddr, headers: &http::HeaderMap) -> bool {
+        self.is_internal(remote)
+            && (self.xff_num_trusted_hops == 0
+                || headers
+                    .get(&crate::headers::X_FORWARDED_FOR)
+                    .is_none_or(|v| v.is_empty()))
+    }
+
+    /// The client's address as `xff_num_trusted_hops` trusts `x-forwarded-for` (as received):
+    /// with `use_remote_address` the `xff_num_trusted_hops`-th entry from the right, without it
+    /// the one after those; `None` when no hop is trusted or that entry is missing or not an
+    /// address (the peer is the client then).
+    pub fn trusted_client(&self, headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
+        let hops = self.xff_num_trusted_hops as usize;
+        if hops == 0 {
+            return None;
+        }
+        let skip = if self.use_remote_address {
+            hops - 1
+        } else {
+            hops
+        };
+        let xff = headers
+            .get(&crate::headers::X_FORWARDED_FOR)?
+            .to_str()
+            .ok()?;
+        xff.rsplit(',').nth(skip)?.trim().parse().ok()
     }
 
     /// How long an upgrade tunnel may go with no byte either way: the shorter of

@@ -464,6 +464,9 @@ pub struct Forwarded<'a> {
     pub internal: bool,
     /// The HCM's `via`, appended to the request's.
     pub via: Option<&'a HeaderValue>,
+    /// `xff_num_trusted_hops`: the external client is the address this many entries from the
+    /// right of `x-forwarded-for` (0: the peer).
+    pub trusted_hops: u32,
 }
 
 impl<'a> Forwarded<'a> {
@@ -476,6 +479,7 @@ impl<'a> Forwarded<'a> {
             tls,
             internal,
             via: None,
+            trusted_hops: 0,
         }
     }
 
@@ -493,6 +497,7 @@ impl<'a> Forwarded<'a> {
             tls,
             internal: hcm.is_internal(remote.ip()),
             via: hcm.via.as_ref(),
+            trusted_hops: hcm.xff_num_trusted_hops,
         }
     }
 }
@@ -523,7 +528,23 @@ pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded<'_>, upgrade: U
         tls,
         internal,
         via,
+        trusted_hops,
     } = fwd;
+    // With trusted hops: the client as `x-forwarded-for` arrived, and internal only without one.
+    let mut client = remote.ip();
+    let mut internal = internal;
+    if trusted_hops > 0 && use_remote_address {
+        if let Some(xff) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            internal &= xff.is_empty();
+            if let Some(ip) = xff
+                .rsplit(',')
+                .nth(trusted_hops as usize - 1)
+                .and_then(|a| a.trim().parse().ok())
+            {
+                client = ip;
+            }
+        }
+    }
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     strip_hop_by_hop(h, upgrade);
     if use_remote_address {
@@ -551,7 +572,7 @@ pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded<'_>, upgrade: U
             // The trusted client address (`xff_num_trusted_hops` 0: the peer), as Envoy tells
             // it for an external client.
             let mut ip = String::with_capacity(39);
-            let _ = write!(ip, "{}", remote.ip());
+            let _ = write!(ip, "{client}");
             if let Ok(v) = HeaderValue::try_from(ip) {
                 h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
             }

@@ -358,6 +358,7 @@ fn hcm() -> HttpConnectionManager {
         max_connection_duration: None,
         max_headers_count: 100,
         underscores: Default::default(),
+        xff_num_trusted_hops: 0,
         normalize_path: false,
         escaped_slashes: Default::default(),
         local_reply: None,

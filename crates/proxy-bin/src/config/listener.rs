@@ -384,6 +384,7 @@ fn hcm(
         max_connection_duration: common.max_duration,
         max_headers_count: common.max_headers,
         underscores: common.underscores,
+        xff_num_trusted_hops: raw.xff_num_trusted_hops.map_or(0, |n| n.0),
         normalize_path: raw.normalize_path.unwrap_or(false),
         escaped_slashes: match raw.path_with_escaped_slashes_action {
             None

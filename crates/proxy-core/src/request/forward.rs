@@ -121,7 +121,11 @@ pub(super) async fn forward_to(
         }
     };
     // Only an internal client's `x-envoy-*` fields are still here.
-    let asked = if cx.l.http.is_internal(cx.c.remote.ip()) {
+    let asked = if cx
+        .l
+        .http
+        .is_internal_request(cx.c.remote.ip(), &parts.headers)
+    {
         Asked::take(&mut parts.headers).map(Box::new)
     } else {
         None

@@ -144,7 +144,7 @@ fn record<'a>(
         upstream_host: cap.and_then(|c| c.upstream_host),
         upstream_cluster: cap.and_then(|c| c.upstream_cluster.as_deref()),
         route_name: cap.and_then(|c| c.route_name.as_deref()),
-        downstream_remote: cx.c.remote,
+        downstream_remote: cap.and_then(|c| c.downstream_remote).unwrap_or(cx.c.remote),
         downstream_local: cx.c.local,
         upstream_transport_failure_reason: None,
         local_reply_body: Some(body),

@@ -79,7 +79,7 @@ pub async fn handle(
     if hcm.generate_request_id {
         if hcm.use_remote_address
             && !hcm.preserve_external_request_id
-            && !hcm.is_internal(c.remote.ip())
+            && !hcm.is_internal_request(c.remote.ip(), req.headers())
         {
             // An edge request: the external client's id is replaced, as Envoy does.
             req.headers_mut()
@@ -103,6 +103,9 @@ pub async fn handle(
     } else if hcm.local_reply.is_some() {
         // Mappers' filters and body formats read the request.
         tracker.set_log(crate::access::LogCapture::of(&req));
+    }
+    if hcm.xff_num_trusted_hops > 0 {
+        trusted_remote(hcm, &req, &mut tracker);
     }
     // With filters, the route is found and the filters run first: boxed, and only the filters'
     // part (what forwarding needs stays in this future), so a listener without filters keeps
@@ -229,6 +232,16 @@ fn canonical_path(
         Err(_) => return Some(path_refused(l, c)),
     }
     None
+}
+
+/// `%DOWNSTREAM_REMOTE_ADDRESS%` with trusted hops: the client `x-forwarded-for` names, port 0
+/// (Envoy 1.40).
+#[cold]
+#[inline(never)]
+fn trusted_remote(hcm: &HttpConnectionManager, req: &Request<RequestBody>, tracker: &mut Tracker) {
+    if let (Some(ip), Some(log)) = (hcm.trusted_client(req.headers()), tracker.log_mut()) {
+        log.downstream_remote = Some(std::net::SocketAddr::new(ip, 0));
+    }
 }
 
 /// The reply to a request whose path was refused or redirected, logged as any other.
