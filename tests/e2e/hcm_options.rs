@@ -325,3 +325,49 @@ fn bad_option_values_are_refused_with_their_path() {
         assert!(out.contains(words), "{field}: {out}");
     }
 }
+
+/// `add_user_agent`: what the origin got (`user-agent`, `x-envoy-downstream-service-cluster`)
+/// for each request, as Envoy 1.40 forwarded them, with `--service-cluster svc` and without
+/// (an empty service cluster: both fields empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_user_agent_names_the_service_cluster() {
+    let up = Upstream::echo("up").await;
+    let config = Config::new()
+        .hcm("add_user_agent", json!(true))
+        .route(route("/", "up", json!({})))
+        .cluster(cluster("up", &[up.port()]))
+        .render();
+    for (args, sc) in [(&["--service-cluster", "svc"][..], "svc"), (&[][..], "")] {
+        let baton = Baton::start_with(&config, args).await;
+        let cases = [
+            ("", sc),
+            ("user-agent: curl/1\r\n", "curl/1"),
+            (
+                "user-agent: curl/1\r\nx-envoy-downstream-service-cluster: other\r\n",
+                "curl/1",
+            ),
+            ("x-envoy-downstream-service-cluster: other\r\n", sc),
+        ];
+        for (extra, ua) in cases {
+            let r = exchange(&baton, &get("/p", extra)).await;
+            assert_eq!(r.status, 200);
+            let seen = up.last();
+            assert_eq!(seen.header("user-agent"), Some(ua), "{args:?} {extra}");
+            assert_eq!(
+                seen.header("x-envoy-downstream-service-cluster"),
+                Some(sc),
+                "{args:?} {extra}"
+            );
+        }
+    }
+    // Off by default: the client's fields go on as sent (its `x-envoy-*` removed, as it is
+    // external).
+    let plain = baton_with(&up, json!({})).await;
+    exchange(
+        &plain,
+        &get("/p", "x-envoy-downstream-service-cluster: other\r\n"),
+    )
+    .await;
+    assert_eq!(up.last().header("user-agent"), None);
+    assert_eq!(up.last().header("x-envoy-downstream-service-cluster"), None);
+}

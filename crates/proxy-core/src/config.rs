@@ -206,6 +206,10 @@ pub struct HttpConnectionManager {
     /// many entries from the right of the `x-forwarded-for` received (see
     /// [`HttpConnectionManager::trusted_client`]).
     pub xff_num_trusted_hops: u32,
+    /// `add_user_agent`: the node's service cluster (`--service-cluster`, else `node.cluster`),
+    /// set as `x-envoy-downstream-service-cluster` and as `user-agent` when the request has
+    /// none. `None`: off.
+    pub add_user_agent: Option<http::HeaderValue>,
     /// `normalize_path` (Envoy's default off): see [`crate::headers::path::normalize`].
     pub normalize_path: bool,
     /// `path_with_escaped_slashes_action`.

@@ -502,6 +502,22 @@ impl<'a> Forwarded<'a> {
     }
 }
 
+/// `x-envoy-downstream-service-cluster`, set by `add_user_agent`.
+pub static X_ENVOY_DOWNSTREAM_SERVICE_CLUSTER: HeaderName =
+    HeaderName::from_static("x-envoy-downstream-service-cluster");
+
+/// `add_user_agent` (Envoy 1.40): `x-envoy-downstream-service-cluster` is the service cluster,
+/// and so is `user-agent` when the request has none or an empty one.
+pub fn add_user_agent(h: &mut HeaderMap, service_cluster: &HeaderValue) {
+    h.insert(
+        X_ENVOY_DOWNSTREAM_SERVICE_CLUSTER.clone(),
+        service_cluster.clone(),
+    );
+    if h.get(http::header::USER_AGENT).is_none_or(|v| v.is_empty()) {
+        h.insert(http::header::USER_AGENT, service_cluster.clone());
+    }
+}
+
 /// `value` appended to `name`'s value, after `, ` (Envoy's way with `via`); set when absent.
 pub fn append_value(h: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
     let joined = match h.get(name) {

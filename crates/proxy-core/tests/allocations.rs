@@ -359,6 +359,7 @@ fn hcm() -> HttpConnectionManager {
         max_headers_count: 100,
         underscores: Default::default(),
         xff_num_trusted_hops: 0,
+        add_user_agent: None,
         normalize_path: false,
         escaped_slashes: Default::default(),
         local_reply: None,

@@ -385,6 +385,9 @@ fn hcm(
         max_headers_count: common.max_headers,
         underscores: common.underscores,
         xff_num_trusted_hops: raw.xff_num_trusted_hops.map_or(0, |n| n.0),
+        // The node's cluster is filled in once the node is known.
+        add_user_agent: (raw.add_user_agent == Some(true))
+            .then(|| http::HeaderValue::from_static("")),
         normalize_path: raw.normalize_path.unwrap_or(false),
         escaped_slashes: match raw.path_with_escaped_slashes_action {
             None

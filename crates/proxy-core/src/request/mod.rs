@@ -71,6 +71,9 @@ pub async fn handle(
             return Ok(path_answered(cx, req, tracker, reply));
         }
     }
+    if let Some(cluster) = &hcm.add_user_agent {
+        crate::headers::add_user_agent(req.headers_mut(), cluster);
+    }
     if hcm.merge_slashes {
         if let Some(uri) = crate::headers::merge_slashes(req.uri()) {
             *req.uri_mut() = uri;
