@@ -18,6 +18,7 @@ mod fault;
 mod filter_config;
 mod filters;
 mod h2;
+mod h2_downstream_options;
 mod handover;
 mod hcm_options;
 mod headers_mutation;

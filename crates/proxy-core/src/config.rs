@@ -210,6 +210,9 @@ pub struct HttpConnectionManager {
     /// set as `x-envoy-downstream-service-cluster` and as `user-agent` when the request has
     /// none. `None`: off.
     pub add_user_agent: Option<http::HeaderValue>,
+    /// `http2_protocol_options` of downstream HTTP/2 connections: what is set is announced
+    /// and applied (unset: hyper's defaults, not Envoy's).
+    pub http2: Http2Settings,
     /// `normalize_path` (Envoy's default off): see [`crate::headers::path::normalize`].
     pub normalize_path: bool,
     /// `path_with_escaped_slashes_action`.

@@ -334,6 +334,10 @@ fn hcm(
     }
 
     let access_logs = access_logs(raw.access_log, path, errs);
+    let http2 = raw
+        .http2_protocol_options
+        .map(|o| super::upstream_options::http2(o, &join(path, "http2_protocol_options"), errs))
+        .unwrap_or_default();
     let local_reply = raw.local_reply_config.map(|c| {
         std::sync::Arc::new(super::local_reply::local_reply_config(
             c,
@@ -389,6 +393,7 @@ fn hcm(
         add_user_agent: (raw.add_user_agent == Some(true))
             .then(|| http::HeaderValue::from_static("")),
         normalize_path: raw.normalize_path.unwrap_or(false),
+        http2,
         escaped_slashes: match raw.path_with_escaped_slashes_action {
             None
             | Some(raw::PathWithEscapedSlashesAction::ImplementationSpecificDefault)
