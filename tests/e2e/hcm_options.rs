@@ -371,3 +371,42 @@ async fn add_user_agent_names_the_service_cluster() {
     assert_eq!(up.last().header("user-agent"), None);
     assert_eq!(up.last().header("x-envoy-downstream-service-cluster"), None);
 }
+
+/// After a `connection: close` response, write to the closed connection for `for_ms`: whether
+/// the peer reset it (it no longer reads what arrives).
+async fn reset_after_close(baton: &Baton, for_ms: u64) -> bool {
+    let mut s = TcpStream::connect(baton.addr()).await.expect("connect");
+    let r = exchange_on(
+        &mut s,
+        "GET /d HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let mut b = [0u8; 64];
+    // Baton's FIN.
+    while within(5, "the close", s.read(&mut b)).await.unwrap_or(0) > 0 {}
+    let end = tokio::time::Instant::now() + Duration::from_millis(for_ms);
+    while tokio::time::Instant::now() < end {
+        if s.write_all(b"more bytes").await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(e) = s.read(&mut b).await {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+            return true;
+        }
+    }
+    false
+}
+
+/// `delayed_close_timeout`: Baton keeps reading (and discarding) after closing an HTTP/1.1
+/// connection for that long (Envoy's default 1 s), so late client bytes draw no reset; `0s`
+/// closes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_close_timeout_bounds_the_lingering_close() {
+    let up = Upstream::echo("up").await;
+    let lingering = baton_with(&up, json!({"delayed_close_timeout": "3s"})).await;
+    assert!(!reset_after_close(&lingering, 500).await);
+    let at_once = baton_with(&up, json!({"delayed_close_timeout": "0s"})).await;
+    assert!(reset_after_close(&at_once, 2000).await);
+}

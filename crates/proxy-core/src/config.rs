@@ -213,6 +213,9 @@ pub struct HttpConnectionManager {
     /// `http2_protocol_options` of downstream HTTP/2 connections: what is set is announced
     /// and applied (unset: hyper's defaults, not Envoy's).
     pub http2: Http2Settings,
+    /// `delayed_close_timeout` (Envoy's default 1 s): how long an HTTP/1.1 connection Baton
+    /// closes keeps reading and discarding what the client still sends; zero: it closes at once.
+    pub delayed_close_timeout: Duration,
     /// `normalize_path` (Envoy's default off): see [`crate::headers::path::normalize`].
     pub normalize_path: bool,
     /// `path_with_escaped_slashes_action`.

@@ -361,6 +361,7 @@ fn hcm() -> HttpConnectionManager {
         xff_num_trusted_hops: 0,
         add_user_agent: None,
         normalize_path: false,
+        delayed_close_timeout: std::time::Duration::from_secs(1),
         http2: Default::default(),
         escaped_slashes: Default::default(),
         local_reply: None,

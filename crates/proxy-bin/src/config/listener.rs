@@ -393,6 +393,9 @@ fn hcm(
         add_user_agent: (raw.add_user_agent == Some(true))
             .then(|| http::HeaderValue::from_static("")),
         normalize_path: raw.normalize_path.unwrap_or(false),
+        delayed_close_timeout: raw
+            .delayed_close_timeout
+            .map_or(Duration::from_secs(1), |d| d.0),
         http2,
         escaped_slashes: match raw.path_with_escaped_slashes_action {
             None

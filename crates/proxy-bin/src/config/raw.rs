@@ -263,6 +263,7 @@ pub(crate) struct HttpConnectionManager {
     pub local_reply_config: Option<LocalReplyConfig>,
     pub normalize_path: Option<bool>,
     pub add_user_agent: Option<bool>,
+    pub delayed_close_timeout: Option<Dur>,
     pub http2_protocol_options: Option<super::upstream_options::Http2Options>,
     pub xff_num_trusted_hops: Option<Int<u32>>,
     pub path_with_escaped_slashes_action: Option<PathWithEscapedSlashesAction>,
