@@ -2,7 +2,7 @@
 //! `via`, `always_set_request_id_in_response`, `preserve_external_request_id`,
 //! `skip_xff_append`, `merge_slashes` and `common_http_protocol_options`'
 //! `max_requests_per_connection`, `max_connection_duration`, `max_headers_count`,
-//! `headers_with_underscores_action`. The expected answers are what Envoy 1.40 gave on the same
+//! `headers_with_underscores_action`, `add_user_agent` and `delayed_close_timeout`. The expected answers are what Envoy 1.40 gave on the same
 //! configuration (one listener per option set, the same requests, an origin that may send its
 //! own `server`).
 
