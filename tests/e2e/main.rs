@@ -8,6 +8,7 @@ mod support;
 mod admin;
 mod basics;
 mod cli;
+mod compressor;
 mod cors;
 mod csrf;
 mod downstream_h1;

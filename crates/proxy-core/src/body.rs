@@ -22,6 +22,10 @@ use hyper::body::Incoming;
 
 use crate::client::H1Body;
 
+mod recode;
+
+pub use recode::Recode;
+
 /// Called once when a body ends (`complete`) or is dropped before its end; `timed_out` says
 /// whether one of the body's own timeouts ended it.
 pub trait Finish {
@@ -151,6 +155,8 @@ enum Kind {
     Stream(Incoming),
     Request(Box<RequestStream>),
     UpstreamH1(H1Body),
+    /// Another body, its data re-coded (an HTTP filter's compression).
+    Recoded(Box<recode::Recoded>),
 }
 
 // === impl ProxyBody ===
@@ -190,6 +196,11 @@ impl ProxyBody {
     /// A response body read by Baton's own upstream HTTP/1.1 client.
     pub fn upstream_h1(body: H1Body) -> Self {
         Self::with_kind(Kind::UpstreamH1(body))
+    }
+
+    /// This body, its data passed through `coder` frame by frame; its length is then unknown.
+    pub fn recode(self, coder: Box<dyn Recode>) -> Self {
+        Self::with_kind(Kind::Recoded(Box::new(recode::Recoded::new(self, coder))))
     }
 
     /// Whether the whole body is in memory (empty or one buffer).
@@ -298,6 +309,7 @@ impl Body for ProxyBody {
                 .map(|r| r.map(|f| f.map_err(BodyError::from))),
             Kind::Request(r) => r.poll_frame(cx),
             Kind::UpstreamH1(b) => b.poll_frame(cx),
+            Kind::Recoded(r) => r.poll_frame(cx),
         };
         if let Some(t) = this.timers.as_mut() {
             match &polled {
@@ -337,6 +349,7 @@ impl Body for ProxyBody {
             Kind::Stream(s) => s.is_end_stream(),
             Kind::Request(r) => r.ahead.is_empty() && r.rest.is_end_stream(),
             Kind::UpstreamH1(b) => b.is_end_stream(),
+            Kind::Recoded(r) => r.is_end_stream(),
         }
     }
 
@@ -347,6 +360,7 @@ impl Body for ProxyBody {
             Kind::Stream(s) => s.size_hint(),
             Kind::Request(r) => r.size_hint(),
             Kind::UpstreamH1(b) => b.size_hint(),
+            Kind::Recoded(_) => SizeHint::new(),
         }
     }
 }
@@ -424,6 +438,7 @@ impl std::fmt::Debug for ProxyBody {
             Kind::Stream(_) => "stream",
             Kind::Request(_) => "request",
             Kind::UpstreamH1(_) => "upstream-h1",
+            Kind::Recoded(_) => "recoded",
         };
         f.debug_struct("ProxyBody")
             .field("kind", &kind)

@@ -13,10 +13,12 @@ use http::{HeaderName, StatusCode};
 use regex::Regex;
 
 mod chain;
+mod compress;
 mod filters;
 mod health;
 
 pub use chain::{ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy};
+pub use compress::*;
 pub use filters::*;
 
 pub use health::{

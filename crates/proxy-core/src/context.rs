@@ -19,7 +19,7 @@ use crate::handover::{Handover, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
+    CodeCounters, CompressorStats, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
     HttpInspectorStats, HttpStats, ListenerStats, LocalRateLimitStats, ProxyProtoStats,
     TcpProxyStats,
 };
@@ -93,6 +93,8 @@ pub struct ListenerShared {
     /// The local rate limit filter's stats, by `stat_prefix` (the listener's filter's and its
     /// routes').
     pub local_rate_limit_stats: Vec<(String, LocalRateLimitStats)>,
+    /// Each compressor filter's stats, by its index in `http.http_filters`.
+    pub compressor_stats: Vec<(usize, CompressorStats)>,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<AccessLogs>,
     /// Its connections may move to the next generation: the listener's only chain.

@@ -59,6 +59,7 @@ pub mod tunnel;
 // Upstream: Baton's own HTTP/1.1 client, proxied bodies, pools and connects.
 pub mod body;
 pub mod client;
+pub mod compression;
 pub mod health;
 pub mod outlier;
 pub mod upstream;

@@ -32,6 +32,8 @@ pub enum HttpFilter {
     Cors,
     /// `envoy.filters.http.csrf`.
     Csrf(Box<CsrfPolicy>),
+    /// `envoy.filters.http.compressor`.
+    Compressor(Box<super::CompressorFilter>),
 }
 
 /// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered
@@ -170,6 +172,7 @@ pub enum RouteFilterConfig {
     Cors(Box<CorsPolicy>),
     /// A route's `CsrfPolicy` replaces the filter's.
     Csrf(Box<CsrfPolicy>),
+    Compressor(super::CompressorPerRoute),
 }
 
 /// `typed_per_filter_config` of one level: filter name → its entry.

@@ -9,6 +9,7 @@
 //! level first); a filter reads its per-route configuration from there too.
 
 mod buffer;
+mod compressor;
 mod cors;
 mod csrf;
 mod fault;
@@ -38,6 +39,8 @@ pub(super) struct Passed {
     rate_limit: Option<local_ratelimit::Passed>,
     /// An allowed CORS origin's response fields.
     cors: Option<cors::Passed>,
+    /// The compressor filters that ran, in order.
+    compressors: Vec<compressor::Registered>,
 }
 
 /// Run the enabled filters on a request, in order: `Err` with the response when one answers
@@ -54,7 +57,7 @@ pub(super) async fn decode(
     let per_route = target
         .and_then(|t| t.filter_configs.as_deref())
         .or_else(|| route.and_then(|r| r.filter_configs.as_deref()));
-    for entry in &cx.l.http.http_filters {
+    for (i, entry) in cx.l.http.http_filters.iter().enumerate() {
         let disabled = per_route.and_then(|p| p.disabled(&entry.name));
         if disabled.unwrap_or(entry.disabled) {
             continue;
@@ -100,9 +103,17 @@ pub(super) async fn decode(
                 };
                 csrf::decode(cx, p, req)
             }
+            HttpFilter::Compressor(c) => {
+                let per_route = match config {
+                    Some(RouteFilterConfig::Compressor(p)) => Some(*p),
+                    _ => None,
+                };
+                compressor::decode(cx, i, c, per_route, req, &mut passed.compressors);
+                Ok(())
+            }
         };
         if let Err(mut resp) = stop {
-            encode(passed, &mut resp);
+            encode(cx, passed, &mut resp);
             return Err(resp);
         }
     }
@@ -110,7 +121,10 @@ pub(super) async fn decode(
 }
 
 /// Run the filters that ran on the request on its response, in reverse order.
-pub(super) fn encode(passed: &Passed, resp: &mut Response<ProxyBody>) {
+pub(super) fn encode(cx: Ctx<'_>, passed: &Passed, resp: &mut Response<ProxyBody>) {
+    if !passed.compressors.is_empty() {
+        compressor::encode(cx, &passed.compressors, resp);
+    }
     cors::encode(passed.cors.as_ref(), resp);
     local_ratelimit::encode(passed.rate_limit.as_ref(), resp);
     health_check::encode(&passed.health_check, resp);

@@ -112,7 +112,7 @@ pub async fn handle(
         mutate_response(cx, m, seen.as_deref(), &mut resp, &tracker);
     }
     if let Some(d) = &pre {
-        filters::encode(&d.passed, &mut resp);
+        filters::encode(cx, &d.passed, &mut resp);
     }
     Ok(finish(cx, resp, tracker))
 }
