@@ -27,6 +27,7 @@ mod keepalive;
 mod lb;
 mod lenient;
 mod local_ratelimit;
+mod metadata;
 mod outlier;
 mod outlier_local;
 mod outlier_rates;

@@ -31,6 +31,8 @@ pub struct LogCapture {
     pub route_name: Option<String>,
     pub upstream_host: Option<SocketAddr>,
     pub upstream_cluster: Option<String>,
+    /// Set by the filters (`set_metadata`, `header_to_metadata`).
+    pub dynamic_metadata: Option<crate::metadata::DynamicMetadata>,
 }
 
 /// The parts of a finished request that are not in its [`LogCapture`].
@@ -99,6 +101,7 @@ impl AccessLogs {
             route_name: None,
             upstream_host: None,
             upstream_cluster: None,
+            dynamic_metadata: None,
         })
     }
 
@@ -125,6 +128,7 @@ impl AccessLogs {
             downstream_remote: downstream.0,
             downstream_local: downstream.1,
             upstream_transport_failure_reason: None,
+            dynamic_metadata: cap.dynamic_metadata.as_ref(),
         };
         for (format, writer) in &self.sinks {
             let mut line = String::with_capacity(256);

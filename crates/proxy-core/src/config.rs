@@ -16,10 +16,12 @@ mod chain;
 mod compress;
 mod filters;
 mod health;
+mod metadata;
 
 pub use chain::{ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy};
 pub use compress::*;
 pub use filters::*;
+pub use metadata::*;
 
 pub use health::{
     CheckKind, GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, TcpCheck,

@@ -93,6 +93,8 @@ pub struct ListenerShared {
     /// The local rate limit filter's stats, by `stat_prefix` (the listener's filter's and its
     /// routes').
     pub local_rate_limit_stats: Vec<(String, LocalRateLimitStats)>,
+    /// `http.<prefix>.set_metadata.overwrite_denied`, with a `set_metadata` filter.
+    pub set_metadata_overwrite_denied: Option<shm_stats::Counter>,
     /// Each compressor filter's stats, by its index in `http.http_filters`.
     pub compressor_stats: Vec<(usize, CompressorStats)>,
     pub listener_stats: ListenerStats,

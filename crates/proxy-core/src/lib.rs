@@ -47,6 +47,7 @@ pub mod http1;
 pub mod http_inspector;
 pub mod io;
 pub mod lifecycle;
+pub mod metadata;
 pub mod proxy_protocol;
 pub mod router;
 mod slot_pool;

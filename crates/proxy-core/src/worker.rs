@@ -279,6 +279,15 @@ fn build_chain(
                     .then(|| FaultFilterStats::new(store, &hcm.stat_prefix)),
                 local_rate_limit_stats: local_rate_limit_stats(store, hcm),
                 compressor_stats: compressor_stats(store, hcm),
+                set_metadata_overwrite_denied: has(hcm, |f| {
+                    matches!(f, config::HttpFilter::SetMetadata(_))
+                })
+                .then(|| {
+                    store.counter(&format!(
+                        "http.{}.set_metadata.overwrite_denied",
+                        hcm.stat_prefix
+                    ))
+                }),
                 cors_stats: has(hcm, |f| matches!(f, config::HttpFilter::Cors))
                     .then(|| CorsStats::new(store, &hcm.stat_prefix)),
                 csrf_stats: has(hcm, |f| matches!(f, config::HttpFilter::Csrf(_)))

@@ -40,6 +40,8 @@ pub struct Record<'a> {
     pub downstream_local: SocketAddr,
     /// Why the upstream connection failed at the transport level (e.g. a TLS error), if it did.
     pub upstream_transport_failure_reason: Option<&'a str>,
+    /// The request's dynamic metadata, if a filter set any.
+    pub dynamic_metadata: Option<&'a crate::metadata::DynamicMetadata>,
 }
 
 /// A format string that could not be parsed.
@@ -87,6 +89,8 @@ enum Op {
     DownstreamRemoteAddressWithoutPort,
     DownstreamLocalAddress,
     DownstreamLocalAddressWithoutPort,
+    /// `%DYNAMIC_METADATA(NAMESPACE:KEY:...)%`.
+    DynamicMetadata(String, Vec<String>),
 }
 
 #[derive(Clone, Debug)]
@@ -149,6 +153,17 @@ fn build_op(name: &str, args: Option<&str>) -> Result<Op, FormatError> {
         "RESP" => {
             let (k, alt) = header_args(name, args)?;
             return Ok(Op::Resp(k, alt));
+        }
+        "DYNAMIC_METADATA" => {
+            let args = args.filter(|a| !a.is_empty()).ok_or_else(|| {
+                bad(
+                    name,
+                    "expected a namespace (and keys) in parentheses, NAMESPACE:KEY:...",
+                )
+            })?;
+            let mut parts = args.split(':').map(str::to_owned);
+            let ns = parts.next().unwrap_or_default();
+            return Ok(Op::DynamicMetadata(ns, parts.collect()));
         }
         "RESPONSE_CODE" => Op::ResponseCode,
         "RESPONSE_FLAGS" => Op::ResponseFlags,
@@ -386,6 +401,10 @@ fn write_op(op: &Op, rec: &Record<'_>, out: &mut String) {
         }
         Op::DownstreamLocalAddressWithoutPort => {
             let _ = write!(out, "{}", rec.downstream_local.ip());
+        }
+        Op::DynamicMetadata(ns, path) => {
+            let v = rec.dynamic_metadata.and_then(|m| m.render(ns, path));
+            push_or_dash(out, v.as_deref());
         }
     }
 }

@@ -34,6 +34,10 @@ pub enum HttpFilter {
     Csrf(Box<CsrfPolicy>),
     /// `envoy.filters.http.compressor`.
     Compressor(Box<super::CompressorFilter>),
+    /// `envoy.filters.http.set_metadata`.
+    SetMetadata(Box<super::SetMetadata>),
+    /// `envoy.filters.http.header_to_metadata`.
+    HeaderToMetadata(Box<super::HeaderToMetadata>),
 }
 
 /// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered

@@ -15,6 +15,7 @@ mod csrf;
 mod fault;
 mod health_check;
 mod local_ratelimit;
+mod metadata;
 
 use http::{Request, Response};
 
@@ -41,6 +42,8 @@ pub(super) struct Passed {
     cors: Option<cors::Passed>,
     /// The compressor filters that ran, in order.
     compressors: Vec<compressor::Registered>,
+    /// The `header_to_metadata` filters with response rules that ran (their indices).
+    header_to_metadata: Vec<usize>,
 }
 
 /// Run the enabled filters on a request, in order: `Err` with the response when one answers
@@ -111,17 +114,60 @@ pub(super) async fn decode(
                 compressor::decode(cx, i, c, per_route, req, &mut passed.compressors);
                 Ok(())
             }
+            HttpFilter::SetMetadata(m) => {
+                metadata::set_metadata(cx, m, req);
+                Ok(())
+            }
+            HttpFilter::HeaderToMetadata(h) => {
+                metadata::decode(h, req);
+                if !h.response_rules.is_empty() {
+                    passed.header_to_metadata.push(i);
+                }
+                Ok(())
+            }
         };
         if let Err(mut resp) = stop {
-            encode(cx, passed, &mut resp);
+            log_metadata(req, tracker);
+            encode(cx, passed, &mut resp, tracker);
             return Err(resp);
         }
     }
+    log_metadata(req, tracker);
     Ok(())
 }
 
+/// The access log's copy of the dynamic metadata the filters set.
+fn log_metadata(req: &Request<RequestBody>, tracker: &mut Tracker) {
+    if let (Some(md), Some(log)) = (
+        req.extensions().get::<crate::metadata::DynamicMetadata>(),
+        tracker.log_mut(),
+    ) {
+        log.dynamic_metadata = Some(md.clone());
+    }
+}
+
 /// Run the filters that ran on the request on its response, in reverse order.
-pub(super) fn encode(cx: Ctx<'_>, passed: &Passed, resp: &mut Response<ProxyBody>) {
+pub(super) fn encode(
+    cx: Ctx<'_>,
+    passed: &mut Passed,
+    resp: &mut Response<ProxyBody>,
+    tracker: &mut Tracker,
+) {
+    // An active fault counts until the stream ends, as Envoy releases it on destroy.
+    if let Some(active) = passed.fault.take() {
+        let body = std::mem::replace(resp.body_mut(), ProxyBody::empty());
+        *resp.body_mut() = body.holding(Box::new(active));
+    }
+    for &i in passed.header_to_metadata.iter().rev() {
+        if let HttpFilter::HeaderToMetadata(h) = &cx.l.http.http_filters[i].filter {
+            if let Some(log) = tracker.log_mut() {
+                let md = log.dynamic_metadata.get_or_insert_with(Default::default);
+                metadata::encode(h, resp.headers_mut(), md);
+            } else {
+                metadata::encode(h, resp.headers_mut(), &mut Default::default());
+            }
+        }
+    }
     if !passed.compressors.is_empty() {
         compressor::encode(cx, &passed.compressors, resp);
     }

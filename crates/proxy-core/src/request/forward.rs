@@ -43,6 +43,8 @@ static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
 struct Body {
     /// The whole body, in memory: the request may be sent again.
     replay: Option<Bytes>,
+    /// The trailers that followed the body in memory (kept by the buffer filter).
+    replay_trailers: Option<http::HeaderMap>,
     /// A body streamed to the upstream as it arrives (sent once).
     stream: Option<ProxyBody>,
     /// Set when the streamed body hit `request_timeout` or `stream_idle_timeout`.
@@ -216,6 +218,7 @@ pub(super) fn request_deadline(cx: Ctx<'_>, tracker: &Tracker) -> Option<tokio::
 fn empty_body() -> Body {
     Body {
         replay: Some(Bytes::new()),
+        replay_trailers: None,
         stream: None,
         timed_out: None,
         fault: None,
@@ -234,22 +237,31 @@ async fn streamed_body(
     body: RequestBody,
     tracker: &mut Tracker,
 ) -> Result<Body, Response<ProxyBody>> {
-    let mut rest = match body {
-        RequestBody::Hyper(rest) => rest,
+    let (b, replay_trailers) = match body {
+        RequestBody::Hyper(rest) => return stream_rest(cx, rest, tracker).await,
         RequestBody::Empty => return Ok(empty_body()),
         // Read whole by the buffer filter: sent from memory, so it may be sent again.
-        RequestBody::Full(b) => {
-            let received = tracker.received();
-            received.set(received.get() + b.as_ref().map_or(0, |b| b.len() as u64));
-            return Ok(Body {
-                replay: b,
-                stream: None,
-                timed_out: None,
-                fault: None,
-                read_first: true,
-            });
-        }
+        RequestBody::Full(b) => (b, None),
+        RequestBody::Trailed(t) => (t.data, t.trailers),
     };
+    let received = tracker.received();
+    received.set(received.get() + b.as_ref().map_or(0, |b| b.len() as u64));
+    Ok(Body {
+        replay: b,
+        replay_trailers,
+        stream: None,
+        timed_out: None,
+        fault: None,
+        read_first: true,
+    })
+}
+
+/// The rest of a body streamed from the client, after what has already arrived was read.
+async fn stream_rest(
+    cx: Ctx<'_>,
+    mut rest: hyper::body::Incoming,
+    tracker: &mut Tracker,
+) -> Result<Body, Response<ProxyBody>> {
     let cap = READ_AHEAD_MAX.min(cx.l.config.per_connection_buffer_limit_bytes) as usize;
     let ahead = match read_ahead(&mut rest, cap).await {
         Ok(ahead) => ahead,
@@ -267,6 +279,7 @@ async fn streamed_body(
         .with_timeouts(cx.l.http.stream_idle_timeout, deadline);
     Ok(Body {
         replay: None,
+        replay_trailers: None,
         stream: Some(b),
         timed_out: Some(fired),
         fault: Some(fault),
@@ -318,11 +331,13 @@ async fn buffer_body(
         tracker.set_flag(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         return Err(local_reply(StatusCode::BAD_REQUEST, Bytes::new()));
     };
+    let replay_trailers = collected.trailers().cloned();
     let b = collected.to_bytes();
     let received = tracker.received();
     received.set(received.get() + b.len() as u64);
     Ok(Body {
         replay: Some(b),
+        replay_trailers,
         stream: None,
         timed_out: None,
         fault: None,
@@ -472,7 +487,7 @@ fn upstream_request(
     last: bool,
 ) -> Request<ProxyBody> {
     let body = match &body.replay {
-        Some(b) => ProxyBody::full(b.clone()),
+        Some(b) => ProxyBody::trailed(b.clone(), body.replay_trailers.clone()),
         None => body.stream.take().unwrap_or_else(ProxyBody::empty),
     };
     let mut up = Request::new(body);
