@@ -89,6 +89,7 @@ mkdir -p "$WORK/origin" "$WORK/nginx"
     location / { root $WORK/www; default_type text/plain; }
   }
 }
+EOF
 } >"$WORK/origin.conf"
 start_bg origin taskset -c 1 nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin.conf"
 wait_ready "$LAST_PID" "http://127.0.0.1:$ORIGIN/body.txt" || die "origin did not come up"
