@@ -368,7 +368,7 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         ("duplicate listener name", second_listener("listener_0", 10001), "static_resources.listeners[1].name"),
         ("duplicate listener address", second_listener("listener_1", 10000), "static_resources.listeners[1].address"),
         ("wrong hcm type", set(base(), &hcm("/@type"), json!("type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy")), "filters[0].typed_config.@type"),
-        ("unsupported http filter", set(base(), &hcm("/http_filters/0"), json!({"name": "envoy.filters.http.compressor", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor"}})), "http_filters[0].typed_config.@type"),
+        ("unsupported http filter", set(base(), &hcm("/http_filters/0"), json!({"name": "envoy.filters.http.decompressor", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor"}})), "http_filters[0].typed_config.@type"),
         ("router not last", set(base(), &hcm("/http_filters/1"), json!({"name": "envoy.filters.http.router"})), "http_filters[0]"),
         ("no http filters", set(base(), &hcm("/http_filters"), json!([])), "typed_config.http_filters"),
         ("missing stat_prefix", remove(base(), &hcm("/stat_prefix")), "typed_config.stat_prefix"),
