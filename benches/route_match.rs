@@ -26,6 +26,7 @@ fn forward(cluster: &str) -> RouteAction {
         host_rewrite_literal: None,
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
+        hash_policy: Vec::new(),
         weighted_filter_configs: Vec::new(),
     })
 }

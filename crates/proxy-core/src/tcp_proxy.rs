@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 
 use crate::client::CxGuard;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Pick};
 use crate::context::{TcpProxyShared, Worker};
 use crate::downstream::{tls_accept, Accepted, TLS_HANDSHAKE_TIMEOUT};
 use crate::error::UpstreamFailure;
@@ -95,7 +95,7 @@ async fn connect(
     for _ in 0..attempts.max(1) {
         let host = {
             let set = cluster.hosts();
-            w.lb.pick(cidx, &cluster, &set)
+            w.lb.pick(cidx, &cluster, &set, Pick::default())
         };
         let Some(host) = host else {
             cluster.stats.upstream_cx_none_healthy.inc();

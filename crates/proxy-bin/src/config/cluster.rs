@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use proxy_core::config::{
-    Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Locality, Thresholds,
-    DEFAULT_BUFFER_LIMIT, DEFAULT_OVERPROVISIONING_FACTOR,
+    Cluster, Discovery, DnsLookupFamily, Endpoint, Locality, Thresholds, DEFAULT_BUFFER_LIMIT,
+    DEFAULT_OVERPROVISIONING_FACTOR,
 };
 use serde_json::Value;
 
@@ -44,11 +44,6 @@ pub(crate) fn cluster(
     if dns_refresh_rate < Duration::from_millis(1) {
         errs.push(join(path, "dns_refresh_rate"), "must be at least 1ms");
     }
-    let lb_policy = match raw.lb_policy {
-        None | Some(raw::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
-        Some(raw::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
-        Some(raw::LbPolicy::Random) => LbPolicy::Random,
-    };
     let dns_lookup_family = match raw.dns_lookup_family {
         None | Some(raw::DnsLookupFamily::Auto) => DnsLookupFamily::Auto,
         Some(raw::DnsLookupFamily::V4Only) => DnsLookupFamily::V4Only,
@@ -61,7 +56,21 @@ pub(crate) fn cluster(
     let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
     let hc_path = join(path, "health_checks");
     let health_check = super::health::health_checks(raw.health_checks, &hc_path, errs);
-    let panic_threshold = super::health::panic_threshold(raw.common_lb_config, path, errs);
+    let mut common_lb_config = raw.common_lb_config;
+    let lb_policy = super::lb::lb_policy(
+        super::lb::LbFields {
+            policy: raw.lb_policy,
+            ring_hash: raw.ring_hash_lb_config,
+            maglev: raw.maglev_lb_config,
+            consistent: common_lb_config
+                .as_mut()
+                .and_then(|c| c.consistent_hashing_lb_config.take()),
+        },
+        discovery,
+        path,
+        errs,
+    );
+    let panic_threshold = super::health::panic_threshold(common_lb_config, path, errs);
     let outlier = super::health::outlier_detection(
         raw.outlier_detection,
         &join(path, "outlier_detection"),

@@ -485,6 +485,8 @@ pub(crate) struct RouteAction {
     pub host_rewrite_literal: Option<String>,
     pub timeout: Option<Dur>,
     pub retry_policy: Option<RetryPolicy>,
+    #[serde(default)]
+    pub hash_policy: Vec<super::lb::RawHashPolicy>,
     /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
     pub cors: Option<Value>,
 }
@@ -577,7 +579,9 @@ proto_enum! {
     pub(crate) enum LbPolicy {
         RoundRobin = ("ROUND_ROBIN", 0),
         LeastRequest = ("LEAST_REQUEST", 1),
+        RingHash = ("RING_HASH", 2),
         Random = ("RANDOM", 3),
+        Maglev = ("MAGLEV", 5),
     }
 }
 
@@ -600,6 +604,8 @@ pub(crate) struct Cluster {
     pub kind: Option<DiscoveryType>,
     pub connect_timeout: Option<Dur>,
     pub lb_policy: Option<LbPolicy>,
+    pub ring_hash_lb_config: Option<super::lb::RingHashLbConfig>,
+    pub maglev_lb_config: Option<super::lb::MaglevLbConfig>,
     pub load_assignment: Option<LoadAssignment>,
     pub dns_lookup_family: Option<DnsLookupFamily>,
     pub dns_refresh_rate: Option<Dur>,

@@ -11,7 +11,7 @@ use hyper::client::conn::http1;
 
 use crate::body::ProxyBody;
 use crate::client::{Home, SendError};
-use crate::cluster::{Cluster, Host};
+use crate::cluster::{Cluster, Host, Pick};
 use crate::context::Worker;
 use crate::error::UpstreamFailure;
 use crate::upstream;
@@ -94,6 +94,7 @@ pub(super) async fn attempt_once(
     req: &mut Request<ProxyBody>,
     deadline: Option<tokio::time::Instant>,
     per_try: Option<Duration>,
+    by: Pick,
 ) -> Result<AttemptDone, (UpstreamFailure, bool)> {
     let max_rq = i64::from(cluster.config.circuit_breakers.max_requests);
     if cluster.stats.upstream_rq_active.value() >= max_rq {
@@ -102,7 +103,7 @@ pub(super) async fn attempt_once(
     }
     let host = {
         let set = cluster.hosts();
-        w.lb.pick(cidx, cluster, &set)
+        w.lb.pick(cidx, cluster, &set, by)
     };
     let Some(host) = host else {
         cluster.stats.upstream_cx_none_healthy.inc();
