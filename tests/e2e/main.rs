@@ -18,6 +18,7 @@ mod filter_config;
 mod filters;
 mod h2;
 mod handover;
+mod hash_lb;
 mod headers_mutation;
 mod health;
 mod health_grpc;
