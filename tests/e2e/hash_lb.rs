@@ -320,3 +320,44 @@ fn what_baton_does_not_do_is_refused_with_its_path() {
         "{err}"
     );
 }
+
+/// A bootstrap whose listener `tcp_proxy`s to `web` hashing the client's IP.
+fn tcp_bootstrap(web: Value) -> String {
+    let v = json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": "{{ADMIN}}"}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "l",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": "{{LISTEN}}"}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.tcp_proxy",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                        "stat_prefix": "tp",
+                        "cluster": "web",
+                        "hash_policy": [{"source_ip": {}}],
+                    },
+                }]}],
+            }],
+            "clusters": [web],
+        },
+    });
+    serde_json::to_string_pretty(&v)
+        .unwrap()
+        .replace("\"{{ADMIN}}\"", "{{ADMIN}}")
+        .replace("\"{{LISTEN}}\"", "{{LISTEN}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_hashes_the_client_ip_as_envoy() {
+    // Envoy 1.40, the same clusters behind a `tcp_proxy` with `hash_policy: [{source_ip: {}}]`,
+    // connections from 127.0.0.1: RING_HASH picks 4, MAGLEV 2, every time.
+    for (policy, want) in [("RING_HASH", "4"), ("MAGLEV", "2")] {
+        let ups = upstreams().await;
+        let baton = Baton::start(&tcp_bootstrap(hashed(policy, &ups))).await;
+        for _ in 0..5 {
+            let (_, _, up) = raw_get(&baton, "/t", "").await;
+            assert_eq!(up, want, "{policy}");
+        }
+    }
+}

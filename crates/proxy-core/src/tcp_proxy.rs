@@ -41,9 +41,9 @@ pub async fn serve(
     s.downstream_cx_total.inc();
     let Accepted {
         stream,
+        remote,
         drain,
         alive,
-        ..
     } = conn;
     let down = match tls {
         None => Stream::Plain(stream),
@@ -58,7 +58,14 @@ pub async fn serve(
     };
     let down = ServerIo::new(down, Bytes::new());
     let counts = down.counts();
-    let ended = match connect(&w, cluster, t.config.max_connect_attempts).await {
+    // As Envoy's `source_ip` hash policy: XXH64 of the client's IP, without its port.
+    let by = Pick {
+        hash: t
+            .config
+            .hash_source_ip
+            .then(|| xxhash_rust::xxh64::xxh64(remote.ip().to_string().as_bytes(), 0)),
+    };
+    let ended = match connect(&w, cluster, t.config.max_connect_attempts, by).await {
         Some((Upstream::Plain(up), cluster, _guard)) => {
             tunnel::copy(down, Counted::new(up, cluster), t.config.idle_timeout, BUF).await
         }
@@ -91,11 +98,12 @@ async fn connect(
     w: &Worker,
     (cidx, cluster): (usize, Arc<Cluster>),
     attempts: u32,
+    by: Pick,
 ) -> Option<(Upstream, Arc<Cluster>, CxGuard)> {
     for _ in 0..attempts.max(1) {
         let host = {
             let set = cluster.hosts();
-            w.lb.pick(cidx, &cluster, &set, Pick::default())
+            w.lb.pick(cidx, &cluster, &set, by)
         };
         let Some(host) = host else {
             cluster.stats.upstream_cx_none_healthy.inc();

@@ -199,6 +199,16 @@ pub(crate) struct TcpProxy {
     pub weighted_clusters: Option<WeightedClusters>,
     pub idle_timeout: Option<Dur>,
     pub max_connect_attempts: Option<UInt32>,
+    #[serde(default)]
+    pub hash_policy: Vec<TcpHashPolicy>,
+}
+
+/// `tcp_proxy.hash_policy[]` (`type.v3.HashPolicy`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TcpHashPolicy {
+    pub source_ip: Option<super::de::Empty>,
+    pub filter_state: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -38,6 +38,8 @@ pub struct TcpProxy {
     pub idle_timeout: Option<Duration>,
     /// `max_connect_attempts` (Envoy default 1, at least 1).
     pub max_connect_attempts: u32,
+    /// `hash_policy[0].source_ip`: a RING_HASH or MAGLEV cluster picks by the client's IP.
+    pub hash_source_ip: bool,
 }
 
 /// `filter_chain_match`: every criterion left empty matches anything.

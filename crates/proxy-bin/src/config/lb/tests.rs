@@ -261,3 +261,42 @@ fn unsupported_hash_policies_are_named() {
         assert_eq!(got, path, "{policy}: {msg}");
     }
 }
+
+#[test]
+fn tcp_proxy_hash_policy_source_ip_only() {
+    let tcp = |hash_policy: &str| {
+        format!(
+            r#"
+static_resources:
+  listeners:
+  - name: l
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 10000}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: t
+          cluster: web
+          hash_policy: {hash_policy}
+"#
+        )
+    };
+    let b = parse_str(&tcp("[{source_ip: {}}]")).unwrap_or_else(|e| panic!("{e}"));
+    match &b.bootstrap.listeners[0].filter_chains[0].filter {
+        proxy_core::config::NetworkFilter::TcpProxy(t) => assert!(t.hash_source_ip),
+        other => panic!("{other:?}"),
+    }
+    let at = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.hash_policy";
+    for (policy, path) in [
+        (
+            "[{filter_state: {key: k}}]",
+            format!("{at}[0].filter_state"),
+        ),
+        ("[{source_ip: {}}, {source_ip: {}}]", at.to_owned()),
+        ("[{}]", format!("{at}[0]")),
+    ] {
+        let errs = parse_str(&tcp(policy)).expect_err(policy);
+        assert_eq!(errs.0[0].path, path, "{policy}: {errs}");
+    }
+}
