@@ -106,6 +106,21 @@ async fn wait_healthy(baton: &Baton, n: i64) {
     }
 }
 
+/// `cluster.web.<scope>.<name>` for each of `names`.
+async fn stats(baton: &Baton, scope: &str, names: &[&str]) -> Vec<i64> {
+    let mut out = Vec::new();
+    for n in names {
+        let full = format!("cluster.web.{scope}.{n}");
+        out.push(
+            baton
+                .stat(&full)
+                .await
+                .unwrap_or_else(|| panic!("no {full}")),
+        );
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_hash_and_maglev_map_keys_as_envoy() {
     for (policy, want) in [("RING_HASH", ENVOY_RING), ("MAGLEV", ENVOY_MAGLEV)] {
@@ -183,6 +198,16 @@ async fn a_host_down_by_health_check_leaves_the_ring_as_in_envoy() {
     let after = mapping(&baton).await;
     assert_eq!(after, ENVOY_RING_WITHOUT_3);
     assert_eq!(ups[2].proxied(), before, "the unhealthy host got requests");
+    // Envoy 1.40's gauges for the ring of the three others (weights 1, 2, 4).
+    assert_eq!(
+        stats(
+            &baton,
+            "ring_hash_lb",
+            &["size", "min_hashes_per_host", "max_hashes_per_host"]
+        )
+        .await,
+        [1029, 147, 588]
+    );
     // Envoy's ring is rebuilt with every host's share scaled up, so a few keys of the other
     // hosts move too (4 of 35 here); every key of the host that left moves.
     let moved_others = ENVOY_RING
@@ -225,6 +250,16 @@ async fn a_host_ejected_by_outlier_detection_moves_only_its_keys_on_maglev() {
     let after = mapping(&baton).await;
     assert_eq!(after, ENVOY_MAGLEV_WITHOUT_3);
     assert_eq!(ups[2].proxied(), before, "the ejected host got requests");
+    // Envoy 1.40's gauges for the table of the three others (weights 1, 2, 4).
+    assert_eq!(
+        stats(
+            &baton,
+            "maglev_lb",
+            &["min_entries_per_host", "max_entries_per_host"]
+        )
+        .await,
+        [9363, 37449]
+    );
     // Maglev keeps every other key where it was.
     for (a, b) in ENVOY_MAGLEV.chars().zip(after.chars()) {
         assert!(a == '3' || a == b, "{ENVOY_MAGLEV} -> {after}");

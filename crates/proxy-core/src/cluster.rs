@@ -24,7 +24,7 @@ use crate::config::{self, Discovery, DnsLookupFamily};
 use crate::host_health::{AtomicHealth, HealthFlags};
 use crate::stats::{ClusterStats, HealthCheckStats, OutlierStats};
 
-pub use hash::{is_prime, murmur2_64, HashTable};
+pub use hash::{is_prime, murmur2_64, HashLbStats, HashTable};
 pub use lb::{Pick, WorkerLb};
 pub use priority::Level;
 
@@ -46,6 +46,8 @@ pub struct Cluster {
     pub health_stats: Option<HealthCheckStats>,
     /// For a cluster with `outlier_detection`: where hosts crossing a threshold are reported.
     pub outlier: Option<OutlierSink>,
+    /// For a RING_HASH or MAGLEV cluster: the last ring or table built.
+    pub hash_stats: Option<HashLbStats>,
     hosts: ArcSwap<HostSet>,
     /// Woken when the host set's members change: the health checker (its only waiter)
     /// starts checking the new hosts and stops checking the gone ones.
@@ -210,6 +212,7 @@ impl ClusterManager {
                             rx: std::sync::Mutex::new(Some(rx)),
                         }
                     }),
+                    hash_stats: HashLbStats::new(store, &c.name, &c.lb_policy),
                     config: c.clone(),
                     hosts: ArcSwap::from_pointee(HostSet::default()),
                     members_changed: Notify::new(),
@@ -552,6 +555,9 @@ impl Cluster {
         if self.config.lb_policy.hashes() {
             for l in &mut levels {
                 l.table = HashTable::build(&self.config.lb_policy, &l.routable);
+                if let (Some(s), Some(t)) = (&self.hash_stats, &l.table) {
+                    s.record(t);
+                }
             }
         }
         HostSet {

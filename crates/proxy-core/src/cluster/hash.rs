@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use shm_stats::{Gauge, Store};
 use xxhash_rust::xxh64::xxh64;
 
 use super::Host;
@@ -26,6 +27,10 @@ pub enum HashTable {
 pub struct Ring {
     entries: Vec<(u64, u32)>,
     hosts: Vec<Arc<Host>>,
+    /// The ring size the weights asked for (Envoy's `ring_hash_lb.size`).
+    size: u64,
+    /// The fewest and most entries a host got.
+    per_host: (u64, u64),
 }
 
 /// `table_size` slots, each the index of its host in `hosts`.
@@ -33,6 +38,74 @@ pub struct Ring {
 pub struct MaglevTable {
     slots: Vec<u32>,
     hosts: Vec<Arc<Host>>,
+    /// The fewest and most slots a host got.
+    per_host: (u64, u64),
+}
+
+/// Envoy's gauges of the last ring or table built: `cluster.<name>.ring_hash_lb.{size,
+/// min_hashes_per_host,max_hashes_per_host}` or `cluster.<name>.maglev_lb.{min,max}_entries_per_host`.
+#[derive(Debug)]
+pub enum HashLbStats {
+    Ring {
+        size: Gauge,
+        min_hashes_per_host: Gauge,
+        max_hashes_per_host: Gauge,
+    },
+    Maglev {
+        min_entries_per_host: Gauge,
+        max_entries_per_host: Gauge,
+    },
+}
+
+// === impl HashLbStats ===
+
+impl HashLbStats {
+    /// The gauges of cluster `name` under `policy`; `None` for a policy that does not hash.
+    pub fn new(store: &Store, name: &str, policy: &LbPolicy) -> Option<Self> {
+        let g = |s: &str| store.gauge(&format!("cluster.{name}.{s}"));
+        match policy {
+            LbPolicy::RingHash(_) => Some(HashLbStats::Ring {
+                size: g("ring_hash_lb.size"),
+                min_hashes_per_host: g("ring_hash_lb.min_hashes_per_host"),
+                max_hashes_per_host: g("ring_hash_lb.max_hashes_per_host"),
+            }),
+            LbPolicy::Maglev(_) => Some(HashLbStats::Maglev {
+                min_entries_per_host: g("maglev_lb.min_entries_per_host"),
+                max_entries_per_host: g("maglev_lb.max_entries_per_host"),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Show what `table` was built with (as Envoy, each build overwrites the last).
+    pub fn record(&self, table: &HashTable) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        match (self, table) {
+            (
+                HashLbStats::Ring {
+                    size,
+                    min_hashes_per_host,
+                    max_hashes_per_host,
+                },
+                HashTable::Ring(r),
+            ) => {
+                size.set(clamp(r.size));
+                min_hashes_per_host.set(clamp(r.per_host.0));
+                max_hashes_per_host.set(clamp(r.per_host.1));
+            }
+            (
+                HashLbStats::Maglev {
+                    min_entries_per_host,
+                    max_entries_per_host,
+                },
+                HashTable::Maglev(m),
+            ) => {
+                min_entries_per_host.set(clamp(m.per_host.0));
+                max_entries_per_host.set(clamp(m.per_host.1));
+            }
+            _ => {}
+        }
+    }
 }
 
 // === impl HashTable ===
@@ -98,7 +171,9 @@ impl Ring {
         // The lightest host gets a whole number of entries, within the maximum ring size.
         let scale =
             ((min_w * c.minimum_ring_size as f64).ceil() / min_w).min(c.maximum_ring_size as f64);
-        let mut entries = Vec::with_capacity(scale.ceil() as usize);
+        let size = scale.ceil() as u64;
+        let mut entries = Vec::with_capacity(size as usize);
+        let mut per_host = (size, 0u64);
         let mut current = 0.0f64;
         let mut target = 0.0f64;
         let mut buf = String::new();
@@ -121,55 +196,34 @@ impl Ring {
                 i += 1;
                 current += 1.0;
             }
+            per_host = (per_host.0.min(i), per_host.1.max(i));
         }
         entries.sort_unstable_by_key(|e| e.0);
         Self {
             entries,
             hosts: hosts.to_vec(),
+            size,
+            per_host,
         }
     }
 
-    /// The first entry at or after `h` on the ring (ketama's search, as Envoy has it).
+    /// The first entry at or after `h` on the ring, wrapping to the first. Envoy's ketama
+    /// search finds the same entry (the first of equal hashes too): its range always holds
+    /// the lowest index whose hash is at least `h`.
     #[inline]
     pub fn pick(&self, h: u64) -> Option<&Arc<Host>> {
-        let n = self.entries.len() as i64;
-        if n == 0 {
+        let (_, host) = self.entries.get(self.entry(h)?)?;
+        self.hosts.get(*host as usize)
+    }
+
+    /// The index of the entry `h` falls on.
+    #[inline]
+    fn entry(&self, h: u64) -> Option<usize> {
+        if self.entries.is_empty() {
             return None;
         }
-        let (mut low, mut high) = (0i64, n);
-        let mid = loop {
-            let mid = (low + high) / 2;
-            if mid == n {
-                break 0;
-            }
-            let val = self.entries[mid as usize].0;
-            let before = if mid == 0 {
-                0
-            } else {
-                self.entries[mid as usize - 1].0
-            };
-            if h <= val && h > before {
-                break mid;
-            }
-            if val < h {
-                low = mid + 1;
-            } else {
-                high = mid - 1;
-            }
-            if low > high {
-                break 0;
-            }
-        };
-        self.hosts.get(self.entries[mid as usize].1 as usize)
-    }
-
-    /// Entries on the ring.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        let i = self.entries.partition_point(|e| e.0 < h);
+        Some(if i == self.entries.len() { 0 } else { i })
     }
 }
 
@@ -184,6 +238,7 @@ impl MaglevTable {
             weight: f64,
             target: f64,
             next: u64,
+            count: u64,
         }
         let size = c.table_size;
         let (weights, _, max_w) = normalized(hosts);
@@ -203,6 +258,7 @@ impl MaglevTable {
                 weight: weights[*i],
                 target: 0.0,
                 next: 0,
+                count: 0,
             })
             .collect();
         let mut slots = vec![u32::MAX; size as usize];
@@ -226,13 +282,18 @@ impl MaglevTable {
                 }
                 slots[slot as usize] = e.host;
                 e.next += 1;
+                e.count += 1;
                 filled += 1;
             }
             iteration += 1;
         }
+        let per_host = entries
+            .iter()
+            .fold((size, 0), |(lo, hi), e| (lo.min(e.count), hi.max(e.count)));
         Self {
             slots,
             hosts: hosts.to_vec(),
+            per_host,
         }
     }
 
@@ -289,4 +350,65 @@ pub fn is_prime(n: u64) -> bool {
         d += 2;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    /// Envoy's ring search (ketama's), written as Envoy has it: the index picked for `h`.
+    fn ketama(ring: &[u64], h: u64) -> usize {
+        let (mut low, mut high) = (0i64, ring.len() as i64);
+        loop {
+            let mid = (low + high) / 2;
+            if mid == ring.len() as i64 {
+                return 0;
+            }
+            let val = ring[mid as usize];
+            let before = if mid == 0 { 0 } else { ring[mid as usize - 1] };
+            if h <= val && h > before {
+                return mid as usize;
+            }
+            if val < h {
+                low = mid + 1;
+            } else {
+                high = mid - 1;
+            }
+            if low > high {
+                return 0;
+            }
+        }
+    }
+
+    /// [`super::Ring::entry`] on a ring of `hashes` (sorted).
+    fn entry(hashes: &[u64], h: u64) -> usize {
+        let ring = super::Ring {
+            entries: hashes.iter().map(|e| (*e, 0)).collect(),
+            hosts: Vec::new(),
+            size: 0,
+            per_host: (0, 0),
+        };
+        ring.entry(h).unwrap()
+    }
+
+    #[test]
+    fn the_pick_is_ketamas() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for n in [1usize, 2, 3, 10, 1030] {
+            let mut ring: Vec<u64> = (0..n).map(|_| rng.u64(..)).collect();
+            // Equal hashes and the ends of the range too.
+            if n > 2 {
+                ring[1] = ring[0];
+                ring[2] = u64::MAX;
+            }
+            ring.sort_unstable();
+            let mut probes: Vec<u64> = vec![0, 1, u64::MAX];
+            probes.extend(
+                ring.iter()
+                    .flat_map(|e| [*e, e.wrapping_sub(1), e.wrapping_add(1)]),
+            );
+            probes.extend((0..2000).map(|_| rng.u64(..)));
+            for h in probes {
+                assert_eq!(entry(&ring, h), ketama(&ring, h), "n={n} h={h}");
+            }
+        }
+    }
 }

@@ -349,6 +349,51 @@ mod hashing {
         assert_eq!(got, "24244443324");
     }
 
+    /// The gauges of the table built for `policy` over the four endpoints.
+    fn table_stats(policy: LbPolicy) -> Vec<i64> {
+        let cm = manager(policy, false);
+        match cm.get(0).unwrap().hash_stats.as_ref().unwrap() {
+            HashLbStats::Ring {
+                size,
+                min_hashes_per_host,
+                max_hashes_per_host,
+            } => vec![
+                size.value(),
+                min_hashes_per_host.value(),
+                max_hashes_per_host.value(),
+            ],
+            HashLbStats::Maglev {
+                min_entries_per_host,
+                max_entries_per_host,
+            } => vec![min_entries_per_host.value(), max_entries_per_host.value()],
+        }
+    }
+
+    #[test]
+    fn table_gauges_as_envoy_shows_them() {
+        // Envoy 1.40's `cluster.<name>.ring_hash_lb.{size,min_hashes_per_host,
+        // max_hashes_per_host}` and `maglev_lb.{min,max}_entries_per_host` on the same clusters.
+        assert_eq!(
+            table_stats(LbPolicy::RingHash(RingHash::default())),
+            [1030, 103, 412]
+        );
+        let small = RingHash {
+            minimum_ring_size: 7,
+            maximum_ring_size: 13,
+            ..RingHash::default()
+        };
+        assert_eq!(table_stats(LbPolicy::RingHash(small)), [10, 1, 4]);
+        assert_eq!(
+            table_stats(LbPolicy::Maglev(Maglev::default())),
+            [6554, 26214]
+        );
+        let small = Maglev {
+            table_size: 7,
+            key: HashKey::Address,
+        };
+        assert_eq!(table_stats(LbPolicy::Maglev(small)), [1, 2]);
+    }
+
     #[test]
     fn murmur_is_libstdcxx_hash_bytes() {
         // `std::_Hash_bytes(s, len, 0xc70f6907)` from libstdc++ (g++ 12), which Envoy's
