@@ -19,6 +19,7 @@ mod filter_config;
 mod filters;
 mod h2;
 mod handover;
+mod hash_lb;
 mod hcm_options;
 mod headers_mutation;
 mod health;

@@ -354,7 +354,7 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         ("negative duration", set(base(), &hcm("/stream_idle_timeout"), json!("-1s")), "typed_config.stream_idle_timeout"),
         ("zero connect timeout", set(base(), &c0("/connect_timeout"), json!("0s")), "clusters[0].connect_timeout"),
         ("unknown cluster in route", set(base(), &r0("/route/cluster"), json!("nope")), "virtual_hosts[0].routes[0].route.cluster"),
-        ("bad lb_policy", set(base(), &c0("/lb_policy"), json!("MAGLEV")), "static_resources.clusters[0].lb_policy"),
+        ("bad lb_policy", set(base(), &c0("/lb_policy"), json!("CLUSTER_PROVIDED")), "static_resources.clusters[0].lb_policy"),
         ("two actions", set(base(), &r0("/direct_response"), json!({"status": 200})), "virtual_hosts[0].routes[0]"),
         ("no action", remove(base(), &r0("/route")), "virtual_hosts[0].routes[0]"),
         ("bad regex", set(base(), &r0("/match"), json!({"safe_regex": {"regex": "("}})), "routes[0].match.safe_regex.regex"),

@@ -18,7 +18,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use crate::body::{BodyFault, BodyTimeout, ProxyBody, RequestBody, RequestStream};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Pick};
 use crate::context::Ctx;
 use crate::error::UpstreamFailure;
 use crate::flags::ResponseFlags;
@@ -104,6 +104,7 @@ pub(super) async fn forward_to(
         // Boxed: the rare upgrade path must not grow every request's future.
         return Box::pin(tunnel(cx, route, f, to, &cluster, req, tracker)).await;
     }
+    let (by, set_cookie) = request_hash(cx, f, &cluster, &req);
     let (mut parts, body) = req.into_parts();
     let mut body = if replayable_by_buffering(cx, f, &body) {
         // Boxed, like every rare await here: a future's size is that of its largest state,
@@ -150,7 +151,7 @@ pub(super) async fn forward_to(
         let mut up = upstream_request(&mut parts, &target, &mut body, last);
         let reselect = tries.reselect();
         let avoid = tries.tried.as_mut().map(|t| (t, reselect));
-        let outcome = match choose(cx.w, cx.c, (to.index, &cluster), up.headers(), avoid) {
+        let outcome = match choose(cx.w, cx.c, (to.index, &cluster), up.headers(), avoid, by) {
             Ok(host) => {
                 let c = (to.index, &cluster);
                 attempt_once(cx.w, c, host, &mut up, limits.deadline, limits.per_try).await
@@ -168,7 +169,7 @@ pub(super) async fn forward_to(
                     backing_off = true;
                     continue;
                 }
-                return respond(cx, to, done, tracker);
+                return respond(cx, to, done, tracker, set_cookie);
             }
             Err(e) => e,
         };
@@ -200,6 +201,26 @@ pub(super) async fn forward_to(
             }
         }
     }
+}
+
+/// The hash a RING_HASH or MAGLEV cluster picks by (from the downstream request, before
+/// forwarding edits it) and the `set-cookie` of a cookie it generated; nothing for the other
+/// policies, which never read it (so a route's cookie is only made up for a hashing cluster,
+/// as in Envoy).
+#[inline]
+pub(super) fn request_hash<B>(
+    cx: Ctx<'_>,
+    f: &Forward,
+    cluster: &Cluster,
+    req: &Request<B>,
+) -> (Pick, Option<Box<HeaderValue>>) {
+    let policies = &f.config.hash_policy;
+    if policies.is_empty() || !cluster.config.lb_policy.hashes() {
+        return (Pick::default(), None);
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let h = super::hash::hash_request(policies, req.headers(), path, cx.c.remote, cx.c.local);
+    (Pick { hash: h.hash }, h.set_cookie.map(Box::new))
 }
 
 fn upgrade_allowed(cx: Ctx<'_>, kind: &str) -> bool {
@@ -546,6 +567,7 @@ fn respond(
     to: &RouteCluster,
     done: AttemptDone,
     tracker: &mut Tracker,
+    set_cookie: Option<Box<HeaderValue>>,
 ) -> Response<ProxyBody> {
     let hcm = &cx.l.http;
     let AttemptDone {
@@ -562,6 +584,9 @@ fn respond(
             X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
             millis_value(service_time.as_millis() as u64),
         );
+    }
+    if let Some(c) = set_cookie {
+        rparts.headers.append(http::header::SET_COOKIE, *c);
     }
     tracker.upstream_chosen(attempt.host.addr, &to.name);
     let body = rbody.with_idle_timeout(hcm.stream_idle_timeout);

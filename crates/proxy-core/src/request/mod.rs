@@ -7,6 +7,7 @@ mod ahead;
 mod attempt;
 mod filters;
 mod forward;
+pub(crate) mod hash;
 pub mod local;
 mod mutate;
 mod retry;
