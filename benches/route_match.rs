@@ -24,8 +24,12 @@ fn forward(cluster: &str) -> RouteAction {
         cluster: proxy_core::config::ClusterSpecifier::Cluster(cluster.to_owned()),
         prefix_rewrite: None,
         host_rewrite_literal: None,
+        host_rewrite_header: None,
+        host_rewrite_path_regex: None,
+        regex_rewrite: None,
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
+        hash_policy: Vec::new(),
         weighted_filter_configs: Vec::new(),
     })
 }

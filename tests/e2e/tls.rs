@@ -56,6 +56,20 @@ impl Ca {
         self.leaf_for(&[name])
     }
 
+    /// A certificate with exactly these subject alternative names.
+    pub(crate) fn leaf_sans(&self, sans: Vec<rcgen::SanType>) -> Leaf {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = sans;
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "san test".to_owned());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
     /// A certificate for every name in `names` (the first is its common name).
     pub(crate) fn leaf_for(&self, names: &[&str]) -> Leaf {
         let mut p =
@@ -89,7 +103,7 @@ pub(crate) fn ring() -> Arc<rustls::crypto::CryptoProvider> {
 // ------------------------------------------------------------------------------------------
 // Configuration.
 
-fn data(inline: &str) -> Value {
+pub(crate) fn data(inline: &str) -> Value {
     json!({ "inline_string": inline })
 }
 
@@ -118,7 +132,7 @@ fn merge(a: &mut Value, b: Value) {
 
 /// `config` with its listener's filter chain replaced by one chain per `(server_names,
 /// transport_socket)`, all with the same HTTP connection manager.
-fn with_chains(config: &Config, chains: Vec<(Vec<&str>, Value)>) -> String {
+pub(crate) fn with_chains(config: &Config, chains: Vec<(Vec<&str>, Value)>) -> String {
     let text = config
         .render()
         .replace("{{ADMIN}}", "\"{{ADMIN}}\"")
@@ -143,7 +157,7 @@ fn with_chains(config: &Config, chains: Vec<(Vec<&str>, Value)>) -> String {
         .replace("\"{{LISTEN}}\"", "{{LISTEN}}")
 }
 
-fn echo_config(up: &Upstream) -> Config {
+pub(crate) fn echo_config(up: &Upstream) -> Config {
     Config::new()
         .route(route("/", "echo", json!({})))
         .cluster(cluster("echo", &[up.port()]))
@@ -152,18 +166,18 @@ fn echo_config(up: &Upstream) -> Config {
 // ------------------------------------------------------------------------------------------
 // A TLS client.
 
-struct ClientOpts<'a> {
-    sni: &'a str,
-    alpn: &'a [&'a str],
-    roots: &'a [&'a str],
-    client_cert: Option<&'a Leaf>,
+pub(crate) struct ClientOpts<'a> {
+    pub(crate) sni: &'a str,
+    pub(crate) alpn: &'a [&'a str],
+    pub(crate) roots: &'a [&'a str],
+    pub(crate) client_cert: Option<&'a Leaf>,
 }
 
 /// What one TLS request saw.
-struct Seen {
+pub(crate) struct Seen {
     peer_cert: CertificateDer<'static>,
     alpn: Option<Vec<u8>>,
-    resp: Resp,
+    pub(crate) resp: Resp,
     version: Version,
 }
 
@@ -231,11 +245,11 @@ async fn tls_get(
     tokio::time::timeout(Duration::from_secs(10), fut).await?
 }
 
-async fn get_with(addr: SocketAddr, o: ClientOpts<'_>) -> Result<Seen, BoxError> {
+pub(crate) async fn get_with(addr: SocketAddr, o: ClientOpts<'_>) -> Result<Seen, BoxError> {
     tls_get(addr, client_config(&o), o.sni, "/tls").await
 }
 
-fn stat_prefix(b: &Baton) -> String {
+pub(crate) fn stat_prefix(b: &Baton) -> String {
     format!("listener.127.0.0.1_{}.ssl", b.listen)
 }
 
@@ -435,8 +449,8 @@ async fn static_secrets_named_by_the_context_serve_and_verify() {
 }
 
 /// An HTTP upstream behind rustls: answers `sni=<server name> proto=<version>`.
-struct TlsUpstream {
-    port: u16,
+pub(crate) struct TlsUpstream {
+    pub(crate) port: u16,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -447,13 +461,18 @@ impl Drop for TlsUpstream {
 }
 
 async fn tls_upstream(leaf: &Leaf) -> TlsUpstream {
+    tls_upstream_alpn(leaf, &[b"h2", b"http/1.1"]).await
+}
+
+/// An HTTPS upstream answering `sni=<name> proto=<version>`, offering `alpn`.
+pub(crate) async fn tls_upstream_alpn(leaf: &Leaf, alpn: &[&[u8]]) -> TlsUpstream {
     let mut c = rustls::ServerConfig::builder_with_provider(ring())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![der(&leaf.cert)], key_der(&leaf.key))
         .unwrap();
-    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(c));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -489,7 +508,7 @@ async fn tls_upstream(leaf: &Leaf) -> TlsUpstream {
     TlsUpstream { port, task }
 }
 
-fn upstream_socket(ca: &str, sni: &str, alpn: &[&str]) -> Value {
+pub(crate) fn upstream_socket(ca: &str, sni: &str, alpn: &[&str]) -> Value {
     json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {

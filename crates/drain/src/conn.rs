@@ -35,6 +35,8 @@ struct State {
     /// This connection's place in the drain window, uniform in `[0, 1)`.
     u: f64,
     asked: AtomicBool,
+    /// Asked by [`Conn::ask_close`] (a limit of the connection's own), not by a drain.
+    asked_by_limit: AtomicBool,
     /// Woken when `asked` is set, so that a `close_requested` awaited by one clone learns of
     /// a `drain_close` answered on another.
     asked_notify: Notify,
@@ -51,6 +53,7 @@ impl Conn {
             opened_ns: shared.now_ns(),
             u: shared.draw(),
             asked: AtomicBool::new(false),
+            asked_by_limit: AtomicBool::new(false),
             asked_notify: Notify::new(),
             _token: Release::new(shared.clone()),
             shared,
@@ -77,6 +80,23 @@ impl Conn {
             self.state.mark_asked();
         }
         yes
+    }
+
+    /// Ask this connection to close for a limit of its own (Envoy's `max_requests_per_connection`,
+    /// `max_connection_duration`), as a drain would: [`Conn::drain_close`] is true from now on
+    /// and [`Conn::close_requested`] completes. Not counted among the drain's asks (see
+    /// [`Conn::asked_by_limit`]); a connection already asked stays as it was.
+    pub fn ask_close(&self) {
+        if !self.state.asked.swap(true, SeqCst) {
+            self.state.asked_by_limit.store(true, SeqCst);
+            self.state.asked_notify.notify_waiters();
+        }
+    }
+
+    /// True when the connection was asked to close by [`Conn::ask_close`] rather than by a
+    /// drain (so it is not counted as a drain's close).
+    pub fn asked_by_limit(&self) -> bool {
+        self.state.asked_by_limit.load(SeqCst)
     }
 
     /// Completes when this connection must start closing: at its own moment in the drain

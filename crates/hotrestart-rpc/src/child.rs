@@ -98,12 +98,14 @@ impl Client {
 
     /// Tells the parent to stop accepting (it keeps serving its open connections). With
     /// `handover` the parent keeps the connections it could hand over open for
-    /// [`Client::take_connections`].
-    pub fn drain_listeners(&mut self, handover: bool) -> Result<()> {
+    /// [`Client::take_connections`]; with `tcp_proxy` as well its `tcp_proxy` connections
+    /// (an older parent ignores it and drains those).
+    pub fn drain_listeners(&mut self, handover: bool, tcp_proxy: bool) -> Result<()> {
         self.status_call(
             "tell the parent to drain",
             Body::DrainListeners(DrainListeners {
                 handover_connections: handover,
+                handover_tcp_proxy: handover && tcp_proxy,
             }),
         )
     }

@@ -57,7 +57,7 @@
 //! let mut client = Client::handshake(conn, negotiate::hello("v1", 1, std::process::id()), timeout)?;
 //! let sockets = client.request_listen_sockets(ListenSocketsRequest { wanted: vec![], all: true })?;
 //! // ... start serving on `sockets` (manifest, OwnedFd) pairs, then:
-//! client.drain_listeners(false)?;
+//! client.drain_listeners(false, false)?;
 //! # drop(sockets);
 //! # Ok(())
 //! # }
@@ -90,7 +90,7 @@ pub use parent::{
 };
 pub use pb::envelope::Body;
 pub use pb::{
-    ConnectionKind, ConnectionsAck, ConnectionsBatch, Envelope, Hello, HelloReply,
+    ChainIdentity, ConnectionKind, ConnectionsAck, ConnectionsBatch, Envelope, Hello, HelloReply,
     ListenSocketsReply, ListenSocketsRequest, MovedConnection, ParentState, RefusalReason,
     SocketManifest, SocketOptions, SocketType, StatsSnapshot, TakeConnections, WantedSocket,
 };

@@ -126,11 +126,11 @@ impl BatchAssembler {
 }
 
 /// How many fds a handed-over connection of `kind` travels with: its downstream socket, and for a
-/// tunnel its upstream socket after it. `None` for a kind this build does not know.
+/// tunnel or a `tcp_proxy` connection its upstream socket after it. `None` for a kind this build does not know.
 pub fn fds_of_kind(kind: i32) -> Option<usize> {
     match ConnectionKind::try_from(kind) {
         Ok(ConnectionKind::Http1) => Some(1),
-        Ok(ConnectionKind::Tunnel) => Some(2),
+        Ok(ConnectionKind::Tunnel | ConnectionKind::TcpProxy) => Some(2),
         Ok(ConnectionKind::Unspecified) | Err(_) => None,
     }
 }

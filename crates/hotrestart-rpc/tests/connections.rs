@@ -191,7 +191,7 @@ fn connections_move_with_their_sockets_and_are_acknowledged_one_by_one() {
     };
     let (endpoint, stop, handle) = spawn_parent(parent);
     let mut child = client(&endpoint);
-    child.drain_listeners(true).unwrap();
+    child.drain_listeners(true, false).unwrap();
 
     // Room for 3 fds: the first HTTP/1 connection and the tunnel.
     let (batch, fds) = child

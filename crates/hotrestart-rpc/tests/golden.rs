@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use hotrestart_rpc::frame::{self, FrameHeader, HEADER_LEN, MAGIC};
 use hotrestart_rpc::negotiate;
 use hotrestart_rpc::pb::{
-    BatchAck, ConnectionKind, ConnectionsAck, ConnectionsBatch, DrainListeners, MovedConnection,
-    RollBack, StatsRequest, StatusReply, TakeConnections, Terminate, UnknownMessage,
+    BatchAck, ChainIdentity, ConnectionKind, ConnectionsAck, ConnectionsBatch, DrainListeners,
+    MovedConnection, RollBack, StatsRequest, StatusReply, TakeConnections, Terminate,
+    UnknownMessage,
 };
 use hotrestart_rpc::{
     Body, Envelope, Error, Hello, HelloReply, ListenSocketsReply, ListenSocketsRequest,
@@ -160,6 +161,7 @@ fn samples() -> Vec<(&'static str, Envelope, usize)> {
                 3,
                 Body::DrainListeners(DrainListeners {
                     handover_connections: false,
+                    handover_tcp_proxy: false,
                 }),
             ),
             0,
@@ -170,6 +172,18 @@ fn samples() -> Vec<(&'static str, Envelope, usize)> {
                 3,
                 Body::DrainListeners(DrainListeners {
                     handover_connections: true,
+                    handover_tcp_proxy: false,
+                }),
+            ),
+            0,
+        ),
+        (
+            "drain_listeners_handover_tcp_proxy",
+            Envelope::new(
+                3,
+                Body::DrainListeners(DrainListeners {
+                    handover_connections: true,
+                    handover_tcp_proxy: true,
                 }),
             ),
             0,
@@ -200,6 +214,8 @@ fn samples() -> Vec<(&'static str, Envelope, usize)> {
                             requests: 17,
                             upstream_address: String::new(),
                             cluster: String::new(),
+                            // Unset, as an older parent sends it: the fixture keeps its bytes.
+                            chain: None,
                         },
                         MovedConnection {
                             kind: ConnectionKind::Tunnel.into(),
@@ -210,10 +226,52 @@ fn samples() -> Vec<(&'static str, Envelope, usize)> {
                             requests: 1,
                             upstream_address: "127.0.0.1:8080".into(),
                             cluster: "ws".into(),
+                            chain: None,
                         },
                     ],
                     more: true,
                     still_open: 42,
+                }),
+            ),
+            3,
+        ),
+        (
+            "connections_batch_chains",
+            Envelope::new(
+                7,
+                Body::ConnectionsBatch(ConnectionsBatch {
+                    connections: vec![
+                        MovedConnection {
+                            kind: ConnectionKind::TcpProxy.into(),
+                            listener_address: "127.0.0.1:10001".into(),
+                            peer_address: "127.0.0.1:40002".into(),
+                            read_buf: Vec::new(),
+                            idle_ms: 1200,
+                            requests: 0,
+                            upstream_address: "127.0.0.1:5432".into(),
+                            cluster: "db".into(),
+                            chain: Some(ChainIdentity {
+                                name: "db".into(),
+                                digest: (0u8..32).collect(),
+                            }),
+                        },
+                        MovedConnection {
+                            kind: ConnectionKind::Http1.into(),
+                            listener_address: "127.0.0.1:10001".into(),
+                            peer_address: "127.0.0.1:40003".into(),
+                            read_buf: Vec::new(),
+                            idle_ms: 5,
+                            requests: 2,
+                            upstream_address: String::new(),
+                            cluster: String::new(),
+                            chain: Some(ChainIdentity {
+                                name: String::new(),
+                                digest: vec![0xab; 32],
+                            }),
+                        },
+                    ],
+                    more: false,
+                    still_open: 2,
                 }),
             ),
             3,

@@ -94,9 +94,9 @@ fn hands_over_600_listen_sockets_in_batches() {
     );
 
     assert!(matches!(client.stats(), Err(Error::NotSupported { .. })));
-    client.drain_listeners(false).unwrap();
+    client.drain_listeners(false, false).unwrap();
     assert!(matches!(
-        client.drain_listeners(false),
+        client.drain_listeners(false, false),
         Err(Error::Remote { .. })
     ));
     // A parent that cannot serve again says so; the session goes on.

@@ -569,7 +569,7 @@ impl Generation {
         let take = self.handover.enabled();
         let lifecycle = self.lifecycle.clone();
         let handover = self.handover.clone();
-        tokio::task::spawn_blocking(move || match parent.drain_listeners(take) {
+        tokio::task::spawn_blocking(move || match parent.drain_listeners(take, true) {
             Ok(()) => {
                 tracing::info!("the previous generation is draining");
                 let _ = cutover.send(());
@@ -603,11 +603,7 @@ impl Generation {
         if let Err(e) = self.log.reopen() {
             tracing::error!("could not reopen the log file: {e:#}");
         }
-        for l in self.dataplane.http_chains() {
-            if let Some(logs) = &l.access_logs {
-                logs.reopen();
-            }
-        }
+        self.dataplane.reopen_access_logs();
     }
 }
 

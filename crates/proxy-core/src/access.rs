@@ -1,6 +1,7 @@
-//! A listener's access logs: what a request's log line needs is captured when the request
-//! arrives, and the line is formatted and handed to the sink's writer thread once the response
-//! has ended.
+//! Access logs of an HTTP connection manager, a listener or a `tcp_proxy`: what a request's
+//! log line needs is captured when the request arrives, and the line is formatted and handed to
+//! the sink's writer thread once the response has ended; a connection's line (a listener's,
+//! `tcp_proxy`'s) once it has closed.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -33,6 +34,26 @@ pub struct LogCapture {
     pub upstream_cluster: Option<String>,
     /// Set by the filters (`set_metadata`, `header_to_metadata`).
     pub dynamic_metadata: Option<crate::metadata::DynamicMetadata>,
+}
+
+/// What a connection's line says (a listener's `access_log`, `tcp_proxy`'s), written when it
+/// closes: no request, so the HTTP operators print `-` and `%RESPONSE_CODE%` 0, as Envoy's.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnOutcome<'a> {
+    pub start_time: SystemTime,
+    pub remote: SocketAddr,
+    /// After the listener filters (the original destination, the PROXY protocol's).
+    pub local: SocketAddr,
+    /// The HTTP protocol of a connection an HTTP chain served, if it got that far.
+    pub protocol: Option<Version>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration: Duration,
+    pub flags: ResponseFlags,
+    /// `%RESPONSE_CODE_DETAILS%` (`filter_chain_not_found`), or empty.
+    pub details: &'a str,
+    pub upstream_host: Option<SocketAddr>,
+    pub upstream_cluster: Option<&'a str>,
 }
 
 /// The parts of a finished request that are not in its [`LogCapture`].
@@ -110,10 +131,10 @@ impl AccessLogs {
         let flags = o.flags.to_string();
         let rec = Record {
             start_time: cap.start_time,
-            method: &cap.method,
+            method: Some(&cap.method),
             path: &cap.path,
             authority: cap.authority.as_deref(),
-            version: cap.version,
+            version: Some(cap.version),
             request_headers: &cap.request_headers,
             response_headers: cap.response_headers.as_ref(),
             response_code: o.status,
@@ -130,9 +151,42 @@ impl AccessLogs {
             upstream_transport_failure_reason: None,
             dynamic_metadata: cap.dynamic_metadata.as_ref(),
         };
+        self.write_record(&rec);
+    }
+
+    /// Write a connection's line.
+    pub fn write_connection(&self, c: &ConnOutcome<'_>) {
+        static EMPTY: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        let flags = c.flags.to_string();
+        let rec = Record {
+            start_time: c.start_time,
+            method: None,
+            path: "",
+            authority: None,
+            version: c.protocol,
+            request_headers: EMPTY.get_or_init(HeaderMap::new),
+            response_headers: None,
+            response_code: 0,
+            response_flags: &flags,
+            response_code_details: c.details,
+            bytes_received: c.bytes_received,
+            bytes_sent: c.bytes_sent,
+            duration: c.duration,
+            upstream_host: c.upstream_host,
+            upstream_cluster: c.upstream_cluster,
+            route_name: None,
+            downstream_remote: c.remote,
+            downstream_local: c.local,
+            upstream_transport_failure_reason: None,
+            dynamic_metadata: None,
+        };
+        self.write_record(&rec);
+    }
+
+    fn write_record(&self, rec: &Record<'_>) {
         for (format, writer) in &self.sinks {
             let mut line = String::with_capacity(256);
-            format.write(&rec, &mut line);
+            format.write(rec, &mut line);
             writer.write_line(line);
         }
     }

@@ -17,11 +17,19 @@ mod compress;
 mod filters;
 mod health;
 mod metadata;
+mod upstream;
 
-pub use chain::{ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy};
+pub use chain::{
+    ChainDigest, ChainId, ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy,
+};
 pub use compress::*;
 pub use filters::*;
 pub use metadata::*;
+
+pub use upstream::{
+    ConnectionLimits, H2Keepalive, Http2Settings, TcpKeepalive, UpstreamOptions,
+    DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+};
 
 pub use health::{
     CheckKind, GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, TcpCheck,
@@ -81,6 +89,9 @@ pub struct Listener {
     pub filter_chains: Vec<FilterChain>,
     /// `default_filter_chain`: for a connection no chain matches.
     pub default_filter_chain: Option<FilterChain>,
+    /// `access_log`: one line per connection when it closes, including those no chain
+    /// matched and those a listener filter refused (as Envoy 1.40).
+    pub access_logs: Vec<AccessLog>,
     /// `listener_filters`, run in order on each connection before its chain is chosen.
     pub listener_filters: Vec<ListenerFilter>,
     /// `listener_filters_timeout` when the listener has listener filters (the TLS inspector;
@@ -106,6 +117,9 @@ pub enum ListenerFilter {
     HttpInspector,
     /// `envoy.filters.listener.proxy_protocol`.
     ProxyProtocol(ProxyProtocol),
+    /// `envoy.filters.listener.original_dst`: a connection redirected by netfilter takes the
+    /// address it was originally sent to as its local address.
+    OriginalDst,
 }
 
 /// `envoy.filters.listener.proxy_protocol`.
@@ -162,6 +176,71 @@ pub struct HttpConnectionManager {
     pub accept_http_10: bool,
     /// `http_protocol_options.default_host_for_http_10`.
     pub default_host_for_http_10: Option<http::HeaderValue>,
+    /// What goes into each response's `server` field, and when.
+    pub server: ServerHeader,
+    /// `via`: appended to the request's and the response's `via` fields.
+    pub via: Option<http::HeaderValue>,
+    /// `skip_xff_append`: with `use_remote_address`, `x-forwarded-for` is left as the client
+    /// sent it.
+    pub skip_xff_append: bool,
+    /// `always_set_request_id_in_response`: the response carries the request's `x-request-id`.
+    pub always_set_request_id_in_response: bool,
+    /// `preserve_external_request_id`: an external client's `x-request-id` is kept with
+    /// `use_remote_address` (Envoy otherwise replaces it).
+    pub preserve_external_request_id: bool,
+    /// `merge_slashes`: runs of `/` in the path become one before routing and forwarding.
+    pub merge_slashes: bool,
+    /// `common_http_protocol_options.max_requests_per_connection`: the connection closes after
+    /// its response to this many requests.
+    pub max_requests_per_connection: Option<u64>,
+    /// `common_http_protocol_options.max_connection_duration`: the connection is asked to close
+    /// (HTTP/1.1: at its next response or while idle; HTTP/2: GOAWAY) this long after it opened.
+    pub max_connection_duration: Option<Duration>,
+    /// `common_http_protocol_options.max_headers_count` (Envoy's default 100): a request with
+    /// more fields is answered 431.
+    pub max_headers_count: usize,
+    /// `common_http_protocol_options.headers_with_underscores_action`.
+    pub underscores: Underscores,
+}
+
+/// `server_name` and `server_header_transformation`: what a response's `server` field says.
+#[derive(Clone, Debug)]
+pub struct ServerHeader {
+    /// `server_name` (Envoy's default `envoy`).
+    pub name: http::HeaderValue,
+    pub transformation: ServerTransformation,
+}
+
+impl Default for ServerHeader {
+    fn default() -> Self {
+        Self {
+            name: http::HeaderValue::from_static("envoy"),
+            transformation: ServerTransformation::Overwrite,
+        }
+    }
+}
+
+/// `server_header_transformation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServerTransformation {
+    /// Every response says `server_name`, the upstream's `server` replaced.
+    #[default]
+    Overwrite,
+    /// `server_name` when the response has no `server` of its own.
+    AppendIfAbsent,
+    /// The upstream's `server` as it is; none on a local reply.
+    PassThrough,
+}
+
+/// `headers_with_underscores_action`: request fields whose name holds `_`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Underscores {
+    #[default]
+    Allow,
+    /// 400, and the connection closes.
+    Reject,
+    /// The field is removed.
+    Drop,
 }
 
 /// Which timeout bounds the time from a request head's first byte to its end (see
@@ -384,6 +463,23 @@ pub struct HeaderMatcher {
     pub invert: bool,
 }
 
+impl HeaderMatcher {
+    /// Whether `headers` match (the first value of the name; a regex is anchored when built).
+    pub fn matches(&self, headers: &http::HeaderMap) -> bool {
+        let value = headers.get(&self.name).map(|v| v.to_str().unwrap_or(""));
+        let result = match (&self.kind, value) {
+            (HeaderMatchKind::Present(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (HeaderMatchKind::Exact(s), Some(v)) => v == s,
+            (HeaderMatchKind::Prefix(s), Some(v)) => v.starts_with(s.as_str()),
+            (HeaderMatchKind::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
+            (HeaderMatchKind::Contains(s), Some(v)) => v.contains(s.as_str()),
+            (HeaderMatchKind::Regex(re), Some(v)) => re.is_match(v),
+        };
+        result != self.invert
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum HeaderMatchKind {
     Exact(String),
@@ -396,6 +492,8 @@ pub enum HeaderMatchKind {
     Present(bool),
 }
 
+// Forwarding is what nearly every route does (see `router::Action`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum RouteAction {
     Forward(ForwardAction),
@@ -408,13 +506,66 @@ pub enum RouteAction {
 pub struct ForwardAction {
     pub cluster: ClusterSpecifier,
     pub prefix_rewrite: Option<String>,
+    /// `regex_rewrite`: every match in the path (not the query) replaced; not with
+    /// `prefix_rewrite`.
+    pub regex_rewrite: Option<Box<RegexRewrite>>,
+    /// The `host_rewrite_specifier`: `host_rewrite_literal`, ...
     pub host_rewrite_literal: Option<String>,
+    /// ... `host_rewrite_header` (the host from this request field, when it has a value) ...
+    pub host_rewrite_header: Option<HeaderName>,
+    /// ... or `host_rewrite_path_regex` (the host from the path, without the query, rewritten).
+    pub host_rewrite_path_regex: Option<Box<RegexRewrite>>,
     /// Whole-response timeout (Envoy default 15 s); `None`: disabled (`0s`).
     pub timeout: Option<Duration>,
     pub retry_policy: Option<RetryPolicy>,
+    /// `hash_policy[]`, in order: the hash a RING_HASH or MAGLEV cluster picks a host by.
+    pub hash_policy: Vec<HashPolicy>,
     /// `weighted_clusters.clusters[].typed_per_filter_config`, in the order of
     /// [`ClusterSpecifier::Weighted`]'s clusters; empty when none has any.
     pub weighted_filter_configs: Vec<FilterConfigs>,
+}
+
+/// Envoy's `RegexMatchAndSubstitute`: every match of `regex` (unanchored) replaced by
+/// `substitution`, whose `\N` are the match's groups.
+#[derive(Clone, Debug)]
+pub struct RegexRewrite {
+    pub regex: Regex,
+    /// In the `regex` crate's syntax (`${N}` for a group, `$$` for `$`).
+    pub substitution: String,
+}
+
+impl RegexRewrite {
+    /// `text` with every match replaced.
+    pub fn apply<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        self.regex.replace_all(text, self.substitution.as_str())
+    }
+}
+
+/// One `route.hash_policy[]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashPolicy {
+    pub kind: HashOn,
+    /// `terminal`: once a hash exists, later policies are skipped.
+    pub terminal: bool,
+}
+
+/// What a hash policy hashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashOn {
+    /// `header.header_name` (lower case): every value, sorted, hashed as one string.
+    Header(http::header::HeaderName),
+    /// `cookie`: the request's cookie `name`; with `ttl`, one is generated (and set on the
+    /// response) when the request has none.
+    Cookie {
+        name: String,
+        /// `ttl` in seconds; `None`: never generated.
+        ttl: Option<u64>,
+        path: String,
+    },
+    /// `connection_properties.source_ip`.
+    SourceIp,
+    /// `query_parameter.name`: its first value, as written.
+    QueryParameter(String),
 }
 
 /// Which cluster a route sends to.
@@ -445,6 +596,48 @@ pub struct RetryPolicy {
     pub per_try_timeout: Option<Duration>,
     /// `retriable_status_codes`, used with `retriable-status-codes`.
     pub retriable_status_codes: Vec<u16>,
+    /// `retry_back_off` (Envoy's defaults: 25 ms base, ten times that at most).
+    pub back_off: RetryBackOff,
+    /// `retry_host_predicate` `envoy.retry_host_predicates.previous_hosts`: a retry avoids the
+    /// hosts already tried, re-picking up to `host_selection_retry_max_attempts` times.
+    pub previous_hosts: bool,
+    /// `host_selection_retry_max_attempts` (Envoy default 1).
+    pub host_selection_retry_max_attempts: u32,
+    /// `retriable_headers`, used with `retriable-headers`: a response with a field that
+    /// matches any of them is retried.
+    pub retriable_headers: Vec<HeaderMatcher>,
+    /// `retriable_request_headers`: when given, only a request that matches one of them is
+    /// retried.
+    pub retriable_request_headers: Vec<HeaderMatcher>,
+}
+
+/// Envoy's jittered exponential back-off between retries: the n-th retry waits a uniform
+/// random time below `base × (2ⁿ − 1)`, at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBackOff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryBackOff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(25),
+            max: Duration::from_millis(250),
+        }
+    }
+}
+
+impl RetryBackOff {
+    /// The wait before retry number `retry` (1 for the first), drawn with `random` (a uniform
+    /// `u64`), as Envoy's `JitteredExponentialBackOffStrategy` draws it.
+    pub fn wait(&self, retry: u32, random: u64) -> Duration {
+        let base = self.base.as_millis().max(1) as u64;
+        let max = self.max.as_millis() as u64;
+        let multiplier = (1u64 << retry.clamp(1, 62)) - 1;
+        let ceiling = multiplier.saturating_mul(base);
+        Duration::from_millis((random % ceiling).min(max))
+    }
 }
 
 /// The `retry_on` conditions Baton implements.
@@ -464,6 +657,46 @@ pub struct RetryOn {
     pub refused_stream: bool,
     /// `retriable-status-codes`.
     pub retriable_status_codes: bool,
+    /// `retriable-headers`: see [`RetryPolicy::retriable_headers`].
+    pub retriable_headers: bool,
+    /// `envoy-ratelimited`: a response with `x-envoy-ratelimited`.
+    pub envoy_ratelimited: bool,
+}
+
+impl RetryOn {
+    /// Turn on the condition named `name` as `retry_on` writes it; `false` when Baton does
+    /// not know it.
+    pub fn set(&mut self, name: &str) -> bool {
+        let flag = match name {
+            "5xx" => &mut self.five_xx,
+            "gateway-error" => &mut self.gateway_error,
+            "connect-failure" => &mut self.connect_failure,
+            "reset" => &mut self.reset,
+            "retriable-4xx" => &mut self.retriable_4xx,
+            "refused-stream" => &mut self.refused_stream,
+            "retriable-status-codes" => &mut self.retriable_status_codes,
+            "retriable-headers" => &mut self.retriable_headers,
+            "envoy-ratelimited" => &mut self.envoy_ratelimited,
+            _ => return false,
+        };
+        *flag = true;
+        true
+    }
+
+    /// The conditions of both.
+    pub fn union(self, o: RetryOn) -> RetryOn {
+        RetryOn {
+            five_xx: self.five_xx || o.five_xx,
+            gateway_error: self.gateway_error || o.gateway_error,
+            connect_failure: self.connect_failure || o.connect_failure,
+            reset: self.reset || o.reset,
+            retriable_4xx: self.retriable_4xx || o.retriable_4xx,
+            refused_stream: self.refused_stream || o.refused_stream,
+            retriable_status_codes: self.retriable_status_codes || o.retriable_status_codes,
+            retriable_headers: self.retriable_headers || o.retriable_headers,
+            envoy_ratelimited: self.envoy_ratelimited || o.envoy_ratelimited,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -514,6 +747,24 @@ pub struct Cluster {
     /// `load_assignment.policy.overprovisioning_factor` (Envoy's 140): a priority level with
     /// this percent times its healthy share at 100% or more takes all the load it is due.
     pub overprovisioning_factor: u32,
+    /// Socket options, HTTP/2 settings and connection limits of its upstream connections.
+    pub upstream: UpstreamOptions,
+    /// An `ORIGINAL_DST` cluster's settings (`Some` exactly when `discovery` is
+    /// [`Discovery::OriginalDst`]).
+    pub original_dst: Option<OriginalDst>,
+}
+
+/// An `ORIGINAL_DST` cluster: its hosts are made on demand from each downstream connection's
+/// original destination (or a request header), and forgotten when unused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginalDst {
+    /// `original_dst_lb_config.use_http_header`: the header (`http_header_name`, default
+    /// `x-envoy-original-dst-host`) whose `ip:port` a request goes to.
+    pub header: Option<http::HeaderName>,
+    /// `original_dst_lb_config.upstream_port_override`: the port used, whatever the address's.
+    pub port_override: Option<u16>,
+    /// `cleanup_interval` (Envoy default 5 s): a host unused for one whole interval is removed.
+    pub cleanup_interval: Duration,
 }
 
 /// Envoy's default `overprovisioning_factor`.
@@ -524,6 +775,15 @@ pub enum Discovery {
     Static,
     StrictDns,
     LogicalDns,
+    /// `ORIGINAL_DST`: see [`OriginalDst`].
+    OriginalDst,
+}
+
+impl Discovery {
+    /// Resolved from DNS names, now and every `dns_refresh_rate`.
+    pub fn is_dns(self) -> bool {
+        matches!(self, Discovery::StrictDns | Discovery::LogicalDns)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -532,6 +792,70 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+    /// `CLUSTER_PROVIDED`: the cluster chooses its host (an `ORIGINAL_DST` cluster's only
+    /// policy).
+    ClusterProvided,
+    /// `RING_HASH` with `ring_hash_lb_config`.
+    RingHash(RingHash),
+    /// `MAGLEV` with `maglev_lb_config`.
+    Maglev(Maglev),
+}
+
+impl LbPolicy {
+    /// A consistent-hashing policy: picks by the route's `hash_policy` hash.
+    pub fn hashes(&self) -> bool {
+        matches!(self, LbPolicy::RingHash(_) | LbPolicy::Maglev(_))
+    }
+}
+
+/// What a host is hashed as on a ring or Maglev table: its `envoy.lb` `hash_key` metadata when
+/// set, else its address (`ip:port`), or its DNS name with
+/// `common_lb_config.consistent_hashing_lb_config.use_hostname_for_hashing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HashKey {
+    #[default]
+    Address,
+    Hostname,
+}
+
+/// `ring_hash_lb_config`, as Envoy 1.40 builds the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingHash {
+    /// `minimum_ring_size` (Envoy default 1024).
+    pub minimum_ring_size: u64,
+    /// `maximum_ring_size` (Envoy default 8M).
+    pub maximum_ring_size: u64,
+    /// `hash_function` `MURMUR_HASH_2` (else `XX_HASH`).
+    pub murmur: bool,
+    pub key: HashKey,
+}
+
+impl Default for RingHash {
+    fn default() -> Self {
+        Self {
+            minimum_ring_size: 1024,
+            maximum_ring_size: 8 * 1024 * 1024,
+            murmur: false,
+            key: HashKey::Address,
+        }
+    }
+}
+
+/// `maglev_lb_config`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Maglev {
+    /// `table_size`, a prime (Envoy default 65537).
+    pub table_size: u64,
+    pub key: HashKey,
+}
+
+impl Default for Maglev {
+    fn default() -> Self {
+        Self {
+            table_size: 65537,
+            key: HashKey::Address,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

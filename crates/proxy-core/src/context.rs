@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::access::AccessLogs;
 use crate::cluster::{ClusterManager, WorkerLb};
 use crate::config;
-use crate::handover::{Handover, WorkerModes};
+use crate::handover::{Handover, Kind, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
 use crate::stats::{
@@ -46,11 +46,15 @@ pub struct ListenerState {
     pub ssl: Option<SslStats>,
     /// One chain that matches every connection and no listener filter: nothing to choose.
     pub trivial: bool,
+    /// `access_log`: a line for every connection when it ends.
+    pub access_logs: Option<AccessLogs>,
 }
 
 /// One filter chain, ready to serve.
 #[derive(Debug)]
 pub struct Chain {
+    /// Its identity across generations (a moved connection names it).
+    pub id: config::ChainId,
     pub matcher: config::ChainMatch,
     /// The TLS context it terminates with; `None`: the bytes go to the filter as they come.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -67,11 +71,16 @@ pub enum ChainKind {
 /// A `tcp_proxy` filter's read-only state.
 #[derive(Debug)]
 pub struct TcpProxyShared {
+    /// The listener's configured address, and the chain's identity (for a hand-over).
+    pub listener: SocketAddr,
+    pub chain: config::ChainId,
     pub config: config::TcpProxy,
     pub stats: TcpProxyStats,
     /// Each target's cluster index (`None`: not in the configuration) and, for
     /// `weighted_clusters`, the running total of weights.
     pub targets: Vec<(Option<usize>, u64)>,
+    /// `access_log`: a line for every connection when it closes.
+    pub access_logs: Option<AccessLogs>,
 }
 
 /// An HTTP filter chain's read-only state (with its listener's), shared by every worker.
@@ -99,8 +108,10 @@ pub struct ListenerShared {
     pub compressor_stats: Vec<(usize, CompressorStats)>,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<AccessLogs>,
-    /// Its connections may move to the next generation: the listener's only chain.
+    /// Its connections may move to the next generation: a cleartext chain.
     pub movable: bool,
+    /// The chain's identity across generations.
+    pub chain: config::ChainId,
 }
 
 /// One worker thread's state. `!Send`: it never leaves its thread.
@@ -124,6 +135,9 @@ pub struct Worker {
 pub struct ConnCtx {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// `local` was restored by a listener filter (the original destination, or the PROXY
+    /// protocol's): an `ORIGINAL_DST` cluster without `use_http_header` routes there.
+    pub restored: bool,
     pub http2: bool,
     /// The connection is TLS.
     pub tls: bool,
@@ -150,6 +164,8 @@ pub struct ConnCtx {
     /// Set by a tunnel whose upstream switched protocols: once hyper has written the 101, the
     /// connection's driver hands the downstream socket (and bytes read past the request) here.
     pub upgrade: RefCell<Option<oneshot::Sender<Upgraded>>>,
+    /// The `max_connection_duration` timer, ended with the connection.
+    pub(crate) limit_timer: RefCell<Option<crate::downstream::AbortOnDrop>>,
 }
 
 /// A downstream HTTP/1.1 connection taken back from hyper after a protocol switch.
@@ -179,17 +195,27 @@ impl ListenerState {
             .or_else(|| self.has_default.then_some(n))
     }
 
-    /// Its only chain when that is a cleartext HTTP one (a connection from the previous
-    /// generation is served by it).
-    pub fn sole_http(&self) -> Option<&Arc<ListenerShared>> {
-        match self.chains.as_slice() {
-            [Chain {
-                tls: None,
-                serve: ChainKind::Http(l),
-                ..
-            }] => Some(l),
-            _ => None,
-        }
+    /// The chain that serves a connection of `kind` arriving from the previous generation
+    /// with `chain` (`None`, from an older generation: the listener's only chain): the chain
+    /// with that identity, cleartext, with the right filter (an HTTP connection manager that
+    /// speaks HTTP/1 for HTTP/1 connections and tunnels, `tcp_proxy` for `tcp_proxy`
+    /// connections). `None`: it cannot be served here.
+    pub fn adoptable(&self, kind: Kind, chain: Option<&config::ChainId>) -> Option<&Chain> {
+        let found = match chain {
+            Some(id) => self.chains.iter().find(|c| c.id == *id),
+            None => match self.chains.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            },
+        }?;
+        let fits = match (&found.serve, kind) {
+            (ChainKind::Http(l), Kind::Http1 | Kind::Tunnel) => {
+                l.http.codec_type != config::CodecType::Http2
+            }
+            (ChainKind::Tcp(_), Kind::TcpProxy) => true,
+            _ => false,
+        };
+        (fits && found.tls.is_none()).then_some(found)
     }
 }
 

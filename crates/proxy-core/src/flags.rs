@@ -9,7 +9,7 @@ use std::fmt;
 pub struct ResponseFlags(u32);
 
 /// Each flag with its short name, in the order Envoy renders them.
-const NAMES: [(ResponseFlags, &str); 22] = [
+const NAMES: [(ResponseFlags, &str); 23] = [
     (ResponseFlags::FAILED_LOCAL_HEALTH_CHECK, "LH"),
     (ResponseFlags::NO_HEALTHY_UPSTREAM, "UH"),
     (ResponseFlags::UPSTREAM_REQUEST_TIMEOUT, "UT"),
@@ -32,6 +32,7 @@ const NAMES: [(ResponseFlags, &str); 22] = [
     (ResponseFlags::UPSTREAM_MAX_STREAM_DURATION_REACHED, "UMSDR"),
     (ResponseFlags::DURATION_TIMEOUT, "DT"),
     (ResponseFlags::UPSTREAM_PROTOCOL_ERROR, "UPE"),
+    (ResponseFlags::NO_CLUSTER_FOUND, "NC"),
 ];
 
 // === impl ResponseFlags ===
@@ -61,6 +62,8 @@ impl ResponseFlags {
     /// The request was not received in full within `request_timeout` (Envoy's `DT`).
     pub const DURATION_TIMEOUT: Self = Self(1 << 20);
     pub const UPSTREAM_PROTOCOL_ERROR: Self = Self(1 << 21);
+    /// A `tcp_proxy` connection's cluster is not in the configuration (Envoy's `NC`).
+    pub const NO_CLUSTER_FOUND: Self = Self(1 << 22);
 
     pub fn is_empty(self) -> bool {
         self.0 == 0

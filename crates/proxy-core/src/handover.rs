@@ -1,5 +1,8 @@
 //! Live connections moving from a draining generation to its successor: cleartext HTTP/1.1
-//! keep-alive connections between requests and upgrade tunnels idle in both directions.
+//! keep-alive connections between requests, upgrade tunnels idle in both directions, and
+//! `tcp_proxy` connections (cleartext or TLS passed through) holding no byte either way. Each
+//! carries the identity of the filter chain that served it ([`ChainId`]): the successor serves
+//! it on that chain if it still has it unchanged, and refuses it otherwise.
 //!
 //! This module owns the meeting point between the data plane and whoever carries the sockets
 //! (`proxy-bin`, over the hot restart socket): it knows nothing of the wire.
@@ -24,7 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -32,6 +35,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use shm_stats::{Counter, Store};
 use tokio::sync::{oneshot, watch};
+
+pub use crate::config::ChainId;
 
 /// Where this generation's hand-over is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +56,9 @@ pub enum Kind {
     Http1,
     /// An upgrade tunnel idle both ways: the downstream socket, then the upstream one.
     Tunnel,
+    /// A `tcp_proxy` connection holding no byte either way: the downstream socket, then the
+    /// upstream one. Moves only to a successor that asked for them (see [`Handover::activate`]).
+    TcpProxy,
 }
 
 /// A connection offered to the successor.
@@ -68,6 +76,8 @@ pub struct Leaving {
     pub requests: u64,
     /// A tunnel's upstream peer and cluster.
     pub upstream: Option<(SocketAddr, String)>,
+    /// The filter chain that served it.
+    pub chain: ChainId,
     /// Duplicates of its sockets, downstream first.
     pub fds: Vec<OwnedFd>,
 }
@@ -81,7 +91,10 @@ pub struct Arriving {
     pub idle: Duration,
     pub requests: u64,
     pub cluster: String,
-    /// Downstream first, then (tunnel) upstream.
+    /// The filter chain that served it; `None` from an older generation (then only a listener
+    /// with one chain can serve it).
+    pub chain: Option<ChainId>,
+    /// Downstream first, then (tunnel, `tcp_proxy`) upstream.
     pub fds: Vec<OwnedFd>,
 }
 
@@ -118,6 +131,8 @@ pub struct Handover {
 #[derive(Debug)]
 struct Inner {
     enabled: bool,
+    /// The successor takes [`Kind::TcpProxy`] connections (set before the mode turns active).
+    tcp_proxy: AtomicBool,
     mode: watch::Sender<Mode>,
     queue: Mutex<VecDeque<Offer>>,
     /// Signalled when an offer is queued, a registration ends or the mode changes.
@@ -152,6 +167,7 @@ impl Handover {
         Self {
             inner: Arc::new(Inner {
                 enabled,
+                tcp_proxy: AtomicBool::new(false),
                 mode,
                 queue: Mutex::new(VecDeque::new()),
                 ready: Condvar::new(),
@@ -170,10 +186,14 @@ impl Handover {
         self.inner.enabled
     }
 
-    /// A successor will take connections. False (nothing changes) when disabled or ended.
-    pub fn activate(&self) -> bool {
+    /// A successor will take connections (`tcp_proxy` ones too with `tcp_proxy`: an older
+    /// successor does not know them). False (nothing changes) when disabled or ended.
+    pub fn activate(&self, tcp_proxy: bool) -> bool {
         if !self.inner.enabled {
             return false;
+        }
+        if self.mode() == Mode::Off {
+            self.inner.tcp_proxy.store(tcp_proxy, Ordering::Release);
         }
         let changed = self.inner.mode.send_if_modified(|m| {
             if *m == Mode::Off {
@@ -216,6 +236,11 @@ impl Handover {
 
     pub fn mode(&self) -> Mode {
         *self.inner.mode.borrow()
+    }
+
+    /// Whether the successor (once [`Mode::Active`]) takes `tcp_proxy` connections.
+    pub fn moves_tcp_proxy(&self) -> bool {
+        self.inner.tcp_proxy.load(Ordering::Acquire)
     }
 
     /// Changes of [`Handover::mode`].
@@ -509,6 +534,7 @@ mod tests {
             idle: Duration::ZERO,
             requests: 0,
             upstream: None,
+            chain: ChainId::default(),
             fds: (0..fds)
                 .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().into())
                 .collect(),
@@ -522,7 +548,7 @@ mod tests {
         let regs: Vec<_> = (0..3).map(|_| h.register().unwrap()).collect();
         assert_eq!(h.open(), 3);
         assert!(!h.offer(leaving(1)).await, "not active yet: stays");
-        assert!(h.activate());
+        assert!(h.activate(false));
         let a = tokio::spawn({
             let h = h.clone();
             async move { h.offer(leaving(1)).await }
@@ -561,7 +587,7 @@ mod tests {
         let store = Store::new();
         let h = Handover::new(true, &store);
         let _reg = h.register().unwrap();
-        h.activate();
+        h.activate(false);
         let pending = tokio::spawn({
             let h = h.clone();
             async move { h.offer(leaving(1)).await }
@@ -573,14 +599,14 @@ mod tests {
         assert!(!pending.await.unwrap());
         assert!(!h.offer(leaving(1)).await);
         assert!(h.register().is_none());
-        assert!(!h.activate(), "ended stays ended");
+        assert!(!h.activate(false), "ended stays ended");
     }
 
     #[tokio::test]
     async fn a_rolled_back_generation_can_hand_over_again() {
         let h = Handover::new(true, &Store::new());
         let _reg = h.register().unwrap();
-        h.activate();
+        h.activate(false);
         let pending = tokio::spawn({
             let h = h.clone();
             async move { h.offer(leaving(1)).await }
@@ -593,20 +619,20 @@ mod tests {
         assert!(!pending.await.unwrap());
         assert_eq!(h.mode(), Mode::Off);
         assert!(h.register().is_some());
-        assert!(h.activate());
+        assert!(h.activate(false));
         // The carrier may have ended the hand-over first (the successor's session closed):
         // the rollback still leaves it Off.
         h.end();
         h.resume();
         assert_eq!(h.mode(), Mode::Off);
-        assert!(!Handover::new(false, &Store::new()).activate());
+        assert!(!Handover::new(false, &Store::new()).activate(false));
     }
 
     #[tokio::test]
     async fn taken_offers_are_in_flight_until_answered() {
         let h = Handover::new(true, &Store::new());
         let _reg = h.register().unwrap();
-        h.activate();
+        h.activate(false);
         let offered = tokio::spawn({
             let h = h.clone();
             async move { h.offer(leaving(1)).await }
@@ -634,7 +660,7 @@ mod tests {
     #[test]
     fn disabled_never_activates_or_registers() {
         let h = Handover::new(false, &Store::new());
-        assert!(!h.activate());
+        assert!(!h.activate(false));
         assert!(h.register().is_none());
         assert_eq!(h.mode(), Mode::Off);
     }
@@ -646,7 +672,7 @@ mod tests {
             .unwrap();
         let h = Handover::new(true, &Store::new());
         let _reg = h.register().unwrap();
-        h.activate();
+        h.activate(false);
         let taker = h.clone();
         let t = std::thread::spawn(move || {
             let mut got = Vec::new();

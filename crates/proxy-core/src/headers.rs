@@ -11,10 +11,15 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
 
+use crate::config::Underscores;
+
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName =
+    HeaderName::from_static("x-envoy-external-address");
+pub static VIA: HeaderName = HeaderName::from_static("via");
 pub(crate) static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub(crate) static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -47,13 +52,19 @@ pub enum Refusal {
     /// HTTP/1.0 (or 0.9) while the HCM's `http_protocol_options.accept_http_10` is off, its
     /// default (426, as Envoy).
     Http10NotAccepted,
+    /// More fields than `common_http_protocol_options.max_headers_count` (431, as Envoy).
+    TooManyHeaders,
+    /// A field name with `_` under `headers_with_underscores_action: REJECT_REQUEST` (400).
+    UnderscoreInName,
 }
 
 impl Refusal {
     /// The status a refused request is answered with.
     pub fn status(self) -> StatusCode {
         match self {
-            Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::HeadersTooLarge | Refusal::TooManyHeaders => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Refusal::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             Refusal::Http10NotAccepted => StatusCode::UPGRADE_REQUIRED,
             _ => StatusCode::BAD_REQUEST,
@@ -65,7 +76,8 @@ impl Refusal {
         match self {
             Refusal::UnsupportedTransferCoding => "Not Implemented",
             Refusal::Http10NotAccepted => "Upgrade Required",
-            Refusal::FramingConflict => "Bad Request",
+            Refusal::FramingConflict | Refusal::UnderscoreInName => "Bad Request",
+            Refusal::HeadersTooLarge | Refusal::TooManyHeaders => "Request Header Fields Too Large",
             _ => "",
         }
     }
@@ -159,7 +171,7 @@ pub fn is_envoy(name: &[u8]) -> bool {
 /// - No `Connection` token may name a field the proxy manages ([`is_managed`]).
 /// - `x-envoy-*` fields are removed unless the client is `internal` (the HCM's
 ///   `internal_address_config`; none is by default); the fault filter's `x-envoy-fault-*`
-///   controls stay, as in Envoy.
+///   controls and `x-envoy-original-dst-host` stay, as in Envoy.
 /// - The fields add up to at most `max_head` bytes ([`fields_size`]).
 /// - HTTP/1.0 only with `accept_http_10`; a valid `Host`, target form and transfer coding
 ///   ([`check_form`]).
@@ -219,6 +231,60 @@ pub fn check_request<B>(req: &mut Request<B>, checks: Checks<'_>) -> Result<(), 
     Ok(())
 }
 
+/// `common_http_protocol_options.max_headers_count` and `headers_with_underscores_action`,
+/// on whichever path read the request: more fields than `max` is 431; a name with `_` is
+/// refused or its field removed, as configured.
+pub fn check_fields(
+    h: &mut HeaderMap,
+    max: usize,
+    underscores: Underscores,
+) -> Result<(), Refusal> {
+    if h.len() > max {
+        return Err(Refusal::TooManyHeaders);
+    }
+    let with_underscore = |n: &HeaderName| n.as_str().contains('_');
+    match underscores {
+        Underscores::Allow => {}
+        Underscores::Reject => {
+            if h.keys().any(with_underscore) {
+                return Err(Refusal::UnderscoreInName);
+            }
+        }
+        Underscores::Drop => {
+            let dropped: Vec<HeaderName> =
+                h.keys().filter(|n| with_underscore(n)).cloned().collect();
+            for name in dropped {
+                h.remove(name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs of `/` in `uri`'s path made one (`merge_slashes`); `None` when there is none.
+pub fn merge_slashes(uri: &http::Uri) -> Option<http::Uri> {
+    let path = uri.path();
+    if !path.contains("//") {
+        return None;
+    }
+    let mut merged = String::with_capacity(uri.path_and_query().map_or(0, |p| p.as_str().len()));
+    let mut last_slash = false;
+    for ch in path.chars() {
+        if ch == '/' && last_slash {
+            continue;
+        }
+        last_slash = ch == '/';
+        merged.push(ch);
+    }
+    if let Some(q) = uri.query() {
+        merged.push('?');
+        merged.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(merged.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
 /// The request's version, target form, `Host` values and transfer coding.
 fn check_form<B>(req: &Request<B>, accept_http_10: bool) -> Result<(), Refusal> {
     let version = req.version();
@@ -250,11 +316,14 @@ fn check_form<B>(req: &Request<B>, accept_http_10: bool) -> Result<(), Refusal> 
     Ok(())
 }
 
-/// Remove every `x-envoy-*` field but the fault filter's controls (`x-envoy-fault-*`), which
-/// Envoy 1.40 takes from any client and passes on.
+/// Remove every `x-envoy-*` field but the fault filter's controls (`x-envoy-fault-*`) and
+/// the `ORIGINAL_DST` cluster's `x-envoy-original-dst-host`, which Envoy 1.40 takes from any
+/// client and passes on.
 fn strip_envoy(h: &mut HeaderMap) {
     let stripped = |name: &[u8]| {
-        is_envoy(name) && !(name.len() > 14 && name[8..14].eq_ignore_ascii_case(b"fault-"))
+        is_envoy(name)
+            && !(name.len() > 14 && name[8..14].eq_ignore_ascii_case(b"fault-"))
+            && !name.eq_ignore_ascii_case(b"x-envoy-original-dst-host")
     };
     while let Some(name) = h.keys().find(|k| stripped(k.as_str().as_bytes())).cloned() {
         h.remove(&name);
@@ -377,67 +446,122 @@ pub enum Upgrade {
     Keep,
 }
 
-/// What the downstream connection tells the upstream in `x-forwarded-*`.
+/// What the downstream connection tells the upstream in `x-forwarded-*` and `via`.
 #[derive(Clone, Copy, Debug)]
-pub struct Forwarded {
+pub struct Forwarded<'a> {
     /// The downstream peer.
     pub remote: SocketAddr,
-    /// `use_remote_address`: the peer is appended to `x-forwarded-for`, and
-    /// `x-forwarded-proto` is set (not only kept).
+    /// `use_remote_address`: the peer is appended to `x-forwarded-for` (unless
+    /// `skip_xff_append`), `x-forwarded-proto` is set (not only kept), and an external client's
+    /// address is told in `x-envoy-external-address`.
     pub use_remote_address: bool,
+    /// `skip_xff_append`.
+    pub skip_xff_append: bool,
     /// The downstream connection is TLS (`x-forwarded-proto: https`).
     pub tls: bool,
     /// The client is internal (`internal_address_config`): with `use_remote_address`, the
     /// upstream is told so in `x-envoy-internal: true`, as Envoy does.
     pub internal: bool,
+    /// The HCM's `via`, appended to the request's.
+    pub via: Option<&'a HeaderValue>,
 }
 
-impl Forwarded {
+impl<'a> Forwarded<'a> {
+    /// The forwarding fields alone (no `skip_xff_append`, no `via`).
     pub fn of(remote: SocketAddr, use_remote_address: bool, tls: bool, internal: bool) -> Self {
         Self {
             remote,
             use_remote_address,
+            skip_xff_append: false,
             tls,
             internal,
+            via: None,
+        }
+    }
+
+    /// What a connection from `remote` (over TLS or not) tells the upstream under `hcm`.
+    #[inline]
+    pub fn from_hcm(
+        hcm: &'a crate::config::HttpConnectionManager,
+        remote: SocketAddr,
+        tls: bool,
+    ) -> Self {
+        Self {
+            remote,
+            use_remote_address: hcm.use_remote_address,
+            skip_xff_append: hcm.skip_xff_append,
+            tls,
+            internal: hcm.is_internal(remote.ip()),
+            via: hcm.via.as_ref(),
         }
     }
 }
 
+/// `value` appended to `name`'s value, after `, ` (Envoy's way with `via`); set when absent.
+pub fn append_value(h: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
+    let joined = match h.get(name) {
+        Some(prev) if !prev.is_empty() => {
+            let mut b = BytesMut::with_capacity(prev.len() + 2 + value.len());
+            b.extend_from_slice(prev.as_bytes());
+            b.extend_from_slice(b", ");
+            b.extend_from_slice(value.as_bytes());
+            HeaderValue::from_maybe_shared(b.freeze()).unwrap_or_else(|_| value.clone())
+        }
+        _ => value.clone(),
+    };
+    h.insert(name.clone(), joined);
+}
+
 /// Prepare a request's headers for the upstream: hop-by-hop removed, `x-forwarded-for` (with
-/// `use_remote_address`, the peer appended) and `x-forwarded-proto` (`https` when the
-/// downstream connection is TLS).
-pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded, upgrade: Upgrade) {
+/// `use_remote_address`, the peer appended), `x-forwarded-proto` (`https` when the
+/// downstream connection is TLS), `x-envoy-internal` / `x-envoy-external-address`, `via`.
+pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded<'_>, upgrade: Upgrade) {
     let Forwarded {
         remote,
         use_remote_address,
+        skip_xff_append,
         tls,
         internal,
+        via,
     } = fwd;
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     strip_hop_by_hop(h, upgrade);
     if use_remote_address {
-        let prev = h
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .filter(|p| !p.is_empty());
-        // One allocation: 39 bytes is the longest IPv6 address text.
-        let mut value = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
-        if let Some(prev) = prev {
-            value.push_str(prev);
-            value.push_str(", ");
-        }
-        // Writing to a `String` cannot fail.
-        let _ = write!(value, "{}", remote.ip());
-        if let Ok(v) = HeaderValue::try_from(value) {
-            h.insert(X_FORWARDED_FOR.clone(), v);
+        if !skip_xff_append {
+            let prev = h
+                .get(&X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+                .filter(|p| !p.is_empty());
+            // One allocation: 39 bytes is the longest IPv6 address text.
+            let mut value = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+            if let Some(prev) = prev {
+                value.push_str(prev);
+                value.push_str(", ");
+            }
+            // Writing to a `String` cannot fail.
+            let _ = write!(value, "{}", remote.ip());
+            if let Ok(v) = HeaderValue::try_from(value) {
+                h.insert(X_FORWARDED_FOR.clone(), v);
+            }
         }
         h.insert(X_FORWARDED_PROTO.clone(), proto);
         if internal {
             h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+        } else {
+            // The trusted client address (`xff_num_trusted_hops` 0: the peer), as Envoy tells
+            // it for an external client.
+            let mut ip = String::with_capacity(39);
+            let _ = write!(ip, "{}", remote.ip());
+            if let Ok(v) = HeaderValue::try_from(ip) {
+                h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
+            }
         }
     } else {
         // One hashed lookup: kept when present, set when absent.
         h.entry(&X_FORWARDED_PROTO).or_insert(proto);
+    }
+    if let Some(via) = via {
+        append_value(h, &VIA, via);
     }
 }
 

@@ -269,6 +269,8 @@ mod tests {
             panic_threshold: config::DEFAULT_PANIC_THRESHOLD,
             outlier: None,
             overprovisioning_factor: config::DEFAULT_OVERPROVISIONING_FACTOR,
+            upstream: Default::default(),
+            original_dst: None,
         };
         ClusterManager::new(&[c], &shm_stats::Store::new())
     }

@@ -48,6 +48,7 @@ pub mod http_inspector;
 pub mod io;
 pub mod lifecycle;
 pub mod metadata;
+pub mod original_dst;
 pub mod proxy_protocol;
 pub mod router;
 mod slot_pool;

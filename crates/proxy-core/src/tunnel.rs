@@ -1,6 +1,7 @@
-//! Upgrade tunnels (WebSocket and the like) once both sides have switched protocols: bytes are
-//! copied both ways until both have finished, and — when both ends are cleartext TCP — a tunnel
-//! idle in both directions can move to the next generation with its two sockets.
+//! Upgrade tunnels (WebSocket and the like) once both sides have switched protocols, and
+//! `tcp_proxy` connections: bytes are copied both ways until both have finished, and — when
+//! both ends are plain TCP sockets — a connection idle in both directions can move to the next
+//! generation with its two sockets.
 //!
 //! The copy is our own rather than `tokio::io::copy_bidirectional` because the hand-over needs
 //! to know that no byte is held in either direction's buffer at the moment the sockets leave.
@@ -8,6 +9,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -18,14 +20,20 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::handover::{Handover, Kind, Leaving, Mode};
+use crate::handover::{ChainId, Handover, Kind, Leaving, Mode};
 use crate::io::{ServerIo, Stream};
+use crate::upstream::Counted;
 
-const BUF: usize = 16 * 1024;
+/// Bytes read at once each way in an upgrade tunnel.
+pub(crate) const BUF: usize = 16 * 1024;
 
 /// Who a tunnel belongs to, for a hand-over's manifest.
 #[derive(Debug, Clone)]
 pub struct TunnelInfo {
+    /// [`Kind::Tunnel`] or [`Kind::TcpProxy`].
+    pub kind: Kind,
+    /// The filter chain that serves it.
+    pub chain: ChainId,
     pub listener: SocketAddr,
     pub peer: SocketAddr,
     pub upstream: SocketAddr,
@@ -33,8 +41,23 @@ pub struct TunnelInfo {
     pub requests: u64,
     /// No byte either way for this long closes the tunnel (the HCM's shorter of
     /// `stream_idle_timeout` and `idle_timeout`, as an upgraded stream is one that stays
-    /// open). `None`: never.
+    /// open); `tcp_proxy`'s `idle_timeout`. `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// How long it had been idle already (one arriving from the previous generation): the idle
+    /// timeout counts from then.
+    pub idle: Duration,
+}
+
+/// One end of a connection that may move to the next generation: its socket can be
+/// duplicated when it is a plain one, and bytes read ahead of the copy are held in front of it.
+pub trait Movable: AsyncRead + AsyncWrite + Unpin {
+    /// Bytes held in front of the socket (taken out).
+    fn take_prefix(&mut self) -> Bytes;
+    /// Puts bytes back in front of the socket.
+    fn prepend(&mut self, bytes: Bytes);
+    /// A duplicate of the socket; `None` when it is not a plain one.
+    fn dup_plain_socket(&self) -> Option<io::Result<OwnedFd>>;
+    fn is_plain(&self) -> bool;
 }
 
 /// How a tunnel ended.
@@ -63,7 +86,7 @@ pub async fn run(
     match up.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let up = ServerIo::new(Stream::Plain(parts.io.into_inner()), parts.read_buf);
-            run_plain(down, up, handover, info).await
+            run_plain(down, up, handover, info, BUF).await
         }
         Err(up) => copy(down, TokioIo::new(up), info.idle_timeout, BUF).await,
     }
@@ -100,13 +123,15 @@ where
     }
 }
 
-/// Copy between two sockets; when both are cleartext and a successor takes connections, stop
-/// at a moment both directions are idle and offer them.
-pub async fn run_plain(
-    mut down: ServerIo,
-    mut up: ServerIo,
+/// Copy between two sockets; when both are plain and a successor takes connections (of this
+/// kind), stop at a moment both directions are idle and offer them. Through a `buf`-byte
+/// buffer each way.
+pub async fn run_plain<D: Movable, U: Movable>(
+    mut down: D,
+    mut up: U,
     handover: &Handover,
     info: TunnelInfo,
+    buf: usize,
 ) -> Ended {
     let mut reg = if down.is_plain() && up.is_plain() {
         handover.register()
@@ -114,12 +139,18 @@ pub async fn run_plain(
         None
     };
     let mut modes = handover.subscribe();
-    let mut to_up = Pump::with_capacity(BUF);
-    let mut to_down = Pump::with_capacity(BUF);
-    let mut last_active = Instant::now();
+    let mut to_up = Pump::with_capacity(buf);
+    let mut to_down = Pump::with_capacity(buf);
+    let now = Instant::now();
+    let mut last_active = now.checked_sub(info.idle).unwrap_or(now);
     let mut idle = IdleClock::new(info.idle_timeout);
     loop {
-        let moving = reg.is_some() && *modes.borrow_and_update() == Mode::Active;
+        let mode = *modes.borrow_and_update();
+        if mode == Mode::Active && info.kind == Kind::TcpProxy && !handover.moves_tcp_proxy() {
+            // The successor does not take `tcp_proxy` connections: this one stays.
+            reg = None;
+        }
+        let moving = reg.is_some() && mode == Mode::Active;
         let stop = tokio::select! {
             r = poll_fn(|cx| {
                 let pumps = (&mut to_up, &mut to_down);
@@ -146,9 +177,9 @@ pub async fn run_plain(
     }
 }
 
-async fn offer(
-    down: &mut ServerIo,
-    up: &mut ServerIo,
+async fn offer<D: Movable, U: Movable>(
+    down: &mut D,
+    up: &mut U,
     handover: &Handover,
     info: &TunnelInfo,
     idle: Duration,
@@ -166,16 +197,56 @@ async fn offer(
     };
     handover
         .offer(Leaving {
-            kind: Kind::Tunnel,
+            kind: info.kind,
             listener: info.listener,
             peer: info.peer,
             read_buf: Bytes::new(),
             idle,
             requests: info.requests,
             upstream: Some((info.upstream, info.cluster.clone())),
+            chain: info.chain.clone(),
             fds,
         })
         .await
+}
+
+// === impl Movable ===
+
+impl Movable for ServerIo {
+    fn take_prefix(&mut self) -> Bytes {
+        ServerIo::take_prefix(self)
+    }
+
+    fn prepend(&mut self, bytes: Bytes) {
+        ServerIo::prepend(self, bytes);
+    }
+
+    fn dup_plain_socket(&self) -> Option<io::Result<OwnedFd>> {
+        ServerIo::dup_plain_socket(self)
+    }
+
+    fn is_plain(&self) -> bool {
+        ServerIo::is_plain(self)
+    }
+}
+
+/// An upstream connection counted in its cluster's byte stats.
+impl<M: Movable> Movable for Counted<M> {
+    fn take_prefix(&mut self) -> Bytes {
+        self.get_mut().take_prefix()
+    }
+
+    fn prepend(&mut self, bytes: Bytes) {
+        self.get_mut().prepend(bytes);
+    }
+
+    fn dup_plain_socket(&self) -> Option<io::Result<OwnedFd>> {
+        self.get_ref().dup_plain_socket()
+    }
+
+    fn is_plain(&self) -> bool {
+        self.get_ref().is_plain()
+    }
 }
 
 enum Stop {
@@ -351,6 +422,9 @@ mod tests {
 
     fn info() -> TunnelInfo {
         TunnelInfo {
+            kind: Kind::Tunnel,
+            chain: ChainId::default(),
+            idle: Duration::ZERO,
             listener: "127.0.0.1:1".parse().unwrap(),
             peer: "127.0.0.1:2".parse().unwrap(),
             upstream: "127.0.0.1:3".parse().unwrap(),
@@ -372,6 +446,7 @@ mod tests {
                 ServerIo::new(Stream::Plain(up), Bytes::new()),
                 &h,
                 info(),
+                BUF,
             )
             .await
         });
@@ -392,6 +467,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tcp_proxy_connection_is_offered_only_to_a_successor_that_takes_them() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        for takes in [false, true] {
+            let (mut client, down) = pair(&l).await;
+            let (mut origin, up) = pair(&l).await;
+            let h = Handover::new(true, &shm_stats::Store::new());
+            let h2 = h.clone();
+            let mut tcp = info();
+            tcp.kind = Kind::TcpProxy;
+            tcp.chain.name = "db".into();
+            let t = tokio::task::spawn(async move {
+                run_plain(
+                    ServerIo::new(Stream::Plain(down), Bytes::new()),
+                    ServerIo::new(Stream::Plain(up), Bytes::new()),
+                    &h2,
+                    tcp,
+                    BUF,
+                )
+                .await
+            });
+            while h.open() == 0 {
+                tokio::task::yield_now().await;
+            }
+            h.activate(takes);
+            if takes {
+                let taker = h.clone();
+                let offer = tokio::task::spawn_blocking(move || loop {
+                    if let Some(o) = taker.take(253, Duration::from_secs(5)).pop() {
+                        return o;
+                    }
+                })
+                .await
+                .unwrap();
+                assert_eq!(offer.conn.kind, Kind::TcpProxy);
+                assert_eq!(offer.conn.chain.name, "db");
+                assert_eq!(offer.conn.fds.len(), 2);
+                offer.settle(true);
+                assert_eq!(t.await.unwrap(), Ended::HandedOver);
+            } else {
+                // Not offered: it leaves the hand-over and keeps copying.
+                while h.open() != 0 {
+                    tokio::task::yield_now().await;
+                }
+                assert!(h.take(253, Duration::ZERO).is_empty());
+                client.write_all(b"x").await.unwrap();
+                let mut b = [0u8; 1];
+                origin.read_exact(&mut b).await.unwrap();
+                drop((client, origin));
+                assert_eq!(t.await.unwrap(), Ended::Closed);
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn an_idle_tunnel_is_offered_and_a_refused_one_keeps_copying() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (mut client, down) = pair(&l).await;
@@ -404,13 +533,14 @@ mod tests {
                 ServerIo::new(Stream::Plain(up), Bytes::new()),
                 &h2,
                 info(),
+                BUF,
             )
             .await
         });
         while h.open() == 0 {
             tokio::task::yield_now().await;
         }
-        h.activate();
+        h.activate(false);
         let taker = h.clone();
         let offer = tokio::task::spawn_blocking(move || loop {
             let mut got = taker.take(253, Duration::from_secs(5));

@@ -5,7 +5,6 @@
 //! Nothing here is shared across workers but read-only configuration, stats handles and the
 //! cluster manager; upstream pools and balancer state are per worker.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,11 +15,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::cluster::{ClusterManager, WorkerLb};
-use crate::config::{self, Bootstrap, CodecType, NetworkFilter};
+use crate::config::{self, Bootstrap, NetworkFilter};
 use crate::context::{Chain, ChainKind, ListenerShared, ListenerState, TcpProxyShared, Worker};
 use crate::downstream;
 use crate::error::BuildError;
-use crate::handover::{Arriving, Handover, WorkerModes};
+use crate::handover::{Arriving, Handover, Kind, WorkerModes};
 use crate::router::Router;
 use crate::stats::{
     CodeCounters, CompressorStats, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
@@ -53,8 +52,9 @@ pub struct Workers {
 pub struct Adopter {
     workers: Vec<mpsc::UnboundedSender<Arriving>>,
     next: Arc<AtomicUsize>,
-    /// Listeners that can serve a moved connection: cleartext, HTTP/1 allowed.
-    adoptable: Vec<SocketAddr>,
+    /// This generation's listeners and clusters: what a moved connection is checked against.
+    listeners: Vec<Arc<ListenerState>>,
+    clusters: Arc<ClusterManager>,
 }
 
 // === impl Dataplane ===
@@ -101,15 +101,21 @@ impl Dataplane {
         &self.listeners
     }
 
-    /// Every HTTP filter chain of every listener.
-    pub fn http_chains(&self) -> impl Iterator<Item = &Arc<ListenerShared>> + '_ {
-        self.listeners
-            .iter()
-            .flat_map(|l| &l.chains)
-            .filter_map(|c| match &c.serve {
-                ChainKind::Http(h) => Some(h),
-                ChainKind::Tcp(_) => None,
-            })
+    /// Reopen every access log's file sink (log rotation): the HTTP connection managers',
+    /// the listeners' and the `tcp_proxy` filters'.
+    pub fn reopen_access_logs(&self) {
+        for l in &self.listeners {
+            let chains = l.chains.iter().map(|c| match &c.serve {
+                ChainKind::Http(h) => h.access_logs.as_ref(),
+                ChainKind::Tcp(t) => t.access_logs.as_ref(),
+            });
+            for logs in std::iter::once(l.access_logs.as_ref())
+                .chain(chains)
+                .flatten()
+            {
+                logs.reopen();
+            }
+        }
     }
 
     /// Start `concurrency` workers serving `sockets` (each listener's, in configuration order:
@@ -154,21 +160,13 @@ impl Dataplane {
                 .map_err(|source| BuildError::Worker { index, source })?;
             handles.push(handle);
         }
-        let adoptable = self
-            .listeners
-            .iter()
-            .filter(|l| {
-                l.sole_http()
-                    .is_some_and(|h| h.http.codec_type != CodecType::Http2)
-            })
-            .map(|l| l.config.address)
-            .collect();
         Ok(Workers {
             handles,
             adopter: Some(Adopter {
                 workers: senders,
                 next: Arc::new(AtomicUsize::new(0)),
-                adoptable,
+                listeners: self.listeners.clone(),
+                clusters: self.clusters.clone(),
             }),
         })
     }
@@ -195,11 +193,21 @@ impl Workers {
 // === impl Adopter ===
 
 impl Adopter {
-    /// Whether a connection accepted on `listener` (its configured address) can be served here
-    /// (either kind): the listener exists in this configuration, has one filter chain, cleartext,
-    /// whose HTTP connection manager speaks HTTP/1.
-    pub fn accepts(&self, listener: SocketAddr) -> bool {
-        self.adoptable.contains(&listener)
+    /// Whether `conn` can be served here: its listener (by configured address) is in this
+    /// configuration with the chain that served it, unchanged (see
+    /// [`ListenerState::adoptable`]), and a tunnel's or `tcp_proxy` connection's cluster exists.
+    pub fn accepts(&self, conn: &Arriving) -> bool {
+        let cluster_known = match conn.kind {
+            Kind::Http1 => true,
+            Kind::Tunnel | Kind::TcpProxy => self.clusters.index(&conn.cluster).is_some(),
+        };
+        cluster_known
+            && self
+                .listeners
+                .iter()
+                .find(|l| l.config.address == conn.listener)
+                .and_then(|l| l.adoptable(conn.kind, conn.chain.as_ref()))
+                .is_some()
     }
 
     /// Serve `conn` on the next worker. False (the connection is closed) when no worker takes
@@ -226,10 +234,9 @@ fn build_listener(
 ) -> Result<ListenerState, BuildError> {
     let config = Arc::new(lc.clone());
     let p = format!("listener.{}", crate::stats::listener_stat_name(&lc.address));
-    let sole = lc.chains().count() == 1;
     let chains = lc
         .chains()
-        .map(|fc| build_chain(&config, fc, sole, clusters, store))
+        .map(|fc| build_chain(&config, fc, clusters, store))
         .collect::<Result<Vec<_>, BuildError>>()?;
     let trivial = lc.listener_filters.is_empty()
         && lc.filter_chains.len() == 1
@@ -250,9 +257,12 @@ fn build_listener(
             config::ListenerFilter::ProxyProtocol(pp) => {
                 Some(ProxyProtoStats::new(store, &pp.stat_prefix))
             }
-            config::ListenerFilter::TlsInspector | config::ListenerFilter::HttpInspector => None,
+            config::ListenerFilter::TlsInspector
+            | config::ListenerFilter::HttpInspector
+            | config::ListenerFilter::OriginalDst => None,
         }),
         has_default: lc.default_filter_chain.is_some(),
+        access_logs: crate::access::AccessLogs::open(&lc.access_logs)?,
         trivial,
         chains,
         config,
@@ -262,7 +272,6 @@ fn build_listener(
 fn build_chain(
     config: &Arc<config::Listener>,
     fc: &config::FilterChain,
-    sole: bool,
     clusters: &ClusterManager,
     store: &Store,
 ) -> Result<Chain, BuildError> {
@@ -293,7 +302,8 @@ fn build_chain(
                 csrf_stats: has(hcm, |f| matches!(f, config::HttpFilter::Csrf(_)))
                     .then(|| CsrfStats::new(store, &hcm.stat_prefix)),
                 listener_stats: ListenerStats::new(store, &config.address),
-                movable: sole && fc.tls.is_none(),
+                movable: fc.tls.is_none(),
+                chain: fc.id(),
                 http: (**hcm).clone(),
                 config: config.clone(),
             }))
@@ -311,13 +321,17 @@ fn build_chain(
                     .collect(),
             };
             ChainKind::Tcp(Arc::new(TcpProxyShared {
+                listener: config.address,
+                chain: fc.id(),
                 stats: TcpProxyStats::new(store, &t.stat_prefix),
+                access_logs: crate::access::AccessLogs::open(&t.access_logs)?,
                 config: t.clone(),
                 targets,
             }))
         }
     };
     Ok(Chain {
+        id: fc.id(),
         matcher: fc.matcher.clone(),
         tls: fc.tls.as_ref().map(|t| t.config.clone()),
         serve,
@@ -440,9 +454,9 @@ async fn adopt_loop(
         let found = listeners
             .iter()
             .find(|l| l.config.address == conn.listener)
-            .and_then(|l| l.sole_http());
-        match found {
-            Some(l) => {
+            .and_then(|l| Some((l, l.adoptable(conn.kind, conn.chain.as_ref())?)));
+        match found.map(|(lst, chain)| (lst, &chain.serve)) {
+            Some((_, ChainKind::Http(l))) => {
                 tokio::task::spawn_local(downstream::serve_arriving(
                     l.clone(),
                     w.clone(),
@@ -451,9 +465,18 @@ async fn adopt_loop(
                     alive.clone(),
                 ));
             }
+            Some((lst, ChainKind::Tcp(t))) => {
+                tokio::task::spawn_local(crate::tcp_proxy::serve_arriving(
+                    (lst.clone(), t.clone()),
+                    w.clone(),
+                    conn,
+                    drain.connection(lst.config.direction),
+                    alive.clone(),
+                ));
+            }
             None => tracing::warn!(
                 listener = %conn.listener,
-                "a connection arrived for a listener this generation does not have; closing it"
+                "a connection arrived for a chain this generation does not have; closing it"
             ),
         }
     }

@@ -281,12 +281,14 @@ fn route(prefix: &str, action: RouteAction) -> Route {
 /// The listener as `proxy-bin` builds it from a minimal Envoy bootstrap (Envoy's defaults).
 fn listener(address: SocketAddr) -> Listener {
     Listener {
+        access_logs: Vec::new(),
         name: "bench".into(),
         address,
         additional_addresses: vec![],
         per_connection_buffer_limit_bytes: proxy_core::config::DEFAULT_BUFFER_LIMIT,
         filter_chains: vec![FilterChain {
             name: String::new(),
+            digest: [0; 32],
             matcher: Default::default(),
             tls: None,
             filter: NetworkFilter::Http(Box::new(hcm())),
@@ -308,9 +310,13 @@ fn hcm() -> HttpConnectionManager {
     let forward = RouteAction::Forward(ForwardAction {
         cluster: ClusterSpecifier::Cluster("origin".into()),
         prefix_rewrite: None,
+        regex_rewrite: None,
         host_rewrite_literal: None,
+        host_rewrite_header: None,
+        host_rewrite_path_regex: None,
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
+        hash_policy: Vec::new(),
         weighted_filter_configs: vec![],
     });
     HttpConnectionManager {
@@ -343,6 +349,16 @@ fn hcm() -> HttpConnectionManager {
         http_filters: vec![],
         accept_http_10: false,
         default_host_for_http_10: None,
+        server: Default::default(),
+        via: None,
+        skip_xff_append: false,
+        always_set_request_id_in_response: false,
+        preserve_external_request_id: false,
+        merge_slashes: false,
+        max_requests_per_connection: None,
+        max_connection_duration: None,
+        max_headers_count: 100,
+        underscores: Default::default(),
     }
 }
 
@@ -369,6 +385,8 @@ fn cluster(origin: SocketAddr) -> proxy_core::config::Cluster {
         panic_threshold: proxy_core::config::DEFAULT_PANIC_THRESHOLD,
         outlier: None,
         overprovisioning_factor: proxy_core::config::DEFAULT_OVERPROVISIONING_FACTOR,
+        upstream: Default::default(),
+        original_dst: None,
     }
 }
 

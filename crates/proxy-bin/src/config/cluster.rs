@@ -5,13 +5,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use proxy_core::config::{
-    Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Locality, Thresholds,
+    Cluster, Discovery, DnsLookupFamily, Endpoint, Locality, OriginalDst, Thresholds,
     DEFAULT_BUFFER_LIMIT, DEFAULT_OVERPROVISIONING_FACTOR,
 };
 use serde_json::Value;
 
 use super::de::{self, join};
 use super::raw;
+use super::upstream_options::{self, Codec};
 use super::{ConfigError, Errors};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,7 +25,7 @@ pub(crate) fn cluster(
     secrets: &super::tls::Secrets,
     errs: &mut Errors,
 ) -> Option<Cluster> {
-    let raw: raw::Cluster = errs.take(de::decode(value, path))?;
+    let mut raw: raw::Cluster = errs.take(de::decode(value, path))?;
     let before = errs.0.len();
     if raw.name.is_empty() {
         errs.push(join(path, "name"), "must not be empty");
@@ -33,6 +34,7 @@ pub(crate) fn cluster(
         None | Some(raw::DiscoveryType::Static) => Discovery::Static,
         Some(raw::DiscoveryType::StrictDns) => Discovery::StrictDns,
         Some(raw::DiscoveryType::LogicalDns) => Discovery::LogicalDns,
+        Some(raw::DiscoveryType::OriginalDst) => Discovery::OriginalDst,
     };
     let connect_timeout = raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
     if connect_timeout.is_zero() {
@@ -44,11 +46,8 @@ pub(crate) fn cluster(
     if dns_refresh_rate < Duration::from_millis(1) {
         errs.push(join(path, "dns_refresh_rate"), "must be at least 1ms");
     }
-    let lb_policy = match raw.lb_policy {
-        None | Some(raw::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
-        Some(raw::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
-        Some(raw::LbPolicy::Random) => LbPolicy::Random,
-    };
+    let cluster_provided = raw.lb_policy == Some(raw::LbPolicy::ClusterProvided);
+    let original_dst = original_dst(&mut raw, discovery, cluster_provided, path, errs);
     let dns_lookup_family = match raw.dns_lookup_family {
         None | Some(raw::DnsLookupFamily::Auto) => DnsLookupFamily::Auto,
         Some(raw::DnsLookupFamily::V4Only) => DnsLookupFamily::V4Only,
@@ -61,31 +60,83 @@ pub(crate) fn cluster(
     let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
     let hc_path = join(path, "health_checks");
     let health_check = super::health::health_checks(raw.health_checks, &hc_path, errs);
-    let panic_threshold = super::health::panic_threshold(raw.common_lb_config, path, errs);
+    let mut common_lb_config = raw.common_lb_config;
+    let lb_policy = super::lb::lb_policy(
+        super::lb::LbFields {
+            policy: raw.lb_policy,
+            ring_hash: raw.ring_hash_lb_config,
+            maglev: raw.maglev_lb_config,
+            consistent: common_lb_config
+                .as_mut()
+                .and_then(|c| c.consistent_hashing_lb_config.take()),
+        },
+        discovery,
+        path,
+        errs,
+    );
+    let panic_threshold = super::health::panic_threshold(common_lb_config, path, errs);
     let outlier = super::health::outlier_detection(
         raw.outlier_detection,
         &join(path, "outlier_detection"),
         errs,
     );
     let circuit_breakers = thresholds(raw.circuit_breakers, &join(path, "circuit_breakers"), errs);
-    let mut http = protocol_options(raw.typed_extension_protocol_options, path, errs);
-
+    let deprecated = upstream_options::Deprecated {
+        http2_protocol_options: raw.http2_protocol_options,
+        http_protocol_options: raw.http_protocol_options,
+        common_http_protocol_options: raw.common_http_protocol_options,
+        max_requests_per_connection: raw.max_requests_per_connection,
+    };
+    let protocol = upstream_options::protocol_options(
+        raw.typed_extension_protocol_options,
+        deprecated,
+        raw.upstream_connection_options,
+        path,
+        errs,
+    );
+    let alpn: &[&str] = match protocol.codec {
+        Codec::Http2 => &["h2"],
+        Codec::Auto => &["h2", "http/1.1"],
+        Codec::Http1 | Codec::Unset => &[],
+    };
+    let has_tls = raw.transport_socket.is_some();
     let tls = raw.transport_socket.and_then(|ts| {
         errs.take(super::tls::upstream(
             ts,
             &join(path, "transport_socket"),
-            http.http2,
+            alpn,
+            protocol.auto_san_validation,
             secrets,
         ))
     });
-    // ALPN offering h2 first, with no explicit protocol options, asks for HTTP/2.
-    if let Some(t) = &tls {
-        if !http.explicit && t.config.alpn_protocols.first().is_some_and(|p| p == b"h2") {
-            http.http2 = true;
+    if let Some(p) = &protocol.upstream_http_path {
+        if !has_tls && (protocol.options.auto_sni || protocol.auto_san_validation) {
+            errs.push(
+                p.clone(),
+                "auto_sni and auto_san_validation apply to TLS connections: the cluster needs a transport_socket",
+            );
         }
     }
+    let http2 = match protocol.codec {
+        Codec::Http2 => true,
+        Codec::Http1 | Codec::Auto => false,
+        // ALPN offering h2 first, with no explicit protocol options, asks for HTTP/2.
+        Codec::Unset => tls
+            .as_ref()
+            .is_some_and(|t| t.config.alpn_protocols.first().is_some_and(|p| p == b"h2")),
+    };
+    if protocol.codec == Codec::Auto && tls.is_none() {
+        // Envoy 1.40: "ALPN configured for cluster c which has a non-ALPN transport socket".
+        errs.push(
+            format!(
+                "{path}.typed_extension_protocol_options.{}.auto_config",
+                raw::HTTP_OPTIONS_KEY
+            ),
+            "chooses the protocol by ALPN, which needs a TLS transport_socket",
+        );
+    }
 
-    super::health::require_http2(health_check.as_ref(), http.http2, path, errs);
+    super::health::require_http2(health_check.as_ref(), http2, path, errs);
 
     if errs.0.len() != before {
         return None;
@@ -104,11 +155,125 @@ pub(crate) fn cluster(
         per_connection_buffer_limit_bytes: raw
             .per_connection_buffer_limit_bytes
             .map_or(DEFAULT_BUFFER_LIMIT, |v| v.0),
-        http2: http.http2,
+        http2,
+        upstream: protocol.options,
         health_check,
         panic_threshold,
         outlier,
         overprovisioning_factor,
+        original_dst,
+    })
+}
+
+/// The header an `ORIGINAL_DST` cluster with `use_http_header` reads by default.
+const DEFAULT_ORIGINAL_DST_HEADER: &str = "x-envoy-original-dst-host";
+/// Envoy's default `cleanup_interval`.
+const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// An `ORIGINAL_DST` cluster's settings, checked as Envoy 1.40 checks them (its messages in
+/// the comments); what only such a cluster uses is refused on any other.
+fn original_dst(
+    raw: &mut raw::Cluster,
+    discovery: Discovery,
+    cluster_provided: bool,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<OriginalDst> {
+    let lb_path = join(path, "original_dst_lb_config");
+    let ci_path = join(path, "cleanup_interval");
+    if discovery != Discovery::OriginalDst {
+        if cluster_provided {
+            // "cluster provided LB specified but cluster 'c' did not provide one."
+            errs.push(
+                join(path, "lb_policy"),
+                "CLUSTER_PROVIDED needs a cluster that provides its load balancer (type ORIGINAL_DST)",
+            );
+        }
+        if raw.original_dst_lb_config.is_some() {
+            errs.push(lb_path, "only an ORIGINAL_DST cluster uses it");
+        }
+        if raw.cleanup_interval.is_some() {
+            errs.push(ci_path, "only an ORIGINAL_DST cluster uses it");
+        }
+        return None;
+    }
+    let before = errs.0.len();
+    if !cluster_provided {
+        // "LB policy ROUND_ROBIN is not valid for Cluster type ORIGINAL_DST. Only
+        // 'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'"
+        errs.push(
+            join(path, "lb_policy"),
+            "only CLUSTER_PROVIDED is allowed with cluster type ORIGINAL_DST (and is not the default)",
+        );
+    }
+    if raw.load_assignment.take().is_some() {
+        errs.push(
+            join(path, "load_assignment"),
+            "ORIGINAL_DST clusters must have no load assignment configured",
+        );
+    }
+    if !raw.health_checks.is_empty() {
+        errs.push(
+            join(path, "health_checks"),
+            "unsupported on an ORIGINAL_DST cluster",
+        );
+    }
+    if raw.outlier_detection.is_some() {
+        errs.push(
+            join(path, "outlier_detection"),
+            "unsupported on an ORIGINAL_DST cluster",
+        );
+    }
+    let cleanup_interval = raw
+        .cleanup_interval
+        .map_or(DEFAULT_CLEANUP_INTERVAL, |d| d.0);
+    if cleanup_interval.is_zero() {
+        errs.push(ci_path, "must be greater than 0s");
+    }
+    let lb = raw.original_dst_lb_config.take();
+    let use_header = lb.as_ref().and_then(|l| l.use_http_header).unwrap_or(false);
+    let name = lb
+        .as_ref()
+        .and_then(|l| l.http_header_name.clone())
+        .filter(|n| !n.is_empty());
+    let header = match (use_header, name) {
+        (false, None) => None,
+        (false, Some(n)) => {
+            errs.push(
+                join(&lb_path, "http_header_name"),
+                format!("`{n}` is given but use_http_header is false; set use_http_header to true to use it"),
+            );
+            None
+        }
+        (true, None) => Some(http::HeaderName::from_static(DEFAULT_ORIGINAL_DST_HEADER)),
+        (true, Some(n)) => {
+            let h = http::HeaderName::from_bytes(n.as_bytes()).ok();
+            if h.is_none() {
+                errs.push(
+                    join(&lb_path, "http_header_name"),
+                    format!("`{n}` is not an HTTP header name"),
+                );
+            }
+            h
+        }
+    };
+    let port_override = lb
+        .as_ref()
+        .and_then(|l| l.upstream_port_override.as_ref())
+        .and_then(|p| match u16::try_from(p.0) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                errs.push(
+                    join(&lb_path, "upstream_port_override"),
+                    "must be less than or equal to 65535",
+                );
+                None
+            }
+        });
+    (errs.0.len() == before).then_some(OriginalDst {
+        header,
+        port_override,
+        cleanup_interval,
     })
 }
 
@@ -126,55 +291,6 @@ fn overprovisioning_factor(la: Option<&raw::LoadAssignment>, path: &str, errs: &
         }
         Some(v) => v.0,
     }
-}
-
-/// The upstream HTTP protocol a cluster's `typed_extension_protocol_options` ask for.
-#[derive(Debug, Default)]
-struct HttpProtocol {
-    /// HTTP/2 to the upstream.
-    http2: bool,
-    /// Set by `explicit_http_config` (else ALPN may still choose HTTP/2).
-    explicit: bool,
-}
-
-/// `typed_extension_protocol_options` of the cluster at `path`: only Envoy's
-/// `HttpProtocolOptions` with an `explicit_http_config`.
-fn protocol_options(
-    options: impl IntoIterator<Item = (String, Value)>,
-    path: &str,
-    errs: &mut Errors,
-) -> HttpProtocol {
-    let mut out = HttpProtocol::default();
-    for (key, v) in options {
-        let p = format!("{path}.typed_extension_protocol_options.{key}");
-        if key != raw::HTTP_OPTIONS_KEY {
-            errs.push(
-                p,
-                format!(
-                    "unsupported protocol options; Baton supports only {}",
-                    raw::HTTP_OPTIONS_KEY
-                ),
-            );
-            continue;
-        }
-        if let Some(o) = errs.take(de::any::<raw::HttpProtocolOptions>(
-            v,
-            &p,
-            raw::HTTP_OPTIONS_TYPE,
-        )) {
-            let e = o.explicit_http_config;
-            out.explicit = true;
-            match (e.http_protocol_options, e.http2_protocol_options) {
-                (Some(_), None) => out.http2 = false,
-                (None, Some(_)) => out.http2 = true,
-                _ => errs.push(
-                    join(&p, "explicit_http_config"),
-                    "needs exactly one of `http_protocol_options: {}` and `http2_protocol_options: {}`",
-                ),
-            }
-        }
-    }
-    out
 }
 
 fn endpoints(

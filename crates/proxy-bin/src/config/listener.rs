@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use proxy_core::config::{
-    AccessLog, AccessLogSink, CodecType, HttpConnectionManager, Listener, ListenerFilter,
-    DEFAULT_BUFFER_LIMIT,
+    AccessLog, AccessLogSink, ChainDigest, CodecType, HttpConnectionManager, Listener,
+    ListenerFilter, ServerHeader, ServerTransformation, Underscores, DEFAULT_BUFFER_LIMIT,
 };
 use serde_json::Value;
 
@@ -61,6 +61,49 @@ pub(crate) fn socket_address(
     Ok(SocketAddr::new(ip, port(raw, path)?))
 }
 
+/// The digest of each of a listener's `filter_chains` (in order) and of its
+/// `default_filter_chain`: SHA-256 of what decides whether a live connection can go on, on that
+/// chain, in the next generation — the chain's `filter_chain_match` and `transport_socket`, a
+/// `tcp_proxy` filter's whole configuration (its connection is bound to the upstream that
+/// configuration chose), and of an HTTP connection manager only its `codec_type` (a connection
+/// between requests carries nothing else from it: its next request is routed by the new
+/// configuration, as a new connection's would be). Read from the chain as loaded (keys in snake
+/// case and sorted, nulls removed).
+fn chain_digests(listener: &Value) -> (Vec<ChainDigest>, Option<ChainDigest>) {
+    fn digest(chain: &Value) -> ChainDigest {
+        let filters: Vec<Value> = chain
+            .get("filters")
+            .and_then(Value::as_array)
+            .map(|fs| fs.iter().map(filter_identity).collect())
+            .unwrap_or_default();
+        let identity = serde_json::json!({
+            "filter_chain_match": chain.get("filter_chain_match"),
+            "transport_socket": chain.get("transport_socket"),
+            "filters": filters,
+        });
+        let d = ring::digest::digest(&ring::digest::SHA256, identity.to_string().as_bytes());
+        let mut out = [0; 32];
+        out.copy_from_slice(d.as_ref());
+        out
+    }
+    fn filter_identity(filter: &Value) -> Value {
+        let tc = filter.get("typed_config");
+        match tc.and_then(|t| t.get("@type")).and_then(Value::as_str) {
+            Some(raw::HCM_TYPE) => serde_json::json!({
+                "@type": raw::HCM_TYPE,
+                "codec_type": tc.and_then(|t| t.get("codec_type")),
+            }),
+            _ => filter.clone(),
+        }
+    }
+    let chains = listener
+        .get("filter_chains")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().map(digest).collect())
+        .unwrap_or_default();
+    (chains, listener.get("default_filter_chain").map(digest))
+}
+
 /// Validates one listener; records errors and returns `None` if any.
 pub(crate) fn listener(
     value: Value,
@@ -69,6 +112,7 @@ pub(crate) fn listener(
     secrets: &Secrets,
     errs: &mut Errors,
 ) -> Option<Listener> {
+    let digests = chain_digests(&value);
     let raw: raw::Listener = errs.take(de::decode(value, path))?;
     let before = errs.0.len();
     // Envoy 1.40 names a listener without a name (or with an empty one) by a random UUID v4;
@@ -114,6 +158,7 @@ pub(crate) fn listener(
         }
     }
 
+    let access_logs = access_logs(raw.access_log, path, errs);
     let chains = super::chains::filter_chains(
         raw.filter_chains,
         raw.default_filter_chain,
@@ -133,7 +178,14 @@ pub(crate) fn listener(
         Some(raw::TrafficDirection::Inbound) => drain::Direction::Inbound,
         Some(raw::TrafficDirection::Outbound) => drain::Direction::Outbound,
     };
-    let chains = chains?;
+    let mut chains = chains?;
+    // Chains that failed validation were reported above: here every chain is at its index.
+    for (fc, digest) in chains.filter_chains.iter_mut().zip(&digests.0) {
+        fc.digest = *digest;
+    }
+    if let (Some(fc), Some(digest)) = (chains.default.as_mut(), digests.1) {
+        fc.digest = digest;
+    }
     Some(Listener {
         name,
         additional_addresses,
@@ -143,6 +195,7 @@ pub(crate) fn listener(
         address: address?,
         per_connection_buffer_limit_bytes,
         listener_filters,
+        access_logs,
         filter_chains: chains.filter_chains,
         default_filter_chain: chains.default,
     })
@@ -245,6 +298,18 @@ fn hcm(
         );
     }
 
+    let server = server_header(&raw, path, errs);
+    let via = raw.via.as_deref().and_then(|v| {
+        let hv = http::HeaderValue::from_str(v)
+            .ok()
+            .filter(|_| !v.is_empty());
+        if hv.is_none() {
+            errs.push(join(path, "via"), format!("`{v}` is not a header value"));
+        }
+        hv
+    });
+    let common = connection_limits(raw.common_http_protocol_options.as_ref(), path, errs);
+
     let internal_ranges = raw
         .internal_address_config
         .map(|c| internal_ranges(c, &join(path, "internal_address_config"), errs))
@@ -267,12 +332,7 @@ fn hcm(
         }
     }
 
-    let mut access_logs = Vec::new();
-    for (i, a) in raw.access_log.into_iter().enumerate() {
-        if let Some(l) = errs.take(access_log(a, &format!("{path}.access_log[{i}]"))) {
-            access_logs.push(l);
-        }
-    }
+    let access_logs = access_logs(raw.access_log, path, errs);
 
     let route_config = super::route::route_config(
         raw.route_config,
@@ -306,7 +366,81 @@ fn hcm(
         internal_ranges,
         accept_http_10,
         default_host_for_http_10,
+        server,
+        via,
+        skip_xff_append: raw.skip_xff_append.unwrap_or(false),
+        always_set_request_id_in_response: raw.always_set_request_id_in_response.unwrap_or(false),
+        preserve_external_request_id: raw.preserve_external_request_id.unwrap_or(false),
+        merge_slashes: raw.merge_slashes.unwrap_or(false),
+        max_requests_per_connection: common.max_requests,
+        max_connection_duration: common.max_duration,
+        max_headers_count: common.max_headers,
+        underscores: common.underscores,
     })
+}
+
+/// `server_name` (Envoy's default `envoy`) and `server_header_transformation`.
+fn server_header(raw: &raw::HttpConnectionManager, path: &str, errs: &mut Errors) -> ServerHeader {
+    let mut server = ServerHeader::default();
+    if let Some(name) = &raw.server_name {
+        match http::HeaderValue::from_str(name) {
+            Ok(v) if !name.is_empty() => server.name = v,
+            _ => errs.push(
+                join(path, "server_name"),
+                format!("`{name}` is not a header value"),
+            ),
+        }
+    }
+    server.transformation = match raw.server_header_transformation {
+        None | Some(raw::ServerHeaderTransformation::Overwrite) => ServerTransformation::Overwrite,
+        Some(raw::ServerHeaderTransformation::AppendIfAbsent) => {
+            ServerTransformation::AppendIfAbsent
+        }
+        Some(raw::ServerHeaderTransformation::PassThrough) => ServerTransformation::PassThrough,
+    };
+    server
+}
+
+/// What `common_http_protocol_options` says of a downstream connection and its requests
+/// (`idle_timeout` is read with the other timeouts).
+struct ConnectionLimits {
+    max_requests: Option<u64>,
+    max_duration: Option<Duration>,
+    max_headers: usize,
+    underscores: Underscores,
+}
+
+/// Envoy's default `max_headers_count`, and the most it takes.
+const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
+
+fn connection_limits(
+    raw: Option<&raw::CommonHttpProtocolOptions>,
+    path: &str,
+    errs: &mut Errors,
+) -> ConnectionLimits {
+    let p = join(path, "common_http_protocol_options");
+    let max_headers = raw
+        .and_then(|o| o.max_headers_count.as_ref())
+        .map_or(DEFAULT_MAX_HEADERS_COUNT, |v| v.0);
+    if max_headers == 0 {
+        errs.push(join(&p, "max_headers_count"), "must be at least 1");
+    }
+    ConnectionLimits {
+        // 0, as unset: no limit (Envoy).
+        max_requests: raw
+            .and_then(|o| o.max_requests_per_connection.as_ref())
+            .map(|v| u64::from(v.0))
+            .filter(|&n| n > 0),
+        max_duration: raw
+            .and_then(|o| o.max_connection_duration)
+            .and_then(|d| d.nonzero()),
+        max_headers: max_headers as usize,
+        underscores: match raw.and_then(|o| o.headers_with_underscores_action) {
+            None | Some(raw::HeadersWithUnderscoresAction::Allow) => Underscores::Allow,
+            Some(raw::HeadersWithUnderscoresAction::RejectRequest) => Underscores::Reject,
+            Some(raw::HeadersWithUnderscoresAction::DropHeader) => Underscores::Drop,
+        },
+    }
 }
 
 /// `internal_address_config`. `unix_sockets` holds whatever its value: Baton's listeners are
@@ -383,7 +517,7 @@ pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, ConfigError> {
+pub(crate) fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, ConfigError> {
     let tc_path = join(path, "typed_config");
     let tc = raw.typed_config.ok_or_else(|| {
         ConfigError::new(
@@ -440,6 +574,21 @@ fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, ConfigError>
             ),
         )),
     }
+}
+
+/// `access_log[]` of the HTTP connection manager, listener or `tcp_proxy` at `path`.
+pub(crate) fn access_logs(
+    raw: Vec<raw::AccessLog>,
+    path: &str,
+    errs: &mut Errors,
+) -> Vec<AccessLog> {
+    let mut out = Vec::new();
+    for (i, a) in raw.into_iter().enumerate() {
+        if let Some(l) = errs.take(access_log(a, &format!("{path}.access_log[{i}]"))) {
+            out.push(l);
+        }
+    }
+    out
 }
 
 fn log_format(

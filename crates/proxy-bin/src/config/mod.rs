@@ -12,11 +12,13 @@ mod de;
 mod filters;
 mod headers;
 mod health;
+mod lb;
 mod listener;
 mod raw;
 mod route;
 mod source;
 mod tls;
+mod upstream_options;
 
 use std::fmt;
 use std::path::Path;

@@ -140,6 +140,8 @@ pub(crate) struct Listener {
     #[serde(default)]
     pub filter_chains: Vec<FilterChain>,
     pub default_filter_chain: Option<FilterChain>,
+    #[serde(default)]
+    pub access_log: Vec<AccessLog>,
 }
 
 /// `listener.v3.AdditionalAddress`: the address only (no `socket_options`).
@@ -199,6 +201,18 @@ pub(crate) struct TcpProxy {
     pub weighted_clusters: Option<WeightedClusters>,
     pub idle_timeout: Option<Dur>,
     pub max_connect_attempts: Option<UInt32>,
+    #[serde(default)]
+    pub access_log: Vec<AccessLog>,
+    #[serde(default)]
+    pub hash_policy: Vec<TcpHashPolicy>,
+}
+
+/// `tcp_proxy.hash_policy[]` (`type.v3.HashPolicy`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TcpHashPolicy {
+    pub source_ip: Option<super::de::Empty>,
+    pub filter_state: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -216,6 +230,22 @@ proto_enum! {
     }
 }
 
+proto_enum! {
+    pub(crate) enum ServerHeaderTransformation {
+        Overwrite = ("OVERWRITE", 0),
+        AppendIfAbsent = ("APPEND_IF_ABSENT", 1),
+        PassThrough = ("PASS_THROUGH", 2),
+    }
+}
+
+proto_enum! {
+    pub(crate) enum HeadersWithUnderscoresAction {
+        Allow = ("ALLOW", 0),
+        RejectRequest = ("REJECT_REQUEST", 1),
+        DropHeader = ("DROP_HEADER", 2),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HttpConnectionManager {
@@ -223,6 +253,13 @@ pub(crate) struct HttpConnectionManager {
     pub codec_type: Option<CodecType>,
     pub generate_request_id: Option<bool>,
     pub use_remote_address: Option<bool>,
+    pub skip_xff_append: Option<bool>,
+    pub via: Option<String>,
+    pub server_name: Option<String>,
+    pub server_header_transformation: Option<ServerHeaderTransformation>,
+    pub always_set_request_id_in_response: Option<bool>,
+    pub preserve_external_request_id: Option<bool>,
+    pub merge_slashes: Option<bool>,
     pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
     pub stream_idle_timeout: Option<Dur>,
     pub request_timeout: Option<Dur>,
@@ -243,6 +280,10 @@ pub(crate) struct HttpConnectionManager {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommonHttpProtocolOptions {
     pub idle_timeout: Option<Dur>,
+    pub max_requests_per_connection: Option<Int<u32>>,
+    pub max_connection_duration: Option<Dur>,
+    pub max_headers_count: Option<Int<u32>>,
+    pub headers_with_underscores_action: Option<HeadersWithUnderscoresAction>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -443,7 +484,7 @@ pub(crate) struct QueryParameterMatcher {
     pub present_match: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RegexMatcher {
     #[allow(dead_code)] // only the empty form parses
@@ -465,7 +506,7 @@ pub(crate) struct HeaderMatcher {
     pub invert_match: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StringMatcher {
     pub exact: Option<String>,
@@ -482,11 +523,23 @@ pub(crate) struct RouteAction {
     pub cluster: Option<String>,
     pub weighted_clusters: Option<WeightedClusters>,
     pub prefix_rewrite: Option<String>,
+    pub regex_rewrite: Option<RegexMatchAndSubstitute>,
     pub host_rewrite_literal: Option<String>,
+    pub host_rewrite_header: Option<String>,
+    pub host_rewrite_path_regex: Option<RegexMatchAndSubstitute>,
     pub timeout: Option<Dur>,
     pub retry_policy: Option<RetryPolicy>,
+    #[serde(default)]
+    pub hash_policy: Vec<super::lb::RawHashPolicy>,
     /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
     pub cors: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegexMatchAndSubstitute {
+    pub pattern: RegexMatcher,
+    pub substitution: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -526,10 +579,33 @@ impl UInt32 {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RetryPolicy {
     pub retry_on: Option<String>,
-    pub num_retries: Option<Int<u32>>,
+    pub num_retries: Option<UInt32>,
     pub per_try_timeout: Option<Dur>,
     #[serde(default)]
     pub retriable_status_codes: Vec<Int<u32>>,
+    pub retry_back_off: Option<RetryBackOff>,
+    #[serde(default)]
+    pub retry_host_predicate: Vec<TypedExtension>,
+    pub host_selection_retry_max_attempts: Option<Int<i64>>,
+    #[serde(default)]
+    pub retriable_headers: Vec<HeaderMatcher>,
+    #[serde(default)]
+    pub retriable_request_headers: Vec<HeaderMatcher>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryBackOff {
+    pub base_interval: Option<Dur>,
+    pub max_interval: Option<Dur>,
+}
+
+/// An extension by name, with its typed configuration (read by whoever knows the name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TypedExtension {
+    pub name: String,
+    pub typed_config: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -570,6 +646,7 @@ proto_enum! {
         Static = ("STATIC", 0),
         StrictDns = ("STRICT_DNS", 1),
         LogicalDns = ("LOGICAL_DNS", 2),
+        OriginalDst = ("ORIGINAL_DST", 4),
     }
 }
 
@@ -577,7 +654,10 @@ proto_enum! {
     pub(crate) enum LbPolicy {
         RoundRobin = ("ROUND_ROBIN", 0),
         LeastRequest = ("LEAST_REQUEST", 1),
+        RingHash = ("RING_HASH", 2),
         Random = ("RANDOM", 3),
+        Maglev = ("MAGLEV", 5),
+        ClusterProvided = ("CLUSTER_PROVIDED", 6),
     }
 }
 
@@ -600,6 +680,8 @@ pub(crate) struct Cluster {
     pub kind: Option<DiscoveryType>,
     pub connect_timeout: Option<Dur>,
     pub lb_policy: Option<LbPolicy>,
+    pub ring_hash_lb_config: Option<super::lb::RingHashLbConfig>,
+    pub maglev_lb_config: Option<super::lb::MaglevLbConfig>,
     pub load_assignment: Option<LoadAssignment>,
     pub dns_lookup_family: Option<DnsLookupFamily>,
     pub dns_refresh_rate: Option<Dur>,
@@ -612,6 +694,24 @@ pub(crate) struct Cluster {
     pub health_checks: Vec<super::health::RawHealthCheck>,
     pub common_lb_config: Option<super::health::CommonLbConfig>,
     pub outlier_detection: Option<super::health::RawOutlierDetection>,
+    pub upstream_connection_options: Option<super::upstream_options::UpstreamConnectionOptions>,
+    /// Deprecated in Envoy for `typed_extension_protocol_options` (still accepted by 1.40).
+    pub http2_protocol_options: Option<super::upstream_options::Http2Options>,
+    pub http_protocol_options: Option<Empty>,
+    pub common_http_protocol_options: Option<super::upstream_options::CommonOptions>,
+    pub max_requests_per_connection: Option<Int<u32>>,
+    pub cleanup_interval: Option<Dur>,
+    pub original_dst_lb_config: Option<OriginalDstLbConfig>,
+}
+
+/// `original_dst_lb_config`: the other fields (`use_port_from_host_filter_state`, ...) are
+/// refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OriginalDstLbConfig {
+    pub use_http_header: Option<bool>,
+    pub http_header_name: Option<String>,
+    pub upstream_port_override: Option<Int<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -678,17 +778,4 @@ pub(crate) struct Thresholds {
     pub max_pending_requests: Option<Int<u32>>,
     pub max_requests: Option<Int<u32>>,
     pub max_retries: Option<Int<u32>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct HttpProtocolOptions {
-    pub explicit_http_config: ExplicitHttpConfig,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ExplicitHttpConfig {
-    pub http_protocol_options: Option<Empty>,
-    pub http2_protocol_options: Option<Empty>,
 }

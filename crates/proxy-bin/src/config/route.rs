@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use http::{HeaderName, StatusCode};
 use proxy_core::config::{
     ClusterSpecifier, DirectResponse, FilterConfigs, ForwardAction, HeaderMatchKind, HeaderMatcher,
-    PathMatch, QueryParameterMatcher, Redirect, RetryOn, RetryPolicy, Route, RouteAction,
-    RouteConfig, RouteMatch, VirtualHost,
+    PathMatch, QueryParameterMatcher, Redirect, RegexRewrite, RetryBackOff, RetryOn, RetryPolicy,
+    Route, RouteAction, RouteConfig, RouteMatch, VirtualHost,
 };
 use regex::Regex;
 
@@ -516,43 +516,133 @@ fn forward(
             errs.take(check_header_safe(h, &join(path, "host_rewrite_literal")));
         }
     }
+    if raw.prefix_rewrite.is_some() && raw.regex_rewrite.is_some() {
+        errs.push(
+            join(path, "regex_rewrite"),
+            "give either `prefix_rewrite` or `regex_rewrite`, not both",
+        );
+    }
+    let path_regex = raw
+        .regex_rewrite
+        .take()
+        .and_then(|r| errs.take(regex_rewrite(r, &join(path, "regex_rewrite"))))
+        .map(Box::new);
+    let host_rewrites = [
+        raw.host_rewrite_literal.is_some(),
+        raw.host_rewrite_header.is_some(),
+        raw.host_rewrite_path_regex.is_some(),
+    ];
+    if host_rewrites.iter().filter(|&&b| b).count() > 1 {
+        errs.push(
+            path.to_owned(),
+            "give one of `host_rewrite_literal`, `host_rewrite_header`, `host_rewrite_path_regex`",
+        );
+    }
+    let host_rewrite_header = raw.host_rewrite_header.take().and_then(|h| {
+        let name = http::HeaderName::from_bytes(h.as_bytes()).ok();
+        if name.is_none() {
+            errs.push(
+                join(path, "host_rewrite_header"),
+                format!("`{h}` is not a header name"),
+            );
+        }
+        name
+    });
+    let host_rewrite_path_regex = raw
+        .host_rewrite_path_regex
+        .take()
+        .and_then(|r| errs.take(regex_rewrite(r, &join(path, "host_rewrite_path_regex"))))
+        .map(Box::new);
     let retry_policy = match raw.retry_policy {
         Some(r) => Some(retry_policy(r, &join(path, "retry_policy"), errs)?),
         None => None,
     };
+    let hash_policy = super::lb::hash_policies(
+        std::mem::take(&mut raw.hash_policy),
+        &join(path, "hash_policy"),
+        errs,
+    );
     if errs.0.len() != before {
         return None;
     }
     Some(RouteAction::Forward(ForwardAction {
         cluster: cluster?,
         prefix_rewrite: raw.prefix_rewrite,
+        regex_rewrite: path_regex,
         host_rewrite_literal: raw.host_rewrite_literal,
+        host_rewrite_header,
+        host_rewrite_path_regex,
         timeout: match raw.timeout {
             None => Some(DEFAULT_ROUTE_TIMEOUT),
             Some(d) => d.nonzero(),
         },
         retry_policy,
+        hash_policy,
         weighted_filter_configs,
     }))
+}
+
+/// A `RegexMatchAndSubstitute`: the pattern unanchored (every match is replaced), the
+/// substitution's `\N` group references turned into the `regex` crate's `${N}`.
+fn regex_rewrite(
+    raw: raw::RegexMatchAndSubstitute,
+    path: &str,
+) -> Result<RegexRewrite, ConfigError> {
+    // Checked as a match pattern is (size, syntax), then compiled as written.
+    compile_regex(&raw.pattern, &join(path, "pattern"))?;
+    let regex = regex::RegexBuilder::new(&raw.pattern.regex)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            ConfigError::new(join(path, "pattern.regex"), format!("invalid regex: {e}"))
+        })?;
+    let mut substitution = String::with_capacity(raw.substitution.len() + 8);
+    let mut chars = raw.substitution.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => substitution.push_str("$$"),
+            '\\' => match chars.peek().copied() {
+                Some(d) if d.is_ascii_digit() => {
+                    chars.next();
+                    let group = d.to_digit(10).unwrap_or(0) as usize;
+                    if group > regex.captures_len() - 1 {
+                        return Err(ConfigError::new(
+                            join(path, "substitution"),
+                            format!("`\\{group}` names no group of the pattern"),
+                        ));
+                    }
+                    substitution.push_str(&format!("${{{group}}}"));
+                }
+                Some('\\') => {
+                    chars.next();
+                    substitution.push('\\');
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        join(path, "substitution"),
+                        "a `\\` must be followed by a digit or another `\\`",
+                    ))
+                }
+            },
+            c => substitution.push(c),
+        }
+    }
+    Ok(RegexRewrite {
+        regex,
+        substitution,
+    })
 }
 
 fn retry_policy(raw: raw::RetryPolicy, path: &str, errs: &mut Errors) -> Option<RetryPolicy> {
     let before = errs.0.len();
     let mut on = RetryOn::default();
     for cond in raw.retry_on.as_deref().unwrap_or("").split(',') {
-        match cond.trim() {
-            "" => {}
-            "5xx" => on.five_xx = true,
-            "gateway-error" => on.gateway_error = true,
-            "connect-failure" => on.connect_failure = true,
-            "reset" => on.reset = true,
-            "retriable-4xx" => on.retriable_4xx = true,
-            "refused-stream" => on.refused_stream = true,
-            "retriable-status-codes" => on.retriable_status_codes = true,
-            other => errs.push(
+        let cond = cond.trim();
+        if !cond.is_empty() && !on.set(cond) {
+            errs.push(
                 join(path, "retry_on"),
-                format!("unsupported retry condition `{other}`; Baton supports 5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, retriable-status-codes"),
-            ),
+                format!("unsupported retry condition `{cond}`; Baton supports 5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited"),
+            );
         }
     }
     let mut codes = Vec::new();
@@ -565,12 +655,89 @@ fn retry_policy(raw: raw::RetryPolicy, path: &str, errs: &mut Errors) -> Option<
             ),
         }
     }
+    let back_off = raw
+        .retry_back_off
+        .map(|b| retry_back_off(b, &join(path, "retry_back_off"), errs))
+        .unwrap_or_default();
+    let mut previous_hosts = false;
+    for (i, p) in raw.retry_host_predicate.iter().enumerate() {
+        let pp = format!("{path}.retry_host_predicate[{i}]");
+        const PREVIOUS_HOSTS: &str =
+            "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+        let type_ok = match &p.typed_config {
+            None => true,
+            Some(v) => {
+                let t = v.get("@type").and_then(|t| t.as_str());
+                let fields = v.as_object().map_or(0, |o| o.len());
+                t == Some(PREVIOUS_HOSTS) && fields == 1
+            }
+        };
+        if p.name != "envoy.retry_host_predicates.previous_hosts" || !type_ok {
+            errs.push(
+                pp,
+                "Baton knows one retry host predicate: `envoy.retry_host_predicates.previous_hosts` (PreviousHostsPredicate, no fields)",
+            );
+        } else {
+            previous_hosts = true;
+        }
+    }
+    let host_selection_retry_max_attempts = match raw.host_selection_retry_max_attempts {
+        None => 1,
+        Some(n) if n.0 >= 0 => n.0.min(i64::from(u32::MAX)) as u32,
+        Some(n) => {
+            errs.push(
+                join(path, "host_selection_retry_max_attempts"),
+                format!("{} is negative", n.0),
+            );
+            1
+        }
+    };
+    let matchers = |list: Vec<raw::HeaderMatcher>, field: &str, errs: &mut Errors| {
+        list.into_iter()
+            .enumerate()
+            .filter_map(|(i, m)| errs.take(header_matcher(m, &format!("{path}.{field}[{i}]"))))
+            .collect::<Vec<_>>()
+    };
+    let retriable_headers = matchers(raw.retriable_headers, "retriable_headers", errs);
+    let retriable_request_headers = matchers(
+        raw.retriable_request_headers,
+        "retriable_request_headers",
+        errs,
+    );
     (errs.0.len() == before).then(|| RetryPolicy {
         retry_on: on,
-        num_retries: raw.num_retries.map_or(1, |n| n.0),
+        num_retries: raw.num_retries.map_or(1, |n| n.get()),
         per_try_timeout: raw.per_try_timeout.and_then(|d| d.nonzero()),
         retriable_status_codes: codes,
+        back_off,
+        previous_hosts,
+        host_selection_retry_max_attempts,
+        retriable_headers,
+        retriable_request_headers,
     })
+}
+
+/// `retry_back_off`: `base_interval` required and positive; `max_interval` (ten times the base
+/// by default) not below it, as Envoy validates them.
+fn retry_back_off(raw: raw::RetryBackOff, path: &str, errs: &mut Errors) -> RetryBackOff {
+    let Some(base) = raw.base_interval.and_then(|d| d.nonzero()) else {
+        errs.push(
+            join(path, "base_interval"),
+            "is required and must be greater than 0",
+        );
+        return RetryBackOff::default();
+    };
+    let max = raw
+        .max_interval
+        .and_then(|d| d.nonzero())
+        .unwrap_or(base * 10);
+    if max < base {
+        errs.push(
+            join(path, "max_interval"),
+            "must be greater than or equal to the base_interval",
+        );
+    }
+    RetryBackOff { base, max }
 }
 
 fn direct(raw: raw::DirectResponse, path: &str) -> Result<RouteAction, ConfigError> {

@@ -354,7 +354,7 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         ("negative duration", set(base(), &hcm("/stream_idle_timeout"), json!("-1s")), "typed_config.stream_idle_timeout"),
         ("zero connect timeout", set(base(), &c0("/connect_timeout"), json!("0s")), "clusters[0].connect_timeout"),
         ("unknown cluster in route", set(base(), &r0("/route/cluster"), json!("nope")), "virtual_hosts[0].routes[0].route.cluster"),
-        ("bad lb_policy", set(base(), &c0("/lb_policy"), json!("MAGLEV")), "static_resources.clusters[0].lb_policy"),
+        ("bad lb_policy", set(base(), &c0("/lb_policy"), json!("CLUSTER_PROVIDED")), "static_resources.clusters[0].lb_policy"),
         ("two actions", set(base(), &r0("/direct_response"), json!({"status": 200})), "virtual_hosts[0].routes[0]"),
         ("no action", remove(base(), &r0("/route")), "virtual_hosts[0].routes[0]"),
         ("bad regex", set(base(), &r0("/match"), json!({"safe_regex": {"regex": "("}})), "routes[0].match.safe_regex.regex"),
@@ -393,8 +393,9 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         ("overlapping chains", set(base(), "/static_resources/listeners/0/filter_chains/1", base()["static_resources"]["listeners"][0]["filter_chains"][0].clone()), "listeners[0].filter_chains[1].filter_chain_match"),
         ("tcp_proxy without cluster", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t"})), "filters[0].typed_config"),
         ("tcp_proxy connect attempts", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t", "cluster": "c", "max_connect_attempts": 0})), "typed_config.max_connect_attempts"),
-        ("tcp_proxy access log", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t", "cluster": "c", "access_log": []})), "typed_config.access_log"),
-        ("listener filter", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "envoy.filters.listener.original_dst"}])), "listener_filters[0].name"),
+        ("tcp_proxy access log", set(base(), "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config", json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "t", "cluster": "c", "access_log_options": {}})), "typed_config.access_log_options"),
+        ("listener filter", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "envoy.filters.listener.local_ratelimit"}])), "listener_filters[0].name"),
+        ("original_dst traffic_direction", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "o", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst", "traffic_direction": "INBOUND"}}])), "listener_filters[0].typed_config.traffic_direction"),
         ("proxy protocol rules", set(base(), "/static_resources/listeners/0/listener_filters", json!([{"name": "p", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol", "rules": []}}])), "listener_filters[0].typed_config.rules"),
         ("transport socket name", set(base(), "/static_resources/listeners/0/filter_chains/0/transport_socket", json!({"name": "envoy.transport_sockets.alts", "typed_config": {}})), "filter_chains[0].transport_socket.name"),
         ("tls context field", set(base(), "/static_resources/listeners/0/filter_chains/0/transport_socket", json!({"name": "envoy.transport_sockets.tls", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", "ocsp_staple_policy": "LENIENT_STAPLING"}})), "transport_socket.typed_config.ocsp_staple_policy"),
@@ -403,7 +404,19 @@ fn bad_table() -> Vec<(&'static str, Value, &'static str)> {
         ("upstream cipher", set(base(), &c0("/transport_socket"), json!({"name": "envoy.transport_sockets.tls", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", "common_tls_context": {"tls_params": {"cipher_suites": ["ECDHE-RSA-AES128-SHA"]}}}})), "clusters[0].transport_socket.typed_config.common_tls_context.tls_params.cipher_suites[0]"),
         ("high priority", set(base(), &c0("/circuit_breakers"), json!({"thresholds": [{"priority": "HIGH"}]})), "circuit_breakers.thresholds[0].priority"),
         ("protocol options key", set(base(), &c0("/typed_extension_protocol_options"), json!({"envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions": {}})), "typed_extension_protocol_options.envoy.extensions.upstreams.tcp"),
-        ("http2 options not empty", set(base(), &c0("/typed_extension_protocol_options"), json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 10}}}})), "explicit_http_config.http2_protocol_options.max_concurrent_streams"),
+        ("http2 option not applied", set(base(), &c0("/typed_extension_protocol_options"), json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {"hpack_table_size": 10}}}})), "explicit_http_config.http2_protocol_options.hpack_table_size"),
+        // Envoy 1.40: "value must be inside range [65535, 2147483647]".
+        ("http2 window", set(base(), &c0("/typed_extension_protocol_options"), json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {"initial_stream_window_size": 100}}}})), "http2_protocol_options.initial_stream_window_size"),
+        // Envoy 1.40: KeepaliveSettingsValidationError.Timeout: value is required.
+        ("http2 keepalive timeout", set(base(), &c0("/typed_extension_protocol_options"), json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {"connection_keepalive": {"interval": "1s"}}}}})), "connection_keepalive.timeout"),
+        // Envoy 1.40: "ALPN configured for cluster c which has a non-ALPN transport socket".
+        ("auto_config cleartext", set(base(), &c0("/typed_extension_protocol_options"), json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "auto_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}})), "HttpProtocolOptions.auto_config"),
+        ("auto_config one protocol", set(base(), &c0("/typed_extension_protocol_options"), json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "auto_config": {"http2_protocol_options": {}}}})), "auto_config.http_protocol_options"),
+        ("common option not applied", set(base(), &c0("/typed_extension_protocol_options"), json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http_protocol_options": {}}, "common_http_protocol_options": {"max_headers_count": 5}}})), "common_http_protocol_options.max_headers_count"),
+        ("upstream_http_protocol_options", set(base(), &c0("/typed_extension_protocol_options"), json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http_protocol_options": {}}, "upstream_http_protocol_options": {"override_auto_sni_header": "x-sni"}}})), "upstream_http_protocol_options.override_auto_sni_header"),
+        ("deprecated and typed", set(set(base(), &c0("/typed_extension_protocol_options"), json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http_protocol_options": {}}}})), &c0("/max_requests_per_connection"), json!(3)), "clusters[0].max_requests_per_connection"),
+        ("keepalive zero", set(base(), &c0("/upstream_connection_options"), json!({"tcp_keepalive": {"keepalive_time": 0}})), "upstream_connection_options.tcp_keepalive.keepalive_time"),
+        ("connection option not applied", set(base(), &c0("/upstream_connection_options"), json!({"happy_eyeballs_config": {}})), "upstream_connection_options.happy_eyeballs_config"),
         ("access log type", set(base(), &hcm("/access_log/0/typed_config/@type"), json!("type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig")), "access_log[0].typed_config.@type"),
         ("access log filter", set(base(), &hcm("/access_log/0/filter"), json!({})), "access_log[0].filter"),
         ("weighted clusters", set(base(), &r0("/route/weighted_clusters"), json!({})), "routes[0].route.weighted_clusters"),
@@ -702,3 +715,78 @@ fn internal_address_config_cidr_ranges() {
 }
 
 mod lenient;
+
+#[test]
+fn a_chain_is_identified_by_its_name_and_a_digest_of_its_configuration() {
+    let chain = |v: &Value| {
+        let loaded = parse_value(v).expect("valid");
+        let l = &loaded.bootstrap.listeners[0];
+        (
+            l.filter_chains[0].id(),
+            l.default_filter_chain.as_ref().map(|c| c.id()),
+        )
+    };
+    let (a, none) = chain(&base());
+    assert_eq!(none, None);
+    assert_ne!(a.digest, [0; 32]);
+    // The same configuration, written in camelCase and with its keys in another order: the
+    // same chain.
+    let camel = set(
+        base(),
+        "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/statPrefix",
+        json!("ingress_http"),
+    );
+    let camel = remove(
+        camel,
+        "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/stat_prefix",
+    );
+    assert_eq!(chain(&camel).0, a);
+    // A changed route is the same chain (a connection between requests is routed by the new
+    // configuration); another codec is not.
+    let routed = set(
+        base(),
+        &format!("{ROUTE0}/match"),
+        json!({"prefix": "/other"}),
+    );
+    assert_eq!(chain(&routed).0, a);
+    let h2 = set(base(), &format!("{HCM}/codec_type"), json!("HTTP2"));
+    assert_ne!(chain(&h2).0.digest, a.digest);
+    let named = set(
+        base(),
+        "/static_resources/listeners/0/filter_chains/0/name",
+        json!("web"),
+    );
+    let n = chain(&named).0;
+    assert_eq!((n.name.as_str(), n.digest), ("web", a.digest));
+    // A `tcp_proxy` chain is its whole filter configuration.
+    let tcp = |cluster: &str| {
+        let cluster_name = base()["static_resources"]["clusters"][0]["name"].clone();
+        let v = set(
+            base(),
+            HCM,
+            json!({
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": "t",
+                "cluster": cluster_name,
+            }),
+        );
+        let v = set(v, &format!("{HCM}/stat_prefix"), json!(cluster));
+        chain(&v).0
+    };
+    assert_eq!(tcp("t"), tcp("t"));
+    assert_ne!(tcp("t").digest, tcp("u").digest);
+    assert_ne!(tcp("t").digest, a.digest);
+    // The default chain has its own.
+    let chains = base()["static_resources"]["listeners"][0]["filter_chains"][0].clone();
+    let with_default = set(
+        base(),
+        "/static_resources/listeners/0/default_filter_chain",
+        chains,
+    );
+    let (first, default) = chain(&with_default);
+    assert_eq!(first, a);
+    assert_eq!(default.map(|d| d.digest), Some(a.digest));
+}
+
+mod original_dst;
+mod upstream_options;

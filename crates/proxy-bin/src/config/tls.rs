@@ -8,7 +8,8 @@
 use std::time::SystemTime;
 
 use proxy_core::tls::{
-    self, CertSpec, ClientSpec, ClientTls, CommonSpec, PemSource, ServerSpec, ServerTls, TlsVersion,
+    self, CertSpec, ClientSpec, ClientTls, CommonSpec, PemSource, SanMatcher, SanType, ServerSpec,
+    ServerTls, StringMatch, TlsVersion,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -110,6 +111,30 @@ proto_enum! {
 #[serde(deny_unknown_fields)]
 struct ValidationContext {
     trusted_ca: Option<FileOrInline>,
+    #[serde(default)]
+    match_typed_subject_alt_names: Vec<RawSanMatcher>,
+    /// Deprecated (Envoy 1.40 warns): matched against every name type.
+    #[serde(default)]
+    match_subject_alt_names: Vec<super::raw::StringMatcher>,
+}
+
+/// `SubjectAltNameMatcher`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSanMatcher {
+    san_type: Option<SanTypeName>,
+    matcher: Option<super::raw::StringMatcher>,
+}
+
+proto_enum! {
+    enum SanTypeName {
+        Unspecified = ("SAN_TYPE_UNSPECIFIED", 0),
+        Email = ("EMAIL", 1),
+        Dns = ("DNS", 2),
+        Uri = ("URI", 3),
+        IpAddress = ("IP_ADDRESS", 4),
+        OtherName = ("OTHER_NAME", 5),
+    }
 }
 
 /// One `listener_filters[]` entry: the TLS inspector or the PROXY protocol.
@@ -139,6 +164,11 @@ pub(crate) fn listener_filter(
             let _: Empty = de::any(tc, &tc_path, HTTP_INSPECTOR_TYPE)?;
             Ok(F::HttpInspector)
         }
+        // `traffic_direction` (Windows only in Envoy) is refused as an unknown field.
+        (Some(tc), Some(ORIGINAL_DST_TYPE), _) => {
+            let _: Empty = de::any(tc, &tc_path, ORIGINAL_DST_TYPE)?;
+            Ok(F::OriginalDst)
+        }
         (Some(tc), _, _) => {
             let _: Empty = de::any(tc, &tc_path, TLS_INSPECTOR_TYPE)?;
             Ok(F::TlsInspector)
@@ -146,16 +176,20 @@ pub(crate) fn listener_filter(
         (None, _, TLS_INSPECTOR) => Ok(F::TlsInspector),
         (None, _, HTTP_INSPECTOR) => Ok(F::HttpInspector),
         (None, _, PROXY_PROTOCOL) => Ok(F::ProxyProtocol(ProxyProtocol::default())),
+        (None, _, ORIGINAL_DST) => Ok(F::OriginalDst),
         (None, _, other) => Err(ConfigError::new(
             join(path, "name"),
             format!(
-                "unsupported listener filter `{other}`; Baton supports {TLS_INSPECTOR}, {HTTP_INSPECTOR} and {PROXY_PROTOCOL}"
+                "unsupported listener filter `{other}`; Baton supports {TLS_INSPECTOR}, {HTTP_INSPECTOR}, {PROXY_PROTOCOL} and {ORIGINAL_DST}"
             ),
         )),
     }
 }
 
 pub(crate) const PROXY_PROTOCOL: &str = "envoy.filters.listener.proxy_protocol";
+const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
+const ORIGINAL_DST_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
 const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
 const HTTP_INSPECTOR_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
@@ -197,19 +231,22 @@ pub(crate) fn downstream(
 pub(crate) fn upstream(
     ts: TransportSocket,
     path: &str,
-    http2: bool,
+    alpn: &[&str],
+    auto_san_validation: bool,
     secrets: &Secrets,
 ) -> Result<ClientTls, ConfigError> {
     let tc_path = join(path, "typed_config");
     let tc = socket_config(ts, path, &tc_path)?;
     let raw: UpstreamTlsContext = de::any(tc, &tc_path, UPSTREAM_TYPE)?;
     let (mut common, origins) = common(raw.common_tls_context, &tc_path, secrets)?;
-    if http2 && common.alpn_protocols.is_empty() {
-        common.alpn_protocols.push("h2".to_owned());
+    // The protocols the cluster's HTTP options ask for, unless the context names its own.
+    if common.alpn_protocols.is_empty() {
+        common.alpn_protocols = alpn.iter().map(|p| (*p).to_owned()).collect();
     }
     let spec = ClientSpec {
         common,
         sni: raw.sni.filter(|s| !s.is_empty()),
+        auto_san_validation,
     };
     tls::client_config(&spec, SystemTime::now())
         .map_err(|e| ConfigError::new(secrets::locate(&tc_path, &origins, &e.field), e.message))
@@ -284,14 +321,98 @@ fn common(
         }
     }
     if let Some(v) = raw.validation_context {
+        let vp = join(&path, "validation_context");
         if let Some(ca) = v.trusted_ca {
-            out.trusted_ca = Some(source(
-                Some(ca),
-                &join(&path, "validation_context.trusted_ca"),
-            )?);
+            out.trusted_ca = Some(source(Some(ca), &join(&vp, "trusted_ca"))?);
+        }
+        for (i, m) in v.match_typed_subject_alt_names.into_iter().enumerate() {
+            let p = format!("{vp}.match_typed_subject_alt_names[{i}]");
+            let san_type = match m.san_type {
+                Some(SanTypeName::Email) => SanType::Email,
+                Some(SanTypeName::Dns) => SanType::Dns,
+                Some(SanTypeName::Uri) => SanType::Uri,
+                Some(SanTypeName::IpAddress) => SanType::IpAddress,
+                Some(SanTypeName::OtherName) => {
+                    return Err(ConfigError::new(
+                        join(&p, "san_type"),
+                        "unsupported value: Baton matches EMAIL, DNS, URI and IP_ADDRESS names",
+                    ))
+                }
+                None | Some(SanTypeName::Unspecified) => {
+                    // Envoy 1.40: "value must not be in list [SAN_TYPE_UNSPECIFIED]".
+                    return Err(ConfigError::new(
+                        join(&p, "san_type"),
+                        "value must not be SAN_TYPE_UNSPECIFIED",
+                    ));
+                }
+            };
+            let Some(matcher) = m.matcher else {
+                return Err(ConfigError::new(
+                    join(&p, "matcher"),
+                    "required field is missing",
+                ));
+            };
+            let (matcher, ignore_case) = san_string_matcher(matcher, &join(&p, "matcher"))?;
+            out.san_matchers.push(SanMatcher {
+                san_type,
+                matcher,
+                ignore_case,
+            });
+        }
+        for (i, m) in v.match_subject_alt_names.into_iter().enumerate() {
+            let p = format!("{vp}.match_subject_alt_names[{i}]");
+            let (matcher, ignore_case) = san_string_matcher(m, &p)?;
+            out.san_matchers
+                .extend(SanMatcher::untyped(matcher, ignore_case));
         }
     }
     Ok((out, origins))
+}
+
+/// A `StringMatcher` for subject alternative names: exactly one of `exact`, `prefix`,
+/// `suffix`, `contains`, `safe_regex`, and `ignore_case` (not with `safe_regex`, as Envoy).
+fn san_string_matcher(
+    raw: super::raw::StringMatcher,
+    path: &str,
+) -> Result<(StringMatch, bool), ConfigError> {
+    let ignore_case = raw.ignore_case.unwrap_or(false);
+    let mut kinds: Vec<(&str, StringMatch)> = Vec::new();
+    for (field, v, make) in [
+        (
+            "exact",
+            raw.exact,
+            StringMatch::Exact as fn(String) -> StringMatch,
+        ),
+        ("prefix", raw.prefix, StringMatch::Prefix),
+        ("suffix", raw.suffix, StringMatch::Suffix),
+        ("contains", raw.contains, StringMatch::Contains),
+    ] {
+        if let Some(v) = v {
+            kinds.push((field, make(v)));
+        }
+    }
+    if let Some(r) = raw.safe_regex {
+        if ignore_case {
+            // Envoy 1.40: "ignore_case has no effect for safe_regex."
+            return Err(ConfigError::new(
+                join(path, "ignore_case"),
+                "has no effect for safe_regex",
+            ));
+        }
+        let re = super::route::compile_regex(&r, &join(path, "safe_regex"))?;
+        kinds.push(("safe_regex", StringMatch::Regex(re)));
+    }
+    match kinds.len() {
+        1 => Ok((kinds.remove(0).1, ignore_case)),
+        0 => Err(ConfigError::new(
+            path,
+            "needs one of `exact`, `prefix`, `suffix`, `contains`, `safe_regex`",
+        )),
+        _ => Err(ConfigError::new(
+            join(path, kinds[1].0),
+            format!("conflicts with `{}`: give exactly one", kinds[0].0),
+        )),
+    }
 }
 
 fn version(p: Option<Protocol>, path: &str) -> Result<Option<TlsVersion>, ConfigError> {

@@ -100,7 +100,7 @@ pub fn receive_connections(
         for c in &batch.connections {
             let n = hotrestart_rpc::manifest::fds_of_kind(c.kind).unwrap_or(0);
             let socks: Vec<_> = fds.by_ref().take(n).collect();
-            let conn = wire::arriving_connection(c, socks).filter(|a| adopter.accepts(a.listener));
+            let conn = wire::arriving_connection(c, socks).filter(|a| adopter.accepts(a));
             taken.push(conn.is_some());
             arriving.push(conn);
         }

@@ -160,9 +160,11 @@ impl ParentHandler for Handler {
         self.lent.clear();
         self.state.draining = true;
         // Before the drain starts, so no connection that can move is asked to close.
-        if request.handover_connections && self.handover.activate() {
+        let tcp_proxy = request.handover_tcp_proxy;
+        if request.handover_connections && self.handover.activate(tcp_proxy) {
             tracing::info!(
                 open = self.handover.open(),
+                tcp_proxy,
                 "handing live connections to the next generation"
             );
         }
@@ -270,7 +272,7 @@ impl ParentHandler for Handler {
                 let n = hotrestart_rpc::manifest::fds_of_kind(c.kind).unwrap_or(0);
                 let socks: Vec<_> = fds.by_ref().take(n).collect();
                 wire::arriving_connection(c, socks)
-                    .filter(|a| adopter.accepts(a.listener))
+                    .filter(|a| adopter.accepts(a))
                     .is_some_and(|conn| adopter.adopt(conn))
             })
             .collect();
@@ -368,6 +370,7 @@ pub fn spawn(a: Answering) -> anyhow::Result<ParentSide> {
             rollback_window_ms: u64::try_from(a.rollback_window.as_millis()).unwrap_or(u64::MAX),
             recent: None,
             hosts: Vec::new(),
+            takes_tcp_proxy: true,
         },
         recent: a.recent,
         returning: a.returning,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use hotrestart_rpc::pb::{
-    ConnectionKind, HostHealth, ListenSocketsRequest, MovedConnection, SocketManifest, SocketType,
-    WantedSocket,
+    ChainIdentity, ConnectionKind, HostHealth, ListenSocketsRequest, MovedConnection,
+    SocketManifest, SocketType, WantedSocket,
 };
 use proxy_core::handover;
 
@@ -135,6 +135,7 @@ pub fn moved_connection(c: &handover::Leaving) -> MovedConnection {
         kind: match c.kind {
             handover::Kind::Http1 => ConnectionKind::Http1,
             handover::Kind::Tunnel => ConnectionKind::Tunnel,
+            handover::Kind::TcpProxy => ConnectionKind::TcpProxy,
         }
         .into(),
         listener_address: c.listener.to_string(),
@@ -144,18 +145,31 @@ pub fn moved_connection(c: &handover::Leaving) -> MovedConnection {
         requests: c.requests,
         upstream_address: upstream,
         cluster,
+        chain: Some(ChainIdentity {
+            name: c.chain.name.clone(),
+            digest: c.chain.digest.to_vec(),
+        }),
     }
 }
 
 /// A connection the child received with its `fds`; `None` for one it cannot serve (an unknown
-/// kind or listener address).
+/// kind, listener address or chain digest). Without a chain identity (an older parent), the
+/// connection names no chain: only a listener with one chain can serve it.
 pub fn arriving_connection(c: &MovedConnection, fds: Vec<OwnedFd>) -> Option<handover::Arriving> {
     let kind = match c.kind() {
         ConnectionKind::Http1 => handover::Kind::Http1,
         ConnectionKind::Tunnel => handover::Kind::Tunnel,
+        ConnectionKind::TcpProxy => handover::Kind::TcpProxy,
         ConnectionKind::Unspecified => return None,
     };
     let listener: SocketAddr = c.listener_address.parse().ok()?;
+    let chain = match &c.chain {
+        None => None,
+        Some(id) => Some(handover::ChainId {
+            name: id.name.clone(),
+            digest: id.digest.as_slice().try_into().ok()?,
+        }),
+    };
     Some(handover::Arriving {
         kind,
         listener,
@@ -163,6 +177,7 @@ pub fn arriving_connection(c: &MovedConnection, fds: Vec<OwnedFd>) -> Option<han
         idle: Duration::from_millis(c.idle_ms),
         requests: c.requests,
         cluster: c.cluster.clone(),
+        chain,
         fds,
     })
 }
@@ -237,6 +252,10 @@ mod tests {
             idle: Duration::from_millis(1500),
             requests: 3,
             upstream: Some(("10.0.0.1:80".parse()?, "backend".to_owned())),
+            chain: handover::ChainId {
+                name: "ws".to_owned(),
+                digest: [7; 32],
+            },
             fds: Vec::new(),
         };
         let wire = moved_connection(&leaving);
@@ -247,7 +266,22 @@ mod tests {
             && a.idle == leaving.idle
             && a.requests == 3
             && a.cluster == "backend"
+            && a.chain.as_ref() == Some(&leaving.chain)
             && &a.read_buf[..] == b"GET"));
+        // An older parent names no chain.
+        let mut older = wire.clone();
+        older.chain = None;
+        assert!(arriving_connection(&older, Vec::new()).is_some_and(|a| a.chain.is_none()));
+        // A digest of the wrong length names no chain this generation could have.
+        let mut bad = wire.clone();
+        if let Some(id) = bad.chain.as_mut() {
+            id.digest.truncate(5);
+        }
+        assert!(arriving_connection(&bad, Vec::new()).is_none());
+        let mut tcp = wire.clone();
+        tcp.kind = ConnectionKind::TcpProxy.into();
+        assert!(arriving_connection(&tcp, Vec::new())
+            .is_some_and(|a| a.kind == handover::Kind::TcpProxy));
         let mut unknown = wire;
         unknown.listener_address = "nowhere".to_owned();
         assert!(arriving_connection(&unknown, Vec::new()).is_none());

@@ -184,12 +184,19 @@ impl Generation {
     }
 
     /// After giving way: hand this generation's idle keep-alive connections (and idle
-    /// tunnels) back to the previous generation over the restart session, at most
+    /// tunnels and `tcp_proxy` connections) back to the previous generation over the restart session, at most
     /// [`HAND_BACK_TIME`]; the others close at their next response. Then end the session, so
     /// the next restart can talk to the previous generation.
     pub(super) fn hand_back(&self, grandparent: &Grandparent) {
         let link = grandparent.clone();
-        if !self.handover.activate() {
+        // `tcp_proxy` connections go back only to a generation that says it takes them (an
+        // older one would refuse a whole batch with a kind it does not know): else they stay
+        // here until they close or this generation exits.
+        let tcp_proxy = link
+            .client()
+            .as_ref()
+            .is_some_and(|c| c.parent().takes_tcp_proxy);
+        if !self.handover.activate(tcp_proxy) {
             link.client().take();
             return;
         }

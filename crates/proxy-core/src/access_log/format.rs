@@ -12,16 +12,20 @@ use super::strftime::{self, TimePiece};
 /// Envoy's default access-log format (used when `log_format` is not given).
 pub const ENVOY_DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
 
-/// What one finished (or abandoned) request contributes to its access-log line.
+/// What one finished (or abandoned) request, or one closed connection (a listener's or
+/// `tcp_proxy`'s line: no request, so its HTTP operators print `-`), contributes to its
+/// access-log line.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
     pub start_time: SystemTime,
-    pub method: &'a Method,
+    /// `None`: a connection's line.
+    pub method: Option<&'a Method>,
     /// The original path and query, as the client sent it.
     pub path: &'a str,
     /// `:authority` (HTTP/2) or `Host` (HTTP/1); when `None` the `Host` header is consulted.
     pub authority: Option<&'a str>,
-    pub version: Version,
+    /// `None`: a connection with no HTTP protocol (`%PROTOCOL%` is `-`).
+    pub version: Option<Version>,
     pub request_headers: &'a HeaderMap,
     pub response_headers: Option<&'a HeaderMap>,
     /// 0 when no response was sent.
@@ -326,7 +330,7 @@ fn header_value(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 
 fn req_value(key: &ReqKey, rec: &Record<'_>) -> Option<String> {
     match key {
-        ReqKey::Method => Some(rec.method.as_str().to_owned()),
+        ReqKey::Method => rec.method.map(|m| m.as_str().to_owned()),
         ReqKey::Path => Some(rec.path.to_owned()).filter(|p| !p.is_empty()),
         ReqKey::Authority => match rec.authority {
             Some(a) if !a.is_empty() => Some(a.to_owned()),
@@ -372,11 +376,11 @@ fn write_op(op: &Op, rec: &Record<'_>, out: &mut String) {
             let _ = write!(out, "{}", rec.duration.as_millis());
         }
         Op::Protocol => out.push_str(match rec.version {
-            Version::HTTP_09 => "HTTP/0.9",
-            Version::HTTP_10 => "HTTP/1.0",
-            Version::HTTP_11 => "HTTP/1.1",
-            Version::HTTP_2 => "HTTP/2",
-            Version::HTTP_3 => "HTTP/3",
+            Some(Version::HTTP_09) => "HTTP/0.9",
+            Some(Version::HTTP_10) => "HTTP/1.0",
+            Some(Version::HTTP_11) => "HTTP/1.1",
+            Some(Version::HTTP_2) => "HTTP/2",
+            Some(Version::HTTP_3) => "HTTP/3",
             _ => "-",
         }),
         Op::UpstreamHost => match rec.upstream_host {

@@ -43,10 +43,10 @@ impl Fixture {
     fn record(&self) -> Record<'_> {
         Record {
             start_time: start(),
-            method: &self.method,
+            method: Some(&self.method),
             path: "/api/v1/locations?x=1",
             authority: Some("locations"),
-            version: Version::HTTP_2,
+            version: Some(Version::HTTP_2),
             request_headers: &self.req,
             response_headers: Some(&self.resp),
             response_code: 204,
@@ -92,10 +92,10 @@ fn default_format_with_nothing_known_prints_dashes() {
     let empty = HeaderMap::new();
     let rec = Record {
         start_time: UNIX_EPOCH,
-        method: &method,
+        method: Some(&method),
         path: "/",
         authority: None,
-        version: Version::HTTP_11,
+        version: Some(Version::HTTP_11),
         request_headers: &empty,
         response_headers: None,
         response_code: 0,

@@ -43,6 +43,8 @@ pub struct H1Conn {
     head_out: bool,
     /// Its life and bytes in the cluster's stats.
     guard: CxGuard,
+    /// Its history, for the cluster's connection limits.
+    pub(crate) life: crate::upstream::Life,
 }
 
 /// Where a connection goes back to once its response body has been read.
@@ -78,11 +80,17 @@ impl H1Conn {
             split_heads: true,
             head_out: false,
             guard,
+            life: crate::upstream::Life::new(std::time::Instant::now()),
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The cluster it belongs to.
+    pub fn cluster(&self) -> &crate::cluster::Cluster {
+        self.guard.cluster()
     }
 
     /// The index of the cluster it belongs to.

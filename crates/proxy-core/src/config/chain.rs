@@ -10,11 +10,25 @@ use super::{ClusterSpecifier, HttpConnectionManager};
 pub struct FilterChain {
     /// `name`, as written (empty when not given).
     pub name: String,
+    /// A digest of the chain as configured (its match, transport socket and filters), so that a
+    /// connection moving to the next generation goes on only on the same chain, unchanged.
+    pub digest: ChainDigest,
     pub matcher: ChainMatch,
     /// `transport_socket` `envoy.transport_sockets.tls`; `None`: the bytes are passed to the
     /// network filter as they come (cleartext, or TLS passed through).
     pub tls: Option<crate::tls::ServerTls>,
     pub filter: NetworkFilter,
+}
+
+/// SHA-256 of a filter chain's configuration, as the configuration loader computes it.
+pub type ChainDigest = [u8; 32];
+
+/// Which filter chain a connection is served by, as it travels to the next generation: the
+/// chain's `name` and the digest of its configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainId {
+    pub name: String,
+    pub digest: ChainDigest,
 }
 
 /// The one terminal network filter of a chain.
@@ -38,6 +52,10 @@ pub struct TcpProxy {
     pub idle_timeout: Option<Duration>,
     /// `max_connect_attempts` (Envoy default 1, at least 1).
     pub max_connect_attempts: u32,
+    /// `access_log`: one line per connection when it closes.
+    pub access_logs: Vec<super::AccessLog>,
+    /// `hash_policy[0].source_ip`: a RING_HASH or MAGLEV cluster picks by the client's IP.
+    pub hash_source_ip: bool,
 }
 
 /// `filter_chain_match`: every criterion left empty matches anything.
@@ -75,6 +93,14 @@ impl ChainMatch {
 }
 
 impl FilterChain {
+    /// The chain's identity across generations.
+    pub fn id(&self) -> ChainId {
+        ChainId {
+            name: self.name.clone(),
+            digest: self.digest,
+        }
+    }
+
     /// The chain's HTTP connection manager, if that is its filter.
     pub fn http(&self) -> Option<&HttpConnectionManager> {
         match &self.filter {

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -41,6 +41,9 @@ pub(super) struct Chosen {
     pub index: usize,
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// `local` was restored by a listener filter (the original destination, or the PROXY
+    /// protocol's): an `ORIGINAL_DST` cluster sends the connection's requests there.
+    pub restored: bool,
 }
 
 impl ListenerConn {
@@ -60,6 +63,16 @@ impl ListenerConn {
         self.opened.set(Some(Instant::now()));
     }
 
+    /// The connection moved to the next generation: no longer active here, and not closed
+    /// (the successor counts its end).
+    pub fn moved(&self) {
+        if self.opened.take().is_some() {
+            let ls = &self.lst.stats;
+            ls.downstream_cx_active.dec();
+            ls.server_total_connections.dec();
+        }
+    }
+
     /// When it was counted open.
     pub fn opened(&self) -> Instant {
         self.opened.get().unwrap_or_else(Instant::now)
@@ -74,14 +87,31 @@ impl Drop for ListenerConn {
     }
 }
 
-/// Run the listener filters and choose the chain; `None` (counted) when a listener filter
+/// A connection no chain took: the addresses it had then, how long its listener filters
+/// took, and whether it was for want of a matching chain (else a listener filter refused it or
+/// gave up).
+pub(super) struct Refused {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub took: Duration,
+    pub no_chain: bool,
+}
+
+/// Run the listener filters and choose the chain; refused (and counted) when a listener filter
 /// refused the connection or gave up, or no chain matches.
 pub(super) async fn choose_chain(
     lst: &ListenerState,
     stream: &TcpStream,
     local: SocketAddr,
     remote: SocketAddr,
-) -> Option<Chosen> {
+) -> Result<Chosen, Refused> {
+    let started = Instant::now();
+    let refused = |remote, local, no_chain| Refused {
+        remote,
+        local,
+        took: started.elapsed(),
+        no_chain,
+    };
     let ls = &lst.stats;
     ls.downstream_pre_cx_active.inc();
     let filters = run_filters(lst, stream, local, remote);
@@ -93,7 +123,9 @@ pub(super) async fn choose_chain(
         }),
     };
     ls.downstream_pre_cx_active.dec();
-    let (inspected, remote, local) = filtered?;
+    let Some((inspected, remote, local, restored)) = filtered else {
+        return Err(refused(remote, local, false));
+    };
     let meta = ConnMeta {
         local,
         remote,
@@ -103,24 +135,27 @@ pub(super) async fn choose_chain(
     };
     let Some(index) = lst.select(&meta) else {
         lst.no_filter_chain_match.inc();
-        return None;
+        return Err(refused(remote, local, true));
     };
-    Some(Chosen {
+    Ok(Chosen {
         index,
         remote,
         local,
+        restored,
     })
 }
 
-/// The listener filters, in order: what the TLS inspector saw and the addresses the PROXY
-/// protocol gave (else the connection's own).
+/// The listener filters, in order: what the TLS inspector saw, the addresses the PROXY
+/// protocol or the original destination gave (else the connection's own), and whether the
+/// local address is such a restored one.
 async fn run_filters(
     lst: &ListenerState,
     stream: &TcpStream,
     mut local: SocketAddr,
     mut remote: SocketAddr,
-) -> Option<(Inspected, SocketAddr, SocketAddr)> {
+) -> Option<(Inspected, SocketAddr, SocketAddr, bool)> {
     let mut inspected = Inspected::default();
+    let mut restored = false;
     for f in &lst.config.listener_filters {
         match f {
             ListenerFilter::TlsInspector => {
@@ -145,6 +180,11 @@ async fn run_filters(
                 inspected.alpn = found.protocol().map(str::to_owned).into_iter().collect();
             }
             ListenerFilter::HttpInspector => {}
+            ListenerFilter::OriginalDst => {
+                if let Some(dst) = crate::original_dst::lookup(stream, local) {
+                    (local, restored) = (dst, true);
+                }
+            }
             ListenerFilter::ProxyProtocol(pp) => {
                 let stats = lst.proxy_proto.as_ref()?;
                 match proxy_protocol::read(stream).await.ok()? {
@@ -154,7 +194,7 @@ async fn run_filters(
                             Version::V2 => stats.v2_found.inc(),
                         }
                         if let Some((src, dst)) = addrs {
-                            (remote, local) = (src, dst);
+                            (remote, local, restored) = (src, dst, true);
                         }
                     }
                     Header::NotFound if pp.allow_requests_without_proxy_protocol => {
@@ -178,5 +218,5 @@ async fn run_filters(
             }
         }
     }
-    Some((inspected, remote, local))
+    Some((inspected, remote, local, restored))
 }

@@ -59,8 +59,8 @@ pub(super) async fn serve_http1<F: HandleFuture>(
     l: &ListenerShared,
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {
-    // Only a connection of a listener's only chain may move: the next generation serves what
-    // arrives on its listener's only chain.
+    // Only a connection of a cleartext chain may move: the next generation serves it on the
+    // same chain, if it still has it unchanged.
     let reg = if io.is_plain() && l.movable {
         svc.w.handover.register()
     } else {
@@ -208,7 +208,9 @@ async fn drive_h1<F: HandleFuture>(
                 // Every response from now on carries `Connection: close` (drain_close() is
                 // sticky); an idle connection is closed once it has been idle for the grace.
                 asked = true;
-                l.http_stats.downstream_cx_drain_close.inc();
+                if !ctx.drain.asked_by_limit() {
+                    l.http_stats.downstream_cx_drain_close.inc();
+                }
                 let since = ctx.last_active.get().elapsed();
                 let wait = DRAIN_IDLE_GRACE.saturating_sub(since);
                 idle_sleep.as_mut().reset(tokio::time::Instant::now() + wait);
@@ -242,7 +244,11 @@ async fn refuse_slow_head(mut io: ServerIo, l: &ListenerShared, ctx: &ConnCtx, w
     use tokio::io::AsyncWriteExt;
     tracing::debug!(remote = %ctx.remote, ?which, "request head timed out");
     count_head_timeout(l, which);
-    if io.write_all(&head_timeout_bytes(which)).await.is_ok() {
+    if io
+        .write_all(&head_timeout_bytes(which, &l.http))
+        .await
+        .is_ok()
+    {
         let _ = io.flush().await;
         linger_close(io).await;
     }
@@ -291,6 +297,7 @@ async fn offer_h1(
         idle: ctx.last_active.get().elapsed(),
         requests: ctx.requests.get(),
         upstream: None,
+        chain: l.chain.clone(),
         fds: vec![fd],
     };
     if handover.offer(leaving).await {

@@ -333,7 +333,7 @@ impl Conn<'_> {
         count_head_timeout(l, which);
         // Written as bytes rather than through `respond`, whose one call site (the request
         // path) keeps it inlined there.
-        let written = self.io.write_all(&head_timeout_bytes(which)).await;
+        let written = self.io.write_all(&head_timeout_bytes(which, &l.http)).await;
         match written.and(self.io.flush().await) {
             Ok(()) => End::Closed { linger: true },
             Err(_) => End::Closed { linger: false },
@@ -361,7 +361,7 @@ impl Conn<'_> {
         match self.respond(resp, method_head, close, te_trailers).await {
             Ok(true) => None,
             Ok(false) => {
-                if !close && ctx.drain.is_asked() {
+                if !close && ctx.drain.is_asked() && !ctx.drain.asked_by_limit() {
                     // The drain's `Connection: close` (hyper's session counts its own).
                     l.http_stats.downstream_cx_drain_close.inc();
                 }

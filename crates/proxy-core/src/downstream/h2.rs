@@ -43,7 +43,9 @@ pub(super) async fn serve_http2<F: HandleFuture>(
             r = conn.as_mut() => return r,
             _ = drain.close_requested(), if !closing => {
                 closing = true;
-                l.http_stats.downstream_cx_drain_close.inc();
+                if !ctx.drain.asked_by_limit() {
+                    l.http_stats.downstream_cx_drain_close.inc();
+                }
                 ctl.start();
                 ping_wait.as_mut().reset(tokio::time::Instant::now() + H2_DRAIN_PING_WAIT);
             }

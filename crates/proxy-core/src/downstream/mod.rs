@@ -17,20 +17,22 @@ pub(crate) use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::access::ConnOutcome;
 use crate::config::CodecType;
 use crate::context::{ChainKind, ConnCtx, ListenerShared, ListenerState, Worker};
+use crate::flags::ResponseFlags;
 use crate::handover::{Arriving, Kind};
 use crate::io::{ServerIo, Sniffed, Stream};
 use crate::stats::{HttpStats, ListenerStats};
 
 pub use self::accept::Accepted;
-use self::accept::{choose_chain, ListenerConn};
+use self::accept::{choose_chain, ListenerConn, Refused};
 use self::h1::serve_http1;
 use self::h2::serve_http2;
 use self::svc::Svc;
@@ -65,7 +67,16 @@ pub async fn serve_arriving(
         // The client has gone meanwhile.
         return;
     };
-    let local = down.local_addr().unwrap_or(l.config.address);
+    let mut local = down.local_addr().unwrap_or(l.config.address);
+    let mut restored = false;
+    if l.config
+        .listener_filters
+        .contains(&crate::config::ListenerFilter::OriginalDst)
+    {
+        if let Some(dst) = crate::original_dst::lookup(&down, local) {
+            (local, restored) = (dst, true);
+        }
+    }
     let opened = Instant::now();
     let ls = &l.listener_stats;
     let hs = &l.http_stats;
@@ -80,6 +91,7 @@ pub async fn serve_arriving(
             let start = Started {
                 remote,
                 local,
+                restored,
                 tls: false,
                 drain: dconn,
                 alive,
@@ -87,10 +99,14 @@ pub async fn serve_arriving(
                 requests: conn.requests,
                 fresh: false,
             };
-            serve_sniffed(&l, w, io, Sniffed::Http1, start).await;
+            // Boxed: the task stays small whichever kind arrives (a tunnel's copy is boxed too).
+            Box::pin(serve_sniffed(&l, w, io, Sniffed::Http1, start)).await;
         }
         (Kind::Tunnel, Some(up)) => {
             let info = crate::tunnel::TunnelInfo {
+                kind: Kind::Tunnel,
+                chain: l.chain.clone(),
+                idle: conn.idle,
                 listener: l.config.address,
                 peer: remote,
                 upstream: up.peer_addr().unwrap_or(l.config.address),
@@ -99,12 +115,13 @@ pub async fn serve_arriving(
                 idle_timeout: l.http.tunnel_idle_timeout(),
             };
             hs.downstream_cx_upgrades_active.inc();
-            let ended = crate::tunnel::run_plain(
+            let ended = Box::pin(crate::tunnel::run_plain(
                 ServerIo::new(Stream::Plain(down), conn.read_buf),
                 ServerIo::new(Stream::Plain(up), Bytes::new()),
                 &w.handover,
                 info,
-            )
+                crate::tunnel::BUF,
+            ))
             .await;
             if ended == crate::tunnel::Ended::IdleTimeout {
                 hs.downstream_rq_idle_timeout.inc();
@@ -154,18 +171,19 @@ pub fn serve_conn(
 async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
     let lst = &open.lst;
     let mut local = conn.stream.local_addr().unwrap_or(lst.config.address);
+    let mut restored = false;
     let i = if lst.trivial {
         0
     } else {
         // Boxed: only listeners with a choice to make pay for it.
         match Box::pin(choose_chain(lst, &conn.stream, local, conn.remote)).await {
-            Some(c) => {
-                // The PROXY protocol's addresses, when it gave some.
-                (conn.remote, local) = (c.remote, c.local);
+            Ok(c) => {
+                // The PROXY protocol's addresses or the original destination, when given.
+                (conn.remote, local, restored) = (c.remote, c.local, c.restored);
                 open.count();
                 c.index
             }
-            None => return,
+            Err(r) => return log_refused(lst, &r),
         }
     };
     let chain = &lst.chains[i];
@@ -173,7 +191,11 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
         ChainKind::Http(l) => l,
         ChainKind::Tcp(t) => {
             let tls = chain.tls.as_ref().map(|c| (c, lst.ssl.as_ref()));
-            return Box::pin(crate::tcp_proxy::serve(t, w, conn, tls)).await;
+            let at = crate::tcp_proxy::Local {
+                addr: local,
+                restored,
+            };
+            return Box::pin(serve_tcp(&open, t, w, conn, at, tls)).await;
         }
     };
     let hs = &l.http_stats;
@@ -199,7 +221,10 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
                     };
                     (Stream::Tls(Box::new(s)), alpn)
                 }
-                None => return close_http(hs, open.opened()),
+                None => {
+                    log_http(&open, (conn.remote, local), None, (0, 0));
+                    return close_http(hs, open.opened());
+                }
             }
         }
     };
@@ -225,10 +250,11 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
             r.ok().and_then(Result::ok).flatten()
         }
     };
-    if let Some((io, proto)) = sniffed {
+    let served = if let Some((io, proto)) = sniffed {
         let start = Started {
             remote: conn.remote,
             local,
+            restored,
             tls,
             drain: conn.drain,
             alive: conn.alive,
@@ -236,15 +262,107 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
             requests: 0,
             fresh: true,
         };
-        serve_sniffed(l, w, io, proto, start).await;
-    }
+        let bytes = serve_sniffed(l, w, io, proto, start).await;
+        let version = match proto {
+            Sniffed::Http1 => http::Version::HTTP_11,
+            Sniffed::Http2 => http::Version::HTTP_2,
+        };
+        (Some(version), bytes)
+    } else {
+        (None, (0, 0))
+    };
+    log_http(&open, (conn.remote, local), served.0, served.1);
     close_http(hs, open.opened());
+}
+
+/// The listener's access-log line (Envoy writes one for every connection, whatever became of
+/// it) for a connection `took` long, from `remote` to `local`.
+fn conn_line(remote: SocketAddr, local: SocketAddr, took: Duration) -> ConnOutcome<'static> {
+    ConnOutcome {
+        start_time: SystemTime::now()
+            .checked_sub(took)
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+        remote,
+        local,
+        protocol: None,
+        bytes_received: 0,
+        bytes_sent: 0,
+        duration: took,
+        flags: ResponseFlags::NONE,
+        details: "",
+        upstream_host: None,
+        upstream_cluster: None,
+    }
+}
+
+/// The line of a connection no chain took: Envoy 1.40 writes `NR` and
+/// `filter_chain_not_found` when no chain matched, nothing particular when a listener filter
+/// refused it or timed out.
+fn log_refused(lst: &ListenerState, r: &Refused) {
+    let Some(logs) = &lst.access_logs else { return };
+    let mut line = conn_line(r.remote, r.local, r.took);
+    if r.no_chain {
+        line.flags = ResponseFlags::NO_ROUTE_FOUND;
+        line.details = "filter_chain_not_found";
+    }
+    logs.write_connection(&line);
+}
+
+/// The line of a connection an HTTP chain served: its protocol (once known) and bytes.
+fn log_http(
+    open: &ListenerConn,
+    (remote, local): (SocketAddr, SocketAddr),
+    protocol: Option<http::Version>,
+    (rx, tx): (u64, u64),
+) {
+    let Some(logs) = &open.lst.access_logs else {
+        return;
+    };
+    logs.write_connection(&ConnOutcome {
+        protocol,
+        bytes_received: rx,
+        bytes_sent: tx,
+        ..conn_line(remote, local, open.opened().elapsed())
+    });
+}
+
+/// Serve the connection on `tcp_proxy` `t`, then write the listener's line: what the
+/// filter's line says too.
+async fn serve_tcp(
+    open: &ListenerConn,
+    t: &Arc<crate::context::TcpProxyShared>,
+    w: Rc<Worker>,
+    conn: Accepted,
+    local: crate::tcp_proxy::Local,
+    tls: Option<(&Arc<rustls::ServerConfig>, Option<&crate::tls::SslStats>)>,
+) {
+    let remote = conn.remote;
+    let c = crate::tcp_proxy::serve(t, w, conn, local, tls).await;
+    if c.moved {
+        // Served on by the next generation: not closed here.
+        open.moved();
+        return;
+    }
+    let Some(logs) = &open.lst.access_logs else {
+        return;
+    };
+    let local = local.addr;
+    logs.write_connection(&ConnOutcome {
+        bytes_received: c.bytes_received,
+        bytes_sent: c.bytes_sent,
+        flags: c.flags,
+        upstream_host: c.upstream_host,
+        upstream_cluster: c.upstream_cluster.as_ref().map(|c| c.config.name.as_str()),
+        ..conn_line(remote, local, open.opened().elapsed())
+    });
 }
 
 /// What a connection starts with once its protocol is known.
 struct Started {
     remote: SocketAddr,
     local: SocketAddr,
+    /// `local` was restored by a listener filter.
+    restored: bool,
     tls: bool,
     drain: drain::Conn,
     alive: mpsc::Sender<()>,
@@ -255,13 +373,14 @@ struct Started {
     fresh: bool,
 }
 
+/// Serve the connection's requests; the bytes it received and sent.
 async fn serve_sniffed(
     l: &Arc<ListenerShared>,
     w: Rc<Worker>,
     io: ServerIo,
     proto: Sniffed,
     start: Started,
-) {
+) -> (u64, u64) {
     let hs = &l.http_stats;
     let counts = io.counts();
     let remote = start.remote;
@@ -269,6 +388,7 @@ async fn serve_sniffed(
     let ctx = Rc::new(ConnCtx {
         remote,
         local: start.local,
+        restored: start.restored,
         http2: proto == Sniffed::Http2,
         tls: start.tls,
         active: Cell::new(0),
@@ -280,8 +400,13 @@ async fn serve_sniffed(
         _alive: start.alive,
         drain: start.drain,
         upgrade: RefCell::new(None),
+        limit_timer: RefCell::new(None),
     });
     let svc = Svc::new(l.clone(), w, ctx.clone(), crate::request::handle);
+    if let Some(d) = l.http.max_connection_duration {
+        // Kept by the connection's context (not this task's future), dropped with it.
+        *ctx.limit_timer.borrow_mut() = Some(limit_duration(d, &ctx, l));
+    }
     let result = match proto {
         Sniffed::Http1 => {
             if start.fresh {
@@ -306,14 +431,43 @@ async fn serve_sniffed(
         }
         tracing::debug!(%remote, error = %e, "downstream connection ended with an error");
     }
-    hs.downstream_cx_rx_bytes_total
-        .add(counts.rx.load(std::sync::atomic::Ordering::Relaxed));
-    hs.downstream_cx_tx_bytes_total
-        .add(counts.tx.load(std::sync::atomic::Ordering::Relaxed));
+    let rx = counts.rx.load(std::sync::atomic::Ordering::Relaxed);
+    let tx = counts.tx.load(std::sync::atomic::Ordering::Relaxed);
+    hs.downstream_cx_rx_bytes_total.add(rx);
+    hs.downstream_cx_tx_bytes_total.add(tx);
+    (rx, tx)
+}
+
+/// `max_connection_duration`: the connection is asked to close once it has been open (in this
+/// generation) for `d`, as a drain asks it (`Connection: close` on its next response, an idle
+/// HTTP/1.1 connection closed, HTTP/2 GOAWAY), and counted. The timer ends with the connection
+/// (the guard aborts it).
+fn limit_duration(d: Duration, ctx: &Rc<ConnCtx>, l: &Arc<ListenerShared>) -> AbortOnDrop {
+    let ctx = Rc::downgrade(ctx);
+    let l = l.clone();
+    AbortOnDrop(tokio::task::spawn_local(async move {
+        tokio::time::sleep(d).await;
+        if let Some(ctx) = ctx.upgrade() {
+            if !ctx.drain.is_asked() {
+                l.http_stats.downstream_cx_max_duration_reached.inc();
+                ctx.drain.ask_close();
+            }
+        }
+    }))
+}
+
+/// Aborts its task when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Count a downstream connection's end on its listener.
-fn close_listener(ls: &ListenerStats, opened: Instant) {
+pub(crate) fn close_listener(ls: &ListenerStats, opened: Instant) {
     ls.downstream_cx_active.dec();
     ls.server_total_connections.dec();
     ls.downstream_cx_destroy.inc();

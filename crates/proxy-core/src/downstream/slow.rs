@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::HeadTimeout;
+use crate::config::{HeadTimeout, HttpConnectionManager, ServerTransformation};
 use crate::context::{ConnCtx, ListenerShared};
 use crate::io::IoCounts;
 
@@ -24,15 +24,29 @@ pub(super) fn count_head_timeout(l: &ListenerShared, which: HeadTimeout) {
 }
 
 /// The 408 a head that timed out is answered with, as bytes (the connection closes after it).
-pub(super) fn head_timeout_bytes(which: HeadTimeout) -> Vec<u8> {
+pub(super) fn head_timeout_bytes(which: HeadTimeout, hcm: &HttpConnectionManager) -> Vec<u8> {
     let body = which.body();
-    format!(
+    let mut out = format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
-         connection: close\r\ndate: {}\r\n\r\n{body}",
+         connection: close\r\ndate: {}\r\n",
         body.len(),
         httpdate::fmt_http_date(std::time::SystemTime::now()),
     )
-    .into_bytes()
+    .into_bytes();
+    // No response of the upstream's here: only `PASS_THROUGH` leaves `server` out.
+    if hcm.server.transformation != ServerTransformation::PassThrough {
+        out.extend_from_slice(b"server: ");
+        out.extend_from_slice(hcm.server.name.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(via) = &hcm.via {
+        out.extend_from_slice(b"via: ");
+        out.extend_from_slice(via.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
 }
 
 /// The head deadline on hyper's session, which does not say when a head's first byte arrives:

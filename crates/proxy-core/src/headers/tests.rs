@@ -227,6 +227,8 @@ fn prepare_appends_remote_address_and_sets_proto() {
         map(&[
             ("x-forwarded-for", "203.0.113.9, 192.0.2.1"),
             ("x-forwarded-proto", "http"),
+            // An external client's address, as Envoy tells it with use_remote_address.
+            ("x-envoy-external-address", "192.0.2.1"),
         ])
     );
     let v6: SocketAddr = "[2001:db8::ff00:42:8329]:443".parse().unwrap_or(remote);
@@ -241,6 +243,7 @@ fn prepare_appends_remote_address_and_sets_proto() {
         map(&[
             ("x-forwarded-for", "2001:db8::ff00:42:8329"),
             ("x-forwarded-proto", "http"),
+            ("x-envoy-external-address", "2001:db8::ff00:42:8329"),
         ])
     );
     let mut h = map(&[("x-forwarded-proto", "https")]);
@@ -262,6 +265,7 @@ fn prepare_appends_remote_address_and_sets_proto() {
         map(&[
             ("x-forwarded-for", "192.0.2.1"),
             ("x-forwarded-proto", "https"),
+            ("x-envoy-external-address", "192.0.2.1"),
         ])
     );
 }

@@ -33,6 +33,8 @@ fn cluster(ports: &[u16], od: OutlierDetection) -> ClusterManager {
         panic_threshold: config::DEFAULT_PANIC_THRESHOLD,
         outlier: Some(od),
         overprovisioning_factor: config::DEFAULT_OVERPROVISIONING_FACTOR,
+        upstream: Default::default(),
+        original_dst: None,
     };
     ClusterManager::new(&[c], &store)
 }

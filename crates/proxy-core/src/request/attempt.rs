@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use hyper::client::conn::http1;
 
 use crate::body::ProxyBody;
 use crate::client::{Home, SendError};
-use crate::cluster::{Cluster, Host};
-use crate::context::Worker;
+use crate::cluster::{Cluster, Host, Pick};
+use crate::context::{ConnCtx, Worker};
 use crate::error::UpstreamFailure;
 use crate::upstream;
 
@@ -27,7 +26,7 @@ pub(super) struct Attempt {
 pub(super) struct AttemptDone {
     pub(super) response: Response<ProxyBody>,
     /// A hyper HTTP/1.1 connection to return to the pool once the response body is read.
-    pub(super) checkin: Option<http1::SendRequest<ProxyBody>>,
+    pub(super) checkin: Option<crate::upstream::PooledH1>,
     pub(super) sent_at: Instant,
     pub(super) attempt: Attempt,
 }
@@ -36,7 +35,7 @@ pub(super) struct AttemptDone {
 pub(super) struct UpstreamTrack {
     pub(super) attempt: Attempt,
     /// An HTTP/1.1 connection to return to the pool once the response body has been read.
-    pub(super) checkin: Option<http1::SendRequest<ProxyBody>>,
+    pub(super) checkin: Option<crate::upstream::PooledH1>,
 }
 
 // === impl Attempt ===
@@ -55,10 +54,7 @@ impl Attempt {
         }
     }
 
-    pub(super) fn into_track(
-        self,
-        checkin: Option<http1::SendRequest<ProxyBody>>,
-    ) -> UpstreamTrack {
+    pub(super) fn into_track(self, checkin: Option<crate::upstream::PooledH1>) -> UpstreamTrack {
         UpstreamTrack {
             checkin,
             attempt: self,
@@ -87,27 +83,63 @@ impl Drop for Attempt {
     }
 }
 
-pub(super) async fn attempt_once(
-    w: &Rc<Worker>,
-    cidx: usize,
-    cluster: &Arc<Cluster>,
-    req: &mut Request<ProxyBody>,
-    deadline: Option<tokio::time::Instant>,
-    per_try: Option<Duration>,
-) -> Result<AttemptDone, (UpstreamFailure, bool)> {
+/// The host for one try at cluster `cidx`, unless its `max_requests` breaker is open or it has
+/// no host to give (an `ORIGINAL_DST` cluster's from the request's `headers` or the
+/// connection's restored destination). `avoid`: the hosts already tried (this try's is added)
+/// and how many times a pick among them is made again (`previous_hosts`).
+pub(super) fn choose(
+    w: &Worker,
+    conn: &ConnCtx,
+    (cidx, cluster): (usize, &Arc<Cluster>),
+    headers: &http::HeaderMap,
+    avoid: Option<(&mut Vec<Arc<Host>>, u32)>,
+    by: Pick,
+) -> Result<Arc<Host>, (UpstreamFailure, bool)> {
     let max_rq = i64::from(cluster.config.circuit_breakers.max_requests);
     if cluster.stats.upstream_rq_active.value() >= max_rq {
         cluster.stats.upstream_rq_pending_overflow.inc();
         return Err((UpstreamFailure::Overflow, false));
     }
-    let host = {
-        let set = cluster.hosts();
-        w.lb.pick(cidx, cluster, &set)
-    };
-    let Some(host) = host else {
+    if cluster.config.original_dst.is_some() {
+        let host = cluster.original_dst_host(Some(headers), conn.restored.then_some(conn.local));
+        return host.ok_or_else(|| {
+            cluster.stats.upstream_cx_none_healthy.inc();
+            (UpstreamFailure::NoHealthyUpstream, false)
+        });
+    }
+    let set = cluster.hosts();
+    let mut host = w.lb.pick(cidx, cluster, &set, by);
+    if let Some((tried, reselect)) = avoid {
+        // As Envoy's `previous_hosts`: pick again while the host was tried, at most
+        // `host_selection_retry_max_attempts` times; the last pick stands.
+        let mut left = reselect;
+        while left > 0
+            && host
+                .as_ref()
+                .is_some_and(|h| tried.iter().any(|t| Arc::ptr_eq(t, h)))
+        {
+            host = w.lb.pick(cidx, cluster, &set, by);
+            left -= 1;
+        }
+        if let Some(h) = &host {
+            tried.push(h.clone());
+        }
+    }
+    host.ok_or_else(|| {
         cluster.stats.upstream_cx_none_healthy.inc();
-        return Err((UpstreamFailure::NoHealthyUpstream, false));
-    };
+        (UpstreamFailure::NoHealthyUpstream, false)
+    })
+}
+
+/// One try of `req` at `host` of cluster `cidx` (see [`choose`]).
+pub(super) async fn attempt_once(
+    w: &Rc<Worker>,
+    (cidx, cluster): (usize, &Arc<Cluster>),
+    host: Arc<Host>,
+    req: &mut Request<ProxyBody>,
+    deadline: Option<tokio::time::Instant>,
+    per_try: Option<Duration>,
+) -> Result<AttemptDone, (UpstreamFailure, bool)> {
     let attempt = Attempt::start(cluster.clone(), host.clone(), cidx);
     let try_deadline = match (deadline, per_try) {
         (Some(d), Some(p)) => Some(d.min(tokio::time::Instant::now() + p)),
@@ -119,9 +151,10 @@ pub(super) async fn attempt_once(
         let mut stale_tries = 0;
         loop {
             let own = upstream::sendable(req);
+            let sni = upstream::auto_sni(cluster, req.uri(), req.headers());
             let co = w
                 .pools
-                .checkout(cidx, cluster, &host, own)
+                .checkout(cidx, cluster, &host, own, sni)
                 .await
                 .map_err(|f| (f, false))?;
             cluster.record_connected(&host);

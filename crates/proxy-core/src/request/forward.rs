@@ -18,7 +18,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use crate::body::{BodyFault, BodyTimeout, ProxyBody, RequestBody, RequestStream};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Pick};
 use crate::context::Ctx;
 use crate::error::UpstreamFailure;
 use crate::flags::ResponseFlags;
@@ -26,11 +26,11 @@ use crate::headers::{prepare_request_headers, upgrade_type, Forwarded, Upgrade};
 use crate::router::{Forward, Route, RouteCluster};
 
 use super::ahead::read_ahead;
-use super::attempt::{attempt_once, AttemptDone};
+use super::attempt::{attempt_once, choose, AttemptDone};
 use super::local::{local_reply, request_timeout};
 use super::mutate::mutate_request;
-use super::retry::{Next, Tries};
-use super::rewrite::{rewrite_path, set_upstream_authority};
+use super::retry::{Asked, Next, Policy, Tries};
+use super::rewrite::upstream_target;
 use super::tracker::Tracker;
 use super::upgrade::tunnel;
 
@@ -106,6 +106,7 @@ pub(super) async fn forward_to(
         // Boxed: the rare upgrade path must not grow every request's future.
         return Box::pin(tunnel(cx, route, f, to, &cluster, req, tracker)).await;
     }
+    let (by, set_cookie) = request_hash(cx, f, &cluster, &req);
     let (mut parts, body) = req.into_parts();
     let mut body = if replayable_by_buffering(cx, f, &body) {
         // Boxed, like every rare await here: a future's size is that of its largest state,
@@ -122,23 +123,43 @@ pub(super) async fn forward_to(
             Err(reply) => return reply,
         }
     };
+    // Only an internal client's `x-envoy-*` fields are still here.
+    let asked = if cx.l.http.is_internal(cx.c.remote.ip()) {
+        Asked::take(&mut parts.headers).map(Box::new)
+    } else {
+        None
+    };
     let target = prepare_head(cx, (route, f), &cluster, &mut parts, tracker.start());
-    let limits = Limits::of(cx, f, &parts.method, &body, tracker);
-    let mut tries = Tries::new(f.config.retry_policy.as_ref(), body.replay.is_some());
+    let policy = match &asked {
+        None => f.config.retry_policy.as_ref().map(Policy::Route),
+        Some(a) => a.policy(f.config.retry_policy.as_ref()),
+    };
+    let mut limits = Limits::of(cx, f, &parts.method, &body, tracker);
+    if let Some(a) = &asked {
+        asked_limits(cx, a, policy.as_deref(), &mut limits, &mut parts, tracker);
+    }
+    let mut tries = Tries::new(policy, body.replay.is_some(), &parts.headers);
     tries.start();
+    let mut backing_off = false;
     loop {
+        // Waited here, where nothing of the try before is alive (the request's future would
+        // otherwise keep room for its response beside the wait).
+        if std::mem::take(&mut backing_off) {
+            back_off(&cluster, &tries, limits.deadline).await;
+            tries.start();
+        }
         // The last try takes the head instead of a copy.
         let last = tries.is_last();
         let mut up = upstream_request(&mut parts, &target, &mut body, last);
-        let outcome = attempt_once(
-            cx.w,
-            to.index,
-            &cluster,
-            &mut up,
-            limits.deadline,
-            limits.per_try,
-        )
-        .await;
+        let reselect = tries.reselect();
+        let avoid = tries.tried.as_mut().map(|t| (t, reselect));
+        let outcome = match choose(cx.w, cx.c, (to.index, &cluster), up.headers(), avoid, by) {
+            Ok(host) => {
+                let c = (to.index, &cluster);
+                attempt_once(cx.w, c, host, &mut up, limits.deadline, limits.per_try).await
+            }
+            Err(e) => Err(e),
+        };
         // The request has been written (or failed): its map serves a later message, or a
         // resend when the last try took it and Baton's own client still has it.
         let sent = std::mem::take(up.headers_mut());
@@ -146,12 +167,11 @@ pub(super) async fn forward_to(
         let (failure, reused) = match outcome {
             Ok(done) => {
                 crate::header_pool::give(sent);
-                let status = done.response.status().as_u16();
-                if retry_answered(cx, to, &cluster, &mut tries, status) {
-                    tries.start();
+                if retry_answered(cx, to, &cluster, &mut tries, &done.response) {
+                    backing_off = true;
                     continue;
                 }
-                return respond(cx, to, done, tracker);
+                return respond(cx, to, done, tracker, set_cookie);
             }
             Err(e) => e,
         };
@@ -169,7 +189,7 @@ pub(super) async fn forward_to(
             Next::Resend => crate::header_pool::give(sent),
             Next::Retry => {
                 crate::header_pool::give(sent);
-                tries.start();
+                backing_off = true;
             }
             Next::Done => {
                 crate::header_pool::give(sent);
@@ -183,6 +203,26 @@ pub(super) async fn forward_to(
             }
         }
     }
+}
+
+/// The hash a RING_HASH or MAGLEV cluster picks by (from the downstream request, before
+/// forwarding edits it) and the `set-cookie` of a cookie it generated; nothing for the other
+/// policies, which never read it (so a route's cookie is only made up for a hashing cluster,
+/// as in Envoy).
+#[inline]
+pub(super) fn request_hash<B>(
+    cx: Ctx<'_>,
+    f: &Forward,
+    cluster: &Cluster,
+    req: &Request<B>,
+) -> (Pick, Option<Box<HeaderValue>>) {
+    let policies = &f.config.hash_policy;
+    if policies.is_empty() || !cluster.config.lb_policy.hashes() {
+        return (Pick::default(), None);
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let h = super::hash::hash_request(policies, req.headers(), path, cx.c.remote, cx.c.local);
+    (Pick { hash: h.hash }, h.set_cookie.map(Box::new))
 }
 
 fn upgrade_allowed(cx: Ctx<'_>, kind: &str) -> bool {
@@ -365,12 +405,7 @@ fn prepare_head(
     let hcm = &cx.l.http;
     prepare_request_headers(
         &mut parts.headers,
-        Forwarded::of(
-            cx.c.remote,
-            hcm.use_remote_address,
-            cx.c.tls,
-            hcm.is_internal(cx.c.remote.ip()),
-        ),
+        Forwarded::from_hcm(hcm, cx.c.remote, cx.c.tls),
         Upgrade::Strip,
     );
     mutate_request(cx, route, &cluster.config.name, parts, started);
@@ -381,15 +416,8 @@ fn prepare_head(
                 .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), v.clone());
         }
     }
-    let cfg = &f.config;
-    let path = rewrite_path(
-        route,
-        cfg.prefix_rewrite.as_deref(),
-        &parts.uri,
-        &mut parts.headers,
-    );
     let http2 = cluster.config.http2;
-    let uri = set_upstream_authority(parts, http2, cfg.host_rewrite_literal.as_deref(), path);
+    let uri = upstream_target(route, &f.config, parts, http2);
     let version = if http2 {
         Version::HTTP_2
     } else {
@@ -431,17 +459,62 @@ impl Limits {
     }
 }
 
-/// After a try that answered with `status`: whether to retry (else its response goes
-/// downstream).
+/// Wait before a retry, as Envoy's jittered exponential back-off (never past the route's
+/// deadline: the next try then times out at once).
+async fn back_off(cluster: &Cluster, tries: &Tries<'_>, deadline: Option<tokio::time::Instant>) {
+    let wait = tries.back_off();
+    cluster.stats.upstream_rq_retry_backoff_exponential.inc();
+    if wait.is_zero() {
+        return;
+    }
+    let mut until = tokio::time::Instant::now() + wait;
+    if let Some(d) = deadline {
+        until = until.min(d);
+    }
+    // Boxed: only a retry pays for the timer, not every request's future.
+    Box::pin(tokio::time::sleep_until(until)).await;
+}
+
+/// An internal client's `x-envoy-upstream-rq-timeout-ms` / `…-per-try-timeout-ms`: the route's
+/// deadline and each try's bound as asked, told to the upstream in
+/// `x-envoy-expected-rq-timeout-ms`.
+#[cold]
+fn asked_limits(
+    cx: Ctx<'_>,
+    asked: &Asked,
+    policy: Option<&crate::config::RetryPolicy>,
+    limits: &mut Limits,
+    parts: &mut http::request::Parts,
+    tracker: &Tracker,
+) {
+    if let Some(t) = asked.timeout {
+        limits.deadline = t.map(|t| tokio::time::Instant::from_std(tracker.start()) + t);
+    }
+    if let Some(p) = policy.and_then(|p| p.per_try_timeout) {
+        limits.per_try = Some(p);
+    }
+    let expected = policy
+        .and_then(|p| p.per_try_timeout)
+        .or(asked.timeout.flatten());
+    if let (Some(e), false) = (expected, cx.l.http.suppress_envoy_headers) {
+        parts.headers.insert(
+            X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
+            HeaderValue::from(e.as_millis() as u64),
+        );
+    }
+}
+
+/// After a try that answered `resp`: whether to retry (else it goes downstream).
 fn retry_answered(
     cx: Ctx<'_>,
     to: &RouteCluster,
     cluster: &Arc<Cluster>,
     tries: &mut Tries<'_>,
-    status: u16,
+    resp: &Response<ProxyBody>,
 ) -> bool {
+    let status = resp.status().as_u16();
     cluster.stats.response(status, &cx.w.codes[to.index]);
-    if tries.after_status(status, cluster) == Next::Retry {
+    if tries.after_response(status, resp.headers(), cluster) == Next::Retry {
         return true;
     }
     if tries.retried() {
@@ -509,6 +582,7 @@ fn respond(
     to: &RouteCluster,
     done: AttemptDone,
     tracker: &mut Tracker,
+    set_cookie: Option<Box<HeaderValue>>,
 ) -> Response<ProxyBody> {
     let hcm = &cx.l.http;
     let AttemptDone {
@@ -525,6 +599,9 @@ fn respond(
             X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
             millis_value(service_time.as_millis() as u64),
         );
+    }
+    if let Some(c) = set_cookie {
+        rparts.headers.append(http::header::SET_COOKIE, *c);
     }
     tracker.upstream_chosen(attempt.host.addr, &to.name);
     let body = rbody.with_idle_timeout(hcm.stream_idle_timeout);

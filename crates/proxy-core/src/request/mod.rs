@@ -7,6 +7,7 @@ mod ahead;
 mod attempt;
 mod filters;
 mod forward;
+pub(crate) mod hash;
 pub mod local;
 mod mutate;
 mod retry;
@@ -23,6 +24,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 
 use crate::body::{ProxyBody, RequestBody};
+use crate::config::{HttpConnectionManager, ServerTransformation, Underscores};
 use crate::context::{ConnCtx, Ctx, ListenerShared, Worker};
 use crate::flags::ResponseFlags;
 use crate::handover::Mode;
@@ -58,12 +60,37 @@ pub async fn handle(
     };
     let mut tracker = Tracker::new(cx);
     let mut req = req;
-    if l.http.generate_request_id {
-        // One hashed lookup: a client's id is kept.
-        req.headers_mut()
-            .entry(&X_REQUEST_ID)
-            .or_insert_with(new_request_id);
+    let hcm = &l.http;
+    if req.headers().len() > hcm.max_headers_count || hcm.underscores != Underscores::Allow {
+        fields_checked(&mut req, hcm);
     }
+    if hcm.merge_slashes {
+        if let Some(uri) = crate::headers::merge_slashes(req.uri()) {
+            *req.uri_mut() = uri;
+        }
+    }
+    if hcm.generate_request_id {
+        if hcm.use_remote_address
+            && !hcm.preserve_external_request_id
+            && !hcm.is_internal(c.remote.ip())
+        {
+            // An edge request: the external client's id is replaced, as Envoy does.
+            req.headers_mut()
+                .insert(X_REQUEST_ID.clone(), new_request_id());
+        } else {
+            // One hashed lookup: a client's id is kept.
+            req.headers_mut()
+                .entry(&X_REQUEST_ID)
+                .or_insert_with(new_request_id);
+        }
+    }
+    // Not on a refused request: the codec answers it before it has an id (Envoy).
+    let request_id =
+        if hcm.always_set_request_id_in_response && req.extensions().get::<Refusal>().is_none() {
+            req.headers().get(&X_REQUEST_ID).cloned()
+        } else {
+            None
+        };
     if let Some(logs) = l.access_logs.as_ref() {
         tracker.set_log(logs.capture(&req));
     }
@@ -73,7 +100,7 @@ pub async fn handle(
     let mut pre: Option<Box<Decided<'_>>> = None;
     if !l.http.http_filters.is_empty() && req.extensions().get::<Refusal>().is_none() {
         match Box::pin(before(cx, &mut req, &mut tracker)).await {
-            Err(reply) => return Ok(finish(cx, *reply, tracker)),
+            Err(reply) => return Ok(finish(cx, *reply, tracker, request_id)),
             Ok(d) => pre = Some(d),
         }
     }
@@ -114,7 +141,22 @@ pub async fn handle(
     if let Some(d) = pre.as_deref_mut() {
         filters::encode(cx, &mut d.passed, &mut resp, &mut tracker);
     }
-    Ok(finish(cx, resp, tracker))
+    Ok(finish(cx, resp, tracker, request_id))
+}
+
+/// `max_headers_count` and `headers_with_underscores_action` (see
+/// [`crate::headers::check_fields`]); a refusal is answered as the codec's are.
+#[cold]
+#[inline(never)]
+fn fields_checked(req: &mut Request<RequestBody>, hcm: &HttpConnectionManager) {
+    if req.extensions().get::<Refusal>().is_some() {
+        return;
+    }
+    if let Err(refusal) =
+        crate::headers::check_fields(req.headers_mut(), hcm.max_headers_count, hcm.underscores)
+    {
+        req.extensions_mut().insert(refusal);
+    }
 }
 
 /// What the HTTP filters decided for a request they let through: its route, the cluster picked
@@ -165,30 +207,56 @@ async fn before<'l>(
     }))
 }
 
-/// The response as it leaves: its status and head for the access log, HTTP/1.1, and
-/// `Connection: close` while draining. Inlined: the response is moved, not copied, on every
-/// request.
+/// The response as it leaves: its status and head for the access log, HTTP/1.1, the HCM's
+/// `server`, `via` and `x-request-id` fields, and `Connection: close` while draining or at
+/// the connection's `max_requests_per_connection`. Inlined: the response is moved, not copied,
+/// on every request.
 #[inline(always)]
 fn finish(
     cx: Ctx<'_>,
     mut resp: Response<ProxyBody>,
     mut tracker: Box<Tracker>,
+    request_id: Option<HeaderValue>,
 ) -> Response<ProxyBody> {
-    let Ctx { w, c, .. } = cx;
+    let Ctx { l, w, c } = cx;
+    let hcm = &l.http;
     tracker.set_status(resp.status().as_u16());
+    let h = resp.headers_mut();
+    match hcm.server.transformation {
+        ServerTransformation::Overwrite => {
+            h.insert(header::SERVER, hcm.server.name.clone());
+        }
+        ServerTransformation::AppendIfAbsent => {
+            h.entry(header::SERVER)
+                .or_insert_with(|| hcm.server.name.clone());
+        }
+        ServerTransformation::PassThrough => {}
+    }
+    if let Some(via) = &hcm.via {
+        crate::headers::append_value(h, &crate::headers::VIA, via);
+    }
+    if let Some(id) = request_id {
+        h.insert(X_REQUEST_ID.clone(), id);
+    }
+    if let Some(max) = hcm.max_requests_per_connection {
+        if c.requests.get() == max {
+            l.http_stats.downstream_cx_max_requests_reached.inc();
+            c.drain.ask_close();
+        }
+    }
     if let Some(log) = tracker.log_mut() {
         log.response_headers = Some(resp.headers().clone());
     }
     if !c.http2 {
         *resp.version_mut() = Version::HTTP_11;
     }
-    // Draining (or failing health checks): HTTP/1.1 responses close their connection — unless
-    // it moves to the next generation at its next idle point; for HTTP/2 a yes wakes the
-    // connection, which sends GOAWAY.
+    // Draining (or failing health checks, or at a limit of the connection's own): HTTP/1.1
+    // responses close their connection — unless it moves to the next generation at its next
+    // idle point; for HTTP/2 a yes wakes the connection, which sends GOAWAY.
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS
         && c.drain.drain_close()
         && !c.http2
-        && !(c.movable.get() && w.modes.mode() == Mode::Active)
+        && !(c.movable.get() && w.modes.mode() == Mode::Active && !c.drain.asked_by_limit())
     {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -105,10 +105,10 @@ fn record<'a>(s: &'a Subject<'a>, h: &'a HeaderMap, response: bool) -> Record<'a
         start_time: SystemTime::now()
             .checked_sub(elapsed)
             .unwrap_or(SystemTime::UNIX_EPOCH),
-        method: s.method,
+        method: Some(s.method),
         path: s.path,
         authority: s.authority,
-        version: s.version,
+        version: Some(s.version),
         request_headers,
         response_headers,
         response_code: s.response_code,

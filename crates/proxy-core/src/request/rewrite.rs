@@ -4,10 +4,64 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
 
+use crate::config::{ForwardAction, RegexRewrite};
 use crate::router::Route;
 
 static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 static X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
+
+/// The upstream request's target under the route's rewrites: the host (`host_rewrite_*`, from
+/// the request as it came) and the path (`prefix_rewrite` or `regex_rewrite`), then the
+/// authority as the upstream's protocol wants it ([`set_upstream_authority`]).
+pub(super) fn upstream_target(
+    route: &Route,
+    cfg: &ForwardAction,
+    parts: &mut http::request::Parts,
+    http2: bool,
+) -> Uri {
+    let host: Option<std::borrow::Cow<'_, str>> = if let Some(h) = &cfg.host_rewrite_literal {
+        Some(h.as_str().into())
+    } else if let Some(name) = &cfg.host_rewrite_header {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_owned().into())
+    } else {
+        cfg.host_rewrite_path_regex
+            .as_ref()
+            .map(|rw| rw.apply(parts.uri.path()).into_owned().into())
+    };
+    let path = match &cfg.regex_rewrite {
+        Some(rw) => regex_rewrite_path(rw, &parts.uri, &mut parts.headers),
+        None => rewrite_path(
+            route,
+            cfg.prefix_rewrite.as_deref(),
+            &parts.uri,
+            &mut parts.headers,
+        ),
+    };
+    set_upstream_authority(parts, http2, host.as_deref(), path)
+}
+
+/// The upstream path after `regex_rewrite` (on the path; the query stays), the original in
+/// `x-envoy-original-path` whether a match changed it or not, as Envoy.
+fn regex_rewrite_path(rw: &RegexRewrite, uri: &Uri, h: &mut HeaderMap) -> PathAndQuery {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if let Ok(v) = HeaderValue::from_str(original.as_str()) {
+        h.insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
+    }
+    let mut out = rw.apply(original.path()).into_owned();
+    if let Some(q) = original.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    PathAndQuery::try_from(out).unwrap_or(original)
+}
 
 /// The upstream path after `prefix_rewrite`, which replaces what the route matched: its prefix,
 /// or the whole path for a `path` or `safe_regex` match (the query stays, as in Envoy). The

@@ -199,6 +199,11 @@ fn retry_decisions() {
         num_retries: 1,
         per_try_timeout: None,
         retriable_status_codes: codes,
+        back_off: Default::default(),
+        previous_hosts: false,
+        host_selection_retry_max_attempts: 1,
+        retriable_headers: vec![],
+        retriable_request_headers: vec![],
     };
     let five = policy(
         RetryOn {

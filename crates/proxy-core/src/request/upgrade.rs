@@ -13,7 +13,6 @@ use crate::router::{Forward, Route, RouteCluster};
 use crate::upstream;
 
 use super::attempt::Attempt;
-use super::rewrite::{rewrite_path, set_upstream_authority};
 use super::tracker::Tracker;
 
 /// The upgrade request's head for the upstream, in place: forwarding fields (the upgrade
@@ -28,22 +27,11 @@ fn upgrade_head(
     let Ctx { l, c, .. } = cx;
     prepare_request_headers(
         &mut parts.headers,
-        Forwarded::of(
-            c.remote,
-            l.http.use_remote_address,
-            c.tls,
-            l.http.is_internal(c.remote.ip()),
-        ),
+        Forwarded::from_hcm(&l.http, c.remote, c.tls),
         Upgrade::Keep,
     );
     super::mutate::mutate_request(cx, route, cluster, parts, started);
-    let path = rewrite_path(
-        route,
-        f.config.prefix_rewrite.as_deref(),
-        &parts.uri,
-        &mut parts.headers,
-    );
-    set_upstream_authority(parts, false, f.config.host_rewrite_literal.as_deref(), path)
+    super::rewrite::upstream_target(route, &f.config, parts, false)
 }
 
 /// Forward a protocol switch (WebSocket): a dedicated upstream connection, and once both sides
@@ -58,18 +46,20 @@ pub(super) async fn tunnel(
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
     let Ctx { l, w, c } = cx;
+    let (by, set_cookie) = super::forward::request_hash(cx, f, cluster, &req);
     let (mut parts, body) = req.into_parts();
     let uri = upgrade_head(cx, (route, f), &target.name, &mut parts, tracker.start());
     let host = {
         let set = cluster.hosts();
-        w.lb.pick(target.index, cluster, &set)
+        w.lb.pick(target.index, cluster, &set, by)
     };
     let Some(host) = host else {
         cluster.stats.upstream_cx_none_healthy.inc();
         return tracker.failure_reply(UpstreamFailure::NoHealthyUpstream);
     };
     let attempt = Attempt::start(cluster.clone(), host.clone(), target.index);
-    let mut sender = match upstream::connect_h1(cluster, &host, true).await {
+    let sni = upstream::auto_sni(cluster, &uri, &parts.headers);
+    let mut sender = match upstream::connect_h1(cluster, &host, true, sni.as_deref()).await {
         Ok(s) => s,
         Err(e) => return tracker.failure_reply(e),
     };
@@ -88,6 +78,9 @@ pub(super) async fn tunnel(
     if status != StatusCode::SWITCHING_PROTOCOLS {
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers, Upgrade::Strip);
+        if let Some(c) = set_cookie {
+            rparts.headers.append(http::header::SET_COOKIE, *c);
+        }
         tracker.set_upstream(attempt.into_track(None));
         return Response::from_parts(rparts, ProxyBody::stream(rbody));
     }
@@ -100,10 +93,13 @@ pub(super) async fn tunnel(
     l.http_stats.downstream_cx_upgrades_total.inc();
     // The tunnel keeps the connection context (and so the generation's drain) alive.
     let conn = c.clone();
-    // Only a tunnel of a listener's only chain may move (the next generation serves what
-    // arrives on its listener's only chain).
+    // Only a tunnel of a cleartext chain may move (the next generation serves it on the same
+    // chain).
     let handover = l.movable.then(|| w.handover.clone());
     let info = crate::tunnel::TunnelInfo {
+        kind: crate::handover::Kind::Tunnel,
+        chain: l.chain.clone(),
+        idle: std::time::Duration::ZERO,
         listener: l.config.address,
         peer: c.remote,
         upstream: attempt.host.addr,
@@ -128,5 +124,8 @@ pub(super) async fn tunnel(
     });
     let (mut rparts, _) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers, Upgrade::Keep);
+    if let Some(c) = set_cookie {
+        rparts.headers.append(http::header::SET_COOKIE, *c);
+    }
     Response::from_parts(rparts, ProxyBody::empty())
 }

@@ -10,7 +10,9 @@
 //! once, when its configuration is loaded — a hot restart is how certificates rotate.
 
 mod cert_error;
+mod san;
 mod stats;
+mod verify;
 mod x509;
 
 use std::path::PathBuf;
@@ -28,6 +30,7 @@ use rustls::{
     SupportedProtocolVersion,
 };
 
+pub use san::{SanMatcher, SanType, StringMatch};
 pub use stats::SslStats;
 pub use x509::not_after;
 
@@ -65,6 +68,9 @@ pub struct CommonSpec {
     pub cipher_suites: Vec<String>,
     /// `validation_context.trusted_ca`.
     pub trusted_ca: Option<PemSource>,
+    /// `validation_context.match_typed_subject_alt_names` (with the deprecated
+    /// `match_subject_alt_names` spelled out); empty: any name.
+    pub san_matchers: Vec<SanMatcher>,
 }
 
 /// `DownstreamTlsContext`.
@@ -80,6 +86,9 @@ pub struct ClientSpec {
     pub common: CommonSpec,
     /// `sni`: the server name sent; `None`: the endpoint's host name when it is a DNS name.
     pub sni: Option<String>,
+    /// The cluster's `auto_san_validation`: the certificate must be valid for the server name
+    /// the connection sends (the request's host, with `auto_sni`), whatever SAN matchers say.
+    pub auto_san_validation: bool,
 }
 
 /// A TLS setting that cannot be used. `field` is relative to the TLS context
@@ -110,6 +119,9 @@ pub struct ServerTls {
 #[derive(Clone, Debug)]
 pub struct ClientTls {
     pub config: Arc<ClientConfig>,
+    /// `config` offering `http/1.1` alone, when `config` offers `h2` too: for a connection
+    /// that may switch protocols (WebSocket), which only HTTP/1.1 can.
+    pub http1_config: Option<Arc<ClientConfig>>,
     pub sni: Option<String>,
 }
 
@@ -386,6 +398,7 @@ pub fn server_config(spec: &ServerSpec, now: SystemTime) -> Result<ServerTls, Tl
         .with_protocol_versions(&versions)
         .map_err(|e| TlsError::new("common_tls_context.tls_params", e.to_string()))?;
     let ca_field = "common_tls_context.validation_context.trusted_ca";
+    check_san_needs_ca(common)?;
     let builder = match &common.trusted_ca {
         Some(ca) => {
             let roots = roots(ca, ca_field)?;
@@ -398,7 +411,14 @@ pub fn server_config(spec: &ServerSpec, now: SystemTime) -> Result<ServerTls, Tl
             let v = b
                 .build()
                 .map_err(|e| TlsError::new(ca_field, format!("could not build verifier: {e}")))?;
-            builder.with_client_cert_verifier(v)
+            if common.san_matchers.is_empty() {
+                builder.with_client_cert_verifier(v)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(verify::SanClientVerifier::new(
+                    v,
+                    common.san_matchers.clone(),
+                )))
+            }
         }
         None if spec.require_client_certificate => return Err(TlsError::new(
             "require_client_certificate",
@@ -431,8 +451,27 @@ pub fn client_config(spec: &ClientSpec, now: SystemTime) -> Result<ClientTls, Tl
         .with_protocol_versions(&versions)
         .map_err(|e| TlsError::new("common_tls_context.tls_params", e.to_string()))?;
     let ca_field = "common_tls_context.validation_context.trusted_ca";
+    check_san_needs_ca(common)?;
+    if spec.auto_san_validation && common.trusted_ca.is_none() {
+        return Err(TlsError::new(
+            "common_tls_context.validation_context.trusted_ca",
+            "required by the cluster's auto_san_validation, to verify the certificate it validates the name of",
+        ));
+    }
     let builder = match &common.trusted_ca {
-        Some(ca) => builder.with_root_certificates(roots(ca, ca_field)?),
+        // Envoy's SAN override: the name sent replaces the matchers.
+        Some(ca) if common.san_matchers.is_empty() || spec.auto_san_validation => {
+            builder.with_root_certificates(roots(ca, ca_field)?)
+        }
+        // As Envoy with SAN matchers: the chain is verified, then the names matched; the
+        // server name itself is not compared.
+        Some(ca) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::SanServerVerifier::new(
+                roots(ca, ca_field)?,
+                provider.clone(),
+                common.san_matchers.clone(),
+            ))),
         None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoCertVerify(provider.clone()))),
@@ -475,10 +514,28 @@ pub fn client_config(spec: &ClientSpec, now: SystemTime) -> Result<ClientTls, Tl
             ));
         }
     }
+    let offers = |p: &[u8]| config.alpn_protocols.iter().any(|a| a == p);
+    let http1_config = (offers(b"h2") && offers(b"http/1.1")).then(|| {
+        let mut c = config.clone();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(c)
+    });
     Ok(ClientTls {
         config: Arc::new(config),
+        http1_config,
         sni: spec.sni.clone(),
     })
+}
+
+/// Envoy 1.40 refuses SAN matchers without a `trusted_ca`, in its words.
+fn check_san_needs_ca(common: &CommonSpec) -> Result<(), TlsError> {
+    if common.trusted_ca.is_none() && !common.san_matchers.is_empty() {
+        return Err(TlsError::new(
+            "common_tls_context.validation_context.match_typed_subject_alt_names",
+            "SAN-based verification of peer certificates without trusted CA is insecure and not allowed",
+        ));
+    }
+    Ok(())
 }
 
 /// Accepts any server certificate; still checks the handshake signature with it.

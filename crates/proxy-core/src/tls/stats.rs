@@ -1,6 +1,6 @@
 //! Envoy's TLS stats under a prefix (`listener.<address>.ssl.*`, `cluster.<name>.ssl.*`):
 //! `handshake`, `connection_error`, `session_reused`, `no_certificate`, `fail_verify_no_cert`,
-//! `fail_verify_error`, `versions.<TLSv1.x>`, `ciphers.<name>`, `curves.<name>`. Every handle is
+//! `fail_verify_error`, `fail_verify_san`, `versions.<TLSv1.x>`, `ciphers.<name>`, `curves.<name>`. Every handle is
 //! created up front so a handshake only touches atomics.
 
 use std::io;
@@ -26,6 +26,8 @@ pub struct SslStats {
     pub no_certificate: Counter,
     pub fail_verify_no_cert: Counter,
     pub fail_verify_error: Counter,
+    /// The chain verified, but no subject alternative name matched.
+    pub fail_verify_san: Counter,
     tls12: Counter,
     tls13: Counter,
     ciphers: Vec<Counter>,
@@ -43,6 +45,7 @@ impl SslStats {
             no_certificate: c("no_certificate"),
             fail_verify_no_cert: c("fail_verify_no_cert"),
             fail_verify_error: c("fail_verify_error"),
+            fail_verify_san: c("fail_verify_san"),
             tls12: c("versions.TLSv1.2"),
             tls13: c("versions.TLSv1.3"),
             ciphers: SUITES
@@ -87,12 +90,30 @@ impl SslStats {
 
     /// Count a failed handshake; `e` is what tokio-rustls returned.
     pub fn record_error(&self, e: &io::Error) {
-        self.connection_error.inc();
         let tls = e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        // A name check failing is not a connection error to Envoy 1.40 (seen: an upstream
+        // SAN mismatch counts `fail_verify_san` 1, `connection_error` 0).
+        let san = matches!(
+            tls,
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure
+                    | rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. },
+            ))
+        );
+        if !san {
+            self.connection_error.inc();
+        }
         match tls {
             Some(rustls::Error::NoCertificatesPresented) => self.fail_verify_no_cert.inc(),
+            // SAN matchers, or the name sent (`auto_san_validation`, Baton's own check).
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure
+                | rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => self.fail_verify_san.inc(),
             Some(rustls::Error::InvalidCertificate(_)) => self.fail_verify_error.inc(),
             _ => {}
         }

@@ -181,6 +181,7 @@ fn client_config_checks_sni_and_ca() {
                 ..Default::default()
             },
             sni: Some("up.test".into()),
+            auto_san_validation: false,
         },
         SystemTime::now(),
     )

@@ -65,6 +65,87 @@ pub fn subject_public_key_info(der: &[u8]) -> Option<&[u8]> {
     (tag == SEQUENCE).then(|| &rest[..rest.len() - after.len()])
 }
 
+/// One `subjectAltName` entry of the kinds Envoy matches (RFC 5280 §4.2.1.6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GeneralName {
+    /// `rfc822Name`.
+    Email(String),
+    Dns(String),
+    Uri(String),
+    IpAddress(std::net::IpAddr),
+}
+
+/// The `subjectAltName` OID, 2.5.29.17.
+const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11];
+const OID: u8 = 0x06;
+const OCTET_STRING: u8 = 0x04;
+/// `[3] EXPLICIT extensions` of `tbsCertificate`.
+const EXTENSIONS: u8 = 0xa3;
+
+/// The certificate's DNS, URI, email and IP address alternative names (other kinds left
+/// out); empty without the extension, `None` if `der` is not a certificate this can read.
+pub fn subject_alt_names(der: &[u8]) -> Option<Vec<GeneralName>> {
+    let rest = from_validity(der)?;
+    // validity, subject, subjectPublicKeyInfo; then issuerUniqueID [1], subjectUniqueID [2]
+    // and extensions [3], each optional.
+    let mut rest = tlv(tlv(tlv(rest)?.2)?.2)?.2;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (tag, body, after) = tlv(rest)?;
+        rest = after;
+        if tag != EXTENSIONS {
+            continue;
+        }
+        let (tag, mut exts, _) = tlv(body)?;
+        if tag != SEQUENCE {
+            return None;
+        }
+        while !exts.is_empty() {
+            let (tag, ext, after) = tlv(exts)?;
+            exts = after;
+            if tag != SEQUENCE {
+                return None;
+            }
+            let (tag, oid, mut fields) = tlv(ext)?;
+            if tag != OID || oid != SAN_OID {
+                continue;
+            }
+            // `critical BOOLEAN DEFAULT FALSE`, then the value.
+            let (mut tag, mut value, after) = tlv(fields)?;
+            if tag == 0x01 {
+                fields = after;
+                (tag, value, _) = tlv(fields)?;
+            }
+            if tag != OCTET_STRING {
+                return None;
+            }
+            let (tag, mut names, _) = tlv(value)?;
+            if tag != SEQUENCE {
+                return None;
+            }
+            while !names.is_empty() {
+                let (tag, v, after) = tlv(names)?;
+                names = after;
+                let text = || String::from_utf8(v.to_vec()).ok();
+                let name = match tag {
+                    0x81 => GeneralName::Email(text()?),
+                    0x82 => GeneralName::Dns(text()?),
+                    0x86 => GeneralName::Uri(text()?),
+                    0x87 => match v.len() {
+                        4 => GeneralName::IpAddress(<[u8; 4]>::try_from(v).ok()?.into()),
+                        16 => GeneralName::IpAddress(<[u8; 16]>::try_from(v).ok()?.into()),
+                        _ => return None,
+                    },
+                    // otherName, x400Address, directoryName, ediPartyName, registeredID.
+                    _ => continue,
+                };
+                out.push(name);
+            }
+        }
+    }
+    Some(out)
+}
+
 /// The certificate's `notAfter`, or `None` if `der` is not a certificate this can read.
 pub fn not_after(der: &[u8]) -> Option<SystemTime> {
     let rest = from_validity(der)?;
@@ -118,6 +199,37 @@ mod tests {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
         assert_eq!(days_from_civil(2038, 1, 19), 24_855);
+    }
+
+    #[test]
+    fn reads_subject_alt_names_of_every_kind() {
+        let mut p = rcgen::CertificateParams::new(vec!["a.example".to_owned()]).unwrap();
+        p.subject_alt_names.extend([
+            rcgen::SanType::URI("spiffe://td/ns/x".try_into().unwrap()),
+            rcgen::SanType::Rfc822Name("ops@example.com".try_into().unwrap()),
+            rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()),
+            rcgen::SanType::IpAddress("::1".parse().unwrap()),
+            rcgen::SanType::DnsName("*.wild.example".try_into().unwrap()),
+        ]);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        let names = subject_alt_names(cert.der()).unwrap();
+        assert_eq!(
+            names,
+            vec![
+                GeneralName::Dns("a.example".into()),
+                GeneralName::Uri("spiffe://td/ns/x".into()),
+                GeneralName::Email("ops@example.com".into()),
+                GeneralName::IpAddress("127.0.0.1".parse().unwrap()),
+                GeneralName::IpAddress("::1".parse().unwrap()),
+                GeneralName::Dns("*.wild.example".into()),
+            ]
+        );
+        // No extension: no names.
+        let p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(subject_alt_names(cert.der()), Some(vec![]));
+        assert!(subject_alt_names(b"").is_none());
     }
 
     #[test]
