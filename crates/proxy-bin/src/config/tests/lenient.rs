@@ -119,7 +119,7 @@ fn enum_values_are_read_in_any_case_and_as_numbers() {
     let v = set(
         base(),
         &format!("{CLUSTER0}/lb_policy"),
-        json!("cluster_provided"),
+        json!("load_balancing_policy_config"),
     );
     let e = parse_value(&v).unwrap_err();
     assert_eq!(e.0[0].path, "static_resources.clusters[0].lb_policy");
