@@ -35,6 +35,8 @@ pub struct LogCapture {
     /// The client `xff_num_trusted_hops` found in `x-forwarded-for`, for
     /// `%DOWNSTREAM_REMOTE_ADDRESS%` (`None`: the peer).
     pub downstream_remote: Option<SocketAddr>,
+    /// Set by the filters (`set_metadata`, `header_to_metadata`).
+    pub dynamic_metadata: Option<crate::metadata::DynamicMetadata>,
 }
 
 /// What a connection's line says (a listener's `access_log`, `tcp_proxy`'s), written when it
@@ -96,6 +98,7 @@ impl LogCapture {
             upstream_host: None,
             upstream_cluster: None,
             downstream_remote: None,
+            dynamic_metadata: None,
         })
     }
 }
@@ -160,6 +163,7 @@ impl AccessLogs {
             downstream_local: downstream.1,
             upstream_transport_failure_reason: None,
             local_reply_body: None,
+            dynamic_metadata: cap.dynamic_metadata.as_ref(),
         };
         self.write_record(&rec);
     }
@@ -189,6 +193,7 @@ impl AccessLogs {
             downstream_local: c.local,
             upstream_transport_failure_reason: None,
             local_reply_body: None,
+            dynamic_metadata: None,
         };
         self.write_record(&rec);
     }

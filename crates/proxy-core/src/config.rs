@@ -13,19 +13,23 @@ use http::{HeaderName, StatusCode};
 use regex::Regex;
 
 mod chain;
+mod compress;
 mod filters;
 mod health;
 mod local_reply;
+mod metadata;
 mod upstream;
 
 pub use chain::{
     ChainDigest, ChainId, ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy,
 };
+pub use compress::*;
 pub use filters::*;
 pub use local_reply::{
     BodyFormat, BodyKind, CompareOp, Comparison, JsonValue, LocalReplyConfig, Mapper, ReplyFilter,
     ReplyHeader,
 };
+pub use metadata::*;
 
 pub use upstream::{
     ConnectionLimits, H2Keepalive, Http2Settings, TcpKeepalive, UpstreamOptions,
@@ -585,6 +589,8 @@ pub struct ForwardAction {
     /// Whole-response timeout (Envoy default 15 s); `None`: disabled (`0s`).
     pub timeout: Option<Duration>,
     pub retry_policy: Option<RetryPolicy>,
+    /// `hash_policy[]`, in order: the hash a RING_HASH or MAGLEV cluster picks a host by.
+    pub hash_policy: Vec<HashPolicy>,
     /// `weighted_clusters.clusters[].typed_per_filter_config`, in the order of
     /// [`ClusterSpecifier::Weighted`]'s clusters; empty when none has any.
     pub weighted_filter_configs: Vec<FilterConfigs>,
@@ -604,6 +610,33 @@ impl RegexRewrite {
     pub fn apply<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
         self.regex.replace_all(text, self.substitution.as_str())
     }
+}
+
+/// One `route.hash_policy[]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashPolicy {
+    pub kind: HashOn,
+    /// `terminal`: once a hash exists, later policies are skipped.
+    pub terminal: bool,
+}
+
+/// What a hash policy hashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashOn {
+    /// `header.header_name` (lower case): every value, sorted, hashed as one string.
+    Header(http::header::HeaderName),
+    /// `cookie`: the request's cookie `name`; with `ttl`, one is generated (and set on the
+    /// response) when the request has none.
+    Cookie {
+        name: String,
+        /// `ttl` in seconds; `None`: never generated.
+        ttl: Option<u64>,
+        path: String,
+    },
+    /// `connection_properties.source_ip`.
+    SourceIp,
+    /// `query_parameter.name`: its first value, as written.
+    QueryParameter(String),
 }
 
 /// Which cluster a route sends to.
@@ -833,6 +866,67 @@ pub enum LbPolicy {
     /// `CLUSTER_PROVIDED`: the cluster chooses its host (an `ORIGINAL_DST` cluster's only
     /// policy).
     ClusterProvided,
+    /// `RING_HASH` with `ring_hash_lb_config`.
+    RingHash(RingHash),
+    /// `MAGLEV` with `maglev_lb_config`.
+    Maglev(Maglev),
+}
+
+impl LbPolicy {
+    /// A consistent-hashing policy: picks by the route's `hash_policy` hash.
+    pub fn hashes(&self) -> bool {
+        matches!(self, LbPolicy::RingHash(_) | LbPolicy::Maglev(_))
+    }
+}
+
+/// What a host is hashed as on a ring or Maglev table: its `envoy.lb` `hash_key` metadata when
+/// set, else its address (`ip:port`), or its DNS name with
+/// `common_lb_config.consistent_hashing_lb_config.use_hostname_for_hashing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HashKey {
+    #[default]
+    Address,
+    Hostname,
+}
+
+/// `ring_hash_lb_config`, as Envoy 1.40 builds the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingHash {
+    /// `minimum_ring_size` (Envoy default 1024).
+    pub minimum_ring_size: u64,
+    /// `maximum_ring_size` (Envoy default 8M).
+    pub maximum_ring_size: u64,
+    /// `hash_function` `MURMUR_HASH_2` (else `XX_HASH`).
+    pub murmur: bool,
+    pub key: HashKey,
+}
+
+impl Default for RingHash {
+    fn default() -> Self {
+        Self {
+            minimum_ring_size: 1024,
+            maximum_ring_size: 8 * 1024 * 1024,
+            murmur: false,
+            key: HashKey::Address,
+        }
+    }
+}
+
+/// `maglev_lb_config`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Maglev {
+    /// `table_size`, a prime (Envoy default 65537).
+    pub table_size: u64,
+    pub key: HashKey,
+}
+
+impl Default for Maglev {
+    fn default() -> Self {
+        Self {
+            table_size: 65537,
+            key: HashKey::Address,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -316,6 +316,7 @@ fn hcm() -> HttpConnectionManager {
         host_rewrite_path_regex: None,
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
+        hash_policy: Vec::new(),
         weighted_filter_configs: vec![],
     });
     HttpConnectionManager {

@@ -12,6 +12,7 @@ mod de;
 mod filters;
 mod headers;
 mod health;
+mod lb;
 mod listener;
 mod local_reply;
 mod raw;

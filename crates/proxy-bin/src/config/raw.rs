@@ -203,6 +203,16 @@ pub(crate) struct TcpProxy {
     pub max_connect_attempts: Option<UInt32>,
     #[serde(default)]
     pub access_log: Vec<AccessLog>,
+    #[serde(default)]
+    pub hash_policy: Vec<TcpHashPolicy>,
+}
+
+/// `tcp_proxy.hash_policy[]` (`type.v3.HashPolicy`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TcpHashPolicy {
+    pub source_ip: Option<super::de::Empty>,
+    pub filter_state: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -631,6 +641,8 @@ pub(crate) struct RouteAction {
     pub host_rewrite_path_regex: Option<RegexMatchAndSubstitute>,
     pub timeout: Option<Dur>,
     pub retry_policy: Option<RetryPolicy>,
+    #[serde(default)]
+    pub hash_policy: Vec<super::lb::RawHashPolicy>,
     /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
     pub cors: Option<Value>,
 }
@@ -754,7 +766,9 @@ proto_enum! {
     pub(crate) enum LbPolicy {
         RoundRobin = ("ROUND_ROBIN", 0),
         LeastRequest = ("LEAST_REQUEST", 1),
+        RingHash = ("RING_HASH", 2),
         Random = ("RANDOM", 3),
+        Maglev = ("MAGLEV", 5),
         ClusterProvided = ("CLUSTER_PROVIDED", 6),
     }
 }
@@ -778,6 +792,8 @@ pub(crate) struct Cluster {
     pub kind: Option<DiscoveryType>,
     pub connect_timeout: Option<Dur>,
     pub lb_policy: Option<LbPolicy>,
+    pub ring_hash_lb_config: Option<super::lb::RingHashLbConfig>,
+    pub maglev_lb_config: Option<super::lb::MaglevLbConfig>,
     pub load_assignment: Option<LoadAssignment>,
     pub dns_lookup_family: Option<DnsLookupFamily>,
     pub dns_refresh_rate: Option<Dur>,

@@ -47,6 +47,8 @@ pub struct Record<'a> {
     /// `%LOCAL_REPLY_BODY%`: the body of Baton's own reply, when a local reply's body is being
     /// formatted (`local_reply_config`); `None` elsewhere.
     pub local_reply_body: Option<&'a str>,
+    /// The request's dynamic metadata, if a filter set any.
+    pub dynamic_metadata: Option<&'a crate::metadata::DynamicMetadata>,
 }
 
 /// A format string that could not be parsed.
@@ -95,6 +97,8 @@ enum Op {
     DownstreamLocalAddress,
     DownstreamLocalAddressWithoutPort,
     LocalReplyBody,
+    /// `%DYNAMIC_METADATA(NAMESPACE:KEY:...)%`.
+    DynamicMetadata(String, Vec<String>),
 }
 
 #[derive(Clone, Debug)]
@@ -157,6 +161,17 @@ fn build_op(name: &str, args: Option<&str>) -> Result<Op, FormatError> {
         "RESP" => {
             let (k, alt) = header_args(name, args)?;
             return Ok(Op::Resp(k, alt));
+        }
+        "DYNAMIC_METADATA" => {
+            let args = args.filter(|a| !a.is_empty()).ok_or_else(|| {
+                bad(
+                    name,
+                    "expected a namespace (and keys) in parentheses, NAMESPACE:KEY:...",
+                )
+            })?;
+            let mut parts = args.split(':').map(str::to_owned);
+            let ns = parts.next().unwrap_or_default();
+            return Ok(Op::DynamicMetadata(ns, parts.collect()));
         }
         "RESPONSE_CODE" => Op::ResponseCode,
         "RESPONSE_FLAGS" => Op::ResponseFlags,
@@ -431,5 +446,9 @@ fn write_op(op: &Op, rec: &Record<'_>, out: &mut String) {
             Some(b) => out.push_str(b),
             None => out.push('-'),
         },
+        Op::DynamicMetadata(ns, path) => {
+            let v = rec.dynamic_metadata.and_then(|m| m.render(ns, path));
+            push_or_dash(out, v.as_deref());
+        }
     }
 }

@@ -62,6 +62,7 @@ impl Fixture {
             downstream_local: addr("[::1]:8080"),
             upstream_transport_failure_reason: None,
             local_reply_body: None,
+            dynamic_metadata: None,
         }
     }
 }
@@ -111,6 +112,7 @@ fn default_format_with_nothing_known_prints_dashes() {
         downstream_local: addr("127.0.0.1:2"),
         upstream_transport_failure_reason: None,
         local_reply_body: None,
+        dynamic_metadata: None,
     };
     let mut out = String::new();
     Format::envoy_default().write(&rec, &mut out);

@@ -32,6 +32,12 @@ pub enum HttpFilter {
     Cors,
     /// `envoy.filters.http.csrf`.
     Csrf(Box<CsrfPolicy>),
+    /// `envoy.filters.http.compressor`.
+    Compressor(Box<super::CompressorFilter>),
+    /// `envoy.filters.http.set_metadata`.
+    SetMetadata(Box<super::SetMetadata>),
+    /// `envoy.filters.http.header_to_metadata`.
+    HeaderToMetadata(Box<super::HeaderToMetadata>),
 }
 
 /// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered
@@ -170,6 +176,7 @@ pub enum RouteFilterConfig {
     Cors(Box<CorsPolicy>),
     /// A route's `CsrfPolicy` replaces the filter's.
     Csrf(Box<CsrfPolicy>),
+    Compressor(super::CompressorPerRoute),
 }
 
 /// `typed_per_filter_config` of one level: filter name → its entry.

@@ -148,6 +148,7 @@ fn record<'a>(
         downstream_local: cx.c.local,
         upstream_transport_failure_reason: None,
         local_reply_body: Some(body),
+        dynamic_metadata: cap.and_then(|c| c.dynamic_metadata.as_ref()),
     }
 }
 

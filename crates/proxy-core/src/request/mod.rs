@@ -7,6 +7,7 @@ mod ahead;
 mod attempt;
 mod filters;
 mod forward;
+pub(crate) mod hash;
 pub mod local;
 mod local_reply;
 mod mutate;
@@ -154,8 +155,8 @@ pub async fn handle(
     if let Some(m) = matched.and_then(|r| r.mutations.as_deref()) {
         mutate_response(cx, m, seen.as_deref(), &mut resp, &tracker);
     }
-    if let Some(d) = &pre {
-        filters::encode(&d.passed, &mut resp);
+    if let Some(d) = pre.as_deref_mut() {
+        filters::encode(cx, &mut d.passed, &mut resp, &mut tracker);
     }
     Ok(finish(cx, resp, tracker, request_id))
 }
