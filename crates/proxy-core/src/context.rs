@@ -19,7 +19,7 @@ use crate::handover::{Handover, Kind, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
+    CodeCounters, CompressorStats, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
     HttpInspectorStats, HttpStats, ListenerStats, LocalRateLimitStats, ProxyProtoStats,
     TcpProxyStats,
 };
@@ -108,6 +108,10 @@ pub struct ListenerShared {
     /// The local rate limit filter's stats, by `stat_prefix` (the listener's filter's and its
     /// routes').
     pub local_rate_limit_stats: Vec<(String, LocalRateLimitStats)>,
+    /// `http.<prefix>.set_metadata.overwrite_denied`, with a `set_metadata` filter.
+    pub set_metadata_overwrite_denied: Option<shm_stats::Counter>,
+    /// Each compressor filter's stats, by its index in `http.http_filters`.
+    pub compressor_stats: Vec<(usize, CompressorStats)>,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<AccessLogs>,
     /// Its connections may move to the next generation: a cleartext chain.

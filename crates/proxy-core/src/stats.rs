@@ -49,6 +49,10 @@ pub struct HttpStats {
     pub downstream_rq_rx_reset: Counter,
     /// A request body over the buffer filter's `max_request_bytes` (413).
     pub downstream_rq_too_large: Counter,
+    /// `normalize_path` or `path_with_escaped_slashes_action` refused a path (400).
+    pub downstream_rq_failed_path_normalization: Counter,
+    /// `UNESCAPE_AND_REDIRECT` redirected a path (307).
+    pub downstream_rq_redirected_with_normalized_path: Counter,
     pub downstream_rq_time: Histogram,
     pub no_route: Counter,
     pub rq_direct_response: Counter,
@@ -297,6 +301,8 @@ impl HttpStats {
                 downstream_rq_header_timeout: counter,
                 downstream_rq_rx_reset: counter,
                 downstream_rq_too_large: counter,
+                downstream_rq_failed_path_normalization: counter,
+                downstream_rq_redirected_with_normalized_path: counter,
                 downstream_rq_time: histogram,
                 no_route: counter,
                 rq_direct_response: counter,
@@ -717,6 +723,80 @@ impl LocalRateLimitStats {
                 rate_limited: counter,
                 shadow_mode: counter,
             }
+        )
+    }
+}
+
+// === CompressorStats ===
+
+/// `http.<stat_prefix>.compressor.<library name>.<gzip|brotli|zstd>.*`: one compressor
+/// filter's. The direction counters of the response are under `response.` when the filter has
+/// a `response_direction_config`, as Envoy keeps them; the request's always under `request.`.
+#[derive(Debug)]
+pub struct CompressorStats {
+    pub response: CompressorDirectionStats,
+    pub request: CompressorDirectionStats,
+    pub no_accept_header: Counter,
+    pub header_identity: Counter,
+    pub header_compressor_used: Counter,
+    pub header_compressor_overshadowed: Counter,
+    pub header_wildcard: Counter,
+    pub header_not_valid: Counter,
+    pub not_compressed_etag: Counter,
+}
+
+/// One direction's counters of a compressor filter.
+#[derive(Debug, Clone)]
+pub struct CompressorDirectionStats {
+    pub compressed: Counter,
+    pub not_compressed: Counter,
+    pub total_uncompressed_bytes: Counter,
+    pub total_compressed_bytes: Counter,
+    pub content_length_too_small: Counter,
+}
+
+impl CompressorStats {
+    pub fn new(
+        store: &Store,
+        stat_prefix: &str,
+        library_name: &str,
+        library: &str,
+        response_scoped: bool,
+    ) -> Self {
+        let p = format!("http.{stat_prefix}.compressor.{library_name}.{library}");
+        let direction = |d: String| {
+            stat_struct!(
+                store,
+                d,
+                CompressorDirectionStats {
+                    compressed: counter,
+                    not_compressed: counter,
+                    total_uncompressed_bytes: counter,
+                    total_compressed_bytes: counter,
+                    content_length_too_small: counter,
+                }
+            )
+        };
+        let response = direction(if response_scoped {
+            format!("{p}.response")
+        } else {
+            p.clone()
+        });
+        let request = direction(format!("{p}.request"));
+        stat_struct!(
+            store,
+            p,
+            CompressorStats {
+                no_accept_header: counter,
+                header_identity: counter,
+                header_compressor_used: counter,
+                header_compressor_overshadowed: counter,
+                header_wildcard: counter,
+                header_not_valid: counter,
+                not_compressed_etag: counter,
+            },
+            response: response,
+            request: request
         )
     }
 }

@@ -22,7 +22,7 @@ use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, Kind, WorkerModes};
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
+    CodeCounters, CompressorStats, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
     HttpInspectorStats, HttpStats, ListenerStats, LocalRateLimitStats, ProxyProtoStats,
     TcpProxyStats,
 };
@@ -287,6 +287,16 @@ fn build_chain(
                 fault_stats: has(hcm, |f| matches!(f, config::HttpFilter::Fault(_)))
                     .then(|| FaultFilterStats::new(store, &hcm.stat_prefix)),
                 local_rate_limit_stats: local_rate_limit_stats(store, hcm),
+                compressor_stats: compressor_stats(store, hcm),
+                set_metadata_overwrite_denied: has(hcm, |f| {
+                    matches!(f, config::HttpFilter::SetMetadata(_))
+                })
+                .then(|| {
+                    store.counter(&format!(
+                        "http.{}.set_metadata.overwrite_denied",
+                        hcm.stat_prefix
+                    ))
+                }),
                 cors_stats: has(hcm, |f| matches!(f, config::HttpFilter::Cors))
                     .then(|| CorsStats::new(store, &hcm.stat_prefix)),
                 network_rbac: network_rbac(store, fc),
@@ -502,6 +512,28 @@ fn network_rbac(
 
 fn has(hcm: &config::HttpConnectionManager, is: impl Fn(&config::HttpFilter) -> bool) -> bool {
     hcm.http_filters.iter().any(|f| is(&f.filter))
+}
+
+fn compressor_stats(
+    store: &shm_stats::Store,
+    hcm: &config::HttpConnectionManager,
+) -> Vec<(usize, CompressorStats)> {
+    let filters = hcm.http_filters.iter().enumerate();
+    filters
+        .filter_map(|(i, f)| match &f.filter {
+            config::HttpFilter::Compressor(c) => Some((
+                i,
+                CompressorStats::new(
+                    store,
+                    &hcm.stat_prefix,
+                    &c.library_name,
+                    c.library.stat_name(),
+                    c.response_scoped_stats,
+                ),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 fn local_rate_limit_stats(

@@ -317,6 +317,7 @@ fn hcm() -> HttpConnectionManager {
         host_rewrite_path_regex: None,
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
+        hash_policy: Vec::new(),
         weighted_filter_configs: vec![],
     });
     HttpConnectionManager {
@@ -359,6 +360,13 @@ fn hcm() -> HttpConnectionManager {
         max_connection_duration: None,
         max_headers_count: 100,
         underscores: Default::default(),
+        xff_num_trusted_hops: 0,
+        add_user_agent: None,
+        normalize_path: false,
+        delayed_close_timeout: std::time::Duration::from_secs(1),
+        http2: Default::default(),
+        escaped_slashes: Default::default(),
+        local_reply: None,
     }
 }
 

@@ -317,10 +317,24 @@ fn tcp_proxy(raw: raw::TcpProxy, path: &str, errs: &mut Errors) -> Option<TcpPro
         }
     };
     let access_logs = super::listener::access_logs(raw.access_log, path, errs);
+    let hash_path = join(path, "hash_policy");
+    if raw.hash_policy.len() > 1 {
+        errs.push(&hash_path, "must have at most 1 item");
+    }
+    let mut hash_source_ip = false;
+    for (i, h) in raw.hash_policy.iter().enumerate() {
+        let at = format!("{hash_path}[{i}]");
+        match (&h.source_ip, &h.filter_state) {
+            (Some(_), None) => hash_source_ip = true,
+            (None, Some(_)) => errs.push(join(&at, "filter_state"), "is not supported by Baton"),
+            _ => errs.push(at, "needs exactly one of source_ip, filter_state"),
+        }
+    }
     if errs.0.len() != before {
         return None;
     }
     Some(TcpProxy {
+        hash_source_ip,
         stat_prefix: raw.stat_prefix,
         cluster: cluster?,
         idle_timeout: raw

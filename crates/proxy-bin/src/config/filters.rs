@@ -4,11 +4,13 @@
 //! configuration is parsed in its module below.
 
 mod buffer;
+mod compressor;
 mod cors;
 mod csrf;
 mod fault;
 mod health_check;
 mod local_ratelimit;
+mod metadata;
 mod per_route;
 mod rbac;
 
@@ -27,7 +29,7 @@ pub(crate) use rbac::{
 
 /// The filters Baton has, by the type URL of their `typed_config`.
 const SUPPORTED: &str =
-    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer, envoy.filters.http.fault, envoy.filters.http.local_ratelimit, envoy.filters.http.cors, envoy.filters.http.csrf and envoy.filters.http.rbac";
+    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer, envoy.filters.http.fault, envoy.filters.http.local_ratelimit, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.rbac, envoy.filters.http.compressor, envoy.filters.http.set_metadata and envoy.filters.http.header_to_metadata";
 
 /// The filters before the router, and the router's `suppress_envoy_headers`. The router must
 /// be there, last.
@@ -105,6 +107,13 @@ fn filter(f: raw::HttpFilter, p: &str) -> Result<Parsed, ConfigError> {
         fault::TYPE => HttpFilter::Fault(Box::new(fault::parse(rest, &tc_path)?)),
         csrf::TYPE => HttpFilter::Csrf(Box::new(csrf::parse(rest, &tc_path)?)),
         rbac::TYPE => HttpFilter::Rbac(Box::new(rbac::parse(rest, &tc_path)?)),
+        compressor::TYPE => HttpFilter::Compressor(Box::new(compressor::parse(rest, &tc_path)?)),
+        metadata::SET_TYPE => {
+            HttpFilter::SetMetadata(Box::new(metadata::parse_set(rest, &tc_path)?))
+        }
+        metadata::HEADER_TYPE => {
+            HttpFilter::HeaderToMetadata(Box::new(metadata::parse_header(rest, &tc_path)?))
+        }
         cors::TYPE => {
             cors::parse_filter(rest, &tc_path)?;
             HttpFilter::Cors

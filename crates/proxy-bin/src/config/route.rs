@@ -557,6 +557,11 @@ fn forward(
         Some(r) => Some(retry_policy(r, &join(path, "retry_policy"), errs)?),
         None => None,
     };
+    let hash_policy = super::lb::hash_policies(
+        std::mem::take(&mut raw.hash_policy),
+        &join(path, "hash_policy"),
+        errs,
+    );
     if errs.0.len() != before {
         return None;
     }
@@ -572,6 +577,7 @@ fn forward(
             Some(d) => d.nonzero(),
         },
         retry_policy,
+        hash_policy,
         weighted_filter_configs,
     }))
 }

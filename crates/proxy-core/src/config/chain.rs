@@ -56,6 +56,8 @@ pub struct TcpProxy {
     pub max_connect_attempts: u32,
     /// `access_log`: one line per connection when it closes.
     pub access_logs: Vec<super::AccessLog>,
+    /// `hash_policy[0].source_ip`: a RING_HASH or MAGLEV cluster picks by the client's IP.
+    pub hash_source_ip: bool,
 }
 
 /// `filter_chain_match`: every criterion left empty matches anything.

@@ -34,6 +34,12 @@ pub enum HttpFilter {
     Csrf(Box<CsrfPolicy>),
     /// `envoy.filters.http.rbac`.
     Rbac(Box<super::RbacFilter>),
+    /// `envoy.filters.http.compressor`.
+    Compressor(Box<super::CompressorFilter>),
+    /// `envoy.filters.http.set_metadata`.
+    SetMetadata(Box<super::SetMetadata>),
+    /// `envoy.filters.http.header_to_metadata`.
+    HeaderToMetadata(Box<super::HeaderToMetadata>),
 }
 
 /// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered
@@ -175,6 +181,7 @@ pub enum RouteFilterConfig {
     /// `RBACPerRoute.rbac` replaces the filter's rules (its stats stay the filter's); without
     /// rules the filter lets everything through, uncounted.
     Rbac(Box<super::Rbac>),
+    Compressor(super::CompressorPerRoute),
 }
 
 /// `typed_per_filter_config` of one level: filter name → its entry.
