@@ -29,6 +29,7 @@ fn forward(cluster: &str) -> RouteAction {
         regex_rewrite: None,
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
+        hash_policy: Vec::new(),
         weighted_filter_configs: Vec::new(),
         cluster_not_found_response_code: http::StatusCode::SERVICE_UNAVAILABLE,
         mirrors: Vec::new(),

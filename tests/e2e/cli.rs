@@ -97,7 +97,11 @@ fn validate_rejects_bad_configs_naming_the_field_and_binds_nothing() {
         ),
         (
             "bad lb_policy",
-            set(base.clone(), &format!("{c0}/lb_policy"), json!("MAGLEV")),
+            set(
+                base.clone(),
+                &format!("{c0}/lb_policy"),
+                json!("CLUSTER_PROVIDED"),
+            ),
             "static_resources.clusters[0].lb_policy",
         ),
         (

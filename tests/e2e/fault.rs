@@ -274,3 +274,39 @@ fn fault_configs_are_checked() {
         "{err}"
     );
 }
+
+/// An active fault counts until its stream ends, not only until the response head: Envoy
+/// releases it when the filter is destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_fault_lasts_until_the_response_body_ends() {
+    use http_body_util::BodyExt as _;
+    let up = Upstream::echo("a").await;
+    let config = Config::new()
+        .hcm(
+            "http_filters",
+            json!([
+                {"name": NAME, "typed_config": {"@type": FAULT,
+                    "delay": {"fixed_delay": "0.001s", "percentage": hundred()}}},
+                {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
+            ]),
+        )
+        .route(json!({"match": {"prefix": "/"}, "route": {"cluster": "up"}}))
+        .cluster(cluster("up", &[up.port()]))
+        .render();
+    let baton = Baton::start(&config).await;
+    let gauge = "http.ingress_http.fault.active_faults";
+    let mut c = H1::connect(baton.addr()).await.unwrap();
+    // Five chunks, 50 ms apart.
+    let resp = c.send_streaming(get_req("h", "/slow/5")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(baton.stat(gauge).await, Some(1), "the body is still coming");
+    let body = within(10, "the body", resp.into_body().collect())
+        .await
+        .unwrap();
+    assert_eq!(body.to_bytes().len(), 5 * "chunk 0\n".len());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while baton.stat(gauge).await != Some(0) && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(baton.stat(gauge).await, Some(0));
+}

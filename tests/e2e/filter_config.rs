@@ -3,6 +3,7 @@
 //! `is_optional`) and `envoy.filters.http.buffer` (issue 19). Expected responses were taken from
 //! Envoy 1.40 on the same configurations.
 
+use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -273,4 +274,45 @@ async fn a_weighted_clusters_config_is_the_most_specific() {
         let r = post(&baton, path, len).await;
         assert_eq!(r.status, status, "{path} with {len} bytes: {}", r.text());
     }
+}
+
+/// The buffer filter keeps a request's trailers: they follow the buffered body to an HTTP/2
+/// upstream (the echo sends them back as its response's trailers), as Envoy forwards them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_request_trailers_reach_the_upstream() {
+    let up = Upstream::echo_h2("h2").await;
+    let config = Config::new()
+        .hcm("http_filters", json!([buffer(1024, false), router()]))
+        .route(json!({"match": {"prefix": "/"}, "route": {"cluster": "up"}}))
+        .cluster(with(
+            cluster("up", &[up.port()]),
+            "typed_extension_protocol_options",
+            http2_options(),
+        ))
+        .render();
+    let baton = Baton::start(&config).await;
+    let mut c = H2::connect(baton.addr()).await.unwrap();
+    let (mut tx, body) = channel_body(4);
+    let req = request("POST", "h", "/t", body);
+    let send = tokio::spawn(async move {
+        let resp = c.sender.send_request(req).await.unwrap();
+        resp.into_body().collect().await.unwrap()
+    });
+    tx.send_data(bytes::Bytes::from_static(b"hello "))
+        .await
+        .unwrap();
+    tx.send_data(bytes::Bytes::from_static(b"world"))
+        .await
+        .unwrap();
+    let mut t = http::HeaderMap::new();
+    t.insert("x-checksum", "abc".parse().unwrap());
+    tx.send_trailers(t).await.unwrap();
+    drop(tx);
+    let got = within(10, "the echoed body", send).await.unwrap();
+    let trailers = got.trailers().cloned();
+    assert_eq!(&got.to_bytes()[..], b"hello world");
+    let trailers = trailers.expect("the request's trailers came back");
+    assert_eq!(trailers["x-checksum"], "abc");
+    // The upstream saw the length the filter set.
+    assert_eq!(up.last().header("content-length"), Some("11"));
 }

@@ -2,7 +2,7 @@
 //! `via`, `always_set_request_id_in_response`, `preserve_external_request_id`,
 //! `skip_xff_append`, `merge_slashes` and `common_http_protocol_options`'
 //! `max_requests_per_connection`, `max_connection_duration`, `max_headers_count`,
-//! `headers_with_underscores_action`. The expected answers are what Envoy 1.40 gave on the same
+//! `headers_with_underscores_action`, `add_user_agent` and `delayed_close_timeout`. The expected answers are what Envoy 1.40 gave on the same
 //! configuration (one listener per option set, the same requests, an origin that may send its
 //! own `server`).
 
@@ -16,14 +16,14 @@ use crate::support::*;
 
 /// A response read off a raw connection: the head's fields (lower-case names, in order) and
 /// the body.
-struct Raw {
-    status: u16,
-    fields: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Raw {
+    pub(crate) status: u16,
+    pub(crate) fields: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Raw {
-    fn field(&self, name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(n, _)| n == name)
@@ -78,12 +78,12 @@ async fn exchange_on(s: &mut TcpStream, req: &str) -> Raw {
 }
 
 /// One request on a fresh connection.
-async fn exchange(baton: &Baton, req: &str) -> Raw {
+pub(crate) async fn exchange(baton: &Baton, req: &str) -> Raw {
     let mut s = TcpStream::connect(baton.addr()).await.expect("connect");
     exchange_on(&mut s, req).await
 }
 
-fn get(path: &str, extra: &str) -> String {
+pub(crate) fn get(path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nhost: h\r\n{extra}\r\n")
 }
 
@@ -324,4 +324,89 @@ fn bad_option_values_are_refused_with_their_path() {
         assert!(out.contains(path), "{field}: {out}");
         assert!(out.contains(words), "{field}: {out}");
     }
+}
+
+/// `add_user_agent`: what the origin got (`user-agent`, `x-envoy-downstream-service-cluster`)
+/// for each request, as Envoy 1.40 forwarded them, with `--service-cluster svc` and without
+/// (an empty service cluster: both fields empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_user_agent_names_the_service_cluster() {
+    let up = Upstream::echo("up").await;
+    let config = Config::new()
+        .hcm("add_user_agent", json!(true))
+        .route(route("/", "up", json!({})))
+        .cluster(cluster("up", &[up.port()]))
+        .render();
+    for (args, sc) in [(&["--service-cluster", "svc"][..], "svc"), (&[][..], "")] {
+        let baton = Baton::start_with(&config, args).await;
+        let cases = [
+            ("", sc),
+            ("user-agent: curl/1\r\n", "curl/1"),
+            (
+                "user-agent: curl/1\r\nx-envoy-downstream-service-cluster: other\r\n",
+                "curl/1",
+            ),
+            ("x-envoy-downstream-service-cluster: other\r\n", sc),
+        ];
+        for (extra, ua) in cases {
+            let r = exchange(&baton, &get("/p", extra)).await;
+            assert_eq!(r.status, 200);
+            let seen = up.last();
+            assert_eq!(seen.header("user-agent"), Some(ua), "{args:?} {extra}");
+            assert_eq!(
+                seen.header("x-envoy-downstream-service-cluster"),
+                Some(sc),
+                "{args:?} {extra}"
+            );
+        }
+    }
+    // Off by default: the client's fields go on as sent (its `x-envoy-*` removed, as it is
+    // external).
+    let plain = baton_with(&up, json!({})).await;
+    exchange(
+        &plain,
+        &get("/p", "x-envoy-downstream-service-cluster: other\r\n"),
+    )
+    .await;
+    assert_eq!(up.last().header("user-agent"), None);
+    assert_eq!(up.last().header("x-envoy-downstream-service-cluster"), None);
+}
+
+/// After a `connection: close` response, write to the closed connection for `for_ms`: whether
+/// the peer reset it (it no longer reads what arrives).
+async fn reset_after_close(baton: &Baton, for_ms: u64) -> bool {
+    let mut s = TcpStream::connect(baton.addr()).await.expect("connect");
+    let r = exchange_on(
+        &mut s,
+        "GET /d HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let mut b = [0u8; 64];
+    // Baton's FIN.
+    while within(5, "the close", s.read(&mut b)).await.unwrap_or(0) > 0 {}
+    let end = tokio::time::Instant::now() + Duration::from_millis(for_ms);
+    while tokio::time::Instant::now() < end {
+        if s.write_all(b"more bytes").await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(e) = s.read(&mut b).await {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+            return true;
+        }
+    }
+    false
+}
+
+/// `delayed_close_timeout`: Baton keeps reading (and discarding) after closing an HTTP/1.1
+/// connection for that long (Envoy's default 1 s), so late client bytes draw no reset; `0s`
+/// closes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_close_timeout_bounds_the_lingering_close() {
+    let up = Upstream::echo("up").await;
+    let lingering = baton_with(&up, json!({"delayed_close_timeout": "3s"})).await;
+    assert!(!reset_after_close(&lingering, 500).await);
+    let at_once = baton_with(&up, json!({"delayed_close_timeout": "0s"})).await;
+    assert!(reset_after_close(&at_once, 2000).await);
 }

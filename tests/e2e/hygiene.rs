@@ -241,7 +241,9 @@ async fn internal_clients_keep_their_envoy_headers_and_are_marked_internal() {
             Some("/admin"),
             "{method}"
         );
-        assert_eq!(seen.header("x-envoy-retry-on"), Some("5xx"), "{method}");
+        // Read by the router (an internal client may ask for retries) and taken off, as
+        // Envoy 1.40 does.
+        assert_eq!(seen.header("x-envoy-retry-on"), None, "{method}");
         assert_eq!(seen.header("x-envoy-internal"), Some("true"), "{method}");
     }
     // Another range: the client is external again, and nothing marks it internal.

@@ -70,6 +70,25 @@ impl Ca {
         }
     }
 
+    /// A certificate without alternative names, with this subject (`CN`, `O`).
+    pub(crate) fn leaf_subject(&self, rdns: &[(&str, &str)]) -> Leaf {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        for (kind, value) in rdns {
+            let kind = match *kind {
+                "CN" => rcgen::DnType::CommonName,
+                "O" => rcgen::DnType::OrganizationName,
+                other => panic!("no DN type {other}"),
+            };
+            p.distinguished_name.push(kind, value.to_string());
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
     /// A certificate for every name in `names` (the first is its common name).
     pub(crate) fn leaf_for(&self, names: &[&str]) -> Leaf {
         let mut p =

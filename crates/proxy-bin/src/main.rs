@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
     };
-    let loaded = match config::load(opts.config_path.as_deref(), opts.config_yaml.as_deref()) {
+    let mut loaded = match config::load(opts.config_path.as_deref(), opts.config_yaml.as_deref()) {
         Ok(l) => l,
         Err(errors) => {
             for e in &errors.0 {
@@ -54,6 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    config::apply_service_cluster(&mut loaded.bootstrap, opts.service_cluster.as_deref());
     if opts.mode == cli::Mode::Validate {
         let what = opts
             .config_path

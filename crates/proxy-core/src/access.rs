@@ -32,6 +32,11 @@ pub struct LogCapture {
     pub route_name: Option<String>,
     pub upstream_host: Option<SocketAddr>,
     pub upstream_cluster: Option<String>,
+    /// The client `xff_num_trusted_hops` found in `x-forwarded-for`, for
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%` (`None`: the peer).
+    pub downstream_remote: Option<SocketAddr>,
+    /// Set by the filters (`set_metadata`, `header_to_metadata`).
+    pub dynamic_metadata: Option<crate::metadata::DynamicMetadata>,
 }
 
 /// What a connection's line says (a listener's `access_log`, `tcp_proxy`'s), written when it
@@ -62,6 +67,40 @@ pub struct Outcome {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub duration: Duration,
+}
+
+// === impl LogCapture ===
+
+impl LogCapture {
+    /// What `req` says as it arrives.
+    pub fn of<B>(req: &Request<B>) -> Box<LogCapture> {
+        Box::new(LogCapture {
+            start_time: SystemTime::now(),
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            authority: req
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned)
+                }),
+            version: req.version(),
+            request_headers: req.headers().clone(),
+            response_headers: None,
+            route_name: None,
+            upstream_host: None,
+            upstream_cluster: None,
+            downstream_remote: None,
+            dynamic_metadata: None,
+        })
+    }
 }
 
 // === impl AccessLogs ===
@@ -97,30 +136,7 @@ impl AccessLogs {
     }
 
     pub fn capture<B>(&self, req: &Request<B>) -> Box<LogCapture> {
-        Box::new(LogCapture {
-            start_time: SystemTime::now(),
-            method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-            authority: req
-                .uri()
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .or_else(|| {
-                    req.headers()
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(str::to_owned)
-                }),
-            version: req.version(),
-            request_headers: req.headers().clone(),
-            response_headers: None,
-            route_name: None,
-            upstream_host: None,
-            upstream_cluster: None,
-        })
+        LogCapture::of(req)
     }
 
     /// `downstream`: the connection's remote and local addresses.
@@ -143,9 +159,11 @@ impl AccessLogs {
             upstream_host: cap.upstream_host,
             upstream_cluster: cap.upstream_cluster.as_deref(),
             route_name: cap.route_name.as_deref(),
-            downstream_remote: downstream.0,
+            downstream_remote: cap.downstream_remote.unwrap_or(downstream.0),
             downstream_local: downstream.1,
             upstream_transport_failure_reason: None,
+            local_reply_body: None,
+            dynamic_metadata: cap.dynamic_metadata.as_ref(),
         };
         self.write_record(&rec);
     }
@@ -174,6 +192,8 @@ impl AccessLogs {
             downstream_remote: c.remote,
             downstream_local: c.local,
             upstream_transport_failure_reason: None,
+            local_reply_body: None,
+            dynamic_metadata: None,
         };
         self.write_record(&rec);
     }

@@ -7,7 +7,7 @@ mod format;
 mod strftime;
 mod writer;
 
-pub use format::{Format, FormatError, Record, ENVOY_DEFAULT_FORMAT};
+pub use format::{Format, FormatError, JsonKind, Record, ENVOY_DEFAULT_FORMAT};
 pub use writer::{AccessLogError, AccessLogWriter, CHANNEL_CAPACITY};
 
 #[cfg(test)]

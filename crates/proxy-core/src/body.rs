@@ -22,6 +22,10 @@ use hyper::body::Incoming;
 
 use crate::client::H1Body;
 
+mod recode;
+
+pub use recode::Recode;
+
 /// Called once when a body ends (`complete`) or is dropped before its end; `timed_out` says
 /// whether one of the body's own timeouts ended it.
 pub trait Finish {
@@ -95,12 +99,14 @@ pub struct RequestStream {
 
 /// A downstream request's body: hyper's, or none (a request read by Baton's own HTTP/1.1
 /// server, which only takes requests without a body), or one an HTTP filter read whole (the
-/// buffer filter), handed out once.
+/// buffer filter), handed out once, with the trailers that followed it if any.
 #[derive(Debug)]
 pub enum RequestBody {
     Hyper(Incoming),
     Empty,
     Full(Option<Bytes>),
+    /// Read whole and followed by trailers: the data, then the trailers (boxed: rare).
+    Trailed(Box<Trailed>),
 }
 
 impl Body for RequestBody {
@@ -115,6 +121,7 @@ impl Body for RequestBody {
             RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Trailed(t) => Poll::Ready(t.next_frame().map(Ok)),
         }
     }
 
@@ -123,6 +130,7 @@ impl Body for RequestBody {
             RequestBody::Hyper(b) => b.is_end_stream(),
             RequestBody::Empty => true,
             RequestBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            RequestBody::Trailed(t) => t.is_end(),
         }
     }
 
@@ -131,7 +139,33 @@ impl Body for RequestBody {
             RequestBody::Hyper(b) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
             RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RequestBody::Trailed(t) => t.size_hint(),
         }
+    }
+}
+
+/// A body held in memory with its trailers.
+#[derive(Debug)]
+pub struct Trailed {
+    pub data: Option<Bytes>,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl Trailed {
+    /// The next frame: the data (unless empty), then the trailers.
+    fn next_frame(&mut self) -> Option<Frame<Bytes>> {
+        match self.data.take() {
+            Some(b) if !b.is_empty() => Some(Frame::data(b)),
+            _ => self.trailers.take().map(Frame::trailers),
+        }
+    }
+
+    fn is_end(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |b| b.len() as u64))
     }
 }
 
@@ -148,9 +182,15 @@ pub struct ProxyBody {
 enum Kind {
     Empty,
     Full(Option<Bytes>),
+    /// Data in memory, then trailers (boxed: rare).
+    Trailed(Box<Trailed>),
     Stream(Incoming),
     Request(Box<RequestStream>),
     UpstreamH1(H1Body),
+    /// Another body, its data re-coded (an HTTP filter's compression).
+    Recoded(Box<recode::Recoded>),
+    /// Another body, with state that lives as long as it does (an HTTP filter's).
+    Holding(Box<(ProxyBody, Box<dyn std::any::Any>)>),
 }
 
 // === impl ProxyBody ===
@@ -179,6 +219,18 @@ impl ProxyBody {
             RequestBody::Hyper(b) => Self::stream(b),
             RequestBody::Empty | RequestBody::Full(None) => Self::empty(),
             RequestBody::Full(Some(b)) => Self::full(b),
+            RequestBody::Trailed(t) => Self::with_kind(Kind::Trailed(t)),
+        }
+    }
+
+    /// `data` then `trailers` (none: a plain [`full`](Self::full) body).
+    pub fn trailed(data: Bytes, trailers: Option<http::HeaderMap>) -> Self {
+        match trailers {
+            None => Self::full(data),
+            Some(t) => Self::with_kind(Kind::Trailed(Box::new(Trailed {
+                data: Some(data),
+                trailers: Some(t),
+            }))),
         }
     }
 
@@ -190,6 +242,16 @@ impl ProxyBody {
     /// A response body read by Baton's own upstream HTTP/1.1 client.
     pub fn upstream_h1(body: H1Body) -> Self {
         Self::with_kind(Kind::UpstreamH1(body))
+    }
+
+    /// This body, its data passed through `coder` frame by frame; its length is then unknown.
+    pub fn recode(self, coder: Box<dyn Recode>) -> Self {
+        Self::with_kind(Kind::Recoded(Box::new(recode::Recoded::new(self, coder))))
+    }
+
+    /// This body, keeping `state` until it is dropped (a fault filter's active fault).
+    pub fn holding(self, state: Box<dyn std::any::Any>) -> Self {
+        Self::with_kind(Kind::Holding(Box::new((self, state))))
     }
 
     /// Whether the whole body is in memory (empty or one buffer).
@@ -293,11 +355,14 @@ impl Body for ProxyBody {
         let mut polled: Poll<Option<Result<Frame<Bytes>, BodyError>>> = match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Trailed(t) => Poll::Ready(t.next_frame().map(Ok)),
             Kind::Stream(s) => Pin::new(s)
                 .poll_frame(cx)
                 .map(|r| r.map(|f| f.map_err(BodyError::from))),
             Kind::Request(r) => r.poll_frame(cx),
             Kind::UpstreamH1(b) => b.poll_frame(cx),
+            Kind::Recoded(r) => r.poll_frame(cx),
+            Kind::Holding(h) => Pin::new(&mut h.0).poll_frame(cx),
         };
         if let Some(t) = this.timers.as_mut() {
             match &polled {
@@ -334,9 +399,12 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
+            Kind::Trailed(t) => t.is_end(),
             Kind::Stream(s) => s.is_end_stream(),
             Kind::Request(r) => r.ahead.is_empty() && r.rest.is_end_stream(),
             Kind::UpstreamH1(b) => b.is_end_stream(),
+            Kind::Recoded(r) => r.is_end_stream(),
+            Kind::Holding(h) => h.0.is_end_stream(),
         }
     }
 
@@ -344,9 +412,12 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Trailed(t) => t.size_hint(),
             Kind::Stream(s) => s.size_hint(),
             Kind::Request(r) => r.size_hint(),
             Kind::UpstreamH1(b) => b.size_hint(),
+            Kind::Recoded(_) => SizeHint::new(),
+            Kind::Holding(h) => h.0.size_hint(),
         }
     }
 }
@@ -421,9 +492,12 @@ impl std::fmt::Debug for ProxyBody {
         let kind = match &self.kind {
             Kind::Empty => "empty",
             Kind::Full(_) => "full",
+            Kind::Trailed(..) => "trailed",
             Kind::Stream(_) => "stream",
             Kind::Request(_) => "request",
             Kind::UpstreamH1(_) => "upstream-h1",
+            Kind::Recoded(_) => "recoded",
+            Kind::Holding(_) => "holding",
         };
         f.debug_struct("ProxyBody")
             .field("kind", &kind)

@@ -5,6 +5,7 @@
 //! when DNS answers or a host's health change, so the request path reads it without a lock.
 //! Load-balancer state ([`WorkerLb`], in `lb`) is per worker and never shared.
 
+mod hash;
 mod inherit;
 mod lb;
 mod original_dst;
@@ -24,7 +25,8 @@ use crate::config::{self, Discovery, DnsLookupFamily};
 use crate::host_health::{AtomicHealth, HealthFlags};
 use crate::stats::{ClusterStats, HealthCheckStats, OutlierStats};
 
-pub use lb::WorkerLb;
+pub use hash::{is_prime, murmur2_64, HashLbStats, HashTable};
+pub use lb::{Pick, WorkerLb};
 pub use priority::Level;
 
 /// Every cluster of a configuration.
@@ -45,6 +47,8 @@ pub struct Cluster {
     pub health_stats: Option<HealthCheckStats>,
     /// For a cluster with `outlier_detection`: where hosts crossing a threshold are reported.
     pub outlier: Option<OutlierSink>,
+    /// For a RING_HASH or MAGLEV cluster: the last ring or table built.
+    pub hash_stats: Option<HashLbStats>,
     hosts: ArcSwap<HostSet>,
     /// Woken when the host set's members change: the health checker (its only waiter)
     /// starts checking the new hosts and stops checking the gone ones.
@@ -77,6 +81,7 @@ struct HostSpec {
     weight: u32,
     check_port: Option<u16>,
     priority: u32,
+    hash_key: Option<String>,
 }
 
 /// One upstream address.
@@ -88,6 +93,9 @@ pub struct Host {
     pub weight: u32,
     /// Its `endpoints[].priority` (0 is the highest).
     pub priority: u32,
+    /// Its `metadata.filter_metadata["envoy.lb"].hash_key`: what RING_HASH and MAGLEV hash
+    /// it as instead of its address.
+    pub hash_key: Option<String>,
     /// Where health checks go: `addr`, or its IP with `health_check_config.port_value`.
     pub check_addr: SocketAddr,
     /// Written by the health checker only; a host of a cluster without one stays healthy.
@@ -207,6 +215,7 @@ impl ClusterManager {
                             rx: std::sync::Mutex::new(Some(rx)),
                         }
                     }),
+                    hash_stats: HashLbStats::new(store, &c.name, &c.lb_policy),
                     config: c.clone(),
                     hosts: ArcSwap::from_pointee(HostSet::default()),
                     members_changed: Notify::new(),
@@ -331,6 +340,13 @@ impl HostSpec {
             weight: ep.weight.max(1),
             check_port: ep.health_check_port,
             priority: ep.priority,
+            hash_key: ep
+                .metadata
+                .get("envoy.lb")
+                .and_then(|m| m.get("hash_key"))
+                .and_then(|k| k.as_str())
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned),
         }
     }
 }
@@ -346,6 +362,7 @@ impl Host {
             hostname: spec.hostname,
             weight: spec.weight,
             priority: spec.priority,
+            hash_key: spec.hash_key,
             check_addr,
             health: AtomicHealth::new(flags),
             stats: HostStats::default(),
@@ -359,6 +376,7 @@ impl Host {
         self.addr == spec.addr
             && self.weight == spec.weight
             && self.priority == spec.priority
+            && self.hash_key == spec.hash_key
             && self.check_addr.port() == spec.check_port.unwrap_or(spec.addr.port())
     }
 }
@@ -540,11 +558,21 @@ impl Cluster {
 
     /// A host set of `hosts`, with each level's routable hosts and load as their health is now.
     fn snapshot(&self, hosts: Vec<Arc<Host>>, version: u64) -> HostSet {
-        let levels = priority::levels(
+        let mut levels = priority::levels(
             &hosts,
             self.config.overprovisioning_factor,
             self.config.panic_threshold,
         );
+        // Consistent hashing: each level's table over its routable hosts, built once here for
+        // every worker (as Envoy rebuilds its ring or table when health changes).
+        if self.config.lb_policy.hashes() {
+            for l in &mut levels {
+                l.table = HashTable::build(&self.config.lb_policy, &l.routable);
+                if let (Some(s), Some(t)) = (&self.hash_stats, &l.table) {
+                    s.record(t);
+                }
+            }
+        }
         HostSet {
             hosts,
             levels,

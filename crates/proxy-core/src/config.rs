@@ -13,14 +13,25 @@ use http::{HeaderName, StatusCode};
 use regex::Regex;
 
 mod chain;
+mod compress;
 mod filters;
 mod health;
+mod local_reply;
+mod metadata;
+mod rbac;
 mod upstream;
 
 pub use chain::{
     ChainDigest, ChainId, ChainMatch, FilterChain, NetworkFilter, SourceType, TcpProxy,
 };
+pub use compress::*;
 pub use filters::*;
+pub use local_reply::{
+    BodyFormat, BodyKind, CompareOp, Comparison, JsonValue, LocalReplyConfig, Mapper, ReplyFilter,
+    ReplyHeader,
+};
+pub use metadata::*;
+pub use rbac::*;
 
 pub use upstream::{
     ConnectionLimits, H2Keepalive, Http2Settings, TcpKeepalive, UpstreamOptions,
@@ -197,6 +208,26 @@ pub struct HttpConnectionManager {
     pub max_headers_count: usize,
     /// `common_http_protocol_options.headers_with_underscores_action`.
     pub underscores: Underscores,
+    /// `xff_num_trusted_hops` (0): with `use_remote_address`, the client is the address this
+    /// many entries from the right of the `x-forwarded-for` received (see
+    /// [`HttpConnectionManager::trusted_client`]).
+    pub xff_num_trusted_hops: u32,
+    /// `add_user_agent`: the node's service cluster (`--service-cluster`, else `node.cluster`),
+    /// set as `x-envoy-downstream-service-cluster` and as `user-agent` when the request has
+    /// none. `None`: off.
+    pub add_user_agent: Option<http::HeaderValue>,
+    /// `http2_protocol_options` of downstream HTTP/2 connections: what is set is announced
+    /// and applied (unset: hyper's defaults, not Envoy's).
+    pub http2: Http2Settings,
+    /// `delayed_close_timeout` (Envoy's default 1 s): how long an HTTP/1.1 connection Baton
+    /// closes keeps reading and discarding what the client still sends; zero: it closes at once.
+    pub delayed_close_timeout: Duration,
+    /// `normalize_path` (Envoy's default off): see [`crate::headers::path::normalize`].
+    pub normalize_path: bool,
+    /// `path_with_escaped_slashes_action`.
+    pub escaped_slashes: EscapedSlashes,
+    /// `local_reply_config`; `None`: Baton's replies go out as they are made.
+    pub local_reply: Option<std::sync::Arc<LocalReplyConfig>>,
 }
 
 /// `server_name` and `server_header_transformation`: what a response's `server` field says.
@@ -237,6 +268,19 @@ pub enum Underscores {
     Reject,
     /// The field is removed.
     Drop,
+}
+
+/// `path_with_escaped_slashes_action`: a path holding `%2F`, `%2f`, `%5C` or `%5c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EscapedSlashes {
+    /// `KEEP_UNCHANGED` (and Envoy's `IMPLEMENTATION_SPECIFIC_DEFAULT`).
+    #[default]
+    Keep,
+    /// 400 (`downstream_rq_failed_path_normalization`), and the connection closes.
+    Reject,
+    /// 307 to the unescaped path (`downstream_rq_redirected_with_normalized_path`).
+    UnescapeAndRedirect,
+    UnescapeAndForward,
 }
 
 /// Which timeout bounds the time from a request head's first byte to its end (see
@@ -290,6 +334,39 @@ impl HttpConnectionManager {
     #[inline]
     pub fn is_internal(&self, ip: std::net::IpAddr) -> bool {
         !self.internal_ranges.is_empty() && self.internal_ranges.iter().any(|r| r.contains(&ip))
+    }
+
+    /// Whether the request from `remote` with `headers` is internal. With trusted hops, as
+    /// Envoy 1.40: only a request that came with no `x-forwarded-for` from an internal peer (the
+    /// one Envoy forwards with a single `x-forwarded-for` entry).
+    #[inline]
+    pub fn is_internal_request(&self, remote: std::net::IpAddr, headers: &http::HeaderMap) -> bool {
+        self.is_internal(remote)
+            && (self.xff_num_trusted_hops == 0
+                || headers
+                    .get(&crate::headers::X_FORWARDED_FOR)
+                    .is_none_or(|v| v.is_empty()))
+    }
+
+    /// The client's address as `xff_num_trusted_hops` trusts `x-forwarded-for` (as received):
+    /// with `use_remote_address` the `xff_num_trusted_hops`-th entry from the right, without it
+    /// the one after those; `None` when no hop is trusted or that entry is missing or not an
+    /// address (the peer is the client then).
+    pub fn trusted_client(&self, headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
+        let hops = self.xff_num_trusted_hops as usize;
+        if hops == 0 {
+            return None;
+        }
+        let skip = if self.use_remote_address {
+            hops - 1
+        } else {
+            hops
+        };
+        let xff = headers
+            .get(&crate::headers::X_FORWARDED_FOR)?
+            .to_str()
+            .ok()?;
+        xff.rsplit(',').nth(skip)?.trim().parse().ok()
     }
 
     /// How long an upgrade tunnel may go with no byte either way: the shorter of
@@ -545,6 +622,8 @@ pub struct ForwardAction {
     /// Whole-response timeout (Envoy default 15 s); `None`: disabled (`0s`).
     pub timeout: Option<Duration>,
     pub retry_policy: Option<RetryPolicy>,
+    /// `hash_policy[]`, in order: the hash a RING_HASH or MAGLEV cluster picks a host by.
+    pub hash_policy: Vec<HashPolicy>,
     /// `weighted_clusters.clusters[].typed_per_filter_config`, in the order of
     /// [`ClusterSpecifier::Weighted`]'s clusters; empty when none has any.
     pub weighted_filter_configs: Vec<FilterConfigs>,
@@ -596,6 +675,33 @@ impl RegexRewrite {
     pub fn apply<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
         self.regex.replace_all(text, self.substitution.as_str())
     }
+}
+
+/// One `route.hash_policy[]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashPolicy {
+    pub kind: HashOn,
+    /// `terminal`: once a hash exists, later policies are skipped.
+    pub terminal: bool,
+}
+
+/// What a hash policy hashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashOn {
+    /// `header.header_name` (lower case): every value, sorted, hashed as one string.
+    Header(http::header::HeaderName),
+    /// `cookie`: the request's cookie `name`; with `ttl`, one is generated (and set on the
+    /// response) when the request has none.
+    Cookie {
+        name: String,
+        /// `ttl` in seconds; `None`: never generated.
+        ttl: Option<u64>,
+        path: String,
+    },
+    /// `connection_properties.source_ip`.
+    SourceIp,
+    /// `query_parameter.name`: its first value, as written.
+    QueryParameter(String),
 }
 
 /// Which cluster a route sends to.
@@ -829,6 +935,67 @@ pub enum LbPolicy {
     /// `CLUSTER_PROVIDED`: the cluster chooses its host (an `ORIGINAL_DST` cluster's only
     /// policy).
     ClusterProvided,
+    /// `RING_HASH` with `ring_hash_lb_config`.
+    RingHash(RingHash),
+    /// `MAGLEV` with `maglev_lb_config`.
+    Maglev(Maglev),
+}
+
+impl LbPolicy {
+    /// A consistent-hashing policy: picks by the route's `hash_policy` hash.
+    pub fn hashes(&self) -> bool {
+        matches!(self, LbPolicy::RingHash(_) | LbPolicy::Maglev(_))
+    }
+}
+
+/// What a host is hashed as on a ring or Maglev table: its `envoy.lb` `hash_key` metadata when
+/// set, else its address (`ip:port`), or its DNS name with
+/// `common_lb_config.consistent_hashing_lb_config.use_hostname_for_hashing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HashKey {
+    #[default]
+    Address,
+    Hostname,
+}
+
+/// `ring_hash_lb_config`, as Envoy 1.40 builds the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingHash {
+    /// `minimum_ring_size` (Envoy default 1024).
+    pub minimum_ring_size: u64,
+    /// `maximum_ring_size` (Envoy default 8M).
+    pub maximum_ring_size: u64,
+    /// `hash_function` `MURMUR_HASH_2` (else `XX_HASH`).
+    pub murmur: bool,
+    pub key: HashKey,
+}
+
+impl Default for RingHash {
+    fn default() -> Self {
+        Self {
+            minimum_ring_size: 1024,
+            maximum_ring_size: 8 * 1024 * 1024,
+            murmur: false,
+            key: HashKey::Address,
+        }
+    }
+}
+
+/// `maglev_lb_config`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Maglev {
+    /// `table_size`, a prime (Envoy default 65537).
+    pub table_size: u64,
+    pub key: HashKey,
+}
+
+impl Default for Maglev {
+    fn default() -> Self {
+        Self {
+            table_size: 65537,
+            key: HashKey::Address,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -19,7 +19,7 @@ use crate::handover::{Handover, Kind, WorkerModes};
 use crate::io::ServerIo;
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
+    CodeCounters, CompressorStats, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
     HttpInspectorStats, HttpStats, ListenerStats, LocalRateLimitStats, ProxyProtoStats,
     TcpProxyStats,
 };
@@ -76,6 +76,8 @@ pub struct TcpProxyShared {
     pub chain: config::ChainId,
     pub config: config::TcpProxy,
     pub stats: TcpProxyStats,
+    /// The chain's network RBAC filters, run when a connection starts.
+    pub rbac: Vec<crate::rbac::NetworkRbacState>,
     /// Each target's cluster index (`None`: not in the configuration) and, for
     /// `weighted_clusters`, the running total of weights.
     pub targets: Vec<(Option<usize>, u64)>,
@@ -97,11 +99,19 @@ pub struct ListenerShared {
     pub cors_stats: Option<CorsStats>,
     /// The CSRF filter's stats, when the listener has one.
     pub csrf_stats: Option<CsrfStats>,
+    /// The chain's network RBAC filters, run when a connection starts.
+    pub network_rbac: Vec<crate::rbac::NetworkRbacState>,
+    /// Each RBAC filter's stats, in the order of `http_filters`.
+    pub rbac_stats: Vec<crate::stats::RbacStats>,
     /// The fault filter's stats, when the listener has one.
     pub fault_stats: Option<FaultFilterStats>,
     /// The local rate limit filter's stats, by `stat_prefix` (the listener's filter's and its
     /// routes').
     pub local_rate_limit_stats: Vec<(String, LocalRateLimitStats)>,
+    /// `http.<prefix>.set_metadata.overwrite_denied`, with a `set_metadata` filter.
+    pub set_metadata_overwrite_denied: Option<shm_stats::Counter>,
+    /// Each compressor filter's stats, by its index in `http.http_filters`.
+    pub compressor_stats: Vec<(usize, CompressorStats)>,
     pub listener_stats: ListenerStats,
     pub access_logs: Option<AccessLogs>,
     /// Its connections may move to the next generation: a cleartext chain.
@@ -130,6 +140,8 @@ pub struct Worker {
 #[derive(Debug)]
 pub struct ConnCtx {
     pub remote: SocketAddr,
+    /// What RBAC reads of the connection (only when a filter may ask).
+    pub identity: Option<Box<crate::rbac::ConnIdentity>>,
     pub local: SocketAddr,
     /// `local` was restored by a listener filter (the original destination, or the PROXY
     /// protocol's): an `ORIGINAL_DST` cluster without `use_http_header` routes there.

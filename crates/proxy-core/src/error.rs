@@ -103,7 +103,7 @@ impl UpstreamFailure {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
             Self::ConnectFailure => {
-                "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+                "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
             }
             Self::Reset => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"

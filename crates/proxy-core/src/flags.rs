@@ -70,6 +70,16 @@ impl ResponseFlags {
         self.0 == 0
     }
 
+    /// The flag Envoy writes as `short` (`UF`, `NR`, ...), if Baton sets it.
+    pub fn from_short(short: &str) -> Option<Self> {
+        NAMES.iter().find(|(_, n)| *n == short).map(|(f, _)| *f)
+    }
+
+    /// Whether any flag of `other` is set.
+    pub fn intersects(self, other: Self) -> bool {
+        self.0 & other.0 != 0
+    }
+
     pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
     }

@@ -464,6 +464,9 @@ pub struct Forwarded<'a> {
     pub internal: bool,
     /// The HCM's `via`, appended to the request's.
     pub via: Option<&'a HeaderValue>,
+    /// `xff_num_trusted_hops`: the external client is the address this many entries from the
+    /// right of `x-forwarded-for` (0: the peer).
+    pub trusted_hops: u32,
 }
 
 impl<'a> Forwarded<'a> {
@@ -476,6 +479,7 @@ impl<'a> Forwarded<'a> {
             tls,
             internal,
             via: None,
+            trusted_hops: 0,
         }
     }
 
@@ -493,7 +497,24 @@ impl<'a> Forwarded<'a> {
             tls,
             internal: hcm.is_internal(remote.ip()),
             via: hcm.via.as_ref(),
+            trusted_hops: hcm.xff_num_trusted_hops,
         }
+    }
+}
+
+/// `x-envoy-downstream-service-cluster`, set by `add_user_agent`.
+pub static X_ENVOY_DOWNSTREAM_SERVICE_CLUSTER: HeaderName =
+    HeaderName::from_static("x-envoy-downstream-service-cluster");
+
+/// `add_user_agent` (Envoy 1.40): `x-envoy-downstream-service-cluster` is the service cluster,
+/// and so is `user-agent` when the request has none or an empty one.
+pub fn add_user_agent(h: &mut HeaderMap, service_cluster: &HeaderValue) {
+    h.insert(
+        X_ENVOY_DOWNSTREAM_SERVICE_CLUSTER.clone(),
+        service_cluster.clone(),
+    );
+    if h.get(http::header::USER_AGENT).is_none_or(|v| v.is_empty()) {
+        h.insert(http::header::USER_AGENT, service_cluster.clone());
     }
 }
 
@@ -523,7 +544,23 @@ pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded<'_>, upgrade: U
         tls,
         internal,
         via,
+        trusted_hops,
     } = fwd;
+    // With trusted hops: the client as `x-forwarded-for` arrived, and internal only without one.
+    let mut client = remote.ip();
+    let mut internal = internal;
+    if trusted_hops > 0 && use_remote_address {
+        if let Some(xff) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            internal &= xff.is_empty();
+            if let Some(ip) = xff
+                .rsplit(',')
+                .nth(trusted_hops as usize - 1)
+                .and_then(|a| a.trim().parse().ok())
+            {
+                client = ip;
+            }
+        }
+    }
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     strip_hop_by_hop(h, upgrade);
     if use_remote_address {
@@ -551,7 +588,7 @@ pub fn prepare_request_headers(h: &mut HeaderMap, fwd: Forwarded<'_>, upgrade: U
             // The trusted client address (`xff_num_trusted_hops` 0: the peer), as Envoy tells
             // it for an external client.
             let mut ip = String::with_capacity(39);
-            let _ = write!(ip, "{}", remote.ip());
+            let _ = write!(ip, "{client}");
             if let Ok(v) = HeaderValue::try_from(ip) {
                 h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
             }
@@ -626,6 +663,8 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
     }
     t
 };
+
+pub mod path;
 
 #[cfg(test)]
 mod tests;

@@ -133,6 +133,11 @@ impl ServerIo {
         }
     }
 
+    /// The connection's stream.
+    pub fn stream(&self) -> &Stream {
+        &self.inner
+    }
+
     /// True for a cleartext connection.
     pub fn is_plain(&self) -> bool {
         matches!(self.inner, Stream::Plain(_))

@@ -47,8 +47,10 @@ pub mod http1;
 pub mod http_inspector;
 pub mod io;
 pub mod lifecycle;
+pub mod metadata;
 pub mod original_dst;
 pub mod proxy_protocol;
+pub mod rbac;
 pub mod router;
 mod slot_pool;
 pub mod stats;
@@ -60,6 +62,7 @@ pub mod tunnel;
 // Upstream: Baton's own HTTP/1.1 client, proxied bodies, pools and connects.
 pub mod body;
 pub mod client;
+pub mod compression;
 pub mod health;
 pub mod outlier;
 pub mod upstream;

@@ -49,6 +49,10 @@ pub struct HttpStats {
     pub downstream_rq_rx_reset: Counter,
     /// A request body over the buffer filter's `max_request_bytes` (413).
     pub downstream_rq_too_large: Counter,
+    /// `normalize_path` or `path_with_escaped_slashes_action` refused a path (400).
+    pub downstream_rq_failed_path_normalization: Counter,
+    /// `UNESCAPE_AND_REDIRECT` redirected a path (307).
+    pub downstream_rq_redirected_with_normalized_path: Counter,
     pub downstream_rq_time: Histogram,
     pub no_route: Counter,
     /// A `cluster_header` that named no cluster.
@@ -301,6 +305,8 @@ impl HttpStats {
                 downstream_rq_header_timeout: counter,
                 downstream_rq_rx_reset: counter,
                 downstream_rq_too_large: counter,
+                downstream_rq_failed_path_normalization: counter,
+                downstream_rq_redirected_with_normalized_path: counter,
                 downstream_rq_time: histogram,
                 no_route: counter,
                 no_cluster: counter,
@@ -664,6 +670,39 @@ impl CsrfStats {
     }
 }
 
+// === RbacStats ===
+
+/// `<prefix>rbac.*`: one RBAC filter's (`http.<stat_prefix>.` for the HTTP filter, `<stat_prefix>.`
+/// for the network one), with the rules' and shadow rules' own prefixes.
+#[derive(Debug)]
+pub struct RbacStats {
+    pub allowed: Counter,
+    pub denied: Counter,
+    pub shadow_allowed: Counter,
+    pub shadow_denied: Counter,
+}
+
+impl RbacStats {
+    /// `prefix` ends with `.` (or is empty); Envoy 1.40 puts a `.` after each non-empty
+    /// rules prefix not ending with one (`rbac.r_.allowed`).
+    pub fn new(store: &Store, prefix: &str, rules: &str, shadow: &str) -> Self {
+        let join = |p: &str| {
+            if p.is_empty() || p.ends_with('.') {
+                format!("{prefix}rbac.{p}")
+            } else {
+                format!("{prefix}rbac.{p}.")
+            }
+        };
+        let (r, s) = (join(rules), join(shadow));
+        RbacStats {
+            allowed: store.counter(&format!("{r}allowed")),
+            denied: store.counter(&format!("{r}denied")),
+            shadow_allowed: store.counter(&format!("{s}shadow_allowed")),
+            shadow_denied: store.counter(&format!("{s}shadow_denied")),
+        }
+    }
+}
+
 // === LocalRateLimitStats ===
 
 /// `<stat_prefix>.http_local_rate_limit.*`: one local rate limit configuration's.
@@ -690,6 +729,80 @@ impl LocalRateLimitStats {
                 rate_limited: counter,
                 shadow_mode: counter,
             }
+        )
+    }
+}
+
+// === CompressorStats ===
+
+/// `http.<stat_prefix>.compressor.<library name>.<gzip|brotli|zstd>.*`: one compressor
+/// filter's. The direction counters of the response are under `response.` when the filter has
+/// a `response_direction_config`, as Envoy keeps them; the request's always under `request.`.
+#[derive(Debug)]
+pub struct CompressorStats {
+    pub response: CompressorDirectionStats,
+    pub request: CompressorDirectionStats,
+    pub no_accept_header: Counter,
+    pub header_identity: Counter,
+    pub header_compressor_used: Counter,
+    pub header_compressor_overshadowed: Counter,
+    pub header_wildcard: Counter,
+    pub header_not_valid: Counter,
+    pub not_compressed_etag: Counter,
+}
+
+/// One direction's counters of a compressor filter.
+#[derive(Debug, Clone)]
+pub struct CompressorDirectionStats {
+    pub compressed: Counter,
+    pub not_compressed: Counter,
+    pub total_uncompressed_bytes: Counter,
+    pub total_compressed_bytes: Counter,
+    pub content_length_too_small: Counter,
+}
+
+impl CompressorStats {
+    pub fn new(
+        store: &Store,
+        stat_prefix: &str,
+        library_name: &str,
+        library: &str,
+        response_scoped: bool,
+    ) -> Self {
+        let p = format!("http.{stat_prefix}.compressor.{library_name}.{library}");
+        let direction = |d: String| {
+            stat_struct!(
+                store,
+                d,
+                CompressorDirectionStats {
+                    compressed: counter,
+                    not_compressed: counter,
+                    total_uncompressed_bytes: counter,
+                    total_compressed_bytes: counter,
+                    content_length_too_small: counter,
+                }
+            )
+        };
+        let response = direction(if response_scoped {
+            format!("{p}.response")
+        } else {
+            p.clone()
+        });
+        let request = direction(format!("{p}.request"));
+        stat_struct!(
+            store,
+            p,
+            CompressorStats {
+                no_accept_header: counter,
+                header_identity: counter,
+                header_compressor_used: counter,
+                header_compressor_overshadowed: counter,
+                header_wildcard: counter,
+                header_not_valid: counter,
+                not_compressed_etag: counter,
+            },
+            response: response,
+            request: request
         )
     }
 }

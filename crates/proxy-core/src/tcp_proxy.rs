@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::access::ConnOutcome;
-use crate::cluster::{Cluster, Host};
+use crate::cluster::{Cluster, Host, Pick};
 use crate::context::{ListenerState, TcpProxyShared, Worker};
 use crate::downstream::{close_listener, tls_accept, Accepted, TLS_HANDSHAKE_TIMEOUT};
 use crate::error::UpstreamFailure;
@@ -120,6 +120,12 @@ async fn proxy(
             None => return closed,
         },
     };
+    if !t.rbac.is_empty() {
+        let id = crate::rbac::ConnIdentity::of(&down, remote);
+        if !crate::rbac::network_allows(&t.rbac, &id.subject(local.addr, remote, None)) {
+            return closed;
+        }
+    }
     let Some(cluster) = t.pick().and_then(|i| Some((i, w.clusters.get(i)?.clone()))) else {
         s.downstream_cx_no_route.inc();
         closed.flags = ResponseFlags::NO_CLUSTER_FOUND;
@@ -128,8 +134,15 @@ async fn proxy(
     closed.upstream_cluster = Some(cluster.1.clone());
     let down = ServerIo::new(down, Bytes::new());
     let counts = down.counts();
+    // As Envoy's `source_ip` hash policy: XXH64 of the client's IP, without its port.
+    let by = Pick {
+        hash: t
+            .config
+            .hash_source_ip
+            .then(|| xxhash_rust::xxh64::xxh64(remote.ip().to_string().as_bytes(), 0)),
+    };
     let dst = local.restored.then_some(local.addr);
-    let (up, host) = connect(&w, cluster, t.config.max_connect_attempts, dst).await;
+    let (up, host) = connect(&w, cluster, t.config.max_connect_attempts, dst, by).await;
     closed.upstream_host = host;
     let ended = match up {
         Ok((Upstream::Plain(up), cluster, cx)) if w.handover.enabled() => {
@@ -327,6 +340,7 @@ async fn connect(
     (cidx, cluster): (usize, Arc<Cluster>),
     attempts: u32,
     dst: Option<SocketAddr>,
+    by: Pick,
 ) -> (Connected, Option<SocketAddr>) {
     let mut tried = None;
     for _ in 0..attempts.max(1) {
@@ -334,7 +348,7 @@ async fn connect(
             cluster.original_dst_host(None, dst)
         } else {
             let set = cluster.hosts();
-            w.lb.pick(cidx, &cluster, &set)
+            w.lb.pick(cidx, &cluster, &set, by)
         };
         let Some(host) = host else {
             cluster.stats.upstream_cx_none_healthy.inc();

@@ -22,7 +22,7 @@ use crate::error::BuildError;
 use crate::handover::{Arriving, Handover, Kind, WorkerModes};
 use crate::router::Router;
 use crate::stats::{
-    CodeCounters, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
+    CodeCounters, CompressorStats, CorsStats, CsrfStats, FaultFilterStats, HealthCheckFilterStats,
     HttpInspectorStats, HttpStats, ListenerStats, LocalRateLimitStats, ProxyProtoStats,
     TcpProxyStats,
 };
@@ -291,8 +291,32 @@ fn build_chain(
                 fault_stats: has(hcm, |f| matches!(f, config::HttpFilter::Fault(_)))
                     .then(|| FaultFilterStats::new(store, &hcm.stat_prefix)),
                 local_rate_limit_stats: local_rate_limit_stats(store, hcm),
+                compressor_stats: compressor_stats(store, hcm),
+                set_metadata_overwrite_denied: has(hcm, |f| {
+                    matches!(f, config::HttpFilter::SetMetadata(_))
+                })
+                .then(|| {
+                    store.counter(&format!(
+                        "http.{}.set_metadata.overwrite_denied",
+                        hcm.stat_prefix
+                    ))
+                }),
                 cors_stats: has(hcm, |f| matches!(f, config::HttpFilter::Cors))
                     .then(|| CorsStats::new(store, &hcm.stat_prefix)),
+                network_rbac: network_rbac(store, fc),
+                rbac_stats: hcm
+                    .http_filters
+                    .iter()
+                    .filter_map(|f| match &f.filter {
+                        config::HttpFilter::Rbac(r) => Some(crate::stats::RbacStats::new(
+                            store,
+                            &format!("http.{}.", hcm.stat_prefix),
+                            &r.rules_stat_prefix,
+                            &r.shadow_rules_stat_prefix,
+                        )),
+                        _ => None,
+                    })
+                    .collect(),
                 csrf_stats: has(hcm, |f| matches!(f, config::HttpFilter::Csrf(_)))
                     .then(|| CsrfStats::new(store, &hcm.stat_prefix)),
                 listener_stats: ListenerStats::new(store, &config.address),
@@ -320,6 +344,7 @@ fn build_chain(
                 listener: config.address,
                 chain: fc.id(),
                 stats: TcpProxyStats::new(store, &t.stat_prefix),
+                rbac: network_rbac(store, fc),
                 access_logs: crate::access::AccessLogs::open(&t.access_logs)?,
                 config: t.clone(),
                 targets,
@@ -481,8 +506,40 @@ async fn adopt_loop(
 /// The stats of every local rate limit configuration of `hcm` (its filters' and its routes'),
 /// one set per `stat_prefix`.
 /// Whether the connection manager has an HTTP filter `is`.
+fn network_rbac(
+    store: &shm_stats::Store,
+    fc: &config::FilterChain,
+) -> Vec<crate::rbac::NetworkRbacState> {
+    fc.rbac
+        .iter()
+        .map(|r| crate::rbac::NetworkRbacState::new(store, r))
+        .collect()
+}
+
 fn has(hcm: &config::HttpConnectionManager, is: impl Fn(&config::HttpFilter) -> bool) -> bool {
     hcm.http_filters.iter().any(|f| is(&f.filter))
+}
+
+fn compressor_stats(
+    store: &shm_stats::Store,
+    hcm: &config::HttpConnectionManager,
+) -> Vec<(usize, CompressorStats)> {
+    let filters = hcm.http_filters.iter().enumerate();
+    filters
+        .filter_map(|(i, f)| match &f.filter {
+            config::HttpFilter::Compressor(c) => Some((
+                i,
+                CompressorStats::new(
+                    store,
+                    &hcm.stat_prefix,
+                    &c.library_name,
+                    c.library.stat_name(),
+                    c.response_scoped_stats,
+                ),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 fn local_rate_limit_stats(

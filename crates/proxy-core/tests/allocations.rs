@@ -295,6 +295,7 @@ fn listener(address: SocketAddr) -> Listener {
             digest: [0; 32],
             matcher: Default::default(),
             tls: None,
+            rbac: vec![],
             filter: NetworkFilter::Http(Box::new(hcm())),
         }],
         default_filter_chain: None,
@@ -320,6 +321,7 @@ fn hcm() -> HttpConnectionManager {
         host_rewrite_path_regex: None,
         timeout: Some(Duration::from_secs(15)),
         retry_policy: None,
+        hash_policy: Vec::new(),
         weighted_filter_configs: vec![],
         cluster_not_found_response_code: StatusCode::SERVICE_UNAVAILABLE,
         mirrors: Vec::new(),
@@ -366,6 +368,13 @@ fn hcm() -> HttpConnectionManager {
         max_connection_duration: None,
         max_headers_count: 100,
         underscores: Default::default(),
+        xff_num_trusted_hops: 0,
+        add_user_agent: None,
+        normalize_path: false,
+        delayed_close_timeout: std::time::Duration::from_secs(1),
+        http2: Default::default(),
+        escaped_slashes: Default::default(),
+        local_reply: None,
     }
 }
 

@@ -146,6 +146,21 @@ impl Upstream {
         Self { addr, state, task }
     }
 
+    /// An HTTP/1.1 upstream answering every request with `f`'s response.
+    pub async fn custom<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let handler: Handler = Arc::new(move |req, st| {
+            record(&req, &st);
+            let f = f.clone();
+            Box::pin(async move { f(req).await })
+        });
+        Self::serve(Proto::H1, handler).await
+    }
+
     /// The echo upstream (HTTP/1.1), named `name` (its `x-upstream` response header). See
     /// [`echo_handler`] for what it answers.
     pub async fn echo(name: &str) -> Self {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use proxy_core::config::{
-    ChainMatch, ClusterSpecifier, FilterChain, NetworkFilter, SourceType, TcpProxy,
+    ChainMatch, ClusterSpecifier, FilterChain, NetworkFilter, NetworkRbac, SourceType, TcpProxy,
 };
 
 use super::de::join;
@@ -122,7 +122,7 @@ fn chain(
         &join(path, "filter_chain_match"),
         errs,
     );
-    let filter = network_filter(raw.filters, &join(path, "filters"), clusters, errs);
+    let (rbac, filter) = network_filters(raw.filters, &join(path, "filters"), clusters, errs);
     let tls = match raw.transport_socket {
         None => None,
         Some(ts) => Some(errs.take(super::tls::downstream(
@@ -131,6 +131,19 @@ fn chain(
             secrets,
         ))?),
     };
+    if tls.is_none() {
+        // A chain passing TLS through: Baton does not give its network filters the server name
+        // the TLS inspector read.
+        if let Some(i) = rbac
+            .iter()
+            .position(|r| super::filters::rbac_uses_sni(&r.rbac))
+        {
+            errs.push(
+                format!("{path}.filters[{i}].typed_config"),
+                "requested_server_name is evaluated only on chains that terminate TLS (with a transport_socket); not supported on a chain passing TLS through",
+            );
+        }
+    }
     if errs.0.len() != before {
         return None;
     }
@@ -140,6 +153,7 @@ fn chain(
         digest: [0; 32],
         matcher,
         tls,
+        rbac,
         filter: filter?,
     })
 }
@@ -190,32 +204,72 @@ fn chain_match(raw: raw::FilterChainMatch, path: &str, errs: &mut Errors) -> Cha
     }
 }
 
-/// A chain's filters: exactly one, the HTTP connection manager or `tcp_proxy`.
-fn network_filter(
+/// A chain's filters: `envoy.filters.network.rbac` filters, then exactly one terminal filter,
+/// the HTTP connection manager or `tcp_proxy`.
+fn network_filters(
     filters: Vec<raw::Filter>,
     path: &str,
     clusters: &HashSet<String>,
     errs: &mut Errors,
+) -> (Vec<NetworkRbac>, Option<NetworkFilter>) {
+    let n = filters.len();
+    let mut rbac = Vec::new();
+    let mut terminal = None;
+    for (i, f) in filters.into_iter().enumerate() {
+        let fpath = format!("{path}[{i}]");
+        let url = f
+            .typed_config
+            .as_ref()
+            .and_then(|tc| tc.get("@type"))
+            .and_then(|t| t.as_str());
+        if url == Some(super::filters::NETWORK_RBAC_TYPE) {
+            if i + 1 == n {
+                errs.push(
+                    fpath,
+                    "the last filter of a chain must be terminal: envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy",
+                );
+                continue;
+            }
+            let tc_path = join(&fpath, "typed_config");
+            let tc = f.typed_config.unwrap_or_default();
+            if let Some(r) = errs.take(super::filters::network_rbac(strip_type(tc), &tc_path)) {
+                rbac.push(r);
+            }
+            continue;
+        }
+        if i + 1 != n {
+            errs.push(
+                fpath,
+                "unsupported: Baton supports envoy.filters.network.rbac filters followed by one terminal filter, the HTTP connection manager or tcp_proxy",
+            );
+            continue;
+        }
+        terminal = network_filter(f, &fpath, clusters, errs);
+    }
+    if n == 0 {
+        errs.push(
+            path,
+            "the filter chain needs a terminal filter: envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy",
+        );
+    }
+    (rbac, terminal)
+}
+
+/// An `Any` without its `@type`.
+fn strip_type(mut tc: serde_json::Value) -> serde_json::Value {
+    if let Some(m) = tc.as_object_mut() {
+        m.remove("@type");
+    }
+    tc
+}
+
+/// A chain's terminal filter: the HTTP connection manager or `tcp_proxy`.
+fn network_filter(
+    f: raw::Filter,
+    fpath: &str,
+    clusters: &HashSet<String>,
+    errs: &mut Errors,
 ) -> Option<NetworkFilter> {
-    let mut filters = filters.into_iter();
-    let f = match (filters.next(), filters.next()) {
-        (Some(f), None) => f,
-        (None, _) => {
-            errs.push(
-                path,
-                "the filter chain needs exactly one filter: envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy",
-            );
-            return None;
-        }
-        (Some(_), Some(_)) => {
-            errs.push(
-                format!("{path}[1]"),
-                "unsupported: Baton supports exactly one network filter per chain, the HTTP connection manager or tcp_proxy",
-            );
-            return None;
-        }
-    };
-    let fpath = format!("{path}[0]");
     let is_tcp = f
         .typed_config
         .as_ref()
@@ -223,7 +277,7 @@ fn network_filter(
         .and_then(|t| t.as_str())
         == Some(raw::TCP_PROXY_TYPE);
     if is_tcp {
-        let tc_path = join(&fpath, "typed_config");
+        let tc_path = join(fpath, "typed_config");
         let raw: raw::TcpProxy = errs.take(super::de::any(
             f.typed_config?,
             &tc_path,
@@ -231,7 +285,7 @@ fn network_filter(
         ))?;
         tcp_proxy(raw, &tc_path, errs).map(NetworkFilter::TcpProxy)
     } else {
-        super::listener::http_filter(f, &fpath, clusters, errs)
+        super::listener::http_filter(f, fpath, clusters, errs)
             .map(|h| NetworkFilter::Http(Box::new(h)))
     }
 }
@@ -263,10 +317,24 @@ fn tcp_proxy(raw: raw::TcpProxy, path: &str, errs: &mut Errors) -> Option<TcpPro
         }
     };
     let access_logs = super::listener::access_logs(raw.access_log, path, errs);
+    let hash_path = join(path, "hash_policy");
+    if raw.hash_policy.len() > 1 {
+        errs.push(&hash_path, "must have at most 1 item");
+    }
+    let mut hash_source_ip = false;
+    for (i, h) in raw.hash_policy.iter().enumerate() {
+        let at = format!("{hash_path}[{i}]");
+        match (&h.source_ip, &h.filter_state) {
+            (Some(_), None) => hash_source_ip = true,
+            (None, Some(_)) => errs.push(join(&at, "filter_state"), "is not supported by Baton"),
+            _ => errs.push(at, "needs exactly one of source_ip, filter_state"),
+        }
+    }
     if errs.0.len() != before {
         return None;
     }
     Some(TcpProxy {
+        hash_source_ip,
         stat_prefix: raw.stat_prefix,
         cluster: cluster?,
         idle_timeout: raw

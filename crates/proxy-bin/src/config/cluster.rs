@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use proxy_core::config::{
-    Cluster, Discovery, DnsLookupFamily, Endpoint, LbPolicy, Locality, OriginalDst, Thresholds,
+    Cluster, Discovery, DnsLookupFamily, Endpoint, Locality, OriginalDst, Thresholds,
     DEFAULT_BUFFER_LIMIT, DEFAULT_OVERPROVISIONING_FACTOR,
 };
 use serde_json::Value;
@@ -46,13 +46,8 @@ pub(crate) fn cluster(
     if dns_refresh_rate < Duration::from_millis(1) {
         errs.push(join(path, "dns_refresh_rate"), "must be at least 1ms");
     }
-    let lb_policy = match raw.lb_policy {
-        None | Some(raw::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
-        Some(raw::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
-        Some(raw::LbPolicy::Random) => LbPolicy::Random,
-        Some(raw::LbPolicy::ClusterProvided) => LbPolicy::ClusterProvided,
-    };
-    let original_dst = original_dst(&mut raw, discovery, lb_policy, path, errs);
+    let cluster_provided = raw.lb_policy == Some(raw::LbPolicy::ClusterProvided);
+    let original_dst = original_dst(&mut raw, discovery, cluster_provided, path, errs);
     let dns_lookup_family = match raw.dns_lookup_family {
         None | Some(raw::DnsLookupFamily::Auto) => DnsLookupFamily::Auto,
         Some(raw::DnsLookupFamily::V4Only) => DnsLookupFamily::V4Only,
@@ -65,7 +60,21 @@ pub(crate) fn cluster(
     let endpoints = endpoints(raw.load_assignment, discovery, path, errs);
     let hc_path = join(path, "health_checks");
     let health_check = super::health::health_checks(raw.health_checks, &hc_path, errs);
-    let panic_threshold = super::health::panic_threshold(raw.common_lb_config, path, errs);
+    let mut common_lb_config = raw.common_lb_config;
+    let lb_policy = super::lb::lb_policy(
+        super::lb::LbFields {
+            policy: raw.lb_policy,
+            ring_hash: raw.ring_hash_lb_config,
+            maglev: raw.maglev_lb_config,
+            consistent: common_lb_config
+                .as_mut()
+                .and_then(|c| c.consistent_hashing_lb_config.take()),
+        },
+        discovery,
+        path,
+        errs,
+    );
+    let panic_threshold = super::health::panic_threshold(common_lb_config, path, errs);
     let outlier = super::health::outlier_detection(
         raw.outlier_detection,
         &join(path, "outlier_detection"),
@@ -166,14 +175,14 @@ const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(5);
 fn original_dst(
     raw: &mut raw::Cluster,
     discovery: Discovery,
-    lb_policy: LbPolicy,
+    cluster_provided: bool,
     path: &str,
     errs: &mut Errors,
 ) -> Option<OriginalDst> {
     let lb_path = join(path, "original_dst_lb_config");
     let ci_path = join(path, "cleanup_interval");
     if discovery != Discovery::OriginalDst {
-        if lb_policy == LbPolicy::ClusterProvided {
+        if cluster_provided {
             // "cluster provided LB specified but cluster 'c' did not provide one."
             errs.push(
                 join(path, "lb_policy"),
@@ -189,7 +198,7 @@ fn original_dst(
         return None;
     }
     let before = errs.0.len();
-    if lb_policy != LbPolicy::ClusterProvided {
+    if !cluster_provided {
         // "LB policy ROUND_ROBIN is not valid for Cluster type ORIGINAL_DST. Only
         // 'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'"
         errs.push(

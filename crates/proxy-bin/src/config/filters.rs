@@ -4,12 +4,15 @@
 //! configuration is parsed in its module below.
 
 mod buffer;
+mod compressor;
 mod cors;
 mod csrf;
 pub(crate) mod fault;
 mod health_check;
 mod local_ratelimit;
+mod metadata;
 mod per_route;
+mod rbac;
 
 use proxy_core::config::{FilterHeaderMatcher, HttpFilter, HttpFilterEntry, MatchedField};
 use serde_json::Value;
@@ -20,10 +23,13 @@ use super::ConfigError;
 
 pub(crate) use cors::legacy as legacy_cors;
 pub(crate) use per_route::filter_configs;
+pub(crate) use rbac::{
+    parse_network as network_rbac, uses_sni as rbac_uses_sni, NETWORK_TYPE as NETWORK_RBAC_TYPE,
+};
 
 /// The filters Baton has, by the type URL of their `typed_config`.
 const SUPPORTED: &str =
-    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer, envoy.filters.http.fault, envoy.filters.http.local_ratelimit, envoy.filters.http.cors and envoy.filters.http.csrf";
+    "the router, envoy.filters.http.health_check, envoy.filters.http.buffer, envoy.filters.http.fault, envoy.filters.http.local_ratelimit, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.rbac, envoy.filters.http.compressor, envoy.filters.http.set_metadata and envoy.filters.http.header_to_metadata";
 
 /// The filters before the router, and the router's `suppress_envoy_headers`. The router must
 /// be there, last.
@@ -100,6 +106,14 @@ fn filter(f: raw::HttpFilter, p: &str) -> Result<Parsed, ConfigError> {
         buffer::TYPE => HttpFilter::Buffer(buffer::parse(rest, &tc_path)?),
         fault::TYPE => HttpFilter::Fault(Box::new(fault::parse(rest, &tc_path)?)),
         csrf::TYPE => HttpFilter::Csrf(Box::new(csrf::parse(rest, &tc_path)?)),
+        rbac::TYPE => HttpFilter::Rbac(Box::new(rbac::parse(rest, &tc_path)?)),
+        compressor::TYPE => HttpFilter::Compressor(Box::new(compressor::parse(rest, &tc_path)?)),
+        metadata::SET_TYPE => {
+            HttpFilter::SetMetadata(Box::new(metadata::parse_set(rest, &tc_path)?))
+        }
+        metadata::HEADER_TYPE => {
+            HttpFilter::HeaderToMetadata(Box::new(metadata::parse_header(rest, &tc_path)?))
+        }
         cors::TYPE => {
             cors::parse_filter(rest, &tc_path)?;
             HttpFilter::Cors
@@ -160,26 +174,33 @@ fn header_matchers(
     raw: Vec<raw::HeaderMatcher>,
     path: &str,
 ) -> Result<Vec<FilterHeaderMatcher>, ConfigError> {
-    let mut headers = Vec::new();
-    for (i, mut h) in raw.into_iter().enumerate() {
-        let field = match h.name.to_ascii_lowercase().as_str() {
-            ":path" => Some(MatchedField::Path),
-            ":method" => Some(MatchedField::Method),
-            ":authority" | "host" => Some(MatchedField::Authority),
-            _ => None,
-        };
-        if field.is_some() {
-            // Checked as an ordinary name; the field it reads is the pseudo-header's.
-            h.name = "x-pseudo".into();
-        }
-        let m = super::route::header_matcher(h, &format!("{path}.headers[{i}]"))?;
-        headers.push(FilterHeaderMatcher {
-            field: field.unwrap_or(MatchedField::Header(m.name)),
-            kind: m.kind,
-            invert: m.invert,
-        });
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, h)| header_matcher(h, &format!("{path}.headers[{i}]")))
+        .collect()
+}
+
+/// One header matcher at `path`, which may name a pseudo-header.
+fn header_matcher(
+    mut h: raw::HeaderMatcher,
+    path: &str,
+) -> Result<FilterHeaderMatcher, ConfigError> {
+    let field = match h.name.to_ascii_lowercase().as_str() {
+        ":path" => Some(MatchedField::Path),
+        ":method" => Some(MatchedField::Method),
+        ":authority" | "host" => Some(MatchedField::Authority),
+        _ => None,
+    };
+    if field.is_some() {
+        // Checked as an ordinary name; the field it reads is the pseudo-header's.
+        h.name = "x-pseudo".into();
     }
-    Ok(headers)
+    let m = super::route::header_matcher(h, path)?;
+    Ok(FilterHeaderMatcher {
+        field: field.unwrap_or(MatchedField::Header(m.name)),
+        kind: m.kind,
+        invert: m.invert,
+    })
 }
 
 /// Decode `rest` (an `Any` without its `@type`) into `T`.

@@ -140,11 +140,13 @@ pub(crate) struct RawOutlierDetection {
     enforcing_failure_percentage_local_origin: Option<Int<u32>>,
 }
 
-/// `clusters[].common_lb_config`: only the panic threshold.
+/// `clusters[].common_lb_config`: the panic threshold, and consistent hashing's options
+/// (validated with the policy, in `lb`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommonLbConfig {
     healthy_panic_threshold: Option<Percent>,
+    pub consistent_hashing_lb_config: Option<super::lb::ConsistentHashingLbConfig>,
 }
 
 #[derive(Debug, Deserialize)]

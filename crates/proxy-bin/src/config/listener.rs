@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use proxy_core::config::{
-    AccessLog, AccessLogSink, ChainDigest, CodecType, HttpConnectionManager, Listener,
-    ListenerFilter, ServerHeader, ServerTransformation, Underscores, DEFAULT_BUFFER_LIMIT,
+    AccessLog, AccessLogSink, ChainDigest, CodecType, EscapedSlashes, HttpConnectionManager,
+    Listener, ListenerFilter, ServerHeader, ServerTransformation, Underscores,
+    DEFAULT_BUFFER_LIMIT,
 };
 use serde_json::Value;
 
@@ -333,6 +334,17 @@ fn hcm(
     }
 
     let access_logs = access_logs(raw.access_log, path, errs);
+    let http2 = raw
+        .http2_protocol_options
+        .map(|o| super::upstream_options::http2(o, &join(path, "http2_protocol_options"), errs))
+        .unwrap_or_default();
+    let local_reply = raw.local_reply_config.map(|c| {
+        std::sync::Arc::new(super::local_reply::local_reply_config(
+            c,
+            &join(path, "local_reply_config"),
+            errs,
+        ))
+    });
 
     let route_config = super::route::route_config(
         raw.route_config,
@@ -376,6 +388,28 @@ fn hcm(
         max_connection_duration: common.max_duration,
         max_headers_count: common.max_headers,
         underscores: common.underscores,
+        xff_num_trusted_hops: raw.xff_num_trusted_hops.map_or(0, |n| n.0),
+        // The node's cluster is filled in once the node is known.
+        add_user_agent: (raw.add_user_agent == Some(true))
+            .then(|| http::HeaderValue::from_static("")),
+        normalize_path: raw.normalize_path.unwrap_or(false),
+        delayed_close_timeout: raw
+            .delayed_close_timeout
+            .map_or(Duration::from_secs(1), |d| d.0),
+        http2,
+        escaped_slashes: match raw.path_with_escaped_slashes_action {
+            None
+            | Some(raw::PathWithEscapedSlashesAction::ImplementationSpecificDefault)
+            | Some(raw::PathWithEscapedSlashesAction::KeepUnchanged) => EscapedSlashes::Keep,
+            Some(raw::PathWithEscapedSlashesAction::RejectRequest) => EscapedSlashes::Reject,
+            Some(raw::PathWithEscapedSlashesAction::UnescapeAndRedirect) => {
+                EscapedSlashes::UnescapeAndRedirect
+            }
+            Some(raw::PathWithEscapedSlashesAction::UnescapeAndForward) => {
+                EscapedSlashes::UnescapeAndForward
+            }
+        },
+        local_reply,
     })
 }
 

@@ -12,7 +12,9 @@ mod de;
 mod filters;
 mod headers;
 mod health;
+mod lb;
 mod listener;
+mod local_reply;
 mod raw;
 mod route;
 mod source;
@@ -256,31 +258,43 @@ fn convert(value: serde_json::Value) -> Result<Bootstrap, ConfigErrors> {
     }
 
     if errs.is_empty() {
-        // The health-check filter names the node's cluster in its responses.
-        for l in &mut listeners {
-            let chains = l
-                .filter_chains
-                .iter_mut()
-                .chain(&mut l.default_filter_chain);
-            for c in chains {
-                let proxy_core::config::NetworkFilter::Http(h) = &mut c.filter else {
-                    continue;
-                };
-                for f in &mut h.http_filters {
-                    if let proxy_core::config::HttpFilter::HealthCheck(hc) = &mut f.filter {
-                        hc.service_cluster.clone_from(&node.cluster);
-                    }
-                }
-            }
-        }
-        Ok(Bootstrap {
+        let mut b = Bootstrap {
             node,
             admin,
             listeners,
             clusters,
-        })
+        };
+        apply_service_cluster(&mut b, None);
+        Ok(b)
     } else {
         Err(ConfigErrors(errs.0))
+    }
+}
+
+/// The node's service cluster (`--service-cluster`, else `node.cluster`) where the
+/// configuration uses it: the health-check filter's responses, `add_user_agent`'s request
+/// fields (a name that is no field value: empty, as none).
+pub fn apply_service_cluster(b: &mut Bootstrap, cli: Option<&str>) {
+    let cluster = cli.unwrap_or(&b.node.cluster).to_owned();
+    for l in &mut b.listeners {
+        let chains = l
+            .filter_chains
+            .iter_mut()
+            .chain(&mut l.default_filter_chain);
+        for c in chains {
+            let proxy_core::config::NetworkFilter::Http(h) = &mut c.filter else {
+                continue;
+            };
+            if let Some(ua) = &mut h.add_user_agent {
+                *ua = http::HeaderValue::from_str(&cluster)
+                    .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+            }
+            for f in &mut h.http_filters {
+                if let proxy_core::config::HttpFilter::HealthCheck(hc) = &mut f.filter {
+                    hc.service_cluster.clone_from(&cluster);
+                }
+            }
+        }
     }
 }
 

@@ -203,6 +203,16 @@ pub(crate) struct TcpProxy {
     pub max_connect_attempts: Option<UInt32>,
     #[serde(default)]
     pub access_log: Vec<AccessLog>,
+    #[serde(default)]
+    pub hash_policy: Vec<TcpHashPolicy>,
+}
+
+/// `tcp_proxy.hash_policy[]` (`type.v3.HashPolicy`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TcpHashPolicy {
+    pub source_ip: Option<super::de::Empty>,
+    pub filter_state: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -229,6 +239,16 @@ proto_enum! {
 }
 
 proto_enum! {
+    pub(crate) enum PathWithEscapedSlashesAction {
+        ImplementationSpecificDefault = ("IMPLEMENTATION_SPECIFIC_DEFAULT", 0),
+        KeepUnchanged = ("KEEP_UNCHANGED", 1),
+        RejectRequest = ("REJECT_REQUEST", 2),
+        UnescapeAndRedirect = ("UNESCAPE_AND_REDIRECT", 3),
+        UnescapeAndForward = ("UNESCAPE_AND_FORWARD", 4),
+    }
+}
+
+proto_enum! {
     pub(crate) enum HeadersWithUnderscoresAction {
         Allow = ("ALLOW", 0),
         RejectRequest = ("REJECT_REQUEST", 1),
@@ -250,6 +270,13 @@ pub(crate) struct HttpConnectionManager {
     pub always_set_request_id_in_response: Option<bool>,
     pub preserve_external_request_id: Option<bool>,
     pub merge_slashes: Option<bool>,
+    pub local_reply_config: Option<LocalReplyConfig>,
+    pub normalize_path: Option<bool>,
+    pub add_user_agent: Option<bool>,
+    pub delayed_close_timeout: Option<Dur>,
+    pub http2_protocol_options: Option<super::upstream_options::Http2Options>,
+    pub xff_num_trusted_hops: Option<Int<u32>>,
+    pub path_with_escaped_slashes_action: Option<PathWithEscapedSlashesAction>,
     pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
     pub stream_idle_timeout: Option<Dur>,
     pub request_timeout: Option<Dur>,
@@ -333,6 +360,101 @@ pub(crate) struct StreamAccessLog {
 pub(crate) struct SubstitutionFormatString {
     pub text_format: Option<String>,
     pub text_format_source: Option<DataSource>,
+}
+
+/// `local_reply_config`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LocalReplyConfig {
+    #[serde(default)]
+    pub mappers: Vec<ResponseMapper>,
+    pub body_format: Option<BodyFormatString>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResponseMapper {
+    pub filter: Option<AccessLogFilter>,
+    pub status_code: Option<Int<u32>>,
+    pub body: Option<DataSource>,
+    pub body_format_override: Option<BodyFormatString>,
+    #[serde(default)]
+    pub headers_to_add: Vec<HeaderValueOption>,
+}
+
+/// `config.core.v3.SubstitutionFormatString` as a local reply's body format.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BodyFormatString {
+    pub text_format: Option<String>,
+    pub text_format_source: Option<DataSource>,
+    pub json_format: Option<serde_json::Map<String, Value>>,
+    pub content_type: Option<String>,
+}
+
+/// `config.accesslog.v3.AccessLogFilter`: the filters Baton evaluates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccessLogFilter {
+    pub status_code_filter: Option<ComparisonHolder>,
+    pub duration_filter: Option<ComparisonHolder>,
+    pub not_health_check_filter: Option<Empty>,
+    pub header_filter: Option<HeaderFilter>,
+    pub response_flag_filter: Option<ResponseFlagFilter>,
+    pub and_filter: Option<FilterList>,
+    pub or_filter: Option<FilterList>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ComparisonHolder {
+    pub comparison: Option<Comparison>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Comparison {
+    pub op: Option<ComparisonOp>,
+    pub value: Option<RuntimeUInt32>,
+}
+
+proto_enum! {
+    pub(crate) enum ComparisonOp {
+        Ge = ("GE", 0),
+        Eq = ("EQ", 1),
+        Le = ("LE", 2),
+        Ne = ("NE", 3),
+    }
+}
+
+/// `config.core.v3.RuntimeUInt32`: Baton has no runtime, so the key always falls back to the
+/// default, as Envoy's does when the runtime does not have it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuntimeUInt32 {
+    pub default_value: Option<Int<u32>>,
+    #[allow(dead_code)]
+    pub runtime_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderFilter {
+    pub header: Option<HeaderMatcher>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResponseFlagFilter {
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilterList {
+    #[serde(default)]
+    pub filters: Vec<AccessLogFilter>,
 }
 
 /// `config.core.v3.DataSource`, inline strings only.
@@ -538,6 +660,8 @@ pub(crate) struct RouteAction {
     pub idle_timeout: Option<Dur>,
     #[serde(default)]
     pub upgrade_configs: Vec<RouteUpgradeConfig>,
+    #[serde(default)]
+    pub hash_policy: Vec<super::lb::RawHashPolicy>,
     /// The legacy CORS policy (`config.route.v3.CorsPolicy`).
     pub cors: Option<Value>,
 }
@@ -699,7 +823,9 @@ proto_enum! {
     pub(crate) enum LbPolicy {
         RoundRobin = ("ROUND_ROBIN", 0),
         LeastRequest = ("LEAST_REQUEST", 1),
+        RingHash = ("RING_HASH", 2),
         Random = ("RANDOM", 3),
+        Maglev = ("MAGLEV", 5),
         ClusterProvided = ("CLUSTER_PROVIDED", 6),
     }
 }
@@ -723,6 +849,8 @@ pub(crate) struct Cluster {
     pub kind: Option<DiscoveryType>,
     pub connect_timeout: Option<Dur>,
     pub lb_policy: Option<LbPolicy>,
+    pub ring_hash_lb_config: Option<super::lb::RingHashLbConfig>,
+    pub maglev_lb_config: Option<super::lb::MaglevLbConfig>,
     pub load_assignment: Option<LoadAssignment>,
     pub dns_lookup_family: Option<DnsLookupFamily>,
     pub dns_refresh_rate: Option<Dur>,

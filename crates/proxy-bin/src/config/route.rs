@@ -647,6 +647,11 @@ fn forward(
             upgrades.push((t, u.enabled.is_none_or(|b| b.get())));
         }
     }
+    let hash_policy = super::lb::hash_policies(
+        std::mem::take(&mut raw.hash_policy),
+        &join(path, "hash_policy"),
+        errs,
+    );
     if errs.0.len() != before {
         return None;
     }
@@ -662,6 +667,7 @@ fn forward(
             Some(d) => d.nonzero(),
         },
         retry_policy,
+        hash_policy,
         weighted_filter_configs,
         mirrors,
         idle_timeout: raw.idle_timeout.map(|d| d.nonzero()),

@@ -282,7 +282,7 @@ fn deprecated_fields(
 /// Envoy's range for HTTP/2 window sizes.
 const WINDOW_RANGE: std::ops::RangeInclusive<u32> = 65_535..=2_147_483_647;
 
-fn http2(o: Http2Options, path: &str, errs: &mut Errors) -> Http2Settings {
+pub(crate) fn http2(o: Http2Options, path: &str, errs: &mut Errors) -> Http2Settings {
     let mut out = Http2Settings::default();
     for (field, v, slot) in [
         (

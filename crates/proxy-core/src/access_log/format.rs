@@ -44,6 +44,11 @@ pub struct Record<'a> {
     pub downstream_local: SocketAddr,
     /// Why the upstream connection failed at the transport level (e.g. a TLS error), if it did.
     pub upstream_transport_failure_reason: Option<&'a str>,
+    /// `%LOCAL_REPLY_BODY%`: the body of Baton's own reply, when a local reply's body is being
+    /// formatted (`local_reply_config`); `None` elsewhere.
+    pub local_reply_body: Option<&'a str>,
+    /// The request's dynamic metadata, if a filter set any.
+    pub dynamic_metadata: Option<&'a crate::metadata::DynamicMetadata>,
 }
 
 /// A format string that could not be parsed.
@@ -91,6 +96,9 @@ enum Op {
     DownstreamRemoteAddressWithoutPort,
     DownstreamLocalAddress,
     DownstreamLocalAddressWithoutPort,
+    LocalReplyBody,
+    /// `%DYNAMIC_METADATA(NAMESPACE:KEY:...)%`.
+    DynamicMetadata(String, Vec<String>),
 }
 
 #[derive(Clone, Debug)]
@@ -154,6 +162,17 @@ fn build_op(name: &str, args: Option<&str>) -> Result<Op, FormatError> {
             let (k, alt) = header_args(name, args)?;
             return Ok(Op::Resp(k, alt));
         }
+        "DYNAMIC_METADATA" => {
+            let args = args.filter(|a| !a.is_empty()).ok_or_else(|| {
+                bad(
+                    name,
+                    "expected a namespace (and keys) in parentheses, NAMESPACE:KEY:...",
+                )
+            })?;
+            let mut parts = args.split(':').map(str::to_owned);
+            let ns = parts.next().unwrap_or_default();
+            return Ok(Op::DynamicMetadata(ns, parts.collect()));
+        }
         "RESPONSE_CODE" => Op::ResponseCode,
         "RESPONSE_FLAGS" => Op::ResponseFlags,
         "RESPONSE_CODE_DETAILS" => Op::ResponseCodeDetails,
@@ -169,6 +188,7 @@ fn build_op(name: &str, args: Option<&str>) -> Result<Op, FormatError> {
         "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamRemoteAddressWithoutPort,
         "DOWNSTREAM_LOCAL_ADDRESS" => Op::DownstreamLocalAddress,
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => Op::DownstreamLocalAddressWithoutPort,
+        "LOCAL_REPLY_BODY" => Op::LocalReplyBody,
         _ => return Err(FormatError::UnknownOperator(name.to_owned())),
     };
     if args.is_some() {
@@ -270,6 +290,36 @@ impl Format {
             }
         }
     }
+}
+
+impl Format {
+    /// How a `json_format` value made of this format alone is typed: `None` when the format is
+    /// not exactly one command operator (it renders as a string).
+    pub fn single_operator(&self) -> Option<JsonKind> {
+        match self.pieces.as_slice() {
+            [Piece { op, max_len: None }] => match op {
+                Op::Literal(_) => None,
+                Op::ResponseCode | Op::Duration | Op::BytesReceived | Op::BytesSent => {
+                    Some(JsonKind::Number)
+                }
+                // `-` is the value of no flags, not a missing value.
+                Op::ResponseFlags => Some(JsonKind::Text),
+                _ => Some(JsonKind::Optional),
+            },
+            _ => None,
+        }
+    }
+}
+
+/// How one command operator alone is written as a JSON value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonKind {
+    /// A number.
+    Number,
+    /// A string, always.
+    Text,
+    /// A string, or `null` when the operator has no value (`-`).
+    Optional,
 }
 
 impl Format {
@@ -390,6 +440,15 @@ fn write_op(op: &Op, rec: &Record<'_>, out: &mut String) {
         }
         Op::DownstreamLocalAddressWithoutPort => {
             let _ = write!(out, "{}", rec.downstream_local.ip());
+        }
+        // Empty is a value here: a local reply without a body renders as nothing (Envoy).
+        Op::LocalReplyBody => match rec.local_reply_body {
+            Some(b) => out.push_str(b),
+            None => out.push('-'),
+        },
+        Op::DynamicMetadata(ns, path) => {
+            let v = rec.dynamic_metadata.and_then(|m| m.render(ns, path));
+            push_or_dash(out, v.as_deref());
         }
     }
 }

@@ -61,6 +61,8 @@ impl Fixture {
             downstream_remote: addr("192.0.2.7:51234"),
             downstream_local: addr("[::1]:8080"),
             upstream_transport_failure_reason: None,
+            local_reply_body: None,
+            dynamic_metadata: None,
         }
     }
 }
@@ -109,6 +111,8 @@ fn default_format_with_nothing_known_prints_dashes() {
         downstream_remote: addr("127.0.0.1:1"),
         downstream_local: addr("127.0.0.1:2"),
         upstream_transport_failure_reason: None,
+        local_reply_body: None,
+        dynamic_metadata: None,
     };
     let mut out = String::new();
     Format::envoy_default().write(&rec, &mut out);

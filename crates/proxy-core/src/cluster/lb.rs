@@ -2,7 +2,8 @@
 //! in panic mode, as the host set was published): a priority level drawn by the levels' loads
 //! (when there are several), then a host of it by the cluster's policy. The balancer state is
 //! per worker and never shared; choosing a host reads only the published set and per-host
-//! atomics.
+//! atomics. RING_HASH and MAGLEV pick through the level's shared table by the request's hash
+//! (its route's `hash_policy`), or a random one without it, as Envoy does.
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -10,6 +11,13 @@ use std::sync::Arc;
 
 use super::{Cluster, ClusterManager, Host, HostSet};
 use crate::config::LbPolicy;
+
+/// What a request brings to host selection: the hash of its route's `hash_policy` (only
+/// consistent-hashing clusters read it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pick {
+    pub hash: Option<u64>,
+}
 
 /// Per-worker balancer state, one entry per cluster.
 #[derive(Debug)]
@@ -42,11 +50,20 @@ impl WorkerLb {
 
     /// Pick a host of `cluster` (index `idx`) by its policy among the set's routable hosts;
     /// `None` when there is none (no host, or none healthy with panic mode off).
-    pub fn pick(&self, idx: usize, cluster: &Cluster, set: &HostSet) -> Option<Arc<Host>> {
+    pub fn pick(
+        &self,
+        idx: usize,
+        cluster: &Cluster,
+        set: &HostSet,
+        by: Pick,
+    ) -> Option<Arc<Host>> {
+        if cluster.config.lb_policy.hashes() {
+            return pick_hashed(cluster, set, by.hash.unwrap_or_else(|| fastrand::u64(..)));
+        }
         let level = match set.levels.len() {
             0 => return None,
             1 => 0,
-            _ => choose_level(set),
+            _ => choose_level(set, fastrand::u32(1..=100)),
         };
         let hosts = &set.levels[level].routable;
         let n = hosts.len();
@@ -91,7 +108,10 @@ impl WorkerLb {
             }
             // An ORIGINAL_DST cluster (CLUSTER_PROVIDED) chooses its hosts itself
             // (`Cluster::original_dst_host`) and is never balanced here.
-            LbPolicy::Random | LbPolicy::ClusterProvided => weighted_random(hosts),
+            LbPolicy::Random
+            | LbPolicy::ClusterProvided
+            | LbPolicy::RingHash(_)
+            | LbPolicy::Maglev(_) => weighted_random(hosts),
             LbPolicy::LeastRequest => {
                 // Power of two choices on active requests scaled by weight.
                 let a = weighted_random(hosts);
@@ -113,9 +133,24 @@ impl WorkerLb {
     }
 }
 
-/// A level drawn by the levels' loads (percentages adding up to 100).
-fn choose_level(set: &HostSet) -> usize {
-    let draw = fastrand::u32(1..=100);
+/// RING_HASH or MAGLEV: the level by `hash` (as Envoy: `hash % 100 + 1` against the levels'
+/// loads), then the host `hash` falls on in its table.
+fn pick_hashed(cluster: &Cluster, set: &HostSet, hash: u64) -> Option<Arc<Host>> {
+    let level = match set.levels.len() {
+        0 => return None,
+        1 => 0,
+        _ => choose_level(set, (hash % 100) as u32 + 1),
+    };
+    let l = &set.levels[level];
+    let host = l.table.as_ref()?.pick(hash)?;
+    if l.panic {
+        cluster.stats.lb_healthy_panic.inc();
+    }
+    Some(host.clone())
+}
+
+/// The level `draw` (1 to 100) falls in by the levels' loads (percentages adding up to 100).
+fn choose_level(set: &HostSet, draw: u32) -> usize {
     let mut sum = 0;
     for (i, l) in set.levels.iter().enumerate() {
         sum += l.load;

@@ -56,6 +56,7 @@ impl Cluster {
                     weight: 1,
                     check_port: None,
                     priority: 0,
+                    hash_key: None,
                 };
                 let fresh = Arc::new(Host::new(spec, false));
                 let mut raced = None;

@@ -21,6 +21,8 @@ pub struct Level {
     pub panic: bool,
     /// The percent of requests this level takes (the levels' loads add up to 100).
     pub load: u32,
+    /// RING_HASH's ring or MAGLEV's table over `routable` (for those policies only).
+    pub table: Option<super::HashTable>,
 }
 
 /// One level's host counts.
@@ -57,6 +59,7 @@ pub(super) fn levels(hosts: &[Arc<Host>], opf: u32, panic_threshold: f64) -> Vec
             routable: if panic { all } else { healthy },
             panic,
             load,
+            table: None,
         })
         .collect()
 }

@@ -41,7 +41,7 @@ fn counts(policy: LbPolicy, eps: &[(&str, u16, u32)], n: usize) -> HashMap<u16, 
     let mut out = HashMap::new();
     for _ in 0..n {
         let set = c.hosts();
-        let h = lb.pick(0, c, &set).unwrap();
+        let h = lb.pick(0, c, &set, Pick::default()).unwrap();
         *out.entry(h.addr.port()).or_default() += 1;
     }
     out
@@ -127,7 +127,7 @@ fn unhealthy_hosts_are_skipped_until_panic() {
     let picks = |n: usize| -> HashMap<u16, usize> {
         let mut out = HashMap::new();
         for _ in 0..n {
-            let h = lb.pick(0, c, &c.hosts()).unwrap();
+            let h = lb.pick(0, c, &c.hosts(), Pick::default()).unwrap();
             *out.entry(h.addr.port()).or_default() += 1;
         }
         out
@@ -164,10 +164,16 @@ fn panic_threshold_zero_means_no_host_when_none_is_healthy() {
     let c = cm.get(0).unwrap();
     fail(c, &[1]);
     for _ in 0..50 {
-        assert_eq!(lb.pick(0, c, &c.hosts()).unwrap().addr.port(), 2);
+        assert_eq!(
+            lb.pick(0, c, &c.hosts(), Pick::default())
+                .unwrap()
+                .addr
+                .port(),
+            2
+        );
     }
     fail(c, &[1, 2]);
-    assert!(lb.pick(0, c, &c.hosts()).is_none());
+    assert!(lb.pick(0, c, &c.hosts(), Pick::default()).is_none());
 }
 
 #[test]
@@ -259,4 +265,194 @@ fn original_dst_hosts_are_made_on_demand_and_swept_after_an_unused_interval() {
     assert_eq!(c.stats.membership_change.value(), 3);
     c.original_dst_sweep();
     assert!(c.hosts().hosts.is_empty());
+}
+
+mod hashing {
+    //! RING_HASH and MAGLEV against what Envoy 1.40 chose on the same configuration: four
+    //! STATIC endpoints 127.0.0.1:41001..41004 with weights 1..4, a route hashing header
+    //! `x-key`, keys `user-0` to `user-49` (the digit is the chosen port minus 41000).
+    use super::*;
+    use crate::config::{HashKey, Maglev, RingHash};
+    use xxhash_rust::xxh64::xxh64;
+
+    const EPS: [(&str, u16, u32); 4] = [
+        ("127.0.0.1", 41001, 1),
+        ("127.0.0.1", 41002, 2),
+        ("127.0.0.1", 41003, 3),
+        ("127.0.0.1", 41004, 4),
+    ];
+    /// The endpoints' `envoy.lb` `hash_key`s in the `*_name` clusters.
+    const KEYS: [&str; 4] = [
+        "alpha.example",
+        "bravo.example",
+        "charlie.example",
+        "delta.example",
+    ];
+
+    fn manager(policy: LbPolicy, hash_keys: bool) -> ClusterManager {
+        let mut c = cluster(policy, &EPS);
+        if hash_keys {
+            for (ep, k) in c.endpoints.iter_mut().zip(KEYS) {
+                let mut lb = serde_json::Map::new();
+                lb.insert("hash_key".into(), k.into());
+                ep.metadata.insert("envoy.lb".into(), lb.into());
+            }
+        }
+        ClusterManager::new(&[c], &Store::new())
+    }
+
+    /// The port digits of the hosts keys `user-0..49` go to.
+    fn mapping(policy: LbPolicy, hash_keys: bool) -> String {
+        let cm = manager(policy, hash_keys);
+        let lb = WorkerLb::new(&cm);
+        let c = cm.get(0).unwrap();
+        (0..50)
+            .map(|i| {
+                let hash = xxh64(format!("user-{i}").as_bytes(), 0);
+                let h = lb
+                    .pick(0, c, &c.hosts(), Pick { hash: Some(hash) })
+                    .unwrap();
+                char::from(b'0' + (h.addr.port() - 41000) as u8)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ring_hash_maps_keys_as_envoy() {
+        let ring = LbPolicy::RingHash(RingHash::default());
+        assert_eq!(
+            mapping(ring, false),
+            "44322334231223333443442412434432323444443442433324"
+        );
+        assert_eq!(
+            mapping(ring, true),
+            "44424423444334414343431344443324424132431323314434"
+        );
+        let murmur = LbPolicy::RingHash(RingHash {
+            murmur: true,
+            ..RingHash::default()
+        });
+        assert_eq!(
+            mapping(murmur, false),
+            "14443434244442424442144432442343444214323344234233"
+        );
+        // A ring smaller than the weights ask for: scaled down to the maximum size.
+        let small = LbPolicy::RingHash(RingHash {
+            minimum_ring_size: 7,
+            maximum_ring_size: 13,
+            ..RingHash::default()
+        });
+        assert_eq!(
+            mapping(small, false),
+            "12134133322343341232234142344142443144313343433313"
+        );
+    }
+
+    #[test]
+    fn maglev_maps_keys_as_envoy() {
+        let maglev = LbPolicy::Maglev(Maglev::default());
+        assert_eq!(
+            mapping(maglev, false),
+            "32333443334333432223324444334444434333221424343343"
+        );
+        assert_eq!(
+            mapping(maglev, true),
+            "44343314433432244224444414331123223433444233424343"
+        );
+        let small = LbPolicy::Maglev(Maglev {
+            table_size: 7,
+            key: HashKey::Address,
+        });
+        assert_eq!(
+            mapping(small, false),
+            "22443342431414233311144234313213222244424144132132"
+        );
+    }
+
+    #[test]
+    fn several_header_values_map_as_envoy() {
+        // Envoy 1.40 on `x-key: y<i>` then `x-key: x<i>`, i = 0..9, and `x-key: y, x`.
+        let cm = manager(LbPolicy::RingHash(RingHash::default()), false);
+        let lb = WorkerLb::new(&cm);
+        let c = cm.get(0).unwrap();
+        let policy = [config::HashPolicy {
+            kind: config::HashOn::Header(http::HeaderName::from_static("x-key")),
+            terminal: false,
+        }];
+        let port = |values: [&str; 2]| {
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append("x-key", v.parse().unwrap());
+            }
+            let local = "127.0.0.1:80".parse().unwrap();
+            let hashed = crate::request::hash::hash_request(&policy, &headers, "/", local, local);
+            let h = lb
+                .pick(0, c, &c.hosts(), Pick { hash: hashed.hash })
+                .unwrap();
+            char::from(b'0' + (h.addr.port() - 41000) as u8)
+        };
+        let got: String = (0..10)
+            .map(|i| port([&format!("y{i}"), &format!("x{i}")]))
+            .chain([port(["y", "x"])])
+            .collect();
+        assert_eq!(got, "24244443324");
+    }
+
+    /// The gauges of the table built for `policy` over the four endpoints.
+    fn table_stats(policy: LbPolicy) -> Vec<i64> {
+        let cm = manager(policy, false);
+        match cm.get(0).unwrap().hash_stats.as_ref().unwrap() {
+            HashLbStats::Ring {
+                size,
+                min_hashes_per_host,
+                max_hashes_per_host,
+            } => vec![
+                size.value(),
+                min_hashes_per_host.value(),
+                max_hashes_per_host.value(),
+            ],
+            HashLbStats::Maglev {
+                min_entries_per_host,
+                max_entries_per_host,
+            } => vec![min_entries_per_host.value(), max_entries_per_host.value()],
+        }
+    }
+
+    #[test]
+    fn table_gauges_as_envoy_shows_them() {
+        // Envoy 1.40's `cluster.<name>.ring_hash_lb.{size,min_hashes_per_host,
+        // max_hashes_per_host}` and `maglev_lb.{min,max}_entries_per_host` on the same clusters.
+        assert_eq!(
+            table_stats(LbPolicy::RingHash(RingHash::default())),
+            [1030, 103, 412]
+        );
+        let small = RingHash {
+            minimum_ring_size: 7,
+            maximum_ring_size: 13,
+            ..RingHash::default()
+        };
+        assert_eq!(table_stats(LbPolicy::RingHash(small)), [10, 1, 4]);
+        assert_eq!(
+            table_stats(LbPolicy::Maglev(Maglev::default())),
+            [6554, 26214]
+        );
+        let small = Maglev {
+            table_size: 7,
+            key: HashKey::Address,
+        };
+        assert_eq!(table_stats(LbPolicy::Maglev(small)), [1, 2]);
+    }
+
+    #[test]
+    fn murmur_is_libstdcxx_hash_bytes() {
+        // `std::_Hash_bytes(s, len, 0xc70f6907)` from libstdc++ (g++ 12), which Envoy's
+        // MURMUR_HASH_2 is: empty, tails of 1 and 7 bytes, one word, a word and a byte.
+        let seed = 0xc70f_6907;
+        assert_eq!(murmur2_64(b"", seed), 6142509188972423790);
+        assert_eq!(murmur2_64(b"a", seed), 4993892634952068459);
+        assert_eq!(murmur2_64(b"abcdefg", seed), 16063891478991045295);
+        assert_eq!(murmur2_64(b"abcdefgh", seed), 8664279048047335611);
+        assert_eq!(murmur2_64(b"abcdefghi", seed), 13036955925923793583);
+        assert_eq!(murmur2_64(b"127.0.0.1:41001_0", seed), 17454952342610692186);
+    }
 }

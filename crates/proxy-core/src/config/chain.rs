@@ -17,6 +17,8 @@ pub struct FilterChain {
     /// `transport_socket` `envoy.transport_sockets.tls`; `None`: the bytes are passed to the
     /// network filter as they come (cleartext, or TLS passed through).
     pub tls: Option<crate::tls::ServerTls>,
+    /// `envoy.filters.network.rbac` filters before the terminal one, in order.
+    pub rbac: Vec<super::NetworkRbac>,
     pub filter: NetworkFilter,
 }
 
@@ -54,6 +56,8 @@ pub struct TcpProxy {
     pub max_connect_attempts: u32,
     /// `access_log`: one line per connection when it closes.
     pub access_logs: Vec<super::AccessLog>,
+    /// `hash_policy[0].source_ip`: a RING_HASH or MAGLEV cluster picks by the client's IP.
+    pub hash_source_ip: bool,
 }
 
 /// `filter_chain_match`: every criterion left empty matches anything.

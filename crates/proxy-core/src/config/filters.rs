@@ -32,6 +32,14 @@ pub enum HttpFilter {
     Cors,
     /// `envoy.filters.http.csrf`.
     Csrf(Box<CsrfPolicy>),
+    /// `envoy.filters.http.rbac`.
+    Rbac(Box<super::RbacFilter>),
+    /// `envoy.filters.http.compressor`.
+    Compressor(Box<super::CompressorFilter>),
+    /// `envoy.filters.http.set_metadata`.
+    SetMetadata(Box<super::SetMetadata>),
+    /// `envoy.filters.http.header_to_metadata`.
+    HeaderToMetadata(Box<super::HeaderToMetadata>),
 }
 
 /// `envoy.filters.http.health_check`: requests matching `headers` are health checks, answered
@@ -170,6 +178,10 @@ pub enum RouteFilterConfig {
     Cors(Box<CorsPolicy>),
     /// A route's `CsrfPolicy` replaces the filter's.
     Csrf(Box<CsrfPolicy>),
+    /// `RBACPerRoute.rbac` replaces the filter's rules (its stats stay the filter's); without
+    /// rules the filter lets everything through, uncounted.
+    Rbac(Box<super::Rbac>),
+    Compressor(super::CompressorPerRoute),
 }
 
 /// `typed_per_filter_config` of one level: filter name → its entry.

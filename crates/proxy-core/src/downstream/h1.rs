@@ -72,7 +72,7 @@ pub(super) async fn serve_http1<F: HandleFuture>(
         End::Closed { linger } => {
             drop(reg);
             if linger {
-                linger_close(io).await;
+                linger_close(io, l.http.delayed_close_timeout).await;
             }
             Ok(())
         }
@@ -142,7 +142,7 @@ async fn serve_http1_hyper<F: HandleFuture>(
             std::future::poll_fn(|cx| again.poll_without_shutdown(cx)).await?;
             io = again.into_parts().io.into_inner();
         }
-        linger_close(io).await;
+        linger_close(io, l.http.delayed_close_timeout).await;
         return Ok(());
     }
 }
@@ -250,7 +250,7 @@ async fn refuse_slow_head(mut io: ServerIo, l: &ListenerShared, ctx: &ConnCtx, w
         .is_ok()
     {
         let _ = io.flush().await;
-        linger_close(io).await;
+        linger_close(io, l.http.delayed_close_timeout).await;
     }
 }
 

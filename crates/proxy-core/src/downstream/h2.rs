@@ -25,9 +25,24 @@ pub(super) async fn serve_http2<F: HandleFuture>(
     ctx: &ConnCtx,
 ) -> Result<(), hyper::Error> {
     let ctl = DrainCtl::new();
-    let conn = http2::Builder::new(LocalExec)
-        .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(H2Io::new(io, ctl.clone())), svc);
+    let mut builder = http2::Builder::new(LocalExec);
+    builder.timer(TokioTimer::new());
+    let o = &l.http.http2;
+    if o.initial_stream_window_size.is_some() {
+        builder.initial_stream_window_size(o.initial_stream_window_size);
+    }
+    if o.initial_connection_window_size.is_some() {
+        builder.initial_connection_window_size(o.initial_connection_window_size);
+    }
+    if o.max_concurrent_streams.is_some() {
+        builder.max_concurrent_streams(o.max_concurrent_streams);
+    }
+    if let Some(k) = o.keepalive {
+        builder
+            .keep_alive_interval(Some(k.interval))
+            .keep_alive_timeout(k.timeout);
+    }
+    let conn = builder.serve_connection(TokioIo::new(H2Io::new(io, ctl.clone())), svc);
     tokio::pin!(conn);
     let idle = l.http.idle_timeout;
     let far = Duration::from_secs(365 * 24 * 3600);

@@ -9,18 +9,16 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use crate::io::ServerIo;
 
-/// After a close, bytes still arriving are read and discarded for this long (lingering close),
-/// so the peer gets our last response rather than a reset.
-const LINGER: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 256 * 1024;
 
-/// Close our side, then read and discard what the peer still sends for a short while, so that
-/// our last response is not destroyed by a reset.
-pub(super) async fn linger_close(mut io: ServerIo) {
-    if io.shutdown().await.is_err() {
+/// Close our side, then read and discard what the peer still sends for `linger` (the HCM's
+/// `delayed_close_timeout`, Envoy's default 1 s; zero: not at all), so that our last response
+/// is not destroyed by a reset.
+pub(super) async fn linger_close(mut io: ServerIo, linger: Duration) {
+    if io.shutdown().await.is_err() || linger.is_zero() {
         return;
     }
-    let deadline = tokio::time::Instant::now() + LINGER;
+    let deadline = tokio::time::Instant::now() + linger;
     let mut total = 0;
     while total < LINGER_MAX_BYTES {
         match tokio::time::timeout_at(deadline, discard(&mut io)).await {

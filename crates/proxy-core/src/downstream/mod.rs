@@ -280,6 +280,26 @@ async fn serve_accepted(open: ListenerConn, w: Rc<Worker>, mut conn: Accepted) {
     close_http(hs, open.opened());
 }
 
+/// What RBAC reads of the connection, when a filter of the chain may ask; `Err` when the
+/// chain's network RBAC filters deny a `fresh` connection.
+#[inline(never)]
+fn rbac_identity(
+    l: &ListenerShared,
+    stream: &Stream,
+    remote: SocketAddr,
+    local: SocketAddr,
+    fresh: bool,
+) -> Result<Option<Box<crate::rbac::ConnIdentity>>, ()> {
+    if l.rbac_stats.is_empty() && l.network_rbac.is_empty() {
+        return Ok(None);
+    }
+    let id = crate::rbac::ConnIdentity::of(stream, remote);
+    if fresh && !crate::rbac::network_allows(&l.network_rbac, &id.subject(local, remote, None)) {
+        return Err(());
+    }
+    Ok(Some(Box::new(id)))
+}
+
 /// The listener's access-log line (Envoy writes one for every connection, whatever became of
 /// it) for a connection `took` long, from `remote` to `local`.
 fn conn_line(remote: SocketAddr, local: SocketAddr, took: Duration) -> ConnOutcome<'static> {
@@ -393,6 +413,12 @@ async fn serve_sniffed(
     let now = Instant::now();
     let ctx = Rc::new(ConnCtx {
         remote,
+        // As Envoy's, the network RBAC filters decide once the first bytes have come (a
+        // connection from the previous generation was let through there).
+        identity: match rbac_identity(l, io.stream(), remote, start.local, start.fresh) {
+            Ok(id) => id,
+            Err(()) => return (counts.rx.load(std::sync::atomic::Ordering::Relaxed), 0),
+        },
         local: start.local,
         restored: start.restored,
         http2: proto == Sniffed::Http2,

@@ -86,7 +86,7 @@ impl<F: HandleFuture> hyper::service::Service<Request<Incoming>> for Svc<F> {
         let hcm = &self.l.http;
         let checks = Checks {
             max_head: hcm.max_request_head(),
-            internal: hcm.is_internal(self.c.remote.ip()),
+            internal: hcm.is_internal_request(self.c.remote.ip(), req.headers()),
             accept_http_10: hcm.accept_http_10,
             default_host_10: hcm.default_host_for_http_10.as_ref(),
         };

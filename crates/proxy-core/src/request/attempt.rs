@@ -10,7 +10,7 @@ use http::{Request, Response};
 
 use crate::body::ProxyBody;
 use crate::client::{Home, SendError};
-use crate::cluster::{Cluster, Host};
+use crate::cluster::{Cluster, Host, Pick};
 use crate::context::{ConnCtx, Worker};
 use crate::error::UpstreamFailure;
 use crate::upstream;
@@ -93,6 +93,7 @@ pub(super) fn choose(
     (cidx, cluster): (usize, &Arc<Cluster>),
     headers: &http::HeaderMap,
     avoid: Option<(&mut Vec<Arc<Host>>, u32)>,
+    by: Pick,
 ) -> Result<Arc<Host>, (UpstreamFailure, bool)> {
     let max_rq = i64::from(cluster.config.circuit_breakers.max_requests);
     if cluster.stats.upstream_rq_active.value() >= max_rq {
@@ -107,7 +108,7 @@ pub(super) fn choose(
         });
     }
     let set = cluster.hosts();
-    let mut host = w.lb.pick(cidx, cluster, &set);
+    let mut host = w.lb.pick(cidx, cluster, &set, by);
     if let Some((tried, reselect)) = avoid {
         // As Envoy's `previous_hosts`: pick again while the host was tried, at most
         // `host_selection_retry_max_attempts` times; the last pick stands.
@@ -117,7 +118,7 @@ pub(super) fn choose(
                 .as_ref()
                 .is_some_and(|h| tried.iter().any(|t| Arc::ptr_eq(t, h)))
         {
-            host = w.lb.pick(cidx, cluster, &set);
+            host = w.lb.pick(cidx, cluster, &set, by);
             left -= 1;
         }
         if let Some(h) = &host {

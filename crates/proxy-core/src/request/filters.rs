@@ -9,11 +9,14 @@
 //! level first); a filter reads its per-route configuration from there too.
 
 mod buffer;
+mod compressor;
 mod cors;
 mod csrf;
 mod fault;
 mod health_check;
 mod local_ratelimit;
+mod metadata;
+mod rbac;
 
 use http::{Request, Response};
 
@@ -38,6 +41,10 @@ pub(super) struct Passed {
     rate_limit: Option<local_ratelimit::Passed>,
     /// An allowed CORS origin's response fields.
     cors: Option<cors::Passed>,
+    /// The compressor filters that ran, in order.
+    compressors: Vec<compressor::Registered>,
+    /// The `header_to_metadata` filters with response rules that ran (their indices).
+    header_to_metadata: Vec<usize>,
 }
 
 /// Run the enabled filters on a request, in order: `Err` with the response when one answers
@@ -54,7 +61,13 @@ pub(super) async fn decode(
     let per_route = target
         .and_then(|t| t.filter_configs.as_deref())
         .or_else(|| route.and_then(|r| r.filter_configs.as_deref()));
-    for entry in &cx.l.http.http_filters {
+    let mut rbac_index = 0;
+    for (i, entry) in cx.l.http.http_filters.iter().enumerate() {
+        // Which RBAC filter this is (its stats), counted whether it runs or not.
+        let rbac_at = rbac_index;
+        if matches!(entry.filter, HttpFilter::Rbac(_)) {
+            rbac_index += 1;
+        }
         let disabled = per_route.and_then(|p| p.disabled(&entry.name));
         if disabled.unwrap_or(entry.disabled) {
             continue;
@@ -62,7 +75,11 @@ pub(super) async fn decode(
         let config = per_route.and_then(|p| p.config(&entry.name));
         let stop = match &entry.filter {
             HttpFilter::HealthCheck(hc) => {
-                health_check::decode(cx, hc, req, &mut passed.health_check)
+                let r = health_check::decode(cx, hc, req, &mut passed.health_check);
+                if r.is_err() || passed.health_check.is_health_check() {
+                    tracker.mark_health_check();
+                }
+                r
             }
             HttpFilter::Buffer(b) => {
                 let per_route = match config {
@@ -100,17 +117,79 @@ pub(super) async fn decode(
                 };
                 csrf::decode(cx, p, req)
             }
+            HttpFilter::Rbac(f) => {
+                let stats = cx.l.rbac_stats.get(rbac_at);
+                let rules = match config {
+                    Some(RouteFilterConfig::Rbac(r)) => r,
+                    _ => &f.rbac,
+                };
+                rbac::decode(cx, rules, stats, req)
+            }
+            HttpFilter::Compressor(c) => {
+                let per_route = match config {
+                    Some(RouteFilterConfig::Compressor(p)) => Some(*p),
+                    _ => None,
+                };
+                compressor::decode(cx, i, c, per_route, req, &mut passed.compressors);
+                Ok(())
+            }
+            HttpFilter::SetMetadata(m) => {
+                metadata::set_metadata(cx, m, req);
+                Ok(())
+            }
+            HttpFilter::HeaderToMetadata(h) => {
+                metadata::decode(h, req);
+                if !h.response_rules.is_empty() {
+                    passed.header_to_metadata.push(i);
+                }
+                Ok(())
+            }
         };
         if let Err(mut resp) = stop {
-            encode(passed, &mut resp);
+            log_metadata(req, tracker);
+            encode(cx, passed, &mut resp, tracker);
             return Err(resp);
         }
     }
+    log_metadata(req, tracker);
     Ok(())
 }
 
+/// The access log's copy of the dynamic metadata the filters set.
+fn log_metadata(req: &Request<RequestBody>, tracker: &mut Tracker) {
+    if let (Some(md), Some(log)) = (
+        req.extensions().get::<crate::metadata::DynamicMetadata>(),
+        tracker.log_mut(),
+    ) {
+        log.dynamic_metadata = Some(md.clone());
+    }
+}
+
 /// Run the filters that ran on the request on its response, in reverse order.
-pub(super) fn encode(passed: &Passed, resp: &mut Response<ProxyBody>) {
+pub(super) fn encode(
+    cx: Ctx<'_>,
+    passed: &mut Passed,
+    resp: &mut Response<ProxyBody>,
+    tracker: &mut Tracker,
+) {
+    // An active fault counts until the stream ends, as Envoy releases it on destroy.
+    if let Some(active) = passed.fault.take() {
+        let body = std::mem::replace(resp.body_mut(), ProxyBody::empty());
+        *resp.body_mut() = body.holding(Box::new(active));
+    }
+    for &i in passed.header_to_metadata.iter().rev() {
+        if let HttpFilter::HeaderToMetadata(h) = &cx.l.http.http_filters[i].filter {
+            if let Some(log) = tracker.log_mut() {
+                let md = log.dynamic_metadata.get_or_insert_with(Default::default);
+                metadata::encode(h, resp.headers_mut(), md);
+            } else {
+                metadata::encode(h, resp.headers_mut(), &mut Default::default());
+            }
+        }
+    }
+    if !passed.compressors.is_empty() {
+        compressor::encode(cx, &passed.compressors, resp);
+    }
     cors::encode(passed.cors.as_ref(), resp);
     local_ratelimit::encode(passed.rate_limit.as_ref(), resp);
     health_check::encode(&passed.health_check, resp);

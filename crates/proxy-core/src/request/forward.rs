@@ -18,7 +18,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use crate::body::{BodyFault, BodyTimeout, ProxyBody, RequestBody, RequestStream};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Pick};
 use crate::context::Ctx;
 use crate::error::UpstreamFailure;
 use crate::flags::ResponseFlags;
@@ -43,6 +43,8 @@ static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
 struct Body {
     /// The whole body, in memory: the request may be sent again.
     replay: Option<Bytes>,
+    /// The trailers that followed the body in memory (kept by the buffer filter).
+    replay_trailers: Option<http::HeaderMap>,
     /// A body streamed to the upstream as it arrives (sent once).
     stream: Option<ProxyBody>,
     /// Set when the streamed body hit `request_timeout` or `stream_idle_timeout`.
@@ -104,6 +106,7 @@ pub(super) async fn forward_to(
         // Boxed: the rare upgrade path must not grow every request's future.
         return Box::pin(tunnel(cx, route, f, to, &cluster, req, tracker)).await;
     }
+    let (by, set_cookie) = request_hash(cx, f, &cluster, &req);
     let (mut parts, body) = req.into_parts();
     let mut body = if replayable_by_buffering(cx, f, &body) {
         // Boxed, like every rare await here: a future's size is that of its largest state,
@@ -121,7 +124,11 @@ pub(super) async fn forward_to(
         }
     };
     // Only an internal client's `x-envoy-*` fields are still here.
-    let asked = if cx.l.http.is_internal(cx.c.remote.ip()) {
+    let asked = if cx
+        .l
+        .http
+        .is_internal_request(cx.c.remote.ip(), &parts.headers)
+    {
         Asked::take(&mut parts.headers).map(Box::new)
     } else {
         None
@@ -153,7 +160,7 @@ pub(super) async fn forward_to(
         let mut up = upstream_request(&mut parts, &target, &mut body, last);
         let reselect = tries.reselect();
         let avoid = tries.tried.as_mut().map(|t| (t, reselect));
-        let outcome = match choose(cx.w, cx.c, (to.index, &cluster), up.headers(), avoid) {
+        let outcome = match choose(cx.w, cx.c, (to.index, &cluster), up.headers(), avoid, by) {
             Ok(host) => {
                 let c = (to.index, &cluster);
                 attempt_once(cx.w, c, host, &mut up, limits.deadline, limits.per_try).await
@@ -171,7 +178,7 @@ pub(super) async fn forward_to(
                     backing_off = true;
                     continue;
                 }
-                return respond(cx, (f, to), done, tracker);
+                return respond(cx, (f, to), done, tracker, set_cookie);
             }
             Err(e) => e,
         };
@@ -203,6 +210,26 @@ pub(super) async fn forward_to(
             }
         }
     }
+}
+
+/// The hash a RING_HASH or MAGLEV cluster picks by (from the downstream request, before
+/// forwarding edits it) and the `set-cookie` of a cookie it generated; nothing for the other
+/// policies, which never read it (so a route's cookie is only made up for a hashing cluster,
+/// as in Envoy).
+#[inline]
+pub(super) fn request_hash<B>(
+    cx: Ctx<'_>,
+    f: &Forward,
+    cluster: &Cluster,
+    req: &Request<B>,
+) -> (Pick, Option<Box<HeaderValue>>) {
+    let policies = &f.config.hash_policy;
+    if policies.is_empty() || !cluster.config.lb_policy.hashes() {
+        return (Pick::default(), None);
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let h = super::hash::hash_request(policies, req.headers(), path, cx.c.remote, cx.c.local);
+    (Pick { hash: h.hash }, h.set_cookie.map(Box::new))
 }
 
 /// An upgrade of type `kind` on HTTP/1.1: the route's `upgrade_configs` entry for it decides,
@@ -248,6 +275,7 @@ pub(super) fn request_deadline(cx: Ctx<'_>, tracker: &Tracker) -> Option<tokio::
 fn empty_body() -> Body {
     Body {
         replay: Some(Bytes::new()),
+        replay_trailers: None,
         stream: None,
         timed_out: None,
         fault: None,
@@ -267,22 +295,32 @@ async fn streamed_body(
     body: RequestBody,
     tracker: &mut Tracker,
 ) -> Result<Body, Response<ProxyBody>> {
-    let mut rest = match body {
-        RequestBody::Hyper(rest) => rest,
+    let (b, replay_trailers) = match body {
+        RequestBody::Hyper(rest) => return stream_rest(cx, f, rest, tracker).await,
         RequestBody::Empty => return Ok(empty_body()),
         // Read whole by the buffer filter: sent from memory, so it may be sent again.
-        RequestBody::Full(b) => {
-            let received = tracker.received();
-            received.set(received.get() + b.as_ref().map_or(0, |b| b.len() as u64));
-            return Ok(Body {
-                replay: b,
-                stream: None,
-                timed_out: None,
-                fault: None,
-                read_first: true,
-            });
-        }
+        RequestBody::Full(b) => (b, None),
+        RequestBody::Trailed(t) => (t.data, t.trailers),
     };
+    let received = tracker.received();
+    received.set(received.get() + b.as_ref().map_or(0, |b| b.len() as u64));
+    Ok(Body {
+        replay: b,
+        replay_trailers,
+        stream: None,
+        timed_out: None,
+        fault: None,
+        read_first: true,
+    })
+}
+
+/// The rest of a body streamed from the client, after what has already arrived was read.
+async fn stream_rest(
+    cx: Ctx<'_>,
+    f: &Forward,
+    mut rest: hyper::body::Incoming,
+    tracker: &mut Tracker,
+) -> Result<Body, Response<ProxyBody>> {
     let cap = READ_AHEAD_MAX.min(cx.l.config.per_connection_buffer_limit_bytes) as usize;
     let ahead = match read_ahead(&mut rest, cap).await {
         Ok(ahead) => ahead,
@@ -303,6 +341,7 @@ async fn streamed_body(
         );
     Ok(Body {
         replay: None,
+        replay_trailers: None,
         stream: Some(b),
         timed_out: Some(fired),
         fault: Some(fault),
@@ -354,11 +393,13 @@ async fn buffer_body(
         tracker.set_flag(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         return Err(local_reply(StatusCode::BAD_REQUEST, Bytes::new()));
     };
+    let replay_trailers = collected.trailers().cloned();
     let b = collected.to_bytes();
     let received = tracker.received();
     received.set(received.get() + b.len() as u64);
     Ok(Body {
         replay: Some(b),
+        replay_trailers,
         stream: None,
         timed_out: None,
         fault: None,
@@ -541,7 +582,7 @@ fn upstream_request(
     last: bool,
 ) -> Request<ProxyBody> {
     let body = match &body.replay {
-        Some(b) => ProxyBody::full(b.clone()),
+        Some(b) => ProxyBody::trailed(b.clone(), body.replay_trailers.clone()),
         None => body.stream.take().unwrap_or_else(ProxyBody::empty),
     };
     let mut up = Request::new(body);
@@ -563,6 +604,7 @@ fn respond(
     (f, to): (&Forward, &RouteCluster),
     done: AttemptDone,
     tracker: &mut Tracker,
+    set_cookie: Option<Box<HeaderValue>>,
 ) -> Response<ProxyBody> {
     let hcm = &cx.l.http;
     let AttemptDone {
@@ -579,6 +621,9 @@ fn respond(
             X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
             millis_value(service_time.as_millis() as u64),
         );
+    }
+    if let Some(c) = set_cookie {
+        rparts.headers.append(http::header::SET_COOKIE, *c);
     }
     tracker.upstream_chosen(attempt.host.addr, &to.name);
     let body = rbody.with_idle_timeout(f.config.stream_idle_timeout(hcm.stream_idle_timeout));

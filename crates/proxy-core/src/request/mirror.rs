@@ -15,7 +15,7 @@ use http::{Request, Uri};
 use http_body_util::BodyExt;
 
 use crate::body::ProxyBody;
-use crate::cluster::{Cluster, Host};
+use crate::cluster::{Cluster, Host, Pick};
 use crate::context::{Ctx, Worker};
 use crate::error::UpstreamFailure;
 use crate::router::Forward;
@@ -73,7 +73,14 @@ pub(super) fn mirror(
             continue;
         };
         // Chosen here: the task keeps nothing of the connection (whose drain would wait on it).
-        let Ok(host) = choose(cx.w, cx.c, (m.index, &cluster), req.headers(), None) else {
+        let Ok(host) = choose(
+            cx.w,
+            cx.c,
+            (m.index, &cluster),
+            req.headers(),
+            None,
+            Pick::default(),
+        ) else {
             continue;
         };
         tokio::task::spawn_local(shadow(

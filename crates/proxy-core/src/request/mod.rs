@@ -7,7 +7,9 @@ mod ahead;
 mod attempt;
 mod filters;
 mod forward;
+pub(crate) mod hash;
 pub mod local;
+mod local_reply;
 mod mirror;
 mod mutate;
 mod retry;
@@ -24,7 +26,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 
 use crate::body::{ProxyBody, RequestBody};
-use crate::config::{HttpConnectionManager, ServerTransformation, Underscores};
+use crate::config::{EscapedSlashes, HttpConnectionManager, ServerTransformation, Underscores};
 use crate::context::{ConnCtx, Ctx, ListenerShared, Worker};
 use crate::flags::ResponseFlags;
 use crate::handover::Mode;
@@ -64,6 +66,16 @@ pub async fn handle(
     if req.headers().len() > hcm.max_headers_count || hcm.underscores != Underscores::Allow {
         fields_checked(&mut req, hcm);
     }
+    if (hcm.normalize_path || hcm.escaped_slashes != EscapedSlashes::Keep)
+        && req.extensions().get::<Refusal>().is_none()
+    {
+        if let Some(reply) = canonical_path(&l, &c, &mut req) {
+            return Ok(path_answered(cx, req, tracker, reply));
+        }
+    }
+    if let Some(cluster) = &hcm.add_user_agent {
+        crate::headers::add_user_agent(req.headers_mut(), cluster);
+    }
     if hcm.merge_slashes {
         if let Some(uri) = crate::headers::merge_slashes(req.uri()) {
             *req.uri_mut() = uri;
@@ -72,7 +84,7 @@ pub async fn handle(
     if hcm.generate_request_id {
         if hcm.use_remote_address
             && !hcm.preserve_external_request_id
-            && !hcm.is_internal(c.remote.ip())
+            && !hcm.is_internal_request(c.remote.ip(), req.headers())
         {
             // An edge request: the external client's id is replaced, as Envoy does.
             req.headers_mut()
@@ -93,6 +105,12 @@ pub async fn handle(
         };
     if let Some(logs) = l.access_logs.as_ref() {
         tracker.set_log(logs.capture(&req));
+    } else if hcm.local_reply.is_some() {
+        // Mappers' filters and body formats read the request.
+        tracker.set_log(crate::access::LogCapture::of(&req));
+    }
+    if hcm.xff_num_trusted_hops > 0 {
+        trusted_remote(hcm, &req, &mut tracker);
     }
     // With filters, the route is found and the filters run first: boxed, and only the filters'
     // part (what forwarding needs stays in this future), so a listener without filters keeps
@@ -139,8 +157,8 @@ pub async fn handle(
     if let Some(m) = matched.and_then(|r| r.mutations.as_deref()) {
         mutate_response(cx, m, seen.as_deref(), &mut resp, &tracker);
     }
-    if let Some(d) = &pre {
-        filters::encode(&d.passed, &mut resp);
+    if let Some(d) = pre.as_deref_mut() {
+        filters::encode(cx, &mut d.passed, &mut resp, &mut tracker);
     }
     Ok(finish(cx, resp, tracker, request_id))
 }
@@ -158,6 +176,108 @@ fn fields_checked(req: &mut Request<RequestBody>, hcm: &HttpConnectionManager) {
     {
         req.extensions_mut().insert(refusal);
     }
+}
+
+/// `path_with_escaped_slashes_action`, then `normalize_path`, on the request's path (the query
+/// is left alone), as Envoy's connection manager does them before routing; a reply when the
+/// path is refused (400) or redirected (307). `merge_slashes` comes after.
+#[cold]
+#[inline(never)]
+fn canonical_path(
+    l: &ListenerShared,
+    c: &ConnCtx,
+    req: &mut Request<RequestBody>,
+) -> Option<Response<ProxyBody>> {
+    use crate::headers::path;
+    let hcm = &l.http;
+    let mut new_path: Option<String> = None;
+    let mut redirect = false;
+    if hcm.escaped_slashes != EscapedSlashes::Keep {
+        if let Some(unescaped) = path::unescape_slashes(req.uri().path()) {
+            match hcm.escaped_slashes {
+                EscapedSlashes::Reject => return Some(path_refused(l, c)),
+                EscapedSlashes::UnescapeAndRedirect => redirect = true,
+                _ => {}
+            }
+            new_path = Some(unescaped);
+        }
+    }
+    if hcm.normalize_path {
+        let current = new_path.as_deref().unwrap_or(req.uri().path());
+        match path::normalize(current) {
+            Err(path::Invalid) => return Some(path_refused(l, c)),
+            Ok(Some(n)) => new_path = Some(n),
+            Ok(None) => {}
+        }
+    }
+    let mut p = new_path?;
+    if let Some(q) = req.uri().query() {
+        p.push('?');
+        p.push_str(q);
+    }
+    if redirect {
+        l.http_stats
+            .downstream_rq_redirected_with_normalized_path
+            .inc();
+        let mut resp = local_reply(StatusCode::TEMPORARY_REDIRECT, Bytes::new());
+        return match HeaderValue::try_from(p) {
+            Ok(v) => {
+                resp.headers_mut().insert(header::LOCATION, v);
+                Some(resp)
+            }
+            Err(_) => Some(path_refused(l, c)),
+        };
+    }
+    let mut parts = req.uri().clone().into_parts();
+    match p.parse() {
+        Ok(pq) => parts.path_and_query = Some(pq),
+        Err(_) => return Some(path_refused(l, c)),
+    }
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return Some(path_refused(l, c)),
+    }
+    None
+}
+
+/// `%DOWNSTREAM_REMOTE_ADDRESS%` with trusted hops: the client `x-forwarded-for` names, port 0
+/// (Envoy 1.40).
+#[cold]
+#[inline(never)]
+fn trusted_remote(hcm: &HttpConnectionManager, req: &Request<RequestBody>, tracker: &mut Tracker) {
+    if let (Some(ip), Some(log)) = (hcm.trusted_client(req.headers()), tracker.log_mut()) {
+        log.downstream_remote = Some(std::net::SocketAddr::new(ip, 0));
+    }
+}
+
+/// The reply to a request whose path was refused or redirected, logged as any other.
+#[cold]
+#[inline(never)]
+fn path_answered(
+    cx: Ctx<'_>,
+    mut req: Request<RequestBody>,
+    mut tracker: Box<Tracker>,
+    reply: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    if let Some(logs) = cx.l.access_logs.as_ref() {
+        tracker.set_log(logs.capture(&req));
+    } else if cx.l.http.local_reply.is_some() {
+        tracker.set_log(crate::access::LogCapture::of(&req));
+    }
+    crate::header_pool::give(std::mem::take(req.headers_mut()));
+    finish(cx, reply, tracker, None)
+}
+
+/// A path `normalize_path` or `path_with_escaped_slashes_action` refused: 400, and an HTTP/1.1
+/// connection closes (Envoy 1.40).
+fn path_refused(l: &ListenerShared, c: &ConnCtx) -> Response<ProxyBody> {
+    l.http_stats.downstream_rq_failed_path_normalization.inc();
+    let mut resp = local_reply(StatusCode::BAD_REQUEST, Bytes::new());
+    if !c.http2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// What the HTTP filters decided for a request they let through: its route, the cluster picked
@@ -222,6 +342,11 @@ fn finish(
 ) -> Response<ProxyBody> {
     let Ctx { l, w, c } = cx;
     let hcm = &l.http;
+    if let Some(lr) = &hcm.local_reply {
+        if !tracker.answered_by_upstream() {
+            local_reply::rewrite(cx, lr, &mut resp, &tracker);
+        }
+    }
     tracker.set_status(resp.status().as_u16());
     let h = resp.headers_mut();
     match hcm.server.transformation {

@@ -10,6 +10,7 @@ use crate::access_log::Record;
 use crate::body::ProxyBody;
 use crate::config::AppendAction;
 use crate::context::Ctx;
+use crate::metadata::DynamicMetadata;
 use crate::router::mutate::{Op, Value};
 use crate::router::{Mutations, Route};
 
@@ -31,6 +32,8 @@ struct Subject<'a> {
     /// The request's fields, for a response's `%REQ(...)%` (the request's map itself when
     /// mutating the request).
     request_headers: Option<&'a HeaderMap>,
+    /// What the filters set (`%DYNAMIC_METADATA(...)%`).
+    dynamic_metadata: Option<&'a DynamicMetadata>,
 }
 
 /// Apply `ops` to `h` in order.
@@ -120,6 +123,8 @@ fn record<'a>(s: &'a Subject<'a>, h: &'a HeaderMap, response: bool) -> Record<'a
         downstream_remote: s.remote,
         downstream_local: s.local,
         upstream_transport_failure_reason: None,
+        local_reply_body: None,
+        dynamic_metadata: s.dynamic_metadata,
     }
 }
 
@@ -130,6 +135,7 @@ pub(crate) struct Seen {
     uri: http::Uri,
     version: Version,
     headers: HeaderMap,
+    dynamic_metadata: Option<DynamicMetadata>,
 }
 
 impl Seen {
@@ -151,6 +157,7 @@ impl Seen {
                 uri: req.uri().clone(),
                 version: req.version(),
                 headers: req.headers().clone(),
+                dynamic_metadata: req.extensions().get::<DynamicMetadata>().cloned(),
             })
         })
     }
@@ -183,6 +190,7 @@ pub(super) fn mutate_response(
         upstream_host: None,
         response_code: status,
         request_headers: seen.map(|s| &s.headers),
+        dynamic_metadata: seen.and_then(|s| s.dynamic_metadata.as_ref()),
     };
     apply(&m.response, resp.headers_mut(), &s, true);
 }
@@ -212,6 +220,7 @@ pub(super) fn mutate_request(
         upstream_host: None,
         response_code: 0,
         request_headers: None,
+        dynamic_metadata: parts.extensions.get::<DynamicMetadata>(),
     };
     apply(&m.request, &mut parts.headers, &s, false);
 }

@@ -32,6 +32,8 @@ pub(crate) struct Tracker {
     log: Option<Box<LogCapture>>,
     /// Request body bytes received, shared with the request body; made when there is one.
     bytes_received: Option<Rc<Cell<u64>>>,
+    /// The health check filter took the request for a health check.
+    health_check: bool,
     /// Set once accounted.
     done: bool,
 }
@@ -62,6 +64,7 @@ impl Tracker {
             upstream: None,
             log: None,
             bytes_received: None,
+            health_check: false,
             done: false,
         })
     }
@@ -85,6 +88,30 @@ impl Tracker {
     pub(super) fn failure_reply(&mut self, f: UpstreamFailure) -> Response<ProxyBody> {
         self.set_flag(f.flag());
         local_reply(f.status(), Bytes::from_static(f.body().as_bytes()))
+    }
+
+    /// The response flags so far.
+    pub(super) fn flags(&self) -> ResponseFlags {
+        self.flags
+    }
+
+    /// The request is a health check (`not_health_check_filter`).
+    pub(super) fn mark_health_check(&mut self) {
+        self.health_check = true;
+    }
+
+    pub(super) fn health_check(&self) -> bool {
+        self.health_check
+    }
+
+    /// The response is an upstream's (not one Baton made).
+    pub(super) fn answered_by_upstream(&self) -> bool {
+        self.upstream.is_some()
+    }
+
+    /// The request as it arrived, when access logs or `local_reply_config` need it.
+    pub(super) fn log(&self) -> Option<&LogCapture> {
+        self.log.as_deref()
     }
 
     /// What the access log says of the request as it arrived.

@@ -46,11 +46,12 @@ pub(super) async fn tunnel(
     tracker: &mut Tracker,
 ) -> Response<ProxyBody> {
     let Ctx { l, w, c } = cx;
+    let (by, set_cookie) = super::forward::request_hash(cx, f, cluster, &req);
     let (mut parts, body) = req.into_parts();
     let uri = upgrade_head(cx, (route, f), &target.name, &mut parts, tracker.start());
     let host = {
         let set = cluster.hosts();
-        w.lb.pick(target.index, cluster, &set)
+        w.lb.pick(target.index, cluster, &set, by)
     };
     let Some(host) = host else {
         cluster.stats.upstream_cx_none_healthy.inc();
@@ -77,6 +78,9 @@ pub(super) async fn tunnel(
     if status != StatusCode::SWITCHING_PROTOCOLS {
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers, Upgrade::Strip);
+        if let Some(c) = set_cookie {
+            rparts.headers.append(http::header::SET_COOKIE, *c);
+        }
         tracker.set_upstream(attempt.into_track(None));
         return Response::from_parts(rparts, ProxyBody::stream(rbody));
     }
@@ -122,5 +126,8 @@ pub(super) async fn tunnel(
     });
     let (mut rparts, _) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers, Upgrade::Keep);
+    if let Some(c) = set_cookie {
+        rparts.headers.append(http::header::SET_COOKIE, *c);
+    }
     Response::from_parts(rparts, ProxyBody::empty())
 }

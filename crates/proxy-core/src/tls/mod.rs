@@ -34,6 +34,26 @@ pub use san::{SanMatcher, SanType, StringMatch};
 pub use stats::SslStats;
 pub use x509::not_after;
 
+/// What a TLS connection's peer told, for RBAC: its server name and its certificate's URI and
+/// DNS SANs and subject.
+pub fn peer_identity(conn: &rustls::ServerConnection) -> crate::rbac::TlsPeer {
+    let mut peer = crate::rbac::TlsPeer {
+        sni: conn.server_name().unwrap_or("").to_owned(),
+        ..Default::default()
+    };
+    if let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) {
+        for name in x509::subject_alt_names(cert).unwrap_or_default() {
+            match name {
+                x509::GeneralName::Uri(u) => peer.uri_sans.push(u),
+                x509::GeneralName::Dns(d) => peer.dns_sans.push(d),
+                _ => {}
+            }
+        }
+        peer.subject = x509::subject_rfc2253(cert).unwrap_or_default();
+    }
+    peer
+}
+
 /// Where PEM text comes from: Envoy's `DataSource` (`filename` or `inline_string`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PemSource {

@@ -2,7 +2,7 @@
 //! expired certificate is refused when the configuration is loaded, and its
 //! `subjectPublicKeyInfo`, so a key is matched with an X.509 v1 certificate (which webpki, reading
 //! v3 only, will not parse; Envoy's own example certificate is v1). A full X.509 parser would be
-//! a large dependency for two fields; rustls verifies everything else at handshake time.
+//! a large dependency for these few fields (and the subject's text for RBAC); rustls verifies everything else at handshake time.
 
 use std::time::{Duration, SystemTime};
 
@@ -146,6 +146,116 @@ pub fn subject_alt_names(der: &[u8]) -> Option<Vec<GeneralName>> {
     Some(out)
 }
 
+/// The certificate's subject as RFC 2253 text (`CN=client,O=Acme`: the last RDN first), the
+/// form Envoy matches an RBAC `principal_name` against; `None` if `der` is not a certificate
+/// this can read.
+pub fn subject_rfc2253(der: &[u8]) -> Option<String> {
+    let rest = from_validity(der)?;
+    let (tag, mut rdns, _) = tlv(tlv(rest)?.2)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let mut parts = Vec::new();
+    while !rdns.is_empty() {
+        let (tag, mut set, after) = tlv(rdns)?;
+        rdns = after;
+        if tag != 0x31 {
+            return None;
+        }
+        let mut rdn = Vec::new();
+        while !set.is_empty() {
+            let (tag, atv, after) = tlv(set)?;
+            set = after;
+            if tag != SEQUENCE {
+                return None;
+            }
+            let (tag, oid, value) = tlv(atv)?;
+            if tag != OID {
+                return None;
+            }
+            let (vtag, v, _) = tlv(value)?;
+            let text = match vtag {
+                // UTF8String, PrintableString, IA5String, T61String.
+                0x0c | 0x13 | 0x16 | 0x14 => escape_rfc2253(v),
+                // Anything else as `#` and the DER in hex.
+                _ => {
+                    let whole = &value[..value.len() - tlv(value)?.2.len()];
+                    let mut s = String::from("#");
+                    for b in whole {
+                        s.push_str(&format!("{b:02X}"));
+                    }
+                    s
+                }
+            };
+            rdn.push(format!("{}={text}", attribute_name(oid)));
+        }
+        parts.push(rdn.join("+"));
+    }
+    parts.reverse();
+    Some(parts.join(","))
+}
+
+/// The short name OpenSSL prints for an attribute, else its dotted OID.
+fn attribute_name(oid: &[u8]) -> String {
+    let known = match oid {
+        [0x55, 0x04, 0x03] => "CN",
+        [0x55, 0x04, 0x06] => "C",
+        [0x55, 0x04, 0x07] => "L",
+        [0x55, 0x04, 0x08] => "ST",
+        [0x55, 0x04, 0x09] => "street",
+        [0x55, 0x04, 0x0a] => "O",
+        [0x55, 0x04, 0x0b] => "OU",
+        [0x55, 0x04, 0x05] => "serialNumber",
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01] => "emailAddress",
+        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => "DC",
+        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01] => "UID",
+        _ => "",
+    };
+    if !known.is_empty() {
+        return known.to_owned();
+    }
+    // Dotted: the first byte holds two arcs, then base-128 arcs.
+    let mut arcs: Vec<u64> = Vec::new();
+    let mut acc = 0u64;
+    for (i, b) in oid.iter().enumerate() {
+        acc = (acc << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            if i == 0 || arcs.is_empty() {
+                let first = (acc / 40).min(2);
+                arcs.push(first);
+                arcs.push(acc - first * 40);
+            } else {
+                arcs.push(acc);
+            }
+            acc = 0;
+        }
+    }
+    arcs.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A string attribute's value escaped as RFC 2253 asks (and bytes past ASCII as `\XX`, as
+/// OpenSSL prints them).
+fn escape_rfc2253(v: &[u8]) -> String {
+    let mut s = String::with_capacity(v.len());
+    let last = v.len().saturating_sub(1);
+    for (i, &b) in v.iter().enumerate() {
+        match b {
+            b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';' => {
+                s.push('\\');
+                s.push(char::from(b));
+            }
+            b'#' if i == 0 => s.push_str("\\#"),
+            b' ' if i == 0 || i == last => s.push_str("\\ "),
+            0x20..=0x7e => s.push(char::from(b)),
+            _ => s.push_str(&format!("\\{b:02X}")),
+        }
+    }
+    s
+}
+
 /// The certificate's `notAfter`, or `None` if `der` is not a certificate this can read.
 pub fn not_after(der: &[u8]) -> Option<SystemTime> {
     let rest = from_validity(der)?;
@@ -230,6 +340,25 @@ mod tests {
         let cert = p.self_signed(&key).unwrap();
         assert_eq!(subject_alt_names(cert.der()), Some(vec![]));
         assert!(subject_alt_names(b"").is_none());
+    }
+
+    #[test]
+    fn subject_as_rfc_2253_last_rdn_first_and_escaped() {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "a,b+c ".to_owned());
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme".to_owned());
+        p.distinguished_name
+            .push(rcgen::DnType::CountryName, "FR".to_owned());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(
+            subject_rfc2253(cert.der()).as_deref(),
+            Some("C=FR,O=Acme,CN=a\\,b\\+c\\ ")
+        );
+        assert_eq!(attribute_name(&[0x2a, 0x03, 0x04]), "1.2.3.4");
+        assert_eq!(subject_rfc2253(b"\x30\x00"), None);
     }
 
     #[test]

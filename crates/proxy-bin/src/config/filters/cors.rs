@@ -90,23 +90,30 @@ pub(super) fn string_matchers(
     raw: Vec<raw::StringMatcher>,
     path: &str,
 ) -> Result<Vec<HeaderMatchKind>, ConfigError> {
-    let mut out = Vec::new();
-    for (i, sm) in raw.into_iter().enumerate() {
-        let m = super::super::route::header_matcher(
-            raw::HeaderMatcher {
-                name: "origin".into(),
-                string_match: Some(sm),
-                exact_match: None,
-                prefix_match: None,
-                suffix_match: None,
-                contains_match: None,
-                safe_regex_match: None,
-                present_match: None,
-                invert_match: None,
-            },
-            &format!("{path}[{i}]"),
-        )?;
-        out.push(m.kind);
-    }
-    Ok(out)
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, sm)| string_matcher(sm, &format!("{path}[{i}]")))
+        .collect()
+}
+
+/// One `StringMatcher` at `path`.
+pub(super) fn string_matcher(
+    sm: raw::StringMatcher,
+    path: &str,
+) -> Result<HeaderMatchKind, ConfigError> {
+    let m = super::super::route::header_matcher(
+        raw::HeaderMatcher {
+            name: "origin".into(),
+            string_match: Some(sm),
+            exact_match: None,
+            prefix_match: None,
+            suffix_match: None,
+            contains_match: None,
+            safe_regex_match: None,
+            present_match: None,
+            invert_match: None,
+        },
+        path,
+    )?;
+    Ok(m.kind)
 }

@@ -8,13 +8,13 @@ use serde_json::{Map, Value};
 
 use super::super::de::{self, join};
 use super::super::{ConfigError, Errors};
-use super::{buffer, cors, csrf, fault, local_ratelimit};
+use super::{buffer, compressor, cors, csrf, fault, local_ratelimit, rbac};
 
 const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
 
 /// The per-route configuration types Baton has.
 const SUPPORTED: &str =
-    "envoy.config.route.v3.FilterConfig, the buffer filter's BufferPerRoute, the fault filter's HTTPFault, the local rate limit filter's LocalRateLimit, the CORS filter's CorsPolicy and the CSRF filter's CsrfPolicy";
+    "envoy.config.route.v3.FilterConfig, the buffer filter's BufferPerRoute, the fault filter's HTTPFault, the local rate limit filter's LocalRateLimit, the CORS filter's CorsPolicy, the CSRF filter's CsrfPolicy, the RBAC filter's RBACPerRoute and the compressor filter's CompressorPerRoute";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +87,8 @@ fn known(url: &str) -> bool {
         local_ratelimit::TYPE,
         cors::POLICY_TYPE,
         csrf::TYPE,
+        rbac::PER_ROUTE_TYPE,
+        compressor::PER_ROUTE_TYPE,
     ]
     .contains(&url)
 }
@@ -104,6 +106,12 @@ fn config(url: &str, rest: Value, path: &str) -> Result<RouteFilterConfig, Confi
         ))),
         cors::POLICY_TYPE => Ok(RouteFilterConfig::Cors(Box::new(cors::policy(rest, path)?))),
         csrf::TYPE => Ok(RouteFilterConfig::Csrf(Box::new(csrf::parse(rest, path)?))),
+        rbac::PER_ROUTE_TYPE => Ok(RouteFilterConfig::Rbac(Box::new(rbac::parse_per_route(
+            rest, path,
+        )?))),
+        compressor::PER_ROUTE_TYPE => Ok(RouteFilterConfig::Compressor(
+            compressor::parse_per_route(rest, path)?,
+        )),
         _ => Err(ConfigError::new(
             join(path, "@type"),
             format!("unsupported per-filter configuration `{url}`; Baton supports {SUPPORTED}"),

@@ -116,7 +116,11 @@ fn enum_values_are_read_in_any_case_and_as_numbers() {
     let v = set(base(), &format!("{CLUSTER0}/type"), json!(1));
     let b = parse_value(&v).unwrap_or_else(|e| panic!("{e}")).bootstrap;
     assert_eq!(b.clusters[0].discovery, Discovery::StrictDns);
-    let v = set(base(), &format!("{CLUSTER0}/lb_policy"), json!("maglev"));
+    let v = set(
+        base(),
+        &format!("{CLUSTER0}/lb_policy"),
+        json!("load_balancing_policy_config"),
+    );
     let e = parse_value(&v).unwrap_err();
     assert_eq!(e.0[0].path, "static_resources.clusters[0].lb_policy");
     assert!(e.0[0].message.contains("Baton supports ROUND_ROBIN"), "{e}");

@@ -1,14 +1,15 @@
 //! `envoy.filters.http.buffer`: the request body is read whole before the request goes on;
 //! one longer than `max_request_bytes` is answered 413 (`downstream_rq_too_large`). A request
-//! without `content-length` gets one, as Envoy's filter adds it.
+//! without `content-length` gets one, as Envoy's filter adds it. Trailers are kept and follow
+//! the body upstream.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 
-use crate::body::{BodyFault, ProxyBody, RequestBody};
+use crate::body::{BodyFault, ProxyBody, RequestBody, Trailed};
 use crate::config::{BufferFilter, BufferPerRoute};
 use crate::context::Ctx;
 
@@ -43,7 +44,7 @@ pub(super) async fn decode(
         },
         None => read.await,
     };
-    let bytes = match read {
+    let (bytes, trailers) = match read {
         Ok(Some(b)) => b,
         Ok(None) => return Err(Box::new(too_large(cx))),
         Err(fault) => return Err(Box::new(body_fault_reply(cx, fault, tracker))),
@@ -53,23 +54,40 @@ pub(super) async fn decode(
         headers.remove(header::TRANSFER_ENCODING);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     }
-    *req.body_mut() = RequestBody::Full(Some(bytes));
+    *req.body_mut() = match trailers {
+        None => RequestBody::Full(Some(bytes)),
+        Some(t) => RequestBody::Trailed(Box::new(Trailed {
+            data: Some(bytes),
+            trailers: Some(t),
+        })),
+    };
     Ok(())
 }
 
-/// The body's data, or `None` once it passes `max` bytes.
-async fn read_whole(mut body: RequestBody, max: usize) -> Result<Option<Bytes>, BodyFault> {
+/// The body's data and trailers, or `None` once it passes `max` bytes.
+async fn read_whole(
+    mut body: RequestBody,
+    max: usize,
+) -> Result<Option<(Bytes, Option<HeaderMap>)>, BodyFault> {
     let mut buf = BytesMut::new();
+    let mut trailers: Option<HeaderMap> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyFault::of(&e))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > max {
-                return Ok(None);
+        match frame.into_data() {
+            Ok(data) => {
+                if buf.len() + data.len() > max {
+                    return Ok(None);
+                }
+                buf.extend_from_slice(&data);
             }
-            buf.extend_from_slice(&data);
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers.get_or_insert_with(HeaderMap::new).extend(t);
+                }
+            }
         }
     }
-    Ok(Some(buf.freeze()))
+    Ok(Some((buf.freeze(), trailers)))
 }
 
 /// Envoy's 413; an HTTP/1.1 connection closes after it (the rest of the body is unread).

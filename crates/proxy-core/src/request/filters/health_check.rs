@@ -23,6 +23,13 @@ pub(super) struct Passed {
     failing: bool,
 }
 
+impl Passed {
+    /// The request was a health check the filter let through.
+    pub(super) fn is_health_check(&self) -> bool {
+        self.health_check.is_some()
+    }
+}
+
 pub(super) fn decode(
     cx: Ctx<'_>,
     hc: &HealthCheckFilter,
