@@ -225,8 +225,9 @@ impl H1Conn {
             }
         };
         let bytes = self.split_head(head.len);
-        // One more than the upstream sent: the proxy adds x-envoy-upstream-service-time.
-        let headers = response::headers(&head, &bytes, &mut self.fields, 1)
+        // Room for what the proxy adds: x-envoy-upstream-service-time and `server` (a full
+        // map would grow, rehashing, on every response).
+        let headers = response::headers(&head, &bytes, &mut self.fields, 2)
             .map_err(|_| UpstreamFailure::ProtocolError)?;
         let mut resp = Response::new(());
         *resp.headers_mut() = headers;
