@@ -192,3 +192,25 @@ fn unsupported_matchers_are_refused_with_their_path() {
         assert!(out.contains(words), "{m}: {out}");
     }
 }
+
+/// Envoy 1.40 on the same routes: an inverted `exact` on `x-a` matches `x-a: 2` but neither
+/// `x-a: 1` nor a request without `x-a` (a missing field matches no value, inverted or not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inverted_matcher_does_not_match_a_missing_field() {
+    let config = Config::new()
+        .route(answer(
+            json!({"prefix": "/", "headers": [{"name": "x-a", "string_match": {"exact": "1"}, "invert_match": true}]}),
+            "inv",
+        ))
+        .route(answer(json!({"prefix": "/"}), "none"))
+        .render();
+    let baton = Baton::start(&config).await;
+    for (value, want) in [(None, "none"), (Some("1"), "none"), (Some("2"), "inv")] {
+        let mut req = request("GET", "h", "/", empty());
+        if let Some(v) = value {
+            req.headers_mut().insert("x-a", v.parse().expect("value"));
+        }
+        let r = send1(baton.addr(), req).await.expect("a response");
+        assert_eq!(r.text(), want, "x-a: {value:?}");
+    }
+}

@@ -571,14 +571,17 @@ impl HeaderMatcher {
     /// Whether `headers` match (the first value of the name; a regex is anchored when built).
     pub fn matches(&self, headers: &http::HeaderMap) -> bool {
         let value = headers.get(&self.name).map(|v| v.to_str().unwrap_or(""));
-        let result = match (&self.kind, value) {
-            (HeaderMatchKind::Present(want), v) => v.is_some() == *want,
-            (_, None) => false,
-            (HeaderMatchKind::Exact(s), Some(v)) => v == s,
-            (HeaderMatchKind::Prefix(s), Some(v)) => v.starts_with(s.as_str()),
-            (HeaderMatchKind::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
-            (HeaderMatchKind::Contains(s), Some(v)) => v.contains(s.as_str()),
-            (HeaderMatchKind::Regex(re), Some(v)) => re.is_match(v),
+        let Some(v) = value else {
+            // A missing field matches no value, inverted or not (Envoy 1.40).
+            return matches!(self.kind, HeaderMatchKind::Present(want) if want == self.invert);
+        };
+        let result = match &self.kind {
+            HeaderMatchKind::Present(want) => *want,
+            HeaderMatchKind::Exact(s) => v == s,
+            HeaderMatchKind::Prefix(s) => v.starts_with(s.as_str()),
+            HeaderMatchKind::Suffix(s) => v.ends_with(s.as_str()),
+            HeaderMatchKind::Contains(s) => v.contains(s.as_str()),
+            HeaderMatchKind::Regex(re) => re.is_match(v),
         };
         result != self.invert
     }

@@ -544,12 +544,13 @@ impl CompiledHeaderKind {
 impl CompiledHeader {
     fn matches(&self, headers: &HeaderMap) -> bool {
         let value = headers.get(&self.name).map(|v| v.to_str().unwrap_or(""));
-        let result = match (&self.kind, value) {
-            (CompiledHeaderKind::Present(want), v) => v.is_some() == *want,
+        match (&self.kind, value) {
+            (CompiledHeaderKind::Present(want), v) => (v.is_some() == *want) != self.invert,
+            // A missing field matches no value, inverted or not (Envoy 1.40: an inverted
+            // `exact` does not match a request without the field).
             (_, None) => false,
-            (kind, Some(v)) => kind.matches_value(v),
-        };
-        result != self.invert
+            (kind, Some(v)) => kind.matches_value(v) != self.invert,
+        }
     }
 }
 

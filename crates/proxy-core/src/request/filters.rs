@@ -209,7 +209,8 @@ pub(super) fn header_matches(m: &FilterHeaderMatcher, req: &Request<RequestBody>
     };
     let hit = match (&m.kind, value) {
         (HeaderMatchKind::Present(p), v) => v.is_some() == *p,
-        (_, None) => false,
+        // A missing field matches no value, inverted or not (Envoy 1.40).
+        (_, None) => return false,
         (HeaderMatchKind::Exact(s), Some(v)) => v == s,
         (HeaderMatchKind::Prefix(s), Some(v)) => v.starts_with(s.as_str()),
         (HeaderMatchKind::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
